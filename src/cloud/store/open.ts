@@ -1,0 +1,52 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { SqlStore } from './sql-store.ts';
+import type { Store } from './store.ts';
+import { EwError } from '../../contracts/errors.ts';
+
+/** SQLite file under the data dir: WAL so API reads never wait behind heartbeat writes. */
+export function openSqliteStore(file: string): Store {
+  if (file !== ':memory:') mkdirSync(join(file, '..'), { recursive: true });
+  let db: Database.Database;
+  try {
+    db = new Database(file);
+  } catch (e) {
+    throw new EwError('DATA_DIR_INVALID', `cannot open SQLite database ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  return new SqlStore('sqlite', new Kysely({ dialect: new SqliteDialect({ database: db }) }));
+}
+
+/**
+ * PostgreSQL through a pg pool. BIGINT columns come back as numbers: every one of ours holds
+ * milliseconds or counters far below 2^53. `schema` confines the store to one schema (tests).
+ */
+export function openPostgresStore(url: string, opts: { schema?: string; max?: number } = {}): Store {
+  const int8 = 20;
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.max ?? 10,
+    options: opts.schema ? `-c search_path=${opts.schema}` : undefined,
+    types: {
+      getTypeParser: ((oid: number, format?: string) =>
+        oid === int8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+    },
+  });
+  // A broken idle connection must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+  return new SqlStore('postgres', new Kysely({ dialect: new PostgresDialect({ pool }) }));
+}
+
+/** `--db` accepts `sqlite:` (default, under the data dir), a path to a .db file, or a postgres:// URL. */
+export function openStore(db: string | undefined, dataDir: string): Store {
+  if (db === undefined || db === '' || db === 'sqlite') return openSqliteStore(join(dataDir, 'cloud.db'));
+  if (/^postgres(ql)?:\/\//.test(db)) return openPostgresStore(db);
+  if (db.startsWith('sqlite:')) return openSqliteStore(db.slice('sqlite:'.length));
+  throw new EwError('CONFIG_INVALID', `--db "${db.replace(/\/\/[^@]*@/, '//***@')}" is neither sqlite:<file> nor a postgres:// URL`, { path: 'db' });
+}

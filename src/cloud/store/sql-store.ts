@@ -1,0 +1,380 @@
+import { Kysely, Migrator, sql, type Generated, type Migration, type MigrationProvider, type Transaction } from 'kysely';
+import type { Labels } from '../../contracts/selector.ts';
+import { EwError } from '../../contracts/errors.ts';
+import type {
+  ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
+} from './store.ts';
+
+/**
+ * One SQL implementation of Store over Kysely; the dialect (SQLite or PostgreSQL) is chosen by
+ * the opener in `open.ts`. Portable SQL only: JSON is kept as text, times as BIGINT ms, booleans
+ * as 0/1, so the same statements and migrations run on both engines.
+ */
+interface DB {
+  tenants: { id: string; name: string; created_at: number };
+  api_keys: { id: string; tenant_id: string; name: string; hash: string; role: string; created_at: number; revoked_at: number | null };
+  join_tokens: {
+    id: string; tenant_id: string; hash: string; labels: string; region: string; description: string;
+    created_at: number; expires_at: number; used_at: number | null; site_id: string | null;
+  };
+  sites: {
+    id: string; tenant_id: string; name: string; region: string; labels: string; secret_hash: string;
+    created_at: number; revoked_at: number | null; online: number; last_seen_at: number | null; status: string | null;
+    desired_generation: number; desired_hash: string | null; reported_generation: number;
+  };
+  apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
+  deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
+  uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; at: number; received_at: number; data: string };
+}
+
+const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => ({
+  '0001_initial': {
+    async up(db: Kysely<any>) {
+      await db.schema.createTable('tenants')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('name', 'varchar(128)', (c) => c.notNull().unique())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('api_keys')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('name', 'varchar(128)', (c) => c.notNull())
+        .addColumn('hash', 'varchar(64)', (c) => c.notNull().unique())
+        .addColumn('role', 'varchar(32)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('revoked_at', 'bigint')
+        .execute();
+      await db.schema.createTable('join_tokens')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('hash', 'varchar(64)', (c) => c.notNull().unique())
+        .addColumn('labels', 'text', (c) => c.notNull())
+        .addColumn('region', 'varchar(128)', (c) => c.notNull())
+        .addColumn('description', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('used_at', 'bigint')
+        .addColumn('site_id', 'varchar(64)')
+        .execute();
+      await db.schema.createTable('sites')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('name', 'varchar(128)', (c) => c.notNull())
+        .addColumn('region', 'varchar(128)', (c) => c.notNull())
+        .addColumn('labels', 'text', (c) => c.notNull())
+        .addColumn('secret_hash', 'varchar(64)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('revoked_at', 'bigint')
+        .addColumn('online', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('last_seen_at', 'bigint')
+        .addColumn('status', 'text')
+        .addColumn('desired_generation', 'bigint', (c) => c.notNull().defaultTo(0))
+        .addColumn('desired_hash', 'varchar(64)')
+        .addColumn('reported_generation', 'bigint', (c) => c.notNull().defaultTo(0))
+        .execute();
+      await db.schema.createIndex('sites_tenant').on('sites').column('tenant_id').execute();
+      await db.schema.createTable('apps')
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('name', 'varchar(64)', (c) => c.notNull())
+        .addColumn('version', 'varchar(64)', (c) => c.notNull())
+        .addColumn('manifest', 'text', (c) => c.notNull())
+        .addColumn('digest', 'varchar(64)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('apps_pk', ['tenant_id', 'name', 'version'])
+        .execute();
+      await db.schema.createTable('deployments')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('app_name', 'varchar(64)', (c) => c.notNull())
+        .addColumn('app_version', 'varchar(64)', (c) => c.notNull())
+        .addColumn('selector', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createTable('uplink')
+        // SQLite's rowid alias must be spelled INTEGER PRIMARY KEY; PostgreSQL uses an identity.
+        .addColumn('seq', kind === 'sqlite' ? 'integer' : 'bigint', (c) => kind === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity())
+        .addColumn('site_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('msg_id', 'varchar(128)', (c) => c.notNull())
+        .addColumn('stream', 'varchar(128)', (c) => c.notNull())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('received_at', 'bigint', (c) => c.notNull())
+        .addColumn('data', 'text', (c) => c.notNull())
+        .addUniqueConstraint('uplink_once', ['site_id', 'msg_id'])
+        .execute();
+      await db.schema.createIndex('uplink_site_stream_at').on('uplink').columns(['site_id', 'stream', 'at']).execute();
+    },
+  },
+});
+
+class StaticProvider implements MigrationProvider {
+  constructor(private readonly kind: 'sqlite' | 'postgres') {}
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations(this.kind);
+  }
+}
+
+type SiteRow = DB['sites'];
+
+function toSite(r: SiteRow): Site {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    name: r.name,
+    region: r.region,
+    labels: JSON.parse(r.labels) as Labels,
+    secretHash: r.secret_hash,
+    createdAt: Number(r.created_at),
+    revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+    online: Number(r.online) === 1,
+    lastSeenAt: r.last_seen_at === null ? null : Number(r.last_seen_at),
+    status: r.status === null ? null : JSON.parse(r.status),
+    desiredGeneration: Number(r.desired_generation),
+    desiredHash: r.desired_hash,
+    reportedGeneration: Number(r.reported_generation),
+  };
+}
+
+function toToken(r: DB['join_tokens']): JoinToken {
+  return {
+    id: r.id, tenantId: r.tenant_id, hash: r.hash, labels: JSON.parse(r.labels), region: r.region, description: r.description,
+    createdAt: Number(r.created_at), expiresAt: Number(r.expires_at), usedAt: r.used_at === null ? null : Number(r.used_at), siteId: r.site_id,
+  };
+}
+
+function toApp(r: DB['apps']): App {
+  return { tenantId: r.tenant_id, name: r.name, version: r.version, manifest: JSON.parse(r.manifest), digest: r.digest, createdAt: Number(r.created_at) };
+}
+
+function toDeployment(r: DB['deployments']): Deployment {
+  return { id: r.id, tenantId: r.tenant_id, appName: r.app_name, appVersion: r.app_version, selector: JSON.parse(r.selector), createdAt: Number(r.created_at) };
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: string };
+  return err.code === '23505' || err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || err.code === 'SQLITE_CONSTRAINT_UNIQUE';
+}
+
+/** Wraps driver failures as STORE_UNAVAILABLE so the API answers 503 with a stable code. */
+async function guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof EwError) throw e;
+    throw new EwError('STORE_UNAVAILABLE', `store failed to ${what}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export class SqlStore implements Store {
+  constructor(readonly kind: 'sqlite' | 'postgres', private readonly db: Kysely<DB>) {}
+
+  async migrate(): Promise<void> {
+    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind) });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error) {
+      const failed = results?.find((r) => r.status === 'Error');
+      throw new EwError('STORE_UNAVAILABLE', `migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+
+  async createTenant(t: Tenant): Promise<void> {
+    await guard('create tenant', () => this.db.insertInto('tenants').values({ id: t.id, name: t.name, created_at: t.createdAt }).execute());
+  }
+
+  async listTenants(): Promise<Tenant[]> {
+    const rows = await guard('list tenants', () => this.db.selectFrom('tenants').selectAll().orderBy('created_at').execute());
+    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: Number(r.created_at) }));
+  }
+
+  async createApiKey(k: ApiKey): Promise<void> {
+    await guard('create api key', () => this.db.insertInto('api_keys').values({
+      id: k.id, tenant_id: k.tenantId, name: k.name, hash: k.hash, role: k.role, created_at: k.createdAt, revoked_at: k.revokedAt,
+    }).execute());
+  }
+
+  async findApiKeyByHash(hash: string): Promise<ApiKey | undefined> {
+    const r = await guard('read api key', () => this.db.selectFrom('api_keys').selectAll().where('hash', '=', hash).executeTakeFirst());
+    if (!r) return undefined;
+    return { id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: 'admin', createdAt: Number(r.created_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at) };
+  }
+
+  async createJoinToken(t: JoinToken): Promise<void> {
+    await guard('create join token', () => this.db.insertInto('join_tokens').values({
+      id: t.id, tenant_id: t.tenantId, hash: t.hash, labels: JSON.stringify(t.labels), region: t.region, description: t.description,
+      created_at: t.createdAt, expires_at: t.expiresAt, used_at: t.usedAt, site_id: t.siteId,
+    }).execute());
+  }
+
+  async listJoinTokens(tenantId: string): Promise<JoinToken[]> {
+    const rows = await guard('list join tokens', () => this.db.selectFrom('join_tokens').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute());
+    return rows.map(toToken);
+  }
+
+  async enrollSite(tokenHash: string, now: number, makeSite: (t: JoinToken) => Site): Promise<ConsumeResult & { site?: Site }> {
+    return guard('enroll site', () => this.db.transaction().execute(async (tx: Transaction<DB>) => {
+      const row = await tx.selectFrom('join_tokens').selectAll().where('hash', '=', tokenHash).executeTakeFirst();
+      if (!row) return { ok: false as const, reason: 'unknown' as const };
+      const token = toToken(row);
+      if (token.usedAt !== null) return { ok: false as const, reason: 'used' as const };
+      if (token.expiresAt <= now) return { ok: false as const, reason: 'expired' as const };
+      const site = makeSite(token);
+      // The guard on used_at makes a concurrent second enrollment update no row.
+      const upd = await tx.updateTable('join_tokens').set({ used_at: now, site_id: site.id })
+        .where('hash', '=', tokenHash).where('used_at', 'is', null).executeTakeFirst();
+      if (Number(upd.numUpdatedRows) !== 1) return { ok: false as const, reason: 'used' as const };
+      await tx.insertInto('sites').values({
+        id: site.id, tenant_id: site.tenantId, name: site.name, region: site.region, labels: JSON.stringify(site.labels),
+        secret_hash: site.secretHash, created_at: site.createdAt, revoked_at: null, online: 0, last_seen_at: null, status: null,
+        desired_generation: 0, desired_hash: null, reported_generation: 0,
+      }).execute();
+      return { ok: true as const, token: { ...token, usedAt: now, siteId: site.id }, site };
+    }));
+  }
+
+  async getSite(tenantId: string, id: string): Promise<Site | undefined> {
+    const r = await guard('read site', () => this.db.selectFrom('sites').selectAll().where('id', '=', id).where('tenant_id', '=', tenantId).executeTakeFirst());
+    return r && toSite(r);
+  }
+
+  async getSiteById(id: string): Promise<Site | undefined> {
+    const r = await guard('read site', () => this.db.selectFrom('sites').selectAll().where('id', '=', id).executeTakeFirst());
+    return r && toSite(r);
+  }
+
+  async listSites(tenantId: string): Promise<Site[]> {
+    const rows = await guard('list sites', () => this.db.selectFrom('sites').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute());
+    return rows.map(toSite);
+  }
+
+  async listAllSites(): Promise<Site[]> {
+    const rows = await guard('list sites', () => this.db.selectFrom('sites').selectAll().orderBy('created_at').orderBy('id').execute());
+    return rows.map(toSite);
+  }
+
+  async setSiteLabels(tenantId: string, id: string, labels: Labels): Promise<Site | undefined> {
+    await guard('label site', () => this.db.updateTable('sites').set({ labels: JSON.stringify(labels) }).where('id', '=', id).where('tenant_id', '=', tenantId).execute());
+    return this.getSite(tenantId, id);
+  }
+
+  async revokeSite(tenantId: string, id: string, now: number): Promise<Site | undefined> {
+    await guard('revoke site', () => this.db.updateTable('sites').set({ revoked_at: now, online: 0 })
+      .where('id', '=', id).where('tenant_id', '=', tenantId).where('revoked_at', 'is', null).execute());
+    return this.getSite(tenantId, id);
+  }
+
+  async updateSiteStatuses(updates: SiteStatusUpdate[]): Promise<void> {
+    if (updates.length === 0) return;
+    await guard('update site status', () => this.db.transaction().execute(async (tx) => {
+      for (const u of updates) {
+        const set: Partial<SiteRow> = { online: u.online ? 1 : 0, last_seen_at: u.lastSeenAt };
+        if (u.status) set.status = JSON.stringify(u.status);
+        if (u.reportedGeneration !== undefined) set.reported_generation = u.reportedGeneration;
+        await tx.updateTable('sites').set(set).where('id', '=', u.siteId).execute();
+      }
+    }));
+  }
+
+  async bumpDesired(siteId: string, digest: string): Promise<{ generation: number; changed: boolean }> {
+    return guard('bump desired generation', async () => {
+      const bumped = await this.db.updateTable('sites')
+        .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
+        .where('id', '=', siteId)
+        .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
+        .returning('desired_generation')
+        .executeTakeFirst();
+      if (bumped) return { generation: Number(bumped.desired_generation), changed: true };
+      const cur = await this.db.selectFrom('sites').select('desired_generation').where('id', '=', siteId).executeTakeFirst();
+      if (!cur) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
+      return { generation: Number(cur.desired_generation), changed: false };
+    });
+  }
+
+  async createApp(a: App): Promise<'created' | 'exists'> {
+    try {
+      await this.db.insertInto('apps').values({
+        tenant_id: a.tenantId, name: a.name, version: a.version, manifest: JSON.stringify(a.manifest), digest: a.digest, created_at: a.createdAt,
+      }).execute();
+      return 'created';
+    } catch (e) {
+      if (isUniqueViolation(e)) return 'exists';
+      throw new EwError('STORE_UNAVAILABLE', `store failed to create app: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  async getApp(tenantId: string, name: string, version: string): Promise<App | undefined> {
+    const r = await guard('read app', () => this.db.selectFrom('apps').selectAll()
+      .where('tenant_id', '=', tenantId).where('name', '=', name).where('version', '=', version).executeTakeFirst());
+    return r && toApp(r);
+  }
+
+  async listApps(tenantId: string): Promise<App[]> {
+    const rows = await guard('list apps', () => this.db.selectFrom('apps').selectAll().where('tenant_id', '=', tenantId).orderBy('name').orderBy('created_at').execute());
+    return rows.map(toApp);
+  }
+
+  async createDeployment(d: Deployment): Promise<void> {
+    await guard('create deployment', () => this.db.insertInto('deployments').values({
+      id: d.id, tenant_id: d.tenantId, app_name: d.appName, app_version: d.appVersion, selector: JSON.stringify(d.selector), created_at: d.createdAt,
+    }).execute());
+  }
+
+  async getDeployment(tenantId: string, id: string): Promise<Deployment | undefined> {
+    const r = await guard('read deployment', () => this.db.selectFrom('deployments').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
+    return r && toDeployment(r);
+  }
+
+  async listDeployments(tenantId: string): Promise<Deployment[]> {
+    const rows = await guard('list deployments', () => this.db.selectFrom('deployments').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute());
+    return rows.map(toDeployment);
+  }
+
+  async deleteDeployment(tenantId: string, id: string): Promise<boolean> {
+    const r = await guard('delete deployment', () => this.db.deleteFrom('deployments').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
+    return Number(r.numDeletedRows) > 0;
+  }
+
+  async insertUplink(records: UplinkRecord[]): Promise<number> {
+    if (records.length === 0) return 0;
+    return guard('store uplink', async () => {
+      let inserted = 0;
+      // Chunks keep each statement under SQLite's bound-parameter limit.
+      for (let i = 0; i < records.length; i += 500) {
+        const chunk = records.slice(i, i + 500);
+        const r = await this.db.insertInto('uplink').values(chunk.map((x) => ({
+          site_id: x.siteId, msg_id: x.msgId, stream: x.stream, at: x.at, received_at: x.receivedAt, data: JSON.stringify(x.data ?? null),
+        }))).onConflict((oc) => oc.columns(['site_id', 'msg_id']).doNothing()).executeTakeFirst();
+        inserted += Number(r.numInsertedOrUpdatedRows ?? 0);
+      }
+      return inserted;
+    });
+  }
+
+  async queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]> {
+    const rows = await guard('query uplink', () => {
+      let query = this.db.selectFrom('uplink').innerJoin('sites', 'sites.id', 'uplink.site_id')
+        .select(['uplink.seq', 'uplink.site_id', 'uplink.msg_id', 'uplink.stream', 'uplink.at', 'uplink.received_at', 'uplink.data'])
+        .where('sites.tenant_id', '=', tenantId);
+      if (q.siteId !== undefined) query = query.where('uplink.site_id', '=', q.siteId);
+      if (q.stream !== undefined) query = query.where('uplink.stream', '=', q.stream);
+      if (q.since !== undefined) query = query.where('uplink.at', '>=', q.since);
+      if (q.until !== undefined) query = query.where('uplink.at', '<', q.until);
+      if (q.afterSeq !== undefined) query = query.where('uplink.seq', '>', q.afterSeq);
+      return query.orderBy('uplink.seq').limit(q.limit).execute();
+    });
+    return rows.map((r) => ({
+      seq: Number(r.seq), siteId: r.site_id, msgId: r.msg_id, stream: r.stream, at: Number(r.at), receivedAt: Number(r.received_at), data: JSON.parse(r.data),
+    }));
+  }
+
+  async countUplink(siteId: string, stream?: string): Promise<number> {
+    const r = await guard('count uplink', () => {
+      let q = this.db.selectFrom('uplink').select((eb) => eb.fn.countAll().as('n')).where('site_id', '=', siteId);
+      if (stream !== undefined) q = q.where('stream', '=', stream);
+      return q.executeTakeFirstOrThrow();
+    });
+    return Number(r.n);
+  }
+}

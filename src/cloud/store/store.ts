@@ -1,0 +1,125 @@
+import type { Labels, Selector } from '../../contracts/selector.ts';
+import type { AppManifest } from '../../contracts/manifest.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
+
+/**
+ * The cloud's state, behind one interface with two real implementations (SQLite by default,
+ * PostgreSQL for several cloud replicas). Both pass `test/store.conformance.ts`.
+ *
+ * Lifecycle: `open*()` → `migrate()` → calls → `close()`. Every row belongs to a tenant; every
+ * read that a user can reach takes the tenant id, so one tenant can never read another's rows.
+ * Times are integer milliseconds since the epoch.
+ */
+export interface Tenant { id: string; name: string; createdAt: number }
+
+export interface ApiKey { id: string; tenantId: string; name: string; hash: string; role: 'admin'; createdAt: number; revokedAt: number | null }
+
+export interface JoinToken {
+  id: string;
+  tenantId: string;
+  hash: string;
+  labels: Labels;
+  region: string;
+  description: string;
+  createdAt: number;
+  expiresAt: number;
+  usedAt: number | null;
+  siteId: string | null;
+}
+
+export interface Site {
+  id: string;
+  tenantId: string;
+  name: string;
+  region: string;
+  labels: Labels;
+  /** sha256 of the site's MQTT secret. */
+  secretHash: string;
+  createdAt: number;
+  revokedAt: number | null;
+  online: boolean;
+  lastSeenAt: number | null;
+  status: SiteStatusBody | null;
+  desiredGeneration: number;
+  desiredHash: string | null;
+  reportedGeneration: number;
+}
+
+export interface App { tenantId: string; name: string; version: string; manifest: AppManifest; digest: string; createdAt: number }
+
+export interface Deployment {
+  id: string;
+  tenantId: string;
+  appName: string;
+  appVersion: string;
+  selector: Selector;
+  createdAt: number;
+}
+
+export interface UplinkRecord {
+  siteId: string;
+  msgId: string;
+  stream: string;
+  /** When the site produced it (site clock). */
+  at: number;
+  receivedAt: number;
+  data: unknown;
+}
+
+export interface UplinkQuery { siteId?: string; stream?: string; since?: number; until?: number; limit: number; afterSeq?: number }
+export interface UplinkRow extends UplinkRecord { seq: number }
+
+export type ConsumeResult =
+  | { ok: true; token: JoinToken }
+  | { ok: false; reason: 'unknown' | 'used' | 'expired' };
+
+export interface SiteStatusUpdate { siteId: string; online: boolean; lastSeenAt: number; status?: SiteStatusBody; reportedGeneration?: number }
+
+export interface Store {
+  readonly kind: 'sqlite' | 'postgres';
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  createTenant(t: Tenant): Promise<void>;
+  listTenants(): Promise<Tenant[]>;
+
+  createApiKey(k: ApiKey): Promise<void>;
+  findApiKeyByHash(hash: string): Promise<ApiKey | undefined>;
+
+  createJoinToken(t: JoinToken): Promise<void>;
+  listJoinTokens(tenantId: string): Promise<JoinToken[]>;
+  /**
+   * Atomically exchanges a join token for a new site: the token is marked used and the site
+   * created in one transaction, so a token can enroll one site only, even under a race.
+   */
+  enrollSite(tokenHash: string, now: number, makeSite: (t: JoinToken) => Site): Promise<ConsumeResult & { site?: Site }>;
+
+  getSite(tenantId: string, id: string): Promise<Site | undefined>;
+  /** Unscoped lookup for the MQTT hub, which knows only the site id. */
+  getSiteById(id: string): Promise<Site | undefined>;
+  listSites(tenantId: string): Promise<Site[]>;
+  listAllSites(): Promise<Site[]>;
+  setSiteLabels(tenantId: string, id: string, labels: Labels): Promise<Site | undefined>;
+  revokeSite(tenantId: string, id: string, now: number): Promise<Site | undefined>;
+  /** Write-behind of heartbeats: many sites in one transaction. */
+  updateSiteStatuses(updates: SiteStatusUpdate[]): Promise<void>;
+  /**
+   * Bumps the site's desired generation only if the desired state changed (by digest).
+   * Returns the generation to publish, and whether it changed.
+   */
+  bumpDesired(siteId: string, digest: string): Promise<{ generation: number; changed: boolean }>;
+
+  createApp(a: App): Promise<'created' | 'exists'>;
+  getApp(tenantId: string, name: string, version: string): Promise<App | undefined>;
+  listApps(tenantId: string): Promise<App[]>;
+
+  createDeployment(d: Deployment): Promise<void>;
+  getDeployment(tenantId: string, id: string): Promise<Deployment | undefined>;
+  listDeployments(tenantId: string): Promise<Deployment[]>;
+  deleteDeployment(tenantId: string, id: string): Promise<boolean>;
+
+  /** Stores uplink records, each (siteId, msgId) once; returns how many were new. */
+  insertUplink(records: UplinkRecord[]): Promise<number>;
+  queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]>;
+  countUplink(siteId: string, stream?: string): Promise<number>;
+}

@@ -1,0 +1,86 @@
+/**
+ * Every error Edgeweave reports to a user carries a stable `code` from this table.
+ * The HTTP status and the one-line meaning live here, in one place; `docs/errors.md`
+ * documents each code and a test fails when a code is missing there.
+ */
+export const ERROR_CODES = {
+  // Request shape
+  VALIDATION_FAILED: { status: 400, meaning: 'The request body, query or path did not match the schema.' },
+  INVALID_JSON: { status: 400, meaning: 'The request body is not valid JSON.' },
+  INVALID_MANIFEST: { status: 400, meaning: 'The app manifest does not match the edgeweave/v1 App schema.' },
+  INVALID_SELECTOR: { status: 400, meaning: 'A label selector is empty or has a malformed key or value.' },
+  PAYLOAD_TOO_LARGE: { status: 413, meaning: 'The request body is larger than the server accepts.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'The request body has a content type the endpoint does not accept.' },
+  // Authentication and authorisation
+  UNAUTHENTICATED: { status: 401, meaning: 'No credentials, or credentials that are not recognised.' },
+  FORBIDDEN: { status: 403, meaning: 'The credentials are valid but may not do this.' },
+  TOKEN_INVALID: { status: 401, meaning: 'The join token is unknown.' },
+  TOKEN_USED: { status: 401, meaning: 'The join token was already used to enroll a site.' },
+  TOKEN_EXPIRED: { status: 401, meaning: 'The join token is past its expiry time.' },
+  SITE_REVOKED: { status: 403, meaning: 'The site was revoked; its credentials no longer work.' },
+  // Resources
+  NOT_FOUND: { status: 404, meaning: 'No such route.' },
+  SITE_NOT_FOUND: { status: 404, meaning: 'No site with that id in this tenant.' },
+  APP_NOT_FOUND: { status: 404, meaning: 'No app with that name (and version) in this tenant.' },
+  DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
+  TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
+  APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
+  METHOD_NOT_ALLOWED: { status: 405, meaning: 'The route exists but not for this HTTP method.' },
+  RATE_LIMITED: { status: 429, meaning: 'Too many requests; retry after the time in Retry-After.' },
+  // Edge-local API
+  OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
+  NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },
+  // Agent start-up (CLI exit codes, not HTTP)
+  ENROLL_FAILED: { status: 502, meaning: 'The agent could not exchange its join token with the cloud.' },
+  CLOUD_UNREACHABLE: { status: 502, meaning: 'The cloud could not be reached over HTTP.' },
+  CONFIG_INVALID: { status: 400, meaning: 'A command-line flag or config value is invalid.' },
+  DATA_DIR_INVALID: { status: 500, meaning: 'The data directory cannot be used (permissions, corrupt state).' },
+  // MQTT payloads (reported in logs and counters, not HTTP)
+  MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
+  // Server side
+  STORE_UNAVAILABLE: { status: 503, meaning: 'The state store (SQLite or PostgreSQL) failed or is unreachable.' },
+  INTERNAL: { status: 500, meaning: 'An unexpected error; the server logs carry the request id.' },
+} as const satisfies Record<string, { status: number; meaning: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The JSON body of every API error. */
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  /** Dotted path of the offending field (`spec.models[0].name`), where it applies. */
+  path?: string;
+}
+
+/** The one error type of the project: a stable code, a human message, an optional field path. */
+export class EwError extends Error {
+  override readonly name = 'EwError';
+  readonly code: ErrorCode;
+  readonly path?: string;
+  readonly status: number;
+  constructor(code: ErrorCode, message: string, opts: { path?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.code = code;
+    this.path = opts.path;
+    this.status = ERROR_CODES[code].status;
+  }
+  toJSON(): ErrorBody {
+    return this.path === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, path: this.path };
+  }
+}
+
+export function isEwError(e: unknown, code?: ErrorCode): e is EwError {
+  return e instanceof EwError && (code === undefined || e.code === code);
+}
+
+/** Turns a zod issue path (['spec', 'models', 0, 'name']) into `spec.models[0].name`. */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out;
+}

@@ -1,0 +1,151 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Site, Store } from '../src/cloud/store/store.ts';
+import { hashSecret } from '../src/lib/secrets.ts';
+import type { AppManifest } from '../src/contracts/manifest.ts';
+
+/**
+ * One behaviour suite that every Store implementation must pass (SQLite and PostgreSQL).
+ * `open` returns a fresh, empty store; `skip` is a reason to skip (stated in the output).
+ */
+export function runStoreConformance(name: string, open: () => Promise<Store>, skip?: string): void {
+  describe(`Store conformance: ${name}`, { skip }, () => {
+    let store: Store;
+    const T = 'ten-a';
+    const T2 = 'ten-b';
+    before(async () => {
+      store = await open();
+      await store.migrate();
+      await store.migrate(); // idempotent
+      await store.createTenant({ id: T, name: 'first', createdAt: 1 });
+      await store.createTenant({ id: T2, name: 'second', createdAt: 2 });
+    });
+    after(async () => {
+      await store?.close();
+    });
+
+    const manifest: AppManifest = {
+      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'demo', version: '1.0.0' },
+      spec: { models: [], streams: [], rules: [], endpoints: [], policy: {} },
+    };
+
+    async function enroll(tokenSecret: string, siteId: string, tenantId = T, expiresAt = 10_000): Promise<Site> {
+      await store.createJoinToken({
+        id: `tok-${siteId}`, tenantId, hash: hashSecret(tokenSecret), labels: { city: 'hangzhou' }, region: 'cn-east',
+        description: 'x', createdAt: 1, expiresAt, usedAt: null, siteId: null,
+      });
+      const r = await store.enrollSite(hashSecret(tokenSecret), 100, (t) => ({
+        id: siteId, tenantId: t.tenantId, name: siteId, region: t.region, labels: t.labels, secretHash: hashSecret(`s-${siteId}`),
+        createdAt: 100, revokedAt: null, online: false, lastSeenAt: null, status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+      }));
+      assert.equal(r.ok, true);
+      return r.site!;
+    }
+
+    it('lists tenants in creation order', async () => {
+      assert.deepEqual((await store.listTenants()).map((t) => t.name), ['first', 'second']);
+    });
+
+    it('finds an API key by its hash only', async () => {
+      await store.createApiKey({ id: 'key-1', tenantId: T, name: 'admin', hash: hashSecret('k1'), role: 'admin', createdAt: 5, revokedAt: null });
+      assert.equal((await store.findApiKeyByHash(hashSecret('k1')))?.id, 'key-1');
+      assert.equal(await store.findApiKeyByHash(hashSecret('k2')), undefined);
+    });
+
+    it('enrolls a site with a join token once, and refuses used, expired and unknown tokens', async () => {
+      const site = await enroll('tok-secret-1', 'site-1');
+      assert.deepEqual(site.labels, { city: 'hangzhou' });
+      const again = await store.enrollSite(hashSecret('tok-secret-1'), 200, () => { throw new Error('must not be called'); });
+      assert.deepEqual(again, { ok: false, reason: 'used' });
+      await store.createJoinToken({ id: 'tok-exp', tenantId: T, hash: hashSecret('expired'), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: 50, usedAt: null, siteId: null });
+      assert.deepEqual(await store.enrollSite(hashSecret('expired'), 50, () => { throw new Error('no'); }), { ok: false, reason: 'expired' });
+      assert.deepEqual(await store.enrollSite(hashSecret('nope'), 50, () => { throw new Error('no'); }), { ok: false, reason: 'unknown' });
+      const tokens = await store.listJoinTokens(T);
+      assert.equal(tokens.find((t) => t.id === 'tok-site-1')?.siteId, 'site-1');
+    });
+
+    it('lets exactly one of two concurrent enrollments with the same token win', async () => {
+      await store.createJoinToken({ id: 'tok-race', tenantId: T, hash: hashSecret('race'), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: 10_000, usedAt: null, siteId: null });
+      const mk = (id: string) => (t: { tenantId: string; region: string }) => ({
+        id, tenantId: t.tenantId, name: id, region: t.region, labels: {}, secretHash: 'h', createdAt: 1, revokedAt: null,
+        online: false, lastSeenAt: null, status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+      });
+      const results = await Promise.all([store.enrollSite(hashSecret('race'), 10, mk('race-a')), store.enrollSite(hashSecret('race'), 10, mk('race-b'))]);
+      assert.equal(results.filter((r) => r.ok).length, 1);
+    });
+
+    it('scopes sites to their tenant', async () => {
+      await enroll('tok-other', 'site-other', T2);
+      assert.equal(await store.getSite(T, 'site-other'), undefined);
+      assert.equal((await store.getSite(T2, 'site-other'))?.id, 'site-other');
+      assert.ok(!(await store.listSites(T)).some((s) => s.id === 'site-other'));
+      assert.equal((await store.getSiteById('site-other'))?.tenantId, T2);
+    });
+
+    it('relabels and revokes a site', async () => {
+      const s = await store.setSiteLabels(T, 'site-1', { city: 'ningbo', tier: 'gold' });
+      assert.deepEqual(s?.labels, { city: 'ningbo', tier: 'gold' });
+      const r = await store.revokeSite(T, 'site-1', 500);
+      assert.equal(r?.revokedAt, 500);
+      // A second revoke keeps the first time.
+      assert.equal((await store.revokeSite(T, 'site-1', 900))?.revokedAt, 500);
+      assert.equal(await store.revokeSite(T2, 'site-1', 900), undefined);
+    });
+
+    it('bumps the desired generation only when the digest changes', async () => {
+      await enroll('tok-gen', 'site-gen');
+      assert.deepEqual(await store.bumpDesired('site-gen', 'aaa'), { generation: 1, changed: true });
+      assert.deepEqual(await store.bumpDesired('site-gen', 'aaa'), { generation: 1, changed: false });
+      assert.deepEqual(await store.bumpDesired('site-gen', 'bbb'), { generation: 2, changed: true });
+      const [a, b] = await Promise.all([store.bumpDesired('site-gen', 'ccc'), store.bumpDesired('site-gen', 'ddd')]);
+      assert.deepEqual([a.generation, b.generation].sort(), [3, 4]);
+    });
+
+    it('writes heartbeat statuses in a batch', async () => {
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: true, lastSeenAt: 777, reportedGeneration: 4 }]);
+      const s = await store.getSite(T, 'site-gen');
+      assert.equal(s?.online, true);
+      assert.equal(s?.lastSeenAt, 777);
+      assert.equal(s?.reportedGeneration, 4);
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: false, lastSeenAt: 800 }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.online, false);
+      assert.equal((await store.getSite(T, 'site-gen'))?.reportedGeneration, 4);
+    });
+
+    it('keeps app versions immutable', async () => {
+      assert.equal(await store.createApp({ tenantId: T, name: 'demo', version: '1.0.0', manifest, digest: 'd1', createdAt: 1 }), 'created');
+      assert.equal(await store.createApp({ tenantId: T, name: 'demo', version: '1.0.0', manifest, digest: 'd2', createdAt: 2 }), 'exists');
+      assert.equal((await store.getApp(T, 'demo', '1.0.0'))?.digest, 'd1');
+      assert.deepEqual((await store.getApp(T, 'demo', '1.0.0'))?.manifest, manifest);
+      assert.equal(await store.getApp(T2, 'demo', '1.0.0'), undefined);
+      assert.equal((await store.listApps(T)).length, 1);
+    });
+
+    it('creates, lists and deletes deployments per tenant', async () => {
+      await store.createDeployment({ id: 'dep-1', tenantId: T, appName: 'demo', appVersion: '1.0.0', selector: { city: 'ningbo' }, createdAt: 3 });
+      assert.deepEqual((await store.getDeployment(T, 'dep-1'))?.selector, { city: 'ningbo' });
+      assert.equal(await store.getDeployment(T2, 'dep-1'), undefined);
+      assert.equal((await store.listDeployments(T)).length, 1);
+      assert.equal(await store.deleteDeployment(T2, 'dep-1'), false);
+      assert.equal(await store.deleteDeployment(T, 'dep-1'), true);
+      assert.equal((await store.listDeployments(T)).length, 0);
+    });
+
+    it('stores each uplink message once and filters by site, stream and time', async () => {
+      const recs = Array.from({ length: 1200 }, (_, i) => ({
+        siteId: 'site-gen', msgId: `m${i}`, stream: i % 2 ? 'alerts' : 'counts', at: 1000 + i, receivedAt: 5000, data: { i, nested: { ok: true } },
+      }));
+      assert.equal(await store.insertUplink(recs), 1200);
+      assert.equal(await store.insertUplink(recs.slice(0, 700)), 0);
+      assert.equal(await store.insertUplink([...recs.slice(1199), { ...recs[0]!, msgId: 'new' }]), 1);
+      assert.equal(await store.countUplink('site-gen'), 1201);
+      assert.equal(await store.countUplink('site-gen', 'alerts'), 600);
+      const page = await store.queryUplink(T, { siteId: 'site-gen', stream: 'alerts', since: 1100, until: 1110, limit: 100 });
+      assert.deepEqual(page.map((r) => r.at), [1101, 1103, 1105, 1107, 1109]);
+      assert.deepEqual(page[0]!.data, { i: 101, nested: { ok: true } });
+      const next = await store.queryUplink(T, { limit: 2, afterSeq: page[0]!.seq });
+      assert.ok(next.every((r) => r.seq > page[0]!.seq));
+      assert.equal((await store.queryUplink(T2, { siteId: 'site-gen', limit: 10 })).length, 0, 'another tenant sees nothing');
+    });
+  });
+}
