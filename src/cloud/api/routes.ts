@@ -1,0 +1,310 @@
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Registry } from 'prom-client';
+import { EwError } from '../../contracts/errors.ts';
+import { AppManifest, parseManifest } from '../../contracts/manifest.ts';
+import { matches, validateLabels } from '../../contracts/selector.ts';
+import { SiteStatusBody } from '../../contracts/messages.ts';
+import type { Clock } from '../../lib/clock.ts';
+import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
+import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts';
+import type { Fleet } from '../fleet.ts';
+import type { Hub } from '../hub/hub.ts';
+
+export interface RouteDeps {
+  store: Store;
+  fleet: Fleet;
+  hub: Hub;
+  clock: Clock;
+  registry: Registry;
+  /** The cloud's public HTTP URL, for the install command printed with a token. */
+  publicUrl: () => string;
+  heartbeatIntervalS: number;
+  version: string;
+}
+
+const Labels = z.record(z.string(), z.string()).describe('label key → value, Kubernetes label syntax');
+const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
+const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
+
+const SiteView = z.object({
+  id: z.string(),
+  name: z.string(),
+  region: z.string(),
+  labels: Labels,
+  state: z.enum(['online', 'offline', 'revoked']),
+  lastSeenAt: z.number().nullable(),
+  createdAt: z.number(),
+  revokedAt: z.number().nullable(),
+  desiredGeneration: z.number(),
+  reportedGeneration: z.number(),
+  inSync: z.boolean(),
+  status: SiteStatusBody.nullable(),
+});
+
+function siteView(s: Site, online: boolean): z.infer<typeof SiteView> {
+  return {
+    id: s.id, name: s.name, region: s.region, labels: s.labels,
+    state: s.revokedAt !== null ? 'revoked' : online ? 'online' : 'offline',
+    lastSeenAt: s.lastSeenAt, createdAt: s.createdAt, revokedAt: s.revokedAt,
+    desiredGeneration: s.desiredGeneration, reportedGeneration: s.reportedGeneration,
+    inSync: s.desiredGeneration > 0 && s.reportedGeneration >= s.desiredGeneration,
+    status: s.status,
+  };
+}
+
+const TokenView = z.object({
+  id: z.string(), labels: Labels, region: z.string(), description: z.string(),
+  createdAt: z.number(), expiresAt: z.number(), usedAt: z.number().nullable(), siteId: z.string().nullable(),
+});
+const tokenView = (t: JoinToken): z.infer<typeof TokenView> => ({
+  id: t.id, labels: t.labels, region: t.region, description: t.description, createdAt: t.createdAt, expiresAt: t.expiresAt, usedAt: t.usedAt, siteId: t.siteId,
+});
+
+const AppView = z.object({ name: z.string(), version: z.string(), digest: z.string(), createdAt: z.number(), manifest: AppManifest });
+const appView = (a: App): z.infer<typeof AppView> => ({ name: a.name, version: a.version, digest: a.digest, createdAt: a.createdAt, manifest: a.manifest });
+
+const DeploymentView = z.object({ id: z.string(), app: z.string(), version: z.string(), selector: Labels, createdAt: z.number() });
+const deploymentView = (d: Deployment): z.infer<typeof DeploymentView> => ({ id: d.id, app: d.appName, version: d.appVersion, selector: d.selector, createdAt: d.createdAt });
+
+/** Canonical JSON (sorted keys) so that a manifest's digest does not depend on key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  const { store, fleet, clock } = d;
+
+  r.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'Liveness of the cloud process (no auth)', security: [], response: { 200: z.object({ ok: z.boolean(), version: z.string() }) } } },
+    async () => ({ ok: true, version: d.version }));
+
+  r.get('/metrics', { schema: { tags: ['health'], summary: 'Prometheus metrics (text format)' } }, async (_req, reply) => {
+    void reply.header('content-type', d.registry.contentType);
+    return d.registry.metrics();
+  });
+
+  // ---- join tokens and enrollment ----
+  r.post('/api/v1/tokens', {
+    schema: {
+      tags: ['enrollment'], summary: 'Create a one-time join token for a new site',
+      body: z.object({
+        labels: Labels.default({}),
+        region: z.string().min(1).max(128).default('default'),
+        ttlSeconds: z.number().int().min(60).max(30 * 24 * 3600).default(24 * 3600),
+        description: z.string().max(500).default(''),
+      }),
+      response: { 201: TokenView.extend({ token: z.string(), installCommand: z.string() }), ...errors },
+    },
+  }, async (req, reply) => {
+    validateLabels(req.body.labels, 'labels');
+    const secret = newSecret('ewj');
+    const now = clock.now();
+    const t: JoinToken = {
+      id: newId('tok'), tenantId: req.tenantId, hash: hashSecret(secret), labels: req.body.labels, region: req.body.region,
+      description: req.body.description, createdAt: now, expiresAt: now + req.body.ttlSeconds * 1000, usedAt: null, siteId: null,
+    };
+    await store.createJoinToken(t);
+    void reply.status(201);
+    return { ...tokenView(t), token: secret, installCommand: `npx edgeweave edge --cloud ${d.publicUrl()} --token ${secret} --data-dir /var/lib/edgeweave` };
+  });
+
+  r.get('/api/v1/tokens', { schema: { tags: ['enrollment'], summary: 'List join tokens (never their secrets)', response: { 200: z.object({ items: z.array(TokenView) }) } } },
+    async (req) => ({ items: (await store.listJoinTokens(req.tenantId)).map(tokenView) }));
+
+  r.post('/api/v1/enroll', {
+    config: { public: true },
+    schema: {
+      tags: ['enrollment'], summary: 'Exchange a join token for site credentials (called by the agent)', security: [],
+      body: z.object({ token: z.string().min(1).max(200), name: z.string().min(1).max(128).optional() }),
+      response: {
+        201: z.object({
+          siteId: z.string(), tenantId: z.string(), region: z.string(), labels: Labels, heartbeatIntervalS: z.number(),
+          mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string() }),
+        }),
+        ...errors,
+      },
+    },
+  }, async (req, reply) => {
+    const secret = newSecret('ews');
+    const result = await store.enrollSite(hashSecret(req.body.token), clock.now(), (t) => {
+      const id = newId('site');
+      return {
+        id, tenantId: t.tenantId, name: req.body.name ?? id, region: t.region, labels: t.labels, secretHash: hashSecret(secret),
+        createdAt: clock.now(), revokedAt: null, online: false, lastSeenAt: null, status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+      };
+    });
+    if (!result.ok) {
+      const reason = result.reason;
+      if (reason === 'used') throw new EwError('TOKEN_USED', 'this join token was already used; ask the operator for a new one (edgeweave tokens create)');
+      if (reason === 'expired') throw new EwError('TOKEN_EXPIRED', 'this join token has expired; ask the operator for a new one (edgeweave tokens create)');
+      throw new EwError('TOKEN_INVALID', 'this join token is not known to the cloud; check that it was copied whole');
+    }
+    const site = result.site!;
+    req.log.info({ siteId: site.id, region: site.region }, 'site enrolled');
+    await fleet.reconcileSites([site.id]);
+    void reply.status(201);
+    return {
+      siteId: site.id, tenantId: site.tenantId, region: site.region, labels: site.labels, heartbeatIntervalS: d.heartbeatIntervalS,
+      mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id },
+    };
+  });
+
+  // ---- sites ----
+  const SiteParams = z.object({ id: z.string().min(1).max(64) });
+  const getSiteOr404 = async (tenantId: string, id: string): Promise<Site> => {
+    const s = await store.getSite(tenantId, id);
+    if (!s) throw new EwError('SITE_NOT_FOUND', `no site "${id}" in this tenant; list them with GET /api/v1/sites`, { path: 'id' });
+    return s;
+  };
+
+  r.get('/api/v1/sites', {
+    schema: {
+      tags: ['sites'], summary: 'List sites with live status',
+      querystring: z.object({ state: z.enum(['online', 'offline', 'revoked']).optional() }),
+      response: { 200: z.object({ items: z.array(SiteView), total: z.number(), online: z.number() }) },
+    },
+  }, async (req) => {
+    const all = (await store.listSites(req.tenantId)).map((s) => siteView(s, fleet.isOnline(s.id)));
+    const items = req.query.state ? all.filter((s) => s.state === req.query.state) : all;
+    return { items, total: all.length, online: all.filter((s) => s.state === 'online').length };
+  });
+
+  r.get('/api/v1/sites/:id', { schema: { tags: ['sites'], summary: 'One site', params: SiteParams, response: { 200: SiteView, ...errors } } },
+    async (req) => siteView(await getSiteOr404(req.tenantId, req.params.id), fleet.isOnline(req.params.id)));
+
+  r.put('/api/v1/sites/:id/labels', {
+    schema: { tags: ['sites'], summary: 'Replace a site\'s labels (its pools change, and so its desired state)', params: SiteParams, body: z.object({ labels: Labels }), response: { 200: SiteView, ...errors } },
+  }, async (req) => {
+    validateLabels(req.body.labels, 'labels');
+    const cur = await getSiteOr404(req.tenantId, req.params.id);
+    if (cur.revokedAt !== null) throw new EwError('SITE_REVOKED', `site ${cur.id} is revoked; it can no longer be relabelled`);
+    const s = (await store.setSiteLabels(req.tenantId, req.params.id, req.body.labels))!;
+    await fleet.reconcileSites([s.id]);
+    return siteView((await store.getSite(req.tenantId, s.id))!, fleet.isOnline(s.id));
+  });
+
+  r.post('/api/v1/sites/:id/revoke', { schema: { tags: ['sites'], summary: 'Revoke a site: its credentials stop working at once', params: SiteParams, response: { 200: SiteView, ...errors } } },
+    async (req) => {
+      await getSiteOr404(req.tenantId, req.params.id);
+      const s = (await store.revokeSite(req.tenantId, req.params.id, clock.now()))!;
+      await fleet.revoked(s.id);
+      req.log.info({ siteId: s.id }, 'site revoked');
+      return siteView(s, false);
+    });
+
+  // ---- apps ----
+  r.post('/api/v1/apps', {
+    schema: {
+      tags: ['apps'], summary: 'Push an app version (immutable once pushed)',
+      body: z.object({ manifest: z.unknown() }),
+      response: { 201: AppView, ...errors },
+    },
+  }, async (req, reply) => {
+    let manifest: AppManifest;
+    try {
+      manifest = parseManifest(req.body.manifest);
+    } catch (e) {
+      if (e instanceof EwError && e.path !== undefined) throw new EwError(e.code, e.message, { path: `manifest.${e.path}` });
+      throw e;
+    }
+    const a: App = {
+      tenantId: req.tenantId, name: manifest.metadata.name, version: manifest.metadata.version, manifest,
+      digest: createHash('sha256').update(canonical(manifest)).digest('hex'), createdAt: clock.now(),
+    };
+    if ((await store.createApp(a)) === 'exists') {
+      const cur = await store.getApp(req.tenantId, a.name, a.version);
+      throw new EwError('APP_VERSION_EXISTS', `${a.name}@${a.version} already exists${cur?.digest === a.digest ? ' (identical)' : ' with different content'}; versions are immutable, so bump metadata.version`, { path: 'manifest.metadata.version' });
+    }
+    void reply.status(201);
+    return appView(a);
+  });
+
+  r.get('/api/v1/apps', { schema: { tags: ['apps'], summary: 'List app versions', response: { 200: z.object({ items: z.array(AppView.omit({ manifest: true })) }) } } },
+    async (req) => ({ items: (await store.listApps(req.tenantId)).map(({ manifest: _m, ...rest }) => ({ name: rest.name, version: rest.version, digest: rest.digest, createdAt: rest.createdAt })) }));
+
+  r.get('/api/v1/apps/:name/versions/:version', {
+    schema: { tags: ['apps'], summary: 'One app version with its manifest', params: z.object({ name: z.string(), version: z.string() }), response: { 200: AppView, ...errors } },
+  }, async (req) => {
+    const a = await store.getApp(req.tenantId, req.params.name, req.params.version);
+    if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.params.name}@${req.params.version}; push it first`);
+    return appView(a);
+  });
+
+  // ---- deployments ----
+  r.post('/api/v1/deployments', {
+    schema: {
+      tags: ['deployments'], summary: 'Deploy app@version to the pool of sites a selector picks',
+      body: z.object({ app: z.string().min(1), version: z.string().min(1), selector: Labels }),
+      response: { 201: DeploymentView.extend({ sites: z.array(z.string()) }), ...errors },
+    },
+  }, async (req, reply) => {
+    validateLabels(Object.fromEntries(Object.entries(req.body.selector).filter(([k]) => k !== 'region')), 'selector');
+    const a = await store.getApp(req.tenantId, req.body.app, req.body.version);
+    if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.body.app}@${req.body.version}; push it first (POST /api/v1/apps)`, { path: 'version' });
+    const dep: Deployment = { id: newId('dep'), tenantId: req.tenantId, appName: a.name, appVersion: a.version, selector: req.body.selector, createdAt: clock.now() };
+    await store.createDeployment(dep);
+    const sites = (await store.listSites(req.tenantId)).filter((s) => s.revokedAt === null);
+    await fleet.reconcileSites(sites.map((s) => s.id));
+    void reply.status(201);
+    return { ...deploymentView(dep), sites: sites.filter((s) => matches(dep.selector, s)).map((s) => s.id) };
+  });
+
+  r.get('/api/v1/deployments', { schema: { tags: ['deployments'], summary: 'List deployments', response: { 200: z.object({ items: z.array(DeploymentView) }) } } },
+    async (req) => ({ items: (await store.listDeployments(req.tenantId)).map(deploymentView) }));
+
+  r.get('/api/v1/deployments/:id', { schema: { tags: ['deployments'], summary: 'One deployment', params: z.object({ id: z.string() }), response: { 200: DeploymentView, ...errors } } },
+    async (req) => {
+      const dep = await store.getDeployment(req.tenantId, req.params.id);
+      if (!dep) throw new EwError('DEPLOYMENT_NOT_FOUND', `no deployment "${req.params.id}"`, { path: 'id' });
+      return deploymentView(dep);
+    });
+
+  r.delete('/api/v1/deployments/:id', { schema: { tags: ['deployments'], summary: 'Remove a deployment: its app leaves the sites it was on', params: z.object({ id: z.string() }), response: { 204: z.null(), ...errors } } },
+    async (req, reply) => {
+      if (!(await store.deleteDeployment(req.tenantId, req.params.id))) throw new EwError('DEPLOYMENT_NOT_FOUND', `no deployment "${req.params.id}"`, { path: 'id' });
+      await fleet.reconcileSites((await store.listSites(req.tenantId)).map((s) => s.id));
+      void reply.status(204);
+      return null;
+    });
+
+  // ---- results (uplink) ----
+  r.get('/api/v1/results', {
+    schema: {
+      tags: ['results'], summary: 'Results sent up by sites, oldest first; page with `after`',
+      querystring: z.object({
+        site: z.string().optional(),
+        stream: z.string().optional(),
+        since: z.coerce.number().int().optional().describe('site time, ms since epoch, inclusive'),
+        until: z.coerce.number().int().optional().describe('site time, ms since epoch, exclusive'),
+        after: z.coerce.number().int().optional().describe('the `next` cursor of the previous page'),
+        limit: z.coerce.number().int().min(1).max(5000).default(100),
+      }),
+      response: {
+        200: z.object({
+          items: z.array(z.object({ seq: z.number(), siteId: z.string(), id: z.string(), stream: z.string(), at: z.number(), receivedAt: z.number(), data: z.unknown() })),
+          next: z.number().nullable(),
+        }),
+        ...errors,
+      },
+    },
+  }, async (req) => {
+    const q = req.query;
+    const rows = await store.queryUplink(req.tenantId, { siteId: q.site, stream: q.stream, since: q.since, until: q.until, afterSeq: q.after, limit: q.limit });
+    return {
+      items: rows.map((x) => ({ seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, at: x.at, receivedAt: x.receivedAt, data: x.data })),
+      next: rows.length === q.limit ? rows[rows.length - 1]!.seq : null,
+    };
+  });
+
+  r.get('/api/v1/info', { schema: { tags: ['health'], summary: 'Cloud facts for clients', response: { 200: z.object({ version: z.string(), hub: z.string(), agentMqttUrl: z.string(), host: z.string(), store: z.string() }) } } },
+    async () => ({ version: d.version, hub: d.hub.kind, agentMqttUrl: d.hub.agentUrl, host: hostname(), store: store.kind }));
+}

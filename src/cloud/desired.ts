@@ -1,0 +1,39 @@
+import { createHash } from 'node:crypto';
+import { matches } from '../contracts/selector.ts';
+import type { App, Deployment, Site } from './store/store.ts';
+import type { DesiredApp } from '../contracts/messages.ts';
+
+/**
+ * Pure: a site's desired apps from the tenant's deployments. A deployment applies when its
+ * selector matches the site's labels (and region) and its app version exists. Where several
+ * deployments of the same app match, the newest wins (ties: the larger id), so re-deploying a
+ * new version to a narrower pool upgrades just that pool. Revoked sites get nothing.
+ */
+export function computeDesiredApps(
+  site: Pick<Site, 'tenantId' | 'labels' | 'region' | 'revokedAt'>,
+  deployments: readonly Deployment[],
+  apps: ReadonlyMap<string, App>,
+): DesiredApp[] {
+  if (site.revokedAt !== null) return [];
+  const byApp = new Map<string, Deployment>();
+  for (const d of deployments) {
+    if (d.tenantId !== site.tenantId || !matches(d.selector, site)) continue;
+    if (!apps.has(appKey(d.appName, d.appVersion))) continue;
+    const cur = byApp.get(d.appName);
+    if (!cur || d.createdAt > cur.createdAt || (d.createdAt === cur.createdAt && d.id > cur.id)) byApp.set(d.appName, d);
+  }
+  return [...byApp.values()]
+    .sort((a, b) => (a.appName < b.appName ? -1 : a.appName > b.appName ? 1 : 0))
+    .map((d) => ({ name: d.appName, version: d.appVersion, deploymentId: d.id, manifest: apps.get(appKey(d.appName, d.appVersion))!.manifest }));
+}
+
+export function appKey(name: string, version: string): string {
+  return `${name}@${version}`;
+}
+
+/** Digest of what a site should run; the generation moves only when this changes. */
+export function desiredDigest(apps: readonly DesiredApp[]): string {
+  const h = createHash('sha256');
+  for (const a of apps) h.update(`${a.name}\0${a.version}\0${a.deploymentId}\n`);
+  return h.digest('hex');
+}

@@ -1,0 +1,238 @@
+import { randomUUID } from 'node:crypto';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Store, Site, SiteStatusUpdate, UplinkRecord, App } from './store/store.ts';
+import type { Hub } from './hub/hub.ts';
+import { LivenessTracker, type LivenessEvent } from './liveness.ts';
+import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
+import { decodePayload, ENVELOPE_VERSION, ReportedMessage, UplinkMessage, type DesiredState } from '../contracts/messages.ts';
+import { parseTopic, topics } from '../contracts/topics.ts';
+import { isEwError } from '../contracts/errors.ts';
+import type { Clock } from '../lib/clock.ts';
+import type { Logger } from '../lib/logger.ts';
+import { verifySecret } from '../lib/secrets.ts';
+
+export interface FleetOptions {
+  store: Store;
+  hub: Hub;
+  clock: Clock;
+  log: Logger;
+  registry: Registry;
+  /** Heartbeats a site may miss before it is marked offline. */
+  missedHeartbeats: number;
+  /** How often liveness is swept and status writes are flushed. */
+  sweepIntervalMs?: number;
+}
+
+/**
+ * The cloud's fleet logic between the hub and the store: liveness, status write-behind, uplink
+ * storage (each message once), and desired-state reconciliation. The decisions are the pure
+ * functions in liveness.ts and desired.ts; this class owns the timers and the I/O.
+ */
+export class Fleet {
+  private readonly liveness: LivenessTracker;
+  private readonly pendingStatus = new Map<string, SiteStatusUpdate>();
+  private readonly siteCache = new Map<string, { tenantId: string; revoked: boolean }>();
+  private stopTimer?: () => void;
+  private flushing?: Promise<void>;
+  private uplinkQueue: { rec: UplinkRecord; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private uplinkFlush?: Promise<void>;
+  private reconcileChain: Promise<unknown> = Promise.resolve();
+  private readonly listeners = new Set<(e: LivenessEvent) => void>();
+  private readonly m;
+
+  constructor(private readonly o: FleetOptions) {
+    this.liveness = new LivenessTracker(o.clock, o.missedHeartbeats);
+    const r = o.registry;
+    this.m = {
+      heartbeats: new Counter({ name: 'ew_cloud_heartbeats_total', help: 'Status heartbeats received from sites', registers: [r] }),
+      uplinkStored: new Counter({ name: 'ew_cloud_uplink_stored_total', help: 'Uplink messages stored (first delivery)', registers: [r] }),
+      uplinkDuplicates: new Counter({ name: 'ew_cloud_uplink_duplicates_total', help: 'Uplink messages received again and ignored (already stored)', registers: [r] }),
+      badPayloads: new Counter({ name: 'ew_cloud_mqtt_payload_invalid_total', help: 'MQTT messages refused as malformed', labelNames: ['kind'], registers: [r] }),
+      desiredPublished: new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [r] }),
+    };
+    const liveness = this.liveness;
+    new Gauge({ name: 'ew_cloud_sites_online', help: 'Sites currently online', registers: [r], collect() { this.set(liveness.onlineCount()); } });
+  }
+
+  /** Seeds liveness from the store (sites that were online get one interval of grace) and starts the sweep. */
+  async start(): Promise<void> {
+    for (const s of await this.o.store.listAllSites()) {
+      this.siteCache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null });
+      if (s.online && s.revokedAt === null) this.liveness.heartbeat(s.id, (s.status?.heartbeatIntervalS ?? 10) * 1000, s.status?.bootId ?? '');
+    }
+    const every = this.o.sweepIntervalMs ?? 1000;
+    const tick = () => {
+      this.stopTimer = this.o.clock.setTimer(every, tick);
+      void this.sweepNow();
+    };
+    this.stopTimer = this.o.clock.setTimer(every, tick);
+    // The embedded hub's retained messages live in memory: republish every site's desired state.
+    await this.reconcileAll();
+  }
+
+  async stop(): Promise<void> {
+    this.stopTimer?.();
+    await this.sweepNow();
+    await this.uplinkFlush;
+  }
+
+  onLiveness(fn: (e: LivenessEvent) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  isOnline(siteId: string): boolean {
+    return this.liveness.isOnline(siteId);
+  }
+
+  /** Sweeps liveness and flushes queued status writes in one transaction. */
+  async sweepNow(): Promise<void> {
+    for (const e of this.liveness.sweep()) this.applyLiveness(e);
+    if (this.flushing) return this.flushing;
+    if (this.pendingStatus.size === 0) return;
+    const batch = [...this.pendingStatus.values()];
+    this.pendingStatus.clear();
+    this.flushing = this.o.store.updateSiteStatuses(batch).catch((e) => {
+      this.o.log.error({ err: e }, 'status flush failed; will retry');
+      for (const u of batch) if (!this.pendingStatus.has(u.siteId)) this.pendingStatus.set(u.siteId, u);
+    }).finally(() => { this.flushing = undefined; });
+    return this.flushing;
+  }
+
+  private applyLiveness(e: LivenessEvent): void {
+    const cur = this.pendingStatus.get(e.siteId);
+    this.pendingStatus.set(e.siteId, { ...(cur ?? { siteId: e.siteId, lastSeenAt: e.at }), online: e.online });
+    this.o.log.info({ siteId: e.siteId, online: e.online, reason: e.reason }, e.online ? 'site online' : 'site offline');
+    for (const l of this.listeners) l(e);
+  }
+
+  /** The hub handler: never throws; a bad message is counted and logged. */
+  readonly handle = async (topic: string, payload: Buffer): Promise<void> => {
+    const t = parseTopic(topic);
+    try {
+      if (!t) throw new Error(`topic ${topic} is outside the contract`);
+      const site = await this.siteInfo(t.siteId);
+      if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
+      if (t.kind === 'reported') return this.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
+      if (t.kind === 'up') return await this.onUplink(t.siteId, t.stream, decodePayload(UplinkMessage, payload, topic));
+    } catch (e) {
+      if (isEwError(e, 'MQTT_PAYLOAD_INVALID')) {
+        this.m.badPayloads.inc({ kind: t?.kind ?? 'unknown' });
+        this.o.log.warn({ code: e.code, path: e.path, siteId: t?.siteId }, e.message);
+        return;
+      }
+      throw e;
+    }
+  };
+
+  private async siteInfo(siteId: string): Promise<{ tenantId: string; revoked: boolean } | undefined> {
+    const hit = this.siteCache.get(siteId);
+    if (hit) return hit;
+    const s = await this.o.store.getSiteById(siteId);
+    if (!s) return undefined;
+    const info = { tenantId: s.tenantId, revoked: s.revokedAt !== null };
+    this.siteCache.set(siteId, info);
+    return info;
+  }
+
+  private onReported(siteId: string, msg: ReportedMessage): void {
+    if (msg.type === 'status') {
+      this.m.heartbeats.inc();
+      const ev = this.liveness.heartbeat(siteId, msg.body.heartbeatIntervalS * 1000, msg.body.bootId);
+      this.pendingStatus.set(siteId, { siteId, online: true, lastSeenAt: this.o.clock.now(), status: msg.body, reportedGeneration: msg.body.generation });
+      if (ev) this.applyLiveness(ev);
+    } else {
+      const ev = this.liveness.offline(siteId, msg.body.bootId, msg.body.reason);
+      if (ev) this.applyLiveness(ev);
+    }
+  }
+
+  /** Uplink messages are stored in small batches; each caller resolves once its batch committed. */
+  private onUplink(siteId: string, stream: string, msg: UplinkMessage): Promise<void> {
+    const rec: UplinkRecord = { siteId, msgId: msg.id, stream, at: msg.body.at, receivedAt: this.o.clock.now(), data: msg.body.data };
+    return new Promise<void>((resolve, reject) => {
+      this.uplinkQueue.push({ rec, resolve, reject });
+      if (!this.uplinkFlush) this.uplinkFlush = this.flushUplink();
+    });
+  }
+
+  private async flushUplink(): Promise<void> {
+    // Yield once so that messages arriving in the same tick share one INSERT.
+    await new Promise<void>((r) => setImmediate(r));
+    while (this.uplinkQueue.length > 0) {
+      const batch = this.uplinkQueue.splice(0, 1000);
+      try {
+        const n = await this.o.store.insertUplink(batch.map((b) => b.rec));
+        this.m.uplinkStored.inc(n);
+        this.m.uplinkDuplicates.inc(batch.length - n);
+        for (const b of batch) b.resolve();
+      } catch (e) {
+        // Not acknowledged: the site keeps the messages in its outbox and sends them again.
+        this.o.log.error({ err: e }, 'storing uplink failed');
+        for (const b of batch) b.reject(e);
+      }
+    }
+    this.uplinkFlush = undefined;
+  }
+
+  /** Recomputes and (if changed) publishes the desired state of the given sites, serialised. */
+  reconcileSites(siteIds?: readonly string[]): Promise<void> {
+    const run = this.reconcileChain.then(() => this.reconcileNow(siteIds));
+    this.reconcileChain = run.catch(() => {});
+    return run;
+  }
+
+  reconcileAll(): Promise<void> {
+    return this.reconcileSites(undefined);
+  }
+
+  private async reconcileNow(siteIds?: readonly string[]): Promise<void> {
+    const { store } = this.o;
+    const sites: Site[] = siteIds
+      ? (await Promise.all(siteIds.map((id) => store.getSiteById(id)))).filter((s): s is Site => s !== undefined)
+      : await store.listAllSites();
+    const byTenant = new Map<string, Site[]>();
+    for (const s of sites) {
+      this.siteCache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null });
+      if (s.revokedAt !== null) continue;
+      byTenant.set(s.tenantId, [...(byTenant.get(s.tenantId) ?? []), s]);
+    }
+    for (const [tenantId, tenantSites] of byTenant) {
+      const deployments = await store.listDeployments(tenantId);
+      const apps = new Map<string, App>();
+      for (const d of deployments) {
+        const k = appKey(d.appName, d.appVersion);
+        if (!apps.has(k)) {
+          const a = await store.getApp(tenantId, d.appName, d.appVersion);
+          if (a) apps.set(k, a);
+        }
+      }
+      for (const site of tenantSites) {
+        const desired = computeDesiredApps(site, deployments, apps);
+        const { generation } = await store.bumpDesired(site.id, desiredDigest(desired));
+        const msg: DesiredState = {
+          v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',
+          body: { siteId: site.id, generation, apps: desired },
+        };
+        // Published even when unchanged: retained state is idempotent for the agent (it ignores
+        // generations it already runs) and this heals a broker that lost its retained messages.
+        await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
+        this.m.desiredPublished.inc();
+      }
+    }
+  }
+
+  /** Revocation: forget liveness, cut the live connection, clear retained desired state. */
+  async revoked(siteId: string): Promise<void> {
+    this.siteCache.set(siteId, { tenantId: this.siteCache.get(siteId)?.tenantId ?? '', revoked: true });
+    this.liveness.forget(siteId);
+    this.o.hub.disconnectSite(siteId);
+    await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
+  }
+
+  /** Site credential check for the embedded hub. */
+  async verifySite(siteId: string, secret: string): Promise<boolean> {
+    const s = await this.o.store.getSiteById(siteId);
+    return !!s && s.revokedAt === null && verifySecret(secret, s.secretHash);
+  }
+}

@@ -1,0 +1,174 @@
+import { createServer, type Server } from 'node:net';
+import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes';
+import type { Hub, HubHandler, SiteAuthenticator } from './hub.ts';
+import { cloudFilters, parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
+import type { Logger } from '../../lib/logger.ts';
+
+/**
+ * The ACL, as pure functions of the authenticated site id. A site publishes only its reports,
+ * its uplink and its RPC responses; it subscribes only to its desired state and RPC requests.
+ * Wildcards are refused outright so that `ew/#` or `ew/+/desired` can never widen a grant.
+ */
+export function mayPublish(siteId: string, topic: string): boolean {
+  const t = parseTopic(topic);
+  if (!t || t.siteId !== siteId) return false;
+  return t.kind === 'reported' || t.kind === 'up' || t.kind === 'rpc-res';
+}
+
+export function maySubscribe(siteId: string, filter: string): boolean {
+  if (filter === `${TOPIC_ROOT}/${siteId}/desired`) return true;
+  if (filter === `${TOPIC_ROOT}/${siteId}/rpc/req/#`) return true;
+  return false;
+}
+
+export interface EmbeddedHubOptions {
+  port: number;
+  host?: string;
+  /** The URL handed to agents at enrollment; defaults to mqtt://{host}:{boundPort}. */
+  publicUrl?: string;
+  auth: SiteAuthenticator;
+  log: Logger;
+  /** Counted per refusal: 'auth' | 'publish' | 'subscribe'. */
+  onRefused?: (what: 'auth' | 'publish' | 'subscribe', siteId: string | undefined) => void;
+}
+
+class RefusedError extends Error {
+  returnCode: number;
+  constructor(message: string, returnCode: number) {
+    super(message);
+    this.returnCode = returnCode;
+  }
+}
+
+export class EmbeddedHub implements Hub {
+  readonly kind = 'embedded' as const;
+  private broker!: Aedes;
+  private server!: Server;
+  private boundPort = 0;
+  /** Sites revoked while this process runs; checked on every publish so revocation is instant. */
+  private readonly revoked = new Set<string>();
+
+  constructor(private readonly opts: EmbeddedHubOptions) {}
+
+  get port(): number {
+    return this.boundPort;
+  }
+
+  get agentUrl(): string {
+    return this.opts.publicUrl ?? `mqtt://${this.opts.host === undefined || this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host}:${this.boundPort}`;
+  }
+
+  async start(handler: HubHandler): Promise<void> {
+    const { auth, log, onRefused } = this.opts;
+    const revoked = this.revoked;
+    this.broker = await Aedes.createBroker({
+      // The hub holds no sessions of its own worth keeping: sites reconnect and the cloud
+      // republishes desired state at start-up, so the default in-memory persistence is right.
+      heartbeatInterval: 60_000,
+      connectTimeout: 30_000,
+      authenticate(client: Client, username, password, done) {
+        const siteId = username ?? '';
+        // The client id must be the site id: otherwise one site could take over another's session.
+        if (!siteId || client.id !== siteId || !password) {
+          onRefused?.('auth', siteId || undefined);
+          done(new RefusedError('client id must equal the username (site id) and a password is required', 4) as never, false);
+          return;
+        }
+        if (revoked.has(siteId)) {
+          onRefused?.('auth', siteId);
+          done(new RefusedError('site revoked', 5) as never, false);
+          return;
+        }
+        auth.verify(siteId, password.toString('utf8')).then(
+          (ok) => {
+            if (!ok) {
+              onRefused?.('auth', siteId);
+              log.warn({ siteId }, 'MQTT connect refused: bad site credentials');
+              done(new RefusedError('bad username or password', 4) as never, false);
+            } else done(null, true);
+          },
+          (e: Error) => {
+            log.error({ err: e, siteId }, 'MQTT auth failed on the store');
+            done(new RefusedError('server unavailable', 3) as never, false);
+          },
+        );
+      },
+      authorizePublish(client: Client | null, packet: PublishPacket, cb) {
+        if (!client) return cb(null); // the cloud's own publishes
+        const siteId = client.id;
+        if (revoked.has(siteId) || !mayPublish(siteId, packet.topic)) {
+          onRefused?.('publish', siteId);
+          log.warn({ siteId, topic: packet.topic }, 'MQTT publish refused by ACL');
+          // Disconnecting is MQTT 3.1.1's only refusal; mqtt 5 agents see the connection drop too.
+          return cb(new Error(`site ${siteId} may not publish to ${packet.topic}`));
+        }
+        cb(null);
+      },
+      authorizeSubscribe(client: Client, sub: Subscription, cb) {
+        if (revoked.has(client.id) || !maySubscribe(client.id, sub.topic)) {
+          onRefused?.('subscribe', client.id);
+          log.warn({ siteId: client.id, topic: sub.topic }, 'MQTT subscribe refused by ACL');
+          // A null subscription answers SUBACK 0x80 (failure) without dropping the connection.
+          return cb(null, null);
+        }
+        cb(null, sub);
+      },
+    });
+    this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
+    await new Promise<void>((resolve, reject) => {
+      const deliver = (packet: { topic: string; payload: Buffer | string }, cb: () => void): void => {
+        const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+        // The PUBACK to the site waits for this callback, so a message is acknowledged only
+        // once the cloud has stored it.
+        handler(packet.topic, payload).then(cb, (e: Error) => {
+          // Not stored: drop the sender's connection before answering, so no PUBACK reaches it
+          // and its outbox sends the message again after reconnecting.
+          log.error({ err: e, topic: packet.topic }, 'hub handler failed; disconnecting the sender so it resends');
+          const siteId = parseTopic(packet.topic)?.siteId;
+          if (siteId) (this.broker as unknown as { clients: Record<string, Client | undefined> }).clients[siteId]?.close();
+          cb();
+        });
+      };
+      let pending = 2;
+      const done = () => { if (--pending === 0) resolve(); };
+      this.broker.subscribe(cloudFilters.reported, deliver, done);
+      this.broker.subscribe(cloudFilters.up, deliver, done);
+      setTimeout(() => pending > 0 && reject(new Error('hub subscribe timed out')), 5000).unref();
+    });
+    this.server = createServer(this.broker.handle);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port, this.opts.host ?? '0.0.0.0', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = this.server.address();
+    this.boundPort = typeof addr === 'object' && addr ? addr.port : this.opts.port;
+  }
+
+  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.broker.publish(
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: 1, retain: opts.retain ?? false, dup: false },
+        (err?: Error) => (err ? reject(err) : resolve()),
+      );
+    });
+  }
+
+  disconnectSite(siteId: string): void {
+    this.revoked.add(siteId);
+    const clients = (this.broker as unknown as { clients: Record<string, Client | undefined> }).clients;
+    clients[siteId]?.close();
+  }
+
+  connectionCount(): number {
+    return this.broker?.connectedClients ?? 0;
+  }
+
+  async close(): Promise<void> {
+    // The broker first: it disconnects every client, which lets the listening socket close.
+    if (this.broker) await new Promise<void>((resolve) => this.broker.close(() => resolve()));
+    if (this.server) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

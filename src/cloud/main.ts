@@ -1,0 +1,136 @@
+import { mkdirSync, readFileSync } from 'node:fs';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import type { FastifyInstance } from 'fastify';
+import { openStore } from './store/open.ts';
+import type { Store } from './store/store.ts';
+import { EmbeddedHub } from './hub/embedded.ts';
+import { ExternalHub } from './hub/external.ts';
+import type { Hub } from './hub/hub.ts';
+import { Fleet } from './fleet.ts';
+import { createApiServer } from './api/server.ts';
+import { registerRoutes } from './api/routes.ts';
+import { systemClock, type Clock } from '../lib/clock.ts';
+import { createLogger, type Logger } from '../lib/logger.ts';
+import { hashSecret, newId, newSecret } from '../lib/secrets.ts';
+import { EwError } from '../contracts/errors.ts';
+import { VERSION } from '../version.ts';
+
+/**
+ * Cloud configuration. Every field has a default (in the comment) and is checked at start-up.
+ */
+export interface CloudConfig {
+  /** Where SQLite and other state live. Default ./edgeweave-cloud */
+  dataDir: string;
+  /** HTTP API bind. Default 0.0.0.0:8080 (port 0 picks a free port). */
+  httpHost?: string;
+  httpPort?: number;
+  /** Public HTTP URL (printed in install commands). Default http://{host}:{port}. */
+  publicUrl?: string;
+  /** `sqlite` (default, under dataDir) or postgres://… */
+  db?: string;
+  /** Embedded hub bind. Default 0.0.0.0:1883. Ignored with `broker`. */
+  mqttHost?: string;
+  mqttPort?: number;
+  /** MQTT URL given to agents. Default mqtt://{mqttHost}:{boundPort}. */
+  mqttPublicUrl?: string;
+  /** External broker instead of the embedded hub: mqtt://host:port. */
+  broker?: string;
+  brokerUsername?: string;
+  brokerPassword?: string;
+  /** Client id of this replica on the external broker. Default edgeweave-cloud-{hostname}. */
+  brokerClientId?: string;
+  /** Heartbeat interval told to agents at enrollment (s). Default 10. */
+  heartbeatIntervalS?: number;
+  /** Missed heartbeats before a site is offline. Default 3. */
+  missedHeartbeats?: number;
+  /**
+   * The first admin key, used only when the store is new (no tenant yet): a file whose content
+   * is the key, so automation (and the demo) can know it. Default: a key is generated and
+   * printed once.
+   */
+  adminKeyFile?: string;
+  clock?: Clock;
+  log?: Logger;
+}
+
+export interface CloudHandle {
+  url: string;
+  mqttUrl: string;
+  /** Only on first start, when the admin key was generated here; shown once, stored hashed. */
+  adminKey?: string;
+  store: Store;
+  hub: Hub;
+  fleet: Fleet;
+  http: FastifyInstance;
+  close(): Promise<void>;
+}
+
+/** Creates the first tenant and admin key when the store is empty. */
+async function bootstrap(store: Store, clock: Clock, adminKeyFile: string | undefined): Promise<string | undefined> {
+  if ((await store.listTenants()).length > 0) return undefined;
+  const tenantId = newId('ten');
+  await store.createTenant({ id: tenantId, name: 'default', createdAt: clock.now() });
+  let key: string;
+  if (adminKeyFile) {
+    key = readFileSync(adminKeyFile, 'utf8').trim();
+    if (!/^ewk_[A-Za-z0-9_-]{32,}$/.test(key)) throw new EwError('CONFIG_INVALID', `--admin-key-file ${adminKeyFile} must hold one key of the form ewk_ followed by at least 32 URL-safe characters`, { path: 'adminKeyFile' });
+  } else {
+    key = newSecret('ewk');
+  }
+  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'admin', createdAt: clock.now(), revokedAt: null });
+  return adminKeyFile ? undefined : key;
+}
+
+export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
+  const clock = cfg.clock ?? systemClock;
+  const log = cfg.log ?? createLogger({ name: 'cloud' });
+  const heartbeatIntervalS = cfg.heartbeatIntervalS ?? 10;
+  const missedHeartbeats = cfg.missedHeartbeats ?? 3;
+  if (!(heartbeatIntervalS > 0)) throw new EwError('CONFIG_INVALID', '--heartbeat-interval must be a positive number of seconds', { path: 'heartbeatIntervalS' });
+  if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
+  mkdirSync(cfg.dataDir, { recursive: true });
+
+  const store = openStore(cfg.db, cfg.dataDir);
+  await store.migrate();
+  const adminKey = await bootstrap(store, clock, cfg.adminKeyFile);
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'ew_cloud_' });
+  let fleet!: Fleet;
+  let hub: Hub;
+  if (cfg.broker) {
+    hub = new ExternalHub({
+      url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
+      clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
+      agentUrl: cfg.mqttPublicUrl, log,
+    });
+  } else {
+    hub = new EmbeddedHub({
+      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log,
+      auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
+    });
+  }
+  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  await hub.start(fleet.handle);
+  await fleet.start();
+
+  const http = await createApiServer({ store, log, registry });
+  let url = '';
+  registerRoutes(http, {
+    store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION,
+    publicUrl: () => cfg.publicUrl ?? url,
+  });
+  const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
+  url = address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1');
+  log.info({ url, mqtt: hub.agentUrl, store: store.kind, hub: hub.kind }, 'cloud ready');
+
+  return {
+    url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http,
+    async close() {
+      await http.close();
+      await fleet.stop();
+      await hub.close();
+      await store.close();
+    },
+  };
+}
