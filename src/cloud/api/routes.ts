@@ -128,7 +128,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       response: {
         201: z.object({
           siteId: z.string(), tenantId: z.string(), region: z.string(), labels: Labels, heartbeatIntervalS: z.number(),
-          mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string() }),
+          mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string(), protocolVersion: z.union([z.literal(4), z.literal(5)]) }),
         }),
         ...errors,
       },
@@ -154,7 +154,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     void reply.status(201);
     return {
       siteId: site.id, tenantId: site.tenantId, region: site.region, labels: site.labels, heartbeatIntervalS: d.heartbeatIntervalS,
-      mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id },
+      mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id, protocolVersion: d.hub.agentProtocolVersion },
     };
   });
 

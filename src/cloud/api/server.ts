@@ -1,9 +1,10 @@
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
-import { hasZodFastifySchemaValidationErrors, jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import { Counter } from 'prom-client';
-import { ERROR_CODES, EwError, type ErrorBody } from '../../contracts/errors.ts';
+import { EwError } from '../../contracts/errors.ts';
+import { bearer, installErrorHandling } from '../../lib/http.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
@@ -20,14 +21,6 @@ declare module 'fastify' {
   }
 }
 
-/** Turns a JSON pointer from a validator (`/spec/models/0/name`) into `spec.models[0].name`. */
-function pointerToPath(pointer: string, context?: string): string {
-  const parts = pointer.split('/').filter(Boolean).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-  let out = context === 'body' || context === undefined ? '' : context;
-  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out === '' ? p : `.${p}`;
-  return out;
-}
-
 export interface ApiServerOptions {
   store: Store;
   log: Logger;
@@ -42,10 +35,10 @@ export interface ApiServerOptions {
  */
 export async function createApiServer(o: ApiServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    loggerInstance: o.log,
+    loggerInstance: o.log as FastifyBaseLogger,
     bodyLimit: o.bodyLimitBytes ?? 10 * 1024 * 1024,
     genReqId: () => crypto.randomUUID(),
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -64,47 +57,16 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     transform: jsonSchemaTransform,
   });
 
-  app.setErrorHandler((err: unknown, req, reply) => {
-    let body: ErrorBody;
-    if (err instanceof EwError) {
-      body = err.toJSON();
-    } else if (hasZodFastifySchemaValidationErrors(err)) {
-      const first = err.validation[0]!;
-      const path = pointerToPath(first.instancePath, err.validationContext);
-      body = { code: 'VALIDATION_FAILED', message: `${path || err.validationContext || 'request'}: ${first.message}`, path: path || undefined };
-    } else {
-      const e = err as { code?: string; statusCode?: number; message?: string };
-      if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (e.statusCode === 400 && /JSON/.test(e.message ?? ''))) {
-        body = { code: 'INVALID_JSON', message: `the request body is not valid JSON: ${e.message}` };
-      } else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-        body = { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${o.bodyLimitBytes ?? 10 * 1024 * 1024} bytes` };
-      } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-        body = { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send the body as application/json' };
-      } else {
-        req.log.error({ err }, 'unhandled error');
-        body = { code: 'INTERNAL', message: `internal error (request id ${req.id})` };
-      }
-    }
-    httpErrors.inc({ code: body.code });
-    const status = ERROR_CODES[body.code].status;
-    void reply.status(status).send(body);
-  });
-
-  app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` } satisfies ErrorBody);
-  });
+  installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024);
 
   app.addHook('onRequest', async (req: FastifyRequest) => {
     if (req.routeOptions.config?.public) return;
-    const header = req.headers.authorization;
-    const m = /^Bearer\s+(\S+)$/i.exec(header ?? '');
-    if (!m) throw new EwError('UNAUTHENTICATED', 'send an API key as "Authorization: Bearer ewk_…"');
-    const key = await o.store.findApiKeyByHash(hashSecret(m[1]!));
+    const key = await o.store.findApiKeyByHash(hashSecret(bearer(req.headers.authorization, 'an API key (ewk_…)')));
     if (!key || key.revokedAt !== null) throw new EwError('UNAUTHENTICATED', 'the API key is not recognised or was revoked');
     req.tenantId = key.tenantId;
     req.apiKeyId = key.id;
   });
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
-  return app as unknown as FastifyInstance;
+  return app;
 }

@@ -42,6 +42,7 @@ class RefusedError extends Error {
 
 export class EmbeddedHub implements Hub {
   readonly kind = 'embedded' as const;
+  readonly agentProtocolVersion = 4 as const;
   private broker!: Aedes;
   private server!: Server;
   private boundPort = 0;

@@ -25,6 +25,7 @@ export interface ExternalHubOptions {
  */
 export class ExternalHub implements Hub {
   readonly kind = 'external' as const;
+  readonly agentProtocolVersion = 5 as const;
   private client?: MqttClient;
   constructor(private readonly opts: ExternalHubOptions) {}
 

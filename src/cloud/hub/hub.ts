@@ -24,6 +24,11 @@ export interface Hub {
   disconnectSite(siteId: string): void;
   /** What an agent should dial, as given to it at enrollment. */
   readonly agentUrl: string;
+  /**
+   * The MQTT protocol agents must speak to this hub: 4 (3.1.1) for the embedded aedes broker,
+   * which does not implement MQTT 5, and 5 for an external broker. Told to agents at enrollment.
+   */
+  readonly agentProtocolVersion: 4 | 5;
   /** Number of MQTT connections the hub has open (embedded) or -1 when unknown (external). */
   connectionCount(): number;
   close(): Promise<void>;

@@ -1,0 +1,150 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
+import { VERSION } from '../version.ts';
+
+/**
+ * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
+ *   0 ok · 1 unexpected failure · 2 bad flags or config · 3 refused (token, credentials)
+ *   4 the cloud could not be reached.
+ */
+export function exitCodeFor(code: ErrorCode): number {
+  switch (code) {
+    case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': return 2;
+    case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'FORBIDDEN': case 'ENROLL_FAILED': return 3;
+    case 'CLOUD_UNREACHABLE': return 4;
+    default: return 1;
+  }
+}
+
+const port = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port number 0-65535 (0 picks a free one)');
+  return n;
+};
+const positive = (v: string): number => {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError('a positive number');
+  return n;
+};
+
+/** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
+function ready(obj: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ event: 'ready', ...obj })}\n`);
+}
+
+/** Runs until SIGINT/SIGTERM, then closes cleanly (a second signal exits at once). */
+function runUntilSignal(close: () => Promise<void>): void {
+  let closing = false;
+  const stop = (sig: string) => {
+    if (closing) process.exit(130);
+    closing = true;
+    process.stderr.write(`\n${sig}: shutting down…\n`);
+    close().then(() => process.exit(0), (e) => {
+      process.stderr.write(`error while stopping: ${(e as Error).message}\n`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+const program = new Command('edgeweave')
+  .description('Edgeweave: run AI where the data is — a cloud control plane and a fleet of edge sites.')
+  .version(VERSION)
+  .showHelpAfterError();
+
+program.command('cloud')
+  .description('Run the cloud control plane: HTTP API, MQTT hub, store.')
+  .option('--data-dir <dir>', 'state directory (SQLite, artifacts)', './edgeweave-cloud')
+  .option('--host <host>', 'HTTP bind address', '0.0.0.0')
+  .option('--port <port>', 'HTTP port', port, 8080)
+  .option('--public-url <url>', 'HTTP URL that sites and users reach (default: the bound address)')
+  .option('--db <url>', 'sqlite (default) or postgres://user@host:5432/db')
+  .option('--mqtt-host <host>', 'embedded MQTT hub bind address', '0.0.0.0')
+  .option('--mqtt-port <port>', 'embedded MQTT hub port', port, 1883)
+  .option('--mqtt-public-url <url>', 'MQTT URL handed to agents at enrollment')
+  .option('--broker <url>', 'use an external MQTT broker instead of the embedded hub (mqtt://host:port)')
+  .addOption(new Option('--broker-username <name>', 'external broker username').env('EW_BROKER_USERNAME'))
+  .addOption(new Option('--broker-password <secret>', 'external broker password').env('EW_BROKER_PASSWORD'))
+  .option('--heartbeat-interval <s>', 'heartbeat interval told to agents (s)', positive, 10)
+  .option('--missed-heartbeats <n>', 'missed heartbeats before a site is offline', positive, 3)
+  .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
+  .addHelpText('after', `
+Examples:
+  $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
+  $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
+  .action(async (o) => {
+    const { startCloud } = await import('../cloud/main.ts');
+    const c = await startCloud({
+      dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
+      mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
+      broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
+      heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
+    });
+    if (c.adminKey) {
+      process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
+    }
+    ready({ role: 'cloud', url: c.url, mqttUrl: c.mqttUrl });
+    runUntilSignal(() => c.close());
+  });
+
+program.command('edge')
+  .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
+  .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
+  .option('--cloud <url>', 'cloud HTTP URL (first start only)')
+  .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
+  .option('--name <name>', 'site name shown in the console')
+  .option('--api-host <host>', 'local API bind address', '127.0.0.1')
+  .option('--api-port <port>', 'local API port', port, 8081)
+  .option('--device-host <host>', 'device MQTT broker bind address', '0.0.0.0')
+  .option('--device-port <port>', 'device MQTT broker port', port, 1883)
+  .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
+  .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
+  .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
+  .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
+  .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+  .addHelpText('after', `
+Examples:
+  $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
+  $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
+  .action(async (o) => {
+    const { startEdge } = await import('../edge/main.ts');
+    const e = await startEdge({
+      dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
+      deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
+      outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,
+    });
+    if (e.generated.apiKey || e.generated.devicePassword) {
+      process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
+      if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);
+      if (e.generated.devicePassword) process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
+      process.stderr.write('\n');
+    }
+    ready({ role: 'edge', siteId: e.siteId, apiUrl: e.apiUrl, deviceUrl: e.deviceUrl });
+    runUntilSignal(() => e.close());
+  });
+
+program.command('demo')
+  .description('All in one: a cloud, three edge sites (city, factory, telco) and device simulators.')
+  .option('--data-dir <dir>', 'where the demo keeps its state', './.edgeweave-demo')
+  .option('--port <port>', 'cloud HTTP port', port, 8080)
+  .option('--fresh', 'start from an empty data dir')
+  .addHelpText('after', `
+Example:
+  $ edgeweave demo            # then open the printed URL; Ctrl-C stops everything`)
+  .action(async (o) => {
+    const { runDemo } = await import('../demo/demo.ts');
+    await runDemo({ dataDir: o.dataDir, port: o.port, fresh: !!o.fresh });
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (isEwError(e)) {
+    process.stderr.write(`error ${e.code}: ${e.message}${e.path ? ` (at ${e.path})` : ''}\n`);
+    process.exit(exitCodeFor(e.code));
+  }
+  if (e instanceof EwError) process.exit(1);
+  process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,77 @@
+import type { DesiredApp } from '../contracts/messages.ts';
+import type { Logger } from '../lib/logger.ts';
+
+/**
+ * What a site runs for an app. The stream engine (rules), the model runtimes and the endpoints
+ * of later issues each register an AppComponent; the supervisor starts, updates and stops them
+ * as the desired state changes. Lifecycle per app: start → update* → stop.
+ */
+export interface AppComponent {
+  readonly name: string;
+  start(app: DesiredApp): Promise<void>;
+  update(prev: DesiredApp, next: DesiredApp): Promise<void>;
+  stop(app: DesiredApp): Promise<void>;
+}
+
+export interface ApplyResult { generation: number; error?: string }
+
+/**
+ * Applies a desired state: the diff against what runs decides which apps start, update in place
+ * (a new version) or stop. One app's failure is reported and does not stop the others.
+ */
+export class AppSupervisor {
+  private runningApps = new Map<string, DesiredApp>();
+  private readonly components: AppComponent[] = [];
+  private applied = 0;
+  private lastError?: string;
+
+  constructor(private readonly log: Logger) {}
+
+  register(c: AppComponent): void {
+    this.components.push(c);
+  }
+
+  get generation(): number {
+    return this.applied;
+  }
+  get error(): string | undefined {
+    return this.lastError;
+  }
+  running(): { name: string; version: string }[] {
+    return [...this.runningApps.values()].map((a) => ({ name: a.name, version: a.version }));
+  }
+
+  async apply(generation: number, apps: readonly DesiredApp[]): Promise<ApplyResult> {
+    const next = new Map(apps.map((a) => [a.name, a]));
+    const errors: string[] = [];
+    const step = async (what: string, app: DesiredApp, fn: (c: AppComponent) => Promise<void>) => {
+      for (const c of this.components) {
+        try {
+          await fn(c);
+        } catch (e) {
+          errors.push(`${app.name}@${app.version}: ${c.name} failed to ${what}: ${(e as Error).message}`);
+        }
+      }
+    };
+    for (const [name, cur] of this.runningApps) {
+      if (!next.has(name)) {
+        await step('stop', cur, (c) => c.stop(cur));
+        this.log.info({ app: name, version: cur.version }, 'app stopped');
+      }
+    }
+    for (const [name, app] of next) {
+      const cur = this.runningApps.get(name);
+      if (!cur) {
+        await step('start', app, (c) => c.start(app));
+        this.log.info({ app: name, version: app.version, generation }, 'app started');
+      } else if (cur.version !== app.version || cur.deploymentId !== app.deploymentId) {
+        await step('update', app, (c) => c.update(cur, app));
+        this.log.info({ app: name, from: cur.version, to: app.version, generation }, 'app updated');
+      }
+    }
+    this.runningApps = next;
+    this.applied = generation;
+    this.lastError = errors.length ? errors.join('; ') : undefined;
+    return { generation, error: this.lastError };
+  }
+}

@@ -1,0 +1,47 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { EwError } from '../contracts/errors.ts';
+
+/**
+ * The site's own SQLite (`{dataDir}/edge.db`): desired state, outbox, small settings. This is
+ * what lets a site restarted while offline come back to its last desired state and keep every
+ * unsent result. WAL with synchronous=FULL: a committed outbox row survives a power cut, not
+ * just a process crash, and the outbox is the one place a result exists before the cloud has it.
+ */
+export type EdgeDb = Database.Database;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE desired (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL);
+   CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);`,
+];
+
+export function openEdgeDb(dataDir: string): EdgeDb {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  let db: EdgeDb;
+  try {
+    db = new Database(join(dataDir, 'edge.db'));
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('busy_timeout = 5000');
+    const version = db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      db.transaction(() => {
+        db.exec(MIGRATIONS[v]!);
+        db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  } catch (e) {
+    throw new EwError('DATA_DIR_INVALID', `cannot open the site database in ${dataDir}: ${(e as Error).message}; check permissions, or move a corrupt edge.db aside`, { cause: e });
+  }
+  return db;
+}
+
+export function kvGet(db: EdgeDb, key: string): string | undefined {
+  return (db.prepare('SELECT value FROM kv WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+}
+
+export function kvSet(db: EdgeDb, key: string, value: string): void {
+  db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+}

@@ -1,0 +1,96 @@
+import { createServer, type Server } from 'node:net';
+import { Aedes, type Client } from 'aedes';
+import type { Logger } from '../lib/logger.ts';
+import { TOPIC_ROOT } from '../contracts/topics.ts';
+
+export interface DeviceMessage { topic: string; payload: Buffer; clientId: string }
+
+export interface DeviceBrokerOptions {
+  port: number;
+  host: string;
+  /** Checks a device's username/password (hashes stored by the agent). */
+  verify: (username: string, password: string) => boolean;
+  log: Logger;
+}
+
+/**
+ * The site's own MQTT broker, where the site's devices publish. Devices authenticate with a
+ * username and password; the `ew/` namespace is reserved for the agent and refused to devices,
+ * as is `$SYS`. Every device message is handed to `subscribe()`rs (the stream engine, later).
+ */
+export class DeviceBroker {
+  private broker!: Aedes;
+  private server!: Server;
+  private boundPort = 0;
+  private messagesIn = 0;
+  private readonly listeners = new Set<(m: DeviceMessage) => void>();
+
+  constructor(private readonly o: DeviceBrokerOptions) {}
+
+  get port(): number {
+    return this.boundPort;
+  }
+  get url(): string {
+    return `mqtt://${this.o.host === '0.0.0.0' ? '127.0.0.1' : this.o.host}:${this.boundPort}`;
+  }
+  get stats(): { connected: number; messagesIn: number } {
+    return { connected: this.broker?.connectedClients ?? 0, messagesIn: this.messagesIn };
+  }
+
+  onMessage(fn: (m: DeviceMessage) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  async start(): Promise<void> {
+    const { verify, log } = this.o;
+    const reserved = (topic: string) => topic === TOPIC_ROOT || topic.startsWith(`${TOPIC_ROOT}/`) || topic.startsWith('$');
+    this.broker = await Aedes.createBroker({
+      authenticate(client, username, password, done) {
+        if (username && password && verify(username, password.toString('utf8'))) return done(null, true);
+        log.warn({ clientId: client.id, username }, 'device connect refused: bad username or password');
+        const err = Object.assign(new Error('bad username or password'), { returnCode: 4 });
+        done(err as never, false);
+      },
+      authorizePublish(client: Client | null, packet, cb) {
+        if (client && reserved(packet.topic)) return cb(new Error(`devices may not publish to ${packet.topic}`));
+        cb(null);
+      },
+      authorizeSubscribe(_client, sub, cb) {
+        // `#` is allowed: authorizeForward below keeps reserved topics out of it anyway.
+        cb(null, reserved(sub.topic) ? null : sub);
+      },
+      authorizeForward(_client, packet) {
+        // Never forward reserved topics to devices, whatever they subscribed to.
+        return reserved(packet.topic) ? null : packet;
+      },
+    });
+    this.broker.on('publish', (packet, client) => {
+      if (!client) return;
+      this.messagesIn++;
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      for (const l of this.listeners) {
+        try {
+          l({ topic: packet.topic, payload, clientId: client.id });
+        } catch (e) {
+          log.error({ err: e, topic: packet.topic }, 'device message listener failed');
+        }
+      }
+    });
+    this.server = createServer(this.broker.handle);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.o.port, this.o.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = this.server.address();
+    this.boundPort = typeof a === 'object' && a ? a.port : this.o.port;
+  }
+
+  async close(): Promise<void> {
+    if (this.broker) await new Promise<void>((r) => this.broker.close(() => r()));
+    if (this.server) await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}

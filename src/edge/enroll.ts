@@ -1,0 +1,54 @@
+import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
+import type { Credentials } from './link.ts';
+
+export interface StoredCredentials extends Credentials { cloudUrl: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; enrolledAt: number }
+
+const FILE = 'credentials.json';
+
+/** The site's credentials, kept 0600 in the data dir. Client-side, so the secret itself is kept. */
+export function loadCredentials(dataDir: string): StoredCredentials | undefined {
+  const p = join(dataDir, FILE);
+  if (!existsSync(p)) return undefined;
+  try {
+    return JSON.parse(readFileSync(p, 'utf8')) as StoredCredentials;
+  } catch (e) {
+    throw new EwError('DATA_DIR_INVALID', `${p} is not readable JSON (${(e as Error).message}); remove it and enroll again with a new token`, { cause: e });
+  }
+}
+
+function saveCredentials(dataDir: string, c: StoredCredentials): void {
+  const p = join(dataDir, FILE);
+  writeFileSync(`${p}.tmp`, JSON.stringify(c, null, 2), { mode: 0o600 });
+  renameSync(`${p}.tmp`, p);
+}
+
+/** Exchanges a join token for site credentials (POST /api/v1/enroll) and keeps them. */
+export async function enroll(opts: { cloudUrl: string; token: string; name?: string; dataDir: string; fetchImpl?: typeof fetch }): Promise<StoredCredentials> {
+  const f = opts.fetchImpl ?? fetch;
+  let res: Response;
+  try {
+    res = await f(new URL('/api/v1/enroll', opts.cloudUrl), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: opts.token, name: opts.name }),
+      signal: AbortSignal.timeout(15_000),
+    });
+  } catch (e) {
+    throw new EwError('CLOUD_UNREACHABLE', `cannot reach the cloud at ${opts.cloudUrl}: ${(e as Error).cause ? String(((e as Error).cause as Error).message) : (e as Error).message}; check --cloud and the network`, { cause: e });
+  }
+  const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!res.ok) {
+    const code = typeof body.code === 'string' && body.code in ERROR_CODES ? (body.code as ErrorCode) : 'ENROLL_FAILED';
+    throw new EwError(code, `enrollment refused (${res.status}): ${String(body.message ?? res.statusText)}`);
+  }
+  const b = body as { siteId: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; mqtt: { url: string; username: string; password: string; clientId: string; protocolVersion: 4 | 5 } };
+  const creds: StoredCredentials = {
+    siteId: b.siteId, tenantId: b.tenantId, region: b.region, labels: b.labels, heartbeatIntervalS: b.heartbeatIntervalS,
+    url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion,
+    cloudUrl: opts.cloudUrl, enrolledAt: Date.now(),
+  };
+  saveCredentials(opts.dataDir, creds);
+  return creds;
+}

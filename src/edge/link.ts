@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
+import { topics } from '../contracts/topics.ts';
+import { ENVELOPE_VERSION, type ReportedMessage, type SiteStatusBody } from '../contracts/messages.ts';
+import type { Logger } from '../lib/logger.ts';
+
+export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5 }
+
+export type LinkState = 'connecting' | 'connected' | 'disconnected' | 'refused';
+
+export interface CloudLinkOptions {
+  creds: Credentials;
+  bootId: string;
+  log: Logger;
+  reconnectPeriodMs?: number;
+  /** Called for each desired-state message; the PUBACK waits for it (store before ack). */
+  onDesired: (payload: Buffer) => Promise<void>;
+  onState: (s: LinkState) => void;
+}
+
+/**
+ * The agent's one MQTT 5 connection to the cloud: agent-initiated (works behind NAT),
+ * persistent session, QoS 1, a last will on its `reported` topic so the cloud hears of an
+ * unclean loss at once. Reconnects by itself; the cloud can be down for as long as it likes.
+ */
+export class CloudLink {
+  private client?: MqttClient;
+  private state: LinkState = 'disconnected';
+
+  constructor(private readonly o: CloudLinkOptions) {}
+
+  get linkState(): LinkState {
+    return this.state;
+  }
+
+  private setState(s: LinkState): void {
+    if (s === this.state) return;
+    this.state = s;
+    this.o.onState(s);
+  }
+
+  start(): void {
+    const { creds, log, bootId } = this.o;
+    const will: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'offline', body: { bootId, reason: 'connection lost' } };
+    const client = mqtt.connect(creds.url, {
+      clientId: creds.clientId,
+      username: creds.username,
+      password: creds.password,
+      // The cloud says which protocol its hub speaks (the embedded aedes hub is MQTT 3.1.1).
+      protocolVersion: creds.protocolVersion ?? 4,
+      clean: false,
+      ...(creds.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
+      keepalive: 30,
+      reconnectPeriod: this.o.reconnectPeriodMs ?? 2000,
+      connectTimeout: 10_000,
+      queueQoSZero: false,
+      resubscribe: true,
+      will: { topic: topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
+    });
+    this.client = client;
+    this.setState('connecting');
+    client.handleMessage = (packet: IPublishPacket, done) => {
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      this.o.onDesired(payload).then(() => done(), (e: Error) => {
+        // Not stored: no PUBACK, and a reconnect makes the broker deliver it again.
+        log.error({ err: e }, 'storing desired state failed; reconnecting for redelivery');
+        client.stream?.destroy();
+      });
+    };
+    client.on('connect', () => {
+      log.info({ url: creds.url }, 'connected to cloud');
+      // Subscribed on every connect: cheap, and the retained desired state arrives again,
+      // which covers a cloud hub that lost our session.
+      client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 } }, (err, granted) => {
+        if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
+      });
+      this.setState('connected');
+    });
+    client.on('close', () => {
+      if (this.state === 'connected' || this.state === 'connecting') this.setState('disconnected');
+    });
+    client.on('error', (e: Error & { code?: number }) => {
+      // CONNACK 0x86/0x87 (MQTT 5) or 4/5 (3.1.1): the credentials were refused — revoked?
+      if (e.code === 134 || e.code === 135 || e.code === 4 || e.code === 5) {
+        if (this.state !== 'refused') log.error({ code: e.code }, 'the cloud refused this site\'s credentials (revoked?); running on, retrying');
+        this.setState('refused');
+      } else {
+        log.debug({ err: e.message }, 'cloud link error');
+      }
+    });
+  }
+
+  /** QoS 1 publish that resolves on PUBACK; rejects at once when not connected. */
+  publish(topic: string, payload: Buffer | string, qos: 0 | 1 = 1): Promise<void> {
+    const c = this.client;
+    if (!c || !c.connected) return Promise.reject(new Error('not connected'));
+    return c.publishAsync(topic, payload, { qos }).then(() => undefined);
+  }
+
+  /** Heartbeat: QoS 0, dropped when offline (a stale heartbeat is worth nothing). */
+  sendStatus(body: SiteStatusBody): void {
+    const c = this.client;
+    if (!c?.connected) return;
+    const msg: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'status', body };
+    c.publish(topics.reported(this.o.creds.siteId), JSON.stringify(msg), { qos: 0 });
+  }
+
+  /** Clean stop: says goodbye (so the cloud marks us offline at once) and disconnects. */
+  async stop(): Promise<void> {
+    const c = this.client;
+    if (!c) return;
+    if (c.connected) {
+      const bye: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'offline', body: { bootId: this.o.bootId, reason: 'agent stopped' } };
+      await Promise.race([
+        c.publishAsync(topics.reported(this.o.creds.siteId), JSON.stringify(bye), { qos: 1 }).catch(() => {}),
+        new Promise((r) => setTimeout(r, 2000).unref()),
+      ]);
+    }
+    await c.endAsync(true);
+  }
+}

@@ -1,0 +1,252 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { openEdgeDb, kvGet, kvSet, type EdgeDb } from './db.ts';
+import { Outbox, type OverflowPolicy } from './outbox.ts';
+import { OutboxPump } from './pump.ts';
+import { CloudLink, type LinkState } from './link.ts';
+import { DeviceBroker } from './devices.ts';
+import { AppSupervisor } from './apps.ts';
+import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
+import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
+import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/messages.ts';
+import { isValidStreamName, topics } from '../contracts/topics.ts';
+import { EwError, isEwError } from '../contracts/errors.ts';
+import { systemClock, type Clock } from '../lib/clock.ts';
+import { createLogger, type Logger } from '../lib/logger.ts';
+import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
+import { bearer, installErrorHandling } from '../lib/http.ts';
+import { VERSION } from '../version.ts';
+
+/** Agent configuration; each field's default is in its comment. */
+export interface EdgeConfig {
+  /** Where the site keeps its SQLite, credentials and model cache. Required. */
+  dataDir: string;
+  /** Cloud HTTP URL, needed only to enroll. */
+  cloudUrl?: string;
+  /** Join token, needed only on first start. */
+  token?: string;
+  /** Site name shown in the console. Default: the site id. */
+  name?: string;
+  /** Local HTTP API bind. Default 127.0.0.1:8081 (port 0 picks a free port). */
+  apiHost?: string;
+  apiPort?: number;
+  /** Device MQTT broker bind. Default 0.0.0.0:1883, where the site's devices can reach it. */
+  deviceHost?: string;
+  devicePort?: number;
+  /**
+   * Files holding the secrets this agent checks (only their sha256 is stored): the local API
+   * key and the device password (username `device`). Default: generated on first start and
+   * printed once.
+   */
+  apiKeyFile?: string;
+  devicePasswordFile?: string;
+  /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
+  outboxMax?: number;
+  outboxOverflow?: OverflowPolicy;
+  /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
+  heartbeatIntervalS?: number;
+  reconnectPeriodMs?: number;
+  clock?: Clock;
+  log?: Logger;
+}
+
+export interface EdgeHandle {
+  siteId: string;
+  apiUrl: string;
+  deviceUrl: string;
+  /** Secrets generated on this first start (shown once); absent when read from files or already set. */
+  generated: { apiKey?: string; devicePassword?: string };
+  outbox: Outbox;
+  supervisor: AppSupervisor;
+  devices: DeviceBroker;
+  linkState(): LinkState;
+  close(): Promise<void>;
+}
+
+/** A verifier secret: from a file when given, else kept if already set, else generated once. */
+function ensureSecret(db: EdgeDb, key: string, file: string | undefined, prefix: 'ewl' | 'ewd'): string | undefined {
+  if (file) {
+    const value = readFileSync(file, 'utf8').trim();
+    if (value.length < 16) throw new EwError('CONFIG_INVALID', `${file} must hold a secret of at least 16 characters`, { path: key });
+    kvSet(db, key, hashSecret(value));
+    return undefined;
+  }
+  if (kvGet(db, key)) return undefined;
+  const s = newSecret(prefix);
+  kvSet(db, key, hashSecret(s));
+  return s;
+}
+
+export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
+  const clock = cfg.clock ?? systemClock;
+  const log = cfg.log ?? createLogger({ name: 'edge' });
+  const db = openEdgeDb(cfg.dataDir);
+
+  // 1. Credentials: reuse those in the data dir, else enroll with the token.
+  let creds: StoredCredentials | undefined = loadCredentials(cfg.dataDir);
+  if (!creds) {
+    if (!cfg.token || !cfg.cloudUrl) {
+      db.close();
+      throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> --token <join token>`);
+    }
+    try {
+      creds = await enroll({ cloudUrl: cfg.cloudUrl, token: cfg.token, name: cfg.name, dataDir: cfg.dataDir });
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    log.info({ siteId: creds.siteId, region: creds.region }, 'enrolled');
+  } else if (cfg.token) {
+    log.info({ siteId: creds.siteId }, 'already enrolled; the --token is not needed and was ignored');
+  }
+  const siteId = creds.siteId;
+  const bootId = randomUUID();
+  const startedAt = clock.now();
+  const heartbeatIntervalS = cfg.heartbeatIntervalS ?? creds.heartbeatIntervalS;
+
+  const generated = {
+    apiKey: ensureSecret(db, 'api.keyHash', cfg.apiKeyFile, 'ewl'),
+    devicePassword: ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd'),
+  };
+
+  // 2. Metrics.
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'ew_edge_' });
+  const outbox = new Outbox(db, clock, { maxMessages: cfg.outboxMax ?? 100_000, overflow: cfg.outboxOverflow ?? 'drop-oldest' });
+  new Gauge({ name: 'ew_edge_outbox_pending', help: 'Uplink messages waiting in the outbox', registers: [registry], collect() { this.set(outbox.pending); } });
+  new Gauge({ name: 'ew_edge_outbox_dropped_total', help: 'Uplink messages dropped unsent by the outbox overflow policy (lifetime of the site)', registers: [registry], collect() { this.set(outbox.dropped); } });
+  const sentCounter = new Counter({ name: 'ew_edge_uplink_sent_total', help: 'Uplink messages acknowledged by the cloud broker', registers: [registry] });
+  const badDesired = new Counter({ name: 'ew_edge_desired_invalid_total', help: 'Desired-state messages refused as malformed', registers: [registry] });
+  const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
+
+  // 3. Apps: the last desired state stored here runs at once, cloud or no cloud.
+  const supervisor = new AppSupervisor(log);
+  const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
+  if (stored) {
+    const d = JSON.parse(stored.body) as DesiredState;
+    await supervisor.apply(d.body.generation, d.body.apps);
+    log.info({ generation: d.body.generation, apps: d.body.apps.length }, 'resumed last desired state from disk');
+  }
+
+  // 4. Device broker.
+  const devices = new DeviceBroker({
+    port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
+    verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
+  });
+  await devices.start();
+
+  // 5. Cloud link, outbox pump, heartbeats.
+  const statusBody = (): SiteStatusBody => ({
+    agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
+    generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
+    system: systemFacts(cfg.dataDir), runtimes: detectRuntimes(), accelerators: detectAccelerators(),
+    outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
+  });
+  let applying: Promise<unknown> = Promise.resolve();
+  const storeDesired = async (payload: Buffer): Promise<void> => {
+    if (payload.length === 0) return; // retained state cleared (site revoked)
+    let d: DesiredState;
+    try {
+      d = decodePayload(DesiredState, payload, topics.desired(siteId));
+    } catch (e) {
+      badDesired.inc();
+      log.error({ code: isEwError(e) ? e.code : undefined, path: isEwError(e) ? e.path : undefined }, (e as Error).message);
+      return; // acknowledged: redelivering a malformed message would not make it valid
+    }
+    const cur = (db.prepare('SELECT generation FROM desired WHERE id = 1').get() as { generation: number } | undefined)?.generation ?? 0;
+    if (d.body.generation <= cur || d.body.siteId !== siteId) return;
+    // Stored before the PUBACK: once the cloud's broker sees the ack, this state survives us.
+    db.prepare('INSERT INTO desired (id, generation, body, received_at) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, body = excluded.body, received_at = excluded.received_at')
+      .run(d.body.generation, payload.toString('utf8'), clock.now());
+    applying = applying.then(async () => {
+      const r = await supervisor.apply(d.body.generation, d.body.apps);
+      log.info({ generation: r.generation, apps: d.body.apps.length, error: r.error }, 'desired state applied');
+      link.sendStatus(statusBody());
+    });
+  };
+  const link = new CloudLink({
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired,
+    onState: (s) => {
+      pump.connectedChanged(s === 'connected');
+      if (s === 'connected') link.sendStatus(statusBody());
+    },
+  });
+  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => sentCounter.inc(n));
+  link.start();
+  let stopHeartbeat = clock.setTimer(heartbeatIntervalS * 1000, function beat() {
+    link.sendStatus(statusBody());
+    stopHeartbeat = clock.setTimer(heartbeatIntervalS * 1000, beat);
+  });
+
+  // 6. Local API.
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState });
+  const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
+  const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
+  log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
+
+  return {
+    siteId, apiUrl, deviceUrl: devices.url, generated, outbox, supervisor, devices,
+    linkState: () => link.linkState,
+    async close() {
+      stopHeartbeat();
+      await api.close();
+      await devices.close();
+      await link.stop();
+      await applying;
+      pump.flushAcks();
+      db.close();
+    },
+  };
+}
+
+interface LocalApiDeps {
+  log: Logger;
+  registry: Registry;
+  httpErrors: Counter<'code'>;
+  db: EdgeDb;
+  outbox: Outbox;
+  pump: OutboxPump;
+  siteId: string;
+  statusBody: () => SiteStatusBody;
+  linkState: () => LinkState;
+}
+
+/**
+ * The site's local HTTP API (bound to loopback by default): health, metrics, status, and the
+ * uplink endpoint through which local programs send results to the cloud via the outbox.
+ */
+async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
+  const app = Fastify({ loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
+  app.addHook('onRequest', async (req) => {
+    if (req.url === '/healthz') return;
+    const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
+    if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
+  });
+  const r = app.withTypeProvider<ZodTypeProvider>();
+  r.get('/healthz', async () => ({ ok: true, siteId: d.siteId, link: d.linkState() }));
+  r.get('/metrics', async (_req, reply) => {
+    void reply.header('content-type', d.registry.contentType);
+    return d.registry.metrics();
+  });
+  r.get('/api/v1/status', async () => ({ siteId: d.siteId, link: d.linkState(), ...d.statusBody() }));
+  r.post('/api/v1/uplink/:stream', {
+    schema: {
+      params: z.object({ stream: z.string() }),
+      body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
+    },
+  }, async (req, reply) => {
+    if (!isValidStreamName(req.params.stream)) throw new EwError('VALIDATION_FAILED', `stream name "${req.params.stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
+    const ids = d.outbox.enqueue(topics.up(d.siteId, req.params.stream), req.params.stream, req.body.records);
+    d.pump.notify();
+    void reply.status(202);
+    return { accepted: ids.length, ids, pending: d.outbox.pending };
+  });
+  return app;
+}

@@ -1,0 +1,105 @@
+import { randomUUID } from 'node:crypto';
+import type { Statement } from 'better-sqlite3';
+import { kvGet, kvSet, type EdgeDb } from './db.ts';
+import { EwError } from '../contracts/errors.ts';
+import { ENVELOPE_VERSION, type UplinkMessage } from '../contracts/messages.ts';
+import type { Clock } from '../lib/clock.ts';
+
+export type OverflowPolicy = 'drop-oldest' | 'reject-new';
+
+export interface OutboxOptions {
+  /** Most messages kept; default 100,000. */
+  maxMessages: number;
+  /**
+   * What happens when a write would pass the bound:
+   *  - `drop-oldest` (default): the oldest unsent messages are deleted to make room and counted
+   *    in `dropped` — a site that is offline for days keeps its freshest results;
+   *  - `reject-new`: the write fails with OUTBOX_FULL and nothing stored is touched.
+   */
+  overflow: OverflowPolicy;
+}
+
+export interface OutboxRow { seq: number; id: string; topic: string; payload: Buffer }
+
+/**
+ * The durable uplink queue. Every message is committed here before anything is sent, keeps its
+ * id for life (the cloud stores each id once), and is deleted only when the broker acknowledged
+ * it. Rows are read back in `seq` order, so a restart resends in the order they were written.
+ */
+export class Outbox {
+  private readonly insert: Statement;
+  private readonly peekStmt: Statement;
+  private readonly del: Statement;
+  private readonly dropOldest: Statement;
+  private count: number;
+  private droppedTotal: number;
+
+  constructor(private readonly db: EdgeDb, private readonly clock: Clock, private readonly opts: OutboxOptions) {
+    if (!(opts.maxMessages >= 1)) throw new EwError('CONFIG_INVALID', 'outbox maxMessages must be at least 1', { path: 'outboxMax' });
+    this.insert = db.prepare('INSERT INTO outbox (id, topic, payload, created_at) VALUES (?, ?, ?, ?)');
+    this.peekStmt = db.prepare('SELECT seq, id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
+    this.del = db.prepare('DELETE FROM outbox WHERE seq = ?');
+    this.dropOldest = db.prepare('DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)');
+    this.count = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
+    this.droppedTotal = Number(kvGet(db, 'outbox.dropped') ?? '0');
+  }
+
+  get pending(): number {
+    return this.count;
+  }
+
+  /** Messages deleted unsent by the overflow policy, over the site's lifetime. */
+  get dropped(): number {
+    return this.droppedTotal;
+  }
+
+  /**
+   * Writes uplink messages for one stream in one transaction; returns their ids.
+   * Throws OUTBOX_FULL (policy reject-new) without writing any of them.
+   */
+  enqueue(topic: string, stream: string, records: readonly unknown[]): string[] {
+    if (records.length === 0) return [];
+    const now = this.clock.now();
+    const ids: string[] = [];
+    this.db.transaction(() => {
+      const over = this.count + records.length - this.opts.maxMessages;
+      if (over > 0) {
+        if (this.opts.overflow === 'reject-new') {
+          throw new EwError('OUTBOX_FULL', `the outbox holds ${this.count} of ${this.opts.maxMessages} messages and its policy is reject-new; wait for the cloud link, or raise --outbox-max`);
+        }
+        const removed = this.dropOldest.run(over).changes;
+        this.count -= removed;
+        this.droppedTotal += removed;
+        kvSet(this.db, 'outbox.dropped', String(this.droppedTotal));
+        // More records than the whole bound: only the newest maxMessages are kept.
+        const skip = Math.max(0, records.length - this.opts.maxMessages);
+        if (skip > 0) {
+          this.droppedTotal += skip;
+          kvSet(this.db, 'outbox.dropped', String(this.droppedTotal));
+        }
+        records = records.slice(skip);
+      }
+      for (const data of records) {
+        const id = randomUUID();
+        const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, data } };
+        this.insert.run(id, topic, Buffer.from(JSON.stringify(msg)), now);
+        ids.push(id);
+      }
+      this.count += records.length;
+    })();
+    return ids;
+  }
+
+  /** The next rows after `afterSeq`, oldest first. */
+  peek(afterSeq: number, limit: number): OutboxRow[] {
+    return this.peekStmt.all(afterSeq, limit) as OutboxRow[];
+  }
+
+  /** Deletes acknowledged rows in one transaction. */
+  ack(seqs: readonly number[]): void {
+    if (seqs.length === 0) return;
+    this.db.transaction(() => {
+      for (const s of seqs) this.count -= this.del.run(s).changes;
+    })();
+  }
+}
