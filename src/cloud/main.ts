@@ -39,6 +39,8 @@ export interface CloudConfig {
   brokerPassword?: string;
   /** Client id of this replica on the external broker. Default edgeweave-cloud-{hostname}. */
   brokerClientId?: string;
+  /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
+  brokerSessionExpiryS?: number;
   /** Heartbeat interval told to agents at enrollment (s). Default 10. */
   heartbeatIntervalS?: number;
   /** Missed heartbeats before a site is offline. Default 3. */
@@ -102,7 +104,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     hub = new ExternalHub({
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
       clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
-      agentUrl: cfg.mqttPublicUrl, log,
+      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, log,
     });
   } else {
     hub = new EmbeddedHub({

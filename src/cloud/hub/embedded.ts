@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:net';
 import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Hub, HubHandler, SiteAuthenticator } from './hub.ts';
-import { cloudFilters, parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
+import { parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
 import type { Logger } from '../../lib/logger.ts';
 
 /**
@@ -100,10 +100,18 @@ export class EmbeddedHub implements Hub {
         if (revoked.has(siteId) || !mayPublish(siteId, packet.topic)) {
           onRefused?.('publish', siteId);
           log.warn({ siteId, topic: packet.topic }, 'MQTT publish refused by ACL');
-          // Disconnecting is MQTT 3.1.1's only refusal; mqtt 5 agents see the connection drop too.
+          // Disconnecting is MQTT 3.1.1's only refusal.
           return cb(new Error(`site ${siteId} may not publish to ${packet.topic}`));
         }
-        cb(null);
+        // Ingest here, not in a subscription: aedes writes a QoS 1 PUBACK before it routes a
+        // message to subscribers, but only after this hook. So the site's PUBACK (and the
+        // deletion from its outbox) follows our commit. A failure refuses the publish, which
+        // drops the connection without a PUBACK; the site resends after reconnecting.
+        const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+        handler(packet.topic, payload).then(() => cb(null), (e: Error) => {
+          log.error({ err: e, topic: packet.topic }, 'hub handler failed; the site will resend');
+          cb(e);
+        });
       },
       authorizeSubscribe(client: Client, sub: Subscription, cb) {
         if (revoked.has(client.id) || !maySubscribe(client.id, sub.topic)) {
@@ -116,26 +124,6 @@ export class EmbeddedHub implements Hub {
       },
     });
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
-    await new Promise<void>((resolve, reject) => {
-      const deliver = (packet: { topic: string; payload: Buffer | string }, cb: () => void): void => {
-        const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-        // The PUBACK to the site waits for this callback, so a message is acknowledged only
-        // once the cloud has stored it.
-        handler(packet.topic, payload).then(cb, (e: Error) => {
-          // Not stored: drop the sender's connection before answering, so no PUBACK reaches it
-          // and its outbox sends the message again after reconnecting.
-          log.error({ err: e, topic: packet.topic }, 'hub handler failed; disconnecting the sender so it resends');
-          const siteId = parseTopic(packet.topic)?.siteId;
-          if (siteId) (this.broker as unknown as { clients: Record<string, Client | undefined> }).clients[siteId]?.close();
-          cb();
-        });
-      };
-      let pending = 2;
-      const done = () => { if (--pending === 0) resolve(); };
-      this.broker.subscribe(cloudFilters.reported, deliver, done);
-      this.broker.subscribe(cloudFilters.up, deliver, done);
-      setTimeout(() => pending > 0 && reject(new Error('hub subscribe timed out')), 5000).unref();
-    });
     this.server = createServer(this.broker.handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);

@@ -14,6 +14,8 @@ export interface ExternalHubOptions {
   agentUrl?: string;
   /** Shared-subscription group: replicas in one group split the sites' messages. */
   shareGroup?: string;
+  /** How long the broker keeps this replica's session while it is away (s). Default 86400. */
+  sessionExpiryS?: number;
   log: Logger;
 }
 
@@ -42,7 +44,7 @@ export class ExternalHub implements Hub {
       password: this.opts.password,
       protocolVersion: 5,
       clean: false,
-      properties: { sessionExpiryInterval: 24 * 3600 },
+      properties: { sessionExpiryInterval: this.opts.sessionExpiryS ?? 24 * 3600 },
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
       // Each delivery is awaited before it is acknowledged; the broker bounds in-flight messages.

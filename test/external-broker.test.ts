@@ -1,0 +1,38 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
+import { mosquittoAvailable, MOSQUITTO_URL } from './support/mosquitto.ts';
+import { topics } from '../src/contracts/topics.ts';
+
+const skip = await mosquittoAvailable();
+
+describe('the cloud on an external broker (Mosquitto)', { skip }, () => {
+  let cloud: TestCloud;
+  let edge: TestEdge;
+  before(async () => {
+    cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${randomBytes(4).toString('hex')}`, brokerSessionExpiryS: 60 });
+    edge = await startTestEdge(cloud, { labels: { tier: 'edge' } });
+  });
+  after(async () => {
+    const siteId = edge?.handle.siteId;
+    await edge?.stop().catch(() => {});
+    if (siteId) await cloud.handle.hub.publish(topics.desired(siteId), '', { retain: true }).catch(() => {});
+    await cloud?.stop().catch(() => {});
+  });
+
+  it('enrolls an agent that speaks MQTT 5 to the broker and shows it online', async () => {
+    const info = await cloud.api('GET', '/api/v1/info');
+    assert.equal(info.body.hub, 'external');
+    assert.equal(info.body.agentMqttUrl, MOSQUITTO_URL);
+    await waitFor('site online', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.state === 'online');
+  });
+
+  it('delivers desired state and stores uplink results once', async () => {
+    await cloud.api('POST', '/api/v1/apps', { manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'ext-app', version: '1.0.0' }, spec: {} } });
+    await cloud.api('POST', '/api/v1/deployments', { app: 'ext-app', version: '1.0.0', selector: { tier: 'edge' } });
+    await waitFor('app running', () => edge.handle.supervisor.running().some((a) => a.name === 'ext-app'));
+    await edge.uplink('alerts', Array.from({ length: 100 }, (_, i) => ({ i })));
+    await waitFor('100 stored', async () => (await cloud.handle.store.countUplink(edge.handle.siteId)) === 100);
+  });
+});

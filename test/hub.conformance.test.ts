@@ -1,0 +1,102 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import mqtt, { type MqttClient } from 'mqtt';
+import type { Hub } from '../src/cloud/hub/hub.ts';
+import { EmbeddedHub } from '../src/cloud/hub/embedded.ts';
+import { ExternalHub } from '../src/cloud/hub/external.ts';
+import { silentLogger } from '../src/lib/logger.ts';
+import { topics } from '../src/contracts/topics.ts';
+import { waitFor } from './support/harness.ts';
+import { mosquittoAvailable, MOSQUITTO_URL } from './support/mosquitto.ts';
+
+/**
+ * One behaviour suite for both Hub implementations: the embedded aedes hub and an external
+ * broker (the Mosquitto at 127.0.0.1:1883 in CI).
+ */
+interface HubFixture {
+  hub: Hub;
+  /** Connects as a site; `clean: false` so unacknowledged messages are resent on reconnect. */
+  site(siteId: string): Promise<MqttClient>;
+}
+
+function runHubConformance(name: string, make: () => Promise<HubFixture>, skip?: string): void {
+  describe(`Hub conformance: ${name}`, { skip }, () => {
+    let fx: HubFixture;
+    const seen: { topic: string; payload: string }[] = [];
+    const failOnce = new Set<string>();
+    const clients: MqttClient[] = [];
+    const siteId = `site-${randomBytes(4).toString('hex')}`;
+
+    before(async () => {
+      fx = await make();
+      await fx.hub.start(async (topic, payload) => {
+        const p = payload.toString();
+        if (failOnce.has(p)) {
+          failOnce.delete(p);
+          throw new Error('simulated store failure');
+        }
+        seen.push({ topic, payload: p });
+      });
+    });
+    after(async () => {
+      for (const c of clients) c.end(true);
+      // Leave no retained message behind on a shared broker.
+      await fx?.hub.publish(topics.desired(siteId), '', { retain: true });
+      await fx?.hub.close();
+    });
+
+    it('delivers a retained desired state to a site that subscribes later', async () => {
+      await fx.hub.publish(topics.desired(siteId), '{"gen":1}', { retain: true });
+      const c = await fx.site(siteId);
+      clients.push(c);
+      const got = new Promise<string>((r) => c.on('message', (_t, m) => r(m.toString())));
+      await c.subscribeAsync(topics.desired(siteId), { qos: 1 });
+      assert.equal(await got, '{"gen":1}');
+    });
+
+    it("hands a site's uplink to the handler before the site's PUBACK", async () => {
+      const c = await fx.site(siteId);
+      clients.push(c);
+      await c.publishAsync(topics.up(siteId, 'alerts'), 'first', { qos: 1 });
+      if (fx.hub.kind === 'embedded') {
+        // Embedded: the PUBACK itself waits for the handler.
+        assert.ok(seen.some((s) => s.payload === 'first'));
+      }
+      await waitFor('handler saw it', () => seen.some((s) => s.topic === topics.up(siteId, 'alerts') && s.payload === 'first'));
+    });
+
+    it('delivers again a message whose handler failed', async () => {
+      const c = await fx.site(siteId);
+      clients.push(c);
+      failOnce.add('retry-me');
+      c.publish(topics.up(siteId, 'alerts'), 'retry-me', { qos: 1 });
+      await waitFor('redelivered after the failure', () => seen.some((s) => s.payload === 'retry-me'), 20_000);
+      assert.equal(failOnce.size, 0);
+    });
+
+    it('receives status on the reported topic', async () => {
+      const c = await fx.site(siteId);
+      clients.push(c);
+      await c.publishAsync(topics.reported(siteId), '{"status":1}', { qos: 1 });
+      await waitFor('status', () => seen.some((s) => s.topic === topics.reported(siteId)));
+    });
+  });
+}
+
+const connectSite = (url: string, siteId: string, extra: mqtt.IClientOptions) => mqtt.connectAsync(url, { clientId: siteId, clean: false, reconnectPeriod: 100, ...extra });
+
+runHubConformance('embedded (aedes)', async () => {
+  const secret = 'ews_test_secret';
+  const hub = new EmbeddedHub({ port: 0, host: '127.0.0.1', log: silentLogger(), auth: { verify: async (_id, s) => s === secret } });
+  return {
+    hub,
+    site: (siteId) => connectSite(hub.agentUrl, siteId, { username: siteId, password: secret, protocolVersion: 4 }),
+  };
+});
+
+const mosq = await mosquittoAvailable();
+runHubConformance('external (Mosquitto)', async () => {
+  const hub = new ExternalHub({ url: MOSQUITTO_URL, clientId: `ew-cloud-test-${randomBytes(4).toString('hex')}`, shareGroup: `g${randomBytes(4).toString('hex')}`, log: silentLogger() });
+  return { hub, site: (siteId) => connectSite(MOSQUITTO_URL, siteId, { protocolVersion: 5 }) };
+}, mosq);

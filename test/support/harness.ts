@@ -1,0 +1,148 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCloud, type CloudConfig, type CloudHandle } from '../../src/cloud/main.ts';
+import { startEdge, type EdgeConfig, type EdgeHandle } from '../../src/edge/main.ts';
+import { newSecret } from '../../src/lib/secrets.ts';
+import { silentLogger } from '../../src/lib/logger.ts';
+import type { Clock } from '../../src/lib/clock.ts';
+
+/**
+ * In-process test fleet: a real cloud (HTTP + MQTT on loopback, ephemeral ports) and real
+ * agents, each with its own temporary data dir. Everything is torn down by `cleanup()`.
+ */
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `ew-${prefix}-`));
+}
+
+/** Waits until `fn` returns a truthy value, checking again on each turn; fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000, everyMs = 25): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** The system clock shifted by a settable offset: lets a test jump past a token's expiry. */
+export class OffsetClock implements Clock {
+  offset = 0;
+  now(): number {
+    return Date.now() + this.offset;
+  }
+  setTimer(ms: number, fn: () => void): () => void {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return () => clearTimeout(t);
+  }
+}
+
+export interface TestCloud {
+  handle: CloudHandle;
+  url: string;
+  adminKey: string;
+  dataDir: string;
+  api<T = any>(method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: T }>;
+  token(opts?: { labels?: Record<string, string>; region?: string; ttlSeconds?: number }): Promise<string>;
+  /** Starts again (stopping first if running) on the same data dir and ports; agents reconnect. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startTestCloud(cfg: Partial<CloudConfig> = {}): Promise<TestCloud> {
+  const dataDir = cfg.dataDir ?? tempDir('cloud');
+  const adminKey = newSecret('ewk');
+  const keyFile = join(dataDir, 'admin.key');
+  writeFileSync(keyFile, adminKey, { mode: 0o600 });
+  const conf: CloudConfig = { httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, log: silentLogger(), ...cfg, dataDir, adminKeyFile: keyFile };
+  let handle = await startCloud(conf);
+  let running = true;
+  const tc: TestCloud = {
+    get handle() { return handle; },
+    get url() { return handle.url; },
+    adminKey,
+    dataDir,
+    async api(method, path, body, key = adminKey) {
+      const res = await fetch(new URL(path, handle.url), {
+        method,
+        headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+      return { status: res.status, body: parsed as any };
+    },
+    async token(opts = {}) {
+      const r = await tc.api('POST', '/api/v1/tokens', { labels: opts.labels ?? {}, region: opts.region ?? 'test', ttlSeconds: opts.ttlSeconds ?? 3600 });
+      if (r.status !== 201) throw new Error(`token creation failed: ${JSON.stringify(r.body)}`);
+      return r.body.token as string;
+    },
+      async restart() {
+      const http = Number(new URL(handle.url).port);
+      const mqtt = Number(new URL(handle.mqttUrl).port);
+      if (running) await handle.close();
+      handle = await startCloud({ ...conf, httpPort: http, mqttPort: cfg.broker ? undefined : mqtt });
+      running = true;
+    },
+    async stop() {
+      if (running) await handle.close();
+      running = false;
+    },
+  };
+  return tc;
+}
+
+export interface TestEdge {
+  handle: EdgeHandle;
+  dataDir: string;
+  apiKey: string;
+  devicePassword: string;
+  /** POST records to the local uplink endpoint. */
+  uplink(stream: string, records: unknown[]): Promise<{ status: number; body: any }>;
+  stop(): Promise<void>;
+  restart(extra?: Partial<EdgeConfig>): Promise<void>;
+}
+
+export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels?: Record<string, string>; region?: string; name?: string; dataDir?: string } & Partial<EdgeConfig> = {}): Promise<TestEdge> {
+  const dataDir = opts.dataDir ?? tempDir('edge');
+  const apiKey = newSecret('ewl');
+  const devicePassword = newSecret('ewd');
+  writeFileSync(join(dataDir, 'api.key'), apiKey, { mode: 0o600 });
+  writeFileSync(join(dataDir, 'device.pw'), devicePassword, { mode: 0o600 });
+  const token = cloud ? await cloud.token({ labels: opts.labels, region: opts.region }) : undefined;
+  const conf: EdgeConfig = {
+    apiHost: '127.0.0.1', apiPort: 0, deviceHost: '127.0.0.1', devicePort: 0, heartbeatIntervalS: 1, reconnectPeriodMs: 100, log: silentLogger(),
+    ...opts, dataDir, cloudUrl: cloud?.url, token, apiKeyFile: join(dataDir, 'api.key'), devicePasswordFile: join(dataDir, 'device.pw'),
+  };
+  let handle = await startEdge(conf);
+  const te: TestEdge = {
+    get handle() { return handle; },
+    dataDir, apiKey, devicePassword,
+    async uplink(stream, records) {
+      const res = await fetch(`${handle.apiUrl}/api/v1/uplink/${stream}`, {
+        method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }),
+      });
+      return { status: res.status, body: await res.json() };
+    },
+    async stop() {
+      await handle.close();
+    },
+    async restart(extra = {}) {
+      await handle.close();
+      handle = await startEdge({ ...conf, token: undefined, ...extra });
+    },
+  };
+  return te;
+}
+
+export function removeDirs(...dirs: string[]): void {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
