@@ -1,0 +1,43 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
+import type { App, Deployment } from './store/store.ts';
+
+const app = (name: string, version: string): App => ({
+  tenantId: 't', name, version, digest: `${name}${version}`, createdAt: 0,
+  manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version }, spec: { models: [], streams: [], rules: [], endpoints: [], policy: {} } },
+});
+const dep = (id: string, name: string, version: string, selector: Record<string, string>, createdAt: number, tenantId = 't'): Deployment =>
+  ({ id, tenantId, appName: name, appVersion: version, selector, createdAt });
+const apps = new Map([app('a', '1.0.0'), app('a', '2.0.0'), app('b', '1.0.0')].map((x) => [appKey(x.name, x.version), x]));
+const site = { tenantId: 't', labels: { city: 'hz', tier: 'gold' }, region: 'cn-east', revokedAt: null };
+
+describe('computeDesiredApps', () => {
+  const table: { name: string; deps: Deployment[]; want: string[] }[] = [
+    { name: 'nothing deployed', deps: [], want: [] },
+    { name: 'selector matches a label', deps: [dep('d1', 'a', '1.0.0', { city: 'hz' }, 1)], want: ['a@1.0.0'] },
+    { name: 'all keys must match', deps: [dep('d1', 'a', '1.0.0', { city: 'hz', tier: 'silver' }, 1)], want: [] },
+    { name: 'region is matched as a key', deps: [dep('d1', 'a', '1.0.0', { region: 'cn-east' }, 1)], want: ['a@1.0.0'] },
+    { name: 'empty selector is the whole fleet', deps: [dep('d1', 'b', '1.0.0', {}, 1)], want: ['b@1.0.0'] },
+    { name: 'newest deployment of an app wins', deps: [dep('d1', 'a', '2.0.0', { city: 'hz' }, 1), dep('d2', 'a', '1.0.0', { tier: 'gold' }, 2)], want: ['a@1.0.0'] },
+    { name: 'same time: larger id wins', deps: [dep('d9', 'a', '2.0.0', {}, 1), dep('d1', 'a', '1.0.0', {}, 1)], want: ['a@2.0.0'] },
+    { name: 'other tenants never apply', deps: [dep('d1', 'a', '1.0.0', {}, 1, 'other')], want: [] },
+    { name: 'a missing app version is skipped', deps: [dep('d1', 'a', '9.9.9', {}, 1)], want: [] },
+    { name: 'several apps, sorted by name', deps: [dep('d1', 'b', '1.0.0', {}, 1), dep('d2', 'a', '1.0.0', {}, 1)], want: ['a@1.0.0', 'b@1.0.0'] },
+  ];
+  for (const c of table) {
+    it(c.name, () => {
+      assert.deepEqual(computeDesiredApps(site, c.deps, apps).map((a) => `${a.name}@${a.version}`), c.want);
+    });
+  }
+  it('gives a revoked site nothing', () => {
+    assert.deepEqual(computeDesiredApps({ ...site, revokedAt: 5 }, [dep('d1', 'a', '1.0.0', {}, 1)], apps), []);
+  });
+  it('digest changes with what runs and nothing else', () => {
+    const one = computeDesiredApps(site, [dep('d1', 'a', '1.0.0', {}, 1)], apps);
+    const same = computeDesiredApps(site, [dep('d1', 'a', '1.0.0', {}, 1), dep('d0', 'b', '1.0.0', { city: 'nope' }, 1)], apps);
+    const other = computeDesiredApps(site, [dep('d1', 'a', '2.0.0', {}, 1)], apps);
+    assert.equal(desiredDigest(one), desiredDigest(same));
+    assert.notEqual(desiredDigest(one), desiredDigest(other));
+  });
+});
