@@ -64,6 +64,14 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal(tokens.find((t) => t.id === 'tok-site-1')?.siteId, 'site-1');
     });
 
+    it('deletes only unused tokens of its own tenant', async () => {
+      await store.createJoinToken({ id: 'tok-del', tenantId: T, hash: hashSecret('del'), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: 10_000, usedAt: null, siteId: null });
+      assert.equal(await store.deleteJoinToken(T2, 'tok-del'), false);
+      assert.equal(await store.deleteJoinToken(T, 'tok-site-1'), false, 'a used token stays');
+      assert.equal(await store.deleteJoinToken(T, 'tok-del'), true);
+      assert.deepEqual(await store.enrollSite(hashSecret('del'), 5, () => { throw new Error('no'); }), { ok: false, reason: 'unknown' });
+    });
+
     it('lets exactly one of two concurrent enrollments with the same token win', async () => {
       await store.createJoinToken({ id: 'tok-race', tenantId: T, hash: hashSecret('race'), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: 10_000, usedAt: null, siteId: null });
       const mk = (id: string) => (t: { tenantId: string; region: string }) => ({

@@ -10,7 +10,7 @@ import { VERSION } from '../version.ts';
 export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
     case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': return 2;
-    case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'FORBIDDEN': case 'ENROLL_FAILED': return 3;
+    case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'ENROLL_FAILED': return 3;
     case 'CLOUD_UNREACHABLE': return 4;
     default: return 1;
   }

@@ -13,7 +13,6 @@ export const ERROR_CODES = {
   UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'The request body has a content type the endpoint does not accept.' },
   // Authentication and authorisation
   UNAUTHENTICATED: { status: 401, meaning: 'No credentials, or credentials that are not recognised.' },
-  FORBIDDEN: { status: 403, meaning: 'The credentials are valid but may not do this.' },
   TOKEN_INVALID: { status: 401, meaning: 'The join token is unknown.' },
   TOKEN_USED: { status: 401, meaning: 'The join token was already used to enroll a site.' },
   TOKEN_EXPIRED: { status: 401, meaning: 'The join token is past its expiry time.' },
@@ -25,8 +24,6 @@ export const ERROR_CODES = {
   DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
   TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
-  METHOD_NOT_ALLOWED: { status: 405, meaning: 'The route exists but not for this HTTP method.' },
-  RATE_LIMITED: { status: 429, meaning: 'Too many requests; retry after the time in Retry-After.' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },

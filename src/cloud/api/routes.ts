@@ -120,6 +120,16 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   r.get('/api/v1/tokens', { schema: { tags: ['enrollment'], summary: 'List join tokens (never their secrets)', response: { 200: z.object({ items: z.array(TokenView) }) } } },
     async (req) => ({ items: (await store.listJoinTokens(req.tenantId)).map(tokenView) }));
 
+  r.delete('/api/v1/tokens/:id', {
+    schema: { tags: ['enrollment'], summary: 'Delete an unused join token so it can no longer enroll a site', params: z.object({ id: z.string() }), response: { 204: z.null(), ...errors } },
+  }, async (req, reply) => {
+    if (!(await store.deleteJoinToken(req.tenantId, req.params.id))) {
+      throw new EwError('TOKEN_NOT_FOUND', `no unused join token "${req.params.id}" in this tenant (a used token stays as the record of its site's enrollment)`, { path: 'id' });
+    }
+    void reply.status(204);
+    return null;
+  });
+
   r.post('/api/v1/enroll', {
     config: { public: true },
     schema: {

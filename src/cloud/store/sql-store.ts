@@ -213,6 +213,12 @@ export class SqlStore implements Store {
     return rows.map(toToken);
   }
 
+  async deleteJoinToken(tenantId: string, id: string): Promise<boolean> {
+    const r = await guard('delete join token', () => this.db.deleteFrom('join_tokens')
+      .where('tenant_id', '=', tenantId).where('id', '=', id).where('used_at', 'is', null).executeTakeFirst());
+    return Number(r.numDeletedRows) > 0;
+  }
+
   async enrollSite(tokenHash: string, now: number, makeSite: (t: JoinToken) => Site): Promise<ConsumeResult & { site?: Site }> {
     return guard('enroll site', () => this.db.transaction().execute(async (tx: Transaction<DB>) => {
       const row = await tx.selectFrom('join_tokens').selectAll().where('hash', '=', tokenHash).executeTakeFirst();

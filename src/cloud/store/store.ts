@@ -88,6 +88,8 @@ export interface Store {
 
   createJoinToken(t: JoinToken): Promise<void>;
   listJoinTokens(tenantId: string): Promise<JoinToken[]>;
+  /** Deletes an unused token; false when there is no such unused token in the tenant. */
+  deleteJoinToken(tenantId: string, id: string): Promise<boolean>;
   /**
    * Atomically exchanges a join token for a new site: the token is marked used and the site
    * created in one transaction, so a token can enroll one site only, even under a race.

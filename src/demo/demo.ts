@@ -1,0 +1,198 @@
+import { createServer } from 'node:net';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { newSecret } from '../lib/secrets.ts';
+import { DeviceSimulator } from '../sim/simulator.ts';
+import { cellKpiProfile, trafficProfile, vibrationProfile, type Profile } from '../sim/profiles.ts';
+import { EwError } from '../contracts/errors.ts';
+
+/**
+ * `edgeweave demo`: a cloud and three edge sites as separate processes with their own data
+ * dirs, plus device simulators. It goes through the same doors a user does: the cloud's admin
+ * key file, join tokens from the API, `edgeweave edge --token`, apps pushed and deployed with
+ * the API. Ports are chosen once and kept in `demo.json`, so a second run resumes the fleet.
+ */
+interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; app: Record<string, unknown> }
+
+const manifest = (name: string, description: string, streams: unknown[], egress: string[]) => ({
+  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: '1.0.0', description }, spec: { streams, policy: { egress: { allow: egress } } },
+});
+
+export const DEMO_SITES: SiteSpec[] = [
+  {
+    name: 'city-hangzhou-01', region: 'cn-east', labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' }, profile: () => trafficProfile(),
+    app: manifest('traffic-watch', 'Vehicle counts and speeds per intersection', [{ name: 'traffic', topic: 'city/+/+/traffic', format: 'json', timestamp: 'ts', schema: { intersection: 'string', vehicles: 'int', speed: 'float', occupancy: 'float', ts: 'timestamp' } }], ['congestion']),
+  },
+  {
+    name: 'factory-ningbo-02', region: 'cn-south', labels: { industry: 'manufacturing', plant: 'ningbo-2' }, profile: () => vibrationProfile(),
+    app: manifest('vibration-guard', 'Machine vibration anomaly alerts', [{ name: 'vibration', topic: 'factory/+/vibration', format: 'json', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', ts: 'timestamp' } }], ['alerts']),
+  },
+  {
+    name: 'telco-edge-fra-03', region: 'eu-central', labels: { industry: 'telco', tier: 'far-edge' }, profile: () => cellKpiProfile(),
+    app: manifest('cell-kpi-watch', 'Radio cell load and latency', [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', latencyMs: 'float', ts: 'timestamp' } }], ['kpi-summary']),
+  },
+];
+
+interface DemoState { cloudPort: number; mqttPort: number; sites: Record<string, { apiPort: number; devicePort: number }> }
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+interface Child { name: string; proc: ChildProcess; ready: Promise<Record<string, any>>; exited: Promise<number | string> }
+
+function launch(name: string, args: string[], logFile: string): Child {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  proc.stderr!.pipe(log);
+  const exited = new Promise<number | string>((r) => proc.on('exit', (c, s) => r(c ?? s ?? -1)));
+  const ready = new Promise<Record<string, any>>((res, rej) => {
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      try {
+        const o = JSON.parse(line);
+        if (o.event === 'ready') res(o);
+      } catch { /* other output */ }
+    });
+    void exited.then((c) => rej(new EwError('INTERNAL', `${name} exited (${c}) before it was ready; see ${logFile}`)));
+  });
+  ready.catch(() => {});
+  return { name, proc, ready, exited };
+}
+
+async function api(url: string, key: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(new URL(path, url), {
+    method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
+  });
+  return { status: res.status, body: await res.json().catch(() => null) };
+}
+
+export async function runDemo(o: { dataDir: string; port: number; fresh: boolean }): Promise<void> {
+  const dir = resolve(o.dataDir);
+  if (o.fresh) rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'logs'), { recursive: true, mode: 0o700 });
+
+  // Ports are fixed at the first run: enrolled agents keep the cloud's MQTT URL.
+  const stateFile = join(dir, 'demo.json');
+  let state: DemoState;
+  if (existsSync(stateFile)) {
+    state = JSON.parse(readFileSync(stateFile, 'utf8')) as DemoState;
+  } else {
+    state = { cloudPort: o.port || (await freePort()), mqttPort: await freePort(), sites: {} };
+    for (const s of DEMO_SITES) state.sites[s.name] = { apiPort: await freePort(), devicePort: await freePort() };
+    writeFileSync(stateFile, JSON.stringify(state, null, 2));
+  }
+
+  const keyFile = join(dir, 'admin.key');
+  if (!existsSync(keyFile)) writeFileSync(keyFile, newSecret('ewk'), { mode: 0o600 });
+  const adminKey = readFileSync(keyFile, 'utf8').trim();
+
+  const children: Child[] = [];
+  const sims: DeviceSimulator[] = [];
+  let stopping = false;
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write('\nstopping the demo…\n');
+    await Promise.all(sims.map((s) => s.stop().catch(() => {})));
+    // Sites first (they say goodbye to the cloud), then the cloud.
+    const stop = async (c: Child) => {
+      c.proc.kill('SIGTERM');
+      const t = setTimeout(() => c.proc.kill('SIGKILL'), 10_000);
+      await c.exited;
+      clearTimeout(t);
+    };
+    await Promise.all(children.filter((c) => c.name !== 'cloud').map(stop));
+    const cloud = children.find((c) => c.name === 'cloud');
+    if (cloud) await stop(cloud);
+    process.stderr.write('demo stopped.\n');
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(0));
+  process.on('SIGTERM', () => void stopAll(0));
+
+  try {
+    const cloud = launch('cloud', ['cloud', '--data-dir', join(dir, 'cloud'), '--host', '127.0.0.1', '--port', String(state.cloudPort),
+      '--mqtt-host', '127.0.0.1', '--mqtt-port', String(state.mqttPort), '--admin-key-file', keyFile], join(dir, 'logs', 'cloud.log'));
+    children.push(cloud);
+    const { url } = await cloud.ready;
+
+    // Apps, pushed and deployed as a partner would (409: already there from an earlier run).
+    for (const s of DEMO_SITES) {
+      const pushed = await api(url, adminKey, 'POST', '/api/v1/apps', { manifest: s.app });
+      if (pushed.status !== 201 && pushed.status !== 409) throw new EwError('INTERNAL', `pushing ${(s.app as any).metadata.name} failed: ${JSON.stringify(pushed.body)}`);
+    }
+    const existing = (await api(url, adminKey, 'GET', '/api/v1/deployments')).body.items as { app: string }[];
+    for (const s of DEMO_SITES) {
+      const name = (s.app as any).metadata.name as string;
+      if (existing.some((d) => d.app === name)) continue;
+      const [k, v] = Object.entries(s.labels)[0]!;
+      const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: name, version: '1.0.0', selector: { [k]: v } });
+      if (dep.status !== 201) throw new EwError('INTERNAL', `deploying ${name} failed: ${JSON.stringify(dep.body)}`);
+    }
+
+    const sites = await Promise.all(DEMO_SITES.map(async (s) => {
+      const sdir = join(dir, 'sites', s.name);
+      mkdirSync(sdir, { recursive: true, mode: 0o700 });
+      const pwFile = join(sdir, 'device.pw');
+      const keyF = join(sdir, 'api.key');
+      if (!existsSync(pwFile)) writeFileSync(pwFile, newSecret('ewd'), { mode: 0o600 });
+      if (!existsSync(keyF)) writeFileSync(keyF, newSecret('ewl'), { mode: 0o600 });
+      const args = ['edge', '--data-dir', sdir, '--name', s.name, '--api-port', String(state.sites[s.name]!.apiPort),
+        '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF, '--device-password-file', pwFile];
+      if (!existsSync(join(sdir, 'credentials.json'))) {
+        const tok = await api(url, adminKey, 'POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
+        if (tok.status !== 201) throw new EwError('INTERNAL', `creating a join token failed: ${JSON.stringify(tok.body)}`);
+        args.push('--cloud', url, '--token', tok.body.token);
+      }
+      const child = launch(s.name, args, join(dir, 'logs', `${s.name}.log`));
+      children.push(child);
+      const r = await child.ready;
+      const sim = new DeviceSimulator({ url: r.deviceUrl, username: 'device', password: readFileSync(pwFile, 'utf8').trim(), profile: s.profile(), seed: s.name.length });
+      await sim.start();
+      sims.push(sim);
+      return { name: s.name, siteId: r.siteId as string, region: s.region, labels: s.labels, apiUrl: r.apiUrl as string, deviceUrl: r.deviceUrl as string, simulator: s.profile().name };
+    }));
+
+    process.stderr.write([
+      '',
+      'Edgeweave demo is running.',
+      '',
+      `  Cloud API      ${url}   (OpenAPI: ${url}/openapi.json)`,
+      `  Admin API key  ${adminKey}`,
+      '',
+      ...sites.map((s) => `  ${s.name.padEnd(20)} ${s.siteId}  region ${s.region.padEnd(10)} devices ${s.deviceUrl}  (${s.simulator} simulator)`),
+      '',
+      `  Try:  curl -H "authorization: Bearer ${adminKey}" ${url}/api/v1/sites`,
+      `  Logs: ${join(dir, 'logs')}`,
+      '',
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n'));
+    process.stdout.write(`${JSON.stringify({ event: 'ready', role: 'demo', url, adminKey, sites })}\n`);
+  } catch (e) {
+    process.stderr.write(`demo failed to start: ${(e as Error).message}\n`);
+    await stopAll(1);
+  }
+  // Any process dying unexpectedly takes the demo down, loudly, rather than half-running.
+  for (const c of children) {
+    void c.exited.then((code) => {
+      if (!stopping) {
+        process.stderr.write(`${c.name} exited unexpectedly (${code}); see ${join(dir, 'logs', `${c.name}.log`)}\n`);
+        void stopAll(1);
+      }
+    });
+  }
+  await new Promise(() => {}); // until a signal
+}

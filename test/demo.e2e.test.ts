@@ -1,0 +1,31 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnCli } from './support/proc.ts';
+import { tempDir, waitFor, removeDirs } from './support/harness.ts';
+
+describe('end to end: `edgeweave demo`', () => {
+  const dir = tempDir('demo');
+  const demo = spawnCli(['demo', '--data-dir', dir, '--port', '0']);
+  after(() => {
+    demo.child.kill('SIGKILL');
+    removeDirs(dir);
+  });
+
+  it('brings up a cloud and three sites in different regions, fed by simulators, then stops cleanly', async () => {
+    const ready = await demo.ready;
+    assert.match(ready.adminKey, /^ewk_/);
+    assert.equal(ready.sites.length, 3);
+    assert.equal(new Set(ready.sites.map((s: any) => s.region)).size, 3);
+    const get = async () => (await fetch(`${ready.url}/api/v1/sites`, { headers: { authorization: `Bearer ${ready.adminKey}` } })).json() as Promise<any>;
+    const sites = await waitFor('three sites online, each receiving device data and running its app', async () => {
+      const s = await get();
+      return s.online === 3 && s.items.every((x: any) => x.status?.devices.messagesIn > 0 && x.status.apps.length === 1 && x.inSync) ? s : undefined;
+    }, 60_000, 250);
+    assert.deepEqual(sites.items.map((s: any) => s.status.apps[0].name).sort(), ['cell-kpi-watch', 'traffic-watch', 'vibration-guard']);
+    demo.child.kill('SIGINT');
+    assert.equal(await demo.exited, 0, `clean exit; stderr:\n${demo.stderr().slice(-2000)}`);
+    assert.match(demo.stderr(), /demo stopped/);
+    // Every child is gone: the cloud's port no longer answers.
+    await assert.rejects(fetch(`${ready.url}/healthz`));
+  });
+});
