@@ -1,0 +1,247 @@
+/**
+ * bench:fleet — N simulated sites, each a real MQTT connection (many per process), heartbeating
+ * every 10 s against one cloud with its embedded hub (a separate process). Prints, per N:
+ *   - heartbeats/s held (received by the cloud, from its own counter) against the offered rate;
+ *   - cloud RSS and CPU while heartbeating;
+ *   - the time for one desired-state change (a deployment to the whole fleet) to reach every
+ *     site, p50/p99/max;
+ * and, as the baseline measured in the same run, a bare aedes broker (no auth, no store) under
+ * the same connections and load, with the fan-out of N retained messages. Last, an idle agent's
+ * RSS. Environment: BENCH_SITES=1000,5000,10000  BENCH_WINDOW_S=20.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import mqtt, { type MqttClient } from 'mqtt';
+import { newSecret } from '../src/lib/secrets.ts';
+import { ENVELOPE_VERSION } from '../src/contracts/messages.ts';
+import { topics } from '../src/contracts/topics.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SIZES = (process.env.BENCH_SITES ?? '1000,5000,10000').split(',').map(Number);
+const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 20);
+const HEARTBEAT_S = 10;
+
+interface Proc { proc: ChildProcess; ready: Record<string, any> }
+
+function startProc(args: string[], tsEntry = 'src/cli/main.ts'): Promise<Proc> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EW_LOG_LEVEL: 'warn' } });
+  let err = '';
+  proc.stderr!.on('data', (d) => { err = (err + d).slice(-5000); });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: proc.stdout! }).on('line', (l) => {
+      try {
+        const o = JSON.parse(l);
+        if (o.event === 'ready') resolve({ proc, ready: o });
+      } catch { /* ignore */ }
+    });
+    proc.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${err}`)));
+  });
+}
+
+function procStats(pid: number): { rssMb: number; cpuTicks: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return { rssMb: rssKb / 1024, cpuTicks: Number(stat[11]) + Number(stat[12]) };
+}
+const TICKS = 100; // USER_HZ on Linux
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+};
+
+async function pool<T>(items: T[], n: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
+  let i = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (i < items.length) {
+      const k = i++;
+      await fn(items[k]!, k);
+    }
+  }));
+}
+
+function statusPayload(siteId: string, uptimeS: number, generation: number): string {
+  return JSON.stringify({
+    v: ENVELOPE_VERSION, id: `${siteId}-${uptimeS}`, ts: Date.now(), type: 'status',
+    body: {
+      agentVersion: '0.1.0', bootId: `boot-${siteId}`, uptimeS, heartbeatIntervalS: HEARTBEAT_S, generation, apps: [],
+      system: { hostname: siteId, platform: 'linux', arch: 'x64', cores: 8, memoryTotalBytes: 16e9, memoryFreeBytes: 9e9, diskTotalBytes: 256e9, diskFreeBytes: 120e9, loadAvg1: 0.4 },
+      runtimes: ['onnx'], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 12, messagesIn: 123456 },
+    },
+  });
+}
+
+interface Site { id: string; password: string; client?: MqttClient; gotGen: number; gotAt: number }
+
+async function connectAll(url: string, sites: Site[], creds: boolean): Promise<number> {
+  const t0 = performance.now();
+  await pool(sites, 200, async (s) => {
+    s.client = await mqtt.connectAsync(url, {
+      clientId: s.id, username: creds ? s.id : undefined, password: creds ? s.password : undefined, protocolVersion: 4,
+      keepalive: 60, reconnectPeriod: 0, clean: true,
+    });
+    s.client.on('message', (_t, payload) => {
+      if (payload.length === 0) return;
+      const gen = creds ? (JSON.parse(payload.toString()).body?.generation as number) : Number(payload.toString());
+      if (gen > s.gotGen) {
+        s.gotGen = gen;
+        s.gotAt = performance.now();
+      }
+    });
+    await s.client.subscribeAsync(topics.desired(s.id), { qos: 1 });
+  });
+  return (performance.now() - t0) / 1000;
+}
+
+/** Heartbeats spread evenly: every 100 ms one hundredth of the sites report. */
+function heartbeat(sites: Site[]): () => void {
+  let slot = 0;
+  const slots = (HEARTBEAT_S * 1000) / 100;
+  const started = Date.now();
+  const t = setInterval(() => {
+    const up = Math.round((Date.now() - started) / 1000);
+    for (let i = slot; i < sites.length; i += slots) {
+      const s = sites[i]!;
+      s.client!.publish(topics.reported(s.id), statusPayload(s.id, up, s.gotGen), { qos: 0 });
+    }
+    slot = (slot + 1) % slots;
+  }, 100);
+  return () => clearInterval(t);
+}
+
+async function metric(url: string, key: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${key}` } })).text();
+  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+}
+
+async function measureWindow(pid: number, count: () => Promise<number>): Promise<{ rate: number; rssMb: number; cpuPct: number }> {
+  // Let the first full heartbeat round pass before measuring.
+  await new Promise((r) => setTimeout(r, HEARTBEAT_S * 1000));
+  const a = procStats(pid);
+  const c0 = await count();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, WINDOW_S * 1000));
+  const b = procStats(pid);
+  const c1 = await count();
+  const secs = (performance.now() - t0) / 1000;
+  return { rate: (c1 - c0) / secs, rssMb: b.rssMb, cpuPct: (100 * (b.cpuTicks - a.cpuTicks)) / TICKS / secs };
+}
+
+interface Row { n: number; what: string; connectS: number; offered: number; rate: number; rssMb: number; cpuPct: number; p50: number; p99: number; max: number; reached: number }
+
+async function benchCloud(n: number): Promise<Row> {
+  const dir = mkdtempSync(join(tmpdir(), 'ew-bench-'));
+  const key = newSecret('ewk');
+  writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
+  const cloud = await startProc(['cloud', '--data-dir', dir, '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), '--heartbeat-interval', String(HEARTBEAT_S)]);
+  const url = cloud.ready.url as string;
+  const call = async (method: string, path: string, body?: unknown) => (await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as Promise<any>;
+  try {
+    const sites: Site[] = [];
+    await pool(Array.from({ length: n }, (_, i) => i), 16, async (i) => {
+      const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
+      const en = await call('POST', '/api/v1/enroll', { token: tok.token });
+      sites.push({ id: en.siteId, password: en.mqtt.password, gotGen: 0, gotAt: 0 });
+    });
+    const connectS = await connectAll(cloud.ready.mqttUrl, sites, true);
+    await waitUntil(() => sites.every((s) => s.gotGen >= 1), 120_000);
+    const stop = heartbeat(sites);
+    const w = await measureWindow(cloud.proc.pid!, () => metric(url, key, 'ew_cloud_heartbeats_total'));
+    // One desired-state change for the whole fleet.
+    await call('POST', '/api/v1/apps', { manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} } });
+    const before = Math.max(...sites.map((s) => s.gotGen));
+    const t0 = performance.now();
+    await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
+    await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
+    const lat = sites.map((s) => s.gotAt - t0);
+    stop();
+    await Promise.all(sites.map((s) => s.client!.endAsync(true)));
+    return { n, what: 'cloud', connectS, offered: n / HEARTBEAT_S, ...w, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen > before).length };
+  } finally {
+    cloud.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The same load on a bare aedes broker: what the hub itself costs, without our logic. */
+async function benchBare(n: number): Promise<Row> {
+  const broker = await startProc([], 'bench/bare-broker.ts');
+  const url = broker.ready.url as string;
+  try {
+    const sites: Site[] = Array.from({ length: n }, (_, i) => ({ id: `site-${i}`, password: '', gotGen: 0, gotAt: 0 }));
+    const connectS = await connectAll(url, sites, false);
+    const stop = heartbeat(sites);
+    // The bare broker counts publishes it routes; the bench reads its counter over stdout-less IPC: a
+    // subscriber on the heartbeat filter in this process.
+    const counter = await mqtt.connectAsync(url, { clientId: 'bench-counter', protocolVersion: 4 });
+    let hb = 0;
+    counter.on('message', () => hb++);
+    await counter.subscribeAsync('ew/+/reported', { qos: 0 });
+    const w = await measureWindow(broker.proc.pid!, async () => hb);
+    // Fan-out of N retained messages, the embedded hub's share of a desired-state change.
+    const pub = await mqtt.connectAsync(url, { clientId: 'bench-publisher', protocolVersion: 4 });
+    const t0 = performance.now();
+    await pool(sites, 64, async (s) => { await pub.publishAsync(topics.desired(s.id), '1', { qos: 1, retain: true }); });
+    await waitUntil(() => sites.every((s) => s.gotGen >= 1), 300_000);
+    const lat = sites.map((s) => s.gotAt - t0);
+    stop();
+    await Promise.all([...sites.map((s) => s.client!.endAsync(true)), counter.endAsync(true), pub.endAsync(true)]);
+    return { n, what: 'bare aedes', connectS, offered: n / HEARTBEAT_S, ...w, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen >= 1).length };
+  } finally {
+    broker.proc.kill('SIGKILL');
+  }
+}
+
+async function idleAgentRss(): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'ew-bench-agent-'));
+  const key = newSecret('ewk');
+  writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
+  const cloud = await startProc(['cloud', '--data-dir', join(dir, 'c'), '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key')]);
+  try {
+    const tok = await (await fetch(`${cloud.ready.url}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as any;
+    const agent = await startProc(['edge', '--data-dir', join(dir, 'e'), '--cloud', cloud.ready.url, '--token', tok.token, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1']);
+    await new Promise((r) => setTimeout(r, 5000));
+    const rss = procStats(agent.proc.pid!).rssMb;
+    agent.proc.kill('SIGKILL');
+    return rss;
+  } finally {
+    cloud.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function waitUntil(fn: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+console.log(`bench:fleet — heartbeat every ${HEARTBEAT_S} s, window ${WINDOW_S} s, sizes ${SIZES.join(', ')}; cloud and sites on one ${(await import('node:os')).cpus().length}-core machine`);
+console.log('N      | system     | connect s | hb/s offered | hb/s held | RSS MB | CPU % | desired p50 ms | p99 ms | max ms | reached');
+const rows: Row[] = [];
+for (const n of SIZES) {
+  for (const run of [benchBare, benchCloud]) {
+    try {
+      const r = await run(n);
+      rows.push(r);
+      console.log(`${String(n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${n}`);
+    } catch (e) {
+      console.log(`${String(n).padEnd(6)} | ${run === benchCloud ? 'cloud' : 'bare aedes'} | failed: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  const c = rows.find((r) => r.n === n && r.what === 'cloud');
+  const b = rows.find((r) => r.n === n && r.what === 'bare aedes');
+  if (c && b) {
+    console.log(`${String(n).padEnd(6)} | ratio cloud/bare: heartbeats held ${f(c.rate / b.rate, 2)}x, RSS ${f(c.rssMb / b.rssMb, 2)}x, CPU ${f(c.cpuPct / Math.max(b.cpuPct, 0.1), 2)}x, desired p99 ${f(c.p99 / b.p99, 2)}x`);
+  }
+}
+console.log(`idle agent RSS: ${f(await idleAgentRss(), 1)} MB`);
+process.exit(0);
