@@ -47,6 +47,8 @@ describe('crash: kill -9 during a 10,000-message uplink', () => {
     await agent.exited;
     const atKill = await cloud.handle.store.countUplink(siteId);
     assert.ok(atKill < 10_000, `the agent was killed mid-send (cloud had ${atKill})`);
+    // The broker publishes the dead agent's last will: offline at once, no heartbeat budget needed.
+    await waitFor('offline from the last will', async () => (await cloud.api('GET', `/api/v1/sites/${siteId}`)).body.state === 'offline', 5000);
 
     agent = start([]);
     const again = await agent.ready;
