@@ -4,7 +4,7 @@ import { VERSION } from '../version.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
- *   0 ok · 1 unexpected failure · 2 bad flags or config · 3 refused (token, credentials)
+ *   0 ok · 1 unexpected failure · 2 bad flags (also commander's usage errors) or config · 3 refused (token, credentials)
  *   4 the cloud could not be reached.
  */
 export function exitCodeFor(code: ErrorCode): number {
@@ -51,7 +51,10 @@ function runUntilSignal(close: () => Promise<void>): void {
 const program = new Command('edgeweave')
   .description('Edgeweave: run AI where the data is — a cloud control plane and a fleet of edge sites.')
   .version(VERSION)
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (unknown flag, bad value) exit 2 like our CONFIG_INVALID; help and version exit 0.
+  // Set before the subcommands are defined, which inherit it.
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
 program.command('cloud')
   .description('Run the cloud control plane: HTTP API, MQTT hub, store.')
