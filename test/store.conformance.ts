@@ -102,11 +102,19 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
 
     it('bumps the desired generation only when the digest changes', async () => {
       await enroll('tok-gen', 'site-gen');
-      assert.deepEqual(await store.bumpDesired('site-gen', 'aaa'), { generation: 1, changed: true });
-      assert.deepEqual(await store.bumpDesired('site-gen', 'aaa'), { generation: 1, changed: false });
-      assert.deepEqual(await store.bumpDesired('site-gen', 'bbb'), { generation: 2, changed: true });
-      const [a, b] = await Promise.all([store.bumpDesired('site-gen', 'ccc'), store.bumpDesired('site-gen', 'ddd')]);
-      assert.deepEqual([a.generation, b.generation].sort(), [3, 4]);
+      await enroll('tok-gen2', 'site-gen2');
+      const one = async (digest: string) => (await store.bumpDesired([{ siteId: 'site-gen', digest }]))[0];
+      assert.deepEqual(await one('aaa'), { generation: 1, changed: true });
+      assert.deepEqual(await one('aaa'), { generation: 1, changed: false });
+      assert.deepEqual(await one('bbb'), { generation: 2, changed: true });
+      const [a, b] = await Promise.all([one('ccc'), one('ddd')]);
+      assert.deepEqual([a!.generation, b!.generation].sort(), [3, 4]);
+      assert.deepEqual(
+        await store.bumpDesired([{ siteId: 'site-gen2', digest: 'x' }, { siteId: 'site-gen', digest: 'eee' }, { siteId: 'site-gen', digest: 'eee' }]),
+        [{ generation: 1, changed: true }, { generation: 5, changed: true }, { generation: 5, changed: false }],
+      );
+      await assert.rejects(store.bumpDesired([{ siteId: 'site-gen2', digest: 'y' }, { siteId: 'nope', digest: 'z' }]), /does not exist/);
+      assert.equal((await store.getSite(T, 'site-gen2'))!.desiredGeneration, 1, 'a failed batch changes nothing');
     });
 
     it('writes heartbeat statuses in a batch', async () => {

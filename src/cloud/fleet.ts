@@ -11,6 +11,14 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { verifySecret } from '../lib/secrets.ts';
 
+/** Runs fn(0..n-1) with at most `width` calls in flight. */
+async function pool(n: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(width, n) }, async () => {
+    while (next < n) await fn(next++);
+  }));
+}
+
 export interface FleetOptions {
   store: Store;
   hub: Hub;
@@ -207,18 +215,20 @@ export class Fleet {
           if (a) apps.set(k, a);
         }
       }
-      for (const site of tenantSites) {
-        const desired = computeDesiredApps(site, deployments, apps);
-        const { generation } = await store.bumpDesired(site.id, desiredDigest(desired));
+      const desired = tenantSites.map((site) => computeDesiredApps(site, deployments, apps));
+      const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: desiredDigest(desired[i]!) })));
+      // Published even when unchanged: retained state is idempotent for the agent (it ignores
+      // generations it already runs) and this heals a broker that lost its retained messages.
+      // Many at once: each publish waits on the broker, not on the previous one.
+      await pool(tenantSites.length, 256, async (i) => {
+        const site = tenantSites[i]!;
         const msg: DesiredState = {
           v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',
-          body: { siteId: site.id, generation, apps: desired },
+          body: { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! },
         };
-        // Published even when unchanged: retained state is idempotent for the agent (it ignores
-        // generations it already runs) and this heals a broker that lost its retained messages.
         await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
         this.m.desiredPublished.inc();
-      }
+      });
     }
   }
 

@@ -139,11 +139,13 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
   await devices.start();
 
-  // 5. Cloud link, outbox pump, heartbeats.
+  // 5. Cloud link, outbox pump, heartbeats. Runtimes and accelerators are probed once.
+  const runtimes = detectRuntimes();
+  const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes: detectRuntimes(), accelerators: detectAccelerators(),
+    system: systemFacts(cfg.dataDir), runtimes, accelerators,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
   });
   let applying: Promise<unknown> = Promise.resolve();

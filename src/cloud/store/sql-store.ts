@@ -283,19 +283,27 @@ export class SqlStore implements Store {
     }));
   }
 
-  async bumpDesired(siteId: string, digest: string): Promise<{ generation: number; changed: boolean }> {
-    return guard('bump desired generation', async () => {
-      const bumped = await this.db.updateTable('sites')
-        .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
-        .where('id', '=', siteId)
-        .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
-        .returning('desired_generation')
-        .executeTakeFirst();
-      if (bumped) return { generation: Number(bumped.desired_generation), changed: true };
-      const cur = await this.db.selectFrom('sites').select('desired_generation').where('id', '=', siteId).executeTakeFirst();
-      if (!cur) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
-      return { generation: Number(cur.desired_generation), changed: false };
-    });
+  async bumpDesired(items: readonly { siteId: string; digest: string }[]): Promise<{ generation: number; changed: boolean }[]> {
+    if (items.length === 0) return [];
+    return guard('bump desired generation', () => this.db.transaction().execute(async (tx) => {
+      const out: { generation: number; changed: boolean }[] = [];
+      for (const { siteId, digest } of items) {
+        const bumped = await tx.updateTable('sites')
+          .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
+          .where('id', '=', siteId)
+          .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
+          .returning('desired_generation')
+          .executeTakeFirst();
+        if (bumped) {
+          out.push({ generation: Number(bumped.desired_generation), changed: true });
+          continue;
+        }
+        const cur = await tx.selectFrom('sites').select('desired_generation').where('id', '=', siteId).executeTakeFirst();
+        if (!cur) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
+        out.push({ generation: Number(cur.desired_generation), changed: false });
+      }
+      return out;
+    }));
   }
 
   async createApp(a: App): Promise<'created' | 'exists'> {

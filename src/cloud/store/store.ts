@@ -106,10 +106,10 @@ export interface Store {
   /** Write-behind of heartbeats: many sites in one transaction. */
   updateSiteStatuses(updates: SiteStatusUpdate[]): Promise<void>;
   /**
-   * Bumps the site's desired generation only if the desired state changed (by digest).
-   * Returns the generation to publish, and whether it changed.
+   * For each site, bumps its desired generation only if its desired state changed (by digest),
+   * all in one transaction. Returns, in order, the generation to publish and whether it changed.
    */
-  bumpDesired(siteId: string, digest: string): Promise<{ generation: number; changed: boolean }>;
+  bumpDesired(items: readonly { siteId: string; digest: string }[]): Promise<{ generation: number; changed: boolean }[]>;
 
   createApp(a: App): Promise<'created' | 'exists'>;
   getApp(tenantId: string, name: string, version: string): Promise<App | undefined>;
