@@ -3,6 +3,7 @@ import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes
 import type { Hub, HubHandler, SiteAuthenticator } from './hub.ts';
 import { parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
 import type { Logger } from '../../lib/logger.ts';
+import { indexedMemoryPersistence } from './retained.ts';
 
 /**
  * The ACL, as pure functions of the authenticated site id. A site publishes only its reports,
@@ -64,7 +65,9 @@ export class EmbeddedHub implements Hub {
     const revoked = this.revoked;
     this.broker = await Aedes.createBroker({
       // The hub holds no sessions of its own worth keeping: sites reconnect and the cloud
-      // republishes desired state at start-up, so the default in-memory persistence is right.
+      // republishes desired state at start-up, so in-memory persistence is right — with
+      // retained messages indexed per site (see retained.ts).
+      persistence: indexedMemoryPersistence(),
       heartbeatInterval: 60_000,
       connectTimeout: 30_000,
       authenticate(client: Client, username, password, done) {
