@@ -25,17 +25,17 @@ const SIZES = (process.env.BENCH_SITES ?? '1000,5000,10000').split(',').map(Numb
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 20);
 const HEARTBEAT_S = 10;
 
-interface Proc { proc: ChildProcess; ready: Record<string, any> }
+interface Proc { proc: ChildProcess; ready: Record<string, any>; stderr: () => string }
 
 function startProc(args: string[], tsEntry = 'src/cli/main.ts'): Promise<Proc> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EW_LOG_LEVEL: 'warn' } });
+  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EW_LOG_LEVEL: 'warn', NODE_OPTIONS: '--stack-trace-limit=60' } });
   let err = '';
-  proc.stderr!.on('data', (d) => { err = (err + d).slice(-5000); });
+  proc.stderr!.on('data', (d) => { err = (err + d).slice(-20000); });
   return new Promise((resolve, reject) => {
     createInterface({ input: proc.stdout! }).on('line', (l) => {
       try {
         const o = JSON.parse(l);
-        if (o.event === 'ready') resolve({ proc, ready: o });
+        if (o.event === 'ready') resolve({ proc, ready: o, stderr: () => err });
       } catch { /* ignore */ }
     });
     proc.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${err}`)));
@@ -142,6 +142,18 @@ async function benchCloud(n: number): Promise<Row> {
   const url = cloud.ready.url as string;
   const call = async (method: string, path: string, body?: unknown) => (await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as Promise<any>;
   try {
+    return await runCloud(n, cloud, url, key, call);
+  } catch (e) {
+    const exit = cloud.proc.exitCode ?? cloud.proc.signalCode;
+    throw new Error(`${(e as Error).message}${exit !== null ? `; the cloud exited (${exit}): ${cloud.stderr().slice(-12000)}` : ''}`, { cause: (e as Error).cause });
+  } finally {
+    cloud.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function runCloud(n: number, cloud: Proc, url: string, key: string, call: (method: string, path: string, body?: unknown) => Promise<any>): Promise<Row> {
+  {
     const sites: Site[] = [];
     await pool(Array.from({ length: n }, (_, i) => i), 16, async (i) => {
       const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
@@ -162,9 +174,6 @@ async function benchCloud(n: number): Promise<Row> {
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
     return { n, what: 'cloud', connectS, offered: n / HEARTBEAT_S, ...w, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen > before).length };
-  } finally {
-    cloud.proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -228,13 +237,14 @@ console.log(`bench:fleet — heartbeat every ${HEARTBEAT_S} s, window ${WINDOW_S
 console.log('N      | system     | connect s | hb/s offered | hb/s held | RSS MB | CPU % | desired p50 ms | p99 ms | max ms | reached');
 const rows: Row[] = [];
 for (const n of SIZES) {
-  for (const run of [benchBare, benchCloud]) {
+  const only = process.env.BENCH_ONLY; // 'cloud' or 'bare' to run one side
+  for (const run of [benchBare, benchCloud].filter((r) => !only || (only === 'cloud') === (r === benchCloud))) {
     try {
       const r = await run(n);
       rows.push(r);
       console.log(`${String(n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${n}`);
     } catch (e) {
-      console.log(`${String(n).padEnd(6)} | ${run === benchCloud ? 'cloud' : 'bare aedes'} | failed: ${(e as Error).message.split('\n')[0]}`);
+      console.log(`${String(n).padEnd(6)} | ${run === benchCloud ? 'cloud' : 'bare aedes'} | failed: ${(e as Error).message}${(e as Error).cause ? ` (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : ''}`);
     }
   }
   const c = rows.find((r) => r.n === n && r.what === 'cloud');

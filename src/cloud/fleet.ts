@@ -184,21 +184,30 @@ export class Fleet {
   }
 
   /** Recomputes and (if changed) publishes the desired state of the given sites, serialised. */
-  reconcileSites(siteIds?: readonly string[]): Promise<void> {
-    const run = this.reconcileChain.then(() => this.reconcileNow(siteIds));
+  reconcileSites(siteIds: readonly string[]): Promise<void> {
+    return this.serialise(async () => {
+      const sites = await Promise.all(siteIds.map((id) => this.o.store.getSiteById(id)));
+      await this.reconcileNow(sites.filter((s): s is Site => s !== undefined));
+    });
+  }
+
+  /** Every site of a tenant (after a deployment changes). */
+  reconcileTenant(tenantId: string): Promise<void> {
+    return this.serialise(async () => this.reconcileNow(await this.o.store.listSites(tenantId)));
+  }
+
+  reconcileAll(): Promise<void> {
+    return this.serialise(async () => this.reconcileNow(await this.o.store.listAllSites()));
+  }
+
+  private serialise(fn: () => Promise<void>): Promise<void> {
+    const run = this.reconcileChain.then(fn);
     this.reconcileChain = run.catch(() => {});
     return run;
   }
 
-  reconcileAll(): Promise<void> {
-    return this.reconcileSites(undefined);
-  }
-
-  private async reconcileNow(siteIds?: readonly string[]): Promise<void> {
+  private async reconcileNow(sites: readonly Site[]): Promise<void> {
     const { store } = this.o;
-    const sites: Site[] = siteIds
-      ? (await Promise.all(siteIds.map((id) => store.getSiteById(id)))).filter((s): s is Site => s !== undefined)
-      : await store.listAllSites();
     const byTenant = new Map<string, Site[]>();
     for (const s of sites) {
       this.siteCache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null });
@@ -220,7 +229,7 @@ export class Fleet {
       // Published even when unchanged: retained state is idempotent for the agent (it ignores
       // generations it already runs) and this heals a broker that lost its retained messages.
       // Many at once: each publish waits on the broker, not on the previous one.
-      await pool(tenantSites.length, 256, async (i) => {
+      await pool(tenantSites.length, 64, async (i) => {
         const site = tenantSites[i]!;
         const msg: DesiredState = {
           v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',

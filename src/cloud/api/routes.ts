@@ -262,8 +262,8 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.body.app}@${req.body.version}; push it first (POST /api/v1/apps)`, { path: 'version' });
     const dep: Deployment = { id: newId('dep'), tenantId: req.tenantId, appName: a.name, appVersion: a.version, selector: req.body.selector, createdAt: clock.now() };
     await store.createDeployment(dep);
+    await fleet.reconcileTenant(req.tenantId);
     const sites = (await store.listSites(req.tenantId)).filter((s) => s.revokedAt === null);
-    await fleet.reconcileSites(sites.map((s) => s.id));
     void reply.status(201);
     return { ...deploymentView(dep), sites: sites.filter((s) => matches(dep.selector, s)).map((s) => s.id) };
   });
@@ -281,7 +281,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   r.delete('/api/v1/deployments/:id', { schema: { tags: ['deployments'], summary: 'Remove a deployment: its app leaves the sites it was on', params: z.object({ id: z.string() }), response: { 204: z.null(), ...errors } } },
     async (req, reply) => {
       if (!(await store.deleteDeployment(req.tenantId, req.params.id))) throw new EwError('DEPLOYMENT_NOT_FOUND', `no deployment "${req.params.id}"`, { path: 'id' });
-      await fleet.reconcileSites((await store.listSites(req.tenantId)).map((s) => s.id));
+      await fleet.reconcileTenant(req.tenantId);
       void reply.status(204);
       return null;
     });

@@ -68,6 +68,11 @@ export class EmbeddedHub implements Hub {
       // republishes desired state at start-up, so in-memory persistence is right — with
       // retained messages indexed per site (see retained.ts).
       persistence: indexedMemoryPersistence(),
+      // mqemitter queues emits beyond this many in flight and drains its queue recursively;
+      // with thousands of sites heartbeating during a desired-state fan-out the default (100)
+      // overflowed the stack at 10,000 sites (bench:fleet). Every site message is ingested
+      // before routing, so in-flight emits are cheap; keep the queue out of play.
+      concurrency: 100_000,
       heartbeatInterval: 60_000,
       connectTimeout: 30_000,
       authenticate(client: Client, username, password, done) {
