@@ -38,6 +38,15 @@ export const DEMO_SITES: SiteSpec[] = [
 
 interface DemoState { cloudPort: number; mqttPort: number; sites: Record<string, { apiPort: number; devicePort: number }> }
 
+/** True when nothing listens on the port (so the demo can take it). */
+async function portFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = createServer();
+    s.once('error', () => res(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => res(true)));
+  });
+}
+
 async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();
@@ -65,7 +74,7 @@ function launch(name: string, args: string[], logFile: string): Child {
         if (o.event === 'ready') res(o);
       } catch { /* other output */ }
     });
-    void exited.then((c) => rej(new EwError('INTERNAL', `${name} exited (${c}) before it was ready; see ${logFile}`)));
+    void exited.then((c) => rej(new EwError('INTERNAL', `${name} exited (${c}) before it was ready; see ${logFile} (a port kept in demo.json may be taken now: run with --fresh to start over)`)));
   });
   ready.catch(() => {});
   return { name, proc, ready, exited };
@@ -89,7 +98,13 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
   if (existsSync(stateFile)) {
     state = JSON.parse(readFileSync(stateFile, 'utf8')) as DemoState;
   } else {
-    state = { cloudPort: o.port || (await freePort()), mqttPort: await freePort(), sites: {} };
+    let cloudPort = o.port;
+    if (!cloudPort || !(await portFree(cloudPort))) {
+      const picked = await freePort();
+      if (cloudPort) process.stderr.write(`port ${cloudPort} is taken; the demo cloud uses ${picked} instead (choose with --port)\n`);
+      cloudPort = picked;
+    }
+    state = { cloudPort, mqttPort: await freePort(), sites: {} };
     for (const s of DEMO_SITES) state.sites[s.name] = { apiPort: await freePort(), devicePort: await freePort() };
     writeFileSync(stateFile, JSON.stringify(state, null, 2));
   }
