@@ -123,8 +123,9 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal(s?.online, true);
       assert.equal(s?.lastSeenAt, 777);
       assert.equal(s?.reportedGeneration, 4);
-      await store.updateSiteStatuses([{ siteId: 'site-gen', online: false, lastSeenAt: 800 }]);
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: false }]);
       assert.equal((await store.getSite(T, 'site-gen'))?.online, false);
+      assert.equal((await store.getSite(T, 'site-gen'))?.lastSeenAt, 777, 'going offline keeps the last heartbeat time');
       assert.equal((await store.getSite(T, 'site-gen'))?.reportedGeneration, 4);
     });
 

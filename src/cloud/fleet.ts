@@ -45,7 +45,6 @@ export class Fleet {
   private uplinkQueue: { rec: UplinkRecord; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private uplinkFlush?: Promise<void>;
   private reconcileChain: Promise<unknown> = Promise.resolve();
-  private readonly listeners = new Set<(e: LivenessEvent) => void>();
   private readonly m;
 
   constructor(private readonly o: FleetOptions) {
@@ -84,11 +83,6 @@ export class Fleet {
     await this.uplinkFlush;
   }
 
-  onLiveness(fn: (e: LivenessEvent) => void): () => void {
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
-  }
-
   isOnline(siteId: string): boolean {
     return this.liveness.isOnline(siteId);
   }
@@ -109,9 +103,8 @@ export class Fleet {
 
   private applyLiveness(e: LivenessEvent): void {
     const cur = this.pendingStatus.get(e.siteId);
-    this.pendingStatus.set(e.siteId, { ...(cur ?? { siteId: e.siteId, lastSeenAt: e.at }), online: e.online });
+    this.pendingStatus.set(e.siteId, { ...(cur ?? { siteId: e.siteId }), online: e.online });
     this.o.log.info({ siteId: e.siteId, online: e.online, reason: e.reason }, e.online ? 'site online' : 'site offline');
-    for (const l of this.listeners) l(e);
   }
 
   /** The hub handler: never throws; a bad message is counted and logged. */

@@ -275,7 +275,8 @@ export class SqlStore implements Store {
     if (updates.length === 0) return;
     await guard('update site status', () => this.db.transaction().execute(async (tx) => {
       for (const u of updates) {
-        const set: Partial<SiteRow> = { online: u.online ? 1 : 0, last_seen_at: u.lastSeenAt };
+        const set: Partial<SiteRow> = { online: u.online ? 1 : 0 };
+        if (u.lastSeenAt !== undefined) set.last_seen_at = u.lastSeenAt;
         if (u.status) set.status = JSON.stringify(u.status);
         if (u.reportedGeneration !== undefined) set.reported_generation = u.reportedGeneration;
         await tx.updateTable('sites').set(set).where('id', '=', u.siteId).execute();

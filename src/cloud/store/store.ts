@@ -73,7 +73,8 @@ export type ConsumeResult =
   | { ok: true; token: JoinToken }
   | { ok: false; reason: 'unknown' | 'used' | 'expired' };
 
-export interface SiteStatusUpdate { siteId: string; online: boolean; lastSeenAt: number; status?: SiteStatusBody; reportedGeneration?: number }
+/** `lastSeenAt` is the last heartbeat's time: absent when only the online flag changes. */
+export interface SiteStatusUpdate { siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number }
 
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
