@@ -9,7 +9,7 @@ import { VERSION } from '../version.ts';
  */
 export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
-    case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': return 2;
+    case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': case 'SQL_SYNTAX': case 'SQL_INVALID': return 2;
     case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'ENROLL_FAILED': return 3;
     case 'CLOUD_UNREACHABLE': return 4;
     default: return 1;
@@ -138,6 +138,28 @@ Example:
   .action(async (o) => {
     const { runDemo } = await import('../demo/demo.ts');
     await runDemo({ dataDir: o.dataDir, port: o.port, fresh: !!o.fresh });
+  });
+
+program.command('sql')
+  .description('Run a streaming-SQL rule over JSON-lines records and print its results (try a rule before deploying it).')
+  .argument('<query>', 'the rule, e.g. "SELECT id, avg(v) AS v FROM s GROUP BY id, TUMBLINGWINDOW(ss, 10)"')
+  .option('--input <file>', 'JSON-lines records (default: stdin)')
+  .option('--stream <name>', 'the stream name the query reads (default: its FROM)')
+  .option('--schema <json|file>', 'field types, e.g. \'{"id":"string","v":"float","ts":"timestamp"}\'')
+  .option('--timestamp <field>', 'event-time field (default: ts when records have it, else processing time)')
+  .option('--lateness <ms>', 'allowed lateness for event time', (v) => {
+    const n = Number(v);
+    if (!(n >= 0)) throw new InvalidArgumentError('a number of milliseconds, 0 or more');
+    return n;
+  }, 0)
+  .option('--explain', 'print the plan first')
+  .addHelpText('after', `
+Examples:
+  $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl
+  $ cat readings.jsonl | edgeweave sql "SELECT * FROM v WHERE rms > 1.2" --explain`)
+  .action(async (query: string, o) => {
+    const { runSql } = await import('./sql.ts');
+    await runSql(query, o);
   });
 
 try {

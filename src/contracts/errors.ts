@@ -24,6 +24,9 @@ export const ERROR_CODES = {
   DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
   TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
+  // Streaming SQL
+  SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
+  SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },

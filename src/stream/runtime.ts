@@ -1,0 +1,285 @@
+import type { Clock } from '../lib/clock.ts';
+import type { Acc } from './functions.ts';
+import type { Env, Plan, Row } from './planner.ts';
+
+/**
+ * Runs one planned rule: owns its window state, its watermark and its timers; everything that
+ * decides (filter, keys, aggregates, projection) is the plan's pure closures. Time is the
+ * injected clock (processing time) or a field of the records (event time).
+ *
+ * Event time: the watermark is the largest event time seen minus the allowed lateness; a window
+ * closes and emits when the watermark passes its end. A record whose windows have all closed is
+ * late: it is dropped and counted (`latePolicy: 'drop'`, the default) or handed to `onLate`
+ * (`'side'`). Processing time: a record's time is its arrival on the clock, and windows close on
+ * timers. `flush()` closes every open window (end of input).
+ *
+ * One record's failure (a missing timestamp, a function that throws) is counted and handed to
+ * `onError`; the rule goes on with the next record.
+ */
+export interface RuntimeOptions {
+  clock: Clock;
+  /** Allowed lateness for event time, ms. Default 0. */
+  lateness?: number;
+  latePolicy?: 'drop' | 'side';
+  emit: (rows: Row[]) => void;
+  onLate?: (record: Row) => void;
+  onError?: (record: Row, error: Error) => void;
+}
+
+export interface RuleStats { in: number; out: number; filtered: number; late: number; errors: number; lastOutputAt: number | null }
+
+interface Group { accs: Acc[]; last: Row }
+type Groups = Map<string, Group>;
+
+interface Session { start: number; last: number; group: Group }
+
+const keyOf = (vals: unknown[]): string => (vals.length === 1 ? stringKey(vals[0]) : vals.map(stringKey).join('\u0000'));
+const stringKey = (v: unknown): string => (v === null || v === undefined ? '\u0001' : typeof v === 'object' ? JSON.stringify(v) : typeof v === 'string' ? `s${v}` : `${typeof v}${String(v)}`);
+
+export class RuleRuntime {
+  readonly stats: RuleStats = { in: 0, out: 0, filtered: 0, late: 0, errors: 0, lastOutputAt: null };
+  private watermark = -Infinity;
+  private maxTs = -Infinity;
+  /** Time windows (tumbling, hopping) by start time. */
+  private readonly windows = new Map<number, Groups>();
+  /** Session windows by group key. */
+  private readonly sessions = new Map<string, Session[]>();
+  /** Sliding windows: buffered records (time, key, record) in time order. */
+  private slideBuf: { ts: number; key: string; row: Row }[] = [];
+  private slidePending: { ts: number; key: string; row: Row }[] = [];
+  /** Count windows. */
+  private countBuf: Row[] = [];
+  private cancelTimer?: () => void;
+  private timerAt = Infinity;
+  private readonly eventTime: boolean;
+  private readonly env: Env;
+
+  constructor(private readonly plan: Plan, private readonly o: RuntimeOptions) {
+    this.eventTime = !!plan.stream.timestamp;
+    this.env = { now: () => o.clock.now() };
+  }
+
+  private timeOf(row: Row): number {
+    if (!this.eventTime) return this.o.clock.now();
+    const v = row[this.plan.stream.timestamp!];
+    const t = typeof v === 'number' ? v : typeof v === 'string' ? Date.parse(v) : NaN;
+    if (!Number.isFinite(t)) throw new Error(`record has no valid event time in "${this.plan.stream.timestamp}" (milliseconds or an ISO-8601 string)`);
+    return t;
+  }
+
+  private newGroup(row: Row): Group {
+    return { accs: this.plan.aggs.map((a) => a.make()), last: row };
+  }
+
+  private addTo(g: Group, row: Row): void {
+    const aggs = this.plan.aggs;
+    for (let i = 0; i < aggs.length; i++) g.accs[i]!.add(aggs[i]!.arg!(row, this.env));
+    g.last = row;
+  }
+
+  private groupIn(groups: Groups, key: string, row: Row): Group {
+    let g = groups.get(key);
+    if (!g) { g = this.newGroup(row); groups.set(key, g); }
+    return g;
+  }
+
+  /** One record in. `meta` (e.g. the MQTT topic) is readable with meta('topic'). */
+  push(row: Row, meta?: Record<string, unknown>): void {
+    this.stats.in++;
+    const p = this.plan;
+    try {
+      this.env.meta = meta;
+      this.env.window = undefined;
+      if (p.filter && p.filter(row, this.env) !== true) { this.stats.filtered++; return; }
+      if (!p.windowed) { this.emitRows([this.project(row, undefined)].filter((r): r is Row => r !== undefined)); return; }
+      const w = p.window!;
+      if (w.kind === 'count') { this.pushCount(row); return; }
+      const ts = this.timeOf(row);
+      const key = p.keys.length ? keyOf(p.keys.map((k) => k(row, this.env))) : '';
+      let accepted = false;
+      if (w.kind === 'tumbling' || w.kind === 'hopping') {
+        const hop = w.kind === 'tumbling' ? w.size : w.hop;
+        for (let s = Math.floor(ts / hop) * hop; s > ts - w.size; s -= hop) {
+          if (s + w.size <= this.watermark) break; // this and earlier windows have closed
+          let groups = this.windows.get(s);
+          if (!groups) { groups = new Map(); this.windows.set(s, groups); }
+          this.addTo(this.groupIn(groups, key, row), row);
+          accepted = true;
+        }
+      } else if (w.kind === 'session') {
+        accepted = this.pushSession(key, ts, row, w.timeout, w.max);
+      } else {
+        if (ts > this.watermark || (!this.eventTime && ts >= this.watermark)) {
+          this.slidePending.push({ ts, key, row });
+          accepted = true;
+        }
+      }
+      if (!accepted) {
+        this.stats.late++;
+        if (this.o.latePolicy === 'side') this.o.onLate?.(row);
+        return;
+      }
+      if (ts > this.maxTs) this.maxTs = ts;
+      if (this.eventTime) this.advance(this.maxTs - (this.o.lateness ?? 0));
+      else this.schedule();
+    } catch (e) {
+      this.stats.errors++;
+      this.o.onError?.(row, e as Error);
+    }
+  }
+
+  private pushSession(key: string, ts: number, row: Row, timeout: number, max?: number): boolean {
+    let list = this.sessions.get(key);
+    if (!list) { list = []; this.sessions.set(key, list); }
+    for (const s of list) {
+      if (ts >= s.start - timeout && ts <= s.last + timeout && (max === undefined || Math.max(s.last, ts) - Math.min(s.start, ts) < max)) {
+        s.start = Math.min(s.start, ts);
+        s.last = Math.max(s.last, ts);
+        this.addTo(s.group, row);
+        return true;
+      }
+    }
+    if (ts + timeout <= this.watermark) return false; // its session would already have closed
+    const g = this.newGroup(row);
+    this.addTo(g, row);
+    list.push({ start: ts, last: ts, group: g });
+    return true;
+  }
+
+  private pushCount(row: Row): void {
+    const w = this.plan.window as { kind: 'count'; count: number; interval?: number };
+    this.countBuf.push(row);
+    if (this.countBuf.length < w.count) return;
+    this.emitGroups(this.groupRows(this.countBuf), undefined);
+    this.countBuf = w.interval ? this.countBuf.slice(w.interval) : [];
+  }
+
+  private groupRows(rows: Row[]): Groups {
+    const groups: Groups = new Map();
+    for (const r of rows) {
+      const key = this.plan.keys.length ? keyOf(this.plan.keys.map((k) => k(r, this.env))) : '';
+      this.addTo(this.groupIn(groups, key, r), r);
+    }
+    return groups;
+  }
+
+  /** Moves the watermark and emits every window that closed, in time order. */
+  private advance(to: number): void {
+    if (to <= this.watermark) return;
+    this.watermark = to;
+    const w = this.plan.window!;
+    if (w.kind === 'tumbling' || w.kind === 'hopping') {
+      const due = [...this.windows.keys()].filter((s) => s + w.size <= to).sort((a, b) => a - b);
+      for (const s of due) {
+        const groups = this.windows.get(s)!;
+        this.windows.delete(s);
+        this.emitGroups(groups, { start: s, end: s + w.size });
+      }
+    } else if (w.kind === 'session') {
+      const closed: { s: Session; key: string }[] = [];
+      for (const [key, list] of this.sessions) {
+        const keep = list.filter((s) => {
+          const done = s.last + w.timeout <= to || (w.max !== undefined && s.start + w.max <= to);
+          if (done) closed.push({ s, key });
+          return !done;
+        });
+        if (keep.length) this.sessions.set(key, keep); else this.sessions.delete(key);
+      }
+      closed.sort((a, b) => a.s.last - b.s.last);
+      for (const { s, key } of closed) this.emitGroups(new Map([[key, s.group]]), { start: s.start, end: s.last + w.timeout });
+    } else if (w.kind === 'sliding') {
+      this.slidePending.sort((a, b) => a.ts - b.ts);
+      let i = 0;
+      for (; i < this.slidePending.length && this.slidePending[i]!.ts <= to; i++) {
+        const trig = this.slidePending[i]!;
+        this.insertSorted(trig);
+        const from = trig.ts - w.size;
+        const g = this.newGroup(trig.row);
+        for (const b of this.slideBuf) if (b.key === trig.key && b.ts > from && b.ts <= trig.ts) this.addTo(g, b.row);
+        g.last = trig.row;
+        this.emitGroups(new Map([[trig.key, g]]), { start: from, end: trig.ts });
+      }
+      this.slidePending = this.slidePending.slice(i);
+      const horizon = to - w.size;
+      let cut = 0;
+      while (cut < this.slideBuf.length && this.slideBuf[cut]!.ts <= horizon) cut++;
+      if (cut) this.slideBuf = this.slideBuf.slice(cut);
+    }
+  }
+
+  private insertSorted(x: { ts: number; key: string; row: Row }): void {
+    let i = this.slideBuf.length;
+    while (i > 0 && this.slideBuf[i - 1]!.ts > x.ts) i--;
+    this.slideBuf.splice(i, 0, x);
+  }
+
+  private project(row: Row, window: { start: number; end: number } | undefined, aggs?: unknown[]): Row | undefined {
+    const env = this.env;
+    env.window = window;
+    env.aggs = aggs;
+    if (this.plan.having && this.plan.having(row, env) !== true) return undefined;
+    const out: Row = {};
+    for (const c of this.plan.columns) {
+      if ('star' in c) Object.assign(out, row);
+      else out[c.name] = c.fn(row, env);
+    }
+    return out;
+  }
+
+  private emitGroups(groups: Groups, window: { start: number; end: number } | undefined): void {
+    const rows: Row[] = [];
+    for (const g of groups.values()) {
+      try {
+        const r = this.project(g.last, window, g.accs.map((a) => a.result()));
+        if (r) rows.push(r);
+      } catch (e) {
+        this.stats.errors++;
+        this.o.onError?.(g.last, e as Error);
+      }
+    }
+    this.emitRows(rows);
+  }
+
+  private emitRows(rows: Row[]): void {
+    if (rows.length === 0) return;
+    this.stats.out += rows.length;
+    this.stats.lastOutputAt = this.o.clock.now();
+    this.o.emit(rows);
+  }
+
+  /** Processing time: a timer for the earliest deadline of the open windows. */
+  private schedule(): void {
+    const w = this.plan.window!;
+    let next = Infinity;
+    if (w.kind === 'tumbling' || w.kind === 'hopping') for (const s of this.windows.keys()) next = Math.min(next, s + w.size);
+    else if (w.kind === 'session') for (const list of this.sessions.values()) for (const s of list) next = Math.min(next, s.last + w.timeout, w.max !== undefined ? s.start + w.max : Infinity);
+    else if (w.kind === 'sliding' && this.slidePending.length) next = this.o.clock.now();
+    if (next === Infinity || next >= this.timerAt) return;
+    this.cancelTimer?.();
+    this.timerAt = next;
+    this.cancelTimer = this.o.clock.setTimer(Math.max(0, next - this.o.clock.now()), () => {
+      this.timerAt = Infinity;
+      this.cancelTimer = undefined;
+      this.advance(this.o.clock.now());
+      this.schedule();
+    });
+  }
+
+  /** Closes every open window, emitting what it holds (end of input, or rule stop). */
+  flush(): void {
+    const w = this.plan.window;
+    if (!w) return;
+    if (w.kind === 'count') {
+      if (this.countBuf.length) this.emitGroups(this.groupRows(this.countBuf), undefined);
+      this.countBuf = [];
+      return;
+    }
+    this.advance(Infinity);
+    this.watermark = Math.max(this.maxTs, -Infinity);
+  }
+
+  stop(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+  }
+}
