@@ -71,7 +71,7 @@ export function show(e: Expr): string {
     case 'lit': return e.v === null ? 'NULL' : typeof e.v === 'string' ? `'${e.v.replace(/'/g, "''")}'` : String(e.v);
     case 'field': return e.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
     case 'star': return '*';
-    case 'call': return `${e.name}(${e.distinct ? 'DISTINCT ' : ''}${e.star ? '*' : e.args.map(show).join(', ')})`;
+    case 'call': return `${WINDOW_FUNCTIONS.has(e.name) ? e.name.toUpperCase() : e.name}(${e.distinct ? 'DISTINCT ' : ''}${e.star ? '*' : e.args.map(show).join(', ')})`;
     case 'unary': return e.op === 'NOT' ? `NOT ${show(e.e)}` : `-${show(e.e)}`;
     case 'bin': return `${paren(e.l)} ${e.op} ${paren(e.r)}`;
     case 'in': return `${show(e.e)} ${e.not ? 'NOT ' : ''}IN (${e.list.map(show).join(', ')})`;
@@ -430,7 +430,9 @@ class Planner {
     const stream = this.stream;
     const aggs = this.aggs;
     const explainText = (): string => {
-      const lines = [`Rule plan for: ${sql.replace(/\s+/g, ' ').trim()}`];
+      const text = `SELECT ${q.items.map((it) => (it.alias ? `${show(it.expr)} AS ${it.alias}` : show(it.expr))).join(', ')} FROM ${q.from.name}`
+        + `${q.where ? ` WHERE ${show(q.where)}` : ''}${q.groupBy.length ? ` GROUP BY ${q.groupBy.map(show).join(', ')}` : ''}${q.having ? ` HAVING ${show(q.having)}` : ''}`;
+      const lines = [`Query: ${text}`];
       lines.push(`  Source: stream ${stream.name} (${stream.timestamp ? `event time from "${stream.timestamp}"` : 'processing time'}${stream.schema ? `, schema ${Object.entries(stream.schema).map(([k, v]) => `${k}:${v}`).join(' ')}` : ', schemaless'})`);
       if (q.where) lines.push(`  Filter: ${show(q.where)}`);
       if (window) lines.push(`  Window: ${describeWindow(window)}`);
