@@ -163,6 +163,13 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       const next = await store.queryUplink(T, { limit: 2, afterSeq: page[0]!.seq });
       assert.ok(next.every((r) => r.seq > page[0]!.seq));
       assert.equal((await store.queryUplink(T2, { siteId: 'site-gen', limit: 10 })).length, 0, 'another tenant sees nothing');
+      await store.insertUplink([
+        { siteId: 'site-gen', msgId: 'r1', stream: 'alerts', app: 'vib', rule: 'hot', at: 1, receivedAt: 2, data: 1 },
+        { siteId: 'site-gen', msgId: 'r2', stream: 'alerts', app: 'vib', rule: 'cold', at: 1, receivedAt: 2, data: 2 },
+      ]);
+      const byRule = await store.queryUplink(T, { app: 'vib', rule: 'hot', limit: 10 });
+      assert.deepEqual(byRule.map((r) => [r.msgId, r.app, r.rule]), [['r1', 'vib', 'hot']]);
+      assert.equal((await store.queryUplink(T, { app: 'vib', limit: 10 })).length, 2);
     });
   });
 }

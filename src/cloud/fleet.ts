@@ -150,7 +150,7 @@ export class Fleet {
 
   /** Uplink messages are stored in small batches; each caller resolves once its batch committed. */
   private onUplink(siteId: string, stream: string, msg: UplinkMessage): Promise<void> {
-    const rec: UplinkRecord = { siteId, msgId: msg.id, stream, at: msg.body.at, receivedAt: this.o.clock.now(), data: msg.body.data };
+    const rec: UplinkRecord = { siteId, msgId: msg.id, stream, app: msg.body.app, rule: msg.body.rule, at: msg.body.at, receivedAt: this.o.clock.now(), data: msg.body.data };
     return new Promise<void>((resolve, reject) => {
       this.uplinkQueue.push({ rec, resolve, reject });
       if (!this.uplinkFlush) this.uplinkFlush = this.flushUplink();

@@ -22,24 +22,69 @@ export const ModelSpec = z.object({
   batching: z.object({ maxBatchSize: z.number().int().positive().max(4096), maxQueueDelayMs: z.number().nonnegative().max(10_000) }).partial().optional(),
 }).passthrough();
 
+const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter or "_"');
+/** A result stream's name, as it appears in the cloud (`ew/{site}/up/{name}`). */
+// Names starting with "_" are reserved for the site's own streams (such as _egress-audit).
+const ResultName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'letters, digits, "_", "-", "." (at most 128), starting with a letter or digit');
+
 export const StreamSpec = z.object({
-  name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_"'),
-  topic: z.string().min(1),
+  name: Ident,
+  /** MQTT topic filter on the site's device broker (`+` and `#` allowed). */
+  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end'),
   format: z.enum(['json']).default('json'),
-  timestamp: z.string().optional(),
-  schema: z.record(z.string(), z.string()).optional(),
-}).passthrough();
+  /** Event-time field (ms since the epoch or ISO-8601); processing time when absent. */
+  timestamp: z.string().min(1).optional(),
+  /** field → string | int | float | bool | timestamp | object | array | any; records that do not fit go to the dead letters. */
+  schema: z.record(z.string(), z.enum(['string', 'int', 'bigint', 'float', 'number', 'double', 'bool', 'boolean', 'timestamp', 'datetime', 'object', 'struct', 'array', 'any'])).optional(),
+}).strict();
+
+export const SinkSpec = z.union([
+  z.object({ uplink: ResultName }).strict(),
+  z.object({ mqtt: z.string().min(1).refine((t) => !t.includes('+') && !t.includes('#') && !t.startsWith('ew/') && !t.startsWith('$'), 'a concrete topic (no wildcards) outside ew/ and $') }).strict(),
+  z.object({
+    webhook: z.object({
+      url: z.string().url().refine((u) => /^https?:\/\//.test(u), 'an http(s) URL'),
+      /** The result stream name the egress policy knows this output by. */
+      stream: ResultName,
+      headers: z.record(z.string(), z.string()).optional(),
+      timeoutMs: z.number().int().positive().max(60_000).default(5000),
+      maxRetries: z.number().int().min(0).max(20).default(5),
+    }).strict(),
+  }).strict(),
+  z.object({ log: z.union([z.literal(true), z.object({ level: z.enum(['info', 'warn']).default('info') }).strict()]) }).strict(),
+  z.object({ memory: Ident }).strict(),
+]);
+export type SinkSpec = z.infer<typeof SinkSpec>;
 
 export const RuleSpec = z.object({
   name: Name,
   sql: z.string().min(1),
-  sinks: z.array(z.record(z.string(), z.unknown())).default([]),
-}).passthrough();
+  sinks: z.array(SinkSpec).min(1, 'a rule needs at least one sink'),
+  options: z.object({
+    /** Allowed lateness for event-time windows, ms. */
+    lateness: z.number().int().min(0).max(86_400_000).default(0),
+    /** Late records: dropped and counted, or sent to the stream's dead letters too. */
+    latePolicy: z.enum(['drop', 'side']).default('drop'),
+  }).strict().default({ lateness: 0, latePolicy: 'drop' }),
+}).strict();
+export type RuleSpec = z.infer<typeof RuleSpec>;
+
+/**
+ * One egress grant: results named `stream` may leave the site — only the listed `fields` (all
+ * when absent), only to the listed destinations (`cloud` for the uplink, or an http(s) URL prefix
+ * for webhooks; default `[cloud]`). Raw device records (a rule that selects `*`) leave only
+ * under a grant with `raw: true`.
+ */
+export const EgressGrant = z.union([
+  ResultName,
+  z.object({ stream: ResultName, fields: z.array(z.string().min(1)).optional(), to: z.array(z.string().min(1)).min(1).optional(), raw: z.boolean().optional() }).strict(),
+]);
+export type EgressGrant = z.infer<typeof EgressGrant>;
 
 export const EndpointSpec = z.object({ name: Name, model: Name }).passthrough();
 
 export const PolicySpec = z.object({
-  egress: z.object({ allow: z.array(z.string()).default([]) }).passthrough().optional(),
+  egress: z.object({ allow: z.array(EgressGrant).default([]) }).strict().optional(),
   placement: z.object({ selector: z.record(z.string(), z.string()).default({}) }).passthrough().optional(),
 }).passthrough();
 

@@ -38,6 +38,11 @@ export const SiteStatusBody = z.object({
   accelerators: z.array(z.string().max(64)).max(32),
   outbox: z.object({ pending: z.number().int().nonnegative(), dropped: z.number().int().nonnegative() }),
   devices: z.object({ connected: z.number().int().nonnegative(), messagesIn: z.number().int().nonnegative() }),
+  rules: z.array(z.object({
+    app: z.string(), rule: z.string(), state: z.enum(['running', 'failed']), error: z.string().max(2000).optional(),
+    in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
+  })).max(1000).optional(),
+  deadLetters: z.number().int().nonnegative().optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;
 
@@ -73,6 +78,9 @@ export const UplinkMessage = z.object({
     stream: z.string(),
     /** Site wall-clock time the record was produced (ms). */
     at: z.number().int().nonnegative(),
+    /** The app and rule that produced it, when a rule did. */
+    app: z.string().max(64).optional(),
+    rule: z.string().max(64).optional(),
     data: z.unknown(),
   }),
 });

@@ -15,6 +15,10 @@ const MIGRATIONS: string[] = [
   `CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    CREATE TABLE desired (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL, body TEXT NOT NULL, received_at INTEGER NOT NULL);
    CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, created_at INTEGER NOT NULL);`,
+  // Streaming rules: records that did not fit their stream, and what left the site (per minute).
+  `CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, app TEXT NOT NULL, stream TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT NOT NULL);
+   CREATE TABLE egress_audit (minute INTEGER NOT NULL, app TEXT NOT NULL, rule TEXT NOT NULL, stream TEXT NOT NULL, destination TEXT NOT NULL,
+     records INTEGER NOT NULL, bytes INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (minute, app, rule, stream, destination));`,
 ];
 
 export function openEdgeDb(dataDir: string): EdgeDb {

@@ -89,6 +89,13 @@ export class DeviceBroker {
     this.boundPort = typeof a === 'object' && a ? a.port : this.o.port;
   }
 
+  /** Publishes on the device broker as the site itself (rule results for local consumers). */
+  publish(topic: string, payload: string): void {
+    this.broker.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, (err?: Error) => {
+      if (err) this.o.log.warn({ topic, err: err.message }, 'local publish failed');
+    });
+  }
+
   async close(): Promise<void> {
     if (this.broker) await new Promise<void>((r) => this.broker.close(() => r()));
     if (this.server) await new Promise<void>((r) => this.server.close(() => r()));

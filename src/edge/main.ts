@@ -10,6 +10,9 @@ import { OutboxPump } from './pump.ts';
 import { CloudLink, type LinkState } from './link.ts';
 import { DeviceBroker } from './devices.ts';
 import { AppSupervisor } from './apps.ts';
+import { DeadLetters, StreamRouter } from './streams.ts';
+import { EgressAudit } from './sinks.ts';
+import { RuleHost } from './rules.ts';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
 import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/messages.ts';
@@ -123,21 +126,36 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const badDesired = new Counter({ name: 'ew_edge_desired_invalid_total', help: 'Desired-state messages refused as malformed', registers: [registry] });
   const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
 
-  // 3. Apps: the last desired state stored here runs at once, cloud or no cloud.
+  // 3. Device broker, and the streams that route its messages to rules.
+  const devices = new DeviceBroker({
+    port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
+    verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
+  });
+  const dead = new DeadLetters(db, clock);
+  const router = new StreamRouter(dead);
+  devices.onMessage((m) => router.onMessage(m.topic, m.payload));
+  await devices.start();
+  const audit = new EgressAudit(db, clock, registry);
+  new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
+
+  // 4. Apps: the last desired state stored here runs at once, cloud or no cloud.
   const supervisor = new AppSupervisor(log);
+  // The pump exists once the link does; sinks only reach it through this late-bound call.
+  let notifyOutbox = () => {};
+  const rules = new RuleHost({
+    router, dead, clock, log,
+    sinkContext: (app, rule, allowedFields) => ({
+      siteId, app, rule, outbox, audit, log, clock, allowedFields,
+      notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
+    }),
+  });
+  supervisor.register(rules);
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
     const d = JSON.parse(stored.body) as DesiredState;
     await supervisor.apply(d.body.generation, d.body.apps);
     log.info({ generation: d.body.generation, apps: d.body.apps.length }, 'resumed last desired state from disk');
   }
-
-  // 4. Device broker.
-  const devices = new DeviceBroker({
-    port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
-    verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
-  });
-  await devices.start();
 
   // 5. Cloud link, outbox pump, heartbeats. Runtimes and accelerators are probed once.
   const runtimes = detectRuntimes();
@@ -147,6 +165,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
     system: systemFacts(cfg.dataDir), runtimes, accelerators,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
+    rules: rules.statuses(), deadLetters: dead.total,
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -178,14 +197,20 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     },
   });
   const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => sentCounter.inc(n));
+  notifyOutbox = () => pump.notify();
   link.start();
+  // Closed minutes of the egress audit go up like any result.
+  let stopAudit = clock.setTimer(60_000, function report() {
+    if (audit.report(outbox, siteId) > 0) pump.notify();
+    stopAudit = clock.setTimer(60_000, report);
+  });
   let stopHeartbeat = clock.setTimer(heartbeatIntervalS * 1000, function beat() {
     link.sendStatus(statusBody());
     stopHeartbeat = clock.setTimer(heartbeatIntervalS * 1000, beat);
   });
 
   // 6. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState });
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -195,6 +220,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     linkState: () => link.linkState,
     async close() {
       stopHeartbeat();
+      stopAudit();
+      rules.close();
       await api.close();
       await devices.close();
       await link.stop();
@@ -215,6 +242,10 @@ interface LocalApiDeps {
   siteId: string;
   statusBody: () => SiteStatusBody;
   linkState: () => LinkState;
+  router: StreamRouter;
+  dead: DeadLetters;
+  audit: EgressAudit;
+  rules: RuleHost;
 }
 
 /**
@@ -249,6 +280,20 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     d.pump.notify();
     void reply.status(202);
     return { accepted: ids.length, ids, pending: d.outbox.pending };
+  });
+  r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  r.get('/api/v1/dead-letters', { schema: { querystring: z.object({ app: z.string().optional(), stream: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) } },
+    async (req) => ({ total: d.dead.total, items: d.dead.list(req.query) }));
+  r.get('/api/v1/egress', { schema: { querystring: z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(1000) }) } },
+    async (req) => ({ items: d.audit.list(req.query.limit) }));
+  // The HTTP push source: records into one app's stream, checked like device messages.
+  r.post('/api/v1/streams/:app/:stream', {
+    schema: { params: z.object({ app: z.string(), stream: z.string() }), body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }) },
+  }, async (req, reply) => {
+    const res = d.router.push(req.params.app, req.params.stream, req.body.records);
+    if (res.accepted === 0) throw new EwError('VALIDATION_FAILED', `no record was accepted: ${res.rejected[0]?.reason ?? 'none sent'}`, { path: `records[${res.rejected[0]?.index ?? 0}]` });
+    void reply.status(202);
+    return res;
   });
   return app;
 }

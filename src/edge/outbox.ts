@@ -57,7 +57,7 @@ export class Outbox {
    * Writes uplink messages for one stream in one transaction; returns their ids.
    * Throws OUTBOX_FULL (policy reject-new) without writing any of them.
    */
-  enqueue(topic: string, stream: string, records: readonly unknown[]): string[] {
+  enqueue(topic: string, stream: string, records: readonly unknown[], origin?: { app: string; rule: string }): string[] {
     if (records.length === 0) return [];
     const now = this.clock.now();
     const ids: string[] = [];
@@ -81,7 +81,7 @@ export class Outbox {
       }
       for (const data of records) {
         const id = randomUUID();
-        const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, data } };
+        const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, ...origin, data } };
         this.insert.run(id, topic, Buffer.from(JSON.stringify(msg)), now);
         ids.push(id);
       }

@@ -7,6 +7,7 @@ import type { Registry } from 'prom-client';
 import { EwError } from '../../contracts/errors.ts';
 import { AppManifest, parseManifest } from '../../contracts/manifest.ts';
 import { matches, validateLabels } from '../../contracts/selector.ts';
+import { checkApp } from '../../stream/app.ts';
 import { SiteStatusBody } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
@@ -211,6 +212,25 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       return siteView(s, false);
     });
 
+  r.get('/api/v1/sites/:id/rules', {
+    schema: { tags: ['sites'], summary: 'The streaming rules a site runs, with their state and counters (from its last status)', params: SiteParams, response: { 200: z.object({ siteId: z.string(), reportedAt: z.number().nullable(), items: z.array(z.record(z.string(), z.unknown())) }), ...errors } },
+  }, async (req) => {
+    const s = await getSiteOr404(req.tenantId, req.params.id);
+    return { siteId: s.id, reportedAt: s.lastSeenAt, items: (s.status?.rules ?? []) as Record<string, unknown>[] };
+  });
+
+  r.get('/api/v1/sites/:id/egress', {
+    schema: {
+      tags: ['sites'], summary: 'The site\'s egress audit: records and bytes that left it, per minute, rule, result stream and destination',
+      params: SiteParams, querystring: z.object({ since: z.coerce.number().int().optional(), limit: z.coerce.number().int().min(1).max(5000).default(500) }),
+      response: { 200: z.object({ items: z.array(z.unknown()) }), ...errors },
+    },
+  }, async (req) => {
+    await getSiteOr404(req.tenantId, req.params.id);
+    const rows = await store.queryUplink(req.tenantId, { siteId: req.params.id, stream: '_egress-audit', since: req.query.since, limit: req.query.limit });
+    return { items: rows.map((x) => x.data) };
+  });
+
   // ---- apps ----
   r.post('/api/v1/apps', {
     schema: {
@@ -222,6 +242,8 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     let manifest: AppManifest;
     try {
       manifest = parseManifest(req.body.manifest);
+      // Streams, rules and egress are checked as a whole before the version exists.
+      checkApp(manifest);
     } catch (e) {
       if (e instanceof EwError && e.path !== undefined) throw new EwError(e.code, e.message, { path: `manifest.${e.path}` });
       throw e;
@@ -293,6 +315,8 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       querystring: z.object({
         site: z.string().optional(),
         stream: z.string().optional(),
+        app: z.string().optional(),
+        rule: z.string().optional(),
         since: z.coerce.number().int().optional().describe('site time, ms since epoch, inclusive'),
         until: z.coerce.number().int().optional().describe('site time, ms since epoch, exclusive'),
         after: z.coerce.number().int().optional().describe('the `next` cursor of the previous page'),
@@ -300,7 +324,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       }),
       response: {
         200: z.object({
-          items: z.array(z.object({ seq: z.number(), siteId: z.string(), id: z.string(), stream: z.string(), at: z.number(), receivedAt: z.number(), data: z.unknown() })),
+          items: z.array(z.object({ seq: z.number(), siteId: z.string(), id: z.string(), stream: z.string(), app: z.string().optional(), rule: z.string().optional(), at: z.number(), receivedAt: z.number(), data: z.unknown() })),
           next: z.number().nullable(),
         }),
         ...errors,
@@ -308,9 +332,9 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     },
   }, async (req) => {
     const q = req.query;
-    const rows = await store.queryUplink(req.tenantId, { siteId: q.site, stream: q.stream, since: q.since, until: q.until, afterSeq: q.after, limit: q.limit });
+    const rows = await store.queryUplink(req.tenantId, { siteId: q.site, stream: q.stream, app: q.app, rule: q.rule, since: q.since, until: q.until, afterSeq: q.after, limit: q.limit });
     return {
-      items: rows.map((x) => ({ seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, at: x.at, receivedAt: x.receivedAt, data: x.data })),
+      items: rows.map((x) => ({ seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, app: x.app, rule: x.rule, at: x.at, receivedAt: x.receivedAt, data: x.data })),
       next: rows.length === q.limit ? rows[rows.length - 1]!.seq : null,
     };
   });

@@ -24,7 +24,7 @@ interface DB {
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
-  uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; at: number; received_at: number; data: string };
+  uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
 const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => ({
@@ -102,6 +102,13 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addUniqueConstraint('uplink_once', ['site_id', 'msg_id'])
         .execute();
       await db.schema.createIndex('uplink_site_stream_at').on('uplink').columns(['site_id', 'stream', 'at']).execute();
+    },
+  },
+  '0002_uplink_origin': {
+    async up(db: Kysely<any>) {
+      await db.schema.alterTable('uplink').addColumn('app', 'varchar(64)').execute();
+      await db.schema.alterTable('uplink').addColumn('rule', 'varchar(64)').execute();
+      await db.schema.createIndex('uplink_app_rule').on('uplink').columns(['app', 'rule']).execute();
     },
   },
 });
@@ -359,7 +366,7 @@ export class SqlStore implements Store {
       for (let i = 0; i < records.length; i += 500) {
         const chunk = records.slice(i, i + 500);
         const r = await this.db.insertInto('uplink').values(chunk.map((x) => ({
-          site_id: x.siteId, msg_id: x.msgId, stream: x.stream, at: x.at, received_at: x.receivedAt, data: JSON.stringify(x.data ?? null),
+          site_id: x.siteId, msg_id: x.msgId, stream: x.stream, app: x.app ?? null, rule: x.rule ?? null, at: x.at, received_at: x.receivedAt, data: JSON.stringify(x.data ?? null),
         }))).onConflict((oc) => oc.columns(['site_id', 'msg_id']).doNothing()).executeTakeFirst();
         inserted += Number(r.numInsertedOrUpdatedRows ?? 0);
       }
@@ -370,17 +377,19 @@ export class SqlStore implements Store {
   async queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]> {
     const rows = await guard('query uplink', () => {
       let query = this.db.selectFrom('uplink').innerJoin('sites', 'sites.id', 'uplink.site_id')
-        .select(['uplink.seq', 'uplink.site_id', 'uplink.msg_id', 'uplink.stream', 'uplink.at', 'uplink.received_at', 'uplink.data'])
+        .select(['uplink.seq', 'uplink.site_id', 'uplink.msg_id', 'uplink.stream', 'uplink.app', 'uplink.rule', 'uplink.at', 'uplink.received_at', 'uplink.data'])
         .where('sites.tenant_id', '=', tenantId);
       if (q.siteId !== undefined) query = query.where('uplink.site_id', '=', q.siteId);
       if (q.stream !== undefined) query = query.where('uplink.stream', '=', q.stream);
+      if (q.app !== undefined) query = query.where('uplink.app', '=', q.app);
+      if (q.rule !== undefined) query = query.where('uplink.rule', '=', q.rule);
       if (q.since !== undefined) query = query.where('uplink.at', '>=', q.since);
       if (q.until !== undefined) query = query.where('uplink.at', '<', q.until);
       if (q.afterSeq !== undefined) query = query.where('uplink.seq', '>', q.afterSeq);
       return query.orderBy('uplink.seq').limit(q.limit).execute();
     });
     return rows.map((r) => ({
-      seq: Number(r.seq), siteId: r.site_id, msgId: r.msg_id, stream: r.stream, at: Number(r.at), receivedAt: Number(r.received_at), data: JSON.parse(r.data),
+      seq: Number(r.seq), siteId: r.site_id, msgId: r.msg_id, stream: r.stream, ...(r.app !== null ? { app: r.app } : {}), ...(r.rule !== null ? { rule: r.rule } : {}), at: Number(r.at), receivedAt: Number(r.received_at), data: JSON.parse(r.data),
     }));
   }
 

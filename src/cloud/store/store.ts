@@ -60,13 +60,16 @@ export interface UplinkRecord {
   siteId: string;
   msgId: string;
   stream: string;
+  /** The app and rule that produced it (absent for results posted by local programs). */
+  app?: string;
+  rule?: string;
   /** When the site produced it (site clock). */
   at: number;
   receivedAt: number;
   data: unknown;
 }
 
-export interface UplinkQuery { siteId?: string; stream?: string; since?: number; until?: number; limit: number; afterSeq?: number }
+export interface UplinkQuery { siteId?: string; stream?: string; app?: string; rule?: string; since?: number; until?: number; limit: number; afterSeq?: number }
 export interface UplinkRow extends UplinkRecord { seq: number }
 
 export type ConsumeResult =
