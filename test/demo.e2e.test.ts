@@ -22,6 +22,15 @@ describe('end to end: `edgeweave demo`', () => {
       return s.online === 3 && s.items.every((x: any) => x.status?.devices.messagesIn > 0 && x.status.apps.length === 1 && x.inSync) ? s : undefined;
     }, 60_000, 250);
     assert.deepEqual(sites.items.map((s: any) => s.status.apps[0].name).sort(), ['cell-kpi-watch', 'traffic-watch', 'vibration-guard']);
+    // The city's traffic rule and the factory's vibration rule send their results to the cloud.
+    const byName = Object.fromEntries(ready.sites.map((s: any) => [s.name, s.siteId]));
+    const results = async (site: string, stream: string) =>
+      ((await (await fetch(`${ready.url}/api/v1/results?site=${site}&stream=${stream}`, { headers: { authorization: `Bearer ${ready.adminKey}` } })).json()) as any).items;
+    const traffic = await waitFor('traffic stats from the city', async () => { const r = await results(byName['city-hangzhou-01'], 'traffic-stats'); return r.length ? r : undefined; }, 60_000, 500);
+    assert.equal(traffic[0].rule, 'intersection-stats');
+    assert.ok(typeof traffic[0].data.vehicles === 'number' && typeof traffic[0].data.speed === 'number');
+    const health = await waitFor('machine health from the factory', async () => { const r = await results(byName['factory-ningbo-02'], 'machine-health'); return r.length ? r : undefined; }, 60_000, 500);
+    assert.ok(['press-01', 'press-02', 'cnc-07', 'pump-12'].includes(health[0].data.machineId));
     demo.child.kill('SIGINT');
     assert.equal(await demo.exited, 0, `clean exit; stderr:\n${demo.stderr().slice(-2000)}`);
     assert.match(demo.stderr(), /demo stopped/);

@@ -17,22 +17,66 @@ import { EwError } from '../contracts/errors.ts';
  */
 interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; app: Record<string, unknown> }
 
-const manifest = (name: string, description: string, streams: unknown[], egress: string[]) => ({
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: '1.0.0', description }, spec: { streams, policy: { egress: { allow: egress } } },
+const DEMO_APP_VERSION = '1.1.0';
+
+const manifest = (name: string, description: string, streams: unknown[], rules: unknown[], egress: unknown[]) => ({
+  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: DEMO_APP_VERSION, description }, spec: { streams, rules, policy: { egress: { allow: egress } } },
 });
 
 export const DEMO_SITES: SiteSpec[] = [
   {
     name: 'city-hangzhou-01', region: 'cn-east', labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' }, profile: () => trafficProfile(),
-    app: manifest('traffic-watch', 'Vehicle counts and speeds per intersection', [{ name: 'traffic', topic: 'city/+/+/traffic', format: 'json', timestamp: 'ts', schema: { intersection: 'string', vehicles: 'int', speed: 'float', occupancy: 'float', ts: 'timestamp' } }], ['congestion']),
+    app: manifest('traffic-watch', 'Vehicle counts and speeds per intersection, congestion alerts',
+      [{ name: 'traffic', topic: 'city/+/+/traffic', format: 'json', timestamp: 'ts', schema: { intersection: 'string', vehicles: 'int', speed: 'float', occupancy: 'float', lane: 'int', ts: 'timestamp' } }],
+      [
+        {
+          name: 'intersection-stats',
+          sql: 'SELECT intersection, sum(vehicles) AS vehicles, round(avg(speed), 1) AS speed, round(max(occupancy), 3) AS occupancy FROM traffic GROUP BY intersection, TUMBLINGWINDOW(ss, 10)',
+          sinks: [{ uplink: 'traffic-stats' }],
+          options: { lateness: 2000 },
+        },
+        {
+          name: 'congestion',
+          sql: 'SELECT intersection, round(avg(speed), 1) AS speed, sum(vehicles) AS vehicles, window_end() AS at FROM traffic GROUP BY intersection, HOPPINGWINDOW(ss, 60, 10) HAVING avg(speed) < 15',
+          sinks: [{ uplink: 'congestion' }, { mqtt: 'city/alerts/congestion' }],
+          options: { lateness: 2000 },
+        },
+      ],
+      ['traffic-stats', 'congestion']),
   },
   {
     name: 'factory-ningbo-02', region: 'cn-south', labels: { industry: 'manufacturing', plant: 'ningbo-2' }, profile: () => vibrationProfile(),
-    app: manifest('vibration-guard', 'Machine vibration anomaly alerts', [{ name: 'vibration', topic: 'factory/+/vibration', format: 'json', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', ts: 'timestamp' } }], ['alerts']),
+    app: manifest('vibration-guard', 'Machine vibration anomaly alerts',
+      [{ name: 'vibration', topic: 'factory/+/vibration', format: 'json', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', temperature: 'float', ts: 'timestamp' } }],
+      [
+        {
+          name: 'anomalies',
+          sql: 'SELECT machineId, round(avg(rms), 4) AS rms, round(max(kurtosis), 3) AS kurtosis, round(avg(peakHz), 1) AS peakHz FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING max(kurtosis) > 5 OR avg(rms) > 1.3',
+          sinks: [{ uplink: 'alerts' }, { mqtt: 'factory/alerts' }],
+          options: { lateness: 1000 },
+        },
+        {
+          name: 'machine-health',
+          sql: 'SELECT machineId, round(avg(rms), 4) AS rms, round(percentile(rms, 0.95), 4) AS rmsP95, round(avg(temperature), 1) AS temperature FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 15)',
+          sinks: [{ uplink: 'machine-health' }],
+          options: { lateness: 1000 },
+        },
+      ],
+      ['alerts', 'machine-health']),
   },
   {
     name: 'telco-edge-fra-03', region: 'eu-central', labels: { industry: 'telco', tier: 'far-edge' }, profile: () => cellKpiProfile(),
-    app: manifest('cell-kpi-watch', 'Radio cell load and latency', [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', latencyMs: 'float', ts: 'timestamp' } }], ['kpi-summary']),
+    app: manifest('cell-kpi-watch', 'Radio cell load and latency',
+      [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', activeUes: 'int', throughputMbps: 'float', latencyMs: 'float', ts: 'timestamp' } }],
+      [
+        {
+          name: 'kpi-summary',
+          sql: "SELECT cellId, round(avg(prbUtil), 3) AS prbUtil, round(percentile(latencyMs, 0.95), 2) AS latencyP95, max(activeUes) AS peakUes, CASE WHEN avg(prbUtil) > 0.8 THEN 'hot' ELSE 'ok' END AS load FROM kpi GROUP BY cellId, TUMBLINGWINDOW(ss, 20)",
+          sinks: [{ uplink: 'kpi-summary' }],
+          options: { lateness: 2000 },
+        },
+      ],
+      ['kpi-summary']),
   },
 ];
 
@@ -148,12 +192,12 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       const pushed = await api(url, adminKey, 'POST', '/api/v1/apps', { manifest: s.app });
       if (pushed.status !== 201 && pushed.status !== 409) throw new EwError('INTERNAL', `pushing ${(s.app as any).metadata.name} failed: ${JSON.stringify(pushed.body)}`);
     }
-    const existing = (await api(url, adminKey, 'GET', '/api/v1/deployments')).body.items as { app: string }[];
+    const existing = (await api(url, adminKey, 'GET', '/api/v1/deployments')).body.items as { app: string; version: string }[];
     for (const s of DEMO_SITES) {
       const name = (s.app as any).metadata.name as string;
-      if (existing.some((d) => d.app === name)) continue;
+      if (existing.some((d) => d.app === name && d.version === DEMO_APP_VERSION)) continue;
       const [k, v] = Object.entries(s.labels)[0]!;
-      const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: name, version: '1.0.0', selector: { [k]: v } });
+      const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: name, version: DEMO_APP_VERSION, selector: { [k]: v } });
       if (dep.status !== 201) throw new EwError('INTERNAL', `deploying ${name} failed: ${JSON.stringify(dep.body)}`);
     }
 
