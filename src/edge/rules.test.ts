@@ -69,8 +69,22 @@ describe('RuleHost', () => {
     assert.deepEqual(host.statuses().map((s) => [s.rule, s.state]), [['batches', 'running'], ['granted', 'running']]);
     router.onMessage('meters/m2/kwh', Buffer.from('{"id":"m2","kwh":9}'));
     assert.deepEqual(memorySinks.get('batches')!.slice(-1), [{ id: 'm2', kwh: 10 }], 'the kept rule still had the record from before the update');
+    await new Promise((r) => setImmediate(r)); // uplink rows are committed once per event-loop turn
     assert.equal(outbox.pending, 1);
+    const msg = JSON.parse(outbox.peek(0, 1)[0]!.payload.toString());
+    assert.deepEqual([msg.body.app, msg.body.rule, msg.body.data], ['meters', 'granted', { id: 'm2', kwh: 9 }]);
     await host.stop(desired('1.1.0', []));
     assert.deepEqual(host.statuses(), []);
+  });
+
+  it('keeps a per-minute egress audit and sends closed minutes up on _egress-audit', () => {
+    const before = outbox.pending;
+    assert.equal(audit.report(outbox, 's1'), 0, 'the current minute is still open');
+    clock.advance(60_000);
+    assert.equal(audit.report(outbox, 's1'), 1);
+    assert.equal(audit.report(outbox, 's1'), 0, 'each minute is reported once');
+    const rows = outbox.peek(0, 100).map((r) => JSON.parse(r.payload.toString()).body).filter((b) => b.stream === '_egress-audit');
+    assert.equal(outbox.pending, before + 1);
+    assert.deepEqual(rows.map((b) => [b.data.app, b.data.rule, b.data.stream, b.data.destination, b.data.records]), [['meters', 'granted', 'big', 'cloud', 1]]);
   });
 });

@@ -68,16 +68,39 @@ export class EgressAudit {
   }
 }
 
+/**
+ * Results into the outbox. Rows emitted in one turn of the event loop are committed in one
+ * transaction (a stateless rule emits per record; a commit, with its fsync, per record would cap
+ * the site at a few hundred results a second).
+ */
 class UplinkSink implements Sink {
   readonly kind = 'uplink';
+  private pending: Row[] = [];
+  private scheduled = false;
   constructor(private readonly name: string, private readonly c: SinkContext) {}
   write(rows: Row[]): void {
-    const out = pick(rows, this.c.allowedFields(this.name));
-    this.c.outbox.enqueue(topics.up(this.c.siteId, this.name), this.name, out, { app: this.c.app, rule: this.c.rule });
-    this.c.audit.record(this.c.app, this.c.rule, this.name, 'cloud', out.length, Buffer.byteLength(JSON.stringify(out)));
-    this.c.notifyOutbox();
+    for (const r of pick(rows, this.c.allowedFields(this.name))) this.pending.push(r);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
   }
-  close(): void {}
+  private flush(): void {
+    this.scheduled = false;
+    const out = this.pending;
+    if (out.length === 0) return;
+    this.pending = [];
+    try {
+      this.c.outbox.enqueue(topics.up(this.c.siteId, this.name), this.name, out, { app: this.c.app, rule: this.c.rule });
+      this.c.audit.record(this.c.app, this.c.rule, this.name, 'cloud', out.length, Buffer.byteLength(JSON.stringify(out)));
+      this.c.notifyOutbox();
+    } catch (e) {
+      this.c.log.warn({ app: this.c.app, rule: this.c.rule, err: (e as Error).message, lost: out.length }, 'results not written to the outbox');
+    }
+  }
+  close(): void {
+    this.flush();
+  }
 }
 
 class MqttSink implements Sink {
