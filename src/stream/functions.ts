@@ -145,11 +145,59 @@ export interface AggregateFn {
 
 const numeric = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : num(v));
 
+// Accumulators are small classes, not closures: a window can hold a group per key, each with
+// one accumulator per aggregate, and classes keep that allocation cheap and call sites monomorphic.
+class CountAcc implements Acc {
+  n = 0;
+  add(v: unknown) { if (v !== null && v !== undefined) this.n++; }
+  result() { return this.n; }
+}
+class SumAcc implements Acc {
+  s = 0; any = false;
+  add(v: unknown) { const x = typeof v === 'number' ? v : numeric(v); if (x !== null) { this.s += x; this.any = true; } }
+  result() { return this.any ? this.s : null; }
+}
+class AvgAcc implements Acc {
+  s = 0; n = 0;
+  add(v: unknown) { const x = typeof v === 'number' ? v : numeric(v); if (x !== null) { this.s += x; this.n++; } }
+  result() { return this.n ? this.s / this.n : null; }
+}
+class MinAcc implements Acc {
+  m: unknown = null;
+  add(v: unknown) { if (v !== null && v !== undefined && (this.m === null || (v as number) < (this.m as number))) this.m = v; }
+  result() { return this.m; }
+}
+class MaxAcc implements Acc {
+  m: unknown = null;
+  add(v: unknown) { if (v !== null && v !== undefined && (this.m === null || (v as number) > (this.m as number))) this.m = v; }
+  result() { return this.m; }
+}
 class Welford implements Acc {
   n = 0; mean = 0; m2 = 0;
   constructor(private readonly kind: 'var' | 'stddev') {}
   add(v: unknown) { const x = numeric(v); if (x === null) return; this.n++; const d = x - this.mean; this.mean += d / this.n; this.m2 += d * (x - this.mean); }
   result() { if (this.n < 2) return this.n === 1 ? 0 : null; const v = this.m2 / (this.n - 1); return this.kind === 'var' ? v : Math.sqrt(v); }
+}
+class PercentileAcc implements Acc {
+  vals: number[] = [];
+  constructor(private readonly p: number) {}
+  add(v: unknown) { const x = numeric(v); if (x !== null) this.vals.push(x); }
+  result() { return percentileOf(this.vals, this.p); }
+}
+class FirstAcc implements Acc {
+  f: unknown = null; seen = false;
+  add(v: unknown) { if (!this.seen) { this.f = v ?? null; this.seen = true; } }
+  result() { return this.f; }
+}
+class LastAcc implements Acc {
+  l: unknown = null;
+  add(v: unknown) { this.l = v ?? null; }
+  result() { return this.l; }
+}
+class CollectAcc implements Acc {
+  out: unknown[] = [];
+  add(v: unknown) { this.out.push(v ?? null); }
+  result() { return this.out; }
 }
 
 function percentileOf(values: number[], p: number): number | null {
@@ -162,21 +210,18 @@ function percentileOf(values: number[], p: number): number | null {
 }
 
 export const AGGREGATES: Record<string, AggregateFn> = {
-  count: { extra: 0, returns: 'number', star: true, make: () => { let n = 0; return { add(v) { if (v !== null && v !== undefined) n++; }, result: () => n }; } },
-  sum: { extra: 0, returns: 'number', make: () => { let s = 0; let any = false; return { add(v) { const x = numeric(v); if (x !== null) { s += x; any = true; } }, result: () => (any ? s : null) }; } },
-  avg: { extra: 0, returns: 'number', make: () => { let s = 0; let n = 0; return { add(v) { const x = numeric(v); if (x !== null) { s += x; n++; } }, result: () => (n ? s / n : null) }; } },
-  min: { extra: 0, returns: 'any', make: () => { let m: unknown = null; return { add(v) { if (v !== null && v !== undefined && (m === null || (v as number) < (m as number))) m = v; }, result: () => m }; } },
-  max: { extra: 0, returns: 'any', make: () => { let m: unknown = null; return { add(v) { if (v !== null && v !== undefined && (m === null || (v as number) > (m as number))) m = v; }, result: () => m }; } },
+  count: { extra: 0, returns: 'number', star: true, make: () => new CountAcc() },
+  sum: { extra: 0, returns: 'number', make: () => new SumAcc() },
+  avg: { extra: 0, returns: 'number', make: () => new AvgAcc() },
+  min: { extra: 0, returns: 'any', make: () => new MinAcc() },
+  max: { extra: 0, returns: 'any', make: () => new MaxAcc() },
   stddev: { extra: 0, returns: 'number', make: () => new Welford('stddev') },
   var: { extra: 0, returns: 'number', make: () => new Welford('var') },
-  percentile: {
-    extra: 1, returns: 'number',
-    make: ([p]) => { const vals: number[] = []; return { add(v) { const x = numeric(v); if (x !== null) vals.push(x); }, result: () => percentileOf(vals, p as number) }; },
-  },
-  median: { extra: 0, returns: 'number', make: () => { const vals: number[] = []; return { add(v) { const x = numeric(v); if (x !== null) vals.push(x); }, result: () => percentileOf(vals, 0.5) }; } },
-  first: { extra: 0, returns: 'any', make: () => { let f: unknown = null; let seen = false; return { add(v) { if (!seen) { f = v ?? null; seen = true; } }, result: () => f }; } },
-  last: { extra: 0, returns: 'any', make: () => { let l: unknown = null; return { add(v) { l = v ?? null; }, result: () => l }; } },
-  collect: { extra: 0, returns: 'array', star: true, make: () => { const out: unknown[] = []; return { add(v) { out.push(v ?? null); }, result: () => out }; } },
+  percentile: { extra: 1, returns: 'number', make: ([p]) => new PercentileAcc(p as number) },
+  median: { extra: 0, returns: 'number', make: () => new PercentileAcc(0.5) },
+  first: { extra: 0, returns: 'any', make: () => new FirstAcc() },
+  last: { extra: 0, returns: 'any', make: () => new LastAcc() },
+  collect: { extra: 0, returns: 'array', star: true, make: () => new CollectAcc() },
 };
 
 /** count(DISTINCT x) and friends: the same aggregate over each distinct value once. */

@@ -29,24 +29,30 @@ export interface RuntimeOptions {
 export interface RuleStats { in: number; out: number; filtered: number; late: number; errors: number; lastOutputAt: number | null }
 
 interface Group { accs: Acc[]; last: Row }
-type Groups = Map<string, Group>;
+type Groups = Map<Key, Group>;
 
 interface Session { start: number; last: number; group: Group }
 
-const keyOf = (vals: unknown[]): string => (vals.length === 1 ? stringKey(vals[0]) : vals.map(stringKey).join('\u0000'));
+/**
+ * A group's Map key. One primitive key is used as it is (a Map tells 1 from '1'), which saves a
+ * string per record on the hot path; several keys, or an object, become one string.
+ */
+type Key = string | number | boolean | null;
 const stringKey = (v: unknown): string => (v === null || v === undefined ? '\u0001' : typeof v === 'object' ? JSON.stringify(v) : typeof v === 'string' ? `s${v}` : `${typeof v}${String(v)}`);
 
 export class RuleRuntime {
   readonly stats: RuleStats = { in: 0, out: 0, filtered: 0, late: 0, errors: 0, lastOutputAt: null };
   private watermark = -Infinity;
+  /** End of the earliest open time window (Infinity when none). */
+  private earliestEnd = Infinity;
   private maxTs = -Infinity;
   /** Time windows (tumbling, hopping) by start time. */
   private readonly windows = new Map<number, Groups>();
   /** Session windows by group key. */
-  private readonly sessions = new Map<string, Session[]>();
+  private readonly sessions = new Map<Key, Session[]>();
   /** Sliding windows: buffered records (time, key, record) in time order. */
-  private slideBuf: { ts: number; key: string; row: Row }[] = [];
-  private slidePending: { ts: number; key: string; row: Row }[] = [];
+  private slideBuf: { ts: number; key: Key; row: Row }[] = [];
+  private slidePending: { ts: number; key: Key; row: Row }[] = [];
   /** Count windows. */
   private countBuf: Row[] = [];
   private cancelTimer?: () => void;
@@ -77,7 +83,19 @@ export class RuleRuntime {
     g.last = row;
   }
 
-  private groupIn(groups: Groups, key: string, row: Row): Group {
+  private keyOf(row: Row): Key {
+    const keys = this.plan.keys;
+    if (keys.length === 0) return '';
+    if (keys.length === 1) {
+      const v = keys[0]!(row, this.env);
+      return v === undefined ? null : typeof v === 'object' && v !== null ? stringKey(v) : (v as Key);
+    }
+    let k = '';
+    for (let i = 0; i < keys.length; i++) k += `${stringKey(keys[i]!(row, this.env))}\u0000`;
+    return k;
+  }
+
+  private groupIn(groups: Groups, key: Key, row: Row): Group {
     let g = groups.get(key);
     if (!g) { g = this.newGroup(row); groups.set(key, g); }
     return g;
@@ -95,14 +113,18 @@ export class RuleRuntime {
       const w = p.window!;
       if (w.kind === 'count') { this.pushCount(row); return; }
       const ts = this.timeOf(row);
-      const key = p.keys.length ? keyOf(p.keys.map((k) => k(row, this.env))) : '';
+      const key = this.keyOf(row);
       let accepted = false;
       if (w.kind === 'tumbling' || w.kind === 'hopping') {
         const hop = w.kind === 'tumbling' ? w.size : w.hop;
         for (let s = Math.floor(ts / hop) * hop; s > ts - w.size; s -= hop) {
           if (s + w.size <= this.watermark) break; // this and earlier windows have closed
           let groups = this.windows.get(s);
-          if (!groups) { groups = new Map(); this.windows.set(s, groups); }
+          if (!groups) {
+            groups = new Map();
+            this.windows.set(s, groups);
+            if (s + w.size < this.earliestEnd) this.earliestEnd = s + w.size;
+          }
           this.addTo(this.groupIn(groups, key, row), row);
           accepted = true;
         }
@@ -128,7 +150,7 @@ export class RuleRuntime {
     }
   }
 
-  private pushSession(key: string, ts: number, row: Row, timeout: number, max?: number): boolean {
+  private pushSession(key: Key, ts: number, row: Row, timeout: number, max?: number): boolean {
     let list = this.sessions.get(key);
     if (!list) { list = []; this.sessions.set(key, list); }
     for (const s of list) {
@@ -157,7 +179,7 @@ export class RuleRuntime {
   private groupRows(rows: Row[]): Groups {
     const groups: Groups = new Map();
     for (const r of rows) {
-      const key = this.plan.keys.length ? keyOf(this.plan.keys.map((k) => k(r, this.env))) : '';
+      const key = this.keyOf(r);
       this.addTo(this.groupIn(groups, key, r), r);
     }
     return groups;
@@ -169,14 +191,18 @@ export class RuleRuntime {
     this.watermark = to;
     const w = this.plan.window!;
     if (w.kind === 'tumbling' || w.kind === 'hopping') {
+      // Cheap exit on the hot path: nothing closes before the earliest open window's end.
+      if (to < this.earliestEnd) return;
       const due = [...this.windows.keys()].filter((s) => s + w.size <= to).sort((a, b) => a - b);
       for (const s of due) {
         const groups = this.windows.get(s)!;
         this.windows.delete(s);
         this.emitGroups(groups, { start: s, end: s + w.size });
       }
+      this.earliestEnd = Infinity;
+      for (const s of this.windows.keys()) if (s + w.size < this.earliestEnd) this.earliestEnd = s + w.size;
     } else if (w.kind === 'session') {
-      const closed: { s: Session; key: string }[] = [];
+      const closed: { s: Session; key: Key }[] = [];
       for (const [key, list] of this.sessions) {
         const keep = list.filter((s) => {
           const done = s.last + w.timeout <= to || (w.max !== undefined && s.start + w.max <= to);
@@ -207,7 +233,7 @@ export class RuleRuntime {
     }
   }
 
-  private insertSorted(x: { ts: number; key: string; row: Row }): void {
+  private insertSorted(x: { ts: number; key: Key; row: Row }): void {
     let i = this.slideBuf.length;
     while (i > 0 && this.slideBuf[i - 1]!.ts > x.ts) i--;
     this.slideBuf.splice(i, 0, x);
@@ -228,9 +254,12 @@ export class RuleRuntime {
 
   private emitGroups(groups: Groups, window: { start: number; end: number } | undefined): void {
     const rows: Row[] = [];
+    // One array for the aggregate values, refilled per group: projections read it, never keep it.
+    const aggs = new Array<unknown>(this.plan.aggs.length);
     for (const g of groups.values()) {
       try {
-        const r = this.project(g.last, window, g.accs.map((a) => a.result()));
+        for (let i = 0; i < aggs.length; i++) aggs[i] = g.accs[i]!.result();
+        const r = this.project(g.last, window, aggs);
         if (r) rows.push(r);
       } catch (e) {
         this.stats.errors++;
