@@ -101,6 +101,9 @@ program.command('edge')
   .option('--api-port <port>', 'local API port', port, 8081)
   .option('--device-host <host>', 'device MQTT broker bind address', '0.0.0.0')
   .option('--device-port <port>', 'device MQTT broker port', port, 1883)
+  .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
+  .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
+  .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
   .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
   .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
   .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
@@ -115,6 +118,7 @@ Examples:
     const e = await startEdge({
       dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
       deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
+      deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
       outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,
     });
     if (e.generated.apiKey || e.generated.devicePassword) {

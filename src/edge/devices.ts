@@ -5,6 +5,25 @@ import { TOPIC_ROOT } from '../contracts/topics.ts';
 
 export interface DeviceMessage { topic: string; payload: Buffer; clientId: string }
 
+/**
+ * Where a site's device data comes from, with two implementations that pass one conformance
+ * suite (`test/device-source.conformance.test.ts`): the embedded broker below, and an external
+ * broker the agent reads as a client (ExternalDeviceSource).
+ * Lifecycle: construct → start() → setFilters()/publish()… → close().
+ */
+export interface DeviceSource {
+  readonly kind: 'embedded' | 'external';
+  readonly url: string;
+  readonly stats: { connected: number; messagesIn: number };
+  start(): Promise<void>;
+  onMessage(fn: (m: DeviceMessage) => void): () => void;
+  /** The topic filters the site's streams read; an external source subscribes to exactly these. */
+  setFilters(filters: readonly string[]): Promise<void>;
+  /** Publishes as the site (rule results for local consumers). */
+  publish(topic: string, payload: string): void;
+  close(): Promise<void>;
+}
+
 export interface DeviceBrokerOptions {
   port: number;
   host: string;
@@ -18,7 +37,8 @@ export interface DeviceBrokerOptions {
  * username and password; the `ew/` namespace is reserved for the agent and refused to devices,
  * as is `$SYS`. Every device message is handed to `subscribe()`rs (the stream engine, later).
  */
-export class DeviceBroker {
+export class DeviceBroker implements DeviceSource {
+  readonly kind = 'embedded' as const;
   private broker!: Aedes;
   private server!: Server;
   private boundPort = 0;
@@ -88,6 +108,9 @@ export class DeviceBroker {
     const a = this.server.address();
     this.boundPort = typeof a === 'object' && a ? a.port : this.o.port;
   }
+
+  /** Every device publish reaches this broker: the stream router filters, nothing to subscribe. */
+  async setFilters(): Promise<void> {}
 
   /** Publishes on the device broker as the site itself (rule results for local consumers). */
   publish(topic: string, payload: string): void {

@@ -8,7 +8,8 @@ import { openEdgeDb, kvGet, kvSet, type EdgeDb } from './db.ts';
 import { Outbox, type OverflowPolicy } from './outbox.ts';
 import { OutboxPump } from './pump.ts';
 import { CloudLink, type LinkState } from './link.ts';
-import { DeviceBroker } from './devices.ts';
+import { DeviceBroker, type DeviceSource } from './devices.ts';
+import { ExternalDeviceSource } from './external-devices.ts';
 import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
@@ -41,6 +42,13 @@ export interface EdgeConfig {
   deviceHost?: string;
   devicePort?: number;
   /**
+   * Read device data from a broker the site already has (mqtt://host:port) instead of running
+   * the embedded one; the agent subscribes to its streams' topics there. Default: embedded.
+   */
+  deviceBroker?: string;
+  deviceBrokerUsername?: string;
+  deviceBrokerPassword?: string;
+  /**
    * Files holding the secrets this agent checks (only their sha256 is stored): the local API
    * key and the device password (username `device`). Default: generated on first start and
    * printed once.
@@ -65,7 +73,7 @@ export interface EdgeHandle {
   generated: { apiKey?: string; devicePassword?: string };
   outbox: Outbox;
   supervisor: AppSupervisor;
-  devices: DeviceBroker;
+  devices: DeviceSource;
   linkState(): LinkState;
   close(): Promise<void>;
 }
@@ -127,13 +135,16 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
 
   // 3. Device broker, and the streams that route its messages to rules.
-  const devices = new DeviceBroker({
-    port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
-    verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
-  });
+  const devices: DeviceSource = cfg.deviceBroker
+    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
+    : new DeviceBroker({
+      port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
+      verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
+    });
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
   devices.onMessage((m) => router.onMessage(m.topic, m.payload));
+  router.onFiltersChanged((filters) => void devices.setFilters(filters));
   await devices.start();
   const audit = new EgressAudit(db, clock, registry);
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });

@@ -102,12 +102,26 @@ export class DeadLetters {
 export class StreamRouter {
   private readonly subs = new Set<Subscriber>();
   readonly stats = new Map<string, { in: number; invalid: number }>();
+  private filtersChanged?: (filters: string[]) => void;
 
   constructor(private readonly dead: DeadLetters) {}
 
+  /** Told the set of topic filters whenever it changes (an external device broker subscribes to them). */
+  onFiltersChanged(fn: (filters: string[]) => void): void {
+    this.filtersChanged = fn;
+  }
+
+  private changed(): void {
+    this.filtersChanged?.([...new Set([...this.subs].map((s) => s.stream.topic))]);
+  }
+
   subscribe(s: Subscriber): () => void {
     this.subs.add(s);
-    return () => this.subs.delete(s);
+    this.changed();
+    return () => {
+      this.subs.delete(s);
+      this.changed();
+    };
   }
 
   private stat(app: string, stream: string) {
