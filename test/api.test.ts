@@ -66,6 +66,19 @@ describe('cloud HTTP API: authentication, OpenAPI and errors', () => {
     await expectError(cloud.api('POST', '/api/v1/enroll', { token: t.body.token }, ''), 401, 'TOKEN_INVALID');
   });
 
+  it("reads a site's egress audit and rule status", async () => {
+    const site = (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body;
+    await cloud.handle.store.insertUplink([
+      { siteId: site.siteId, msgId: 'a1', stream: '_egress-audit', at: 60_000, receivedAt: 61_000, data: { minute: 0, app: 'vib', rule: 'r', stream: 'alerts', destination: 'cloud', records: 3, bytes: 120 } },
+      { siteId: site.siteId, msgId: 'x1', stream: 'alerts', at: 60_000, receivedAt: 61_000, data: { not: 'audit' } },
+    ]);
+    const audit = await cloud.api('GET', `/api/v1/sites/${site.siteId}/egress`);
+    assert.deepEqual(audit.body.items, [{ minute: 0, app: 'vib', rule: 'r', stream: 'alerts', destination: 'cloud', records: 3, bytes: 120 }]);
+    const rules = await cloud.api('GET', `/api/v1/sites/${site.siteId}/rules`);
+    assert.deepEqual(rules.body.items, [], 'no status yet');
+    await expectError(cloud.api('GET', '/api/v1/sites/site-nope/egress'), 404, 'SITE_NOT_FOUND');
+  });
+
   it('counts a malformed MQTT payload, drops it, and keeps serving the site', async () => {
     const site = (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body;
     const c = await mqtt.connectAsync(site.mqtt.url, { clientId: site.siteId, username: site.siteId, password: site.mqtt.password, protocolVersion: 4, reconnectPeriod: 0 });

@@ -2,6 +2,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { spawnCli } from './support/proc.ts';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { startTestCloud, tempDir, removeDirs, type TestCloud } from './support/harness.ts';
 
 /** The exit codes scripts rely on, from the real command. */
@@ -42,5 +44,31 @@ describe('edgeweave edge: exit codes and messages', () => {
     const p = edge(['--data-dir', dir(), '--outbox-overflow', 'sometimes']);
     assert.equal(await p.exited, 2);
     assert.match(p.stderr(), /outbox-overflow/);
+  });
+});
+
+describe('edgeweave sql: try a rule on JSON lines', () => {
+  const dir = tempDir('sql');
+  after(() => removeDirs(dir));
+
+  it('prints results as JSON lines, closes open windows at the end, and reports bad lines', async () => {
+    const input = join(dir, 'records.jsonl');
+    writeFileSync(input, [
+      { machineId: 'm1', rms: 1, ts: 1000 }, { machineId: 'm2', rms: 3, ts: 2000 }, 'garbage', { machineId: 'm1', rms: 2, ts: 3000 },
+      { machineId: 'm1', rms: 5, ts: 12_000 },
+    ].map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n'));
+    const p = spawnCli(['sql', 'SELECT machineId, avg(rms) AS rms, count(*) AS n FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)', '--input', input]);
+    assert.equal(await p.exited, 0, p.stderr());
+    assert.deepEqual(p.stdoutLines, [
+      { machineId: 'm1', rms: 1.5, n: 2 }, { machineId: 'm2', rms: 3, n: 1 }, { machineId: 'm1', rms: 5, n: 1 },
+    ]);
+    assert.match(p.stderr(), /line 3: not JSON/);
+    assert.match(p.stderr(), /4 records in, 3 results out, 0 filtered, 0 late, 0 failed, 1 unreadable lines/);
+  });
+
+  it('exits 2 with line and column for a bad query', async () => {
+    const p = spawnCli(['sql', 'SELECT a FORM s', '--input', '/dev/null']);
+    assert.equal(await p.exited, 2);
+    assert.match(p.stderr(), /error SQL_SYNTAX: line 1, column 10: .*did you mean FROM\?/);
   });
 });
