@@ -40,7 +40,7 @@ export const SiteStatusBody = z.object({
   devices: z.object({ connected: z.number().int().nonnegative(), messagesIn: z.number().int().nonnegative() }),
   rules: z.array(z.object({
     app: z.string(), rule: z.string(), state: z.enum(['running', 'failed']), error: z.string().max(2000).optional(),
-    in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
+    in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), dropped: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
   })).max(1000).optional(),
   deadLetters: z.number().int().nonnegative().optional(),
 });

@@ -22,6 +22,8 @@ export interface RuleStatus {
   filtered: number;
   late: number;
   errors: number;
+  /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
+  dropped: number;
   sinkErrors: number;
   lastOutputAt: number | null;
 }
@@ -64,7 +66,8 @@ export class RuleHost implements AppComponent {
       const s = r.runtime?.stats;
       return {
         app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}),
-        in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0, sinkErrors: r.sinkErrors, lastOutputAt: s?.lastOutputAt ?? null,
+        in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0,
+        dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, lastOutputAt: s?.lastOutputAt ?? null,
       };
     });
   }
