@@ -28,6 +28,12 @@ export const ERROR_CODES = {
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
   EGRESS_DENIED: { status: 400, meaning: 'A rule would send results off the site that the app\'s egress policy does not grant.' },
+  // Inference
+  MODEL_NOT_FOUND: { status: 404, meaning: 'No model (or endpoint) of that name and version is served by this site.' },
+  MODEL_NOT_READY: { status: 503, meaning: 'The model is declared but not loaded yet (downloading or loading).' },
+  MODEL_LOAD_FAILED: { status: 500, meaning: 'A model file could not be loaded by its runtime.' },
+  INFER_INPUT_INVALID: { status: 400, meaning: 'An inference request\'s tensors do not match the model: a missing input, a wrong datatype or shape, or data of the wrong length.' },
+  QUEUE_FULL: { status: 503, meaning: 'The model\'s request queue is full (back-pressure); retry after a short wait.' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },
