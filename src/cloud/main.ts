@@ -1,4 +1,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FileArtifactStore } from './artifacts.ts';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from './store/open.ts';
@@ -41,6 +43,8 @@ export interface CloudConfig {
   brokerClientId?: string;
   /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
   brokerSessionExpiryS?: number;
+  /** Largest model file accepted (bytes). Default 4 GiB. */
+  artifactMaxBytes?: number;
   /** Heartbeat interval told to agents at enrollment (s). Default 10. */
   heartbeatIntervalS?: number;
   /** Missed heartbeats before a site is offline. Default 3. */
@@ -116,10 +120,11 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   await hub.start(fleet.handle);
   await fleet.start();
 
-  const http = await createApiServer({ store, log, registry });
+  const http = await createApiServer({ store, log, registry, verifySite: (id, secret) => fleet.verifySite(id, secret) });
+  const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
   let url = '';
   registerRoutes(http, {
-    store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION,
+    store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });

@@ -37,7 +37,7 @@ describe('selectors and labels', () => {
 });
 
 describe('app manifest', () => {
-  const good = { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vibration-guard', version: '1.0.0' }, spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx' }] } };
+  const good = { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vibration-guard', version: '1.0.0' }, spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: 'a'.repeat(64) }] } };
   it('accepts the brief\'s shape and fills defaults', () => {
     const m = parseManifest(good);
     assert.deepEqual(m.spec.rules, []);
@@ -49,7 +49,8 @@ describe('app manifest', () => {
     ['bad model name', { ...good, spec: { models: [{ name: 'Vib AE', format: 'onnx' }] } }, 'spec.models[0].name', /lower-case/],
     ['unknown format', { ...good, spec: { models: [{ name: 'a', format: 'pt' }] } }, 'spec.models[0].format', /onnx/],
     ['unknown top-level key', { ...good, extra: 1 }, '', /extra/],
-    ['duplicate model', { ...good, spec: { models: [{ name: 'a', format: 'onnx' }, { name: 'a', format: 'onnx' }] } }, 'spec.models[1].name', /twice/],
+    ['duplicate model', { ...good, spec: { models: [{ name: 'a', format: 'onnx', sha256: 'b'.repeat(64) }, { name: 'a', format: 'onnx', sha256: 'b'.repeat(64) }] } }, 'spec.models[1].name', /twice/],
+    ['a model without its sha256', { ...good, spec: { models: [{ name: 'a', format: 'onnx', path: 'a.onnx' }] } }, 'spec.models[0].sha256', /app push fills it in/],
   ];
   for (const [name, input, path, msg] of bad) {
     it(`refuses ${name} with the field path`, () => {

@@ -34,6 +34,9 @@ export const ERROR_CODES = {
   MODEL_LOAD_FAILED: { status: 500, meaning: 'A model file could not be loaded by its runtime.' },
   INFER_INPUT_INVALID: { status: 400, meaning: 'An inference request\'s tensors do not match the model: a missing input, a wrong datatype or shape, or data of the wrong length.' },
   QUEUE_FULL: { status: 503, meaning: 'The model\'s request queue is full (back-pressure); retry after a short wait.' },
+  ARTIFACT_NOT_FOUND: { status: 404, meaning: 'No complete artifact (model file) with that sha256 on the cloud.' },
+  ARTIFACT_OFFSET_MISMATCH: { status: 409, meaning: 'A resumed upload chunk does not start where the stored part ends.' },
+  ARTIFACT_DIGEST_MISMATCH: { status: 400, meaning: 'A model file\'s bytes do not hash to the sha256 it was named by; it was refused and never loaded.' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },

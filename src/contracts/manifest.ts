@@ -17,10 +17,22 @@ export const Version = z.string().regex(SEMVER, 'use a semantic version such as 
 export const ModelSpec = z.object({
   name: Name,
   format: z.enum(['onnx', 'gguf', 'remote']),
+  /** The file in the app bundle; `app push` uploads it and fills in sha256. */
   path: z.string().min(1).optional(),
+  /** The artifact the site downloads and verifies (required for onnx and gguf). */
   sha256: z.string().regex(/^[a-f0-9]{64}$/, 'a lower-case hex sha256').optional(),
-  batching: z.object({ maxBatchSize: z.number().int().positive().max(4096), maxQueueDelayMs: z.number().nonnegative().max(10_000) }).partial().optional(),
-}).passthrough();
+  batching: z.object({
+    maxBatchSize: z.number().int().positive().max(4096),
+    maxQueueDelayMs: z.number().nonnegative().max(10_000),
+    preferredBatchSizes: z.array(z.number().int().positive().max(4096)).max(16),
+    maxQueueSize: z.number().int().positive().max(1_000_000),
+  }).partial().strict().optional(),
+  runtime: z.object({
+    threads: z.number().int().positive().max(256),
+    graphOptimization: z.enum(['disabled', 'basic', 'extended', 'all']),
+    executionProvider: z.enum(['cpu', 'cuda']),
+  }).partial().strict().optional(),
+}).passthrough().refine((m) => m.format === 'remote' || m.sha256 !== undefined, { message: 'onnx and gguf models need the sha256 of their uploaded file (edgeweave app push fills it in)', path: ['sha256'] });
 
 const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter or "_"');
 /** A result stream's name, as it appears in the cloud (`ew/{site}/up/{name}`). */

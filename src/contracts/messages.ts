@@ -43,6 +43,10 @@ export const SiteStatusBody = z.object({
     in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), dropped: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
   })).max(1000).optional(),
   deadLetters: z.number().int().nonnegative().optional(),
+  models: z.array(z.object({
+    app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), error: z.string().max(2000).optional(),
+    download: z.object({ received: z.number(), total: z.number() }).optional(),
+  })).max(1000).optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;
 

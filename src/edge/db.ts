@@ -19,6 +19,8 @@ const MIGRATIONS: string[] = [
   `CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, app TEXT NOT NULL, stream TEXT NOT NULL, reason TEXT NOT NULL, payload TEXT NOT NULL);
    CREATE TABLE egress_audit (minute INTEGER NOT NULL, app TEXT NOT NULL, rule TEXT NOT NULL, stream TEXT NOT NULL, destination TEXT NOT NULL,
      records INTEGER NOT NULL, bytes INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (minute, app, rule, stream, destination));`,
+  // The model cache's index (files live in {dataDir}/models, named by sha256).
+  `CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used INTEGER NOT NULL);`,
 ];
 
 export function openEdgeDb(dataDir: string): EdgeDb {

@@ -14,6 +14,12 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
+import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
+import { RuntimeRegistry } from '../inference/runtime.ts';
+import { OnnxRuntime } from '../inference/onnx.ts';
+import { ModelHost } from '../inference/host.ts';
+import { registerOip } from '../inference/oip.ts';
+import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
 import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/messages.ts';
@@ -55,6 +61,8 @@ export interface EdgeConfig {
    */
   apiKeyFile?: string;
   devicePasswordFile?: string;
+  /** Disk budget of the model cache, bytes. Default 10 GiB. */
+  modelCacheBytes?: number;
   /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
   outboxMax?: number;
   outboxOverflow?: OverflowPolicy;
@@ -149,12 +157,29 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const audit = new EgressAudit(db, clock, registry);
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
-  // 4. Apps: the last desired state stored here runs at once, cloud or no cloud.
+  // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
+  const runtimeRegistry = new RuntimeRegistry().register(new OnnxRuntime());
+  const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
+    cloudArtifactSource(creds.cloudUrl, siteId, creds.password), clock, log);
+  const models = new ModelHost({
+    runtimes: runtimeRegistry, clock, log, registry,
+    fetchModel: async (_app, m) => {
+      if (!m.sha256) throw new EwError('MODEL_LOAD_FAILED', `model ${m.name} has no sha256`);
+      const file = await cache.ensure(m.sha256, (received, total) => models.progress.set(`${_app}/${m.name}`, { received, total }));
+      cache.acquire(m.sha256);
+      return file;
+    },
+    releaseModel: (sha) => cache.release(sha),
+  });
+
+  // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   const supervisor = new AppSupervisor(log);
+  supervisor.register(models);
   // The pump exists once the link does; sinks only reach it through this late-bound call.
   let notifyOutbox = () => {};
   const rules = new RuleHost({
     router, dead, clock, log,
+    infer: (app, model, args) => models.inferRow(app, model, args),
     sinkContext: (app, rule, allowedFields) => ({
       siteId, app, rule, outbox, audit, log, clock, allowedFields,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
@@ -168,8 +193,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     log.info({ generation: d.body.generation, apps: d.body.apps.length }, 'resumed last desired state from disk');
   }
 
-  // 5. Cloud link, outbox pump, heartbeats. Runtimes and accelerators are probed once.
-  const runtimes = detectRuntimes();
+  // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
+  // resolves) and accelerators are probed once.
+  const runtimes = runtimeRegistry.formats().filter((f) => detectRuntimes().includes(f));
   const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
@@ -177,6 +203,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     system: systemFacts(cfg.dataDir), runtimes, accelerators,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
     rules: rules.statuses(), deadLetters: dead.total,
+    models: models.list().map((m) => {
+      const p = models.progress.get(`${m.app}/${m.name}`);
+      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}) };
+    }),
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -220,8 +250,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     stopHeartbeat = clock.setTimer(heartbeatIntervalS * 1000, beat);
   });
 
-  // 6. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules });
+  // 7. Local API.
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -257,6 +287,7 @@ interface LocalApiDeps {
   dead: DeadLetters;
   audit: EgressAudit;
   rules: RuleHost;
+  models: ModelHost;
 }
 
 /**
@@ -269,7 +300,8 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
   app.addHook('onRequest', async (req) => {
-    if (req.url === '/healthz') return;
+    // Liveness and readiness probes answer without a key, as load balancers expect.
+    if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
     const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
@@ -293,6 +325,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  registerOip(app, d.models);
   r.get('/api/v1/dead-letters', { schema: { querystring: z.object({ app: z.string().optional(), stream: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) } },
     async (req) => ({ total: d.dead.total, items: d.dead.list(req.query) }));
   r.get('/api/v1/egress', { schema: { querystring: z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(1000) }) } },

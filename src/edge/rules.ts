@@ -3,7 +3,7 @@ import type { DesiredApp } from '../contracts/messages.ts';
 import { checkRule, checkEgress, leavingSinks } from '../stream/app.ts';
 import { RuleRuntime } from '../stream/runtime.ts';
 import { parse } from '../stream/parser.ts';
-import type { StreamDef } from '../stream/planner.ts';
+import type { Plan, StreamDef } from '../stream/planner.ts';
 import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -45,6 +45,8 @@ export interface RuleHostDeps {
   dead: DeadLetters;
   clock: Clock;
   log: Logger;
+  /** Runs `infer(model, …)` for a rule of `app` (the site's model host); absent: rules with infer() fail. */
+  infer?: (app: string, model: string, args: unknown[]) => Promise<unknown>;
   /** Builds the context a rule's sinks write through. */
   sinkContext(app: string, rule: string, allowedFields: (stream: string) => string[] | undefined): SinkContext;
 }
@@ -117,7 +119,7 @@ export class RuleHost implements AppComponent {
       const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0 };
       this.rules.set(key, r);
       try {
-        const checked = checkRule(spec, index, streams, allow);
+        const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
         const ctx = this.d.sinkContext(app.name, spec.name, (s) => fields.get(s));
@@ -139,7 +141,10 @@ export class RuleHost implements AppComponent {
           onError: (rec, e) => this.d.dead.add(app.name, stream.name, `rule ${spec.name}: ${e.message}`, rec),
         });
         r.runtime = runtime;
-        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => runtime.push(rec, meta) });
+        const deliver = checked.plan.infers.length
+          ? this.inferStage(app.name, spec.name, checked.plan, runtime, (rec, e) => this.d.dead.add(app.name, stream.name, `rule ${spec.name}: ${e.message}`, rec))
+          : (rec: Record<string, unknown>, meta: { topic: string }) => runtime.push(rec, meta);
+        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver });
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
         r.state = 'failed';
@@ -149,6 +154,44 @@ export class RuleHost implements AppComponent {
       }
     }
     if (failures.length) throw new Error(failures.join('; '));
+  }
+
+  /**
+   * For rules that call infer(): each record's model calls go out at once (the models' batchers
+   * group them with other rules' and requests' calls), and records enter the rule in arrival
+   * order as their results come back. A record whose inference fails is counted and sent to the
+   * dead letters. At most 10,000 records wait; past that new ones are refused the same way.
+   */
+  private inferStage(app: string, rule: string, plan: Plan, runtime: RuleRuntime, fail: (rec: Record<string, unknown>, e: Error) => void) {
+    const infer = this.d.infer;
+    const queue: { rec: Record<string, unknown>; meta: { topic: string }; values: Promise<unknown[] | Error> }[] = [];
+    let draining = false;
+    const env = { now: () => this.d.clock.now() };
+    const drain = async () => {
+      if (draining) return;
+      draining = true;
+      while (queue.length) {
+        const head = queue[0]!;
+        const v = await head.values;
+        queue.shift();
+        if (v instanceof Error) {
+          runtime.stats.in++;
+          runtime.stats.errors++;
+          fail(head.rec, v);
+        } else {
+          plan.inferValues.set(head.rec, v);
+          runtime.push(head.rec, head.meta);
+        }
+      }
+      draining = false;
+    };
+    return (rec: Record<string, unknown>, meta: { topic: string }) => {
+      if (!infer) { fail(rec, new Error('this site serves no models')); return; }
+      if (queue.length >= 10_000) { runtime.stats.in++; runtime.stats.errors++; fail(rec, new Error(`rule ${rule}: inference backlog full (10,000 records waiting)`)); return; }
+      const values = Promise.all(plan.infers.map((c) => infer(app, c.model, c.args.map((f) => f(rec, { ...env, meta }))))).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      queue.push({ rec, meta, values });
+      void drain();
+    };
   }
 
   private unload(key: string): void {

@@ -56,7 +56,7 @@ export function checkEgress(plan: Plan, e: Egress, allow: readonly EgressGrant[]
 }
 
 /** Plans one rule against the app's streams and checks its egress; errors carry manifest paths. */
-export function checkRule(spec: RuleSpec, i: number, streams: ReadonlyMap<string, StreamDef>, allow: readonly EgressGrant[]): CheckedRule {
+export function checkRule(spec: RuleSpec, i: number, streams: ReadonlyMap<string, StreamDef>, allow: readonly EgressGrant[], models: readonly string[] = []): CheckedRule {
   let plan: Plan;
   try {
     const q = parse(spec.sql);
@@ -65,7 +65,7 @@ export function checkRule(spec: RuleSpec, i: number, streams: ReadonlyMap<string
       const guess = closest(q.from.name, streams.keys());
       throw new EwError('SQL_INVALID', `line ${q.from.pos.line}, column ${q.from.pos.col}: rule ${spec.name} reads stream "${q.from.name}", which spec.streams does not declare${guess ? `; did you mean ${guess}?` : streams.size ? `; declared: ${[...streams.keys()].join(', ')}` : ''}`, { path: `sql:${q.from.pos.line}:${q.from.pos.col}` });
     }
-    plan = planQuery(spec.sql, def);
+    plan = planQuery(spec.sql, def, { models });
   } catch (e) {
     if (isEwError(e) && e.path?.startsWith('sql:')) {
       throw new EwError(e.code, `spec.rules[${i}].sql (rule ${spec.name}): ${e.message}`, { path: `spec.rules[${i}].sql${e.path.slice(3)}` });
@@ -90,7 +90,7 @@ export function checkApp(m: AppManifest): CheckedApp {
   const rules = m.spec.rules.map((spec, i) => {
     if (names.has(spec.name)) throw new EwError('INVALID_MANIFEST', `rule name "${spec.name}" is used twice`, { path: `spec.rules[${i}].name` });
     names.add(spec.name);
-    return checkRule(spec, i, streams, allow);
+    return checkRule(spec, i, streams, allow, m.spec.models.map((x) => x.name));
   });
   return { streams, rules };
 }

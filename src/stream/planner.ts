@@ -31,8 +31,18 @@ export type Fn = (row: Row, env: Env) => unknown;
 
 export interface AggSlot { name: string; text: string; arg?: Fn; make: () => Acc }
 
+/** One `infer(model, …)` call: its arguments are computed per record before the rule sees it. */
+export interface InferCall { model: string; args: Fn[]; text: string }
+
 export interface Plan {
   sql: string;
+  /**
+   * The rule's `infer()` calls. A runner with models computes them for each record (batched
+   * through each model's batcher) and stores the values with `inferValues.set(record, values)`
+   * before it pushes the record; the compiled expressions read them back.
+   */
+  infers: InferCall[];
+  inferValues: WeakMap<Row, unknown[]>;
   stream: StreamDef;
   filter?: Fn;
   /** True when the query has a window (results per window and group) — else one result per record. */
@@ -117,8 +127,10 @@ class Planner {
   private readonly aggs: AggSlot[] = [];
   private readonly aggIndex = new Map<Expr, number>();
   private aliases = new Map<string, Expr>();
+  private readonly infers: InferCall[] = [];
+  private readonly inferValues = new WeakMap<Row, unknown[]>();
 
-  constructor(private readonly q: Query, private readonly stream: StreamDef) {
+  constructor(private readonly q: Query, private readonly stream: StreamDef, private readonly models?: readonly string[]) {
     this.types = schemaTypes(stream);
   }
 
@@ -185,6 +197,17 @@ class Planner {
         return t ?? 'null';
       }
       case 'call': {
+        if (e.name === 'infer') {
+          const m = e.args[0];
+          if (!m || m.k !== 'lit' || typeof m.v !== 'string') throw sqlError('SQL_INVALID', m?.pos ?? e.pos, "infer()'s first argument is the model's name, a string", "infer('vib-ae', rms, kurtosis, peakHz)");
+          if (e.args.length < 2) throw sqlError('SQL_INVALID', e.pos, 'infer() needs the model name and at least one value');
+          if (this.models && !this.models.includes(m.v)) {
+            const guess = closest(m.v, this.models);
+            throw sqlError('SQL_INVALID', m.pos, `the app has no model "${m.v}"`, guess ? `did you mean '${guess}'?` : this.models.length ? `its models are ${this.models.join(', ')}` : 'declare it in spec.models');
+          }
+          e.args.slice(1).forEach((a) => this.typeOf(a, { aggAllowed: false, inAgg: ctx.inAgg }));
+          return 'any';
+        }
         if (WINDOW_FUNCTIONS.has(e.name)) throw sqlError('SQL_INVALID', e.pos, `${e.name.toUpperCase()} belongs in GROUP BY`, `GROUP BY key, ${e.name.toUpperCase()}(ss, 10)`);
         const agg = AGGREGATES[e.name];
         if (agg) {
@@ -295,6 +318,16 @@ class Planner {
         return (r, env) => { for (const w of whens) if (truthy(w.when(r, env))) return w.then(r, env); return otherwise(r, env); };
       }
       case 'call': {
+        if (e.name === 'infer') {
+          const text = show(e);
+          let idx = this.infers.findIndex((x) => x.text === text);
+          if (idx < 0) {
+            this.infers.push({ model: (e.args[0] as { v: string }).v, args: e.args.slice(1).map((a) => this.compile(a, false)), text });
+            idx = this.infers.length - 1;
+          }
+          const values = this.inferValues;
+          return (row) => values.get(row)?.[idx] ?? null;
+        }
         const agg = AGGREGATES[e.name];
         if (agg) {
           if (!emit) throw new Error('aggregate compiled in row mode'); // the type check rules this out
@@ -434,6 +467,7 @@ class Planner {
         + `${q.where ? ` WHERE ${show(q.where)}` : ''}${q.groupBy.length ? ` GROUP BY ${q.groupBy.map(show).join(', ')}` : ''}${q.having ? ` HAVING ${show(q.having)}` : ''}`;
       const lines = [`Query: ${text}`];
       lines.push(`  Source: stream ${stream.name} (${stream.timestamp ? `event time from "${stream.timestamp}"` : 'processing time'}${stream.schema ? `, schema ${Object.entries(stream.schema).map(([k, v]) => `${k}:${v}`).join(' ')}` : ', schemaless'})`);
+      if (this.infers.length) lines.push(`  Infer: ${this.infers.map((i) => i.text).join(', ')} (batched per model, before the filter)`);
       if (q.where) lines.push(`  Filter: ${show(q.where)}`);
       if (window) lines.push(`  Window: ${describeWindow(window)}`);
       if (windowed) {
@@ -443,7 +477,7 @@ class Planner {
       lines.push(`  Project: ${q.items.map((it) => (it.expr.k === 'star' ? '*' : it.alias ? `${it.alias} := ${show(it.expr)}` : show(it.expr))).join(', ')}`);
       return lines.join('\n');
     };
-    return { sql, stream, filter, windowed, window, keys, aggs, columns, having, explain: explainText };
+    return { sql, stream, infers: this.infers, inferValues: this.inferValues, filter, windowed, window, keys, aggs, columns, having, explain: explainText };
   }
 }
 
@@ -459,6 +493,6 @@ export function describeWindow(w: WindowSpec): string {
 }
 
 /** Parses and plans a rule; syntax and semantic errors carry line and column. */
-export function planQuery(sql: string, stream: StreamDef): Plan {
-  return new Planner(parse(sql), stream).plan(sql);
+export function planQuery(sql: string, stream: StreamDef, opts: { models?: readonly string[] } = {}): Plan {
+  return new Planner(parse(sql), stream, opts.models).plan(sql);
 }

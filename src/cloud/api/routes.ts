@@ -14,9 +14,11 @@ import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
 import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts';
 import type { Fleet } from '../fleet.ts';
 import type { Hub } from '../hub/hub.ts';
+import type { FileArtifactStore } from '../artifacts.ts';
 
 export interface RouteDeps {
   store: Store;
+  artifacts: FileArtifactStore;
   fleet: Fleet;
   hub: Hub;
   clock: Clock;
@@ -244,6 +246,11 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       manifest = parseManifest(req.body.manifest);
       // Streams, rules and egress are checked as a whole before the version exists.
       checkApp(manifest);
+      manifest.spec.models.forEach((m, i) => {
+        if (m.sha256 && !d.artifacts.status(m.sha256).complete) {
+          throw new EwError('ARTIFACT_NOT_FOUND', `model ${m.name}'s file ${m.sha256} is not on the cloud; upload it first (PUT /api/v1/artifacts/${m.sha256})`, { path: `spec.models[${i}].sha256` });
+        }
+      });
     } catch (e) {
       if (e instanceof EwError && e.path !== undefined) throw new EwError(e.code, e.message, { path: `manifest.${e.path}` });
       throw e;
@@ -307,6 +314,59 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       void reply.status(204);
       return null;
     });
+
+  // ---- artifacts (model files, by sha256) ----
+  const Sha = z.object({ sha256: z.string().regex(/^[a-f0-9]{64}$/, 'a lower-case hex sha256') });
+  const ArtifactStatus = z.object({ sha256: z.string(), complete: z.boolean(), size: z.number(), received: z.number() });
+
+  r.get('/api/v1/artifacts/:sha256/status', { schema: { tags: ['artifacts'], summary: 'How much of an artifact the cloud has (to resume an upload)', params: Sha, response: { 200: ArtifactStatus, ...errors } } },
+    async (req) => d.artifacts.status(req.params.sha256));
+
+  r.put('/api/v1/artifacts/:sha256', {
+    bodyLimit: Number.MAX_SAFE_INTEGER, // the store enforces its own limit while streaming
+    schema: {
+      tags: ['artifacts'], summary: 'Upload a model file (streamed; resumable with Content-Range: bytes start-end/total)',
+      params: Sha, headers: z.object({ 'content-range': z.string().optional() }).passthrough(),
+      response: { 200: ArtifactStatus, 201: ArtifactStatus, ...errors },
+    },
+  }, async (req, reply) => {
+    const range = req.headers['content-range'];
+    let start = 0;
+    let total: number | undefined;
+    if (range !== undefined) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(String(range));
+      if (!m) throw new EwError('VALIDATION_FAILED', 'Content-Range must be "bytes start-end/total"', { path: 'Content-Range' });
+      start = Number(m[1]);
+      total = Number(m[3]);
+    }
+    const st = await d.artifacts.write(req.params.sha256, start, req.body as import('node:stream').Readable, total);
+    void reply.status(st.complete ? 201 : 200);
+    return st;
+  });
+
+  r.get('/api/v1/artifacts/:sha256', {
+    config: { siteAccess: true },
+    schema: { tags: ['artifacts'], summary: 'Download an artifact (admin key or site credentials; Range supported)', params: Sha },
+  }, async (req, reply) => {
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    const st = d.artifacts.status(req.params.sha256);
+    if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${req.params.sha256}`, { path: 'sha256' });
+    void reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('x-content-sha256', req.params.sha256);
+    if (range) {
+      const start = Number(range[1]);
+      const end = range[2] ? Math.min(Number(range[2]), st.size - 1) : st.size - 1;
+      if (start >= st.size) {
+        void reply.status(416).header('content-range', `bytes */${st.size}`);
+        return '';
+      }
+      const { stream } = d.artifacts.open(req.params.sha256, { start, end });
+      void reply.status(206).header('content-range', `bytes ${start}-${end}/${st.size}`).header('content-length', end - start + 1);
+      return reply.send(stream);
+    }
+    const { stream, size } = d.artifacts.open(req.params.sha256);
+    void reply.header('content-length', size);
+    return reply.send(stream);
+  });
 
   // ---- results (uplink) ----
   r.get('/api/v1/results', {

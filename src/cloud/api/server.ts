@@ -14,10 +14,14 @@ declare module 'fastify' {
     /** Set by the auth hook for every authenticated route. */
     tenantId: string;
     apiKeyId: string;
+    /** Set instead of the tenant when a site calls with its own credentials. */
+    siteId?: string;
   }
   interface FastifyContextConfig {
     /** Routes that take no API key (health, OpenAPI, enrollment with its own token). */
     public?: boolean;
+    /** Routes a site may call with its own credentials (HTTP Basic: site id and secret). */
+    siteAccess?: boolean;
   }
 }
 
@@ -26,6 +30,8 @@ export interface ApiServerOptions {
   log: Logger;
   registry: Registry;
   bodyLimitBytes?: number;
+  /** Checks a site's credentials for the routes sites may call. */
+  verifySite?: (siteId: string, secret: string) => Promise<boolean>;
 }
 
 /**
@@ -44,6 +50,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   app.setSerializerCompiler(serializerCompiler);
   app.decorateRequest('tenantId', '');
   app.decorateRequest('apiKeyId', '');
+  app.decorateRequest('siteId', undefined);
 
   const httpErrors = new Counter({ name: 'ew_cloud_http_errors_total', help: 'API errors by code', labelNames: ['code'], registers: [o.registry] });
 
@@ -59,8 +66,20 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
 
   installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024);
 
+  // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
+  app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
+
   app.addHook('onRequest', async (req: FastifyRequest) => {
     if (req.routeOptions.config?.public) return;
+    const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (basic && req.routeOptions.config?.siteAccess && o.verifySite) {
+      const [siteId, secret] = Buffer.from(basic[1]!, 'base64').toString('utf8').split(':');
+      if (siteId && secret && (await o.verifySite(siteId, secret))) {
+        req.siteId = siteId;
+        return;
+      }
+      throw new EwError('UNAUTHENTICATED', 'the site credentials are not recognised (revoked?)');
+    }
     const key = await o.store.findApiKeyByHash(hashSecret(bearer(req.headers.authorization, 'an API key (ewk_…)')));
     if (!key || key.revokedAt !== null) throw new EwError('UNAUTHENTICATED', 'the API key is not recognised or was revoked');
     req.tenantId = key.tenantId;

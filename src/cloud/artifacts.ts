@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable } from 'node:stream';
+import { EwError } from '../contracts/errors.ts';
+
+/**
+ * Model files, content-addressed by sha256, on the cloud's disk (`{dataDir}/artifacts`).
+ * Uploads stream to a `.partial` file and can resume: each chunk says where it starts, and must
+ * start where the partial file ends. When the last byte arrives the whole file is hashed; a file
+ * whose hash is not its name is deleted and refused. Complete files never change.
+ */
+export interface ArtifactStatus { sha256: string; complete: boolean; size: number; received: number }
+
+const SHA = /^[a-f0-9]{64}$/;
+
+export class FileArtifactStore {
+  constructor(private readonly dir: string, readonly maxBytes: number) {
+    mkdirSync(dir, { recursive: true });
+  }
+
+  private paths(sha: string) {
+    if (!SHA.test(sha)) throw new EwError('VALIDATION_FAILED', `"${sha}" is not a lower-case hex sha256`, { path: 'sha256' });
+    return { done: join(this.dir, sha), partial: join(this.dir, `${sha}.partial`) };
+  }
+
+  status(sha: string): ArtifactStatus {
+    const p = this.paths(sha);
+    if (existsSync(p.done)) { const size = statSync(p.done).size; return { sha256: sha, complete: true, size, received: size }; }
+    const received = existsSync(p.partial) ? statSync(p.partial).size : 0;
+    return { sha256: sha, complete: false, size: 0, received };
+  }
+
+  /**
+   * Appends `body` at `start` (which must equal the bytes received so far). `total`, when known,
+   * completes the upload once reached; without it the body is the whole file.
+   */
+  async write(sha: string, start: number, body: Readable, total: number | undefined): Promise<ArtifactStatus> {
+    const p = this.paths(sha);
+    const st = this.status(sha);
+    if (st.complete) {
+      body.resume();
+      return st;
+    }
+    if (start !== st.received) {
+      body.resume();
+      throw new EwError('ARTIFACT_OFFSET_MISMATCH', `this chunk starts at byte ${start} but the upload has ${st.received} bytes; resume from ${st.received}`, { path: 'Content-Range' });
+    }
+    if (total !== undefined && total > this.maxBytes) {
+      body.resume();
+      throw new EwError('PAYLOAD_TOO_LARGE', `the artifact is ${total} bytes; this cloud accepts at most ${this.maxBytes}`);
+    }
+    let written = st.received;
+    const limit = this.maxBytes;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        written += chunk.length;
+        if (written > limit) return cb(new EwError('PAYLOAD_TOO_LARGE', `the artifact passed ${limit} bytes; this cloud accepts no more`));
+        if (total !== undefined && written > total) return cb(new EwError('VALIDATION_FAILED', `the upload sent more than the ${total} bytes its Content-Range announced`, { path: 'Content-Range' }));
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(body, counter, createWriteStream(p.partial, { flags: 'a' }));
+    } catch (e) {
+      // What arrived before the failure stays: the client resumes from `received`.
+      if (e instanceof EwError) throw e;
+      throw new EwError('VALIDATION_FAILED', `the upload was interrupted at byte ${written}: ${(e as Error).message}; resume from ${this.status(sha).received}`, { cause: e });
+    }
+    const done = total === undefined || written === total;
+    if (!done) return this.status(sha);
+    const hash = createHash('sha256');
+    await pipeline(createReadStream(p.partial), hash);
+    const got = hash.digest('hex');
+    if (got !== sha) {
+      rmSync(p.partial, { force: true });
+      throw new EwError('ARTIFACT_DIGEST_MISMATCH', `the uploaded bytes hash to ${got}, not ${sha}; the upload was discarded — check the file and upload it again`, { path: 'sha256' });
+    }
+    renameSync(p.partial, p.done);
+    return this.status(sha);
+  }
+
+  /** A read stream over a complete artifact, optionally a byte range [start, end]. */
+  open(sha: string, range?: { start: number; end?: number }): { stream: ReadStream; size: number } {
+    const st = this.status(sha);
+    if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}; upload it first (PUT /api/v1/artifacts/${sha})`, { path: 'sha256' });
+    return { stream: createReadStream(this.paths(sha).done, range), size: st.size };
+  }
+}

@@ -1,0 +1,286 @@
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { AppComponent } from '../edge/apps.ts';
+import type { DesiredApp } from '../contracts/messages.ts';
+import type { Clock } from '../lib/clock.ts';
+import type { Logger } from '../lib/logger.ts';
+import { EwError, isEwError } from '../contracts/errors.ts';
+import { DynamicBatcher } from './batcher.ts';
+import type { LoadedModel, RuntimeRegistry } from './runtime.ts';
+import { DATATYPES, elementCount, shapeFits, typedFrom, type Datatype, type Tensor, type TensorData, type TensorSpec } from './tensor.ts';
+
+/**
+ * The models a site serves, one set per app: each model is fetched (verified by sha256), loaded
+ * by the runtime of its format and put behind its own dynamic batcher. Requests come from the
+ * Open Inference Protocol routes (by endpoint name) and from `infer()` in rules (by model name).
+ * Per-model metrics go to the site's /metrics.
+ */
+export type ModelState = 'fetching' | 'loading' | 'ready' | 'failed';
+
+export interface ServedModel {
+  app: string;
+  version: string;
+  name: string;
+  format: string;
+  state: ModelState;
+  error?: string;
+  model?: LoadedModel;
+  batcher?: DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>;
+  /** Whether the model's first dimension is a batch dimension (dynamic). */
+  batchable: boolean;
+  sha256?: string;
+}
+
+export interface ModelHostDeps {
+  runtimes: RuntimeRegistry;
+  /** A verified local file for a model (downloads it when needed). */
+  fetchModel(app: string, model: { name: string; sha256?: string; path?: string; format: string }, onProgress: (received: number, total: number) => void): Promise<string>;
+  /** The model no longer uses its file (the cache may evict it). */
+  releaseModel?(sha256: string): void;
+  clock: Clock;
+  log: Logger;
+  registry: Registry;
+}
+
+export interface InferRequest { id?: string; inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[]; outputs?: { name: string }[] }
+
+export class ModelHost implements AppComponent {
+  readonly name = 'models';
+  /** key: `${app}/${model}` */
+  private readonly models = new Map<string, ServedModel>();
+  /** endpoint name → `${app}/${model}` */
+  private readonly endpoints = new Map<string, { app: string; model: string }>();
+  readonly progress = new Map<string, { received: number; total: number }>();
+  private readonly m;
+
+  constructor(private readonly d: ModelHostDeps) {
+    const r = d.registry;
+    this.m = {
+      requests: new Counter({ name: 'ew_infer_requests_total', help: 'Inference requests by model and outcome', labelNames: ['model', 'outcome'], registers: [r] }),
+      queue: new Histogram({ name: 'ew_infer_queue_seconds', help: 'Time a request waited in the batcher', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [r] }),
+      compute: new Histogram({ name: 'ew_infer_compute_seconds', help: 'Model execution time per batch', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] }),
+      batch: new Histogram({ name: 'ew_infer_batch_size', help: 'Rows per executed batch', labelNames: ['model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] }),
+    };
+  }
+
+  list(): ServedModel[] {
+    return [...this.models.values()];
+  }
+
+  endpointNames(): string[] {
+    return [...this.endpoints.keys()];
+  }
+
+  async start(app: DesiredApp): Promise<void> {
+    await this.load(app);
+  }
+
+  async update(prev: DesiredApp, next: DesiredApp): Promise<void> {
+    await this.stop(prev);
+    await this.load(next);
+  }
+
+  async stop(app: DesiredApp): Promise<void> {
+    for (const [key, s] of this.models) {
+      if (s.app !== app.name) continue;
+      s.batcher?.close();
+      await s.model?.close().catch(() => {});
+      if (s.sha256 && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
+      this.models.delete(key);
+    }
+    for (const [ep, t] of this.endpoints) if (t.app === app.name) this.endpoints.delete(ep);
+  }
+
+  private async load(app: DesiredApp): Promise<void> {
+    const spec = app.manifest.spec;
+    for (const e of spec.endpoints) this.endpoints.set(e.name, { app: app.name, model: e.model });
+    const failures: string[] = [];
+    await Promise.all(spec.models.map(async (ms) => {
+      const key = `${app.name}/${ms.name}`;
+      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256 };
+      this.models.set(key, served);
+      try {
+        const file = await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+        served.state = 'loading';
+        const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
+        const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
+        served.model = model;
+        served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
+        const b = ms.batching ?? {};
+        const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
+        served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
+          {
+            maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 2, clock: this.d.clock,
+            preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
+            maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
+          },
+          (reqs) => this.runBatch(model, reqs),
+          (s) => {
+            this.m.batch.observe({ model: ms.name }, s.size);
+            this.m.compute.observe({ model: ms.name }, s.computeMs / 1000);
+            for (const q of s.queueMs) this.m.queue.observe({ model: ms.name }, q / 1000);
+          },
+        );
+        served.state = 'ready';
+        this.progress.delete(key);
+        this.d.log.info({ app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs }, 'model ready');
+      } catch (e) {
+        served.state = 'failed';
+        served.error = isEwError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
+        failures.push(`model ${ms.name}: ${served.error}`);
+        this.d.log.error({ app: app.name, model: ms.name, err: served.error }, 'model failed to load');
+      }
+    }));
+    if (failures.length) throw new Error(failures.join('; '));
+  }
+
+  /** Concatenates requests along the batch dimension, runs once, splits the outputs back. */
+  private async runBatch(model: LoadedModel, reqs: Record<string, Tensor>[]): Promise<Record<string, Tensor>[]> {
+    if (reqs.length === 1) return [await model.run(reqs[0]!)];
+    const rows = reqs.map((r) => r[model.inputs[0]!.name]!.shape[0]!);
+    const feeds: Record<string, Tensor> = {};
+    for (const spec of model.inputs) {
+      const parts = reqs.map((r) => r[spec.name]!);
+      feeds[spec.name] = { datatype: spec.datatype, shape: [rows.reduce((a, b) => a + b, 0), ...parts[0]!.shape.slice(1)], data: concat(parts.map((p) => p.data)) };
+    }
+    const out = await model.run(feeds);
+    return reqs.map((_, i) => {
+      const start = rows.slice(0, i).reduce((a, b) => a + b, 0);
+      const res: Record<string, Tensor> = {};
+      for (const [name, t] of Object.entries(out)) {
+        const per = elementCount(t.shape.slice(1));
+        res[name] = { datatype: t.datatype, shape: [rows[i]!, ...t.shape.slice(1)], data: slice(t.data, start * per, (start + rows[i]!) * per) };
+      }
+      return res;
+    });
+  }
+
+  private served(name: string, version?: string, byEndpoint = true): ServedModel {
+    const target = byEndpoint ? this.endpoints.get(name) : undefined;
+    const key = target ? `${target.app}/${target.model}` : name;
+    const s = this.models.get(key);
+    if (!s || (version !== undefined && s.version !== version)) {
+      throw new EwError('MODEL_NOT_FOUND', `no model "${name}"${version ? ` version ${version}` : ''} is served here; GET /v2/models lists them`, { path: 'model' });
+    }
+    return s;
+  }
+
+  /** Metadata of an endpoint (OIP `GET /v2/models/{name}`). */
+  metadata(name: string, version?: string): { name: string; versions: string[]; platform: string; inputs: TensorSpec[]; outputs: TensorSpec[] } {
+    const s = this.served(name, version);
+    if (s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `model ${name} is ${s.state}${s.error ? `: ${s.error}` : ''}`);
+    return { name, versions: [s.version], platform: `${s.format === 'onnx' ? 'onnxruntime_onnx' : s.format}`, inputs: [...s.model!.inputs], outputs: [...s.model!.outputs] };
+  }
+
+  ready(name: string, version?: string): boolean {
+    return this.served(name, version).state === 'ready';
+  }
+
+  /** OIP `POST /v2/models/{name}[/versions/{v}]/infer`. */
+  async infer(name: string, version: string | undefined, req: InferRequest): Promise<{ model_name: string; model_version: string; id?: string; outputs: { name: string; datatype: Datatype; shape: number[]; data: unknown[] }[] }> {
+    const s = this.served(name, version);
+    const label = { model: s.name };
+    if (s.state !== 'ready') {
+      this.m.requests.inc({ ...label, outcome: 'not_ready' });
+      throw new EwError('MODEL_NOT_READY', `model ${name} is ${s.state}${s.error ? `: ${s.error}` : ''}`);
+    }
+    let feeds: Record<string, Tensor>;
+    let rows: number;
+    try {
+      ({ feeds, rows } = this.checkInputs(s, req));
+    } catch (e) {
+      this.m.requests.inc({ ...label, outcome: 'bad_input' });
+      throw e;
+    }
+    const wanted = req.outputs?.map((o) => o.name);
+    if (wanted) {
+      const known = s.model!.outputs.map((o) => o.name);
+      wanted.forEach((w, i) => { if (!known.includes(w)) throw new EwError('INFER_INPUT_INVALID', `model ${name} has no output "${w}"; it has ${known.join(', ')}`, { path: `outputs[${i}].name` }); });
+    }
+    try {
+      const out = await s.batcher!.submit(feeds, rows);
+      this.m.requests.inc({ ...label, outcome: 'ok' });
+      return {
+        model_name: name, model_version: s.version, ...(req.id !== undefined ? { id: req.id } : {}),
+        outputs: Object.entries(out).filter(([n]) => !wanted || wanted.includes(n)).map(([n, t]) => ({ name: n, datatype: t.datatype, shape: t.shape, data: jsonData(t.data) })),
+      };
+    } catch (e) {
+      this.m.requests.inc({ ...label, outcome: isEwError(e, 'QUEUE_FULL') ? 'queue_full' : 'error' });
+      throw e;
+    }
+  }
+
+  /**
+   * `infer(model, a, b, …)` in a rule: one row whose features are the arguments, for a model
+   * with one input of shape [-1, n] (or [n]). Returns the model's single output value for the
+   * row, or an object of all outputs when it has several.
+   */
+  async inferRow(app: string, model: string, args: unknown[]): Promise<unknown> {
+    const s = this.models.get(`${app}/${model}`);
+    if (!s) throw new EwError('MODEL_NOT_FOUND', `app ${app} has no model "${model}"`);
+    if (s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `model ${model} is ${s.state}`);
+    const input = s.model!.inputs[0]!;
+    const width = input.shape[input.shape.length - 1]!;
+    if (s.model!.inputs.length !== 1 || (width >= 0 && width !== args.length)) {
+      throw new EwError('INFER_INPUT_INVALID', `infer('${model}', …) passes ${args.length} values but the model's input ${input.name} takes ${width} per row`);
+    }
+    const nums = args.map((a) => (typeof a === 'number' ? a : Number(a)));
+    if (nums.some((x) => !Number.isFinite(x))) throw new EwError('INFER_INPUT_INVALID', `infer('${model}', …) needs numbers; got ${JSON.stringify(args)}`);
+    const shape = s.batchable ? [1, nums.length] : [nums.length];
+    const out = await s.batcher!.submit({ [input.name]: { datatype: input.datatype, shape, data: typedFrom(input.datatype, nums) } }, 1);
+    const vals = Object.entries(out).map(([n, t]) => [n, t.shape.length <= 1 ? jsonData(t.data)[0] : jsonData(t.data)] as const);
+    this.m.requests.inc({ model, outcome: 'ok' });
+    return vals.length === 1 ? vals[0]![1] : Object.fromEntries(vals);
+  }
+
+  private checkInputs(s: ServedModel, req: InferRequest): { feeds: Record<string, Tensor>; rows: number } {
+    const specs = s.model!.inputs;
+    const feeds: Record<string, Tensor> = {};
+    let rows = 1;
+    req.inputs.forEach((inp, i) => {
+      const spec = specs.find((x) => x.name === inp.name);
+      if (!spec) throw new EwError('INFER_INPUT_INVALID', `model ${s.name} has no input "${inp.name}"; its inputs are ${specs.map((x) => x.name).join(', ')}`, { path: `inputs[${i}].name` });
+      if (!DATATYPES.includes(inp.datatype as Datatype) || inp.datatype !== spec.datatype) {
+        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} must be ${spec.datatype}, not ${inp.datatype}`, { path: `inputs[${i}].datatype` });
+      }
+      if (!shapeFits(spec.shape, inp.shape) || inp.shape.some((d) => !Number.isInteger(d) || d < 0)) {
+        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} has shape [${inp.shape.join(', ')}] but the model takes [${spec.shape.join(', ')}] (-1: any size)`, { path: `inputs[${i}].shape` });
+      }
+      const flat = (inp.data as unknown[]).flat(Infinity as 1) as unknown[];
+      if (flat.length !== elementCount(inp.shape)) {
+        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} has ${flat.length} values but shape [${inp.shape.join(', ')}] needs ${elementCount(inp.shape)}`, { path: `inputs[${i}].data` });
+      }
+      if (spec.datatype !== 'BYTES' && spec.datatype !== 'BOOL' && flat.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
+        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} must hold numbers`, { path: `inputs[${i}].data` });
+      }
+      feeds[inp.name] = { datatype: spec.datatype, shape: inp.shape, data: typedFrom(spec.datatype, flat) };
+      if (s.batchable) rows = inp.shape[0]!;
+    });
+    for (const spec of specs) if (!feeds[spec.name]) throw new EwError('INFER_INPUT_INVALID', `input "${spec.name}" is missing (${spec.datatype} [${spec.shape.join(', ')}])`, { path: 'inputs' });
+    if (s.batchable) {
+      const counts = new Set(Object.values(feeds).map((t) => t.shape[0]));
+      if (counts.size > 1) throw new EwError('INFER_INPUT_INVALID', 'all inputs must have the same batch size (first dimension)', { path: 'inputs' });
+    }
+    return { feeds, rows };
+  }
+}
+
+function concat(parts: TensorData[]): TensorData {
+  const first = parts[0]!;
+  if (Array.isArray(first)) return (parts as unknown[][]).flat() as TensorData;
+  const total = parts.reduce((a, p) => a + (p as ArrayLike<unknown>).length, 0);
+  const Ctor = (first as Float32Array).constructor as new (n: number) => Float32Array;
+  const out = new Ctor(total);
+  let off = 0;
+  for (const p of parts) { out.set(p as Float32Array, off); off += (p as Float32Array).length; }
+  return out as TensorData;
+}
+
+function slice(d: TensorData, a: number, b: number): TensorData {
+  return (Array.isArray(d) ? d.slice(a, b) : (d as Float32Array).slice(a, b)) as TensorData;
+}
+
+function jsonData(d: TensorData): unknown[] {
+  const out = new Array<unknown>(d.length);
+  for (let i = 0; i < d.length; i++) { const v = d[i]; out[i] = typeof v === 'bigint' ? Number(v) : v; }
+  return out;
+}
