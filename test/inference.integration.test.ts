@@ -1,0 +1,140 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import mqtt from 'mqtt';
+import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
+import { OnnxRuntime } from '../src/inference/onnx.ts';
+
+const modelFile = new URL('../models/vibration-ae.onnx', import.meta.url).pathname;
+const bytes = readFileSync(modelFile);
+const sha = createHash('sha256').update(bytes).digest('hex');
+const T0 = Date.UTC(2026, 10, 29, 9, 0, 0);
+
+describe('inference at a site: artifact upload → download → ONNX Runtime → OIP and infer() in SQL', () => {
+  let cloud: TestCloud;
+  let edge: TestEdge;
+  before(async () => {
+    cloud = await startTestCloud();
+    edge = await startTestEdge(cloud, { labels: { industry: 'manufacturing' } });
+  });
+  after(async () => {
+    await edge?.stop();
+    await cloud?.stop();
+  });
+
+  const put = (s: string, body: Buffer, range?: string) => fetch(`${cloud.url}/api/v1/artifacts/${s}`, {
+    method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream', ...(range ? { 'content-range': range } : {}) }, body,
+  });
+  const local = (path: string, init: RequestInit = {}) => fetch(`${edge.handle.apiUrl}${path}`, {
+    ...init, headers: { authorization: `Bearer ${edge.apiKey}`, ...(init.body ? { 'content-type': 'application/json' } : {}) },
+  });
+
+  it('uploads a model in resumable chunks and refuses bytes that do not match their name', async () => {
+    const half = Math.floor(bytes.length / 2);
+    const first = await put(sha, bytes.subarray(0, half), `bytes 0-${half - 1}/${bytes.length}`);
+    assert.equal(first.status, 200);
+    assert.deepEqual(await first.json(), { sha256: sha, complete: false, size: 0, received: half });
+    const wrongOffset = await put(sha, bytes.subarray(half + 10), `bytes ${half + 10}-${bytes.length - 1}/${bytes.length}`);
+    assert.equal(wrongOffset.status, 409);
+    assert.equal(((await wrongOffset.json()) as any).code, 'ARTIFACT_OFFSET_MISMATCH');
+    const rest = await put(sha, bytes.subarray(half), `bytes ${half}-${bytes.length - 1}/${bytes.length}`);
+    assert.equal(rest.status, 201);
+    assert.equal(((await rest.json()) as any).complete, true);
+    const liar = await put('0'.repeat(64), Buffer.from('not the model'));
+    assert.equal(liar.status, 400);
+    assert.equal(((await liar.json()) as any).code, 'ARTIFACT_DIGEST_MISMATCH');
+    const noKey = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`);
+    assert.equal(noKey.status, 401);
+  });
+
+  it('refuses an app whose model file is not on the cloud', async () => {
+    const r = await cloud.api('POST', '/api/v1/apps', { manifest: manifest('0.9.0', '1'.repeat(64)) });
+    assert.equal(r.status, 404);
+    assert.equal(r.body.code, 'ARTIFACT_NOT_FOUND');
+    assert.equal(r.body.path, 'manifest.spec.models[0].sha256');
+  });
+
+  it('serves the deployed model over the Open Inference Protocol', async () => {
+    assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: manifest('1.0.0', sha) })).status, 201);
+    await cloud.api('POST', '/api/v1/deployments', { app: 'vibration-guard', version: '1.0.0', selector: { industry: 'manufacturing' } });
+    await waitFor('model ready', async () => (await local('/v2/models/score/ready')).status === 200, 20_000);
+    assert.equal((await fetch(`${edge.handle.apiUrl}/v2/health/ready`)).status, 200, 'readiness needs no key');
+    const meta = (await (await local('/v2/models/score')).json()) as any;
+    assert.deepEqual(meta, { name: 'score', versions: ['1.0.0'], platform: 'onnxruntime_onnx', inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 3] }], outputs: [{ name: 'score', datatype: 'FP32', shape: [-1] }] });
+    const rows = [[1.0, 3.0, 120], [1.6, 9.0, 150]];
+    const res = await local('/v2/models/score/versions/1.0.0/infer', { method: 'POST', body: JSON.stringify({ id: 'req-1', inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], data: rows.flat() }] }) });
+    assert.equal(res.status, 200);
+    const out = (await res.json()) as any;
+    assert.equal(out.id, 'req-1');
+    assert.equal(out.model_version, '1.0.0');
+    assert.deepEqual(out.outputs.map((o: any) => [o.name, o.datatype, o.shape]), [['score', 'FP32', [2]]]);
+    const direct = await directScores(rows);
+    assert.deepEqual(out.outputs[0].data, direct);
+    assert.ok(direct[0]! < 0.5 && direct[1]! > 0.9);
+    // The site's status tells the cloud the model is ready.
+    await waitFor('model state at the cloud', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.models?.[0]?.state === 'ready');
+  });
+
+  it('answers bad tensors with 400s that name the input and what was expected', async () => {
+    const bad = async (body: unknown) => {
+      const r = await local('/v2/models/score/infer', { method: 'POST', body: JSON.stringify(body) });
+      return { status: r.status, body: (await r.json()) as any };
+    };
+    const wrongShape = await bad({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 4], data: [1, 2, 3, 4] }] });
+    assert.equal(wrongShape.status, 400);
+    assert.equal(wrongShape.body.code, 'INFER_INPUT_INVALID');
+    assert.equal(wrongShape.body.path, 'inputs[0].shape');
+    assert.match(wrongShape.body.message, /takes \[-1, 3\]/);
+    const wrongType = await bad({ inputs: [{ name: 'features', datatype: 'INT64', shape: [1, 3], data: [1, 2, 3] }] });
+    assert.equal(wrongType.body.path, 'inputs[0].datatype');
+    const wrongLen = await bad({ inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], data: [1, 2, 3] }] });
+    assert.equal(wrongLen.body.path, 'inputs[0].data');
+    const wrongName = await bad({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] });
+    assert.match(wrongName.body.message, /no input "x"; its inputs are features/);
+    const unknown = await local('/v2/models/nope/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }) });
+    assert.equal(unknown.status, 404);
+    // The model still serves after the bad requests.
+    const ok = await local('/v2/models/score/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 3, 120] }] }) });
+    assert.equal(ok.status, 200);
+  });
+
+  it('scores inside a SQL rule with the same numbers as a direct call, batched', async () => {
+    const dev = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+    const readings = [[1.0, 3.0, 120], [0.97, 3.1, 121], [1.6, 9.0, 150], [1.5, 7.0, 144]];
+    for (const [i, [rms, kurtosis, peakHz]] of readings.entries()) {
+      await dev.publishAsync(`factory/m${i}/vibration`, JSON.stringify({ machineId: `m${i}`, rms, kurtosis, peakHz, ts: T0 + i }), { qos: 1 });
+    }
+    const got = await waitFor('scored results at the cloud', async () => {
+      const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&stream=scores&limit=10`);
+      return r.body.items.length === 4 ? r.body.items.map((x: any) => x.data) : undefined;
+    });
+    const direct = await directScores(readings);
+    assert.deepEqual(got.map((g: any) => g.score), direct);
+    const metrics = await (await local('/metrics')).text();
+    assert.match(metrics, /ew_infer_batch_size_count\{model="vib-ae"\} [1-9]/);
+    assert.match(metrics, /ew_infer_requests_total\{model="vib-ae",outcome="ok"\}/);
+    await dev.endAsync();
+  });
+});
+
+function manifest(version: string, sha256: string) {
+  return {
+    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vibration-guard', version },
+    spec: {
+      models: [{ name: 'vib-ae', format: 'onnx', path: 'models/vibration-ae.onnx', sha256, batching: { maxBatchSize: 64, maxQueueDelayMs: 5 } }],
+      streams: [{ name: 'vibration', topic: 'factory/+/vibration', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', ts: 'timestamp' } }],
+      rules: [{ name: 'scoring', sql: "SELECT machineId, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM vibration", sinks: [{ uplink: 'scores' }] }],
+      endpoints: [{ name: 'score', model: 'vib-ae' }],
+      policy: { egress: { allow: ['scores'] } },
+    },
+  };
+}
+
+/** The same rows through a session of our own: the reference numbers. */
+async function directScores(rows: number[][]): Promise<number[]> {
+  const m = await new OnnxRuntime().load({ name: 'ref', format: 'onnx', file: modelFile });
+  const out = await m.run({ features: { datatype: 'FP32', shape: [rows.length, 3], data: Float32Array.from(rows.flat()) } });
+  await m.close();
+  return Array.from(out.score!.data as Float32Array);
+}
