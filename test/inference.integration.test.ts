@@ -24,7 +24,7 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
   });
 
   const put = (s: string, body: Buffer, range?: string) => fetch(`${cloud.url}/api/v1/artifacts/${s}`, {
-    method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream', ...(range ? { 'content-range': range } : {}) }, body,
+    method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream', ...(range ? { 'content-range': range } : {}) }, body: new Uint8Array(body),
   });
   const local = (path: string, init: RequestInit = {}) => fetch(`${edge.handle.apiUrl}${path}`, {
     ...init, headers: { authorization: `Bearer ${edge.apiKey}`, ...(init.body ? { 'content-type': 'application/json' } : {}) },

@@ -109,7 +109,8 @@ export class ModelHost implements AppComponent {
         const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
         served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
           {
-            maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 2, clock: this.d.clock,
+            // No added delay by default (as Triton): batches form from what queues while the model runs.
+            maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 0, clock: this.d.clock,
             preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
             maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
           },
