@@ -111,6 +111,20 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     });
     const direct = await directScores(readings);
     assert.deepEqual(got.map((g: any) => g.score), direct);
+    // Close the first 10 s window: the anomaly rule and the window scoring emit.
+    await dev.publishAsync('factory/m9/vibration', JSON.stringify({ machineId: 'm9', rms: 1, kurtosis: 3, peakHz: 120, ts: T0 + 20_000 }), { qos: 1 });
+    const alerts = await waitFor('anomaly alerts', async () => {
+      const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&stream=alerts`);
+      return r.body.items.length ? r.body.items.map((x: any) => x.data) : undefined;
+    });
+    assert.deepEqual(alerts.map((a: any) => a.machineId).sort(), ['m2', 'm3'], 'only the failing machines pass HAVING score > 0.8');
+    assert.deepEqual(alerts.find((a: any) => a.machineId === 'm2').score, direct[2]);
+    const ws = await waitFor('window scores', async () => {
+      const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&stream=window-scores`);
+      return r.body.items.length >= 4 ? r.body.items.map((x: any) => x.data) : undefined;
+    });
+    const m2 = ws.find((w: any) => w.machineId === 'm2');
+    assert.deepEqual(m2.windowScore, (await directScores([[1.6, 9.0, 150]]))[0], 'infer() over the window aggregates of m2');
     const metrics = await (await local('/metrics')).text();
     assert.match(metrics, /ew_infer_batch_size_count\{model="vib-ae"\} [1-9]/);
     assert.match(metrics, /ew_infer_requests_total\{model="vib-ae",outcome="ok"\}/);
@@ -124,9 +138,15 @@ function manifest(version: string, sha256: string) {
     spec: {
       models: [{ name: 'vib-ae', format: 'onnx', path: 'models/vibration-ae.onnx', sha256, batching: { maxBatchSize: 64, maxQueueDelayMs: 5 } }],
       streams: [{ name: 'vibration', topic: 'factory/+/vibration', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', ts: 'timestamp' } }],
-      rules: [{ name: 'scoring', sql: "SELECT machineId, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM vibration", sinks: [{ uplink: 'scores' }] }],
+      rules: [
+        { name: 'scoring', sql: "SELECT machineId, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM vibration", sinks: [{ uplink: 'scores' }] },
+        // The brief's example: the model inside an aggregate, its alias in HAVING.
+        { name: 'anomalies', sql: "SELECT machineId, avg(rms) AS rms, max(infer('vib-ae', rms, kurtosis, peakHz)) AS score FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING score > 0.8", sinks: [{ uplink: 'alerts' }] },
+        // The model over a closed window's aggregates.
+        { name: 'window-scoring', sql: "SELECT machineId, avg(rms) AS rms, infer('vib-ae', avg(rms), max(kurtosis), avg(peakHz)) AS windowScore FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)", sinks: [{ uplink: 'window-scores' }] },
+      ],
       endpoints: [{ name: 'score', model: 'vib-ae' }],
-      policy: { egress: { allow: ['scores'] } },
+      policy: { egress: { allow: ['scores', 'alerts', 'window-scores'] } },
     },
   };
 }

@@ -3,7 +3,7 @@ import type { DesiredApp } from '../contracts/messages.ts';
 import { checkRule, checkEgress, leavingSinks } from '../stream/app.ts';
 import { RuleRuntime } from '../stream/runtime.ts';
 import { parse } from '../stream/parser.ts';
-import type { Plan, StreamDef } from '../stream/planner.ts';
+import { PendingInfer, type Plan, type StreamDef } from '../stream/planner.ts';
 import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -125,17 +125,38 @@ export class RuleHost implements AppComponent {
         const ctx = this.d.sinkContext(app.name, spec.name, (s) => fields.get(s));
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
+        let pendingEmits: Promise<void> | undefined;
         const runtime = new RuleRuntime(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
           emit: (rows) => {
-            for (const sink of r.sinks) {
-              try {
-                sink.write(rows);
-              } catch (e) {
-                r.sinkErrors++;
-                this.d.log.warn({ app: app.name, rule: spec.name, sink: sink.kind, err: (e as Error).message }, 'sink failed; results for it dropped');
+            const write = (out: Record<string, unknown>[]) => {
+              for (const sink of r.sinks) {
+                try {
+                  sink.write(out);
+                } catch (e) {
+                  r.sinkErrors++;
+                  this.d.log.warn({ app: app.name, rule: spec.name, sink: sink.kind, err: (e as Error).message }, 'sink failed; results for it dropped');
+                }
               }
+            };
+            if (!rows.some((row) => Object.values(row).some((v) => v instanceof PendingInfer))) {
+              if (!pendingEmits) write(rows);
+              else pendingEmits = pendingEmits.then(() => write(rows));
+              return;
             }
+            // infer() over aggregates: ask the model, keep emission order, then write.
+            const resolved = Promise.all(rows.map(async (row) => {
+              const out: Record<string, unknown> = {};
+              for (const [k, v] of Object.entries(row)) {
+                out[k] = v instanceof PendingInfer ? (this.d.infer ? await this.d.infer(app.name, v.model, v.args) : null) : v;
+              }
+              return out;
+            }));
+            pendingEmits = (pendingEmits ?? Promise.resolve()).then(() => resolved).then(write, (e: Error) => {
+              r.sinkErrors++;
+              this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
+            }).finally(() => { if (pendingEmits === tail) pendingEmits = undefined; });
+            const tail = pendingEmits;
           },
           onLate: (rec) => this.d.dead.add(app.name, stream.name, `late for rule ${spec.name}`, rec),
           onError: (rec, e) => this.d.dead.add(app.name, stream.name, `rule ${spec.name}: ${e.message}`, rec),

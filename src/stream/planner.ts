@@ -34,6 +34,15 @@ export interface AggSlot { name: string; text: string; arg?: Fn; make: () => Acc
 /** One `infer(model, …)` call: its arguments are computed per record before the rule sees it. */
 export interface InferCall { model: string; args: Fn[]; text: string }
 
+/**
+ * `infer()` over a window's aggregates (`infer('m', avg(x), max(y))` in SELECT): computed after
+ * the window closes. The runtime emits this placeholder; the runner replaces it with the model's
+ * answer before the row reaches any sink.
+ */
+export class PendingInfer {
+  constructor(readonly model: string, readonly args: unknown[]) {}
+}
+
 export interface Plan {
   sql: string;
   /**
@@ -205,7 +214,8 @@ class Planner {
             const guess = closest(m.v, this.models);
             throw sqlError('SQL_INVALID', m.pos, `the app has no model "${m.v}"`, guess ? `did you mean '${guess}'?` : this.models.length ? `its models are ${this.models.join(', ')}` : 'declare it in spec.models');
           }
-          e.args.slice(1).forEach((a) => this.typeOf(a, { aggAllowed: false, inAgg: ctx.inAgg }));
+          if (ctx.having && !ctx.inAgg) throw sqlError('SQL_INVALID', e.pos, 'infer() over a window is computed after the window closes, so HAVING cannot use it', 'filter its result downstream, or call infer() inside an aggregate: max(infer(…))');
+          e.args.slice(1).forEach((a) => this.typeOf(a, { aggAllowed: ctx.aggAllowed && !ctx.inAgg, inAgg: ctx.inAgg }));
           return 'any';
         }
         if (WINDOW_FUNCTIONS.has(e.name)) throw sqlError('SQL_INVALID', e.pos, `${e.name.toUpperCase()} belongs in GROUP BY`, `GROUP BY key, ${e.name.toUpperCase()}(ss, 10)`);
@@ -318,6 +328,11 @@ class Planner {
         return (r, env) => { for (const w of whens) if (truthy(w.when(r, env))) return w.then(r, env); return otherwise(r, env); };
       }
       case 'call': {
+        if (e.name === 'infer' && emit) {
+          const model = (e.args[0] as { v: string }).v;
+          const args = e.args.slice(1).map((a) => this.compile(a, true));
+          return (row, env) => new PendingInfer(model, args.map((f) => f(row, env)));
+        }
         if (e.name === 'infer') {
           const text = show(e);
           let idx = this.infers.findIndex((x) => x.text === text);

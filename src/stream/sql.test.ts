@@ -218,6 +218,8 @@ describe('streaming SQL: errors name line and column and say how to fix', () => 
     ['SELECT percentile(rms, 95) FROM vibration GROUP BY TUMBLINGWINDOW(ss, 1)', 'SQL_INVALID', /between 0 and 1/, 'sql:1:24'],
     ['SELECT rms AS x, machineId AS x FROM vibration', 'SQL_INVALID', /two output columns are named "x"/, 'sql:1:18'],
     ['SELECT round(rms, 1, 2, 3) FROM vibration', 'SQL_INVALID', /round\(\) takes 1 to 2 arguments but got 4/, 'sql:1:8'],
+    ["SELECT machineId FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 1) HAVING infer('m', avg(rms)) > 1", 'SQL_INVALID', /HAVING cannot use it/, 'sql:1:82'],
+    ['SELECT infer(rms, 1) FROM vibration', 'SQL_INVALID', /first argument is the model's name, a string/, 'sql:1:14'],
   ];
   for (const [sql, code, msg, path] of bad) {
     it(`${code}: ${sql.replace(/\n/g, ' ')}`, () => {
