@@ -1,6 +1,8 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnCli } from './support/proc.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { tempDir, waitFor, removeDirs } from './support/harness.ts';
 
 describe('end to end: `edgeweave demo`', () => {
@@ -31,6 +33,17 @@ describe('end to end: `edgeweave demo`', () => {
     assert.ok(typeof traffic[0].data.vehicles === 'number' && typeof traffic[0].data.speed === 'number');
     const health = await waitFor('machine health from the factory', async () => { const r = await results(byName['factory-ningbo-02'], 'machine-health'); return r.length ? r : undefined; }, 60_000, 500);
     assert.ok(['press-01', 'press-02', 'cnc-07', 'pump-12'].includes(health[0].data.machineId));
+    // The factory serves its vibration model over the Open Inference Protocol.
+    const factory = ready.sites.find((s: any) => s.name === 'factory-ningbo-02');
+    const key = readFileSync(join(dir, 'sites', 'factory-ningbo-02', 'api.key'), 'utf8').trim();
+    const res = await waitFor('the vibration model answers', async () => {
+      const r = await fetch(`${factory.apiUrl}/v2/models/vibration-score/infer`, {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1.0, 3.0, 120] }] }),
+      });
+      return r.status === 200 ? ((await r.json()) as any) : undefined;
+    }, 30_000, 250);
+    assert.ok(res.outputs[0].data[0] < 0.5, 'a healthy reading scores low');
     demo.child.kill('SIGINT');
     assert.equal(await demo.exited, 0, `clean exit; stderr:\n${demo.stderr().slice(-2000)}`);
     assert.match(demo.stderr(), /demo stopped/);

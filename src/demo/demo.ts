@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
 import { newSecret } from '../lib/secrets.ts';
 import { DeviceSimulator } from '../sim/simulator.ts';
 import { cellKpiProfile, trafficProfile, vibrationProfile, type Profile } from '../sim/profiles.ts';
@@ -15,18 +16,21 @@ import { EwError } from '../contracts/errors.ts';
  * key file, join tokens from the API, `edgeweave edge --token`, apps pushed and deployed with
  * the API. Ports are chosen once and kept in `demo.json`, so a second run resumes the fleet.
  */
-interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; app: Record<string, unknown> }
+/** sha256 of each template model file, once uploaded to the cloud. */
+type ModelShas = Record<'vibration-ae' | 'traffic-congestion', string>;
+interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; app: (models: ModelShas) => Record<string, unknown> }
 
-const DEMO_APP_VERSION = '1.1.0';
+const DEMO_APP_VERSION = '1.2.0';
 
-const manifest = (name: string, description: string, streams: unknown[], rules: unknown[], egress: unknown[]) => ({
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: DEMO_APP_VERSION, description }, spec: { streams, rules, policy: { egress: { allow: egress } } },
+const manifest = (name: string, description: string, streams: unknown[], rules: unknown[], egress: unknown[], extra: { models?: unknown[]; endpoints?: unknown[] } = {}) => ({
+  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: DEMO_APP_VERSION, description },
+  spec: { models: extra.models ?? [], streams, rules, endpoints: extra.endpoints ?? [], policy: { egress: { allow: egress } } },
 });
 
 export const DEMO_SITES: SiteSpec[] = [
   {
     name: 'city-hangzhou-01', region: 'cn-east', labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' }, profile: () => trafficProfile(),
-    app: manifest('traffic-watch', 'Vehicle counts and speeds per intersection, congestion alerts',
+    app: (models) => manifest('traffic-watch', 'Vehicle counts and speeds per intersection, congestion alerts and forecasts',
       [{ name: 'traffic', topic: 'city/+/+/traffic', format: 'json', timestamp: 'ts', schema: { intersection: 'string', vehicles: 'int', speed: 'float', occupancy: 'float', lane: 'int', ts: 'timestamp' } }],
       [
         {
@@ -41,17 +45,27 @@ export const DEMO_SITES: SiteSpec[] = [
           sinks: [{ uplink: 'congestion' }, { mqtt: 'city/alerts/congestion' }],
           options: { lateness: 2000 },
         },
+        {
+          name: 'congestion-forecast',
+          sql: "SELECT intersection, sum(vehicles) AS vehicles, round(avg(speed), 1) AS speed, infer('congestion', sum(vehicles), avg(speed), max(occupancy)) AS nextMinuteRisk FROM traffic GROUP BY intersection, TUMBLINGWINDOW(mi, 1)",
+          sinks: [{ uplink: 'congestion-forecast' }],
+          options: { lateness: 2000 },
+        },
       ],
-      ['traffic-stats', 'congestion']),
+      ['traffic-stats', 'congestion', 'congestion-forecast'],
+      {
+        models: [{ name: 'congestion', format: 'onnx', path: 'models/traffic-congestion.onnx', sha256: models['traffic-congestion'] }],
+        endpoints: [{ name: 'congestion', model: 'congestion' }],
+      }),
   },
   {
     name: 'factory-ningbo-02', region: 'cn-south', labels: { industry: 'manufacturing', plant: 'ningbo-2' }, profile: () => vibrationProfile(),
-    app: manifest('vibration-guard', 'Machine vibration anomaly alerts',
+    app: (models) => manifest('vibration-guard', 'Machine vibration anomaly alerts',
       [{ name: 'vibration', topic: 'factory/+/vibration', format: 'json', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', temperature: 'float', ts: 'timestamp' } }],
       [
         {
           name: 'anomalies',
-          sql: 'SELECT machineId, round(avg(rms), 4) AS rms, round(max(kurtosis), 3) AS kurtosis, round(avg(peakHz), 1) AS peakHz FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING max(kurtosis) > 5 OR avg(rms) > 1.3',
+          sql: "SELECT machineId, round(avg(rms), 4) AS rms, round(max(kurtosis), 3) AS kurtosis, round(max(infer('vib-ae', rms, kurtosis, peakHz)), 3) AS score FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING score > 0.8",
           sinks: [{ uplink: 'alerts' }, { mqtt: 'factory/alerts' }],
           options: { lateness: 1000 },
         },
@@ -62,11 +76,15 @@ export const DEMO_SITES: SiteSpec[] = [
           options: { lateness: 1000 },
         },
       ],
-      ['alerts', 'machine-health']),
+      ['alerts', 'machine-health'],
+      {
+        models: [{ name: 'vib-ae', format: 'onnx', path: 'models/vibration-ae.onnx', sha256: models['vibration-ae'], batching: { maxBatchSize: 64 } }],
+        endpoints: [{ name: 'vibration-score', model: 'vib-ae' }],
+      }),
   },
   {
     name: 'telco-edge-fra-03', region: 'eu-central', labels: { industry: 'telco', tier: 'far-edge' }, profile: () => cellKpiProfile(),
-    app: manifest('cell-kpi-watch', 'Radio cell load and latency',
+    app: () => manifest('cell-kpi-watch', 'Radio cell load and latency',
       [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', activeUes: 'int', throughputMbps: 'float', latencyMs: 'float', ts: 'timestamp' } }],
       [
         {
@@ -187,14 +205,24 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     children.push(cloud);
     const { url } = await cloud.ready;
 
-    // Apps, pushed and deployed as a partner would (409: already there from an earlier run).
+    // Model files first (content-addressed, so a second run uploads nothing), then the apps,
+    // pushed and deployed as a partner would (409: already there from an earlier run).
+    const models = {} as ModelShas;
+    for (const name of ['vibration-ae', 'traffic-congestion'] as const) {
+      const bytes = readFileSync(join(ROOT, 'models', `${name}.onnx`));
+      const sha = createHash('sha256').update(bytes).digest('hex');
+      const res = await fetch(new URL(`/api/v1/artifacts/${sha}`, url), { method: 'PUT', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(bytes) });
+      if (!res.ok) throw new EwError('INTERNAL', `uploading model ${name} failed: ${res.status} ${await res.text()}`);
+      models[name] = sha;
+    }
     for (const s of DEMO_SITES) {
-      const pushed = await api(url, adminKey, 'POST', '/api/v1/apps', { manifest: s.app });
-      if (pushed.status !== 201 && pushed.status !== 409) throw new EwError('INTERNAL', `pushing ${(s.app as any).metadata.name} failed: ${JSON.stringify(pushed.body)}`);
+      const app = s.app(models);
+      const pushed = await api(url, adminKey, 'POST', '/api/v1/apps', { manifest: app });
+      if (pushed.status !== 201 && pushed.status !== 409) throw new EwError('INTERNAL', `pushing ${(app as any).metadata.name} failed: ${JSON.stringify(pushed.body)}`);
     }
     const existing = (await api(url, adminKey, 'GET', '/api/v1/deployments')).body.items as { app: string; version: string }[];
     for (const s of DEMO_SITES) {
-      const name = (s.app as any).metadata.name as string;
+      const name = (s.app(models) as any).metadata.name as string;
       if (existing.some((d) => d.app === name && d.version === DEMO_APP_VERSION)) continue;
       const [k, v] = Object.entries(s.labels)[0]!;
       const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: name, version: DEMO_APP_VERSION, selector: { [k]: v } });
