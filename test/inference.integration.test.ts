@@ -132,6 +132,46 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
   });
 });
 
+describe('OCR at a city site: the built-in PP-OCRv4 pipeline behind an endpoint', () => {
+  let cloud: TestCloud;
+  let edge: TestEdge;
+  const png = readFileSync(new URL('./fixtures/ocr-sign.png', import.meta.url));
+  before(async () => {
+    cloud = await startTestCloud();
+    edge = await startTestEdge(cloud, { labels: { city: 'hangzhou' } });
+    const manifest = {
+      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'sign-reader', version: '1.0.0' },
+      spec: { models: [{ name: 'ocr', format: 'builtin', builtin: 'pp-ocrv4' }], endpoints: [{ name: 'plates', model: 'ocr' }] },
+    };
+    assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest })).status, 201);
+    await cloud.api('POST', '/api/v1/deployments', { app: 'sign-reader', version: '1.0.0', selector: { city: 'hangzhou' } });
+  });
+  after(async () => {
+    await edge?.stop();
+    await cloud?.stop();
+  });
+
+  it('reads an uploaded image (raw PNG body) and over OIP (base64 BYTES)', async () => {
+    const headers = { authorization: `Bearer ${edge.apiKey}` };
+    await waitFor('ocr ready', async () => (await fetch(`${edge.handle.apiUrl}/v2/models/plates/ready`, { headers })).status === 200, 30_000);
+    const raw = await fetch(`${edge.handle.apiUrl}/api/v1/ocr/plates`, { method: 'POST', headers: { ...headers, 'content-type': 'image/png' }, body: new Uint8Array(png) });
+    assert.equal(raw.status, 200);
+    const r = (await raw.json()) as any;
+    assert.equal(r.text, 'SPEED LIMIT 60\nZHE A12345');
+    assert.equal(r.lines[1].box.length, 4);
+    const oip = await fetch(`${edge.handle.apiUrl}/v2/models/plates/infer`, {
+      method: 'POST', headers: { ...headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [png.toString('base64')] }] }),
+    });
+    const o = (await oip.json()) as any;
+    assert.deepEqual(o.outputs.find((x: any) => x.name === 'text').data, ['SPEED LIMIT 60', 'ZHE A12345']);
+    assert.deepEqual(o.outputs.find((x: any) => x.name === 'boxes').shape, [2, 4]);
+    const bad = await fetch(`${edge.handle.apiUrl}/api/v1/ocr/plates`, { method: 'POST', headers: { ...headers, 'content-type': 'image/png' }, body: 'not an image' });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as any).code, 'INFER_INPUT_INVALID');
+  });
+});
+
 function manifest(version: string, sha256: string) {
   return {
     apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vibration-guard', version },

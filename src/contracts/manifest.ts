@@ -16,7 +16,10 @@ export const Version = z.string().regex(SEMVER, 'use a semantic version such as 
 
 export const ModelSpec = z.object({
   name: Name,
-  format: z.enum(['onnx', 'gguf', 'remote']),
+  /** onnx and gguf files travel as artifacts; builtin pipelines ship with the agent. */
+  format: z.enum(['onnx', 'gguf', 'remote', 'builtin']),
+  /** For format builtin: which pipeline (pp-ocrv4: PaddleOCR v4 text detection + recognition). */
+  builtin: z.enum(['pp-ocrv4']).optional(),
   /** The file in the app bundle; `app push` uploads it and fills in sha256. */
   path: z.string().min(1).optional(),
   /** The artifact the site downloads and verifies (required for onnx and gguf). */
@@ -32,7 +35,9 @@ export const ModelSpec = z.object({
     graphOptimization: z.enum(['disabled', 'basic', 'extended', 'all']),
     executionProvider: z.enum(['cpu', 'cuda']),
   }).partial().strict().optional(),
-}).passthrough().refine((m) => m.format === 'remote' || m.sha256 !== undefined, { message: 'onnx and gguf models need the sha256 of their uploaded file (edgeweave app push fills it in)', path: ['sha256'] });
+}).passthrough()
+  .refine((m) => m.format === 'remote' || m.format === 'builtin' || m.sha256 !== undefined, { message: 'onnx and gguf models need the sha256 of their uploaded file (edgeweave app push fills it in)', path: ['sha256'] })
+  .refine((m) => (m.format === 'builtin') === (m.builtin !== undefined), { message: 'format builtin names its pipeline in "builtin" (pp-ocrv4), and only builtin models do', path: ['builtin'] });
 
 const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter or "_"');
 /** A result stream's name, as it appears in the cloud (`ew/{site}/up/{name}`). */

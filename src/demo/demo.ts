@@ -20,7 +20,7 @@ import { EwError } from '../contracts/errors.ts';
 type ModelShas = Record<'vibration-ae' | 'traffic-congestion', string>;
 interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; app: (models: ModelShas) => Record<string, unknown> }
 
-const DEMO_APP_VERSION = '1.2.0';
+const DEMO_APP_VERSION = '1.3.0';
 
 const manifest = (name: string, description: string, streams: unknown[], rules: unknown[], egress: unknown[], extra: { models?: unknown[]; endpoints?: unknown[] } = {}) => ({
   apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: DEMO_APP_VERSION, description },
@@ -54,8 +54,12 @@ export const DEMO_SITES: SiteSpec[] = [
       ],
       ['traffic-stats', 'congestion', 'congestion-forecast'],
       {
-        models: [{ name: 'congestion', format: 'onnx', path: 'models/traffic-congestion.onnx', sha256: models['traffic-congestion'] }],
-        endpoints: [{ name: 'congestion', model: 'congestion' }],
+        models: [
+          { name: 'congestion', format: 'onnx', path: 'models/traffic-congestion.onnx', sha256: models['traffic-congestion'] },
+          { name: 'ocr', format: 'builtin', builtin: 'pp-ocrv4' },
+        ],
+        // Camera frames → sign and plate text: POST a PNG/JPEG to /api/v1/ocr/plates on the site.
+        endpoints: [{ name: 'congestion', model: 'congestion' }, { name: 'plates', model: 'ocr' }],
       }),
   },
   {

@@ -17,6 +17,7 @@ import { RuleHost } from './rules.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
 import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
+import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
 import { join } from 'node:path';
@@ -158,7 +159,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
-  const runtimeRegistry = new RuntimeRegistry().register(new OnnxRuntime());
+  const runtimeRegistry = new RuntimeRegistry().register(new OnnxRuntime()).register(new BuiltinRuntime());
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password), clock, log);
   const models = new ModelHost({
@@ -195,7 +196,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
-  const runtimes = runtimeRegistry.formats().filter((f) => detectRuntimes().includes(f));
+  const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
   const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
@@ -326,6 +327,17 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
   registerOip(app, d.models);
+  // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
+  app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {
+    if (!Buffer.isBuffer(req.body)) throw new EwError('UNSUPPORTED_MEDIA_TYPE', 'send the image as the body with content-type image/png or image/jpeg');
+    const out = await d.models.infer(req.params.endpoint, undefined, { inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [req.body.toString('base64')] }] });
+    const get = (n: string) => out.outputs.find((o) => o.name === n)?.data ?? [];
+    const text = get('text') as string[];
+    const boxes = get('boxes') as number[];
+    const scores = get('scores') as number[];
+    return { text: text.join('\n'), lines: text.map((t, i) => ({ text: t, score: scores[i], box: boxes.slice(i * 4, i * 4 + 4) })) };
+  });
   r.get('/api/v1/dead-letters', { schema: { querystring: z.object({ app: z.string().optional(), stream: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) } },
     async (req) => ({ total: d.dead.total, items: d.dead.list(req.query) }));
   r.get('/api/v1/egress', { schema: { querystring: z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(1000) }) } },

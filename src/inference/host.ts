@@ -33,7 +33,7 @@ export interface ServedModel {
 export interface ModelHostDeps {
   runtimes: RuntimeRegistry;
   /** A verified local file for a model (downloads it when needed). */
-  fetchModel(app: string, model: { name: string; sha256?: string; path?: string; format: string }, onProgress: (received: number, total: number) => void): Promise<string>;
+  fetchModel(app: string, model: { name: string; sha256?: string; path?: string; format: string; builtin?: string }, onProgress: (received: number, total: number) => void): Promise<string>;
   /** The model no longer uses its file (the cache may evict it). */
   releaseModel?(sha256: string): void;
   clock: Clock;
@@ -84,7 +84,7 @@ export class ModelHost implements AppComponent {
       if (s.app !== app.name) continue;
       s.batcher?.close();
       await s.model?.close().catch(() => {});
-      if (s.sha256 && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
+      if (s.sha256 && s.format !== 'builtin' && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
       this.models.delete(key);
     }
     for (const [ep, t] of this.endpoints) if (t.app === app.name) this.endpoints.delete(ep);
@@ -99,7 +99,8 @@ export class ModelHost implements AppComponent {
       const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256 };
       this.models.set(key, served);
       try {
-        const file = await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+        // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
+        const file = ms.format === 'builtin' ? ms.builtin! : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
         served.state = 'loading';
         const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
         const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
