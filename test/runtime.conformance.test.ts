@@ -41,6 +41,14 @@ function runRuntimeConformance(name: string, runtime: ModelRuntime, fx: Fixture)
       }
     });
 
+    it('runs where it can: a GPU asked for on a machine without one falls back to the CPU', async () => {
+      const g = await runtime.load({ name: 'gpu', format: runtime.format, file: fx.file, options: { executionProvider: 'cuda' } });
+      assert.ok(['cpu', 'cuda'].includes(g.device));
+      const out = await g.run({ [fx.input]: { datatype: 'FP32', shape: [1, fx.width], data: Float32Array.from(fx.row(0)) } });
+      assert.ok(out[fx.output]);
+      await g.close();
+    });
+
     it('refuses a file it cannot load with MODEL_LOAD_FAILED', async () => {
       const bad = join(dir, 'broken.bin');
       writeFileSync(bad, 'this is not a model');

@@ -44,7 +44,7 @@ export const SiteStatusBody = z.object({
   })).max(1000).optional(),
   deadLetters: z.number().int().nonnegative().optional(),
   models: z.array(z.object({
-    app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), error: z.string().max(2000).optional(),
+    app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: z.string().max(32).optional(), error: z.string().max(2000).optional(),
     download: z.object({ received: z.number(), total: z.number() }).optional(),
   })).max(1000).optional(),
 });

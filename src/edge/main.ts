@@ -159,7 +159,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
-  const runtimeRegistry = new RuntimeRegistry().register(new OnnxRuntime()).register(new BuiltinRuntime());
+  const runtimeRegistry = new RuntimeRegistry()
+    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
+    .register(new BuiltinRuntime());
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password), clock, log);
   const models = new ModelHost({
@@ -206,7 +208,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     rules: rules.statuses(), deadLetters: dead.total,
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}) };
+      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}) };
     }),
   });
   let applying: Promise<unknown> = Promise.resolve();

@@ -201,7 +201,7 @@ export class BuiltinRuntime implements ModelRuntime {
     if (spec.file !== 'pp-ocrv4') throw new EwError('MODEL_LOAD_FAILED', `unknown built-in model "${spec.file}"; this agent has pp-ocrv4`, { path: `models.${spec.name}.builtin` });
     const ocr = await PpOcr.load();
     return {
-      name: spec.name, format: 'builtin',
+      name: spec.name, format: 'builtin', device: 'cpu',
       inputs: [{ name: 'image', datatype: 'BYTES', shape: [1] }],
       outputs: [{ name: 'text', datatype: 'BYTES', shape: [-1] }, { name: 'boxes', datatype: 'FP32', shape: [-1, 4] }, { name: 'scores', datatype: 'FP32', shape: [-1] }],
       async run(inputs: Record<string, Tensor>) {

@@ -24,6 +24,9 @@ export class OnnxRuntime implements ModelRuntime {
   readonly format = 'onnx';
   private ort?: typeof Ort;
 
+  /** `onFallback` hears when CUDA was asked for and the model runs on the CPU instead. */
+  constructor(private readonly onFallback?: (model: string, reason: string) => void) {}
+
   private lib(): typeof Ort {
     this.ort ??= require('onnxruntime-node') as typeof Ort;
     return this.ort;
@@ -33,13 +36,26 @@ export class OnnxRuntime implements ModelRuntime {
     const ort = this.lib();
     const o = spec.options ?? {};
     let session: Ort.InferenceSession;
+    const create = (providers: string[]) => ort.InferenceSession.create(spec.file, {
+      intraOpNumThreads: o.threads ?? 1,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: o.graphOptimization ?? 'all',
+      executionProviders: providers,
+    });
+    let device = 'cpu';
     try {
-      session = await ort.InferenceSession.create(spec.file, {
-        intraOpNumThreads: o.threads ?? 1,
-        interOpNumThreads: 1,
-        graphOptimizationLevel: o.graphOptimization ?? 'all',
-        executionProviders: o.executionProvider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
-      });
+      if (o.executionProvider === 'cuda') {
+        try {
+          session = await create(['cuda', 'cpu']);
+          device = 'cuda';
+        } catch (e) {
+          // No CUDA provider in this build or no usable GPU: the model still runs, on the CPU.
+          this.onFallback?.(spec.name, (e as Error).message);
+          session = await create(['cpu']);
+        }
+      } else {
+        session = await create(['cpu']);
+      }
     } catch (e) {
       throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: onnxruntime could not load ${spec.file}: ${(e as Error).message}`, { path: `models.${spec.name}`, cause: e });
     }
@@ -52,7 +68,7 @@ export class OnnxRuntime implements ModelRuntime {
     const inputs = meta(session.inputMetadata);
     const outputs = meta(session.outputMetadata);
     return {
-      name: spec.name, format: 'onnx', inputs, outputs,
+      name: spec.name, format: 'onnx', inputs, outputs, device,
       async run(feeds) {
         const ortFeeds: Record<string, Ort.Tensor> = {};
         for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(OIP_TO_ORT[t.datatype], t.data as never, t.shape);

@@ -23,6 +23,8 @@ export interface LoadedModel {
   readonly format: string;
   readonly inputs: readonly TensorSpec[];
   readonly outputs: readonly TensorSpec[];
+  /** Where it runs: cpu, cuda, … (what the runtime actually got, not what was asked for). */
+  readonly device: string;
   /** Runs one batch; tensors' first dimension is the batch when the model has one. */
   run(inputs: Record<string, Tensor>): Promise<Record<string, Tensor>>;
   close(): Promise<void>;
