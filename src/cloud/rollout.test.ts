@@ -1,0 +1,167 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { abort, admittedSites, newRollout, pause, reconcile, resume, undo, type RolloutState, type SiteObservation, type Strategy } from './rollout.ts';
+
+/**
+ * A small simulated fleet: each site runs whatever version it is admitted to one step after it
+ * is admitted (or never, for sites told to misbehave), and reports metrics per version.
+ */
+class Fleet {
+  t = 0;
+  running = new Map<string, string>();
+  online = new Map<string, boolean>();
+  broken = new Set<string>(); // never become healthy on the new version
+  metrics = new Map<string, SiteObservation['metrics']>();
+  constructor(readonly sites: string[], readonly oldVersion = '1.0.0') {
+    for (const s of sites) { this.running.set(s, oldVersion); this.online.set(s, true); }
+  }
+  obs(): Map<string, SiteObservation> {
+    return new Map(this.sites.map((s) => [s, {
+      online: this.online.get(s)!, runningVersion: this.running.get(s),
+      healthy: !(this.broken.has(s) && this.running.get(s) !== this.oldVersion), healthReason: this.broken.has(s) ? 'rule anomalies failed: SQL_INVALID' : undefined,
+      metrics: this.metrics.get(`${s}@${this.running.get(s)}`) ?? undefined,
+    }]));
+  }
+  /** Sites apply what the rollout admits (online ones), then the controller steps. */
+  step(r: RolloutState, ms = 1000): RolloutState {
+    this.t += ms;
+    const admitted = admittedSites(r, this.sites);
+    for (const s of this.sites) if (this.online.get(s)) this.running.set(s, admitted.has(s) ? r.version : this.oldVersion);
+    return reconcile(r, this.sites, this.obs(), this.t);
+  }
+  run(r: RolloutState, steps: number, ms = 1000): RolloutState {
+    for (let i = 0; i < steps; i++) r = this.step(r, ms);
+    return r;
+  }
+}
+
+const opts = { stepTimeoutS: 60, onFailure: 'rollback' as const };
+const start = (strategy: Strategy) => newRollout('dep-1', 'vib', '2.0.0', strategy, opts, 0);
+
+describe('rollout controller (pure, fake time)', () => {
+  it('all at once: every site at once, succeeded when all run the new version', () => {
+    const f = new Fleet(['a', 'b', 'c']);
+    let r = f.step(start({ type: 'all' }));
+    assert.deepEqual(r.admitted.sort(), ['a', 'b', 'c']);
+    r = f.run(r, 2);
+    assert.equal(r.phase, 'succeeded');
+    assert.match(r.reason!, /all 3 site\(s\) run vib@2.0.0/);
+    assert.deepEqual([...f.running.values()], ['2.0.0', '2.0.0', '2.0.0']);
+  });
+
+  it('rolling: never more than maxUnavailable sites updating at once', () => {
+    const f = new Fleet(['a', 'b', 'c', 'd', 'e']);
+    let r = start({ type: 'rolling', maxUnavailable: 2 });
+    const seen: number[] = [];
+    for (let i = 0; i < 12 && r.phase !== 'succeeded'; i++) {
+      r = f.step(r);
+      seen.push(Object.values(r.sites).filter((s) => s.phase === 'updating').length);
+    }
+    assert.equal(r.phase, 'succeeded');
+    assert.ok(Math.max(...seen) <= 2, `in flight: ${seen}`);
+    assert.ok(r.history.filter((h) => h.event.startsWith('admitted')).length >= 3, 'in several waves');
+  });
+
+  it('canary: a few sites first, gates held for the bake time, then the rest', () => {
+    const f = new Fleet(['a', 'b', 'c', 'd']);
+    let r = start({ type: 'canary', canary: 25, canaryPercent: true, bakeTimeS: 30, gates: { maxErrorRate: 0.05, maxP95Ms: 50 }, then: 'all' });
+    r = f.step(r);
+    assert.deepEqual(r.canaries, ['a']);
+    assert.deepEqual(r.admitted, ['a']);
+    f.metrics.set('a@2.0.0', { requests: 1000, errors: 2, p95Ms: 12, outputMean: 0.31 });
+    r = f.run(r, 2);
+    assert.equal(r.phase, 'baking');
+    r = f.run(r, 20);
+    assert.equal(r.admitted.length, 1, 'still baking at 22 s');
+    r = f.run(r, 12);
+    assert.equal(r.admitted.length, 4, 'promoted after the bake');
+    r = f.run(r, 2);
+    assert.equal(r.phase, 'succeeded');
+  });
+
+  it('canary: a failed gate rolls back by itself, with the figures in the reason', () => {
+    const f = new Fleet(['a', 'b', 'c']);
+    let r = start({ type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxErrorRate: 0.01 }, then: 'all' });
+    r = f.run(r, 2);
+    f.metrics.set('a@2.0.0', { requests: 200, errors: 30, p95Ms: 5, outputMean: 0.2 });
+    r = f.run(r, 1);
+    assert.equal(r.phase, 'rolled-back');
+    assert.match(r.reason!, /error rate 15.00 % on canary sites is above the gate of 1.00 %/);
+    assert.deepEqual(r.admitted, []);
+    r = f.run(r, 1);
+    assert.equal(f.running.get('a'), '1.0.0', 'the canary is back on the previous version');
+  });
+
+  it('canary: output drift against the previous version is a gate', () => {
+    const f = new Fleet(['a', 'b', 'c']);
+    f.metrics.set('b@1.0.0', { requests: 100, errors: 0, p95Ms: 3, outputMean: 0.2 });
+    f.metrics.set('c@1.0.0', { requests: 100, errors: 0, p95Ms: 3, outputMean: 0.22 });
+    f.metrics.set('a@2.0.0', { requests: 100, errors: 0, p95Ms: 3, outputMean: 0.5 });
+    let r = start({ type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxDrift: 0.25 }, then: 'all' });
+    r = f.run(r, 3);
+    assert.equal(r.phase, 'rolled-back');
+    assert.match(r.reason!, /drift 138.1 % .*above the gate of 25.0 %/);
+  });
+
+  it('a site that never runs the new version fails the rollout after the step timeout, which rolls back', () => {
+    const f = new Fleet(['a', 'b']);
+    f.broken.add('b');
+    let r = start({ type: 'all' });
+    r = f.run(r, 30);
+    assert.equal(r.phase, 'progressing', 'not before the deadline');
+    r = f.run(r, 40);
+    assert.equal(r.phase, 'failed');
+    assert.match(r.reason!, /site b unhealthy for 60 s: rule anomalies failed/);
+    assert.deepEqual(r.admitted, [], 'onFailure rollback');
+  });
+
+  it('an offline site is deferred: it does not hold the rollout and converges when it returns', () => {
+    const f = new Fleet(['a', 'b', 'c']);
+    f.online.set('c', false);
+    let r = f.run(start({ type: 'rolling', maxUnavailable: 1 }), 6);
+    assert.equal(r.phase, 'succeeded');
+    assert.match(r.reason!, /1 offline site\(s\) will when they return/);
+    assert.equal(r.sites.c!.phase, 'deferred');
+    assert.ok(admittedSites(r, f.sites).has('c'), 'its desired state already names the new version');
+    f.online.set('c', true);
+    f.step(r);
+    assert.equal(f.running.get('c'), '2.0.0');
+  });
+
+  it('pause holds, resume continues, abort returns every site to the previous version', () => {
+    const f = new Fleet(['a', 'b', 'c', 'd']);
+    let r = f.step(start({ type: 'rolling', maxUnavailable: 1 }));
+    r = pause(r, f.t);
+    const held = f.run(r, 10);
+    assert.equal(held.phase, 'paused');
+    assert.equal(held.admitted.length, 1);
+    assert.throws(() => pause(held, f.t), /only a running rollout/);
+    r = resume(held, f.t);
+    r = f.run(r, 2);
+    assert.ok(r.admitted.length >= 2);
+    r = abort(r, f.t);
+    assert.equal(r.phase, 'aborted');
+    f.step(r);
+    assert.deepEqual([...f.running.values()], ['1.0.0', '1.0.0', '1.0.0', '1.0.0']);
+    assert.throws(() => abort(r, f.t), /already ended/);
+  });
+
+  it('undo takes a finished rollout back', () => {
+    const f = new Fleet(['a', 'b']);
+    let r = f.run(start({ type: 'all' }), 3);
+    assert.equal(r.phase, 'succeeded');
+    r = undo(r, f.t);
+    assert.equal(r.phase, 'rolled-back');
+    f.step(r);
+    assert.deepEqual([...f.running.values()], ['1.0.0', '1.0.0']);
+  });
+
+  it('a canary whose sites are all offline rolls back at the deadline instead of promoting blind', () => {
+    const f = new Fleet(['a', 'b']);
+    f.online.set('a', false);
+    f.online.set('b', false);
+    let r = f.run(start({ type: 'canary', canary: 1, bakeTimeS: 10, gates: {}, then: 'all' }), 70);
+    assert.equal(r.phase, 'rolled-back');
+    assert.match(r.reason!, /no canary site came online/);
+  });
+});

@@ -1,0 +1,263 @@
+/**
+ * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
+ * its sites under a strategy; `reconcile()` is one step: given the rollout, the sites the pool
+ * holds now, what each site reports, and the time, it returns the next rollout. The shell
+ * (rollouts.ts) calls it every second and persists and publishes what changed.
+ *
+ * Which sites run the new version is `admitted`: the desired-state computation gives the
+ * deployment to admitted sites only (all matching sites once the rollout has succeeded; none once
+ * it was rolled back or aborted — those sites fall back to the app's previous deployment).
+ *
+ * Every wait has a deadline (`stepTimeoutS`), so a rollout always ends: succeeded, failed,
+ * rolled back or aborted, with the reason. Sites offline when they are due are deferred: they do
+ * not hold the rollout up, and converge when they come back (their desired state is retained).
+ */
+export type Strategy =
+  | { type: 'all' }
+  | { type: 'rolling'; maxUnavailable: number }
+  | { type: 'canary'; canary: number; canaryPercent?: boolean; bakeTimeS: number; gates: Gates; then: 'all' | 'rolling'; maxUnavailable?: number };
+
+export interface Gates {
+  /** Largest share of failed model requests on canary sites (0.01 = 1 %). */
+  maxErrorRate?: number;
+  /** Largest model p95 latency on canary sites, ms. */
+  maxP95Ms?: number;
+  /** Largest relative change of the models' mean output, canary against sites on the previous version. */
+  maxDrift?: number;
+}
+
+export interface RolloutOptions {
+  /** Longest wait for a site to run the new version healthily. Default 300. */
+  stepTimeoutS: number;
+  /** What a failed site does to a rolling or all-at-once rollout. Canary gates always roll back. */
+  onFailure: 'rollback' | 'halt';
+}
+
+export type Phase = 'progressing' | 'baking' | 'paused' | 'succeeded' | 'failed' | 'rolled-back' | 'aborted';
+export type SitePhase = 'pending' | 'updating' | 'updated' | 'failed' | 'deferred' | 'reverted';
+
+export interface RolloutState {
+  id: string;
+  app: string;
+  version: string;
+  strategy: Strategy;
+  options: RolloutOptions;
+  phase: Phase;
+  reason?: string;
+  pausedFrom?: Phase;
+  startedAt: number;
+  updatedAt: number;
+  bakeStartedAt?: number;
+  admitted: string[];
+  canaries: string[];
+  sites: Record<string, { phase: SitePhase; since: number; reason?: string }>;
+  history: { at: number; event: string }[];
+}
+
+export interface SiteObservation {
+  online: boolean;
+  /** The version of this app the site runs now (from its last status), if any. */
+  runningVersion?: string;
+  /** The app runs without a failed rule or model, and the last apply had no error for it. */
+  healthy: boolean;
+  healthReason?: string;
+  /** The app's models on that site: requests, errors, p95 latency and mean output. */
+  metrics?: { requests: number; errors: number; p95Ms: number | null; outputMean: number | null };
+}
+
+export const TERMINAL: readonly Phase[] = ['succeeded', 'failed', 'rolled-back', 'aborted'];
+
+export function newRollout(id: string, app: string, version: string, strategy: Strategy, options: RolloutOptions, now: number): RolloutState {
+  return { id, app, version, strategy, options, phase: 'progressing', startedAt: now, updatedAt: now, admitted: [], canaries: [], sites: {}, history: [{ at: now, event: `started (${strategy.type})` }] };
+}
+
+/** The sites of `targets` a deployment's rollout lets run the new version. */
+export function admittedSites(r: RolloutState | undefined, targets: readonly string[]): Set<string> {
+  if (!r || r.phase === 'succeeded') return new Set(targets);
+  if (r.phase === 'rolled-back' || r.phase === 'aborted') return new Set();
+  return new Set(r.admitted);
+}
+
+function log(r: RolloutState, now: number, event: string): void {
+  r.history.push({ at: now, event });
+  if (r.history.length > 200) r.history.splice(0, r.history.length - 200);
+}
+
+function end(r: RolloutState, phase: Phase, reason: string, now: number, revert: boolean): RolloutState {
+  r.phase = phase;
+  r.reason = reason;
+  if (revert) {
+    for (const s of r.admitted) r.sites[s] = { phase: 'reverted', since: now, reason };
+    r.admitted = [];
+  }
+  log(r, now, `${phase}: ${reason}`);
+  return r;
+}
+
+/** Operator actions. Each returns the next state, or throws with why it cannot. */
+export function pause(r: RolloutState, now: number): RolloutState {
+  if (TERMINAL.includes(r.phase) || r.phase === 'paused') throw new Error(`the rollout is ${r.phase}; only a running rollout can be paused`);
+  const n = structuredClone(r);
+  n.pausedFrom = n.phase;
+  n.phase = 'paused';
+  n.updatedAt = now;
+  log(n, now, 'paused');
+  return n;
+}
+
+export function resume(r: RolloutState, now: number): RolloutState {
+  if (r.phase !== 'paused') throw new Error(`the rollout is ${r.phase}, not paused`);
+  const n = structuredClone(r);
+  n.phase = n.pausedFrom ?? 'progressing';
+  delete n.pausedFrom;
+  // Waits start again: time spent paused does not count against a step's deadline.
+  for (const s of Object.values(n.sites)) if (s.phase === 'updating') s.since = now;
+  if (n.bakeStartedAt !== undefined) n.bakeStartedAt = now;
+  n.updatedAt = now;
+  log(n, now, 'resumed');
+  return n;
+}
+
+export function abort(r: RolloutState, now: number): RolloutState {
+  if (TERMINAL.includes(r.phase)) throw new Error(`the rollout already ended (${r.phase})`);
+  return end(structuredClone(r), 'aborted', 'aborted by an operator; sites go back to the previous version', now, true);
+}
+
+/** Undo a rollout that ended: every site goes back to the previous version. */
+export function undo(r: RolloutState, now: number): RolloutState {
+  if (r.phase === 'rolled-back' || r.phase === 'aborted') throw new Error(`the rollout was already ${r.phase}`);
+  const n = structuredClone(r);
+  if (n.phase === 'succeeded') n.admitted = Object.keys(n.sites).filter((s) => n.sites[s]!.phase !== 'reverted');
+  return end(n, 'rolled-back', 'undone by an operator; sites go back to the previous version', now, true);
+}
+
+function canaryCount(s: Extract<Strategy, { type: 'canary' }>, targets: number): number {
+  const n = s.canaryPercent ? Math.ceil((targets * s.canary) / 100) : s.canary;
+  return Math.max(1, Math.min(targets, Math.floor(n)));
+}
+
+/** Evaluates the canary gates; returns the first that fails, with the figures. */
+export function failedGate(gates: Gates, canary: SiteObservation[], baseline: SiteObservation[]): string | undefined {
+  const sum = (xs: SiteObservation[], f: (m: NonNullable<SiteObservation['metrics']>) => number) => xs.reduce((a, o) => a + (o.metrics ? f(o.metrics) : 0), 0);
+  const requests = sum(canary, (m) => m.requests);
+  const errors = sum(canary, (m) => m.errors);
+  if (gates.maxErrorRate !== undefined && requests > 0 && errors / requests > gates.maxErrorRate) {
+    return `error rate ${(100 * errors / requests).toFixed(2)} % on canary sites is above the gate of ${(100 * gates.maxErrorRate).toFixed(2)} %`;
+  }
+  if (gates.maxP95Ms !== undefined) {
+    const worst = Math.max(...canary.map((o) => o.metrics?.p95Ms ?? 0));
+    if (worst > gates.maxP95Ms) return `p95 latency ${worst.toFixed(1)} ms on a canary site is above the gate of ${gates.maxP95Ms} ms`;
+  }
+  if (gates.maxDrift !== undefined) {
+    const mean = (xs: SiteObservation[]) => {
+      const v = xs.map((o) => o.metrics?.outputMean).filter((x): x is number => typeof x === 'number');
+      return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+    };
+    const c = mean(canary);
+    const b = mean(baseline);
+    if (c !== undefined && b !== undefined) {
+      const drift = Math.abs(c - b) / Math.max(Math.abs(b), 1e-9);
+      if (drift > gates.maxDrift) return `model output drift ${(100 * drift).toFixed(1)} % (canary mean ${c.toPrecision(4)}, previous version ${b.toPrecision(4)}) is above the gate of ${(100 * gates.maxDrift).toFixed(1)} %`;
+    }
+  }
+  return undefined;
+}
+
+/** One reconcile step. Pure: returns a new state (the input is not changed). */
+export function reconcile(prev: RolloutState, targets: readonly string[], obs: ReadonlyMap<string, SiteObservation>, now: number): RolloutState {
+  if (TERMINAL.includes(prev.phase) || prev.phase === 'paused') return prev;
+  const r = structuredClone(prev);
+  const timeout = r.options.stepTimeoutS * 1000;
+  const targetSet = new Set(targets);
+  for (const t of targets) r.sites[t] ??= { phase: 'pending', since: now };
+  // Sites that left the pool (relabelled, revoked) no longer count.
+  r.admitted = r.admitted.filter((s) => targetSet.has(s));
+  r.canaries = r.canaries.filter((s) => targetSet.has(s));
+
+  // 1. Where admitted sites stand.
+  const failures: string[] = [];
+  for (const s of r.admitted) {
+    const o = obs.get(s);
+    const st = r.sites[s]!;
+    if (st.phase === 'failed' || st.phase === 'reverted') continue;
+    if (o?.runningVersion === r.version && o.healthy) {
+      if (st.phase !== 'updated') { r.sites[s] = { phase: 'updated', since: now }; log(r, now, `site ${s} updated`); }
+    } else if (!o?.online && st.phase !== 'updated') {
+      if (st.phase !== 'deferred') { r.sites[s] = { phase: 'deferred', since: now, reason: 'offline; updates when it returns' }; log(r, now, `site ${s} offline: deferred`); }
+    } else if (st.phase === 'updated' && o?.online && !o.healthy) {
+      r.sites[s] = { phase: 'failed', since: now, reason: o.healthReason ?? 'unhealthy after the update' };
+      failures.push(`site ${s}: ${r.sites[s]!.reason}`);
+    } else if (st.phase === 'deferred' && o?.online) {
+      r.sites[s] = { phase: 'updating', since: now };
+    } else if (st.phase === 'updating' && now - st.since > timeout) {
+      const why = o?.runningVersion !== r.version ? `did not run ${r.app}@${r.version} within ${r.options.stepTimeoutS} s` : `unhealthy for ${r.options.stepTimeoutS} s: ${o?.healthReason ?? 'unknown'}`;
+      r.sites[s] = { phase: 'failed', since: now, reason: why };
+      failures.push(`site ${s} ${why}`);
+    } else if (st.phase === 'pending') {
+      r.sites[s] = { phase: 'updating', since: now };
+    }
+  }
+  const isCanaryStage = r.strategy.type === 'canary' && r.admitted.length === r.canaries.length && r.admitted.length < targets.length;
+  if (failures.length) {
+    const reason = failures.join('; ');
+    if (isCanaryStage) return end(r, 'rolled-back', `canary failed: ${reason}`, now, true);
+    return end(r, 'failed', reason, now, r.options.onFailure === 'rollback');
+  }
+
+  const inFlight = r.admitted.filter((s) => r.sites[s]!.phase === 'updating' || r.sites[s]!.phase === 'pending').length;
+  const pending = targets.filter((t) => !r.admitted.includes(t));
+  const admit = (sites: string[]) => {
+    for (const s of sites) {
+      r.admitted.push(s);
+      const online = obs.get(s)?.online ?? false;
+      r.sites[s] = online ? { phase: 'updating', since: now } : { phase: 'deferred', since: now, reason: 'offline; updates when it returns' };
+    }
+    if (sites.length) log(r, now, `admitted ${sites.join(', ')}`);
+  };
+  // Online sites first: an offline site would only be deferred.
+  const byOnline = (xs: string[]) => [...xs].sort((a, b) => Number(obs.get(b)?.online ?? false) - Number(obs.get(a)?.online ?? false) || (a < b ? -1 : 1));
+
+  const s = r.strategy;
+  if (s.type === 'canary' && r.canaries.length === 0 && targets.length > 0) {
+    const first = byOnline(pending).slice(0, canaryCount(s, targets.length));
+    r.canaries = first;
+    admit(first);
+  } else if (s.type === 'canary' && isCanaryStage) {
+    if (inFlight > 0) return touch(r, prev, now);
+    const canaryObs = r.canaries.filter((c) => r.sites[c]!.phase === 'updated').map((c) => obs.get(c)!).filter(Boolean);
+    if (canaryObs.length === 0) {
+      // Every canary is deferred (offline): promoting on no evidence would defeat the canary.
+      if (now - r.startedAt > timeout) return end(r, 'rolled-back', `no canary site came online within ${r.options.stepTimeoutS} s`, now, true);
+      return touch(r, prev, now);
+    }
+    if (r.phase !== 'baking') {
+      r.phase = 'baking';
+      r.bakeStartedAt = now;
+      log(r, now, `baking for ${s.bakeTimeS} s`);
+    }
+    const baseline = targets.filter((t) => !r.admitted.includes(t)).map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
+    const gate = failedGate(s.gates, canaryObs, baseline);
+    if (gate) return end(r, 'rolled-back', `canary gate failed: ${gate}`, now, true);
+    if (now - r.bakeStartedAt! < s.bakeTimeS * 1000) return touch(r, prev, now);
+    r.phase = 'progressing';
+    log(r, now, 'canary passed its gates; rolling out to the rest');
+    admit(s.then === 'all' ? byOnline(pending) : byOnline(pending).slice(0, Math.max(1, s.maxUnavailable ?? 1)));
+  } else if (s.type === 'all' || (s.type === 'canary' && s.then === 'all')) {
+    admit(byOnline(pending));
+  } else {
+    const max = Math.max(1, s.type === 'rolling' ? s.maxUnavailable : s.maxUnavailable ?? 1);
+    if (inFlight < max) admit(byOnline(pending).slice(0, max - inFlight));
+  }
+
+  const done = targets.every((t) => r.admitted.includes(t) && ['updated', 'deferred'].includes(r.sites[t]!.phase));
+  if (done && !(s.type === 'canary' && isCanaryStage)) {
+    const deferred = targets.filter((t) => r.sites[t]!.phase === 'deferred');
+    return end(r, 'succeeded', deferred.length ? `all online sites run ${r.app}@${r.version}; ${deferred.length} offline site(s) will when they return` : `all ${targets.length} site(s) run ${r.app}@${r.version}`, now, false);
+  }
+  return touch(r, prev, now);
+}
+
+function touch(r: RolloutState, prev: RolloutState, now: number): RolloutState {
+  if (JSON.stringify({ ...r, updatedAt: 0 }) !== JSON.stringify({ ...prev, updatedAt: 0 })) r.updatedAt = now;
+  return r;
+}
