@@ -148,6 +148,16 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal((await store.listDeployments(T)).length, 0);
     });
 
+    it('saves, replaces and lists rollout state per tenant', async () => {
+      const state = { id: 'dep-r', app: 'a', version: '2.0.0', strategy: { type: 'all' as const }, options: { stepTimeoutS: 60, onFailure: 'rollback' as const }, phase: 'progressing' as const, startedAt: 1, updatedAt: 1, admitted: ['s1'], canaries: [], sites: { s1: { phase: 'updating' as const, since: 1 } }, history: [] };
+      await store.saveRollout({ id: 'dep-r', tenantId: T, state });
+      await store.saveRollout({ id: 'dep-r', tenantId: T, state: { ...state, phase: 'succeeded', updatedAt: 5 } });
+      assert.equal((await store.getRollout(T, 'dep-r'))?.state.phase, 'succeeded');
+      assert.equal(await store.getRollout(T2, 'dep-r'), undefined);
+      assert.deepEqual((await store.listRollouts(T)).map((r) => r.id), ['dep-r']);
+      assert.equal((await store.listRollouts()).length, 1);
+    });
+
     it('stores each uplink message once and filters by site, stream and time', async () => {
       const recs = Array.from({ length: 1200 }, (_, i) => ({
         siteId: 'site-gen', msgId: `m${i}`, stream: i % 2 ? 'alerts' : 'counts', at: 1000 + i, receivedAt: 5000, data: { i, nested: { ok: true } },

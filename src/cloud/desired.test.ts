@@ -10,7 +10,7 @@ const app = (name: string, version: string): App => ({
 const dep = (id: string, name: string, version: string, selector: Record<string, string>, createdAt: number, tenantId = 't'): Deployment =>
   ({ id, tenantId, appName: name, appVersion: version, selector, createdAt });
 const apps = new Map([app('a', '1.0.0'), app('a', '2.0.0'), app('b', '1.0.0')].map((x) => [appKey(x.name, x.version), x]));
-const site = { tenantId: 't', labels: { city: 'hz', tier: 'gold' }, region: 'cn-east', revokedAt: null };
+const site = { id: 's1', tenantId: 't', labels: { city: 'hz', tier: 'gold' }, region: 'cn-east', revokedAt: null };
 
 describe('computeDesiredApps', () => {
   const table: { name: string; deps: Deployment[]; want: string[] }[] = [
@@ -30,6 +30,15 @@ describe('computeDesiredApps', () => {
       assert.deepEqual(computeDesiredApps(site, c.deps, apps).map((a) => `${a.name}@${a.version}`), c.want);
     });
   }
+  it('lets a rollout hold a new version back from sites it has not admitted, and fall back when rolled back', () => {
+    const deps = [dep('d1', 'a', '1.0.0', {}, 1), dep('d2', 'a', '2.0.0', {}, 2)];
+    const r = (phase: string, admitted: string[]) => new Map([['d2', { phase, admitted } as never]]);
+    assert.deepEqual(computeDesiredApps(site, deps, apps, r('progressing', [])).map((a) => a.version), ['1.0.0']);
+    assert.deepEqual(computeDesiredApps(site, deps, apps, r('progressing', ['s1'])).map((a) => a.version), ['2.0.0']);
+    assert.deepEqual(computeDesiredApps(site, deps, apps, r('succeeded', [])).map((a) => a.version), ['2.0.0']);
+    assert.deepEqual(computeDesiredApps(site, deps, apps, r('rolled-back', ['s1'])).map((a) => a.version), ['1.0.0']);
+  });
+
   it('gives a revoked site nothing', () => {
     assert.deepEqual(computeDesiredApps({ ...site, revokedAt: 5 }, [dep('d1', 'a', '1.0.0', {}, 1)], apps), []);
   });

@@ -2,22 +2,29 @@ import { createHash } from 'node:crypto';
 import { matches } from '../contracts/selector.ts';
 import type { App, Deployment, Site } from './store/store.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
+import type { RolloutState } from './rollout.ts';
 
 /**
  * Pure: a site's desired apps from the tenant's deployments. A deployment applies when its
  * selector matches the site's labels (and region) and its app version exists. Where several
  * deployments of the same app match, the newest wins (ties: the larger id), so re-deploying a
- * new version to a narrower pool upgrades just that pool. Revoked sites get nothing.
+ * new version to a narrower pool upgrades just that pool. Revoked sites get nothing. A deployment
+ * with a rollout applies only where the rollout lets it (see rollout.ts).
  */
 export function computeDesiredApps(
-  site: Pick<Site, 'tenantId' | 'labels' | 'region' | 'revokedAt'>,
+  site: Pick<Site, 'id' | 'tenantId' | 'labels' | 'region' | 'revokedAt'>,
   deployments: readonly Deployment[],
   apps: ReadonlyMap<string, App>,
+  rollouts: ReadonlyMap<string, RolloutState> = new Map(),
 ): DesiredApp[] {
   if (site.revokedAt !== null) return [];
   const byApp = new Map<string, Deployment>();
   for (const d of deployments) {
     if (d.tenantId !== site.tenantId || !matches(d.selector, site)) continue;
+    // A deployment being rolled out reaches only the sites its rollout admitted so far; a
+    // rolled-back or aborted one reaches none, so the app's previous deployment applies again.
+    const r = rollouts.get(d.id);
+    if (r && r.phase !== 'succeeded' && !(r.phase !== 'rolled-back' && r.phase !== 'aborted' && r.admitted.includes(site.id))) continue;
     if (!apps.has(appKey(d.appName, d.appVersion))) continue;
     const cur = byApp.get(d.appName);
     if (!cur || d.createdAt > cur.createdAt || (d.createdAt === cur.createdAt && d.id > cur.id)) byApp.set(d.appName, d);

@@ -210,6 +210,7 @@ export class Fleet {
     for (const [tenantId, tenantSites] of byTenant) {
       const deployments = await store.listDeployments(tenantId);
       const apps = new Map<string, App>();
+      const rollouts = new Map((await store.listRollouts(tenantId)).map((r) => [r.id, r.state]));
       for (const d of deployments) {
         const k = appKey(d.appName, d.appVersion);
         if (!apps.has(k)) {
@@ -217,7 +218,7 @@ export class Fleet {
           if (a) apps.set(k, a);
         }
       }
-      const desired = tenantSites.map((site) => computeDesiredApps(site, deployments, apps));
+      const desired = tenantSites.map((site) => computeDesiredApps(site, deployments, apps, rollouts));
       const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: desiredDigest(desired[i]!) })));
       // Published even when unchanged: retained state is idempotent for the agent (it ignores
       // generations it already runs) and this heals a broker that lost its retained messages.

@@ -9,6 +9,7 @@ import { EmbeddedHub } from './hub/embedded.ts';
 import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
+import { RolloutController } from './rollouts.ts';
 import { createApiServer } from './api/server.ts';
 import { registerRoutes } from './api/routes.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
@@ -119,12 +120,14 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
   await hub.start(fleet.handle);
   await fleet.start();
+  const rollouts = new RolloutController({ store, fleet, clock, log });
+  rollouts.start();
 
   const http = await createApiServer({ store, log, registry, verifySite: (id, secret) => fleet.verifySite(id, secret) });
   const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
   let url = '';
   registerRoutes(http, {
-    store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts,
+    store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
@@ -135,6 +138,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http,
     async close() {
       await http.close();
+      await rollouts.stop();
       await fleet.stop();
       await hub.close();
       await store.close();

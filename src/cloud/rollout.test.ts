@@ -11,6 +11,7 @@ class Fleet {
   running = new Map<string, string>();
   online = new Map<string, boolean>();
   broken = new Set<string>(); // never become healthy on the new version
+  crashing = new Set<string>(); // fail outright on the new version
   metrics = new Map<string, SiteObservation['metrics']>();
   constructor(readonly sites: string[], readonly oldVersion = '1.0.0') {
     for (const s of sites) { this.running.set(s, oldVersion); this.online.set(s, true); }
@@ -18,7 +19,9 @@ class Fleet {
   obs(): Map<string, SiteObservation> {
     return new Map(this.sites.map((s) => [s, {
       online: this.online.get(s)!, runningVersion: this.running.get(s),
-      healthy: !(this.broken.has(s) && this.running.get(s) !== this.oldVersion), healthReason: this.broken.has(s) ? 'rule anomalies failed: SQL_INVALID' : undefined,
+      healthy: !((this.broken.has(s) || this.crashing.has(s)) && this.running.get(s) !== this.oldVersion),
+      healthReason: this.broken.has(s) || this.crashing.has(s) ? 'rule anomalies failed: SQL_INVALID' : undefined,
+      failed: this.crashing.has(s) && this.running.get(s) !== this.oldVersion,
       metrics: this.metrics.get(`${s}@${this.running.get(s)}`) ?? undefined,
     }]));
   }
@@ -113,6 +116,16 @@ describe('rollout controller (pure, fake time)', () => {
     assert.equal(r.phase, 'failed');
     assert.match(r.reason!, /site b unhealthy for 60 s: rule anomalies failed/);
     assert.deepEqual(r.admitted, [], 'onFailure rollback');
+  });
+
+  it('a site that fails outright on the new version fails the canary at once, without waiting for the deadline', () => {
+    const f = new Fleet(['a', 'b', 'c']);
+    f.crashing.add('a');
+    let r = start({ type: 'canary', canary: 1, bakeTimeS: 60, gates: {}, then: 'all' });
+    r = f.run(r, 2);
+    assert.equal(r.phase, 'rolled-back');
+    assert.match(r.reason!, /canary failed: site a: rule anomalies failed/);
+    assert.ok(f.t <= 2000);
   });
 
   it('an offline site is deferred: it does not hold the rollout and converges when it returns', () => {

@@ -61,6 +61,8 @@ export interface SiteObservation {
   /** The app runs without a failed rule or model, and the last apply had no error for it. */
   healthy: boolean;
   healthReason?: string;
+  /** Definitively broken (a failed model or rule, an apply error), not just still loading. */
+  failed?: boolean;
   /** The app's models on that site: requests, errors, p95 latency and mean output. */
   metrics?: { requests: number; errors: number; p95Ms: number | null; outputMean: number | null };
 }
@@ -184,6 +186,10 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
       if (st.phase !== 'updated') { r.sites[s] = { phase: 'updated', since: now }; log(r, now, `site ${s} updated`); }
     } else if (!o?.online && st.phase !== 'updated') {
       if (st.phase !== 'deferred') { r.sites[s] = { phase: 'deferred', since: now, reason: 'offline; updates when it returns' }; log(r, now, `site ${s} offline: deferred`); }
+    } else if (o?.online && o.runningVersion === r.version && o.failed) {
+      // Broken, not slow: no need to wait for the deadline.
+      r.sites[s] = { phase: 'failed', since: now, reason: o.healthReason ?? 'failed on the new version' };
+      failures.push(`site ${s}: ${r.sites[s]!.reason}`);
     } else if (st.phase === 'updated' && o?.online && !o.healthy) {
       r.sites[s] = { phase: 'failed', since: now, reason: o.healthReason ?? 'unhealthy after the update' };
       failures.push(`site ${s}: ${r.sites[s]!.reason}`);

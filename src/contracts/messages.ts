@@ -46,6 +46,7 @@ export const SiteStatusBody = z.object({
   models: z.array(z.object({
     app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: z.string().max(32).optional(), error: z.string().max(2000).optional(),
     download: z.object({ received: z.number(), total: z.number() }).optional(),
+    stats: z.object({ requests: z.number(), errors: z.number(), p95Ms: z.number().nullable(), outputMean: z.number().nullable() }).optional(),
   })).max(1000).optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;

@@ -28,6 +28,37 @@ export interface ServedModel {
   /** Whether the model's first dimension is a batch dimension (dynamic). */
   batchable: boolean;
   sha256?: string;
+  /** Since this version loaded: what the deployment controller's canary gates read. */
+  stats: ModelStats;
+}
+
+/** Requests and errors since load; latency and first-output samples over the last 1,000 requests. */
+export class ModelStats {
+  requests = 0;
+  errors = 0;
+  private lat: number[] = [];
+  private out: number[] = [];
+  record(ms: number, output?: number): void {
+    this.requests++;
+    this.lat.push(ms);
+    if (this.lat.length > 1000) this.lat.shift();
+    if (typeof output === 'number' && Number.isFinite(output)) {
+      this.out.push(output);
+      if (this.out.length > 1000) this.out.shift();
+    }
+  }
+  fail(): void {
+    this.requests++;
+    this.errors++;
+  }
+  summary(): { requests: number; errors: number; p95Ms: number | null; outputMean: number | null } {
+    const s = [...this.lat].sort((a, b) => a - b);
+    return {
+      requests: this.requests, errors: this.errors,
+      p95Ms: s.length ? s[Math.min(s.length - 1, Math.floor(0.95 * s.length))]! : null,
+      outputMean: this.out.length ? this.out.reduce((a, b) => a + b, 0) / this.out.length : null,
+    };
+  }
 }
 
 export interface ModelHostDeps {
@@ -96,7 +127,7 @@ export class ModelHost implements AppComponent {
     const failures: string[] = [];
     await Promise.all(spec.models.map(async (ms) => {
       const key = `${app.name}/${ms.name}`;
-      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256 };
+      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats() };
       this.models.set(key, served);
       try {
         // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
@@ -198,15 +229,19 @@ export class ModelHost implements AppComponent {
       const known = s.model!.outputs.map((o) => o.name);
       wanted.forEach((w, i) => { if (!known.includes(w)) throw new EwError('INFER_INPUT_INVALID', `model ${name} has no output "${w}"; it has ${known.join(', ')}`, { path: `outputs[${i}].name` }); });
     }
+    const t0 = this.d.clock.now();
     try {
       const out = await s.batcher!.submit(feeds, rows);
       this.m.requests.inc({ ...label, outcome: 'ok' });
+      const first = Object.values(out)[0]?.data;
+      s.stats.record(this.d.clock.now() - t0, first && typeof first[0] === 'number' ? (first[0] as number) : undefined);
       return {
         model_name: name, model_version: s.version, ...(req.id !== undefined ? { id: req.id } : {}),
         outputs: Object.entries(out).filter(([n]) => !wanted || wanted.includes(n)).map(([n, t]) => ({ name: n, datatype: t.datatype, shape: t.shape, data: jsonData(t.data) })),
       };
     } catch (e) {
       this.m.requests.inc({ ...label, outcome: isEwError(e, 'QUEUE_FULL') ? 'queue_full' : 'error' });
+      s.stats.fail();
       throw e;
     }
   }
@@ -228,9 +263,18 @@ export class ModelHost implements AppComponent {
     const nums = args.map((a) => (typeof a === 'number' ? a : Number(a)));
     if (nums.some((x) => !Number.isFinite(x))) throw new EwError('INFER_INPUT_INVALID', `infer('${model}', …) needs numbers; got ${JSON.stringify(args)}`);
     const shape = s.batchable ? [1, nums.length] : [nums.length];
-    const out = await s.batcher!.submit({ [input.name]: { datatype: input.datatype, shape, data: typedFrom(input.datatype, nums) } }, 1);
+    const t0 = this.d.clock.now();
+    let out: Record<string, Tensor>;
+    try {
+      out = await s.batcher!.submit({ [input.name]: { datatype: input.datatype, shape, data: typedFrom(input.datatype, nums) } }, 1);
+    } catch (e) {
+      s.stats.fail();
+      this.m.requests.inc({ model, outcome: 'error' });
+      throw e;
+    }
     const vals = Object.entries(out).map(([n, t]) => [n, t.shape.length <= 1 ? jsonData(t.data)[0] : jsonData(t.data)] as const);
     this.m.requests.inc({ model, outcome: 'ok' });
+    s.stats.record(this.d.clock.now() - t0, typeof vals[0]?.[1] === 'number' ? (vals[0][1] as number) : undefined);
     return vals.length === 1 ? vals[0]![1] : Object.fromEntries(vals);
   }
 

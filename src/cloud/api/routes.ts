@@ -15,9 +15,12 @@ import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts'
 import type { Fleet } from '../fleet.ts';
 import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
+import type { RolloutController } from '../rollouts.ts';
+import { newRollout, type Strategy } from '../rollout.ts';
 
 export interface RouteDeps {
   store: Store;
+  rollouts: RolloutController;
   artifacts: FileArtifactStore;
   fleet: Fleet;
   hub: Hub;
@@ -69,6 +72,29 @@ const tokenView = (t: JoinToken): z.infer<typeof TokenView> => ({
 
 const AppView = z.object({ name: z.string(), version: z.string(), digest: z.string(), createdAt: z.number(), manifest: AppManifest });
 const appView = (a: App): z.infer<typeof AppView> => ({ name: a.name, version: a.version, digest: a.digest, createdAt: a.createdAt, manifest: a.manifest });
+
+const StrategyBody = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('all') }),
+  z.object({ type: z.literal('rolling'), maxUnavailable: z.number().int().min(1).default(1) }),
+  z.object({
+    type: z.literal('canary'),
+    canary: z.number().positive().default(1).describe('sites, or a percentage with canaryPercent'),
+    canaryPercent: z.boolean().default(false),
+    bakeTimeS: z.number().int().min(0).max(86_400).default(300),
+    gates: z.object({ maxErrorRate: z.number().min(0).max(1).optional(), maxP95Ms: z.number().positive().optional(), maxDrift: z.number().positive().optional() }).default({}),
+    then: z.enum(['all', 'rolling']).default('all'),
+    maxUnavailable: z.number().int().min(1).optional(),
+  }),
+]);
+const RolloutView = z.object({
+  id: z.string(), app: z.string(), version: z.string(), strategy: z.unknown(), options: z.unknown(),
+  phase: z.enum(['progressing', 'baking', 'paused', 'succeeded', 'failed', 'rolled-back', 'aborted']), reason: z.string().optional(),
+  startedAt: z.number(), updatedAt: z.number(), admitted: z.array(z.string()), canaries: z.array(z.string()),
+  sites: z.record(z.string(), z.object({ phase: z.string(), since: z.number(), reason: z.string().optional() })),
+  history: z.array(z.object({ at: z.number(), event: z.string() })),
+  pausedFrom: z.string().optional(),
+  bakeStartedAt: z.number().optional(),
+});
 
 const DeploymentView = z.object({ id: z.string(), app: z.string(), version: z.string(), selector: Labels, createdAt: z.number() });
 const deploymentView = (d: Deployment): z.infer<typeof DeploymentView> => ({ id: d.id, app: d.appName, version: d.appVersion, selector: d.selector, createdAt: d.createdAt });
@@ -281,20 +307,33 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   // ---- deployments ----
   r.post('/api/v1/deployments', {
     schema: {
-      tags: ['deployments'], summary: 'Deploy app@version to the pool of sites a selector picks',
-      body: z.object({ app: z.string().min(1), version: z.string().min(1), selector: Labels }),
-      response: { 201: DeploymentView.extend({ sites: z.array(z.string()) }), ...errors },
+      tags: ['deployments'], summary: 'Deploy app@version to the pool of sites a selector picks, with a rollout strategy',
+      body: z.object({
+        app: z.string().min(1), version: z.string().min(1), selector: Labels,
+        strategy: StrategyBody.default({ type: 'all' }),
+        stepTimeoutS: z.number().int().min(5).max(86_400).default(300),
+        onFailure: z.enum(['rollback', 'halt']).default('rollback'),
+      }),
+      response: { 201: DeploymentView.extend({ sites: z.array(z.string()), rollout: RolloutView }), ...errors },
     },
   }, async (req, reply) => {
     validateLabels(Object.fromEntries(Object.entries(req.body.selector).filter(([k]) => k !== 'region')), 'selector');
     const a = await store.getApp(req.tenantId, req.body.app, req.body.version);
     if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.body.app}@${req.body.version}; push it first (POST /api/v1/apps)`, { path: 'version' });
     const dep: Deployment = { id: newId('dep'), tenantId: req.tenantId, appName: a.name, appVersion: a.version, selector: req.body.selector, createdAt: clock.now() };
+    const b = req.body.strategy;
+    const strategy: Strategy = b.type === 'all' ? { type: 'all' }
+      : b.type === 'rolling' ? { type: 'rolling', maxUnavailable: b.maxUnavailable }
+        : { type: 'canary', canary: b.canary, canaryPercent: b.canaryPercent, bakeTimeS: b.bakeTimeS, gates: b.gates, then: b.then, maxUnavailable: b.maxUnavailable };
+    const rollout = newRollout(dep.id, a.name, a.version, strategy, { stepTimeoutS: req.body.stepTimeoutS, onFailure: req.body.onFailure }, clock.now());
+    // The rollout exists before the deployment does, so no reconcile ever sees one without the other.
+    await store.saveRollout({ id: dep.id, tenantId: req.tenantId, state: rollout });
     await store.createDeployment(dep);
+    await d.rollouts.step();
     await fleet.reconcileTenant(req.tenantId);
     const sites = (await store.listSites(req.tenantId)).filter((s) => s.revokedAt === null);
     void reply.status(201);
-    return { ...deploymentView(dep), sites: sites.filter((s) => matches(dep.selector, s)).map((s) => s.id) };
+    return { ...deploymentView(dep), sites: sites.filter((s) => matches(dep.selector, s)).map((s) => s.id), rollout: (await store.getRollout(req.tenantId, dep.id))!.state };
   });
 
   r.get('/api/v1/deployments', { schema: { tags: ['deployments'], summary: 'List deployments', response: { 200: z.object({ items: z.array(DeploymentView) }) } } },
@@ -314,6 +353,19 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       void reply.status(204);
       return null;
     });
+
+  // ---- rollouts ----
+  r.get('/api/v1/rollouts', { schema: { tags: ['deployments'], summary: 'Rollouts, newest last', response: { 200: z.object({ items: z.array(RolloutView) }) } } },
+    async (req) => ({ items: (await store.listRollouts(req.tenantId)).map((x) => x.state) }));
+  r.get('/api/v1/rollouts/:id', { schema: { tags: ['deployments'], summary: 'One rollout with its per-site state and history', params: z.object({ id: z.string() }), response: { 200: RolloutView, ...errors } } },
+    async (req) => {
+      const row = await store.getRollout(req.tenantId, req.params.id);
+      if (!row) throw new EwError('DEPLOYMENT_NOT_FOUND', `no rollout for deployment "${req.params.id}"`, { path: 'id' });
+      return row.state;
+    });
+  r.post('/api/v1/rollouts/:id/:action', {
+    schema: { tags: ['deployments'], summary: 'pause, resume, abort (back to the previous version) or undo (after it ended)', params: z.object({ id: z.string(), action: z.enum(['pause', 'resume', 'abort', 'undo']) }), response: { 200: RolloutView, ...errors } },
+  }, async (req) => d.rollouts.act(req.tenantId, req.params.id, req.params.action));
 
   // ---- artifacts (model files, by sha256) ----
   const Sha = z.object({ sha256: z.string().regex(/^[a-f0-9]{64}$/, 'a lower-case hex sha256') });

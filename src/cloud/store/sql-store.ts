@@ -2,7 +2,7 @@ import { Kysely, Migrator, sql, type Generated, type Migration, type MigrationPr
 import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
 import type {
-  ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
+  RolloutRow, ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
 } from './store.ts';
 
 /**
@@ -24,6 +24,7 @@ interface DB {
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
+  rollouts: { id: string; tenant_id: string; state: string; updated_at: number };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -109,6 +110,16 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await db.schema.alterTable('uplink').addColumn('app', 'varchar(64)').execute();
       await db.schema.alterTable('uplink').addColumn('rule', 'varchar(64)').execute();
       await db.schema.createIndex('uplink_app_rule').on('uplink').columns(['app', 'rule']).execute();
+    },
+  },
+  '0003_rollouts': {
+    async up(db: Kysely<any>) {
+      await db.schema.createTable('rollouts')
+        .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
     },
   },
 });
@@ -356,6 +367,26 @@ export class SqlStore implements Store {
   async deleteDeployment(tenantId: string, id: string): Promise<boolean> {
     const r = await guard('delete deployment', () => this.db.deleteFrom('deployments').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
     return Number(r.numDeletedRows) > 0;
+  }
+
+  async saveRollout(row: RolloutRow): Promise<void> {
+    const values = { id: row.id, tenant_id: row.tenantId, state: JSON.stringify(row.state), updated_at: row.state.updatedAt };
+    await guard('save rollout', () => this.db.insertInto('rollouts').values(values)
+      .onConflict((oc) => oc.column('id').doUpdateSet({ state: values.state, updated_at: values.updated_at })).execute());
+  }
+
+  async getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined> {
+    const r = await guard('read rollout', () => this.db.selectFrom('rollouts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
+    return r && { id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state) };
+  }
+
+  async listRollouts(tenantId?: string): Promise<RolloutRow[]> {
+    const rows = await guard('list rollouts', () => {
+      let q = this.db.selectFrom('rollouts').selectAll();
+      if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
+      return q.orderBy('updated_at').execute();
+    });
+    return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state) }));
   }
 
   async insertUplink(records: UplinkRecord[]): Promise<number> {

@@ -56,6 +56,8 @@ export interface Deployment {
   createdAt: number;
 }
 
+export interface RolloutRow { id: string; tenantId: string; state: import('../rollout.ts').RolloutState }
+
 export interface UplinkRecord {
   siteId: string;
   msgId: string;
@@ -123,6 +125,11 @@ export interface Store {
   getDeployment(tenantId: string, id: string): Promise<Deployment | undefined>;
   listDeployments(tenantId: string): Promise<Deployment[]>;
   deleteDeployment(tenantId: string, id: string): Promise<boolean>;
+
+  /** Rollout state by deployment id (insert or replace). */
+  saveRollout(row: RolloutRow): Promise<void>;
+  getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined>;
+  listRollouts(tenantId?: string): Promise<RolloutRow[]>;
 
   /** Stores uplink records, each (siteId, msgId) once; returns how many were new. */
   insertUplink(records: UplinkRecord[]): Promise<number>;
