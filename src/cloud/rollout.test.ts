@@ -137,8 +137,10 @@ describe('rollout controller (pure, fake time)', () => {
     assert.equal(r.sites.c!.phase, 'deferred');
     assert.ok(admittedSites(r, f.sites).has('c'), 'its desired state already names the new version');
     f.online.set('c', true);
-    f.step(r);
+    r = f.step(r);
     assert.equal(f.running.get('c'), '2.0.0');
+    assert.equal(r.sites.c!.phase, 'updated', 'the rollout follows it back');
+    assert.equal(r.phase, 'succeeded');
   });
 
   it('pause holds, resume continues, abort returns every site to the previous version', () => {

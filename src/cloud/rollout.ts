@@ -69,6 +69,11 @@ export interface SiteObservation {
 
 export const TERMINAL: readonly Phase[] = ['succeeded', 'failed', 'rolled-back', 'aborted'];
 
+/** A succeeded rollout still waiting for offline sites to catch up. */
+export function hasDeferred(r: RolloutState): boolean {
+  return Object.values(r.sites).some((s) => s.phase === 'deferred');
+}
+
 export function newRollout(id: string, app: string, version: string, strategy: Strategy, options: RolloutOptions, now: number): RolloutState {
   return { id, app, version, strategy, options, phase: 'progressing', startedAt: now, updatedAt: now, admitted: [], canaries: [], sites: {}, history: [{ at: now, event: `started (${strategy.type})` }] };
 }
@@ -167,6 +172,18 @@ export function failedGate(gates: Gates, canary: SiteObservation[], baseline: Si
 
 /** One reconcile step. Pure: returns a new state (the input is not changed). */
 export function reconcile(prev: RolloutState, targets: readonly string[], obs: ReadonlyMap<string, SiteObservation>, now: number): RolloutState {
+  if (prev.phase === 'succeeded' && hasDeferred(prev)) {
+    // Still following the sites that were offline: they catch up when they return.
+    const r = structuredClone(prev);
+    for (const [s, st] of Object.entries(r.sites)) {
+      const o = obs.get(s);
+      if (st.phase === 'deferred' && o?.runningVersion === r.version && o.healthy) {
+        r.sites[s] = { phase: 'updated', since: now };
+        log(r, now, `site ${s} caught up`);
+      }
+    }
+    return touch(r, prev, now);
+  }
   if (TERMINAL.includes(prev.phase) || prev.phase === 'paused') return prev;
   const r = structuredClone(prev);
   const timeout = r.options.stepTimeoutS * 1000;

@@ -3,7 +3,7 @@ import type { Fleet } from './fleet.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { matches } from '../contracts/selector.ts';
-import { abort, pause, reconcile, resume, TERMINAL, undo, type RolloutState, type SiteObservation } from './rollout.ts';
+import { abort, hasDeferred, pause, reconcile, resume, TERMINAL, undo, type RolloutState, type SiteObservation } from './rollout.ts';
 import { EwError } from '../contracts/errors.ts';
 
 /**
@@ -64,7 +64,7 @@ export class RolloutController {
   /** Steps every running rollout once. */
   async step(): Promise<void> {
     const { store, fleet, clock, log } = this.o;
-    const active = (await store.listRollouts()).filter((r) => !TERMINAL.includes(r.state.phase) && r.state.phase !== 'paused');
+    const active = (await store.listRollouts()).filter((r) => (!TERMINAL.includes(r.state.phase) && r.state.phase !== 'paused') || (r.state.phase === 'succeeded' && hasDeferred(r.state)));
     const tenants = new Set<string>();
     for (const row of active) {
       const d = await store.getDeployment(row.tenantId, row.id);
@@ -73,7 +73,7 @@ export class RolloutController {
       const targets = this.targets(sites, d);
       const obs = new Map(sites.filter((s) => targets.includes(s.id)).map((s) => [s.id, observe(s, fleet.isOnline(s.id), d.appName)]));
       const next = reconcile(row.state, targets, obs, clock.now());
-      if (next === row.state || next.updatedAt === row.state.updatedAt) continue;
+      if (JSON.stringify(next) === JSON.stringify(row.state)) continue;
       await store.saveRollout({ id: row.id, tenantId: row.tenantId, state: next });
       if (next.phase !== row.state.phase) log.info({ deployment: row.id, app: next.app, version: next.version, phase: next.phase, reason: next.reason }, `rollout ${next.phase}`);
       if (next.admitted.join() !== row.state.admitted.join() || next.phase !== row.state.phase) tenants.add(row.tenantId);
