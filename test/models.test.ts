@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { TEMPLATE_MODELS } from '../src/inference/train/models.ts';
+import { TEMPLATE_MODELS, TEMPLATE_COPIES } from '../src/inference/train/models.ts';
 import { OnnxRuntime } from '../src/inference/onnx.ts';
 
 const path = (f: string) => new URL(`../models/${f}`, import.meta.url).pathname;
@@ -12,6 +12,9 @@ describe('template models: the committed files are what the training script make
       const m = build();
       const committed = readFileSync(path(m.file));
       assert.ok(Buffer.from(m.bytes).equals(committed), `models/${m.file} differs from what ${build.name}() builds; run npm run models and commit the result`);
+      for (const t of TEMPLATE_COPIES[m.file] ?? []) {
+        assert.ok(readFileSync(new URL(`../templates/${t}/models/${m.file}`, import.meta.url)).equals(committed), `templates/${t}/models/${m.file} is stale; run npm run models`);
+      }
     });
   }
 });

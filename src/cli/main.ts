@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
+import { registerPartnerCommands } from './partner.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
@@ -9,7 +10,8 @@ import { VERSION } from '../version.ts';
  */
 export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
-    case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': case 'SQL_SYNTAX': case 'SQL_INVALID': return 2;
+    case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': case 'SQL_SYNTAX': case 'SQL_INVALID':
+    case 'INVALID_MANIFEST': case 'INVALID_SELECTOR': case 'EGRESS_DENIED': case 'ARTIFACT_DIGEST_MISMATCH': case 'MODEL_LOAD_FAILED': case 'APP_VERSION_EXISTS': return 2;
     case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'ENROLL_FAILED': return 3;
     case 'CLOUD_UNREACHABLE': return 4;
     default: return 1;
@@ -166,11 +168,13 @@ Examples:
     await runSql(query, o);
   });
 
+registerPartnerCommands(program);
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
   if (isEwError(e)) {
-    process.stderr.write(`error ${e.code}: ${e.message}${e.path ? ` (at ${e.path})` : ''}\n`);
+    process.stderr.write(`error ${e.code}: ${e.message}${e.path && !e.message.includes(e.path) ? ` (at ${e.path})` : ''}\n`);
     process.exit(exitCodeFor(e.code));
   }
   if (e instanceof EwError) process.exit(1);

@@ -103,3 +103,9 @@ export function buildTrafficCongestion(): BuiltModel {
 }
 
 export const TEMPLATE_MODELS = [buildVibrationAe, buildTrafficCongestion];
+
+/** Which templates (templates/NAME/models/) carry a copy of each model file. */
+export const TEMPLATE_COPIES: Record<string, string[]> = {
+  'vibration-ae.onnx': ['predictive-maintenance'],
+  'traffic-congestion.onnx': ['smart-city-traffic'],
+};

@@ -1,0 +1,134 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { LineCounter, parseDocument, isScalar, type Document } from 'yaml';
+import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
+import { parseManifest, type AppManifest } from '../contracts/manifest.ts';
+import { checkApp } from '../stream/app.ts';
+import { OnnxRuntime } from '../inference/onnx.ts';
+
+/**
+ * An app bundle is one directory: `edgeweave.yaml` (the manifest), SQL files the rules name with
+ * `sqlFile`, model files the models name with `path`, and a README. `loadBundle` checks all of it
+ * the way the cloud and the sites will, and reports each problem at `file:line:col`.
+ */
+export const MANIFEST = 'edgeweave.yaml';
+
+export interface BundleModel { index: number; name: string; file: string; sha256: string; size: number }
+export interface Bundle { dir: string; manifest: AppManifest; raw: Record<string, unknown>; models: BundleModel[] }
+
+/** A problem in a bundle, located in its file. */
+export class BundleError extends EwError {
+  constructor(code: ErrorCode, readonly file: string, readonly line: number, readonly col: number, message: string) {
+    super(code, `${file}:${line}:${col}: ${message}`, { path: `${file}:${line}:${col}` });
+  }
+}
+
+function splitPath(path: string): (string | number)[] {
+  const out: (string | number)[] = [];
+  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) out.push(m[2] !== undefined ? Number(m[2]) : m[1]!);
+  return out;
+}
+
+/** Where a manifest path (`spec.rules[0].sql`) is in the YAML file; the nearest existing parent otherwise. */
+function locate(doc: Document, lc: LineCounter, path: (string | number)[]): { line: number; col: number; node?: unknown } {
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+    if (node && node.range) {
+      const p = lc.linePos(node.range[0]);
+      return { line: p.line, col: p.col, node };
+    }
+  }
+  return { line: 1, col: 1 };
+}
+
+export async function loadBundle(dirArg: string, opts: { checkModels?: boolean } = {}): Promise<Bundle> {
+  const dir = resolve(dirArg);
+  const file = join(dir, MANIFEST);
+  const rel = (f: string) => relative(process.cwd(), f) || f;
+  if (!existsSync(file)) throw new EwError('INVALID_MANIFEST', `${rel(file)}: no ${MANIFEST} here; create one with edgeweave app init`);
+  const text = readFileSync(file, 'utf8');
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    const p = lc.linePos(e.pos[0]);
+    throw new BundleError('INVALID_MANIFEST', rel(file), p.line, p.col, `not valid YAML: ${e.message.split('\n')[0]}`);
+  }
+  const raw = (doc.toJS() ?? {}) as Record<string, any>;
+  // Rules may keep their SQL in files of the bundle.
+  const sqlFiles = new Map<number, string>();
+  for (const [i, rule] of ((raw.spec?.rules ?? []) as Record<string, unknown>[]).entries()) {
+    if (typeof rule?.sqlFile === 'string') {
+      const f = join(dir, rule.sqlFile);
+      if (!existsSync(f)) {
+        const at = locate(doc, lc, ['spec', 'rules', i, 'sqlFile']);
+        throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `rule ${String(rule.name)}: sqlFile ${rule.sqlFile} does not exist in the bundle`);
+      }
+      rule.sql = readFileSync(f, 'utf8');
+      delete rule.sqlFile;
+      sqlFiles.set(i, f);
+    }
+  }
+  const where = (e: unknown): never => {
+    if (!isEwError(e) || e.path === undefined) throw e;
+    const sqlAt = /^spec\.rules\[(\d+)\]\.sql:(\d+):(\d+)$/.exec(e.path);
+    if (sqlAt) {
+      const i = Number(sqlAt[1]);
+      const line = Number(sqlAt[2]);
+      const col = Number(sqlAt[3]);
+      const msg = e.message.replace(/^spec\.rules\[\d+\]\.sql \(rule [^)]*\): line \d+, column \d+: /, '');
+      const f = sqlFiles.get(i);
+      if (f) throw new BundleError(e.code, rel(f), line, col, msg);
+      // Inline SQL: a block scalar starts on the next line, at its indentation.
+      const at = locate(doc, lc, ['spec', 'rules', i, 'sql']);
+      const node = at.node as { type?: string; range: [number, number, number] } | undefined;
+      if (node && isScalar(node) && (node.type === 'BLOCK_LITERAL' || node.type === 'BLOCK_FOLDED')) {
+        const contentLine = at.line + line;
+        const lineText = text.split('\n')[contentLine - 1] ?? '';
+        const indent = lineText.length - lineText.trimStart().length;
+        throw new BundleError(e.code, rel(file), contentLine, indent + col, msg);
+      }
+      const quoted = node && isScalar(node) && node.type !== 'PLAIN' ? 1 : 0;
+      throw new BundleError(e.code, rel(file), at.line + line - 1, (line === 1 ? at.col + quoted : 0) + col, msg);
+    }
+    const at = locate(doc, lc, splitPath(e.path));
+    throw new BundleError(e.code, rel(file), at.line, at.col, e.message.replace(/^manifest field [^:]*: /, ''));
+  };
+
+  let manifest: AppManifest;
+  try {
+    manifest = parseManifest({ ...raw, spec: { ...raw.spec, models: ((raw.spec?.models ?? []) as Record<string, unknown>[]).map((m) => ({ sha256: '0'.repeat(64), ...m })) } });
+    checkApp(manifest);
+  } catch (e) {
+    return where(e);
+  }
+  // Model files: present, hashed, and loadable by their runtime.
+  const models: BundleModel[] = [];
+  for (const [index, m] of ((raw.spec?.models ?? []) as Record<string, any>[]).entries()) {
+    if (m.format !== 'onnx' && m.format !== 'gguf') continue;
+    const at = locate(doc, lc, ['spec', 'models', index, 'path']);
+    if (typeof m.path !== 'string') throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `model ${m.name} needs a path to its file in the bundle`);
+    const f = join(dir, m.path);
+    if (!existsSync(f)) throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `model ${m.name}: ${m.path} does not exist in the bundle`);
+    const bytes = readFileSync(f);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    if (m.sha256 && m.sha256 !== sha256) {
+      const s = locate(doc, lc, ['spec', 'models', index, 'sha256']);
+      throw new BundleError('ARTIFACT_DIGEST_MISMATCH', rel(file), s.line, s.col, `model ${m.name}: ${m.path} hashes to ${sha256}, not the sha256 written here; remove the sha256 line (push fills it in)`);
+    }
+    if (opts.checkModels !== false && m.format === 'onnx') {
+      try {
+        const loaded = await new OnnxRuntime().load({ name: m.name, format: 'onnx', file: f });
+        await loaded.close();
+      } catch (e) {
+        throw new BundleError('MODEL_LOAD_FAILED', rel(f), 1, 1, `not a model ONNX Runtime can load: ${(e as Error).message.replace(/^model [^:]*: /, '')}`);
+      }
+    }
+    models.push({ index, name: m.name, file: f, sha256, size: statSync(f).size });
+  }
+  // The manifest as it will be pushed: SQL inline, model hashes filled in.
+  const spec = raw.spec ?? {};
+  for (const bm of models) spec.models[bm.index].sha256 = bm.sha256;
+  return { dir, manifest: parseManifest(raw), raw, models };
+}

@@ -1,0 +1,65 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
+
+/**
+ * The partner CLI's view of the cloud: where it is and the API key, from `edgeweave login`
+ * (a 0600 file, `~/.config/edgeweave/config.json`, or `EDGEWEAVE_CONFIG`), overridden by
+ * `EW_CLOUD` / `EW_API_KEY`; and a small JSON client whose errors keep the API's code.
+ */
+export interface CliConfig { cloud: string; apiKey: string }
+
+export function configPath(): string {
+  return process.env.EDGEWEAVE_CONFIG ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'edgeweave', 'config.json');
+}
+
+export function saveConfig(c: CliConfig): string {
+  const p = configPath();
+  mkdirSync(dirname(p), { recursive: true, mode: 0o700 });
+  writeFileSync(p, `${JSON.stringify(c, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(p, 0o600);
+  return p;
+}
+
+export function loadConfig(): CliConfig {
+  let file: Partial<CliConfig> = {};
+  const p = configPath();
+  if (existsSync(p)) {
+    try {
+      file = JSON.parse(readFileSync(p, 'utf8')) as Partial<CliConfig>;
+    } catch (e) {
+      throw new EwError('CONFIG_INVALID', `${p} is not valid JSON (${(e as Error).message}); run edgeweave login again`);
+    }
+  }
+  const cloud = process.env.EW_CLOUD ?? file.cloud;
+  const apiKey = process.env.EW_API_KEY ?? file.apiKey;
+  if (!cloud || !apiKey) throw new EwError('CONFIG_INVALID', 'not logged in: run edgeweave login --cloud <url> --api-key <key> (or set EW_CLOUD and EW_API_KEY)');
+  return { cloud, apiKey };
+}
+
+export class ApiClient {
+  constructor(readonly cfg: CliConfig) {}
+
+  async call<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, this.cfg.cloud), {
+        method,
+        headers: { authorization: `Bearer ${this.cfg.apiKey}`, ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}), ...headers },
+        body: body === undefined ? undefined : body instanceof Uint8Array ? (body as unknown as BodyInit) : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new EwError('CLOUD_UNREACHABLE', `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+    }
+    const text = await res.text();
+    let json: unknown = undefined;
+    try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+    if (!res.ok) {
+      const b = (json ?? {}) as { code?: string; message?: string; path?: string };
+      const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;
+      throw new EwError(code, b.message ?? `${method} ${path}: HTTP ${res.status}`, { path: b.path });
+    }
+    return json as T;
+  }
+}

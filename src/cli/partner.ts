@@ -1,0 +1,274 @@
+import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import { stringify as toYaml } from 'yaml';
+import { ApiClient, loadConfig, saveConfig } from './client.ts';
+import { loadBundle, MANIFEST } from './bundle.ts';
+import { parseSelector } from '../contracts/selector.ts';
+import { EwError } from '../contracts/errors.ts';
+
+/**
+ * The partner commands: log in, start from a template, validate and push an app, deploy it to a
+ * pool with a rollout strategy and follow the rollout, and look at sites and results. Every
+ * command takes `--output table|json|yaml` (json and yaml print the API's objects as they are).
+ */
+const TEMPLATES = fileURLToPath(new URL('../../templates/', import.meta.url));
+const tty = () => process.stdout.isTTY && !process.env.NO_COLOR;
+const paint = (code: number, s: string) => (tty() ? `\u001b[${code}m${s}\u001b[0m` : s);
+const green = (s: string) => paint(32, s);
+const red = (s: string) => paint(31, s);
+const dim = (s: string) => paint(2, s);
+
+type Format = 'table' | 'json' | 'yaml';
+const outputOption = () => new Option('-o, --output <format>', 'table, json or yaml').choices(['table', 'json', 'yaml']).default('table');
+
+function print(format: Format, data: unknown, table: () => string): void {
+  if (format === 'json') process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
+  else if (format === 'yaml') process.stdout.write(toYaml(data));
+  else process.stdout.write(`${table()}\n`);
+}
+
+function table(rows: Record<string, unknown>[], columns: string[]): string {
+  if (rows.length === 0) return dim('(none)');
+  const cells = rows.map((r) => columns.map((c) => (r[c] === undefined || r[c] === null ? '' : typeof r[c] === 'object' ? JSON.stringify(r[c]) : String(r[c]))));
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]!.length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [dim(line(columns.map((c) => c.toUpperCase()))), ...cells.map(line)].join('\n');
+}
+
+const client = () => new ApiClient(loadConfig());
+const labelsText = (l: Record<string, string>) => Object.entries(l).map(([k, v]) => `${k}=${v}`).join(',');
+const parseDuration = (v: string): number => {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v);
+  if (!m) throw new EwError('CONFIG_INVALID', `"${v}" is not a duration: use 30s, 5m, 1h`);
+  const n = Number(m[1]);
+  return Math.round(n * ({ ms: 0.001, s: 1, m: 60, h: 3600 }[m[2] ?? 's'] ?? 1));
+};
+
+function progress(label: string, sent: number, total: number): void {
+  if (!process.stderr.isTTY) return;
+  const width = 30;
+  const done = total ? Math.round((sent / total) * width) : width;
+  process.stderr.write(`\r${label} [${'#'.repeat(done)}${' '.repeat(width - done)}] ${total ? Math.round((100 * sent) / total) : 100}% ${(sent / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB`);
+  if (sent >= total) process.stderr.write('\n');
+}
+
+export function registerPartnerCommands(program: Command): void {
+  program.command('login')
+    .description('Save the cloud URL and an API key (in a 0600 file) for the other commands.')
+    .requiredOption('--cloud <url>', 'the cloud API URL')
+    .addOption(new Option('--api-key <key>', 'an API key (ewk_…)').env('EW_API_KEY').makeOptionMandatory())
+    .addHelpText('after', '\nExample:\n  $ edgeweave login --cloud https://edgeweave.example.com --api-key ewk_…')
+    .action(async (o) => {
+      const c = new ApiClient({ cloud: o.cloud, apiKey: o.apiKey });
+      await c.call('GET', '/api/v1/sites');
+      const p = saveConfig({ cloud: o.cloud, apiKey: o.apiKey });
+      process.stderr.write(`${green('logged in')} to ${o.cloud}; saved in ${p}\n`);
+    });
+
+  const app = program.command('app').description('Create, check, push and inspect apps.');
+  app.command('init')
+    .description('Start a new app from a template.')
+    .argument('<dir>', 'directory to create')
+    .addOption(new Option('-t, --template <name>', 'template').default('predictive-maintenance'))
+    .addHelpText('after', `\nTemplates: ${existsSync(TEMPLATES) ? readdirSync(TEMPLATES).join(', ') : '(none installed)'}\nExample:\n  $ edgeweave app init my-guard --template predictive-maintenance`)
+    .action((dir: string, o) => {
+      const src = join(TEMPLATES, o.template);
+      if (!existsSync(join(src, MANIFEST))) throw new EwError('CONFIG_INVALID', `no template "${o.template}"; choose one of ${readdirSync(TEMPLATES).join(', ')}`, { path: 'template' });
+      if (existsSync(dir) && readdirSync(dir).length) throw new EwError('CONFIG_INVALID', `${dir} exists and is not empty; choose a new directory`);
+      cpSync(src, dir, { recursive: true });
+      process.stderr.write(`${green('created')} ${dir} from ${o.template}: edit ${join(dir, MANIFEST)}, then edgeweave app validate ${dir} && edgeweave app push ${dir}\n`);
+    });
+
+  app.command('validate')
+    .description('Check an app bundle as the cloud and the sites will: manifest, SQL, egress policy, model files.')
+    .argument('[dir]', 'the bundle directory', '.')
+    .addOption(outputOption())
+    .addHelpText('after', '\nErrors point at file:line:col.\nExample:\n  $ edgeweave app validate ./my-guard')
+    .action(async (dir: string, o) => {
+      const b = await loadBundle(dir);
+      const out = { app: b.manifest.metadata.name, version: b.manifest.metadata.version, streams: b.manifest.spec.streams.length, rules: b.manifest.spec.rules.length, models: b.models.map((m) => ({ name: m.name, sha256: m.sha256, bytes: m.size })), endpoints: b.manifest.spec.endpoints.length };
+      print(o.output, out, () => `${green('valid')}: ${out.app}@${out.version} — ${out.streams} stream(s), ${out.rules} rule(s), ${out.models.length} model file(s), ${out.endpoints} endpoint(s)`);
+    });
+
+  app.command('push')
+    .description('Validate, upload model files (resumable), and push the app version.')
+    .argument('[dir]', 'the bundle directory', '.')
+    .addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave app push ./my-guard')
+    .action(async (dir: string, o) => {
+      const b = await loadBundle(dir);
+      const c = client();
+      for (const m of b.models) {
+        const st = await c.call<{ complete: boolean; received: number }>('GET', `/api/v1/artifacts/${m.sha256}/status`);
+        if (st.complete) { process.stderr.write(`${dim(`model ${m.name}: already on the cloud`)}\n`); continue; }
+        const bytes = readFileSync(m.file);
+        const chunk = 4 * 1024 * 1024;
+        for (let start = st.received; start < bytes.length || bytes.length === 0; start += chunk) {
+          const end = Math.min(bytes.length, start + chunk);
+          await c.call('PUT', `/api/v1/artifacts/${m.sha256}`, new Uint8Array(bytes.subarray(start, end)), { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` });
+          progress(`uploading ${m.name}`, end, bytes.length);
+          if (bytes.length === 0) break;
+        }
+      }
+      const res = await c.call('POST', '/api/v1/apps', { manifest: b.raw });
+      print(o.output, res, () => `${green('pushed')} ${res.name}@${res.version} ${dim(res.digest)}`);
+    });
+
+  app.command('list').description('App versions on the cloud.').addOption(outputOption())
+    .action(async (o) => {
+      const r = await client().call('GET', '/api/v1/apps');
+      print(o.output, r.items, () => table(r.items, ['name', 'version', 'digest']));
+    });
+
+  const ref = (s: string) => {
+    const m = /^([a-z0-9-]+)@(.+)$/.exec(s);
+    if (!m) throw new EwError('CONFIG_INVALID', `"${s}" is not app@version`);
+    return { name: m[1]!, version: m[2]! };
+  };
+  app.command('show').description('One app version and its manifest.').argument('<app@version>').addOption(outputOption())
+    .action(async (s: string, o) => {
+      const { name, version } = ref(s);
+      const r = await client().call('GET', `/api/v1/apps/${name}/versions/${version}`);
+      print(o.output, r, () => toYaml(r.manifest));
+    });
+  app.command('diff').description('What changed between two versions of an app.').argument('<a@1>').argument('<a@2>')
+    .action(async (x: string, y: string) => {
+      const c = client();
+      const [a, b] = await Promise.all([x, y].map((s) => { const r = ref(s); return c.call('GET', `/api/v1/apps/${r.name}/versions/${r.version}`); }));
+      const la = toYaml(a.manifest).split('\n');
+      const lb = toYaml(b.manifest).split('\n');
+      const setA = new Set(la);
+      const setB = new Set(lb);
+      const out = [...la.filter((l) => !setB.has(l)).map((l) => red(`- ${l}`)), ...lb.filter((l) => !setA.has(l)).map((l) => green(`+ ${l}`))];
+      process.stdout.write(`${out.length ? out.join('\n') : dim('(no difference)')}\n`);
+    });
+
+  program.command('deploy')
+    .description('Deploy app@version to the sites a label selector picks, with a rollout strategy.')
+    .argument('<app@version>')
+    .requiredOption('--to <selector>', 'label selector, e.g. industry=manufacturing,region=cn-east')
+    .addOption(new Option('--strategy <s>', 'rollout strategy').choices(['all', 'rolling', 'canary']).default('all'))
+    .option('--max-unavailable <n>', 'rolling: sites updating at once', (v) => Number(v), 1)
+    .option('--canary <n|n%>', 'canary: sites (or a percentage) first', '1')
+    .option('--bake <duration>', 'canary: how long the gates must hold', '5m')
+    .option('--max-error-rate <ratio>', 'canary gate: largest model error rate, e.g. 0.01', Number)
+    .option('--max-p95-ms <ms>', 'canary gate: largest model p95 latency', Number)
+    .option('--max-drift <ratio>', 'canary gate: largest relative change of mean model output', Number)
+    .option('--step-timeout <duration>', 'longest wait for a site to update', '5m')
+    .option('--wait', 'follow the rollout until it ends (exit 1 if it does not succeed)')
+    .addOption(outputOption())
+    .addHelpText('after', '\nExamples:\n  $ edgeweave deploy vibration-guard@1.1.0 --to industry=manufacturing\n  $ edgeweave deploy vibration-guard@1.2.0 --to industry=manufacturing --strategy canary --canary 10% --bake 10m --max-error-rate 0.01 --wait')
+    .action(async (s: string, o) => {
+      const { name, version } = ref(s);
+      const pct = String(o.canary).endsWith('%');
+      const strategy = o.strategy === 'all' ? { type: 'all' }
+        : o.strategy === 'rolling' ? { type: 'rolling', maxUnavailable: o.maxUnavailable }
+          : { type: 'canary', canary: Number(String(o.canary).replace('%', '')), canaryPercent: pct, bakeTimeS: parseDuration(o.bake), gates: { maxErrorRate: o.maxErrorRate, maxP95Ms: o.maxP95Ms, maxDrift: o.maxDrift }, then: 'all' };
+      const c = client();
+      const r = await c.call('POST', '/api/v1/deployments', { app: name, version, selector: parseSelector(o.to), strategy, stepTimeoutS: parseDuration(o.stepTimeout) });
+      if (!o.wait) {
+        print(o.output, r, () => `${green('deploying')} ${name}@${version} to ${r.sites.length} site(s): deployment ${r.id} (${o.strategy})\nfollow it: edgeweave rollout status ${r.id}`);
+        return;
+      }
+      const final = await follow(c, r.id, o.output === 'table');
+      print(o.output, final, () => '');
+      if (final.phase !== 'succeeded') process.exitCode = 1;
+    });
+
+  const rollout = program.command('rollout').description('Follow and steer a deployment\'s rollout.');
+  rollout.command('status').argument('<deployment>').option('-w, --watch', 'follow until it ends').addOption(outputOption())
+    .action(async (id: string, o) => {
+      const c = client();
+      const r = o.watch ? await follow(c, id, o.output === 'table') : await c.call('GET', `/api/v1/rollouts/${id}`);
+      print(o.output, r, () => rolloutTable(r));
+    });
+  for (const action of ['pause', 'resume', 'abort', 'undo'] as const) {
+    rollout.command(action).argument('<deployment>').addOption(outputOption())
+      .description({ pause: 'Hold the rollout where it is.', resume: 'Continue a paused rollout.', abort: 'Stop and return every site to the previous version.', undo: 'Return every site of an ended rollout to the previous version.' }[action])
+      .action(async (id: string, o) => {
+        const r = await client().call('POST', `/api/v1/rollouts/${id}/${action}`);
+        print(o.output, r, () => rolloutTable(r));
+      });
+  }
+
+  const sites = program.command('sites').description('The fleet.');
+  sites.command('list').addOption(outputOption()).option('--state <state>', 'online, offline or revoked')
+    .action(async (o) => {
+      const r = await client().call('GET', `/api/v1/sites${o.state ? `?state=${o.state}` : ''}`);
+      print(o.output, r.items, () => table(r.items.map((s: any) => ({ ...s, labels: labelsText(s.labels), apps: (s.status?.apps ?? []).map((a: any) => `${a.name}@${a.version}`).join(',') })), ['id', 'name', 'region', 'state', 'labels', 'apps']));
+    });
+  sites.command('show').argument('<site>').addOption(outputOption())
+    .action(async (id: string, o) => {
+      const r = await client().call('GET', `/api/v1/sites/${id}`);
+      print(o.output, r, () => toYaml(r));
+    });
+  sites.command('label').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
+    .action(async (id: string, labels: string, o) => {
+      const r = await client().call('PUT', `/api/v1/sites/${id}/labels`, { labels: parseSelector(labels) });
+      print(o.output, r, () => `${green('labelled')} ${id}: ${labelsText(r.labels)}`);
+    });
+  sites.command('revoke').argument('<site>').addOption(outputOption())
+    .action(async (id: string, o) => {
+      const r = await client().call('POST', `/api/v1/sites/${id}/revoke`);
+      print(o.output, r, () => `${red('revoked')} ${id}`);
+    });
+
+  program.command('tokens').description('Join tokens for new sites.').command('create')
+    .option('--labels <labels>', 'k=v,k2=v2', '')
+    .option('--region <region>', 'the site\'s region', 'default')
+    .option('--ttl <duration>', 'how long the token is valid', '24h')
+    .addOption(outputOption())
+    .addHelpText('after', '\nPrints the one-line install command for the new site.\nExample:\n  $ edgeweave tokens create --labels city=hangzhou --region cn-east')
+    .action(async (o) => {
+      const r = await client().call('POST', '/api/v1/tokens', { labels: parseSelector(o.labels), region: o.region, ttlSeconds: parseDuration(o.ttl) });
+      print(o.output, r, () => r.installCommand);
+    });
+
+  program.command('results')
+    .description('Results sites sent up, oldest first.')
+    .argument('<stream>')
+    .option('--site <site>').option('--app <app>').option('--rule <rule>')
+    .option('--limit <n>', 'at most this many', (v) => Number(v), 100)
+    .option('-f, --follow', 'keep printing new results')
+    .addOption(outputOption())
+    .action(async (stream: string, o) => {
+      const c = client();
+      let after: number | undefined;
+      const q = (extra: string) => `/api/v1/results?stream=${encodeURIComponent(stream)}${o.site ? `&site=${o.site}` : ''}${o.app ? `&app=${o.app}` : ''}${o.rule ? `&rule=${o.rule}` : ''}&limit=${o.limit}${extra}`;
+      for (;;) {
+        const r = await c.call('GET', q(after !== undefined ? `&after=${after}` : ''));
+        if (o.follow || o.output === 'table') {
+          for (const x of r.items) process.stdout.write(o.output === 'table' ? `${dim(new Date(x.at).toISOString())} ${x.siteId} ${JSON.stringify(x.data)}\n` : `${JSON.stringify(x)}\n`);
+        } else {
+          print(o.output, r.items, () => '');
+        }
+        if (r.items.length) after = r.items[r.items.length - 1].seq;
+        if (!o.follow) return;
+        await new Promise((res) => setTimeout(res, 1000));
+      }
+    });
+}
+
+function rolloutTable(r: any): string {
+  const phase = r.phase === 'succeeded' ? green(r.phase) : ['failed', 'rolled-back', 'aborted'].includes(r.phase) ? red(r.phase) : r.phase;
+  const sites = Object.entries(r.sites as Record<string, { phase: string; reason?: string }>).map(([id, s]) => ({ site: id, state: s.phase, reason: s.reason ?? '' }));
+  return `${r.app}@${r.version}  ${phase}${r.reason ? `  ${r.reason}` : ''}\n${table(sites, ['site', 'state', 'reason'])}`;
+}
+
+/** Polls a rollout until it ends, printing each new event on a TTY. */
+async function follow(c: ApiClient, id: string, narrate: boolean): Promise<any> {
+  let seen = 0;
+  for (;;) {
+    const r = await c.call('GET', `/api/v1/rollouts/${id}`);
+    if (narrate) for (const h of r.history.slice(seen)) process.stderr.write(`${dim(new Date(h.at).toISOString())} ${h.event}\n`);
+    seen = r.history.length;
+    if (['succeeded', 'failed', 'rolled-back', 'aborted'].includes(r.phase)) {
+      if (narrate) process.stderr.write(`${rolloutTable(r)}\n`);
+      return r;
+    }
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+}
+
