@@ -32,8 +32,8 @@ export function loadConfig(): CliConfig {
       throw new EwError('CONFIG_INVALID', `${p} is not valid JSON (${(e as Error).message}); run edgeweave login again`);
     }
   }
-  const cloud = process.env.EW_CLOUD ?? file.cloud;
-  const apiKey = process.env.EW_API_KEY ?? file.apiKey;
+  const cloud = process.env.EW_CLOUD || file.cloud;
+  const apiKey = process.env.EW_API_KEY || file.apiKey;
   if (!cloud || !apiKey) throw new EwError('CONFIG_INVALID', 'not logged in: run edgeweave login --cloud <url> --api-key <key> (or set EW_CLOUD and EW_API_KEY)');
   return { cloud, apiKey };
 }

@@ -1,0 +1,103 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { spawnCli } from './support/proc.ts';
+import { startTestCloud, startTestEdge, tempDir, waitFor, removeDirs, type TestCloud, type TestEdge } from './support/harness.ts';
+
+/** The partner's path, with the real `edgeweave` command against a real cloud and agents. */
+describe('partner CLI end to end: init → validate → push → deploy → results', () => {
+  let cloud: TestCloud;
+  let plant: TestEdge;
+  const dir = tempDir('partner');
+  const env = () => ({ EDGEWEAVE_CONFIG: join(dir, 'config.json'), EW_CLOUD: '', EW_API_KEY: '' });
+  const cli = async (args: string[]) => {
+    const p = spawnCli(args, env());
+    const code = await p.exited;
+    return { code, out: p.stdoutLines, err: p.stderr() };
+  };
+  /** JSON output: the whole of stdout parsed. */
+  const json = async (args: string[]) => {
+    const p = spawnCli([...args, '-o', 'json'], env());
+    let text = '';
+    p.child.stdout!.on('data', (d) => { text += d; });
+    const code = await p.exited;
+    assert.equal(code, 0, p.stderr());
+    return JSON.parse(text);
+  };
+
+  before(async () => {
+    cloud = await startTestCloud();
+    plant = await startTestEdge(cloud, { labels: { industry: 'manufacturing' } });
+  });
+  after(async () => {
+    await plant?.stop();
+    await cloud?.stop();
+    removeDirs(dir);
+  });
+
+  it('logs in and keeps the key in a 0600 file', async () => {
+    const bad = await cli(['login', '--cloud', cloud.url, '--api-key', 'ewk_wrong_key_000000000000000000000000000']);
+    assert.equal(bad.code, 3);
+    assert.match(bad.err, /error UNAUTHENTICATED/);
+    const ok = await cli(['login', '--cloud', cloud.url, '--api-key', cloud.adminKey]);
+    assert.equal(ok.code, 0, ok.err);
+    assert.equal(statSync(join(dir, 'config.json')).mode & 0o777, 0o600);
+    assert.equal(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).apiKey, cloud.adminKey);
+  });
+
+  it('creates an app from a template and points at file:line:col when it is broken', async () => {
+    const app = join(dir, 'guard');
+    assert.equal((await cli(['app', 'init', app, '--template', 'predictive-maintenance'])).code, 0);
+    const sqlFile = join(app, 'rules', 'anomalies.sql');
+    const good = readFileSync(sqlFile, 'utf8');
+    writeFileSync(sqlFile, good.replace('avg(rms)', 'avg(rsm)'));
+    const bad = await cli(['app', 'validate', app]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /error SQL_INVALID: .*rules\/anomalies\.sql:3:18: stream vibration has no field "rsm"; did you mean rms\?/);
+    writeFileSync(sqlFile, good);
+    const v = await json(['app', 'validate', app]);
+    assert.equal(v.app, 'vibration-guard');
+    assert.equal(v.models[0].name, 'vib-ae');
+  });
+
+  it('pushes (uploading the model), lists and refuses a second push of the same version', async () => {
+    const app = join(dir, 'guard');
+    const pushed = await json(['app', 'push', app]);
+    assert.equal(pushed.name, 'vibration-guard');
+    assert.equal(pushed.manifest.spec.models[0].sha256.length, 64);
+    assert.ok(!('sqlFile' in pushed.manifest.spec.rules[0]), 'SQL files are inlined into the pushed manifest');
+    const again = await cli(['app', 'push', app]);
+    assert.equal(again.code, 2);
+    assert.match(again.err, /APP_VERSION_EXISTS/);
+    const list = await json(['app', 'list']);
+    assert.deepEqual(list.map((a: any) => `${a.name}@${a.version}`), ['vibration-guard@1.0.0']);
+  });
+
+  it('deploys with a canary, waits for the rollout, and the rule\'s results arrive', async () => {
+    const r = await json(['deploy', 'vibration-guard@1.0.0', '--to', 'industry=manufacturing', '--strategy', 'canary', '--canary', '50%', '--bake', '1s', '--max-error-rate', '0.5', '--wait']);
+    assert.equal(r.phase, 'succeeded', JSON.stringify(r));
+    const status = await json(['rollout', 'status', r.id]);
+    assert.equal(status.sites[plant.handle.siteId].phase, 'updated');
+    const sites = await json(['sites', 'list']);
+    assert.equal(sites[0].status.apps[0].version, '1.0.0');
+    // A failing machine, through the site's broker, to an alert at the cloud.
+    const dev = await mqtt.connectAsync(plant.handle.deviceUrl, { username: 'device', password: plant.devicePassword, reconnectPeriod: 0 });
+    const t0 = Date.UTC(2026, 10, 29, 10);
+    await dev.publishAsync('factory/m7/vibration', JSON.stringify({ machineId: 'm7', rms: 1.6, kurtosis: 9, peakHz: 150, temperature: 60, ts: t0 }), { qos: 1 });
+    await dev.publishAsync('factory/m7/vibration', JSON.stringify({ machineId: 'm7', rms: 1.0, kurtosis: 3, peakHz: 120, temperature: 40, ts: t0 + 11_000 }), { qos: 1 });
+    await dev.endAsync();
+    const alerts = await waitFor('an alert via the CLI', async () => { const a = await json(['results', 'alerts']); return a.length ? a : undefined; });
+    assert.equal(alerts[0].data.machineId, 'm7');
+    assert.ok(alerts[0].data.score > 0.8);
+  });
+
+  it('creates a join token with the install command, and exits with usable codes', async () => {
+    const t = await json(['tokens', 'create', '--labels', 'city=hangzhou', '--region', 'cn-east', '--ttl', '1h']);
+    assert.match(t.installCommand, /edgeweave edge --cloud .* --token ewj_/);
+    assert.deepEqual(t.labels, { city: 'hangzhou' });
+    assert.equal((await cli(['deploy', 'nope@1.0.0', '--to', 'a=b'])).code, 1);
+    assert.equal((await cli(['deploy', 'not-a-ref', '--to', 'a=b'])).code, 2);
+  });
+});
