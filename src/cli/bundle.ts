@@ -85,8 +85,9 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean }
       const node = at.node as { type?: string; range: [number, number, number] } | undefined;
       if (node && isScalar(node) && (node.type === 'BLOCK_LITERAL' || node.type === 'BLOCK_FOLDED')) {
         const contentLine = at.line + line;
-        const lineText = text.split('\n')[contentLine - 1] ?? '';
-        const indent = lineText.length - lineText.trimStart().length;
+        // The block's indentation is its first content line's; deeper lines keep the rest.
+        const first = text.split('\n')[at.line] ?? '';
+        const indent = first.length - first.trimStart().length;
         throw new BundleError(e.code, rel(file), contentLine, indent + col, msg);
       }
       const quoted = node && isScalar(node) && node.type !== 'PLAIN' ? 1 : 0;
