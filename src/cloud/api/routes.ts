@@ -8,6 +8,7 @@ import { EwError } from '../../contracts/errors.ts';
 import { AppManifest, parseManifest } from '../../contracts/manifest.ts';
 import { matches, validateLabels } from '../../contracts/selector.ts';
 import { checkApp } from '../../stream/app.ts';
+import { manifestJsonSchema } from '../../contracts/manifest-schema.ts';
 import { SiteStatusBody } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
@@ -115,6 +116,9 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
 
   r.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'Liveness of the cloud process (no auth)', security: [], response: { 200: z.object({ ok: z.boolean(), version: z.string() }) } } },
     async () => ({ ok: true, version: d.version }));
+
+  r.get('/api/v1/schemas/app-manifest.json', { config: { public: true }, schema: { tags: ['apps'], summary: 'The app manifest\'s JSON Schema (no auth)', security: [] } },
+    async () => manifestJsonSchema());
 
   r.get('/metrics', { schema: { tags: ['health'], summary: 'Prometheus metrics (text format)' } }, async (_req, reply) => {
     void reply.header('content-type', d.registry.contentType);
