@@ -226,6 +226,24 @@ export function registerPartnerCommands(program: Command): void {
       print(o.output, r, () => r.installCommand);
     });
 
+  program.command('logs')
+    .description('Recent log lines of a site (asked of the site; it must be online).')
+    .argument('<site>')
+    .option('--limit <n>', 'at most this many lines', (v) => Number(v), 200)
+    .option('-f, --follow', 'keep printing new lines')
+    .addHelpText('after', '\nExample:\n  $ edgeweave logs site-abc123 --follow')
+    .action(async (site: string, o) => {
+      const c = client();
+      let since = 0;
+      for (;;) {
+        const r = await c.call<{ lines: { time: number; line: string }[] }>('GET', `/api/v1/sites/${site}/logs?since=${since}&limit=${o.limit}`);
+        for (const l of r.lines) process.stdout.write(`${l.line}\n`);
+        if (r.lines.length) since = r.lines[r.lines.length - 1]!.time;
+        if (!o.follow) return;
+        await new Promise((res) => setTimeout(res, 2000));
+      }
+    });
+
   program.command('results')
     .description('Results sites sent up, oldest first.')
     .argument('<stream>')

@@ -4,9 +4,9 @@ import type { Store, Site, SiteStatusUpdate, UplinkRecord, App } from './store/s
 import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
-import { decodePayload, ENVELOPE_VERSION, ReportedMessage, UplinkMessage, type DesiredState } from '../contracts/messages.ts';
+import { decodePayload, ENVELOPE_VERSION, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest } from '../contracts/messages.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
-import { isEwError } from '../contracts/errors.ts';
+import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { verifySecret } from '../lib/secrets.ts';
@@ -116,6 +116,15 @@ export class Fleet {
       if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
       if (t.kind === 'reported') return this.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
       if (t.kind === 'up') return await this.onUplink(t.siteId, t.stream, decodePayload(UplinkMessage, payload, topic));
+      if (t.kind === 'rpc-res') {
+        const res = decodePayload(RpcResponse, payload, topic);
+        const waiting = this.rpcs.get(t.id);
+        if (waiting && waiting.siteId === t.siteId) {
+          this.rpcs.delete(t.id);
+          waiting.done(res);
+        }
+        return;
+      }
     } catch (e) {
       if (isEwError(e, 'MQTT_PAYLOAD_INVALID')) {
         this.m.badPayloads.inc({ kind: t?.kind ?? 'unknown' });
@@ -233,6 +242,23 @@ export class Fleet {
         this.m.desiredPublished.inc();
       });
     }
+  }
+
+  private readonly rpcs = new Map<string, { siteId: string; done: (r: RpcResponse | Error) => void }>();
+
+  /** Asks a site something over its MQTT link; SITE_UNREACHABLE when it does not answer in time. */
+  async rpc(siteId: string, method: string, params: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+    if (!this.liveness.isOnline(siteId)) throw new EwError('SITE_UNREACHABLE', `site ${siteId} is offline; it cannot answer now`);
+    const id = randomUUID();
+    const req: RpcRequest = { v: ENVELOPE_VERSION, id, ts: this.o.clock.now(), type: 'rpc-request', body: { method, params } };
+    const res = await new Promise<RpcResponse | Error>((resolve) => {
+      const cancel = this.o.clock.setTimer(timeoutMs, () => { this.rpcs.delete(id); resolve(new EwError('SITE_UNREACHABLE', `site ${siteId} did not answer "${method}" within ${timeoutMs / 1000} s`)); });
+      this.rpcs.set(id, { siteId, done: (r) => { cancel(); resolve(r); } });
+      this.o.hub.publish(topics.rpcRequest(siteId, id), JSON.stringify(req)).catch((e: Error) => { cancel(); this.rpcs.delete(id); resolve(e); });
+    });
+    if (res instanceof Error) throw res;
+    if (!res.body.ok) throw new EwError('SITE_UNREACHABLE', `site ${siteId} refused "${method}": ${res.body.error?.message ?? 'unknown'}`);
+    return res.body.result;
   }
 
   /** Revocation: forget liveness, cut the live connection, clear retained desired state. */

@@ -38,6 +38,7 @@ export const ERROR_CODES = {
   ARTIFACT_NOT_FOUND: { status: 404, meaning: 'No complete artifact (model file) with that sha256 on the cloud.' },
   ARTIFACT_OFFSET_MISMATCH: { status: 409, meaning: 'A resumed upload chunk does not start where the stored part ends.' },
   ARTIFACT_DIGEST_MISMATCH: { status: 400, meaning: 'A model file\'s bytes do not hash to the sha256 it was named by; it was refused and never loaded.' },
+  SITE_UNREACHABLE: { status: 504, meaning: 'The site did not answer a request from the cloud in time (offline, or busy).' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },

@@ -91,6 +91,15 @@ export const UplinkMessage = z.object({
 });
 export type UplinkMessage = z.infer<typeof UplinkMessage>;
 
+/** cloud → site: a request (`ew/{site}/rpc/req/{id}`); the site answers on `ew/{site}/rpc/res/{id}`. */
+export const RpcRequest = z.object({ ...base, type: z.literal('rpc-request'), body: z.object({ method: z.string().max(64), params: z.record(z.string(), z.unknown()).default({}) }) });
+export type RpcRequest = z.infer<typeof RpcRequest>;
+export const RpcResponse = z.object({
+  ...base, type: z.literal('rpc-response'),
+  body: z.object({ ok: z.boolean(), result: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string() }).optional() }),
+});
+export type RpcResponse = z.infer<typeof RpcResponse>;
+
 /** Decodes an MQTT payload against a schema; throws MQTT_PAYLOAD_INVALID with the field path. */
 export function decodePayload<T extends z.ZodType>(schema: T, payload: Buffer | string, topic: string): z.infer<T> {
   let json: unknown;

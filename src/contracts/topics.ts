@@ -14,6 +14,7 @@ export const topics = {
   up: (siteId: string, stream: string) => `${TOPIC_ROOT}/${siteId}/up/${stream}`,
   /** cloud ↔ site: request/response (routed inference, later issues). */
   rpcRequests: (siteId: string) => `${TOPIC_ROOT}/${siteId}/rpc/req/#`,
+  rpcRequest: (siteId: string, id: string) => `${TOPIC_ROOT}/${siteId}/rpc/req/${id}`,
   rpcResponse: (siteId: string, id: string) => `${TOPIC_ROOT}/${siteId}/rpc/res/${id}`,
 } as const;
 
@@ -21,6 +22,8 @@ export const topics = {
 export const cloudFilters = {
   reported: `${TOPIC_ROOT}/+/reported`,
   up: `${TOPIC_ROOT}/+/up/#`,
+  /** Not shared between replicas: a response must reach the replica that asked. */
+  rpcResponses: `${TOPIC_ROOT}/+/rpc/res/+`,
 } as const;
 
 export type ParsedTopic =

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { topics } from '../contracts/topics.ts';
-import { ENVELOPE_VERSION, type ReportedMessage, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
+import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 
 export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5 }
@@ -15,6 +16,8 @@ export interface CloudLinkOptions {
   reconnectPeriodMs?: number;
   /** Called for each desired-state message; the PUBACK waits for it (store before ack). */
   onDesired: (payload: Buffer) => Promise<void>;
+  /** Answers a request from the cloud (`ew/{site}/rpc/req/{id}`). */
+  onRpc?: (method: string, params: Record<string, unknown>) => Promise<unknown>;
   onState: (s: LinkState) => void;
 }
 
@@ -61,6 +64,11 @@ export class CloudLink {
     this.setState('connecting');
     client.handleMessage = (packet: IPublishPacket, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      if (packet.topic !== topics.desired(creds.siteId)) {
+        done();
+        void this.answer(packet.topic, payload);
+        return;
+      }
       this.o.onDesired(payload).then(() => done(), (e: Error) => {
         // Not stored: no PUBACK, and a reconnect makes the broker deliver it again.
         log.error({ err: e }, 'storing desired state failed; reconnecting for redelivery');
@@ -71,7 +79,7 @@ export class CloudLink {
       log.info({ url: creds.url }, 'connected to cloud');
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
-      client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 } }, (err, granted) => {
+      client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
         if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
       });
       this.setState('connected');
@@ -88,6 +96,20 @@ export class CloudLink {
         log.debug({ err: e.message }, 'cloud link error');
       }
     });
+  }
+
+  private async answer(topic: string, payload: Buffer): Promise<void> {
+    const id = topic.split('/').pop() ?? '';
+    let res: RpcResponse;
+    try {
+      const req = decodePayload(RpcRequest, payload, topic);
+      if (!this.o.onRpc) throw new EwError('NOT_FOUND', 'this agent answers no requests');
+      res = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'rpc-response', body: { ok: true, result: await this.o.onRpc(req.body.method, req.body.params) } };
+    } catch (e) {
+      const code = isEwError(e) ? e.code : 'INTERNAL';
+      res = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'rpc-response', body: { ok: false, error: { code, message: (e as Error).message } } };
+    }
+    await this.publish(topics.rpcResponse(this.o.creds.siteId, id), JSON.stringify(res)).catch(() => {});
   }
 
   /** QoS 1 publish that resolves on PUBACK; rejects at once when not connected. */

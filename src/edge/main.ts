@@ -27,7 +27,7 @@ import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/m
 import { isValidStreamName, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
-import { createLogger, type Logger } from '../lib/logger.ts';
+import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import { bearer, installErrorHandling } from '../lib/http.ts';
 import { VERSION } from '../version.ts';
@@ -67,6 +67,8 @@ export interface EdgeConfig {
   /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
   outboxMax?: number;
   outboxOverflow?: OverflowPolicy;
+  /** Where recent log lines are kept for `edgeweave logs` (default: a ring of 2,000, fed by the agent's own logger). */
+  logRing?: LogRing;
   /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
   heartbeatIntervalS?: number;
   reconnectPeriodMs?: number;
@@ -103,7 +105,9 @@ function ensureSecret(db: EdgeDb, key: string, file: string | undefined, prefix:
 
 export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const clock = cfg.clock ?? systemClock;
-  const log = cfg.log ?? createLogger({ name: 'edge' });
+  // Recent log lines stay in memory for `edgeweave logs`; they leave the site only when asked.
+  const ring = cfg.logRing ?? new LogRing(2000);
+  const log = cfg.log ?? createLogger({ name: 'edge', ring });
   const db = openEdgeDb(cfg.dataDir);
 
   // 1. Credentials: reuse those in the data dir, else enroll with the token.
@@ -233,8 +237,16 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       link.sendStatus(statusBody());
     });
   };
+  const rpc = async (method: string, params: Record<string, unknown>): Promise<unknown> => {
+    if (method === 'logs') {
+      const since = typeof params.since === 'number' ? params.since : 0;
+      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 2000) : 200;
+      return { lines: ring.since(since, limit) };
+    }
+    throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
+  };
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());

@@ -244,6 +244,17 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       return siteView(s, false);
     });
 
+  r.get('/api/v1/sites/:id/logs', {
+    schema: {
+      tags: ['sites'], summary: 'Recent log lines of a site, asked of the site over its link (it must be online)',
+      params: SiteParams, querystring: z.object({ since: z.coerce.number().int().default(0), limit: z.coerce.number().int().min(1).max(2000).default(200) }),
+      response: { 200: z.object({ lines: z.array(z.object({ time: z.number(), line: z.string() })) }), ...errors },
+    },
+  }, async (req) => {
+    await getSiteOr404(req.tenantId, req.params.id);
+    return (await fleet.rpc(req.params.id, 'logs', { since: req.query.since, limit: req.query.limit })) as { lines: { time: number; line: string }[] };
+  });
+
   r.get('/api/v1/sites/:id/rules', {
     schema: { tags: ['sites'], summary: 'The streaming rules a site runs, with their state and counters (from its last status)', params: SiteParams, response: { 200: z.object({ siteId: z.string(), reportedAt: z.number().nullable(), items: z.array(z.record(z.string(), z.unknown())) }), ...errors } },
   }, async (req) => {

@@ -74,7 +74,7 @@ export class ExternalHub implements Hub {
       });
     });
     await client.subscribeAsync(
-      { [`$share/${group}/${cloudFilters.reported}`]: { qos: 1 }, [`$share/${group}/${cloudFilters.up}`]: { qos: 1 } },
+      { [`$share/${group}/${cloudFilters.reported}`]: { qos: 1 }, [`$share/${group}/${cloudFilters.up}`]: { qos: 1 }, [cloudFilters.rpcResponses]: { qos: 1 } },
     ).then((grants) => {
       const refused = grants.filter((g) => g.qos >= 0x80);
       if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);

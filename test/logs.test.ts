@@ -1,0 +1,48 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
+import { createLogger, LogRing } from '../src/lib/logger.ts';
+import { spawnCli } from './support/proc.ts';
+
+/** An operator reads a site's recent logs through the cloud; they leave the site only when asked. */
+describe('site logs on request', () => {
+  let cloud: TestCloud;
+  let edge: TestEdge;
+  const ring = new LogRing(100);
+  before(async () => {
+    cloud = await startTestCloud();
+    const devNull = new Writable({ write(_c, _e, cb) { cb(); } });
+    edge = await startTestEdge(cloud, { log: createLogger({ name: 'edge', level: 'info', destination: devNull, ring }), logRing: ring });
+    await waitFor('online', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.state === 'online');
+  });
+  after(async () => {
+    await edge?.stop().catch(() => {});
+    await cloud?.stop();
+  });
+
+  it('answers with the site\'s recent lines, redacted JSON, newer than `since`', async () => {
+    const r = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/logs`);
+    assert.equal(r.status, 200);
+    const msgs = r.body.lines.map((l: any) => JSON.parse(l.line).msg);
+    assert.ok(msgs.includes('connected to cloud'), msgs.join(' | '));
+    const last = r.body.lines.at(-1).time;
+    const none = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/logs?since=${last}`);
+    assert.deepEqual(none.body.lines, []);
+  });
+
+  it('works from the CLI', async () => {
+    const p = spawnCli(['logs', edge.handle.siteId, '--limit', '5'], { EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: '/nonexistent/config.json' });
+    assert.equal(await p.exited, 0, p.stderr());
+    assert.ok(p.stdoutLines.length >= 1 && p.stdoutLines.length <= 5);
+    assert.ok(p.stdoutLines.every((l) => l.name === 'edge'));
+  });
+
+  it('says SITE_UNREACHABLE when the site is offline', async () => {
+    await edge.stop();
+    await waitFor('offline', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.state === 'offline');
+    const r = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/logs`);
+    assert.equal(r.status, 504);
+    assert.equal(r.body.code, 'SITE_UNREACHABLE');
+  });
+});
