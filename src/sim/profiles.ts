@@ -102,3 +102,28 @@ export function cellKpiProfile(cells = ['cell-3101', 'cell-3102', 'cell-3207']):
     },
   };
 }
+
+/**
+ * Building electricity meters: kW every few seconds, following an office day (low at night, a
+ * morning ramp, a midday plateau, an evening fall), with the outdoor temperature adding cooling
+ * load in the afternoon, weekends lighter, and noise.
+ */
+export function energyProfile(meters = ['bldg-a-main', 'bldg-b-main', 'bldg-c-hvac']): Profile {
+  return {
+    name: 'energy',
+    devices: meters,
+    periodMs: 5000,
+    reading(device, t, rand) {
+      const d = new Date(t);
+      const h = d.getUTCHours() + d.getUTCMinutes() / 60;
+      const weekend = d.getUTCDay() === 0 || d.getUTCDay() === 6;
+      const idx = Math.max(0, meters.indexOf(device));
+      const base = [120, 80, 60][idx % 3]!;
+      const office = Math.max(0, Math.sin(((h - 6) / 14) * Math.PI)) * (weekend ? 0.3 : 1);
+      const temperature = 18 + 8 * Math.sin(((h - 9) / 24) * 2 * Math.PI) + gauss(rand) * 0.5;
+      const cooling = Math.max(0, temperature - 22) * (idx === 2 ? 6 : 2);
+      const kw = base * (0.35 + 0.65 * office) + cooling + gauss(rand) * base * 0.03;
+      return { topic: `energy/${device}/power`, payload: { meterId: device, ts: t, kw: round(Math.max(0, kw), 2), temperature: round(temperature, 1) } };
+    },
+  };
+}

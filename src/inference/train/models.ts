@@ -1,6 +1,6 @@
 import { GraphBuilder, int, ints } from './onnx-build.ts';
 import { forward, initNetwork, meanStd, seededRandom, train, type Layer } from './mlp.ts';
-import { trafficProfile, vibrationProfile } from '../../sim/profiles.ts';
+import { energyProfile, trafficProfile, vibrationProfile } from '../../sim/profiles.ts';
 
 /**
  * The templates' own models, trained here on data from the same simulators that feed the demo
@@ -102,10 +102,56 @@ export function buildTrafficCongestion(): BuiltModel {
   return { file: 'traffic-congestion.onnx', bytes, report: { trainLoss: loss, accuracy: correct / nx.length, positives: ys.filter((y) => y[0] === 1).length / ys.length } };
 }
 
-export const TEMPLATE_MODELS = [buildVibrationAe, buildTrafficCongestion];
+/**
+ * Next-15-minutes load forecast for a building meter: (sin, cos of the hour of day, this quarter
+ * hour's average kW, average outdoor °C) → the next quarter hour's average kW.
+ */
+export function buildLoadForecast(): BuiltModel {
+  const profile = energyProfile();
+  const rand = seededRandom(2026);
+  const xs: number[][] = [];
+  const ys: number[][] = [];
+  const day0 = Date.UTC(2026, 10, 16);
+  for (const device of profile.devices) {
+    let prev: number[] | undefined;
+    for (let q = 0; q < 14 * 96; q++) { // two weeks of quarter hours
+      let kw = 0;
+      let temp = 0;
+      const n = 15;
+      for (let i = 0; i < n; i++) {
+        const r = profile.reading(device, day0 + q * 900_000 + i * 60_000, rand).payload as { kw: number; temperature: number };
+        kw += r.kw / n;
+        temp += r.temperature / n;
+      }
+      const end = new Date(day0 + (q + 1) * 900_000);
+      const h = end.getUTCHours() + end.getUTCMinutes() / 60;
+      if (prev) { xs.push(prev); ys.push([kw]); }
+      prev = [Math.sin((2 * Math.PI * h) / 24), Math.cos((2 * Math.PI * h) / 24), kw, temp];
+    }
+  }
+  const { mean, std } = meanStd(xs);
+  const yStats = meanStd(ys);
+  const nx = xs.map((x) => x.map((v, i) => (v - mean[i]!) / std[i]!));
+  const ny = ys.map((y) => [(y[0]! - yStats.mean[0]!) / yStats.std[0]!]);
+  const net = initNetwork([4, 12, 1], ['tanh', 'linear'], seededRandom(9));
+  const loss = train(net, nx, ny, { epochs: 60, batchSize: 32, lr: 0.01, loss: 'mse', seed: 17 });
+  const mae = nx.reduce((a, x, i) => a + Math.abs(forward(net, x).at(-1)![0]! * yStats.std[0]! + yStats.mean[0]! - ys[i]![0]!), 0) / nx.length;
+
+  const g = new GraphBuilder('load_forecast');
+  const x = g.input('features', ['batch', 4], 'sin(hour), cos(hour), avg kW this quarter hour, avg °C');
+  const z = denseStack(g, normalised(g, x, mean, std), net);
+  const kw = g.op('Add', [g.op('Mul', [z, g.const([yStats.std[0]!], [1], 'ystd')]), g.const([yStats.mean[0]!], [1], 'ymean')]);
+  const flat = g.op('ReduceMean', [kw], [ints('axes', [1]), int('keepdims', 0)]);
+  g.output(flat, 'forecastKw', ['batch'], 'average kW over the next 15 minutes');
+  const bytes = g.encode('Edgeweave building load forecaster (hour of day, this quarter hour → next quarter hour kW), trained on simulated meters.');
+  return { file: 'load-forecast.onnx', bytes, report: { trainLoss: loss, maeKw: mae } };
+}
+
+export const TEMPLATE_MODELS = [buildVibrationAe, buildTrafficCongestion, buildLoadForecast];
 
 /** Which templates (templates/NAME/models/) carry a copy of each model file. */
 export const TEMPLATE_COPIES: Record<string, string[]> = {
   'vibration-ae.onnx': ['predictive-maintenance'],
   'traffic-congestion.onnx': ['smart-city-traffic'],
+  'load-forecast.onnx': ['energy-load'],
 };
