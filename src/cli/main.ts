@@ -1,3 +1,5 @@
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
@@ -50,134 +52,144 @@ function runUntilSignal(close: () => Promise<void>): void {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-const program = new Command('edgeweave')
-  .description('Edgeweave: run AI where the data is — a cloud control plane and a fleet of edge sites.')
-  .version(VERSION)
-  .showHelpAfterError()
-  // Usage errors (unknown flag, bad value) exit 2 like our CONFIG_INVALID; help and version exit 0.
-  // Set before the subcommands are defined, which inherit it.
-  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+/** The whole command tree (also walked by the test that every command has examples). */
+export function buildProgram(): Command {
+  const program = new Command('edgeweave')
+    .description('Edgeweave: run AI where the data is — a cloud control plane and a fleet of edge sites.')
+    .version(VERSION)
+    .showHelpAfterError()
+    // Usage errors (unknown flag, bad value) exit 2 like our CONFIG_INVALID; help and version exit 0.
+    // Set before the subcommands are defined, which inherit it.
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
-program.command('cloud')
-  .description('Run the cloud control plane: HTTP API, MQTT hub, store.')
-  .option('--data-dir <dir>', 'state directory (SQLite, artifacts)', './edgeweave-cloud')
-  .option('--host <host>', 'HTTP bind address', '0.0.0.0')
-  .option('--port <port>', 'HTTP port', port, 8080)
-  .option('--public-url <url>', 'HTTP URL that sites and users reach (default: the bound address)')
-  .option('--db <url>', 'sqlite (default) or postgres://user@host:5432/db')
-  .option('--mqtt-host <host>', 'embedded MQTT hub bind address', '0.0.0.0')
-  .option('--mqtt-port <port>', 'embedded MQTT hub port', port, 1883)
-  .option('--mqtt-public-url <url>', 'MQTT URL handed to agents at enrollment')
-  .option('--broker <url>', 'use an external MQTT broker instead of the embedded hub (mqtt://host:port)')
-  .addOption(new Option('--broker-username <name>', 'external broker username').env('EW_BROKER_USERNAME'))
-  .addOption(new Option('--broker-password <secret>', 'external broker password').env('EW_BROKER_PASSWORD'))
-  .option('--heartbeat-interval <s>', 'heartbeat interval told to agents (s)', positive, 10)
-  .option('--missed-heartbeats <n>', 'missed heartbeats before a site is offline', positive, 3)
-  .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
-  .addHelpText('after', `
-Examples:
-  $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
-  $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
-  .action(async (o) => {
-    const { startCloud } = await import('../cloud/main.ts');
-    const c = await startCloud({
-      dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
-      mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
-      broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
-      heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
+  program.command('cloud')
+    .description('Run the cloud control plane: HTTP API, MQTT hub, store.')
+    .option('--data-dir <dir>', 'state directory (SQLite, artifacts)', './edgeweave-cloud')
+    .option('--host <host>', 'HTTP bind address', '0.0.0.0')
+    .option('--port <port>', 'HTTP port', port, 8080)
+    .option('--public-url <url>', 'HTTP URL that sites and users reach (default: the bound address)')
+    .option('--db <url>', 'sqlite (default) or postgres://user@host:5432/db')
+    .option('--mqtt-host <host>', 'embedded MQTT hub bind address', '0.0.0.0')
+    .option('--mqtt-port <port>', 'embedded MQTT hub port', port, 1883)
+    .option('--mqtt-public-url <url>', 'MQTT URL handed to agents at enrollment')
+    .option('--broker <url>', 'use an external MQTT broker instead of the embedded hub (mqtt://host:port)')
+    .addOption(new Option('--broker-username <name>', 'external broker username').env('EW_BROKER_USERNAME'))
+    .addOption(new Option('--broker-password <secret>', 'external broker password').env('EW_BROKER_PASSWORD'))
+    .option('--heartbeat-interval <s>', 'heartbeat interval told to agents (s)', positive, 10)
+    .option('--missed-heartbeats <n>', 'missed heartbeats before a site is offline', positive, 3)
+    .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
+    .addHelpText('after', `
+  Examples:
+    $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
+    $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
+    .action(async (o) => {
+      const { startCloud } = await import('../cloud/main.ts');
+      const c = await startCloud({
+        dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
+        mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
+        broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
+        heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
+      });
+      if (c.adminKey) {
+        process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
+      }
+      ready({ role: 'cloud', url: c.url, mqttUrl: c.mqttUrl });
+      runUntilSignal(() => c.close());
     });
-    if (c.adminKey) {
-      process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
-    }
-    ready({ role: 'cloud', url: c.url, mqttUrl: c.mqttUrl });
-    runUntilSignal(() => c.close());
-  });
 
-program.command('edge')
-  .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
-  .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
-  .option('--cloud <url>', 'cloud HTTP URL (first start only)')
-  .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
-  .option('--name <name>', 'site name shown in the console')
-  .option('--api-host <host>', 'local API bind address', '127.0.0.1')
-  .option('--api-port <port>', 'local API port', port, 8081)
-  .option('--device-host <host>', 'device MQTT broker bind address', '0.0.0.0')
-  .option('--device-port <port>', 'device MQTT broker port', port, 1883)
-  .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
-  .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
-  .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
-  .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
-  .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
-  .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
-  .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
-  .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
-  .addHelpText('after', `
-Examples:
-  $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
-  $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
-  .action(async (o) => {
-    const { startEdge } = await import('../edge/main.ts');
-    const e = await startEdge({
-      dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
-      deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
-      deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
-      outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,
+  program.command('edge')
+    .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
+    .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
+    .option('--cloud <url>', 'cloud HTTP URL (first start only)')
+    .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
+    .option('--name <name>', 'site name shown in the console')
+    .option('--api-host <host>', 'local API bind address', '127.0.0.1')
+    .option('--api-port <port>', 'local API port', port, 8081)
+    .option('--device-host <host>', 'device MQTT broker bind address', '0.0.0.0')
+    .option('--device-port <port>', 'device MQTT broker port', port, 1883)
+    .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
+    .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
+    .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
+    .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
+    .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
+    .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
+    .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
+    .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+    .addHelpText('after', `
+  Examples:
+    $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
+    $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
+    .action(async (o) => {
+      const { startEdge } = await import('../edge/main.ts');
+      const e = await startEdge({
+        dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
+        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
+        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
+        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,
+      });
+      if (e.generated.apiKey || e.generated.devicePassword) {
+        process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
+        if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);
+        if (e.generated.devicePassword) process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
+        process.stderr.write('\n');
+      }
+      ready({ role: 'edge', siteId: e.siteId, apiUrl: e.apiUrl, deviceUrl: e.deviceUrl });
+      runUntilSignal(() => e.close());
     });
-    if (e.generated.apiKey || e.generated.devicePassword) {
-      process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
-      if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);
-      if (e.generated.devicePassword) process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
-      process.stderr.write('\n');
+
+  program.command('demo')
+    .description('All in one: a cloud, three edge sites (city, factory, telco) and device simulators.')
+    .option('--data-dir <dir>', 'where the demo keeps its state', './.edgeweave-demo')
+    .option('--port <port>', 'cloud HTTP port', port, 8080)
+    .option('--fresh', 'start from an empty data dir')
+    .addHelpText('after', `
+  Example:
+    $ edgeweave demo            # then open the printed URL; Ctrl-C stops everything`)
+    .action(async (o) => {
+      const { runDemo } = await import('../demo/demo.ts');
+      await runDemo({ dataDir: o.dataDir, port: o.port, fresh: !!o.fresh });
+    });
+
+  program.command('sql')
+    .description('Run a streaming-SQL rule over JSON-lines records and print its results (try a rule before deploying it).')
+    .argument('<query>', 'the rule, e.g. "SELECT id, avg(v) AS v FROM s GROUP BY id, TUMBLINGWINDOW(ss, 10)"')
+    .option('--input <file>', 'JSON-lines records (default: stdin)')
+    .option('--stream <name>', 'the stream name the query reads (default: its FROM)')
+    .option('--schema <json|file>', 'field types, e.g. \'{"id":"string","v":"float","ts":"timestamp"}\'')
+    .option('--timestamp <field>', 'event-time field (default: ts when records have it, else processing time)')
+    .option('--lateness <ms>', 'allowed lateness for event time', (v) => {
+      const n = Number(v);
+      if (!(n >= 0)) throw new InvalidArgumentError('a number of milliseconds, 0 or more');
+      return n;
+    }, 0)
+    .option('--explain', 'print the plan first')
+    .addHelpText('after', `
+  Examples:
+    $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl
+    $ cat readings.jsonl | edgeweave sql "SELECT * FROM v WHERE rms > 1.2" --explain`)
+    .action(async (query: string, o) => {
+      const { runSql } = await import('./sql.ts');
+      await runSql(query, o);
+    });
+
+  registerPartnerCommands(program);
+  return program;
+}
+
+// Parse only when run as the CLI (bin/edgeweave.js calls run()), not when imported by tests.
+if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) await run();
+
+export async function run(): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(process.argv);
+  } catch (e) {
+    if (isEwError(e)) {
+      process.stderr.write(`error ${e.code}: ${e.message}${e.path && !e.message.includes(e.path) ? ` (at ${e.path})` : ''}\n`);
+      process.exit(exitCodeFor(e.code));
     }
-    ready({ role: 'edge', siteId: e.siteId, apiUrl: e.apiUrl, deviceUrl: e.deviceUrl });
-    runUntilSignal(() => e.close());
-  });
-
-program.command('demo')
-  .description('All in one: a cloud, three edge sites (city, factory, telco) and device simulators.')
-  .option('--data-dir <dir>', 'where the demo keeps its state', './.edgeweave-demo')
-  .option('--port <port>', 'cloud HTTP port', port, 8080)
-  .option('--fresh', 'start from an empty data dir')
-  .addHelpText('after', `
-Example:
-  $ edgeweave demo            # then open the printed URL; Ctrl-C stops everything`)
-  .action(async (o) => {
-    const { runDemo } = await import('../demo/demo.ts');
-    await runDemo({ dataDir: o.dataDir, port: o.port, fresh: !!o.fresh });
-  });
-
-program.command('sql')
-  .description('Run a streaming-SQL rule over JSON-lines records and print its results (try a rule before deploying it).')
-  .argument('<query>', 'the rule, e.g. "SELECT id, avg(v) AS v FROM s GROUP BY id, TUMBLINGWINDOW(ss, 10)"')
-  .option('--input <file>', 'JSON-lines records (default: stdin)')
-  .option('--stream <name>', 'the stream name the query reads (default: its FROM)')
-  .option('--schema <json|file>', 'field types, e.g. \'{"id":"string","v":"float","ts":"timestamp"}\'')
-  .option('--timestamp <field>', 'event-time field (default: ts when records have it, else processing time)')
-  .option('--lateness <ms>', 'allowed lateness for event time', (v) => {
-    const n = Number(v);
-    if (!(n >= 0)) throw new InvalidArgumentError('a number of milliseconds, 0 or more');
-    return n;
-  }, 0)
-  .option('--explain', 'print the plan first')
-  .addHelpText('after', `
-Examples:
-  $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl
-  $ cat readings.jsonl | edgeweave sql "SELECT * FROM v WHERE rms > 1.2" --explain`)
-  .action(async (query: string, o) => {
-    const { runSql } = await import('./sql.ts');
-    await runSql(query, o);
-  });
-
-registerPartnerCommands(program);
-
-try {
-  await program.parseAsync(process.argv);
-} catch (e) {
-  if (isEwError(e)) {
-    process.stderr.write(`error ${e.code}: ${e.message}${e.path && !e.message.includes(e.path) ? ` (at ${e.path})` : ''}\n`);
-    process.exit(exitCodeFor(e.code));
+    if (e instanceof EwError) process.exit(1);
+    process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
   }
-  if (e instanceof EwError) process.exit(1);
-  process.stderr.write(`error: ${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
 }

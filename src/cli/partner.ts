@@ -117,6 +117,7 @@ export function registerPartnerCommands(program: Command): void {
     });
 
   app.command('list').description('App versions on the cloud.').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave app list -o json')
     .action(async (o) => {
       const r = await client().call('GET', '/api/v1/apps');
       print(o.output, r.items, () => table(r.items, ['name', 'version', 'digest']));
@@ -128,12 +129,14 @@ export function registerPartnerCommands(program: Command): void {
     return { name: m[1]!, version: m[2]! };
   };
   app.command('show').description('One app version and its manifest.').argument('<app@version>').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave app show vibration-guard@1.0.0')
     .action(async (s: string, o) => {
       const { name, version } = ref(s);
       const r = await client().call('GET', `/api/v1/apps/${name}/versions/${version}`);
       print(o.output, r, () => toYaml(r.manifest));
     });
   app.command('diff').description('What changed between two versions of an app.').argument('<a@1>').argument('<a@2>')
+    .addHelpText('after', '\nExample:\n  $ edgeweave app diff vibration-guard@1.0.0 vibration-guard@1.1.0')
     .action(async (x: string, y: string) => {
       const c = client();
       const [a, b] = await Promise.all([x, y].map((s) => { const r = ref(s); return c.call('GET', `/api/v1/apps/${r.name}/versions/${r.version}`); }));
@@ -178,7 +181,8 @@ export function registerPartnerCommands(program: Command): void {
     });
 
   const rollout = program.command('rollout').description('Follow and steer a deployment\'s rollout.');
-  rollout.command('status').argument('<deployment>').option('-w, --watch', 'follow until it ends').addOption(outputOption())
+  rollout.command('status').description('Where a rollout stands, site by site.').argument('<deployment>').option('-w, --watch', 'follow until it ends').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave rollout status dep-1a2b3c --watch')
     .action(async (id: string, o) => {
       const c = client();
       const r = o.watch ? await follow(c, id, o.output === 'table') : await c.call('GET', `/api/v1/rollouts/${id}`);
@@ -187,6 +191,7 @@ export function registerPartnerCommands(program: Command): void {
   for (const action of ['pause', 'resume', 'abort', 'undo'] as const) {
     rollout.command(action).argument('<deployment>').addOption(outputOption())
       .description({ pause: 'Hold the rollout where it is.', resume: 'Continue a paused rollout.', abort: 'Stop and return every site to the previous version.', undo: 'Return every site of an ended rollout to the previous version.' }[action])
+      .addHelpText('after', `\nExample:\n  $ edgeweave rollout ${action} dep-1a2b3c`)
       .action(async (id: string, o) => {
         const r = await client().call('POST', `/api/v1/rollouts/${id}/${action}`);
         print(o.output, r, () => rolloutTable(r));
@@ -194,28 +199,32 @@ export function registerPartnerCommands(program: Command): void {
   }
 
   const sites = program.command('sites').description('The fleet.');
-  sites.command('list').addOption(outputOption()).option('--state <state>', 'online, offline or revoked')
+  sites.command('list').description('Sites with state, labels and the apps they run.').addOption(outputOption()).option('--state <state>', 'online, offline or revoked')
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites list --state offline')
     .action(async (o) => {
       const r = await client().call('GET', `/api/v1/sites${o.state ? `?state=${o.state}` : ''}`);
       print(o.output, r.items, () => table(r.items.map((s: any) => ({ ...s, labels: labelsText(s.labels), apps: (s.status?.apps ?? []).map((a: any) => `${a.name}@${a.version}`).join(',') })), ['id', 'name', 'region', 'state', 'labels', 'apps']));
     });
-  sites.command('show').argument('<site>').addOption(outputOption())
+  sites.command('show').description('One site with its last status.').argument('<site>').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites show site-1a2b3c -o yaml')
     .action(async (id: string, o) => {
       const r = await client().call('GET', `/api/v1/sites/${id}`);
       print(o.output, r, () => toYaml(r));
     });
-  sites.command('label').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
+  sites.command('label').description('Replace a site\'s labels (and so its pools).').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites label site-1a2b3c city=hangzhou,kind=intersection')
     .action(async (id: string, labels: string, o) => {
       const r = await client().call('PUT', `/api/v1/sites/${id}/labels`, { labels: parseSelector(labels) });
       print(o.output, r, () => `${green('labelled')} ${id}: ${labelsText(r.labels)}`);
     });
-  sites.command('revoke').argument('<site>').addOption(outputOption())
+  sites.command('revoke').description('Revoke a site: its credentials stop working at once.').argument('<site>').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites revoke site-1a2b3c')
     .action(async (id: string, o) => {
       const r = await client().call('POST', `/api/v1/sites/${id}/revoke`);
       print(o.output, r, () => `${red('revoked')} ${id}`);
     });
 
-  program.command('tokens').description('Join tokens for new sites.').command('create')
+  program.command('tokens').description('Join tokens for new sites.').command('create').description('A one-time token for a new site, with its install command.')
     .option('--labels <labels>', 'k=v,k2=v2', '')
     .option('--region <region>', 'the site\'s region', 'default')
     .option('--ttl <duration>', 'how long the token is valid', '24h')
@@ -224,6 +233,28 @@ export function registerPartnerCommands(program: Command): void {
     .action(async (o) => {
       const r = await client().call('POST', '/api/v1/tokens', { labels: parseSelector(o.labels), region: o.region, ttlSeconds: parseDuration(o.ttl) });
       print(o.output, r, () => r.installCommand);
+    });
+
+  program.command('simulate')
+    .description('Feed a site\'s device broker with realistic data from a simulator profile (what the templates expect).')
+    .requiredOption('--profile <name>', 'traffic, vibration, cell-kpi or energy')
+    .requiredOption('--broker <url>', 'the site\'s device broker, e.g. mqtt://site:1883')
+    .option('--username <name>', 'device username', 'device')
+    .addOption(new Option('--password <secret>', 'device password').env('EW_DEVICE_PASSWORD').makeOptionMandatory())
+    .option('--duration <duration>', 'stop after this long (default: until Ctrl-C)')
+    .addHelpText('after', '\nExample:\n  $ EW_DEVICE_PASSWORD=ewd_… edgeweave simulate --profile vibration --broker mqtt://127.0.0.1:1883 --duration 5m')
+    .action(async (o) => {
+      const { DeviceSimulator } = await import('../sim/simulator.ts');
+      const p = await import('../sim/profiles.ts');
+      const profiles: Record<string, () => import('../sim/profiles.ts').Profile> = { traffic: () => p.trafficProfile(), vibration: () => p.vibrationProfile(), 'cell-kpi': () => p.cellKpiProfile(), energy: () => p.energyProfile() };
+      const make = profiles[o.profile];
+      if (!make) throw new EwError('CONFIG_INVALID', `no simulator profile "${o.profile}"; choose ${Object.keys(profiles).join(', ')}`, { path: 'profile' });
+      const sim = new DeviceSimulator({ url: o.broker, username: o.username, password: o.password, profile: make() });
+      await sim.start();
+      process.stderr.write(`${green('simulating')} ${make().devices.length} ${o.profile} device(s) into ${o.broker}; Ctrl-C stops\n`);
+      const stop = async () => { await sim.stop(); process.stderr.write(`${sim.count} readings sent\n`); process.exit(0); };
+      process.on('SIGINT', () => void stop());
+      if (o.duration) setTimeout(() => void stop(), parseDuration(o.duration) * 1000);
     });
 
   program.command('logs')
@@ -251,6 +282,7 @@ export function registerPartnerCommands(program: Command): void {
     .option('--limit <n>', 'at most this many', (v) => Number(v), 100)
     .option('-f, --follow', 'keep printing new results')
     .addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave results alerts --app vibration-guard --follow')
     .action(async (stream: string, o) => {
       const c = client();
       let after: number | undefined;
