@@ -133,3 +133,27 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean }
   for (const bm of models) spec.models[bm.index].sha256 = bm.sha256;
   return { dir, manifest: parseManifest(raw), raw, models };
 }
+
+/**
+ * Uploads a bundle's model files (skipping those the cloud has; resuming a partial upload from
+ * where the cloud's copy ends, in 4 MiB chunks) and pushes the manifest. `edgeweave app push`
+ * and the demo both go through here.
+ */
+export async function pushBundle(
+  c: { call<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> },
+  b: Bundle,
+  hooks: { onProgress?: (model: string, sent: number, total: number) => void; onSkip?: (model: string) => void } = {},
+): Promise<any> {
+  for (const m of b.models) {
+    const st = await c.call<{ complete: boolean; received: number }>('GET', `/api/v1/artifacts/${m.sha256}/status`);
+    if (st.complete) { hooks.onSkip?.(m.name); continue; }
+    const bytes = readFileSync(m.file);
+    const chunk = 4 * 1024 * 1024;
+    for (let start = st.received; start < bytes.length; start += chunk) {
+      const end = Math.min(bytes.length, start + chunk);
+      await c.call('PUT', `/api/v1/artifacts/${m.sha256}`, new Uint8Array(bytes.subarray(start, end)), { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` });
+      hooks.onProgress?.(m.name, end, bytes.length);
+    }
+  }
+  return c.call('POST', '/api/v1/apps', { manifest: b.raw });
+}

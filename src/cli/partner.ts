@@ -1,10 +1,10 @@
-import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ApiClient, loadConfig, saveConfig } from './client.ts';
-import { loadBundle, MANIFEST } from './bundle.ts';
+import { loadBundle, MANIFEST, pushBundle } from './bundle.ts';
 import { parseSelector } from '../contracts/selector.ts';
 import { EwError } from '../contracts/errors.ts';
 
@@ -98,21 +98,10 @@ export function registerPartnerCommands(program: Command): void {
     .addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave app push ./my-guard')
     .action(async (dir: string, o) => {
-      const b = await loadBundle(dir);
-      const c = client();
-      for (const m of b.models) {
-        const st = await c.call<{ complete: boolean; received: number }>('GET', `/api/v1/artifacts/${m.sha256}/status`);
-        if (st.complete) { process.stderr.write(`${dim(`model ${m.name}: already on the cloud`)}\n`); continue; }
-        const bytes = readFileSync(m.file);
-        const chunk = 4 * 1024 * 1024;
-        for (let start = st.received; start < bytes.length || bytes.length === 0; start += chunk) {
-          const end = Math.min(bytes.length, start + chunk);
-          await c.call('PUT', `/api/v1/artifacts/${m.sha256}`, new Uint8Array(bytes.subarray(start, end)), { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` });
-          progress(`uploading ${m.name}`, end, bytes.length);
-          if (bytes.length === 0) break;
-        }
-      }
-      const res = await c.call('POST', '/api/v1/apps', { manifest: b.raw });
+      const res = await pushBundle(client(), await loadBundle(dir), {
+        onProgress: (name, sent, total) => progress(`uploading ${name}`, sent, total),
+        onSkip: (name) => process.stderr.write(`${dim(`model ${name}: already on the cloud`)}\n`),
+      });
       print(o.output, res, () => `${green('pushed')} ${res.name}@${res.version} ${dim(res.digest)}`);
     });
 

@@ -4,11 +4,12 @@ import { join, resolve } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { createHash } from 'node:crypto';
 import { newSecret } from '../lib/secrets.ts';
 import { DeviceSimulator } from '../sim/simulator.ts';
 import { cellKpiProfile, trafficProfile, vibrationProfile, type Profile } from '../sim/profiles.ts';
-import { EwError } from '../contracts/errors.ts';
+import { EwError, isEwError } from '../contracts/errors.ts';
+import { ApiClient } from '../cli/client.ts';
+import { loadBundle, pushBundle } from '../cli/bundle.ts';
 
 /**
  * `edgeweave demo`: a cloud and three edge sites as separate processes with their own data
@@ -16,89 +17,30 @@ import { EwError } from '../contracts/errors.ts';
  * key file, join tokens from the API, `edgeweave edge --token`, apps pushed and deployed with
  * the API. Ports are chosen once and kept in `demo.json`, so a second run resumes the fleet.
  */
-/** sha256 of each template model file, once uploaded to the cloud. */
-type ModelShas = Record<'vibration-ae' | 'traffic-congestion', string>;
-interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; app: (models: ModelShas) => Record<string, unknown> }
-
-const DEMO_APP_VERSION = '1.3.0';
-
-const manifest = (name: string, description: string, streams: unknown[], rules: unknown[], egress: unknown[], extra: { models?: unknown[]; endpoints?: unknown[] } = {}) => ({
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: DEMO_APP_VERSION, description },
-  spec: { models: extra.models ?? [], streams, rules, endpoints: extra.endpoints ?? [], policy: { egress: { allow: egress } } },
-});
+/**
+ * A demo site runs either one of the partner templates (templates/NAME, pushed the way
+ * `edgeweave app push` pushes a bundle) or an app written here.
+ */
+interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; template?: string; app?: Record<string, unknown> }
 
 export const DEMO_SITES: SiteSpec[] = [
-  {
-    name: 'city-hangzhou-01', region: 'cn-east', labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' }, profile: () => trafficProfile(),
-    app: (models) => manifest('traffic-watch', 'Vehicle counts and speeds per intersection, congestion alerts and forecasts',
-      [{ name: 'traffic', topic: 'city/+/+/traffic', format: 'json', timestamp: 'ts', schema: { intersection: 'string', vehicles: 'int', speed: 'float', occupancy: 'float', lane: 'int', ts: 'timestamp' } }],
-      [
-        {
-          name: 'intersection-stats',
-          sql: 'SELECT intersection, sum(vehicles) AS vehicles, round(avg(speed), 1) AS speed, round(max(occupancy), 3) AS occupancy FROM traffic GROUP BY intersection, TUMBLINGWINDOW(ss, 10)',
-          sinks: [{ uplink: 'traffic-stats' }],
-          options: { lateness: 2000 },
-        },
-        {
-          name: 'congestion',
-          sql: 'SELECT intersection, round(avg(speed), 1) AS speed, sum(vehicles) AS vehicles, window_end() AS at FROM traffic GROUP BY intersection, HOPPINGWINDOW(ss, 60, 10) HAVING avg(speed) < 15',
-          sinks: [{ uplink: 'congestion' }, { mqtt: 'city/alerts/congestion' }],
-          options: { lateness: 2000 },
-        },
-        {
-          name: 'congestion-forecast',
-          sql: "SELECT intersection, sum(vehicles) AS vehicles, round(avg(speed), 1) AS speed, infer('congestion', sum(vehicles), avg(speed), max(occupancy)) AS nextMinuteRisk FROM traffic GROUP BY intersection, TUMBLINGWINDOW(mi, 1)",
-          sinks: [{ uplink: 'congestion-forecast' }],
-          options: { lateness: 2000 },
-        },
-      ],
-      ['traffic-stats', 'congestion', 'congestion-forecast'],
-      {
-        models: [
-          { name: 'congestion', format: 'onnx', path: 'models/traffic-congestion.onnx', sha256: models['traffic-congestion'] },
-          { name: 'ocr', format: 'builtin', builtin: 'pp-ocrv4' },
-        ],
-        // Camera frames → sign and plate text: POST a PNG/JPEG to /api/v1/ocr/plates on the site.
-        endpoints: [{ name: 'congestion', model: 'congestion' }, { name: 'plates', model: 'ocr' }],
-      }),
-  },
-  {
-    name: 'factory-ningbo-02', region: 'cn-south', labels: { industry: 'manufacturing', plant: 'ningbo-2' }, profile: () => vibrationProfile(),
-    app: (models) => manifest('vibration-guard', 'Machine vibration anomaly alerts',
-      [{ name: 'vibration', topic: 'factory/+/vibration', format: 'json', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', temperature: 'float', ts: 'timestamp' } }],
-      [
-        {
-          name: 'anomalies',
-          sql: "SELECT machineId, round(avg(rms), 4) AS rms, round(max(kurtosis), 3) AS kurtosis, round(max(infer('vib-ae', rms, kurtosis, peakHz)), 3) AS score FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING score > 0.8",
-          sinks: [{ uplink: 'alerts' }, { mqtt: 'factory/alerts' }],
-          options: { lateness: 1000 },
-        },
-        {
-          name: 'machine-health',
-          sql: 'SELECT machineId, round(avg(rms), 4) AS rms, round(percentile(rms, 0.95), 4) AS rmsP95, round(avg(temperature), 1) AS temperature FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 15)',
-          sinks: [{ uplink: 'machine-health' }],
-          options: { lateness: 1000 },
-        },
-      ],
-      ['alerts', 'machine-health'],
-      {
-        models: [{ name: 'vib-ae', format: 'onnx', path: 'models/vibration-ae.onnx', sha256: models['vibration-ae'], batching: { maxBatchSize: 64 } }],
-        endpoints: [{ name: 'vibration-score', model: 'vib-ae' }],
-      }),
-  },
+  { name: 'city-hangzhou-01', region: 'cn-east', labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' }, profile: () => trafficProfile(), template: 'smart-city-traffic' },
+  { name: 'factory-ningbo-02', region: 'cn-south', labels: { industry: 'manufacturing', plant: 'ningbo-2' }, profile: () => vibrationProfile(), template: 'predictive-maintenance' },
   {
     name: 'telco-edge-fra-03', region: 'eu-central', labels: { industry: 'telco', tier: 'far-edge' }, profile: () => cellKpiProfile(),
-    app: () => manifest('cell-kpi-watch', 'Radio cell load and latency',
-      [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', activeUes: 'int', throughputMbps: 'float', latencyMs: 'float', ts: 'timestamp' } }],
-      [
-        {
+    app: {
+      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'cell-kpi-watch', version: '1.0.0', description: 'Radio cell load and latency' },
+      spec: {
+        streams: [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', activeUes: 'int', throughputMbps: 'float', latencyMs: 'float', ts: 'timestamp' } }],
+        rules: [{
           name: 'kpi-summary',
           sql: "SELECT cellId, round(avg(prbUtil), 3) AS prbUtil, round(percentile(latencyMs, 0.95), 2) AS latencyP95, max(activeUes) AS peakUes, CASE WHEN avg(prbUtil) > 0.8 THEN 'hot' ELSE 'ok' END AS load FROM kpi GROUP BY cellId, TUMBLINGWINDOW(ss, 20)",
           sinks: [{ uplink: 'kpi-summary' }],
           options: { lateness: 2000 },
-        },
-      ],
-      ['kpi-summary']),
+        }],
+        policy: { egress: { allow: ['kpi-summary'] } },
+      },
+    },
   },
 ];
 
@@ -209,28 +151,24 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     children.push(cloud);
     const { url } = await cloud.ready;
 
-    // Model files first (content-addressed, so a second run uploads nothing), then the apps,
-    // pushed and deployed as a partner would (409: already there from an earlier run).
-    const models = {} as ModelShas;
-    for (const name of ['vibration-ae', 'traffic-congestion'] as const) {
-      const bytes = readFileSync(join(ROOT, 'models', `${name}.onnx`));
-      const sha = createHash('sha256').update(bytes).digest('hex');
-      const res = await fetch(new URL(`/api/v1/artifacts/${sha}`, url), { method: 'PUT', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(bytes) });
-      if (!res.ok) throw new EwError('INTERNAL', `uploading model ${name} failed: ${res.status} ${await res.text()}`);
-      models[name] = sha;
-    }
-    for (const s of DEMO_SITES) {
-      const app = s.app(models);
-      const pushed = await api(url, adminKey, 'POST', '/api/v1/apps', { manifest: app });
-      if (pushed.status !== 201 && pushed.status !== 409) throw new EwError('INTERNAL', `pushing ${(app as any).metadata.name} failed: ${JSON.stringify(pushed.body)}`);
-    }
+    // Apps: templates pushed like `edgeweave app push` (models uploaded first), the rest
+    // directly; an existing version (409, from an earlier run) is fine. Then one deployment each.
+    const client = new ApiClient({ cloud: url, apiKey: adminKey });
     const existing = (await api(url, adminKey, 'GET', '/api/v1/deployments')).body.items as { app: string; version: string }[];
     for (const s of DEMO_SITES) {
-      const name = (s.app(models) as any).metadata.name as string;
-      if (existing.some((d) => d.app === name && d.version === DEMO_APP_VERSION)) continue;
+      const bundle = s.template ? await loadBundle(join(ROOT, 'templates', s.template)) : undefined;
+      const manifest = bundle ? bundle.raw : s.app!;
+      const meta = manifest.metadata as { name: string; version: string };
+      try {
+        if (bundle) await pushBundle(client, bundle);
+        else await client.call('POST', '/api/v1/apps', { manifest });
+      } catch (e) {
+        if (!isEwError(e, 'APP_VERSION_EXISTS')) throw e;
+      }
+      if (existing.some((d) => d.app === meta.name && d.version === meta.version)) continue;
       const [k, v] = Object.entries(s.labels)[0]!;
-      const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: name, version: DEMO_APP_VERSION, selector: { [k]: v } });
-      if (dep.status !== 201) throw new EwError('INTERNAL', `deploying ${name} failed: ${JSON.stringify(dep.body)}`);
+      const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: { [k]: v } });
+      if (dep.status !== 201) throw new EwError('INTERNAL', `deploying ${meta.name} failed: ${JSON.stringify(dep.body)}`);
     }
 
     const sites = await Promise.all(DEMO_SITES.map(async (s) => {
