@@ -156,6 +156,11 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal(await store.getRollout(T2, 'dep-r'), undefined);
       assert.deepEqual((await store.listRollouts(T)).map((r) => r.id), ['dep-r']);
       assert.equal((await store.listRollouts()).length, 1);
+      assert.equal((await store.listRollouts(undefined, { activeOnly: true })).length, 0, 'a succeeded rollout is no longer active');
+      await store.saveRollout({ id: 'dep-r2', tenantId: T, state: { ...state, id: 'dep-r2' } });
+      assert.deepEqual((await store.listRollouts(undefined, { activeOnly: true })).map((r) => r.id), ['dep-r2']);
+      assert.deepEqual((await store.listRollouts(T, { ids: ['dep-r'] })).map((r) => r.id), ['dep-r']);
+      assert.deepEqual(await store.listRollouts(T, { ids: [] }), []);
     });
 
     it('stores each uplink message once and filters by site, stream and time', async () => {

@@ -219,7 +219,7 @@ export class Fleet {
     for (const [tenantId, tenantSites] of byTenant) {
       const deployments = await store.listDeployments(tenantId);
       const apps = new Map<string, App>();
-      const rollouts = new Map((await store.listRollouts(tenantId)).map((r) => [r.id, r.state]));
+      const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((d) => d.id) })).map((r) => [r.id, r.state]));
       for (const d of deployments) {
         const k = appKey(d.appName, d.appVersion);
         if (!apps.has(k)) {

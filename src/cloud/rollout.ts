@@ -69,6 +69,11 @@ export interface SiteObservation {
 
 export const TERMINAL: readonly Phase[] = ['succeeded', 'failed', 'rolled-back', 'aborted'];
 
+/** Whether the controller still has work on a rollout (running, or following deferred sites). */
+export function needsSteps(r: RolloutState): boolean {
+  return (!TERMINAL.includes(r.phase) && r.phase !== 'paused') || (r.phase === 'succeeded' && hasDeferred(r));
+}
+
 /** A succeeded rollout still waiting for offline sites to catch up. */
 export function hasDeferred(r: RolloutState): boolean {
   return Object.values(r.sites).some((s) => s.phase === 'deferred');

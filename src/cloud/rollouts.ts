@@ -3,7 +3,7 @@ import type { Fleet } from './fleet.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { matches } from '../contracts/selector.ts';
-import { abort, hasDeferred, pause, reconcile, resume, TERMINAL, undo, type RolloutState, type SiteObservation } from './rollout.ts';
+import { abort, pause, reconcile, resume, undo, type RolloutState, type SiteObservation } from './rollout.ts';
 import { EwError } from '../contracts/errors.ts';
 
 /**
@@ -64,7 +64,7 @@ export class RolloutController {
   /** Steps every running rollout once. */
   async step(): Promise<void> {
     const { store, fleet, clock, log } = this.o;
-    const active = (await store.listRollouts()).filter((r) => (!TERMINAL.includes(r.state.phase) && r.state.phase !== 'paused') || (r.state.phase === 'succeeded' && hasDeferred(r.state)));
+    const active = await store.listRollouts(undefined, { activeOnly: true });
     const tenants = new Set<string>();
     for (const row of active) {
       const d = await store.getDeployment(row.tenantId, row.id);

@@ -1,6 +1,7 @@
 import { Kysely, Migrator, sql, type Generated, type Migration, type MigrationProvider, type Transaction } from 'kysely';
 import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
+import { needsSteps } from '../rollout.ts';
 import type {
   RolloutRow, ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
 } from './store.ts';
@@ -24,7 +25,7 @@ interface DB {
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
-  rollouts: { id: string; tenant_id: string; state: string; updated_at: number };
+  rollouts: { id: string; tenant_id: string; state: string; active: number; updated_at: number };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -118,8 +119,11 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('state', 'text', (c) => c.notNull())
+        // Whether the controller still steps it: ended rollouts are read only when asked for.
+        .addColumn('active', 'integer', (c) => c.notNull())
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .execute();
+      await db.schema.createIndex('rollouts_active').on('rollouts').column('active').execute();
     },
   },
 });
@@ -370,9 +374,10 @@ export class SqlStore implements Store {
   }
 
   async saveRollout(row: RolloutRow): Promise<void> {
-    const values = { id: row.id, tenant_id: row.tenantId, state: JSON.stringify(row.state), updated_at: row.state.updatedAt };
+    const active = needsSteps(row.state) ? 1 : 0;
+    const values = { id: row.id, tenant_id: row.tenantId, state: JSON.stringify(row.state), active, updated_at: row.state.updatedAt };
     await guard('save rollout', () => this.db.insertInto('rollouts').values(values)
-      .onConflict((oc) => oc.column('id').doUpdateSet({ state: values.state, updated_at: values.updated_at })).execute());
+      .onConflict((oc) => oc.column('id').doUpdateSet({ state: values.state, active, updated_at: values.updated_at })).execute());
   }
 
   async getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined> {
@@ -380,10 +385,13 @@ export class SqlStore implements Store {
     return r && { id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state) };
   }
 
-  async listRollouts(tenantId?: string): Promise<RolloutRow[]> {
+  async listRollouts(tenantId?: string, opts: { activeOnly?: boolean; ids?: readonly string[] } = {}): Promise<RolloutRow[]> {
+    if (opts.ids && opts.ids.length === 0) return [];
     const rows = await guard('list rollouts', () => {
       let q = this.db.selectFrom('rollouts').selectAll();
       if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
+      if (opts.activeOnly) q = q.where('active', '=', 1);
+      if (opts.ids) q = q.where('id', 'in', opts.ids);
       return q.orderBy('updated_at').execute();
     });
     return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state) }));

@@ -129,7 +129,8 @@ export interface Store {
   /** Rollout state by deployment id (insert or replace). */
   saveRollout(row: RolloutRow): Promise<void>;
   getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined>;
-  listRollouts(tenantId?: string): Promise<RolloutRow[]>;
+  /** `activeOnly`: those the controller still steps; `ids`: just these deployments' rollouts. */
+  listRollouts(tenantId?: string, opts?: { activeOnly?: boolean; ids?: readonly string[] }): Promise<RolloutRow[]>;
 
   /** Stores uplink records, each (siteId, msgId) once; returns how many were new. */
   insertUplink(records: UplinkRecord[]): Promise<number>;
