@@ -2,13 +2,14 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
+import { fetchTrusting } from '../lib/fetch.ts';
 
 /**
  * The partner CLI's view of the cloud: where it is and the API key, from `edgeweave login`
  * (a 0600 file, `~/.config/edgeweave/config.json`, or `EDGEWEAVE_CONFIG`), overridden by
  * `EW_CLOUD` / `EW_API_KEY`; and a small JSON client whose errors keep the API's code.
  */
-export interface CliConfig { cloud: string; apiKey: string }
+export interface CliConfig { cloud: string; apiKey: string; /** PEM of a private CA the cloud's certificate comes from. */ ca?: string }
 
 export function configPath(): string {
   return process.env.EDGEWEAVE_CONFIG ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'edgeweave', 'config.json');
@@ -35,16 +36,19 @@ export function loadConfig(): CliConfig {
   const cloud = process.env.EW_CLOUD || file.cloud;
   const apiKey = process.env.EW_API_KEY || file.apiKey;
   if (!cloud || !apiKey) throw new EwError('CONFIG_INVALID', 'not logged in: run edgeweave login --cloud <url> --api-key <key> (or set EW_CLOUD and EW_API_KEY)');
-  return { cloud, apiKey };
+  return { cloud, apiKey, ca: file.ca };
 }
 
 export class ApiClient {
-  constructor(readonly cfg: CliConfig) {}
+  private readonly fetch: typeof fetch;
+  constructor(readonly cfg: CliConfig) {
+    this.fetch = fetchTrusting(cfg.ca);
+  }
 
   async call<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
     let res: Response;
     try {
-      res = await fetch(new URL(path, this.cfg.cloud), {
+      res = await this.fetch(new URL(path, this.cfg.cloud), {
         method,
         headers: { authorization: `Bearer ${this.cfg.apiKey}`, ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}), ...headers },
         body: body === undefined ? undefined : body instanceof Uint8Array ? (body as unknown as BodyInit) : JSON.stringify(body),

@@ -78,6 +78,8 @@ export function buildProgram(): Command {
     .option('--heartbeat-interval <s>', 'heartbeat interval told to agents (s)', positive, 10)
     .option('--missed-heartbeats <n>', 'missed heartbeats before a site is offline', positive, 3)
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
+  .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
+  .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
@@ -89,6 +91,7 @@ export function buildProgram(): Command {
         mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
+        tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
@@ -102,6 +105,7 @@ export function buildProgram(): Command {
     .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
     .option('--cloud <url>', 'cloud HTTP URL (first start only)')
     .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
+    .option('--ca <file>', 'first start only: a CA certificate (PEM) to trust for the cloud\'s https/mqtts')
     .option('--name <name>', 'site name shown in the console')
     .option('--api-host <host>', 'local API bind address', '127.0.0.1')
     .option('--api-port <port>', 'local API port', port, 8081)
@@ -122,7 +126,7 @@ export function buildProgram(): Command {
     .action(async (o) => {
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
-        dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
+        dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,

@@ -1,4 +1,4 @@
-import { cpSync, existsSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
@@ -59,11 +59,13 @@ export function registerPartnerCommands(program: Command): void {
     .description('Save the cloud URL and an API key (in a 0600 file) for the other commands.')
     .requiredOption('--cloud <url>', 'the cloud API URL')
     .addOption(new Option('--api-key <key>', 'an API key (ewk_…)').env('EW_API_KEY').makeOptionMandatory())
+    .option('--ca <file>', 'a CA certificate (PEM) to trust, when the cloud\'s certificate comes from a private CA')
     .addHelpText('after', '\nExample:\n  $ edgeweave login --cloud https://edgeweave.example.com --api-key ewk_…')
     .action(async (o) => {
-      const c = new ApiClient({ cloud: o.cloud, apiKey: o.apiKey });
+      const ca = o.ca ? readFileSync(o.ca, 'utf8') : undefined;
+      const c = new ApiClient({ cloud: o.cloud, apiKey: o.apiKey, ca });
       await c.call('GET', '/api/v1/sites');
-      const p = saveConfig({ cloud: o.cloud, apiKey: o.apiKey });
+      const p = saveConfig({ cloud: o.cloud, apiKey: o.apiKey, ...(ca ? { ca } : {}) });
       process.stderr.write(`${green('logged in')} to ${o.cloud}; saved in ${p}\n`);
     });
 

@@ -44,6 +44,12 @@ export interface CloudConfig {
   brokerClientId?: string;
   /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
   brokerSessionExpiryS?: number;
+  /**
+   * TLS for the HTTP API (https) and the embedded MQTT hub (mqtts): certificate and key files
+   * (PEM). Default: none — then put a TLS-terminating proxy in front in production.
+   */
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
   /** Heartbeat interval told to agents at enrollment (s). Default 10. */
@@ -101,6 +107,13 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   await store.migrate();
   const adminKey = await bootstrap(store, clock, cfg.adminKeyFile);
 
+  if (!!cfg.tlsCertFile !== !!cfg.tlsKeyFile) throw new EwError('CONFIG_INVALID', 'TLS needs both --tls-cert and --tls-key', { path: cfg.tlsCertFile ? 'tlsKeyFile' : 'tlsCertFile' });
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  try {
+    tls = cfg.tlsCertFile && cfg.tlsKeyFile ? { cert: readFileSync(cfg.tlsCertFile), key: readFileSync(cfg.tlsKeyFile) } : undefined;
+  } catch (e) {
+    throw new EwError('CONFIG_INVALID', `cannot read the TLS certificate or key: ${(e as Error).message}`, { path: 'tlsCertFile' });
+  }
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'ew_cloud_' });
   let fleet!: Fleet;
@@ -113,7 +126,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     });
   } else {
     hub = new EmbeddedHub({
-      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log,
+      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls,
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
@@ -123,7 +136,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const rollouts = new RolloutController({ store, fleet, clock, log });
   rollouts.start();
 
-  const http = await createApiServer({ store, log, registry, verifySite: (id, secret) => fleet.verifySite(id, secret) });
+  const http = await createApiServer({ store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret) });
   const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
   let url = '';
   registerRoutes(http, {
@@ -132,6 +145,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
   url = address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1');
+  if (!tls) log.warn('serving plain HTTP and MQTT: terminate TLS in front of this cloud, or start it with --tls-cert and --tls-key');
   log.info({ url, mqtt: hub.agentUrl, store: store.kind, hub: hub.kind }, 'cloud ready');
 
   return {

@@ -2,8 +2,9 @@ import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
 import type { Credentials } from './link.ts';
+import { fetchTrusting } from '../lib/fetch.ts';
 
-export interface StoredCredentials extends Credentials { cloudUrl: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; enrolledAt: number }
+export interface StoredCredentials extends Credentials { cloudUrl: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; enrolledAt: number; /** PEM of the CA the cloud's certificates come from, when it is private. */ ca?: string }
 
 const FILE = 'credentials.json';
 
@@ -25,8 +26,8 @@ function saveCredentials(dataDir: string, c: StoredCredentials): void {
 }
 
 /** Exchanges a join token for site credentials (POST /api/v1/enroll) and keeps them. */
-export async function enroll(opts: { cloudUrl: string; token: string; name?: string; dataDir: string; fetchImpl?: typeof fetch }): Promise<StoredCredentials> {
-  const f = opts.fetchImpl ?? fetch;
+export async function enroll(opts: { cloudUrl: string; token: string; name?: string; dataDir: string; ca?: string; fetchImpl?: typeof fetch }): Promise<StoredCredentials> {
+  const f = opts.fetchImpl ?? fetchTrusting(opts.ca);
   let res: Response;
   try {
     res = await f(new URL('/api/v1/enroll', opts.cloudUrl), {
@@ -47,7 +48,7 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
   const creds: StoredCredentials = {
     siteId: b.siteId, tenantId: b.tenantId, region: b.region, labels: b.labels, heartbeatIntervalS: b.heartbeatIntervalS,
     url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion,
-    cloudUrl: opts.cloudUrl, enrolledAt: Date.now(),
+    cloudUrl: opts.cloudUrl, enrolledAt: Date.now(), ...(opts.ca ? { ca: opts.ca } : {}),
   };
   saveCredentials(opts.dataDir, creds);
   return creds;

@@ -5,7 +5,7 @@ import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type
 import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 
-export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5 }
+export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string }
 
 export type LinkState = 'connecting' | 'connected' | 'disconnected' | 'refused';
 
@@ -59,6 +59,8 @@ export class CloudLink {
       queueQoSZero: false,
       resubscribe: true,
       will: { topic: topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
+      // mqtts with a private CA: trust it (certificates are always verified).
+      ...(creds.ca ? { ca: creds.ca } : {}),
     });
     this.client = client;
     this.setState('connecting');

@@ -30,6 +30,7 @@ import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import { bearer, installErrorHandling } from '../lib/http.ts';
+import { fetchTrusting } from '../lib/fetch.ts';
 import { VERSION } from '../version.ts';
 
 /** Agent configuration; each field's default is in its comment. */
@@ -38,6 +39,8 @@ export interface EdgeConfig {
   dataDir: string;
   /** Cloud HTTP URL, needed only to enroll. */
   cloudUrl?: string;
+  /** A CA certificate file (PEM) to trust for the cloud's https and mqtts, when its CA is private. Kept with the credentials. */
+  caFile?: string;
   /** Join token, needed only on first start. */
   token?: string;
   /** Site name shown in the console. Default: the site id. */
@@ -118,7 +121,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> --token <join token>`);
     }
     try {
-      creds = await enroll({ cloudUrl: cfg.cloudUrl, token: cfg.token, name: cfg.name, dataDir: cfg.dataDir });
+      const ca = cfg.caFile ? readFileSync(cfg.caFile, 'utf8') : undefined;
+      creds = await enroll({ cloudUrl: cfg.cloudUrl, token: cfg.token, name: cfg.name, dataDir: cfg.dataDir, ca });
     } catch (e) {
       db.close();
       throw e;
@@ -167,7 +171,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
     .register(new BuiltinRuntime());
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
-    cloudArtifactSource(creds.cloudUrl, siteId, creds.password), clock, log);
+    cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
   const models = new ModelHost({
     runtimes: runtimeRegistry, clock, log, registry,
     fetchModel: async (_app, m) => {

@@ -30,6 +30,8 @@ export interface ApiServerOptions {
   log: Logger;
   registry: Registry;
   bodyLimitBytes?: number;
+  /** Serve HTTPS with this certificate and key (PEM). */
+  tls?: { cert: Buffer; key: Buffer };
   /** Checks a site's credentials for the routes sites may call. */
   verifySite?: (siteId: string, secret: string) => Promise<boolean>;
 }
@@ -41,6 +43,7 @@ export interface ApiServerOptions {
  */
 export async function createApiServer(o: ApiServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(o.tls ? { https: { cert: o.tls.cert, key: o.tls.key } } : {}),
     loggerInstance: o.log as FastifyBaseLogger,
     bodyLimit: o.bodyLimitBytes ?? 10 * 1024 * 1024,
     genReqId: () => crypto.randomUUID(),

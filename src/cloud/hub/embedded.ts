@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { Aedes, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Hub, HubHandler, SiteAuthenticator } from './hub.ts';
 import { parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
@@ -28,6 +29,8 @@ export interface EmbeddedHubOptions {
   /** The URL handed to agents at enrollment; defaults to mqtt://{host}:{boundPort}. */
   publicUrl?: string;
   auth: SiteAuthenticator;
+  /** MQTT over TLS (mqtts) with this certificate and key (PEM). */
+  tls?: { cert: Buffer; key: Buffer };
   log: Logger;
   /** Counted per refusal: 'auth' | 'publish' | 'subscribe'. */
   onRefused?: (what: 'auth' | 'publish' | 'subscribe', siteId: string | undefined) => void;
@@ -57,7 +60,7 @@ export class EmbeddedHub implements Hub {
   }
 
   get agentUrl(): string {
-    return this.opts.publicUrl ?? `mqtt://${this.opts.host === undefined || this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host}:${this.boundPort}`;
+    return this.opts.publicUrl ?? `${this.opts.tls ? 'mqtts' : 'mqtt'}://${this.opts.host === undefined || this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host}:${this.boundPort}`;
   }
 
   async start(handler: HubHandler): Promise<void> {
@@ -132,7 +135,7 @@ export class EmbeddedHub implements Hub {
       },
     });
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
-    this.server = createServer(this.broker.handle);
+    this.server = this.opts.tls ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, this.broker.handle) : createServer(this.broker.handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host ?? '0.0.0.0', () => {
