@@ -20,9 +20,9 @@ export interface ExternalHubOptions {
 }
 
 /**
- * The cloud as a client of an operator's MQTT broker. MQTT 5, persistent session, QoS 1, shared
- * subscriptions (`$share/{group}/…`) so that several cloud replicas each get a part of the
- * traffic. The PUBACK to the broker is sent only after the handler resolves (mqtt.js
+ * The cloud as a client of an operator's MQTT broker. MQTT 5, persistent session, QoS 1; uplink
+ * through a shared subscription (`$share/{group}/…`) so that several cloud replicas each store a
+ * part of it, heartbeats to every replica. The PUBACK to the broker is sent only after the handler resolves (mqtt.js
  * `handleMessage`), so the broker redelivers whatever a crashed replica had not yet stored.
  */
 export class ExternalHub implements Hub {
@@ -74,7 +74,10 @@ export class ExternalHub implements Hub {
       });
     });
     await client.subscribeAsync(
-      { [`$share/${group}/${cloudFilters.reported}`]: { qos: 1 }, [`$share/${group}/${cloudFilters.up}`]: { qos: 1 }, [cloudFilters.rpcResponses]: { qos: 1 } },
+      // Uplink is shared (each message to one replica, which stores it); heartbeats and RPC
+      // responses are not: every replica keeps its own view of which sites are online, and a
+      // response must reach the replica that asked.
+      { [cloudFilters.reported]: { qos: 1 }, [`$share/${group}/${cloudFilters.up}`]: { qos: 1 }, [cloudFilters.rpcResponses]: { qos: 1 } },
     ).then((grants) => {
       const refused = grants.filter((g) => g.qos >= 0x80);
       if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);
