@@ -66,6 +66,19 @@ describe('edgeweave sql: try a rule on JSON lines', () => {
     assert.match(p.stderr(), /4 records in, 3 results out, 0 filtered, 0 late, 0 failed, 1 unreadable lines/);
   });
 
+  it('runs infer() with a local model given by --model', async () => {
+    const input = join(dir, 'vib.jsonl');
+    writeFileSync(input, [{ m: 'ok', rms: 1.0, kurtosis: 3.0, peakHz: 120 }, { m: 'bad', rms: 1.6, kurtosis: 9.0, peakHz: 150 }].map((r) => JSON.stringify(r)).join('\n'));
+    const model = new URL('../models/vibration-ae.onnx', import.meta.url).pathname;
+    const p = spawnCli(['sql', "SELECT m, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM v", '--input', input, '--model', `vib-ae=${model}`]);
+    assert.equal(await p.exited, 0, p.stderr());
+    assert.deepEqual(p.stdoutLines.map((r) => r.m), ['ok', 'bad']);
+    assert.ok(p.stdoutLines[0]!.score < 0.5 && p.stdoutLines[1]!.score > 0.9);
+    const missing = spawnCli(['sql', "SELECT infer('vib-ae', rms) AS s FROM v", '--input', input]);
+    assert.equal(await missing.exited, 0);
+    assert.match(missing.stderr(), /no models here: infer\(\) needs a site's models \(or edgeweave sql --model\)/);
+  });
+
   it('exits 2 with line and column for a bad query', async () => {
     const p = spawnCli(['sql', 'SELECT a FORM s', '--input', '/dev/null']);
     assert.equal(await p.exited, 2);

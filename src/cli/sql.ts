@@ -1,7 +1,9 @@
 import { createReadStream, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { planQuery, type StreamDef } from '../stream/planner.ts';
-import { RuleRuntime } from '../stream/runtime.ts';
+import { ModelRule } from '../stream/model-rule.ts';
+import { OnnxRuntime } from '../inference/onnx.ts';
+import { typedFrom } from '../inference/tensor.ts';
 import { parse } from '../stream/parser.ts';
 import { systemClock } from '../lib/clock.ts';
 import { EwError } from '../contracts/errors.ts';
@@ -13,6 +15,8 @@ export interface SqlCommandOptions {
   timestamp?: string;
   lateness?: number;
   explain?: boolean;
+  /** `name=file.onnx`: models infer() may call, loaded locally. */
+  model?: string[];
 }
 
 /**
@@ -33,21 +37,45 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
       throw new EwError('CONFIG_INVALID', `--schema is neither a JSON object nor a readable JSON file: ${(e as Error).message}`, { path: 'schema' });
     }
   }
+  // Local models for infer(): loaded with the site's runtime and batcher.
+  const models = new Map<string, { run: (args: unknown[]) => Promise<unknown>; close: () => Promise<void> }>();
+  for (const m of o.model ?? []) {
+    const eq = m.indexOf('=');
+    if (eq <= 0) throw new EwError('CONFIG_INVALID', `--model "${m}" is not name=file.onnx`, { path: 'model' });
+    const name = m.slice(0, eq);
+    const loaded = await new OnnxRuntime().load({ name, format: 'onnx', file: m.slice(eq + 1) });
+    const input = loaded.inputs[0]!;
+    models.set(name, {
+      async run(args) {
+        const nums = args.map(Number);
+        const out = await loaded.run({ [input.name]: { datatype: input.datatype, shape: input.shape[0] === -1 ? [1, nums.length] : [nums.length], data: typedFrom(input.datatype, nums) } });
+        const vals = Object.entries(out).map(([n, t]) => [n, t.shape.length <= 1 ? Number(t.data[0]) : Array.from(t.data as ArrayLike<number>)] as const);
+        return vals.length === 1 ? vals[0]![1] : Object.fromEntries(vals);
+      },
+      close: () => loaded.close(),
+    });
+  }
+  const infer = async (model: string, args: unknown[]) => {
+    const m = models.get(model);
+    if (!m) throw new Error(`no model "${model}" here: pass --model ${model}=file.onnx`);
+    return m.run(args);
+  };
   const input = o.input && o.input !== '-' ? createReadStream(o.input) : process.stdin;
   const lines = createInterface({ input, crlfDelay: Infinity });
-  let runtime: RuleRuntime | undefined;
+  let rule: ModelRule | undefined;
   let lineNo = 0;
   let bad = 0;
   const write = (rows: Record<string, unknown>[]) => { for (const r of rows) out.write(`${JSON.stringify(r)}\n`); };
   const start = (first: Record<string, unknown> | undefined) => {
     const stream: StreamDef = { name: o.stream ?? q.from.name, schema, timestamp: o.timestamp ?? (first && 'ts' in first ? 'ts' : undefined) };
-    const plan = planQuery(sql, stream);
+    const plan = planQuery(sql, stream, models.size ? { models: [...models.keys()] } : {});
     if (o.explain || q.explain) out.write(`${plan.explain()}\n`);
-    runtime = new RuleRuntime(plan, {
+    rule = new ModelRule(plan, {
       clock: systemClock, lateness: o.lateness ?? 0, latePolicy: 'side', emit: write,
       onLate: (r) => err.write(`late record dropped: ${JSON.stringify(r)}\n`),
       onError: (r, e) => err.write(`record failed (${e.message}): ${JSON.stringify(r)}\n`),
-    });
+      onEmitError: (e) => err.write(`infer() on window results failed: ${e.message}\n`),
+    }, models.size ? infer : undefined);
   };
   if (q.explain) { start(undefined); return { in: 0, out: 0, bad: 0, late: 0, errors: 0 }; }
   for await (const line of lines) {
@@ -66,13 +94,16 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
       err.write(`line ${lineNo}: a record must be a JSON object; skipped\n`);
       continue;
     }
-    if (!runtime) start(rec as Record<string, unknown>);
-    runtime!.push(rec as Record<string, unknown>);
+    if (!rule) start(rec as Record<string, unknown>);
+    rule!.push(rec as Record<string, unknown>);
+    // Keep the input in step with the model calls (records arrive in order anyway).
+    if (models.size) await rule!.settle();
   }
-  if (!runtime) start(undefined);
-  runtime!.flush();
-  runtime!.stop();
-  const s = runtime!.stats;
+  if (!rule) start(undefined);
+  await rule!.finish();
+  rule!.stop();
+  for (const m of models.values()) await m.close();
+  const s = rule!.runtime.stats;
   err.write(`${s.in} records in, ${s.out} results out, ${s.filtered} filtered, ${s.late} late, ${s.errors} failed, ${bad} unreadable lines\n`);
   return { in: s.in, out: s.out, bad, late: s.late, errors: s.errors };
 }

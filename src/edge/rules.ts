@@ -1,9 +1,10 @@
 import type { AppComponent } from './apps.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
 import { checkRule, checkEgress, leavingSinks } from '../stream/app.ts';
-import { RuleRuntime } from '../stream/runtime.ts';
+import type { RuleRuntime } from '../stream/runtime.ts';
+import { ModelRule } from '../stream/model-rule.ts';
 import { parse } from '../stream/parser.ts';
-import { PendingInfer, type Plan, type StreamDef } from '../stream/planner.ts';
+import type { StreamDef } from '../stream/planner.ts';
 import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -125,47 +126,28 @@ export class RuleHost implements AppComponent {
         const ctx = this.d.sinkContext(app.name, spec.name, (s) => fields.get(s));
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
-        let pendingEmits: Promise<void> | undefined;
-        const runtime = new RuleRuntime(checked.plan, {
+        const dead = (rec: Record<string, unknown>, why: string) => this.d.dead.add(app.name, stream.name, why, rec);
+        const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
           emit: (rows) => {
-            const write = (out: Record<string, unknown>[]) => {
-              for (const sink of r.sinks) {
-                try {
-                  sink.write(out);
-                } catch (e) {
-                  r.sinkErrors++;
-                  this.d.log.warn({ app: app.name, rule: spec.name, sink: sink.kind, err: (e as Error).message }, 'sink failed; results for it dropped');
-                }
+            for (const sink of r.sinks) {
+              try {
+                sink.write(rows);
+              } catch (e) {
+                r.sinkErrors++;
+                this.d.log.warn({ app: app.name, rule: spec.name, sink: sink.kind, err: (e as Error).message }, 'sink failed; results for it dropped');
               }
-            };
-            if (!rows.some((row) => Object.values(row).some((v) => v instanceof PendingInfer))) {
-              if (!pendingEmits) write(rows);
-              else pendingEmits = pendingEmits.then(() => write(rows));
-              return;
             }
-            // infer() over aggregates: ask the model, keep emission order, then write.
-            const resolved = Promise.all(rows.map(async (row) => {
-              const out: Record<string, unknown> = {};
-              for (const [k, v] of Object.entries(row)) {
-                out[k] = v instanceof PendingInfer ? (this.d.infer ? await this.d.infer(app.name, v.model, v.args) : null) : v;
-              }
-              return out;
-            }));
-            pendingEmits = (pendingEmits ?? Promise.resolve()).then(() => resolved).then(write, (e: Error) => {
-              r.sinkErrors++;
-              this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
-            }).finally(() => { if (pendingEmits === tail) pendingEmits = undefined; });
-            const tail = pendingEmits;
           },
-          onLate: (rec) => this.d.dead.add(app.name, stream.name, `late for rule ${spec.name}`, rec),
-          onError: (rec, e) => this.d.dead.add(app.name, stream.name, `rule ${spec.name}: ${e.message}`, rec),
-        });
-        r.runtime = runtime;
-        const deliver = checked.plan.infers.length
-          ? this.inferStage(app.name, spec.name, checked.plan, runtime, (rec, e) => this.d.dead.add(app.name, stream.name, `rule ${spec.name}: ${e.message}`, rec))
-          : (rec: Record<string, unknown>, meta: { topic: string }) => runtime.push(rec, meta);
-        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver });
+          onLate: (rec) => dead(rec, `late for rule ${spec.name}`),
+          onError: (rec, e) => dead(rec, `rule ${spec.name}: ${e.message}`),
+          onEmitError: (e) => {
+            r.sinkErrors++;
+            this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
+          },
+        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args) : undefined);
+        r.runtime = rule.runtime;
+        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
         r.state = 'failed';
@@ -175,44 +157,6 @@ export class RuleHost implements AppComponent {
       }
     }
     if (failures.length) throw new Error(failures.join('; '));
-  }
-
-  /**
-   * For rules that call infer(): each record's model calls go out at once (the models' batchers
-   * group them with other rules' and requests' calls), and records enter the rule in arrival
-   * order as their results come back. A record whose inference fails is counted and sent to the
-   * dead letters. At most 10,000 records wait; past that new ones are refused the same way.
-   */
-  private inferStage(app: string, rule: string, plan: Plan, runtime: RuleRuntime, fail: (rec: Record<string, unknown>, e: Error) => void) {
-    const infer = this.d.infer;
-    const queue: { rec: Record<string, unknown>; meta: { topic: string }; values: Promise<unknown[] | Error> }[] = [];
-    let draining = false;
-    const env = { now: () => this.d.clock.now() };
-    const drain = async () => {
-      if (draining) return;
-      draining = true;
-      while (queue.length) {
-        const head = queue[0]!;
-        const v = await head.values;
-        queue.shift();
-        if (v instanceof Error) {
-          runtime.stats.in++;
-          runtime.stats.errors++;
-          fail(head.rec, v);
-        } else {
-          plan.inferValues.set(head.rec, v);
-          runtime.push(head.rec, head.meta);
-        }
-      }
-      draining = false;
-    };
-    return (rec: Record<string, unknown>, meta: { topic: string }) => {
-      if (!infer) { fail(rec, new Error('this site serves no models')); return; }
-      if (queue.length >= 10_000) { runtime.stats.in++; runtime.stats.errors++; fail(rec, new Error(`rule ${rule}: inference backlog full (10,000 records waiting)`)); return; }
-      const values = Promise.all(plan.infers.map((c) => infer(app, c.model, c.args.map((f) => f(rec, { ...env, meta }))))).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
-      queue.push({ rec, meta, values });
-      void drain();
-    };
   }
 
   private unload(key: string): void {
