@@ -4,6 +4,8 @@
  * Each profile has a daily shape (rush hours, shifts, busy hours), noise, and rare incidents,
  * so streaming rules and models downstream see something worth detecting.
  */
+import { gaussian } from '../lib/random.ts';
+
 export interface Reading { topic: string; payload: Record<string, unknown> }
 
 export interface Profile {
@@ -15,23 +17,6 @@ export interface Profile {
   reading(device: string, t: number, rand: () => number): Reading;
 }
 
-/** Mulberry32: tiny, fast, seedable; the same seed gives the same stream. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Standard normal from two uniforms (Box–Muller). */
-function gauss(rand: () => number): number {
-  const u = Math.max(rand(), 1e-12);
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
-}
 
 const hourOf = (t: number) => new Date(t).getUTCHours() + new Date(t).getUTCMinutes() / 60;
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
@@ -49,9 +34,9 @@ export function trafficProfile(city = 'hangzhou', intersections = ['wensan-xueyu
       // A congestion spell: a few minutes per half hour at one intersection at a time.
       const spell = Math.floor(t / 1_800_000) % intersections.length === idx && (t % 1_800_000) < 240_000;
       const demand = 6 + 18 * peak + (spell ? 10 : 0);
-      const vehicles = Math.max(0, Math.round(demand + gauss(rand) * 2.5));
+      const vehicles = Math.max(0, Math.round(demand + gaussian(rand) * 2.5));
       const freeFlow = 50;
-      const speed = Math.max(2, freeFlow * (1 - 0.55 * peak) * (spell ? 0.25 : 1) + gauss(rand) * 4);
+      const speed = Math.max(2, freeFlow * (1 - 0.55 * peak) * (spell ? 0.25 : 1) + gaussian(rand) * 4);
       return {
         topic: `city/${city}/${device}/traffic`,
         payload: {
@@ -73,12 +58,12 @@ export function vibrationProfile(machines = ['press-01', 'press-02', 'cnc-07', '
       const degrading = device === machines[machines.length - 1];
       // Degradation builds over each hour then "maintenance" resets it.
       const wear = degrading ? (t % 3_600_000) / 3_600_000 : 0;
-      const rms = 0.9 + 0.6 * wear + Math.abs(gauss(rand)) * 0.08;
-      const kurtosis = 3 + 4 * wear ** 2 + gauss(rand) * 0.2 + (rand() < 0.002 ? 6 : 0);
-      const peakHz = 120 + (degrading ? 35 * wear : 0) + gauss(rand) * 2;
+      const rms = 0.9 + 0.6 * wear + Math.abs(gaussian(rand)) * 0.08;
+      const kurtosis = 3 + 4 * wear ** 2 + gaussian(rand) * 0.2 + (rand() < 0.002 ? 6 : 0);
+      const peakHz = 120 + (degrading ? 35 * wear : 0) + gaussian(rand) * 2;
       return {
         topic: `factory/${device}/vibration`,
-        payload: { machineId: device, ts: t, rms: round(rms, 4), kurtosis: round(kurtosis, 3), peakHz: round(peakHz, 1), temperature: round(41 + 12 * wear + gauss(rand), 1) },
+        payload: { machineId: device, ts: t, rms: round(rms, 4), kurtosis: round(kurtosis, 3), peakHz: round(peakHz, 1), temperature: round(41 + 12 * wear + gaussian(rand), 1) },
       };
     },
   };
@@ -93,11 +78,11 @@ export function cellKpiProfile(cells = ['cell-3101', 'cell-3102', 'cell-3207']):
     reading(device, t, rand) {
       const h = hourOf(t + 1 * 3600_000);
       const load = 0.25 + 0.55 * Math.max(0, Math.sin(((h - 6) / 18) * Math.PI));
-      const prb = Math.min(1, Math.max(0, load + gauss(rand) * 0.05));
-      const ues = Math.max(0, Math.round(40 + 260 * prb + gauss(rand) * 10));
+      const prb = Math.min(1, Math.max(0, load + gaussian(rand) * 0.05));
+      const ues = Math.max(0, Math.round(40 + 260 * prb + gaussian(rand) * 10));
       return {
         topic: `telco/${device}/kpi`,
-        payload: { cellId: device, ts: t, prbUtil: round(prb, 3), activeUes: ues, throughputMbps: round(900 * (1 - prb * 0.6) + gauss(rand) * 20, 1), latencyMs: round(8 + 30 * prb ** 3 + Math.abs(gauss(rand)) * 2, 2) },
+        payload: { cellId: device, ts: t, prbUtil: round(prb, 3), activeUes: ues, throughputMbps: round(900 * (1 - prb * 0.6) + gaussian(rand) * 20, 1), latencyMs: round(8 + 30 * prb ** 3 + Math.abs(gaussian(rand)) * 2, 2) },
       };
     },
   };
@@ -120,9 +105,9 @@ export function energyProfile(meters = ['bldg-a-main', 'bldg-b-main', 'bldg-c-hv
       const idx = Math.max(0, meters.indexOf(device));
       const base = [120, 80, 60][idx % 3]!;
       const office = Math.max(0, Math.sin(((h - 6) / 14) * Math.PI)) * (weekend ? 0.3 : 1);
-      const temperature = 18 + 8 * Math.sin(((h - 9) / 24) * 2 * Math.PI) + gauss(rand) * 0.5;
+      const temperature = 18 + 8 * Math.sin(((h - 9) / 24) * 2 * Math.PI) + gaussian(rand) * 0.5;
       const cooling = Math.max(0, temperature - 22) * (idx === 2 ? 6 : 2);
-      const kw = base * (0.35 + 0.65 * office) + cooling + gauss(rand) * base * 0.03;
+      const kw = base * (0.35 + 0.65 * office) + cooling + gaussian(rand) * base * 0.03;
       return { topic: `energy/${device}/power`, payload: { meterId: device, ts: t, kw: round(Math.max(0, kw), 2), temperature: round(temperature, 1) } };
     },
   };

@@ -1,5 +1,6 @@
 import mqtt, { type MqttClient } from 'mqtt';
-import { seeded, type Profile } from './profiles.ts';
+import type { Profile } from './profiles.ts';
+import { seeded } from '../lib/random.ts';
 
 export interface SimulatorOptions {
   url: string;

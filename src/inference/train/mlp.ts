@@ -3,22 +3,10 @@
  * templates' small models on generated data, deterministically (seeded initialisation and
  * shuffling, fixed epochs), so that a script can rebuild a committed model bit for bit.
  */
+import { gaussian, seeded } from '../../lib/random.ts';
+
 export interface Layer { w: number[][]; b: number[]; act: 'tanh' | 'linear' | 'sigmoid' }
 
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function gaussian(rand: () => number): number {
-  return Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
-}
 
 export function initNetwork(sizes: number[], acts: Layer['act'][], rand: () => number): Layer[] {
   const layers: Layer[] = [];
@@ -54,7 +42,7 @@ export interface TrainOptions { epochs: number; batchSize: number; lr: number; l
 
 /** Trains in place with Adam; returns the mean loss of the last epoch. */
 export function train(layers: Layer[], xs: number[][], ys: number[][], o: TrainOptions): number {
-  const rand = seededRandom(o.seed);
+  const rand = seeded(o.seed);
   const m = layers.map((l) => ({ w: l.w.map((r) => r.map(() => 0)), b: l.b.map(() => 0) }));
   const v = layers.map((l) => ({ w: l.w.map((r) => r.map(() => 0)), b: l.b.map(() => 0) }));
   const b1 = 0.9;

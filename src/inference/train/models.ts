@@ -1,5 +1,6 @@
 import { GraphBuilder, int, ints } from './onnx-build.ts';
-import { forward, initNetwork, meanStd, seededRandom, train, type Layer } from './mlp.ts';
+import { forward, initNetwork, meanStd, train, type Layer } from './mlp.ts';
+import { seeded as seededRandom } from '../../lib/random.ts';
 import { energyProfile, trafficProfile, vibrationProfile } from '../../sim/profiles.ts';
 
 /**
