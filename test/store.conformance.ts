@@ -148,6 +148,17 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal((await store.listDeployments(T)).length, 0);
     });
 
+    it('gives a lease to one holder at a time, renewable, taken over when it expires', async () => {
+      assert.equal(await store.acquireLease('rollouts', 'replica-a', 1000, 5000), true);
+      assert.equal(await store.acquireLease('rollouts', 'replica-b', 2000, 5000), false, 'held by a');
+      assert.equal(await store.acquireLease('rollouts', 'replica-a', 3000, 5000), true, 'renewed by a');
+      assert.equal(await store.acquireLease('rollouts', 'replica-b', 7000, 5000), false, 'a renewed until 8000');
+      assert.equal(await store.acquireLease('rollouts', 'replica-b', 8001, 5000), true, 'expired: b takes over');
+      assert.equal(await store.acquireLease('rollouts', 'replica-a', 9000, 5000), false);
+      const [x, y] = await Promise.all([store.acquireLease('other', 'a', 1, 100), store.acquireLease('other', 'b', 1, 100)]);
+      assert.equal(Number(x) + Number(y), 1, 'exactly one of two racing replicas');
+    });
+
     it('saves, replaces and lists rollout state per tenant', async () => {
       const state = { id: 'dep-r', app: 'a', version: '2.0.0', strategy: { type: 'all' as const }, options: { stepTimeoutS: 60, onFailure: 'rollback' as const }, phase: 'progressing' as const, startedAt: 1, updatedAt: 1, admitted: ['s1'], canaries: [], sites: { s1: { phase: 'updating' as const, since: 1 } }, history: [] };
       await store.saveRollout({ id: 'dep-r', tenantId: T, state });

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Store, Site, Deployment } from './store/store.ts';
 import type { Fleet } from './fleet.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -41,6 +43,9 @@ export class RolloutController {
   private stopTimer?: () => void;
   private running?: Promise<void>;
 
+  /** This replica's name for the controller lease (several replicas: one steps at a time). */
+  private readonly holder = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+
   constructor(private readonly o: { store: Store; fleet: Fleet; clock: Clock; log: Logger; everyMs?: number }) {}
 
   start(): void {
@@ -61,9 +66,10 @@ export class RolloutController {
     return sites.filter((s) => s.revokedAt === null && matches(d.selector, s)).map((s) => s.id);
   }
 
-  /** Steps every running rollout once. */
+  /** Steps every running rollout once (only on the replica holding the controller lease). */
   async step(): Promise<void> {
     const { store, fleet, clock, log } = this.o;
+    if (!(await store.acquireLease('rollout-controller', this.holder, clock.now(), 5 * (this.o.everyMs ?? 1000)))) return;
     const active = await store.listRollouts(undefined, { activeOnly: true });
     const tenants = new Set<string>();
     for (const row of active) {

@@ -26,6 +26,7 @@ interface DB {
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
   rollouts: { id: string; tenant_id: string; state: string; active: number; updated_at: number };
+  leases: { name: string; holder: string; expires_at: number };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -124,6 +125,11 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('rollouts_active').on('rollouts').column('active').execute();
+      await db.schema.createTable('leases')
+        .addColumn('name', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('holder', 'varchar(128)', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
     },
   },
 });
@@ -371,6 +377,17 @@ export class SqlStore implements Store {
   async deleteDeployment(tenantId: string, id: string): Promise<boolean> {
     const r = await guard('delete deployment', () => this.db.deleteFrom('deployments').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
     return Number(r.numDeletedRows) > 0;
+  }
+
+  async acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean> {
+    return guard('acquire lease', async () => {
+      // One statement: insert, or take over an expired lease, or renew our own — atomically.
+      const r = await this.db.insertInto('leases').values({ name, holder, expires_at: now + ttlMs })
+        .onConflict((oc) => oc.column('name').doUpdateSet({ holder, expires_at: now + ttlMs })
+          .where((eb) => eb.or([eb('leases.holder', '=', holder), eb('leases.expires_at', '<', now)])))
+        .executeTakeFirst();
+      return Number(r.numInsertedOrUpdatedRows ?? 0) > 0;
+    });
   }
 
   async saveRollout(row: RolloutRow): Promise<void> {

@@ -126,6 +126,12 @@ export interface Store {
   listDeployments(tenantId: string): Promise<Deployment[]>;
   deleteDeployment(tenantId: string, id: string): Promise<boolean>;
 
+  /**
+   * A lease for work one cloud replica at a time must do (the rollout controller): true when
+   * `holder` has it until `now + ttlMs` — it was free, expired, or already `holder`'s.
+   */
+  acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean>;
+
   /** Rollout state by deployment id (insert or replace). */
   saveRollout(row: RolloutRow): Promise<void>;
   getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined>;
