@@ -1,25 +1,14 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { makeCerts } from './support/certs.ts';
 import { startTestCloud, tempDir, waitFor, removeDirs, type TestCloud } from './support/harness.ts';
 import { startEdge, type EdgeHandle } from '../src/edge/main.ts';
 import { enroll } from '../src/edge/enroll.ts';
 import { fetchTrusting } from '../src/lib/fetch.ts';
 import { silentLogger } from '../src/lib/logger.ts';
 import { isEwError } from '../src/contracts/errors.ts';
-
-/** A private CA and a certificate for 127.0.0.1, made with openssl for this test. */
-function makeCerts(dir: string): { ca: string; cert: string; key: string } {
-  const f = (n: string) => join(dir, n);
-  const run = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=edgeweave test CA');
-  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1');
-  writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  run('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('server.pem'), '-days', '1', '-extfile', f('ext.cnf'));
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
-}
 
 describe('TLS: https API and mqtts hub with a private CA', () => {
   const dir = tempDir('tls');
@@ -54,5 +43,25 @@ describe('TLS: https API and mqtts hub with a private CA', () => {
     edge = await startEdge({ dataDir: tempDir('tls-edge'), cloudUrl: cloud.url, token: t.token, caFile: certs.ca, apiPort: 0, devicePort: 0, deviceHost: '127.0.0.1', heartbeatIntervalS: 1, log: silentLogger() });
     await waitFor('online over mqtts', async () => (await api('GET', `/api/v1/sites/${edge!.siteId}`)).state === 'online');
     assert.equal(edge.linkState(), 'connected');
+  });
+
+  it('serves the site\'s devices over mqtts when given a certificate', async () => {
+    const pw = 'device-secret-0123456789';
+    const pwFile = `${tempDir('pw')}/pw`;
+    writeFileSync(pwFile, pw);
+    const t = await api('POST', '/api/v1/tokens', {});
+    const site = await startEdge({
+      dataDir: tempDir('tls-dev'), cloudUrl: cloud.url, token: t.token, caFile: certs.ca, apiPort: 0, devicePort: 0, deviceHost: '127.0.0.1',
+      deviceTlsCertFile: certs.cert, deviceTlsKeyFile: certs.key, devicePasswordFile: pwFile, log: silentLogger(),
+    });
+    try {
+      assert.match(site.deviceUrl, /^mqtts:\/\//);
+      const dev = await mqtt.connectAsync(site.deviceUrl, { username: 'device', password: pw, ca: ca, reconnectPeriod: 0 });
+      await dev.publishAsync('plant/x/y', '{}', { qos: 1 });
+      await dev.endAsync();
+      await assert.rejects(mqtt.connectAsync(site.deviceUrl, { username: 'device', password: pw, reconnectPeriod: 0, connectTimeout: 3000 }), /certificate|self[- ]signed|unable to verify/i);
+    } finally {
+      await site.close();
+    }
   });
 });

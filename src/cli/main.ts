@@ -111,6 +111,8 @@ export function buildProgram(): Command {
     .option('--api-port <port>', 'local API port', port, 8081)
     .option('--device-host <host>', 'device MQTT broker bind address', '0.0.0.0')
     .option('--device-port <port>', 'device MQTT broker port', port, 1883)
+    .option('--device-tls-cert <file>', 'serve devices over mqtts with this certificate (PEM)')
+    .option('--device-tls-key <file>', 'its private key (PEM)')
     .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
     .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
@@ -129,6 +131,7 @@ export function buildProgram(): Command {
         dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
+        deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,
       });
       if (e.generated.apiKey || e.generated.devicePassword) {

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../lib/logger.ts';
 import { TOPIC_ROOT } from '../contracts/topics.ts';
@@ -29,6 +30,8 @@ export interface DeviceBrokerOptions {
   host: string;
   /** Checks a device's username/password (hashes stored by the agent). */
   verify: (username: string, password: string) => boolean;
+  /** MQTT over TLS for the devices (mqtts), with this certificate and key (PEM). */
+  tls?: { cert: Buffer; key: Buffer };
   log: Logger;
 }
 
@@ -51,7 +54,7 @@ export class DeviceBroker implements DeviceSource {
     return this.boundPort;
   }
   get url(): string {
-    return `mqtt://${this.o.host === '0.0.0.0' ? '127.0.0.1' : this.o.host}:${this.boundPort}`;
+    return `${this.o.tls ? 'mqtts' : 'mqtt'}://${this.o.host === '0.0.0.0' ? '127.0.0.1' : this.o.host}:${this.boundPort}`;
   }
   get stats(): { connected: number; messagesIn: number } {
     return { connected: this.broker?.connectedClients ?? 0, messagesIn: this.messagesIn };
@@ -97,7 +100,7 @@ export class DeviceBroker implements DeviceSource {
         }
       }
     });
-    this.server = createServer(this.broker.handle);
+    this.server = this.o.tls ? createTlsServer({ cert: this.o.tls.cert, key: this.o.tls.key }, this.broker.handle) : createServer(this.broker.handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.o.port, this.o.host, () => {

@@ -51,6 +51,9 @@ export interface EdgeConfig {
   /** Device MQTT broker bind. Default 0.0.0.0:1883, where the site's devices can reach it. */
   deviceHost?: string;
   devicePort?: number;
+  /** TLS for the device broker (mqtts): certificate and key files (PEM). Default: plain MQTT on the site's LAN. */
+  deviceTlsCertFile?: string;
+  deviceTlsKeyFile?: string;
   /**
    * Read device data from a broker the site already has (mqtt://host:port) instead of running
    * the embedded one; the agent subscribes to its streams' topics there. Default: embedded.
@@ -156,6 +159,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
     : new DeviceBroker({
       port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
+      tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
       verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
     });
   const dead = new DeadLetters(db, clock);
