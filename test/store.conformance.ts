@@ -172,6 +172,10 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.deepEqual((await store.listRollouts(undefined, { activeOnly: true })).map((r) => r.id), ['dep-r2']);
       assert.deepEqual((await store.listRollouts(T, { ids: ['dep-r'] })).map((r) => r.id), ['dep-r']);
       assert.deepEqual(await store.listRollouts(T, { ids: [] }), []);
+      const read = (await store.getRollout(T, 'dep-r2'))!;
+      assert.equal(await store.saveRollout({ ...read, state: { ...read.state, phase: 'paused' } }), true, 'saved against the rev it read');
+      assert.equal(await store.saveRollout({ ...read, state: { ...read.state, phase: 'aborted' } }), false, 'a stale rev is refused');
+      assert.equal((await store.getRollout(T, 'dep-r2'))!.state.phase, 'paused');
     });
 
     it('stores each uplink message once and filters by site, stream and time', async () => {

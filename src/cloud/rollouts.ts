@@ -80,7 +80,8 @@ export class RolloutController {
       const obs = new Map(sites.filter((s) => targets.includes(s.id)).map((s) => [s.id, observe(s, fleet.isOnline(s.id), d.appName)]));
       const next = reconcile(row.state, targets, obs, clock.now());
       if (JSON.stringify(next) === JSON.stringify(row.state)) continue;
-      await store.saveRollout({ id: row.id, tenantId: row.tenantId, state: next });
+      // Saved only if no one (an operator's pause, say) changed it since we read it.
+      if (!(await store.saveRollout({ id: row.id, tenantId: row.tenantId, state: next, rev: row.rev }))) continue;
       if (next.phase !== row.state.phase) log.info({ deployment: row.id, app: next.app, version: next.version, phase: next.phase, reason: next.reason }, `rollout ${next.phase}`);
       if (next.admitted.join() !== row.state.admitted.join() || next.phase !== row.state.phase) tenants.add(row.tenantId);
     }
@@ -89,16 +90,20 @@ export class RolloutController {
 
   /** pause | resume | abort | undo, by an operator. */
   async act(tenantId: string, id: string, action: 'pause' | 'resume' | 'abort' | 'undo'): Promise<RolloutState> {
-    const row = await this.o.store.getRollout(tenantId, id);
-    if (!row) throw new EwError('DEPLOYMENT_NOT_FOUND', `no rollout for deployment "${id}"`, { path: 'id' });
     const fn = { pause, resume, abort, undo }[action];
     let next: RolloutState;
-    try {
-      next = fn(row.state, this.o.clock.now());
-    } catch (e) {
-      throw new EwError('ROLLOUT_STATE', `cannot ${action}: ${(e as Error).message}`, { path: 'action' });
+    // Optimistic: if the controller saved a step between our read and our write, read again.
+    for (let attempt = 0; ; attempt++) {
+      const row = await this.o.store.getRollout(tenantId, id);
+      if (!row) throw new EwError('DEPLOYMENT_NOT_FOUND', `no rollout for deployment "${id}"`, { path: 'id' });
+      try {
+        next = fn(row.state, this.o.clock.now());
+      } catch (e) {
+        throw new EwError('ROLLOUT_STATE', `cannot ${action}: ${(e as Error).message}`, { path: 'action' });
+      }
+      if (await this.o.store.saveRollout({ id, tenantId, state: next, rev: row.rev })) break;
+      if (attempt >= 5) throw new EwError('ROLLOUT_STATE', `cannot ${action}: the rollout keeps changing; try again`, { path: 'action' });
     }
-    await this.o.store.saveRollout({ id, tenantId, state: next });
     this.o.log.info({ deployment: id, action, phase: next.phase }, `rollout ${action}`);
     await this.o.fleet.reconcileTenant(tenantId);
     return next;

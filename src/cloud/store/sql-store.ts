@@ -25,7 +25,7 @@ interface DB {
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
-  rollouts: { id: string; tenant_id: string; state: string; active: number; updated_at: number };
+  rollouts: { id: string; tenant_id: string; state: string; active: number; rev: number; updated_at: number };
   leases: { name: string; holder: string; expires_at: number };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
@@ -122,6 +122,7 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('state', 'text', (c) => c.notNull())
         // Whether the controller still steps it: ended rollouts are read only when asked for.
         .addColumn('active', 'integer', (c) => c.notNull())
+        .addColumn('rev', 'integer', (c) => c.notNull().defaultTo(1))
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('rollouts_active').on('rollouts').column('active').execute();
@@ -390,16 +391,24 @@ export class SqlStore implements Store {
     });
   }
 
-  async saveRollout(row: RolloutRow): Promise<void> {
+  async saveRollout(row: RolloutRow): Promise<boolean> {
     const active = needsSteps(row.state) ? 1 : 0;
-    const values = { id: row.id, tenant_id: row.tenantId, state: JSON.stringify(row.state), active, updated_at: row.state.updatedAt };
+    const state = JSON.stringify(row.state);
+    if (row.rev !== undefined) {
+      const r = await guard('save rollout', () => this.db.updateTable('rollouts')
+        .set({ state, active, rev: sql`rev + 1`, updated_at: row.state.updatedAt })
+        .where('id', '=', row.id).where('tenant_id', '=', row.tenantId).where('rev', '=', row.rev!).executeTakeFirst());
+      return Number(r.numUpdatedRows) === 1;
+    }
+    const values = { id: row.id, tenant_id: row.tenantId, state, active, rev: 1, updated_at: row.state.updatedAt };
     await guard('save rollout', () => this.db.insertInto('rollouts').values(values)
-      .onConflict((oc) => oc.column('id').doUpdateSet({ state: values.state, active, updated_at: values.updated_at })).execute());
+      .onConflict((oc) => oc.column('id').doUpdateSet({ state, active, rev: sql`rollouts.rev + 1`, updated_at: values.updated_at })).execute());
+    return true;
   }
 
   async getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined> {
     const r = await guard('read rollout', () => this.db.selectFrom('rollouts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
-    return r && { id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state) };
+    return r && { id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state), rev: Number(r.rev) };
   }
 
   async listRollouts(tenantId?: string, opts: { activeOnly?: boolean; ids?: readonly string[] } = {}): Promise<RolloutRow[]> {
@@ -411,7 +420,7 @@ export class SqlStore implements Store {
       if (opts.ids) q = q.where('id', 'in', opts.ids);
       return q.orderBy('updated_at').execute();
     });
-    return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state) }));
+    return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state), rev: Number(r.rev) }));
   }
 
   async insertUplink(records: UplinkRecord[]): Promise<number> {

@@ -56,7 +56,8 @@ export interface Deployment {
   createdAt: number;
 }
 
-export interface RolloutRow { id: string; tenantId: string; state: import('../rollout.ts').RolloutState }
+/** `rev` counts saves: a save that names the rev it read fails if someone saved in between. */
+export interface RolloutRow { id: string; tenantId: string; state: import('../rollout.ts').RolloutState; rev?: number }
 
 export interface UplinkRecord {
   siteId: string;
@@ -132,8 +133,11 @@ export interface Store {
    */
   acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean>;
 
-  /** Rollout state by deployment id (insert or replace). */
-  saveRollout(row: RolloutRow): Promise<void>;
+  /**
+   * Rollout state by deployment id. Without `row.rev`: insert or replace. With it: replace only
+   * if the stored rev is still that one (optimistic concurrency); false when it was not.
+   */
+  saveRollout(row: RolloutRow): Promise<boolean>;
   getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined>;
   /** `activeOnly`: those the controller still steps; `ids`: just these deployments' rollouts. */
   listRollouts(tenantId?: string, opts?: { activeOnly?: boolean; ids?: readonly string[] }): Promise<RolloutRow[]>;
