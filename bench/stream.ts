@@ -93,12 +93,19 @@ const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
 
 async function partA(): Promise<void> {
   const recs = makeRecords();
-  console.log(`(a) in process: ${fmt(N)} records, ${fmt(KEYS)} keys, WHERE v >= 0, count/avg/max per key`);
+  console.log(`(a) in process: ${fmt(N)} records, ${fmt(KEYS)} keys, WHERE v >= 0, count/avg/max per key (best of 3 runs each)`);
   for (const [label, sql, size, hop] of [['tumbling 1 s', 'TUMBLINGWINDOW(ss, 1)', 1000, 1000], ['hopping 10 s / 1 s', 'HOPPINGWINDOW(ss, 10, 1)', 10_000, 1000]] as const) {
     handTumbling(recs.slice(0, 100_000), size, hop); // warm both paths
     engine(recs.slice(0, 100_000), sql);
-    const h = timeIt(() => handTumbling(recs, size, hop));
-    const e = timeIt(() => engine(recs, sql));
+    // Best of three for each side, interleaved: the machine is shared and a single run is noisy.
+    let h = timeIt(() => handTumbling(recs, size, hop));
+    let e = timeIt(() => engine(recs, sql));
+    for (let i = 0; i < 2; i++) {
+      const h2 = timeIt(() => handTumbling(recs, size, hop));
+      const e2 = timeIt(() => engine(recs, sql));
+      if (h2.cpu < h.cpu) h = h2;
+      if (e2.cpu < e.cpu) e = e2;
+    }
     console.log(`  ${label.padEnd(20)} engine ${fmt(N / e.cpu).padStart(11)} rec/s per core (${e.secs.toFixed(2)} s, ${fmt(e.outputs)} results) | hand-written ${fmt(N / h.cpu).padStart(11)} rec/s per core (${fmt(h.outputs)} results) | ratio ${((h.cpu / e.cpu) * 100).toFixed(0)} %`);
     if (e.outputs !== h.outputs) console.log(`  !! result counts differ: engine ${e.outputs}, hand-written ${h.outputs}`);
   }

@@ -132,7 +132,11 @@ export const SCALARS: Record<string, ScalarFn> = {
 };
 
 /** An aggregate's running state for one group of one window. */
-export interface Acc { add(v: unknown): void; result(): unknown }
+/**
+ * An aggregate's running state for one group of one window. `merge` folds in another state of
+ * the same aggregate that saw later records (hopping windows are built from panes this way).
+ */
+export interface Acc { add(v: unknown): void; result(): unknown; merge(later: Acc): void }
 
 export interface AggregateFn {
   /** Arguments after the first (e.g. percentile's fraction): constants, checked by the planner. */
@@ -151,53 +155,71 @@ class CountAcc implements Acc {
   n = 0;
   add(v: unknown) { if (v !== null && v !== undefined) this.n++; }
   result() { return this.n; }
+  merge(o: CountAcc) { this.n += o.n; }
 }
 class SumAcc implements Acc {
   s = 0; any = false;
   add(v: unknown) { const x = typeof v === 'number' ? v : numeric(v); if (x !== null) { this.s += x; this.any = true; } }
   result() { return this.any ? this.s : null; }
+  merge(o: SumAcc) { this.s += o.s; this.any ||= o.any; }
 }
 class AvgAcc implements Acc {
   s = 0; n = 0;
   add(v: unknown) { const x = typeof v === 'number' ? v : numeric(v); if (x !== null) { this.s += x; this.n++; } }
   result() { return this.n ? this.s / this.n : null; }
+  merge(o: AvgAcc) { this.s += o.s; this.n += o.n; }
 }
 class MinAcc implements Acc {
   m: unknown = null;
   add(v: unknown) { if (v !== null && v !== undefined && (this.m === null || (v as number) < (this.m as number))) this.m = v; }
   result() { return this.m; }
+  merge(o: MinAcc) { this.add(o.m); }
 }
 class MaxAcc implements Acc {
   m: unknown = null;
   add(v: unknown) { if (v !== null && v !== undefined && (this.m === null || (v as number) > (this.m as number))) this.m = v; }
   result() { return this.m; }
+  merge(o: MaxAcc) { this.add(o.m); }
 }
 class Welford implements Acc {
   n = 0; mean = 0; m2 = 0;
   constructor(private readonly kind: 'var' | 'stddev') {}
   add(v: unknown) { const x = numeric(v); if (x === null) return; this.n++; const d = x - this.mean; this.mean += d / this.n; this.m2 += d * (x - this.mean); }
+  /** Chan et al.'s parallel combination of two Welford states. */
+  merge(o: Welford) {
+    if (o.n === 0) return;
+    const n = this.n + o.n;
+    const d = o.mean - this.mean;
+    this.mean += (d * o.n) / n;
+    this.m2 += o.m2 + (d * d * this.n * o.n) / n;
+    this.n = n;
+  }
   result() { if (this.n < 2) return this.n === 1 ? 0 : null; const v = this.m2 / (this.n - 1); return this.kind === 'var' ? v : Math.sqrt(v); }
 }
 class PercentileAcc implements Acc {
   vals: number[] = [];
   constructor(private readonly p: number) {}
   add(v: unknown) { const x = numeric(v); if (x !== null) this.vals.push(x); }
+  merge(o: PercentileAcc) { for (const x of o.vals) this.vals.push(x); }
   result() { return percentileOf(this.vals, this.p); }
 }
 class FirstAcc implements Acc {
   f: unknown = null; seen = false;
   add(v: unknown) { if (!this.seen) { this.f = v ?? null; this.seen = true; } }
   result() { return this.f; }
+  merge(o: FirstAcc) { if (!this.seen && o.seen) { this.f = o.f; this.seen = true; } }
 }
 class LastAcc implements Acc {
-  l: unknown = null;
-  add(v: unknown) { this.l = v ?? null; }
+  l: unknown = null; seen = false;
+  add(v: unknown) { this.l = v ?? null; this.seen = true; }
   result() { return this.l; }
+  merge(o: LastAcc) { if (o.seen) { this.l = o.l; this.seen = true; } }
 }
 class CollectAcc implements Acc {
   out: unknown[] = [];
   add(v: unknown) { this.out.push(v ?? null); }
   result() { return this.out; }
+  merge(o: CollectAcc) { for (const v of o.out) this.out.push(v); }
 }
 
 function percentileOf(values: number[], p: number): number | null {
@@ -226,16 +248,21 @@ export const AGGREGATES: Record<string, AggregateFn> = {
 
 /** count(DISTINCT x) and friends: the same aggregate over each distinct value once. */
 export function distinctAcc(inner: Acc): Acc {
-  const seen = new Set<unknown>();
-  return {
-    add(v) {
-      const key = v !== null && typeof v === 'object' ? JSON.stringify(v) : v;
-      if (seen.has(key)) return;
-      seen.add(key);
-      inner.add(v);
-    },
-    result: () => inner.result(),
-  };
+  return new DistinctAcc(inner);
+}
+
+class DistinctAcc implements Acc {
+  /** key → value, so that merging can replay the other side's distinct values. */
+  readonly seen = new Map<unknown, unknown>();
+  constructor(private readonly inner: Acc) {}
+  add(v: unknown) {
+    const key = v !== null && typeof v === 'object' ? JSON.stringify(v) : v;
+    if (this.seen.has(key)) return;
+    this.seen.set(key, v);
+    this.inner.add(v);
+  }
+  result() { return this.inner.result(); }
+  merge(o: DistinctAcc) { for (const v of o.seen.values()) this.add(v); }
 }
 
 export const WINDOW_FUNCTIONS = new Set(['tumblingwindow', 'hoppingwindow', 'slidingwindow', 'sessionwindow', 'countwindow']);

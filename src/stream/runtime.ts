@@ -59,10 +59,62 @@ export class RuleRuntime {
   private timerAt = Infinity;
   private readonly eventTime: boolean;
   private readonly env: Env;
+  /**
+   * Hopping windows whose size is a multiple of the hop run on panes (one per hop): a record
+   * updates one pane, not every window covering it, and a closing window merges its panes —
+   * size/hop times less work per record (how Flink slices windows).
+   */
+  private readonly panes?: Map<number, Groups>;
+  /** Start of the earliest pane-built window not emitted yet. */
+  private nextStart?: number;
 
   constructor(private readonly plan: Plan, private readonly o: RuntimeOptions) {
     this.eventTime = !!plan.stream.timestamp;
     this.env = { now: () => o.clock.now() };
+    const w = plan.window;
+    if (w?.kind === 'hopping' && w.size > w.hop && w.size % w.hop === 0) this.panes = new Map();
+  }
+
+  private minPane(): number {
+    let m = Infinity;
+    for (const p of this.panes!.keys()) if (p < m) m = p;
+    return m;
+  }
+
+  private pushPane(key: Key, ts: number, row: Row, w: { size: number; hop: number }): boolean {
+    const p = Math.floor(ts / w.hop) * w.hop;
+    // Every window holding this pane starts in (p - size, p]; if the last of them was emitted, it is late.
+    if (this.nextStart !== undefined && p < this.nextStart) return false;
+    this.nextStart ??= p - w.size + w.hop;
+    let groups = this.panes!.get(p);
+    if (!groups) { groups = new Map(); this.panes!.set(p, groups); }
+    this.addTo(this.groupIn(groups, key, row), row);
+    return true;
+  }
+
+  /** Emits, in order, every pane-built window that ends by `to`, and drops panes no window needs. */
+  private closePanes(to: number, w: { size: number; hop: number }): void {
+    const panes = this.panes!;
+    while (this.nextStart !== undefined && panes.size > 0) {
+      // Skip empty stretches: no window before the first pane's earliest window holds data.
+      this.nextStart = Math.max(this.nextStart, this.minPane() - w.size + w.hop);
+      const start = this.nextStart;
+      if (start + w.size > to) break;
+      const merged: Groups = new Map();
+      for (let p = start; p < start + w.size; p += w.hop) {
+        const groups = panes.get(p);
+        if (!groups) continue;
+        for (const [key, g] of groups) {
+          let m = merged.get(key);
+          if (!m) { m = { accs: this.plan.aggs.map((a) => a.make()), last: g.last }; merged.set(key, m); }
+          for (let i = 0; i < g.accs.length; i++) m.accs[i]!.merge(g.accs[i]!);
+          m.last = g.last;
+        }
+      }
+      if (merged.size) this.emitGroups(merged, { start, end: start + w.size });
+      panes.delete(start); // the window starting at this pane was its last one
+      this.nextStart = start + w.hop;
+    }
   }
 
   private timeOf(row: Row): number {
@@ -115,7 +167,9 @@ export class RuleRuntime {
       const ts = this.timeOf(row);
       const key = this.keyOf(row);
       let accepted = false;
-      if (w.kind === 'tumbling' || w.kind === 'hopping') {
+      if (this.panes) {
+        accepted = this.pushPane(key, ts, row, w as { size: number; hop: number });
+      } else if (w.kind === 'tumbling' || w.kind === 'hopping') {
         const hop = w.kind === 'tumbling' ? w.size : w.hop;
         for (let s = Math.floor(ts / hop) * hop; s > ts - w.size; s -= hop) {
           if (s + w.size <= this.watermark) break; // this and earlier windows have closed
@@ -190,7 +244,9 @@ export class RuleRuntime {
     if (to <= this.watermark) return;
     this.watermark = to;
     const w = this.plan.window!;
-    if (w.kind === 'tumbling' || w.kind === 'hopping') {
+    if (this.panes) {
+      this.closePanes(to, w as { size: number; hop: number });
+    } else if (w.kind === 'tumbling' || w.kind === 'hopping') {
       // Cheap exit on the hot path: nothing closes before the earliest open window's end.
       if (to < this.earliestEnd) return;
       const due = [...this.windows.keys()].filter((s) => s + w.size <= to).sort((a, b) => a - b);
@@ -280,7 +336,8 @@ export class RuleRuntime {
   private schedule(): void {
     const w = this.plan.window!;
     let next = Infinity;
-    if (w.kind === 'tumbling' || w.kind === 'hopping') for (const s of this.windows.keys()) next = Math.min(next, s + w.size);
+    if (this.panes) { if (this.panes.size && this.nextStart !== undefined) next = Math.max(this.nextStart, this.minPane() - (w as { size: number }).size + (w as { hop: number }).hop) + (w as { size: number }).size; }
+    else if (w.kind === 'tumbling' || w.kind === 'hopping') for (const s of this.windows.keys()) next = Math.min(next, s + w.size);
     else if (w.kind === 'session') for (const list of this.sessions.values()) for (const s of list) next = Math.min(next, s.last + w.timeout, w.max !== undefined ? s.start + w.max : Infinity);
     else if (w.kind === 'sliding' && this.slidePending.length) next = this.o.clock.now();
     if (next === Infinity || next >= this.timerAt) return;

@@ -163,6 +163,46 @@ describe('streaming SQL: event time, watermarks and late records', () => {
   });
 });
 
+describe('streaming SQL: hopping windows built from panes', () => {
+  it('give the same results as computing every window from its records (random data, every aggregate)', () => {
+    let seed = 11;
+    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+    const recs = Array.from({ length: 600 }, (_, i) => ({ k: `k${Math.floor(rand() * 4)}`, v: Math.round(rand() * 1000) / 10, ts: i * 97 }));
+    const r = run('SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi, first(v) AS f, last(v) AS l, collect(v) AS c, count(DISTINCT v) AS d, percentile(v, 0.5) AS p50, window_start() AS ws FROM s GROUP BY k, HOPPINGWINDOW(ss, 6, 2)', recs);
+    assert.deepEqual(r.errors, []);
+    // Brute force: every window [ws, ws + 6 s) on a 2 s grid, from its own records.
+    const expected: Record<string, unknown>[] = [];
+    for (let ws = -4000; ws <= 600 * 97; ws += 2000) {
+      const inWin = recs.filter((x) => x.ts >= ws && x.ts < ws + 6000);
+      const keys = [...new Set(inWin.map((x) => x.k))];
+      for (const k of keys) {
+        const vs = inWin.filter((x) => x.k === k).map((x) => x.v);
+        const sorted = [...vs].sort((a, b) => a - b);
+        const idx = 0.5 * (sorted.length - 1);
+        const p50 = sorted[Math.floor(idx)]! + (sorted[Math.ceil(idx)]! - sorted[Math.floor(idx)]!) * (idx - Math.floor(idx));
+        expected.push({ k, n: vs.length, s: vs.reduce((a, b) => a + b, 0), lo: Math.min(...vs), hi: Math.max(...vs), f: vs[0], l: vs.at(-1), c: vs, d: new Set(vs).size, p50, ws });
+      }
+    }
+    const key = (x: Record<string, unknown>) => `${x.ws}/${x.k}`;
+    const byKey = new Map(r.out.map((x) => [key(x), x]));
+    assert.equal(r.out.length, expected.length);
+    for (const e of expected) {
+      const got = byKey.get(key(e))!;
+      assert.ok(got, `window ${key(e)}`);
+      assert.ok(Math.abs((got.s as number) - (e.s as number)) < 1e-9);
+      assert.deepEqual({ ...got, s: 0 }, { ...e, s: 0 });
+    }
+  });
+
+  it('drop a record whose every window has closed, and keep one that still has an open window', () => {
+    const r = run('SELECT count(*) AS n, window_start() AS ws FROM s GROUP BY HOPPINGWINDOW(ss, 10, 5)', recs([['a', 1, 1000], ['a', 1, 16_000], ['stale', 1, 2000], ['late-too', 1, 7000], ['ok', 1, 12_000]]));
+    // 16 s closed the windows starting at -5, 0 and 5 s: 2 s and 7 s have no open window left;
+    // 12 s still counts in [10, 20) (though not in the closed [5, 15)).
+    assert.deepEqual(r.late.map((x) => x.k), ['stale', 'late-too']);
+    assert.deepEqual(r.out, [{ n: 1, ws: -5000 }, { n: 1, ws: 0 }, { n: 2, ws: 10_000 }, { n: 1, ws: 15_000 }]);
+  });
+});
+
 describe('streaming SQL: processing time on the injected clock', () => {
   it('closes tumbling windows on timers', () => {
     const clock = new ManualClock(0);
