@@ -28,7 +28,7 @@ const HEARTBEAT_S = 10;
 interface Proc { proc: ChildProcess; ready: Record<string, any>; stderr: () => string }
 
 function startProc(args: string[], tsEntry = 'src/cli/main.ts'): Promise<Proc> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EW_LOG_LEVEL: 'warn', NODE_OPTIONS: '--stack-trace-limit=60' } });
+  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EW_LOG_LEVEL: 'warn' } });
   let err = '';
   proc.stderr!.on('data', (d) => { err = (err + d).slice(-20000); });
   return new Promise((resolve, reject) => {

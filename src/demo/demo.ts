@@ -88,12 +88,6 @@ function launch(name: string, args: string[], logFile: string): Child {
   return { name, proc, ready, exited };
 }
 
-async function api(url: string, key: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(new URL(path, url), {
-    method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: res.status, body: await res.json().catch(() => null) };
-}
 
 export async function runDemo(o: { dataDir: string; port: number; fresh: boolean }): Promise<void> {
   const dir = resolve(o.dataDir);
@@ -154,7 +148,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     // Apps: templates pushed like `edgeweave app push` (models uploaded first), the rest
     // directly; an existing version (409, from an earlier run) is fine. Then one deployment each.
     const client = new ApiClient({ cloud: url, apiKey: adminKey });
-    const existing = (await api(url, adminKey, 'GET', '/api/v1/deployments')).body.items as { app: string; version: string }[];
+    const existing = (await client.call<{ items: { app: string; version: string }[] }>('GET', '/api/v1/deployments')).items;
     for (const s of DEMO_SITES) {
       const bundle = s.template ? await loadBundle(join(ROOT, 'templates', s.template)) : undefined;
       const manifest = bundle ? bundle.raw : s.app!;
@@ -167,8 +161,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       }
       if (existing.some((d) => d.app === meta.name && d.version === meta.version)) continue;
       const [k, v] = Object.entries(s.labels)[0]!;
-      const dep = await api(url, adminKey, 'POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: { [k]: v } });
-      if (dep.status !== 201) throw new EwError('INTERNAL', `deploying ${meta.name} failed: ${JSON.stringify(dep.body)}`);
+      await client.call('POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: { [k]: v } });
     }
 
     const sites = await Promise.all(DEMO_SITES.map(async (s) => {
@@ -181,9 +174,8 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       const args = ['edge', '--data-dir', sdir, '--name', s.name, '--api-port', String(state.sites[s.name]!.apiPort),
         '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF, '--device-password-file', pwFile];
       if (!existsSync(join(sdir, 'credentials.json'))) {
-        const tok = await api(url, adminKey, 'POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
-        if (tok.status !== 201) throw new EwError('INTERNAL', `creating a join token failed: ${JSON.stringify(tok.body)}`);
-        args.push('--cloud', url, '--token', tok.body.token);
+        const tok = await client.call<{ token: string }>('POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
+        args.push('--cloud', url, '--token', tok.token);
       }
       const child = launch(s.name, args, join(dir, 'logs', `${s.name}.log`));
       children.push(child);
