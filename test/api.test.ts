@@ -59,6 +59,18 @@ describe('cloud HTTP API: authentication, OpenAPI and errors', () => {
     await expectError(cloud.api('GET', '/api/v1/nothing-here'), 404, 'NOT_FOUND');
   });
 
+  it('rotates API keys: a new key works at once, a revoked one stops at once, secrets never listed', async () => {
+    const created = await cloud.api('POST', '/api/v1/keys', { name: 'ci' });
+    assert.equal(created.status, 201);
+    assert.match(created.body.key, /^ewk_/);
+    assert.equal((await cloud.api('GET', '/api/v1/sites', undefined, created.body.key)).status, 200);
+    const list = (await cloud.api('GET', '/api/v1/keys')).body.items;
+    assert.ok(list.some((k: any) => k.id === created.body.id && !('key' in k) && !('hash' in k)));
+    assert.equal((await cloud.api('DELETE', `/api/v1/keys/${created.body.id}`)).status, 204);
+    await expectError(cloud.api('GET', '/api/v1/sites', undefined, created.body.key), 401, 'UNAUTHENTICATED');
+    await expectError(cloud.api('DELETE', `/api/v1/keys/${created.body.id}`), 404, 'KEY_NOT_FOUND');
+  });
+
   it('deletes an unused join token so it cannot enroll', async () => {
     const t = await cloud.api('POST', '/api/v1/tokens', {});
     assert.equal((await cloud.api('GET', '/api/v1/tokens')).body.items.some((x: any) => x.id === t.body.id && !('token' in x)), true, 'listed, never with its secret');

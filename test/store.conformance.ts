@@ -50,6 +50,11 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       await store.createApiKey({ id: 'key-1', tenantId: T, name: 'admin', hash: hashSecret('k1'), role: 'admin', createdAt: 5, revokedAt: null });
       assert.equal((await store.findApiKeyByHash(hashSecret('k1')))?.id, 'key-1');
       assert.equal(await store.findApiKeyByHash(hashSecret('k2')), undefined);
+      assert.deepEqual((await store.listApiKeys(T)).map((k) => k.id), ['key-1']);
+      assert.equal(await store.revokeApiKey(T2, 'key-1', 9), false, 'not across tenants');
+      assert.equal(await store.revokeApiKey(T, 'key-1', 9), true);
+      assert.equal(await store.revokeApiKey(T, 'key-1', 10), false, 'once');
+      assert.equal((await store.findApiKeyByHash(hashSecret('k1')))?.revokedAt, 9);
     });
 
     it('enrolls a site with a join token once, and refuses used, expired and unknown tokens', async () => {

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   SITE_NOT_FOUND: { status: 404, meaning: 'No site with that id in this tenant.' },
   APP_NOT_FOUND: { status: 404, meaning: 'No app with that name (and version) in this tenant.' },
   DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
+  KEY_NOT_FOUND: { status: 404, meaning: 'No live API key with that id in this tenant.' },
   TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
   ROLLOUT_STATE: { status: 409, meaning: 'The rollout is not in a state that allows this action (e.g. resume a rollout that is not paused).' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },

@@ -125,6 +125,29 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     return d.registry.metrics();
   });
 
+  // ---- API keys (rotation: create a new key, move clients to it, revoke the old one) ----
+  const KeyView = z.object({ id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable() });
+  r.get('/api/v1/keys', { schema: { tags: ['keys'], summary: 'API keys of the tenant (never their secrets)', response: { 200: z.object({ items: z.array(KeyView) }) } } },
+    async (req) => ({ items: (await store.listApiKeys(req.tenantId)).map(({ hash: _h, tenantId: _t, ...k }) => k) }));
+  r.post('/api/v1/keys', {
+    schema: { tags: ['keys'], summary: 'Create an API key (shown once, stored hashed)', body: z.object({ name: z.string().min(1).max(128) }), response: { 201: KeyView.extend({ key: z.string() }), ...errors } },
+  }, async (req, reply) => {
+    const key = newSecret('ewk');
+    const k = { id: newId('key'), tenantId: req.tenantId, name: req.body.name, hash: hashSecret(key), role: 'admin' as const, createdAt: clock.now(), revokedAt: null };
+    await store.createApiKey(k);
+    req.log.info({ keyId: k.id, by: req.apiKeyId }, 'api key created');
+    void reply.status(201);
+    return { id: k.id, name: k.name, role: k.role, createdAt: k.createdAt, revokedAt: null, key };
+  });
+  r.delete('/api/v1/keys/:id', {
+    schema: { tags: ['keys'], summary: 'Revoke an API key: it stops working at once', params: z.object({ id: z.string() }), response: { 204: z.null(), ...errors } },
+  }, async (req, reply) => {
+    if (!(await store.revokeApiKey(req.tenantId, req.params.id, clock.now()))) throw new EwError('KEY_NOT_FOUND', `no live API key "${req.params.id}" in this tenant`, { path: 'id' });
+    req.log.info({ keyId: req.params.id, by: req.apiKeyId }, 'api key revoked');
+    void reply.status(204);
+    return null;
+  });
+
   // ---- join tokens and enrollment ----
   r.post('/api/v1/tokens', {
     schema: {

@@ -230,6 +230,17 @@ export class SqlStore implements Store {
     return { id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: 'admin', createdAt: Number(r.created_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at) };
   }
 
+  async listApiKeys(tenantId: string): Promise<ApiKey[]> {
+    const rows = await guard('list api keys', () => this.db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute());
+    return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: 'admin', createdAt: Number(r.created_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at) }));
+  }
+
+  async revokeApiKey(tenantId: string, id: string, now: number): Promise<boolean> {
+    const r = await guard('revoke api key', () => this.db.updateTable('api_keys').set({ revoked_at: now })
+      .where('tenant_id', '=', tenantId).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst());
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   async createJoinToken(t: JoinToken): Promise<void> {
     await guard('create join token', () => this.db.insertInto('join_tokens').values({
       id: t.id, tenant_id: t.tenantId, hash: t.hash, labels: JSON.stringify(t.labels), region: t.region, description: t.description,

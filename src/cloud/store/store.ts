@@ -92,6 +92,9 @@ export interface Store {
 
   createApiKey(k: ApiKey): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKey | undefined>;
+  listApiKeys(tenantId: string): Promise<ApiKey[]>;
+  /** Revokes a key of the tenant (once); false when there is no such live key. */
+  revokeApiKey(tenantId: string, id: string, now: number): Promise<boolean>;
 
   createJoinToken(t: JoinToken): Promise<void>;
   listJoinTokens(tenantId: string): Promise<JoinToken[]>;
