@@ -118,6 +118,11 @@ export function buildProgram(): Command {
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
     .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
     .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
+    .option('--model-cache-max <size>', 'disk budget of the model cache, e.g. 10G, 500M', (v: string) => {
+      const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
+      if (!m) throw new InvalidArgumentError('a size such as 10G or 500M');
+      return Math.round(Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()));
+    })
     .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
@@ -132,7 +137,7 @@ export function buildProgram(): Command {
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
-        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval,
+        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax,
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
