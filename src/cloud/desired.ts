@@ -24,7 +24,7 @@ export function computeDesiredApps(
     // A deployment being rolled out reaches only the sites its rollout admitted so far; a
     // rolled-back or aborted one reaches none, so the app's previous deployment applies again.
     const r = rollouts.get(d.id);
-    if (r && r.phase !== 'succeeded' && !(r.phase !== 'rolled-back' && r.phase !== 'aborted' && r.admitted.includes(site.id))) continue;
+    if (r && r.phase !== 'succeeded' && !(r.phase !== 'rolled-back' && r.phase !== 'aborted' && admittedOf(r).has(site.id))) continue;
     if (!apps.has(appKey(d.appName, d.appVersion))) continue;
     const cur = byApp.get(d.appName);
     if (!cur || d.createdAt > cur.createdAt || (d.createdAt === cur.createdAt && d.id > cur.id)) byApp.set(d.appName, d);
@@ -32,6 +32,14 @@ export function computeDesiredApps(
   return [...byApp.values()]
     .sort((a, b) => (a.appName < b.appName ? -1 : a.appName > b.appName ? 1 : 0))
     .map((d) => ({ name: d.appName, version: d.appVersion, deploymentId: d.id, manifest: apps.get(appKey(d.appName, d.appVersion))!.manifest }));
+}
+
+/** The admitted sites as a set, built once per rollout state object (pools can be large). */
+const admittedSets = new WeakMap<RolloutState, Set<string>>();
+function admittedOf(r: RolloutState): Set<string> {
+  let s = admittedSets.get(r);
+  if (!s) { s = new Set(r.admitted); admittedSets.set(r, s); }
+  return s;
 }
 
 export function appKey(name: string, version: string): string {

@@ -233,7 +233,9 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
   }
 
   const inFlight = r.admitted.filter((s) => r.sites[s]!.phase === 'updating' || r.sites[s]!.phase === 'pending').length;
-  const pending = targets.filter((t) => !r.admitted.includes(t));
+  // Sets, not array scans: a pool can hold tens of thousands of sites.
+  const admittedSet = new Set(r.admitted);
+  const pending = targets.filter((t) => !admittedSet.has(t));
   const admit = (sites: string[]) => {
     for (const s of sites) {
       r.admitted.push(s);
@@ -263,7 +265,7 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
       r.bakeStartedAt = now;
       log(r, now, `baking for ${s.bakeTimeS} s`);
     }
-    const baseline = targets.filter((t) => !r.admitted.includes(t)).map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
+    const baseline = targets.filter((t) => !admittedSet.has(t)).map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
     const gate = failedGate(s.gates, canaryObs, baseline);
     if (gate) return end(r, 'rolled-back', `canary gate failed: ${gate}`, now, true);
     if (now - r.bakeStartedAt! < s.bakeTimeS * 1000) return touch(r, prev, now);
@@ -277,7 +279,8 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
     if (inFlight < max) admit(byOnline(pending).slice(0, max - inFlight));
   }
 
-  const done = targets.every((t) => r.admitted.includes(t) && ['updated', 'deferred'].includes(r.sites[t]!.phase));
+  const admittedNow = new Set(r.admitted);
+  const done = targets.every((t) => admittedNow.has(t) && (r.sites[t]!.phase === 'updated' || r.sites[t]!.phase === 'deferred'));
   if (done && !(s.type === 'canary' && isCanaryStage)) {
     const deferred = targets.filter((t) => r.sites[t]!.phase === 'deferred');
     return end(r, 'succeeded', deferred.length ? `all online sites run ${r.app}@${r.version}; ${deferred.length} offline site(s) will when they return` : `all ${targets.length} site(s) run ${r.app}@${r.version}`, now, false);
