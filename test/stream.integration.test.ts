@@ -115,6 +115,10 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
       return b.items.length >= 3 ? b.items : undefined;
     });
     const reasons = dl.map((x: any) => x.reason).join('\n');
+    // The same, asked of the site from the cloud.
+    const remote = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/dead-letters?stream=vibration`);
+    assert.equal(remote.status, 200);
+    assert.ok(remote.body.total >= 3 && remote.body.items.length >= 3);
     assert.match(reasons, /field "rms" should be float but is "loud"/);
     assert.match(reasons, /not JSON/);
     assert.match(reasons, /event-time field "ts" is missing/);

@@ -202,6 +202,20 @@ export function registerPartnerCommands(program: Command): void {
       const r = await client().call('GET', `/api/v1/sites/${id}`);
       print(o.output, r, () => toYaml(r));
     });
+  sites.command('rules').description('The streaming rules a site runs, with their state and counters.').argument('<site>').addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites rules site-1a2b3c')
+    .action(async (id: string, o) => {
+      const r = await client().call('GET', `/api/v1/sites/${id}/rules`);
+      print(o.output, r.items, () => table(r.items, ['app', 'rule', 'state', 'in', 'out', 'filtered', 'late', 'dropped', 'error']));
+    });
+  sites.command('dead-letters').description('Records a site could not use, and why (asked of the site).').argument('<site>')
+    .option('--app <app>').option('--stream <stream>').option('--limit <n>', 'at most this many', (v) => Number(v), 20).addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites dead-letters site-1a2b3c --stream vibration')
+    .action(async (id: string, o) => {
+      const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}), ...(o.stream ? { stream: o.stream } : {}) });
+      const r = await client().call('GET', `/api/v1/sites/${id}/dead-letters?${q}`);
+      print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString(), payload: String(x.payload).slice(0, 60) })), ['at', 'app', 'stream', 'reason', 'payload'])}`);
+    });
   sites.command('label').description('Replace a site\'s labels (and so its pools).').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites label site-1a2b3c city=hangzhou,kind=intersection')
     .action(async (id: string, labels: string, o) => {

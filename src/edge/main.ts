@@ -251,6 +251,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 2000) : 200;
       return { lines: ring.since(since, limit) };
     }
+    if (method === 'dead-letters') {
+      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
+      return { total: dead.total, items: dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit }) };
+    }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
   const link = new CloudLink({
