@@ -119,6 +119,7 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     const remote = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/dead-letters?stream=vibration`);
     assert.equal(remote.status, 200);
     assert.ok(remote.body.total >= 3 && remote.body.items.length >= 3);
+    assert.ok(remote.body.items.every((x: any) => !('payload' in x) && x.payloadBytes > 0), 'raw device data stays on the site');
     assert.match(reasons, /field "rms" should be float but is "loud"/);
     assert.match(reasons, /not JSON/);
     assert.match(reasons, /event-time field "ts" is missing/);

@@ -214,7 +214,7 @@ export function registerPartnerCommands(program: Command): void {
     .action(async (id: string, o) => {
       const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}), ...(o.stream ? { stream: o.stream } : {}) });
       const r = await client().call('GET', `/api/v1/sites/${id}/dead-letters?${q}`);
-      print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString(), payload: String(x.payload).slice(0, 60) })), ['at', 'app', 'stream', 'reason', 'payload'])}`);
+      print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'stream', 'reason', 'payloadBytes'])}`);
     });
   sites.command('label').description('Replace a site\'s labels (and so its pools).').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites label site-1a2b3c city=hangzhou,kind=intersection')

@@ -253,7 +253,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     }
     if (method === 'dead-letters') {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
-      return { total: dead.total, items: dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit }) };
+      // Raw device data stays on the site: the cloud gets why a record was refused and its
+      // size, never its content (the site's local API shows that to someone on the site).
+      const items = dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit });
+      return { total: dead.total, items: items.map(({ payload, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
     }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };

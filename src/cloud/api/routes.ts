@@ -280,13 +280,13 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
 
   r.get('/api/v1/sites/:id/dead-letters', {
     schema: {
-      tags: ['sites'], summary: 'Records a site could not use (not JSON, wrong types, late, failed in a rule), newest first, asked of the site',
+      tags: ['sites'], summary: 'Records a site could not use (not JSON, wrong types, late, failed in a rule), newest first, asked of the site — reasons and sizes, never the raw content',
       params: SiteParams, querystring: z.object({ app: z.string().optional(), stream: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }),
-      response: { 200: z.object({ total: z.number(), items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), stream: z.string(), reason: z.string(), payload: z.string() })) }), ...errors },
+      response: { 200: z.object({ total: z.number(), items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), stream: z.string(), reason: z.string(), payloadBytes: z.number() })) }), ...errors },
     },
   }, async (req) => {
     await getSiteOr404(req.tenantId, req.params.id);
-    return (await fleet.rpc(req.params.id, 'dead-letters', { ...req.query })) as { total: number; items: { id: number; at: number; app: string; stream: string; reason: string; payload: string }[] };
+    return (await fleet.rpc(req.params.id, 'dead-letters', { ...req.query })) as { total: number; items: { id: number; at: number; app: string; stream: string; reason: string; payloadBytes: number }[] };
   });
 
   r.get('/api/v1/sites/:id/rules', {
