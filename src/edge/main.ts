@@ -249,7 +249,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     if (method === 'logs') {
       const since = typeof params.since === 'number' ? params.since : 0;
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 2000) : 200;
-      return { lines: ring.since(since, limit) };
+      // Lines of the `log` sink carry rule results, which may be raw device data: they are not
+      // egress the policy granted, so they stay in the site's own log output.
+      return { lines: ring.since(since, 2000).filter((l) => !l.line.includes('"msg":"rule result"')).slice(-limit) };
     }
     if (method === 'dead-letters') {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
