@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
 import { createLogger, LogRing } from '../src/lib/logger.ts';
 import { spawnCli } from './support/proc.ts';
+import mqtt from 'mqtt';
 
 /** An operator reads a site's recent logs through the cloud; they leave the site only when asked. */
 describe('site logs on request', () => {
@@ -29,6 +30,23 @@ describe('site logs on request', () => {
     const last = r.body.lines.at(-1).time;
     const none = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/logs?since=${last}`);
     assert.deepEqual(none.body.lines, []);
+  });
+
+  it('never sends the lines of a rule\'s log sink (they may hold raw device data)', async () => {
+    const manifest = {
+      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'raw-logger', version: '1.0.0' },
+      spec: { streams: [{ name: 's', topic: 'raw/+' }], rules: [{ name: 'all', sql: 'SELECT * FROM s', sinks: [{ log: true }] }] },
+    };
+    await cloud.api('POST', '/api/v1/apps', { manifest });
+    await cloud.api('POST', '/api/v1/deployments', { app: 'raw-logger', version: '1.0.0', selector: {} });
+    await waitFor('app running', () => edge.handle.supervisor.running().some((a) => a.name === 'raw-logger'));
+    const dev = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+    await dev.publishAsync('raw/x', JSON.stringify({ secretReading: 42 }), { qos: 1 });
+    await dev.endAsync();
+    await waitFor('logged on the site', () => ring.since(0, 1000).some((l) => l.line.includes('secretReading')));
+    const r = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/logs?limit=2000`);
+    assert.ok(r.body.lines.length > 0);
+    assert.ok(!r.body.lines.some((l: any) => l.line.includes('secretReading')), 'the result stayed on the site');
   });
 
   it('works from the CLI', async () => {
