@@ -4,7 +4,8 @@
  * Everything that can abort the process (llama.cpp's loader, the sampler, the grammar) runs here.
  */
 import {
-  getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel,
+  getLlama, JinjaTemplateChatWrapper, LlamaChat, LlamaCompletion, LlamaLogLevel, resolveChatWrapper,
+  type ChatWrapper,
   type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext, type LlamaGrammar, type LlamaModel,
 } from 'node-llama-cpp';
 import type { FromChild, LoadParams, ToChild } from './protocol.ts';
@@ -25,6 +26,7 @@ let model: LlamaModel;
 let context: LlamaContext;
 let embedding: Promise<LlamaEmbeddingContext> | undefined;
 let params: LoadParams;
+let chatWrapper: ChatWrapper;
 const free: LlamaContextSequence[] = [];
 const running = new Map<number, AbortController>();
 
@@ -35,6 +37,21 @@ async function load(p: LoadParams): Promise<void> {
     model = await llama.loadModel({ modelPath: p.file, gpuLayers: p.gpuLayers === 'auto' ? 'auto' : p.gpuLayers });
     context = await model.createContext({ contextSize: p.contextSize, sequences: p.sequences, threads: p.threads });
     for (let i = 0; i < p.sequences; i++) free.push(context.getSequence());
+    // The chat template from the GGUF itself, rendered as written (Qwen's ChatML adds no BOS, which
+    // node-llama-cpp's built-in ChatML wrapper would); a file without one, or with a template its
+    // Jinja engine cannot run, gets the wrapper node-llama-cpp resolves for the model.
+    const template = (model.fileInfo.metadata as { tokenizer?: { chat_template?: string } }).tokenizer?.chat_template;
+    let jinja: ChatWrapper | undefined;
+    if (template) {
+      try {
+        jinja = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
+        jinja.generateContextState({ chatHistory: [{ type: 'user', text: 'x' }, { type: 'model', response: [] }] });
+      } catch (e) {
+        remember(LlamaLogLevel.warn, `chat template not usable as Jinja (${(e as Error).message}); using node-llama-cpp's resolved wrapper`);
+        jinja = undefined;
+      }
+    }
+    chatWrapper = jinja ?? resolveChatWrapper(model);
   } catch (e) {
     const own = logLines.filter((l) => /^(error|warn)/.test(l)).slice(-5).join(' | ');
     const message = `${(e as Error).message}${own ? ` (llama.cpp: ${own})` : ''}`;
@@ -82,7 +99,7 @@ async function generate(id: number, input: GenerateInput, o: GenerateOptions): P
     let chat: LlamaChat | undefined;
     let chatHistory: ChatHistoryItem[] = [];
     if (input.kind === 'chat') {
-      chat = new LlamaChat({ contextSequence: seq, autoDisposeSequence: false });
+      chat = new LlamaChat({ contextSequence: seq, autoDisposeSequence: false, chatWrapper });
       chatHistory = history(input);
       const state = chat.chatWrapper.generateContextState({ chatHistory: [...chatHistory, { type: 'model', response: [] }] });
       promptTokens = state.contextText.tokenize(model.tokenizer).length;
