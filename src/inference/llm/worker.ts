@@ -11,7 +11,20 @@ import {
 import type { FromChild, LoadParams, ToChild } from './protocol.ts';
 import type { GenerateInput, GenerateOptions } from './types.ts';
 
-const send = (m: FromChild): void => { process.send?.(m); };
+/**
+ * Messages go out in batches, flushed once per event-loop turn: tokens of parallel sequences come
+ * from one llama.cpp decode, so one IPC message carries them all (fewer wake-ups of the agent).
+ */
+let outbox: FromChild[] = [];
+const flush = (): void => {
+  const batch = outbox;
+  outbox = [];
+  if (batch.length === 1) process.send?.(batch[0]);
+  else if (batch.length) process.send?.({ op: 'batch', items: batch });
+};
+const send = (m: FromChild): void => {
+  if (outbox.push(m) === 1) setImmediate(flush);
+};
 /** llama.cpp's own recent log lines: a load failure reports them (bounded ring). */
 const logLines: string[] = [];
 const remember = (level: LlamaLogLevel, line: string): void => {
