@@ -10,7 +10,10 @@ import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollouts.ts';
-import { createApiServer } from './api/server.ts';
+import { createApiServer, type RateLimits } from './api/server.ts';
+import type { HttpTimeouts } from '../lib/http.ts';
+import type { MqttLimits } from '../lib/mqtt-guard.ts';
+import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
@@ -52,7 +55,13 @@ export interface CloudConfig {
   tlsKeyFile?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
-  /** Heartbeat interval told to agents at enrollment (s). Default 10. */
+  /** HTTP time limits (headers 10 s, whole request 60 s, keep-alive 5 s, idle 30 s). */
+  httpTimeouts?: Partial<HttpTimeouts>;
+  /** API rate limits (server.ts DEFAULT_RATE_LIMITS), or false for none. */
+  rateLimits?: Partial<RateLimits> | false;
+  /** Embedded hub bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
+  mqttLimits?: Partial<MqttLimits>;
+  /** Heartbeat interval told to agents at enrollment (s), 1–3600. Default 10. */
   heartbeatIntervalS?: number;
   /** Missed heartbeats before a site is offline. Default 3. */
   missedHeartbeats?: number;
@@ -99,7 +108,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const log = cfg.log ?? createLogger({ name: 'cloud' });
   const heartbeatIntervalS = cfg.heartbeatIntervalS ?? 10;
   const missedHeartbeats = cfg.missedHeartbeats ?? 3;
-  if (!(heartbeatIntervalS > 0)) throw new EwError('CONFIG_INVALID', '--heartbeat-interval must be a positive number of seconds', { path: 'heartbeatIntervalS' });
+  if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) throw new EwError('CONFIG_INVALID', `--heartbeat-interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`, { path: 'heartbeatIntervalS' });
   if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
   mkdirSync(cfg.dataDir, { recursive: true });
 
@@ -126,7 +135,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     });
   } else {
     hub = new EmbeddedHub({
-      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls,
+      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls, limits: cfg.mqttLimits, clock: cfg.clock,
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
@@ -136,8 +145,15 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const rollouts = new RolloutController({ store, fleet, clock, log });
   rollouts.start();
 
-  const http = await createApiServer({ store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret) });
+  const http = await createApiServer({
+    store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
+    timeouts: cfg.httpTimeouts, rateLimits: cfg.rateLimits, clock: cfg.clock,
+  });
   const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
+  // Artifacts referenced by apps pushed before owners were recorded belong to those apps' tenants.
+  for (const t of await store.listTenants()) {
+    for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
+  }
   let url = '';
   registerRoutes(http, {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
