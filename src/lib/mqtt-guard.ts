@@ -5,6 +5,7 @@ import type { Clock } from './clock.ts';
 import { systemClock } from './clock.ts';
 import type { Logger } from './logger.ts';
 import { TokenBuckets } from './rate-limit.ts';
+import { EwError } from '../contracts/errors.ts';
 
 /**
  * What an MQTT listener (the cloud's embedded hub, a site's device broker) accepts before and
@@ -45,6 +46,19 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   authFailPerMinute: 6,
   maxTrackedAddresses: 100_000,
 };
+
+/** Parses `--mqtt-limits name=value,…` (names of MqttLimits), e.g. `maxPacketBytes=262144,connectTimeoutMs=5000`. */
+export function parseMqttLimits(spec: string, flag = '--mqtt-limits'): Partial<MqttLimits> {
+  const out: Partial<MqttLimits> = {};
+  for (const part of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z]+)=(\d+(?:\.\d+)?)$/.exec(part);
+    if (!m || !(m[1]! in DEFAULT_MQTT_LIMITS) || !(Number(m[2]) > 0)) {
+      throw new EwError('CONFIG_INVALID', `${flag}: "${part}" is not name=positive number with name one of ${Object.keys(DEFAULT_MQTT_LIMITS).join(', ')}`, { path: flag.replace(/^--/, '') });
+    }
+    out[m[1] as keyof MqttLimits] = Number(m[2]);
+  }
+  return out;
+}
 
 export type GuardRefusal = 'pending-total' | 'pending-address' | 'connect-rate' | 'pre-auth-bytes' | 'packet-size' | 'not-connect' | 'malformed' | 'connect-timeout' | 'auth-throttled';
 

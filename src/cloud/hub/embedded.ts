@@ -188,6 +188,11 @@ export class EmbeddedHub implements Hub {
     this.persistence?.clearRetained(`${TOPIC_ROOT}/${siteId}`);
   }
 
+  /** Retained messages held in memory (tests, diagnostics). */
+  retainedStats(): { messages: number; bytes: number } {
+    return this.persistence?.retainedStats() ?? { messages: 0, bytes: 0 };
+  }
+
   connectionCount(): number {
     return this.broker?.connectedClients ?? 0;
   }
