@@ -47,6 +47,8 @@ export interface CloudConfig {
   brokerClientId?: string;
   /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
   brokerSessionExpiryS?: number;
+  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-cloud. */
+  brokerShareGroup?: string;
   /**
    * TLS for the HTTP API (https) and the embedded MQTT hub (mqtts): certificate and key files
    * (PEM). Default: none — then put a TLS-terminating proxy in front in production.
@@ -131,7 +133,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     hub = new ExternalHub({
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
       clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
-      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, log,
+      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, shareGroup: cfg.brokerShareGroup, log,
     });
   } else {
     hub = new EmbeddedHub({
