@@ -12,7 +12,7 @@ import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollouts.ts';
 import { createApiServer, type RateLimits } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
-import type { MqttLimits } from '../lib/mqtt-guard.ts';
+import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
@@ -142,6 +142,10 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     });
   }
   fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  if (hub instanceof EmbeddedHub) {
+    const embedded = hub;
+    guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
+  }
   await hub.start(fleet.handle);
   await fleet.start();
   const rollouts = new RolloutController({ store, fleet, clock, log });

@@ -30,7 +30,7 @@ import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../lib/http.ts';
-import type { MqttLimits } from '../lib/mqtt-guard.ts';
+import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { VERSION } from '../version.ts';
 
@@ -176,6 +176,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   devices.onMessage((m) => router.onMessage(m.topic, m.payload));
   router.onFiltersChanged((filters) => void devices.setFilters(filters));
   await devices.start();
+  if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
   const audit = new EgressAudit(db, clock, registry);
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 

@@ -6,6 +6,7 @@ import { systemClock } from './clock.ts';
 import type { Logger } from './logger.ts';
 import { TokenBuckets } from './rate-limit.ts';
 import { EwError } from '../contracts/errors.ts';
+import { Counter, type Registry } from 'prom-client';
 
 /**
  * What an MQTT listener (the cloud's embedded hub, a site's device broker) accepts before and
@@ -46,6 +47,19 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
   authFailPerMinute: 6,
   maxTrackedAddresses: 100_000,
 };
+
+/** A Prometheus counter of the guard's refusals by reason (read at scrape time). */
+export function guardRefusalCounter(name: string, help: string, registry: Registry, guard: () => MqttGuard | undefined): Counter<'reason'> {
+  return new Counter({
+    name, help, labelNames: ['reason'], registers: [registry],
+    collect() {
+      const g = guard();
+      if (!g) return;
+      this.reset();
+      for (const [reason, n] of Object.entries(g.refused)) if (n > 0) this.inc({ reason }, n);
+    },
+  });
+}
 
 /** Parses `--mqtt-limits name=value,…` (names of MqttLimits), e.g. `maxPacketBytes=262144,connectTimeoutMs=5000`. */
 export function parseMqttLimits(spec: string, flag = '--mqtt-limits'): Partial<MqttLimits> {
