@@ -86,6 +86,7 @@ describe('HTTP time limits and error shapes', () => {
       assertErrorShape(await rawHttp(url(), `${longParam} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), 'URI_TOO_LONG');
       assertErrorShape(await rawHttp(url(), `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), 'HEADERS_TOO_LARGE');
       assertErrorShape(await rawHttp(url(), 'HELLO THERE\r\n\r\n'), 'MALFORMED_REQUEST');
+      assertErrorShape(await rawHttp(url(), 'POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc'), 'MALFORMED_REQUEST');
     });
   }
 

@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import mqtt, { type MqttClient } from 'mqtt';
-import { startTestCloud, waitFor, type TestCloud } from './support/harness.ts';
+import { startTestCloud, startTestEdge, waitFor, type TestCloud } from './support/harness.ts';
 import { mosquittoAvailable, MOSQUITTO_URL } from './support/mosquitto.ts';
 import { PG_URL, freshSchema, pgAvailable } from './support/pg.ts';
 import { topics } from '../src/contracts/topics.ts';
@@ -204,3 +204,22 @@ for (const [engine, skip] of [['SQLite', undefined], ['PostgreSQL', pgSkip]] as 
     });
   });
 }
+
+describe('the site checks a result before it enters its outbox', () => {
+  it('refuses a record over the uplink bound with VALIDATION_FAILED and its index, keeping nothing of the batch', async () => {
+    const cloud = await startTestCloud();
+    const edge = await startTestEdge(cloud);
+    try {
+      const before = edge.handle.outbox.pending;
+      const r = await edge.uplink('big', [{ ok: 1 }, { blob: 'x'.repeat(PAYLOAD_LIMITS.up) }]);
+      assert.equal(r.status, 400);
+      assert.equal(r.body.code, 'VALIDATION_FAILED');
+      assert.equal(r.body.path, 'records[1]');
+      assert.equal(edge.handle.outbox.pending, before, 'nothing enqueued');
+      assert.equal((await edge.uplink('big', [{ ok: 1 }])).status, 202);
+    } finally {
+      await edge.stop();
+      await cloud.stop();
+    }
+  });
+});

@@ -129,6 +129,13 @@ export function installErrorHandling(app: FastifyInstance, counter: Counter<'cod
         body = { code: 'PAYLOAD_TOO_LARGE', message: `the request body exceeds ${bodyLimit} bytes` };
       } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
         body = { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'send the body as application/json' };
+      } else if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+        // fastify's and Node's other client errors (a content length that does not match, an
+        // aborted body, …): the documented code for the status, never a bare FST_ERR_… body.
+        const byStatus: Record<number, ErrorBody['code']> = {
+          404: 'NOT_FOUND', 408: 'REQUEST_TIMEOUT', 413: 'PAYLOAD_TOO_LARGE', 414: 'URI_TOO_LONG', 415: 'UNSUPPORTED_MEDIA_TYPE', 416: 'RANGE_NOT_SATISFIABLE', 429: 'RATE_LIMITED', 431: 'HEADERS_TOO_LARGE',
+        };
+        body = { code: byStatus[e.statusCode] ?? 'MALFORMED_REQUEST', message: `the request was refused: ${e.message ?? 'client error'}` };
       } else {
         req.log.error({ err }, 'unhandled error');
         body = { code: 'INTERNAL', message: `internal error (request id ${req.id})` };
