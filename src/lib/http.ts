@@ -21,11 +21,14 @@ export interface HttpTimeouts {
   requestTimeoutMs: number;
   /** A keep-alive connection with no request in progress is closed after this. Default 5 s. */
   keepAliveTimeoutMs: number;
-  /** A connection on which nothing moves either way is closed after this. Default 30 s. */
+  /**
+   * A connection on which nothing moves either way is closed after this. Default 120 s: long
+   * enough for a model that thinks before its first byte (an LLM's prompt on a small CPU).
+   */
   idleTimeoutMs: number;
 }
 
-export const DEFAULT_HTTP_TIMEOUTS: HttpTimeouts = { headersTimeoutMs: 10_000, requestTimeoutMs: 60_000, keepAliveTimeoutMs: 5_000, idleTimeoutMs: 30_000 };
+export const DEFAULT_HTTP_TIMEOUTS: HttpTimeouts = { headersTimeoutMs: 10_000, requestTimeoutMs: 60_000, keepAliveTimeoutMs: 5_000, idleTimeoutMs: 120_000 };
 
 const counters = new WeakMap<object, Counter<'code'>>();
 
@@ -103,11 +106,12 @@ export function findNul(v: unknown, path = '', depth = 0): string | undefined {
  * One error shape for every HTTP API of the project (cloud and edge): `{code, message, path?}`
  * with the status from ERROR_CODES, for our own errors, schema failures and fastify's own.
  */
-export function installErrorHandling(app: FastifyInstance, counter: Counter<'code'>, bodyLimit: number): void {
+export function installErrorHandling(app: FastifyInstance, counter: Counter<'code'>, bodyLimit: number, o: { refuseNul?: boolean } = {}): void {
   counters.set(app, counter);
-  // A NUL is never meaningful in an identifier, a filter or a JSON field, and PostgreSQL cannot
-  // store one: refuse it in any input with the field's path, before any route or store sees it.
-  app.addHook('preValidation', async (req) => {
+  // Cloud: a NUL is never meaningful in an identifier, a filter or a JSON field of the control
+  // plane, and PostgreSQL cannot store one: refuse it in any input with the field's path, before
+  // any route or store sees it. (The site's inference routes take arbitrary text and bytes.)
+  if (o.refuseNul) app.addHook('preValidation', async (req) => {
     for (const [part, value] of [['params', req.params], ['querystring', req.query], ['body', req.body]] as const) {
       const at = findNul(value);
       if (at) throw new EwError('VALIDATION_FAILED', `${part === 'body' ? '' : `${part} `}${at}: must not contain the NUL character (U+0000)`, { path: part === 'body' ? at : `${part}.${at}` });

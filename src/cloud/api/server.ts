@@ -112,7 +112,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     transform: jsonSchemaTransform,
   });
 
-  installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024);
+  installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024, { refuseNul: true });
 
   // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
