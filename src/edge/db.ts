@@ -21,6 +21,8 @@ const MIGRATIONS: string[] = [
      records INTEGER NOT NULL, bytes INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (minute, app, rule, stream, destination));`,
   // The model cache's index (files live in {dataDir}/models, named by sha256).
   `CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used INTEGER NOT NULL);`,
+  // A dead letter's reason is what the cloud sees (no content); the detail may quote content and stays here.
+  `ALTER TABLE dead_letters ADD COLUMN detail TEXT;`,
 ];
 
 export function openEdgeDb(dataDir: string): EdgeDb {

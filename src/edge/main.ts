@@ -258,7 +258,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       // Raw device data stays on the site: the cloud gets why a record was refused and its
       // size, never its content (the site's local API shows that to someone on the site).
       const items = dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit });
-      return { total: dead.total, items: items.map(({ payload, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
+      // `detail` may quote the content too: it stays here with the payload.
+      return { total: dead.total, items: items.map(({ payload, detail: _detail, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
     }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
