@@ -126,6 +126,8 @@ export function buildProgram(): Command {
     .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+    .option('--uplink-allow <streams>', 'result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)',
+      (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .addHelpText('after', `
   Examples:
     $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
@@ -137,7 +139,7 @@ export function buildProgram(): Command {
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
-        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax,
+        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');

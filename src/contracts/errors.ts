@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
   EGRESS_DENIED: { status: 400, meaning: 'A rule would send results off the site that the app\'s egress policy does not grant.' },
+  STREAM_RESERVED: { status: 403, meaning: 'Stream names starting with "_" (such as _egress-audit) are reserved for the site\'s own streams.' },
   // Inference
   MODEL_NOT_FOUND: { status: 404, meaning: 'No model (or endpoint) of that name and version is served by this site.' },
   MODEL_NOT_READY: { status: 503, meaning: 'The model is declared but not loaded yet (downloading or loading).' },

@@ -37,6 +37,10 @@ export class AppSupervisor {
   get error(): string | undefined {
     return this.lastError;
   }
+  /** The apps running now, with their manifests (their egress policies, endpoints). */
+  apps(): DesiredApp[] {
+    return [...this.runningApps.values()];
+  }
   running(): { name: string; version: string }[] {
     return [...this.runningApps.values()].map((a) => ({ name: a.name, version: a.version }));
   }

@@ -25,6 +25,8 @@ import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
 import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/messages.ts';
 import { isValidStreamName, topics } from '../contracts/topics.ts';
+import type { EgressGrant } from '../contracts/manifest.ts';
+import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
@@ -75,6 +77,12 @@ export interface EdgeConfig {
   outboxOverflow?: OverflowPolicy;
   /** Where recent log lines are kept for `edgeweave logs` (default: a ring of 2,000, fed by the agent's own logger). */
   logRing?: LogRing;
+  /**
+   * Result streams local programs may send up through `POST /api/v1/uplink/{stream}` besides
+   * those the running apps' egress policies grant to the cloud (an operator's grant, audited
+   * like any egress). Default: none.
+   */
+  uplinkAllow?: EgressGrant[];
   /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
   heartbeatIntervalS?: number;
   reconnectPeriodMs?: number;
@@ -284,7 +292,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models });
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [] });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -321,6 +329,8 @@ interface LocalApiDeps {
   audit: EgressAudit;
   rules: RuleHost;
   models: ModelHost;
+  supervisor: AppSupervisor;
+  uplinkAllow: readonly EgressGrant[];
 }
 
 /**
@@ -348,11 +358,17 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   r.post('/api/v1/uplink/:stream', {
     schema: {
       params: z.object({ stream: z.string() }),
+      querystring: z.object({ app: z.string().optional() }),
       body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
     },
   }, async (req, reply) => {
-    if (!isValidStreamName(req.params.stream)) throw new EwError('VALIDATION_FAILED', `stream name "${req.params.stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
-    const ids = d.outbox.enqueue(topics.up(d.siteId, req.params.stream), req.params.stream, req.body.records);
+    const { stream } = req.params;
+    if (!isValidStreamName(stream)) throw new EwError('VALIDATION_FAILED', `stream name "${stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
+    // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
+    const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
+    checkGrantedFields(req.body.records, grant, stream);
+    const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
+    d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
     d.pump.notify();
     void reply.status(202);
     return { accepted: ids.length, ids, pending: d.outbox.pending };
