@@ -95,6 +95,8 @@ const RolloutView = z.object({
   history: z.array(z.object({ at: z.number(), event: z.string() })),
   pausedFrom: z.string().optional(),
   bakeStartedAt: z.number().optional(),
+  canaryPassed: z.boolean().optional(),
+  baseline: z.object({ at: z.number(), outputMean: z.number().nullable(), sites: z.number() }).optional(),
 });
 
 const DeploymentView = z.object({ id: z.string(), app: z.string(), version: z.string(), selector: Labels, createdAt: z.number() });
