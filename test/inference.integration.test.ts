@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
 import { OnnxRuntime } from '../src/inference/onnx.ts';
+import { promtoolCheck } from './support/promtool.ts';
 
 const modelFile = new URL('../models/vibration-ae.onnx', import.meta.url).pathname;
 const bytes = readFileSync(modelFile);
@@ -149,8 +150,13 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     const m2 = ws.find((w: any) => w.machineId === 'm2');
     assert.deepEqual(m2.windowScore, (await directScores([[1.6, 9.0, 150]]))[0], 'infer() over the window aggregates of m2');
     const metrics = await (await local('/metrics')).text();
-    assert.match(metrics, /ew_infer_batch_size_count\{model="vib-ae"\} [1-9]/);
-    assert.match(metrics, /ew_infer_requests_total\{model="vib-ae",outcome="ok"\}/);
+    assert.match(metrics, /ew_infer_batch_size_count\{app="vibration-guard",model="vib-ae"\} [1-9]/);
+    assert.match(metrics, /ew_infer_requests_total\{app="vibration-guard",model="vib-ae",outcome="ok"\}/);
+    // Per-model latency by app, and the whole output clean for Prometheus's linter.
+    assert.match(metrics, /ew_infer_request_duration_seconds_count\{app="vibration-guard",model="vib-ae"\} [1-9]/);
+    assert.match(metrics, /ew_edge_rule_records_in_total\{app="vibration-guard",rule="[a-z-]+"\} [1-9]/);
+    const lint = promtoolCheck(metrics);
+    assert.equal(lint.output, '');
     await dev.endAsync();
   });
 });

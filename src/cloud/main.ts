@@ -1,7 +1,8 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileArtifactStore } from './artifacts.ts';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
+import { collectProcessMetrics } from '../lib/metrics.ts';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
@@ -115,7 +116,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     throw new EwError('CONFIG_INVALID', `cannot read the TLS certificate or key: ${(e as Error).message}`, { path: 'tlsCertFile' });
   }
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ew_cloud_' });
+  collectProcessMetrics(registry, 'ew_cloud_');
   let fleet!: Fleet;
   let hub: Hub;
   if (cfg.broker) {

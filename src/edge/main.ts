@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { openEdgeDb, kvGet, kvSet, type EdgeDb } from './db.ts';
 import { Outbox, type OverflowPolicy } from './outbox.ts';
 import { OutboxPump } from './pump.ts';
@@ -27,6 +27,8 @@ import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/m
 import { isValidStreamName, topics } from '../contracts/topics.ts';
 import type { EgressGrant } from '../contracts/manifest.ts';
 import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
+import { registerEdgeMetrics } from './metrics.ts';
+import { collectProcessMetrics, installHttpMetrics } from '../lib/metrics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
@@ -154,10 +156,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 
   // 2. Metrics.
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ew_edge_' });
+  collectProcessMetrics(registry, 'ew_edge_');
   const outbox = new Outbox(db, clock, { maxMessages: cfg.outboxMax ?? 100_000, overflow: cfg.outboxOverflow ?? 'drop-oldest' });
   new Gauge({ name: 'ew_edge_outbox_pending', help: 'Uplink messages waiting in the outbox', registers: [registry], collect() { this.set(outbox.pending); } });
-  new Gauge({ name: 'ew_edge_outbox_dropped_total', help: 'Uplink messages dropped unsent by the outbox overflow policy (lifetime of the site)', registers: [registry], collect() { this.set(outbox.dropped); } });
   const sentCounter = new Counter({ name: 'ew_edge_uplink_sent_total', help: 'Uplink messages acknowledged by the cloud broker', registers: [registry] });
   const badDesired = new Counter({ name: 'ew_edge_desired_invalid_total', help: 'Desired-state messages refused as malformed', registers: [registry] });
   const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
@@ -176,7 +177,6 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   router.onFiltersChanged((filters) => void devices.setFilters(filters));
   await devices.start();
   const audit = new EgressAudit(db, clock, registry);
-  new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
   const runtimeRegistry = new RuntimeRegistry()
@@ -209,6 +209,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     }),
   });
   supervisor.register(rules);
+  registerEdgeMetrics(registry, { outbox, dead, rules });
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
     const d = JSON.parse(stored.body) as DesiredState;
@@ -342,6 +343,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
+  installHttpMetrics(app, d.registry, 'ew_edge');
   app.addHook('onRequest', async (req) => {
     // Liveness and readiness probes answer without a key, as load balancers expect.
     if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;

@@ -86,10 +86,12 @@ export class ModelHost implements AppComponent {
   constructor(private readonly d: ModelHostDeps) {
     const r = d.registry;
     this.m = {
-      requests: new Counter({ name: 'ew_infer_requests_total', help: 'Inference requests by model and outcome', labelNames: ['model', 'outcome'], registers: [r] }),
-      queue: new Histogram({ name: 'ew_infer_queue_seconds', help: 'Time a request waited in the batcher', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [r] }),
-      compute: new Histogram({ name: 'ew_infer_compute_seconds', help: 'Model execution time per batch', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] }),
-      batch: new Histogram({ name: 'ew_infer_batch_size', help: 'Rows per executed batch', labelNames: ['model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] }),
+      requests: new Counter({ name: 'ew_infer_requests_total', help: 'Inference requests by app, model and outcome', labelNames: ['app', 'model', 'outcome'], registers: [r] }),
+      // Latency as a caller sees it (queue, batch and run), per model of each app.
+      latency: new Histogram({ name: 'ew_infer_request_duration_seconds', help: 'Inference request duration (queue and run) by app and model', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [r] }),
+      queue: new Histogram({ name: 'ew_infer_queue_seconds', help: 'Time a request waited in the batcher', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [r] }),
+      compute: new Histogram({ name: 'ew_infer_compute_seconds', help: 'Model execution time per batch', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] }),
+      batch: new Histogram({ name: 'ew_infer_batch_size', help: 'Rows per executed batch', labelNames: ['app', 'model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] }),
     };
   }
 
@@ -148,9 +150,10 @@ export class ModelHost implements AppComponent {
           },
           (reqs) => this.runBatch(model, reqs),
           (s) => {
-            this.m.batch.observe({ model: ms.name }, s.size);
-            this.m.compute.observe({ model: ms.name }, s.computeMs / 1000);
-            for (const q of s.queueMs) this.m.queue.observe({ model: ms.name }, q / 1000);
+            const labels = { app: app.name, model: ms.name };
+            this.m.batch.observe(labels, s.size);
+            this.m.compute.observe(labels, s.computeMs / 1000);
+            for (const q of s.queueMs) this.m.queue.observe(labels, q / 1000);
           },
         );
         served.state = 'ready';
@@ -211,7 +214,7 @@ export class ModelHost implements AppComponent {
   /** OIP `POST /v2/models/{name}[/versions/{v}]/infer`. */
   async infer(name: string, version: string | undefined, req: InferRequest): Promise<{ model_name: string; model_version: string; id?: string; outputs: { name: string; datatype: Datatype; shape: number[]; data: unknown[] }[] }> {
     const s = this.served(name, version);
-    const label = { model: s.name };
+    const label = { app: s.app, model: s.name };
     if (s.state !== 'ready') {
       this.m.requests.inc({ ...label, outcome: 'not_ready' });
       throw new EwError('MODEL_NOT_READY', `model ${name} is ${s.state}${s.error ? `: ${s.error}` : ''}`);
@@ -233,6 +236,7 @@ export class ModelHost implements AppComponent {
     try {
       const out = await s.batcher!.submit(feeds, rows);
       this.m.requests.inc({ ...label, outcome: 'ok' });
+      this.m.latency.observe(label, (this.d.clock.now() - t0) / 1000);
       const first = Object.values(out)[0]?.data;
       s.stats.record(this.d.clock.now() - t0, first && typeof first[0] === 'number' ? (first[0] as number) : undefined);
       return {
@@ -269,11 +273,12 @@ export class ModelHost implements AppComponent {
       out = await s.batcher!.submit({ [input.name]: { datatype: input.datatype, shape, data: typedFrom(input.datatype, nums) } }, 1);
     } catch (e) {
       s.stats.fail();
-      this.m.requests.inc({ model, outcome: 'error' });
+      this.m.requests.inc({ app, model, outcome: 'error' });
       throw e;
     }
     const vals = Object.entries(out).map(([n, t]) => [n, t.shape.length <= 1 ? jsonData(t.data)[0] : jsonData(t.data)] as const);
-    this.m.requests.inc({ model, outcome: 'ok' });
+    this.m.requests.inc({ app, model, outcome: 'ok' });
+    this.m.latency.observe({ app, model }, (this.d.clock.now() - t0) / 1000);
     s.stats.record(this.d.clock.now() - t0, typeof vals[0]?.[1] === 'number' ? (vals[0][1] as number) : undefined);
     return vals.length === 1 ? vals[0]![1] : Object.fromEntries(vals);
   }

@@ -5,6 +5,7 @@ import type { Registry } from 'prom-client';
 import { Counter } from 'prom-client';
 import { EwError } from '../../contracts/errors.ts';
 import { bearer, installErrorHandling } from '../../lib/http.ts';
+import { installHttpMetrics } from '../../lib/metrics.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
@@ -68,6 +69,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   });
 
   installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024);
+  installHttpMetrics(app, o.registry, 'ew_cloud');
 
   // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
