@@ -80,6 +80,8 @@ export class ModelHost implements AppComponent {
   private readonly models = new Map<string, ServedModel>();
   /** endpoint name → `${app}/${model}` */
   private readonly endpoints = new Map<string, { app: string; model: string }>();
+  /** Endpoints refused because another app served the name: they take it when that app goes. */
+  private readonly waiting = new Map<string, { app: string; model: string }[]>();
   readonly progress = new Map<string, { received: number; total: number }>();
   private readonly m;
 
@@ -108,11 +110,16 @@ export class ModelHost implements AppComponent {
   }
 
   async update(prev: DesiredApp, next: DesiredApp): Promise<void> {
-    await this.stop(prev);
+    // An app being updated keeps its endpoint names: none is handed to a waiting app meanwhile.
+    await this.unload(prev, false);
     await this.load(next);
   }
 
   async stop(app: DesiredApp): Promise<void> {
+    await this.unload(app, true);
+  }
+
+  private async unload(app: DesiredApp, handOver: boolean): Promise<void> {
     for (const [key, s] of this.models) {
       if (s.app !== app.name) continue;
       s.batcher?.close();
@@ -120,13 +127,37 @@ export class ModelHost implements AppComponent {
       if (s.sha256 && s.format !== 'builtin' && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
       this.models.delete(key);
     }
-    for (const [ep, t] of this.endpoints) if (t.app === app.name) this.endpoints.delete(ep);
+    for (const [ep, list] of this.waiting) {
+      const rest = list.filter((w) => w.app !== app.name);
+      if (rest.length) this.waiting.set(ep, rest); else this.waiting.delete(ep);
+    }
+    for (const [ep, t] of this.endpoints) {
+      if (t.app !== app.name) continue;
+      this.endpoints.delete(ep);
+      const next = handOver ? this.waiting.get(ep)?.shift() : undefined;
+      if (next) {
+        this.endpoints.set(ep, next);
+        this.d.log.info({ endpoint: ep, app: next.app }, 'endpoint freed by the app that served it; now served by the app that was refused it');
+      }
+    }
   }
 
   private async load(app: DesiredApp): Promise<void> {
     const spec = app.manifest.spec;
-    for (const e of spec.endpoints) this.endpoints.set(e.name, { app: app.name, model: e.model });
     const failures: string[] = [];
+    // An endpoint name another app already serves here is refused, never shadowed (the cloud
+    // refuses such deployments; a site relabelled into two pools can still meet one).
+    for (const e of spec.endpoints) {
+      const owner = this.endpoints.get(e.name);
+      if (owner && owner.app !== app.name) {
+        const msg = `endpoint "${e.name}" is already served on this site by app ${owner.app}; app ${app.name} cannot declare it too — rename it in one of the two apps`;
+        failures.push(`ENDPOINT_CONFLICT: ${msg}`);
+        this.waiting.set(e.name, [...(this.waiting.get(e.name) ?? []), { app: app.name, model: e.model }]);
+        this.d.log.error({ app: app.name, endpoint: e.name, servedBy: owner.app }, 'endpoint name conflict: refused');
+        continue;
+      }
+      this.endpoints.set(e.name, { app: app.name, model: e.model });
+    }
     await Promise.all(spec.models.map(async (ms) => {
       const key = `${app.name}/${ms.name}`;
       const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats() };

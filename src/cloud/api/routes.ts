@@ -18,6 +18,8 @@ import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
 import type { RolloutController } from '../rollouts.ts';
 import { newRollout, type Strategy } from '../rollout.ts';
+import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
+import { appKey } from '../desired.ts';
 
 export interface RouteDeps {
   store: Store;
@@ -371,6 +373,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     validateLabels(Object.fromEntries(Object.entries(req.body.selector).filter(([k]) => k !== 'region')), 'selector');
     const a = await store.getApp(req.tenantId, req.body.app, req.body.version);
     if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.body.app}@${req.body.version}; push it first (POST /api/v1/apps)`, { path: 'version' });
+    await refuseEndpointConflict(store, req.tenantId, a, req.body.selector);
     const dep: Deployment = { id: newId('dep'), tenantId: req.tenantId, appName: a.name, appVersion: a.version, selector: req.body.selector, createdAt: clock.now() };
     const b = req.body.strategy;
     const strategy: Strategy = b.type === 'all' ? { type: 'all' }
@@ -504,4 +507,18 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
 
   r.get('/api/v1/info', { schema: { tags: ['health'], summary: 'Cloud facts for clients', response: { 200: z.object({ version: z.string(), hub: z.string(), agentMqttUrl: z.string(), host: z.string(), store: z.string() }) } } },
     async () => ({ version: d.version, hub: d.hub.kind, agentMqttUrl: d.hub.agentUrl, host: hostname(), store: store.kind }));
+}
+
+/** ENDPOINT_CONFLICT when deploying `a` to `selector` would put two apps with one endpoint name on a site. */
+async function refuseEndpointConflict(store: Store, tenantId: string, a: App, selector: Deployment['selector']): Promise<void> {
+  if (a.manifest.spec.endpoints.length === 0) return;
+  const deployments = await store.listDeployments(tenantId);
+  const apps = new Map<string, App>();
+  for (const d of deployments) {
+    const k = appKey(d.appName, d.appVersion);
+    if (!apps.has(k)) { const x = await store.getApp(tenantId, d.appName, d.appVersion); if (x) apps.set(k, x); }
+  }
+  const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((d) => d.id) })).map((r) => [r.id, r.state]));
+  const c = findEndpointConflict(a, selector, await store.listSites(tenantId), deployments, apps, rollouts);
+  if (c) throw new EwError('ENDPOINT_CONFLICT', conflictMessage(c), { path: 'app' });
 }
