@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -30,6 +31,27 @@ const positive = (v: string): number => {
   if (!(n > 0)) throw new InvalidArgumentError('a positive number');
   return n;
 };
+
+/**
+ * The join token, from --token-file or EW_JOIN_TOKEN — never from the command line, where every
+ * user of the machine could read it (ps). Removed from the environment once read, so nothing the
+ * agent starts inherits it.
+ */
+function joinToken(o: { token?: string; tokenFile?: string }): string | undefined {
+  if (o.token !== undefined) {
+    throw new EwError('CONFIG_INVALID', 'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable', { path: '--token' });
+  }
+  const fromEnv = process.env.EW_JOIN_TOKEN;
+  delete process.env.EW_JOIN_TOKEN;
+  if (o.tokenFile === undefined) return fromEnv?.trim() || undefined;
+  try {
+    const t = readFileSync(o.tokenFile, 'utf8').trim();
+    if (!t) throw new Error('the file is empty');
+    return t;
+  } catch (e) {
+    throw new EwError('CONFIG_INVALID', `--token-file ${o.tokenFile}: ${(e as Error).message}`, { path: '--token-file' });
+  }
+}
 
 /** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
 function ready(obj: Record<string, unknown>): void {
@@ -104,7 +126,9 @@ export function buildProgram(): Command {
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
     .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
     .option('--cloud <url>', 'cloud HTTP URL (first start only)')
-    .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
+    .option('--token-file <file>', 'first start only: a file holding the join token (or set EW_JOIN_TOKEN)')
+    // Refused with a reason: a secret on the command line is visible to every user (ps, /proc/*/cmdline).
+    .addOption(new Option('--token <token>').hideHelp())
     .option('--ca <file>', 'first start only: a CA certificate (PEM) to trust for the cloud\'s https/mqtts')
     .option('--name <name>', 'site name shown in the console')
     .option('--api-host <host>', 'local API bind address', '127.0.0.1')
@@ -130,12 +154,13 @@ export function buildProgram(): Command {
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .addHelpText('after', `
   Examples:
-    $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
+    $ EW_JOIN_TOKEN=ewj_… edgeweave edge --cloud https://cloud.example.com --data-dir /var/lib/edgeweave
+    $ edgeweave edge --cloud https://cloud.example.com --token-file /run/ew-join-token --data-dir /var/lib/edgeweave
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
     .action(async (o) => {
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
-        dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
+        dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,

@@ -131,7 +131,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   if (!creds) {
     if (!cfg.token || !cfg.cloudUrl) {
       db.close();
-      throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> --token <join token>`);
+      throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> and the join token in EW_JOIN_TOKEN or --token-file <file>`);
     }
     try {
       const ca = cfg.caFile ? readFileSync(cfg.caFile, 'utf8') : undefined;
@@ -142,7 +142,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     }
     log.info({ siteId: creds.siteId, region: creds.region }, 'enrolled');
   } else if (cfg.token) {
-    log.info({ siteId: creds.siteId }, 'already enrolled; the --token is not needed and was ignored');
+    log.info({ siteId: creds.siteId }, 'already enrolled; the join token is not needed and was ignored');
   }
   const siteId = creds.siteId;
   const bootId = randomUUID();

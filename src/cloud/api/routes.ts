@@ -174,7 +174,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     };
     await store.createJoinToken(t);
     void reply.status(201);
-    return { ...tokenView(t), token: secret, installCommand: `npx edgeweave edge --cloud ${d.publicUrl()} --token ${secret} --data-dir /var/lib/edgeweave` };
+    return { ...tokenView(t), token: secret, installCommand: `EW_JOIN_TOKEN=${secret} npx edgeweave edge --cloud ${d.publicUrl()} --data-dir /var/lib/edgeweave` };
   });
 
   r.get('/api/v1/tokens', { schema: { tags: ['enrollment'], summary: 'List join tokens (never their secrets)', response: { 200: z.object({ items: z.array(TokenView) }) } } },
