@@ -1,8 +1,9 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileArtifactStore } from './artifacts.ts';
 import { Registry } from 'prom-client';
 import { collectProcessMetrics } from '../lib/metrics.ts';
+import { privateDir } from '../lib/private-fs.ts';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
@@ -102,7 +103,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const missedHeartbeats = cfg.missedHeartbeats ?? 3;
   if (!(heartbeatIntervalS > 0)) throw new EwError('CONFIG_INVALID', '--heartbeat-interval must be a positive number of seconds', { path: 'heartbeatIntervalS' });
   if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
-  mkdirSync(cfg.dataDir, { recursive: true });
+  privateDir(cfg.dataDir);
 
   const store = openStore(cfg.db, cfg.dataDir);
   await store.migrate();
