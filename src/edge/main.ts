@@ -85,6 +85,8 @@ export interface EdgeConfig {
    * like any egress). Default: none.
    */
   uplinkAllow?: EgressGrant[];
+  /** Backoff of a model whose file could not be fetched or verified. Default 5 s doubling to 5 min. */
+  modelRetry?: { initialMs: number; maxMs: number };
   /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
   heartbeatIntervalS?: number;
   reconnectPeriodMs?: number;
@@ -179,6 +181,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const audit = new EgressAudit(db, clock, registry);
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
+  const supervisor = new AppSupervisor(log);
+  // Set once the cloud link exists (a model may recover before that).
+  let reportStatus = () => {};
   const runtimeRegistry = new RuntimeRegistry()
     .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
     .register(new BuiltinRuntime());
@@ -193,10 +198,14 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       return file;
     },
     releaseModel: (sha) => cache.release(sha),
+    retry: cfg.modelRetry,
+    onRecovered: (app) => {
+      supervisor.recovered(app, 'models');
+      reportStatus();
+    },
   });
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
-  const supervisor = new AppSupervisor(log);
   supervisor.register(models);
   // The pump exists once the link does; sinks only reach it through this late-bound call.
   let notifyOutbox = () => {};
@@ -281,6 +290,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
   const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => sentCounter.inc(n));
   notifyOutbox = () => pump.notify();
+  reportStatus = () => link.sendStatus(statusBody());
   link.start();
   // Closed minutes of the egress audit go up like any result.
   let stopAudit = clock.setTimer(60_000, function report() {
@@ -304,6 +314,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     async close() {
       stopHeartbeat();
       stopAudit();
+      models.cancelRetries();
       rules.close();
       await api.close();
       await devices.close();

@@ -30,6 +30,14 @@ export interface ServedModel {
   sha256?: string;
   /** Since this version loaded: what the deployment controller's canary gates read. */
   stats: ModelStats;
+  /** Load attempts that failed and were retried (a download or verification failure). */
+  retries: number;
+  /** When the next attempt is due (ms since the epoch), while one is scheduled. */
+  nextRetryAt?: number;
+  /** Cancels the scheduled retry. */
+  cancelRetry?: () => void;
+  /** fetchModel returned its file (so the cache holds it for us until releaseModel). */
+  fetched?: boolean;
 }
 
 /** Requests and errors since load; latency and first-output samples over the last 1,000 requests. */
@@ -70,7 +78,18 @@ export interface ModelHostDeps {
   clock: Clock;
   log: Logger;
   registry: Registry;
+  /**
+   * A model whose file could not be fetched or failed verification (the cloud's copy is missing
+   * or corrupt) is tried again, with exponential backoff from `initialMs` to `maxMs`, for as long
+   * as its app runs, so fixing the cloud's copy heals the site. Default 5 s doubling to 5 min.
+   */
+  retry?: { initialMs: number; maxMs: number };
+  /** A model of `app` loaded on a retry: the app's earlier load error no longer holds. */
+  onRecovered?(app: string): void;
 }
+
+/** Failures another attempt can cure: the file, not the model, was the problem. */
+const RETRIABLE = new Set(['ARTIFACT_DIGEST_MISMATCH', 'ARTIFACT_NOT_FOUND', 'CLOUD_UNREACHABLE']);
 
 export interface InferRequest { id?: string; inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[]; outputs?: { name: string }[] }
 
@@ -119,12 +138,18 @@ export class ModelHost implements AppComponent {
     await this.unload(app, true);
   }
 
+  /** Cancels every scheduled retry (agent shutdown). */
+  cancelRetries(): void {
+    for (const s of this.models.values()) s.cancelRetry?.();
+  }
+
   private async unload(app: DesiredApp, handOver: boolean): Promise<void> {
     for (const [key, s] of this.models) {
       if (s.app !== app.name) continue;
+      s.cancelRetry?.();
       s.batcher?.close();
       await s.model?.close().catch(() => {});
-      if (s.sha256 && s.format !== 'builtin' && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
+      if (s.sha256 && s.format !== 'builtin' && s.fetched) this.d.releaseModel?.(s.sha256);
       this.models.delete(key);
     }
     for (const [ep, list] of this.waiting) {
@@ -160,44 +185,73 @@ export class ModelHost implements AppComponent {
     }
     await Promise.all(spec.models.map(async (ms) => {
       const key = `${app.name}/${ms.name}`;
-      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats() };
+      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats(), retries: 0 };
       this.models.set(key, served);
-      try {
-        // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
-        const file = ms.format === 'builtin' ? ms.builtin! : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
-        served.state = 'loading';
-        const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
-        const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
-        served.model = model;
-        served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
-        const b = ms.batching ?? {};
-        const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
-        served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
-          {
-            // No added delay by default (as Triton): batches form from what queues while the model runs.
-            maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 0, clock: this.d.clock,
-            preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
-            maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
-          },
-          (reqs) => this.runBatch(model, reqs),
-          (s) => {
-            const labels = { app: app.name, model: ms.name };
-            this.m.batch.observe(labels, s.size);
-            this.m.compute.observe(labels, s.computeMs / 1000);
-            for (const q of s.queueMs) this.m.queue.observe(labels, q / 1000);
-          },
-        );
-        served.state = 'ready';
-        this.progress.delete(key);
-        this.d.log.info({ app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs }, 'model ready');
-      } catch (e) {
-        served.state = 'failed';
-        served.error = isEwError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
-        failures.push(`model ${ms.name}: ${served.error}`);
-        this.d.log.error({ app: app.name, model: ms.name, err: served.error }, 'model failed to load');
-      }
+      const err = await this.loadModel(app, ms, served);
+      if (err) failures.push(`model ${ms.name}: ${err}`);
     }));
     if (failures.length) throw new Error(failures.join('; '));
+  }
+
+  /** One model's fetch and load; on a failure another attempt may cure, schedules it. Returns the error, if any. */
+  private async loadModel(app: DesiredApp, ms: DesiredApp['manifest']['spec']['models'][number], served: ServedModel): Promise<string | undefined> {
+    const key = `${app.name}/${ms.name}`;
+    try {
+      // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
+      const file = ms.format === 'builtin' ? ms.builtin! : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+      if (ms.format !== 'builtin') served.fetched = true;
+      if (this.models.get(key) !== served) {
+        // Stopped while it downloaded: let the cache have the file back.
+        if (served.fetched && ms.sha256) this.d.releaseModel?.(ms.sha256);
+        return undefined;
+      }
+      served.state = 'loading';
+      const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
+      const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
+      served.model = model;
+      served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
+      const b = ms.batching ?? {};
+      const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
+      served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
+        {
+          // No added delay by default (as Triton): batches form from what queues while the model runs.
+          maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 0, clock: this.d.clock,
+          preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
+          maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
+        },
+        (reqs) => this.runBatch(model, reqs),
+        (s) => {
+          const labels = { app: app.name, model: ms.name };
+          this.m.batch.observe(labels, s.size);
+          this.m.compute.observe(labels, s.computeMs / 1000);
+          for (const q of s.queueMs) this.m.queue.observe(labels, q / 1000);
+        },
+      );
+      served.state = 'ready';
+      delete served.error;
+      delete served.nextRetryAt;
+      this.progress.delete(key);
+      this.d.log.info({ app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs, retries: served.retries }, 'model ready');
+      return undefined;
+    } catch (e) {
+      served.state = 'failed';
+      served.error = isEwError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
+      if (isEwError(e) && RETRIABLE.has(e.code) && this.models.get(key) === served) {
+        const r = this.d.retry ?? { initialMs: 5000, maxMs: 300_000 };
+        const delay = Math.min(r.maxMs, r.initialMs * 2 ** Math.min(served.retries, 30));
+        served.nextRetryAt = this.d.clock.now() + delay;
+        served.error += `; retrying in ${Math.round(delay / 1000)} s`;
+        served.cancelRetry = this.d.clock.setTimer(delay, () => {
+          if (this.models.get(key) !== served) return;
+          served.retries++;
+          served.state = 'fetching';
+          delete served.nextRetryAt;
+          void this.loadModel(app, ms, served).then((err) => { if (!err) this.d.onRecovered?.(app.name); });
+        });
+      }
+      this.d.log.error({ app: app.name, model: ms.name, err: served.error, retries: served.retries }, 'model failed to load');
+      return served.error;
+    }
   }
 
   /** Concatenates requests along the batch dimension, runs once, splits the outputs back. */
