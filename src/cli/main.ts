@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
+import { registerDeviceCommands } from './devices.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
@@ -141,7 +142,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
     .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
-    .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
+    .option('--device-password-file <file>', 'opt in to a shared device password (username "device", every topic) and take it from this file')
+    .option('--device-shared-password', 'opt in to a shared device password, generated and shown once (default: off; devices get their own credentials with `edgeweave devices add`)')
     .option('--model-cache-max <size>', 'disk budget of the model cache, e.g. 10G, 500M', (v: string) => {
       const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
       if (!m) throw new InvalidArgumentError('a size such as 10G or 500M');
@@ -161,7 +163,7 @@ export function buildProgram(): Command {
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
         dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
-        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
+        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
@@ -213,6 +215,7 @@ export function buildProgram(): Command {
     });
 
   registerPartnerCommands(program);
+  registerDeviceCommands(program);
   return program;
 }
 

@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
   KEY_NOT_FOUND: { status: 404, meaning: 'No live API key with that id in this tenant.' },
   TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
+  DEVICE_NOT_FOUND: { status: 404, meaning: 'No device with that id is registered on the site.' },
+  DEVICE_EXISTS: { status: 409, meaning: 'A device with that id is already registered on the site.' },
   ROLLOUT_STATE: { status: 409, meaning: 'The rollout is not in a state that allows this action (e.g. resume a rollout that is not paused).' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
   ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },

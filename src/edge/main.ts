@@ -28,6 +28,8 @@ import { isValidStreamName, topics } from '../contracts/topics.ts';
 import type { EgressGrant } from '../contracts/manifest.ts';
 import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
 import { registerEdgeMetrics } from './metrics.ts';
+import { DeviceRegistry } from './device-auth.ts';
+import { deviceRpc, registerDeviceRoutes, type DeviceAdmin } from './device-api.ts';
 import { collectProcessMetrics, installHttpMetrics } from '../lib/metrics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
@@ -72,6 +74,12 @@ export interface EdgeConfig {
    */
   apiKeyFile?: string;
   devicePasswordFile?: string;
+  /**
+   * The shared device password (username `device`, every non-reserved topic) is an opt-in: on
+   * with `devicePasswordFile`, or with this (generated once, printed once). Off by default: each
+   * device gets its own credentials and topic grants (`edgeweave devices add`).
+   */
+  deviceSharedPassword?: boolean;
   /** Disk budget of the model cache, bytes. Default 10 GiB. */
   modelCacheBytes?: number;
   /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
@@ -153,8 +161,13 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 
   const generated = {
     apiKey: ensureSecret(db, 'api.keyHash', cfg.apiKeyFile, 'ewl'),
-    devicePassword: ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd'),
+    devicePassword: cfg.devicePasswordFile || cfg.deviceSharedPassword ? ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd') : undefined,
   };
+  if (!cfg.devicePasswordFile && !cfg.deviceSharedPassword && kvGet(db, 'device.passwordHash')) {
+    // Opt-in only: a shared password left from an earlier start stops working.
+    db.prepare('DELETE FROM kv WHERE key = ?').run('device.passwordHash');
+    log.warn('the shared device password is off (opt in with --device-shared-password or --device-password-file); devices connect with their own credentials: edgeweave devices add');
+  }
 
   // 2. Metrics.
   const registry = new Registry();
@@ -166,13 +179,15 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
 
   // 3. Device broker, and the streams that route its messages to rules.
+  const deviceRegistry = new DeviceRegistry(db, clock, () => kvGet(db, 'device.passwordHash'));
   const devices: DeviceSource = cfg.deviceBroker
     ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
     : new DeviceBroker({
       port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
       tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
-      verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
+      auth: deviceRegistry,
     });
+  const deviceAdmin: DeviceAdmin = { registry: cfg.deviceBroker ? undefined : deviceRegistry, disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id), log };
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
   devices.onMessage((m) => router.onMessage(m.topic, m.payload));
@@ -279,6 +294,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       // `detail` may quote the content too: it stays here with the payload.
       return { total: dead.total, items: items.map(({ payload, detail: _detail, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
     }
+    if (method.startsWith('devices.')) {
+      const r = deviceRpc(deviceAdmin, method, params);
+      if (r !== undefined) return r;
+    }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
   const link = new CloudLink({
@@ -303,7 +322,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [] });
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -343,6 +362,7 @@ interface LocalApiDeps {
   models: ModelHost;
   supervisor: AppSupervisor;
   uplinkAllow: readonly EgressGrant[];
+  deviceAdmin: DeviceAdmin;
 }
 
 /**
@@ -387,6 +407,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  registerDeviceRoutes(app, d.deviceAdmin);
   registerOip(app, d.models);
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));

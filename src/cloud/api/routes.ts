@@ -19,6 +19,7 @@ import type { FileArtifactStore } from '../artifacts.ts';
 import type { RolloutController } from '../rollouts.ts';
 import { newRollout, type Strategy } from '../rollout.ts';
 import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
+import { registerSiteDeviceRoutes } from './devices.ts';
 import { appKey } from '../desired.ts';
 
 export interface RouteDeps {
@@ -229,6 +230,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   });
 
   // ---- sites ----
+  registerSiteDeviceRoutes(app, d);
   const SiteParams = z.object({ id: z.string().min(1).max(64) });
   const getSiteOr404 = async (tenantId: string, id: string): Promise<Site> => {
     const s = await store.getSite(tenantId, id);
