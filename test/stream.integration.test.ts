@@ -174,4 +174,25 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     const metrics = await (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
     assert.match(metrics, /ew_edge_egress_records_total\{destination="cloud",stream="alerts"\} 1/);
   });
+  it('lets local programs send up only what a running app\'s egress policy grants, audited like a rule', async () => {
+    const post = (path: string, records: unknown[]) => fetch(`${edge.handle.apiUrl}${path}`, {
+      method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const ok = await post('/api/v1/uplink/alerts', [{ machineId: 'press-05', rms: 9 }]);
+    assert.equal(ok.status, 202, JSON.stringify(ok.body));
+    const other = await post('/api/v1/uplink/alerts?app=no-such-app', [{ machineId: 'x' }]);
+    assert.equal(other.body.code, 'EGRESS_DENIED');
+    const secret = await post('/api/v1/uplink/raw-vibration', [{ machineId: 'press-05', rms: 9 }]);
+    assert.equal(secret.status, 400);
+    assert.equal(secret.body.code, 'EGRESS_DENIED');
+    // Granted to a webhook only (not the cloud): refused on the uplink.
+    assert.equal((await post('/api/v1/uplink/hooked', [{ machineId: 'x' }])).body.code, 'EGRESS_DENIED');
+    const audit = (await (await fetch(`${edge.handle.apiUrl}/api/v1/egress`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
+    assert.ok(audit.items.some((r: any) => r.app === 'vibration-guard' && r.rule === 'local-api' && r.stream === 'alerts' && r.records === 1));
+    const results = await waitFor('local result at the cloud', async () => {
+      const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&app=vibration-guard&rule=local-api&stream=alerts`);
+      return r.body.items.length ? r.body.items : undefined;
+    });
+    assert.deepEqual(results[0].data, { machineId: 'press-05', rms: 9 });
+  });
 });
