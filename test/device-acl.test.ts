@@ -112,6 +112,8 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     assert.equal(own.code, 0, own.err);
     await waitFor('the granted publish delivered', () => got.length >= 1);
     assert.deepEqual(got, ['plant/line1/sensor-2/temp 20'], 'the forged reading never reached a subscriber');
+    // The broker counts a message after it delivered it: wait for the count, then check it.
+    await waitFor('counted', () => edge.handle.devices.stats.messagesIn >= before + 1);
     assert.equal(edge.handle.devices.stats.messagesIn, before + 1, 'only the granted publish reached the site');
   });
 
