@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
+import { privateDir } from '../lib/private-fs.ts';
 import { EwError } from '../contracts/errors.ts';
 
 /**
@@ -17,7 +18,7 @@ const SHA = /^[a-f0-9]{64}$/;
 
 export class FileArtifactStore {
   constructor(private readonly dir: string, readonly maxBytes: number) {
-    mkdirSync(dir, { recursive: true });
+    privateDir(dir);
   }
 
   /**

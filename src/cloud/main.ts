@@ -1,7 +1,9 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileArtifactStore } from './artifacts.ts';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
+import { collectProcessMetrics } from '../lib/metrics.ts';
+import { privateDir } from '../lib/private-fs.ts';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
@@ -112,7 +114,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const missedHeartbeats = cfg.missedHeartbeats ?? 3;
   if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) throw new EwError('CONFIG_INVALID', `--heartbeat-interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`, { path: 'heartbeatIntervalS' });
   if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
-  mkdirSync(cfg.dataDir, { recursive: true });
+  privateDir(cfg.dataDir);
 
   const store = openStore(cfg.db, cfg.dataDir);
   await store.migrate();
@@ -126,7 +128,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     throw new EwError('CONFIG_INVALID', `cannot read the TLS certificate or key: ${(e as Error).message}`, { path: 'tlsCertFile' });
   }
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ew_cloud_' });
+  collectProcessMetrics(registry, 'ew_cloud_');
   let fleet!: Fleet;
   let hub: Hub;
   if (cfg.broker) {

@@ -30,14 +30,18 @@ export const ERROR_CODES = {
   DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
   KEY_NOT_FOUND: { status: 404, meaning: 'No live API key with that id in this tenant.' },
   TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
+  DEVICE_NOT_FOUND: { status: 404, meaning: 'No device with that id is registered on the site.' },
+  DEVICE_EXISTS: { status: 409, meaning: 'A device with that id is already registered on the site.' },
   ROLLOUT_STATE: { status: 409, meaning: 'The rollout is not in a state that allows this action (e.g. resume a rollout that is not paused).' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
   LAST_ADMIN_KEY: { status: 409, meaning: 'The key is the tenant\'s last live admin key; revoking it would lock the tenant out.' },
   ARTIFACT_NOT_ALLOWED: { status: 403, meaning: 'The site may not download this artifact: no deployment targeting it references the file.' },
+  ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
   EGRESS_DENIED: { status: 400, meaning: 'A rule would send results off the site that the app\'s egress policy does not grant.' },
+  STREAM_RESERVED: { status: 403, meaning: 'Stream names starting with "_" (such as _egress-audit) are reserved for the site\'s own streams.' },
   // Inference
   MODEL_NOT_FOUND: { status: 404, meaning: 'No model (or endpoint) of that name and version is served by this site.' },
   MODEL_NOT_READY: { status: 503, meaning: 'The model is declared but not loaded yet (downloading or loading).' },
