@@ -338,7 +338,7 @@ export interface AggregateFn {
   star?: boolean;
   /** What it returns for an argument of static type `arg` (sum of ints is an int). */
   returnsFor?: (arg: SqlType) => SqlType;
-  make(extra: unknown[], ctx: { int: boolean; meter: Meter; name: string }): Acc;
+  make(extra: unknown[], int: boolean, meter: Meter): Acc;
 }
 
 function needNumber(name: string, v: unknown): never {
@@ -377,6 +377,7 @@ function order(name: string, a: unknown, b: unknown): number {
 class MinAcc implements Acc {
   m: unknown = null;
   add(v: unknown) {
+    if (typeof v === 'number' && typeof this.m === 'number') { if (v < this.m) this.m = v; return; }
     if (v === null || v === undefined) return;
     if (typeof v !== 'number' && typeof v !== 'string') throw new ValueError(`min() needs numbers or strings but got ${showValue(v)}`);
     if (this.m === null || order('min', v, this.m) < 0) this.m = v;
@@ -387,6 +388,7 @@ class MinAcc implements Acc {
 class MaxAcc implements Acc {
   m: unknown = null;
   add(v: unknown) {
+    if (typeof v === 'number' && typeof this.m === 'number') { if (v > this.m) this.m = v; return; }
     if (v === null || v === undefined) return;
     if (typeof v !== 'number' && typeof v !== 'string') throw new ValueError(`max() needs numbers or strings but got ${showValue(v)}`);
     if (this.m === null || order('max', v, this.m) > 0) this.m = v;
@@ -466,20 +468,20 @@ const sameType = (t: SqlType) => t;
 export const AGGREGATES: Record<string, AggregateFn> = {
   count: { extra: 0, returns: 'int', star: true, make: () => new CountAcc() },
   sum: { extra: 0, returns: 'number', returnsFor: (t) => (t === 'int' ? 'int' : 'number'), make: () => new SumAcc('sum') },
-  avg: { extra: 0, returns: 'number', returnsFor: (t) => (t === 'int' ? 'int' : 'number'), make: (_e, c) => new AvgAcc(c.int) },
+  avg: { extra: 0, returns: 'number', returnsFor: (t) => (t === 'int' ? 'int' : 'number'), make: (_e, int) => new AvgAcc(int) },
   min: { extra: 0, returns: 'any', returnsFor: sameType, make: () => new MinAcc() },
   max: { extra: 0, returns: 'any', returnsFor: sameType, make: () => new MaxAcc() },
   stddev: { extra: 0, returns: 'number', make: () => new Welford('stddev', true, false) },
   stddevs: { extra: 0, returns: 'number', make: () => new Welford('stddevs', true, true) },
   var: { extra: 0, returns: 'number', make: () => new Welford('var', false, false) },
   vars: { extra: 0, returns: 'number', make: () => new Welford('vars', false, true) },
-  percentile: { extra: 1, returns: 'number', make: ([p], c) => new PercentileAcc(p as number, false, c.meter, 'percentile') },
-  percentile_cont: { extra: 1, returns: 'number', make: ([p], c) => new PercentileAcc(p as number, false, c.meter, 'percentile_cont') },
-  percentile_disc: { extra: 1, returns: 'number', make: ([p], c) => new PercentileAcc(p as number, true, c.meter, 'percentile_disc') },
-  median: { extra: 0, returns: 'number', make: (_e, c) => new PercentileAcc(0.5, false, c.meter, 'median') },
+  percentile: { extra: 1, returns: 'number', make: ([p], _i, m) => new PercentileAcc(p as number, false, m, 'percentile') },
+  percentile_cont: { extra: 1, returns: 'number', make: ([p], _i, m) => new PercentileAcc(p as number, false, m, 'percentile_cont') },
+  percentile_disc: { extra: 1, returns: 'number', make: ([p], _i, m) => new PercentileAcc(p as number, true, m, 'percentile_disc') },
+  median: { extra: 0, returns: 'number', make: (_e, _i, m) => new PercentileAcc(0.5, false, m, 'median') },
   first: { extra: 0, returns: 'any', returnsFor: sameType, make: () => new FirstAcc() },
   last: { extra: 0, returns: 'any', returnsFor: sameType, make: () => new LastAcc() },
-  collect: { extra: 0, returns: 'array', star: true, make: (_e, c) => new CollectAcc(c.meter) },
+  collect: { extra: 0, returns: 'array', star: true, make: (_e, _i, m) => new CollectAcc(m) },
 };
 
 /** count(DISTINCT x) and friends: the same aggregate over each distinct value once. */

@@ -579,8 +579,7 @@ class Planner {
     const arg = e.star ? (e.name === 'count' ? () => 1 : (row: Row) => row) : this.compile(e.args[0]!, false);
     this.aliasScope = scope;
     const int = !e.star && this.isInt(e.args[0]!);
-    const name = e.name;
-    const make = e.distinct ? (meter: Meter) => distinctAcc(agg.make(extra, { int, meter, name }), meter) : (meter: Meter) => agg.make(extra, { int, meter, name });
+    const make = e.distinct ? (meter: Meter) => distinctAcc(agg.make(extra, int, meter), meter) : (meter: Meter) => agg.make(extra, int, meter);
     this.aggs.push({ name: e.name, text, pos: e.pos, arg, make });
     return this.aggs.length - 1;
   }

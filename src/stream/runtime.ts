@@ -51,7 +51,7 @@ export class FutureEventError extends Error {
   override readonly name = 'FutureEventError';
 }
 
-interface Group { accs: Acc[]; first: Row; rows?: Row[] }
+interface Group { accs: Acc[]; first: Row; rows: Row[] | undefined }
 type Groups = Map<Key, Group>;
 
 interface Session { start: number; last: number; maxEnd: number; group: Group }
@@ -94,6 +94,7 @@ export class RuleRuntime {
   private readonly meter: Meter = { cells: 0 };
   private readonly scratch: Meter = { cells: 0 };
   private readonly groupCells: number;
+  private readonly holding: number[];
   private readonly maxCells: number;
   /** Schemaless streams: referenced fields not seen yet in any record (checked on the first records). */
   private unseen?: Map<string, { name: string; pos: { line: number; col: number } }>;
@@ -113,6 +114,8 @@ export class RuleRuntime {
     const w = plan.window;
     if (w?.kind === 'hopping' && w.size > w.hop && w.size % w.hop === 0) this.panes = new Map();
     this.groupCells = 1 + plan.aggs.length;
+    // Only collect, percentile and DISTINCT keep values; the others are one number each.
+    this.holding = plan.aggs.map((a, i) => (typeof a.make(this.scratch).held === 'function' ? i : -1)).filter((i) => i >= 0);
     this.maxCells = o.maxStateCells ?? DEFAULT_MAX_STATE_CELLS;
     if (!plan.stream.schema && plan.fieldRefs.length) this.unseen = new Map(plan.fieldRefs.map((f) => [f.name.toLowerCase(), f]));
   }
@@ -164,14 +167,14 @@ export class RuleRuntime {
         if (!groups) continue;
         for (const [key, g] of groups) {
           let m = merged.get(key);
-          if (!m) { m = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: g.first }; if (g.rows) m.rows = []; merged.set(key, m); }
+          if (!m) { m = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: g.first, rows: g.rows ? [] : undefined }; merged.set(key, m); }
           for (let i = 0; i < g.accs.length; i++) m.accs[i]!.merge(g.accs[i]!);
           if (g.rows) for (const r of g.rows) m.rows!.push(r);
         }
       }
       if (merged.size) this.emitGroups(merged, { start, end: start + w.size });
       const gone = panes.get(start);
-      if (gone) { this.release(gone.values()); panes.delete(start); } // the window starting at this pane was its last one
+      if (gone) { this.release(gone); panes.delete(start); } // the window starting at this pane was its last one
       this.nextStart = start + w.hop;
     }
   }
@@ -191,17 +194,18 @@ export class RuleRuntime {
 
   private newGroup(row: Row): Group {
     this.meter.cells += this.groupCells;
-    const g: Group = { accs: this.plan.aggs.map((a) => a.make(this.meter)), first: row };
-    if (this.plan.rowsMode) g.rows = [];
-    return g;
+    return { accs: this.plan.aggs.map((a) => a.make(this.meter)), first: row, rows: this.plan.rowsMode ? [] : undefined };
   }
 
   /** Gives back the cells of groups that left the state. */
-  private release(groups: Iterable<Group>): void {
-    let n = 0;
-    for (const g of groups) {
-      n += this.groupCells + (g.rows?.length ?? 0);
-      for (const a of g.accs) n += a.held?.() ?? 0;
+  private release(groups: Map<Key, Group> | Group[]): void {
+    const size = groups instanceof Map ? groups.size : groups.length;
+    let n = size * this.groupCells;
+    if (this.plan.rowsMode || this.holding.length) {
+      for (const g of groups.values()) {
+        n += g.rows?.length ?? 0;
+        for (const i of this.holding) n += g.accs[i]!.held!();
+      }
     }
     this.meter.cells -= n;
   }
@@ -263,7 +267,7 @@ export class RuleRuntime {
         }
         if (!this.passes(row)) { this.stats.filtered++; return; }
         const out = this.project(row, undefined);
-        if (out) this.emitRows(this.limit([out.row]));
+        if (out) this.emitRows(this.limit([out]));
         return;
       }
       const w = p.window!;
@@ -402,7 +406,7 @@ export class RuleRuntime {
     for (const r of rows) {
       const key = this.keyOf(r);
       let g = groups.get(key);
-      if (!g) { g = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: r }; if (this.plan.rowsMode) g.rows = []; groups.set(key, g); }
+      if (!g) { g = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: r, rows: this.plan.rowsMode ? [] : undefined }; groups.set(key, g); }
       this.addTo(g, r);
     }
     return groups;
@@ -423,7 +427,7 @@ export class RuleRuntime {
       for (const s of due) {
         const groups = this.windows.get(s)!;
         this.windows.delete(s);
-        this.release(groups.values());
+        this.release(groups);
         this.emitGroups(groups, { start: s, end: s + w.size });
       }
       this.earliestEnd = Infinity;
@@ -469,7 +473,7 @@ export class RuleRuntime {
     this.slideBuf.splice(i, 0, x);
   }
 
-  private project(row: Row, window: { start: number; end: number } | undefined, aggs?: unknown[]): { row: Row; keys?: unknown[] } | undefined {
+  private project(row: Row, window: { start: number; end: number } | undefined, aggs?: unknown[]): Row | undefined {
     const env = this.env;
     env.window = window;
     env.aggs = aggs;
@@ -482,19 +486,35 @@ export class RuleRuntime {
       }
     }
     const out: Row = {};
-    for (const c of p.columns) {
+    const cols = p.columns;
+    for (let i = 0; i < cols.length; i++) {
+      const c = cols[i]!;
       if ('star' in c) Object.assign(out, row);
       else out[c.name] = c.fn(row, env);
     }
-    return p.order.length ? { row: out, keys: p.order.map((o) => o.fn(row, env)) } : { row: out };
+    return out;
+  }
+
+  /** One group's (or, in rows mode, one row's) output, and its ORDER BY keys when there are any. */
+  private projectInto(rows: Row[], keys: unknown[][] | undefined, row: Row, window: { start: number; end: number } | undefined, aggs: unknown[]): void {
+    try {
+      const r = this.project(row, window, aggs);
+      if (!r) return;
+      rows.push(r);
+      if (keys) keys.push(this.plan.order.map((o) => o.fn(row, this.env)));
+    } catch (e) {
+      this.stats.errors++;
+      this.o.onError?.(row, e as Error);
+    }
   }
 
   private emitGroups(groups: Groups, window: { start: number; end: number } | undefined): void {
-    const outs: { row: Row; keys?: unknown[] }[] = [];
+    const rows: Row[] = [];
+    const order = this.plan.order;
+    const keys = order.length ? [] as unknown[][] : undefined;
     // One array for the aggregate values, refilled per group: projections read it, never keep it.
     const aggs = new Array<unknown>(this.plan.aggs.length);
     for (const g of groups.values()) {
-      const rows = g.rows ?? [g.first];
       try {
         for (let i = 0; i < aggs.length; i++) aggs[i] = g.accs[i]!.result();
       } catch (e) {
@@ -502,27 +522,22 @@ export class RuleRuntime {
         this.o.onError?.(g.first, e as Error);
         continue;
       }
-      for (const row of rows) {
-        try {
-          const r = this.project(row, window, aggs);
-          if (r) outs.push(r);
-        } catch (e) {
-          this.stats.errors++;
-          this.o.onError?.(row, e as Error);
-        }
-      }
+      if (g.rows) for (const row of g.rows) this.projectInto(rows, keys, row, window, aggs);
+      else this.projectInto(rows, keys, g.first, window, aggs);
     }
-    const order = this.plan.order;
-    if (order.length) {
-      outs.sort((a, b) => {
+    if (keys) {
+      const idx = rows.map((_, i) => i);
+      idx.sort((a, b) => {
         for (let i = 0; i < order.length; i++) {
-          const c = orderValue(a.keys![i], b.keys![i]);
+          const c = orderValue(keys[a]![i], keys[b]![i]);
           if (c !== 0) return order[i]!.desc ? -c : c;
         }
-        return 0;
+        return a - b;
       });
+      this.emitRows(this.limit(idx.map((i) => rows[i]!)));
+      return;
     }
-    this.emitRows(this.limit(outs.map((o) => o.row)));
+    this.emitRows(this.limit(rows));
   }
 
   private limit(rows: Row[]): Row[] {
