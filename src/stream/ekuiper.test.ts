@@ -132,6 +132,12 @@ describe('eKuiper semantics 2: types and comparisons, never JavaScript\'s', () =
     ["power(v, 2)", { v: 3 }, 9],
   ]);
 
+  it('WHERE takes a bool: a number there is the record\'s error with its position', () => {
+    const r = run('SELECT k FROM s WHERE v', [{ k: 'a', v: 1, ts: 0 }, { k: 'b', v: true, ts: 1 }]);
+    assert.deepEqual(r.out, [{ k: 'b' }]);
+    assert.deepEqual(r.errors, ['line 1, column 23: WHERE needs a bool but v = 1 (a number)']);
+  });
+
   it('schema types are checked before the rule runs: a number against a string constant', () => {
     assert.throws(() => planQuery("SELECT v FROM s WHERE v > '3'", { name: 's', schema: { v: 'float' } }), /line 1, column 25: cannot compare v \(number\) with '3' \(string\) using >/);
     assert.throws(() => planQuery('SELECT 1 = \'1\' AS x FROM s', { name: 's' }), /cannot compare 1 \(int\) with '1' \(string\) using =/);
@@ -228,6 +234,8 @@ describe('eKuiper semantics 5: the missing dialect', () => {
   });
   it('a select item may name an earlier item\'s alias', () => {
     assert.deepEqual(run('SELECT v * 2 AS d, d + 1 AS e FROM s', [{ v: 1, ts: 0 }]).out, [{ d: 2, e: 3 }]);
+    // An alias named like a field: inside its own expression the name is the field.
+    assert.deepEqual(run('SELECT v + 1 AS v, v * 2 AS w FROM s', [{ v: 1, ts: 0 }]).out, [{ v: 2, w: 4 }]);
     const w = run('SELECT avg(v) AS a, a * 10 AS a10 FROM s GROUP BY TUMBLINGWINDOW(ss, 10) HAVING a10 > 5', [{ v: 1, ts: 0 }, { v: 2, ts: 1 }]);
     assert.deepEqual(w.out, [{ a: 1.5, a10: 15 }]);
   });

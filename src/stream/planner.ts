@@ -256,10 +256,18 @@ class Planner {
   }
   private aliasOf(e: Expr): Expr | undefined {
     if (!this.aliasScope || e.k !== 'field' || e.path.length !== 1) return undefined;
-    const name = String(e.path[0]);
-    if (this.schemaField(name)) return undefined;
-    return this.aliases.get(name.toLowerCase());
+    const name = String(e.path[0]).toLowerCase();
+    // Inside its own expansion a name is the record's field: SELECT v + 1 AS v, v * 2 AS w.
+    if (this.schemaField(name) || this.expanding.has(name)) return undefined;
+    return this.aliases.get(name);
   }
+  /** Types or compiles an alias's expression in place of the name that refers to it. */
+  private expand<T>(e: Expr, alias: Expr, f: (x: Expr) => T): T {
+    const name = String((e as { path: unknown[] }).path[0]).toLowerCase();
+    this.expanding.add(name);
+    try { return f(alias); } finally { this.expanding.delete(name); }
+  }
+  private readonly expanding = new Set<string>();
 
   typeOf(e: Expr, ctx: { aggAllowed: boolean; inAgg?: boolean; having?: boolean }): SqlType {
     const t = this.typeOf0(e, ctx);
@@ -275,7 +283,7 @@ class Planner {
       case 'star': throw sqlError('SQL_INVALID', e.pos, '"*" is only allowed as a select item or in count(*)');
       case 'field': {
         const alias = this.aliasOf(e);
-        if (alias) return this.staticType.get(alias) ?? 'any';
+        if (alias) return this.expand(e, alias, (x) => this.typeOf(x, ctx));
         const path = this.fieldName(e);
         const head = String(path[0]);
         if (!this.fieldRefs.has(head)) this.fieldRefs.set(head, e.pos);
@@ -398,7 +406,7 @@ class Planner {
       case 'star': return (row) => row;
       case 'field': {
         const alias = this.aliasOf(e);
-        if (alias) return this.compile(alias, emit);
+        if (alias) return this.expand(e, alias, (x) => this.compile(x, emit));
         const path = this.fieldName(e);
         if (path.length === 1) {
           const k = path[0] as string;
@@ -568,6 +576,18 @@ class Planner {
     }
   }
 
+  /** WHERE and HAVING: a bool or null; a condition whose type is only known at run time is checked there. */
+  private condition(e: Expr, t: SqlType, f: Fn, what: string): Fn {
+    if (t === 'bool' || t === 'null') return f;
+    const text = show(e);
+    const pos = e.pos;
+    return (r, env) => {
+      const v = f(r, env);
+      if (v === true || v === false || v === null || v === undefined) return v;
+      throw new RecordError(pos, `${what} needs a bool but ${text} = ${showValue(v)}`);
+    };
+  }
+
   private slotFor(e: Extract<Expr, { k: 'call' }>): number {
     const text = show(e);
     const existing = this.aggs.findIndex((a) => a.text === text);
@@ -699,14 +719,14 @@ class Planner {
     if (q.having) {
       const t = this.typeOf(q.having, { aggAllowed: true, having: true });
       if (t !== 'bool' && t !== 'any' && t !== 'null') throw sqlError('SQL_INVALID', q.having.pos, `HAVING needs a condition but ${show(q.having)} is a ${t}`);
-      having = this.compile(q.having, true);
+      having = this.condition(q.having, t, this.compile(q.having, true), 'HAVING');
     }
     const order = q.orderBy.map((o) => {
       this.typeOf(o.expr, { aggAllowed: windowed });
       return { fn: this.compile(o.expr, windowed), desc: o.desc };
     });
     this.aliasScope = false;
-    const filter = q.where ? this.compile(q.where, false) : undefined;
+    const filter = q.where ? this.condition(q.where, this.staticType.get(q.where)!, this.compile(q.where, false), 'WHERE') : undefined;
     const keys = keyExprs.map((k) => this.compile(k, false));
     const stream = this.stream;
     const aggs = this.aggs;

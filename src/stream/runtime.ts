@@ -243,10 +243,7 @@ export class RuleRuntime {
   private passes(row: Row): boolean {
     const f = this.plan.filter;
     if (!f) return true;
-    const v = f(row, this.env);
-    if (v === true) return true;
-    if (v === false || v === null || v === undefined) return false;
-    throw new Error(`WHERE needs a bool but got ${JSON.stringify(v)?.slice(0, 40)}`);
+    return f(row, this.env) === true; // the plan checks that a condition is a bool (or null)
   }
 
   /** One record in. `meta` (e.g. the MQTT topic) is readable with meta('topic'). */
@@ -479,11 +476,7 @@ export class RuleRuntime {
     env.aggs = aggs;
     const p = this.plan;
     if (p.having) {
-      const h = p.having(row, env);
-      if (h !== true) {
-        if (h === false || h === null || h === undefined) return undefined;
-        throw new Error(`HAVING needs a bool but got ${JSON.stringify(h)?.slice(0, 40)}`);
-      }
+      if (p.having(row, env) !== true) return undefined; // the plan checks that it is a bool (or null)
     }
     const out: Row = {};
     const cols = p.columns;
