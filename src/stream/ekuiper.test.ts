@@ -227,6 +227,14 @@ describe('eKuiper semantics 5: the missing dialect', () => {
     const rows = run('SELECT v FROM s GROUP BY TUMBLINGWINDOW(ss, 10) ORDER BY v DESC LIMIT 2', recs([['a', 1, 0], ['a', 3, 1], ['a', 2, 2]]));
     assert.deepEqual(rows.out, [{ v: 3 }, { v: 2 }]);
   });
+  it('a plain query over an input that ends (edgeweave sql) sorts and cuts the whole output', () => {
+    const out: Row[] = [];
+    const rt = new RuleRuntime(planQuery('SELECT k, v FROM s WHERE v > 0 ORDER BY v DESC, k LIMIT 3', { name: 's' }), { clock: new ManualClock(0), collect: true, emit: (rows) => out.push(...rows) });
+    for (const [k, v] of [['a', 1], ['b', 5], ['c', -1], ['d', 3], ['e', 5]] as const) rt.push({ k, v });
+    assert.deepEqual(out, [], 'nothing before the end of the input');
+    rt.flush();
+    assert.deepEqual(out, [{ k: 'b', v: 5 }, { k: 'e', v: 5 }, { k: 'd', v: 3 }]);
+  });
   it('LIMIT 0 emits nothing; ORDER BY a field that is not selected', () => {
     assert.deepEqual(run('SELECT k FROM s LIMIT 0', recs([['a', 1, 0]])).out, []);
     const r = run('SELECT k FROM s GROUP BY TUMBLINGWINDOW(ss, 10) ORDER BY v', recs([['x', 3, 0], ['y', 1, 1], ['z', 2, 2]]));

@@ -40,6 +40,12 @@ export interface RuntimeOptions {
   onError?: (record: Row, error: Error) => void;
   /** The rule stopped itself (over its state budget). */
   onFatal?: (error: EwError) => void;
+  /**
+   * A query without a window whose input ends (`edgeweave sql` over a file): hold its rows and
+   * emit them at `flush()`, sorted by ORDER BY and cut by LIMIT over the whole input. The rows
+   * count against the state budget.
+   */
+  collect?: boolean;
 }
 
 export const DEFAULT_MAX_STATE_CELLS = 1_000_000;
@@ -99,6 +105,7 @@ export class RuleRuntime {
   /** Schemaless streams: referenced fields not seen yet in any record (checked on the first records). */
   private unseen?: Map<string, { name: string; pos: { line: number; col: number } }>;
   private checked = 0;
+  private collected?: { rows: Row[]; keys: unknown[][] | undefined };
   /**
    * Hopping windows whose size is a multiple of the hop run on panes (one per hop): a record
    * updates one pane, not every window covering it, and a closing window merges its panes —
@@ -117,6 +124,7 @@ export class RuleRuntime {
     // Only collect, percentile and DISTINCT keep values; the others are one number each.
     this.holding = plan.aggs.map((a, i) => (typeof a.make(this.scratch).held === 'function' ? i : -1)).filter((i) => i >= 0);
     this.maxCells = o.maxStateCells ?? DEFAULT_MAX_STATE_CELLS;
+    if (o.collect && !plan.windowed) this.collected = { rows: [], keys: plan.order.length ? [] : undefined };
     if (!plan.stream.schema && plan.fieldRefs.length) this.unseen = new Map(plan.fieldRefs.map((f) => [f.name.toLowerCase(), f]));
   }
 
@@ -263,6 +271,12 @@ export class RuleRuntime {
           if (ts > this.maxTs) { this.maxTs = ts; this.watermark = ts - (this.o.lateness ?? 0); }
         }
         if (!this.passes(row)) { this.stats.filtered++; return; }
+        if (this.collected) {
+          this.projectInto(this.collected.rows, this.collected.keys, row, undefined, []);
+          this.meter.cells++;
+          this.checkBudget();
+          return;
+        }
         const out = this.project(row, undefined);
         if (out) this.emitRows(this.limit([out]));
         return;
@@ -518,19 +532,22 @@ export class RuleRuntime {
       if (g.rows) for (const row of g.rows) this.projectInto(rows, keys, row, window, aggs);
       else this.projectInto(rows, keys, g.first, window, aggs);
     }
-    if (keys) {
-      const idx = rows.map((_, i) => i);
-      idx.sort((a, b) => {
-        for (let i = 0; i < order.length; i++) {
-          const c = orderValue(keys[a]![i], keys[b]![i]);
-          if (c !== 0) return order[i]!.desc ? -c : c;
-        }
-        return a - b;
-      });
-      this.emitRows(this.limit(idx.map((i) => rows[i]!)));
-      return;
-    }
-    this.emitRows(this.limit(rows));
+    this.emitRows(this.limit(this.sorted(rows, keys)));
+  }
+
+  /** ORDER BY: the rows in key order (stable). */
+  private sorted(rows: Row[], keys: unknown[][] | undefined): Row[] {
+    if (!keys) return rows;
+    const order = this.plan.order;
+    const idx = rows.map((_, i) => i);
+    idx.sort((a, b) => {
+      for (let i = 0; i < order.length; i++) {
+        const c = orderValue(keys[a]![i], keys[b]![i]);
+        if (c !== 0) return order[i]!.desc ? -c : c;
+      }
+      return a - b;
+    });
+    return idx.map((i) => rows[i]!);
   }
 
   private limit(rows: Row[]): Row[] {
@@ -568,7 +585,15 @@ export class RuleRuntime {
   /** Closes every open window, emitting what it holds (end of input, or rule stop). */
   flush(): void {
     const w = this.plan.window;
-    if (!w || this.failed) return;
+    if (this.failed) return;
+    if (this.collected) {
+      const { rows, keys } = this.collected;
+      this.collected = { rows: [], keys: keys ? [] : undefined };
+      this.meter.cells = 0;
+      this.emitRows(this.limit(this.sorted(rows, keys)));
+      return;
+    }
+    if (!w) return;
     if (w.kind === 'count') {
       // The last, partial window, if records came since the last one fired.
       if (this.sinceFire > 0) this.fireCount(this.countBuf.slice(-w.count));
