@@ -155,6 +155,15 @@ describe('eKuiper semantics 2: types and comparisons, never JavaScript\'s', () =
     assert.deepEqual(r.out, [{ s: 3 }]);
   });
 
+  it('a failing record leaves no trace in any window: no phantom group, no partial count', () => {
+    const r = run('SELECT k, count(*) AS n, sum(v) AS s FROM s GROUP BY k, TUMBLINGWINDOW(ss, 10)', [{ k: 'a', v: 1, ts: 0 }, { k: 'b', v: 'x', ts: 1 }, { k: 'a', v: 'y', ts: 2 }]);
+    assert.deepEqual(r.out, [{ k: 'a', n: 1, s: 1 }]);
+    assert.equal(r.stats.errors, 2);
+    const c = run('SELECT count(*) AS n, sum(v) AS s FROM s GROUP BY COUNTWINDOW(2, 1)', [{ v: 1, ts: 0 }, { v: 'x', ts: 1 }, { v: 2, ts: 2 }, { v: 3, ts: 3 }]);
+    assert.deepEqual(c.out, [{ n: 2, s: 3 }, { n: 2, s: 5 }]);
+    assert.equal(c.stats.errors, 1, 'reported once, not once per window');
+  });
+
   it('min and max order numbers or strings, not both', () => {
     const r = run('SELECT min(v) AS lo, max(v) AS hi FROM s GROUP BY TUMBLINGWINDOW(ss, 10)', [{ v: 'b', ts: 0 }, { v: 'a', ts: 1 }, { v: 3, ts: 2 }]);
     assert.deepEqual(r.out, [{ lo: 'a', hi: 'b' }]);

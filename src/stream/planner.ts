@@ -56,7 +56,11 @@ export type Row = Record<string, unknown>;
 export interface Env extends EvalEnv { aggs?: unknown[] }
 export type Fn = (row: Row, env: Env) => unknown;
 
-export interface AggSlot { name: string; text: string; pos: Pos; arg?: Fn; make: (meter: Meter) => Acc }
+export interface AggSlot {
+  name: string; text: string; pos: Pos; arg?: Fn; make: (meter: Meter) => Acc;
+  /** Takes numbers only (sum, avg, stddev, percentile, …): a non-number fails the record before any state changes. */
+  numeric: boolean;
+}
 
 /** One `infer(model, …)` call: its arguments are computed per record before the rule sees it. */
 export interface InferCall { model: string; args: Fn[]; text: string }
@@ -600,7 +604,8 @@ class Planner {
     this.aliasScope = scope;
     const int = !e.star && this.isInt(e.args[0]!);
     const make = e.distinct ? (meter: Meter) => distinctAcc(agg.make(extra, int, meter), meter) : (meter: Meter) => agg.make(extra, int, meter);
-    this.aggs.push({ name: e.name, text, pos: e.pos, arg, make });
+    const numeric = ['sum', 'avg', 'stddev', 'stddevs', 'var', 'vars', 'percentile', 'percentile_cont', 'percentile_disc', 'median'].includes(e.name);
+    this.aggs.push({ name: e.name, text, pos: e.pos, arg, make, numeric });
     return this.aggs.length - 1;
   }
 

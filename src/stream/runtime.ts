@@ -1,6 +1,6 @@
 import type { Clock } from '../lib/clock.ts';
 import { EwError } from '../contracts/errors.ts';
-import type { Acc, Meter } from './functions.ts';
+import { showValue, type Acc, type Meter } from './functions.ts';
 import { orderValue, RecordError, type Env, type Plan, type Row } from './planner.ts';
 
 /**
@@ -101,6 +101,8 @@ export class RuleRuntime {
   private readonly scratch: Meter = { cells: 0 };
   private readonly groupCells: number;
   private readonly holding: number[];
+  /** The current record's aggregate inputs (one array, refilled per record). */
+  private readonly vals: unknown[];
   private readonly maxCells: number;
   /** Schemaless streams: referenced fields not seen yet in any record (checked on the first records). */
   private unseen?: Map<string, { name: string; pos: { line: number; col: number } }>;
@@ -121,6 +123,7 @@ export class RuleRuntime {
     const w = plan.window;
     if (w?.kind === 'hopping' && w.size > w.hop && w.size % w.hop === 0) this.panes = new Map();
     this.groupCells = 1 + plan.aggs.length;
+    this.vals = new Array<unknown>(plan.aggs.length);
     // Only collect, percentile and DISTINCT keep values; the others are one number each.
     this.holding = plan.aggs.map((a, i) => (typeof a.make(this.scratch).held === 'function' ? i : -1)).filter((i) => i >= 0);
     this.maxCells = o.maxStateCells ?? DEFAULT_MAX_STATE_CELLS;
@@ -218,13 +221,38 @@ export class RuleRuntime {
     this.meter.cells -= n;
   }
 
-  private addTo(g: Group, row: Row): void {
+  /**
+   * A record's aggregate inputs, computed and checked before any window state changes: a record
+   * that fails leaves no trace in any window (eKuiper ignores an error event in a window).
+   */
+  private evalArgs(row: Row): void {
     const aggs = this.plan.aggs;
+    const vals = this.vals;
+    for (let i = 0; i < aggs.length; i++) {
+      const a = aggs[i]!;
+      let v: unknown;
+      try {
+        v = a.arg!(row, this.env);
+      } catch (e) {
+        throw e instanceof RecordError ? e : new RecordError(a.pos, `${a.text}: ${(e as Error).message}`);
+      }
+      if (a.numeric && typeof v !== 'number' && v !== null && v !== undefined) {
+        throw new RecordError(a.pos, `${a.text}: ${a.name}() needs numbers but got ${showValue(v)}; convert it with cast(x, 'float')`);
+      }
+      vals[i] = v;
+    }
+  }
+
+  /** Adds the values evalArgs computed (for `row`) to a group. */
+  private addTo(g: Group, row: Row): void {
+    const vals = this.vals;
+    const accs = g.accs;
     let i = 0;
     try {
-      for (; i < aggs.length; i++) g.accs[i]!.add(aggs[i]!.arg!(row, this.env));
+      for (; i < accs.length; i++) accs[i]!.add(vals[i]);
     } catch (e) {
-      throw e instanceof RecordError ? e : new RecordError(aggs[i]!.pos, `${aggs[i]!.text}: ${(e as Error).message}`);
+      const a = this.plan.aggs[i]!;
+      throw new RecordError(a.pos, `${a.text}: ${(e as Error).message}`);
     }
     if (g.rows) { g.rows.push(row); this.meter.cells++; }
   }
@@ -288,7 +316,7 @@ export class RuleRuntime {
         // Every record fires the window (eKuiper); only records that pass WHERE are in it.
         if (!(ts > this.watermark || (!this.eventTime && ts >= this.watermark))) { this.late(row); return; }
         const pass = this.passes(row);
-        if (!pass) this.stats.filtered++;
+        if (pass) { this.keyOf(row); this.evalArgs(row); } else this.stats.filtered++; // a failing record is in no window
         this.slidePending.push({ ts, key: null, row, pass });
         this.meter.cells++;
         this.moved(ts);
@@ -300,6 +328,7 @@ export class RuleRuntime {
         return;
       }
       const key = this.keyOf(row);
+      this.evalArgs(row);
       let accepted = false;
       if (w.kind === 'hopping' && w.hop > w.size && ts - Math.floor(ts / w.hop) * w.hop >= w.size) {
         // Between two windows (a hop longer than the size): in none, as in eKuiper.
@@ -384,17 +413,14 @@ export class RuleRuntime {
 
   private pushCount(row: Row, ts: number): void {
     const w = this.plan.window as { kind: 'count'; count: number; interval?: number };
-    let pass = false;
-    try {
-      pass = this.passes(row);
-    } finally {
-      // A record whose WHERE fails (or errs) still counts in the window: it is one of the n records.
-      this.countBuf.push({ ts, key: null, row, pass });
-      this.meter.cells++;
-      this.countTotal++;
-      this.sinceFire++;
-    }
-    if (!pass) this.stats.filtered++;
+    // A record that fails (a type error in WHERE, a key or an aggregate input) is in no window;
+    // one that WHERE filters out still counts: it is one of the n records.
+    const pass = this.passes(row);
+    if (pass) { this.keyOf(row); this.evalArgs(row); } else this.stats.filtered++;
+    this.countBuf.push({ ts, key: null, row, pass });
+    this.meter.cells++;
+    this.countTotal++;
+    this.sinceFire++;
     // eKuiper: COUNTWINDOW(n, i) fires at every i-th record with the last n, once n have arrived.
     const every = w.interval ?? w.count;
     if (this.countTotal < w.count || this.countTotal % every !== 0) return;
@@ -416,6 +442,14 @@ export class RuleRuntime {
     const groups: Groups = new Map();
     for (const r of rows) {
       const key = this.keyOf(r);
+      try {
+        this.evalArgs(r);
+      } catch (e) {
+        // Computed at emission (count and sliding windows): the record is left out of this window.
+        this.stats.errors++;
+        this.o.onError?.(r, e as Error);
+        continue;
+      }
       let g = groups.get(key);
       if (!g) { g = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: r, rows: this.plan.rowsMode ? [] : undefined }; groups.set(key, g); }
       this.addTo(g, r);
