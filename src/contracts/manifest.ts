@@ -44,8 +44,11 @@ const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier:
 // Names starting with "_" are reserved for the site's own streams (such as _egress-audit).
 const ResultName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'letters, digits, "_", "-", "." (at most 128), starting with a letter or digit');
 
+// Stream names starting with "_" are reserved for the site's own streams, as result names are.
+const StreamName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter ("_…" names are reserved for the site)');
+
 export const StreamSpec = z.object({
-  name: Ident,
+  name: StreamName,
   /** MQTT topic filter on the site's device broker (`+` and `#` allowed). */
   topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end'),
   format: z.enum(['json']).default('json'),
