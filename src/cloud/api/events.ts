@@ -254,10 +254,16 @@ export class EventHub {
    * Adds a listener; resolves once it has had its `ready` frame (after any catch-up from
    * `lastEventId`). Throws EVENT_STREAMS_LIMIT when a bound is reached.
    */
-  subscribe(tenantId: string, keyId: string, sink: EventSink, lastEventId?: number): { done: Promise<void>; close: () => void } {
+  /** Throws EVENT_STREAMS_LIMIT when one more stream for the tenant would pass a bound. */
+  checkCapacity(tenantId: string): void {
     const feed = this.feeds.get(tenantId);
     if (this.count >= this.limits.total) throw new EwError('EVENT_STREAMS_LIMIT', `this cloud replica already serves ${this.limits.total} live event streams; close unused console tabs or try again later`);
-    if (feed && feed.subs.size >= this.limits.perTenant) throw new EwError('EVENT_STREAMS_LIMIT', `this tenant already has ${this.limits.perTenant} live event streams open; close unused console tabs`);
+    if (feed && feed.subs.size + feed.joining.length >= this.limits.perTenant) throw new EwError('EVENT_STREAMS_LIMIT', `this tenant already has ${this.limits.perTenant} live event streams open; close unused console tabs`);
+  }
+
+  subscribe(tenantId: string, keyId: string, sink: EventSink, lastEventId?: number): { done: Promise<void>; close: () => void } {
+    this.checkCapacity(tenantId);
+    const feed = this.feeds.get(tenantId);
     const s: Subscriber = { tenantId, keyId, sink, lastEventId, closed: false };
     this.count++;
     let f = feed;
@@ -341,8 +347,8 @@ export function registerEvents(app: FastifyInstance, hub: EventHub): void {
       destroy: () => { res.destroy(); },
     };
     // Throws EVENT_STREAMS_LIMIT (a normal JSON error) before anything is written.
-    // The feed writes nothing before its first store read, so the headers below go out first.
-    const sub = hub.subscribe(req.tenantId, req.apiKeyId, sink, last !== undefined ? Number(last) : undefined);
+    // A bound reached is a normal JSON error, so it is checked before the stream's headers go out.
+    hub.checkCapacity(req.tenantId);
     reply.hijack();
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
@@ -352,6 +358,7 @@ export function registerEvents(app: FastifyInstance, hub: EventHub): void {
       connection: 'keep-alive',
     });
     res.write('retry: 2000\n\n');
+    const sub = hub.subscribe(req.tenantId, req.apiKeyId, sink, last !== undefined ? Number(last) : undefined);
     req.raw.on('close', () => sub.close());
     res.on('error', () => sub.close());
     await sub.done;
