@@ -215,3 +215,16 @@ export function rateOf<S extends { t: number }>(samples: readonly S[], value: (s
   }
   return [xs, ys];
 }
+
+/** The top-level numeric fields of a stream's results (up to 4), as chart series over time. */
+export function numericSeries(rows: readonly Result[]): { keys: string[]; data: (number | null)[][] } {
+  const keys: string[] = [];
+  for (const r of rows) {
+    if (r.data && typeof r.data === 'object') for (const [k, v] of Object.entries(r.data)) if (typeof v === 'number' && !keys.includes(k) && keys.length < 4) keys.push(k);
+  }
+  const pts = rows.filter((r) => r.data && typeof r.data === 'object');
+  // uPlot needs increasing x: results of one second are spread by their order.
+  const xs: number[] = [];
+  for (const r of pts) xs.push(Math.max(r.at / 1000, (xs[xs.length - 1] ?? -Infinity) + 0.001));
+  return { keys, data: [xs, ...keys.map((k) => pts.map((r) => { const v = (r.data as Record<string, unknown>)[k]; return typeof v === 'number' ? v : null; }))] };
+}
