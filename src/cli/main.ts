@@ -80,6 +80,8 @@ export function buildProgram(): Command {
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
   .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
   .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--console-dir <dir>', 'serve this web console build at / (default: console/dist of this install)')
+    .option('--no-console', 'do not serve the web console (the API only)')
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
@@ -92,6 +94,7 @@ export function buildProgram(): Command {
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
+        consoleDir: o.console === false ? false : o.consoleDir,
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
