@@ -179,9 +179,18 @@ describe('live store', () => {
     assert.deepEqual([...s.sites.keys()], ['b']);
     s.apply({ event: 'rollouts', data: JSON.stringify({ items: [mkRollout({ phase: 'paused' })] }) }, 0);
     assert.equal(s.rollouts.get('dep-1')!.phase, 'paused');
+    // A frame read before an operator's action does not undo what the action's answer showed.
+    s.apply({ event: 'rollouts', data: JSON.stringify({ items: [mkRollout({ phase: 'baking', updatedAt: 5 })] }) }, 0);
+    assert.equal(s.rollouts.get('dep-1')!.phase, 'baking');
+    s.apply({ event: 'rollouts', data: JSON.stringify({ items: [mkRollout({ phase: 'paused', updatedAt: 9 })] }) }, 0);
+    s.apply({ event: 'rollouts', data: JSON.stringify({ items: [mkRollout({ phase: 'baking', updatedAt: 5 })] }) }, 0);
+    assert.equal(s.rollouts.get('dep-1')!.phase, 'paused');
+    s.setRollouts([mkRollout({ phase: 'baking', updatedAt: 5 }), mkRollout({ id: 'dep-2' })]);
+    assert.equal(s.rollouts.get('dep-1')!.phase, 'paused');
+    assert.deepEqual([...s.rollouts.keys()].sort(), ['dep-1', 'dep-2']);
     s.apply({ event: 'future-kind', data: '{}' }, 0);
     s.apply({ event: 'results', data: 'not json' }, 0);
-    assert.equal(notified, 4, 'unknown or broken events change nothing');
+    assert.equal(notified, 8, 'unknown or broken events change nothing');
   });
 
   it('keeps results and alerts in bounded rings and counts unseen alerts', () => {

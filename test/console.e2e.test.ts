@@ -114,7 +114,26 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByLabel('Labels', { exact: true }).fill('=nokey');
     await page.getByRole('button', { name: 'Create join token' }).click();
     await page.getByRole('alert').filter({ hasText: 'VALIDATION_FAILED' }).waitFor();
+    // An error from the API itself is shown where it happened, with its code and field.
+    await page.getByLabel('Labels', { exact: true }).fill('city=paris');
+    await page.getByLabel('Valid for (hours)').fill('1000');
+    await page.getByRole('button', { name: 'Create join token' }).click();
+    await page.getByRole('alert').filter({ hasText: 'ttlSeconds' }).filter({ hasText: 'VALIDATION_FAILED' }).waitFor();
     await shot('tokens');
+  });
+
+  it('shows an app\'s versions, manifest and the diff between versions; endpoints honestly', async () => {
+    await page.getByRole('link', { name: 'Apps' }).click();
+    await page.getByRole('link', { name: 'guard' }).click();
+    await page.getByRole('heading', { name: 'Diff between versions' }).waitFor();
+    const diff = page.getByLabel('diff from 1.0.0 to 2.0.0');
+    await diff.waitFor();
+    assert.match(await diff.textContent() ?? '', /- removed: *"topic": "plant\/\+\/1_0_0"\+ added: *"topic": "plant\/\+\/2_0_0"/);
+    await page.getByRole('status').filter({ hasText: '2 lines added, 2 removed' }).waitFor();
+    await shot('apps');
+    await page.getByRole('link', { name: 'Endpoints' }).click();
+    await page.getByText('No endpoint is served').waitFor();
+    await shot('endpoints');
   });
 
   it('pauses and resumes a rollout', async () => {

@@ -37,7 +37,7 @@ export function StreamIndicator({ s }: { s: StreamState }) {
     : s.state === 'connecting' ? 'Connecting…'
       : s.state === 'reconnecting' ? `Reconnecting in ${Math.ceil(s.retryInMs / 1000)} s — ${s.error.message}`
         : s.state === 'unauthenticated' ? 'Signed out' : 'Stopped';
-  return <span className={`stream stream-${s.state}`} role="status" aria-live="polite" data-testid="stream-state">{text}</span>;
+  return <span className={`stream stream-${s.state}`} role="status" aria-live="polite" title={text} data-testid="stream-state">{text}</span>;
 }
 
 export function Section({ title, children, actions }: { title: string; children: ReactNode; actions?: ReactNode }) {

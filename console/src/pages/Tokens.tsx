@@ -7,7 +7,7 @@ import { ago, can, parseLabelFilter } from '../state/derive.ts';
 import type { CreatedToken, JoinToken } from '../types.ts';
 
 export function TokensPage() {
-  const { api, me } = useApp();
+  const { api, me, live } = useApp();
   const now = useNow(5000);
   const list = useApi<{ items: JoinToken[] }>('/api/v1/tokens');
   const [created, setCreated] = useState<CreatedToken>();
@@ -49,7 +49,7 @@ export function TokensPage() {
       <h1 tabIndex={-1}>Join tokens</h1>
       {can(me.permissions, 'tokens:write') ? (
         <Section title="Enroll a new site">
-          <form className="form" onSubmit={(e) => { e.preventDefault(); void create.run(); }}>
+          <form className="form" noValidate onSubmit={(e) => { e.preventDefault(); void create.run(); }}>
             <label htmlFor="tok-labels">Labels</label>
             <input id="tok-labels" value={labels} onChange={(e) => setLabels(e.target.value)} placeholder="city=hangzhou industry=manufacturing" aria-describedby="tok-labels-help" />
             <span id="tok-labels-help" className="muted">key=value pairs, separated by spaces or commas; deployments pick sites by these.</span>
@@ -86,7 +86,7 @@ export function TokensPage() {
                       <th scope="row"><code>{t.id}</code>{t.description ? <div className="muted">{t.description}</div> : null}</th>
                       <td>{t.region}</td>
                       <td><Labels labels={t.labels} /></td>
-                      <td><Badge kind={state === 'unused' ? 'online' : 'offline'}>{state}</Badge>{t.siteId ? <> by <Link to={`/sites/${encodeURIComponent(t.siteId)}`}>{t.siteId}</Link></> : null}{state === 'unused' ? <span className="muted"> expires {new Date(t.expiresAt).toLocaleString()}</span> : null}</td>
+                      <td><Badge kind={state === 'unused' ? 'online' : 'offline'}>{state}</Badge>{t.siteId ? <> by <Link to={`/sites/${encodeURIComponent(t.siteId)}`}>{live.sites.get(t.siteId)?.name ?? t.siteId}</Link></> : null}{state === 'unused' ? <span className="muted"> expires {new Date(t.expiresAt).toLocaleString()}</span> : null}</td>
                       <td>{ago(t.createdAt, now)}</td>
                       <td>{state !== 'used' && can(me.permissions, 'tokens:write') ? <button type="button" className="danger" disabled={remove.busy} onClick={() => void remove.run(t.id)}>Delete<span className="sr-only"> token {t.id}</span></button> : null}</td>
                     </tr>

@@ -98,9 +98,20 @@ export class LiveStore {
   }
 
   setRollouts(list: readonly Rollout[]): void {
-    this.rollouts.clear();
-    for (const r of list) this.rollouts.set(r.id, r);
+    const ids = new Set(list.map((r) => r.id));
+    for (const id of [...this.rollouts.keys()]) if (!ids.has(id)) this.rollouts.delete(id);
+    for (const r of list) this.upsertRollout(r);
     this.changed();
+  }
+
+  /**
+   * Keeps the newer of two states of a rollout (by `updatedAt`): an operator's action answered
+   * by the API is not undone by a stream frame or a list read that started before it.
+   */
+  upsertRollout(r: Rollout): void {
+    const cur = this.rollouts.get(r.id);
+    if (cur && cur.updatedAt > r.updatedAt) return;
+    this.rollouts.set(r.id, r);
   }
 
   private dropSite(id: string): void {
@@ -156,7 +167,7 @@ export class LiveStore {
         for (const s of (data.items ?? []) as Site[]) this.upsertSite(s, nowMs);
         break;
       case 'rollouts':
-        for (const r of (data.items ?? []) as Rollout[]) this.rollouts.set(r.id, r);
+        for (const r of (data.items ?? []) as Rollout[]) this.upsertRollout(r);
         break;
       case 'gap':
         this.skipped += Math.max(0, (data.to ?? 0) - (data.from ?? 0));
