@@ -23,6 +23,8 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
   let browser: Browser;
   let page: Page;
   let canaryDeployment: string;
+  const requested: string[] = [];
+  const consoleProblems: string[] = [];
   const shot = (name: string) => page.screenshot({ path: `${SHOTS}${name}.png`, fullPage: true });
   const app = (version: string) => ({
     apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'guard', version },
@@ -50,6 +52,9 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.setDefaultTimeout(30_000);
+    page.on('request', (r) => requested.push(r.url()));
+    page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') consoleProblems.push(m.text()); });
+    page.on('pageerror', (e) => consoleProblems.push(`uncaught: ${e.message}`));
   });
 
   after(async () => {
@@ -63,9 +68,13 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByLabel('API key').fill(`ewk_${'x'.repeat(43)}`);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('alert').filter({ hasText: 'UNAUTHENTICATED' }).waitFor();
+    // By keyboard: the key field has focus, Enter signs in.
     await page.getByLabel('API key').fill(cloud.adminKey);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Fleet', level: 1 }).waitFor();
+    await page.locator('body').focus();
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Skip to content', 'the first Tab reaches the skip link');
     await page.locator('[data-testid=site-card][data-state=online]').nth(2).waitFor();
     assert.equal(await page.locator('[data-testid=site-card][data-state=online]').count(), 3);
     assert.equal(await page.getByTestId('sites-online').textContent(), '3');
@@ -202,6 +211,16 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await cloud.restart();
     await page.getByTestId('stream-state').filter({ hasText: 'Live' }).waitFor({ timeout: 60_000 });
     await page.locator('[data-testid=site-card][data-state=online]').nth(2).waitFor({ timeout: 60_000 });
+  });
+
+  it('loaded nothing from another origin, broke no CSP rule, threw nothing', () => {
+    const origin = new URL(cloud.url).origin;
+    assert.ok(requested.length > 10);
+    assert.deepEqual(requested.filter((u) => !u.startsWith(`${origin}/`) && !u.startsWith('data:')), [], 'every request went to the cloud itself');
+    // The only errors expected are the refused requests the tests provoke (401, the cloud down).
+    const unexpected = consoleProblems.filter((t) => !/Failed to load resource|ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET/.test(t));
+    assert.deepEqual(unexpected, []);
+    assert.equal(consoleProblems.some((t) => /Content Security Policy|Refused to/.test(t)), false);
   });
 
   it('sends a revoked key back to sign-in with a message', async () => {
