@@ -204,6 +204,8 @@ describe('live store', () => {
     assert.equal(s.unseenAlerts, 0);
     s.apply({ event: 'gap', data: JSON.stringify({ from: 10, to: 110 }) }, 0);
     assert.equal(s.skipped, 100);
+    s.apply({ event: 'results', data: JSON.stringify({ items: [mkResult(99, '_egress-audit')] }) }, 0);
+    assert.equal(s.results.last()!.seq, 12, 'the platform\'s own streams are not shown as results');
   });
 
   it('counts results per second per site, zero-filled, for the throughput charts', () => {
@@ -362,7 +364,7 @@ describe('formatting and live charts', () => {
 
   it('charts the numeric fields of a stream\'s results with increasing x', () => {
     const rows: Result[] = [
-      { ...mkResult(1, 's'), at: 1000, data: { temp: 20, name: 'a', hum: 1 } },
+      { ...mkResult(1, 's'), at: 1000, data: { temp: 20, name: 'a', at: 1796011240000, windowEnd: 1796011240000, hum: 1 } },
       { ...mkResult(2, 's'), at: 1000, data: { temp: 21 } },
       { ...mkResult(3, 's'), at: 2000, data: 'not an object' },
     ];

@@ -134,6 +134,8 @@ export class LiveStore {
 
   private addResults(items: readonly Result[]): void {
     for (const r of items) {
+      // Streams named with a leading "_" are the platform's own (the egress audit), not results.
+      if (r.stream.startsWith('_')) continue;
       this.results.push(r);
       if (isAlert(r)) {
         this.alerts.push(r);
@@ -227,11 +229,18 @@ export function rateOf<S extends { t: number }>(samples: readonly S[], value: (s
   return [xs, ys];
 }
 
-/** The top-level numeric fields of a stream's results (up to 4), as chart series over time. */
+/** A field that holds a time (epoch ms or s), not a measurement: it would flatten every other series. */
+function isTimeField(k: string, v: number): boolean {
+  return /^(at|ts|time|timestamp|t)$|(At|Time|_at|_ts)$/.test(k) || v > 1e11;
+}
+
+/** The top-level numeric fields of a stream's results (up to 4, times left out), as chart series. */
 export function numericSeries(rows: readonly Result[]): { keys: string[]; data: (number | null)[][] } {
   const keys: string[] = [];
   for (const r of rows) {
-    if (r.data && typeof r.data === 'object') for (const [k, v] of Object.entries(r.data)) if (typeof v === 'number' && !keys.includes(k) && keys.length < 4) keys.push(k);
+    if (r.data && typeof r.data === 'object') {
+      for (const [k, v] of Object.entries(r.data)) if (typeof v === 'number' && !keys.includes(k) && keys.length < 4 && !isTimeField(k, v)) keys.push(k);
+    }
   }
   const pts = rows.filter((r) => r.data && typeof r.data === 'object');
   // uPlot needs increasing x: results of one second are spread by their order.
