@@ -171,8 +171,12 @@ describe('live store', () => {
     const s = new LiveStore();
     let notified = 0;
     s.subscribe(() => notified++);
+    s.setListError({ code: 'STORE_UNAVAILABLE', message: 'db down' });
+    assert.deepEqual(s.listError, { code: 'STORE_UNAVAILABLE', message: 'db down' });
+    assert.equal(s.sitesLoaded, false);
     s.setSites([mkSite('a'), mkSite('b')], 0);
     assert.equal(s.sitesLoaded, true);
+    assert.equal(s.listError, undefined, 'a good read clears the error');
     s.apply({ event: 'sites', data: JSON.stringify({ items: [mkSite('a', { state: 'offline' })] }) }, 0);
     assert.equal(s.sites.get('a')!.state, 'offline');
     s.setSites([mkSite('b')], 0);
@@ -190,7 +194,7 @@ describe('live store', () => {
     assert.deepEqual([...s.rollouts.keys()].sort(), ['dep-1', 'dep-2']);
     s.apply({ event: 'future-kind', data: '{}' }, 0);
     s.apply({ event: 'results', data: 'not json' }, 0);
-    assert.equal(notified, 8, 'unknown or broken events change nothing');
+    assert.equal(notified, 9, 'unknown or broken events change nothing');
   });
 
   it('keeps results and alerts in bounded rings and counts unseen alerts', () => {

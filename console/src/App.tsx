@@ -35,6 +35,8 @@ function usePath(): [string, (to: string) => void] {
 export function Root() {
   const [key, setKey] = useState(() => loadKey(sessionStorage));
   const [me, setMe] = useState<Me>();
+  const [meError, setMeError] = useState<ApiError>();
+  const [attempt, setAttempt] = useState(0);
   const [notice, setNotice] = useState(() => takeNotice(sessionStorage));
   const [path, navigate] = usePath();
 
@@ -50,14 +52,31 @@ export function Root() {
   useEffect(() => {
     if (!api) return;
     let live = true;
+    setMeError(undefined);
+    // A refused key signs out (onUnauthenticated); any other failure keeps the key and offers a retry.
     api.get<Me>('/api/v1/me').then((m) => { if (live) setMe(m); }, (e: ApiError) => {
-      if (live && e.status !== 401) signOut(`Could not sign in: ${e.message} (${e.code}).`);
+      if (live && e.status !== 401) setMeError(e);
     });
     return () => { live = false; };
-  }, [api, signOut]);
+  }, [api, signOut, attempt]);
 
   if (!key || !api) return <SignIn notice={notice} onKey={(k) => { saveKey(sessionStorage, k); setNotice(undefined); setKey(k); }} />;
-  if (!me) return <main className="center"><p role="status">Signing in…</p></main>;
+  if (!me) {
+    return (
+      <main className="center">
+        {meError ? (
+          <div className="card signin">
+            <h1>Edgeweave console</h1>
+            <ErrorBox error={meError} title="Cannot reach the cloud" />
+            <div className="actions">
+              <button type="button" onClick={() => setAttempt((n) => n + 1)}>Try again</button>
+              <button type="button" className="danger" onClick={() => signOut()}>Sign out</button>
+            </div>
+          </div>
+        ) : <p role="status">Signing in…</p>}
+      </main>
+    );
+  }
   return <SignedIn api={api} me={me} path={path} navigate={navigate} signOut={signOut} />;
 }
 
@@ -104,9 +123,10 @@ function SignedIn({ api, me, path, navigate, signOut }: { api: ApiClient; me: Me
   useEffect(() => {
     // The lists come from the API; the stream brings changes. On every (re)connection the lists
     // are read again, so nothing that changed while the stream was down stays stale.
+    const failed = (e: unknown) => live.setListError(e instanceof ApiError ? e : new ApiError(0, 'CLIENT', (e as Error).message));
     const refresh = () => {
-      api.get<{ items: Site[] }>('/api/v1/sites').then((r) => live.setSites(r.items, Date.now()), () => {});
-      if (can(me.permissions, 'deployments:read')) api.get<{ items: Rollout[] }>('/api/v1/rollouts').then((r) => live.setRollouts(r.items), () => {});
+      api.get<{ items: Site[] }>('/api/v1/sites').then((r) => live.setSites(r.items, Date.now()), failed);
+      if (can(me.permissions, 'deployments:read')) api.get<{ items: Rollout[] }>('/api/v1/rollouts').then((r) => live.setRollouts(r.items), failed);
     };
     refresh();
     const c = connectEvents({

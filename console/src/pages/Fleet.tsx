@@ -1,7 +1,8 @@
 import { useMemo, useState } from 'react';
 import { Link } from '../App.tsx';
 import { useLive, useNow } from '../hooks.ts';
-import { Badge, Empty, Labels } from '../components/ui.tsx';
+import { Badge, Empty, ErrorBox, Labels } from '../components/ui.tsx';
+import { ApiError } from '../lib/api.ts';
 import { Chart } from '../components/Chart.tsx';
 import { ago, fleetCounts, groupByRegion, parseLabelFilter, siteMatches } from '../state/derive.ts';
 
@@ -31,7 +32,8 @@ export function FleetPage() {
         <span id="label-filter-help" className={parsed.ok ? 'muted' : 'error-text'}>{parsed.ok ? 'key=value, key!=value or key; region=… also filters by region' : parsed.error}</span>
       </div>
       <Chart title="Results per second, whole fleet" series={['results/s']} data={rate} height={140} />
-      {!loaded ? <p role="status" className="muted">Loading sites…</p>
+      {live.listError ? <ErrorBox error={new ApiError(0, live.listError.code, live.listError.message)} title="Cannot list sites" /> : null}
+      {!loaded ? (live.listError ? null : <p role="status" className="muted">Loading sites…</p>)
         : all.length === 0 ? <Empty>No sites yet. Create a <Link to="/tokens">join token</Link> and run its one-line command on an edge machine.</Empty>
           : shown.length === 0 ? <Empty>No site matches this filter.</Empty>
             : groups.map((g) => (

@@ -1,6 +1,7 @@
 import { Link } from '../App.tsx';
 import { useAction, useApp, useLive, useNow } from '../hooks.ts';
-import { Badge, Empty, ErrorBox, Section } from '../components/ui.tsx';
+import { Badge, Empty, ErrorBox } from '../components/ui.tsx';
+import { ApiError } from '../lib/api.ts';
 import { ago, allowedActions, can, gateReadings, rolloutProgress, type RolloutAction } from '../state/derive.ts';
 import type { Rollout } from '../types.ts';
 
@@ -13,6 +14,7 @@ export function RolloutsPage({ id }: { id?: string }) {
   return (
     <div>
       <h1 tabIndex={-1}>{id ? <><Link to="/rollouts">Rollouts</Link> / {one ? `${one.app}@${one.version}` : id}</> : 'Rollouts'}</h1>
+      {live.listError ? <ErrorBox error={new ApiError(0, live.listError.code, live.listError.message)} title="Cannot list rollouts" /> : null}
       {id ? (one ? <RolloutView r={one} detailed /> : <Empty>{live.sitesLoaded ? `No rollout ${id}.` : 'Loading…'}</Empty>)
         : list.length === 0 ? <Empty>No rollouts yet. Deploy an app version to a pool: <code>edgeweave deploy</code>.</Empty>
           : list.map((r) => <RolloutView key={r.id} r={r} />)}

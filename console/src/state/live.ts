@@ -58,6 +58,8 @@ export class LiveStore {
   stream: StreamState = { state: 'connecting', attempt: 0 };
   /** Whether a full site list has arrived (before it, pages show "loading", not "no sites"). */
   sitesLoaded = false;
+  /** Why the last list read failed (shown on the pages that need it; cleared by the next success). */
+  listError?: { code: string; message: string };
   /** Results the server said it skipped (backlog over its bound) since sign-in. */
   skipped = 0;
   /** Alerts that arrived since the operator last looked at the alerts list. */
@@ -94,6 +96,12 @@ export class LiveStore {
     for (const id of [...this.sites.keys()]) if (!ids.has(id)) this.dropSite(id);
     for (const s of list) this.upsertSite(s, nowMs);
     this.sitesLoaded = true;
+    this.listError = undefined;
+    this.changed();
+  }
+
+  setListError(e: { code: string; message: string }): void {
+    this.listError = { code: e.code, message: e.message };
     this.changed();
   }
 
