@@ -117,6 +117,11 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('button', { name: 'Create join token' }).click();
     const cmd = await page.getByTestId('install-command').textContent();
     assert.match(cmd ?? '', new RegExp(`^npx edgeweave edge --cloud ${cloud.url.replace(/[.]/g, '\\.')} --token ewj_\\S+ --data-dir /var/lib/edgeweave$`));
+    // "Copy command" puts exactly that line on the clipboard.
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(cloud.url).origin });
+    await page.getByRole('button', { name: 'Copy command' }).click();
+    await page.getByRole('button', { name: 'Copied' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), cmd);
     const tokens = (await cloud.api('GET', '/api/v1/tokens')).body.items as { region: string; labels: Record<string, string> }[];
     assert.ok(tokens.some((t) => t.region === 'paris' && t.labels.city === 'paris' && t.labels.industry === 'retail'), 'the token exists in the API with its labels');
     // A bad label is refused where it was typed, with a code.
