@@ -17,6 +17,7 @@ import type { HttpTimeouts } from '../lib/http.ts';
 import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
+import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
 import { hashSecret, newId, newSecret } from '../lib/secrets.ts';
@@ -75,6 +76,10 @@ export interface CloudConfig {
    * printed once.
    */
   adminKeyFile?: string;
+  /** The built web console to serve at `/`. Default console/dist of this install; false: none. */
+  consoleDir?: string | false;
+  /** Bounds of the live event stream (GET /api/v1/events); defaults in api/events.ts. */
+  eventStreams?: Partial<EventStreamLimits>;
   clock?: Clock;
   log?: Logger;
 }
@@ -167,6 +172,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
+  registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
   url = address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1');
   if (!tls) log.warn('serving plain HTTP and MQTT: terminate TLS in front of this cloud, or start it with --tls-cert and --tls-key');

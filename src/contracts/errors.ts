@@ -64,6 +64,8 @@ export const ERROR_CODES = {
   DATA_DIR_INVALID: { status: 500, meaning: 'The data directory cannot be used (permissions, corrupt state).' },
   // MQTT payloads (reported in logs and counters, not HTTP)
   MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
+  // Live event streams (the console)
+  EVENT_STREAMS_LIMIT: { status: 429, meaning: 'Too many live event streams are open (for this tenant, or on this cloud replica).' },
   // Server side
   STORE_UNAVAILABLE: { status: 503, meaning: 'The state store (SQLite or PostgreSQL) failed or is unreachable.' },
   INTERNAL: { status: 500, meaning: 'An unexpected error; the server logs carry the request id.' },

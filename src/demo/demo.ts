@@ -194,6 +194,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       '',
       'Edgeweave demo is running.',
       '',
+      `  Web console    ${url}/   (sign in with the admin API key)`,
       `  Cloud API      ${url}   (OpenAPI: ${url}/openapi.json)`,
       `  Admin API key  ${adminKey}`,
       '',
