@@ -43,6 +43,13 @@ export const SiteStatusBody = z.object({
     in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), dropped: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
   })).max(1000).optional(),
   deadLetters: z.number().int().nonnegative().optional(),
+  /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
+  sources: z.array(z.object({
+    app: z.string(), stream: z.string(), protocol: z.enum(['opcua', 'modbus']), endpoint: z.string().max(500),
+    state: z.enum(['connecting', 'connected', 'disconnected', 'closed']), lastValueAt: z.number().nullable(),
+    values: z.number(), records: z.number(), errors: z.number(), reconnects: z.number(),
+    lastError: z.object({ code: z.string(), message: z.string().max(2000), at: z.number() }).optional(),
+  })).max(1000).optional(),
   models: z.array(z.object({
     app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: z.string().max(32).optional(), error: z.string().max(2000).optional(),
     download: z.object({ received: z.number(), total: z.number() }).optional(),

@@ -14,6 +14,9 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
+import { SourceHost, siteSecret } from './sources/host.ts';
+import { quietOpcua } from './sources/opcua-quiet.ts';
+import { WriteAudit, WriteHost } from './writes.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
 import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
@@ -165,7 +168,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
   devices.onMessage((m) => router.onMessage(m.topic, m.payload));
-  router.onFiltersChanged((filters) => void devices.setFilters(filters));
+  // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
+  router.onFiltersChanged((filters) => void devices.setFilters(filters.filter((f) => f !== '')));
   await devices.start();
   const audit = new EgressAudit(db, clock, registry);
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
@@ -192,15 +196,22 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   supervisor.register(models);
   // The pump exists once the link does; sinks only reach it through this late-bound call.
   let notifyOutbox = () => {};
+  // Industrial write-back: guarded by each app's write policy, every attempt in the write audit.
+  quietOpcua((level, msg) => log[level]({ component: 'node-opcua' }, msg));
+  const writeAudit = new WriteAudit(db, clock, registry);
+  const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => siteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
     infer: (app, model, args) => models.inferRow(app, model, args),
     sinkContext: (app, rule, allowedFields) => ({
-      siteId, app, rule, outbox, audit, log, clock, allowedFields,
+      siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
   });
   supervisor.register(rules);
+  // After the rules: a source's first record finds the rules that read its stream.
+  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
+  supervisor.register(sources);
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
     const d = JSON.parse(stored.body) as DesiredState;
@@ -217,7 +228,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
     system: systemFacts(cfg.dataDir), runtimes, accelerators,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total,
+    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
       return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary() };
@@ -260,6 +271,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       const items = dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit });
       return { total: dead.total, items: items.map(({ payload, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
     }
+    if (method === 'writes') {
+      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
+      return { items: writeAudit.list({ app: typeof params.app === 'string' ? params.app : undefined, limit }) };
+    }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
   const link = new CloudLink({
@@ -283,7 +298,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models });
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, sources, writeAudit });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -295,6 +310,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       stopHeartbeat();
       stopAudit();
       rules.close();
+      await sources.close();
       await api.close();
       await devices.close();
       await link.stop();
@@ -320,6 +336,8 @@ interface LocalApiDeps {
   audit: EgressAudit;
   rules: RuleHost;
   models: ModelHost;
+  sources: SourceHost;
+  writeAudit: WriteAudit;
 }
 
 /**
@@ -357,6 +375,9 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  r.get('/api/v1/sources', async () => ({ items: d.sources.statuses() }));
+  r.get('/api/v1/writes', { schema: { querystring: z.object({ app: z.string().optional(), result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) } },
+    async (req) => ({ items: d.writeAudit.list(req.query) }));
   registerOip(app, d.models);
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
