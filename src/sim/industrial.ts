@@ -64,8 +64,6 @@ export interface OpcuaSimOptions {
   users?: Record<string, string>;
   /** Refuse anonymous sessions. Default false. */
   noAnonymous?: boolean;
-  /** Security modes offered. Default None only; the security tests add SignAndEncrypt. */
-  secure?: boolean;
 }
 
 /** An OPC UA server exposing Machine1 (spindle speed, temperature, vibration, setpoint, running, part count). */
@@ -99,8 +97,10 @@ export class OpcuaMachineSim {
       nodeset_filename: [ua.nodesets.standard],
       serverCertificateManager: certificateManager,
       allowAnonymous: !this.o.noAnonymous,
-      securityModes: this.o.secure ? [ua.MessageSecurityMode.None, ua.MessageSecurityMode.SignAndEncrypt] : [ua.MessageSecurityMode.None],
-      securityPolicies: this.o.secure ? [ua.SecurityPolicy.None, ua.SecurityPolicy.Basic256Sha256] : [ua.SecurityPolicy.None],
+      // Like a real PLC: an open endpoint and a signed-and-encrypted one. Basic256Sha256 also
+      // encrypts user passwords sent over the open endpoint.
+      securityModes: [ua.MessageSecurityMode.None, ua.MessageSecurityMode.Sign, ua.MessageSecurityMode.SignAndEncrypt],
+      securityPolicies: [ua.SecurityPolicy.None, ua.SecurityPolicy.Basic256Sha256],
       userManager: { isValidUser: (u: string, p: string) => users[u] !== undefined && users[u] === p },
       buildInfo: { productName: 'Edgeweave machine simulator', manufacturerName: 'Edgeweave' },
       // The simulator is a lab machine: no limits to trip a benchmark with 1,000 items.

@@ -165,7 +165,10 @@ export class OpcuaSource extends SourceBase {
     };
     client.on('connection_lost', () => lost('connection lost'));
     client.on('close', () => lost('closed'));
+    // node-opcua's own recovery is off (maxRetry 0); if it starts one anyway, ours takes over.
+    client.on('start_reconnection', () => lost('reconnection started'));
     session.on('session_closed', () => lost('session closed'));
+    session.on('keepalive_failure', () => lost('session keep-alive failed'));
     try {
       // One Read first: it finds nodes that do not exist and gives every field a value.
       const first = await session.read(this.fields.map((f) => ({ nodeId: f.node, attributeId: ua.AttributeIds.Value })));
@@ -206,6 +209,13 @@ export class OpcuaSource extends SourceBase {
     });
     if (gen !== this.generation) return;
     this.subscription = sub;
+    // A subscription the server forgot (a restart) or timed out ends here: rebuild everything.
+    sub.on('terminated', () => {
+      if (gen !== this.generation || this.closed) return;
+      this.fail('SOURCE_UNREACHABLE', `${s.endpoint}: the subscription ended; reconnecting`);
+      void this.teardown().then(() => this.later(() => void this.connect()));
+    });
+    sub.on('internal_error', (e: Error) => this.d.log.warn({ app: this.d.app, stream: this.d.stream, err: e.message }, 'opcua subscription error'));
     // With publishing slower than sampling, the server queues samples per item: size the queue
     // so that none is dropped between two publishes.
     const queueSize = Math.min(1000, Math.max(1, Math.ceil(s.publishingIntervalMs / Math.max(1, s.samplingIntervalMs)) + 1));
