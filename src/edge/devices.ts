@@ -4,7 +4,7 @@ import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../lib/logger.ts';
 import { TOPIC_ROOT } from '../contracts/topics.ts';
 
-export interface DeviceMessage { topic: string; payload: Buffer; clientId: string }
+export interface DeviceMessage { topic: string; payload: Buffer; clientId: string; properties?: import('./mqtt5.ts').Mqtt5Properties }
 
 /**
  * Where a site's device data comes from, with two implementations that pass one conformance

@@ -64,6 +64,8 @@ export interface EdgeConfig {
   deviceBroker?: string;
   deviceBrokerUsername?: string;
   deviceBrokerPassword?: string;
+  /** MQTT version towards that broker: 5 passes devices' MQTT 5 properties to streams (docs/industrial.md). Default 4. */
+  deviceBrokerMqttVersion?: 4 | 5;
   /**
    * Files holding the secrets this agent checks (only their sha256 is stored): the local API
    * key and the device password (username `device`). Default: generated on first start and
@@ -159,7 +161,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 
   // 3. Device broker, and the streams that route its messages to rules.
   const devices: DeviceSource = cfg.deviceBroker
-    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
+    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, protocolVersion: cfg.deviceBrokerMqttVersion, log })
     : new DeviceBroker({
       port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
       tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
@@ -167,7 +169,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     });
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
-  devices.onMessage((m) => router.onMessage(m.topic, m.payload));
+  devices.onMessage((m) => router.onMessage(m.topic, m.payload, m.properties));
   // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
   router.onFiltersChanged((filters) => void devices.setFilters(filters.filter((f) => f !== '')));
   await devices.start();
