@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, mkdirSync, writeFileSync } from 'node:fs';
+import { rmSync, mkdirSync, writeFileSync, readdirSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { openEdgeDb, type EdgeDb } from '../src/edge/db.ts';
@@ -153,6 +153,24 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     assert.match(pw.message, /site secret "missing-secret"/);
     await stop(a);
     await stop(b);
+  });
+
+  it('a server certificate not in the trust list is refused (SignAndEncrypt) until the operator trusts it', async () => {
+    const fields = { vibration: OPCUA_NODES.vibration };
+    const app = await run('opc-secure', {
+      streams: [{ name: 'm', source: { opcua: { endpoint: opc.endpoint, securityMode: 'SignAndEncrypt', securityPolicy: 'Basic256Sha256', mode: 'poll', intervalMs: 100, fields } } }],
+      rules: [{ name: 'all', sql: 'SELECT * FROM m', sinks: [{ memory: 'opc_secure' }] }],
+    });
+    const err = await waitFor('the refusal', () => statusOf('opc-secure').lastError, 30_000);
+    assert.equal(err.code, 'SOURCE_SECURITY', err.message);
+    assert.match(err.message, /not trusted.*move it from .*pki\/opcua\/rejected to .*pki\/opcua\/trusted\/certs/);
+    assert.equal(mem('opc_secure').length, 0, 'nothing read from an untrusted server');
+    // The operator trusts it: the rejected certificate moves to trusted/certs; the next retry connects.
+    const pki = join(dir, 'pki', 'opcua');
+    const rejected = await waitFor('the rejected certificate', () => readdirSync(join(pki, 'rejected')).find((f) => f.endsWith('.pem') || f.endsWith('.der')));
+    renameSync(join(pki, 'rejected', rejected), join(pki, 'trusted', 'certs', rejected));
+    await waitFor('records over SignAndEncrypt', () => mem('opc_secure').length > 0, 60_000);
+    await stop(app);
   });
 
   it('a server restart mid-stream reconnects and the subscription delivers again', async () => {
