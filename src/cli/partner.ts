@@ -86,10 +86,11 @@ export function registerPartnerCommands(program: Command): void {
   app.command('validate')
     .description('Check an app bundle as the cloud and the sites will: manifest, SQL, egress policy, model files.')
     .argument('[dir]', 'the bundle directory', '.')
+    .option('-f, --manifest <file>', 'the manifest file in the bundle (a variant such as edgeweave.plc.yaml)', MANIFEST)
     .addOption(outputOption())
     .addHelpText('after', '\nErrors point at file:line:col.\nExample:\n  $ edgeweave app validate ./my-guard')
     .action(async (dir: string, o) => {
-      const b = await loadBundle(dir);
+      const b = await loadBundle(dir, { manifest: o.manifest });
       const out = { app: b.manifest.metadata.name, version: b.manifest.metadata.version, streams: b.manifest.spec.streams.length, rules: b.manifest.spec.rules.length, models: b.models.map((m) => ({ name: m.name, sha256: m.sha256, bytes: m.size })), endpoints: b.manifest.spec.endpoints.length };
       print(o.output, out, () => `${green('valid')}: ${out.app}@${out.version} — ${out.streams} stream(s), ${out.rules} rule(s), ${out.models.length} model file(s), ${out.endpoints} endpoint(s)`);
     });
@@ -97,10 +98,11 @@ export function registerPartnerCommands(program: Command): void {
   app.command('push')
     .description('Validate, upload model files (resumable), and push the app version.')
     .argument('[dir]', 'the bundle directory', '.')
+    .option('-f, --manifest <file>', 'the manifest file in the bundle (a variant such as edgeweave.plc.yaml)', MANIFEST)
     .addOption(outputOption())
-    .addHelpText('after', '\nExample:\n  $ edgeweave app push ./my-guard')
+    .addHelpText('after', '\nExamples:\n  $ edgeweave app push ./my-guard\n  $ edgeweave app push templates/predictive-maintenance -f edgeweave.plc.yaml')
     .action(async (dir: string, o) => {
-      const res = await pushBundle(client(), await loadBundle(dir), {
+      const res = await pushBundle(client(), await loadBundle(dir, { manifest: o.manifest }), {
         onProgress: (name, sent, total) => progress(`uploading ${name}`, sent, total),
         onSkip: (name) => process.stderr.write(`${dim(`model ${name}: already on the cloud`)}\n`),
       });

@@ -25,20 +25,32 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-/** The machine's state and physics, shared by both simulators. Pure: `step(dtMs, rand)` advances it. */
+/**
+ * The machine's state and physics, shared by both simulators. Pure: `step(dtMs, rand)` advances
+ * it. Vibration (rms, mm/s), kurtosis and peak frequency follow the predictive-maintenance
+ * template's healthy machines (src/sim/profiles.ts) at the nominal 1,200 rpm; a worn bearing
+ * (`wear` 0..1) raises all three, and more so at speed — so lowering the setpoint calms a worn
+ * machine, which is the loop the template's PLC variant closes.
+ */
 export class MachineModel {
   spindleSpeed = 1200;
   setpoint = 1200;
   temperature = 41;
-  vibration = 2.1;
+  vibration = 0.9;
+  kurtosis = 3;
+  peakHz = 120;
   wear = 0;
   running = true;
   step(dtMs: number, rand: () => number = Math.random): void {
     const k = Math.min(1, dtMs / 2000);
     this.spindleSpeed += (this.setpoint - this.spindleSpeed) * k + (rand() - 0.5) * 4;
-    const hot = 30 + this.spindleSpeed / 100 + this.wear * 15;
+    const load = Math.max(0, this.spindleSpeed / 1200);
+    const w = this.wear * load ** 2;
+    const hot = 30 + this.spindleSpeed / 100 + this.wear * 12;
     this.temperature += (hot - this.temperature) * Math.min(1, dtMs / 10_000) + (rand() - 0.5) * 0.05;
-    this.vibration = 0.8 + this.spindleSpeed / 1000 + this.wear * 6 * (this.spindleSpeed / 1200) ** 2 + (rand() - 0.5) * 0.2;
+    this.vibration = 0.9 + 0.6 * w + Math.abs(rand() - 0.5) * 0.12;
+    this.kurtosis = 3 + 4 * w ** 2 + (rand() - 0.5) * 0.3;
+    this.peakHz = 120 + 35 * w + (rand() - 0.5) * 3;
   }
 }
 
@@ -46,6 +58,8 @@ export const OPCUA_NODES = {
   spindleSpeed: 'ns=1;s=Machine1.SpindleSpeed',
   temperature: 'ns=1;s=Machine1.Temperature',
   vibration: 'ns=1;s=Machine1.Vibration',
+  kurtosis: 'ns=1;s=Machine1.Kurtosis',
+  peakHz: 'ns=1;s=Machine1.PeakHz',
   setpoint: 'ns=1;s=Machine1.Setpoint',
   running: 'ns=1;s=Machine1.Running',
   partCount: 'ns=1;s=Machine1.PartCount',
@@ -123,6 +137,8 @@ export class OpcuaMachineSim {
     add('spindleSpeed', 'Double', false, () => m.spindleSpeed);
     add('temperature', 'Double', false, () => m.temperature);
     add('vibration', 'Double', false, () => m.vibration);
+    add('kurtosis', 'Double', false, () => m.kurtosis);
+    add('peakHz', 'Double', false, () => m.peakHz);
     add('running', 'Boolean', false, () => m.running);
     add('partCount', 'UInt32', false, () => 0);
     const sp = add('setpoint', 'Double', true, () => m.setpoint);
@@ -160,6 +176,8 @@ export class OpcuaMachineSim {
     set('spindleSpeed', ua.DataType.Double, m.spindleSpeed);
     set('temperature', ua.DataType.Double, m.temperature);
     set('vibration', ua.DataType.Double, m.vibration);
+    set('kurtosis', ua.DataType.Double, m.kurtosis);
+    set('peakHz', ua.DataType.Double, m.peakHz);
     set('running', ua.DataType.Boolean, m.running);
     this.benchTick++;
     for (let i = 0; i < this.bench.length; i++) this.bench[i]!.setValueFromSource(new ua.Variant({ dataType: ua.DataType.Double, value: this.benchTick + i / 1e4 }), ua.StatusCodes.Good, sourceTimestamp);
@@ -171,7 +189,7 @@ export class OpcuaMachineSim {
   }
 
   /** Sets one variable (by model key) with an explicit source timestamp: deterministic tests. */
-  set(key: 'spindleSpeed' | 'temperature' | 'vibration', value: number, sourceTimestamp: Date): void {
+  set(key: 'spindleSpeed' | 'temperature' | 'vibration' | 'kurtosis' | 'peakHz', value: number, sourceTimestamp: Date): void {
     this.model[key] = value;
     this.publish(sourceTimestamp);
   }
@@ -193,12 +211,23 @@ export class OpcuaMachineSim {
   }
 }
 
+/** The endpoints the template's PLC variant names (edgeweave.plc.yaml): the demo's simulators on their usual ports. */
+export const TEMPLATE_ENDPOINTS = { opcua: 'opc.tcp://127.0.0.1:4840', modbus: 'tcp://127.0.0.1:5020' } as const;
+
+/** A manifest (as parsed YAML) with the template's endpoints pointed at running simulators. */
+export function pointAtSimulators<T>(manifest: T, to: { opcua: string; modbus: string }): T {
+  const text = JSON.stringify(manifest).replaceAll(TEMPLATE_ENDPOINTS.opcua, to.opcua).replaceAll(TEMPLATE_ENDPOINTS.modbus, to.modbus);
+  return JSON.parse(text) as T;
+}
+
 /** Where the Modbus simulator keeps Machine1 (zero-based addresses). */
 export const MODBUS_MAP = {
-  /** Input registers: spindle speed (float32, 0–1), temperature ×10 (int16, 2), vibration (float32, 3–4). */
+  /** Input registers: spindle speed (float32, 0–1), temperature ×10 (int16, 2), vibration (float32, 3–4), kurtosis (float32, 5–6), peak Hz ×10 (uint16, 7). */
   spindleSpeed: { table: 'input', address: 0, type: 'float32' },
   temperature: { table: 'input', address: 2, type: 'int16', scale: 0.1 },
   vibration: { table: 'input', address: 3, type: 'float32' },
+  kurtosis: { table: 'input', address: 5, type: 'float32' },
+  peakHz: { table: 'input', address: 7, type: 'uint16', scale: 0.1 },
   /** Holding registers: setpoint (uint16 rpm, 10), part count (uint32, 11–12). */
   setpoint: { table: 'holding', address: 10, type: 'uint16' },
   partCount: { table: 'holding', address: 11, type: 'uint32' },
@@ -253,6 +282,8 @@ export class ModbusMachineSim {
     this.put('input', 0, m.spindleSpeed, { type: 'float32' });
     this.put('input', 2, Math.round(m.temperature * 10), { type: 'int16' });
     this.put('input', 3, m.vibration, { type: 'float32' });
+    this.put('input', 5, m.kurtosis, { type: 'float32' });
+    this.put('input', 7, Math.max(0, Math.round(m.peakHz * 10)), { type: 'uint16' });
     this.holding[10] = Math.max(0, Math.min(0xffff, Math.round(m.setpoint)));
     this.coils[0] = m.running;
     this.discrete[0] = true;
