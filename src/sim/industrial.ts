@@ -66,6 +66,8 @@ export const OPCUA_NODES = {
 } as const;
 
 export interface OpcuaSimOptions {
+  /** The machine to expose (shared with a Modbus simulator). Default: its own. */
+  model?: MachineModel;
   port?: number;
   host?: string;
   /** Folder for the server's PKI (certificate, trust list). Required: node-opcua would use ~/.config. */
@@ -82,7 +84,7 @@ export interface OpcuaSimOptions {
 
 /** An OPC UA server exposing Machine1 (spindle speed, temperature, vibration, setpoint, running, part count). */
 export class OpcuaMachineSim {
-  readonly model = new MachineModel();
+  readonly model: MachineModel;
   /** Every value written by a client to a node: what a test checks after a rule acts. */
   readonly writes: { node: string; value: unknown; at: number }[] = [];
   private server?: import('node-opcua').OPCUAServer;
@@ -92,7 +94,9 @@ export class OpcuaMachineSim {
   private benchTick = 0;
   port = 0;
 
-  constructor(private readonly o: OpcuaSimOptions) {}
+  constructor(private readonly o: OpcuaSimOptions) {
+    this.model = o.model ?? new MachineModel();
+  }
 
   get endpoint(): string {
     return `opc.tcp://${this.o.host ?? '127.0.0.1'}:${this.port}`;
@@ -237,6 +241,8 @@ export const MODBUS_MAP = {
 } as const;
 
 export interface ModbusSimOptions {
+  /** The machine to expose; shared with an OPC UA simulator, that one steps it. Default: its own. */
+  model?: MachineModel;
   host?: string;
   port?: number;
   /** The unit id it answers (others get no answer, like a real gateway). Default 1. */
@@ -248,7 +254,7 @@ export interface ModbusSimOptions {
 
 /** A Modbus TCP server with Machine1's register map (MODBUS_MAP) and `size` registers per table. */
 export class ModbusMachineSim {
-  readonly model = new MachineModel();
+  readonly model: MachineModel;
   readonly holding: Uint16Array;
   readonly input: Uint16Array;
   readonly coils: boolean[];
@@ -259,6 +265,7 @@ export class ModbusMachineSim {
   port = 0;
 
   constructor(private readonly o: ModbusSimOptions = {}) {
+    this.model = o.model ?? new MachineModel();
     const n = o.size ?? 1000;
     this.holding = new Uint16Array(n);
     this.input = new Uint16Array(n);
@@ -335,7 +342,7 @@ export class ModbusMachineSim {
     const tick = this.o.tickMs ?? 100;
     if (tick > 0) {
       this.timer = setInterval(() => {
-        this.model.step(tick);
+        if (!this.o.model) this.model.step(tick);
         this.publish();
       }, tick);
       this.timer.unref();
