@@ -70,5 +70,9 @@ describe('predictive maintenance on a PLC: OPC UA + Modbus → rule with infer()
       return r.body.status?.sources?.length === 2 ? r.body : undefined;
     });
     assert.ok(site.status.sources.every((s: any) => s.values > 0));
+    // The write audit, asked of the site by the cloud.
+    const audit = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/writes?app=vibration-guard-plc`);
+    assert.equal(audit.status, 200);
+    assert.ok(audit.body.items.some((x: any) => x.result === 'written' && x.value === '1100' && x.target.endsWith(OPCUA_NODES.setpoint)));
   });
 });

@@ -218,6 +218,14 @@ export function registerPartnerCommands(program: Command): void {
       const r = await client().call('GET', `/api/v1/sites/${id}/dead-letters?${q}`);
       print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'stream', 'reason', 'payloadBytes'])}`);
     });
+  sites.command('writes').description('What a site\'s rules wrote to machines (OPC UA, Modbus): written, refused, dry-run, failed (asked of the site).').argument('<site>')
+    .option('--app <app>').option('--limit <n>', 'at most this many', (v) => Number(v), 20).addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites writes site-1a2b3c --app vibration-guard-plc')
+    .action(async (id: string, o) => {
+      const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}) });
+      const r = await client().call('GET', `/api/v1/sites/${id}/writes?${q}`);
+      print(o.output, r.items, () => table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'rule', 'target', 'value', 'result', 'detail']));
+    });
   sites.command('label').description('Replace a site\'s labels (and so its pools).').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites label site-1a2b3c city=hangzhou,kind=intersection')
     .action(async (id: string, labels: string, o) => {
