@@ -245,6 +245,40 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
 
   const setpointGrant = () => ({ opcua: opc.endpoint, node: OPCUA_NODES.setpoint, min: 600, max: 1500, maxPerMinute: 2 });
 
+  it('a write that the machine refuses or cannot take is audited as failed, with its code', async () => {
+    const closed = await freePort();
+    const app = await run('bad-targets', {
+      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, fields: { sp: { table: 'holding', address: 10 } } } } }],
+      rules: [{
+        name: 'act', sql: 'SELECT sp FROM regs',
+        sinks: [
+          { opcua: { endpoint: opc.endpoint, node: 'ns=1;s=Machine1.NoSuchNode', value: 'sp' } },
+          { modbus: { endpoint: mb.endpoint, register: 5000, value: 'sp' } },
+          { modbus: { endpoint: `tcp://127.0.0.1:${closed}`, register: 1, value: 'sp' } },
+        ],
+      }],
+      policy: { writes: { allow: [
+        { opcua: opc.endpoint, node: 'ns=1;s=Machine1.NoSuchNode', min: 0, max: 5000, maxPerMinute: 1 },
+        { modbus: mb.endpoint, register: 5000, min: 0, max: 5000, maxPerMinute: 1 },
+        { modbus: `tcp://127.0.0.1:${closed}`, register: 1, min: 0, max: 5000, maxPerMinute: 1 },
+      ] } },
+    });
+    const failed = await waitFor('three failures', () => { const f = audit.list({ app: 'bad-targets', result: 'failed', limit: 10 }); return f.length >= 3 ? f : undefined; });
+    const byTarget = Object.fromEntries(failed.map((f) => [f.target, f.detail]));
+    assert.match(byTarget[`${opc.endpoint}#ns=1;s=Machine1.NoSuchNode`]!, /^SOURCE_ADDRESS_INVALID: node ns=1;s=Machine1\.NoSuchNode does not exist/);
+    assert.match(byTarget[`${mb.endpoint}/unit1/holding5000`]!, /^WRITE_FAILED: .*illegal data address/);
+    assert.match(byTarget[`tcp://127.0.0.1:${closed}/unit1/holding1`]!, /^SOURCE_UNREACHABLE: /);
+    await stop(app);
+  });
+
+  it('the write audit is bounded: the newest rows are kept', () => {
+    const small = new WriteAudit(db, systemClock, undefined, 100);
+    for (let i = 0; i < 1000; i++) small.record('flood', 'r', 'modbus', 't', i, 'refused', 'x');
+    const n = (db.prepare('SELECT count(*) AS n FROM write_audit').get() as { n: number }).n;
+    assert.ok(n <= 110, `rows kept: ${n}`);
+    assert.equal(small.list({ app: 'flood', limit: 1 })[0]!.value, '999');
+  });
+
   it('a rule lowers the setpoint over OPC UA: the server sees the write, the audit records it', async () => {
     opc.writes.length = 0;
     opc.model.setpoint = 1200;

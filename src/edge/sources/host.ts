@@ -91,7 +91,7 @@ export class SourceHost implements AppComponent {
         clock: this.d.clock, log: this.d.log, pkiDir: join(this.d.dataDir, 'pki', 'opcua'),
         secret: (name) => siteSecret(this.d.dataDir, name),
         emit: (rec) => {
-          this.values?.inc({ protocol }, Object.keys(rec).length);
+          this.values?.inc({ protocol }, Object.keys(rec).length - (w.stream.timestamp ? 1 : 0));
           this.d.router.push(app.name, w.stream.name, [rec]);
         },
         onError: (code, message) => {
