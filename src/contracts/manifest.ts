@@ -52,8 +52,11 @@ const ResultName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'lette
  */
 export const MQTT_PROPERTY = /^(user:.{1,256}|user|message-expiry|expires-at|content-type|response-topic)$/;
 
+// Stream names starting with "_" are reserved for the site's own streams, as result names are.
+const StreamName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter ("_…" names are reserved for the site)');
+
 export const StreamSpec = z.object({
-  name: Ident,
+  name: StreamName,
   /** MQTT topic filter on the site's device broker (`+` and `#` allowed); absent when `source` says where records come from. */
   topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end').optional(),
   /** An industrial source instead of MQTT: an OPC UA server or a Modbus TCP device (docs/industrial.md). */

@@ -218,11 +218,15 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
         '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF, '--device-password-file', pwFile];
       if (!existsSync(join(sdir, 'credentials.json'))) {
         const tok = await client.call<{ token: string }>('POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
-        args.push('--cloud', url, '--token', tok.token);
+        // In a 0600 file, not on the command line (where ps shows it); removed once enrolled.
+        const tokFile = join(sdir, 'join.token');
+        writeFileSync(tokFile, tok.token, { mode: 0o600 });
+        args.push('--cloud', url, '--token-file', tokFile);
       }
       const child = launch(s.name, args, join(dir, 'logs', `${s.name}.log`));
       children.push(child);
       const r = await child.ready;
+      rmSync(join(sdir, 'join.token'), { force: true });
       const sim = new DeviceSimulator({ url: r.deviceUrl, username: 'device', password: readFileSync(pwFile, 'utf8').trim(), profile: s.profile(), seed: s.name.length });
       await sim.start();
       sims.push(sim);

@@ -128,7 +128,7 @@ export class RuleHost implements AppComponent {
         const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
-        const dead = (rec: Record<string, unknown>, why: string) => this.d.dead.add(app.name, stream.name, why, rec);
+        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => this.d.dead.add(app.name, stream.name, why, rec, detail);
         const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
           emit: (rows) => {
@@ -142,7 +142,8 @@ export class RuleHost implements AppComponent {
             }
           },
           onLate: (rec) => dead(rec, `late for rule ${spec.name}`),
-          onError: (rec, e) => dead(rec, `rule ${spec.name}: ${e.message}`),
+          // A rule's error message may quote the record's values: it stays in the local detail.
+          onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
           onEmitError: (e) => {
             r.sinkErrors++;
             this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
