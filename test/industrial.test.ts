@@ -35,6 +35,9 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   let dead: DeadLetters;
   const log = process.env.PLC_DEBUG ? createLogger({ name: 'plc-test' }) : silentLogger();
   let version = 0;
+  const registry = new Registry();
+  const metric = async (name: string, labels: Record<string, string>) =>
+    (await registry.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value ?? 0;
 
   before(async () => {
     db = openEdgeDb(dir);
@@ -50,7 +53,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
       router, dead, clock: systemClock, log,
       sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {}, writes }),
     });
-    sources = new SourceHost({ router, dataDir: dir, clock: systemClock, log, registry: new Registry() });
+    sources = new SourceHost({ router, dataDir: dir, clock: systemClock, log, registry });
     opc = new OpcuaMachineSim({ pkiDir: join(dir, 'sim-pki'), tickMs: 0, users: { operator: 'op3rator' } });
     mb = new ModbusMachineSim({ tickMs: 0, unit: 1 });
     await Promise.all([opc.start(), mb.start()]);
@@ -127,6 +130,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     });
     const err = await waitFor('the node error', () => (statusOf('opc-bad').lastError?.code === 'SOURCE_ADDRESS_INVALID' ? statusOf('opc-bad').lastError : undefined)).catch((e) => { console.error(JSON.stringify(statusOf('opc-bad'))); throw e; });
     assert.match(err.message, /field nope: node ns=1;s=Machine1\.DoesNotExist does not exist/);
+    assert.ok(await metric('ew_edge_source_errors_total', { protocol: 'opcua', code: 'SOURCE_ADDRESS_INVALID' }) >= 1, 'counted in metrics');
     // speed is a Double, the schema says string: every record is refused into the dead letters.
     const dl = await waitFor('a dead letter', () => dead.list({ app: 'opc-bad', limit: 5 })[0]);
     assert.match(dl.reason, /field "speed" should be string/);
@@ -220,6 +224,41 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     assert.ok((r.ts as number) >= t0 && (r.ts as number) <= Date.now(), 'event time is the poll time');
     await waitFor('more polls', () => mem('mb_types').length >= 3);
     await stop(app);
+  });
+
+  it('an absolute deadband drops changes smaller than it', async () => {
+    const t = (s: number) => new Date(Date.UTC(2026, 0, 6, 0, 0, s));
+    opc.set('temperature', 50, t(0));
+    const app = await run('opc-deadband', {
+      streams: [{ name: 'm', timestamp: 'ts', schema: { temperature: 'float', ts: 'timestamp' }, source: { opcua: { endpoint: opc.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields: { temperature: { node: OPCUA_NODES.temperature, deadband: 1 } } } } }],
+      rules: [{ name: 'all', sql: 'SELECT temperature, ts FROM m', sinks: [{ memory: 'opc_deadband' }] }],
+    });
+    await waitFor('the first value', () => mem('opc_deadband').length >= 1);
+    // Small steps (each 0.3 from the last reported value's neighbourhood), then one big step; the
+    // big one's timestamp is what the test waits for, so the small ones were sampled before it.
+    let n = 0;
+    const big = await waitFor('the big change', () => mem('opc_deadband').find((r) => r.ts === t(59).getTime())
+      ?? (n < 3 ? (opc.set('temperature', 50 + 0.3 * ++n, t(n)), undefined) : (opc.set('temperature', 60 + ++n / 100, t(59)), undefined)), 20_000, 200);
+    assert.ok((big.temperature as number) > 60);
+    const seen = mem('opc_deadband').map((r) => r.temperature as number);
+    assert.deepEqual(seen.filter((x) => x > 50 && x < 51), [], `changes under the deadband were not reported: ${seen.join(', ')}`);
+    await stop(app);
+  });
+
+  it('a Modbus device that restarts is polled again after a reconnect', async () => {
+    const app = await run('mb-restart', {
+      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, timeoutMs: 300, retries: 0, fields: { sp: { table: 'holding', address: 10 } } } } }],
+      rules: [{ name: 'all', sql: 'SELECT sp FROM regs', sinks: [{ memory: 'mb_restart' }] }],
+    });
+    await waitFor('a record', () => mem('mb_restart').length > 0);
+    await mb.stop();
+    await waitFor('the outage in the status', () => statusOf('mb-restart').lastError?.code === 'SOURCE_UNREACHABLE');
+    mb.holding[10] = 777;
+    await mb.start();
+    await waitFor('records again', () => mem('mb_restart').some((r) => r.sp === 777), 60_000, 100);
+    assert.ok(statusOf('mb-restart').reconnects >= 1);
+    await stop(app);
+    mb.holding[10] = 1200;
   });
 
   it('a register out of range and an unknown unit id are reported; the good fields keep flowing', async () => {
