@@ -150,6 +150,7 @@ export function buildProgram(): Command {
     .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
     .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
+    .addOption(new Option('--device-broker-mqtt-version <version>', 'MQTT version towards that broker: 5 passes MQTT 5 devices\' user properties and message expiry to streams').choices(['4', '5']).default('4'))
     .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
     .option('--device-password-file <file>', 'opt in to a shared device password (username "device", every topic) and take it from this file')
     .option('--device-shared-password', 'opt in to a shared device password, generated and shown once (default: off; devices get their own credentials with `edgeweave devices add`)')
@@ -174,7 +175,7 @@ export function buildProgram(): Command {
       const e = await startEdge({
         dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
-        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
+        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
         deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'),

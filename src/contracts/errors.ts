@@ -66,6 +66,12 @@ export const ERROR_CODES = {
   MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
   // Live event streams (the console)
   EVENT_STREAMS_LIMIT: { status: 429, meaning: 'Too many live event streams are open (for this tenant, or on this cloud replica).' },
+  // Industrial sources and write-back (reported in the site's status, logs and metrics; WRITE_DENIED also at push)
+  SOURCE_UNREACHABLE: { status: 502, meaning: 'An OPC UA server or Modbus device did not answer: unreachable endpoint, refused connection, or a request that timed out.' },
+  SOURCE_SECURITY: { status: 502, meaning: 'An OPC UA server\'s certificate is not trusted, or it refused the site\'s credentials or security settings.' },
+  SOURCE_ADDRESS_INVALID: { status: 502, meaning: 'A node id that does not exist on the OPC UA server, or a Modbus register or coil outside the device\'s range.' },
+  WRITE_DENIED: { status: 400, meaning: 'A rule would write to a machine what the app\'s write policy does not grant: an ungranted target (refused at push), or a value out of range, of the wrong type, or over the rate (refused and audited at run time).' },
+  WRITE_FAILED: { status: 502, meaning: 'A granted write reached the machine and was refused by it (not writable, wrong type, access denied).' },
   // Server side
   STORE_UNAVAILABLE: { status: 503, meaning: 'The state store (SQLite or PostgreSQL) failed or is unreachable.' },
   INTERNAL: { status: 500, meaning: 'An unexpected error; the server logs carry the request id.' },

@@ -73,6 +73,13 @@ export const SiteStatusBody = z.object({
     warnings: z.array(text(500)).max(20).optional(),
   })).max(1000).optional(),
   deadLetters: count().optional(),
+  /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
+  sources: z.array(z.object({
+    app: safeString(64), stream: safeString(128), protocol: z.enum(['opcua', 'modbus']), endpoint: safeString(500),
+    state: z.enum(['connecting', 'connected', 'disconnected', 'closed']), lastValueAt: epochMs().nullable(),
+    values: count(), records: count(), errors: count(), reconnects: count(),
+    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+  })).max(1000).optional(),
   models: z.array(z.object({
     app: safeString(64), name: safeString(64), version: safeString(64), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: safeString(32).optional(), error: text(2000).optional(),
     download: z.object({ received: measure(), total: measure() }).optional(),

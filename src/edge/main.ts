@@ -14,6 +14,9 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
+import { SourceHost, siteSecret } from './sources/host.ts';
+import { quietOpcua } from './sources/opcua-quiet.ts';
+import { WriteAudit, WriteHost } from './writes.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
 import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
@@ -68,6 +71,8 @@ export interface EdgeConfig {
   deviceBroker?: string;
   deviceBrokerUsername?: string;
   deviceBrokerPassword?: string;
+  /** MQTT version towards that broker: 5 passes devices' MQTT 5 properties to streams (docs/industrial.md). Default 4. */
+  deviceBrokerMqttVersion?: 4 | 5;
   /**
    * Files holding the secrets this agent checks (only their sha256 is stored): the local API
    * key and the device password (username `device`). Default: generated on first start and
@@ -190,7 +195,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 3. Device broker, and the streams that route its messages to rules.
   const deviceRegistry = new DeviceRegistry(db, clock, () => kvGet(db, 'device.passwordHash'));
   const devices: DeviceSource = cfg.deviceBroker
-    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
+    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, protocolVersion: cfg.deviceBrokerMqttVersion, log })
     : new DeviceBroker({
       port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log, limits: cfg.deviceLimits, clock: cfg.clock,
       tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
@@ -199,8 +204,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const deviceAdmin: DeviceAdmin = { registry: cfg.deviceBroker ? undefined : deviceRegistry, disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id), log };
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
-  devices.onMessage((m) => router.onMessage(m.topic, m.payload));
-  router.onFiltersChanged((filters) => void devices.setFilters(filters));
+  devices.onMessage((m) => router.onMessage(m.topic, m.payload, m.properties));
+  // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
+  router.onFiltersChanged((filters) => void devices.setFilters(filters.filter((f) => f !== '')));
   await devices.start();
   if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
   const audit = new EgressAudit(db, clock, registry);
@@ -234,15 +240,22 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   supervisor.register(models);
   // The pump exists once the link does; sinks only reach it through this late-bound call.
   let notifyOutbox = () => {};
+  // Industrial write-back: guarded by each app's write policy, every attempt in the write audit.
+  quietOpcua((level, msg) => log[level]({ component: 'node-opcua' }, msg));
+  const writeAudit = new WriteAudit(db, clock, registry);
+  const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => siteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
     infer: (app, model, args) => models.inferRow(app, model, args),
     sinkContext: (app, rule, allowedFields) => ({
-      siteId, app, rule, outbox, audit, log, clock, allowedFields,
+      siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
   });
   supervisor.register(rules);
+  // After the rules: a source's first record finds the rules that read its stream.
+  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
+  supervisor.register(sources);
   registerEdgeMetrics(registry, { outbox, dead, rules });
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
@@ -260,7 +273,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
     system: systemFacts(cfg.dataDir), runtimes, accelerators,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total,
+    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
       return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary() };
@@ -308,6 +321,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       const r = deviceRpc(deviceAdmin, method, params);
       if (r !== undefined) return r;
     }
+    if (method === 'writes') {
+      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
+      return { items: writeAudit.list({ app: typeof params.app === 'string' ? params.app : undefined, limit }) };
+    }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
   const link = new CloudLink({
@@ -332,7 +349,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin });
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -345,6 +362,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       stopAudit();
       models.cancelRetries();
       rules.close();
+      await sources.close();
       await api.close();
       await devices.close();
       await link.stop();
@@ -371,6 +389,8 @@ interface LocalApiDeps {
   audit: EgressAudit;
   rules: RuleHost;
   models: ModelHost;
+  sources: SourceHost;
+  writeAudit: WriteAudit;
   supervisor: AppSupervisor;
   uplinkAllow: readonly EgressGrant[];
   deviceAdmin: DeviceAdmin;
@@ -419,6 +439,9 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  r.get('/api/v1/sources', async () => ({ items: d.sources.statuses() }));
+  r.get('/api/v1/writes', { schema: { querystring: z.object({ app: z.string().optional(), result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) } },
+    async (req) => ({ items: d.writeAudit.list(req.query) }));
   registerDeviceRoutes(app, d.deviceAdmin);
   registerOip(app, d.models);
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.

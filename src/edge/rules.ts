@@ -108,14 +108,16 @@ export class RuleHost implements AppComponent {
       try { from = parse(spec.sql).from.name; } catch { /* reported when it loads */ }
       const stream = m.spec.streams.find((s) => s.name === from) ?? null;
       const egress = leavingSinks(spec, index).length ? (m.spec.policy.egress ?? null) : null;
-      out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress]) });
+      const writes = spec.sinks.some((s) => 'opcua' in s || 'modbus' in s) ? (m.spec.policy.writes ?? null) : null;
+      out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress, writes]) });
     });
     return out;
   }
 
   private load(app: DesiredApp, keep: Set<string>): void {
     const m = app.manifest;
-    const streams = new Map<string, StreamDef & { topic: string }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic }]));
+    // A stream fed by an industrial source has no topic: its records arrive through router.push.
+    const streams = new Map<string, StreamDef & { topic: string; properties?: Record<string, string> }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties }]));
     const allow: readonly EgressGrant[] = m.spec.policy.egress?.allow ?? [];
     const failures: string[] = [];
     for (const [key, { spec, index, fingerprint }] of this.prepare(app)) {
@@ -126,7 +128,7 @@ export class RuleHost implements AppComponent {
         const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
-        const ctx = this.d.sinkContext(app.name, spec.name, (s) => fields.get(s));
+        const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
         const dead = (rec: Record<string, unknown>, why: string, detail?: string) => this.d.dead.add(app.name, stream.name, why, rec, detail);
