@@ -1,0 +1,249 @@
+/**
+ * The router's placement policy: a pure function of (request, fleet snapshot) → an ordered
+ * choice of targets with the reasons for each, and the reason every other candidate was left
+ * out. No I/O, no clock (the snapshot carries `now`), so it is tested without sockets and a
+ * property test can throw random fleets at it.
+ *
+ * Order of concerns, from hard to soft:
+ *   1. data residency — the request's regions, its data class's rule and the endpoint's regions
+ *      are intersected; a target outside them is never chosen (hard; audited by the caller);
+ *   2. serving — the site reports the model (app, name, version) ready, and is online;
+ *   3. health — a site whose recent requests failed has its circuit open until a given time;
+ *   4. load — queue depth and requests in flight (reported by the site and counted by the cloud);
+ *   5. measured latency (EWMA of routed requests) and accelerators (a GPU halves the estimate
+ *      for a model that asks for one).
+ * The cloud-side runtime comes last, only where the endpoint allows a fallback and residency
+ * allows the cloud's region.
+ */
+
+/** What a data class allows: regions, specific sites, and whether the cloud may see it. */
+export interface ResidencyRule {
+  regions?: readonly string[];
+  sites?: readonly string[];
+  cloud?: boolean;
+}
+
+/** An endpoint's residency policy (from its app's manifest). */
+export interface ResidencyPolicy {
+  /** Regions any request of this endpoint may be processed in (absent: any region). */
+  regions?: readonly string[];
+  /** Whether the cloud's region may see this endpoint's data at all (default true; a class may narrow it). */
+  cloud?: boolean;
+  /** Named data classes and what each allows. A request naming an undeclared class is refused. */
+  classes?: Readonly<Record<string, ResidencyRule>>;
+}
+
+export interface RouteRequest {
+  endpoint: string;
+  /** The model that must answer: `{app}/{model}@{version}` as sites report it. */
+  model: { app: string; name: string; version: string };
+  /** Regions the caller allows (header `x-edgeweave-regions`); absent: any. */
+  regions?: readonly string[];
+  /** The data class of the request's payload (header `x-edgeweave-data-class`). */
+  dataClass?: string;
+  /** A site the caller would like (next to its data); honoured only if eligible. */
+  preferSite?: string;
+  /** The model asks for an accelerator (executionProvider cuda, GPU layers). */
+  wantsAccelerator?: boolean;
+  /** Sites already tried for this request (retries go elsewhere). */
+  exclude?: readonly string[];
+  /** The endpoint may fall back to the cloud-side runtime. */
+  cloudFallback: boolean;
+  residency: ResidencyPolicy;
+}
+
+export type ModelState = 'fetching' | 'loading' | 'ready' | 'failed';
+
+export interface SiteSnapshot {
+  id: string;
+  region: string;
+  online: boolean;
+  /** Model states by `{app}/{name}@{version}`. */
+  models: ReadonlyMap<string, ModelState>;
+  /** Requests waiting in the model's queue at the site (reported) and in flight (reported or counted by the cloud). */
+  queued: number;
+  inFlight: number;
+  /** Requests the site runs at once (cores); at least 1. */
+  parallelism: number;
+  /** EWMA of routed latency for this endpoint (ms); absent until measured. */
+  latencyMs?: number;
+  /** GPUs and other accelerators the site reports (`nvidia:0`, …). */
+  accelerators: readonly string[];
+  /** Open circuit: recent requests failed; not tried before this time (ms). */
+  circuitOpenUntil?: number;
+  /** Reported queue bound; at or past it the site is overloaded. */
+  maxQueue?: number;
+}
+
+export interface CloudSnapshot {
+  region: string;
+  /** The cloud-side runtime can serve this model (format supported, artifact present). */
+  canServe: boolean;
+  latencyMs?: number;
+}
+
+export interface FleetSnapshot {
+  now: number;
+  sites: readonly SiteSnapshot[];
+  cloud?: CloudSnapshot;
+}
+
+export type Target = { kind: 'site'; siteId: string; region: string } | { kind: 'cloud'; region: string };
+
+export interface Choice {
+  target: Target;
+  /** Estimated latency (ms) the order is by; lower first. */
+  estimateMs: number;
+  reasons: string[];
+}
+
+export type RejectReason = 'residency' | 'not-serving' | 'not-ready' | 'offline' | 'circuit-open' | 'overloaded' | 'already-tried' | 'fallback-disabled' | 'cloud-cannot-serve';
+
+export interface Rejection {
+  target: Target;
+  reason: RejectReason;
+  detail: string;
+}
+
+/** The residency constraint in force, and where each part came from (for errors and the audit). */
+export interface Constraint {
+  /** Allowed regions, or null for any. */
+  regions: string[] | null;
+  /** Allowed sites, or null for any. */
+  sites: string[] | null;
+  cloud: boolean;
+  sources: string[];
+}
+
+export type Decision =
+  | { ok: true; choices: Choice[]; rejected: Rejection[]; constraint: Constraint }
+  | { ok: false; code: 'RESIDENCY_UNSATISFIABLE' | 'NO_SITE_AVAILABLE'; message: string; rejected: Rejection[]; constraint: Constraint };
+
+/** Latency assumed for a target never measured: low enough that new sites get traffic. */
+export const DEFAULT_LATENCY_MS = 20;
+
+export function modelKey(m: { app: string; name: string; version: string }): string {
+  return `${m.app}/${m.name}@${m.version}`;
+}
+
+function intersect(a: string[] | null, b: readonly string[] | undefined): string[] | null {
+  if (!b) return a;
+  if (a === null) return [...new Set(b)].sort();
+  const s = new Set(b);
+  return a.filter((x) => s.has(x));
+}
+
+/**
+ * The residency constraint of a request: the intersection of the endpoint's regions, the data
+ * class's rule and the request's own regions. Throws nothing: an undeclared data class yields an
+ * empty constraint (nothing allowed), which `place` reports as unsatisfiable — fail closed.
+ */
+export function residencyConstraint(req: Pick<RouteRequest, 'regions' | 'dataClass' | 'residency'>): Constraint & { unknownClass?: string } {
+  const p = req.residency;
+  const sources: string[] = [];
+  let regions: string[] | null = null;
+  let sites: string[] | null = null;
+  let cloud = p.cloud !== false;
+  if (p.regions) { regions = intersect(regions, p.regions); sources.push(`the endpoint allows regions [${p.regions.join(', ')}]`); }
+  if (p.cloud === false) sources.push('the endpoint keeps its data off the cloud');
+  if (req.dataClass !== undefined) {
+    const rule = p.classes?.[req.dataClass];
+    if (!rule) {
+      return { regions: [], sites: [], cloud: false, sources: [...sources, `data class "${req.dataClass}" is not declared by the endpoint (declared: ${Object.keys(p.classes ?? {}).join(', ') || 'none'})`], unknownClass: req.dataClass };
+    }
+    if (rule.regions) { regions = intersect(regions, rule.regions); sources.push(`data class "${req.dataClass}" allows regions [${rule.regions.join(', ')}]`); }
+    if (rule.sites) { sites = [...new Set(rule.sites)].sort(); sources.push(`data class "${req.dataClass}" allows sites [${rule.sites.join(', ')}]`); }
+    if (rule.cloud === false) { cloud = false; sources.push(`data class "${req.dataClass}" may not leave for the cloud`); }
+  }
+  if (req.regions) { regions = intersect(regions, req.regions); sources.push(`the request allows regions [${req.regions.join(', ')}]`); }
+  return { regions, sites, cloud, sources };
+}
+
+function regionAllowed(c: Constraint, region: string): boolean {
+  return c.regions === null || c.regions.includes(region);
+}
+
+/** Is this target allowed by residency? The one predicate every choice passes. */
+export function residencyAllows(c: Constraint, t: Target): boolean {
+  if (t.kind === 'cloud') return c.cloud && regionAllowed(c, t.region);
+  return regionAllowed(c, t.region) && (c.sites === null || c.sites.includes(t.siteId));
+}
+
+const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/** The placement decision. Pure: same inputs, same output. */
+export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
+  const constraint = residencyConstraint(req);
+  const { unknownClass, ...c } = constraint;
+  const key = modelKey(req.model);
+  const exclude = new Set(req.exclude ?? []);
+  const rejected: Rejection[] = [];
+  const choices: Choice[] = [];
+  const serving: SiteSnapshot[] = [];
+  let residencyOk = 0;
+
+  for (const s of [...fleet.sites].sort(byId)) {
+    const target: Target = { kind: 'site', siteId: s.id, region: s.region };
+    const state = s.models.get(key);
+    if (state === undefined) continue; // not deployed there: not a candidate at all
+    serving.push(s);
+    if (!residencyAllows(c, target)) {
+      rejected.push({ target, reason: 'residency', detail: c.sites !== null && !c.sites.includes(s.id) && regionAllowed(c, s.region) ? `site ${s.id} is not among the allowed sites` : `region ${s.region} is not allowed` });
+      continue;
+    }
+    residencyOk++;
+    if (exclude.has(s.id)) { rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' }); continue; }
+    if (!s.online) { rejected.push({ target, reason: 'offline', detail: 'no heartbeat within the liveness window' }); continue; }
+    if (state !== 'ready') { rejected.push({ target, reason: 'not-ready', detail: `model ${req.model.name}@${req.model.version} is ${state}` }); continue; }
+    if (s.circuitOpenUntil !== undefined && s.circuitOpenUntil > fleet.now) {
+      rejected.push({ target, reason: 'circuit-open', detail: `recent requests failed; retried after ${Math.ceil((s.circuitOpenUntil - fleet.now) / 1000)} s` });
+      continue;
+    }
+    if (s.maxQueue !== undefined && s.queued >= s.maxQueue) { rejected.push({ target, reason: 'overloaded', detail: `queue ${s.queued}/${s.maxQueue} full` }); continue; }
+    const parallel = Math.max(1, s.parallelism);
+    const base = s.latencyMs ?? DEFAULT_LATENCY_MS;
+    const pending = s.queued + s.inFlight;
+    let estimateMs = base * (1 + pending / parallel);
+    const reasons = [
+      c.regions === null && c.sites === null ? 'residency: any region' : `residency: region ${s.region} allowed`,
+      'online, model ready',
+      `load: ${s.inFlight} in flight, ${s.queued} queued, ${parallel} parallel`,
+      s.latencyMs === undefined ? `latency: not measured yet (assumed ${DEFAULT_LATENCY_MS} ms)` : `latency: ${s.latencyMs.toFixed(1)} ms measured`,
+    ];
+    const gpu = s.accelerators.some((a) => !a.startsWith('cpu'));
+    if (req.wantsAccelerator && gpu) { estimateMs /= 2; reasons.push(`accelerator: ${s.accelerators.filter((a) => !a.startsWith('cpu')).join(', ')}`); }
+    choices.push({ target, estimateMs, reasons });
+  }
+
+  choices.sort((a, b) => a.estimateMs - b.estimateMs || ((a.target as { siteId: string }).siteId < (b.target as { siteId: string }).siteId ? -1 : 1));
+  if (req.preferSite) {
+    const i = choices.findIndex((ch) => ch.target.kind === 'site' && ch.target.siteId === req.preferSite);
+    if (i > 0) choices.unshift(...choices.splice(i, 1));
+    if (i >= 0) choices[0]!.reasons.push('preferred by the request');
+  }
+
+  if (fleet.cloud) {
+    const target: Target = { kind: 'cloud', region: fleet.cloud.region };
+    if (!residencyAllows(c, target)) rejected.push({ target, reason: 'residency', detail: !c.cloud ? 'the data may not leave for the cloud' : `the cloud's region ${fleet.cloud.region} is not allowed` });
+    else if (!req.cloudFallback) rejected.push({ target, reason: 'fallback-disabled', detail: 'the endpoint declares no cloud fallback' });
+    else if (!fleet.cloud.canServe && ++residencyOk) rejected.push({ target, reason: 'cloud-cannot-serve', detail: 'the cloud-side runtime cannot serve this model' });
+    else if (exclude.has('cloud') && ++residencyOk) rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' });
+    else {
+      residencyOk++;
+      choices.push({ target, estimateMs: fleet.cloud.latencyMs ?? DEFAULT_LATENCY_MS, reasons: [`residency: the cloud's region ${fleet.cloud.region} allowed`, 'fallback: cloud-side runtime, after every eligible site'] });
+    }
+  }
+
+  if (choices.length > 0) return { ok: true, choices, rejected, constraint: c };
+  const allowed = c.regions === null ? 'any region' : `regions [${c.regions.join(', ')}]`;
+  if (unknownClass !== undefined || (c.regions !== null && c.regions.length === 0) || (residencyOk === 0 && serving.length > 0) || (c.sites !== null && c.sites.length === 0)) {
+    const where = [...new Set(serving.map((s) => s.region))].sort();
+    return {
+      ok: false, code: 'RESIDENCY_UNSATISFIABLE', rejected, constraint: c,
+      message: `no target for endpoint ${req.endpoint} satisfies data residency: ${c.sources.join('; ')}${c.regions !== null && c.regions.length === 0 && unknownClass === undefined ? ' — these leave no region' : ''}; ` +
+        `sites serving it are in ${where.length ? `[${where.join(', ')}]` : 'no region'}${fleet.cloud ? `, the cloud in ${fleet.cloud.region}` : ''} (allowed: ${allowed})`,
+    };
+  }
+  const why = rejected.length ? rejected.map((r) => `${r.target.kind === 'site' ? r.target.siteId : 'cloud'}: ${r.reason}`).join(', ') : 'no site serves it';
+  return { ok: false, code: 'NO_SITE_AVAILABLE', rejected, constraint: c, message: `no site can serve endpoint ${req.endpoint} now (${why})` };
+}
