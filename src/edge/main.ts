@@ -20,6 +20,7 @@ import { OnnxRuntime } from '../inference/onnx.ts';
 import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
+import { RoutedInference } from './rpc-infer.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
@@ -262,8 +263,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
+  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -294,6 +296,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     async close() {
       stopHeartbeat();
       stopAudit();
+      routed.close();
       rules.close();
       await api.close();
       await devices.close();

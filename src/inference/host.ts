@@ -70,6 +70,8 @@ export interface ModelHostDeps {
   clock: Clock;
   log: Logger;
   registry: Registry;
+  /** Which models to load: a site (`edge`, default) skips models marked `tier: cloud`; the cloud-side runtime loads them all. */
+  tier?: 'edge' | 'cloud';
 }
 
 export interface InferRequest { id?: string; inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[]; outputs?: { name: string }[] }
@@ -125,7 +127,8 @@ export class ModelHost implements AppComponent {
     const spec = app.manifest.spec;
     for (const e of spec.endpoints) this.endpoints.set(e.name, { app: app.name, model: e.model });
     const failures: string[] = [];
-    await Promise.all(spec.models.map(async (ms) => {
+    const mine = spec.models.filter((ms) => this.d.tier === 'cloud' || (ms as { tier?: string }).tier !== 'cloud');
+    await Promise.all(mine.map(async (ms) => {
       const key = `${app.name}/${ms.name}`;
       const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats() };
       this.models.set(key, served);

@@ -147,10 +147,10 @@ export class EmbeddedHub implements Hub {
     this.boundPort = typeof addr === 'object' && addr ? addr.port : this.opts.port;
   }
 
-  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}): Promise<void> {
+  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
       this.broker.publish(
-        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: 1, retain: opts.retain ?? false, dup: false },
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
         (err?: Error) => (err ? reject(err) : resolve()),
       );
     });
