@@ -40,6 +40,14 @@ export const ERROR_CODES = {
   ARTIFACT_OFFSET_MISMATCH: { status: 409, meaning: 'A resumed upload chunk does not start where the stored part ends.' },
   ARTIFACT_DIGEST_MISMATCH: { status: 400, meaning: 'A model file\'s bytes do not hash to the sha256 it was named by; it was refused and never loaded.' },
   SITE_UNREACHABLE: { status: 504, meaning: 'The site did not answer a request from the cloud in time (offline, or busy).' },
+  // The cloud's inference router
+  RESIDENCY_UNSATISFIABLE: { status: 422, meaning: 'No site (or cloud) serving the endpoint satisfies the request\'s data-residency constraint (its regions, its data class, the endpoint\'s policy); the message names the constraint.' },
+  NO_SITE_AVAILABLE: { status: 503, meaning: 'Sites that may serve the request exist but none can now (offline, model not ready, overloaded, failing) and no fallback is allowed; retry after Retry-After.' },
+  INFER_DEADLINE_EXCEEDED: { status: 504, meaning: 'No eligible site (or the cloud fallback) answered a routed request within its deadline.' },
+  SITE_ANSWER_INVALID: { status: 502, meaning: 'A site answered a routed request with something that does not match the wire contract; the router tried the next site.' },
+  CLIENT_CLOSED: { status: 499, meaning: 'The client went away before the answer (reported in logs and metrics; the site was told to cancel).' },
+  RATE_LIMITED: { status: 429, meaning: 'The API key sent more inference requests than its rate allows; retry after Retry-After seconds.' },
+  TOO_MANY_CONCURRENT: { status: 429, meaning: 'The API key has as many inference requests in flight as it may; retry after one finishes (Retry-After).' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },

@@ -47,7 +47,23 @@ export const SiteStatusBody = z.object({
     app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: z.string().max(32).optional(), error: z.string().max(2000).optional(),
     download: z.object({ received: z.number(), total: z.number() }).optional(),
     stats: z.object({ requests: z.number(), errors: z.number(), p95Ms: z.number().nullable(), outputMean: z.number().nullable() }).optional(),
+    /** Requests waiting in the model's batcher queue (the router's load signal). */
+    queued: z.number().int().nonnegative().optional(),
   })).max(1000).optional(),
+  /** Inference routed to this site by the cloud: in flight now, and totals since start. */
+  routed: z.object({ inFlight: z.number().int().nonnegative(), requests: z.number().int().nonnegative(), errors: z.number().int().nonnegative() }).optional(),
+  /** What the site can accelerate inference with (see src/edge/accelerators.ts). */
+  acceleratorInfo: z.object({
+    cpu: z.object({ model: z.string().max(256), arch: z.string().max(32), cores: z.number().int().nonnegative(), features: z.array(z.string().max(32)).max(64) }),
+    gpus: z.array(z.object({
+      vendor: z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']), index: z.number().int().nonnegative(), name: z.string().max(256),
+      memoryBytes: z.number().nonnegative().optional(), driver: z.string().max(64).optional(),
+      /** Which runtimes could use it here (onnxruntime: cuda provider present; llama.cpp: cuda/vulkan/metal builds). */
+      usableBy: z.array(z.string().max(64)).max(16),
+    })).max(32),
+    /** ONNX Runtime execution providers this agent's build has. */
+    onnxProviders: z.array(z.string().max(32)).max(16),
+  }).optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;
 

@@ -10,7 +10,7 @@ function site(id: string, region: string, over: Partial<SiteSnapshot> = {}): Sit
   return { id, region, online: true, models: new Map([[K, 'ready' as ModelState]]), queued: 0, inFlight: 0, parallelism: 2, accelerators: [], ...over };
 }
 function req(over: Partial<RouteRequest> = {}): RouteRequest {
-  return { endpoint: 'score', model: M, cloudFallback: false, residency: {}, ...over };
+  return { endpoint: 'score', models: [M], cloudFallback: false, residency: {}, ...over };
 }
 
 describe('placement policy', () => {

@@ -35,8 +35,8 @@ export interface ResidencyPolicy {
 
 export interface RouteRequest {
   endpoint: string;
-  /** The model that must answer: `{app}/{model}@{version}` as sites report it. */
-  model: { app: string; name: string; version: string };
+  /** The models that may answer (one per deployed version), as sites report them; a site serving any of them is a candidate. */
+  models: readonly { app: string; name: string; version: string }[];
   /** Regions the caller allows (header `x-edgeweave-regions`); absent: any. */
   regions?: readonly string[];
   /** The data class of the request's payload (header `x-edgeweave-data-class`). */
@@ -175,7 +175,17 @@ const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id 
 export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
   const constraint = residencyConstraint(req);
   const { unknownClass, ...c } = constraint;
-  const key = modelKey(req.model);
+  const keys = req.models.map(modelKey);
+  const stateOf = (s: SiteSnapshot): ModelState | undefined => {
+    let st: ModelState | undefined;
+    for (const k of keys) {
+      const x = s.models.get(k);
+      if (x === 'ready') return x;
+      st ??= x;
+    }
+    return st;
+  };
+  const modelName = req.models.map((m) => `${m.name}@${m.version}`).join(' or ');
   const exclude = new Set(req.exclude ?? []);
   const rejected: Rejection[] = [];
   const choices: Choice[] = [];
@@ -184,7 +194,7 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
 
   for (const s of [...fleet.sites].sort(byId)) {
     const target: Target = { kind: 'site', siteId: s.id, region: s.region };
-    const state = s.models.get(key);
+    const state = stateOf(s);
     if (state === undefined) continue; // not deployed there: not a candidate at all
     serving.push(s);
     if (!residencyAllows(c, target)) {
@@ -194,7 +204,7 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
     residencyOk++;
     if (exclude.has(s.id)) { rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' }); continue; }
     if (!s.online) { rejected.push({ target, reason: 'offline', detail: 'no heartbeat within the liveness window' }); continue; }
-    if (state !== 'ready') { rejected.push({ target, reason: 'not-ready', detail: `model ${req.model.name}@${req.model.version} is ${state}` }); continue; }
+    if (state !== 'ready') { rejected.push({ target, reason: 'not-ready', detail: `model ${modelName} is ${state}` }); continue; }
     if (s.circuitOpenUntil !== undefined && s.circuitOpenUntil > fleet.now) {
       rejected.push({ target, reason: 'circuit-open', detail: `recent requests failed; retried after ${Math.ceil((s.circuitOpenUntil - fleet.now) / 1000)} s` });
       continue;
@@ -222,10 +232,13 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
     if (i >= 0) choices[0]!.reasons.push('preferred by the request');
   }
 
+  let cloudResidency = false;
   if (fleet.cloud) {
     const target: Target = { kind: 'cloud', region: fleet.cloud.region };
-    if (!residencyAllows(c, target)) rejected.push({ target, reason: 'residency', detail: !c.cloud ? 'the data may not leave for the cloud' : `the cloud's region ${fleet.cloud.region} is not allowed` });
-    else if (!req.cloudFallback) rejected.push({ target, reason: 'fallback-disabled', detail: 'the endpoint declares no cloud fallback' });
+    if (!residencyAllows(c, target)) {
+      cloudResidency = true;
+      rejected.push({ target, reason: 'residency', detail: !c.cloud ? 'the data may not leave for the cloud' : `the cloud's region ${fleet.cloud.region} is not allowed` });
+    } else if (!req.cloudFallback) rejected.push({ target, reason: 'fallback-disabled', detail: 'the endpoint declares no cloud fallback' });
     else if (!fleet.cloud.canServe && ++residencyOk) rejected.push({ target, reason: 'cloud-cannot-serve', detail: 'the cloud-side runtime cannot serve this model' });
     else if (exclude.has('cloud') && ++residencyOk) rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' });
     else {
@@ -236,7 +249,7 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
 
   if (choices.length > 0) return { ok: true, choices, rejected, constraint: c };
   const allowed = c.regions === null ? 'any region' : `regions [${c.regions.join(', ')}]`;
-  if (unknownClass !== undefined || (c.regions !== null && c.regions.length === 0) || (residencyOk === 0 && serving.length > 0) || (c.sites !== null && c.sites.length === 0)) {
+  if (unknownClass !== undefined || (c.regions !== null && c.regions.length === 0) || (residencyOk === 0 && (serving.length > 0 || (cloudResidency && req.cloudFallback))) || (c.sites !== null && c.sites.length === 0)) {
     const where = [...new Set(serving.map((s) => s.region))].sort();
     return {
       ok: false, code: 'RESIDENCY_UNSATISFIABLE', rejected, constraint: c,
