@@ -21,6 +21,7 @@ import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
 import { RoutedInference } from './rpc-infer.ts';
+import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
@@ -172,8 +173,12 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
+  // Read once: GPUs and CPU features do not change while the agent runs.
+  const accel = acceleratorInfo(readAcceleratorSources('/', { arch: process.arch, cores: systemFacts(cfg.dataDir).cores }));
+  const accelerators = [...new Set([...detectAccelerators(), ...acceleratorNames(accel)])];
   const runtimeRegistry = new RuntimeRegistry()
-    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
+    // A model that names no execution provider gets CUDA where this site's ONNX Runtime can use a GPU.
+    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'), accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda'))))
     .register(new BuiltinRuntime());
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
@@ -212,11 +217,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes, accelerators,
+    system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
     rules: rules.statuses(), deadLetters: dead.total,
     models: models.list().map((m) => {

@@ -89,8 +89,8 @@ export class RouterCatalog {
 /** GPUs and other accelerators a status names (the plain list and, when reported, the detail). */
 export function acceleratorsOf(status: SiteStatusBody | null | undefined): string[] {
   if (!status) return [];
-  const detail = (status as { acceleratorInfo?: { gpus?: { vendor: string; index: number }[] } }).acceleratorInfo;
-  const fromDetail = detail?.gpus?.map((g) => `${g.vendor}:${g.index}`) ?? [];
+  // Only GPUs some runtime on the site can drive count for placement.
+  const fromDetail = status.acceleratorInfo?.gpus.filter((g) => g.usableBy.length > 0).map((g) => `${g.vendor}:${g.index}`) ?? [];
   return [...new Set([...status.accelerators, ...fromDetail])];
 }
 
