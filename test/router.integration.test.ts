@@ -2,7 +2,12 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { startTestCloud, startTestEdge, waitFor, removeDirs, type TestCloud, type TestEdge } from './support/harness.ts';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startTestCloud, startTestEdge, waitFor, removeDirs, tempDir, type TestCloud, type TestEdge } from './support/harness.ts';
+import { ROOT } from './support/proc.ts';
 import { OnnxRuntime } from '../src/inference/onnx.ts';
 
 /**
@@ -14,6 +19,7 @@ import { OnnxRuntime } from '../src/inference/onnx.ts';
  * Requests go through the cloud's OIP v2 endpoint (plain HTTP with fetch: no OIP client library
  * is installed here) and are checked against the same model run directly.
  */
+const run = promisify(execFile);
 const modelFile = new URL('../models/vibration-ae.onnx', import.meta.url).pathname;
 const bytes = readFileSync(modelFile);
 const sha = createHash('sha256').update(bytes).digest('hex');
@@ -100,7 +106,7 @@ describe('the cloud routes inference to the right site, by policy, over the MQTT
     assert.equal(r.headers.get('x-edgeweave-site'), r.body.parameters.edgeweave.site);
     const list = await (await fetch(`${cloud.url}/v2/models`, { headers: { authorization: `Bearer ${cloud.adminKey}` } })).json() as any;
     assert.deepEqual(list.models.map((m: any) => [m.name, m.ready]).sort(), [['score', true], ['score-cascade', true]]);
-    const meta = await (await fetch(`${cloud.url}/v2/models/score`, { headers: { authorization: `Bearer ${cloud.adminKey}` } })).json() as any;
+    const meta = await (await fetch(`${cloud.url}/v2/models/score`, { headers: { authorization: `Bearer ${cloud.adminKey}`, 'x-edgeweave-regions': 'eu-west' } })).json() as any;
     assert.deepEqual(meta.inputs, [{ name: 'features', datatype: 'FP32', shape: [-1, 3] }]);
     assert.deepEqual(meta.versions.sort(), ['1.0.0', '1.0.1']);
     assert.equal((await fetch(`${cloud.url}/v2/models/score/ready`, { headers: { authorization: `Bearer ${cloud.adminKey}` } })).status, 200);
@@ -195,6 +201,21 @@ describe('the cloud routes inference to the right site, by policy, over the MQTT
     assert.match(metrics, /ew_router_request_duration_seconds_bucket\{le="0\.1",endpoint="score",target="site"\}/);
     const dry = (await cloud.api('GET', '/api/v1/router/explain/score')).body;
     assert.equal(dry.ok, true);
+  });
+
+  it('edgeweave infer calls the endpoint through the cloud, and exits non-zero with the code on a refusal', async () => {
+    const dir = tempDir('infer-cli');
+    const input = join(dir, 'req.json');
+    writeFileSync(input, JSON.stringify(body));
+    const env = { ...process.env, EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: join(dir, 'none.json') };
+    const ok = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'infer', 'score', '--input', input, '--region', 'eu-west', '--explain', '-o', 'json'], { cwd: ROOT, env });
+    const out = JSON.parse(ok.stdout);
+    assert.deepEqual(out.outputs[0].data, await directScores(rows));
+    assert.ok(out.parameters.edgeweave.explain.rejected.some((r: any) => r.target === ids.forbidden && r.reason === 'residency'));
+    const refused = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'infer', 'score', '-i', input, '--region', 'us-east', '--data-class', 'pii'], { cwd: ROOT, env }).catch((e) => e);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^error RESIDENCY_UNSATISFIABLE: no target for endpoint score satisfies data residency/m);
+    removeDirs(dir);
   });
 
   it('falls back to the cloud when every site is down — only where the policy allows it', async () => {

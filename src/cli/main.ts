@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
+import { registerInferCommands } from './infer.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
@@ -80,9 +81,16 @@ export function buildProgram(): Command {
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
   .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
   .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--region <region>', 'the cloud\'s own region, for data residency of the cloud-side fallback', 'cloud')
+    .option('--infer-rate <n>', 'routed inference requests per second per API key', positive, 100)
+    .option('--infer-burst <n>', 'routed inference burst per API key', positive, 200)
+    .option('--infer-concurrency <n>', 'routed inference requests in flight per API key', positive, 64)
+    .option('--infer-timeout <ms>', 'default deadline of a routed request (ms)', positive, 30_000)
+    .option('--no-cloud-runtime', 'serve no fallback or cascade in the cloud (route to sites only)')
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
+    $ edgeweave cloud --region eu-west --infer-rate 50 --infer-concurrency 16
     $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
     .action(async (o) => {
       const { startCloud } = await import('../cloud/main.ts');
@@ -92,6 +100,7 @@ export function buildProgram(): Command {
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
+        region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
@@ -186,6 +195,7 @@ export function buildProgram(): Command {
     });
 
   registerPartnerCommands(program);
+  registerInferCommands(program);
   return program;
 }
 

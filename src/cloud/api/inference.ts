@@ -190,8 +190,9 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       const versions = version ? ep.versions.filter((v) => v.version === version) : ep.versions;
       const models = versions.map((v) => ({ app: ep.app, name: ep.model, version: v.version }));
       const manifestFor = (v: string) => (ep.versions.find((x) => x.version === v) ?? ep.versions[0]!).manifest;
-      // Metadata carries no request data: any site that serves the model may answer it.
-      const routed = await d.router.route(ctx, { ...ep, residency: {} }, { ...opts, regions: undefined, dataClass: undefined }, models, manifestFor, async (target, timeoutMs) => {
+      // Metadata carries no request data, so no data class applies; the endpoint's regions and the
+      // caller's X-Edgeweave-Regions still say where the cloud may ask.
+      const routed = await d.router.route(ctx, { ...ep, residency: { ...ep.residency, classes: undefined } }, { ...opts, dataClass: undefined }, models, manifestFor, async (target, timeoutMs) => {
         if (target.kind === 'cloud') {
           const m = await d.cloudRuntime!.metadata(req.tenantId, manifestFor(versions[0]!.version), ep.model);
           return { ...m, name: ep.name };
