@@ -86,6 +86,8 @@ export class CloudLink {
     };
     client.on('connect', () => {
       log.info({ url: creds.url }, 'connected to cloud');
+      // Routed inference answers are small and latency-bound: no Nagle delay on the link.
+      (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
       client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {

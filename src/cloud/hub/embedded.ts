@@ -135,7 +135,11 @@ export class EmbeddedHub implements Hub {
       },
     });
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
-    this.server = this.opts.tls ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, this.broker.handle) : createServer(this.broker.handle);
+    // No Nagle: routed inference is small request/response messages, and Nagle's delay against
+    // the peer's delayed ACK added tens of ms per exchange (bench:router).
+    this.server = this.opts.tls
+      ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, noDelay: true }, this.broker.handle)
+      : createServer({ noDelay: true }, this.broker.handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host ?? '0.0.0.0', () => {

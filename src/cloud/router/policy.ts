@@ -169,7 +169,8 @@ export function residencyAllows(c: Constraint, t: Target): boolean {
   return regionAllowed(c, t.region) && (c.sites === null || c.sites.includes(t.siteId));
 }
 
-const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+/** Sites returned per decision, best first: retries within one deadline never need more. */
+export const MAX_CHOICES = 16;
 
 /** The placement decision. Pure: same inputs, same output. */
 export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
@@ -192,44 +193,54 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
   const serving: SiteSnapshot[] = [];
   let residencyOk = 0;
 
-  for (const s of [...fleet.sites].sort(byId)) {
-    const target: Target = { kind: 'site', siteId: s.id, region: s.region };
+  // Candidates carry numbers only; reasons are written for the choices returned (at most
+  // MAX_CHOICES: no deadline leaves time for more retries), which keeps a 10,000-site fleet cheap.
+  type Cand = { s: SiteSnapshot; estimateMs: number; gpu: boolean };
+  const better = (x: Cand, y: Cand) => x.estimateMs < y.estimateMs || (x.estimateMs === y.estimateMs && x.s.id < y.s.id);
+  // The best MAX_CHOICES kept in order as we go (insertion into a short array): no sort of the whole fleet.
+  const cands: Cand[] = [];
+  let preferred: Cand | undefined;
+  const regionDetail = new Map<string, string>();
+  // Declared once, not per site: a closure made in the loop costs more than the check itself.
+  const reject = (s: SiteSnapshot, reason: RejectReason, detail: string) => { rejected.push({ target: { kind: 'site', siteId: s.id, region: s.region }, reason, detail }); };
+  for (const s of fleet.sites) {
     const state = stateOf(s);
     if (state === undefined) continue; // not deployed there: not a candidate at all
     serving.push(s);
-    if (!residencyAllows(c, target)) {
-      rejected.push({ target, reason: 'residency', detail: c.sites !== null && !c.sites.includes(s.id) && regionAllowed(c, s.region) ? `site ${s.id} is not among the allowed sites` : `region ${s.region} is not allowed` });
+    const allowedRegion = regionAllowed(c, s.region);
+    if (!allowedRegion || (c.sites !== null && !c.sites.includes(s.id))) {
+      let detail = allowedRegion ? `site ${s.id} is not among the allowed sites` : regionDetail.get(s.region);
+      if (detail === undefined) { detail = `region ${s.region} is not allowed`; regionDetail.set(s.region, detail); }
+      rejected.push({ target: { kind: 'site', siteId: s.id, region: s.region }, reason: 'residency', detail });
       continue;
     }
     residencyOk++;
-    if (exclude.has(s.id)) { rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' }); continue; }
-    if (!s.online) { rejected.push({ target, reason: 'offline', detail: 'no heartbeat within the liveness window' }); continue; }
-    if (state !== 'ready') { rejected.push({ target, reason: 'not-ready', detail: `model ${modelName} is ${state}` }); continue; }
-    if (s.circuitOpenUntil !== undefined && s.circuitOpenUntil > fleet.now) {
-      rejected.push({ target, reason: 'circuit-open', detail: `recent requests failed; retried after ${Math.ceil((s.circuitOpenUntil - fleet.now) / 1000)} s` });
-      continue;
-    }
-    if (s.maxQueue !== undefined && s.queued >= s.maxQueue) { rejected.push({ target, reason: 'overloaded', detail: `queue ${s.queued}/${s.maxQueue} full` }); continue; }
-    const parallel = Math.max(1, s.parallelism);
-    const base = s.latencyMs ?? DEFAULT_LATENCY_MS;
-    const pending = s.queued + s.inFlight;
-    let estimateMs = base * (1 + pending / parallel);
+    if (exclude.has(s.id)) { reject(s, 'already-tried', 'tried earlier for this request'); continue; }
+    if (!s.online) { reject(s, 'offline', 'no heartbeat within the liveness window'); continue; }
+    if (state !== 'ready') { reject(s, 'not-ready', `model ${modelName} is ${state}`); continue; }
+    if (s.circuitOpenUntil !== undefined && s.circuitOpenUntil > fleet.now) { reject(s, 'circuit-open', `recent requests failed; retried after ${Math.ceil((s.circuitOpenUntil - fleet.now) / 1000)} s`); continue; }
+    if (s.maxQueue !== undefined && s.queued >= s.maxQueue) { reject(s, 'overloaded', `queue ${s.queued}/${s.maxQueue} full`); continue; }
+    const gpu = req.wantsAccelerator === true && s.accelerators.some((x) => !x.startsWith('cpu'));
+    const estimateMs = ((s.latencyMs ?? DEFAULT_LATENCY_MS) * (1 + (s.queued + s.inFlight) / Math.max(1, s.parallelism))) / (gpu ? 2 : 1);
+    const cand = { s, estimateMs, gpu };
+    if (s.id === req.preferSite) { preferred = cand; continue; }
+    if (cands.length === MAX_CHOICES && !better(cand, cands[MAX_CHOICES - 1]!)) continue;
+    let i = cands.length;
+    while (i > 0 && better(cand, cands[i - 1]!)) i--;
+    cands.splice(i, 0, cand);
+    if (cands.length > MAX_CHOICES) cands.pop();
+  }
+  if (preferred) { cands.unshift(preferred); if (cands.length > MAX_CHOICES) cands.pop(); }
+  for (const { s, estimateMs, gpu } of cands) {
     const reasons = [
       c.regions === null && c.sites === null ? 'residency: any region' : `residency: region ${s.region} allowed`,
       'online, model ready',
-      `load: ${s.inFlight} in flight, ${s.queued} queued, ${parallel} parallel`,
+      `load: ${s.inFlight} in flight, ${s.queued} queued, ${Math.max(1, s.parallelism)} parallel`,
       s.latencyMs === undefined ? `latency: not measured yet (assumed ${DEFAULT_LATENCY_MS} ms)` : `latency: ${s.latencyMs.toFixed(1)} ms measured`,
     ];
-    const gpu = s.accelerators.some((a) => !a.startsWith('cpu'));
-    if (req.wantsAccelerator && gpu) { estimateMs /= 2; reasons.push(`accelerator: ${s.accelerators.filter((a) => !a.startsWith('cpu')).join(', ')}`); }
-    choices.push({ target, estimateMs, reasons });
-  }
-
-  choices.sort((a, b) => a.estimateMs - b.estimateMs || ((a.target as { siteId: string }).siteId < (b.target as { siteId: string }).siteId ? -1 : 1));
-  if (req.preferSite) {
-    const i = choices.findIndex((ch) => ch.target.kind === 'site' && ch.target.siteId === req.preferSite);
-    if (i > 0) choices.unshift(...choices.splice(i, 1));
-    if (i >= 0) choices[0]!.reasons.push('preferred by the request');
+    if (gpu) reasons.push(`accelerator: ${s.accelerators.filter((x) => !x.startsWith('cpu')).join(', ')}`);
+    if (s.id === req.preferSite) reasons.push('preferred by the request');
+    choices.push({ target: { kind: 'site', siteId: s.id, region: s.region }, estimateMs, reasons });
   }
 
   let cloudResidency = false;
