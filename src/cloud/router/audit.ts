@@ -19,6 +19,7 @@ export interface AuditRecord {
   dataClass?: string;
   attempts: { target: string; region: string; outcome: string; ms: number }[];
   rejected: { target: string; reason: string }[];
+  rejectedCounts: Record<string, number>;
   outcome: 'ok' | 'error';
   code?: string;
   answeredBy?: string;

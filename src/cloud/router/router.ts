@@ -216,7 +216,9 @@ export class InferenceRouter {
       at: this.o.clock.now(), requestId: ctx.requestId, tenantId: ctx.tenantId, keyId: ctx.keyId, endpoint: ep.name, protocol: ctx.protocol,
       constraint: trace.constraint, ...(opts.dataClass !== undefined ? { dataClass: opts.dataClass } : {}),
       attempts: trace.attempts.map((a) => ({ target: targetName(a.target), region: a.target.region, outcome: a.outcome, ms: a.ms })),
-      rejected: trace.rejected.map((r) => ({ target: targetName(r.target), reason: r.reason })),
+      // Bounded on big fleets: the first 50 left out by name, all of them counted by reason.
+      rejected: trace.rejected.slice(0, 50).map((r) => ({ target: targetName(r.target), reason: r.reason })),
+      rejectedCounts: trace.rejected.reduce<Record<string, number>>((acc, r) => { acc[r.reason] = (acc[r.reason] ?? 0) + 1; return acc; }, {}),
       outcome: err ? 'error' : 'ok', ...(err ? { code: err.code } : {}), ...(target ? { answeredBy: targetName(target) } : {}),
     };
     this.o.audit.record(rec);
