@@ -33,12 +33,32 @@ export const ModelSpec = z.object({
   runtime: z.object({
     threads: z.number().int().positive().max(256),
     graphOptimization: z.enum(['disabled', 'basic', 'extended', 'all']),
-    executionProvider: z.enum(['cpu', 'cuda']),
+    executionProvider: z.enum(['cpu', 'cuda', 'vulkan']),
+    /** gguf: tokens per sequence (prompt + completion). Default 2048, at most the model's training context. */
+    contextSize: z.number().int().min(64).max(1_048_576),
+    /** gguf: sequences generating at once (slots). Default 2. */
+    parallel: z.number().int().positive().max(64),
+    /** gguf: layers offloaded to the GPU. Default 0 on cpu, all with cuda/vulkan. */
+    gpuLayers: z.number().int().min(0).max(1000),
+    /** gguf: memory granted to the model (weights + context). Default 75 % of the site's memory. */
+    memoryLimitMB: z.number().int().positive(),
+    /** Requests that may wait for a slot before QUEUE_FULL. Default 256. */
+    maxQueued: z.number().int().positive().max(100_000),
   }).partial().strict().optional(),
   /** `cloud`: only the cloud-side runtime loads it (a cascade's larger model); sites skip it. Default `edge`. */
   tier: z.enum(['edge', 'cloud']).optional(),
+  /** format remote: the OpenAI-compatible upstream. The key comes from a site secret, never from here. */
+  upstream: z.object({
+    baseUrl: z.string().url().refine((u) => /^https?:\/\//.test(u), 'an http(s) URL such as https://llm.example.com/v1'),
+    model: z.string().min(1).max(256),
+    apiKeySecret: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'a secret name: lower-case letters, digits and "-"').optional(),
+    timeoutMs: z.number().int().positive().max(600_000).optional(),
+    retries: z.number().int().min(0).max(10).optional(),
+    concurrency: z.number().int().positive().max(1024).optional(),
+  }).strict().optional(),
 }).passthrough()
   .refine((m) => m.format === 'remote' || m.format === 'builtin' || m.sha256 !== undefined, { message: 'onnx and gguf models need the sha256 of their uploaded file (edgeweave app push fills it in)', path: ['sha256'] })
+  .refine((m) => (m.format === 'remote') === (m.upstream !== undefined), { message: 'format remote names its OpenAI-compatible upstream in "upstream" ({ baseUrl, model, apiKeySecret }), and only remote models do', path: ['upstream'] })
   .refine((m) => (m.format === 'builtin') === (m.builtin !== undefined), { message: 'format builtin names its pipeline in "builtin" (pp-ocrv4), and only builtin models do', path: ['builtin'] });
 
 const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter or "_"');
@@ -84,6 +104,10 @@ export const RuleSpec = z.object({
     lateness: z.number().int().min(0).max(86_400_000).default(0),
     /** Late records: dropped and counted, or sent to the stream's dead letters too. */
     latePolicy: z.enum(['drop', 'side']).default('drop'),
+    /** llm() calls of this rule running at once (default 2). */
+    llmConcurrency: z.number().int().positive().max(256).optional(),
+    /** llm() tokens (prompt + completion) this rule may use per minute (default 20000). */
+    llmTokensPerMinute: z.number().int().positive().max(100_000_000).optional(),
   }).strict().default({ lateness: 0, latePolicy: 'drop' }),
 }).strict();
 export type RuleSpec = z.infer<typeof RuleSpec>;
@@ -129,6 +153,14 @@ export const EndpointSpec = z.object({
   /** Where the cloud's router may send a request when no eligible site answers in time: `cloud` (the cloud-side runtime) or `none` (default). */
   fallback: z.enum(['cloud', 'none']).optional(),
   cascade: CascadeSpec.optional(),
+  /** chat (and completion) for language models over /v1, embedding for /v1/embeddings; tensor models need none. */
+  kind: z.enum(['chat', 'completion', 'embedding']).optional(),
+  /** Language-model endpoints: per-request token cap, timeout and requests in flight (defaults 512, 120000 ms, 16). */
+  limits: z.object({
+    maxTokens: z.number().int().positive().max(1_048_576),
+    timeoutMs: z.number().int().positive().max(3_600_000),
+    concurrency: z.number().int().positive().max(10_000),
+  }).partial().strict().optional(),
 }).passthrough();
 
 const Region = z.string().min(1).max(64);

@@ -46,6 +46,8 @@ export const SiteStatusBody = z.object({
   models: z.array(z.object({
     app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: z.string().max(32).optional(), error: z.string().max(2000).optional(),
     download: z.object({ received: z.number(), total: z.number() }).optional(),
+    /** Language models: their runtime process (restarts, last exit) and slots. */
+    runtime: z.object({ state: z.enum(['starting', 'ready', 'restarting', 'failed']), restarts: z.number(), lastExit: z.string().max(500).optional(), pid: z.number().optional(), busy: z.number().optional(), queued: z.number().optional(), slots: z.number().optional() }).optional(),
     stats: z.object({ requests: z.number(), errors: z.number(), p95Ms: z.number().nullable(), outputMean: z.number().nullable() }).optional(),
     /** Requests waiting in the model's batcher queue (the router's load signal). */
     queued: z.number().int().nonnegative().optional(),

@@ -22,6 +22,11 @@ import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
 import { RoutedInference } from './rpc-infer.ts';
 import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
+import { registerOpenAi } from '../inference/openai.ts';
+import { GgufRuntime } from '../inference/llm/gguf.ts';
+import { RemoteRuntime } from '../inference/llm/remote.ts';
+import { LlmService } from '../inference/llm/service.ts';
+import { siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
@@ -179,7 +184,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const runtimeRegistry = new RuntimeRegistry()
     // A model that names no execution provider gets CUDA where this site's ONNX Runtime can use a GPU.
     .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'), accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda'))))
-    .register(new BuiltinRuntime());
+    .register(new BuiltinRuntime())
+    .register(new GgufRuntime({ log, clock }))
+    .register(new RemoteRuntime({ log, clock }));
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
   const models = new ModelHost({
@@ -191,7 +198,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       return file;
     },
     releaseModel: (sha) => cache.release(sha),
+    secret: (name) => siteSecret(cfg.dataDir, name),
   });
+  const llm = new LlmService(models, registry, clock);
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   const supervisor = new AppSupervisor(log);
@@ -225,7 +234,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     rules: rules.statuses(), deadLetters: dead.total,
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
+      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
     }),
     routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
   });
@@ -290,7 +299,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models });
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, llm });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -304,6 +313,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       routed.close();
       rules.close();
       await api.close();
+      await models.close();
       await devices.close();
       await link.stop();
       await applying;
@@ -328,6 +338,7 @@ interface LocalApiDeps {
   audit: EgressAudit;
   rules: RuleHost;
   models: ModelHost;
+  llm: LlmService;
 }
 
 /**
@@ -366,6 +377,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
   registerOip(app, d.models);
+  registerOpenAi(app, { host: d.models, llm: d.llm, log: d.log });
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {

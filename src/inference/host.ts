@@ -5,7 +5,8 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { DynamicBatcher } from './batcher.ts';
-import type { LoadedModel, RuntimeRegistry } from './runtime.ts';
+import type { LoadedModel, ModelLoadSpec, RuntimeRegistry } from './runtime.ts';
+import type { LlmModel } from './llm/types.ts';
 import { DATATYPES, elementCount, shapeFits, typedFrom, type Datatype, type Tensor, type TensorData, type TensorSpec } from './tensor.ts';
 
 /**
@@ -72,6 +73,8 @@ export interface ModelHostDeps {
   registry: Registry;
   /** Which models to load: a site (`edge`, default) skips models marked `tier: cloud`; the cloud-side runtime loads them all. */
   tier?: 'edge' | 'cloud';
+  /** Resolves a named secret (a remote model's API key); never logged. */
+  secret?(name: string): Promise<string>;
 }
 
 export interface InferRequest { id?: string; inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[]; outputs?: { name: string }[] }
@@ -81,7 +84,7 @@ export class ModelHost implements AppComponent {
   /** key: `${app}/${model}` */
   private readonly models = new Map<string, ServedModel>();
   /** endpoint name → `${app}/${model}` */
-  private readonly endpoints = new Map<string, { app: string; model: string }>();
+  private readonly endpoints = new Map<string, { app: string; model: string; spec: Record<string, unknown> }>();
   readonly progress = new Map<string, { received: number; total: number }>();
   private readonly m;
 
@@ -103,6 +106,33 @@ export class ModelHost implements AppComponent {
     return [...this.endpoints.keys()];
   }
 
+  /**
+   * A language-model endpoint (`/v1` on the site) or, with `app`, an endpoint of that app (llm()
+   * in its rules). Throws MODEL_NOT_FOUND for an unknown name or one whose model is not a
+   * language model, MODEL_NOT_READY while it loads.
+   */
+  llmEndpoint(name: string, app?: string): { app: string; endpoint: string; model: string; spec: Record<string, unknown>; llm: LlmModel } {
+    const t = this.endpoints.get(name);
+    if (!t || (app !== undefined && t.app !== app)) {
+      const known = [...this.endpoints].filter(([, v]) => (app === undefined || v.app === app) && this.models.get(`${v.app}/${v.model}`)?.model?.llm).map(([k]) => k);
+      throw new EwError('MODEL_NOT_FOUND', `no language-model endpoint "${name}"${app ? ` in app ${app}` : ''} is served here${known.length ? `; there are ${known.join(', ')}` : ''}`, { path: 'model' });
+    }
+    const s = this.models.get(`${t.app}/${t.model}`);
+    if (!s || s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `endpoint ${name}: model ${t.model} is ${s?.state ?? 'not loaded'}${s?.error ? `: ${s.error}` : ''}`);
+    if (!s.model!.llm) throw new EwError('MODEL_NOT_FOUND', `endpoint ${name} serves model ${t.model}, which is not a language model (format ${s.format}); call it over /v2 (Open Inference Protocol)`, { path: 'model' });
+    return { app: t.app, endpoint: name, model: t.model, spec: t.spec, llm: s.model!.llm };
+  }
+
+  /** Language-model endpoints that are ready: what `/v1/models` lists. */
+  llmEndpoints(): { app: string; endpoint: string; model: string; version: string; spec: Record<string, unknown> }[] {
+    const out: { app: string; endpoint: string; model: string; version: string; spec: Record<string, unknown> }[] = [];
+    for (const [name, t] of this.endpoints) {
+      const s = this.models.get(`${t.app}/${t.model}`);
+      if (s?.state === 'ready' && s.model?.llm) out.push({ app: t.app, endpoint: name, model: t.model, version: s.version, spec: t.spec });
+    }
+    return out;
+  }
+
   async start(app: DesiredApp): Promise<void> {
     await this.load(app);
   }
@@ -117,15 +147,25 @@ export class ModelHost implements AppComponent {
       if (s.app !== app.name) continue;
       s.batcher?.close();
       await s.model?.close().catch(() => {});
-      if (s.sha256 && s.format !== 'builtin' && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
+      if (s.sha256 && s.format !== 'builtin' && s.format !== 'remote' && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
       this.models.delete(key);
     }
     for (const [ep, t] of this.endpoints) if (t.app === app.name) this.endpoints.delete(ep);
   }
 
+  /** Unloads every model (the agent stops): language-model child processes end with it. */
+  async close(): Promise<void> {
+    await Promise.all([...this.models.values()].map(async (s) => {
+      s.batcher?.close();
+      await s.model?.close().catch(() => {});
+    }));
+    this.models.clear();
+    this.endpoints.clear();
+  }
+
   private async load(app: DesiredApp): Promise<void> {
     const spec = app.manifest.spec;
-    for (const e of spec.endpoints) this.endpoints.set(e.name, { app: app.name, model: e.model });
+    for (const e of spec.endpoints) this.endpoints.set(e.name, { app: app.name, model: e.model, spec: e });
     const failures: string[] = [];
     const mine = spec.models.filter((ms) => this.d.tier === 'cloud' || (ms as { tier?: string }).tier !== 'cloud');
     await Promise.all(mine.map(async (ms) => {
@@ -134,10 +174,13 @@ export class ModelHost implements AppComponent {
       this.models.set(key, served);
       try {
         // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
-        const file = ms.format === 'builtin' ? ms.builtin! : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+        const file = ms.format === 'builtin' ? ms.builtin! : ms.format === 'remote' ? '' : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
         served.state = 'loading';
-        const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
-        const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
+        const opts = (ms as { runtime?: ModelLoadSpec['options'] }).runtime;
+        // Remote models: the upstream travels with the runtime settings; its key is resolved from a secret here.
+        const up = (ms as { upstream?: { baseUrl: string; model: string; apiKeySecret?: string; timeoutMs?: number; retries?: number; concurrency?: number } }).upstream;
+        const upstream = up ? { ...up, apiKey: up.apiKeySecret ? await this.d.secret?.(up.apiKeySecret) : undefined } : undefined;
+        const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: { ...opts, ...(upstream ? { upstream } : {}) } });
         served.model = model;
         served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
         const b = ms.batching ?? {};
