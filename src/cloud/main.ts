@@ -13,6 +13,7 @@ import { RolloutController } from './rollouts.ts';
 import { createApiServer } from './api/server.ts';
 import { registerRoutes } from './api/routes.ts';
 import { registerInference } from './api/inference.ts';
+import { registerOpenAiRouting } from './api/openai.ts';
 import { startRouter } from './router/start.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
@@ -158,6 +159,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
     rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false });
   registerInference(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
+  registerOpenAiRouting(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
   url = address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1');
   if (!tls) log.warn('serving plain HTTP and MQTT: terminate TLS in front of this cloud, or start it with --tls-cert and --tls-key');

@@ -20,7 +20,7 @@ import { OnnxRuntime } from '../inference/onnx.ts';
 import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
-import { RoutedInference } from './rpc-infer.ts';
+import { RoutedInference, injectStreams } from './rpc-infer.ts';
 import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
 import { registerOpenAi } from '../inference/openai.ts';
 import { GgufRuntime } from '../inference/llm/gguf.ts';
@@ -299,7 +299,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, llm });
+  // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
+  const internalToken = newSecret('ewl');
+  const api = await createLocalApi({ internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, llm });
+  routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -324,6 +327,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 }
 
 interface LocalApiDeps {
+  internalToken: string;
   log: Logger;
   registry: Registry;
   httpErrors: Counter<'code'>;
@@ -353,6 +357,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     // Liveness and readiness probes answer without a key, as load balancers expect.
     if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
+    if (req.headers['x-edgeweave-internal'] === d.internalToken) return; // routed from the cloud, in process
     const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });

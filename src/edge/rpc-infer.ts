@@ -31,6 +31,44 @@ export interface RoutedInferenceOptions {
   streams?: RoutedStreams;
 }
 
+/**
+ * Streamed requests run on the site's own OpenAI-compatible routes, in process (fastify's
+ * `inject`, no socket), so the cloud gets exactly what a local client would — SSE events as the
+ * model produces them. `internalToken` marks these calls to the local API's auth hook: the cloud
+ * authenticated them already (it holds the site's MQTT link).
+ */
+export function injectStreams(app: { inject: (o: object) => Promise<unknown> }, internalToken: string): RoutedStreams {
+  return {
+    async run(path, body, emit, signal) {
+      const res = await app.inject({
+        method: 'POST', url: path, payload: body, payloadAsStream: true, signal,
+        headers: { 'content-type': 'application/json', 'x-edgeweave-internal': internalToken },
+      }) as { statusCode: number; headers: Record<string, string | string[] | undefined>; stream(): NodeJS.ReadableStream; raw: { res: { destroy(): void } } };
+      const stream = res.stream();
+      // The cloud's client went away: closing the response is what the /v1 routes listen for to stop generating.
+      const stop = () => res.raw.res.destroy();
+      signal.addEventListener('abort', stop, { once: true });
+      try {
+        if (String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
+          for await (const chunk of stream) await emit(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+          return { status: res.statusCode };
+        }
+        const parts: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of stream) {
+          const b = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+          size += b.length;
+          if (size > 32 * 1024 * 1024) throw new EwError('PAYLOAD_TOO_LARGE', 'the answer is larger than 32 MiB');
+          parts.push(b);
+        }
+        return { status: res.statusCode, body: Buffer.concat(parts) };
+      } finally {
+        signal.removeEventListener('abort', stop);
+      }
+    },
+  };
+}
+
 interface Running { abort: AbortController; cancelTimer: () => void; credit?: { n: number; wake?: () => void } }
 
 export class RoutedInference {
@@ -41,6 +79,11 @@ export class RoutedInference {
 
   constructor(private readonly o: RoutedInferenceOptions) {
     this.maxInFlight = o.maxInFlight ?? 256;
+  }
+
+  /** The local API exists after the link: its streams are plugged in once it does. */
+  setStreams(streams: RoutedStreams): void {
+    this.o.streams = streams;
   }
 
   get inFlight(): number {
