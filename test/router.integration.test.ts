@@ -129,6 +129,28 @@ describe('the cloud routes inference to the right site, by policy, over the MQTT
     assert.equal(r.headers.get('x-edgeweave-route'), `${ids.slow}=INFER_DEADLINE_EXCEEDED,${ids.fast}=ok`);
   });
 
+  it('takes and returns raw tensor bytes (Triton\'s binary extension), forwarded to the site without re-encoding', async () => {
+    const head = Buffer.from(JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], parameters: { binary_data_size: 24 } }], outputs: [{ name: 'score', parameters: { binary_data: true } }] }));
+    const tensor = Buffer.from(Float32Array.from(rows.flat()).buffer);
+    const send = (h: Buffer, t: Buffer) => fetch(`${cloud.url}/v2/models/score/infer`, {
+      method: 'POST', body: new Uint8Array(Buffer.concat([h, t])),
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream', 'inference-header-content-length': String(h.length), 'x-edgeweave-regions': 'eu-west' },
+    });
+    const res = await send(head, tensor);
+    assert.equal(res.status, 200);
+    const raw = Buffer.from(await res.arrayBuffer());
+    const n = Number(res.headers.get('inference-header-content-length'));
+    const json = JSON.parse(raw.subarray(0, n).toString('utf8'));
+    assert.deepEqual(json.outputs, [{ name: 'score', datatype: 'FP32', shape: [2], parameters: { binary_data_size: 8 } }]);
+    const scores = Array.from(new Float32Array(new Uint8Array(raw.subarray(n)).buffer));
+    assert.deepEqual(scores, await directScores(rows));
+    const short = await send(head, tensor.subarray(0, 20));
+    assert.equal(short.status, 400);
+    const err = (await short.json()) as any;
+    assert.equal(err.code, 'INFER_INPUT_INVALID');
+    assert.equal(err.path, 'inputs[0].parameters.binary_data_size');
+  });
+
   it('refuses what residency forbids with a 4xx naming the constraint, in OIP\'s error shape', async () => {
     const r = await infer('score', body, { 'x-edgeweave-regions': 'us-east', 'x-edgeweave-data-class': 'pii' });
     assert.equal(r.status, 422);

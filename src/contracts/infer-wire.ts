@@ -187,3 +187,26 @@ export function unpackTensors(heads: readonly TensorHead[], body: Buffer, where:
     return { name: h.name, datatype: h.datatype, shape: h.shape, data };
   });
 }
+
+/**
+ * Checks raw tensor bytes against a shape and datatype without decoding them (for binary request
+ * bodies, Triton's binary extension): a message naming what is wrong, or undefined when they fit.
+ */
+export function checkTensorBytes(datatype: string, shape: readonly number[], b: Buffer): string | undefined {
+  const n = count(shape);
+  if (datatype === 'BYTES') {
+    let o = 0;
+    let k = 0;
+    while (o + 4 <= b.length) {
+      const len = b.readUInt32LE(o);
+      if (o + 4 + len > b.length) return `element ${k} declares ${len} bytes past the end of the tensor`;
+      o += 4 + len;
+      k++;
+    }
+    if (o !== b.length) return 'trailing bytes after the last element';
+    return k === n ? undefined : `holds ${k} length-prefixed elements but shape [${shape.join(', ')}] needs ${n}`;
+  }
+  const w = datatype === 'BOOL' ? 1 : WIDTH[datatype as keyof typeof WIDTH];
+  if (w === undefined) return `datatype ${datatype} is not known`;
+  return b.length === n * w ? undefined : `${datatype} of shape [${shape.join(', ')}] needs ${n * w} bytes, got ${b.length}`;
+}

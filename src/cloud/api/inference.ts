@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ERROR_CODES, EwError, isEwError, type ErrorCode } from '../../contracts/errors.ts';
-import { WIRE_VERSION, packTensors, unpackTensors, ErrorFrame, type WireTensor } from '../../contracts/infer-wire.ts';
+import { ERROR_CODES, EwError, formatPath, isEwError, type ErrorCode } from '../../contracts/errors.ts';
+import { WIRE_VERSION, MAX_FRAME_BYTES, checkTensorBytes, packTensors, unpackTensors, ErrorFrame, type TensorHead, type WireTensor } from '../../contracts/infer-wire.ts';
 import { pointerToPath } from '../../lib/http.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { InferenceRouter, targetName, type RouteContext, type RouteOptions, type RouteTrace } from '../router/router.ts';
@@ -55,6 +55,64 @@ const InferBody = z.object({
   outputs: z.array(z.object({ name: z.string().max(256), parameters: z.record(z.string(), z.unknown()).optional() })).max(256).optional(),
 });
 type InferBody = z.infer<typeof InferBody>;
+/** The JSON part of a binary request (Triton's binary tensor extension): `data` or `parameters.binary_data_size` per input. */
+const BinaryInferHead = InferBody.extend({
+  inputs: z.array(Tensor.extend({ data: z.array(z.unknown()).optional(), parameters: z.object({ binary_data_size: z.number().int().nonnegative().optional() }).passthrough().optional() })).min(1).max(256),
+});
+
+function check<T>(schema: z.ZodType<T>, v: unknown): T {
+  const r = schema.safeParse(v);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const path = formatPath(issue.path);
+  throw new EwError('VALIDATION_FAILED', `${path || 'body'}: ${issue.message}`, { path: path || undefined });
+}
+
+/** A request as the router forwards it: tensor heads and their bytes (from JSON, or as they came). */
+interface Parsed { body: Omit<InferBody, 'inputs'> & { inputs: { name: string; datatype: string; shape: number[] }[] }; heads: TensorHead[]; bytes: Buffer[]; binaryOut: (name: string) => boolean }
+
+/** Parses an OIP request: JSON, or Triton's binary extension (Inference-Header-Content-Length + raw tensors). */
+function parseInfer(req: FastifyRequest): Parsed {
+  const wantsBinary = (b: { parameters?: Record<string, unknown>; outputs?: { name: string; parameters?: Record<string, unknown> }[] }) => (name: string) =>
+    b.parameters?.binary_data_output === true || b.outputs?.find((o) => o.name === name)?.parameters?.binary_data === true;
+  if (!Buffer.isBuffer(req.body)) {
+    const body = check(InferBody, req.body);
+    const packed = packTensors(body.inputs as WireTensor[]);
+    return { body, heads: packed.heads, bytes: packed.body, binaryOut: wantsBinary(body) };
+  }
+  const raw = req.body;
+  const hl = Number(req.headers['inference-header-content-length']);
+  if (!Number.isInteger(hl) || hl < 2 || hl > raw.length) throw new EwError('VALIDATION_FAILED', `a binary request needs the header Inference-Header-Content-Length: the length of its JSON part (1…${raw.length})`, { path: 'headers.inference-header-content-length' });
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.subarray(0, hl).toString('utf8'));
+  } catch (e) {
+    throw new EwError('INVALID_JSON', `the JSON part of the binary request is not valid JSON: ${(e as Error).message}`);
+  }
+  const body = check(BinaryInferHead, json);
+  const heads: TensorHead[] = [];
+  const bytes: Buffer[] = [];
+  let off = hl;
+  body.inputs.forEach((t, i) => {
+    const size = t.parameters?.binary_data_size;
+    if ((size === undefined) === (t.data === undefined)) throw new EwError('INFER_INPUT_INVALID', `input ${t.name} needs either "data" or parameters.binary_data_size`, { path: `inputs[${i}]` });
+    if (size === undefined) {
+      const p = packTensors([t as WireTensor], 'inputs');
+      heads.push(p.heads[0]!);
+      bytes.push(p.body[0]!);
+      return;
+    }
+    if (off + size > raw.length) throw new EwError('INFER_INPUT_INVALID', `input ${t.name} declares ${size} binary bytes but only ${raw.length - off} remain in the body`, { path: `inputs[${i}].parameters.binary_data_size` });
+    const b = raw.subarray(off, off + size);
+    off += size;
+    const bad = checkTensorBytes(t.datatype, t.shape, b);
+    if (bad) throw new EwError('INFER_INPUT_INVALID', `input ${t.name}: ${bad}`, { path: `inputs[${i}].parameters.binary_data_size` });
+    heads.push({ name: t.name, datatype: t.datatype, shape: t.shape, bytes: size });
+    bytes.push(b);
+  });
+  if (off !== raw.length) throw new EwError('INFER_INPUT_INVALID', `the body has ${raw.length - off} bytes after the last binary input`, { path: 'inputs' });
+  return { body: body as Parsed['body'], heads, bytes, binaryOut: wantsBinary(body) };
+}
 
 const REGION = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -137,6 +195,9 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       routeHeaders(reply, (err as { trace?: RouteTrace }).trace);
       void reply.status(ERROR_CODES[code].status).send({ error: message, code, ...(path ? { path } : {}) });
     });
+    // Binary requests (Triton's binary tensor extension) arrive whole, up to the frame bound.
+    oip.removeContentTypeParser('application/octet-stream');
+    oip.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: MAX_FRAME_BYTES }, (_req, body, done) => done(null, body));
     const r = oip.withTypeProvider<ZodTypeProvider>();
     const publicRoute = { config: { public: true }, schema: { hide: true } };
     r.get('/v2/health/live', publicRoute, async () => ({ live: true }));
@@ -173,10 +234,10 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         void reply.status(ready ? 200 : 503);
         return { name: ep.name, ready };
       });
-      r.post(`${base}/infer`, { schema: { hide: true, params: Params, querystring: Query, body: InferBody }, onRequest: limitHook(d.limiter) }, async (req, reply) => {
+      r.post(`${base}/infer`, { schema: { hide: true, params: Params, querystring: Query }, onRequest: limitHook(d.limiter) }, async (req, reply) => {
         const ep = await d.router.endpoint(req.tenantId, req.params.name, req.params.version);
-        if (ep.kind === 'chat') throw new EwError('MODEL_NOT_FOUND', `endpoint ${ep.name} is an LLM endpoint: use POST /v1/chat/completions with "model": "${ep.name}"`, { path: 'model' });
-        return infer(req, reply, ep, req.params.version, req.body);
+        if (ep.kind !== 'tensor') throw new EwError('MODEL_NOT_FOUND', `endpoint ${ep.name} is a language-model endpoint: use POST /v1/chat/completions with "model": "${ep.name}"`, { path: 'model' });
+        return infer(req, reply, ep, req.params.version, parseInfer(req));
       });
     }
 
@@ -209,21 +270,26 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       return value;
     };
 
-    const infer = async (req: FastifyRequest, reply: FastifyReply, ep: EndpointInfo, version: string | undefined, body: InferBody): Promise<unknown> => {
+    const infer = async (req: FastifyRequest, reply: FastifyReply, ep: EndpointInfo, version: string | undefined, parsed: Parsed): Promise<unknown> => {
+      const { body } = parsed;
       const opts = routeOptions(req, d.clock, defaultTimeoutMs, maxTimeoutMs);
       const abort = new AbortController();
       reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
       opts.signal = abort.signal;
       const ctx: RouteContext = { tenantId: req.tenantId, keyId: req.apiKeyId, requestId: String(req.id), protocol: 'oip' };
-      const packed = packTensors(body.inputs as WireTensor[]);
+      const packed = { heads: parsed.heads, body: parsed.bytes };
+      // JSON tensors for the cloud-side runtime, decoded once and only if it is used.
+      let jsonInputs: WireTensor[] | undefined;
+      const inputsAsJson = () => (jsonInputs ??= unpackTensors(packed.heads, Buffer.concat(packed.body), 'request'));
       const versions = version ? ep.versions.filter((v) => v.version === version) : ep.versions;
       const manifestFor = (v: string) => (ep.versions.find((x) => x.version === v) ?? ep.versions[0]!).manifest;
       const t0 = d.clock.now();
 
       const stage = (modelName: string, siteEndpoint: string, fallback: boolean) => d.router.route(ctx, ep, opts, versions.map((v) => ({ app: ep.app, name: modelName, version: v.version })), manifestFor, async (target, timeoutMs) => {
         if (target.kind === 'cloud') {
-          const out = await d.cloudRuntime!.infer(req.tenantId, manifestFor(versions[0]!.version), modelName, { id: body.id, inputs: body.inputs, outputs: body.outputs });
-          return { model_version: out.model_version, outputs: out.outputs as WireTensor[], model: modelName };
+          const out = await d.cloudRuntime!.infer(req.tenantId, manifestFor(versions[0]!.version), modelName, { id: body.id, inputs: inputsAsJson(), outputs: body.outputs });
+          const p = packTensors(out.outputs as WireTensor[], 'outputs');
+          return { model_version: out.model_version, heads: p.heads, raw: Buffer.concat(p.body), model: modelName };
         }
         const f = await d.forwarder.call(target.siteId, {
           v: WIRE_VERSION, type: 'infer', endpoint: siteEndpoint, ...(version ? { version } : {}), timeoutMs,
@@ -231,13 +297,15 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         }, packed.body, timeoutMs, abort.signal);
         const h = siteAnswer(f.head, target.siteId);
         if (h.type !== 'result') throw new EwError('SITE_ANSWER_INVALID', `site ${target.siteId} answered an inference request with "${h.type}"`);
-        let outputs: WireTensor[];
-        try {
-          outputs = unpackTensors(h.outputs, f.body, `answer from site ${target.siteId}`);
-        } catch (e) {
-          throw new EwError('SITE_ANSWER_INVALID', (e as Error).message);
+        // Checked against the wire contract now (a bad answer moves on to the next site), decoded only if JSON is wanted.
+        let off = 0;
+        for (const o of h.outputs) {
+          const bad = checkTensorBytes(o.datatype, o.shape, f.body.subarray(off, off + o.bytes));
+          off += o.bytes;
+          if (bad || off > f.body.length) throw new EwError('SITE_ANSWER_INVALID', `answer from site ${target.siteId}: output ${o.name}: ${bad ?? 'runs past the frame'}`);
         }
-        return { model_version: h.model_version, outputs, model: modelName };
+        if (off !== f.body.length) throw new EwError('SITE_ANSWER_INVALID', `answer from site ${target.siteId}: ${f.body.length - off} bytes after the last output`);
+        return { model_version: h.model_version, heads: h.outputs, raw: f.body, model: modelName };
       }, fallback);
 
       const first = await stage(ep.model, ep.name, ep.fallback);
@@ -247,7 +315,7 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         d.router.m.cascaded.inc({ endpoint: ep.name });
         let verdict;
         try {
-          verdict = checkTensorCascade(ep.cascade.when, first.value.outputs);
+          verdict = checkTensorCascade(ep.cascade.when, unpackTensors(first.value.heads, first.value.raw, 'answer'));
         } catch (e) {
           verdict = { escalate: false, why: (e as Error).message };
         }
@@ -269,7 +337,22 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       }
       routeHeaders(reply, final.trace, { target: targetName(final.target), model: final.value.model });
       const wanted = body.outputs?.map((o) => o.name);
-      return {
+      // Outputs as JSON, or as raw bytes after the JSON part where the client asked (Triton's binary extension).
+      const blobs: Buffer[] = [];
+      const outputs: unknown[] = [];
+      let off = 0;
+      for (const h of final.value.heads) {
+        const b = final.value.raw.subarray(off, off + h.bytes);
+        off += h.bytes;
+        if (wanted && !wanted.includes(h.name)) continue;
+        if (parsed.binaryOut(h.name)) {
+          blobs.push(b);
+          outputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, parameters: { binary_data_size: h.bytes } });
+        } else {
+          outputs.push(unpackTensors([h], b, 'answer')[0]);
+        }
+      }
+      const result = {
         model_name: ep.name, model_version: final.value.model_version, ...(body.id !== undefined ? { id: body.id } : {}),
         parameters: {
           edgeweave: {
@@ -279,8 +362,12 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
             ...(opts.explain ? { explain: final === first ? InferenceRouter.explain(first.trace) : { first: InferenceRouter.explain(first.trace), escalation: InferenceRouter.explain(final.trace) } } : {}),
           },
         },
-        outputs: (wanted ? final.value.outputs.filter((o) => wanted.includes(o.name)) : final.value.outputs),
+        outputs,
       };
+      if (blobs.length === 0) return result;
+      const head = Buffer.from(JSON.stringify(result));
+      void reply.header('inference-header-content-length', String(head.length)).type('application/octet-stream');
+      return Buffer.concat([head, ...blobs]);
     };
   });
 
