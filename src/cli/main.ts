@@ -184,7 +184,7 @@ export function buildProgram(): Command {
       return n;
     }, 0)
     .option('--explain', 'print the plan first')
-    .option('--model <name=file>', 'an ONNX model infer() may call (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--model <name=file>', 'a model the query may call: name=file.onnx for infer(), name=file.gguf for llm() (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addHelpText('after', `
   Examples:
     $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl

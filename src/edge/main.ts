@@ -26,6 +26,7 @@ import { registerOpenAi } from '../inference/openai.ts';
 import { GgufRuntime } from '../inference/llm/gguf.ts';
 import { RemoteRuntime } from '../inference/llm/remote.ts';
 import { LlmService } from '../inference/llm/service.ts';
+import { RuleLlmCalls } from '../inference/llm/rule-calls.ts';
 import { siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
@@ -201,6 +202,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     secret: (name) => siteSecret(cfg.dataDir, name),
   });
   const llm = new LlmService(models, registry, clock);
+  const ruleLlm = new RuleLlmCalls(clock, (c) => llm.complete({ endpoint: c.endpoint, app: c.app, input: { kind: 'chat', messages: [{ role: 'user', content: c.prompt }] }, maxTokens: c.maxTokens, opts: c.opts, client: c.client }));
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   const supervisor = new AppSupervisor(log);
@@ -209,7 +211,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   let notifyOutbox = () => {};
   const rules = new RuleHost({
     router, dead, clock, log,
-    infer: (app, model, args) => models.inferRow(app, model, args),
+    // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
+    infer: (app, model, args, rule) => (model.startsWith('llm:')
+      ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
+      : models.inferRow(app, model, args)),
     sinkContext: (app, rule, allowedFields) => ({
       siteId, app, rule, outbox, audit, log, clock, allowedFields,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),

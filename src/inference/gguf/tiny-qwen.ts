@@ -150,3 +150,19 @@ export function ensureTinyQwen(dir = join(root, '.cache', 'models')): string {
   renameSync(tmp, file); // atomic: concurrent test files never see half a model
   return file;
 }
+
+/** Where the predictive-maintenance template expects its operator assistant's GGUF. */
+export const TEMPLATE_ASSISTANT = join(root, 'templates', 'predictive-maintenance', 'models', 'assistant.gguf');
+
+/**
+ * Puts the tiny test Qwen where the predictive-maintenance template expects its assistant model
+ * (gitignored: a built file, not a source). Called by the demo, `app init` and the template tests.
+ */
+export function ensureTemplateAssistant(): string {
+  if (!existsSync(TEMPLATE_ASSISTANT)) {
+    const tmp = `${TEMPLATE_ASSISTANT}.${process.pid}.tmp`;
+    writeFileSync(tmp, readFileSync(ensureTinyQwen()));
+    renameSync(tmp, TEMPLATE_ASSISTANT);
+  }
+  return TEMPLATE_ASSISTANT;
+}

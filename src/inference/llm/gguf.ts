@@ -152,7 +152,8 @@ export class SupervisedLlm implements LlmModel {
     child.stderr!.on('data', (b: Buffer) => { this.stderrTail = (this.stderrTail + b.toString('utf8')).slice(-4096); });
     return new Promise<LlmInfo>((resolve, reject) => {
       let loaded = false;
-      child.on('message', (m: FromChild) => {
+      child.on('message', (msg: FromChild) => {
+        const m = msg.op === 'batch' && msg.items.length === 1 ? msg.items[0]! : msg;
         if (m.op === 'loaded') { loaded = true; resolve(m.info); return; }
         if (m.op === 'load-error') {
           reject(new EwError(m.code, `model ${this.name}: llama.cpp could not load ${this.params.file}: ${m.message}`, { path: `models.${this.name}` }));
@@ -175,6 +176,7 @@ export class SupervisedLlm implements LlmModel {
   }
 
   private onMessage(m: FromChild): void {
+    if (m.op === 'batch') { for (const x of m.items) this.onMessage(x); return; }
     if (!('id' in m)) return;
     const p = this.pending.get(m.id);
     if (!p) return;

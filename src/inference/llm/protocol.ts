@@ -27,4 +27,5 @@ export type FromChild =
   | { op: 'done'; id: number; finishReason: FinishReason; usage: Usage; text: string }
   | { op: 'embedded'; id: number; vectors: number[][]; tokens: number }
   | { op: 'error'; id: number; code: string; message: string; param?: string }
-  | { op: 'aborted'; id: number };
+  | { op: 'aborted'; id: number }
+  | { op: 'batch'; items: FromChild[] };

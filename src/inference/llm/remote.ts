@@ -138,6 +138,8 @@ export class RemoteLlm implements LlmModel {
         if (signal?.aborted) throw abortError();
         throw e;
       }
+      // The caller went away: the upstream stream was cancelled, so the answer is not complete.
+      if (signal?.aborted) throw abortError();
       // Upstreams that send no usage: each streamed piece is a token (as llama.cpp and vLLM stream them).
       yield { type: 'done', finishReason: finish, text, usage: { promptTokens: usage?.prompt_tokens ?? 0, completionTokens: usage?.completion_tokens ?? pieces } };
     } finally {

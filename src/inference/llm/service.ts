@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { EwError, isEwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { ModelHost } from '../host.ts';
+import { checkJsonSchema } from './json-schema.ts';
 import type { GenerateEvent, GenerateInput, GenerateOptions, Usage } from './types.ts';
 
 /**
@@ -60,6 +61,7 @@ export class LlmService {
       this.m.requests.inc({ ...labels, outcome: 'bad_request' });
       throw new EwError('VALIDATION_FAILED', `max_tokens ${call.maxTokens} is more than endpoint ${ep.endpoint} allows (${limits.maxTokens}); ask for fewer or raise its limits.maxTokens`, { path: 'max_tokens' });
     }
+    if (call.opts?.jsonSchema) checkJsonSchema(call.opts.jsonSchema, 'json_schema');
     const key = `${ep.app}/${ep.endpoint}`;
     const n = this.inflight.get(key) ?? 0;
     if (n >= limits.concurrency) {

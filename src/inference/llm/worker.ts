@@ -4,14 +4,27 @@
  * Everything that can abort the process (llama.cpp's loader, the sampler, the grammar) runs here.
  */
 import {
-  getLlama, JinjaTemplateChatWrapper, LlamaChat, LlamaCompletion, LlamaLogLevel, resolveChatWrapper,
-  type ChatWrapper,
+  getLlama, JinjaTemplateChatWrapper, LlamaCompletion, LlamaLogLevel, resolveChatWrapper,
+  type ChatWrapper, type LlamaText, type Token,
   type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext, type LlamaGrammar, type LlamaModel,
 } from 'node-llama-cpp';
 import type { FromChild, LoadParams, ToChild } from './protocol.ts';
 import type { GenerateInput, GenerateOptions } from './types.ts';
 
-const send = (m: FromChild): void => { process.send?.(m); };
+/**
+ * Messages go out in batches, flushed once per event-loop turn: tokens of parallel sequences come
+ * from one llama.cpp decode, so one IPC message carries them all (fewer wake-ups of the agent).
+ */
+let outbox: FromChild[] = [];
+const flush = (): void => {
+  const batch = outbox;
+  outbox = [];
+  if (batch.length === 1) process.send?.(batch[0]);
+  else if (batch.length) process.send?.({ op: 'batch', items: batch });
+};
+const send = (m: FromChild): void => {
+  if (outbox.push(m) === 1) setImmediate(flush);
+};
 /** llama.cpp's own recent log lines: a load failure reports them (bounded ring). */
 const logLines: string[] = [];
 const remember = (level: LlamaLogLevel, line: string): void => {
@@ -95,40 +108,34 @@ async function generate(id: number, input: GenerateInput, o: GenerateOptions): P
   let text = '';
   try {
     const grammar = await grammarFor(o.jsonSchema, 'response_format.json_schema');
-    let promptTokens: number;
-    let chat: LlamaChat | undefined;
-    let chatHistory: ChatHistoryItem[] = [];
+    // Chat: the GGUF's template renders the messages into tokens, which are then completed as
+    // they are. (LlamaChat holds back and re-counts tokens around its trigger detection, so its
+    // maxTokens and the tokens it generated can differ; this way usage is exactly what ran.)
+    let prompt: Token[];
+    const stops: (string | LlamaText)[] = [...(o.stop ?? [])];
     if (input.kind === 'chat') {
-      chat = new LlamaChat({ contextSequence: seq, autoDisposeSequence: false, chatWrapper });
-      chatHistory = history(input);
-      const state = chat.chatWrapper.generateContextState({ chatHistory: [...chatHistory, { type: 'model', response: [] }] });
-      promptTokens = state.contextText.tokenize(model.tokenizer).length;
+      const state = chatWrapper.generateContextState({ chatHistory: [...history(input), { type: 'model', response: [] }] });
+      prompt = state.contextText.tokenize(model.tokenizer);
+      stops.push(...state.stopGenerationTriggers);
     } else {
-      promptTokens = model.tokenize(input.prompt, false).length;
+      prompt = model.tokenize(input.prompt, false);
     }
+    const promptTokens = prompt.length;
     const room = context.contextSize - promptTokens;
     if (room < 1) throw new RequestError('CONTEXT_LENGTH_EXCEEDED', `the prompt is ${promptTokens} tokens but the model's context holds ${context.contextSize}; shorten it`, input.kind === 'chat' ? 'messages' : 'prompt');
     const maxTokens = Math.min(o.maxTokens, room);
-    const common = {
+    const r = await new LlamaCompletion({ contextSequence: seq }).generateCompletionWithMeta(prompt, {
       maxTokens, temperature: o.temperature ?? 0.7, topP: o.topP, seed: o.seed, grammar, signal: ac.signal, stopOnAbortSignal: false,
-      customStopTriggers: o.stop?.length ? o.stop : undefined,
-      onToken: (t: readonly unknown[]) => { tokens += t.length; pending += t.length; },
-      onTextChunk: (chunk: string) => {
+      customStopTriggers: stops.length ? stops : undefined,
+      onToken: (t) => { tokens += t.length; pending += t.length; },
+      onTextChunk: (chunk) => {
         if (!chunk && !pending) return;
         text += chunk;
         send({ op: 'text', id, text: chunk, tokens: pending });
         pending = 0;
       },
-    };
-    let stopReason: string;
-    if (chat) {
-      const r = await chat.generateResponse(chatHistory, common);
-      stopReason = r.metadata.stopReason;
-      chat.dispose({ disposeSequence: false });
-    } else {
-      const r = await new LlamaCompletion({ contextSequence: seq }).generateCompletionWithMeta((input as { prompt: string }).prompt, common);
-      stopReason = r.metadata.stopReason;
-    }
+    });
+    const stopReason = r.metadata.stopReason;
     if (pending) send({ op: 'text', id, text: '', tokens: pending });
     send({ op: 'done', id, finishReason: stopReason === 'maxTokens' ? 'length' : 'stop', usage: { promptTokens, completionTokens: tokens }, text });
   } catch (e) {
