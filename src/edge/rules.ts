@@ -49,7 +49,7 @@ export interface RuleHostDeps {
   clock: Clock;
   log: Logger;
   /** Runs `infer(model, …)` for a rule of `app` (the site's model host); absent: rules with infer() fail. */
-  infer?: (app: string, model: string, args: unknown[]) => Promise<unknown>;
+  infer?: (app: string, model: string, args: unknown[], rule?: RuleSpec) => Promise<unknown>;
   /** Builds the context a rule's sinks write through. */
   sinkContext(app: string, rule: string, allowedFields: (stream: string) => string[] | undefined): SinkContext;
 }
@@ -158,9 +158,11 @@ export class RuleHost implements AppComponent {
           onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
           onEmitError: (e) => {
             r.sinkErrors++;
+            // A model (infer(), llm()) failing over window results is the rule's error too.
+            if (r.runtime) r.runtime.stats.errors++;
             this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
           },
-        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args) : undefined);
+        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args, spec) : undefined);
         r.runtime = rule.runtime;
         r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
