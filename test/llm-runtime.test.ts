@@ -10,7 +10,8 @@ import { ensureTinyQwen, CHATML_TEMPLATE, TINY_QWEN } from '../src/inference/ggu
 import { f32, GgmlTensorType, str, toHalf, u32, writeGguf } from '../src/inference/gguf/writer.ts';
 import { GgufRuntime } from '../src/inference/llm/gguf.ts';
 import { isEwError } from '../src/contracts/errors.ts';
-import { systemClock } from '../src/lib/clock.ts';
+import { ManualClock, systemClock } from '../src/lib/clock.ts';
+import { waitFor } from './support/harness.ts';
 import { silentLogger } from '../src/lib/logger.ts';
 
 /**
@@ -119,5 +120,32 @@ describe('edgeweave sql --model name=file.gguf', () => {
     assert.deepEqual(rows.map((x) => [x.machineId, x.rms]), [['p1', 3], ['p2', 5], ['p2', 7]], err);
     for (const x of rows) assert.equal(typeof x.verdict.ok, 'boolean');
     assert.equal(r.errors, 0);
+  });
+});
+
+describe('GGUF runtime supervision', () => {
+  it('restarts a killed runtime process only after its backoff, on the injected clock', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const rt = new GgufRuntime({ log: silentLogger(), clock, backoff: { baseMs: 5_000, maxMs: 60_000 } });
+    const m = await rt.load({ name: 'sup', format: 'gguf', file: tiny, options: { threads: 1, contextSize: 256, parallel: 1 } });
+    const llm = m.llm!;
+    const pid = llm.health().pid!;
+    process.kill(pid, 'SIGKILL');
+    await waitFor('exit seen', () => llm.health().state === 'restarting');
+    assert.match(llm.health().lastExit!, /SIGKILL/);
+    // Requests meanwhile fail at once with a clear code; nothing restarts until the backoff is due.
+    await assert.rejects((async () => { for await (const _ of llm.generate({ kind: 'completion', prompt: 'x' }, { maxTokens: 1 })) { /* */ } })(), (e: unknown) => isEwError(e, 'LLM_RUNTIME_CRASHED'));
+    clock.advance(4_999);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(llm.health().state, 'restarting');
+    assert.equal(llm.health().restarts, 0);
+    clock.advance(1);
+    const h = await waitFor('restarted', () => (llm.health().state === 'ready' ? llm.health() : undefined), 60_000);
+    assert.equal(h.restarts, 1);
+    assert.notEqual(h.pid, pid);
+    let done: any;
+    for await (const ev of llm.generate({ kind: 'completion', prompt: 'back' }, { maxTokens: 2 })) if (ev.type === 'done') done = ev;
+    assert.equal(done.usage.completionTokens, 2);
+    await m.close();
   });
 });
