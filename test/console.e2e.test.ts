@@ -38,7 +38,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     mkdirSync(SHOTS, { recursive: true });
     cloud = await startTestCloud({ eventStreams: { pollMs: 200, keyCheckMs: 300 } });
     for (const [name, region, city] of [['hz-west', 'hangzhou', 'hangzhou'], ['hz-east', 'hangzhou', 'hangzhou'], ['berlin-1', 'berlin', 'berlin']] as const) {
-      edges.push(await startTestEdge(cloud, { name, region, labels: { pool: 'p', city }, uplinkAllow: ['alerts'] }));
+      edges.push(await startTestEdge(cloud, { name, region, labels: { pool: 'p', city }, uplinkAllow: ['alerts', 'counts'] }));
     }
     for (const v of ['1.0.0', '2.0.0']) assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: app(v) })).status, 201);
     const d1 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '1.0.0', selector: { pool: 'p' } });
