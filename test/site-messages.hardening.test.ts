@@ -139,6 +139,17 @@ describe('retained messages from sites on the embedded hub', () => {
     assert.ok(grown < 8 * MB, `memory grew by ${(grown / MB).toFixed(1)} MB (24 MB were sent)`);
   });
 
+  it('counts the guard\'s refusals in /metrics: a client whose first packet is not CONNECT is cut', async () => {
+    const { connect: tcp } = await import('node:net');
+    const url = new URL(cloud.handle.mqttUrl);
+    const s = tcp(Number(url.port), url.hostname);
+    s.on('error', () => {});
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(Buffer.from([0x30, 5, 0, 1, 0x61, 0x62, 0x63])); // a PUBLISH before any CONNECT
+    await new Promise<void>((r) => s.once('close', () => r()));
+    assert.equal(await metric(cloud, 'ew_cloud_mqtt_guard_refused_total{reason="not-connect"}'), 1);
+  });
+
   it("revoking a site clears whatever is retained under its topics", async () => {
     const hub = cloud.handle.hub as EmbeddedHub;
     await hub.publish(`ew/${a.siteId}/rpc/req/left-over`, '{"x":1}', { retain: true });
