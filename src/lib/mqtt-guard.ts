@@ -223,6 +223,16 @@ export class MqttGuard {
     else this.pendingByAddress.set(st.address, n);
   }
 
+  /**
+   * Applies the guard to a broker: its `authenticate` is wrapped in place (see `authenticate`),
+   * and the returned function replaces `broker.handle` for `net.createServer` /
+   * `tls.createServer`. Two lines in the broker's owner, whatever its own authentication does.
+   */
+  protect(broker: { authenticate: AuthenticateFn; handle: (stream: Duplex) => unknown }): (socket: Socket) => void {
+    broker.authenticate = this.authenticate(broker.authenticate.bind(broker));
+    return this.handler(broker.handle);
+  }
+
   /** Wraps aedes's `handle` for `net.createServer` / `tls.createServer`. */
   handler(handle: (stream: Duplex) => unknown): (socket: Socket) => void {
     return (socket: Socket) => {

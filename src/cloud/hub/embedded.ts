@@ -89,7 +89,7 @@ export class EmbeddedHub implements Hub {
       concurrency: 100_000,
       heartbeatInterval: 60_000,
       connectTimeout: 30_000,
-      authenticate: guard.authenticate((client: Client, username, password, done) => {
+      authenticate(client: Client, username, password, done) {
         const siteId = username ?? '';
         // The client id must be the site id: otherwise one site could take over another's session.
         if (!siteId || client.id !== siteId || !password) {
@@ -115,7 +115,7 @@ export class EmbeddedHub implements Hub {
             done(new RefusedError('server unavailable', 3) as never, false);
           },
         );
-      }),
+      },
       authorizePublish(client: Client | null, packet: PublishPacket, cb) {
         if (!client) return cb(null); // the cloud's own publishes
         const siteId = client.id;
@@ -155,7 +155,7 @@ export class EmbeddedHub implements Hub {
       },
     });
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
-    const handle = guard.handler(this.broker.handle as (s: unknown) => void);
+    const handle = guard.protect(this.broker as never);
     this.server = this.opts.tls
       ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs }, handle)
       : createServer(handle);
