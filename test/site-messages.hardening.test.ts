@@ -234,3 +234,39 @@ describe('the site checks a result before it enters its outbox', () => {
     }
   });
 });
+
+/** Retained topics under `filter`, read with a marker published after the SUBACK (no timer). */
+async function retainedUnder(url: string, filter: string, marker: string): Promise<string[]> {
+  const c = await mqtt.connectAsync(url, { clientId: `probe-${randomBytes(4).toString('hex')}`, protocolVersion: 5, reconnectPeriod: 0 });
+  try {
+    const found: string[] = [];
+    const done = new Promise<void>((r) => c.on('message', (t, p, pkt) => { if (t === marker) r(); else if (pkt.retain && p.length) found.push(t); }));
+    await c.subscribeAsync(filter, { qos: 0 });
+    await c.publishAsync(marker, 'm', { qos: 0 });
+    await done;
+    return found.sort();
+  } finally {
+    await c.endAsync(true);
+  }
+}
+
+describe('revoking a site clears its retained messages on Mosquitto (external hub)', { skip: mosquittoSkip }, () => {
+  it('what a site left retained under its topics is gone after revocation', async () => {
+    const tag = randomBytes(4).toString('hex');
+    const cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${tag}`, brokerShareGroup: `ew-test-${tag}`, brokerSessionExpiryS: 60 });
+    try {
+      const e: Enrolled = (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body;
+      const c = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: e.siteId, username: e.siteId, protocolVersion: 5, reconnectPeriod: 0 });
+      // Mosquitto's ACLs cannot refuse retain per client: the site manages to retain these.
+      await c.publishAsync(topics.up(e.siteId, 'pinned'), uplink(), { qos: 1, retain: true });
+      await c.publishAsync(topics.reported(e.siteId), status(5), { qos: 1, retain: true });
+      await c.endAsync(true);
+      const marker = `ew/${e.siteId}/rpc/req/probe-${tag}`;
+      assert.deepEqual(await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker), [topics.desired(e.siteId), topics.reported(e.siteId), topics.up(e.siteId, 'pinned')].sort());
+      assert.equal((await cloud.api('POST', `/api/v1/sites/${e.siteId}/revoke`)).status, 200);
+      assert.deepEqual(await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker), []);
+    } finally {
+      await cloud.stop();
+    }
+  });
+});

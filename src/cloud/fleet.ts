@@ -303,6 +303,8 @@ export class Fleet {
     this.liveness.forget(siteId);
     this.o.hub.disconnectSite(siteId);
     await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
+    // Whatever else is retained under its topics goes too (issue 8: it pinned cloud memory).
+    await this.o.hub.clearRetained(siteId).catch((e: Error) => this.o.log.warn({ siteId, err: e.message }, 'could not clear the revoked site\'s retained messages'));
   }
 
   /** Site credential check for the embedded hub. */

@@ -183,9 +183,10 @@ export class EmbeddedHub implements Hub {
     this.revoked.add(siteId);
     const clients = (this.broker as unknown as { clients: Record<string, Client | undefined> }).clients;
     clients[siteId]?.close();
-    // Whatever the site left retained under ew/{site}/ goes with it (the cloud's own desired
-    // state is cleared by Fleet.revoked).
-    this.persistence?.clearRetained(`${TOPIC_ROOT}/${siteId}`);
+  }
+
+  async clearRetained(siteId: string): Promise<number> {
+    return this.persistence?.clearRetained(`${TOPIC_ROOT}/${siteId}`) ?? 0;
   }
 
   /** Retained messages held in memory (tests, diagnostics). */
