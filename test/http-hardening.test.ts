@@ -152,3 +152,18 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
     assert.equal((await fetch(`${cloud.url}/healthz`)).status, 200, 'health probes are not limited');
   });
 });
+
+describe('the CLI honours Retry-After', () => {
+  it('waits as told and retries a rate-limited call', async () => {
+    const { ApiClient } = await import('../src/cli/client.ts');
+    const cloud = await startTestCloud({ rateLimits: { key: { burst: 1, perSecond: 1 } } });
+    try {
+      const c = new ApiClient({ cloud: cloud.url, apiKey: cloud.adminKey });
+      await c.call('GET', '/api/v1/sites');
+      const r = await c.call<{ items: unknown[] }>('GET', '/api/v1/sites'); // 429 first, then served
+      assert.deepEqual(r.items, []);
+    } finally {
+      await cloud.stop();
+    }
+  });
+});
