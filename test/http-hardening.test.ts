@@ -153,7 +153,21 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
   });
 });
 
-describe('the CLI honours Retry-After', () => {
+describe('the CLI and the agent honour Retry-After', () => {
+  it('an agent enrolling behind a busy address waits and enrolls', async () => {
+    const { enroll } = await import('../src/edge/enroll.ts');
+    const { tempDir } = await import('./support/harness.ts');
+    const cloud = await startTestCloud({ rateLimits: { anonymous: { burst: 1, perSecond: 1 } } });
+    try {
+      const token = await cloud.token();
+      assert.equal((await cloud.api('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '')).status, 401); // spends the address's budget
+      const creds = await enroll({ cloudUrl: cloud.url, token, dataDir: tempDir('enroll') });
+      assert.match(creds.siteId, /^[a-z0-9-]+$/);
+    } finally {
+      await cloud.stop();
+    }
+  });
+
   it('waits as told and retries a rate-limited call', async () => {
     const { ApiClient } = await import('../src/cli/client.ts');
     const cloud = await startTestCloud({ rateLimits: { key: { burst: 1, perSecond: 1 } } });
