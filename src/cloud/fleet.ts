@@ -186,9 +186,15 @@ export class Fleet {
         this.m.uplinkDuplicates.inc(batch.length - n);
         for (const b of batch) b.resolve();
       } catch (e) {
-        // One poisonous message must not fail its neighbours (other sites' messages share the
-        // batch): the batch is retried one message at a time.
-        await this.insertOneByOne(batch, e);
+        if (isEwError(e, 'VALIDATION_FAILED')) {
+          // One poisonous message must not fail its neighbours (other sites' messages share the
+          // batch): the batch is retried one message at a time.
+          await this.insertOneByOne(batch, e);
+        } else {
+          // Not acknowledged: the sites keep the messages in their outboxes and send them again.
+          this.o.log.error({ err: e }, 'storing uplink failed');
+          for (const b of batch) b.reject(e);
+        }
       }
     }
     this.uplinkFlush = undefined;
