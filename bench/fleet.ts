@@ -216,7 +216,8 @@ async function idleAgentRss(): Promise<number> {
   const cloud = await startProc(['cloud', '--data-dir', join(dir, 'c'), '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), ...LOOPBACK_LIMITS]);
   try {
     const tok = await (await fetch(`${cloud.ready.url}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as any;
-    const agent = await startProc(['edge', '--data-dir', join(dir, 'e'), '--cloud', cloud.ready.url, '--token', tok.token, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1']);
+    writeFileSync(join(dir, 'join.token'), tok.token, { mode: 0o600 });
+    const agent = await startProc(['edge', '--data-dir', join(dir, 'e'), '--cloud', cloud.ready.url, '--token-file', join(dir, 'join.token'), '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1']);
     await new Promise((r) => setTimeout(r, 5000));
     const rss = procStats(agent.proc.pid!).rssMb;
     agent.proc.kill('SIGKILL');

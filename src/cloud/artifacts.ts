@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
+import { privateDir } from '../lib/private-fs.ts';
 import { EwError } from '../contracts/errors.ts';
 
 /**
@@ -17,7 +18,7 @@ const SHA = /^[a-f0-9]{64}$/;
 
 export class FileArtifactStore {
   constructor(private readonly dir: string, readonly maxBytes: number) {
-    mkdirSync(dir, { recursive: true });
+    privateDir(dir);
   }
 
   /**
@@ -98,6 +99,12 @@ export class FileArtifactStore {
   }
 
   /** A read stream over a complete artifact, optionally a byte range [start, end]. */
+  /** The complete file of an artifact, or undefined while it is missing or partial. */
+  file(sha: string): string | undefined {
+    const p = this.paths(sha);
+    return existsSync(p.done) ? p.done : undefined;
+  }
+
   open(sha: string, range?: { start: number; end?: number }): { stream: ReadStream; size: number } {
     const st = this.status(sha);
     if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}; upload it first (PUT /api/v1/artifacts/${sha})`, { path: 'sha256' });

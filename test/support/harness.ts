@@ -119,7 +119,7 @@ export interface TestEdge {
   restart(extra?: Partial<EdgeConfig>): Promise<void>;
 }
 
-export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels?: Record<string, string>; region?: string; name?: string; dataDir?: string } & Partial<EdgeConfig> = {}): Promise<TestEdge> {
+export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels?: Record<string, string>; region?: string; name?: string; dataDir?: string; /** Off: devices need their own credentials. */ sharedDevicePassword?: boolean } & Partial<EdgeConfig> = {}): Promise<TestEdge> {
   const dataDir = opts.dataDir ?? tempDir('edge');
   const apiKey = newSecret('ewl');
   const devicePassword = newSecret('ewd');
@@ -128,7 +128,9 @@ export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels
   const token = cloud ? await cloud.token({ labels: opts.labels, region: opts.region }) : undefined;
   const conf: EdgeConfig = {
     apiHost: '127.0.0.1', apiPort: 0, deviceHost: '127.0.0.1', devicePort: 0, heartbeatIntervalS: 1, reconnectPeriodMs: 100, log: silentLogger(), deviceLimits: LOOPBACK_MQTT_LIMITS,
-    ...opts, dataDir, cloudUrl: cloud?.url, token, apiKeyFile: join(dataDir, 'api.key'), devicePasswordFile: join(dataDir, 'device.pw'),
+    ...opts, dataDir, cloudUrl: cloud?.url, token, apiKeyFile: join(dataDir, 'api.key'),
+    // Most tests use the shared device password (an opt-in); device-acl.test.ts turns it off.
+    devicePasswordFile: opts.sharedDevicePassword === false ? undefined : join(dataDir, 'device.pw'),
   };
   let handle = await startEdge(conf);
   const te: TestEdge = {

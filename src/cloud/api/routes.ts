@@ -18,6 +18,9 @@ import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
 import type { RolloutController } from '../rollouts.ts';
 import { newRollout, type Strategy } from '../rollout.ts';
+import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
+import { registerSiteDeviceRoutes } from './devices.ts';
+import { appKey } from '../desired.ts';
 
 export interface RouteDeps {
   store: Store;
@@ -55,7 +58,7 @@ const SiteView = z.object({
   status: SiteStatusBody.nullable(),
 });
 
-function siteView(s: Site, online: boolean): z.infer<typeof SiteView> {
+export function siteView(s: Site, online: boolean): z.infer<typeof SiteView> {
   return {
     id: s.id, name: s.name, region: s.region, labels: s.labels,
     state: s.revokedAt !== null ? 'revoked' : online ? 'online' : 'offline',
@@ -98,6 +101,8 @@ const RolloutView = z.object({
   history: z.array(z.object({ at: z.number(), event: z.string() })),
   pausedFrom: z.string().optional(),
   bakeStartedAt: z.number().optional(),
+  canaryPassed: z.boolean().optional(),
+  baseline: z.object({ at: z.number(), outputMean: z.number().nullable(), sites: z.number() }).optional(),
 });
 
 const DeploymentView = z.object({ id: z.string(), app: z.string(), version: z.string(), selector: Labels, createdAt: z.number() });
@@ -183,7 +188,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     };
     await store.createJoinToken(t);
     void reply.status(201);
-    return { ...tokenView(t), token: secret, installCommand: `npx edgeweave edge --cloud ${d.publicUrl()} --token ${secret} --data-dir /var/lib/edgeweave` };
+    return { ...tokenView(t), token: secret, installCommand: `EW_JOIN_TOKEN=${secret} npx edgeweave edge --cloud ${d.publicUrl()} --data-dir /var/lib/edgeweave` };
   });
 
   r.get('/api/v1/tokens', { schema: { tags: ['enrollment'], summary: 'List join tokens (never their secrets)', response: { 200: z.object({ items: z.array(TokenView) }) } } },
@@ -238,6 +243,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   });
 
   // ---- sites ----
+  registerSiteDeviceRoutes(app, d);
   const SiteParams = z.object({ id: z.string().min(1).max(64) });
   const getSiteOr404 = async (tenantId: string, id: string): Promise<Site> => {
     const s = await store.getSite(tenantId, id);
@@ -306,6 +312,17 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   }, async (req) => {
     await getSiteOr404(req.tenantId, req.params.id);
     return (await fleet.rpc(req.params.id, 'dead-letters', { ...req.query })) as { total: number; items: { id: number; at: number; app: string; stream: string; reason: string; payloadBytes: number }[] };
+  });
+
+  r.get('/api/v1/sites/:id/writes', {
+    schema: {
+      tags: ['sites'], summary: 'The site\'s write audit: every write its rules sent to machines (OPC UA, Modbus), refused, dry-run or failed, newest first, asked of the site',
+      params: SiteParams, querystring: z.object({ app: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }),
+      response: { 200: z.object({ items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), rule: z.string(), target: z.string(), value: z.string(), result: z.string(), detail: z.string().nullable() })) }), ...errors },
+    },
+  }, async (req) => {
+    await getSiteOr404(req.tenantId, req.params.id);
+    return (await fleet.rpc(req.params.id, 'writes', { ...req.query })) as { items: { id: number; at: number; app: string; rule: string; target: string; value: string; result: string; detail: string | null }[] };
   });
 
   r.get('/api/v1/sites/:id/rules', {
@@ -389,6 +406,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     validateLabels(Object.fromEntries(Object.entries(req.body.selector).filter(([k]) => k !== 'region')), 'selector');
     const a = await store.getApp(req.tenantId, req.body.app, req.body.version);
     if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.body.app}@${req.body.version}; push it first (POST /api/v1/apps)`, { path: 'version' });
+    await refuseEndpointConflict(store, req.tenantId, a, req.body.selector);
     const b = req.body.strategy;
     const strategy: Strategy = b.type === 'all' ? { type: 'all' }
       : b.type === 'rolling' ? { type: 'rolling', maxUnavailable: b.maxUnavailable }
@@ -590,4 +608,18 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
 
   r.get('/api/v1/info', { schema: { tags: ['health'], summary: 'Cloud facts for clients', response: { 200: z.object({ version: z.string(), hub: z.string(), agentMqttUrl: z.string(), host: z.string(), store: z.string() }) } } },
     async () => ({ version: d.version, hub: d.hub.kind, agentMqttUrl: d.hub.agentUrl, host: hostname(), store: store.kind }));
+}
+
+/** ENDPOINT_CONFLICT when deploying `a` to `selector` would put two apps with one endpoint name on a site. */
+async function refuseEndpointConflict(store: Store, tenantId: string, a: App, selector: Deployment['selector']): Promise<void> {
+  if (a.manifest.spec.endpoints.length === 0) return;
+  const deployments = await store.listDeployments(tenantId);
+  const apps = new Map<string, App>();
+  for (const d of deployments) {
+    const k = appKey(d.appName, d.appVersion);
+    if (!apps.has(k)) { const x = await store.getApp(tenantId, d.appName, d.appVersion); if (x) apps.set(k, x); }
+  }
+  const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((d) => d.id) })).map((r) => [r.id, r.state]));
+  const c = findEndpointConflict(a, selector, await store.listSites(tenantId), deployments, apps, rollouts);
+  if (c) throw new EwError('ENDPOINT_CONFLICT', conflictMessage(c), { path: 'app' });
 }

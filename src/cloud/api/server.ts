@@ -7,6 +7,7 @@ import { EwError } from '../../contracts/errors.ts';
 import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../../lib/http.ts';
 import { TokenBuckets } from '../../lib/rate-limit.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
+import { installHttpMetrics } from '../../lib/metrics.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
@@ -113,6 +114,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   });
 
   installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024, { refuseNul: true });
+  installHttpMetrics(app, o.registry, 'ew_cloud');
 
   // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
