@@ -150,6 +150,16 @@ describe('retained messages from sites on the embedded hub', () => {
     assert.equal(await metric(cloud, 'ew_cloud_mqtt_guard_refused_total{reason="not-connect"}'), 1);
   });
 
+  it('lets a routed inference answer frame past the JSON answer bound, not a JSON answer', async () => {
+    const before = await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="rpc-res"}');
+    const frame = Buffer.concat([Buffer.from('EWF1'), Buffer.alloc(2 * MB)]);
+    await c.publishAsync(topics.rpcResponse(a.siteId, 'r1'), frame, { qos: 1 });
+    assert.equal(await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="rpc-res"}'), before, 'a 2 MiB frame is within its bound');
+    await c.publishAsync(topics.rpcResponse(a.siteId, 'r2'), Buffer.from(JSON.stringify({ pad: 'x'.repeat(600 * 1024) })), { qos: 1 });
+    assert.equal(await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="rpc-res"}'), before + 1);
+    assert.ok(c.connected);
+  });
+
   it("revoking a site clears whatever is retained under its topics", async () => {
     const hub = cloud.handle.hub as EmbeddedHub;
     await hub.publish(`ew/${a.siteId}/rpc/req/left-over`, '{"x":1}', { retain: true });

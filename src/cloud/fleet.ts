@@ -5,7 +5,7 @@ import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
 import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
-import { isFrame } from '../contracts/infer-wire.ts';
+import { isFrame, MAX_FRAME_BYTES } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -116,7 +116,9 @@ export class Fleet {
     const t = parseTopic(topic);
     try {
       if (!t) throw new Error(`topic ${topic} is outside the contract`);
-      const limit = PAYLOAD_LIMITS[t.kind as keyof typeof PAYLOAD_LIMITS];
+      // Routed inference answers are binary frames with their own bound (infer-wire.ts); JSON
+      // messages have their topic class's.
+      const limit = t.kind === 'rpc-res' && isFrame(payload) ? MAX_FRAME_BYTES : PAYLOAD_LIMITS[t.kind as keyof typeof PAYLOAD_LIMITS];
       if (limit !== undefined && payload.length > limit) {
         // Acknowledged and dropped: resending would not make it smaller (docs/operators.md).
         this.m.oversized.inc({ kind: t.kind });

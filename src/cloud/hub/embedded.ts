@@ -6,6 +6,7 @@ import { parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { indexedMemoryPersistence } from './retained.ts';
 import { MqttGuard, type MqttLimits } from '../../lib/mqtt-guard.ts';
+import { MAX_FRAME_BYTES } from '../../contracts/infer-wire.ts';
 import type { Clock } from '../../lib/clock.ts';
 
 /**
@@ -75,7 +76,11 @@ export class EmbeddedHub implements Hub {
   async start(handler: HubHandler): Promise<void> {
     const { auth, log, onRefused } = this.opts;
     const revoked = this.revoked;
-    const guard = (this.guard = new MqttGuard({ limits: this.opts.limits, clock: this.opts.clock, log, name: 'hub' }));
+    // Authenticated sites may send a routed inference answer (a binary frame of up to
+    // MAX_FRAME_BYTES) in one packet; every other topic class has its own, smaller bound at the
+    // fleet. Before authentication the small preAuthMaxBytes applies whatever this says.
+    const limits = { maxPacketBytes: MAX_FRAME_BYTES + 64 * 1024, ...this.opts.limits };
+    const guard = (this.guard = new MqttGuard({ limits, clock: this.opts.clock, log, name: 'hub' }));
     this.persistence = indexedMemoryPersistence();
     this.broker = await Aedes.createBroker({
       // The hub holds no sessions of its own worth keeping: sites reconnect and the cloud
