@@ -76,11 +76,12 @@ export class EmbeddedHub implements Hub {
   async start(handler: HubHandler): Promise<void> {
     const { auth, log, onRefused } = this.opts;
     const revoked = this.revoked;
-    // Authenticated sites may send a routed inference answer (a binary frame of up to
-    // MAX_FRAME_BYTES) in one packet; every other topic class has its own, smaller bound at the
-    // fleet. Before authentication the small preAuthMaxBytes applies whatever this says.
-    const limits = { maxPacketBytes: MAX_FRAME_BYTES + 64 * 1024, ...this.opts.limits };
-    const guard = (this.guard = new MqttGuard({ limits, clock: this.opts.clock, log, name: 'hub' }));
+    // A routed inference answer (a binary frame of up to MAX_FRAME_BYTES) fits one packet on
+    // `ew/{site}/rpc/res/{id}`; every other packet is cut at maxPacketBytes, at its topic.
+    const guard = (this.guard = new MqttGuard({
+      limits: this.opts.limits, clock: this.opts.clock, log, name: 'hub',
+      packetLimitFor: (topic) => (parseTopic(topic)?.kind === 'rpc-res' ? MAX_FRAME_BYTES + 64 * 1024 : undefined),
+    }));
     this.persistence = indexedMemoryPersistence();
     this.broker = await Aedes.createBroker({
       // The hub holds no sessions of its own worth keeping: sites reconnect and the cloud
