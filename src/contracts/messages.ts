@@ -31,7 +31,7 @@ export const PAYLOAD_LIMITS = {
   reported: 64 * 1024,
   /** `ew/{site}/up/{stream}`: one result record with its envelope. */
   up: 256 * 1024,
-  /** `ew/{site}/rpc/res/{id}`: answers to the cloud's requests (logs, dead letters). */
+  /** `ew/{site}/rpc/res/{id}`: JSON answers to the cloud's requests (logs, dead letters); routed inference frames have MAX_FRAME_BYTES (infer-wire.ts). */
   'rpc-res': 512 * 1024,
 } as const;
 

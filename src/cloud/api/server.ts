@@ -37,7 +37,7 @@ export interface RateLimits {
   key: RateSpec;
   /** Per client address, every request. Default 300, then 50/s. */
   address: RateSpec;
-  /** Per client address, requests without valid credentials (enrollment, failed logins). Default 20, then 1/s. */
+  /** Per client address, enrollments (public writes) and failed logins. Default 20, then 1/s. */
   anonymous: RateSpec;
   /** Most keys and addresses remembered (least recently seen forgotten first). Default 100,000. */
   maxTracked: number;
@@ -134,17 +134,19 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     if (req.url === '/healthz') return;
     const address = req.ip;
+    const isPublic = req.routeOptions.config?.public === true;
     if (buckets) {
       const a = buckets.address.take(address);
       if (!a.ok) throw limited(reply, a.retryAfterMs, 'from this address');
-      // An address that spent its anonymous budget is refused before any credential is checked.
-      const wait = buckets.anonymous.waitMs(address);
-      if (wait > 0 && (req.routeOptions.config?.public || !req.headers.authorization)) throw limited(reply, wait, 'without valid credentials from this address');
-      if (req.routeOptions.config?.public) {
-        buckets.anonymous.take(address);
-        return;
+      // Public writes (enrollment, which checks a join token) spend the address's anonymous
+      // budget, as do failed logins below; once it is spent they are refused before any token
+      // is checked. Public reads (the OpenAPI document, later the console's files) do not.
+      if (isPublic && req.method !== 'GET' && req.method !== 'HEAD') {
+        const t = buckets.anonymous.take(address);
+        if (!t.ok) throw limited(reply, t.retryAfterMs, 'without valid credentials from this address');
       }
-    } else if (req.routeOptions.config?.public) return;
+    }
+    if (isPublic) return;
     try {
       await authenticate(req);
     } catch (e) {
