@@ -5,6 +5,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
+import { parseMqttLimits } from '../lib/mqtt-guard.ts';
+import { parseRateLimits } from '../cloud/api/server.ts';
 import { registerDeviceCommands } from './devices.ts';
 
 /**
@@ -103,6 +105,9 @@ export function buildProgram(): Command {
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
   .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
   .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--http-request-timeout <s>', 'a whole HTTP request must arrive within this (s)', positive, 60)
+    .option('--rate-limit <spec>', 'API rate limits: key=100/20,address=300/50,anonymous=20/1 (burst/per second), or off', 'key=100/20,address=300/50,anonymous=20/1')
+    .option('--mqtt-limits <spec>', 'embedded hub bounds, e.g. maxPacketBytes=1048576,connectTimeoutMs=10000 (see docs/operators.md)', '')
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
@@ -115,6 +120,7 @@ export function buildProgram(): Command {
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
+        httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
@@ -152,6 +158,7 @@ export function buildProgram(): Command {
     .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+    .option('--device-mqtt-limits <spec>', 'device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)', '')
     .option('--uplink-allow <streams>', 'result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)',
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .addHelpText('after', `
@@ -167,6 +174,7 @@ export function buildProgram(): Command {
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
+        deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'),
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');

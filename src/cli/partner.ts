@@ -7,6 +7,7 @@ import { ApiClient, loadConfig, saveConfig } from './client.ts';
 import { loadBundle, MANIFEST, pushBundle } from './bundle.ts';
 import { parseSelector } from '../contracts/selector.ts';
 import { EwError } from '../contracts/errors.ts';
+import { escapeControl } from '../lib/text.ts';
 
 /**
  * The partner commands: log in, start from a template, validate and push an app, deploy it to a
@@ -284,7 +285,8 @@ export function registerPartnerCommands(program: Command): void {
       let since = 0;
       for (;;) {
         const r = await c.call<{ lines: { time: number; line: string }[] }>('GET', `/api/v1/sites/${site}/logs?since=${since}&limit=${o.limit}`);
-        for (const l of r.lines) process.stdout.write(`${l.line}\n`);
+        // A site's lines are foreign text: control characters are escaped, never sent to the terminal.
+        for (const l of r.lines.slice(-o.limit)) process.stdout.write(`${escapeControl(String(l.line))}\n`);
         if (r.lines.length) since = r.lines[r.lines.length - 1]!.time;
         if (!o.follow) return;
         await new Promise((res) => setTimeout(res, 2000));

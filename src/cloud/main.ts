@@ -12,7 +12,10 @@ import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollouts.ts';
-import { createApiServer } from './api/server.ts';
+import { createApiServer, type RateLimits } from './api/server.ts';
+import type { HttpTimeouts } from '../lib/http.ts';
+import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
+import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
@@ -46,6 +49,8 @@ export interface CloudConfig {
   brokerClientId?: string;
   /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
   brokerSessionExpiryS?: number;
+  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-cloud. */
+  brokerShareGroup?: string;
   /**
    * TLS for the HTTP API (https) and the embedded MQTT hub (mqtts): certificate and key files
    * (PEM). Default: none — then put a TLS-terminating proxy in front in production.
@@ -54,7 +59,13 @@ export interface CloudConfig {
   tlsKeyFile?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
-  /** Heartbeat interval told to agents at enrollment (s). Default 10. */
+  /** HTTP time limits (headers 10 s, whole request 60 s, keep-alive 5 s, idle 30 s). */
+  httpTimeouts?: Partial<HttpTimeouts>;
+  /** API rate limits (server.ts DEFAULT_RATE_LIMITS), or false for none. */
+  rateLimits?: Partial<RateLimits> | false;
+  /** Embedded hub bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
+  mqttLimits?: Partial<MqttLimits>;
+  /** Heartbeat interval told to agents at enrollment (s), 1–3600. Default 10. */
   heartbeatIntervalS?: number;
   /** Missed heartbeats before a site is offline. Default 3. */
   missedHeartbeats?: number;
@@ -101,7 +112,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const log = cfg.log ?? createLogger({ name: 'cloud' });
   const heartbeatIntervalS = cfg.heartbeatIntervalS ?? 10;
   const missedHeartbeats = cfg.missedHeartbeats ?? 3;
-  if (!(heartbeatIntervalS > 0)) throw new EwError('CONFIG_INVALID', '--heartbeat-interval must be a positive number of seconds', { path: 'heartbeatIntervalS' });
+  if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) throw new EwError('CONFIG_INVALID', `--heartbeat-interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`, { path: 'heartbeatIntervalS' });
   if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
   privateDir(cfg.dataDir);
 
@@ -124,22 +135,33 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     hub = new ExternalHub({
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
       clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
-      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, log,
+      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, shareGroup: cfg.brokerShareGroup, log,
     });
   } else {
     hub = new EmbeddedHub({
-      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls,
+      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls, limits: cfg.mqttLimits, clock: cfg.clock,
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
   fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  if (hub instanceof EmbeddedHub) {
+    const embedded = hub;
+    guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
+  }
   await hub.start(fleet.handle);
   await fleet.start();
   const rollouts = new RolloutController({ store, fleet, clock, log });
   rollouts.start();
 
-  const http = await createApiServer({ store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret) });
+  const http = await createApiServer({
+    store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
+    timeouts: cfg.httpTimeouts, rateLimits: cfg.rateLimits, clock: cfg.clock,
+  });
   const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
+  // Artifacts referenced by apps pushed before owners were recorded belong to those apps' tenants.
+  for (const t of await store.listTenants()) {
+    for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
+  }
   let url = '';
   registerRoutes(http, {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,

@@ -11,6 +11,12 @@ export const ERROR_CODES = {
   INVALID_SELECTOR: { status: 400, meaning: 'A label selector is empty or has a malformed key or value.' },
   PAYLOAD_TOO_LARGE: { status: 413, meaning: 'The request body is larger than the server accepts.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'The request body has a content type the endpoint does not accept.' },
+  MALFORMED_REQUEST: { status: 400, meaning: 'The HTTP request itself could not be read: a bad %-escape in the URL, a malformed header or request line.' },
+  URI_TOO_LONG: { status: 414, meaning: 'The URL, or one of its path parameters, is longer than the server accepts.' },
+  HEADERS_TOO_LARGE: { status: 431, meaning: 'The request headers are larger than the server accepts.' },
+  REQUEST_TIMEOUT: { status: 408, meaning: 'The request (its headers or its body) did not arrive within the server\'s time limit.' },
+  RANGE_NOT_SATISFIABLE: { status: 416, meaning: 'A `Range` header asks for bytes the artifact does not have, or is malformed (start after end).' },
+  RATE_LIMITED: { status: 429, meaning: 'Too many requests from this API key or address; the `Retry-After` header says when to try again.' },
   // Authentication and authorisation
   UNAUTHENTICATED: { status: 401, meaning: 'No credentials, or credentials that are not recognised.' },
   TOKEN_INVALID: { status: 401, meaning: 'The join token is unknown.' },
@@ -28,6 +34,8 @@ export const ERROR_CODES = {
   DEVICE_EXISTS: { status: 409, meaning: 'A device with that id is already registered on the site.' },
   ROLLOUT_STATE: { status: 409, meaning: 'The rollout is not in a state that allows this action (e.g. resume a rollout that is not paused).' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
+  LAST_ADMIN_KEY: { status: 409, meaning: 'The key is the tenant\'s last live admin key; revoking it would lock the tenant out.' },
+  ARTIFACT_NOT_ALLOWED: { status: 403, meaning: 'The site may not download this artifact: no deployment targeting it references the file.' },
   ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },

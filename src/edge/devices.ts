@@ -3,6 +3,8 @@ import { createServer as createTlsServer } from 'node:tls';
 import { Aedes, type Client } from 'aedes';
 import type { Logger } from '../lib/logger.ts';
 import { TOPIC_ROOT } from '../contracts/topics.ts';
+import { MqttGuard, type MqttLimits } from '../lib/mqtt-guard.ts';
+import type { Clock } from '../lib/clock.ts';
 import { grantsAllowPublish, grantsAllowReceive, grantsAllowSubscribe, type DeviceGrants } from './device-auth.ts';
 
 export interface DeviceMessage { topic: string; payload: Buffer; clientId: string }
@@ -44,6 +46,10 @@ export interface DeviceBrokerOptions {
   /** MQTT over TLS for the devices (mqtts), with this certificate and key (PEM). */
   tls?: { cert: Buffer; key: Buffer };
   log: Logger;
+  /** Bounds before and after authentication (src/lib/mqtt-guard.ts; defaults in docs/operators.md). */
+  limits?: Partial<MqttLimits>;
+  /** Drives the guard's connect deadline and rate tables (tests). Default: the system clock. */
+  clock?: Clock;
 }
 
 /**
@@ -58,6 +64,8 @@ export class DeviceBroker implements DeviceSource {
   private boundPort = 0;
   private messagesIn = 0;
   private readonly listeners = new Set<(m: DeviceMessage) => void>();
+  /** Before-CONNECT and packet-size bounds, connection and bad-password throttles. */
+  guard!: MqttGuard;
 
   constructor(private readonly o: DeviceBrokerOptions) {}
 
@@ -79,8 +87,9 @@ export class DeviceBroker implements DeviceSource {
   async start(): Promise<void> {
     const { verify, auth, log } = this.o;
     const reserved = (topic: string) => topic === TOPIC_ROOT || topic.startsWith(`${TOPIC_ROOT}/`) || topic.startsWith('$');
+    const guard = (this.guard = new MqttGuard({ limits: this.o.limits, clock: this.o.clock, log, name: 'devices' }));
     this.broker = await Aedes.createBroker({
-      authenticate(client, username, password, done) {
+      authenticate: guard.authenticate((client, username, password, done) => {
         if (auth) {
           const r = auth.authenticate(username, password?.toString('utf8'), client.id);
           if (r.ok) {
@@ -94,7 +103,7 @@ export class DeviceBroker implements DeviceSource {
         log.warn({ clientId: client.id, username }, 'device connect refused: bad username or password');
         const err = Object.assign(new Error('bad username or password'), { returnCode: 4 });
         done(err as never, false);
-      },
+      }),
       authorizePublish(client: Client | null, packet, cb) {
         if (client && reserved(packet.topic)) return cb(new Error(`devices may not publish to ${packet.topic}`));
         const g = client && (client as WithGrants)[GRANTS];
@@ -130,7 +139,8 @@ export class DeviceBroker implements DeviceSource {
         }
       }
     });
-    this.server = this.o.tls ? createTlsServer({ cert: this.o.tls.cert, key: this.o.tls.key }, this.broker.handle) : createServer(this.broker.handle);
+    const handle = guard.handler(this.broker.handle as (s: unknown) => void);
+    this.server = this.o.tls ? createTlsServer({ cert: this.o.tls.cert, key: this.o.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs }, handle) : createServer(handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.o.port, this.o.host, () => {

@@ -23,7 +23,7 @@ import { registerOip } from '../inference/oip.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
-import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/messages.ts';
+import { boundLogLines, decodePayload, DesiredState, HEARTBEAT_INTERVAL_S, type SiteStatusBody } from '../contracts/messages.ts';
 import { isValidStreamName, topics } from '../contracts/topics.ts';
 import type { EgressGrant } from '../contracts/manifest.ts';
 import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
@@ -35,7 +35,8 @@ import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
-import { bearer, installErrorHandling } from '../lib/http.ts';
+import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../lib/http.ts';
+import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { VERSION } from '../version.ts';
 
@@ -95,8 +96,12 @@ export interface EdgeConfig {
   uplinkAllow?: EgressGrant[];
   /** Backoff of a model whose file could not be fetched or verified. Default 5 s doubling to 5 min. */
   modelRetry?: { initialMs: number; maxMs: number };
-  /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
+  /** Overrides the heartbeat interval the cloud gave at enrollment (s), 1–3600. */
   heartbeatIntervalS?: number;
+  /** Embedded device broker bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
+  deviceLimits?: Partial<MqttLimits>;
+  /** Local API time limits (lib/http.ts DEFAULT_HTTP_TIMEOUTS). */
+  httpTimeouts?: Partial<HttpTimeouts>;
   reconnectPeriodMs?: number;
   clock?: Clock;
   log?: Logger;
@@ -158,6 +163,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const bootId = randomUUID();
   const startedAt = clock.now();
   const heartbeatIntervalS = cfg.heartbeatIntervalS ?? creds.heartbeatIntervalS;
+  if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) {
+    db.close();
+    throw new EwError('CONFIG_INVALID', `the heartbeat interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds (got ${heartbeatIntervalS})`, { path: 'heartbeatIntervalS' });
+  }
 
   const generated = {
     apiKey: ensureSecret(db, 'api.keyHash', cfg.apiKeyFile, 'ewl'),
@@ -183,7 +192,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const devices: DeviceSource = cfg.deviceBroker
     ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
     : new DeviceBroker({
-      port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
+      port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log, limits: cfg.deviceLimits, clock: cfg.clock,
       tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
       auth: deviceRegistry,
     });
@@ -193,6 +202,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   devices.onMessage((m) => router.onMessage(m.topic, m.payload));
   router.onFiltersChanged((filters) => void devices.setFilters(filters));
   await devices.start();
+  if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
   const audit = new EgressAudit(db, clock, registry);
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
@@ -284,7 +294,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 2000) : 200;
       // Lines of the `log` sink carry rule results, which may be raw device data: they are not
       // egress the policy granted, so they stay in the site's own log output.
-      return { lines: ring.since(since, 2000).filter((l) => !l.line.includes('"msg":"rule result"')).slice(-limit) };
+      return { lines: boundLogLines({ lines: ring.since(since, 2000).filter((l) => !l.line.includes('"msg":"rule result"')) }, limit) };
     }
     if (method === 'dead-letters') {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
@@ -322,7 +332,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin });
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -346,6 +356,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 }
 
 interface LocalApiDeps {
+  timeouts?: Partial<HttpTimeouts>;
   log: Logger;
   registry: Registry;
   httpErrors: Counter<'code'>;
@@ -370,7 +381,8 @@ interface LocalApiDeps {
  * uplink endpoint through which local programs send results to the cloud via the outbox.
  */
 async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
+  const { httpTimeouts: _t, ...hardened } = hardenedServerOptions(d.timeouts);
+  const app = Fastify({ ...hardened, loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
