@@ -70,6 +70,7 @@ export const SiteStatusBody = z.object({
   rules: z.array(z.object({
     app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
     in: count(), out: count(), filtered: count(), late: count(), errors: count(), dropped: count(), sinkErrors: count(), lastOutputAt: epochMs().nullable(),
+    warnings: z.array(text(500)).max(20).optional(),
   })).max(1000).optional(),
   deadLetters: count().optional(),
   models: z.array(z.object({
