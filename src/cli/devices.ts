@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ApiClient, loadConfig } from './client.ts';
 import { EwError } from '../contracts/errors.ts';
@@ -71,7 +71,7 @@ export function registerDeviceCommands(program: Command): void {
         r.items.push(...page.items);
         after = page.next;
       }
-      out(o.output, r, () => (r.items.length ? r.items.map((d: any) => `${d.id}\tpublish ${d.publish.join(',') || '-'}\tsubscribe ${d.subscribe.join(',') || '-'}`).join('\n') : '(none)'));
+      out(o.output, r, () => (r.items.length ? r.items.map((d) => `${d.id}\tpublish ${d.publish.join(',') || '-'}\tsubscribe ${d.subscribe.join(',') || '-'}`).join('\n') : '(none)'));
     });
   target(devices.command('revoke').description('Revoke a device: its credentials stop working and its connection is cut at once.').argument('<id>'))
     .addHelpText('after', `

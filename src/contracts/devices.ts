@@ -25,6 +25,7 @@ export const DEVICE_PAGE = { maxItems: 1000, maxBytes: 384 * 1024 } as const;
 export function filterProblem(f: string): string | undefined {
   if (f.length === 0 || f.length > MAX_FILTER_CHARS) return `a topic filter of 1 to ${MAX_FILTER_CHARS} characters`;
   if (f === TOPIC_ROOT || f.startsWith(`${TOPIC_ROOT}/`) || f.startsWith('$')) return `"${f}" is reserved (ew/ belongs to the agent, $ to the broker)`;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (/[\u0000-\u001f\u007f]/.test(f)) return 'no control characters';
   const levels = f.split('/');
   for (let i = 0; i < levels.length; i++) {
@@ -63,7 +64,8 @@ export function checkDeviceId(id: unknown): string {
 export function checkDeviceRequest(body: { id?: unknown; publish?: unknown; subscribe?: unknown; description?: unknown }): { id: string; grants: DeviceGrants; description?: string } {
   const id = checkDeviceId(body.id);
   const grants = checkGrants(body);
-  if (body.description !== undefined && (typeof body.description !== 'string' || body.description.length > 200 || /[\u0000-\u001f]/.test(body.description))) {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (body.description !== undefined && (typeof body.description !== 'string' || body.description.length > 200 || /[\u0000-\u001f\u007f]/.test(body.description))) {
     throw new EwError('VALIDATION_FAILED', 'description: at most 200 printable characters', { path: 'description' });
   }
   return { id, grants, ...(typeof body.description === 'string' ? { description: body.description } : {}) };
