@@ -8,6 +8,7 @@ import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts 
 import { TokenBuckets } from '../../lib/rate-limit.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
 import { installHttpMetrics } from '../../lib/metrics.ts';
+import { oipErrorBody } from '../../inference/oip.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
@@ -115,6 +116,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
 
   installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024, { refuseNul: true });
   installHttpMetrics(app, o.registry, 'ew_cloud');
+  // The Open Inference Protocol's error body on every /v2 answer, those outside the inference
+  // routes' own handler too (an unknown /v2 route).
+  app.addHook('onSend', async (req, reply, payload) => oipErrorBody(req.url, reply.statusCode, payload));
 
   // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
