@@ -363,6 +363,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       models.cancelRetries();
       rules.close();
       await sources.close();
+      writeAudit.close();
       await api.close();
       await devices.close();
       await link.stop();
