@@ -33,6 +33,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   let sources: SourceHost;
   let audit: WriteAudit;
   let dead: DeadLetters;
+  let writes: WriteHost;
   const log = process.env.PLC_DEBUG ? createLogger({ name: 'plc-test' }) : silentLogger();
   let version = 0;
   const registry = new Registry();
@@ -48,7 +49,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     audit = new WriteAudit(db, systemClock, new Registry());
     mkdirSync(join(dir, 'secrets'), { recursive: true });
     writeFileSync(join(dir, 'secrets', 'plc-password'), 'op3rator\n');
-    const writes = new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), (n) => (n === 'plc-password' ? 'op3rator' : undefined));
+    writes = new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), (n) => (n === 'plc-password' ? 'op3rator' : undefined));
     rules = new RuleHost({
       router, dead, clock: systemClock, log,
       sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {}, writes }),
@@ -305,6 +306,9 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     });
     const failed = await waitFor('three failures', () => { const f = audit.list({ app: 'bad-targets', result: 'failed', limit: 10 }); return f.length >= 3 ? f : undefined; });
     const byTarget = Object.fromEntries(failed.map((f) => [f.target, f.detail]));
+    // The sinks' status says the same, with codes.
+    const st = writes.statuses().filter((w) => w.app === 'bad-targets');
+    assert.deepEqual(st.map((w) => w.lastError?.code).sort(), ['SOURCE_ADDRESS_INVALID', 'SOURCE_UNREACHABLE', 'WRITE_FAILED']);
     assert.match(byTarget[`${opc.endpoint}#ns=1;s=Machine1.NoSuchNode`]!, /^SOURCE_ADDRESS_INVALID: node ns=1;s=Machine1\.NoSuchNode does not exist/);
     assert.match(byTarget[`${mb.endpoint}/unit1/holding5000`]!, /^WRITE_FAILED: .*illegal data address/);
     assert.match(byTarget[`tcp://127.0.0.1:${closed}/unit1/holding1`]!, /^SOURCE_UNREACHABLE: /);

@@ -273,7 +273,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
     system: systemFacts(cfg.dataDir), runtimes, accelerators,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(),
+    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(), writes: writes.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
       return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary() };

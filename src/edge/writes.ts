@@ -103,9 +103,32 @@ export class WriteAudit {
   }
 }
 
+/** What the site's status shows of a write sink. */
+export interface WriteSinkStatus {
+  app: string;
+  rule: string;
+  protocol: 'opcua' | 'modbus';
+  target: string;
+  dryRun: boolean;
+  written: number;
+  refused: number;
+  failed: number;
+  dryRuns: number;
+  superseded: number;
+  lastWriteAt: number | null;
+  /** The last write the machine refused or that could not reach it. */
+  lastError?: { code: string; message: string; at: number };
+  /** The last value the write policy refused (WRITE_DENIED), with the guard's reason. */
+  lastRefusal?: { reason: string; at: number };
+}
+
 /** What write sinks share on a site: the audit, the guard's history per target, secrets and PKI. */
 export class WriteHost {
   private readonly histories = new Map<string, number[]>();
+  readonly sinks = new Set<WriteSink>();
+  statuses(): WriteSinkStatus[] {
+    return [...this.sinks].map((s) => s.status());
+  }
   constructor(readonly audit: WriteAudit, readonly clock: Clock, readonly log: Logger, readonly pkiDir: string, readonly secret: (name: string) => string | undefined) {}
   history(app: string, target: string): number[] {
     return this.histories.get(`${app}|${target}`) ?? [];
@@ -208,6 +231,9 @@ export class WriteSink {
   /** Refusals are all audited, but logged at most once per 10 s per sink (a flood would drown the log). */
   private lastRefusalLog = Number.NEGATIVE_INFINITY;
   private refusalsUnlogged = 0;
+  private lastWriteAt: number | null = null;
+  private lastError?: { code: string; message: string; at: number };
+  private lastRefusal?: { reason: string; at: number };
   readonly stats = { written: 0, refused: 0, failed: 0, dryRun: 0, superseded: 0 };
 
   constructor(spec: WriteSinkSpec, private readonly c: WriteSinkContext) {
@@ -221,6 +247,17 @@ export class WriteSink {
     this.value = compileValue(inner.value);
     this.dryRun = inner.dryRun || (c.policy?.dryRun ?? false);
     this.target = 'opcua' in spec ? new OpcuaTarget(spec.opcua, c.writes) : new ModbusTarget(spec.modbus);
+    c.writes.sinks.add(this);
+  }
+
+  status(): WriteSinkStatus {
+    const s = this.stats;
+    return {
+      app: this.c.app, rule: this.c.rule, protocol: this.kind, target: this.name, dryRun: this.dryRun,
+      written: s.written, refused: s.refused, failed: s.failed, dryRuns: s.dryRun, superseded: s.superseded, lastWriteAt: this.lastWriteAt,
+      ...(this.lastError ? { lastError: { ...this.lastError } } : {}),
+      ...(this.lastRefusal ? { lastRefusal: { ...this.lastRefusal } } : {}),
+    };
   }
 
   write(rows: Row[]): void {
@@ -239,6 +276,7 @@ export class WriteSink {
       writes.setHistory(app, this.name, g.history);
       if (!g.ok) {
         this.stats.refused++;
+        this.lastRefusal = { reason: g.reason, at: now() };
         writes.audit.record(app, rule, this.kind, this.name, value, 'refused', `WRITE_DENIED: ${g.reason}`);
         if (now() - this.lastRefusalLog >= 10_000) {
           writes.log.warn({ app, rule, target: this.name, value, code: 'WRITE_DENIED', reason: g.reason, alsoRefusedSinceLastLog: this.refusalsUnlogged }, 'write refused by the app\'s write policy');
@@ -273,11 +311,13 @@ export class WriteSink {
     try {
       await this.target.write(value);
       this.stats.written++;
+      this.lastWriteAt = writes.clock.now();
       writes.audit.record(app, rule, this.kind, this.name, value, 'written');
       writes.log.info({ app, rule, target: this.name, value }, 'write sent to the machine');
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'WRITE_FAILED';
       this.stats.failed++;
+      this.lastError = { code, message: (e as Error).message.slice(0, 500), at: writes.clock.now() };
       writes.audit.record(app, rule, this.kind, this.name, value, 'failed', `${code}: ${(e as Error).message}`);
       writes.log.warn({ app, rule, target: this.name, value, code, err: (e as Error).message }, 'write to the machine failed');
     }
@@ -289,6 +329,7 @@ export class WriteSink {
 
   close(): void {
     this.closed = true;
+    this.c.writes.sinks.delete(this);
     void this.target.close();
   }
 }
