@@ -208,7 +208,7 @@ for (const [engine, skip] of [['SQLite', undefined], ['PostgreSQL', pgSkip]] as 
 describe('the site checks a result before it enters its outbox', () => {
   it('refuses a record over the uplink bound with VALIDATION_FAILED and its index, keeping nothing of the batch', async () => {
     const cloud = await startTestCloud();
-    const edge = await startTestEdge(cloud);
+    const edge = await startTestEdge(cloud, { uplinkAllow: ['big'] });
     try {
       const before = edge.handle.outbox.pending;
       const r = await edge.uplink('big', [{ ok: 1 }, { blob: 'x'.repeat(PAYLOAD_LIMITS.up) }]);

@@ -240,6 +240,9 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       const byRule = await store.queryUplink(T, { app: 'vib', rule: 'hot', limit: 10 });
       assert.deepEqual(byRule.map((r) => [r.msgId, r.app, r.rule]), [['r1', 'vib', 'hot']]);
       assert.equal((await store.queryUplink(T, { app: 'vib', limit: 10 })).length, 2);
+      const latest = await store.latestUplinkSeq();
+      assert.equal(latest, Math.max(...(await store.queryUplink(T, { limit: 5000 })).map((r) => r.seq)), 'the newest seq, where a live feed starts');
+      assert.equal((await store.queryUplink(T, { afterSeq: latest, limit: 10 })).length, 0);
     });
   });
 }

@@ -6,8 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { loadBundle } from '../src/cli/bundle.ts';
 import * as profiles from '../src/sim/profiles.ts';
 import { OnnxRuntime } from '../src/inference/onnx.ts';
+import { ensureTemplateAssistant } from '../src/inference/gguf/tiny-qwen.ts';
 
 const root = fileURLToPath(new URL('../templates/', import.meta.url));
+// The predictive-maintenance assistant's GGUF is built, not committed (the tiny TEST Qwen).
+ensureTemplateAssistant();
 
 /** Every template is a complete app: it validates, it has models, rules, endpoints, an egress policy, a README and a simulator. */
 describe('templates', () => {

@@ -1,8 +1,9 @@
-import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { stringify as toYaml } from 'yaml';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 import { ApiClient, loadConfig, saveConfig } from './client.ts';
 import { loadBundle, MANIFEST, pushBundle } from './bundle.ts';
 import { parseSelector } from '../contracts/selector.ts';
@@ -75,12 +76,22 @@ export function registerPartnerCommands(program: Command): void {
     .description('Start a new app from a template.')
     .argument('<dir>', 'directory to create')
     .addOption(new Option('-t, --template <name>', 'template').default('predictive-maintenance'))
-    .addHelpText('after', `\nTemplates: ${existsSync(TEMPLATES) ? readdirSync(TEMPLATES).join(', ') : '(none installed)'}\nExample:\n  $ edgeweave app init my-guard --template predictive-maintenance`)
+    .option('--model <file.gguf>', 'a GGUF language model (e.g. Qwen2.5-0.5B-Instruct Q4_K_M) for the template\'s assistant; default: the tiny TEST model, whose text is noise')
+    .addHelpText('after', `\nTemplates: ${existsSync(TEMPLATES) ? readdirSync(TEMPLATES).join(', ') : '(none installed)'}\nExample:\n  $ edgeweave app init my-guard --template predictive-maintenance --model ./qwen2.5-0.5b-instruct-q4_k_m.gguf`)
     .action((dir: string, o) => {
       const src = join(TEMPLATES, o.template);
       if (!existsSync(join(src, MANIFEST))) throw new EwError('CONFIG_INVALID', `no template "${o.template}"; choose one of ${readdirSync(TEMPLATES).join(', ')}`, { path: 'template' });
       if (existsSync(dir) && readdirSync(dir).length) throw new EwError('CONFIG_INVALID', `${dir} exists and is not empty; choose a new directory`);
+      // The template's language model (if it has one): the file given, else the tiny test Qwen.
+      const gguf = (parseYaml(readFileSync(join(src, MANIFEST), 'utf8')) as { spec?: { models?: { format?: string; path?: string }[] } }).spec?.models?.find((m) => m.format === 'gguf');
+      if (o.model) {
+        if (!gguf?.path) throw new EwError('CONFIG_INVALID', `template ${o.template} has no language model; --model is for templates that do (predictive-maintenance)`, { path: 'model' });
+        if (!existsSync(o.model) || readFileSync(o.model).subarray(0, 4).toString('latin1') !== 'GGUF') throw new EwError('CONFIG_INVALID', `--model ${o.model} is not a GGUF file (it must start with the bytes "GGUF"); download a .gguf such as Qwen2.5-0.5B-Instruct-Q4_K_M`, { path: 'model' });
+      } else if (gguf && o.template === 'predictive-maintenance') {
+        ensureTemplateAssistant();
+      }
       cpSync(src, dir, { recursive: true });
+      if (o.model) copyFileSync(o.model, join(dir, gguf!.path!));
       process.stderr.write(`${green('created')} ${dir} from ${o.template}: edit ${join(dir, MANIFEST)}, then edgeweave app validate ${dir} && edgeweave app push ${dir}\n`);
     });
 

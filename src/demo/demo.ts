@@ -12,6 +12,7 @@ import { ApiClient } from '../cli/client.ts';
 import { loadBundle, pushBundle } from '../cli/bundle.ts';
 import { MachineModel, ModbusMachineSim, OpcuaMachineSim, pointAtSimulators } from '../sim/industrial.ts';
 import { quietOpcua } from '../edge/sources/opcua-quiet.ts';
+import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 
 /**
  * `edgeweave demo`: a cloud and three edge sites as separate processes with their own data
@@ -178,6 +179,8 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     // directly; an existing version (409, from an earlier run) is fine. Then one deployment each.
     const client = new ApiClient({ cloud: url, apiKey: adminKey });
     const existing = (await client.call<{ items: { app: string; version: string }[] }>('GET', '/api/v1/deployments')).items;
+    // The factory's operator assistant: the tiny TEST Qwen unless a real GGUF was put there.
+    ensureTemplateAssistant();
     for (const s of DEMO_SITES) {
       const bundle = s.template ? await loadBundle(join(ROOT, 'templates', s.template)) : undefined;
       const manifest = bundle ? bundle.raw : s.app!;
@@ -237,6 +240,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       '',
       'Edgeweave demo is running.',
       '',
+      `  Web console    ${url}/   (sign in with the admin API key)`,
       `  Cloud API      ${url}   (OpenAPI: ${url}/openapi.json)`,
       `  Admin API key  ${adminKey}`,
       '',

@@ -14,7 +14,7 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
-import { SourceHost, siteSecret } from './sources/host.ts';
+import { SourceHost } from './sources/host.ts';
 import { quietOpcua } from './sources/opcua-quiet.ts';
 import { WriteAudit, WriteHost } from './writes.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
@@ -23,6 +23,14 @@ import { OnnxRuntime } from '../inference/onnx.ts';
 import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
+import { RoutedInference, injectStreams } from './rpc-infer.ts';
+import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
+import { registerOpenAi } from '../inference/openai.ts';
+import { GgufRuntime } from '../inference/llm/gguf.ts';
+import { RemoteRuntime } from '../inference/llm/remote.ts';
+import { LlmService } from '../inference/llm/service.ts';
+import { RuleLlmCalls } from '../inference/llm/rule-calls.ts';
+import { readSiteSecret, siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
@@ -215,9 +223,15 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const supervisor = new AppSupervisor(log);
   // Set once the cloud link exists (a model may recover before that).
   let reportStatus = () => {};
+  // Read once: GPUs and CPU features do not change while the agent runs.
+  const accel = acceleratorInfo(readAcceleratorSources('/', { arch: process.arch, cores: systemFacts(cfg.dataDir).cores }));
+  const accelerators = [...new Set([...detectAccelerators(), ...acceleratorNames(accel)])];
   const runtimeRegistry = new RuntimeRegistry()
-    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
-    .register(new BuiltinRuntime());
+    // A model that names no execution provider gets CUDA where this site's ONNX Runtime can use a GPU.
+    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'), accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda'))))
+    .register(new BuiltinRuntime())
+    .register(new GgufRuntime({ log, clock }))
+    .register(new RemoteRuntime({ log, clock }));
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
   const models = new ModelHost({
@@ -234,7 +248,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       supervisor.recovered(app, 'models');
       reportStatus();
     },
+    secret: (name) => siteSecret(cfg.dataDir, name),
   });
+  const llm = new LlmService(models, registry, clock);
+  const ruleLlm = new RuleLlmCalls(clock, (c) => llm.complete({ endpoint: c.endpoint, app: c.app, input: { kind: 'chat', messages: [{ role: 'user', content: c.prompt }] }, maxTokens: c.maxTokens, opts: c.opts, client: c.client }));
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   supervisor.register(models);
@@ -243,10 +260,13 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // Industrial write-back: guarded by each app's write policy, every attempt in the write audit.
   quietOpcua((level, msg) => log[level]({ component: 'node-opcua' }, msg));
   const writeAudit = new WriteAudit(db, clock, registry);
-  const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => siteSecret(cfg.dataDir, name));
+  const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => readSiteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
-    infer: (app, model, args) => models.inferRow(app, model, args),
+    // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
+    infer: (app, model, args, rule) => (model.startsWith('llm:')
+      ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
+      : models.inferRow(app, model, args)),
     sinkContext: (app, rule, allowedFields) => ({
       siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
@@ -267,17 +287,17 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes, accelerators,
+    system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
     rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(), writes: writes.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary() };
+      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
     }),
+    routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -327,8 +347,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
+  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -349,7 +370,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit });
+  // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
+  const internalToken = newSecret('ewl');
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -361,10 +385,12 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       stopHeartbeat();
       stopAudit();
       models.cancelRetries();
+      routed.close();
       rules.close();
       await sources.close();
       writeAudit.close();
       await api.close();
+      await models.close();
       await devices.close();
       await link.stop();
       await applying;
@@ -376,6 +402,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 
 interface LocalApiDeps {
   timeouts?: Partial<HttpTimeouts>;
+  internalToken: string;
   log: Logger;
   registry: Registry;
   httpErrors: Counter<'code'>;
@@ -395,6 +422,7 @@ interface LocalApiDeps {
   supervisor: AppSupervisor;
   uplinkAllow: readonly EgressGrant[];
   deviceAdmin: DeviceAdmin;
+  llm: LlmService;
 }
 
 /**
@@ -411,6 +439,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     // Liveness and readiness probes answer without a key, as load balancers expect.
     if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
+    if (req.headers['x-edgeweave-internal'] === d.internalToken) return; // routed from the cloud, in process
     const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
@@ -445,6 +474,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     async (req) => ({ items: d.writeAudit.list(req.query) }));
   registerDeviceRoutes(app, d.deviceAdmin);
   registerOip(app, d.models);
+  registerOpenAi(app, { host: d.models, llm: d.llm, log: d.log });
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {

@@ -27,6 +27,8 @@ export interface RuleStatus {
   dropped: number;
   sinkErrors: number;
   lastOutputAt: number | null;
+  /** Referenced fields no record carried (schemaless streams), and similar hints. */
+  warnings?: string[];
 }
 
 interface Running {
@@ -47,7 +49,7 @@ export interface RuleHostDeps {
   clock: Clock;
   log: Logger;
   /** Runs `infer(model, …)` for a rule of `app` (the site's model host); absent: rules with infer() fail. */
-  infer?: (app: string, model: string, args: unknown[]) => Promise<unknown>;
+  infer?: (app: string, model: string, args: unknown[], rule?: RuleSpec) => Promise<unknown>;
   /** Builds the context a rule's sinks write through. */
   sinkContext(app: string, rule: string, allowedFields: (stream: string) => string[] | undefined): SinkContext;
 }
@@ -67,8 +69,9 @@ export class RuleHost implements AppComponent {
   statuses(): RuleStatus[] {
     return [...this.rules.values()].map((r) => {
       const s = r.runtime?.stats;
+      const warnings = r.runtime?.warnings() ?? [];
       return {
-        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}),
+        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}), ...(warnings.length ? { warnings: warnings.slice(0, 20) } : {}),
         in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0,
         dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, lastOutputAt: s?.lastOutputAt ?? null,
       };
@@ -131,6 +134,15 @@ export class RuleHost implements AppComponent {
         const dead = (rec: Record<string, unknown>, why: string, detail?: string) => this.d.dead.add(app.name, stream.name, why, rec, detail);
         const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
+          maxFutureSkew: spec.options.maxFutureSkew, maxStateCells: spec.options.maxState,
+          // Over its state budget the rule stops itself; the site and its other rules keep running.
+          onFatal: (e) => {
+            r.state = 'failed';
+            r.error = `${e.code}: ${e.message}`;
+            r.unsubscribe?.();
+            r.unsubscribe = undefined;
+            this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
+          },
           emit: (rows) => {
             for (const sink of r.sinks) {
               try {
@@ -146,9 +158,11 @@ export class RuleHost implements AppComponent {
           onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
           onEmitError: (e) => {
             r.sinkErrors++;
+            // A model (infer(), llm()) failing over window results is the rule's error too.
+            if (r.runtime) r.runtime.stats.errors++;
             this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
           },
-        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args) : undefined);
+        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args, spec) : undefined);
         r.runtime = rule.runtime;
         r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');

@@ -55,7 +55,7 @@ const SiteView = z.object({
   status: SiteStatusBody.nullable(),
 });
 
-function siteView(s: Site, online: boolean): z.infer<typeof SiteView> {
+export function siteView(s: Site, online: boolean): z.infer<typeof SiteView> {
   return {
     id: s.id, name: s.name, region: s.region, labels: s.labels,
     state: s.revokedAt !== null ? 'revoked' : online ? 'online' : 'offline',

@@ -539,4 +539,9 @@ export class SqlStore implements Store {
     });
     return Number(r.n);
   }
+
+  async latestUplinkSeq(): Promise<number> {
+    const r = await guard('latest uplink seq', () => this.db.selectFrom('uplink').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst());
+    return Number(r?.m ?? 0);
+  }
 }

@@ -157,4 +157,6 @@ export interface Store {
   insertUplink(records: UplinkRecord[]): Promise<number>;
   queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]>;
   countUplink(siteId: string, stream?: string): Promise<number>;
+  /** The highest uplink seq stored (0 when none): where a live feed starts reading. */
+  latestUplinkSeq(): Promise<number>;
 }

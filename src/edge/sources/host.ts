@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readSiteSecret } from '../secrets.ts';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { AppComponent } from '../apps.ts';
@@ -20,12 +20,6 @@ export interface SourceHostDeps {
   registry?: Registry;
 }
 
-/** A site secret: the content of {dataDir}/secrets/{name}, read when needed (so a rotated file is picked up), never logged. */
-export function siteSecret(dataDir: string, name: string): string | undefined {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(name)) return undefined;
-  const file = join(dataDir, 'secrets', name);
-  return existsSync(file) ? readFileSync(file, 'utf8').replace(/\r?\n$/, '') : undefined;
-}
 
 /**
  * Runs the industrial sources of the apps a site has been given: one per stream that declares a
@@ -89,7 +83,7 @@ export class SourceHost implements AppComponent {
       const deps: SourceDeps = {
         app: app.name, stream: w.stream.name, timestampField: w.stream.timestamp,
         clock: this.d.clock, log: this.d.log, pkiDir: join(this.d.dataDir, 'pki', 'opcua'),
-        secret: (name) => siteSecret(this.d.dataDir, name),
+        secret: (name) => readSiteSecret(this.d.dataDir, name),
         emit: (rec) => {
           this.values?.inc({ protocol }, Object.keys(rec).length - (w.stream.timestamp ? 1 : 0));
           // A rule that failed to start reads nothing: its records would only fill the dead letters.
