@@ -15,6 +15,8 @@ import { createLogger, silentLogger } from '../src/lib/logger.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';
 import { checkApp } from '../src/stream/app.ts';
 import type { DesiredApp } from '../src/contracts/messages.ts';
+import { OpcuaSource } from '../src/edge/sources/opcua.ts';
+import { OpcuaSourceSpec } from '../src/contracts/industrial.ts';
 import { ModbusMachineSim, OPCUA_NODES, OpcuaMachineSim, freePort } from '../src/sim/industrial.ts';
 import { tempDir, waitFor } from './support/harness.ts';
 
@@ -177,6 +179,22 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     renameSync(join(pki, 'rejected', rejected), join(pki, 'trusted', 'certs', rejected));
     await waitFor('records over SignAndEncrypt', () => mem('opc_secure').length > 0, 60_000);
     await stop(app);
+  });
+
+  it('trustOnFirstUse: true accepts an unknown server certificate at once (and trusts it from then on)', async () => {
+    const pkiDir = join(dir, 'pki-tofu');
+    const got: Record<string, unknown>[] = [];
+    const src = new OpcuaSource(OpcuaSourceSpec.parse({ endpoint: opc.endpoint, securityMode: 'SignAndEncrypt', trustOnFirstUse: true, mode: 'poll', intervalMs: 100, fields: { vibration: OPCUA_NODES.vibration } }), {
+      app: 'tofu', stream: 'm', emit: (r) => got.push(r), onError: () => {}, secret: () => undefined, pkiDir, clock: systemClock, log,
+    });
+    src.start();
+    try {
+      await waitFor('records over SignAndEncrypt', () => got.length > 0, 60_000);
+      assert.equal(src.status.lastError, undefined, 'never refused');
+      assert.ok(readdirSync(join(pkiDir, 'trusted', 'certs')).length >= 1, 'the server certificate is in the trust list now');
+    } finally {
+      await src.close();
+    }
   });
 
   it('a server restart mid-stream reconnects and the subscription delivers again', async () => {
