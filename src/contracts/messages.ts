@@ -80,6 +80,13 @@ export const SiteStatusBody = z.object({
     values: count(), records: count(), errors: count(), reconnects: count(),
     lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
   })).max(1000).optional(),
+  /** Write-back sinks (rules acting on machines): counts by result, last write, last error. */
+  writes: z.array(z.object({
+    app: safeString(64), rule: safeString(128), protocol: z.enum(['opcua', 'modbus']), target: safeString(1000), dryRun: z.boolean(),
+    written: count(), refused: count(), failed: count(), dryRuns: count(), superseded: count(), lastWriteAt: epochMs().nullable(),
+    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+    lastRefusal: z.object({ reason: text(2000), at: epochMs() }).optional(),
+  })).max(1000).optional(),
   models: z.array(z.object({
     app: safeString(64), name: safeString(64), version: safeString(64), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: safeString(32).optional(), error: text(2000).optional(),
     download: z.object({ received: measure(), total: measure() }).optional(),
