@@ -25,6 +25,8 @@ declare module 'fastify' {
     public?: boolean;
     /** Routes a site may call with its own credentials (HTTP Basic: site id and secret). */
     siteAccess?: boolean;
+    /** Static files (the web console): public, and outside the anonymous request budget. */
+    staticAsset?: boolean;
   }
 }
 
@@ -137,6 +139,8 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     if (buckets) {
       const a = buckets.address.take(address);
       if (!a.ok) throw limited(reply, a.retryAfterMs, 'from this address');
+      // The web console's files: no credentials to guess there, so only the address budget applies.
+      if (req.routeOptions.config?.staticAsset) return;
       // An address that spent its anonymous budget is refused before any credential is checked.
       const wait = buckets.anonymous.waitMs(address);
       if (wait > 0 && (req.routeOptions.config?.public || !req.headers.authorization)) throw limited(reply, wait, 'without valid credentials from this address');
