@@ -296,11 +296,25 @@ describe('rollout helpers', () => {
     const r = mkRollout({ strategy: { type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxErrorRate: 0.05, maxP95Ms: 20, maxDrift: 0.1 }, then: 'all' }, canaries: ['a'] });
     const models = (requests: number, errors: number, p95Ms: number | null) => status({ models: [{ app: 'guard', name: 'm', version: '1', state: 'ready', stats: { requests, errors, p95Ms, outputMean: null } }, { app: 'other', name: 'x', version: '1', state: 'ready', stats: { requests: 1, errors: 1, p95Ms: 999, outputMean: null } }] });
     const sites = new Map([['a', mkSite('a', { status: models(200, 20, 35) })], ['b', mkSite('b', { status: models(1, 1, 1) })]]);
-    assert.deepEqual(gateReadings(r, sites), [
+    const readings = gateReadings(r, sites);
+    assert.deepEqual(readings.slice(0, 2), [
       { gate: 'maxErrorRate', limit: 0.05, value: 0.1, ok: false },
       { gate: 'maxP95Ms', limit: 20, value: 35, ok: false },
-      { gate: 'maxDrift', limit: 0.1, value: null, ok: null, note: 'judged by the controller against the previous version' },
     ]);
+    assert.deepEqual(readings[2], { gate: 'maxDrift', limit: 0.1, value: null, ok: null, note: 'no model output on the canaries yet' });
+    // Drift as the controller judges it: the canaries' mean output against the sites still on the
+    // previous version, or else against the figures recorded before the canaries updated.
+    const withMeans = (mean: number, version: string) => status({ apps: [{ name: 'guard', version }], models: [{ app: 'guard', name: 'm', version: '1', state: 'ready', stats: { requests: 10, errors: 0, p95Ms: 5, outputMean: mean } }] });
+    const canary = { ...r, sites: { a: { phase: 'updated' as const, since: 0 }, b: { phase: 'pending' as const, since: 0 } }, admitted: ['a'] };
+    const drifted = new Map([['a', mkSite('a', { status: withMeans(0.6, '2.0.0') })], ['b', mkSite('b', { status: withMeans(0.5, '1.0.0') })]]);
+    const d = gateReadings(canary, drifted)[2]!;
+    assert.ok(Math.abs(d.value! - 0.2) < 1e-9);
+    assert.equal(d.ok, false);
+    const alone = new Map([['a', mkSite('a', { status: withMeans(0.52, '2.0.0') })]]);
+    const d2 = gateReadings({ ...canary, sites: { a: canary.sites.a }, baseline: { at: 0, outputMean: 0.5, sites: 2 } }, alone)[2]!;
+    assert.ok(Math.abs(d2.value! - 0.04) < 1e-9);
+    assert.equal(d2.ok, true);
+    assert.equal(gateReadings({ ...canary, sites: { a: canary.sites.a } }, alone)[2]!.note, 'no figures of the previous version');
     const idle = new Map([['a', mkSite('a', { status: status() })]]);
     assert.deepEqual(gateReadings(r, idle).map((g) => [g.value, g.ok, g.note]).slice(0, 2), [[null, null, 'no model requests yet'], [null, null, 'no latency yet']]);
     assert.deepEqual(gateReadings(mkRollout(), sites), []);

@@ -58,6 +58,10 @@ export interface Rollout {
   bakeStartedAt?: number;
   admitted: string[];
   canaries: string[];
+  /** The canary stage passed its gates and bake. */
+  canaryPassed?: boolean;
+  /** The previous version's figures, recorded when the canaries were admitted (drift's reference). */
+  baseline?: { at: number; outputMean: number | null; sites: number };
   sites: Record<string, { phase: SitePhase; since: number; reason?: string }>;
   history: { at: number; event: string }[];
 }

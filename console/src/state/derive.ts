@@ -78,22 +78,33 @@ export function rolloutProgress(r: Pick<Rollout, 'sites'>): { total: number; upd
 export interface GateReading { gate: 'maxErrorRate' | 'maxP95Ms' | 'maxDrift'; limit: number; value: number | null; ok: boolean | null; note?: string }
 
 /**
- * A canary's gates with what its canary sites report now (their models' counters for this
- * app, from the last heartbeat): error rate (errors / requests) and the worst p95. Drift is
- * judged by the controller against the old version's sites; shown with its limit.
+ * A canary's gates with what its canary sites report now (their models' counters for this app,
+ * from the last heartbeat), computed as the controller does (src/cloud/rollout.ts failedGate):
+ * error rate (errors / requests), the worst p95, and drift — the relative change of the canaries'
+ * mean model output against the sites still on the previous version, or against the figures the
+ * controller recorded before the canaries updated.
  */
 export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): GateReading[] {
   if (r.strategy.type !== 'canary') return [];
   const g = r.strategy.gates;
+  const appModels = (id: string) => (sites.get(id)?.status?.models ?? []).filter((m) => m.app === r.app && m.stats);
+  /** A site's mean output over this app's models (what the controller observes per site). */
+  const siteMean = (id: string): number | undefined => {
+    const v = appModels(id).map((m) => m.stats!.outputMean).filter((x): x is number => typeof x === 'number');
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
+  const mean = (xs: (number | undefined)[]): number | undefined => {
+    const v = xs.filter((x): x is number => typeof x === 'number');
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
   let requests = 0;
   let errors = 0;
   let p95: number | null = null;
   for (const id of r.canaries) {
-    for (const m of sites.get(id)?.status?.models ?? []) {
-      if (m.app !== r.app || !m.stats) continue;
-      requests += m.stats.requests;
-      errors += m.stats.errors;
-      if (m.stats.p95Ms !== null) p95 = Math.max(p95 ?? 0, m.stats.p95Ms);
+    for (const m of appModels(id)) {
+      requests += m.stats!.requests;
+      errors += m.stats!.errors;
+      if (m.stats!.p95Ms !== null) p95 = Math.max(p95 ?? 0, m.stats!.p95Ms);
     }
   }
   const out: GateReading[] = [];
@@ -102,7 +113,14 @@ export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): Gate
     out.push({ gate: 'maxErrorRate', limit: g.maxErrorRate, value: v, ok: v === null ? null : v <= g.maxErrorRate, ...(v === null ? { note: 'no model requests yet' } : {}) });
   }
   if (g.maxP95Ms !== undefined) out.push({ gate: 'maxP95Ms', limit: g.maxP95Ms, value: p95, ok: p95 === null ? null : p95 <= g.maxP95Ms, ...(p95 === null ? { note: 'no latency yet' } : {}) });
-  if (g.maxDrift !== undefined) out.push({ gate: 'maxDrift', limit: g.maxDrift, value: null, ok: null, note: 'judged by the controller against the previous version' });
+  if (g.maxDrift !== undefined) {
+    const admitted = new Set(r.admitted);
+    const previous = Object.keys(r.sites).filter((id) => !admitted.has(id) && sites.get(id)?.state === 'online' && sites.get(id)?.status?.apps.find((a) => a.name === r.app)?.version !== r.version);
+    const c = mean(r.canaries.map(siteMean));
+    const b = mean(previous.map(siteMean)) ?? (typeof r.baseline?.outputMean === 'number' ? r.baseline.outputMean : undefined);
+    const v = c !== undefined && b !== undefined ? Math.abs(c - b) / Math.max(Math.abs(b), 1e-9) : null;
+    out.push({ gate: 'maxDrift', limit: g.maxDrift, value: v, ok: v === null ? null : v <= g.maxDrift, ...(v === null ? { note: c === undefined ? 'no model output on the canaries yet' : 'no figures of the previous version' } : {}) });
+  }
   return out;
 }
 
