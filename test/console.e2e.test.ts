@@ -46,7 +46,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.equal(d1.status, 201);
     await waitFor('1.0.0 everywhere', async () => (await cloud.api('GET', `/api/v1/rollouts/${d1.body.id}`)).body.phase === 'succeeded', 30_000, 100);
     // A canary that bakes for an hour: it stays running while the operator pauses and resumes it.
-    const d2 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '2.0.0', selector: { pool: 'p' }, strategy: { type: 'canary', canary: 1, bakeTimeS: 3600 } });
+    const d2 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '2.0.0', selector: { pool: 'p' }, strategy: { type: 'canary', canary: 1, bakeTimeS: 3600, gates: { maxErrorRate: 0.05, maxP95Ms: 50 } } });
     assert.equal(d2.status, 201);
     canaryDeployment = d2.body.id;
     await waitFor('canary baking', async () => (await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase === 'baking', 30_000, 100);
@@ -156,6 +156,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('link', { name: 'Rollouts' }).click();
     const r = page.locator('[data-testid=rollout]', { hasText: 'guard@2.0.0' });
     await r.and(page.locator('[data-phase=baking]')).waitFor();
+    // Its gates, with what the canary reports now (this app has no model, so no figures yet).
+    const gates = r.getByRole('table', { name: /Canary gates/ });
+    assert.match(await gates.getByRole('row', { name: /maxErrorRate/ }).textContent() ?? '', /5\.00 %.*no model requests yet/);
+    assert.match(await gates.getByRole('row', { name: /maxP95Ms/ }).textContent() ?? '', /50 ms.*no latency yet/);
     await r.getByRole('button', { name: 'Pause rollout guard@2.0.0' }).click();
     await r.and(page.locator('[data-phase=paused]')).waitFor();
     assert.equal((await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase, 'paused');
