@@ -8,6 +8,7 @@ import { registerPartnerCommands } from './partner.ts';
 import { parseMqttLimits } from '../lib/mqtt-guard.ts';
 import { parseRateLimits } from '../cloud/api/server.ts';
 import { registerDeviceCommands } from './devices.ts';
+import { registerInferCommands } from './infer.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
@@ -110,9 +111,16 @@ export function buildProgram(): Command {
     .option('--mqtt-limits <spec>', 'embedded hub bounds, e.g. maxPacketBytes=1048576,connectTimeoutMs=10000 (see docs/operators.md)', '')
     .option('--console-dir <dir>', 'serve this web console build at / (default: console/dist of this install)')
     .option('--no-console', 'do not serve the web console (the API only)')
+    .option('--region <region>', 'the cloud\'s own region, for data residency of the cloud-side fallback', 'cloud')
+    .option('--infer-rate <n>', 'routed inference requests per second per API key', positive, 100)
+    .option('--infer-burst <n>', 'routed inference burst per API key', positive, 200)
+    .option('--infer-concurrency <n>', 'routed inference requests in flight per API key', positive, 64)
+    .option('--infer-timeout <ms>', 'default deadline of a routed request (ms)', positive, 30_000)
+    .option('--no-cloud-runtime', 'serve no fallback or cascade in the cloud (route to sites only)')
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
+    $ edgeweave cloud --region eu-west --infer-rate 50 --infer-concurrency 16
     $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
     .action(async (o) => {
       const { startCloud } = await import('../cloud/main.ts');
@@ -124,6 +132,7 @@ export function buildProgram(): Command {
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
         httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
         consoleDir: o.console === false ? false : o.consoleDir,
+        region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
@@ -150,6 +159,7 @@ export function buildProgram(): Command {
     .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
     .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
+    .addOption(new Option('--device-broker-mqtt-version <version>', 'MQTT version towards that broker: 5 passes MQTT 5 devices\' user properties and message expiry to streams').choices(['4', '5']).default('4'))
     .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
     .option('--device-password-file <file>', 'opt in to a shared device password (username "device", every topic) and take it from this file')
     .option('--device-shared-password', 'opt in to a shared device password, generated and shown once (default: off; devices get their own credentials with `edgeweave devices add`)')
@@ -174,7 +184,7 @@ export function buildProgram(): Command {
       const e = await startEdge({
         dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
         deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
-        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
+        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
         deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'),
@@ -215,7 +225,7 @@ export function buildProgram(): Command {
       return n;
     }, 0)
     .option('--explain', 'print the plan first')
-    .option('--model <name=file>', 'an ONNX model infer() may call (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--model <name=file>', 'a model the query may call: name=file.onnx for infer(), name=file.gguf for llm() (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addHelpText('after', `
   Examples:
     $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl
@@ -227,6 +237,7 @@ export function buildProgram(): Command {
 
   registerPartnerCommands(program);
   registerDeviceCommands(program);
+  registerInferCommands(program);
   return program;
 }
 

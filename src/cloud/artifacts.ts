@@ -99,6 +99,12 @@ export class FileArtifactStore {
   }
 
   /** A read stream over a complete artifact, optionally a byte range [start, end]. */
+  /** The complete file of an artifact, or undefined while it is missing or partial. */
+  file(sha: string): string | undefined {
+    const p = this.paths(sha);
+    return existsSync(p.done) ? p.done : undefined;
+  }
+
   open(sha: string, range?: { start: number; end?: number }): { stream: ReadStream; size: number } {
     const st = this.status(sha);
     if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}; upload it first (PUT /api/v1/artifacts/${sha})`, { path: 'sha256' });

@@ -4,7 +4,8 @@ import type { Store, Site, SiteStatusUpdate, UplinkRecord, App } from './store/s
 import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
-import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest } from '../contracts/messages.ts';
+import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
+import { isFrame } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -57,6 +58,7 @@ export class Fleet {
       badPayloads: new Counter({ name: 'ew_cloud_mqtt_payload_invalid_total', help: 'MQTT messages refused as malformed', labelNames: ['kind'], registers: [r] }),
       oversized: new Counter({ name: 'ew_cloud_mqtt_payload_oversized_total', help: 'MQTT messages dropped for exceeding their topic class bound', labelNames: ['kind'], registers: [r] }),
       uplinkRefused: new Counter({ name: 'ew_cloud_uplink_refused_total', help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages', registers: [r] }),
+      lateAnswers: new Counter({ name: 'ew_cloud_routed_answers_dropped_total', help: 'Routed inference answers that arrived after their request ended (deadline, cancel)', registers: [r] }),
       desiredPublished: new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [r] }),
     };
     const liveness = this.liveness;
@@ -125,6 +127,10 @@ export class Fleet {
       if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
       if (t.kind === 'reported') return this.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
       if (t.kind === 'up') return await this.onUplink(t.siteId, t.stream, decodePayload(UplinkMessage, payload, topic));
+      if (t.kind === 'rpc-res' && isFrame(payload)) {
+        if (!this.onFrame?.(t.siteId, t.id, payload)) this.m.lateAnswers.inc();
+        return;
+      }
       if (t.kind === 'rpc-res') {
         const res = decodePayload(RpcResponse, payload, topic);
         const waiting = this.rpcs.get(t.id);
@@ -157,6 +163,7 @@ export class Fleet {
   private onReported(siteId: string, msg: ReportedMessage): void {
     if (msg.type === 'status') {
       this.m.heartbeats.inc();
+      this.statuses.set(siteId, msg.body);
       const ev = this.liveness.heartbeat(siteId, msg.body.heartbeatIntervalS * 1000, msg.body.bootId);
       this.pendingStatus.set(siteId, { siteId, online: true, lastSeenAt: this.o.clock.now(), status: msg.body, reportedGeneration: msg.body.generation });
       if (ev) this.applyLiveness(ev);
@@ -280,6 +287,11 @@ export class Fleet {
     }
   }
 
+  /** Routed inference answers (binary frames) go to the router's forwarder; false: nobody waits (late or cancelled). */
+  onFrame?: (siteId: string, id: string, payload: Buffer) => boolean;
+  /** The last status each site reported, in memory for the router (the store's copy is written behind). */
+  readonly statuses = new Map<string, SiteStatusBody>();
+
   private readonly rpcs = new Map<string, { siteId: string; done: (r: RpcResponse | Error) => void }>();
 
   /** Asks a site something over its MQTT link; SITE_UNREACHABLE when it does not answer in time. */
@@ -301,6 +313,7 @@ export class Fleet {
   async revoked(siteId: string): Promise<void> {
     this.siteCache.set(siteId, { tenantId: this.siteCache.get(siteId)?.tenantId ?? '', revoked: true });
     this.liveness.forget(siteId);
+    this.statuses.delete(siteId);
     this.o.hub.disconnectSite(siteId);
     await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
   }

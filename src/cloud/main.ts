@@ -18,6 +18,9 @@ import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
 import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
+import { registerInference } from './api/inference.ts';
+import { registerOpenAiRouting } from './api/openai.ts';
+import { startRouter } from './router/start.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
 import { hashSecret, newId, newSecret } from '../lib/secrets.ts';
@@ -80,6 +83,16 @@ export interface CloudConfig {
   consoleDir?: string | false;
   /** Bounds of the live event stream (GET /api/v1/events); defaults in api/events.ts. */
   eventStreams?: Partial<EventStreamLimits>;
+  /** The cloud's region, for data residency of the cloud-side fallback runtime. Default `cloud` (a region no policy names unless it means this cloud). */
+  region?: string;
+  /** Routed inference per API key: requests/s, burst, in flight. Defaults 100, 200, 64. */
+  inferRate?: number;
+  inferBurst?: number;
+  inferConcurrency?: number;
+  /** Default deadline of a routed request (ms). Default 30000. */
+  inferTimeoutMs?: number;
+  /** Serve fallbacks and cascades with the cloud-side runtime. Default true. */
+  cloudRuntime?: boolean;
   clock?: Clock;
   log?: Logger;
 }
@@ -173,6 +186,10 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     publicUrl: () => cfg.publicUrl ?? url,
   });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
+  const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
+    rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false });
+  registerInference(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
+  registerOpenAiRouting(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
   url = address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1');
   if (!tls) log.warn('serving plain HTTP and MQTT: terminate TLS in front of this cloud, or start it with --tls-cert and --tls-key');
@@ -182,6 +199,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http,
     async close() {
       await http.close();
+      await router.close();
       await rollouts.stop();
       await fleet.stop();
       await hub.close();

@@ -16,7 +16,7 @@ export const ERROR_CODES = {
   HEADERS_TOO_LARGE: { status: 431, meaning: 'The request headers are larger than the server accepts.' },
   REQUEST_TIMEOUT: { status: 408, meaning: 'The request (its headers or its body) did not arrive within the server\'s time limit.' },
   RANGE_NOT_SATISFIABLE: { status: 416, meaning: 'A `Range` header asks for bytes the artifact does not have, or is malformed (start after end).' },
-  RATE_LIMITED: { status: 429, meaning: 'Too many requests from this API key or address; the `Retry-After` header says when to try again.' },
+  RATE_LIMITED: { status: 429, meaning: 'Too many requests from this API key or address (the API, or routed inference); the `Retry-After` header says when to try again.' },
   // Authentication and authorisation
   UNAUTHENTICATED: { status: 401, meaning: 'No credentials, or credentials that are not recognised.' },
   TOKEN_INVALID: { status: 401, meaning: 'The join token is unknown.' },
@@ -50,10 +50,26 @@ export const ERROR_CODES = {
   MODEL_LOAD_FAILED: { status: 500, meaning: 'A model file could not be loaded by its runtime.' },
   INFER_INPUT_INVALID: { status: 400, meaning: 'An inference request\'s tensors do not match the model: a missing input, a wrong datatype or shape, or data of the wrong length.' },
   QUEUE_FULL: { status: 503, meaning: 'The model\'s request queue is full (back-pressure); retry after a short wait.' },
+  // Language models (OpenAI-compatible /v1 on the site; `error.code` there is the code in lower case)
+  MODEL_UNSUPPORTED: { status: 400, meaning: 'A model file is of an architecture or kind its runtime cannot run (a GGUF architecture llama.cpp does not know).' },
+  MODEL_TOO_LARGE: { status: 507, meaning: 'A model would not fit the memory granted to it; refused before loading, with the figures.' },
+  CONTEXT_LENGTH_EXCEEDED: { status: 400, meaning: 'A prompt (with the tokens asked for) is longer than the model\'s context.' },
+  RESPONSE_FORMAT_INVALID: { status: 400, meaning: 'A response_format (or llm() json_schema) is not a JSON schema the model can be constrained to.' },
+  LLM_RUNTIME_CRASHED: { status: 503, meaning: 'The language model\'s runtime process died during the request; the site restarts it with backoff.' },
+  LLM_TIMEOUT: { status: 504, meaning: 'A language-model request ran past its endpoint\'s timeout and was stopped.' },
+  UPSTREAM_FAILED: { status: 502, meaning: 'A remote model\'s upstream (an OpenAI-compatible server) failed or could not be reached after retries.' },
+  TOKEN_BUDGET_EXHAUSTED: { status: 429, meaning: 'A rule used up its llm() token budget for the current minute; the record goes to the rule\'s errors.' },
   ARTIFACT_NOT_FOUND: { status: 404, meaning: 'No complete artifact (model file) with that sha256 on the cloud.' },
   ARTIFACT_OFFSET_MISMATCH: { status: 409, meaning: 'A resumed upload chunk does not start where the stored part ends.' },
   ARTIFACT_DIGEST_MISMATCH: { status: 400, meaning: 'A model file\'s bytes do not hash to the sha256 it was named by; it was refused and never loaded.' },
   SITE_UNREACHABLE: { status: 504, meaning: 'The site did not answer a request from the cloud in time (offline, or busy).' },
+  // The cloud's inference router
+  RESIDENCY_UNSATISFIABLE: { status: 422, meaning: 'No site (or cloud) serving the endpoint satisfies the request\'s data-residency constraint (its regions, its data class, the endpoint\'s policy); the message names the constraint.' },
+  NO_SITE_AVAILABLE: { status: 503, meaning: 'Sites that may serve the request exist but none can now (offline, model not ready, overloaded, failing) and no fallback is allowed; retry after Retry-After.' },
+  INFER_DEADLINE_EXCEEDED: { status: 504, meaning: 'No eligible site (or the cloud fallback) answered a routed request within its deadline.' },
+  SITE_ANSWER_INVALID: { status: 502, meaning: 'A site answered a routed request with something that does not match the wire contract; the router tried the next site.' },
+  CLIENT_CLOSED: { status: 499, meaning: 'The client went away before the answer (reported in logs and metrics; the site was told to cancel).' },
+  TOO_MANY_CONCURRENT: { status: 429, meaning: 'The API key has as many inference requests in flight as it may; retry after one finishes (Retry-After).' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
   NOT_ENROLLED: { status: 503, meaning: 'The agent has no site credentials yet.' },
@@ -66,6 +82,12 @@ export const ERROR_CODES = {
   MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
   // Live event streams (the console)
   EVENT_STREAMS_LIMIT: { status: 429, meaning: 'Too many live event streams are open (for this tenant, or on this cloud replica).' },
+  // Industrial sources and write-back (reported in the site's status, logs and metrics; WRITE_DENIED also at push)
+  SOURCE_UNREACHABLE: { status: 502, meaning: 'An OPC UA server or Modbus device did not answer: unreachable endpoint, refused connection, or a request that timed out.' },
+  SOURCE_SECURITY: { status: 502, meaning: 'An OPC UA server\'s certificate is not trusted, or it refused the site\'s credentials or security settings.' },
+  SOURCE_ADDRESS_INVALID: { status: 502, meaning: 'A node id that does not exist on the OPC UA server, or a Modbus register or coil outside the device\'s range.' },
+  WRITE_DENIED: { status: 400, meaning: 'A rule would write to a machine what the app\'s write policy does not grant: an ungranted target (refused at push), or a value out of range, of the wrong type, or over the rate (refused and audited at run time).' },
+  WRITE_FAILED: { status: 502, meaning: 'A granted write reached the machine and was refused by it (not writable, wrong type, access denied).' },
   // Server side
   STORE_UNAVAILABLE: { status: 503, meaning: 'The state store (SQLite or PostgreSQL) failed or is unreachable.' },
   INTERNAL: { status: 500, meaning: 'An unexpected error; the server logs carry the request id.' },

@@ -73,11 +73,36 @@ export const SiteStatusBody = z.object({
     warnings: z.array(text(500)).max(20).optional(),
   })).max(1000).optional(),
   deadLetters: count().optional(),
+  /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
+  sources: z.array(z.object({
+    app: safeString(64), stream: safeString(128), protocol: z.enum(['opcua', 'modbus']), endpoint: safeString(500),
+    state: z.enum(['connecting', 'connected', 'disconnected', 'closed']), lastValueAt: epochMs().nullable(),
+    values: count(), records: count(), errors: count(), reconnects: count(),
+    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+  })).max(1000).optional(),
   models: z.array(z.object({
     app: safeString(64), name: safeString(64), version: safeString(64), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: safeString(32).optional(), error: text(2000).optional(),
     download: z.object({ received: measure(), total: measure() }).optional(),
+    /** Language models: their runtime process (restarts, last exit) and slots. */
+    runtime: z.object({ state: z.enum(['starting', 'ready', 'restarting', 'failed']), restarts: count(), lastExit: text(500).optional(), pid: count().optional(), busy: count().optional(), queued: count().optional(), slots: count().optional() }).optional(),
     stats: z.object({ requests: count(), errors: count(), p95Ms: measure().nullable(), outputMean: z.number().min(-Number.MAX_VALUE).max(Number.MAX_VALUE).nullable() }).optional(),
+    /** Requests waiting in the model's batcher queue (the router's load signal). */
+    queued: count().optional(),
   })).max(1000).optional(),
+  /** Inference routed to this site by the cloud: in flight now, and totals since start. */
+  routed: z.object({ inFlight: z.number().int().nonnegative(), requests: z.number().int().nonnegative(), errors: z.number().int().nonnegative() }).optional(),
+  /** What the site can accelerate inference with (see src/edge/accelerators.ts). */
+  acceleratorInfo: z.object({
+    cpu: z.object({ model: z.string().max(256), arch: z.string().max(32), cores: z.number().int().nonnegative(), features: z.array(z.string().max(32)).max(64) }),
+    gpus: z.array(z.object({
+      vendor: z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']), index: z.number().int().nonnegative(), name: z.string().max(256),
+      memoryBytes: z.number().nonnegative().optional(), driver: z.string().max(64).optional(),
+      /** Which runtimes could use it here (onnxruntime: cuda provider present; llama.cpp: cuda/vulkan/metal builds). */
+      usableBy: z.array(z.string().max(64)).max(16),
+    })).max(32),
+    /** ONNX Runtime execution providers this agent's build has. */
+    onnxProviders: z.array(z.string().max(32)).max(16),
+  }).optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;
 

@@ -7,7 +7,7 @@ import { MqttGuard, type MqttLimits } from '../lib/mqtt-guard.ts';
 import type { Clock } from '../lib/clock.ts';
 import { grantsAllowPublish, grantsAllowReceive, grantsAllowSubscribe, type DeviceGrants } from './device-auth.ts';
 
-export interface DeviceMessage { topic: string; payload: Buffer; clientId: string }
+export interface DeviceMessage { topic: string; payload: Buffer; clientId: string; properties?: import('./mqtt5.ts').Mqtt5Properties }
 
 /** Who a device is and what it may do (see device-auth.ts); the broker asks on CONNECT, PUBLISH, SUBSCRIBE and delivery. */
 export interface DeviceAuthorizer {

@@ -3,6 +3,7 @@ import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { topics } from '../contracts/topics.ts';
 import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
+import { isFrame } from '../contracts/infer-wire.ts';
 import type { Logger } from '../lib/logger.ts';
 
 export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string }
@@ -18,6 +19,8 @@ export interface CloudLinkOptions {
   onDesired: (payload: Buffer) => Promise<void>;
   /** Answers a request from the cloud (`ew/{site}/rpc/req/{id}`). */
   onRpc?: (method: string, params: Record<string, unknown>) => Promise<unknown>;
+  /** Routed inference: binary frames on the same request topics (see contracts/infer-wire.ts). */
+  onFrame?: (payload: Buffer) => void;
   onState: (s: LinkState) => void;
 }
 
@@ -68,6 +71,10 @@ export class CloudLink {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       if (packet.topic !== topics.desired(creds.siteId)) {
         done();
+        if (this.o.onFrame && isFrame(payload)) {
+          this.o.onFrame(payload);
+          return;
+        }
         void this.answer(packet.topic, payload);
         return;
       }
@@ -79,6 +86,8 @@ export class CloudLink {
     };
     client.on('connect', () => {
       log.info({ url: creds.url }, 'connected to cloud');
+      // Routed inference answers are small and latency-bound: no Nagle delay on the link.
+      (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
       client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {

@@ -14,12 +14,23 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
+import { SourceHost } from './sources/host.ts';
+import { quietOpcua } from './sources/opcua-quiet.ts';
+import { WriteAudit, WriteHost } from './writes.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
 import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
 import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
+import { RoutedInference, injectStreams } from './rpc-infer.ts';
+import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
+import { registerOpenAi } from '../inference/openai.ts';
+import { GgufRuntime } from '../inference/llm/gguf.ts';
+import { RemoteRuntime } from '../inference/llm/remote.ts';
+import { LlmService } from '../inference/llm/service.ts';
+import { RuleLlmCalls } from '../inference/llm/rule-calls.ts';
+import { readSiteSecret, siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
@@ -68,6 +79,8 @@ export interface EdgeConfig {
   deviceBroker?: string;
   deviceBrokerUsername?: string;
   deviceBrokerPassword?: string;
+  /** MQTT version towards that broker: 5 passes devices' MQTT 5 properties to streams (docs/industrial.md). Default 4. */
+  deviceBrokerMqttVersion?: 4 | 5;
   /**
    * Files holding the secrets this agent checks (only their sha256 is stored): the local API
    * key and the device password (username `device`). Default: generated on first start and
@@ -190,7 +203,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 3. Device broker, and the streams that route its messages to rules.
   const deviceRegistry = new DeviceRegistry(db, clock, () => kvGet(db, 'device.passwordHash'));
   const devices: DeviceSource = cfg.deviceBroker
-    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
+    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, protocolVersion: cfg.deviceBrokerMqttVersion, log })
     : new DeviceBroker({
       port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log, limits: cfg.deviceLimits, clock: cfg.clock,
       tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
@@ -199,8 +212,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const deviceAdmin: DeviceAdmin = { registry: cfg.deviceBroker ? undefined : deviceRegistry, disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id), log };
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
-  devices.onMessage((m) => router.onMessage(m.topic, m.payload));
-  router.onFiltersChanged((filters) => void devices.setFilters(filters));
+  devices.onMessage((m) => router.onMessage(m.topic, m.payload, m.properties));
+  // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
+  router.onFiltersChanged((filters) => void devices.setFilters(filters.filter((f) => f !== '')));
   await devices.start();
   if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
   const audit = new EgressAudit(db, clock, registry);
@@ -209,9 +223,15 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const supervisor = new AppSupervisor(log);
   // Set once the cloud link exists (a model may recover before that).
   let reportStatus = () => {};
+  // Read once: GPUs and CPU features do not change while the agent runs.
+  const accel = acceleratorInfo(readAcceleratorSources('/', { arch: process.arch, cores: systemFacts(cfg.dataDir).cores }));
+  const accelerators = [...new Set([...detectAccelerators(), ...acceleratorNames(accel)])];
   const runtimeRegistry = new RuntimeRegistry()
-    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
-    .register(new BuiltinRuntime());
+    // A model that names no execution provider gets CUDA where this site's ONNX Runtime can use a GPU.
+    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'), accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda'))))
+    .register(new BuiltinRuntime())
+    .register(new GgufRuntime({ log, clock }))
+    .register(new RemoteRuntime({ log, clock }));
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
   const models = new ModelHost({
@@ -228,21 +248,34 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       supervisor.recovered(app, 'models');
       reportStatus();
     },
+    secret: (name) => siteSecret(cfg.dataDir, name),
   });
+  const llm = new LlmService(models, registry, clock);
+  const ruleLlm = new RuleLlmCalls(clock, (c) => llm.complete({ endpoint: c.endpoint, app: c.app, input: { kind: 'chat', messages: [{ role: 'user', content: c.prompt }] }, maxTokens: c.maxTokens, opts: c.opts, client: c.client }));
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   supervisor.register(models);
   // The pump exists once the link does; sinks only reach it through this late-bound call.
   let notifyOutbox = () => {};
+  // Industrial write-back: guarded by each app's write policy, every attempt in the write audit.
+  quietOpcua((level, msg) => log[level]({ component: 'node-opcua' }, msg));
+  const writeAudit = new WriteAudit(db, clock, registry);
+  const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => readSiteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
-    infer: (app, model, args) => models.inferRow(app, model, args),
+    // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
+    infer: (app, model, args, rule) => (model.startsWith('llm:')
+      ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
+      : models.inferRow(app, model, args)),
     sinkContext: (app, rule, allowedFields) => ({
-      siteId, app, rule, outbox, audit, log, clock, allowedFields,
+      siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
   });
   supervisor.register(rules);
+  // After the rules: a source's first record finds the rules that read its stream.
+  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
+  supervisor.register(sources);
   registerEdgeMetrics(registry, { outbox, dead, rules });
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
@@ -254,17 +287,17 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes, accelerators,
+    system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total,
+    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary() };
+      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
     }),
+    routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -308,10 +341,15 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       const r = deviceRpc(deviceAdmin, method, params);
       if (r !== undefined) return r;
     }
+    if (method === 'writes') {
+      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
+      return { items: writeAudit.list({ app: typeof params.app === 'string' ? params.app : undefined, limit }) };
+    }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
+  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -332,7 +370,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin });
+  // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
+  const internalToken = newSecret('ewl');
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -344,8 +385,11 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       stopHeartbeat();
       stopAudit();
       models.cancelRetries();
+      routed.close();
       rules.close();
+      await sources.close();
       await api.close();
+      await models.close();
       await devices.close();
       await link.stop();
       await applying;
@@ -357,6 +401,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 
 interface LocalApiDeps {
   timeouts?: Partial<HttpTimeouts>;
+  internalToken: string;
   log: Logger;
   registry: Registry;
   httpErrors: Counter<'code'>;
@@ -371,9 +416,12 @@ interface LocalApiDeps {
   audit: EgressAudit;
   rules: RuleHost;
   models: ModelHost;
+  sources: SourceHost;
+  writeAudit: WriteAudit;
   supervisor: AppSupervisor;
   uplinkAllow: readonly EgressGrant[];
   deviceAdmin: DeviceAdmin;
+  llm: LlmService;
 }
 
 /**
@@ -390,6 +438,7 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (req) => {
     // Liveness and readiness probes answer without a key, as load balancers expect.
     if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
+    if (req.headers['x-edgeweave-internal'] === d.internalToken) return; // routed from the cloud, in process
     const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
@@ -419,8 +468,12 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  r.get('/api/v1/sources', async () => ({ items: d.sources.statuses() }));
+  r.get('/api/v1/writes', { schema: { querystring: z.object({ app: z.string().optional(), result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) } },
+    async (req) => ({ items: d.writeAudit.list(req.query) }));
   registerDeviceRoutes(app, d.deviceAdmin);
   registerOip(app, d.models);
+  registerOpenAi(app, { host: d.models, llm: d.llm, log: d.log });
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {

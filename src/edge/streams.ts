@@ -2,6 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { EdgeDb } from './db.ts';
 import type { StreamDef } from '../stream/planner.ts';
 import type { Clock } from '../lib/clock.ts';
+import { propertyFields, type Mqtt5Properties } from './mqtt5.ts';
 
 /**
  * Device data into rules. A stream is an MQTT topic filter on the site's device broker (or
@@ -11,7 +12,7 @@ import type { Clock } from '../lib/clock.ts';
  * reaches a rule and never stops one.
  */
 export type Record_ = Record<string, unknown>;
-export interface Subscriber { app: string; stream: StreamDef & { topic: string }; deliver(rec: Record_, meta: { topic: string }): void }
+export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string }): void }
 
 /** MQTT topic-filter matching (`+` one level, `#` the rest). */
 export function topicMatches(filter: string, topic: string): boolean {
@@ -50,7 +51,7 @@ const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ?
 export interface Refusal { ok: false; reason: string; detail?: string }
 
 /** Decodes and checks one payload; returns the record or why it does not fit. */
-export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef): { ok: true; rec: Record_ } | Refusal {
+export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef, extra?: Record_): { ok: true; rec: Record_ } | Refusal {
   let v: unknown = payload;
   if (typeof payload === 'string' || Buffer.isBuffer(payload)) {
     try {
@@ -60,7 +61,8 @@ export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef)
     }
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, reason: `not a JSON object but ${kindOf(v)} (${jsonBytes(v)} bytes)` };
-  const rec = v as Record_;
+  // Fields from outside the payload (MQTT 5 properties) are checked like the payload's own.
+  const rec = extra ? { ...(v as Record_), ...extra } : v as Record_;
   if (def.schema) {
     for (const [field, type] of Object.entries(def.schema)) {
       const x = rec[field];
@@ -146,14 +148,14 @@ export class StreamRouter {
   }
 
   /** A device message from the broker. */
-  onMessage(topic: string, payload: Buffer): void {
+  onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
     for (const s of this.subs) {
       if (!topicMatches(s.stream.topic, topic)) continue;
       const key = `${s.app}/${s.stream.name}`;
       let d = decoded.get(key);
       if (!d) {
-        d = decodeRecord(payload, s.stream);
+        d = decodeRecord(payload, s.stream, s.stream.properties && propertyFields(s.stream.properties, props));
         decoded.set(key, d);
         const st = this.stat(s.app, s.stream.name);
         st.in++;

@@ -5,7 +5,8 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { DynamicBatcher } from './batcher.ts';
-import type { LoadedModel, RuntimeRegistry } from './runtime.ts';
+import type { LoadedModel, ModelLoadSpec, RuntimeRegistry } from './runtime.ts';
+import type { LlmModel } from './llm/types.ts';
 import { DATATYPES, elementCount, shapeFits, typedFrom, type Datatype, type Tensor, type TensorData, type TensorSpec } from './tensor.ts';
 
 /**
@@ -86,6 +87,10 @@ export interface ModelHostDeps {
   retry?: { initialMs: number; maxMs: number };
   /** A model of `app` loaded on a retry: the app's earlier load error no longer holds. */
   onRecovered?(app: string): void;
+  /** Which models to load: a site (`edge`, default) skips models marked `tier: cloud`; the cloud-side runtime loads them all. */
+  tier?: 'edge' | 'cloud';
+  /** Resolves a named secret (a remote model's API key); never logged. */
+  secret?(name: string): Promise<string>;
 }
 
 /** Failures another attempt can cure: the file, not the model, was the problem. */
@@ -98,9 +103,9 @@ export class ModelHost implements AppComponent {
   /** key: `${app}/${model}` */
   private readonly models = new Map<string, ServedModel>();
   /** endpoint name → `${app}/${model}` */
-  private readonly endpoints = new Map<string, { app: string; model: string }>();
+  private readonly endpoints = new Map<string, { app: string; model: string; spec: Record<string, unknown> }>();
   /** Endpoints refused because another app served the name: they take it when that app goes. */
-  private readonly waiting = new Map<string, { app: string; model: string }[]>();
+  private readonly waiting = new Map<string, { app: string; model: string; spec: Record<string, unknown> }[]>();
   readonly progress = new Map<string, { received: number; total: number }>();
   private readonly m;
 
@@ -122,6 +127,33 @@ export class ModelHost implements AppComponent {
 
   endpointNames(): string[] {
     return [...this.endpoints.keys()];
+  }
+
+  /**
+   * A language-model endpoint (`/v1` on the site) or, with `app`, an endpoint of that app (llm()
+   * in its rules). Throws MODEL_NOT_FOUND for an unknown name or one whose model is not a
+   * language model, MODEL_NOT_READY while it loads.
+   */
+  llmEndpoint(name: string, app?: string): { app: string; endpoint: string; model: string; spec: Record<string, unknown>; llm: LlmModel } {
+    const t = this.endpoints.get(name);
+    if (!t || (app !== undefined && t.app !== app)) {
+      const known = [...this.endpoints].filter(([, v]) => (app === undefined || v.app === app) && this.models.get(`${v.app}/${v.model}`)?.model?.llm).map(([k]) => k);
+      throw new EwError('MODEL_NOT_FOUND', `no language-model endpoint "${name}"${app ? ` in app ${app}` : ''} is served here${known.length ? `; there are ${known.join(', ')}` : ''}`, { path: 'model' });
+    }
+    const s = this.models.get(`${t.app}/${t.model}`);
+    if (!s || s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `endpoint ${name}: model ${t.model} is ${s?.state ?? 'not loaded'}${s?.error ? `: ${s.error}` : ''}`);
+    if (!s.model!.llm) throw new EwError('MODEL_NOT_FOUND', `endpoint ${name} serves model ${t.model}, which is not a language model (format ${s.format}); call it over /v2 (Open Inference Protocol)`, { path: 'model' });
+    return { app: t.app, endpoint: name, model: t.model, spec: t.spec, llm: s.model!.llm };
+  }
+
+  /** Language-model endpoints that are ready: what `/v1/models` lists. */
+  llmEndpoints(): { app: string; endpoint: string; model: string; version: string; spec: Record<string, unknown> }[] {
+    const out: { app: string; endpoint: string; model: string; version: string; spec: Record<string, unknown> }[] = [];
+    for (const [name, t] of this.endpoints) {
+      const s = this.models.get(`${t.app}/${t.model}`);
+      if (s?.state === 'ready' && s.model?.llm) out.push({ app: t.app, endpoint: name, model: t.model, version: s.version, spec: t.spec });
+    }
+    return out;
   }
 
   async start(app: DesiredApp): Promise<void> {
@@ -167,6 +199,16 @@ export class ModelHost implements AppComponent {
     }
   }
 
+  /** Unloads every model (the agent stops): language-model child processes end with it. */
+  async close(): Promise<void> {
+    await Promise.all([...this.models.values()].map(async (s) => {
+      s.batcher?.close();
+      await s.model?.close().catch(() => {});
+    }));
+    this.models.clear();
+    this.endpoints.clear();
+  }
+
   private async load(app: DesiredApp): Promise<void> {
     const spec = app.manifest.spec;
     const failures: string[] = [];
@@ -177,13 +219,14 @@ export class ModelHost implements AppComponent {
       if (owner && owner.app !== app.name) {
         const msg = `endpoint "${e.name}" is already served on this site by app ${owner.app}; app ${app.name} cannot declare it too — rename it in one of the two apps`;
         failures.push(`ENDPOINT_CONFLICT: ${msg}`);
-        this.waiting.set(e.name, [...(this.waiting.get(e.name) ?? []), { app: app.name, model: e.model }]);
+        this.waiting.set(e.name, [...(this.waiting.get(e.name) ?? []), { app: app.name, model: e.model, spec: e }]);
         this.d.log.error({ app: app.name, endpoint: e.name, servedBy: owner.app }, 'endpoint name conflict: refused');
         continue;
       }
-      this.endpoints.set(e.name, { app: app.name, model: e.model });
+      this.endpoints.set(e.name, { app: app.name, model: e.model, spec: e });
     }
-    await Promise.all(spec.models.map(async (ms) => {
+    const mine = spec.models.filter((ms) => this.d.tier === 'cloud' || (ms as { tier?: string }).tier !== 'cloud');
+    await Promise.all(mine.map(async (ms) => {
       const key = `${app.name}/${ms.name}`;
       const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats(), retries: 0 };
       this.models.set(key, served);
@@ -198,16 +241,20 @@ export class ModelHost implements AppComponent {
     const key = `${app.name}/${ms.name}`;
     try {
       // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
-      const file = ms.format === 'builtin' ? ms.builtin! : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
-      if (ms.format !== 'builtin') served.fetched = true;
+      // Remote models have no file: the upstream is their runtime.
+      const file = ms.format === 'builtin' ? ms.builtin! : ms.format === 'remote' ? '' : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+      if (ms.format !== 'builtin' && ms.format !== 'remote') served.fetched = true;
       if (this.models.get(key) !== served) {
         // Stopped while it downloaded: let the cache have the file back.
         if (served.fetched && ms.sha256) this.d.releaseModel?.(ms.sha256);
         return undefined;
       }
       served.state = 'loading';
-      const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
-      const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
+      const opts = (ms as { runtime?: ModelLoadSpec['options'] }).runtime;
+      // Remote models: the upstream travels with the runtime settings; its key is resolved from a secret here.
+      const up = (ms as { upstream?: { baseUrl: string; model: string; apiKeySecret?: string; timeoutMs?: number; retries?: number; concurrency?: number } }).upstream;
+      const upstream = up ? { ...up, apiKey: up.apiKeySecret ? await this.d.secret?.(up.apiKeySecret) : undefined } : undefined;
+      const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: { ...opts, ...(upstream ? { upstream } : {}) } });
       served.model = model;
       served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
       const b = ms.batching ?? {};

@@ -311,6 +311,17 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     return (await fleet.rpc(req.params.id, 'dead-letters', { ...req.query })) as { total: number; items: { id: number; at: number; app: string; stream: string; reason: string; payloadBytes: number }[] };
   });
 
+  r.get('/api/v1/sites/:id/writes', {
+    schema: {
+      tags: ['sites'], summary: 'The site\'s write audit: every write its rules sent to machines (OPC UA, Modbus), refused, dry-run or failed, newest first, asked of the site',
+      params: SiteParams, querystring: z.object({ app: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }),
+      response: { 200: z.object({ items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), rule: z.string(), target: z.string(), value: z.string(), result: z.string(), detail: z.string().nullable() })) }), ...errors },
+    },
+  }, async (req) => {
+    await getSiteOr404(req.tenantId, req.params.id);
+    return (await fleet.rpc(req.params.id, 'writes', { ...req.query })) as { items: { id: number; at: number; app: string; rule: string; target: string; value: string; result: string; detail: string | null }[] };
+  });
+
   r.get('/api/v1/sites/:id/rules', {
     schema: { tags: ['sites'], summary: 'The streaming rules a site runs, with their state and counters (from its last status)', params: SiteParams, response: { 200: z.object({ siteId: z.string(), reportedAt: z.number().nullable(), items: z.array(z.record(z.string(), z.unknown())) }), ...errors } },
   }, async (req) => {

@@ -155,10 +155,12 @@ export class EmbeddedHub implements Hub {
       },
     });
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
+    // No Nagle: routed inference is small request/response messages, and Nagle's delay against
+    // the peer's delayed ACK added tens of ms per exchange (bench:router).
     const handle = guard.handler(this.broker.handle as (s: unknown) => void);
     this.server = this.opts.tls
-      ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs }, handle)
-      : createServer(handle);
+      ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs, noDelay: true }, handle)
+      : createServer({ noDelay: true }, handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host ?? '0.0.0.0', () => {
@@ -170,10 +172,10 @@ export class EmbeddedHub implements Hub {
     this.boundPort = typeof addr === 'object' && addr ? addr.port : this.opts.port;
   }
 
-  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}): Promise<void> {
+  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
       this.broker.publish(
-        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: 1, retain: opts.retain ?? false, dup: false },
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
         (err?: Error) => (err ? reject(err) : resolve()),
       );
     });
