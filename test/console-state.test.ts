@@ -8,9 +8,9 @@ import { ApiClient, ApiError } from '../console/src/lib/api.ts';
 import { connectEvents, type StreamState } from '../console/src/lib/events-client.ts';
 import { LiveStore, isAlert, numericSeries, rateOf } from '../console/src/state/live.ts';
 import { Ring } from '../console/src/state/ring.ts';
-import { allowedActions, can, canonicalJson, gateReadings, groupByRegion, lineDiff, parseLabelFilter, rolloutProgress, siteMatches, ago, bytes } from '../console/src/state/derive.ts';
+import { allowedActions, can, canonicalJson, endpointStats, gateReadings, groupByRegion, lineDiff, parseLabelFilter, requestSeries, rolloutProgress, siteMatches, ago, bytes } from '../console/src/state/derive.ts';
 import { checkKeyShape, loadKey, saveKey, signOut, takeNotice, type KeyStorage } from '../console/src/state/session.ts';
-import type { Result, Rollout, Site, SiteStatus } from '../console/src/types.ts';
+import type { Result, Rollout, RouteDecision, Site, SiteStatus } from '../console/src/types.ts';
 
 /**
  * The console's state and data layer, without a browser: the SSE parser, the stream client's
@@ -87,6 +87,9 @@ describe('API client', () => {
     await assert.rejects(api.get('/gone'), (e: ApiError) => e.code === 'UNAUTHENTICATED');
     assert.equal((unauth as ApiError | undefined)?.message, 'revoked');
     assert.equal(await api.del('/none'), undefined);
+    // The inference routes answer in OIP's shape, {error, code}: read the same way.
+    const oip = new ApiClient({ key: 'k', fetch: (async () => new Response('{"error":"no target for endpoint score","code":"NO_TARGET"}', { status: 503 })) as typeof fetch });
+    await assert.rejects(oip.get('/v2/models'), (e: ApiError) => e.code === 'NO_TARGET' && e.message === 'no target for endpoint score' && e.status === 503);
     const down = new ApiClient({ key: 'k', fetch: (async () => { throw new TypeError('fetch failed'); }) as typeof fetch });
     await assert.rejects(down.get('/x'), (e: ApiError) => e.code === 'NETWORK' && /cannot reach the cloud/.test(e.message));
   });
@@ -389,5 +392,40 @@ describe('formatting and live charts', () => {
     const { keys, data } = numericSeries(rows);
     assert.deepEqual(keys, ['temp', 'hum']);
     assert.deepEqual(data, [[1, 1.001], [20, 21], [1, null]]);
+  });
+});
+
+describe('endpoint figures from the routing audit', () => {
+  const rec = (at: number, endpoint: string, over: Partial<RouteDecision> = {}): RouteDecision => ({
+    at, requestId: `r${at}`, endpoint, protocol: 'oip', attempts: [{ target: 'site-a', region: 'eu', outcome: 'ok', ms: 10 }], outcome: 'ok', answeredBy: 'site-a', ...over,
+  });
+  it('computes throughput, latency percentiles, cascade rate, targets and error codes per endpoint in the window', () => {
+    const now = 600_000;
+    const records = [
+      ...Array.from({ length: 18 }, (_, i) => rec(now - 1000 * (i + 1), 'score', { attempts: [{ target: 'site-a', region: 'eu', outcome: 'ok', ms: i + 1 }] })),
+      rec(now - 500, 'score', { attempts: [{ target: 'site-a', region: 'eu', outcome: 'INFER_DEADLINE_EXCEEDED', ms: 100 }, { target: 'site-b', region: 'eu', outcome: 'ok', ms: 20 }], answeredBy: 'site-b' }),
+      rec(now - 400, 'score', { outcome: 'error', code: 'RESIDENCY_UNSATISFIABLE', attempts: [], answeredBy: undefined }),
+      rec(now - 300, 'chat', { cascade: { escalated: true, why: 'low confidence', to: 'big' }, answeredBy: 'cloud' }),
+      rec(now - 200, 'chat', { cascade: { escalated: false, why: 'confident' } }),
+      rec(now - 10 * 60_000 - 1, 'score'), // outside the window
+    ];
+    const [chat, score] = endpointStats(records, now, 10 * 60_000);
+    assert.equal(score!.endpoint, 'score');
+    assert.equal(score!.requests, 20);
+    assert.equal(score!.errors, 1);
+    assert.equal(score!.perMinute, 2);
+    assert.equal(score!.p50Ms, 10, 'median of 1..18 and 120');
+    assert.equal(score!.p95Ms, 120, 'the retried request took both attempts');
+    assert.equal(score!.cascadeRate, null);
+    assert.deepEqual(score!.answeredBy, [['site-a', 18], ['site-b', 1]]);
+    assert.deepEqual(score!.errorCodes, [['RESIDENCY_UNSATISFIABLE', 1]]);
+    assert.equal(chat!.cascadeRate, 0.5);
+    assert.deepEqual(chat!.answeredBy, [['cloud', 1], ['site-a', 1]]);
+    assert.deepEqual(endpointStats([], now, 60_000), []);
+  });
+
+  it('buckets routed requests per second for the chart, zero-filled', () => {
+    const data = requestSeries([rec(95_000, 'a'), rec(99_000, 'a'), rec(91_000, 'b'), rec(10_000, 'a')], ['a', 'b'], 100_000, 30_000, 10);
+    assert.deepEqual(data, [[80, 90, 100], [0, 0.2, 0], [0, 0.1, 0]], 'the last bucket is the current one');
   });
 });

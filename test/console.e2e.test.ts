@@ -1,7 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
@@ -50,6 +51,15 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.equal(d2.status, 201);
     canaryDeployment = d2.body.id;
     await waitFor('canary baking', async () => (await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase === 'baking', 30_000, 100);
+    // A model app with an endpoint on berlin-1, so the router has something to route.
+    const model = readFileSync(fileURLToPath(new URL('../models/vibration-ae.onnx', import.meta.url)));
+    const sha = createHash('sha256').update(model).digest('hex');
+    const up = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(model) });
+    assert.equal(up.status, 201);
+    const vib = { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vib', version: '1.0.0' }, spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: sha }], endpoints: [{ name: 'score', model: 'vib-ae' }] } };
+    assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: vib })).status, 201);
+    assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'vib', version: '1.0.0', selector: { city: 'berlin' } })).status, 201);
+    await waitFor('the model ready on berlin-1', async () => (await cloud.api('GET', `/api/v1/sites/${edges[2]!.handle.siteId}`)).body.status?.models?.some((m: { name: string; state: string }) => m.name === 'vib-ae' && m.state === 'ready'), 60_000, 200);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.setDefaultTimeout(30_000);
@@ -147,8 +157,20 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.match(await diff.textContent() ?? '', /- removed: *"topic": "plant\/\+\/1_0_0"\+ added: *"topic": "plant\/\+\/2_0_0"/);
     await page.getByRole('status').filter({ hasText: '2 lines added, 2 removed' }).waitFor();
     await shot('apps');
+    // Requests through the cloud's router show up on the Endpoints page: how many, where they went.
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${cloud.url}/v2/models/score/infer`, {
+        method: 'POST', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1.0, 3.0, 120] }] }),
+      });
+      assert.equal(res.status, 200, await res.text());
+    }
     await page.getByRole('link', { name: 'Endpoints' }).click();
-    await page.getByText('No endpoint is served').waitFor();
+    const row = page.getByTestId('routed-endpoint').filter({ hasText: 'score' });
+    await row.filter({ hasText: 'berlin-1 ×5' }).waitFor();
+    assert.match(await row.textContent() ?? '', /ready/);
+    assert.match(await row.textContent() ?? '', /\d+ ms/, 'latency figures');
+    await page.getByRole('rowheader', { name: 'score' }).nth(1).waitFor(); // and in the per-site table
     await shot('endpoints');
   });
 

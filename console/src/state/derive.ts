@@ -1,4 +1,4 @@
-import type { Phase, Rollout, Site } from '../types.ts';
+import type { Phase, RouteDecision, Rollout, Site } from '../types.ts';
 
 /**
  * Pure helpers behind the pages: label filters, grouping, rollout actions and progress, gate
@@ -181,4 +181,63 @@ export function bytes(n: number): string {
 /** Whether the key's permissions allow something (the console hides what they do not). */
 export function can(permissions: readonly string[] | undefined, p: string): boolean {
   return !!permissions && permissions.includes(p);
+}
+
+export interface EndpointStats {
+  endpoint: string;
+  requests: number;
+  errors: number;
+  /** Requests per minute over the window. */
+  perMinute: number;
+  /** Routing time of answered requests (all attempts), median and 95th percentile, ms. */
+  p50Ms: number | null;
+  p95Ms: number | null;
+  /** Share of cascaded requests that escalated (null: the endpoint is no cascade). */
+  cascadeRate: number | null;
+  /** Where answered requests went: target (a site id, or `cloud`) → count, most first. */
+  answeredBy: [string, number][];
+  /** Errors by code, most first. */
+  errorCodes: [string, number][];
+}
+
+function quantile(sorted: readonly number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+}
+
+/** Latency, throughput, cascade rate and where requests went, per endpoint, from the routing audit's records in the window. */
+export function endpointStats(records: readonly RouteDecision[], nowMs: number, windowMs: number): EndpointStats[] {
+  const by = new Map<string, RouteDecision[]>();
+  for (const r of records) if (r.at > nowMs - windowMs && r.at <= nowMs) by.set(r.endpoint, [...(by.get(r.endpoint) ?? []), r]);
+  const count = (xs: (string | undefined)[]) => {
+    const m = new Map<string, number>();
+    for (const x of xs) if (x !== undefined) m.set(x, (m.get(x) ?? 0) + 1);
+    return [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  };
+  return [...by.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([endpoint, rs]) => {
+    const ok = rs.filter((r) => r.outcome === 'ok');
+    const ms = ok.map((r) => r.attempts.reduce((a, x) => a + x.ms, 0)).sort((a, b) => a - b);
+    const cascaded = rs.filter((r) => r.cascade);
+    return {
+      endpoint, requests: rs.length, errors: rs.length - ok.length, perMinute: rs.length / (windowMs / 60_000),
+      p50Ms: quantile(ms, 0.5), p95Ms: quantile(ms, 0.95),
+      cascadeRate: cascaded.length ? cascaded.filter((r) => r.cascade!.escalated).length / cascaded.length : null,
+      answeredBy: count(ok.map((r) => r.answeredBy)),
+      errorCodes: count(rs.filter((r) => r.outcome === 'error').map((r) => r.code ?? 'unknown')),
+    };
+  });
+}
+
+/** Routed requests per `bucketS` seconds over the window, per endpoint (chart series, zero-filled). */
+export function requestSeries(records: readonly RouteDecision[], endpoints: readonly string[], nowMs: number, windowMs: number, bucketS = 10): (number | null)[][] {
+  const end = Math.floor(nowMs / 1000 / bucketS);
+  const n = Math.max(1, Math.floor(windowMs / 1000 / bucketS));
+  const xs = Array.from({ length: n }, (_, i) => (end - n + 1 + i) * bucketS);
+  const ys = endpoints.map(() => new Array<number>(n).fill(0));
+  for (const r of records) {
+    const i = Math.floor(r.at / 1000 / bucketS) - (end - n + 1);
+    const e = endpoints.indexOf(r.endpoint);
+    if (i >= 0 && i < n && e >= 0) ys[e]![i]! += 1 / bucketS;
+  }
+  return [xs, ...ys];
 }
