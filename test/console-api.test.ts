@@ -148,7 +148,7 @@ describe('console API: /api/v1/me and the static console', () => {
   });
 
   it('keeps the API\'s JSON 404 for unknown API paths', async () => {
-    for (const path of ['/api/v1/nothing-here', '/api/nope', '/v2/models/x', '/not-a-console-page', '/sitesx']) {
+    for (const path of ['/api/v1/nothing-here', '/api/nope', '/not-a-console-page', '/sitesx', '/assetsx/a.js']) {
       const r = await cloud.api('GET', path);
       assert.equal(r.status, 404, path);
       assert.equal(r.body.code, 'NOT_FOUND', path);
