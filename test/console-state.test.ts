@@ -278,6 +278,8 @@ describe('fleet helpers', () => {
     assert.deepEqual(f('region=berlin'), ['z']);
     assert.deepEqual(f('=broken'), ['z', 'b', 'a'], 'a broken filter hides nothing (its error is shown)');
     assert.deepEqual(groupByRegion(sites).map((g) => [g.region, g.sites.map((s) => s.id)]), [['berlin', ['z']], ['hz', ['a', 'b']]]);
+    const mixed = [mkSite('a', { region: 'hz' }), mkSite('c', { region: 'hz', state: 'revoked' }), mkSite('b', { region: 'hz', state: 'offline' })];
+    assert.deepEqual(groupByRegion(mixed)[0]!.sites.map((s) => s.id), ['b', 'a', 'c'], 'offline first: what needs a look');
   });
 });
 

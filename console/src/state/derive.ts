@@ -32,11 +32,18 @@ export function siteMatches(site: Pick<Site, 'labels' | 'region'>, f: LabelFilte
   });
 }
 
-/** Sites by region (regions and sites sorted by name), for the fleet grid. */
-export function groupByRegion<T extends Pick<Site, 'region' | 'name'>>(sites: readonly T[]): { region: string; sites: T[] }[] {
+const STATE_ORDER: Record<string, number> = { offline: 0, online: 1, revoked: 2 };
+
+/** Sites by region (regions by name; in each, offline sites first — what needs a look — then by name), for the fleet grid. */
+export function groupByRegion<T extends Pick<Site, 'region' | 'name'> & { state?: Site['state'] }>(sites: readonly T[]): { region: string; sites: T[] }[] {
   const m = new Map<string, T[]>();
-  for (const s of sites) m.set(s.region, [...(m.get(s.region) ?? []), s]);
-  return [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([region, list]) => ({ region, sites: list.sort((a, b) => a.name.localeCompare(b.name)) }));
+  for (const s of sites) {
+    const list = m.get(s.region);
+    if (list) list.push(s);
+    else m.set(s.region, [s]);
+  }
+  const rank = (s: T) => STATE_ORDER[s.state ?? 'online'] ?? 1;
+  return [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([region, list]) => ({ region, sites: list.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name)) }));
 }
 
 export function fleetCounts(sites: readonly Pick<Site, 'state'>[]): { total: number; online: number; offline: number; revoked: number } {
