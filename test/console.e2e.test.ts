@@ -101,9 +101,12 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await shot('fleet-filtered');
     await page.getByLabel('Filter by label').fill('');
     await shot('fleet');
+    // Usable at tablet width: nothing wider than the screen (no sideways scrolling of the page).
     await page.setViewportSize({ width: 820, height: 1100 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 820), 'no horizontal overflow at 820 px');
     await shot('fleet-tablet');
     await page.setViewportSize({ width: 1280, height: 900 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 1280), 'no horizontal overflow at 1280 px');
   });
 
   it('opens a site and its chart updates live', async () => {
@@ -119,6 +122,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('heading', { name: 'Rules' }).waitFor();
     assert.ok(await page.getByRole('rowheader', { name: 'guard/r' }).count() >= 1);
     await shot('site');
+    await page.setViewportSize({ width: 820, height: 1100 });
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= 820); // charts follow their container
+    await shot('site-tablet');
+    await page.setViewportSize({ width: 1280, height: 900 });
   });
 
   it('creates a join token and shows its one-line install command', async () => {
