@@ -103,10 +103,11 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await shot('fleet');
     // Usable at tablet width: nothing wider than the screen (no sideways scrolling of the page).
     await page.setViewportSize({ width: 820, height: 1100 });
-    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 820), 'no horizontal overflow at 820 px');
+    // Charts follow their container on the next resize callback: wait for it, not for a time.
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= 820);
     await shot('fleet-tablet');
     await page.setViewportSize({ width: 1280, height: 900 });
-    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 1280), 'no horizontal overflow at 1280 px');
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= 1280);
   });
 
   it('opens a site and its chart updates live', async () => {
