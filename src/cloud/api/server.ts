@@ -26,6 +26,8 @@ declare module 'fastify' {
     public?: boolean;
     /** Routes a site may call with its own credentials (HTTP Basic: site id and secret). */
     siteAccess?: boolean;
+    /** Static files (the web console): public, and outside the anonymous request budget. */
+    staticAsset?: boolean;
   }
 }
 
@@ -142,9 +144,11 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     if (buckets) {
       const a = buckets.address.take(address);
       if (!a.ok) throw limited(reply, a.retryAfterMs, 'from this address');
+      // The web console's files: no credentials to guess there, so only the address budget applies.
+      if (req.routeOptions.config?.staticAsset) return;
       // Public writes (enrollment, which checks a join token) spend the address's anonymous
       // budget, as do failed logins below; once it is spent they are refused before any token
-      // is checked. Public reads (the OpenAPI document, later the console's files) do not.
+      // is checked. Public reads (the OpenAPI document, the console's files) do not.
       if (isPublic && req.method !== 'GET' && req.method !== 'HEAD') {
         const t = buckets.anonymous.take(address);
         if (!t.ok) throw limited(reply, t.retryAfterMs, 'without valid credentials from this address');
