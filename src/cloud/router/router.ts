@@ -46,7 +46,7 @@ export interface RouteTrace {
 export interface Routed<T> { value: T; target: Target; trace: RouteTrace }
 
 /** Failures another target may not have; anything else (bad input) goes straight back to the client. */
-const RETRYABLE = new Set<string>(['INFER_DEADLINE_EXCEEDED', 'SITE_UNREACHABLE', 'SITE_ANSWER_INVALID', 'QUEUE_FULL', 'MODEL_NOT_READY', 'MODEL_NOT_FOUND', 'MODEL_LOAD_FAILED', 'ARTIFACT_NOT_FOUND', 'INTERNAL']);
+const RETRYABLE = new Set<string>(['INFER_DEADLINE_EXCEEDED', 'SITE_UNREACHABLE', 'SITE_ANSWER_INVALID', 'QUEUE_FULL', 'MODEL_NOT_READY', 'MODEL_NOT_FOUND', 'MODEL_LOAD_FAILED', 'MODEL_TOO_LARGE', 'ARTIFACT_NOT_FOUND', 'LLM_RUNTIME_CRASHED', 'INTERNAL']);
 
 export interface RouterOptions {
   catalog: RouterCatalog;
