@@ -95,7 +95,8 @@ describe('partner CLI end to end: init → validate → push → deploy → resu
 
   it('creates a join token with the install command, and exits with usable codes', async () => {
     const t = await json(['tokens', 'create', '--labels', 'city=hangzhou', '--region', 'cn-east', '--ttl', '1h']);
-    assert.match(t.installCommand, /edgeweave edge --cloud .* --token ewj_/);
+    assert.match(t.installCommand, /^EW_JOIN_TOKEN=ewj_\S+ npx edgeweave edge --cloud /);
+    assert.doesNotMatch(t.installCommand, /--token/, 'never on the command line');
     assert.deepEqual(t.labels, { city: 'hangzhou' });
     assert.equal((await cli(['deploy', 'nope@1.0.0', '--to', 'a=b'])).code, 1);
     assert.equal((await cli(['deploy', 'not-a-ref', '--to', 'a=b'])).code, 2);

@@ -27,7 +27,7 @@ describe('templates', () => {
       assert.ok(sim, 'the README names its simulator profile');
       const made = Object.values(profiles).filter((f): f is () => profiles.Profile => typeof f === 'function' && f.length === 0 && f.name.endsWith('Profile')).map((f) => f().name);
       assert.ok(made.includes(sim!), `simulator ${sim} exists (${made.join(', ')})`);
-      for (const st of s.streams) assert.ok(existsSync(join(root, name, 'edgeweave.yaml')) && st.topic.length > 0);
+      for (const st of s.streams) assert.ok(existsSync(join(root, name, 'edgeweave.yaml')) && (st.topic ?? '').length + (st.source ? 1 : 0) > 0);
     });
   }
   it('the load forecaster follows the load', async () => {

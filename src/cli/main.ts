@@ -1,9 +1,13 @@
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
+import { parseMqttLimits } from '../lib/mqtt-guard.ts';
+import { parseRateLimits } from '../cloud/api/server.ts';
+import { registerDeviceCommands } from './devices.ts';
 import { registerInferCommands } from './infer.ts';
 
 /**
@@ -31,6 +35,27 @@ const positive = (v: string): number => {
   if (!(n > 0)) throw new InvalidArgumentError('a positive number');
   return n;
 };
+
+/**
+ * The join token, from --token-file or EW_JOIN_TOKEN — never from the command line, where every
+ * user of the machine could read it (ps). Removed from the environment once read, so nothing the
+ * agent starts inherits it.
+ */
+function joinToken(o: { token?: string; tokenFile?: string }): string | undefined {
+  if (o.token !== undefined) {
+    throw new EwError('CONFIG_INVALID', 'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable', { path: '--token' });
+  }
+  const fromEnv = process.env.EW_JOIN_TOKEN;
+  delete process.env.EW_JOIN_TOKEN;
+  if (o.tokenFile === undefined) return fromEnv?.trim() || undefined;
+  try {
+    const t = readFileSync(o.tokenFile, 'utf8').trim();
+    if (!t) throw new Error('the file is empty');
+    return t;
+  } catch (e) {
+    throw new EwError('CONFIG_INVALID', `--token-file ${o.tokenFile}: ${(e as Error).message}`, { path: '--token-file' });
+  }
+}
 
 /** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
 function ready(obj: Record<string, unknown>): void {
@@ -81,6 +106,11 @@ export function buildProgram(): Command {
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
   .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
   .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--http-request-timeout <s>', 'a whole HTTP request must arrive within this (s)', positive, 60)
+    .option('--rate-limit <spec>', 'API rate limits: key=100/20,address=300/50,anonymous=20/1 (burst/per second), or off', 'key=100/20,address=300/50,anonymous=20/1')
+    .option('--mqtt-limits <spec>', 'embedded hub bounds, e.g. maxPacketBytes=1048576,connectTimeoutMs=10000 (see docs/operators.md)', '')
+    .option('--console-dir <dir>', 'serve this web console build at / (default: console/dist of this install)')
+    .option('--no-console', 'do not serve the web console (the API only)')
     .option('--region <region>', 'the cloud\'s own region, for data residency of the cloud-side fallback', 'cloud')
     .option('--infer-rate <n>', 'routed inference requests per second per API key', positive, 100)
     .option('--infer-burst <n>', 'routed inference burst per API key', positive, 200)
@@ -100,6 +130,8 @@ export function buildProgram(): Command {
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
+        httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
+        consoleDir: o.console === false ? false : o.consoleDir,
         region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
       });
       if (c.adminKey) {
@@ -113,7 +145,9 @@ export function buildProgram(): Command {
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
     .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
     .option('--cloud <url>', 'cloud HTTP URL (first start only)')
-    .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
+    .option('--token-file <file>', 'first start only: a file holding the join token (or set EW_JOIN_TOKEN)')
+    // Refused with a reason: a secret on the command line is visible to every user (ps, /proc/*/cmdline).
+    .addOption(new Option('--token <token>').hideHelp())
     .option('--ca <file>', 'first start only: a CA certificate (PEM) to trust for the cloud\'s https/mqtts')
     .option('--name <name>', 'site name shown in the console')
     .option('--api-host <host>', 'local API bind address', '127.0.0.1')
@@ -125,8 +159,10 @@ export function buildProgram(): Command {
     .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
     .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
+    .addOption(new Option('--device-broker-mqtt-version <version>', 'MQTT version towards that broker: 5 passes MQTT 5 devices\' user properties and message expiry to streams').choices(['4', '5']).default('4'))
     .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
-    .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
+    .option('--device-password-file <file>', 'opt in to a shared device password (username "device", every topic) and take it from this file')
+    .option('--device-shared-password', 'opt in to a shared device password, generated and shown once (default: off; devices get their own credentials with `edgeweave devices add`)')
     .option('--model-cache-max <size>', 'disk budget of the model cache, e.g. 10G, 500M', (v: string) => {
       const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
       if (!m) throw new InvalidArgumentError('a size such as 10G or 500M');
@@ -135,18 +171,23 @@ export function buildProgram(): Command {
     .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+    .option('--device-mqtt-limits <spec>', 'device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)', '')
+    .option('--uplink-allow <streams>', 'result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)',
+      (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .addHelpText('after', `
   Examples:
-    $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
+    $ EW_JOIN_TOKEN=ewj_… edgeweave edge --cloud https://cloud.example.com --data-dir /var/lib/edgeweave
+    $ edgeweave edge --cloud https://cloud.example.com --token-file /run/ew-join-token --data-dir /var/lib/edgeweave
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
     .action(async (o) => {
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
-        dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
-        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
-        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
+        dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
+        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
+        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
-        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax,
+        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
+        deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'),
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
@@ -195,6 +236,7 @@ export function buildProgram(): Command {
     });
 
   registerPartnerCommands(program);
+  registerDeviceCommands(program);
   registerInferCommands(program);
   return program;
 }

@@ -11,6 +11,12 @@ export const ERROR_CODES = {
   INVALID_SELECTOR: { status: 400, meaning: 'A label selector is empty or has a malformed key or value.' },
   PAYLOAD_TOO_LARGE: { status: 413, meaning: 'The request body is larger than the server accepts.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, meaning: 'The request body has a content type the endpoint does not accept.' },
+  MALFORMED_REQUEST: { status: 400, meaning: 'The HTTP request itself could not be read: a bad %-escape in the URL, a malformed header or request line.' },
+  URI_TOO_LONG: { status: 414, meaning: 'The URL, or one of its path parameters, is longer than the server accepts.' },
+  HEADERS_TOO_LARGE: { status: 431, meaning: 'The request headers are larger than the server accepts.' },
+  REQUEST_TIMEOUT: { status: 408, meaning: 'The request (its headers or its body) did not arrive within the server\'s time limit.' },
+  RANGE_NOT_SATISFIABLE: { status: 416, meaning: 'A `Range` header asks for bytes the artifact does not have, or is malformed (start after end).' },
+  RATE_LIMITED: { status: 429, meaning: 'Too many requests from this API key or address (the API, or routed inference); the `Retry-After` header says when to try again.' },
   // Authentication and authorisation
   UNAUTHENTICATED: { status: 401, meaning: 'No credentials, or credentials that are not recognised.' },
   TOKEN_INVALID: { status: 401, meaning: 'The join token is unknown.' },
@@ -24,12 +30,20 @@ export const ERROR_CODES = {
   DEPLOYMENT_NOT_FOUND: { status: 404, meaning: 'No deployment with that id in this tenant.' },
   KEY_NOT_FOUND: { status: 404, meaning: 'No live API key with that id in this tenant.' },
   TOKEN_NOT_FOUND: { status: 404, meaning: 'No join token with that id in this tenant.' },
+  DEVICE_NOT_FOUND: { status: 404, meaning: 'No device with that id is registered on the site.' },
+  DEVICE_EXISTS: { status: 409, meaning: 'A device with that id is already registered on the site.' },
   ROLLOUT_STATE: { status: 409, meaning: 'The rollout is not in a state that allows this action (e.g. resume a rollout that is not paused).' },
   APP_VERSION_EXISTS: { status: 409, meaning: 'That app version was already pushed; versions are immutable.' },
+  LAST_ADMIN_KEY: { status: 409, meaning: 'The key is the tenant\'s last live admin key; revoking it would lock the tenant out.' },
+  ARTIFACT_NOT_ALLOWED: { status: 403, meaning: 'The site may not download this artifact: no deployment targeting it references the file.' },
+  ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
+  SQL_LIMIT: { status: 400, meaning: 'A streaming-SQL rule\'s window would hold more state than a site allows: too many windows per record, too many open windows, or too many records per window.' },
+  RULE_STATE_BUDGET: { status: 503, meaning: 'A running rule held more state (groups, buffered records, kept values) than its budget; it was stopped and the site kept running.' },
   EGRESS_DENIED: { status: 400, meaning: 'A rule would send results off the site that the app\'s egress policy does not grant.' },
+  STREAM_RESERVED: { status: 403, meaning: 'Stream names starting with "_" (such as _egress-audit) are reserved for the site\'s own streams.' },
   // Inference
   MODEL_NOT_FOUND: { status: 404, meaning: 'No model (or endpoint) of that name and version is served by this site.' },
   MODEL_NOT_READY: { status: 503, meaning: 'The model is declared but not loaded yet (downloading or loading).' },
@@ -55,7 +69,6 @@ export const ERROR_CODES = {
   INFER_DEADLINE_EXCEEDED: { status: 504, meaning: 'No eligible site (or the cloud fallback) answered a routed request within its deadline.' },
   SITE_ANSWER_INVALID: { status: 502, meaning: 'A site answered a routed request with something that does not match the wire contract; the router tried the next site.' },
   CLIENT_CLOSED: { status: 499, meaning: 'The client went away before the answer (reported in logs and metrics; the site was told to cancel).' },
-  RATE_LIMITED: { status: 429, meaning: 'The API key sent more inference requests than its rate allows; retry after Retry-After seconds.' },
   TOO_MANY_CONCURRENT: { status: 429, meaning: 'The API key has as many inference requests in flight as it may; retry after one finishes (Retry-After).' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
@@ -67,6 +80,14 @@ export const ERROR_CODES = {
   DATA_DIR_INVALID: { status: 500, meaning: 'The data directory cannot be used (permissions, corrupt state).' },
   // MQTT payloads (reported in logs and counters, not HTTP)
   MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
+  // Live event streams (the console)
+  EVENT_STREAMS_LIMIT: { status: 429, meaning: 'Too many live event streams are open (for this tenant, or on this cloud replica).' },
+  // Industrial sources and write-back (reported in the site's status, logs and metrics; WRITE_DENIED also at push)
+  SOURCE_UNREACHABLE: { status: 502, meaning: 'An OPC UA server or Modbus device did not answer: unreachable endpoint, refused connection, or a request that timed out.' },
+  SOURCE_SECURITY: { status: 502, meaning: 'An OPC UA server\'s certificate is not trusted, or it refused the site\'s credentials or security settings.' },
+  SOURCE_ADDRESS_INVALID: { status: 502, meaning: 'A node id that does not exist on the OPC UA server, or a Modbus register or coil outside the device\'s range.' },
+  WRITE_DENIED: { status: 400, meaning: 'A rule would write to a machine what the app\'s write policy does not grant: an ungranted target (refused at push), or a value out of range, of the wrong type, or over the rate (refused and audited at run time).' },
+  WRITE_FAILED: { status: 502, meaning: 'A granted write reached the machine and was refused by it (not writable, wrong type, access denied).' },
   // Server side
   STORE_UNAVAILABLE: { status: 503, meaning: 'The state store (SQLite or PostgreSQL) failed or is unreachable.' },
   INTERNAL: { status: 500, meaning: 'An unexpected error; the server logs carry the request id.' },

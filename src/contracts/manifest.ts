@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { EwError, formatPath } from './errors.ts';
+import { ModbusWriteSink, OpcuaWriteSink, SourceSpec, WritePolicy } from './industrial.ts';
 
 /**
  * The edgeweave/v1 App manifest: models, streams, rules, endpoints, policy.
@@ -66,16 +67,32 @@ const Ident = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an identifier:
 // Names starting with "_" are reserved for the site's own streams (such as _egress-audit).
 const ResultName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'letters, digits, "_", "-", "." (at most 128), starting with a letter or digit');
 
+/**
+ * MQTT 5 message properties copied into a stream's records (field → property): `user:<name>`
+ * (one user property), `user` (all of them, as an object), `message-expiry` (seconds left),
+ * `expires-at` (ms since the epoch), `content-type`, `response-topic`.
+ */
+export const MQTT_PROPERTY = /^(user:.{1,256}|user|message-expiry|expires-at|content-type|response-topic)$/;
+
+// Stream names starting with "_" are reserved for the site's own streams, as result names are.
+const StreamName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter ("_…" names are reserved for the site)');
+
 export const StreamSpec = z.object({
-  name: Ident,
-  /** MQTT topic filter on the site's device broker (`+` and `#` allowed). */
-  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end'),
+  name: StreamName,
+  /** MQTT topic filter on the site's device broker (`+` and `#` allowed); absent when `source` says where records come from. */
+  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end').optional(),
+  /** An industrial source instead of MQTT: an OPC UA server or a Modbus TCP device (docs/industrial.md). */
+  source: SourceSpec.optional(),
+  /** MQTT 5 properties into fields (docs/industrial.md). */
+  properties: z.record(Ident, z.string().regex(MQTT_PROPERTY, 'one of user:<name>, user, message-expiry, expires-at, content-type, response-topic')).optional(),
   format: z.enum(['json']).default('json'),
   /** Event-time field (ms since the epoch or ISO-8601); processing time when absent. */
   timestamp: z.string().min(1).optional(),
   /** field → string | int | float | bool | timestamp | object | array | any; records that do not fit go to the dead letters. */
   schema: z.record(z.string(), z.enum(['string', 'int', 'bigint', 'float', 'number', 'double', 'bool', 'boolean', 'timestamp', 'datetime', 'object', 'struct', 'array', 'any'])).optional(),
-}).strict();
+}).strict()
+  .refine((s) => (s.topic === undefined) !== (s.source === undefined), { message: 'a stream reads either an MQTT topic or a source (opcua, modbus): give exactly one', path: ['topic'] })
+  .refine((s) => s.properties === undefined || s.topic !== undefined, { message: 'MQTT 5 properties apply to MQTT streams only', path: ['properties'] });
 
 export const SinkSpec = z.union([
   z.object({ uplink: ResultName }).strict(),
@@ -92,6 +109,9 @@ export const SinkSpec = z.union([
   }).strict(),
   z.object({ log: z.union([z.literal(true), z.object({ level: z.enum(['info', 'warn']).default('info') }).strict()]) }).strict(),
   z.object({ memory: Ident }).strict(),
+  // Write-back to machines, guarded by spec.policy.writes (docs/industrial.md).
+  OpcuaWriteSink,
+  ModbusWriteSink,
 ]);
 export type SinkSpec = z.infer<typeof SinkSpec>;
 
@@ -104,11 +124,15 @@ export const RuleSpec = z.object({
     lateness: z.number().int().min(0).max(86_400_000).default(0),
     /** Late records: dropped and counted, or sent to the stream's dead letters too. */
     latePolicy: z.enum(['drop', 'side']).default('drop'),
+    /** Event time at most this far (ms) ahead of the site's clock; records further ahead go to the dead letters. */
+    maxFutureSkew: z.number().int().min(0).max(7 * 86_400_000).default(300_000),
+    /** The rule's state budget in cells (groups × aggregates, buffered records, kept values); over it the rule stops. */
+    maxState: z.number().int().min(1000).max(50_000_000).default(1_000_000),
     /** llm() calls of this rule running at once (default 2). */
     llmConcurrency: z.number().int().positive().max(256).optional(),
     /** llm() tokens (prompt + completion) this rule may use per minute (default 20000). */
     llmTokensPerMinute: z.number().int().positive().max(100_000_000).optional(),
-  }).strict().default({ lateness: 0, latePolicy: 'drop' }),
+  }).strict().default({ lateness: 0, latePolicy: 'drop', maxFutureSkew: 300_000, maxState: 1_000_000 }),
 }).strict();
 export type RuleSpec = z.infer<typeof RuleSpec>;
 
@@ -177,6 +201,8 @@ export const PolicySpec = z.object({
   egress: z.object({ allow: z.array(EgressGrant).default([]) }).strict().optional(),
   residency: ResidencySpec.optional(),
   placement: z.object({ selector: z.record(z.string(), z.string()).default({}) }).passthrough().optional(),
+  /** What rules may write to machines (OPC UA nodes, Modbus registers and coils): each target, its range and rate. */
+  writes: WritePolicy.optional(),
 }).passthrough();
 
 export const AppManifest = z.object({

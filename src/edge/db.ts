@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { EwError } from '../contracts/errors.ts';
+import { privateDir, privateFiles, sqliteFiles } from '../lib/private-fs.ts';
 
 /**
  * The site's own SQLite (`{dataDir}/edge.db`): desired state, outbox, small settings. This is
@@ -21,14 +21,20 @@ const MIGRATIONS: string[] = [
      records INTEGER NOT NULL, bytes INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (minute, app, rule, stream, destination));`,
   // The model cache's index (files live in {dataDir}/models, named by sha256).
   `CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used INTEGER NOT NULL);`,
+  // A dead letter's reason is what the cloud sees (no content); the detail may quote content and stays here.
+  `ALTER TABLE dead_letters ADD COLUMN detail TEXT;`,
 ];
 
 export function openEdgeDb(dataDir: string): EdgeDb {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  privateDir(dataDir);
+  const file = join(dataDir, 'edge.db');
+  privateFiles(...sqliteFiles(file));
   let db: EdgeDb;
   try {
-    db = new Database(join(dataDir, 'edge.db'));
+    db = new Database(file);
     db.pragma('journal_mode = WAL');
+    // The WAL files are created with the database's mode: 0600 from here on.
+    privateFiles(...sqliteFiles(file));
     db.pragma('synchronous = FULL');
     db.pragma('busy_timeout = 5000');
     const version = db.pragma('user_version', { simple: true }) as number;

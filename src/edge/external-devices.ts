@@ -9,6 +9,8 @@ export interface ExternalDeviceSourceOptions {
   password?: string;
   /** Stable, so the broker keeps the agent's session (and its QoS 1 messages) across restarts. */
   clientId: string;
+  /** MQTT protocol version towards the broker: 5 carries devices' MQTT 5 properties (user properties, expiry) to the streams. Default 4 (3.1.1). */
+  protocolVersion?: 4 | 5;
   log: Logger;
 }
 
@@ -42,14 +44,18 @@ export class ExternalDeviceSource implements DeviceSource {
     const { log } = this.o;
     const client = mqtt.connect(this.o.url, {
       clientId: this.o.clientId, username: this.o.username, password: this.o.password,
-      protocolVersion: 4, clean: false, reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
+      protocolVersion: this.o.protocolVersion ?? 4, clean: false,
+      // MQTT 5: the session outlives the connection as with 3.1.1's clean: false.
+      ...(this.o.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}), reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
     });
     this.client = client;
-    client.on('message', (topic, payload) => {
+    client.on('message', (topic, payload, packet) => {
       this.messagesIn++;
+      const p = packet.properties;
+      const properties = p ? { userProperties: p.userProperties, messageExpiryInterval: p.messageExpiryInterval, contentType: p.contentType, responseTopic: p.responseTopic, receivedAt: Date.now() } : undefined;
       for (const l of this.listeners) {
         try {
-          l({ topic, payload, clientId: '' });
+          l({ topic, payload, clientId: '', properties });
         } catch (e) {
           log.error({ err: e, topic }, 'device message listener failed');
         }

@@ -27,6 +27,8 @@ export interface RuleStatus {
   dropped: number;
   sinkErrors: number;
   lastOutputAt: number | null;
+  /** Referenced fields no record carried (schemaless streams), and similar hints. */
+  warnings?: string[];
 }
 
 interface Running {
@@ -67,8 +69,9 @@ export class RuleHost implements AppComponent {
   statuses(): RuleStatus[] {
     return [...this.rules.values()].map((r) => {
       const s = r.runtime?.stats;
+      const warnings = r.runtime?.warnings() ?? [];
       return {
-        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}),
+        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}), ...(warnings.length ? { warnings: warnings.slice(0, 20) } : {}),
         in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0,
         dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, lastOutputAt: s?.lastOutputAt ?? null,
       };
@@ -105,14 +108,16 @@ export class RuleHost implements AppComponent {
       try { from = parse(spec.sql).from.name; } catch { /* reported when it loads */ }
       const stream = m.spec.streams.find((s) => s.name === from) ?? null;
       const egress = leavingSinks(spec, index).length ? (m.spec.policy.egress ?? null) : null;
-      out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress]) });
+      const writes = spec.sinks.some((s) => 'opcua' in s || 'modbus' in s) ? (m.spec.policy.writes ?? null) : null;
+      out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress, writes]) });
     });
     return out;
   }
 
   private load(app: DesiredApp, keep: Set<string>): void {
     const m = app.manifest;
-    const streams = new Map<string, StreamDef & { topic: string }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic }]));
+    // A stream fed by an industrial source has no topic: its records arrive through router.push.
+    const streams = new Map<string, StreamDef & { topic: string; properties?: Record<string, string> }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties }]));
     const allow: readonly EgressGrant[] = m.spec.policy.egress?.allow ?? [];
     const failures: string[] = [];
     for (const [key, { spec, index, fingerprint }] of this.prepare(app)) {
@@ -123,12 +128,21 @@ export class RuleHost implements AppComponent {
         const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
-        const ctx = this.d.sinkContext(app.name, spec.name, (s) => fields.get(s));
+        const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
-        const dead = (rec: Record<string, unknown>, why: string) => this.d.dead.add(app.name, stream.name, why, rec);
+        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => this.d.dead.add(app.name, stream.name, why, rec, detail);
         const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
+          maxFutureSkew: spec.options.maxFutureSkew, maxStateCells: spec.options.maxState,
+          // Over its state budget the rule stops itself; the site and its other rules keep running.
+          onFatal: (e) => {
+            r.state = 'failed';
+            r.error = `${e.code}: ${e.message}`;
+            r.unsubscribe?.();
+            r.unsubscribe = undefined;
+            this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
+          },
           emit: (rows) => {
             for (const sink of r.sinks) {
               try {
@@ -140,7 +154,8 @@ export class RuleHost implements AppComponent {
             }
           },
           onLate: (rec) => dead(rec, `late for rule ${spec.name}`),
-          onError: (rec, e) => dead(rec, `rule ${spec.name}: ${e.message}`),
+          // A rule's error message may quote the record's values: it stays in the local detail.
+          onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
           onEmitError: (e) => {
             r.sinkErrors++;
             // A model (infer(), llm()) failing over window results is the rule's error too.

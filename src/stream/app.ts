@@ -2,6 +2,8 @@ import { EwError, isEwError } from '../contracts/errors.ts';
 import type { AppManifest, EgressGrant, RuleSpec, SinkSpec } from '../contracts/manifest.ts';
 import { parse, closest } from './parser.ts';
 import { planQuery, type Plan, type StreamDef } from './planner.ts';
+import { checkWriteSinks } from '../edge/write-guard.ts';
+import { checkStreamSources } from '../edge/sources/check.ts';
 
 /**
  * An app's streams and rules, checked as a whole: every rule parses, reads a declared stream,
@@ -65,7 +67,7 @@ export function checkRule(spec: RuleSpec, i: number, streams: ReadonlyMap<string
       const guess = closest(q.from.name, streams.keys());
       throw new EwError('SQL_INVALID', `line ${q.from.pos.line}, column ${q.from.pos.col}: rule ${spec.name} reads stream "${q.from.name}", which spec.streams does not declare${guess ? `; did you mean ${guess}?` : streams.size ? `; declared: ${[...streams.keys()].join(', ')}` : ''}`, { path: `sql:${q.from.pos.line}:${q.from.pos.col}` });
     }
-    plan = planQuery(spec.sql, def, { models });
+    plan = planQuery(spec.sql, def, { models, lateness: spec.options.lateness });
   } catch (e) {
     if (isEwError(e) && e.path?.startsWith('sql:')) {
       throw new EwError(e.code, `spec.rules[${i}].sql (rule ${spec.name}): ${e.message}`, { path: `spec.rules[${i}].sql${e.path.slice(3)}` });
@@ -92,5 +94,8 @@ export function checkApp(m: AppManifest): CheckedApp {
     names.add(spec.name);
     return checkRule(spec, i, streams, allow, m.spec.models.map((x) => x.name));
   });
+  checkStreamSources(m);
+  // Write-back sinks (opcua, modbus) need a grant in spec.policy.writes: refused here, at push.
+  checkWriteSinks(rules, m.spec.policy.writes);
   return { streams, rules };
 }
