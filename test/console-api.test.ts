@@ -133,11 +133,16 @@ describe('console API: /api/v1/me and the static console', () => {
   });
 
   it('keeps the API\'s JSON 404 for unknown API paths', async () => {
-    for (const path of ['/api/v1/nothing-here', '/api/nope', '/v2/models/x']) {
+    for (const path of ['/api/v1/nothing-here', '/api/nope', '/v2/nothing-here']) {
       const r = await cloud.api('GET', path);
       assert.equal(r.status, 404, path);
       assert.equal(r.body.code, 'NOT_FOUND', path);
     }
+    // /v2/models/{name} is the cloud's inference router (docs/router.md): its own 404, in OIP's shape.
+    const model = await cloud.api('GET', '/v2/models/x');
+    assert.equal(model.status, 404);
+    assert.equal(model.body.code, 'MODEL_NOT_FOUND');
+    assert.equal(typeof model.body.error, 'string');
   });
 
   it('explains itself when the console is not built, and the API still works', async () => {
