@@ -13,7 +13,7 @@
  * cheap and the per-token overhead of the site's path shows at its largest; a real 0.5B–7B model
  * spends far more per token in llama.cpp and the ratio moves toward 1. BENCH_TOKENS (default 256)
  * tokens per stream, BENCH_ROUNDS (default 5) interleaved rounds per figure (medians printed),
- * BENCH_THREADS (default 1).
+ * BENCH_THREADS (default 1), BENCH_MODEL (a GGUF path; default the tiny test Qwen).
  */
 import { readFileSync } from 'node:fs';
 import Fastify from 'fastify';
@@ -34,7 +34,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
 const SLOTS = 4;
 const CTX = 1024;
-const file = ensureTinyQwen();
+const file = process.env.BENCH_MODEL ?? ensureTinyQwen();
 const prompts = ['Pump 7 vibration report:', 'Shift summary for line 2:', 'Bearing temperature trend:', 'Conveyor 3 stalled because'];
 
 interface Run { tokS: number; ttftMs: number }
@@ -58,7 +58,7 @@ async function concurrent(n: number, one: (prompt: string, onToken: () => void) 
 }
 
 async function main(): Promise<void> {
-  console.log(`bench:llm — tiny TEST Qwen (${(readFileSync(file).length / 2 ** 20).toFixed(1)} MB, qwen2, Qwen tokenizer), ${TOKENS} tokens per stream, ${THREADS} thread(s), median of ${ROUNDS} rounds`);
+  console.log(`bench:llm — ${process.env.BENCH_MODEL ? file : "tiny TEST Qwen (qwen2, Qwen tokenizer)"} (${(readFileSync(file).length / 2 ** 20).toFixed(1)} MB), ${TOKENS} tokens per stream, ${THREADS} thread(s), median of ${ROUNDS} rounds`);
   // --- the site's path -------------------------------------------------------------------------
   const app = Fastify();
   const registry = new Registry();

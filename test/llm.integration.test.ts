@@ -27,6 +27,7 @@ const manifest = {
     endpoints: [
       { name: 'qwen-chat', model: 'qwen', kind: 'chat', limits: { maxTokens: 1000, timeoutMs: 120_000, concurrency: 8 } },
       { name: 'qwen-embed', model: 'qwen', kind: 'embedding' },
+      { name: 'qwen-strict', model: 'qwen', kind: 'chat', limits: { maxTokens: 1000, timeoutMs: 300, concurrency: 3 } },
     ],
     streams: [{ name: 'vibration', topic: 'factory/+/vibration', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', ts: 'timestamp' } }],
     rules: [
@@ -65,7 +66,7 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
 
   it('lists the endpoints, and refuses a caller without the key in OpenAI\'s error shape', async () => {
     const list = await client.models.list();
-    assert.deepEqual(list.data.map((m) => m.id).sort(), ['qwen-chat', 'qwen-embed']);
+    assert.deepEqual(list.data.map((m) => m.id).sort(), ['qwen-chat', 'qwen-embed', 'qwen-strict']);
     const anon = new OpenAI({ baseURL: `${edge.handle.apiUrl}/v1`, apiKey: 'ewl_wrong', maxRetries: 0 });
     await assert.rejects(anon.models.list(), (e: unknown) => e instanceof APIError && e.status === 401 && (e.error as any).code === 'unauthenticated' && (e.error as any).type === 'authentication_error');
   });
@@ -145,6 +146,15 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
     // The site still serves.
     const ok = await client.chat.completions.create({ model: 'qwen-chat', messages: [{ role: 'user', content: 'still there?' }], max_tokens: 3 });
     assert.equal(ok.usage!.completion_tokens, 3);
+  });
+
+  it('enforces an endpoint\'s limits: requests in flight (then 503 queue_full) and its timeout (504 llm_timeout)', async () => {
+    // Six at once on an endpoint that takes three: three are refused at once, the others time out
+    // (1000 tokens take far longer than the endpoint's 300 ms).
+    const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => client.chat.completions.create({ model: 'qwen-strict', messages: [{ role: 'user', content: `m${i}` }], max_tokens: 1000 })));
+    const codes = results.map((r) => (r.status === 'rejected' && r.reason instanceof APIError ? `${r.reason.status} ${(r.reason.error as any).code}` : 'ok')).sort();
+    assert.deepEqual(codes, ['503 queue_full', '503 queue_full', '503 queue_full', '504 llm_timeout', '504 llm_timeout', '504 llm_timeout']);
+    await waitFor('slots free again', async () => (await status()).runtime.busy === 0);
   });
 
   it('frees the slot at once when a streaming client goes away', async () => {

@@ -55,6 +55,8 @@ const TYPES: Record<string, string> = {
 
 /** Prefixes that belong to APIs: never answered with the console's index.html. */
 const API_PREFIXES = ['/api/', '/v1/', '/v2/', '/metrics', '/healthz', '/openapi.json'];
+/** fastify's maxParamLength (its default, which the API keeps): over it a route answers 414. */
+const MAX_PATH_PARAM = 100;
 
 export interface Asset { body: Buffer; gzip?: Buffer; type: string; etag: string; cacheControl: string }
 
@@ -122,7 +124,14 @@ export function registerConsole(app: FastifyInstance, o: { dir: string; log: Log
   }
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
     const path = req.url.split('?')[0]!.split('#')[0]!;
-    if (API_PREFIXES.some((p) => path === p.replace(/\/$/, '') || path.startsWith(p))) return reply.callNotFound();
+    if (API_PREFIXES.some((p) => path === p.replace(/\/$/, '') || path.startsWith(p))) {
+      // A path parameter over the router's limit makes fastify fall through to this wildcard
+      // instead of answering 414: answer as the API would have (docs/errors.md).
+      if (path.split('/').some((seg) => seg.length > MAX_PATH_PARAM)) {
+        return reply.status(414).send({ code: 'URI_TOO_LONG', message: `a path parameter is longer than ${MAX_PATH_PARAM} characters` });
+      }
+      return reply.callNotFound();
+    }
     if (!table) {
       return reply.status(503).headers(SECURITY_HEADERS).header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store')
         .send('The Edgeweave web console is not built on this cloud. Run `npm run build:console` (it runs at npm install), then restart the cloud. The API is at /api/v1.\n');

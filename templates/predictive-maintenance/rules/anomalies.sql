@@ -1,10 +1,10 @@
--- A machine whose vibration the autoencoder finds unusual in a 10 s window, with a two-sentence
--- explanation for the operator written by the site's Qwen from the window's figures (JSON, so the
--- console and the MES can read its fields). llm() runs only for windows that pass HAVING.
+-- A machine whose vibration the autoencoder finds unusual in a 10 s window, explained to the operator by the site's Qwen.
 SELECT machineId,
        round(avg(rms), 4) AS rms,
        round(max(kurtosis), 3) AS kurtosis,
        round(max(infer('vib-ae', rms, kurtosis, peakHz)), 3) AS score,
+       -- Two sentences from the window's figures, as JSON (the console and the MES read its fields);
+       -- llm() over a window runs only for the windows that pass HAVING.
        llm('operator-assistant',
            concat('Machine ', machineId, ': vibration rms ', round(avg(rms), 2), ' mm/s, kurtosis ', round(max(kurtosis), 2),
                   ', peak ', round(avg(peakHz), 1), ' Hz, temperature ', round(max(temperature), 1),
