@@ -153,6 +153,11 @@ describe('console API: /api/v1/me and the static console', () => {
       assert.equal(r.status, 404, path);
       assert.equal(r.body.code, 'NOT_FOUND', path);
     }
+    // /v2/models/{name} is the cloud's inference router (docs/router.md): its own 404, in OIP's shape.
+    const model = await cloud.api('GET', '/v2/models/x');
+    assert.equal(model.status, 404);
+    assert.equal(model.body.code, 'MODEL_NOT_FOUND');
+    assert.equal(typeof model.body.error, 'string');
   });
 
   it('loads under the default rate limits: the console\'s files do not spend the anonymous budget', async () => {
