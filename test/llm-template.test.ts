@@ -31,13 +31,8 @@ describe('predictive-maintenance template: alerts carry the operator assistant\'
     await cloud.api('POST', '/api/v1/deployments', { app: 'vibration-guard', version: '1.0.0', selector: { industry: 'manufacturing' } });
     const status = async () => ((await (await fetch(`${edge.handle.apiUrl}/api/v1/status`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any).models;
     await waitFor('models ready', async () => { const m = await status(); return m?.length === 2 && m.every((x: any) => x.state === 'ready'); }, 120_000, 200);
-<<<<<<< HEAD
-    // Event time near now (records far in the future are dead-lettered: options.maxFutureSkew), on a minute boundary so the window holds records 1–3.
-    const T0 = Math.floor(Date.now() / 60_000) * 60_000 - 120_000;
-=======
     // Event time in the recent past (sites refuse records far ahead of their clock), on a 10 s boundary.
     const T0 = Math.floor(Date.now() / 10_000) * 10_000 - 120_000;
->>>>>>> llm
     const rec = (machineId: string, rms: number, kurtosis: number, peakHz: number, s: number) => ({ machineId, rms, kurtosis, peakHz, temperature: 71.5, ts: T0 + s * 1000 });
     const res = await fetch(`${edge.handle.apiUrl}/api/v1/streams/vibration-guard/vibration`, {
       method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
