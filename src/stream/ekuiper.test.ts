@@ -61,6 +61,12 @@ describe('eKuiper semantics 1: every record moves the watermark; late records ar
     assert.deepEqual(r.late, [{ v: 1, ts: 5000 }]);
     assert.deepEqual(r.out, [{ n: 1 }]);
   });
+  it('a record that fails (a type error) still moves the watermark: its time is valid', () => {
+    const r = run('SELECT count(*) AS n, sum(v) AS s FROM s GROUP BY TUMBLINGWINDOW(ss, 10)', [{ v: 1, ts: 1000 }, { v: 'x', ts: 12_000 }]);
+    assert.equal(r.beforeFlush, 1);
+    assert.deepEqual(r.out, [{ n: 1, s: 1 }]);
+    assert.equal(r.stats.errors, 1);
+  });
   it("a record of another key closes this key's window", () => {
     const r = run('SELECT k, count(*) AS n FROM s GROUP BY k, TUMBLINGWINDOW(ss, 10)', [{ k: 'a', ts: 1000 }, { k: 'b', ts: 10_000 }]);
     assert.equal(r.beforeFlush, 1);

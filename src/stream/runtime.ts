@@ -287,6 +287,8 @@ export class RuleRuntime {
     this.stats.in++;
     if (this.failed) { this.stats.errors++; return; }
     const p = this.plan;
+    /** The record's time, once known: a record that fails after it still moves the watermark. */
+    let timed: number | undefined;
     try {
       this.env.meta = meta;
       this.env.window = undefined;
@@ -311,6 +313,7 @@ export class RuleRuntime {
       }
       const w = p.window!;
       const ts = w.kind === 'count' && !this.eventTime ? this.o.clock.now() : this.timeOf(row);
+      timed = ts;
       if (w.kind === 'count') { this.pushCount(row, ts); this.checkBudget(); return; }
       if (w.kind === 'sliding') {
         // Every record fires the window (eKuiper); only records that pass WHERE are in it.
@@ -359,6 +362,10 @@ export class RuleRuntime {
     } catch (e) {
       this.stats.errors++;
       this.o.onError?.(row, e as Error);
+      const w = p.window;
+      if (timed !== undefined && w && w.kind !== 'count' && w.kind !== 'sliding') {
+        try { this.moved(timed); } catch { /* emission errors are counted where they happen */ }
+      }
     }
   }
 
