@@ -31,7 +31,8 @@ describe('predictive-maintenance template: alerts carry the operator assistant\'
     await cloud.api('POST', '/api/v1/deployments', { app: 'vibration-guard', version: '1.0.0', selector: { industry: 'manufacturing' } });
     const status = async () => ((await (await fetch(`${edge.handle.apiUrl}/api/v1/status`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any).models;
     await waitFor('models ready', async () => { const m = await status(); return m?.length === 2 && m.every((x: any) => x.state === 'ready'); }, 120_000, 200);
-    const T0 = Date.UTC(2026, 10, 30, 6, 0, 0);
+    // An hour ago, on the hour: a site refuses event times too far ahead of its clock (options.maxFutureSkew).
+    const T0 = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000;
     const rec = (machineId: string, rms: number, kurtosis: number, peakHz: number, s: number) => ({ machineId, rms, kurtosis, peakHz, temperature: 71.5, ts: T0 + s * 1000 });
     const res = await fetch(`${edge.handle.apiUrl}/api/v1/streams/vibration-guard/vibration`, {
       method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },

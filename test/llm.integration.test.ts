@@ -191,7 +191,8 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
   });
 
   it('runs llm() in rules: over window aggregates (parsed JSON, in order) and per record; failures go to the rule\'s errors', async () => {
-    const T0 = Date.UTC(2026, 10, 30, 8, 0, 0);
+    // An hour ago, on the hour: a site refuses event times too far ahead of its clock (options.maxFutureSkew).
+    const T0 = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000;
     const rec = (machineId: string, rms: number, s: number) => ({ machineId, rms, ts: T0 + s * 1000 });
     const push = (records: unknown[]) => fetch(`${edge.handle.apiUrl}/api/v1/streams/assistant/vibration`, { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }) });
     assert.equal((await push([rec('press-1', 2, 1), rec('press-2', 9, 2), rec('press-1', 4, 3), rec('press-2', 150, 4)])).status, 202);
