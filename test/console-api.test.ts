@@ -10,6 +10,7 @@ import type { SseEvent } from '../console/src/lib/sse.ts';
 import { EventHub, sseFrame, takeChanged, type EventSink } from '../src/cloud/api/events.ts';
 import { CONSOLE_CSP } from '../src/cloud/api/console.ts';
 import { PERMISSIONS } from '../src/contracts/permissions.ts';
+import { CONSOLE_PAGES } from '../src/contracts/console-routes.ts';
 import { openSqliteStore } from '../src/cloud/store/open.ts';
 import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';
@@ -125,20 +126,54 @@ describe('console API: /api/v1/me and the static console', () => {
       const r = await rawGet(cloud.url, path);
       const body = r.body.toString();
       assert.doesNotMatch(body, /"name": "edgeweave"|root:x:0:0/, `${path} leaked a file`);
-      // A NUL (%00) is refused by the API's input check (400) before any file is looked up.
-      assert.ok(r.status === 404 || (r.status === 400 && path.includes('%00')) || (r.status === 200 && /<title>console<\/title>/.test(body)), `${path}: ${r.status}`);
+      // Refused (the API's own 400/401/404 for a path that is not the console's) or the app shell.
+      assert.ok([400, 401, 404].includes(r.status) || (r.status === 200 && /<title>console<\/title>/.test(body)), `${path}: ${r.status}`);
     }
     // A missing file (it has an extension) is a 404, not the app shell.
     const missing = await rawGet(cloud.url, '/assets/missing-000.js');
     assert.equal(missing.status, 404);
   });
 
+  it('serves the shell for every console page, and only for those', async () => {
+    for (const page of CONSOLE_PAGES) {
+      for (const path of [`/${page}`, `/${page}/some-id`]) {
+        const r = await rawGet(cloud.url, path);
+        assert.equal(r.status, 200, path);
+        assert.match(r.body.toString(), /<title>console<\/title>/, path);
+      }
+    }
+    // An over-long id in an API path keeps the API's own answer, not the console's.
+    const long = await cloud.api('GET', `/api/v1/sites/${'a'.repeat(300)}`);
+    assert.equal(long.body.code, 'URI_TOO_LONG');
+  });
+
   it('keeps the API\'s JSON 404 for unknown API paths', async () => {
-    // (/v2/models/{name} is the cloud's inference router: an unknown model there is its own 404, MODEL_NOT_FOUND.)
-    for (const path of ['/api/v1/nothing-here', '/api/nope', '/v2/nothing/x']) {
+    for (const path of ['/api/v1/nothing-here', '/api/nope', '/not-a-console-page', '/sitesx', '/assetsx/a.js']) {
       const r = await cloud.api('GET', path);
       assert.equal(r.status, 404, path);
       assert.equal(r.body.code, 'NOT_FOUND', path);
+    }
+    // /v2/models/{name} is the cloud's inference router (docs/router.md): its own 404, in OIP's shape.
+    const model = await cloud.api('GET', '/v2/models/x');
+    assert.equal(model.status, 404);
+    assert.equal(model.body.code, 'MODEL_NOT_FOUND');
+    assert.equal(typeof model.body.error, 'string');
+  });
+
+  it('loads under the default rate limits: the console\'s files do not spend the anonymous budget', async () => {
+    const c2 = await startTestCloud({ consoleDir: dist, rateLimits: {} });
+    try {
+      // Far more than the anonymous burst (20): page loads and reloads by one operator, or several behind one NAT.
+      for (let i = 0; i < 40; i++) {
+        for (const path of ['/', '/assets/app-abc123.js', '/sites/x']) assert.equal((await rawGet(c2.url, path)).status, 200, `${path} #${i}`);
+      }
+      // The anonymous budget (enrollment, requests without credentials) is untouched by them.
+      const enroll = await fetch(`${c2.url}/api/v1/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: 'ewj_not-a-real-token' }) });
+      assert.equal(enroll.status, 401);
+      assert.equal(((await enroll.json()) as { code: string }).code, 'TOKEN_INVALID');
+    } finally {
+      await c2.stop();
+      removeDirs(c2.dataDir);
     }
   });
 

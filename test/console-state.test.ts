@@ -8,9 +8,9 @@ import { ApiClient, ApiError } from '../console/src/lib/api.ts';
 import { connectEvents, type StreamState } from '../console/src/lib/events-client.ts';
 import { LiveStore, isAlert, numericSeries, rateOf } from '../console/src/state/live.ts';
 import { Ring } from '../console/src/state/ring.ts';
-import { allowedActions, can, canonicalJson, gateReadings, groupByRegion, lineDiff, parseLabelFilter, rolloutProgress, siteMatches, ago, bytes } from '../console/src/state/derive.ts';
+import { allowedActions, can, canonicalJson, endpointStats, gateReadings, groupByRegion, lineDiff, parseLabelFilter, requestSeries, rolloutProgress, siteMatches, ago, bytes } from '../console/src/state/derive.ts';
 import { checkKeyShape, loadKey, saveKey, signOut, takeNotice, type KeyStorage } from '../console/src/state/session.ts';
-import type { Result, Rollout, Site, SiteStatus } from '../console/src/types.ts';
+import type { Result, Rollout, RouteDecision, Site, SiteStatus } from '../console/src/types.ts';
 
 /**
  * The console's state and data layer, without a browser: the SSE parser, the stream client's
@@ -87,6 +87,9 @@ describe('API client', () => {
     await assert.rejects(api.get('/gone'), (e: ApiError) => e.code === 'UNAUTHENTICATED');
     assert.equal((unauth as ApiError | undefined)?.message, 'revoked');
     assert.equal(await api.del('/none'), undefined);
+    // The inference routes answer in OIP's shape, {error, code}: read the same way.
+    const oip = new ApiClient({ key: 'k', fetch: (async () => new Response('{"error":"no target for endpoint score","code":"NO_TARGET"}', { status: 503 })) as typeof fetch });
+    await assert.rejects(oip.get('/v2/models'), (e: ApiError) => e.code === 'NO_TARGET' && e.message === 'no target for endpoint score' && e.status === 503);
     const down = new ApiClient({ key: 'k', fetch: (async () => { throw new TypeError('fetch failed'); }) as typeof fetch });
     await assert.rejects(down.get('/x'), (e: ApiError) => e.code === 'NETWORK' && /cannot reach the cloud/.test(e.message));
   });
@@ -275,6 +278,8 @@ describe('fleet helpers', () => {
     assert.deepEqual(f('region=berlin'), ['z']);
     assert.deepEqual(f('=broken'), ['z', 'b', 'a'], 'a broken filter hides nothing (its error is shown)');
     assert.deepEqual(groupByRegion(sites).map((g) => [g.region, g.sites.map((s) => s.id)]), [['berlin', ['z']], ['hz', ['a', 'b']]]);
+    const mixed = [mkSite('a', { region: 'hz' }), mkSite('c', { region: 'hz', state: 'revoked' }), mkSite('b', { region: 'hz', state: 'offline' })];
+    assert.deepEqual(groupByRegion(mixed)[0]!.sites.map((s) => s.id), ['b', 'a', 'c'], 'offline first: what needs a look');
   });
 });
 
@@ -296,11 +301,25 @@ describe('rollout helpers', () => {
     const r = mkRollout({ strategy: { type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxErrorRate: 0.05, maxP95Ms: 20, maxDrift: 0.1 }, then: 'all' }, canaries: ['a'] });
     const models = (requests: number, errors: number, p95Ms: number | null) => status({ models: [{ app: 'guard', name: 'm', version: '1', state: 'ready', stats: { requests, errors, p95Ms, outputMean: null } }, { app: 'other', name: 'x', version: '1', state: 'ready', stats: { requests: 1, errors: 1, p95Ms: 999, outputMean: null } }] });
     const sites = new Map([['a', mkSite('a', { status: models(200, 20, 35) })], ['b', mkSite('b', { status: models(1, 1, 1) })]]);
-    assert.deepEqual(gateReadings(r, sites), [
+    const readings = gateReadings(r, sites);
+    assert.deepEqual(readings.slice(0, 2), [
       { gate: 'maxErrorRate', limit: 0.05, value: 0.1, ok: false },
       { gate: 'maxP95Ms', limit: 20, value: 35, ok: false },
-      { gate: 'maxDrift', limit: 0.1, value: null, ok: null, note: 'judged by the controller against the previous version' },
     ]);
+    assert.deepEqual(readings[2], { gate: 'maxDrift', limit: 0.1, value: null, ok: null, note: 'no model output on the canaries yet' });
+    // Drift as the controller judges it: the canaries' mean output against the sites still on the
+    // previous version, or else against the figures recorded before the canaries updated.
+    const withMeans = (mean: number, version: string) => status({ apps: [{ name: 'guard', version }], models: [{ app: 'guard', name: 'm', version: '1', state: 'ready', stats: { requests: 10, errors: 0, p95Ms: 5, outputMean: mean } }] });
+    const canary = { ...r, sites: { a: { phase: 'updated' as const, since: 0 }, b: { phase: 'pending' as const, since: 0 } }, admitted: ['a'] };
+    const drifted = new Map([['a', mkSite('a', { status: withMeans(0.6, '2.0.0') })], ['b', mkSite('b', { status: withMeans(0.5, '1.0.0') })]]);
+    const d = gateReadings(canary, drifted)[2]!;
+    assert.ok(Math.abs(d.value! - 0.2) < 1e-9);
+    assert.equal(d.ok, false);
+    const alone = new Map([['a', mkSite('a', { status: withMeans(0.52, '2.0.0') })]]);
+    const d2 = gateReadings({ ...canary, sites: { a: canary.sites.a }, baseline: { at: 0, outputMean: 0.5, sites: 2 } }, alone)[2]!;
+    assert.ok(Math.abs(d2.value! - 0.04) < 1e-9);
+    assert.equal(d2.ok, true);
+    assert.equal(gateReadings({ ...canary, sites: { a: canary.sites.a } }, alone)[2]!.note, 'no figures of the previous version');
     const idle = new Map([['a', mkSite('a', { status: status() })]]);
     assert.deepEqual(gateReadings(r, idle).map((g) => [g.value, g.ok, g.note]).slice(0, 2), [[null, null, 'no model requests yet'], [null, null, 'no latency yet']]);
     assert.deepEqual(gateReadings(mkRollout(), sites), []);
@@ -375,5 +394,40 @@ describe('formatting and live charts', () => {
     const { keys, data } = numericSeries(rows);
     assert.deepEqual(keys, ['temp', 'hum']);
     assert.deepEqual(data, [[1, 1.001], [20, 21], [1, null]]);
+  });
+});
+
+describe('endpoint figures from the routing audit', () => {
+  const rec = (at: number, endpoint: string, over: Partial<RouteDecision> = {}): RouteDecision => ({
+    at, requestId: `r${at}`, endpoint, protocol: 'oip', attempts: [{ target: 'site-a', region: 'eu', outcome: 'ok', ms: 10 }], outcome: 'ok', answeredBy: 'site-a', ...over,
+  });
+  it('computes throughput, latency percentiles, cascade rate, targets and error codes per endpoint in the window', () => {
+    const now = 600_000;
+    const records = [
+      ...Array.from({ length: 18 }, (_, i) => rec(now - 1000 * (i + 1), 'score', { attempts: [{ target: 'site-a', region: 'eu', outcome: 'ok', ms: i + 1 }] })),
+      rec(now - 500, 'score', { attempts: [{ target: 'site-a', region: 'eu', outcome: 'INFER_DEADLINE_EXCEEDED', ms: 100 }, { target: 'site-b', region: 'eu', outcome: 'ok', ms: 20 }], answeredBy: 'site-b' }),
+      rec(now - 400, 'score', { outcome: 'error', code: 'RESIDENCY_UNSATISFIABLE', attempts: [], answeredBy: undefined }),
+      rec(now - 300, 'chat', { cascade: { escalated: true, why: 'low confidence', to: 'big' }, answeredBy: 'cloud' }),
+      rec(now - 200, 'chat', { cascade: { escalated: false, why: 'confident' } }),
+      rec(now - 10 * 60_000 - 1, 'score'), // outside the window
+    ];
+    const [chat, score] = endpointStats(records, now, 10 * 60_000);
+    assert.equal(score!.endpoint, 'score');
+    assert.equal(score!.requests, 20);
+    assert.equal(score!.errors, 1);
+    assert.equal(score!.perMinute, 2);
+    assert.equal(score!.p50Ms, 10, 'median of 1..18 and 120');
+    assert.equal(score!.p95Ms, 120, 'the retried request took both attempts');
+    assert.equal(score!.cascadeRate, null);
+    assert.deepEqual(score!.answeredBy, [['site-a', 18], ['site-b', 1]]);
+    assert.deepEqual(score!.errorCodes, [['RESIDENCY_UNSATISFIABLE', 1]]);
+    assert.equal(chat!.cascadeRate, 0.5);
+    assert.deepEqual(chat!.answeredBy, [['cloud', 1], ['site-a', 1]]);
+    assert.deepEqual(endpointStats([], now, 60_000), []);
+  });
+
+  it('buckets routed requests per second for the chart, zero-filled', () => {
+    const data = requestSeries([rec(95_000, 'a'), rec(99_000, 'a'), rec(91_000, 'b'), rec(10_000, 'a')], ['a', 'b'], 100_000, 30_000, 10);
+    assert.deepEqual(data, [[80, 90, 100], [0, 0.2, 0], [0, 0.1, 0]], 'the last bucket is the current one');
   });
 });

@@ -1,7 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
@@ -38,6 +39,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     mkdirSync(SHOTS, { recursive: true });
     cloud = await startTestCloud({ eventStreams: { pollMs: 200, keyCheckMs: 300 } });
     for (const [name, region, city] of [['hz-west', 'hangzhou', 'hangzhou'], ['hz-east', 'hangzhou', 'hangzhou'], ['berlin-1', 'berlin', 'berlin']] as const) {
+      // Results posted to the local uplink leave only under a grant: the operator's --uplink-allow.
       edges.push(await startTestEdge(cloud, { name, region, labels: { pool: 'p', city }, uplinkAllow: ['alerts', 'counts'] }));
     }
     for (const v of ['1.0.0', '2.0.0']) assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: app(v) })).status, 201);
@@ -45,10 +47,19 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.equal(d1.status, 201);
     await waitFor('1.0.0 everywhere', async () => (await cloud.api('GET', `/api/v1/rollouts/${d1.body.id}`)).body.phase === 'succeeded', 30_000, 100);
     // A canary that bakes for an hour: it stays running while the operator pauses and resumes it.
-    const d2 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '2.0.0', selector: { pool: 'p' }, strategy: { type: 'canary', canary: 1, bakeTimeS: 3600 } });
+    const d2 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '2.0.0', selector: { pool: 'p' }, strategy: { type: 'canary', canary: 1, bakeTimeS: 3600, gates: { maxErrorRate: 0.05, maxP95Ms: 50 } } });
     assert.equal(d2.status, 201);
     canaryDeployment = d2.body.id;
     await waitFor('canary baking', async () => (await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase === 'baking', 30_000, 100);
+    // A model app with an endpoint on berlin-1, so the router has something to route.
+    const model = readFileSync(fileURLToPath(new URL('../models/vibration-ae.onnx', import.meta.url)));
+    const sha = createHash('sha256').update(model).digest('hex');
+    const up = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(model) });
+    assert.equal(up.status, 201);
+    const vib = { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vib', version: '1.0.0' }, spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: sha }], endpoints: [{ name: 'score', model: 'vib-ae' }] } };
+    assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: vib })).status, 201);
+    assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'vib', version: '1.0.0', selector: { city: 'berlin' } })).status, 201);
+    await waitFor('the model ready on berlin-1', async () => (await cloud.api('GET', `/api/v1/sites/${edges[2]!.handle.siteId}`)).body.status?.models?.some((m: { name: string; state: string }) => m.name === 'vib-ae' && m.state === 'ready'), 60_000, 200);
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.setDefaultTimeout(30_000);
@@ -90,9 +101,13 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await shot('fleet-filtered');
     await page.getByLabel('Filter by label').fill('');
     await shot('fleet');
+    // Usable at tablet width: nothing wider than the screen (no sideways scrolling of the page).
     await page.setViewportSize({ width: 820, height: 1100 });
+    // Charts follow their container on the next resize callback: wait for it, not for a time.
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= 820);
     await shot('fleet-tablet');
     await page.setViewportSize({ width: 1280, height: 900 });
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= 1280);
   });
 
   it('opens a site and its chart updates live', async () => {
@@ -108,6 +123,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('heading', { name: 'Rules' }).waitFor();
     assert.ok(await page.getByRole('rowheader', { name: 'guard/r' }).count() >= 1);
     await shot('site');
+    await page.setViewportSize({ width: 820, height: 1100 });
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= 820); // charts follow their container
+    await shot('site-tablet');
+    await page.setViewportSize({ width: 1280, height: 900 });
   });
 
   it('creates a join token and shows its one-line install command', async () => {
@@ -116,6 +135,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByLabel('Region', { exact: true }).fill('paris');
     await page.getByRole('button', { name: 'Create join token' }).click();
     const cmd = await page.getByTestId('install-command').textContent();
+    // The token travels in the environment (not in the process list): EW_JOIN_TOKEN=… npx edgeweave edge …
     assert.match(cmd ?? '', new RegExp(`^EW_JOIN_TOKEN=ewj_\\S+ npx edgeweave edge --cloud ${cloud.url.replace(/[.]/g, '\\.')} --data-dir /var/lib/edgeweave$`));
     // "Copy command" puts exactly that line on the clipboard.
     await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(cloud.url).origin });
@@ -145,8 +165,20 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.match(await diff.textContent() ?? '', /- removed: *"topic": "plant\/\+\/1_0_0"\+ added: *"topic": "plant\/\+\/2_0_0"/);
     await page.getByRole('status').filter({ hasText: '2 lines added, 2 removed' }).waitFor();
     await shot('apps');
+    // Requests through the cloud's router show up on the Endpoints page: how many, where they went.
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(`${cloud.url}/v2/models/score/infer`, {
+        method: 'POST', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1.0, 3.0, 120] }] }),
+      });
+      assert.equal(res.status, 200, await res.text());
+    }
     await page.getByRole('link', { name: 'Endpoints' }).click();
-    await page.getByText('No endpoint is served').waitFor();
+    const row = page.getByTestId('routed-endpoint').filter({ hasText: 'score' });
+    await row.filter({ hasText: 'berlin-1 ×5' }).waitFor();
+    assert.match(await row.textContent() ?? '', /ready/);
+    assert.match(await row.textContent() ?? '', /\d+ ms/, 'latency figures');
+    await page.getByRole('rowheader', { name: 'score' }).nth(1).waitFor(); // and in the per-site table
     await shot('endpoints');
   });
 
@@ -154,6 +186,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('link', { name: 'Rollouts' }).click();
     const r = page.locator('[data-testid=rollout]', { hasText: 'guard@2.0.0' });
     await r.and(page.locator('[data-phase=baking]')).waitFor();
+    // Its gates, with what the canary reports now (this app has no model, so no figures yet).
+    const gates = r.getByRole('table', { name: /Canary gates/ });
+    assert.match(await gates.getByRole('row', { name: /maxErrorRate/ }).textContent() ?? '', /5\.00 %.*no model requests yet/);
+    assert.match(await gates.getByRole('row', { name: /maxP95Ms/ }).textContent() ?? '', /50 ms.*no latency yet/);
     await r.getByRole('button', { name: 'Pause rollout guard@2.0.0' }).click();
     await r.and(page.locator('[data-phase=paused]')).waitFor();
     assert.equal((await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase, 'paused');

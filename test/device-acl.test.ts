@@ -11,6 +11,7 @@ import { DeviceRegistry, filterCovers } from '../src/edge/device-auth.ts';
 import { openEdgeDb } from '../src/edge/db.ts';
 import { ManualClock } from '../src/lib/clock.ts';
 import { hashSecret } from '../src/lib/secrets.ts';
+import { PAYLOAD_LIMITS } from '../src/contracts/messages.ts';
 
 /** Runs a Mosquitto command-line client (a real third-party MQTT client) to its exit; `limitMs` only bounds a hang. */
 function mosquitto(cmd: 'mosquitto_sub' | 'mosquitto_pub', args: string[], limitMs = 10_000): Promise<{ code: number | null; out: string; err: string }> {
@@ -204,6 +205,30 @@ describe('topic grants (pure)', () => {
     assert.throws(() => reg.add({ id: 'device', publish: ['x'] }), /shared password's username/);
     assert.throws(() => reg.add({ id: 'p', publish: ['a/#/b'] }), (e: any) => e.path === 'publish[0]');
     assert.throws(() => reg.add({ id: 'p' }), /at least one topic filter/);
+    db.close();
+    removeDirs(dir);
+  });
+
+  it('lists devices a page at a time, each page within the bound of an answer to the cloud', () => {
+    const dir = tempDir('devpage');
+    const db = openEdgeDb(dir);
+    const reg = new DeviceRegistry(db, new ManualClock(), () => undefined);
+    // The attack: many devices with the widest grants the limits allow (32 filters of 256 characters each way).
+    const wide = (i: number, k: string) => Array.from({ length: 32 }, (_, j) => `${k}/${String(i).padStart(3, '0')}/${String(j).padStart(2, '0')}/${'x'.repeat(240)}`);
+    for (let i = 0; i < 40; i++) reg.add({ id: `dev-${String(i).padStart(3, '0')}`, publish: wide(i, 'p'), subscribe: wide(i, 's') });
+    assert.throws(() => reg.add({ id: 'too-long', publish: ['a/'.repeat(200)] }), (e: any) => e.path === 'publish[0]');
+    const seen: string[] = [];
+    let pages = 0;
+    for (let after: string | null = ''; after !== null; pages++) {
+      const page: { items: { id: string }[]; next: string | null } = reg.list({ after });
+      assert.ok(Buffer.byteLength(JSON.stringify(page)) < PAYLOAD_LIMITS['rpc-res'], 'fits an RPC answer');
+      seen.push(...page.items.map((d) => d.id));
+      after = page.next;
+    }
+    assert.ok(pages > 1);
+    assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => `dev-${String(i).padStart(3, '0')}`), 'every device once, in order');
+    assert.deepEqual(reg.list({ limit: 2 }).items.map((d) => d.id), ['dev-000', 'dev-001']);
+    assert.equal(reg.list({ limit: 2 }).next, 'dev-001');
     db.close();
     removeDirs(dir);
   });

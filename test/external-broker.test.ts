@@ -11,7 +11,10 @@ describe('the cloud on an external broker (Mosquitto)', { skip }, () => {
   let cloud: TestCloud;
   let edge: TestEdge;
   before(async () => {
-    cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${randomBytes(4).toString('hex')}`, brokerSessionExpiryS: 60 });
+    // Its own share group: the broker is shared with other runs, and a cloud of another run that
+    // died within its session expiry still holds a share of the default group (issue #17).
+    const tag = randomBytes(4).toString('hex');
+    cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${tag}`, brokerShareGroup: `ew-test-${tag}`, brokerSessionExpiryS: 60 });
     edge = await startTestEdge(cloud, { labels: { tier: 'edge' }, uplinkAllow: ['alerts'] });
   });
   after(async () => {

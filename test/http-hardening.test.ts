@@ -130,14 +130,15 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
   });
 
   it('per address without valid credentials: enrollment with bad tokens stops at 429 before any token is checked', async () => {
-    for (let i = 0; i < 3; i++) assert.equal((await cloud.api('POST', '/api/v1/enroll', { token: `ewj_wrong${i}` }, '')).status, 401);
+    for (let i = 0; i < 2; i++) assert.equal((await cloud.api('POST', '/api/v1/enroll', { token: `ewj_wrong${i}` }, '')).status, 401);
+    assert.equal((await cloud.api('GET', '/api/v1/keys', undefined, 'ewk_bad')).status, 401, 'a failed login spends it too');
     const r = await cloud.api('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '');
     assertErrorShape(r, 'RATE_LIMITED');
-    const res = await fetch(`${cloud.url}/api/v1/sites`);
-    assertErrorShape({ status: res.status, body: await res.json() }, 'RATE_LIMITED');
-    // A request with a key is still checked (clients behind one NAT keep working), within the address limit.
+    // Failed logins spend the same budget; a request with a key is still checked (clients behind
+    // one NAT keep working), within the address limit.
     assert.equal((await cloud.api('GET', '/api/v1/sites', undefined, 'ewk_guess')).status, 401);
     assert.equal((await cloud.api('GET', '/api/v1/sites')).status, 200);
+    assert.equal((await fetch(`${cloud.url}/openapi.json`)).status, 200, 'public reads are not anonymous writes');
   });
 
   it('per address: every request counts, whatever the key', async () => {
@@ -150,5 +151,34 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
     assert.equal(status, 429);
     assert.ok(n < 40, `the address was limited after ${n} more calls (40 in all)`);
     assert.equal((await fetch(`${cloud.url}/healthz`)).status, 200, 'health probes are not limited');
+  });
+});
+
+describe('the CLI and the agent honour Retry-After', () => {
+  it('an agent enrolling behind a busy address waits and enrolls', async () => {
+    const { enroll } = await import('../src/edge/enroll.ts');
+    const { tempDir } = await import('./support/harness.ts');
+    const cloud = await startTestCloud({ rateLimits: { anonymous: { burst: 1, perSecond: 1 } } });
+    try {
+      const token = await cloud.token();
+      assert.equal((await cloud.api('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '')).status, 401); // spends the address's budget
+      const creds = await enroll({ cloudUrl: cloud.url, token, dataDir: tempDir('enroll') });
+      assert.match(creds.siteId, /^[a-z0-9-]+$/);
+    } finally {
+      await cloud.stop();
+    }
+  });
+
+  it('waits as told and retries a rate-limited call', async () => {
+    const { ApiClient } = await import('../src/cli/client.ts');
+    const cloud = await startTestCloud({ rateLimits: { key: { burst: 1, perSecond: 1 } } });
+    try {
+      const c = new ApiClient({ cloud: cloud.url, apiKey: cloud.adminKey });
+      await c.call('GET', '/api/v1/sites');
+      const r = await c.call<{ items: unknown[] }>('GET', '/api/v1/sites'); // 429 first, then served
+      assert.deepEqual(r.items, []);
+    } finally {
+      await cloud.stop();
+    }
   });
 });

@@ -17,7 +17,7 @@ import { mosquittoAvailable, MOSQUITTO_URL } from './support/mosquitto.ts';
 interface HubFixture {
   hub: Hub;
   /** Connects as a site; `clean: false` so unacknowledged messages are resent on reconnect. */
-  site(siteId: string): Promise<MqttClient>;
+  site(siteId: string, extra?: mqtt.IClientOptions): Promise<MqttClient>;
 }
 
 function runHubConformance(name: string, make: () => Promise<HubFixture>, skip?: string): void {
@@ -53,6 +53,23 @@ function runHubConformance(name: string, make: () => Promise<HubFixture>, skip?:
       const got = new Promise<string>((r) => c.on('message', (_t, m) => r(m.toString())));
       await c.subscribeAsync(topics.desired(siteId), { qos: 1 });
       assert.equal(await got, '{"gen":1}');
+    });
+
+    it("clears every retained message under a site's topics (revocation)", async () => {
+      await fx.hub.publish(topics.desired(siteId), '{"gen":9}', { retain: true });
+      await fx.hub.publish(topics.rpcRequest(siteId, 'left-over'), '{"x":1}', { retain: true });
+      assert.equal(await fx.hub.clearRetained(siteId), 2);
+      // A clean session: what a persistent one had queued is not retained state.
+      const c = await fx.site(siteId, { clean: true });
+      clients.push(c);
+      const retained: string[] = [];
+      const marker = topics.rpcRequest(siteId, `marker-${randomBytes(3).toString('hex')}`);
+      const done = new Promise<void>((r) => c.on('message', (t, m, pkt) => { if (t === marker) r(); else if (pkt.retain && m.length) retained.push(t); }));
+      await c.subscribeAsync([topics.desired(siteId), topics.rpcRequests(siteId)], { qos: 1 });
+      await fx.hub.publish(marker, '{}');
+      await done;
+      assert.deepEqual(retained, []);
+      c.removeAllListeners('message');
     });
 
     it("hands a site's uplink to the handler before the site's PUBACK", async () => {
@@ -91,12 +108,12 @@ runHubConformance('embedded (aedes)', async () => {
   const hub = new EmbeddedHub({ port: 0, host: '127.0.0.1', log: silentLogger(), auth: { verify: async (_id, s) => s === secret } });
   return {
     hub,
-    site: (siteId) => connectSite(hub.agentUrl, siteId, { username: siteId, password: secret, protocolVersion: 4 }),
+    site: (siteId, extra = {}) => connectSite(hub.agentUrl, siteId, { username: siteId, password: secret, protocolVersion: 4, ...extra }),
   };
 });
 
 const mosq = await mosquittoAvailable();
 runHubConformance('external (Mosquitto)', async () => {
   const hub = new ExternalHub({ url: MOSQUITTO_URL, clientId: `ew-cloud-test-${randomBytes(4).toString('hex')}`, shareGroup: `g${randomBytes(4).toString('hex')}`, log: silentLogger() });
-  return { hub, site: (siteId) => connectSite(MOSQUITTO_URL, siteId, { protocolVersion: 5 }) };
+  return { hub, site: (siteId, extra = {}) => connectSite(MOSQUITTO_URL, siteId, { protocolVersion: 5, ...extra }) };
 }, mosq);

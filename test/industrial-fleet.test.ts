@@ -70,6 +70,10 @@ describe('predictive maintenance on a PLC: OPC UA + Modbus → rule with infer()
       return r.body.status?.sources?.length === 2 ? r.body : undefined;
     });
     assert.ok(site.status.sources.every((s: any) => s.values > 0));
+    // (a heartbeat may predate the write: wait for one that has it)
+    const sink = await waitFor('the write in the sink\'s status', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.writes?.find((w: any) => w.written >= 1));
+    assert.deepEqual({ rule: sink.rule, protocol: sink.protocol, dryRun: sink.dryRun }, { rule: 'slow-down', protocol: 'opcua', dryRun: false });
+    assert.ok(sink.lastWriteAt > 0);
     // The write audit, asked of the site by the cloud.
     const audit = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/writes?app=vibration-guard-plc`);
     assert.equal(audit.status, 200);

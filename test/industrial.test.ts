@@ -9,12 +9,14 @@ import { EgressAudit, memorySinks } from '../src/edge/sinks.ts';
 import { RuleHost } from '../src/edge/rules.ts';
 import { Outbox } from '../src/edge/outbox.ts';
 import { SourceHost } from '../src/edge/sources/host.ts';
-import { WriteAudit, WriteHost } from '../src/edge/writes.ts';
+import { WriteAudit, WriteHost, WriteSink } from '../src/edge/writes.ts';
 import { systemClock } from '../src/lib/clock.ts';
 import { createLogger, silentLogger } from '../src/lib/logger.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';
 import { checkApp } from '../src/stream/app.ts';
 import type { DesiredApp } from '../src/contracts/messages.ts';
+import { OpcuaSource } from '../src/edge/sources/opcua.ts';
+import { OpcuaSourceSpec } from '../src/contracts/industrial.ts';
 import { ModbusMachineSim, OPCUA_NODES, OpcuaMachineSim, freePort } from '../src/sim/industrial.ts';
 import { tempDir, waitFor } from './support/harness.ts';
 
@@ -33,6 +35,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   let sources: SourceHost;
   let audit: WriteAudit;
   let dead: DeadLetters;
+  let writes: WriteHost;
   const log = process.env.PLC_DEBUG ? createLogger({ name: 'plc-test' }) : silentLogger();
   let version = 0;
   const registry = new Registry();
@@ -48,7 +51,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     audit = new WriteAudit(db, systemClock, new Registry());
     mkdirSync(join(dir, 'secrets'), { recursive: true });
     writeFileSync(join(dir, 'secrets', 'plc-password'), 'op3rator\n');
-    const writes = new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), (n) => (n === 'plc-password' ? 'op3rator' : undefined));
+    writes = new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), (n) => (n === 'plc-password' ? 'op3rator' : undefined));
     rules = new RuleHost({
       router, dead, clock: systemClock, log,
       sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {}, writes }),
@@ -61,6 +64,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   after(async () => {
     await sources?.close();
     rules?.close();
+    audit?.close();
     await opc?.stop();
     await mb?.stop();
     db?.close();
@@ -175,6 +179,22 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     renameSync(join(pki, 'rejected', rejected), join(pki, 'trusted', 'certs', rejected));
     await waitFor('records over SignAndEncrypt', () => mem('opc_secure').length > 0, 60_000);
     await stop(app);
+  });
+
+  it('trustOnFirstUse: true accepts an unknown server certificate at once (and trusts it from then on)', async () => {
+    const pkiDir = join(dir, 'pki-tofu');
+    const got: Record<string, unknown>[] = [];
+    const src = new OpcuaSource(OpcuaSourceSpec.parse({ endpoint: opc.endpoint, securityMode: 'SignAndEncrypt', trustOnFirstUse: true, mode: 'poll', intervalMs: 100, fields: { vibration: OPCUA_NODES.vibration } }), {
+      app: 'tofu', stream: 'm', emit: (r) => got.push(r), onError: () => {}, secret: () => undefined, pkiDir, clock: systemClock, log,
+    });
+    src.start();
+    try {
+      await waitFor('records over SignAndEncrypt', () => got.length > 0, 60_000);
+      assert.equal(src.status.lastError, undefined, 'never refused');
+      assert.ok(readdirSync(join(pkiDir, 'trusted', 'certs')).length >= 1, 'the server certificate is in the trust list now');
+    } finally {
+      await src.close();
+    }
   });
 
   it('a server restart mid-stream reconnects and the subscription delivers again', async () => {
@@ -304,18 +324,50 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     });
     const failed = await waitFor('three failures', () => { const f = audit.list({ app: 'bad-targets', result: 'failed', limit: 10 }); return f.length >= 3 ? f : undefined; });
     const byTarget = Object.fromEntries(failed.map((f) => [f.target, f.detail]));
+    // The sinks' status says the same, with codes.
+    const st = writes.statuses().filter((w) => w.app === 'bad-targets');
+    assert.deepEqual(st.map((w) => w.lastError?.code).sort(), ['SOURCE_ADDRESS_INVALID', 'SOURCE_UNREACHABLE', 'WRITE_FAILED']);
     assert.match(byTarget[`${opc.endpoint}#ns=1;s=Machine1.NoSuchNode`]!, /^SOURCE_ADDRESS_INVALID: node ns=1;s=Machine1\.NoSuchNode does not exist/);
     assert.match(byTarget[`${mb.endpoint}/unit1/holding5000`]!, /^WRITE_FAILED: .*illegal data address/);
     assert.match(byTarget[`tcp://127.0.0.1:${closed}/unit1/holding1`]!, /^SOURCE_UNREACHABLE: /);
     await stop(app);
   });
 
+  it('a flood of results at a rate-limited target: a bounded audit, one write in flight, memory flat', async () => {
+    mb.writes.length = 0;
+    const app = await run('flood', {
+      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 1000, fields: { sp: { table: 'holding', address: 10 } } } } }],
+      rules: [{ name: 'act', sql: 'SELECT sp FROM regs', sinks: [{ modbus: { endpoint: mb.endpoint, register: 40, value: 'sp' } }] }],
+      policy: { writes: { allow: [{ modbus: mb.endpoint, register: 40, min: 0, max: 5000, maxPerMinute: 5 }] } },
+    });
+    const sink = new WriteSink({ modbus: { endpoint: mb.endpoint, unit: 1, register: 41, value: 'sp', timeoutMs: 1000, dryRun: false } },
+      { app: 'flood', rule: 'direct', writes: new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), () => undefined), policy: { dryRun: false, allow: [{ modbus: mb.endpoint, unit: 1, register: 41, min: 0, max: 5000, maxPerMinute: 5 }] } });
+    const heap0 = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 50; i++) sink.write(Array.from({ length: 1000 }, (_, j) => ({ sp: (i * 1000 + j) % 5000 })));
+    const grown = process.memoryUsage().heapUsed - heap0;
+    await waitFor('the granted writes', () => sink.stats.written + sink.stats.failed >= 2);
+    assert.equal(sink.stats.refused, 50_000 - 5, 'all but the granted five refused by the rate');
+    assert.ok(sink.stats.written + sink.stats.superseded + sink.stats.failed <= 5);
+    const rows = (db.prepare('SELECT count(*) AS n FROM write_audit').get() as { n: number }).n;
+    assert.ok(rows <= 11_000, `audit rows bounded: ${rows}`);
+    assert.ok(grown < 64 * 1024 * 1024, `heap grew ${Math.round(grown / 1e6)} MB for 50,000 results`);
+    sink.close();
+    await stop(app);
+  });
+
   it('the write audit is bounded: the newest rows are kept', () => {
     const small = new WriteAudit(db, systemClock, undefined, 100);
-    for (let i = 0; i < 1000; i++) small.record('flood', 'r', 'modbus', 't', i, 'refused', 'x');
+    // Committed one by one: the table keeps the newest `max`.
+    for (let i = 0; i < 1000; i++) { small.record('flood', 'r', 'modbus', 't', i, 'refused', 'x'); small.flush(); }
     const n = (db.prepare('SELECT count(*) AS n FROM write_audit').get() as { n: number }).n;
     assert.ok(n <= 110, `rows kept: ${n}`);
     assert.equal(small.list({ app: 'flood', limit: 1 })[0]!.value, '999');
+    // In one burst: `max` rows wait for the commit, the other refusals are counted in one row.
+    for (let i = 0; i < 1000; i++) small.record('burst', 'r', 'modbus', 't', i, 'refused', 'x');
+    const burst = small.list({ app: 'burst', limit: 1000 });
+    assert.equal(burst.length, 100, 'the table keeps its newest 100');
+    assert.match(burst[0]!.detail ?? '', /^900 more refusals in one burst/);
+    small.close();
   });
 
   it('a rule lowers the setpoint over OPC UA: the server sees the write, the audit records it', async () => {

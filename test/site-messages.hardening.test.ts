@@ -139,6 +139,27 @@ describe('retained messages from sites on the embedded hub', () => {
     assert.ok(grown < 8 * MB, `memory grew by ${(grown / MB).toFixed(1)} MB (24 MB were sent)`);
   });
 
+  it('counts the guard\'s refusals in /metrics: a client whose first packet is not CONNECT is cut', async () => {
+    const { connect: tcp } = await import('node:net');
+    const url = new URL(cloud.handle.mqttUrl);
+    const s = tcp(Number(url.port), url.hostname);
+    s.on('error', () => {});
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    s.write(Buffer.from([0x30, 5, 0, 1, 0x61, 0x62, 0x63])); // a PUBLISH before any CONNECT
+    await new Promise<void>((r) => s.once('close', () => r()));
+    assert.equal(await metric(cloud, 'ew_cloud_mqtt_guard_refused_total{reason="not-connect"}'), 1);
+  });
+
+  it('lets a routed inference answer frame past the JSON answer bound, not a JSON answer', async () => {
+    const before = await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="rpc-res"}');
+    const frame = Buffer.concat([Buffer.from('EWF1'), Buffer.alloc(2 * MB)]);
+    await c.publishAsync(topics.rpcResponse(a.siteId, 'r1'), frame, { qos: 1 });
+    assert.equal(await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="rpc-res"}'), before, 'a 2 MiB frame is within its bound');
+    await c.publishAsync(topics.rpcResponse(a.siteId, 'r2'), Buffer.from(JSON.stringify({ pad: 'x'.repeat(600 * 1024) })), { qos: 1 });
+    assert.equal(await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="rpc-res"}'), before + 1);
+    assert.ok(c.connected);
+  });
+
   it("revoking a site clears whatever is retained under its topics", async () => {
     const hub = cloud.handle.hub as EmbeddedHub;
     await hub.publish(`ew/${a.siteId}/rpc/req/left-over`, '{"x":1}', { retain: true });
@@ -219,6 +240,42 @@ describe('the site checks a result before it enters its outbox', () => {
       assert.equal((await edge.uplink('big', [{ ok: 1 }])).status, 202);
     } finally {
       await edge.stop();
+      await cloud.stop();
+    }
+  });
+});
+
+/** Retained topics under `filter`, read with a marker published after the SUBACK (no timer). */
+async function retainedUnder(url: string, filter: string, marker: string): Promise<string[]> {
+  const c = await mqtt.connectAsync(url, { clientId: `probe-${randomBytes(4).toString('hex')}`, protocolVersion: 5, reconnectPeriod: 0 });
+  try {
+    const found: string[] = [];
+    const done = new Promise<void>((r) => c.on('message', (t, p, pkt) => { if (t === marker) r(); else if (pkt.retain && p.length) found.push(t); }));
+    await c.subscribeAsync(filter, { qos: 0 });
+    await c.publishAsync(marker, 'm', { qos: 0 });
+    await done;
+    return found.sort();
+  } finally {
+    await c.endAsync(true);
+  }
+}
+
+describe('revoking a site clears its retained messages on Mosquitto (external hub)', { skip: mosquittoSkip }, () => {
+  it('what a site left retained under its topics is gone after revocation', async () => {
+    const tag = randomBytes(4).toString('hex');
+    const cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${tag}`, brokerShareGroup: `ew-test-${tag}`, brokerSessionExpiryS: 60 });
+    try {
+      const e: Enrolled = (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body;
+      const c = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: e.siteId, username: e.siteId, protocolVersion: 5, reconnectPeriod: 0 });
+      // Mosquitto's ACLs cannot refuse retain per client: the site manages to retain these.
+      await c.publishAsync(topics.up(e.siteId, 'pinned'), uplink(), { qos: 1, retain: true });
+      await c.publishAsync(topics.reported(e.siteId), status(5), { qos: 1, retain: true });
+      await c.endAsync(true);
+      const marker = `ew/${e.siteId}/rpc/req/probe-${tag}`;
+      assert.deepEqual(await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker), [topics.desired(e.siteId), topics.reported(e.siteId), topics.up(e.siteId, 'pinned')].sort());
+      assert.equal((await cloud.api('POST', `/api/v1/sites/${e.siteId}/revoke`)).status, 200);
+      assert.deepEqual(await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker), []);
+    } finally {
       await cloud.stop();
     }
   });

@@ -7,6 +7,7 @@ import { hashSecret, newSecret } from '../src/lib/secrets.ts';
 import { topics } from '../src/contracts/topics.ts';
 import { ENVELOPE_VERSION, LOG_LIMITS, boundLogLines } from '../src/contracts/messages.ts';
 import { escapeControl } from '../src/lib/text.ts';
+import { RESULTS_PAGE_BYTES } from '../src/cloud/api/routes.ts';
 
 const app = (name: string, version: string, sha?: string) => ({
   apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version },
@@ -121,6 +122,26 @@ describe('smaller points of issue 8', () => {
     } finally {
       c.end(true);
     }
+  });
+
+  it('pages results by bytes too: forty 250 KB results never come back in one answer', async () => {
+    const en = (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body;
+    const blob = 'z'.repeat(250_000);
+    await cloud.handle.store.insertUplink(Array.from({ length: 40 }, (_, i) => ({ siteId: en.siteId, msgId: `m${i}`, stream: 'big', at: i, receivedAt: i, data: { i, blob } })));
+    const seen: number[] = [];
+    let after: number | undefined;
+    let pages = 0;
+    for (;;) {
+      const r = await cloud.api('GET', `/api/v1/results?site=${en.siteId}&limit=100${after !== undefined ? `&after=${after}` : ''}`);
+      assert.equal(r.status, 200);
+      assert.ok(JSON.stringify(r.body).length <= RESULTS_PAGE_BYTES + 64 * 1024, 'one page stays within the byte bound');
+      seen.push(...r.body.items.map((x: { data: { i: number } }) => x.data.i));
+      pages++;
+      if (r.body.next === null) break;
+      after = r.body.next;
+    }
+    assert.ok(pages >= 2, `${pages} page(s)`);
+    assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => i), 'every result once, in order');
   });
 
   it('boundLogLines keeps the newest lines within the byte bound', () => {

@@ -7,6 +7,7 @@ import { checkKeyShape, loadKey, saveKey, signOut as forget, takeNotice } from '
 import { AppContext, useApp, useLive } from './hooks.ts';
 import { ErrorBox, StreamIndicator } from './components/ui.tsx';
 import type { Me, Rollout, Site } from './types.ts';
+import { CONSOLE_PAGES, type ConsolePage } from '../../src/contracts/console-routes.ts';
 import { FleetPage } from './pages/Fleet.tsx';
 import { SitePage } from './pages/Site.tsx';
 import { AppsPage } from './pages/Apps.tsx';
@@ -202,20 +203,24 @@ function Layout({ path, children }: { path: string; children: ReactNode }) {
   );
 }
 
+/** Each page of the console by its path's first segment; the cloud serves index.html for exactly these. */
+const PAGES: Record<ConsolePage, { perm: string; render: (rest?: string) => ReactNode }> = {
+  sites: { perm: 'sites:read', render: (id) => id ? <SitePage id={id} /> : <FleetPage /> },
+  apps: { perm: 'apps:read', render: (name) => <AppsPage name={name} /> },
+  rollouts: { perm: 'deployments:read', render: (id) => <RolloutsPage id={id} /> },
+  live: { perm: 'results:read', render: () => <LivePage /> },
+  endpoints: { perm: 'apps:read', render: () => <EndpointsPage /> },
+  tokens: { perm: 'tokens:read', render: () => <TokensPage /> },
+};
+
 function Page({ path }: { path: string }) {
   const { me } = useApp();
   const seg = path.split('/').filter(Boolean).map(decodeURIComponent);
   const allowed = (p: string, el: ReactNode) => can(me.permissions, p) ? el : <Forbidden />;
   if (seg.length === 0) return allowed('sites:read', <FleetPage />);
-  switch (seg[0]) {
-    case 'sites': return allowed('sites:read', seg[1] ? <SitePage id={seg[1]} /> : <FleetPage />);
-    case 'apps': return allowed('apps:read', <AppsPage name={seg[1]} />);
-    case 'rollouts': return allowed('deployments:read', <RolloutsPage id={seg[1]} />);
-    case 'live': return allowed('results:read', <LivePage />);
-    case 'endpoints': return allowed('apps:read', <EndpointsPage />);
-    case 'tokens': return allowed('tokens:read', <TokensPage />);
-    default: return <div><h1 tabIndex={-1}>Not found</h1><p>No page at <code>{path}</code>. <Link to="/">Go to the fleet</Link>.</p></div>;
-  }
+  const page = (CONSOLE_PAGES as readonly string[]).includes(seg[0]!) ? PAGES[seg[0] as ConsolePage] : undefined;
+  if (!page) return <div><h1 tabIndex={-1}>Not found</h1><p>No page at <code>{path}</code>. <Link to="/">Go to the fleet</Link>.</p></div>;
+  return allowed(page.perm, page.render(seg[1]));
 }
 
 function Forbidden() {

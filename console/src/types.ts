@@ -58,6 +58,10 @@ export interface Rollout {
   bakeStartedAt?: number;
   admitted: string[];
   canaries: string[];
+  /** The canary stage passed its gates and bake. */
+  canaryPassed?: boolean;
+  /** The previous version's figures, recorded when the canaries were admitted (drift's reference). */
+  baseline?: { at: number; outputMean: number | null; sites: number };
   sites: Record<string, { phase: SitePhase; since: number; reason?: string }>;
   history: { at: number; event: string }[];
 }
@@ -82,3 +86,19 @@ export interface Deployment { id: string; app: string; version: string; selector
 export interface JoinToken { id: string; labels: Record<string, string>; region: string; description: string; createdAt: number; expiresAt: number; usedAt: number | null; siteId: string | null }
 export interface CreatedToken extends JoinToken { token: string; installCommand: string }
 export interface Me { keyId: string; keyName: string; role: string; tenantId: string; permissions: string[] }
+
+/** `GET /v2/models` on the cloud: the tenant's endpoints, served through the router. */
+export interface RoutedEndpoint { name: string; versions: string[]; platform: string; kind?: string; ready: boolean }
+/** One record of the routing audit (`GET /api/v1/router/decisions`): where a request went and why. */
+export interface RouteDecision {
+  at: number;
+  requestId: string;
+  endpoint: string;
+  protocol: 'oip' | 'openai';
+  attempts: { target: string; region: string; outcome: string; ms: number }[];
+  rejectedCounts?: Record<string, number>;
+  outcome: 'ok' | 'error';
+  code?: string;
+  answeredBy?: string;
+  cascade?: { escalated: boolean; why: string; to?: string };
+}

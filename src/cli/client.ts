@@ -46,6 +46,20 @@ export class ApiClient {
   }
 
   async call<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    // Rate limited: wait as the cloud says (Retry-After, at most a minute) and try again, twice.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.once<T>(method, path, body, headers);
+      } catch (e) {
+        const wait = (e as { retryAfterS?: number }).retryAfterS;
+        if (!(e instanceof EwError && e.code === 'RATE_LIMITED') || attempt >= 2 || wait === undefined || wait > 60) throw e;
+        process.stderr.write(`rate limited by the cloud; retrying in ${wait} s\n`);
+        await new Promise((r) => setTimeout(r, wait * 1000));
+      }
+    }
+  }
+
+  private async once<T>(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<T> {
     let res: Response;
     try {
       res = await this.fetch(new URL(path, this.cfg.cloud), {
@@ -62,7 +76,9 @@ export class ApiClient {
     if (!res.ok) {
       const b = (json ?? {}) as { code?: string; message?: string; path?: string };
       const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;
-      throw new EwError(code, b.message ?? `${method} ${path}: HTTP ${res.status}`, { path: b.path });
+      const err = new EwError(code, b.message ?? `${method} ${path}: HTTP ${res.status}`, { path: b.path });
+      if (res.status === 429) Object.assign(err, { retryAfterS: Math.max(1, Number(res.headers.get('retry-after')) || 1) });
+      throw err;
     }
     return json as T;
   }

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ApiClient, loadConfig } from './client.ts';
 import { EwError } from '../contracts/errors.ts';
@@ -64,8 +64,14 @@ export function registerDeviceCommands(program: Command): void {
     $ edgeweave devices list --site site-1a2b3c -o json`)
     .action(async (o) => {
       const { client, base } = api(o);
-      const r = await client.call('GET', base);
-      out(o.output, r, () => (r.items.length ? r.items.map((d: any) => `${d.id}\tpublish ${d.publish.join(',') || '-'}\tsubscribe ${d.subscribe.join(',') || '-'}`).join('\n') : '(none)'));
+      // Every page, in id order.
+      const r: { items: { id: string; publish: string[]; subscribe: string[] }[] } = { items: [] };
+      for (let after: string | null = ''; after !== null;) {
+        const page: { items: typeof r.items; next: string | null } = await client.call('GET', `${base}${after ? `?after=${encodeURIComponent(after)}` : ''}`);
+        r.items.push(...page.items);
+        after = page.next;
+      }
+      out(o.output, r, () => (r.items.length ? r.items.map((d) => `${d.id}\tpublish ${d.publish.join(',') || '-'}\tsubscribe ${d.subscribe.join(',') || '-'}`).join('\n') : '(none)'));
     });
   target(devices.command('revoke').description('Revoke a device: its credentials stop working and its connection is cut at once.').argument('<id>'))
     .addHelpText('after', `

@@ -109,7 +109,9 @@ export function registerInferCommands(program: Command): void {
           }
         } catch (e) {
           const err = e as { status?: number; error?: { code?: string; message?: string }; message: string };
-          const code = (err.error?.code && err.error.code in ERROR_CODES ? err.error.code : err.status === undefined ? 'CLOUD_UNREACHABLE' : 'INTERNAL') as ErrorCode;
+          // OpenAI's shape carries our code in lower case.
+          const upper = err.error?.code?.toUpperCase();
+          const code = (upper && upper in ERROR_CODES ? upper : err.status === undefined ? 'CLOUD_UNREACHABLE' : 'INTERNAL') as ErrorCode;
           throw new EwError(code, err.error?.message ?? err.message);
         }
         process.stdout.write('\n');

@@ -107,6 +107,7 @@ export function buildProgram(): Command {
   .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
   .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
     .option('--http-request-timeout <s>', 'a whole HTTP request must arrive within this (s)', positive, 60)
+    .option('--http-idle-timeout <s>', 'close an HTTP connection on which nothing moves for this long (s)', positive, 120)
     .option('--rate-limit <spec>', 'API rate limits: key=100/20,address=300/50,anonymous=20/1 (burst/per second), or off', 'key=100/20,address=300/50,anonymous=20/1')
     .option('--mqtt-limits <spec>', 'embedded hub bounds, e.g. maxPacketBytes=1048576,connectTimeoutMs=10000 (see docs/operators.md)', '')
     .option('--console-dir <dir>', 'serve this web console build at / (default: console/dist of this install)')
@@ -130,7 +131,7 @@ export function buildProgram(): Command {
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
-        httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
+        httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000, idleTimeoutMs: o.httpIdleTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
         consoleDir: o.console === false ? false : o.consoleDir,
         region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
       });
@@ -172,6 +173,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
     .option('--device-mqtt-limits <spec>', 'device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)', '')
+    .option('--http-idle-timeout <s>', 'close a local API connection on which nothing moves for this long (s)', positive, 120)
     .option('--uplink-allow <streams>', 'result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)',
       (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .addHelpText('after', `
@@ -187,7 +189,7 @@ export function buildProgram(): Command {
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
-        deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'),
+        deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'), httpTimeouts: { idleTimeoutMs: o.httpIdleTimeout * 1000 },
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');

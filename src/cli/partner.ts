@@ -266,17 +266,28 @@ export function registerPartnerCommands(program: Command): void {
     .description('Feed a site\'s device broker with realistic data from a simulator profile (what the templates expect).')
     .requiredOption('--profile <name>', 'traffic, vibration, cell-kpi or energy')
     .requiredOption('--broker <url>', 'the site\'s device broker, e.g. mqtt://site:1883')
-    .option('--username <name>', 'device username', 'device')
-    .addOption(new Option('--password <secret>', 'device password').env('EW_DEVICE_PASSWORD').makeOptionMandatory())
+    .option('--username <name>', 'the shared device username (the site must opt in with --device-shared-password)', 'device')
+    .addOption(new Option('--password <secret>', 'the shared device password').env('EW_DEVICE_PASSWORD'))
+    .option('--credentials <file>', 'instead: each device\'s own secret, a JSON object {"<device id>": "ewd_…"} (from `edgeweave devices add`)')
     .option('--duration <duration>', 'stop after this long (default: until Ctrl-C)')
-    .addHelpText('after', '\nExample:\n  $ EW_DEVICE_PASSWORD=ewd_… edgeweave simulate --profile vibration --broker mqtt://127.0.0.1:1883 --duration 5m')
+    .addHelpText('after', '\nExamples:\n  $ edgeweave simulate --profile vibration --broker mqtt://127.0.0.1:1883 --credentials devices.json --duration 5m\n  $ EW_DEVICE_PASSWORD=ewd_… edgeweave simulate --profile vibration --broker mqtt://127.0.0.1:1883   # a site with the shared password')
     .action(async (o) => {
       const { DeviceSimulator } = await import('../sim/simulator.ts');
       const p = await import('../sim/profiles.ts');
       const profiles: Record<string, () => import('../sim/profiles.ts').Profile> = { traffic: () => p.trafficProfile(), vibration: () => p.vibrationProfile(), 'cell-kpi': () => p.cellKpiProfile(), energy: () => p.energyProfile() };
       const make = profiles[o.profile];
       if (!make) throw new EwError('CONFIG_INVALID', `no simulator profile "${o.profile}"; choose ${Object.keys(profiles).join(', ')}`, { path: 'profile' });
-      const sim = new DeviceSimulator({ url: o.broker, username: o.username, password: o.password, profile: make() });
+      let creds: Record<string, string> | undefined;
+      if (o.credentials) {
+        try { creds = JSON.parse(readFileSync(o.credentials, 'utf8')) as Record<string, string>; } catch (e) { throw new EwError('CONFIG_INVALID', `--credentials ${o.credentials}: ${(e as Error).message}`, { path: 'credentials' }); }
+        const missing = make().devices.filter((d) => typeof creds![d] !== 'string');
+        if (missing.length) throw new EwError('CONFIG_INVALID', `--credentials ${o.credentials} has no secret for ${missing.join(', ')}; register them with edgeweave devices add`, { path: 'credentials' });
+      } else if (!o.password) {
+        throw new EwError('CONFIG_INVALID', 'give the devices\' credentials with --credentials <file>, or the shared device password with --password (or EW_DEVICE_PASSWORD)', { path: 'password' });
+      }
+      const sim = new DeviceSimulator(creds
+        ? { url: o.broker, credentials: (d) => ({ username: d, password: creds![d]!, clientId: d }), profile: make() }
+        : { url: o.broker, username: o.username, password: o.password, profile: make() });
       await sim.start();
       process.stderr.write(`${green('simulating')} ${make().devices.length} ${o.profile} device(s) into ${o.broker}; Ctrl-C stops\n`);
       const stop = async () => { await sim.stop(); process.stderr.write(`${sim.count} readings sent\n`); process.exit(0); };

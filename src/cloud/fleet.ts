@@ -5,7 +5,7 @@ import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
 import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
-import { isFrame } from '../contracts/infer-wire.ts';
+import { isFrame, MAX_FRAME_BYTES } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -116,7 +116,9 @@ export class Fleet {
     const t = parseTopic(topic);
     try {
       if (!t) throw new Error(`topic ${topic} is outside the contract`);
-      const limit = PAYLOAD_LIMITS[t.kind as keyof typeof PAYLOAD_LIMITS];
+      // Routed inference answers are binary frames with their own bound (infer-wire.ts); JSON
+      // messages have their topic class's.
+      const limit = t.kind === 'rpc-res' && isFrame(payload) ? MAX_FRAME_BYTES : PAYLOAD_LIMITS[t.kind as keyof typeof PAYLOAD_LIMITS];
       if (limit !== undefined && payload.length > limit) {
         // Acknowledged and dropped: resending would not make it smaller (docs/operators.md).
         this.m.oversized.inc({ kind: t.kind });
@@ -193,9 +195,15 @@ export class Fleet {
         this.m.uplinkDuplicates.inc(batch.length - n);
         for (const b of batch) b.resolve();
       } catch (e) {
-        // One poisonous message must not fail its neighbours (other sites' messages share the
-        // batch): the batch is retried one message at a time.
-        await this.insertOneByOne(batch, e);
+        if (isEwError(e, 'VALIDATION_FAILED')) {
+          // One poisonous message must not fail its neighbours (other sites' messages share the
+          // batch): the batch is retried one message at a time.
+          await this.insertOneByOne(batch, e);
+        } else {
+          // Not acknowledged: the sites keep the messages in their outboxes and send them again.
+          this.o.log.error({ err: e }, 'storing uplink failed');
+          for (const b of batch) b.reject(e);
+        }
       }
     }
     this.uplinkFlush = undefined;
@@ -316,6 +324,8 @@ export class Fleet {
     this.statuses.delete(siteId);
     this.o.hub.disconnectSite(siteId);
     await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
+    // Whatever else is retained under its topics goes too (issue 8: it pinned cloud memory).
+    await this.o.hub.clearRetained(siteId).catch((e: Error) => this.o.log.warn({ siteId, err: e.message }, 'could not clear the revoked site\'s retained messages'));
   }
 
   /** Site credential check for the embedded hub. */

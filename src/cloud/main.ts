@@ -14,7 +14,7 @@ import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollouts.ts';
 import { createApiServer, type RateLimits } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
-import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
+import { DEFAULT_MQTT_LIMITS, guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
 import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
@@ -187,7 +187,8 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
   const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
-    rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false });
+    rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false,
+    maxPacketBytes: cfg.broker ? undefined : cfg.mqttLimits?.maxPacketBytes ?? DEFAULT_MQTT_LIMITS.maxPacketBytes });
   registerInference(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   registerOpenAiRouting(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });

@@ -15,12 +15,17 @@ export const SHARED_USERNAME = 'device';
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** At most this many devices per site, and grants per device: the registry is read on every connect. */
 export const MAX_DEVICES = 100_000;
-export const MAX_GRANTS = 64;
+export const MAX_GRANTS = 32;
+/** Longest grantable topic filter: with MAX_GRANTS, one device's listing stays under 17 KiB. */
+export const MAX_FILTER_CHARS = 256;
+/** A page of the device list: at most this many devices, and at most this many bytes of JSON (an answer to the cloud must fit its 512 KiB bound). */
+export const DEVICE_PAGE = { maxItems: 1000, maxBytes: 384 * 1024 } as const;
 
 /** Why a topic filter cannot be granted, or undefined when it is a valid, grantable filter. */
 export function filterProblem(f: string): string | undefined {
-  if (f.length === 0 || f.length > 512) return 'a topic filter of 1 to 512 characters';
+  if (f.length === 0 || f.length > MAX_FILTER_CHARS) return `a topic filter of 1 to ${MAX_FILTER_CHARS} characters`;
   if (f === TOPIC_ROOT || f.startsWith(`${TOPIC_ROOT}/`) || f.startsWith('$')) return `"${f}" is reserved (ew/ belongs to the agent, $ to the broker)`;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (/[\u0000-\u001f\u007f]/.test(f)) return 'no control characters';
   const levels = f.split('/');
   for (let i = 0; i < levels.length; i++) {
@@ -59,7 +64,8 @@ export function checkDeviceId(id: unknown): string {
 export function checkDeviceRequest(body: { id?: unknown; publish?: unknown; subscribe?: unknown; description?: unknown }): { id: string; grants: DeviceGrants; description?: string } {
   const id = checkDeviceId(body.id);
   const grants = checkGrants(body);
-  if (body.description !== undefined && (typeof body.description !== 'string' || body.description.length > 200 || /[\u0000-\u001f]/.test(body.description))) {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  if (body.description !== undefined && (typeof body.description !== 'string' || body.description.length > 200 || /[\u0000-\u001f\u007f]/.test(body.description))) {
     throw new EwError('VALIDATION_FAILED', 'description: at most 200 printable characters', { path: 'description' });
   }
   return { id, grants, ...(typeof body.description === 'string' ? { description: body.description } : {}) };

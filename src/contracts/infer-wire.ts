@@ -40,8 +40,10 @@ export const InferFrame = z.object({
   requestId: z.string().max(256).optional(),
   inputs: z.array(TensorHead).min(1).max(256),
   outputs: z.array(z.string().max(256)).max(256).optional(),
+  /** The largest answer frame the cloud's link takes (its broker's packet limit); a bigger answer is refused by the site with PAYLOAD_TOO_LARGE instead of being cut off. */
+  maxAnswerBytes: z.number().int().positive().optional(),
 });
-export const MetadataFrame = z.object({ v: z.literal(WIRE_VERSION), type: z.literal('metadata'), id, endpoint: z.string().min(1).max(256), version: z.string().max(64).optional(), timeoutMs: z.number().int().positive().max(3_600_000) });
+export const MetadataFrame = z.object({ v: z.literal(WIRE_VERSION), type: z.literal('metadata'), id, endpoint: z.string().min(1).max(256), version: z.string().max(64).optional(), timeoutMs: z.number().int().positive().max(3_600_000), maxAnswerBytes: z.number().int().positive().optional() });
 export const CancelFrame = z.object({ v: z.literal(WIRE_VERSION), type: z.literal('cancel'), id });
 /** Flow control of a token stream: the cloud lets the site send `n` more chunks. */
 export const CreditFrame = z.object({ v: z.literal(WIRE_VERSION), type: z.literal('credit'), id, n: z.number().int().positive().max(1024) });
@@ -51,6 +53,7 @@ export const StreamFrame = z.object({
   path: z.string().regex(/^\/v1\/[a-z/]+$/), timeoutMs: z.number().int().positive().max(3_600_000),
   /** Chunks the site may send before waiting for credit. */
   window: z.number().int().positive().max(1024),
+  maxAnswerBytes: z.number().int().positive().optional(),
 });
 export const CloudToSite = z.discriminatedUnion('type', [InferFrame, MetadataFrame, CancelFrame, CreditFrame, StreamFrame]);
 export type CloudToSite = z.infer<typeof CloudToSite>;

@@ -31,7 +31,7 @@ export const PAYLOAD_LIMITS = {
   reported: 64 * 1024,
   /** `ew/{site}/up/{stream}`: one result record with its envelope. */
   up: 256 * 1024,
-  /** `ew/{site}/rpc/res/{id}`: answers to the cloud's requests (logs, dead letters). */
+  /** `ew/{site}/rpc/res/{id}`: JSON answers to the cloud's requests (logs, dead letters); routed inference frames have MAX_FRAME_BYTES (infer-wire.ts). */
   'rpc-res': 512 * 1024,
 } as const;
 
@@ -79,6 +79,13 @@ export const SiteStatusBody = z.object({
     state: z.enum(['connecting', 'connected', 'disconnected', 'closed']), lastValueAt: epochMs().nullable(),
     values: count(), records: count(), errors: count(), reconnects: count(),
     lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+  })).max(1000).optional(),
+  /** Write-back sinks (rules acting on machines): counts by result, last write, last error. */
+  writes: z.array(z.object({
+    app: safeString(64), rule: safeString(128), protocol: z.enum(['opcua', 'modbus']), target: safeString(1000), dryRun: z.boolean(),
+    written: count(), refused: count(), failed: count(), dryRuns: count(), superseded: count(), lastWriteAt: epochMs().nullable(),
+    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+    lastRefusal: z.object({ reason: text(2000), at: epochMs() }).optional(),
   })).max(1000).optional(),
   models: z.array(z.object({
     app: safeString(64), name: safeString(64), version: safeString(64), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: safeString(32).optional(), error: text(2000).optional(),

@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { newSecret } from '../lib/secrets.ts';
 import { DeviceSimulator } from '../sim/simulator.ts';
+import { seeded } from '../lib/random.ts';
 import { cellKpiProfile, trafficProfile, vibrationProfile, type Profile } from '../sim/profiles.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { ApiClient } from '../cli/client.ts';
@@ -17,8 +18,8 @@ import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 /**
  * `edgeweave demo`: a cloud and three edge sites as separate processes with their own data
  * dirs, plus device simulators. It goes through the same doors a user does: the cloud's admin
- * key file, join tokens from the API, `edgeweave edge --token`, apps pushed and deployed with
- * the API. Ports are chosen once and kept in `demo.json`, so a second run resumes the fleet.
+ * key file, join tokens from the API (in a file, `edgeweave edge --token-file`), apps pushed and
+ * deployed with the API, each simulated device with its own credentials on its site. Ports are chosen once and kept in `demo.json`, so a second run resumes the fleet.
  */
 /**
  * A demo site runs either one of the partner templates (templates/NAME, pushed the way
@@ -213,12 +214,10 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     const sites = await Promise.all(DEMO_SITES.map(async (s) => {
       const sdir = join(dir, 'sites', s.name);
       mkdirSync(sdir, { recursive: true, mode: 0o700 });
-      const pwFile = join(sdir, 'device.pw');
       const keyF = join(sdir, 'api.key');
-      if (!existsSync(pwFile)) writeFileSync(pwFile, newSecret('ewd'), { mode: 0o600 });
       if (!existsSync(keyF)) writeFileSync(keyF, newSecret('ewl'), { mode: 0o600 });
       const args = ['edge', '--data-dir', sdir, '--name', s.name, '--api-port', String(state.sites[s.name]!.apiPort),
-        '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF, '--device-password-file', pwFile];
+        '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF];
       if (!existsSync(join(sdir, 'credentials.json'))) {
         const tok = await client.call<{ token: string }>('POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
         // In a 0600 file, not on the command line (where ps shows it); removed once enrolled.
@@ -230,7 +229,9 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       children.push(child);
       const r = await child.ready;
       rmSync(join(sdir, 'join.token'), { force: true });
-      const sim = new DeviceSimulator({ url: r.deviceUrl, username: 'device', password: readFileSync(pwFile, 'utf8').trim(), profile: s.profile(), seed: s.name.length });
+      // Each simulated device gets its own credentials, granted only its own topic, as real ones should.
+      const creds = await deviceCredentials(new ApiClient({ cloud: r.apiUrl as string, apiKey: readFileSync(keyF, 'utf8').trim() }), s.profile(), join(sdir, 'devices.json'));
+      const sim = new DeviceSimulator({ url: r.deviceUrl, credentials: (d) => ({ username: d, password: creds[d]!, clientId: d }), profile: s.profile(), seed: s.name.length });
       await sim.start();
       sims.push(sim);
       return { name: s.name, siteId: r.siteId as string, region: s.region, labels: s.labels, apiUrl: r.apiUrl as string, deviceUrl: r.deviceUrl as string, simulator: s.profile().name };
@@ -269,3 +270,23 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
   }
   await new Promise(() => {}); // until a signal
 }
+
+/**
+ * The simulated devices' own credentials on a demo site: registered once through the site's local
+ * API (publish granted on the device's own topic only), secrets kept in a 0600 file next to the
+ * site's state so a restarted demo reuses them.
+ */
+async function deviceCredentials(site: ApiClient, profile: Profile, file: string): Promise<Record<string, string>> {
+  const kept: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) as Record<string, string> : {};
+  const registered = new Set((await site.call<{ items: { id: string }[] }>('GET', '/api/v1/devices')).items.map((d) => d.id));
+  for (const device of profile.devices) {
+    if (kept[device] && registered.has(device)) continue;
+    if (registered.has(device)) await site.call('DELETE', `/api/v1/devices/${encodeURIComponent(device)}`);
+    const topic = profile.reading(device, 0, seeded(1)).topic;
+    const d = await site.call<{ secret: string }>('POST', '/api/v1/devices', { id: device, publish: [topic], description: `${profile.name} simulator` });
+    kept[device] = d.secret;
+  }
+  writeFileSync(file, JSON.stringify(kept), { mode: 0o600 });
+  return kept;
+}
+

@@ -36,7 +36,8 @@ export function revokeDevice(a: DeviceAdmin, id: string): void {
 
 export function registerDeviceRoutes(app: FastifyInstance, a: DeviceAdmin): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  r.get('/api/v1/devices', async () => ({ items: registryOf(a).list() }));
+  r.get('/api/v1/devices', { schema: { querystring: z.object({ after: z.string().max(64).optional(), limit: z.coerce.number().int().min(1).max(1000).optional() }) } },
+    async (req) => registryOf(a).list(req.query));
   r.post('/api/v1/devices', {
     schema: { body: z.object({ id: z.string(), publish: z.array(z.string()).optional(), subscribe: z.array(z.string()).optional(), description: z.string().optional() }) },
   }, async (req, reply) => {
@@ -56,7 +57,10 @@ export function registerDeviceRoutes(app: FastifyInstance, a: DeviceAdmin): void
  */
 export function deviceRpc(a: DeviceAdmin, method: string, params: Record<string, unknown>): unknown {
   try {
-    if (method === 'devices.list') return { items: registryOf(a).list() };
+    if (method === 'devices.list') {
+      // A page: the answer must fit the cloud's bound on RPC answers.
+      return registryOf(a).list({ after: typeof params.after === 'string' ? params.after : undefined, limit: typeof params.limit === 'number' ? params.limit : undefined });
+    }
     if (method === 'devices.add') return addDevice(a, params);
     if (method === 'devices.revoke') {
       revokeDevice(a, String(params.id ?? ''));

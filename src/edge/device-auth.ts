@@ -1,6 +1,6 @@
 import type { Statement } from 'better-sqlite3';
 import { EwError } from '../contracts/errors.ts';
-import { checkDeviceRequest, MAX_DEVICES, SHARED_USERNAME, type DeviceGrants } from '../contracts/devices.ts';
+import { checkDeviceRequest, DEVICE_PAGE, MAX_DEVICES, SHARED_USERNAME, type DeviceGrants } from '../contracts/devices.ts';
 import type { Clock } from '../lib/clock.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import type { EdgeDb } from './db.ts';
@@ -86,9 +86,24 @@ export class DeviceRegistry {
     return { id, ...grants, createdAt: now, ...(description ? { description } : {}), secret };
   }
 
-  list(): DeviceView[] {
-    return (this.db.prepare('SELECT id, publish, subscribe, description, created_at AS createdAt FROM devices ORDER BY id').all() as { id: string; publish: string; subscribe: string; description: string | null; createdAt: number }[])
-      .map((r) => ({ id: r.id, publish: JSON.parse(r.publish), subscribe: JSON.parse(r.subscribe), createdAt: r.createdAt, ...(r.description ? { description: r.description } : {}) }));
+  /**
+   * One page of devices in id order, after the cursor `after`: at most `limit` (and
+   * DEVICE_PAGE.maxItems) devices and DEVICE_PAGE.maxBytes of JSON; `next` is the cursor of the
+   * following page, null at the end.
+   */
+  list(q: { after?: string; limit?: number } = {}): { items: DeviceView[]; next: string | null } {
+    const limit = Math.max(1, Math.min(q.limit ?? DEVICE_PAGE.maxItems, DEVICE_PAGE.maxItems));
+    const rows = this.db.prepare('SELECT id, publish, subscribe, description, created_at AS createdAt FROM devices WHERE id > ? ORDER BY id LIMIT ?')
+      .all(q.after ?? '', limit + 1) as { id: string; publish: string; subscribe: string; description: string | null; createdAt: number }[];
+    const items: DeviceView[] = [];
+    let bytes = 0;
+    for (const r of rows.slice(0, limit)) {
+      const d: DeviceView = { id: r.id, publish: JSON.parse(r.publish), subscribe: JSON.parse(r.subscribe), createdAt: r.createdAt, ...(r.description ? { description: r.description } : {}) };
+      bytes += Buffer.byteLength(JSON.stringify(d)) + 1;
+      if (bytes > DEVICE_PAGE.maxBytes && items.length > 0) return { items, next: items[items.length - 1]!.id };
+      items.push(d);
+    }
+    return { items, next: rows.length > limit ? items[items.length - 1]!.id : null };
   }
 
   /** Removes a device; its credentials stop working (the broker also cuts its live connection). */

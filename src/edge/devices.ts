@@ -89,7 +89,7 @@ export class DeviceBroker implements DeviceSource {
     const reserved = (topic: string) => topic === TOPIC_ROOT || topic.startsWith(`${TOPIC_ROOT}/`) || topic.startsWith('$');
     const guard = (this.guard = new MqttGuard({ limits: this.o.limits, clock: this.o.clock, log, name: 'devices' }));
     this.broker = await Aedes.createBroker({
-      authenticate: guard.authenticate((client, username, password, done) => {
+      authenticate(client, username, password, done) {
         if (auth) {
           const r = auth.authenticate(username, password?.toString('utf8'), client.id);
           if (r.ok) {
@@ -103,7 +103,7 @@ export class DeviceBroker implements DeviceSource {
         log.warn({ clientId: client.id, username }, 'device connect refused: bad username or password');
         const err = Object.assign(new Error('bad username or password'), { returnCode: 4 });
         done(err as never, false);
-      }),
+      },
       authorizePublish(client: Client | null, packet, cb) {
         if (client && reserved(packet.topic)) return cb(new Error(`devices may not publish to ${packet.topic}`));
         const g = client && (client as WithGrants)[GRANTS];
@@ -139,7 +139,7 @@ export class DeviceBroker implements DeviceSource {
         }
       }
     });
-    const handle = guard.handler(this.broker.handle as (s: unknown) => void);
+    const handle = guard.protect(this.broker as never);
     this.server = this.o.tls ? createTlsServer({ cert: this.o.tls.cert, key: this.o.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs }, handle) : createServer(handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);

@@ -31,15 +31,23 @@ function saveCredentials(dataDir: string, c: StoredCredentials): void {
 export async function enroll(opts: { cloudUrl: string; token: string; name?: string; dataDir: string; ca?: string; fetchImpl?: typeof fetch }): Promise<StoredCredentials> {
   const f = opts.fetchImpl ?? fetchTrusting(opts.ca);
   let res: Response;
-  try {
-    res = await f(new URL('/api/v1/enroll', opts.cloudUrl), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token: opts.token, name: opts.name }),
-      signal: AbortSignal.timeout(15_000),
-    });
-  } catch (e) {
-    throw new EwError('CLOUD_UNREACHABLE', `cannot reach the cloud at ${opts.cloudUrl}: ${(e as Error).cause ? String(((e as Error).cause as Error).message) : (e as Error).message}; check --cloud and the network`, { cause: e });
+  // Many sites behind one address enrolling at once meet the cloud's per-address limit: they
+  // wait as told (Retry-After, at most two minutes) and try again, up to five times.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      res = await f(new URL('/api/v1/enroll', opts.cloudUrl), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: opts.token, name: opts.name }),
+        signal: AbortSignal.timeout(15_000),
+      });
+    } catch (e) {
+      throw new EwError('CLOUD_UNREACHABLE', `cannot reach the cloud at ${opts.cloudUrl}: ${(e as Error).cause ? String(((e as Error).cause as Error).message) : (e as Error).message}; check --cloud and the network`, { cause: e });
+    }
+    const wait = Number(res.headers.get('retry-after'));
+    if (res.status !== 429 || attempt >= 5 || !(wait >= 0 && wait <= 120)) break;
+    await res.body?.cancel();
+    await new Promise((r) => setTimeout(r, Math.max(1, wait) * 1000));
   }
   const body = (await res.json().catch(() => ({}))) as Record<string, unknown>;
   if (!res.ok) {

@@ -292,7 +292,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
     system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(),
+    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(), writes: writes.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
       return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
@@ -388,6 +388,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       routed.close();
       rules.close();
       await sources.close();
+      writeAudit.close();
       await api.close();
       await models.close();
       await devices.close();

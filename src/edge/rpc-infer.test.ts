@@ -43,6 +43,21 @@ it('answers a routed request with its outputs as bytes, and a bad one with an er
   await host.stop({ name: 'a' } as never);
 });
 
+it('refuses an answer larger than the cloud link takes, with PAYLOAD_TOO_LARGE instead of a cut connection', async () => {
+  const { host, routed, sent } = await setup(0);
+  const rows = 4000; // 4,000 scores: a 16 KB FP32 output
+  const p = packTensors([{ name: 'features', datatype: 'FP32', shape: [rows, 3], data: Array.from({ length: rows * 3 }, (_, i) => (i % 3 === 2 ? 120 : 1)) }]);
+  routed.onFrame(encodeFrame({ v: WIRE_VERSION, type: 'infer', id: 'big', endpoint: 'score', timeoutMs: 60_000, inputs: p.heads, maxAnswerBytes: 8 * 1024 }, p.body));
+  routed.onFrame(encodeFrame({ v: WIRE_VERSION, type: 'infer', id: 'fits', endpoint: 'score', timeoutMs: 60_000, inputs: p.heads, maxAnswerBytes: 1024 * 1024 }, p.body));
+  while (sent.length < 2) await new Promise((r) => setImmediate(r));
+  const byId = Object.fromEntries(sent.map((x) => { const f = decodeFrame(SiteToCloud, x.payload, 't'); return [f.head.id, f]; }));
+  assert.equal((byId.big!.head as any).code, 'PAYLOAD_TOO_LARGE');
+  assert.match((byId.big!.head as any).message, /the answer is \d+ bytes; the cloud's link takes at most 8192/);
+  assert.equal(byId.fits!.head.type, 'result');
+  assert.ok(sent.every((x) => x.payload.length <= 1024 * 1024));
+  await host.stop({ name: 'a' } as never);
+});
+
 it('runs at most maxInFlight routed requests: the rest are refused at once, memory stays flat, cancelled ones are never answered', async () => {
   // A batcher that waits 10 s for a full batch: requests stay in flight until cancelled.
   const { host, routed, sent, req } = await setup(10_000);

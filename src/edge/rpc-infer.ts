@@ -69,7 +69,7 @@ export function injectStreams(app: { inject: (o: object) => Promise<unknown> }, 
   };
 }
 
-interface Running { abort: AbortController; cancelTimer: () => void; credit?: { n: number; wake?: () => void } }
+interface Running { abort: AbortController; cancelTimer: () => void; credit?: { n: number; wake?: () => void }; maxAnswerBytes?: number }
 
 export class RoutedInference {
   private readonly running = new Map<string, Running>();
@@ -117,7 +117,7 @@ export class RoutedInference {
     }
     const abort = new AbortController();
     const cancelTimer = this.o.clock.setTimer(h.timeoutMs, () => { this.stats.expired++; abort.abort(new EwError('INTERNAL', 'deadline passed')); });
-    const r: Running = { abort, cancelTimer, ...(h.type === 'stream' ? { credit: { n: h.window } } : {}) };
+    const r: Running = { abort, cancelTimer, maxAnswerBytes: h.maxAnswerBytes, ...(h.type === 'stream' ? { credit: { n: h.window } } : {}) };
     this.running.set(h.id, r);
     this.stats.requests++;
     const t0 = this.o.clock.now();
@@ -136,7 +136,15 @@ export class RoutedInference {
       }, packed.body);
     };
     void work().then(
-      (res) => { if (res && !abort.signal.aborted) return this.reply(h.id, res); },
+      (res) => {
+        if (!res || abort.signal.aborted) return;
+        if (r.maxAnswerBytes !== undefined && res.length > r.maxAnswerBytes) {
+          // Sent as it is, the broker would cut the link; say why instead.
+          this.stats.errors++;
+          return this.reply(h.id, encodeFrame({ v: WIRE_VERSION, type: 'error', id: h.id, code: 'PAYLOAD_TOO_LARGE', status: 413, message: `the answer is ${res.length} bytes; the cloud's link takes at most ${r.maxAnswerBytes} (its broker's maxPacketBytes): ask for fewer outputs or rows, or raise the limit` }));
+        }
+        return this.reply(h.id, res);
+      },
       (e: unknown) => {
         if (abort.signal.aborted) return;
         this.stats.errors++;
@@ -163,7 +171,9 @@ export class RoutedInference {
       }
       if (r.abort.signal.aborted) throw r.abort.signal.reason;
       r.credit!.n--;
-      await this.reply(id, encodeFrame({ v: WIRE_VERSION, type: 'chunk', id, seq: seq++ }, chunk));
+      const frame = encodeFrame({ v: WIRE_VERSION, type: 'chunk', id, seq: seq++ }, chunk);
+      if (r.maxAnswerBytes !== undefined && frame.length > r.maxAnswerBytes) throw new EwError('PAYLOAD_TOO_LARGE', `a streamed piece of ${frame.length} bytes exceeds the cloud link's ${r.maxAnswerBytes}`);
+      await this.reply(id, frame);
     };
     const res = await this.o.streams.run(path, body, emit, r.abort.signal);
     if (r.abort.signal.aborted) return undefined;

@@ -165,6 +165,12 @@ export class StreamRouter {
     }
   }
 
+  /** True when a running rule reads this app's stream (an industrial source sends nothing otherwise). */
+  hasSubscriber(app: string, stream: string): boolean {
+    for (const s of this.subs) if (s.app === app && s.stream.name === stream) return true;
+    return false;
+  }
+
   /** Records pushed over HTTP to one app's stream; returns how many were accepted. */
   push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
     const targets = [...this.subs].filter((s) => s.app === app && s.stream.name === stream);

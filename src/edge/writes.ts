@@ -24,12 +24,22 @@ export { isWriteSink } from './write-guard.ts';
 export type WriteResult = 'written' | 'dry-run' | 'refused' | 'failed' | 'superseded';
 export interface WriteAuditRow { id: number; at: number; app: string; rule: string; target: string; value: string; result: WriteResult; detail: string | null }
 
-/** The site's write audit: every write, refusal and dry run, newest kept (at most `max` rows). */
+/**
+ * The site's write audit: every write, refusal and dry run, newest kept (at most `max` rows).
+ * Rows recorded in one turn of the event loop are committed in one transaction (a rule refused
+ * at every record would otherwise cost a synchronous commit each). At most `max` rows wait for
+ * a commit; refusals past that are counted into one summary row, never dropped silently, and a
+ * write that reached a machine is always recorded.
+ */
 export class WriteAudit {
   private readonly insert: Statement;
   private readonly trim: Statement;
   private count: number;
   private readonly counter: Counter<'protocol' | 'result'>;
+  private pending: unknown[][] = [];
+  private scheduled = false;
+  private overflow = new Map<string, { app: string; rule: string; target: string; n: number }>();
+  private closed = false;
 
   constructor(private readonly db: EdgeDb, private readonly clock: Clock, registry: Registry | undefined, private readonly max = 10_000) {
     // Created here (not in db.ts's migrations): the table belongs to this module alone.
@@ -43,14 +53,48 @@ export class WriteAudit {
 
   record(app: string, rule: string, protocol: string, target: string, value: unknown, result: WriteResult, detail?: string): void {
     this.counter.inc({ protocol, result });
-    this.insert.run(this.clock.now(), app, rule, target, (JSON.stringify(value) ?? 'undefined').slice(0, 200), result, detail?.slice(0, 1000) ?? null);
-    if (++this.count > this.max * 1.1) {
-      this.trim.run(this.max);
-      this.count = this.max;
+    if (this.pending.length >= this.max && (result === 'refused' || result === 'superseded' || result === 'dry-run')) {
+      const k = `${app}|${rule}|${target}`;
+      const o = this.overflow.get(k) ?? { app, rule, target, n: 0 };
+      o.n++;
+      this.overflow.set(k, o);
+    } else {
+      this.pending.push([this.clock.now(), app, rule, target, (JSON.stringify(value) ?? 'undefined').slice(0, 200), result, detail?.slice(0, 1000) ?? null]);
+    }
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
     }
   }
 
+  /** Commits what waits (also done before every read). */
+  flush(): void {
+    this.scheduled = false;
+    if (this.closed || (this.pending.length === 0 && this.overflow.size === 0)) return;
+    const rows = this.pending;
+    const over = [...this.overflow.values()];
+    this.pending = [];
+    this.overflow = new Map();
+    const now = this.clock.now();
+    this.db.transaction(() => {
+      for (const r of rows) this.insert.run(...r);
+      for (const o of over) this.insert.run(now, o.app, o.rule, o.target, 'null', 'refused', `${o.n} more refusals in one burst, counted here rather than recorded one by one`);
+      this.count += rows.length + over.length;
+      if (this.count > this.max * 1.1) {
+        this.trim.run(this.max);
+        this.count = this.max;
+      }
+    })();
+  }
+
+  /** Commits what waits and stops recording (before the database closes). */
+  close(): void {
+    this.flush();
+    this.closed = true;
+  }
+
   list(q: { app?: string; result?: string; limit: number }): WriteAuditRow[] {
+    this.flush();
     const where: string[] = [];
     const args: unknown[] = [];
     if (q.app) { where.push('app = ?'); args.push(q.app); }
@@ -59,9 +103,32 @@ export class WriteAudit {
   }
 }
 
+/** What the site's status shows of a write sink. */
+export interface WriteSinkStatus {
+  app: string;
+  rule: string;
+  protocol: 'opcua' | 'modbus';
+  target: string;
+  dryRun: boolean;
+  written: number;
+  refused: number;
+  failed: number;
+  dryRuns: number;
+  superseded: number;
+  lastWriteAt: number | null;
+  /** The last write the machine refused or that could not reach it. */
+  lastError?: { code: string; message: string; at: number };
+  /** The last value the write policy refused (WRITE_DENIED), with the guard's reason. */
+  lastRefusal?: { reason: string; at: number };
+}
+
 /** What write sinks share on a site: the audit, the guard's history per target, secrets and PKI. */
 export class WriteHost {
   private readonly histories = new Map<string, number[]>();
+  readonly sinks = new Set<WriteSink>();
+  statuses(): WriteSinkStatus[] {
+    return [...this.sinks].map((s) => s.status());
+  }
   constructor(readonly audit: WriteAudit, readonly clock: Clock, readonly log: Logger, readonly pkiDir: string, readonly secret: (name: string) => string | undefined) {}
   history(app: string, target: string): number[] {
     return this.histories.get(`${app}|${target}`) ?? [];
@@ -161,6 +228,12 @@ export class WriteSink {
   private busy = false;
   private waiting?: number | boolean;
   private closed = false;
+  /** Refusals are all audited, but logged at most once per 10 s per sink (a flood would drown the log). */
+  private lastRefusalLog = Number.NEGATIVE_INFINITY;
+  private refusalsUnlogged = 0;
+  private lastWriteAt: number | null = null;
+  private lastError?: { code: string; message: string; at: number };
+  private lastRefusal?: { reason: string; at: number };
   readonly stats = { written: 0, refused: 0, failed: 0, dryRun: 0, superseded: 0 };
 
   constructor(spec: WriteSinkSpec, private readonly c: WriteSinkContext) {
@@ -174,6 +247,17 @@ export class WriteSink {
     this.value = compileValue(inner.value);
     this.dryRun = inner.dryRun || (c.policy?.dryRun ?? false);
     this.target = 'opcua' in spec ? new OpcuaTarget(spec.opcua, c.writes) : new ModbusTarget(spec.modbus);
+    c.writes.sinks.add(this);
+  }
+
+  status(): WriteSinkStatus {
+    const s = this.stats;
+    return {
+      app: this.c.app, rule: this.c.rule, protocol: this.kind, target: this.name, dryRun: this.dryRun,
+      written: s.written, refused: s.refused, failed: s.failed, dryRuns: s.dryRun, superseded: s.superseded, lastWriteAt: this.lastWriteAt,
+      ...(this.lastError ? { lastError: { ...this.lastError } } : {}),
+      ...(this.lastRefusal ? { lastRefusal: { ...this.lastRefusal } } : {}),
+    };
   }
 
   write(rows: Row[]): void {
@@ -192,8 +276,15 @@ export class WriteSink {
       writes.setHistory(app, this.name, g.history);
       if (!g.ok) {
         this.stats.refused++;
+        this.lastRefusal = { reason: g.reason, at: now() };
         writes.audit.record(app, rule, this.kind, this.name, value, 'refused', `WRITE_DENIED: ${g.reason}`);
-        writes.log.warn({ app, rule, target: this.name, value, code: 'WRITE_DENIED', reason: g.reason }, 'write refused by the app\'s write policy');
+        if (now() - this.lastRefusalLog >= 10_000) {
+          writes.log.warn({ app, rule, target: this.name, value, code: 'WRITE_DENIED', reason: g.reason, alsoRefusedSinceLastLog: this.refusalsUnlogged }, 'write refused by the app\'s write policy');
+          this.lastRefusalLog = now();
+          this.refusalsUnlogged = 0;
+        } else {
+          this.refusalsUnlogged++;
+        }
         continue;
       }
       if (this.dryRun) {
@@ -220,11 +311,13 @@ export class WriteSink {
     try {
       await this.target.write(value);
       this.stats.written++;
+      this.lastWriteAt = writes.clock.now();
       writes.audit.record(app, rule, this.kind, this.name, value, 'written');
       writes.log.info({ app, rule, target: this.name, value }, 'write sent to the machine');
     } catch (e) {
       const code = (e as { code?: string }).code ?? 'WRITE_FAILED';
       this.stats.failed++;
+      this.lastError = { code, message: (e as Error).message.slice(0, 500), at: writes.clock.now() };
       writes.audit.record(app, rule, this.kind, this.name, value, 'failed', `${code}: ${(e as Error).message}`);
       writes.log.warn({ app, rule, target: this.name, value, code, err: (e as Error).message }, 'write to the machine failed');
     }
@@ -236,6 +329,7 @@ export class WriteSink {
 
   close(): void {
     this.closed = true;
+    this.c.writes.sinks.delete(this);
     void this.target.close();
   }
 }

@@ -27,8 +27,10 @@ export function counterFrom<L extends string>(registry: Registry, name: string, 
   return new Counter<L>({
     name, help, labelNames, registers: [registry],
     collect() {
+      const now = new Set<string>();
       for (const { labels, value } of read()) {
         const key = labelNames.map((l) => labels[l]).join('\u0000');
+        now.add(key);
         const last = seen.get(key) ?? 0;
         const grew = value >= last ? value - last : value;
         seen.set(key, value);
@@ -36,6 +38,9 @@ export function counterFrom<L extends string>(registry: Registry, name: string, 
         if (labelNames.length) this.inc(labels as never, grew);
         else this.inc(grew);
       }
+      // Figures that went away (a rule removed) are forgotten, so this map stays bounded; if one
+      // comes back its figure starts again from 0 and all of it is new.
+      for (const k of seen.keys()) if (!now.has(k)) seen.delete(k);
     },
   });
 }

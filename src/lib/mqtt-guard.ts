@@ -82,21 +82,35 @@ export type GuardRefusal = 'pending-total' | 'pending-address' | 'connect-rate' 
  * before a single byte of a huge body is buffered. Pure (no I/O), tested byte by byte.
  */
 export class MqttPacketMeter {
-  private state: 'type' | 'length' | 'body' = 'type';
+  private state: 'type' | 'length' | 'topicLength' | 'topic' | 'body' = 'type';
   private type = 0;
   private length = 0;
   private multiplier = 1;
   private lengthBytes = 0;
   private left = 0;
+  private size = 0;
+  private topicLength = 0;
+  private topicLengthBytes = 0;
+  private topicWanted = 0;
+  private topic: number[] = [];
   /** Packets whose header was read completely. */
   packets = 0;
+
+  /** Topic names longer than this are judged by their first bytes (ours are far shorter). */
+  static readonly TOPIC_PEEK = 512;
 
   /**
    * Feeds received bytes. `check(type, packetBytes, index)` is called at each complete header
    * with the packet's total size (header included); returning a string stops metering and is
-   * returned as the violation. Returns undefined while all is well.
+   * returned as the violation. With `onTopic`, the topic name of each PUBLISH is read too (at
+   * most TOPIC_PEEK bytes, nothing else of the body is kept) and `onTopic(topic, packetBytes)`
+   * may refuse it the same way. Returns undefined while all is well.
    */
-  feed(chunk: Uint8Array, check: (type: number, packetBytes: number, index: number) => string | undefined): string | undefined {
+  feed(
+    chunk: Uint8Array,
+    check: (type: number, packetBytes: number, index: number) => string | undefined,
+    onTopic?: (topic: string, packetBytes: number) => string | undefined,
+  ): string | undefined {
     let i = 0;
     while (i < chunk.length) {
       if (this.state === 'body') {
@@ -104,6 +118,19 @@ export class MqttPacketMeter {
         this.left -= n;
         i += n;
         if (this.left === 0) this.state = 'type';
+        continue;
+      }
+      if (this.state === 'topic') {
+        const n = Math.min(this.topicWanted - this.topic.length, chunk.length - i);
+        for (let k = 0; k < n; k++) this.topic.push(chunk[i + k]!);
+        i += n;
+        this.left -= n;
+        if (this.topic.length === this.topicWanted) {
+          const v = onTopic!(Buffer.from(this.topic).toString('utf8'), this.size);
+          if (v) return v;
+          this.topic = [];
+          this.state = this.left === 0 ? 'type' : 'body';
+        }
         continue;
       }
       const byte = chunk[i++]!;
@@ -115,6 +142,22 @@ export class MqttPacketMeter {
         this.state = 'length';
         continue;
       }
+      if (this.state === 'topicLength') {
+        // The PUBLISH variable header starts with the topic name's length, two bytes big-endian.
+        this.topicLength = this.topicLength * 256 + byte;
+        this.left--;
+        if (++this.topicLengthBytes < 2) continue;
+        this.topicWanted = Math.min(this.topicLength, MqttPacketMeter.TOPIC_PEEK, this.left);
+        if (this.topicWanted > 0) {
+          this.topic = [];
+          this.state = 'topic';
+          continue;
+        }
+        const v = onTopic!('', this.size);
+        if (v) return v;
+        this.state = this.left === 0 ? 'type' : 'body';
+        continue;
+      }
       // Remaining length: 7 bits per byte, at most 4 bytes (MQTT 3.1.1 §2.2.3).
       this.length += (byte & 0x7f) * this.multiplier;
       this.multiplier *= 128;
@@ -123,10 +166,17 @@ export class MqttPacketMeter {
         if (this.lengthBytes >= 4) return 'malformed remaining length';
         continue;
       }
-      const v = check(this.type, 1 + this.lengthBytes + this.length, this.packets++);
+      this.size = 1 + this.lengthBytes + this.length;
+      const v = check(this.type, this.size, this.packets++);
       if (v) return v;
       this.left = this.length;
-      this.state = this.left === 0 ? 'type' : 'body';
+      if (onTopic && this.type === 3 && this.left >= 2) {
+        this.topicLength = 0;
+        this.topicLengthBytes = 0;
+        this.state = 'topicLength';
+      } else {
+        this.state = this.left === 0 ? 'type' : 'body';
+      }
     }
     return undefined;
   }
@@ -187,7 +237,12 @@ export class MqttGuard {
     'pending-total': 0, 'pending-address': 0, 'connect-rate': 0, 'pre-auth-bytes': 0, 'packet-size': 0, 'not-connect': 0, malformed: 0, 'connect-timeout': 0, 'auth-throttled': 0,
   };
 
-  constructor(private readonly o: { limits?: Partial<MqttLimits>; clock?: Clock; log: Logger; name: string }) {
+  /**
+   * `packetLimitFor(topic)`: a larger bound than maxPacketBytes for the PUBLISH packets of some
+   * topics (the hub's routed inference answers); the topic is read before any of the body is
+   * kept, so everything else is still cut at maxPacketBytes.
+   */
+  constructor(private readonly o: { limits?: Partial<MqttLimits>; clock?: Clock; log: Logger; name: string; packetLimitFor?: (topic: string) => number | undefined }) {
     this.limits = { ...DEFAULT_MQTT_LIMITS, ...o.limits };
     this.clock = o.clock ?? systemClock;
     for (const [k, v] of Object.entries(this.limits)) {
@@ -223,6 +278,16 @@ export class MqttGuard {
     else this.pendingByAddress.set(st.address, n);
   }
 
+  /**
+   * Applies the guard to a broker: its `authenticate` is wrapped in place (see `authenticate`),
+   * and the returned function replaces `broker.handle` for `net.createServer` /
+   * `tls.createServer`. Two lines in the broker's owner, whatever its own authentication does.
+   */
+  protect(broker: { authenticate: AuthenticateFn; handle: (stream: Duplex) => unknown }): (socket: Socket) => void {
+    broker.authenticate = this.authenticate(broker.authenticate.bind(broker));
+    return this.handler(broker.handle);
+  }
+
   /** Wraps aedes's `handle` for `net.createServer` / `tls.createServer`. */
   handler(handle: (stream: Duplex) => unknown): (socket: Socket) => void {
     return (socket: Socket) => {
@@ -241,13 +306,21 @@ export class MqttGuard {
       let stopped = false;
       const conn = new GuardedConnection(socket, (chunk) => {
         if (stopped) return false;
+        const limitFor = this.o.packetLimitFor;
         const v = meter.feed(chunk, (type, size, index) => {
           if (index === 0 && type !== 1) return 'not-connect';
-          if (st.authenticated) return size > l.maxPacketBytes ? 'packet-size' : undefined;
+          if (st.authenticated) {
+            // A PUBLISH over the bound waits for its topic when some topics may be larger.
+            return size > l.maxPacketBytes && !(limitFor && type === 3) ? 'packet-size' : undefined;
+          }
           // What was announced counts, not what arrived: a 260 MB CONNECT is cut at its header.
           st.bytes += size;
           return st.bytes > l.preAuthMaxBytes ? 'pre-auth-bytes' : undefined;
-        });
+        }, limitFor && ((topic, size) => {
+          if (!st.authenticated || size <= l.maxPacketBytes) return undefined;
+          const own = limitFor(topic);
+          return own !== undefined && size <= own ? undefined : 'packet-size';
+        }));
         if (v) {
           stopped = true;
           const reason: GuardRefusal = v === 'not-connect' || v === 'pre-auth-bytes' || v === 'packet-size' ? v : 'malformed';

@@ -91,7 +91,8 @@ export class OpcuaMachineSim {
   private vars = new Map<string, import('node-opcua').UAVariable>();
   private bench: import('node-opcua').UAVariable[] = [];
   private timer?: NodeJS.Timeout;
-  private benchTick = 0;
+  /** Times the model was published (each changes every bench variable once). */
+  ticks = 0;
   port = 0;
 
   constructor(private readonly o: OpcuaSimOptions) {
@@ -183,8 +184,8 @@ export class OpcuaMachineSim {
     set('kurtosis', ua.DataType.Double, m.kurtosis);
     set('peakHz', ua.DataType.Double, m.peakHz);
     set('running', ua.DataType.Boolean, m.running);
-    this.benchTick++;
-    for (let i = 0; i < this.bench.length; i++) this.bench[i]!.setValueFromSource(new ua.Variant({ dataType: ua.DataType.Double, value: this.benchTick + i / 1e4 }), ua.StatusCodes.Good, sourceTimestamp);
+    this.ticks++;
+    for (let i = 0; i < this.bench.length; i++) this.bench[i]!.setValueFromSource(new ua.Variant({ dataType: ua.DataType.Double, value: this.ticks + i / 1e4 }), ua.StatusCodes.Good, sourceTimestamp);
   }
 
   private uaMod?: typeof import('node-opcua');

@@ -4,8 +4,11 @@ import { seeded } from '../lib/random.ts';
 
 export interface SimulatorOptions {
   url: string;
-  username: string;
-  password: string;
+  /** The shared device password's credentials, for every device… */
+  username?: string;
+  password?: string;
+  /** …or each device's own (its id is its client id): what a site without the shared password needs. */
+  credentials?: (device: string) => { username: string; password: string; clientId: string };
   profile: Profile;
   seed?: number;
   /** Wall-clock source for the readings' timestamps. */
@@ -32,9 +35,8 @@ export class DeviceSimulator {
     const { profile } = this.o;
     const rand = seeded(this.o.seed ?? 42);
     await Promise.all(profile.devices.map(async (device, i) => {
-      const client = await mqtt.connectAsync(this.o.url, {
-        clientId: `sim-${profile.name}-${device}`, username: this.o.username, password: this.o.password, reconnectPeriod: 1000, protocolVersion: 4,
-      });
+      const creds = this.o.credentials?.(device) ?? { clientId: `sim-${profile.name}-${device}`, username: this.o.username, password: this.o.password };
+      const client = await mqtt.connectAsync(this.o.url, { ...creds, reconnectPeriod: 1000, protocolVersion: 4 });
       this.clients.push(client);
       // Devices start out of phase, as real ones do.
       const start = setTimeout(() => {

@@ -14,8 +14,10 @@ export class ApiError extends Error {
 export async function errorFrom(res: Response): Promise<ApiError> {
   const text = await res.text().catch(() => '');
   try {
-    const b = JSON.parse(text) as { code?: unknown; message?: unknown; path?: unknown };
-    if (typeof b.code === 'string' && typeof b.message === 'string') return new ApiError(res.status, b.code, b.message, typeof b.path === 'string' ? b.path : undefined);
+    // Ours: {code, message, path?}; the inference routes speak OIP's {error, code}.
+    const b = JSON.parse(text) as { code?: unknown; message?: unknown; error?: unknown; path?: unknown };
+    const message = typeof b.message === 'string' ? b.message : typeof b.error === 'string' ? b.error : undefined;
+    if (typeof b.code === 'string' && message !== undefined) return new ApiError(res.status, b.code, message, typeof b.path === 'string' ? b.path : undefined);
   } catch { /* not JSON: a proxy's page, say */ }
   return new ApiError(res.status, `HTTP_${res.status}`, text.slice(0, 200) || res.statusText || 'the server answered with an error');
 }

@@ -6,10 +6,14 @@ import { ApiError } from '../lib/api.ts';
 import { Chart } from '../components/Chart.tsx';
 import { ago, fleetCounts, groupByRegion, parseLabelFilter, siteMatches } from '../state/derive.ts';
 
+const PER_REGION = 48;
+
 export function FleetPage() {
   const live = useLive();
   const now = useNow(1000);
   const [filter, setFilter] = useState('');
+  // A large region shows its first sites (offline ones first) until asked for all.
+  const [expanded, setExpanded] = useState(new Set<string>());
   const parsed = useMemo(() => parseLabelFilter(filter), [filter]);
   const all = [...live.sites.values()];
   const shown = all.filter((s) => siteMatches(s, parsed));
@@ -40,7 +44,7 @@ export function FleetPage() {
               <section key={g.region} className="region" aria-labelledby={`region-${g.region}`}>
                 <h2 id={`region-${g.region}`}>{g.region} <span className="muted">({g.sites.filter((s) => s.state === 'online').length}/{g.sites.length} online)</span></h2>
                 <ul className="site-grid">
-                  {g.sites.map((s) => {
+                  {(expanded.has(g.region) ? g.sites : g.sites.slice(0, PER_REGION)).map((s) => {
                     const st = s.status;
                     const load = st ? st.system.loadAvg1 / Math.max(1, st.system.cores) : null;
                     return (
@@ -60,6 +64,9 @@ export function FleetPage() {
                     );
                   })}
                 </ul>
+                {g.sites.length > PER_REGION && !expanded.has(g.region) ? (
+                  <button type="button" className="more" onClick={() => setExpanded(new Set([...expanded, g.region]))}>Show all {g.sites.length} sites of {g.region}</button>
+                ) : null}
               </section>
             ))}
     </div>

@@ -58,12 +58,12 @@ function RolloutView({ r, detailed }: { r: Rollout; detailed?: boolean }) {
       {gates.length > 0 ? (
         <div className="table-wrap">
           <table>
-            <caption>Canary gates{r.canaries.length ? ` (canaries: ${r.canaries.map((c) => live.sites.get(c)?.name ?? c).join(', ')})` : ''}</caption>
+            <caption>Canary gates{r.canaries.length ? ` (canaries: ${r.canaries.map((c) => live.sites.get(c)?.name ?? c).join(', ')})` : ''}{r.canaryPassed ? ' — passed' : ''}</caption>
             <thead><tr><th scope="col">Gate</th><th scope="col">Limit</th><th scope="col">Reading now</th><th scope="col">Verdict</th></tr></thead>
             <tbody>{gates.map((g) => (
               <tr key={g.gate}>
-                <th scope="row">{g.gate}</th><td>{g.limit}</td>
-                <td>{g.value === null ? <span className="muted">{g.note}</span> : g.gate === 'maxErrorRate' ? `${(g.value * 100).toFixed(2)} %` : `${g.value.toFixed(1)} ms`}</td>
+                <th scope="row">{g.gate}</th><td>{g.gate === 'maxP95Ms' ? `${g.limit} ms` : `${(g.limit * 100).toFixed(2)} %`}</td>
+                <td>{g.value === null ? <span className="muted">{g.note}</span> : g.gate === 'maxP95Ms' ? `${g.value.toFixed(1)} ms` : `${(g.value * 100).toFixed(2)} %`}</td>
                 <td>{g.ok === null ? '—' : g.ok ? <Badge kind="online">pass</Badge> : <Badge kind="failed">over</Badge>}</td>
               </tr>
             ))}</tbody>

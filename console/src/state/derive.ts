@@ -1,4 +1,4 @@
-import type { Phase, Rollout, Site } from '../types.ts';
+import type { Phase, RouteDecision, Rollout, Site } from '../types.ts';
 
 /**
  * Pure helpers behind the pages: label filters, grouping, rollout actions and progress, gate
@@ -32,11 +32,18 @@ export function siteMatches(site: Pick<Site, 'labels' | 'region'>, f: LabelFilte
   });
 }
 
-/** Sites by region (regions and sites sorted by name), for the fleet grid. */
-export function groupByRegion<T extends Pick<Site, 'region' | 'name'>>(sites: readonly T[]): { region: string; sites: T[] }[] {
+const STATE_ORDER: Record<string, number> = { offline: 0, online: 1, revoked: 2 };
+
+/** Sites by region (regions by name; in each, offline sites first — what needs a look — then by name), for the fleet grid. */
+export function groupByRegion<T extends Pick<Site, 'region' | 'name'> & { state?: Site['state'] }>(sites: readonly T[]): { region: string; sites: T[] }[] {
   const m = new Map<string, T[]>();
-  for (const s of sites) m.set(s.region, [...(m.get(s.region) ?? []), s]);
-  return [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([region, list]) => ({ region, sites: list.sort((a, b) => a.name.localeCompare(b.name)) }));
+  for (const s of sites) {
+    const list = m.get(s.region);
+    if (list) list.push(s);
+    else m.set(s.region, [s]);
+  }
+  const rank = (s: T) => STATE_ORDER[s.state ?? 'online'] ?? 1;
+  return [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([region, list]) => ({ region, sites: list.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name)) }));
 }
 
 export function fleetCounts(sites: readonly Pick<Site, 'state'>[]): { total: number; online: number; offline: number; revoked: number } {
@@ -78,22 +85,33 @@ export function rolloutProgress(r: Pick<Rollout, 'sites'>): { total: number; upd
 export interface GateReading { gate: 'maxErrorRate' | 'maxP95Ms' | 'maxDrift'; limit: number; value: number | null; ok: boolean | null; note?: string }
 
 /**
- * A canary's gates with what its canary sites report now (their models' counters for this
- * app, from the last heartbeat): error rate (errors / requests) and the worst p95. Drift is
- * judged by the controller against the old version's sites; shown with its limit.
+ * A canary's gates with what its canary sites report now (their models' counters for this app,
+ * from the last heartbeat), computed as the controller does (src/cloud/rollout.ts failedGate):
+ * error rate (errors / requests), the worst p95, and drift — the relative change of the canaries'
+ * mean model output against the sites still on the previous version, or against the figures the
+ * controller recorded before the canaries updated.
  */
 export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): GateReading[] {
   if (r.strategy.type !== 'canary') return [];
   const g = r.strategy.gates;
+  const appModels = (id: string) => (sites.get(id)?.status?.models ?? []).filter((m) => m.app === r.app && m.stats);
+  /** A site's mean output over this app's models (what the controller observes per site). */
+  const siteMean = (id: string): number | undefined => {
+    const v = appModels(id).map((m) => m.stats!.outputMean).filter((x): x is number => typeof x === 'number');
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
+  const mean = (xs: (number | undefined)[]): number | undefined => {
+    const v = xs.filter((x): x is number => typeof x === 'number');
+    return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
+  };
   let requests = 0;
   let errors = 0;
   let p95: number | null = null;
   for (const id of r.canaries) {
-    for (const m of sites.get(id)?.status?.models ?? []) {
-      if (m.app !== r.app || !m.stats) continue;
-      requests += m.stats.requests;
-      errors += m.stats.errors;
-      if (m.stats.p95Ms !== null) p95 = Math.max(p95 ?? 0, m.stats.p95Ms);
+    for (const m of appModels(id)) {
+      requests += m.stats!.requests;
+      errors += m.stats!.errors;
+      if (m.stats!.p95Ms !== null) p95 = Math.max(p95 ?? 0, m.stats!.p95Ms);
     }
   }
   const out: GateReading[] = [];
@@ -102,7 +120,14 @@ export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): Gate
     out.push({ gate: 'maxErrorRate', limit: g.maxErrorRate, value: v, ok: v === null ? null : v <= g.maxErrorRate, ...(v === null ? { note: 'no model requests yet' } : {}) });
   }
   if (g.maxP95Ms !== undefined) out.push({ gate: 'maxP95Ms', limit: g.maxP95Ms, value: p95, ok: p95 === null ? null : p95 <= g.maxP95Ms, ...(p95 === null ? { note: 'no latency yet' } : {}) });
-  if (g.maxDrift !== undefined) out.push({ gate: 'maxDrift', limit: g.maxDrift, value: null, ok: null, note: 'judged by the controller against the previous version' });
+  if (g.maxDrift !== undefined) {
+    const admitted = new Set(r.admitted);
+    const previous = Object.keys(r.sites).filter((id) => !admitted.has(id) && sites.get(id)?.state === 'online' && sites.get(id)?.status?.apps.find((a) => a.name === r.app)?.version !== r.version);
+    const c = mean(r.canaries.map(siteMean));
+    const b = mean(previous.map(siteMean)) ?? (typeof r.baseline?.outputMean === 'number' ? r.baseline.outputMean : undefined);
+    const v = c !== undefined && b !== undefined ? Math.abs(c - b) / Math.max(Math.abs(b), 1e-9) : null;
+    out.push({ gate: 'maxDrift', limit: g.maxDrift, value: v, ok: v === null ? null : v <= g.maxDrift, ...(v === null ? { note: c === undefined ? 'no model output on the canaries yet' : 'no figures of the previous version' } : {}) });
+  }
   return out;
 }
 
@@ -163,4 +188,63 @@ export function bytes(n: number): string {
 /** Whether the key's permissions allow something (the console hides what they do not). */
 export function can(permissions: readonly string[] | undefined, p: string): boolean {
   return !!permissions && permissions.includes(p);
+}
+
+export interface EndpointStats {
+  endpoint: string;
+  requests: number;
+  errors: number;
+  /** Requests per minute over the window. */
+  perMinute: number;
+  /** Routing time of answered requests (all attempts), median and 95th percentile, ms. */
+  p50Ms: number | null;
+  p95Ms: number | null;
+  /** Share of cascaded requests that escalated (null: the endpoint is no cascade). */
+  cascadeRate: number | null;
+  /** Where answered requests went: target (a site id, or `cloud`) → count, most first. */
+  answeredBy: [string, number][];
+  /** Errors by code, most first. */
+  errorCodes: [string, number][];
+}
+
+function quantile(sorted: readonly number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
+}
+
+/** Latency, throughput, cascade rate and where requests went, per endpoint, from the routing audit's records in the window. */
+export function endpointStats(records: readonly RouteDecision[], nowMs: number, windowMs: number): EndpointStats[] {
+  const by = new Map<string, RouteDecision[]>();
+  for (const r of records) if (r.at > nowMs - windowMs && r.at <= nowMs) by.set(r.endpoint, [...(by.get(r.endpoint) ?? []), r]);
+  const count = (xs: (string | undefined)[]) => {
+    const m = new Map<string, number>();
+    for (const x of xs) if (x !== undefined) m.set(x, (m.get(x) ?? 0) + 1);
+    return [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  };
+  return [...by.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([endpoint, rs]) => {
+    const ok = rs.filter((r) => r.outcome === 'ok');
+    const ms = ok.map((r) => r.attempts.reduce((a, x) => a + x.ms, 0)).sort((a, b) => a - b);
+    const cascaded = rs.filter((r) => r.cascade);
+    return {
+      endpoint, requests: rs.length, errors: rs.length - ok.length, perMinute: rs.length / (windowMs / 60_000),
+      p50Ms: quantile(ms, 0.5), p95Ms: quantile(ms, 0.95),
+      cascadeRate: cascaded.length ? cascaded.filter((r) => r.cascade!.escalated).length / cascaded.length : null,
+      answeredBy: count(ok.map((r) => r.answeredBy)),
+      errorCodes: count(rs.filter((r) => r.outcome === 'error').map((r) => r.code ?? 'unknown')),
+    };
+  });
+}
+
+/** Routed requests per `bucketS` seconds over the window, per endpoint (chart series, zero-filled). */
+export function requestSeries(records: readonly RouteDecision[], endpoints: readonly string[], nowMs: number, windowMs: number, bucketS = 10): (number | null)[][] {
+  const end = Math.floor(nowMs / 1000 / bucketS);
+  const n = Math.max(1, Math.floor(windowMs / 1000 / bucketS));
+  const xs = Array.from({ length: n }, (_, i) => (end - n + 1 + i) * bucketS);
+  const ys = endpoints.map(() => new Array<number>(n).fill(0));
+  for (const r of records) {
+    const i = Math.floor(r.at / 1000 / bucketS) - (end - n + 1);
+    const e = endpoints.indexOf(r.endpoint);
+    if (i >= 0 && i < n && e >= 0) ys[e]![i]! += 1 / bucketS;
+  }
+  return [xs, ...ys];
 }

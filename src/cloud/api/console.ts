@@ -5,15 +5,15 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../../lib/logger.ts';
+import { CONSOLE_PAGES } from '../../contracts/console-routes.ts';
 
 /**
  * Serves the built web console (console/dist) at `/`. Files are read once at start-up into a
  * table keyed by URL path, so a request can only ever get a file of the build: there is no path
  * to resolve and so no traversal (`/../`, `%2e%2e`, symlinks are never followed). Hashed assets
- * are cached for a year, index.html never; a path without an extension that is no file gets
- * index.html (client-side routes such as /sites/abc), and the API's own prefixes keep their
- * JSON 404. Every answer carries a strict Content-Security-Policy: the console loads nothing
- * from anywhere but this origin.
+ * are cached for a year, index.html never; the console's pages (`/sites/abc`) get index.html;
+ * every other path is the API's. Every answer carries a strict Content-Security-Policy: the
+ * console loads nothing from anywhere but this origin.
  */
 
 export const CONSOLE_CSP = [
@@ -52,11 +52,6 @@ const TYPES: Record<string, string> = {
   '.woff2': 'font/woff2',
   '.txt': 'text/plain; charset=utf-8',
 };
-
-/** Prefixes that belong to APIs: never answered with the console's index.html. */
-const API_PREFIXES = ['/api/', '/v1/', '/v2/', '/metrics', '/healthz', '/openapi.json'];
-/** fastify's maxParamLength (its default, which the API keeps): over it a route answers 414. */
-const MAX_PATH_PARAM = 100;
 
 export interface Asset { body: Buffer; gzip?: Buffer; type: string; etag: string; cacheControl: string }
 
@@ -111,8 +106,10 @@ function send(req: FastifyRequest, reply: FastifyReply, a: Asset, status = 200):
 }
 
 /**
- * Registers the console's routes. `dir` missing or without index.html: `/` explains how to build
- * it instead (the API works either way).
+ * Registers the console's routes: `/`, each page's paths (`/sites`, `/sites/…`, see
+ * CONSOLE_PAGES) and the build's files, nothing more, so every other path keeps the API's own
+ * answers (its JSON 404, URI_TOO_LONG, …). `dir` missing or without index.html: those paths
+ * explain how to build the console instead (the API works either way).
  */
 export function registerConsole(app: FastifyInstance, o: { dir: string; log: Logger }): void {
   let table: Map<string, Asset> | undefined;
@@ -122,26 +119,26 @@ export function registerConsole(app: FastifyInstance, o: { dir: string; log: Log
   } else {
     o.log.warn({ dir: o.dir }, 'web console not built (npm run build:console); / explains how');
   }
-  const handler = async (req: FastifyRequest, reply: FastifyReply) => {
-    const path = req.url.split('?')[0]!.split('#')[0]!;
-    if (API_PREFIXES.some((p) => path === p.replace(/\/$/, '') || path.startsWith(p))) {
-      // A path parameter over the router's limit makes fastify fall through to this wildcard
-      // instead of answering 414: answer as the API would have (docs/errors.md).
-      if (path.split('/').some((seg) => seg.length > MAX_PATH_PARAM)) {
-        return reply.status(414).send({ code: 'URI_TOO_LONG', message: `a path parameter is longer than ${MAX_PATH_PARAM} characters` });
-      }
-      return reply.callNotFound();
-    }
-    if (!table) {
-      return reply.status(503).headers(SECURITY_HEADERS).header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store')
-        .send('The Edgeweave web console is not built on this cloud. Run `npm run build:console` (it runs at npm install), then restart the cloud. The API is at /api/v1.\n');
-    }
-    const hit = table.get(path === '/' ? '/index.html' : path);
-    if (hit) return send(req, reply, hit);
-    // A client-side route (no extension): the app's shell; a missing file: a plain 404.
-    const last = path.slice(path.lastIndexOf('/') + 1);
-    if (last.includes('.')) return reply.callNotFound();
-    return send(req, reply, table.get('/index.html')!);
+  const config = { public: true, staticAsset: true };
+  const notBuilt = async (_req: FastifyRequest, reply: FastifyReply) => reply.status(503).headers(SECURITY_HEADERS)
+    .header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store')
+    .send('The Edgeweave web console is not built on this cloud. Run `npm run build:console` (it runs at npm install), then restart the cloud. The API is at /api/v1.\n');
+  const pages = ['/', ...CONSOLE_PAGES.flatMap((p) => [`/${p}`, `/${p}/*`])];
+  if (!table) {
+    for (const url of pages) app.get(url, { config, schema: { hide: true } }, notBuilt);
+    return;
+  }
+  const files = table;
+  const index = files.get('/index.html')!;
+  // Client-side routes: the app's shell; the browser's router picks the page.
+  for (const url of pages) app.get(url, { config, schema: { hide: true } }, async (req, reply) => send(req, reply, index));
+  // The build's files: looked up by their exact path in the table, never resolved on disk.
+  const file = async (req: FastifyRequest, reply: FastifyReply) => {
+    const hit = files.get(req.url.split('?')[0]!);
+    return hit ? send(req, reply, hit) : reply.callNotFound();
   };
-  for (const url of ['/', '/*']) app.get(url, { config: { public: true }, schema: { hide: true } }, handler);
+  app.get('/assets/*', { config, schema: { hide: true } }, file);
+  // Top-level files (index.html, a favicon): one route each; names the router would read as
+  // patterns (`:`, `*`) are not served.
+  for (const url of files.keys()) if (!url.startsWith('/assets/') && /^[A-Za-z0-9._/-]+$/.test(url)) app.get(url, { config, schema: { hide: true } }, file);
 }

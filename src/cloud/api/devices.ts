@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ERROR_CODES, EwError, type ErrorBody, type ErrorCode } from '../../contracts/errors.ts';
-import { checkDeviceId, checkDeviceRequest } from '../../contracts/devices.ts';
+import { checkDeviceId, checkDeviceRequest, MAX_GRANTS } from '../../contracts/devices.ts';
 import type { Fleet } from '../fleet.ts';
 import type { Store } from '../store/store.ts';
 
@@ -33,17 +33,21 @@ export function registerSiteDeviceRoutes(app: FastifyInstance, d: { store: Store
   const Params = z.object({ id: z.string().min(1).max(64) });
 
   r.get('/api/v1/sites/:id/devices', {
-    schema: { tags: ['sites'], summary: 'The devices registered on a site\'s device broker, with their topic grants (asked of the site; no secrets)', params: Params, response: { 200: z.object({ items: z.array(Device) }), ...errors } },
+    schema: {
+      tags: ['sites'], summary: 'The devices registered on a site\'s device broker, with their topic grants (asked of the site; no secrets), a page at a time in id order',
+      params: Params, querystring: z.object({ after: z.string().max(64).optional(), limit: z.coerce.number().int().min(1).max(1000).optional() }),
+      response: { 200: z.object({ items: z.array(Device), next: z.string().nullable() }), ...errors },
+    },
   }, async (req) => {
     await site(req.tenantId, req.params.id);
-    return unwrap<{ items: z.infer<typeof Device>[] }>(await d.fleet.rpc(req.params.id, 'devices.list', {}));
+    return unwrap<{ items: z.infer<typeof Device>[]; next: string | null }>(await d.fleet.rpc(req.params.id, 'devices.list', { ...req.query }));
   });
 
   r.post('/api/v1/sites/:id/devices', {
     schema: {
       tags: ['sites'], summary: 'Register a device on a site: its own MQTT credentials (username and client id = the device id) and the topics it may publish to and subscribe within; the secret is in this answer only',
       params: Params,
-      body: z.object({ id: z.string(), publish: z.array(z.string()).max(64).optional(), subscribe: z.array(z.string()).max(64).optional(), description: z.string().max(200).optional() }),
+      body: z.object({ id: z.string(), publish: z.array(z.string()).max(MAX_GRANTS).optional(), subscribe: z.array(z.string()).max(MAX_GRANTS).optional(), description: z.string().max(200).optional() }),
       response: { 201: Device.extend({ secret: z.string(), username: z.string(), clientId: z.string() }), ...errors },
     },
   }, async (req, reply) => {

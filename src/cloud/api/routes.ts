@@ -36,6 +36,9 @@ export interface RouteDeps {
   version: string;
 }
 
+/** Most bytes of result data in one page of GET /api/v1/results (docs/operators.md). */
+export const RESULTS_PAGE_BYTES = 8 * 1024 * 1024;
+
 const Labels = z.record(z.string(), z.string()).describe('label key → value, Kubernetes label syntax');
 const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
@@ -588,9 +591,18 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   }, async (req) => {
     const q = req.query;
     const rows = await store.queryUplink(req.tenantId, { siteId: q.site, stream: q.stream, app: q.app, rule: q.rule, since: q.since, until: q.until, afterSeq: q.after, limit: q.limit });
+    // A page is also bounded in bytes (RESULTS_PAGE_BYTES): past it, the page ends early and
+    // `next` continues from there, so 5,000 results of 256 KiB never make a 1 GiB answer.
+    let bytes = 0;
+    let n = 0;
+    while (n < rows.length && (n === 0 || bytes + Buffer.byteLength(JSON.stringify(rows[n]!.data ?? null)) <= RESULTS_PAGE_BYTES)) {
+      bytes += Buffer.byteLength(JSON.stringify(rows[n]!.data ?? null));
+      n++;
+    }
+    const page = rows.slice(0, n);
     return {
-      items: rows.map((x) => ({ seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, app: x.app, rule: x.rule, at: x.at, receivedAt: x.receivedAt, data: x.data })),
-      next: rows.length === q.limit ? rows[rows.length - 1]!.seq : null,
+      items: page.map((x) => ({ seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, app: x.app, rule: x.rule, at: x.at, receivedAt: x.receivedAt, data: x.data })),
+      next: rows.length === q.limit || n < rows.length ? page[page.length - 1]!.seq : null,
     };
   });
 

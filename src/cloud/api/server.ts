@@ -8,6 +8,7 @@ import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts 
 import { TokenBuckets } from '../../lib/rate-limit.ts';
 import { systemClock, type Clock } from '../../lib/clock.ts';
 import { installHttpMetrics } from '../../lib/metrics.ts';
+import { oipErrorBody } from '../../inference/oip.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
@@ -25,6 +26,8 @@ declare module 'fastify' {
     public?: boolean;
     /** Routes a site may call with its own credentials (HTTP Basic: site id and secret). */
     siteAccess?: boolean;
+    /** Static files (the web console): public, and outside the anonymous request budget. */
+    staticAsset?: boolean;
   }
 }
 
@@ -37,7 +40,7 @@ export interface RateLimits {
   key: RateSpec;
   /** Per client address, every request. Default 300, then 50/s. */
   address: RateSpec;
-  /** Per client address, requests without valid credentials (enrollment, failed logins). Default 20, then 1/s. */
+  /** Per client address, enrollments (public writes) and failed logins. Default 20, then 1/s. */
   anonymous: RateSpec;
   /** Most keys and addresses remembered (least recently seen forgotten first). Default 100,000. */
   maxTracked: number;
@@ -115,6 +118,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
 
   installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024, { refuseNul: true });
   installHttpMetrics(app, o.registry, 'ew_cloud');
+  // The Open Inference Protocol's error body on every /v2 answer, those outside the inference
+  // routes' own handler too (an unknown /v2 route).
+  app.addHook('onSend', async (req, reply, payload) => oipErrorBody(req.url, reply.statusCode, payload));
 
   // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
@@ -134,17 +140,21 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     if (req.url === '/healthz') return;
     const address = req.ip;
+    const isPublic = req.routeOptions.config?.public === true;
     if (buckets) {
       const a = buckets.address.take(address);
       if (!a.ok) throw limited(reply, a.retryAfterMs, 'from this address');
-      // An address that spent its anonymous budget is refused before any credential is checked.
-      const wait = buckets.anonymous.waitMs(address);
-      if (wait > 0 && (req.routeOptions.config?.public || !req.headers.authorization)) throw limited(reply, wait, 'without valid credentials from this address');
-      if (req.routeOptions.config?.public) {
-        buckets.anonymous.take(address);
-        return;
+      // The web console's files: no credentials to guess there, so only the address budget applies.
+      if (req.routeOptions.config?.staticAsset) return;
+      // Public writes (enrollment, which checks a join token) spend the address's anonymous
+      // budget, as do failed logins below; once it is spent they are refused before any token
+      // is checked. Public reads (the OpenAPI document, the console's files) do not.
+      if (isPublic && req.method !== 'GET' && req.method !== 'HEAD') {
+        const t = buckets.anonymous.take(address);
+        if (!t.ok) throw limited(reply, t.retryAfterMs, 'without valid credentials from this address');
       }
-    } else if (req.routeOptions.config?.public) return;
+    }
+    if (isPublic) return;
     try {
       await authenticate(req);
     } catch (e) {

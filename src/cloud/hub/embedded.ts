@@ -6,6 +6,7 @@ import { parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { indexedMemoryPersistence } from './retained.ts';
 import { MqttGuard, type MqttLimits } from '../../lib/mqtt-guard.ts';
+import { MAX_FRAME_BYTES } from '../../contracts/infer-wire.ts';
 import type { Clock } from '../../lib/clock.ts';
 
 /**
@@ -75,7 +76,12 @@ export class EmbeddedHub implements Hub {
   async start(handler: HubHandler): Promise<void> {
     const { auth, log, onRefused } = this.opts;
     const revoked = this.revoked;
-    const guard = (this.guard = new MqttGuard({ limits: this.opts.limits, clock: this.opts.clock, log, name: 'hub' }));
+    // A routed inference answer (a binary frame of up to MAX_FRAME_BYTES) fits one packet on
+    // `ew/{site}/rpc/res/{id}`; every other packet is cut at maxPacketBytes, at its topic.
+    const guard = (this.guard = new MqttGuard({
+      limits: this.opts.limits, clock: this.opts.clock, log, name: 'hub',
+      packetLimitFor: (topic) => (parseTopic(topic)?.kind === 'rpc-res' ? MAX_FRAME_BYTES + 64 * 1024 : undefined),
+    }));
     this.persistence = indexedMemoryPersistence();
     this.broker = await Aedes.createBroker({
       // The hub holds no sessions of its own worth keeping: sites reconnect and the cloud
@@ -89,7 +95,7 @@ export class EmbeddedHub implements Hub {
       concurrency: 100_000,
       heartbeatInterval: 60_000,
       connectTimeout: 30_000,
-      authenticate: guard.authenticate((client: Client, username, password, done) => {
+      authenticate(client: Client, username, password, done) {
         const siteId = username ?? '';
         // The client id must be the site id: otherwise one site could take over another's session.
         if (!siteId || client.id !== siteId || !password) {
@@ -115,7 +121,7 @@ export class EmbeddedHub implements Hub {
             done(new RefusedError('server unavailable', 3) as never, false);
           },
         );
-      }),
+      },
       authorizePublish(client: Client | null, packet: PublishPacket, cb) {
         if (!client) return cb(null); // the cloud's own publishes
         const siteId = client.id;
@@ -157,7 +163,7 @@ export class EmbeddedHub implements Hub {
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
     // No Nagle: routed inference is small request/response messages, and Nagle's delay against
     // the peer's delayed ACK added tens of ms per exchange (bench:router).
-    const handle = guard.handler(this.broker.handle as (s: unknown) => void);
+    const handle = guard.protect(this.broker as never);
     this.server = this.opts.tls
       ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs, noDelay: true }, handle)
       : createServer({ noDelay: true }, handle);
@@ -185,9 +191,10 @@ export class EmbeddedHub implements Hub {
     this.revoked.add(siteId);
     const clients = (this.broker as unknown as { clients: Record<string, Client | undefined> }).clients;
     clients[siteId]?.close();
-    // Whatever the site left retained under ew/{site}/ goes with it (the cloud's own desired
-    // state is cleared by Fleet.revoked).
-    this.persistence?.clearRetained(`${TOPIC_ROOT}/${siteId}`);
+  }
+
+  async clearRetained(siteId: string): Promise<number> {
+    return this.persistence?.clearRetained(`${TOPIC_ROOT}/${siteId}`) ?? 0;
   }
 
   /** Retained messages held in memory (tests, diagnostics). */

@@ -1,6 +1,7 @@
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Hub, HubHandler } from './hub.ts';
-import { cloudFilters } from '../../contracts/topics.ts';
+import { randomUUID } from 'node:crypto';
+import { cloudFilters, TOPIC_ROOT } from '../../contracts/topics.ts';
 import type { Logger } from '../../lib/logger.ts';
 
 export interface ExternalHubOptions {
@@ -91,6 +92,34 @@ export class ExternalHub implements Hub {
 
   disconnectSite(): void {
     // The operator's broker owns site sessions: revocation there is its ACL's job (docs/operators.md).
+  }
+
+  /**
+   * The broker keeps what a site retained; on revocation a short-lived client of ours finds it
+   * and clears it. Retained messages arrive right after the SUBACK, so a marker published after
+   * the SUBACK comes back after all of them: no waiting on a timer.
+   */
+  async clearRetained(siteId: string): Promise<number> {
+    const o = this.opts;
+    const c = await mqtt.connectAsync(o.url, { clientId: `${o.clientId}-clear-${randomUUID().slice(0, 8)}`, username: o.username, password: o.password, protocolVersion: 5, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 });
+    try {
+      const found = new Set<string>();
+      const marker = `${TOPIC_ROOT}/${siteId}/rpc/req/clear-${randomUUID()}`;
+      const seen = new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`clearing ${siteId}'s retained messages: the broker did not echo the marker`)), 10_000);
+        c.on('message', (topic, payload, packet) => {
+          if (topic === marker) { clearTimeout(t); resolve(); } else if (packet.retain && payload.length > 0) found.add(topic);
+        });
+      });
+      await c.subscribeAsync(`${TOPIC_ROOT}/${siteId}/#`, { qos: 0 });
+      await c.publishAsync(marker, '', { qos: 0 });
+      await seen;
+      for (const t of found) await c.publishAsync(t, '', { qos: 1, retain: true });
+      if (found.size) o.log.info({ siteId, cleared: found.size }, 'retained messages of a revoked site cleared');
+      return found.size;
+    } finally {
+      await c.endAsync(true);
+    }
   }
 
   connectionCount(): number {

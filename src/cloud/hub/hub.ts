@@ -26,6 +26,8 @@ export interface Hub {
   publish(topic: string, payload: string | Buffer, opts?: { retain?: boolean; qos?: 0 | 1 }): Promise<void>;
   /** Cuts a site's live connection at once (revocation). A no-op for an external broker. */
   disconnectSite(siteId: string): void;
+  /** Clears every retained message under `ew/{siteId}/` (revocation); resolves to how many. */
+  clearRetained(siteId: string): Promise<number>;
   /** What an agent should dial, as given to it at enrollment. */
   readonly agentUrl: string;
   /**

@@ -26,7 +26,12 @@ export class Forwarder {
   /** Answers that did not parse (a site answering garbage), for metrics. */
   invalidAnswers = 0;
 
-  constructor(private readonly hub: Hub, private readonly clock: Clock, private readonly maxPending = 10_000) {}
+  /** `maxAnswerBytes`: the largest frame a site may send back on this link (the hub's packet limit), told to the site with each request. */
+  constructor(private readonly hub: Hub, private readonly clock: Clock, private readonly maxPending = 10_000, private readonly maxAnswerBytes?: number) {}
+
+  private limit(head: Record<string, unknown>): Record<string, unknown> {
+    return this.maxAnswerBytes === undefined ? head : { ...head, maxAnswerBytes: this.maxAnswerBytes };
+  }
 
   get size(): number {
     return this.pending.size;
@@ -87,7 +92,7 @@ export class Forwarder {
       });
       if (signal?.aborted) return onAbort();
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.hub.publish(topics.rpcRequest(siteId, id), encodeFrame({ ...head, id }, body), { qos: 0 }).catch((e: Error) => {
+      this.hub.publish(topics.rpcRequest(siteId, id), encodeFrame(this.limit({ ...head, id }), body), { qos: 0 }).catch((e: Error) => {
         finish();
         reject(new EwError('SITE_UNREACHABLE', `could not send to site ${siteId}: ${e.message}`));
       });
@@ -112,7 +117,7 @@ export class Forwarder {
     const onAbort = () => { failure ??= new EwError('CLIENT_CLOSED', 'the client went away'); wake?.(); };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await this.hub.publish(topics.rpcRequest(siteId, id), encodeFrame({ ...head, id, window: opts.window }, body), { qos: 0 });
+      await this.hub.publish(topics.rpcRequest(siteId, id), encodeFrame(this.limit({ ...head, id, window: opts.window }), body), { qos: 0 });
       let consumed = 0;
       let expected = 0;
       for (;;) {

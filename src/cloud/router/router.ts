@@ -5,6 +5,7 @@ import type { Logger } from '../../lib/logger.ts';
 import type { Fleet } from '../fleet.ts';
 import { place, modelKey, type Choice, type Decision, type FleetSnapshot, type Rejection, type SiteSnapshot, type Target } from './policy.ts';
 import { RouterCatalog, siteSnapshot, type EndpointInfo } from './catalog.ts';
+import type { Site } from '../store/store.ts';
 import type { Forwarder } from './forwarder.ts';
 import type { CloudRuntime } from './cloud-runtime.ts';
 import type { RouterAudit, AuditRecord } from './audit.ts';
@@ -46,7 +47,7 @@ export interface RouteTrace {
 export interface Routed<T> { value: T; target: Target; trace: RouteTrace }
 
 /** Failures another target may not have; anything else (bad input) goes straight back to the client. */
-const RETRYABLE = new Set<string>(['INFER_DEADLINE_EXCEEDED', 'SITE_UNREACHABLE', 'SITE_ANSWER_INVALID', 'QUEUE_FULL', 'MODEL_NOT_READY', 'MODEL_NOT_FOUND', 'MODEL_LOAD_FAILED', 'ARTIFACT_NOT_FOUND', 'INTERNAL']);
+const RETRYABLE = new Set<string>(['INFER_DEADLINE_EXCEEDED', 'SITE_UNREACHABLE', 'SITE_ANSWER_INVALID', 'QUEUE_FULL', 'MODEL_NOT_READY', 'MODEL_NOT_FOUND', 'MODEL_LOAD_FAILED', 'MODEL_TOO_LARGE', 'ARTIFACT_NOT_FOUND', 'LLM_RUNTIME_CRASHED', 'INTERNAL']);
 
 export interface RouterOptions {
   catalog: RouterCatalog;
@@ -71,6 +72,8 @@ export class InferenceRouter {
   private readonly latency = new Map<string, number>();
   private readonly health = new Map<string, { fails: number; openUntil?: number }>();
   private cloudLatency?: number;
+  /** Per tenant: which sites report each model (any state), rebuilt at most once a second, so a request looks only at candidates. */
+  private readonly index = new Map<string, { at: number; byKey: Map<string, Site[]> }>();
   readonly m;
 
   constructor(readonly o: RouterOptions) {
@@ -105,7 +108,22 @@ export class InferenceRouter {
     const keys = new Set(models.map(modelKey));
     const now = this.o.clock.now();
     const sites: SiteSnapshot[] = [];
-    for (const s of await this.o.catalog.sitesOf(tenantId)) {
+    let idx = this.index.get(tenantId);
+    if (!idx || now - idx.at >= 1000) {
+      const byKey = new Map<string, Site[]>();
+      for (const s of await this.o.catalog.sitesOf(tenantId)) {
+        for (const m of (this.o.fleet.statuses.get(s.id) ?? s.status)?.models ?? []) {
+          const k = modelKey({ app: m.app, name: m.name, version: m.version });
+          const list = byKey.get(k);
+          if (list) list.push(s); else byKey.set(k, [s]);
+        }
+      }
+      idx = { at: now, byKey };
+      this.index.set(tenantId, idx);
+    }
+    const candidates = new Set<Site>();
+    for (const k of keys) for (const s of idx.byKey.get(k) ?? []) candidates.add(s);
+    for (const s of candidates) {
       const status = this.o.fleet.statuses.get(s.id) ?? s.status;
       const h = this.health.get(s.id);
       const snap = siteSnapshot(s, status, {

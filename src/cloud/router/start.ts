@@ -21,8 +21,11 @@ import { siteSecret } from '../../edge/secrets.ts';
 export function startRouter(o: {
   store: Store; fleet: Fleet; hub: Hub; clock: Clock; log: Logger; registry: Registry; artifacts: FileArtifactStore; dataDir: string;
   region: string; rate?: number; burst?: number; concurrency?: number; cloudRuntime: boolean; runtimes?: ModelRuntime[];
+  /** The largest packet a site may send to the hub (embedded: its guard's maxPacketBytes); unknown for an external broker. */
+  maxPacketBytes?: number;
 }) {
-  const forwarder = new Forwarder(o.hub, o.clock);
+  // Room for the MQTT fixed header and the topic name.
+  const forwarder = new Forwarder(o.hub, o.clock, 10_000, o.maxPacketBytes === undefined ? undefined : o.maxPacketBytes - 1024);
   o.fleet.onFrame = forwarder.onResponse;
   const catalog = new RouterCatalog(o.store, o.clock);
   const cloudRuntime = o.cloudRuntime

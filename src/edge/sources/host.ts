@@ -86,7 +86,8 @@ export class SourceHost implements AppComponent {
         secret: (name) => readSiteSecret(this.d.dataDir, name),
         emit: (rec) => {
           this.values?.inc({ protocol }, Object.keys(rec).length - (w.stream.timestamp ? 1 : 0));
-          this.d.router.push(app.name, w.stream.name, [rec]);
+          // A rule that failed to start reads nothing: its records would only fill the dead letters.
+          if (this.d.router.hasSubscriber(app.name, w.stream.name)) this.d.router.push(app.name, w.stream.name, [rec]);
         },
         onError: (code, message) => {
           this.errors?.inc({ protocol, code });

@@ -37,10 +37,20 @@ export class ModbusConnection {
     const ModbusRTU = modbusSerial();
     const { host, port } = hostPort(this.endpoint, 502);
     const c = new ModbusRTU();
+    // A host that drops SYNs would hold connectTCP for the OS's timeout (minutes): bound it.
+    const limit = Math.max(this.timeoutMs, 3000);
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await c.connectTCP(host, { port });
+      await Promise.race([
+        c.connectTCP(host, { port }),
+        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`connect timed out after ${limit} ms`)), limit); }),
+      ]);
     } catch (e) {
+      if (c.isOpen) c.close(() => {});
+      else (c as unknown as { _port?: { _client?: { destroy(): void } } })._port?._client?.destroy();
       throw classify(e, 'connect', this.endpoint, this.unit);
+    } finally {
+      clearTimeout(timer);
     }
     c.setID(this.unit);
     c.setTimeout(this.timeoutMs);
