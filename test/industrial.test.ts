@@ -97,7 +97,9 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
       rules: [{ name: 'all', sql: 'SELECT speed, vibration, running, ts FROM machine', sinks: [{ memory: 'opc_sub' }] }],
     });
     await waitFor('connected', () => statusOf('opc-sub').state === 'connected');
-    const stamp = new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 678));
+    // A PLC clock a little ahead of ours (later than the server's first values, which carry its
+    // start-up time: earlier stamps would be late for the rule's event time).
+    const stamp = new Date(Date.now() + 2345);
     // Set on the server until the subscription has reported it: the first set may race the
     // monitored items' creation, and a server reports a change of value, not of timestamp alone.
     let n = 0;
@@ -208,10 +210,13 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     await waitFor('a value before the restart', () => mem('opc_restart').some((r) => r.ts === before.getTime()) || (opc.set('vibration', 3.5 + ++m / 1000, before), false), 20_000, 200);
     await opc.restart();
     await waitFor('reconnected', () => statusOf('opc-restart').reconnects >= 1 && statusOf('opc-restart').state === 'connected', 60_000, 100);
-    const after = new Date(Date.UTC(2026, 0, 5));
+    // The restarted server stamps its first values with its own clock (now): what follows must be
+    // later in event time, or the rule drops it as late.
+    const after = new Date(Date.now() + 2000);
     // A new value each try: a server only reports a change of value, not a new timestamp alone.
     let n = 0;
-    const rec = await waitFor('a value after the restart', () => mem('opc_restart').find((r) => r.ts === after.getTime()) ?? (opc.set('vibration', 4.5 + ++n / 1000, after), undefined), 30_000, 200);
+    const rec = await waitFor('a value after the restart', () => mem('opc_restart').find((r) => r.ts === after.getTime()) ?? (opc.set('vibration', 4.5 + ++n / 1000, after), undefined), 30_000, 200)
+      .catch((e) => { console.error(JSON.stringify(rules.statuses().find((r) => r.app === 'opc-restart')), JSON.stringify(statusOf('opc-restart'))); throw e; });
     assert.ok((rec.vibration as number) > 4.5 && (rec.vibration as number) < 5);
     await stop(app);
   });
