@@ -21,6 +21,12 @@ const MIGRATIONS: string[] = [
      records INTEGER NOT NULL, bytes INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (minute, app, rule, stream, destination));`,
   // The model cache's index (files live in {dataDir}/models, named by sha256).
   `CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used INTEGER NOT NULL);`,
+  // The intake journal (device records acknowledged but not yet turned into every rule's
+  // results), each rule's cursor into it with its window checkpoint, and the model cache's
+  // verified marker (size, mtime, inode at the last full sha256 check).
+  `CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL, at INTEGER NOT NULL);
+   CREATE TABLE journal_cursor (rule TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB, at INTEGER NOT NULL);
+   ALTER TABLE artifacts ADD COLUMN verified TEXT;`,
 ];
 
 export function openEdgeDb(dataDir: string): EdgeDb {

@@ -23,8 +23,13 @@ export class ExternalDeviceSource implements DeviceSource {
   private filters = new Set<string>();
   private messagesIn = 0;
   private readonly listeners = new Set<(m: DeviceMessage) => void>();
+  private intake?: (m: DeviceMessage) => Promise<void>;
 
   constructor(private readonly o: ExternalDeviceSourceOptions) {}
+
+  setIntake(fn: (m: DeviceMessage) => Promise<void>): void {
+    this.intake = fn;
+  }
 
   get url(): string {
     return this.o.url;
@@ -43,10 +48,20 @@ export class ExternalDeviceSource implements DeviceSource {
     const client = mqtt.connect(this.o.url, {
       clientId: this.o.clientId, username: this.o.username, password: this.o.password,
       protocolVersion: 4, clean: false, reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
+      // The PUBACK to the external broker goes only once the record is durable here; until then
+      // the broker keeps it in the agent's persistent session and redelivers it after a crash.
+      // (mqtt.js handles one inbound QoS 1 packet at a time this way: the rate is bounded by
+      // the journal's commit latency — docs/streams.md.)
+      customHandleAcks: (topic, message, _packet, done) => {
+        if (!this.intake) return done(0);
+        this.intake({ topic, payload: message, clientId: '' }).then(() => done(0), (e: Error) => done(e));
+      },
     });
     this.client = client;
-    client.on('message', (topic, payload) => {
+    client.on('message', (topic, payload, packet) => {
       this.messagesIn++;
+      // QoS 0 has no acknowledgement to hold back (QoS 1/2 went through customHandleAcks).
+      if (packet.qos === 0 && this.intake) this.intake({ topic, payload, clientId: '' }).catch((e: Error) => log.warn({ err: e.message, topic }, 'QoS 0 device record refused'));
       for (const l of this.listeners) {
         try {
           l({ topic, payload, clientId: '' });

@@ -14,6 +14,7 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
+import { Intake, Journal } from './journal.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
 import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
@@ -70,6 +71,11 @@ export interface EdgeConfig {
   devicePasswordFile?: string;
   /** Disk budget of the model cache, bytes. Default 10 GiB. */
   modelCacheBytes?: number;
+  /**
+   * Most device records journaled and not yet committed by every rule (a rule stuck behind a
+   * model or a full disk); past it, device acknowledgements are withheld. Default 1,000,000.
+   */
+  journalMax?: number;
   /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
   outboxMax?: number;
   outboxOverflow?: OverflowPolicy;
@@ -164,9 +170,31 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     });
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
-  devices.onMessage((m) => router.onMessage(m.topic, m.payload));
   router.onFiltersChanged((filters) => void devices.setFilters(filters));
-  await devices.start();
+  // Acknowledge after durability: a device record reaches the rules through the intake journal,
+  // and its PUBACK goes only once it is committed there (src/edge/journal.ts).
+  const journal = new Journal(db, clock);
+  const journalMax = cfg.journalMax ?? 1_000_000;
+  const unrouted = new Counter({ name: 'ew_edge_records_unrouted_total', help: 'Device records that no stream reads (acknowledged, counted, not kept), by topic (at most 1,000 topics, then "(other)")', labelNames: ['topic'], registers: [registry] });
+  const unroutedTopics = new Set<string>();
+  const withheld = new Counter({ name: 'ew_edge_device_acks_withheld_total', help: 'Device records whose acknowledgement was withheld (the device is slowed, not dropped), by reason', labelNames: ['reason'], registers: [registry] });
+  new Gauge({ name: 'ew_edge_journal_pending', help: 'Acknowledged device records journaled and not yet committed by every rule', registers: [registry], collect() { this.set(journal.pending); } });
+  let rulesRef: RuleHost | undefined;
+  const intake = new Intake({
+    journal, clock, log,
+    routes: (topic) => router.routes(topic),
+    deliver: (seq, topic, payload) => {
+      router.onMessage(topic, payload, seq);
+      rulesRef?.delivered(seq);
+    },
+    gate: () => (outbox.full ? 'outbox_full' : journal.pending >= journalMax ? 'journal_full' : undefined),
+    onUnrouted: (topic) => {
+      if (unroutedTopics.size < 1000) unroutedTopics.add(topic);
+      unrouted.inc({ topic: unroutedTopics.has(topic) ? topic : '(other)' });
+    },
+    onWithheld: (reason, n) => withheld.inc({ reason }, n),
+  });
+  devices.setIntake((m) => intake.accept(m.topic, m.payload));
   const audit = new EgressAudit(db, clock, registry);
   new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
@@ -199,7 +227,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       siteId, app, rule, outbox, audit, log, clock, allowedFields,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
+    durable: { journal, db, outbox, onCommitted: () => { notifyOutbox(); intake.wake(); } },
   });
+  rulesRef = rules;
   supervisor.register(rules);
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
@@ -207,6 +237,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     await supervisor.apply(d.body.generation, d.body.apps);
     log.info({ generation: d.body.generation, apps: d.body.apps.length }, 'resumed last desired state from disk');
   }
+  // Nothing is accepted before it can be handled: the device broker opens only now, with the
+  // stored desired state applied (models loaded, rules running and caught up on the journal).
+  journal.pruneCursors(rules.keys());
+  await devices.start();
 
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
@@ -269,7 +303,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       if (s === 'connected') link.sendStatus(statusBody());
     },
   });
-  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => sentCounter.inc(n));
+  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => { sentCounter.inc(n); intake.wake(); });
   notifyOutbox = () => pump.notify();
   link.start();
   // Closed minutes of the egress audit go up like any result.
@@ -294,9 +328,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     async close() {
       stopHeartbeat();
       stopAudit();
-      rules.close();
       await api.close();
       await devices.close();
+      intake.close();
+      rules.close();
       await link.stop();
       await applying;
       pump.flushAcks();

@@ -9,8 +9,12 @@ import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
-import type { DeadLetters, StreamRouter } from './streams.ts';
-import { makeSink, type Sink, type SinkContext } from './sinks.ts';
+import { decodeRecord, topicMatches, type DeadLetters, type StreamRouter } from './streams.ts';
+import { isDurableSink, makeSink, type Sink, type SinkContext } from './sinks.ts';
+import type { Journal } from './journal.ts';
+import type { EdgeDb } from './db.ts';
+import type { Outbox } from './outbox.ts';
+import { isEwError as isCode } from '../contracts/errors.ts';
 
 /** What the site and the cloud show of a rule. */
 export interface RuleStatus {
@@ -26,6 +30,10 @@ export interface RuleStatus {
   /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
   dropped: number;
   sinkErrors: number;
+  /** Results a sink refused (outbox full under reject-new) and lost. */
+  sinkDropped: number;
+  /** Why the rule's results are refused or waiting right now (outbox full, storage error). */
+  blocked?: string;
   lastOutputAt: number | null;
 }
 
@@ -39,6 +47,11 @@ interface Running {
   sinks: Sink[];
   unsubscribe?: () => void;
   sinkErrors: number;
+  sinkDropped: number;
+  blocked?: string;
+  model?: ModelRule;
+  /** The journal seq this rule's committed effects cover. */
+  cursor: number;
 }
 
 export interface RuleHostDeps {
@@ -50,6 +63,12 @@ export interface RuleHostDeps {
   infer?: (app: string, model: string, args: unknown[]) => Promise<unknown>;
   /** Builds the context a rule's sinks write through. */
   sinkContext(app: string, rule: string, allowedFields: (stream: string) => string[] | undefined): SinkContext;
+  /**
+   * Acknowledge-after-durability: the intake journal the rules consume, the database their
+   * effects commit to (one transaction with each rule's cursor), and the outbox (to count what a
+   * full one refuses). Absent: results are committed by each sink alone (tools, benchmarks).
+   */
+  durable?: { journal: Journal; db: EdgeDb; outbox: Outbox; onCommitted?: () => void; retryMs?: number };
 }
 
 /**
@@ -61,8 +80,90 @@ export interface RuleHostDeps {
 export class RuleHost implements AppComponent {
   readonly name = 'rules';
   private readonly rules = new Map<string, Running>();
+  /** The newest journal seq handed to the rules (every rule has seen everything up to it). */
+  private seen = 0;
+  private commitScheduled = false;
+  private cancelRetry?: () => void;
 
-  constructor(private readonly d: RuleHostDeps) {}
+  constructor(private readonly d: RuleHostDeps) {
+    this.seen = d.durable?.journal.lastSeq ?? 0;
+  }
+
+  /** The intake delivered (through the router) every record up to `seq`. */
+  delivered(seq: number): void {
+    if (seq > this.seen) this.seen = seq;
+    this.commitSoon();
+  }
+
+  private commitSoon(): void {
+    if (!this.d.durable || this.commitScheduled) return;
+    this.commitScheduled = true;
+    setImmediate(() => this.commit());
+  }
+
+  /** Where a rule's committed effects end: past every record it has fully handled. */
+  private safeSeq(r: Running): number {
+    const f = r.model?.inFlight;
+    if (f?.emitting) return r.cursor; // window rows wait for a model: not done yet
+    const oldest = f?.oldest?.seq;
+    return typeof oldest === 'number' ? Math.min(oldest - 1, this.seen) : this.seen;
+  }
+
+  /**
+   * One transaction for every rule: its waiting uplink rows and its cursor (a savepoint per
+   * rule, so one rule's full outbox does not hold back the others), then the journal is
+   * trimmed. Results the outbox refuses (reject-new) are counted and lost, and the rule says so;
+   * after a storage error (disk full) the rows wait and the commit is retried, the cursor not
+   * moved, so a crash meanwhile replays them.
+   */
+  commit(): void {
+    this.commitScheduled = false;
+    const dur = this.d.durable;
+    if (!dur) return;
+    let retry = false;
+    let wrote = 0;
+    try {
+      dur.db.transaction(() => {
+        for (const [key, r] of this.rules) {
+          if (r.state !== 'running') continue;
+          const durables = r.sinks.filter(isDurableSink);
+          const to = this.safeSeq(r);
+          try {
+            dur.db.transaction(() => {
+              for (const s of durables) wrote += s.commit();
+              if (to !== r.cursor) dur.journal.setCursor(key, to);
+            })();
+            r.cursor = to;
+            r.blocked = undefined;
+          } catch (e) {
+            if (isCode(e, 'OUTBOX_FULL')) {
+              let lost = 0;
+              for (const s of durables) lost += s.discard();
+              r.sinkErrors += lost;
+              r.sinkDropped += lost;
+              dur.outbox.countRefused(lost);
+              if (r.blocked === undefined) this.d.log.warn({ app: r.app, rule: r.spec.name, lost }, 'outbox full (reject-new): rule results refused and counted');
+              r.blocked = `outbox full (reject-new): ${r.sinkDropped} results refused`;
+              dur.journal.setCursor(key, to);
+              r.cursor = to;
+            } else {
+              if (r.blocked === undefined) this.d.log.error({ app: r.app, rule: r.spec.name, err: (e as Error).message }, 'rule results cannot be committed; retrying');
+              r.blocked = `results not committed: ${(e as Error).message}`;
+              retry = true;
+            }
+          }
+        }
+        dur.journal.truncate();
+      })();
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message }, 'rule commit failed; retrying');
+      retry = true;
+    }
+    if (wrote > 0) dur.onCommitted?.();
+    if (retry && !this.cancelRetry) {
+      this.cancelRetry = this.d.clock.setTimer(dur.retryMs ?? 500, () => { this.cancelRetry = undefined; this.commit(); });
+    }
+  }
 
   statuses(): RuleStatus[] {
     return [...this.rules.values()].map((r) => {
@@ -70,7 +171,7 @@ export class RuleHost implements AppComponent {
       return {
         app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}),
         in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0,
-        dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, lastOutputAt: s?.lastOutputAt ?? null,
+        dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, sinkDropped: r.sinkDropped, ...(r.blocked ? { blocked: r.blocked } : {}), lastOutputAt: s?.lastOutputAt ?? null,
       };
     });
   }
@@ -92,7 +193,7 @@ export class RuleHost implements AppComponent {
   }
 
   async stop(app: DesiredApp): Promise<void> {
-    for (const [key, r] of this.rules) if (r.app === app.name) this.unload(key);
+    for (const [key, r] of this.rules) if (r.app === app.name) this.unload(key, true);
   }
 
   private prepare(app: DesiredApp): Map<string, { spec: RuleSpec; index: number; fingerprint: string }> {
@@ -117,13 +218,13 @@ export class RuleHost implements AppComponent {
     const failures: string[] = [];
     for (const [key, { spec, index, fingerprint }] of this.prepare(app)) {
       if (keep.has(key)) continue;
-      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0 };
+      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, cursor: this.seen };
       this.rules.set(key, r);
       try {
         const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
-        const ctx = this.d.sinkContext(app.name, spec.name, (s) => fields.get(s));
+        const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}) };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
         const dead = (rec: Record<string, unknown>, why: string) => this.d.dead.add(app.name, stream.name, why, rec);
@@ -147,6 +248,8 @@ export class RuleHost implements AppComponent {
           },
         }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args) : undefined);
         r.runtime = rule.runtime;
+        r.model = rule;
+        this.resume(key, r, rule, stream);
         r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
@@ -159,18 +262,59 @@ export class RuleHost implements AppComponent {
     if (failures.length) throw new Error(failures.join('; '));
   }
 
-  private unload(key: string): void {
+  /**
+   * A rule (re)starting under acknowledge-after-durability: it replays the journaled records
+   * after its cursor — acknowledged to devices but not yet in its committed results (a crash, a
+   * restart, records that waited while its model loaded) — before it takes live records. A rule
+   * new to this site starts at the journal's end.
+   */
+  private resume(key: string, r: Running, rule: ModelRule, stream: StreamDef & { topic: string }): void {
+    const dur = this.d.durable;
+    if (!dur) return;
+    const cp = dur.journal.cursor(key);
+    r.cursor = cp?.seq ?? this.seen;
+    if (!cp) dur.journal.setCursor(key, r.cursor);
+    let from = r.cursor;
+    let replayed = 0;
+    for (;;) {
+      const recs = dur.journal.read(from, 1000);
+      if (recs.length === 0) break;
+      for (const rec of recs) {
+        from = rec.seq;
+        if (!topicMatches(stream.topic, rec.topic)) continue;
+        const d = decodeRecord(rec.payload, stream);
+        if (!d.ok) continue; // dead-lettered when it first arrived
+        rule.push(d.rec, { topic: rec.topic, seq: rec.seq });
+        replayed++;
+      }
+    }
+    if (from > this.seen) this.seen = from;
+    if (replayed) this.d.log.info({ app: r.app, rule: r.spec.name, replayed, from: r.cursor }, 'rule replayed journaled records');
+    this.commitSoon();
+  }
+
+  private unload(key: string, forget = false): void {
     const r = this.rules.get(key);
     if (!r) return;
     r.unsubscribe?.();
+    // What the rule produced so far is committed with its cursor before it goes.
+    if (!forget) this.commit();
     r.runtime?.stop();
     for (const s of r.sinks) s.close();
+    if (forget) this.d.durable?.journal.dropCursor(key);
     this.rules.delete(key);
     this.d.log.info({ app: r.app, rule: r.spec.name }, 'rule stopped');
   }
 
   /** Stops everything (agent shutdown). */
   close(): void {
+    this.commit();
+    this.cancelRetry?.();
     for (const key of [...this.rules.keys()]) this.unload(key);
+  }
+
+  /** Rules that run here now, by key (for pruning stale journal cursors). */
+  keys(): Set<string> {
+    return new Set(this.rules.keys());
   }
 }

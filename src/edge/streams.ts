@@ -11,7 +11,7 @@ import type { Clock } from '../lib/clock.ts';
  * reaches a rule and never stops one.
  */
 export type Record_ = Record<string, unknown>;
-export interface Subscriber { app: string; stream: StreamDef & { topic: string }; deliver(rec: Record_, meta: { topic: string }): void }
+export interface Subscriber { app: string; stream: StreamDef & { topic: string }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
 
 /** MQTT topic-filter matching (`+` one level, `#` the rest). */
 export function topicMatches(filter: string, topic: string): boolean {
@@ -131,8 +131,14 @@ export class StreamRouter {
     return s;
   }
 
-  /** A device message from the broker. */
-  onMessage(topic: string, payload: Buffer): void {
+  /** Whether any stream (of a running or starting rule) reads this topic. */
+  routes(topic: string): boolean {
+    for (const s of this.subs) if (topicMatches(s.stream.topic, topic)) return true;
+    return false;
+  }
+
+  /** A device message from the broker; `seq` is its place in the intake journal. */
+  onMessage(topic: string, payload: Buffer, seq?: number): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
     for (const s of this.subs) {
       if (!topicMatches(s.stream.topic, topic)) continue;
@@ -145,7 +151,7 @@ export class StreamRouter {
         st.in++;
         if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, `${d.reason} (topic ${topic})`, payload); }
       }
-      if (d.ok) s.deliver(d.rec, { topic });
+      if (d.ok) s.deliver(d.rec, { topic, seq });
     }
   }
 
