@@ -41,6 +41,8 @@ export const SiteStatusBody = z.object({
   rules: z.array(z.object({
     app: z.string(), rule: z.string(), state: z.enum(['running', 'failed']), error: z.string().max(2000).optional(),
     in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), dropped: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
+    // Results a full outbox refused, and why results are refused or waiting now (older agents send neither).
+    sinkDropped: z.number().optional(), blocked: z.string().max(2000).optional(),
   })).max(1000).optional(),
   deadLetters: z.number().int().nonnegative().optional(),
   models: z.array(z.object({

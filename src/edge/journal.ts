@@ -112,8 +112,10 @@ export interface IntakeDeps {
   routes(topic: string): boolean;
   /** A durable record, in seq order, after its PUBACK was released. */
   deliver(seq: number, topic: string, payload: Buffer): void;
-  /** A reason to hold every routed record now (outbox full under reject-new, journal at its bound), or undefined. */
+  /** A reason to hold every routed record now (journal at its bound), or undefined. */
   gate(): WithholdReason | undefined;
+  /** How many more routed records the outbox can take now (reject-new); past it they are held as `outbox_full`. Default: no limit. */
+  room?: () => number;
   onUnrouted(topic: string): void;
   onWithheld(reason: WithholdReason, records: number): void;
   clock: Clock;
@@ -190,37 +192,46 @@ export class Intake {
     for (const h of unrouted) { this.stats.unrouted++; this.d.onUnrouted(h.topic); h.resolve(); }
     if (routed.length === 0) { this.held = []; this.withholding = undefined; return unrouted.length; }
     let reason = this.d.gate();
-    let seqs: number[] = [];
+    let admit: Held[] = [];
     if (!reason) {
+      const room = this.d.room?.() ?? Infinity;
+      admit = room >= routed.length ? routed : routed.slice(0, Math.max(0, room));
+      if (admit.length < routed.length) reason = 'outbox_full';
+    }
+    let seqs: number[] = [];
+    if (admit.length) {
       try {
-        seqs = this.d.journal.append(routed);
+        seqs = this.d.journal.append(admit);
       } catch (e) {
         reason = storageReason(e);
+        admit = [];
         if (this.withholding !== reason) this.d.log.error({ err: (e as Error).message, reason, records: routed.length }, 'device records cannot be made durable; their acknowledgements are withheld');
       }
     }
-    if (reason) {
-      this.held = routed;
-      if (this.withholding !== reason) this.d.log.warn({ reason, records: routed.length }, 'device acknowledgements withheld');
-      this.withholding = reason;
-      this.stats.withheld += routed.length;
-      this.d.onWithheld(reason, routed.length);
-      this.cancelRetry = this.d.clock.setTimer(this.d.retryMs ?? 250, () => this.schedule());
-      return unrouted.length;
-    }
-    this.held = [];
-    this.withholding = undefined;
-    this.stats.batches++;
-    this.stats.accepted += routed.length;
-    for (const h of routed) h.resolve();
-    for (let i = 0; i < routed.length; i++) {
-      try {
-        this.d.deliver(seqs[i]!, routed[i]!.topic, routed[i]!.payload);
-      } catch (e) {
-        this.d.log.error({ err: (e as Error).message, topic: routed[i]!.topic }, 'delivering a journaled record failed (it stays journaled and replays at restart)');
+    const rest = routed.slice(admit.length);
+    this.held = rest;
+    if (admit.length) {
+      this.stats.batches++;
+      this.stats.accepted += admit.length;
+      for (const h of admit) h.resolve();
+      for (let i = 0; i < admit.length; i++) {
+        try {
+          this.d.deliver(seqs[i]!, admit[i]!.topic, admit[i]!.payload);
+        } catch (e) {
+          this.d.log.error({ err: (e as Error).message, topic: admit[i]!.topic }, 'delivering a journaled record failed (it stays journaled and replays at restart)');
+        }
       }
     }
-    return batch.length;
+    if (reason && rest.length) {
+      if (this.withholding !== reason) this.d.log.warn({ reason, records: rest.length }, 'device acknowledgements withheld');
+      this.withholding = reason;
+      this.stats.withheld += rest.length;
+      this.d.onWithheld(reason, rest.length);
+      this.cancelRetry = this.d.clock.setTimer(this.d.retryMs ?? 250, () => this.schedule());
+    } else {
+      this.withholding = undefined;
+    }
+    return unrouted.length + admit.length;
   }
 
   /** Refuses everything still held (shutdown): none of it was acknowledged. */

@@ -187,7 +187,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       router.onMessage(topic, payload, seq);
       rulesRef?.delivered(seq);
     },
-    gate: () => (outbox.full ? 'outbox_full' : journal.pending >= journalMax ? 'journal_full' : undefined),
+    gate: () => (journal.pending >= journalMax ? 'journal_full' : undefined),
+    // Under reject-new a device is slowed (no PUBACK) rather than acknowledged and its results
+    // refused: only as many records are taken as the outbox has room for.
+    room: () => (outbox.policy === 'reject-new' ? outbox.room : Infinity),
     onUnrouted: (topic) => {
       if (unroutedTopics.size < 1000) unroutedTopics.add(topic);
       unrouted.inc({ topic: unroutedTopics.has(topic) ? topic : '(other)' });

@@ -62,6 +62,11 @@ export class Outbox {
     return this.opts.overflow === 'reject-new' && this.count >= this.opts.maxMessages;
   }
 
+  /** Messages the bound still has room for. */
+  get room(): number {
+    return Math.max(0, this.opts.maxMessages - this.count);
+  }
+
   /** Counts results the reject-new policy refused (they are in `dropped` too). */
   countRefused(n: number): void {
     if (n <= 0) return;
