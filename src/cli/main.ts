@@ -58,6 +58,8 @@ export function buildProgram(): Command {
     .description('Edgeweave: run AI where the data is — a cloud control plane and a fleet of edge sites.')
     .version(VERSION)
     .showHelpAfterError()
+    // Options after a subcommand's name are that subcommand's (`edge doctor --data-dir` is doctor's).
+    .enablePositionalOptions()
     // Usage errors (unknown flag, bad value) exit 2 like our CONFIG_INVALID; help and version exit 0.
     // Set before the subcommands are defined, which inherit it.
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -100,9 +102,33 @@ export function buildProgram(): Command {
       runUntilSignal(() => c.close());
     });
 
-  program.command('edge')
+  const edge = program.command('edge').enablePositionalOptions();
+  edge.command('doctor')
+    .description('Check a site\'s data directory (credentials, edge.db, PRAGMA quick_check, a test write); --salvage copies every readable row of a damaged edge.db into a fresh one.')
+    .requiredOption('--data-dir <dir>', 'the site state directory')
+    .option('--salvage', 'rebuild edge.db from its readable rows (the damaged file is kept beside it)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', `
+  Exit codes: 0 healthy (or salvaged), 2 problems found.
+  Examples:
+    $ edgeweave edge doctor --data-dir /var/lib/edgeweave
+    $ edgeweave edge doctor --data-dir /var/lib/edgeweave --salvage`)
+    .action(async (o) => {
+      const { doctor } = await import('../edge/doctor.ts');
+      const r = doctor(o.dataDir, { salvage: !!o.salvage });
+      if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        process.stdout.write(`${r.dataDir}${r.siteId ? ` (site ${r.siteId})` : ''}\n`);
+        for (const c of r.checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}\n`);
+        if (r.counts) process.stdout.write(`  outbox ${r.counts.outbox} unsent · journal ${r.counts.journal} · dead letters ${r.counts.deadLetters} · desired generation ${r.counts.desiredGeneration ?? 'none'}\n`);
+        if (!r.ok) process.stdout.write('  the agent will refuse to start; run again with --salvage to rebuild edge.db from its readable rows\n');
+      }
+      process.exitCode = r.ok ? 0 : 2;
+    });
+  edge
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
-    .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
+    // Required, but checked in the action: commander would also demand it of `edge doctor`.
+    .option('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache) (required)')
     .option('--cloud <url>', 'cloud HTTP URL (first start only)')
     .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
     .option('--ca <file>', 'first start only: a CA certificate (PEM) to trust for the cloud\'s https/mqtts')
@@ -131,6 +157,7 @@ export function buildProgram(): Command {
     $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
     .action(async (o) => {
+      if (!o.dataDir) edge.error("error: required option '--data-dir <dir>' not specified");
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
         dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
