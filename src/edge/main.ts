@@ -83,7 +83,11 @@ export interface EdgeConfig {
   logRing?: LogRing;
   /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
   heartbeatIntervalS?: number;
+  /** First cloud reconnect window, ms; doubles per failure with full jitter up to reconnectMaxMs (default 30,000). Default 1,000. */
   reconnectPeriodMs?: number;
+  reconnectMaxMs?: number;
+  /** MQTT keepalive to the cloud, s: a silent partition is noticed within about 1.5× this. Default 10. */
+  cloudKeepaliveS?: number;
   clock?: Clock;
   log?: Logger;
 }
@@ -300,7 +304,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -320,7 +324,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models });
+  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models });
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -353,6 +357,8 @@ interface LocalApiDeps {
   siteId: string;
   statusBody: () => SiteStatusBody;
   linkState: () => LinkState;
+  linkHealth: () => ReturnType<CloudLink['health']>;
+  intake: Intake;
   router: StreamRouter;
   dead: DeadLetters;
   audit: EgressAudit;
@@ -376,7 +382,17 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
   const r = app.withTypeProvider<ZodTypeProvider>();
-  r.get('/healthz', async () => ({ ok: true, siteId: d.siteId, link: d.linkState() }));
+  // The site is autonomous: it is healthy (200) with its cloud link down; the body says how the
+  // link is (a silent partition shows as `disconnected` within about 1.5× the keepalive) and
+  // whether device acknowledgements are being withheld.
+  r.get('/healthz', async () => {
+    const h = d.linkHealth();
+    return {
+      ok: true, siteId: d.siteId, link: h.state,
+      cloud: { since: h.since, lastContactAt: h.lastContactAt, keepaliveS: h.keepaliveS, reconnectFailures: h.reconnectFailures },
+      ...(d.intake.withholding ? { withholding: d.intake.withholding } : {}),
+    };
+  });
   r.get('/metrics', async (_req, reply) => {
     void reply.header('content-type', d.registry.contentType);
     return d.registry.metrics();
