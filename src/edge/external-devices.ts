@@ -48,20 +48,25 @@ export class ExternalDeviceSource implements DeviceSource {
     const client = mqtt.connect(this.o.url, {
       clientId: this.o.clientId, username: this.o.username, password: this.o.password,
       protocolVersion: 4, clean: false, reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
-      // The PUBACK to the external broker goes only once the record is durable here; until then
-      // the broker keeps it in the agent's persistent session and redelivers it after a crash.
-      // (mqtt.js handles one inbound QoS 1 packet at a time this way: the rate is bounded by
-      // the journal's commit latency — docs/streams.md.)
-      customHandleAcks: (topic, message, _packet, done) => {
-        if (!this.intake) return done(0);
-        this.intake({ topic, payload: message, clientId: '' }).then(() => done(0), (e: Error) => done(e));
-      },
     });
     this.client = client;
-    client.on('message', (topic, payload, packet) => {
+    // The PUBACK to the external broker goes only once the record is durable here (mqtt.js sends
+    // it after handleMessage calls back); until then the broker keeps the record in the agent's
+    // persistent session and redelivers it after a crash. A record that cannot be made durable
+    // drops the connection without a PUBACK, so the broker delivers it again. mqtt.js handles
+    // one inbound packet at a time this way: the rate is bounded by the journal's group-commit
+    // latency (docs/streams.md).
+    client.handleMessage = (packet, done) => {
+      if (!this.intake) return done();
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      this.intake({ topic: packet.topic, payload, clientId: '' }).then(() => done(), (e: Error) => {
+        log.warn({ err: e.message, topic: packet.topic }, 'device record not made durable; reconnecting for redelivery');
+        if (packet.qos === 0) return done();
+        client.stream?.destroy();
+      });
+    };
+    client.on('message', (topic, payload) => {
       this.messagesIn++;
-      // QoS 0 has no acknowledgement to hold back (QoS 1/2 went through customHandleAcks).
-      if (packet.qos === 0 && this.intake) this.intake({ topic, payload, clientId: '' }).catch((e: Error) => log.warn({ err: e.message, topic }, 'QoS 0 device record refused'));
       for (const l of this.listeners) {
         try {
           l({ topic, payload, clientId: '' });
