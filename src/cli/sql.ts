@@ -68,10 +68,12 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
   const write = (rows: Record<string, unknown>[]) => { for (const r of rows) out.write(`${JSON.stringify(r)}\n`); };
   const start = (first: Record<string, unknown> | undefined) => {
     const stream: StreamDef = { name: o.stream ?? q.from.name, schema, timestamp: o.timestamp ?? (first && 'ts' in first ? 'ts' : undefined) };
-    const plan = planQuery(sql, stream, models.size ? { models: [...models.keys()] } : {});
+    const plan = planQuery(sql, stream, { ...(models.size ? { models: [...models.keys()] } : {}), lateness: o.lateness ?? 0 });
     if (o.explain || q.explain) out.write(`${plan.explain()}\n`);
     rule = new ModelRule(plan, {
       clock: systemClock, lateness: o.lateness ?? 0, latePolicy: 'side', emit: write,
+      // The input ends: a plain query with ORDER BY or LIMIT sorts and cuts the whole output.
+      collect: plan.order.length > 0,
       onLate: (r) => err.write(`late record dropped: ${JSON.stringify(r)}\n`),
       onError: (r, e) => err.write(`record failed (${e.message}): ${JSON.stringify(r)}\n`),
       onEmitError: (e) => err.write(`infer() on window results failed: ${e.message}\n`),

@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   // Streaming SQL
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
+  SQL_LIMIT: { status: 400, meaning: 'A streaming-SQL rule\'s window would hold more state than a site allows: too many windows per record, too many open windows, or too many records per window.' },
+  RULE_STATE_BUDGET: { status: 503, meaning: 'A running rule held more state (groups, buffered records, kept values) than its budget; it was stopped and the site kept running.' },
   EGRESS_DENIED: { status: 400, meaning: 'A rule would send results off the site that the app\'s egress policy does not grant.' },
   // Inference
   MODEL_NOT_FOUND: { status: 404, meaning: 'No model (or endpoint) of that name and version is served by this site.' },

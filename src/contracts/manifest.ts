@@ -82,7 +82,11 @@ export const RuleSpec = z.object({
     lateness: z.number().int().min(0).max(86_400_000).default(0),
     /** Late records: dropped and counted, or sent to the stream's dead letters too. */
     latePolicy: z.enum(['drop', 'side']).default('drop'),
-  }).strict().default({ lateness: 0, latePolicy: 'drop' }),
+    /** Event time at most this far (ms) ahead of the site's clock; records further ahead go to the dead letters. */
+    maxFutureSkew: z.number().int().min(0).max(7 * 86_400_000).default(300_000),
+    /** The rule's state budget in cells (groups × aggregates, buffered records, kept values); over it the rule stops. */
+    maxState: z.number().int().min(1000).max(50_000_000).default(1_000_000),
+  }).strict().default({ lateness: 0, latePolicy: 'drop', maxFutureSkew: 300_000, maxState: 1_000_000 }),
 }).strict();
 export type RuleSpec = z.infer<typeof RuleSpec>;
 

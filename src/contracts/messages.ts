@@ -43,6 +43,7 @@ export const SiteStatusBody = z.object({
     in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), dropped: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
     // Results a full outbox refused, and why results are refused or waiting now (older agents send neither).
     sinkDropped: z.number().optional(), blocked: z.string().max(2000).optional(),
+    warnings: z.array(z.string().max(500)).max(20).optional(),
   })).max(1000).optional(),
   deadLetters: z.number().int().nonnegative().optional(),
   models: z.array(z.object({

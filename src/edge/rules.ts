@@ -35,6 +35,8 @@ export interface RuleStatus {
   /** Why the rule's results are refused or waiting right now (outbox full, storage error). */
   blocked?: string;
   lastOutputAt: number | null;
+  /** Referenced fields no record carried (schemaless streams), and similar hints. */
+  warnings?: string[];
 }
 
 interface Running {
@@ -168,8 +170,9 @@ export class RuleHost implements AppComponent {
   statuses(): RuleStatus[] {
     return [...this.rules.values()].map((r) => {
       const s = r.runtime?.stats;
+      const warnings = r.runtime?.warnings() ?? [];
       return {
-        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}),
+        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}), ...(warnings.length ? { warnings: warnings.slice(0, 20) } : {}),
         in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0,
         dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, sinkDropped: r.sinkDropped, ...(r.blocked ? { blocked: r.blocked } : {}), lastOutputAt: s?.lastOutputAt ?? null,
       };
@@ -230,6 +233,15 @@ export class RuleHost implements AppComponent {
         const dead = (rec: Record<string, unknown>, why: string) => this.d.dead.add(app.name, stream.name, why, rec);
         const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
+          maxFutureSkew: spec.options.maxFutureSkew, maxStateCells: spec.options.maxState,
+          // Over its state budget the rule stops itself; the site and its other rules keep running.
+          onFatal: (e) => {
+            r.state = 'failed';
+            r.error = `${e.code}: ${e.message}`;
+            r.unsubscribe?.();
+            r.unsubscribe = undefined;
+            this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
+          },
           emit: (rows) => {
             for (const sink of r.sinks) {
               try {

@@ -65,7 +65,7 @@ export function checkRule(spec: RuleSpec, i: number, streams: ReadonlyMap<string
       const guess = closest(q.from.name, streams.keys());
       throw new EwError('SQL_INVALID', `line ${q.from.pos.line}, column ${q.from.pos.col}: rule ${spec.name} reads stream "${q.from.name}", which spec.streams does not declare${guess ? `; did you mean ${guess}?` : streams.size ? `; declared: ${[...streams.keys()].join(', ')}` : ''}`, { path: `sql:${q.from.pos.line}:${q.from.pos.col}` });
     }
-    plan = planQuery(spec.sql, def, { models });
+    plan = planQuery(spec.sql, def, { models, lateness: spec.options.lateness });
   } catch (e) {
     if (isEwError(e) && e.path?.startsWith('sql:')) {
       throw new EwError(e.code, `spec.rules[${i}].sql (rule ${spec.name}): ${e.message}`, { path: `spec.rules[${i}].sql${e.path.slice(3)}` });

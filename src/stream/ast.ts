@@ -2,7 +2,7 @@ import type { Pos } from './lexer.ts';
 
 /** The parsed form of a streaming-SQL query. Every node keeps where it came from. */
 export type Expr =
-  | { k: 'lit'; v: null | boolean | number | string; pos: Pos }
+  | { k: 'lit'; v: null | boolean | number | string; pos: Pos; float?: boolean }
   | { k: 'field'; path: (string | number)[]; pos: Pos }
   | { k: 'star'; pos: Pos }
   | { k: 'call'; name: string; args: Expr[]; distinct: boolean; star: boolean; pos: Pos }
@@ -27,4 +27,8 @@ export interface Query {
   where?: Expr;
   groupBy: Expr[];
   having?: Expr;
+  /** Sorts each emission (a window's rows); a plain query emits one row at a time. */
+  orderBy: { expr: Expr; desc: boolean; pos: Pos }[];
+  /** At most this many rows per emission. */
+  limit?: { n: number; pos: Pos };
 }

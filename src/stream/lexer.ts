@@ -6,17 +6,17 @@ import { EwError } from '../contracts/errors.ts';
  */
 export type TokenKind = 'ident' | 'number' | 'string' | 'op' | 'punct' | 'keyword' | 'eof';
 
-export interface Token { kind: TokenKind; text: string; value?: number | string; line: number; col: number; pos: number }
+export interface Token { kind: TokenKind; text: string; value?: number | string; line: number; col: number; pos: number; float?: boolean }
 
 export const KEYWORDS = new Set([
   'SELECT', 'FROM', 'WHERE', 'GROUP', 'BY', 'HAVING', 'AS', 'AND', 'OR', 'NOT', 'IN', 'BETWEEN', 'LIKE', 'IS', 'NULL',
-  'TRUE', 'FALSE', 'CASE', 'WHEN', 'THEN', 'ELSE', 'END', 'DISTINCT', 'EXPLAIN', 'ESCAPE',
+  'TRUE', 'FALSE', 'CASE', 'WHEN', 'THEN', 'ELSE', 'END', 'DISTINCT', 'EXPLAIN', 'ESCAPE', 'ORDER', 'LIMIT',
 ]);
 
 /** Where a piece of SQL sits; `sqlError` formats it as `line L, column C`. */
 export interface Pos { line: number; col: number }
 
-export function sqlError(code: 'SQL_SYNTAX' | 'SQL_INVALID', at: Pos, message: string, hint?: string): EwError {
+export function sqlError(code: 'SQL_SYNTAX' | 'SQL_INVALID' | 'SQL_LIMIT', at: Pos, message: string, hint?: string): EwError {
   return new EwError(code, `line ${at.line}, column ${at.col}: ${message}${hint ? `; ${hint}` : ''}`, { path: `sql:${at.line}:${at.col}` });
 }
 
@@ -56,6 +56,8 @@ export function lex(sql: string): Token[] {
       }
       const text = sql.slice(start, i);
       push('number', start, text, Number(text));
+      // 2.0 and 1e3 are floats, 2 is an integer: integer arithmetic (7 / 2 = 3) follows eKuiper.
+      if (/[.eE]/.test(text)) out[out.length - 1]!.float = true;
       continue;
     }
     if (/[A-Za-z_]/.test(c)) {
@@ -66,8 +68,8 @@ export function lex(sql: string): Token[] {
       else push('ident', start, text, text);
       continue;
     }
-    if (c === '`' || c === '"') {
-      // Quoted identifier: a field name with spaces or a keyword's spelling.
+    if (c === '`') {
+      // Quoted identifier: a field name with spaces or a keyword's spelling (eKuiper's backquotes).
       const startPos = at(i);
       i++;
       let s = '';
@@ -77,14 +79,18 @@ export function lex(sql: string): Token[] {
       push('ident', start, sql.slice(start, i), s);
       continue;
     }
-    if (c === "'") {
+    if (c === "'" || c === '"') {
+      // String literals: 'single' or "double" quoted, as in eKuiper (a double-quoted text is a
+      // string, never a field: quote odd field names with backquotes). A doubled quote or a
+      // backslash escapes the quote character.
       const startPos = at(i);
       i++;
       let s = '';
       for (;;) {
-        if (i >= sql.length) throw sqlError('SQL_SYNTAX', startPos, 'unterminated string', "close it with ' (write '' for a quote inside)");
-        if (sql[i] === "'") {
-          if (sql[i + 1] === "'") { s += "'"; i += 2; continue; }
+        if (i >= sql.length) throw sqlError('SQL_SYNTAX', startPos, 'unterminated string', `close it with ${c} (write ${c}${c} for a quote inside)`);
+        if (sql[i] === '\\' && sql[i + 1] === c) { s += c; i += 2; continue; }
+        if (sql[i] === c) {
+          if (sql[i + 1] === c) { s += c; i += 2; continue; }
           i++;
           break;
         }
@@ -96,7 +102,7 @@ export function lex(sql: string): Token[] {
       continue;
     }
     const two = sql.slice(i, i + 2);
-    if (['<=', '>=', '!=', '<>', '||', '=='].includes(two)) { i += 2; push('op', start, two); continue; }
+    if (['<=', '>=', '!=', '<>', '||', '==', '->'].includes(two)) { i += 2; push('op', start, two); continue; }
     if ('+-*/%<>='.includes(c)) { i++; push('op', start, c); continue; }
     if ('(),.[];'.includes(c)) { i++; push('punct', start, c); continue; }
     throw sqlError('SQL_SYNTAX', at(i), `unexpected character "${c}"`);

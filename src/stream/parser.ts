@@ -8,7 +8,7 @@ import type { BinOp, Expr, Query, SelectItem } from './ast.ts';
  * * / % · unary - · postfix (.name, [i]) · primary. Errors name line and column and, for a
  * misspelt keyword, what was probably meant.
  */
-const CLAUSE_WORDS = ['SELECT', 'FROM', 'WHERE', 'GROUP', 'BY', 'HAVING'];
+const CLAUSE_WORDS = ['SELECT', 'FROM', 'WHERE', 'GROUP', 'BY', 'HAVING', 'ORDER', 'LIMIT'];
 
 function levenshtein(a: string, b: string): number {
   const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)] as number[]);
@@ -98,7 +98,7 @@ class Parser {
     this.next();
     if (this.t.kind !== 'ident') this.fail('a stream name');
     const fromTok = this.next();
-    const q: Query = { explain, items, from: { name: String(fromTok.value), pos: { line: fromTok.line, col: fromTok.col } }, groupBy: [] };
+    const q: Query = { explain, items, from: { name: String(fromTok.value), pos: { line: fromTok.line, col: fromTok.col } }, groupBy: [], orderBy: [] };
     if (this.isKw('WHERE')) { this.next(); q.where = this.expr(); }
     if (this.isKw('GROUP')) {
       this.next();
@@ -106,8 +106,28 @@ class Parser {
       do q.groupBy.push(this.expr()); while (this.isPunct(',') && this.next());
     }
     if (this.isKw('HAVING')) { this.next(); q.having = this.expr(); }
+    if (this.isKw('ORDER')) {
+      this.next();
+      this.expectKw('BY');
+      do {
+        const pos = this.pos();
+        const expr = this.expr();
+        let desc = false;
+        // ASC and DESC are words only here, so fields named desc keep working elsewhere.
+        if (this.t.kind === 'ident' && /^(asc|desc)$/i.test(this.t.text)) desc = this.next().text.toLowerCase() === 'desc';
+        q.orderBy.push({ expr, desc, pos });
+      } while (this.isPunct(',') && this.next());
+    }
+    if (this.isKw('LIMIT')) {
+      const pos = this.pos();
+      this.next();
+      const t = this.t;
+      if (t.kind !== 'number' || t.float || !Number.isSafeInteger(t.value) || (t.value as number) < 0) this.fail('a whole number of rows after LIMIT');
+      this.next();
+      q.limit = { n: t.value as number, pos };
+    }
     if (this.isPunct(';')) this.next();
-    if (!this.atEnd()) this.fail(q.having ? 'the end of the query' : 'WHERE, GROUP BY, HAVING or the end of the query');
+    if (!this.atEnd()) this.fail(q.limit ? 'the end of the query' : 'WHERE, GROUP BY, HAVING, ORDER BY, LIMIT or the end of the query');
     return q;
   }
 
@@ -188,7 +208,7 @@ class Parser {
       const pos = this.pos();
       this.next();
       const e = this.unary();
-      if (e.k === 'lit' && typeof e.v === 'number') return { k: 'lit', v: -e.v, pos };
+      if (e.k === 'lit' && typeof e.v === 'number') return e.float ? { k: 'lit', v: -e.v, pos, float: true } : { k: 'lit', v: -e.v, pos };
       return { k: 'unary', op: '-', e, pos };
     }
     if (this.isOp('+')) { this.next(); return this.unary(); }
@@ -197,10 +217,11 @@ class Parser {
   private postfix(): Expr {
     let e = this.primary();
     for (;;) {
-      if (this.isPunct('.')) {
+      if (this.isPunct('.') || this.isOp('->')) {
+        // a.b and eKuiper's a->b both read a nested field.
         const pos = this.pos();
-        this.next();
-        if (this.t.kind !== 'ident' && this.t.kind !== 'keyword') this.fail('a field name after "."');
+        const arrow = this.next().text === '->';
+        if (this.t.kind !== 'ident' && this.t.kind !== 'keyword') this.fail(`a field name after "${arrow ? '->' : '.'}"`);
         const name = String(this.next().value);
         e = e.k === 'field' ? { k: 'field', path: [...e.path, name], pos: e.pos } : { k: 'member', e, name, pos };
       } else if (this.isPunct('[')) {
@@ -218,7 +239,7 @@ class Parser {
   private primary(): Expr {
     const t = this.t;
     const pos = this.pos();
-    if (t.kind === 'number') { this.next(); return { k: 'lit', v: t.value as number, pos }; }
+    if (t.kind === 'number') { this.next(); return t.float ? { k: 'lit', v: t.value as number, pos, float: true } : { k: 'lit', v: t.value as number, pos }; }
     if (t.kind === 'string') { this.next(); return { k: 'lit', v: t.value as string, pos }; }
     if (this.isKw('NULL')) { this.next(); return { k: 'lit', v: null, pos }; }
     if (this.isKw('TRUE', 'FALSE')) { this.next(); return { k: 'lit', v: t.value === 'TRUE', pos }; }

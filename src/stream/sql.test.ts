@@ -27,7 +27,7 @@ interface Case { name: string; sql: string; input: Row[]; want: Row[]; schema?: 
 
 const table: Case[] = [
   // --- stateless ---
-  { name: 'projection, arithmetic and aliases', sql: 'SELECT k, v * 2 + 1 AS y, v / 0 AS z FROM s', input: recs([['a', 1, 0], ['b', 2, 1]]), want: [{ k: 'a', y: 3, z: null }, { k: 'b', y: 5, z: null }] },
+  { name: 'projection, arithmetic and aliases', sql: 'SELECT k, v * 2 + 1 AS y, v / 2 AS z FROM s', input: recs([['a', 1, 0], ['b', 2, 1]]), want: [{ k: 'a', y: 3, z: 0.5 }, { k: 'b', y: 5, z: 1 }] },
   { name: 'SELECT * with a filter', sql: 'SELECT * FROM s WHERE v >= 2 AND k != \'c\'', input: recs([['a', 1, 0], ['b', 2, 1], ['c', 3, 2]]), want: [{ k: 'b', v: 2, ts: 1 }] },
   { name: 'nested fields and array indexes', sql: 'SELECT a.b[0].c AS c, a.b[1] AS second, s.top AS top FROM s', input: [{ a: { b: [{ c: 7 }, 'x'] }, top: 1, ts: 0 }], want: [{ c: 7, second: 'x', top: 1 }] },
   { name: 'missing fields are null', sql: 'SELECT nothere, a.b.c AS deep FROM s', input: [{ a: 1, ts: 0 }], want: [{ nothere: null, deep: null }] },
@@ -35,7 +35,7 @@ const table: Case[] = [
   { name: 'IN, NOT IN, BETWEEN', sql: "SELECT k FROM s WHERE k IN ('a', 'b') AND v BETWEEN 1 AND 2 AND k NOT IN ('b')", input: recs([['a', 1, 0], ['b', 2, 1], ['a', 5, 2]]), want: [{ k: 'a' }] },
   { name: 'LIKE with % and _, and IS NULL', sql: "SELECT name FROM s WHERE name LIKE 'press-0_' AND x IS NULL AND name NOT LIKE '%9'", input: [{ name: 'press-01', ts: 0 }, { name: 'press-09', ts: 1 }, { name: 'press-011', ts: 2 }, { name: 'press-02', x: 1, ts: 3 }], want: [{ name: 'press-01' }] },
   { name: 'null logic: unknown is not true', sql: 'SELECT k FROM s WHERE v > 1 OR w > 1', input: [{ k: 'a', v: null, w: 2, ts: 0 }, { k: 'b', ts: 1 }], want: [{ k: 'a' }] },
-  { name: 'string functions and ||', sql: "SELECT upper(k) || '-' || lpad(cast(v, 'string'), 3, '0') AS id, length(k) AS n, substring('abcdef', 1, 3) AS sub, replace(k, 'a', 'b') AS r FROM s", input: recs([['ab', 7, 0]]), want: [{ id: 'AB-007', n: 2, sub: 'bc', r: 'bb' }] },
+  { name: 'string functions and ||', sql: "SELECT upper(k) || '-' || lpad(cast(v, 'string'), 2, '0') AS id, length(k) AS n, substring('abcdef', 1, 3) AS sub, replace(k, 'a', 'b') AS r FROM s", input: recs([['ab', 7, 0]]), want: [{ id: 'AB-007', n: 2, sub: 'bc', r: 'bb' }] },
   { name: 'math functions', sql: 'SELECT round(v / 3, 2) AS r, abs(-v) AS a, power(v, 2) AS p, mod(v, 4) AS m, greatest(v, 10) AS g FROM s', input: recs([['a', 7, 0]]), want: [{ r: 2.33, a: 7, p: 49, m: 3, g: 10 }] },
   { name: 'time functions (UTC)', sql: "SELECT format_time(ts, 'YYYY-MM-DD HH:mm') AS t, hour(ts) AS h, to_timestamp('2026-01-02T03:04:05Z') AS p FROM s", input: [{ ts: Date.UTC(2026, 10, 29, 3, 17) }], want: [{ t: '2026-11-29 03:17', h: 3, p: Date.UTC(2026, 0, 2, 3, 4, 5) }] },
   { name: 'JSON functions', sql: "SELECT json_path_query(doc, '$.a.b[1]') AS x, to_json(doc.a) AS j, parse_json('{\"q\":1}').q AS q, coalesce(nope, 5) AS c FROM s", input: [{ doc: { a: { b: [1, 2] } }, ts: 0 }], want: [{ x: 2, j: '{"b":[1,2]}', q: 1, c: 5 }] },
@@ -57,20 +57,25 @@ const table: Case[] = [
     want: [{ n: 1, ws: -5000 }, { n: 2, ws: 0 }, { n: 2, ws: 5000 }, { n: 1, ws: 10_000 }],
   },
   {
-    name: 'SLIDINGWINDOW: each record emits its group over the window ending at it',
+    name: 'SLIDINGWINDOW: each record emits every group over [t - size, t], both ends included (eKuiper)',
     sql: 'SELECT k, count(*) AS n, sum(v) AS s FROM s GROUP BY k, SLIDINGWINDOW(ss, 5)',
     input: recs([['a', 1, 1000], ['b', 5, 2000], ['a', 2, 4000], ['a', 3, 7000]]),
-    want: [{ k: 'a', n: 1, s: 1 }, { k: 'b', n: 1, s: 5 }, { k: 'a', n: 2, s: 3 }, { k: 'a', n: 2, s: 5 }],
+    want: [
+      { k: 'a', n: 1, s: 1 },
+      { k: 'a', n: 1, s: 1 }, { k: 'b', n: 1, s: 5 },
+      { k: 'a', n: 2, s: 3 }, { k: 'b', n: 1, s: 5 },
+      { k: 'b', n: 1, s: 5 }, { k: 'a', n: 2, s: 5 }, // b at 2 s is in [2 s, 7 s]
+    ],
   },
   {
     name: 'SESSIONWINDOW per key: a gap longer than the timeout closes the session',
-    sql: 'SELECT k, count(*) AS n, window_start() AS ws, window_end() AS we FROM s GROUP BY k, SESSIONWINDOW(ss, 5)',
+    sql: 'SELECT k, count(*) AS n, window_start() AS ws, window_end() AS we FROM s GROUP BY k, SESSIONWINDOW(ss, 60, 5)',
     input: recs([['a', 1, 0], ['a', 1, 3000], ['b', 1, 4000], ['a', 1, 20_000], ['b', 1, 30_000]]),
     want: [{ k: 'a', n: 2, ws: 0, we: 8000 }, { k: 'b', n: 1, ws: 4000, we: 9000 }, { k: 'a', n: 1, ws: 20_000, we: 25_000 }, { k: 'b', n: 1, ws: 30_000, we: 35_000 }],
   },
   {
     name: 'SESSIONWINDOW with a maximum length splits a busy session',
-    sql: 'SELECT count(*) AS n FROM s GROUP BY SESSIONWINDOW(ss, 5, 10)',
+    sql: 'SELECT count(*) AS n FROM s GROUP BY SESSIONWINDOW(ss, 10, 5)',
     input: recs([['a', 1, 0], ['a', 1, 4000], ['a', 1, 8000], ['a', 1, 12_000]]),
     want: [{ n: 3 }, { n: 1 }],
   },
@@ -84,13 +89,13 @@ const table: Case[] = [
     name: 'COUNTWINDOW with an interval slides by that many records',
     sql: 'SELECT sum(v) AS s FROM s GROUP BY COUNTWINDOW(3, 1)',
     input: recs([['a', 1, 0], ['a', 2, 1], ['a', 3, 2], ['a', 4, 3]]),
-    want: [{ s: 6 }, { s: 9 }, { s: 7 }],
+    want: [{ s: 6 }, { s: 9 }], // end of input: no record came since the last window, so nothing more
   },
   {
     name: 'stddev, var, percentile, median, first, last, collect, count(distinct)',
-    sql: 'SELECT stddev(v) AS sd, var(v) AS va, percentile(v, 0.9) AS p90, median(v) AS med, first(v) AS f, last(v) AS l, collect(v) AS c, count(DISTINCT k) AS dk FROM s GROUP BY TUMBLINGWINDOW(ss, 60)',
+    sql: 'SELECT stddev(v) AS sd, var(v) AS va, stddevs(v) AS sds, vars(v) AS vas, percentile(v, 0.9) AS p90, median(v) AS med, first(v) AS f, last(v) AS l, collect(v) AS c, count(DISTINCT k) AS dk FROM s GROUP BY TUMBLINGWINDOW(ss, 60)',
     input: recs([['a', 2, 0], ['b', 4, 1], ['a', 4, 2], ['c', 4, 3], ['a', 5, 4], ['a', 5, 5], ['a', 7, 6], ['a', 9, 7]]),
-    want: [{ sd: 2.138089935299395, va: 4.571428571428571, p90: 7.6, med: 4.5, f: 2, l: 9, c: [2, 4, 4, 4, 5, 5, 7, 9], dk: 3 }],
+    want: [{ sd: 2, va: 4, sds: 2.138089935299395, vas: 4.571428571428571, p90: 7.6, med: 4.5, f: 2, l: 9, c: [2, 4, 4, 4, 5, 5, 7, 9], dk: 3 }],
   },
   {
     name: 'HAVING filters groups and may use select aliases',
@@ -99,10 +104,10 @@ const table: Case[] = [
     want: [{ k: 'b', a: 3.5 }],
   },
   {
-    name: 'a non-aggregated field takes the last record of its group',
+    name: 'a non-aggregated field takes the first record of its group (eKuiper)',
     sql: 'SELECT k, v, count(*) AS n FROM s GROUP BY k, TUMBLINGWINDOW(ss, 10)',
     input: recs([['a', 1, 0], ['a', 2, 1]]),
-    want: [{ k: 'a', v: 2, n: 2 }],
+    want: [{ k: 'a', v: 1, n: 2 }],
   },
   {
     name: 'out-of-order records within the same open window count',
@@ -226,7 +231,7 @@ describe('streaming SQL: processing time on the injected clock', () => {
   it('closes a session after the gap on the clock', () => {
     const clock = new ManualClock(0);
     const out: Row[] = [];
-    const rt = new RuleRuntime(planQuery('SELECT k, count(*) AS n FROM s GROUP BY k, SESSIONWINDOW(ss, 2)', { name: 's' }), { clock, emit: (r) => out.push(...r) });
+    const rt = new RuleRuntime(planQuery('SELECT k, count(*) AS n FROM s GROUP BY k, SESSIONWINDOW(ss, 60, 2)', { name: 's' }), { clock, emit: (r) => out.push(...r) });
     rt.push({ k: 'a' });
     clock.advance(1500);
     rt.push({ k: 'a' });
@@ -239,7 +244,7 @@ describe('streaming SQL: processing time on the injected clock', () => {
 
 describe('streaming SQL: errors name line and column and say how to fix', () => {
   const schema = { machineId: 'string', rms: 'float', ts: 'timestamp' };
-  const bad: [string, string, RegExp, string][] = [
+  const bad: [string, string, RegExp, string, { lateness?: number }?][] = [
     ['SELECT machineId\nFORM vibration', 'SQL_SYNTAX', /line 2, column 1: expected FROM, "," or AS but found "FORM"; did you mean FROM\?/, 'sql:2:1'],
     ['SELECT machineId FROM vibration WHERE', 'SQL_SYNTAX', /expected an expression but found the end of the query/, 'sql:1:38'],
     ["SELECT 'open FROM vibration", 'SQL_SYNTAX', /unterminated string/, 'sql:1:8'],
@@ -251,9 +256,14 @@ describe('streaming SQL: errors name line and column and say how to fix', () => 
     ['SELECT machineId FROM vibration WHERE avg(rms) > 1 GROUP BY TUMBLINGWINDOW(ss, 1)', 'SQL_INVALID', /filter groups with HAVING, not WHERE/, 'sql:1:39'],
     ['SELECT machineId + 1 FROM vibration', 'SQL_INVALID', /"\+" needs numbers but machineId is a string; join strings with \|\| or concat\(\)/, 'sql:1:8'],
     ['SELECT count(*) FROM vibration GROUP BY TUMBLINGWINDOW(xx, 10)', 'SQL_INVALID', /first argument is a time unit: ms, ss, mi, hh or dd; for example TUMBLINGWINDOW\(ss, 10\)/, 'sql:1:56'],
-    ['SELECT count(*) FROM vibration GROUP BY HOPPINGWINDOW(ss, 5, 10)', 'SQL_INVALID', /hop must not be longer/, 'sql:1:62'],
+    ['SELECT count(*) FROM vibration GROUP BY HOPPINGWINDOW(ms, 2000001, 2)', 'SQL_LIMIT', /a record falls in 1000001 windows .* at most 1000 are allowed; use a longer hop/, 'sql:1:68'],
+    ['SELECT count(*) FROM vibration GROUP BY TUMBLINGWINDOW(ms, 1)', 'SQL_LIMIT', /keeps up to 86400002 windows open .*lateness 86400000 ms/, 'sql:1:60', { lateness: 86_400_000 }],
+    ['SELECT count(*) FROM vibration GROUP BY COUNTWINDOW(1000000)', 'SQL_LIMIT', /COUNTWINDOW\(1000000\) holds more than 100000 records/, 'sql:1:53'],
+    ['SELECT count(*) FROM vibration GROUP BY SESSIONWINDOW(ss, 5)', 'SQL_INVALID', /SESSIONWINDOW takes a unit, a maximum length and a gap timeout; for example SESSIONWINDOW\(mi, 60, 5\)/, 'sql:1:41'],
+    ['SELECT machineId FROM vibration WHERE rms > \'high\'', 'SQL_INVALID', /cannot compare rms \(number\) with 'high' \(string\) using >/, 'sql:1:43'],
+    ['SELECT machineId FROM vibration ORDER BY rms LIMIT 1.5', 'SQL_SYNTAX', /a whole number of rows after LIMIT/, 'sql:1:52'],
     ['SELECT count(*) FROM vibration GROUP BY TUMBLINGWINDOW(ss, 1), COUNTWINDOW(5)', 'SQL_INVALID', /at most one window/, 'sql:1:64'],
-    ['SELECT * FROM vibration GROUP BY TUMBLINGWINDOW(ss, 1)', 'SQL_INVALID', /SELECT \* cannot be used with a window/, 'sql:1:8'],
+    ['SELECT sum(machineId) FROM vibration GROUP BY TUMBLINGWINDOW(ss, 1)', 'SQL_INVALID', /sum\(\) needs numbers but machineId is a string/, 'sql:1:12'],
     ['SELECT rms FROM traffic', 'SQL_INVALID', /unknown stream "traffic"; this rule can read vibration/, 'sql:1:17'],
     ['SELECT percentile(rms, 95) FROM vibration GROUP BY TUMBLINGWINDOW(ss, 1)', 'SQL_INVALID', /between 0 and 1/, 'sql:1:24'],
     ['SELECT rms AS x, machineId AS x FROM vibration', 'SQL_INVALID', /two output columns are named "x"/, 'sql:1:18'],
@@ -261,9 +271,9 @@ describe('streaming SQL: errors name line and column and say how to fix', () => 
     ["SELECT machineId FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 1) HAVING infer('m', avg(rms)) > 1", 'SQL_INVALID', /HAVING cannot use it/, 'sql:1:82'],
     ['SELECT infer(rms, 1) FROM vibration', 'SQL_INVALID', /first argument is the model's name, a string/, 'sql:1:14'],
   ];
-  for (const [sql, code, msg, path] of bad) {
+  for (const [sql, code, msg, path, opts] of bad) {
     it(`${code}: ${sql.replace(/\n/g, ' ')}`, () => {
-      assert.throws(() => planQuery(sql, { name: 'vibration', schema, timestamp: 'ts' }), (e: unknown) => {
+      assert.throws(() => planQuery(sql, { name: 'vibration', schema, timestamp: 'ts' }, opts), (e: unknown) => {
         assert.ok(isEwError(e), `an EwError, got ${String(e)}`);
         assert.equal((e as EwError).code, code);
         assert.match((e as Error).message, msg);

@@ -4,8 +4,8 @@ SELECT meterId,
        round(avg(temperature), 1) AS temperature,
        window_end() AS at,
        round(infer('load-forecast',
-                   sin(2 * pi() * (hour(window_end()) + minute(window_end()) / 60) / 24),
-                   cos(2 * pi() * (hour(window_end()) + minute(window_end()) / 60) / 24),
+                   sin(2 * pi() * (hour(window_end()) + minute(window_end()) / 60.0) / 24),
+                   cos(2 * pi() * (hour(window_end()) + minute(window_end()) / 60.0) / 24),
                    avg(kw), avg(temperature)), 2) AS forecastKw
 FROM power
 GROUP BY meterId, TUMBLINGWINDOW(mi, 15)

@@ -1,0 +1,141 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Registry } from 'prom-client';
+import { parseManifest } from '../src/contracts/manifest.ts';
+import { isEwError, type EwError } from '../src/contracts/errors.ts';
+import { checkApp } from '../src/stream/app.ts';
+import { openEdgeDb, type EdgeDb } from '../src/edge/db.ts';
+import { DeadLetters, StreamRouter } from '../src/edge/streams.ts';
+import { RuleHost } from '../src/edge/rules.ts';
+import { EgressAudit, memorySinks } from '../src/edge/sinks.ts';
+import { Outbox } from '../src/edge/outbox.ts';
+import { ManualClock } from '../src/lib/clock.ts';
+import { silentLogger } from '../src/lib/logger.ts';
+import { runSql } from '../src/cli/sql.ts';
+
+/**
+ * Issue 8, points 3 and 4, as attacks on a site's rule host (real SQLite dead letters, the real
+ * router and rule host): a window spec that would exhaust the site is refused at push with its
+ * position; a rule whose state grows with its input is stopped at its budget while the site and
+ * its other rules run on (heap measured after a forced GC); one record from the far future goes
+ * to the dead letters instead of making every honest record late.
+ */
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+const heapMb = () => { gc(); gc(); return process.memoryUsage().heapUsed / 1e6; };
+
+const NOW = Date.UTC(2026, 10, 30, 4, 0, 0);
+
+function manifest(rules: { name: string; sql: string; options?: Record<string, unknown> }[]) {
+  return parseManifest({
+    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'attack', version: '1.0.0' },
+    spec: {
+      streams: [{ name: 's', topic: 'dev/+/s', timestamp: 'ts', schema: { k: 'string', v: 'float', ts: 'timestamp' } }],
+      rules: rules.map((r) => ({ ...r, sinks: [{ memory: `limits_${r.name}` }] })),
+      policy: {},
+    },
+  });
+}
+
+describe('rule state is bounded at plan time and at run time (issue 8.3)', () => {
+  it('refuses HOPPINGWINDOW(ms, 2000001, 2) at push, naming the rule, the limit and sql:line:col', () => {
+    assert.throws(() => checkApp(manifest([{ name: 'greedy', sql: 'SELECT count(*) AS n\nFROM s GROUP BY HOPPINGWINDOW(ms, 2000001, 2)' }])), (e: unknown) => {
+      assert.ok(isEwError(e));
+      assert.equal((e as EwError).code, 'SQL_LIMIT');
+      assert.equal((e as EwError).path, 'spec.rules[0].sql:2:44');
+      assert.match((e as Error).message, /rule greedy.*a record falls in 1000001 windows/);
+      return true;
+    });
+  });
+
+  it('refuses a lateness that would keep too many windows open', () => {
+    assert.throws(() => checkApp(manifest([{ name: 'late', sql: 'SELECT count(*) AS n FROM s GROUP BY TUMBLINGWINDOW(ms, 10)', options: { lateness: 3_600_000 } }])), /SQL_LIMIT|keeps up to 360002 windows open/);
+  });
+
+  it('edgeweave sql refuses HOPPINGWINDOW(ms, 20000001, 2) instead of running out of memory', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ew-limits-'));
+    const file = join(dir, 'in.jsonl');
+    writeFileSync(file, '{"ts": 1, "v": 1}\n');
+    const before = heapMb();
+    await assert.rejects(runSql('SELECT count(*) AS n FROM s GROUP BY HOPPINGWINDOW(ms, 20000001, 2)', { input: file }), (e: unknown) => isEwError(e) && e.code === 'SQL_LIMIT');
+    assert.ok(heapMb() - before < 20, 'no window state was built');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  describe('at run time, on a site', () => {
+    let dir: string;
+    let db: EdgeDb;
+    let dead: DeadLetters;
+    let router: StreamRouter;
+    let host: RuleHost;
+    const clock = new ManualClock(NOW);
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'ew-limits-'));
+      db = openEdgeDb(dir);
+      dead = new DeadLetters(db, clock);
+      router = new StreamRouter(dead);
+      const outbox = new Outbox(db, clock, { maxMessages: 1000, overflow: 'drop-oldest' });
+      const audit = new EgressAudit(db, clock, new Registry());
+      host = new RuleHost({
+        router, dead, clock, log: silentLogger(),
+        sinkContext: (app, rule, allowedFields) => ({ siteId: 'limits', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+      });
+    });
+    after(() => {
+      host.close();
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('stops a rule over its state budget and keeps the site and the other rule running; the heap stays bounded', async () => {
+      await host.start({
+        name: 'attack', version: '1.0.0', deploymentId: 'd1',
+        manifest: manifest([
+          // One group per key for an hour, each keeping every value: state grows with the input.
+          { name: 'greedy', sql: 'SELECT k, count(*) AS n, collect(v) AS vs FROM s GROUP BY k, TUMBLINGWINDOW(hh, 1)', options: { maxState: 200_000 } },
+          { name: 'steady', sql: 'SELECT k, v FROM s WHERE v > 1000000' },
+        ]),
+      } as never);
+      const before = heapMb();
+      const batch = 5000;
+      for (let i = 0; i < 300_000; i += batch) {
+        router.push('attack', 's', Array.from({ length: batch }, (_, j) => ({ k: `key-${i + j}`, v: j, ts: NOW - 1000 })));
+      }
+      const grew = heapMb() - before;
+      const st = Object.fromEntries(host.statuses().map((s) => [s.rule, s]));
+      assert.equal(st.greedy!.state, 'failed');
+      assert.match(st.greedy!.error!, /^RULE_STATE_BUDGET: the rule held 20\d{4} cells of window state .* over its budget of 200000; it was stopped/);
+      assert.equal(st.steady!.state, 'running');
+      assert.equal(st.steady!.in, 300_000, 'the other rule saw every record');
+      assert.ok(grew < 40, `heap grew ${grew.toFixed(1)} MB (the greedy rule's 300,000 groups were never all held)`);
+      assert.deepEqual(memorySinks.get('limits_greedy') ?? [], []);
+    });
+
+    it('sends one record from the far future to the dead letters; the next 1,000 honest records are not late (issue 8.4)', async () => {
+      await host.start({
+        name: 'clock', version: '1.0.0', deploymentId: 'd2',
+        manifest: parseManifest({
+          apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'clock', version: '1.0.0' },
+          spec: {
+            streams: [{ name: 't', topic: 'dev/+/t', timestamp: 'ts', schema: { v: 'float', ts: 'timestamp' } }],
+            rules: [{ name: 'per-minute', sql: 'SELECT count(*) AS n FROM t GROUP BY TUMBLINGWINDOW(mi, 1)', sinks: [{ memory: 'limits_clock' }], options: { maxFutureSkew: 60_000 } }],
+            policy: {},
+          },
+        }),
+      } as never);
+      router.push('clock', 't', [{ v: 1, ts: 8.64e15 }]);
+      router.push('clock', 't', Array.from({ length: 1000 }, (_, i) => ({ v: 1, ts: NOW - 120_000 + i * 100 })));
+      const st = host.statuses().find((s) => s.rule === 'per-minute')!;
+      assert.equal(st.late, 0);
+      assert.equal(st.errors, 1);
+      const letters = dead.list({ app: 'clock', limit: 10 });
+      assert.equal(letters.length, 1);
+      assert.match(letters[0]!.reason, /^rule per-minute: event time in "ts" is \d+ s ahead of the site's clock \(at most 60 s allowed, options.maxFutureSkew\)/);
+    });
+  });
+});
