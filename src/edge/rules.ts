@@ -15,6 +15,9 @@ import type { Journal } from './journal.ts';
 import type { EdgeDb } from './db.ts';
 import type { Outbox } from './outbox.ts';
 import { isEwError as isCode } from '../contracts/errors.ts';
+import { createHash, randomUUID } from 'node:crypto';
+import { decodeCheckpoint, encodeCheckpoint } from '../stream/checkpoint.ts';
+import { resultIds } from './sinks.ts';
 
 /** What the site and the cloud show of a rule. */
 export interface RuleStatus {
@@ -54,6 +57,24 @@ interface Running {
   model?: ModelRule;
   /** The journal seq this rule's committed effects cover. */
   cursor: number;
+  /** A windowed rule: its state is checkpointed with its cursor, its results carry deterministic ids. */
+  windowed: boolean;
+  epoch: string;
+  ordinal: number;
+  checkpointAt: number;
+  forceCheckpoint?: boolean;
+}
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/**
+ * A window result's id: the same rule, epoch (a run of the rule with continuous state) and
+ * emission number give the same id, so a result emitted again while replaying the journal after
+ * a crash is stored once by the cloud.
+ */
+export function resultId(app: string, rule: string, epoch: string, ordinal: number): string {
+  const h = sha(`${app}\u0000${rule}\u0000${epoch}\u0000${ordinal}`);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
 export interface RuleHostDeps {
@@ -70,7 +91,15 @@ export interface RuleHostDeps {
    * effects commit to (one transaction with each rule's cursor), and the outbox (to count what a
    * full one refuses). Absent: results are committed by each sink alone (tools, benchmarks).
    */
-  durable?: { journal: Journal; db: EdgeDb; outbox: Outbox; onCommitted?: () => void; retryMs?: number };
+  durable?: {
+    journal: Journal; db: EdgeDb; outbox: Outbox; onCommitted?: () => void; retryMs?: number;
+    /**
+     * How often a windowed rule's state is checkpointed with its cursor (ms; default 1,000). A
+     * crash replays at most this much of the journal; more often costs a state serialization
+     * per checkpoint (bench:stream part c).
+     */
+    checkpointMs?: number;
+  };
 }
 
 /**
@@ -130,12 +159,19 @@ export class RuleHost implements AppComponent {
           if (r.state !== 'running') continue;
           const durables = r.sinks.filter(isDurableSink);
           const to = this.safeSeq(r);
+          // A windowed rule moves its cursor only with a checkpoint of its state (every
+          // checkpointMs, or when it stops); in between its results are committed alone, and a
+          // crash replays from the last checkpoint (their ids repeat: the cloud keeps one each).
+          const now = this.d.clock.now();
+          const checkpoint = r.windowed && to !== r.cursor && !r.model?.inFlight.emitting && (r.forceCheckpoint || now - r.checkpointAt >= (dur.checkpointMs ?? 1000));
           try {
             dur.db.transaction(() => {
               for (const s of durables) wrote += s.commit();
-              if (to !== r.cursor) dur.journal.setCursor(key, to);
+              if (checkpoint) dur.journal.setCursor(key, to, encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: r.runtime!.snapshot() }));
+              else if (!r.windowed && to !== r.cursor) dur.journal.setCursor(key, to);
             })();
-            r.cursor = to;
+            if (checkpoint) { r.checkpointAt = now; r.forceCheckpoint = false; }
+            if (checkpoint || !r.windowed) r.cursor = to;
             r.blocked = undefined;
           } catch (e) {
             if (isCode(e, 'OUTBOX_FULL')) {
@@ -146,8 +182,12 @@ export class RuleHost implements AppComponent {
               dur.outbox.countRefused(lost);
               if (r.blocked === undefined) this.d.log.warn({ app: r.app, rule: r.spec.name, lost }, 'outbox full (reject-new): rule results refused and counted');
               r.blocked = `outbox full (reject-new): ${r.sinkDropped} results refused`;
-              dur.journal.setCursor(key, to);
-              r.cursor = to;
+              if (checkpoint) {
+                dur.journal.setCursor(key, to, encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: r.runtime!.snapshot() }));
+                r.checkpointAt = now;
+                r.forceCheckpoint = false;
+              } else if (!r.windowed) dur.journal.setCursor(key, to);
+              if (checkpoint || !r.windowed) r.cursor = to;
             } else {
               if (r.blocked === undefined) this.d.log.error({ app: r.app, rule: r.spec.name, err: (e as Error).message }, 'rule results cannot be committed; retrying');
               r.blocked = `results not committed: ${(e as Error).message}`;
@@ -221,7 +261,7 @@ export class RuleHost implements AppComponent {
     const failures: string[] = [];
     for (const [key, { spec, index, fingerprint }] of this.prepare(app)) {
       if (keep.has(key)) continue;
-      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, cursor: this.seen };
+      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, cursor: this.seen, windowed: false, epoch: randomUUID(), ordinal: 0, checkpointAt: this.d.clock.now() };
       this.rules.set(key, r);
       try {
         const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
@@ -243,6 +283,7 @@ export class RuleHost implements AppComponent {
             this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
           },
           emit: (rows) => {
+            if (r.windowed && this.d.durable) for (const row of rows) resultIds.set(row, resultId(app.name, spec.name, r.epoch, r.ordinal++));
             for (const sink of r.sinks) {
               try {
                 sink.write(rows);
@@ -261,6 +302,7 @@ export class RuleHost implements AppComponent {
         }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args) : undefined);
         r.runtime = rule.runtime;
         r.model = rule;
+        r.windowed = checked.plan.windowed;
         this.resume(key, r, rule, stream);
         r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
@@ -286,6 +328,15 @@ export class RuleHost implements AppComponent {
     const cp = dur.journal.cursor(key);
     r.cursor = cp?.seq ?? this.seen;
     if (!cp) dur.journal.setCursor(key, r.cursor);
+    if (r.windowed && cp?.state) {
+      // The same rule as checkpointed: its windows come back as they were at the cursor.
+      const saved = decodeCheckpoint(cp.state);
+      if (saved.fingerprint === sha(r.fingerprint)) {
+        rule.runtime.restore(saved.runtime);
+        r.epoch = saved.epoch;
+        r.ordinal = saved.ordinal;
+      }
+    }
     let from = r.cursor;
     let replayed = 0;
     for (;;) {
@@ -309,8 +360,8 @@ export class RuleHost implements AppComponent {
     const r = this.rules.get(key);
     if (!r) return;
     r.unsubscribe?.();
-    // What the rule produced so far is committed with its cursor before it goes.
-    if (!forget) this.commit();
+    // What the rule produced so far is committed with its cursor (and state) before it goes.
+    if (!forget) { r.forceCheckpoint = true; this.commit(); }
     r.runtime?.stop();
     for (const s of r.sinks) s.close();
     if (forget) this.d.durable?.journal.dropCursor(key);
@@ -320,6 +371,7 @@ export class RuleHost implements AppComponent {
 
   /** Stops everything (agent shutdown). */
   close(): void {
+    for (const r of this.rules.values()) r.forceCheckpoint = true;
     this.commit();
     this.cancelRetry?.();
     for (const key of [...this.rules.keys()]) this.unload(key);

@@ -34,12 +34,18 @@ export interface SinkContext {
   dirty?: () => void;
 }
 
+/**
+ * Deterministic ids of window results (set by the rule host when it emits them); an uplink sink
+ * stores a result under its id, so one emitted again by a replay after a crash is stored once.
+ */
+export const resultIds = new WeakMap<Row, string>();
+
 /** A sink whose rows are committed by the rule host (see SinkContext.dirty). */
 export interface DurableSink extends Sink {
   /** Rows waiting for the next commit. */
   readonly waiting: number;
   /** Writes the waiting rows (inside the caller's transaction); throws (OUTBOX_FULL, a storage error) writing none. */
-  commit(ids?: (row: Row, i: number) => string | undefined): number;
+  commit(): number;
   /** Discards the waiting rows; returns how many. */
   discard(): number;
 }
@@ -93,30 +99,35 @@ export class EgressAudit {
 class UplinkSink implements DurableSink {
   readonly kind = 'uplink';
   private pending: Row[] = [];
+  private ids: (string | undefined)[] = [];
   private scheduled = false;
   constructor(private readonly name: string, private readonly c: SinkContext) {}
   get waiting(): number {
     return this.pending.length;
   }
   write(rows: Row[]): void {
-    for (const r of pick(rows, this.c.allowedFields(this.name))) this.pending.push(r);
+    const picked = pick(rows, this.c.allowedFields(this.name));
+    for (let i = 0; i < picked.length; i++) { this.pending.push(picked[i]!); this.ids.push(resultIds.get(rows[i]!)); }
     if (this.c.dirty) { this.c.dirty(); return; }
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
   }
-  commit(ids?: (row: Row, i: number) => string | undefined): number {
+  commit(): number {
     const out = this.pending;
     if (out.length === 0) return 0;
-    this.c.outbox.enqueue(topics.up(this.c.siteId, this.name), this.name, out, { app: this.c.app, rule: this.c.rule }, ids);
+    const ids = this.ids;
+    this.c.outbox.enqueue(topics.up(this.c.siteId, this.name), this.name, out, { app: this.c.app, rule: this.c.rule }, (_r, i) => ids[i]);
     this.c.audit.record(this.c.app, this.c.rule, this.name, 'cloud', out.length, Buffer.byteLength(JSON.stringify(out)));
     this.pending = [];
+    this.ids = [];
     return out.length;
   }
   discard(): number {
     const n = this.pending.length;
     this.pending = [];
+    this.ids = [];
     return n;
   }
   private flush(): void {
