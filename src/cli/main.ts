@@ -152,6 +152,9 @@ export function buildProgram(): Command {
     .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+    .option('--cloud-keepalive <s>', 'MQTT keepalive to the cloud (s): a silent partition is noticed within about 1.5x this', positive, 10)
+    .option('--checkpoint-interval <ms>', 'how often a windowed rule checkpoints its state (ms): a crash replays at most this much', positive, 1000)
+    .option('--journal-max <n>', 'most acknowledged device records waiting for their rules; past it device acknowledgements are withheld', positive, 1_000_000)
     .addHelpText('after', `
   Examples:
     $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
@@ -165,6 +168,7 @@ export function buildProgram(): Command {
         deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax,
+        cloudKeepaliveS: o.cloudKeepalive, checkpointIntervalMs: o.checkpointInterval, journalMax: o.journalMax,
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');

@@ -76,6 +76,11 @@ export interface EdgeConfig {
    * model or a full disk); past it, device acknowledgements are withheld. Default 1,000,000.
    */
   journalMax?: number;
+  /**
+   * How often a windowed rule checkpoints its state with its journal cursor, ms: a crash replays
+   * at most this much of the journal into it. Default 1,000.
+   */
+  checkpointIntervalMs?: number;
   /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
   outboxMax?: number;
   outboxOverflow?: OverflowPolicy;
@@ -234,7 +239,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       siteId, app, rule, outbox, audit, log, clock, allowedFields,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
-    durable: { journal, db, outbox, onCommitted: () => { notifyOutbox(); intake.wake(); } },
+    durable: { journal, db, outbox, checkpointMs: cfg.checkpointIntervalMs, onCommitted: () => { notifyOutbox(); intake.wake(); } },
   });
   rulesRef = rules;
   supervisor.register(rules);
