@@ -219,13 +219,40 @@ export class RuleHost implements AppComponent {
     });
   }
 
+  /** Streams claimed for rules that have not started yet (their app's models are loading). */
+  private readonly claims = new Map<string, () => void>();
+
+  /**
+   * Before a new app's models load: each of its rules claims its stream — the intake journals
+   * the records (they are routed) and the rule's cursor holds them in the journal — so the rule
+   * replays them once it starts, instead of their being unrouted or held in memory.
+   */
+  prepare(app: DesiredApp): void {
+    const dur = this.d.durable;
+    if (!dur) return;
+    for (const [key, { spec }] of this.prepare_(app)) {
+      if (this.rules.has(key) || this.claims.has(key)) continue;
+      let from: string | undefined;
+      try { from = parse(spec.sql).from.name; } catch { continue; }
+      const s = app.manifest.spec.streams.find((x) => x.name === from);
+      if (!s) continue;
+      if (!dur.journal.cursor(key)) dur.journal.setCursor(key, this.seen);
+      this.claims.set(key, this.d.router.subscribe({ app: app.name, stream: { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic }, deliver: () => {} }));
+    }
+  }
+
+  private unclaim(key: string): void {
+    this.claims.get(key)?.();
+    this.claims.delete(key);
+  }
+
   async start(app: DesiredApp): Promise<void> {
     this.load(app, new Set());
   }
 
   async update(_prev: DesiredApp, next: DesiredApp): Promise<void> {
     const keep = new Set<string>();
-    const wanted = this.prepare(next);
+    const wanted = this.prepare_(next);
     for (const [key, r] of this.rules) {
       if (r.app !== next.name) continue;
       const w = wanted.get(key);
@@ -237,9 +264,10 @@ export class RuleHost implements AppComponent {
 
   async stop(app: DesiredApp): Promise<void> {
     for (const [key, r] of this.rules) if (r.app === app.name) this.unload(key, true);
+    for (const key of [...this.claims.keys()]) if (key.startsWith(`${app.name}/`)) { this.unclaim(key); this.d.durable?.journal.dropCursor(key); }
   }
 
-  private prepare(app: DesiredApp): Map<string, { spec: RuleSpec; index: number; fingerprint: string }> {
+  private prepare_(app: DesiredApp): Map<string, { spec: RuleSpec; index: number; fingerprint: string }> {
     const m = app.manifest;
     const out = new Map<string, { spec: RuleSpec; index: number; fingerprint: string }>();
     // A rule restarts when it changes, when the stream it reads changes, or — if it sends
@@ -259,7 +287,7 @@ export class RuleHost implements AppComponent {
     const streams = new Map<string, StreamDef & { topic: string }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic }]));
     const allow: readonly EgressGrant[] = m.spec.policy.egress?.allow ?? [];
     const failures: string[] = [];
-    for (const [key, { spec, index, fingerprint }] of this.prepare(app)) {
+    for (const [key, { spec, index, fingerprint }] of this.prepare_(app)) {
       if (keep.has(key)) continue;
       const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, cursor: this.seen, windowed: false, epoch: randomUUID(), ordinal: 0, checkpointAt: this.d.clock.now() };
       this.rules.set(key, r);
@@ -305,9 +333,13 @@ export class RuleHost implements AppComponent {
         r.windowed = checked.plan.windowed;
         this.resume(key, r, rule, stream);
         r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
+        this.unclaim(key);
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
         r.state = 'failed';
+        this.unclaim(key);
+        // A rule that cannot run consumes nothing: its cursor must not hold the journal.
+        this.d.durable?.journal.dropCursor(key);
         r.error = isEwError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
         failures.push(`rule ${spec.name}: ${r.error}`);
         this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule failed to start');
@@ -379,6 +411,6 @@ export class RuleHost implements AppComponent {
 
   /** Rules that run here now, by key (for pruning stale journal cursors). */
   keys(): Set<string> {
-    return new Set(this.rules.keys());
+    return new Set([...this.rules].filter(([, r]) => r.state === 'running').map(([k]) => k).concat([...this.claims.keys()]));
   }
 }
