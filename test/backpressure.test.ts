@@ -51,6 +51,13 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
       assert.equal(rules.items[0]!.sinkDropped, 0, 'no result refused: the device was slowed instead');
       assert.equal(edge.handle.outbox.dropped, 0);
 
+      // A record no stream reads is acknowledged and counted by topic, never dropped silently.
+      // (Another device: aedes reads nothing more from one whose publishes wait for their PUBACK.)
+      const other = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+      await other.publishAsync('nobody/reads/this', '{"x":1}', { qos: 1 });
+      await other.endAsync();
+      assert.match(await metrics(), /ew_edge_records_unrouted_total\{topic="nobody\/reads\/this"\} 1\b/);
+
       await cloud.restart(); // the outbox drains, the withheld records go through
       await waitFor('all 60 acknowledged', () => acked.size === 60, 30_000);
       await waitFor('all 60 at the cloud', async () => (await cloud.handle.store.countUplink(siteId, 'out')) >= 60, 30_000, 50);
