@@ -78,6 +78,9 @@ function statusPayload(siteId: string, uptimeS: number, generation: number): str
 
 interface Site { id: string; password: string; client?: MqttClient; gotGen: number; gotAt: number }
 
+/** Every simulated site dials from 127.0.0.1: lift the per-address bounds meant for real fleets. */
+const LOOPBACK_LIMITS = ['--rate-limit', 'off', '--mqtt-limits', 'connectBurst=1000000,connectPerSecond=1000000,maxPendingPerAddress=1000000,maxPendingConnections=1000000,authFailBurst=1000000'];
+
 async function connectAll(url: string, sites: Site[], creds: boolean): Promise<number> {
   const t0 = performance.now();
   await pool(sites, 200, async (s) => {
@@ -138,7 +141,7 @@ async function benchCloud(n: number): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-'));
   const key = newSecret('ewk');
   writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
-  const cloud = await startProc(['cloud', '--data-dir', dir, '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), '--heartbeat-interval', String(HEARTBEAT_S)]);
+  const cloud = await startProc(['cloud', '--data-dir', dir, '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), '--heartbeat-interval', String(HEARTBEAT_S), ...LOOPBACK_LIMITS]);
   const url = cloud.ready.url as string;
   const call = async (method: string, path: string, body?: unknown) => (await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as Promise<any>;
   try {
@@ -210,10 +213,11 @@ async function idleAgentRss(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-agent-'));
   const key = newSecret('ewk');
   writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
-  const cloud = await startProc(['cloud', '--data-dir', join(dir, 'c'), '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key')]);
+  const cloud = await startProc(['cloud', '--data-dir', join(dir, 'c'), '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), ...LOOPBACK_LIMITS]);
   try {
     const tok = await (await fetch(`${cloud.ready.url}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as any;
-    const agent = await startProc(['edge', '--data-dir', join(dir, 'e'), '--cloud', cloud.ready.url, '--token', tok.token, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1']);
+    writeFileSync(join(dir, 'join.token'), tok.token, { mode: 0o600 });
+    const agent = await startProc(['edge', '--data-dir', join(dir, 'e'), '--cloud', cloud.ready.url, '--token-file', join(dir, 'join.token'), '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1']);
     await new Promise((r) => setTimeout(r, 5000));
     const rss = procStats(agent.proc.pid!).rssMb;
     agent.proc.kill('SIGKILL');

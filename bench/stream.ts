@@ -142,7 +142,7 @@ async function partBAt(qos: 0 | 1, windowed: boolean): Promise<void> {
   if (qos === 1) {
     const intake = new Intake({
       journal, clock: systemClock, log: silentLogger(), routes: (t) => router.routes(t), gate: () => undefined, onUnrouted: () => {}, onWithheld: () => {},
-      deliver: (seq, topic, payload) => { router.onMessage(topic, payload, seq); host.delivered(seq); },
+      deliver: (seq, topic, payload) => { router.onMessage(topic, payload, undefined, seq); host.delivered(seq); },
     });
     broker.setIntake((m) => intake.accept(m.topic, m.payload));
   } else {

@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { spawnCli } from './support/proc.ts';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startTestCloud, tempDir, removeDirs, type TestCloud } from './support/harness.ts';
 
@@ -13,7 +13,7 @@ describe('edgeweave edge: exit codes and messages', () => {
   before(async () => { cloud = await startTestCloud(); });
   after(async () => { await cloud.stop(); removeDirs(...dirs); });
   const dir = () => { const d = tempDir('cli'); dirs.push(d); return d; };
-  const edge = (args: string[]) => spawnCli(['edge', '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', ...args]);
+  const edge = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnCli(['edge', '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', ...args], env);
 
   it('exits 2 when not enrolled and no token is given', async () => {
     const p = edge(['--data-dir', dir()]);
@@ -24,10 +24,12 @@ describe('edgeweave edge: exit codes and messages', () => {
   it('exits 3 with TOKEN_USED for a used token, and 3 with TOKEN_INVALID for an unknown one', async () => {
     const token = await cloud.token();
     assert.equal((await cloud.api('POST', '/api/v1/enroll', { token }, '')).status, 201);
-    const used = edge(['--data-dir', dir(), '--cloud', cloud.url, '--token', token]);
+    const used = edge(['--data-dir', dir(), '--cloud', cloud.url], { EW_JOIN_TOKEN: token });
     assert.equal(await used.exited, 3);
     assert.match(used.stderr(), /error TOKEN_USED: .*new one/);
-    const unknown = edge(['--data-dir', dir(), '--cloud', cloud.url, '--token', 'ewj_unknown']);
+    const unknownFile = join(dir(), 'token');
+    writeFileSync(unknownFile, 'ewj_unknown\n', { mode: 0o600 });
+    const unknown = edge(['--data-dir', dir(), '--cloud', cloud.url, '--token-file', unknownFile]);
     assert.equal(await unknown.exited, 3);
     assert.match(unknown.stderr(), /error TOKEN_INVALID/);
   });
@@ -35,9 +37,31 @@ describe('edgeweave edge: exit codes and messages', () => {
   it('exits 4 when the cloud cannot be reached', async () => {
     // A port that was free a moment ago: nothing listens there.
     const port = await new Promise<number>((r) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
-    const p = edge(['--data-dir', dir(), '--cloud', `http://127.0.0.1:${port}`, '--token', 'ewj_x']);
+    const p = edge(['--data-dir', dir(), '--cloud', `http://127.0.0.1:${port}`], { EW_JOIN_TOKEN: 'ewj_x' });
     assert.equal(await p.exited, 4);
     assert.match(p.stderr(), /error CLOUD_UNREACHABLE: cannot reach the cloud/);
+  });
+
+  it('refuses a join token on the command line (ps shows it), and enrolls with one from the environment that ps never shows', async () => {
+    const token = await cloud.token();
+    const sitesBefore = (await cloud.api('GET', '/api/v1/sites')).body.items.length;
+    const argv = edge(['--data-dir', dir(), '--cloud', cloud.url, '--token', token]);
+    assert.equal(await argv.exited, 2);
+    assert.match(argv.stderr(), /error CONFIG_INVALID: a join token on the command line is visible to every user .*--token-file .*EW_JOIN_TOKEN/);
+    assert.equal((await cloud.api('GET', '/api/v1/sites')).body.items.length, sitesBefore, 'the refused start did not enroll');
+    const d = dir();
+    const agent = edge(['--data-dir', d, '--cloud', cloud.url], { EW_JOIN_TOKEN: token });
+    try {
+      const ready = await agent.ready;
+      assert.ok(ready.siteId);
+      // What any user of the machine can read about the process: its command line.
+      const cmdline = readFileSync(`/proc/${agent.child.pid}/cmdline`, 'utf8');
+      assert.ok(cmdline.includes(d), 'this is the agent\'s command line');
+      assert.ok(!cmdline.includes(token), 'the token is not in the command line');
+    } finally {
+      agent.child.kill('SIGTERM');
+      await agent.exited;
+    }
   });
 
   it('exits 2 on a bad flag value, naming it', async () => {

@@ -26,11 +26,11 @@ describe('crash: kill -9 during a 10,000-message uplink', () => {
     removeDirs(dataDir);
   });
 
-  const start = (extra: string[]) => spawnCli(['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1',
-    '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw'), ...extra]);
+  const start = (extra: string[], env: NodeJS.ProcessEnv = {}) => spawnCli(['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1',
+    '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw'), '--uplink-allow', 'vibration', ...extra], env);
 
   it('delivers every message exactly once after a crash and a restart', async () => {
-    agent = start(['--cloud', cloud.url, '--token', await cloud.token()]);
+    agent = start(['--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token() });
     const ready = await agent.ready;
     const siteId = ready.siteId as string;
     const records = Array.from({ length: 10_000 }, (_, i) => ({ n: i, machine: `m${i % 50}`, rms: (i % 97) / 10 }));

@@ -129,7 +129,7 @@ describe('damaged storage is loud', () => {
     // As root, permissions do not stop a write; the immutable attribute does (ext4 and the like).
     if (spawnSync('chattr', ['+i', join(d, 'edge.db')]).status !== 0) return t.skip('chattr +i is not available on this file system');
     for (const f of readdirSync(d)) if (f.startsWith('edge.db-')) rmSync(join(d, f), { force: true });
-    assertLoudRefusal(await cli(agentArgs(d)), /read-only/);
+    assertLoudRefusal(await cli(agentArgs(d)), /read-only|operation not permitted/);
     spawnSync('chattr', ['-i', join(d, 'edge.db')]);
   });
 

@@ -21,9 +21,9 @@ describe('end to end: `edgeweave demo`', () => {
     const get = async () => (await fetch(`${ready.url}/api/v1/sites`, { headers: { authorization: `Bearer ${ready.adminKey}` } })).json() as Promise<any>;
     const sites = await waitFor('three sites online, each receiving device data and running its app', async () => {
       const s = await get();
-      return s.online === 3 && s.items.every((x: any) => x.status?.devices.messagesIn > 0 && x.status.apps.length === 1 && x.inSync) ? s : undefined;
+      return s.online === 3 && s.items.every((x: any) => x.status?.devices.messagesIn > 0 && x.status.apps.length === (x.labels.plant ? 2 : 1) && x.inSync) ? s : undefined;
     }, 60_000, 250);
-    assert.deepEqual(sites.items.map((s: any) => s.status.apps[0].name).sort(), ['cell-kpi-watch', 'traffic-watch', 'vibration-guard']);
+    assert.deepEqual(sites.items.flatMap((s: any) => s.status.apps.map((a: any) => a.name)).sort(), ['cell-kpi-watch', 'traffic-watch', 'vibration-guard', 'vibration-guard-plc']);
     // The city's traffic rule and the factory's vibration rule send their results to the cloud.
     const byName = Object.fromEntries(ready.sites.map((s: any) => [s.name, s.siteId]));
     const results = async (site: string, stream: string) =>
@@ -44,6 +44,12 @@ describe('end to end: `edgeweave demo`', () => {
       return r.status === 200 ? ((await r.json()) as any) : undefined;
     }, 30_000, 250);
     assert.ok(res.outputs[0].data[0] < 0.5, 'a healthy reading scores low');
+    // The factory's PLC (OPC UA and Modbus simulators) feeds the template's PLC variant.
+    const plc = await waitFor('the PLC sources connected and delivering', async () => {
+      const s = ((await (await fetch(`${factory.apiUrl}/api/v1/sources`, { headers: { authorization: `Bearer ${key}` } })).json()) as any).items;
+      return s.length === 2 && s.every((x: any) => x.state === 'connected' && x.values > 0) ? s : undefined;
+    }, 60_000, 500);
+    assert.deepEqual(plc.map((x: any) => x.protocol).sort(), ['modbus', 'opcua']);
     demo.child.kill('SIGINT');
     assert.equal(await demo.exited, 0, `clean exit; stderr:\n${demo.stderr().slice(-2000)}`);
     assert.match(demo.stderr(), /demo stopped/);

@@ -9,7 +9,7 @@ describe('edge: local API, device broker and bad input', () => {
   let edge: TestEdge;
   before(async () => {
     cloud = await startTestCloud();
-    edge = await startTestEdge(cloud, { outboxMax: 5, outboxOverflow: 'reject-new' });
+    edge = await startTestEdge(cloud, { outboxMax: 5, outboxOverflow: 'reject-new', uplinkAllow: ['alerts', { stream: 'scores', fields: ['machineId', 'score'] }] });
     await waitFor('connected', () => edge.handle.linkState() === 'connected');
   });
   after(async () => {
@@ -42,6 +42,31 @@ describe('edge: local API, device broker and bad input', () => {
     assert.equal(bad.body.path, 'records');
     assert.equal((await call('/api/v1/uplink/bad%20name', { method: 'POST', body: JSON.stringify({ records: [1] }) })).body.path, 'stream');
     assert.equal((await call('/api/v1/uplink/alerts', { method: 'POST', body: '{"records":' })).body.code, 'INVALID_JSON');
+  });
+
+  it('refuses uplink the egress policy does not grant, and the reserved _ streams (forged audit rows)', async () => {
+    const post = (stream: string, records: unknown[]) => call(`/api/v1/uplink/${stream}`, { method: 'POST', body: JSON.stringify({ records }) });
+    const forged = await post('_egress-audit', [{ minute: 0, app: 'x', rule: 'y', stream: 'alerts', destination: 'cloud', records: 0, bytes: 0 }]);
+    assert.equal(forged.status, 403);
+    assert.equal(forged.body.code, 'STREAM_RESERVED');
+    assert.equal(forged.body.path, 'stream');
+    assert.equal((await post('_anything', [1])).body.code, 'STREAM_RESERVED');
+    const ungranted = await post('card-numbers', [{ card: '4111111111111111' }]);
+    assert.equal(ungranted.status, 400);
+    assert.equal(ungranted.body.code, 'EGRESS_DENIED');
+    assert.match(ungranted.body.message, /--uplink-allow card-numbers/);
+    const extraField = await post('scores', [{ machineId: 'm1', score: 0.9 }, { machineId: 'm2', score: 0.1, card: '4111111111111111' }]);
+    assert.equal(extraField.body.code, 'EGRESS_DENIED');
+    assert.equal(extraField.body.path, 'records[1].card');
+    assert.equal(edge.handle.outbox.pending, 0, 'nothing refused reached the outbox');
+    // What is granted goes, and is audited like a rule's uplink.
+    assert.equal((await post('scores', [{ machineId: 'm1', score: 0.9 }])).status, 202);
+    const audit = (await call('/api/v1/egress')).body.items;
+    assert.deepEqual(audit.map((r: any) => [r.app, r.rule, r.stream, r.destination, r.records]), [['(operator)', 'local-api', 'scores', 'cloud', 1]]);
+    await waitFor('sent', () => edge.handle.outbox.pending === 0);
+    // No forged audit row reached the cloud's egress view.
+    const cloudAudit = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/egress`);
+    assert.ok(cloudAudit.body.items.every((r: any) => r.app !== 'x'));
   });
 
   it('refuses writes past the bound under reject-new, keeping what it had', async () => {

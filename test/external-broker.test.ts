@@ -12,7 +12,7 @@ describe('the cloud on an external broker (Mosquitto)', { skip }, () => {
   let edge: TestEdge;
   before(async () => {
     cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${randomBytes(4).toString('hex')}`, brokerSessionExpiryS: 60 });
-    edge = await startTestEdge(cloud, { labels: { tier: 'edge' } });
+    edge = await startTestEdge(cloud, { labels: { tier: 'edge' }, uplinkAllow: ['alerts'] });
   });
   after(async () => {
     const siteId = edge?.handle.siteId;

@@ -18,8 +18,8 @@ describe('cloud + two agents over real MQTT on loopback', () => {
 
   before(async () => {
     cloud = await startTestCloud({ clock, missedHeartbeats: 3 });
-    city = await startTestEdge(cloud, { labels: { city: 'hangzhou', kind: 'intersection' }, region: 'cn-east' });
-    factory = await startTestEdge(cloud, { labels: { industry: 'manufacturing' }, region: 'eu-west' });
+    city = await startTestEdge(cloud, { labels: { city: 'hangzhou', kind: 'intersection' }, region: 'cn-east', uplinkAllow: ['alerts'] });
+    factory = await startTestEdge(cloud, { labels: { industry: 'manufacturing' }, region: 'eu-west', uplinkAllow: ['vibration', 'alerts'] });
   });
   after(async () => {
     await city?.stop().catch(() => {});

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
 import { OnnxRuntime } from '../src/inference/onnx.ts';
+import { promtoolCheck } from './support/promtool.ts';
 
 const modelFile = new URL('../models/vibration-ae.onnx', import.meta.url).pathname;
 const bytes = readFileSync(modelFile);
@@ -85,15 +86,38 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     assert.equal(wrongShape.status, 400);
     assert.equal(wrongShape.body.code, 'INFER_INPUT_INVALID');
     assert.equal(wrongShape.body.path, 'inputs[0].shape');
-    assert.match(wrongShape.body.message, /takes \[-1, 3\]/);
+    // The Open Inference Protocol's error body: {"error": "<message>"}, our code and path as extras.
+    assert.deepEqual(Object.keys(wrongShape.body).sort(), ['code', 'error', 'path']);
+    assert.match(wrongShape.body.error, /takes \[-1, 3\]/);
     const wrongType = await bad({ inputs: [{ name: 'features', datatype: 'INT64', shape: [1, 3], data: [1, 2, 3] }] });
     assert.equal(wrongType.body.path, 'inputs[0].datatype');
     const wrongLen = await bad({ inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], data: [1, 2, 3] }] });
     assert.equal(wrongLen.body.path, 'inputs[0].data');
     const wrongName = await bad({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] });
-    assert.match(wrongName.body.message, /no input "x"; its inputs are features/);
+    assert.match(wrongName.body.error, /no input "x"; its inputs are features/);
     const unknown = await local('/v2/models/nope/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }) });
     assert.equal(unknown.status, 404);
+    const unknownBody = (await unknown.json()) as any;
+    assert.equal(unknownBody.code, 'MODEL_NOT_FOUND');
+    assert.match(unknownBody.error, /no model "nope"/);
+    // Every kind of failure on a /v2 route has the spec's shape: schema, not JSON, no key, no route, not ready.
+    const noInputs = await bad({ inputs: [] });
+    assert.equal(noInputs.status, 400);
+    assert.equal(typeof noInputs.body.error, 'string');
+    assert.equal(noInputs.body.code, 'VALIDATION_FAILED');
+    const notJson = await local('/v2/models/score/infer', { method: 'POST', body: '{"inputs":' });
+    assert.equal(((await notJson.json()) as any).code, 'INVALID_JSON');
+    const noKey = await fetch(`${edge.handle.apiUrl}/v2/models/score/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const noKeyBody = (await noKey.json()) as any;
+    assert.equal(noKey.status, 401);
+    assert.deepEqual(Object.keys(noKeyBody).sort(), ['code', 'error']);
+    const noRoute = (await (await local('/v2/no/such/route')).json()) as any;
+    assert.equal(noRoute.code, 'NOT_FOUND');
+    assert.equal(typeof noRoute.error, 'string');
+    assert.equal(noRoute.message, undefined);
+    // Routes outside /v2 keep the project's {code, message} shape.
+    const v1 = (await (await local('/api/v1/no/such/route')).json()) as any;
+    assert.deepEqual(Object.keys(v1).sort(), ['code', 'message']);
     // The model still serves after the bad requests.
     const ok = await local('/v2/models/score/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 3, 120] }] }) });
     assert.equal(ok.status, 200);
@@ -126,8 +150,13 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     const m2 = ws.find((w: any) => w.machineId === 'm2');
     assert.deepEqual(m2.windowScore, (await directScores([[1.6, 9.0, 150]]))[0], 'infer() over the window aggregates of m2');
     const metrics = await (await local('/metrics')).text();
-    assert.match(metrics, /ew_infer_batch_size_count\{model="vib-ae"\} [1-9]/);
-    assert.match(metrics, /ew_infer_requests_total\{model="vib-ae",outcome="ok"\}/);
+    assert.match(metrics, /ew_infer_batch_size_count\{app="vibration-guard",model="vib-ae"\} [1-9]/);
+    assert.match(metrics, /ew_infer_requests_total\{app="vibration-guard",model="vib-ae",outcome="ok"\}/);
+    // Per-model latency by app, and the whole output clean for Prometheus's linter.
+    assert.match(metrics, /ew_infer_request_duration_seconds_count\{app="vibration-guard",model="vib-ae"\} [1-9]/);
+    assert.match(metrics, /ew_edge_rule_records_in_total\{app="vibration-guard",rule="[a-z-]+"\} [1-9]/);
+    const lint = promtoolCheck(metrics);
+    assert.equal(lint.output, '');
     await dev.endAsync();
   });
 });

@@ -9,3 +9,18 @@ it('docs/app-manifest.schema.json is the schema the code checks with (npm run sc
   const spec = (committed.properties.spec as { properties: Record<string, unknown> }).properties;
   assert.deepEqual(Object.keys(spec).sort(), ['endpoints', 'models', 'policy', 'rules', 'streams']);
 });
+
+it('reserves "_" stream and result names for the site (an app cannot feed or forge _egress-audit)', async () => {
+  const { parseManifest } = await import('../src/contracts/manifest.ts');
+  const base = (streamName: string, result: string) => ({
+    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'a', version: '1.0.0' },
+    spec: {
+      streams: [{ name: streamName, topic: 'x/#', format: 'json' }],
+      rules: [{ name: 'r', sql: `SELECT v FROM ${streamName}`, sinks: [{ uplink: result }] }],
+      policy: { egress: { allow: [result] } },
+    },
+  });
+  assert.doesNotThrow(() => parseManifest(base('readings', 'alerts')));
+  assert.throws(() => parseManifest(base('_audit', 'alerts')), (e: any) => e.code === 'INVALID_MANIFEST' && /streams\[0\]\.name/.test(e.path) && /reserved/.test(e.message));
+  assert.throws(() => parseManifest(base('readings', '_egress-audit')), (e: any) => e.code === 'INVALID_MANIFEST' && /sinks\[0\]/.test(e.path));
+});

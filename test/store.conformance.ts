@@ -2,6 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Site, Store } from '../src/cloud/store/store.ts';
 import { hashSecret } from '../src/lib/secrets.ts';
+import { isEwError } from '../src/contracts/errors.ts';
 import type { AppManifest } from '../src/contracts/manifest.ts';
 
 /**
@@ -51,10 +52,44 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal((await store.findApiKeyByHash(hashSecret('k1')))?.id, 'key-1');
       assert.equal(await store.findApiKeyByHash(hashSecret('k2')), undefined);
       assert.deepEqual((await store.listApiKeys(T)).map((k) => k.id), ['key-1']);
-      assert.equal(await store.revokeApiKey(T2, 'key-1', 9), false, 'not across tenants');
-      assert.equal(await store.revokeApiKey(T, 'key-1', 9), true);
-      assert.equal(await store.revokeApiKey(T, 'key-1', 10), false, 'once');
+      assert.equal(await store.revokeApiKey(T, 'key-1', 9), 'last-admin', 'the last admin key stays');
+      await store.createApiKey({ id: 'key-1b', tenantId: T, name: 'second', hash: hashSecret('k1b'), role: 'admin', createdAt: 6, revokedAt: null });
+      assert.equal(await store.revokeApiKey(T2, 'key-1', 9), 'not-found', 'not across tenants');
+      assert.equal(await store.revokeApiKey(T, 'key-1', 9), 'revoked');
+      assert.equal(await store.revokeApiKey(T, 'key-1', 10), 'not-found', 'once');
       assert.equal((await store.findApiKeyByHash(hashSecret('k1')))?.revokedAt, 9);
+      assert.equal(await store.revokeApiKey(T, 'key-1b', 11), 'last-admin');
+    });
+
+    it('never revokes both of the last two admin keys, even when two revocations race', async () => {
+      await store.createTenant({ id: 'ten-race', name: 'race', createdAt: 3 });
+      for (const id of ['race-1', 'race-2']) await store.createApiKey({ id, tenantId: 'ten-race', name: id, hash: hashSecret(id), role: 'admin', createdAt: 5, revokedAt: null });
+      const results = await Promise.all([store.revokeApiKey('ten-race', 'race-1', 9), store.revokeApiKey('ten-race', 'race-2', 9)]);
+      assert.deepEqual(results.sort(), ['last-admin', 'revoked']);
+      assert.equal((await store.listApiKeys('ten-race')).filter((k) => k.revokedAt === null).length, 1);
+    });
+
+    it('refuses a NUL in any value as VALIDATION_FAILED, alike on every engine, storing nothing of that statement', async () => {
+      const rec = (id: string, extra: Partial<{ app: string; stream: string }> = {}) => ({ siteId: 'site-nul', msgId: id, stream: extra.stream ?? 's', app: extra.app, at: 1, receivedAt: 2, data: { v: 'a\u0000b' } });
+      // A NUL inside the JSON data is fine: it is stored as the escape \u0000 and read back.
+      assert.equal(await store.insertUplink([rec('ok-1')]), 1);
+      assert.deepEqual((await store.queryUplink(T, { siteId: 'site-nul', limit: 10 })).map((r) => r.data), [], 'no such site in the tenant: nothing');
+      for (const bad of [[rec('ok-2'), rec('bad\u0000id')], [rec('ok-3', { app: 'a\u0000' })], [rec('ok-4', { stream: 's\u0000' })]]) {
+        await assert.rejects(store.insertUplink(bad), (e: unknown) => isEwError(e, 'VALIDATION_FAILED'));
+      }
+      assert.equal(await store.countUplink('site-nul'), 1, 'the whole refused statement stored nothing');
+      await assert.rejects(store.queryUplink(T, { stream: 'x\u0000', limit: 1 }), (e: unknown) => isEwError(e, 'VALIDATION_FAILED'));
+      await assert.rejects(store.getSite(T, 'site\u0000'), (e: unknown) => isEwError(e, 'VALIDATION_FAILED'));
+      assert.equal(await store.insertUplink([rec('ok-2')]), 1, 'the good message alone goes in');
+    });
+
+    it('records which tenant uploaded an artifact', async () => {
+      const sha = 'a'.repeat(64);
+      assert.equal(await store.ownsArtifact(T, sha), false);
+      await store.addArtifactOwner(T, sha, 1);
+      await store.addArtifactOwner(T, sha, 2); // idempotent
+      assert.equal(await store.ownsArtifact(T, sha), true);
+      assert.equal(await store.ownsArtifact(T2, sha), false, 'per tenant');
     });
 
     it('enrolls a site with a join token once, and refuses used, expired and unknown tokens', async () => {
@@ -205,6 +240,9 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       const byRule = await store.queryUplink(T, { app: 'vib', rule: 'hot', limit: 10 });
       assert.deepEqual(byRule.map((r) => [r.msgId, r.app, r.rule]), [['r1', 'vib', 'hot']]);
       assert.equal((await store.queryUplink(T, { app: 'vib', limit: 10 })).length, 2);
+      const latest = await store.latestUplinkSeq();
+      assert.equal(latest, Math.max(...(await store.queryUplink(T, { limit: 5000 })).map((r) => r.seq)), 'the newest seq, where a live feed starts');
+      assert.equal((await store.queryUplink(T, { afterSeq: latest, limit: 10 })).length, 0);
     });
   });
 }

@@ -116,6 +116,32 @@ describe('rule state is bounded at plan time and at run time (issue 8.3)', () =>
       assert.deepEqual(memorySinks.get('limits_greedy') ?? [], []);
     });
 
+    it('a record that fails goes to the rule\'s errors and dead letters with the rule, position and values; the rule goes on; schemaless fields never seen are warned about', async () => {
+      await host.start({
+        name: 'types', version: '1.0.0', deploymentId: 'd3',
+        manifest: parseManifest({
+          apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'types', version: '1.0.0' },
+          spec: {
+            streams: [{ name: 'u', topic: 'dev/+/u' }],
+            rules: [{ name: 'overheat', sql: 'SELECT machine, temp FROM u\nWHERE temp > 80 OR tmep > 200', sinks: [{ memory: 'limits_types' }] }],
+            policy: {},
+          },
+        }),
+      } as never);
+      router.push('types', 'u', [{ machine: 'm1', temp: 90 }, { machine: 'm2', temp: 'hot' }, { machine: 'm3', temp: 95 }]);
+      const st = host.statuses().find((s) => s.rule === 'overheat')!;
+      assert.equal(st.state, 'running');
+      assert.equal(st.errors, 1);
+      assert.equal(st.out, 2, 'the records before and after the bad one came out');
+      assert.deepEqual(st.warnings, ['field "tmep" (line 2, column 20) was in none of the first 3 records; check its spelling']);
+      const letters = dead.list({ app: 'types', limit: 10 });
+      assert.equal(letters.length, 1);
+      // The reason (which may leave the site) names the rule and the kind of error, never content;
+      // the detail (which stays on the site) has the position, the expression and the values.
+      assert.match(letters[0]!.reason, /^rule overheat failed on this record \(RecordError; \d+ bytes\)$/);
+      assert.equal(letters[0]!.detail, 'line 2, column 12: cannot compare temp = "hot" (a string) with 80 = 80 (a number) using >; convert with cast(x, \'float\') or cast(x, \'string\')');
+    });
+
     it('sends one record from the far future to the dead letters; the next 1,000 honest records are not late (issue 8.4)', async () => {
       await host.start({
         name: 'clock', version: '1.0.0', deploymentId: 'd2',
@@ -135,7 +161,8 @@ describe('rule state is bounded at plan time and at run time (issue 8.3)', () =>
       assert.equal(st.errors, 1);
       const letters = dead.list({ app: 'clock', limit: 10 });
       assert.equal(letters.length, 1);
-      assert.match(letters[0]!.reason, /^rule per-minute: event time in "ts" is \d+ s ahead of the site's clock \(at most 60 s allowed, options.maxFutureSkew\)/);
+      assert.match(letters[0]!.reason, /^rule per-minute failed on this record \(FutureEventError; \d+ bytes\)$/);
+      assert.match(letters[0]!.detail!, /^event time in "ts" is \d+ s ahead of the site's clock \(at most 60 s allowed, options.maxFutureSkew\)/);
     });
   });
 });

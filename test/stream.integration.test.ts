@@ -105,9 +105,10 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     await listener.endAsync();
   });
 
-  it('sends a record that fails the schema to the dead letters and keeps the rule running', async () => {
-    await device.publishAsync('factory/press-09/vibration', '{"machineId": "press-09", "rms": "loud", "ts": 1}', { qos: 1 });
-    await device.publishAsync('factory/press-09/vibration', 'not json at all', { qos: 1 });
+  it('sends a record that fails the schema to the dead letters, never its content to the cloud, and keeps the rule running', async () => {
+    // The attack: device content that must not leave the site, inside records that do not fit.
+    await device.publishAsync('factory/press-09/vibration', '{"machineId": "press-09", "rms": "CARD 4111111111111111", "ts": 1}', { qos: 1 });
+    await device.publishAsync('factory/press-09/vibration', 'CARD 4111 1111 1111 1111 exp 12/29', { qos: 1 });
     await device.publishAsync('factory/press-09/vibration', JSON.stringify({ machineId: 'press-09', rms: 1 }), { qos: 1 });
     const dl = await waitFor('three dead letters', async () => {
       const res = await fetch(`${edge.handle.apiUrl}/api/v1/dead-letters?stream=vibration`, { headers: { authorization: `Bearer ${edge.apiKey}` } });
@@ -115,13 +116,18 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
       return b.items.length >= 3 ? b.items : undefined;
     });
     const reasons = dl.map((x: any) => x.reason).join('\n');
-    // The same, asked of the site from the cloud.
+    // On the site, the local API shows the content and what was wrong with it.
+    assert.ok(dl.some((x: any) => x.payload.includes('4111 1111') && /JSON/.test(x.detail)), 'the site keeps the payload and the parser\'s detail');
+    assert.ok(dl.some((x: any) => /rms = "CARD 4111/.test(x.detail ?? '')));
+    // The same, asked of the site from the cloud: reasons with field, expected type and sizes — no content.
     const remote = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/dead-letters?stream=vibration`);
     assert.equal(remote.status, 200);
     assert.ok(remote.body.total >= 3 && remote.body.items.length >= 3);
-    assert.ok(remote.body.items.every((x: any) => !('payload' in x) && x.payloadBytes > 0), 'raw device data stays on the site');
-    assert.match(reasons, /field "rms" should be float but is "loud"/);
-    assert.match(reasons, /not JSON/);
+    assert.ok(remote.body.items.every((x: any) => !('payload' in x) && !('detail' in x) && x.payloadBytes > 0), 'raw device data stays on the site');
+    const wire = JSON.stringify(remote.body);
+    assert.doesNotMatch(wire, /4111|CARD|press-09/, 'no device content reaches the cloud');
+    assert.match(wire, /field \\"rms\\" should be float but is a string of 23 bytes/);
+    assert.match(wire, /not JSON \(34 bytes\)/);
     assert.match(reasons, /event-time field "ts" is missing/);
     await send('press-03', 1, 8, T0 + 12_000);
     const status = (await (await fetch(`${edge.handle.apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
@@ -167,5 +173,26 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     assert.ok(dests.has('cloud') && dests.has(new URL(hookUrl).origin), `egress audit per destination: ${JSON.stringify(egress.items)}`);
     const metrics = await (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
     assert.match(metrics, /ew_edge_egress_records_total\{destination="cloud",stream="alerts"\} 1/);
+  });
+  it('lets local programs send up only what a running app\'s egress policy grants, audited like a rule', async () => {
+    const post = (path: string, records: unknown[]) => fetch(`${edge.handle.apiUrl}${path}`, {
+      method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+    const ok = await post('/api/v1/uplink/alerts', [{ machineId: 'press-05', rms: 9 }]);
+    assert.equal(ok.status, 202, JSON.stringify(ok.body));
+    const other = await post('/api/v1/uplink/alerts?app=no-such-app', [{ machineId: 'x' }]);
+    assert.equal(other.body.code, 'EGRESS_DENIED');
+    const secret = await post('/api/v1/uplink/raw-vibration', [{ machineId: 'press-05', rms: 9 }]);
+    assert.equal(secret.status, 400);
+    assert.equal(secret.body.code, 'EGRESS_DENIED');
+    // Granted to a webhook only (not the cloud): refused on the uplink.
+    assert.equal((await post('/api/v1/uplink/hooked', [{ machineId: 'x' }])).body.code, 'EGRESS_DENIED');
+    const audit = (await (await fetch(`${edge.handle.apiUrl}/api/v1/egress`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
+    assert.ok(audit.items.some((r: any) => r.app === 'vibration-guard' && r.rule === 'local-api' && r.stream === 'alerts' && r.records === 1));
+    const results = await waitFor('local result at the cloud', async () => {
+      const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&app=vibration-guard&rule=local-api&stream=alerts`);
+      return r.body.items.length ? r.body.items : undefined;
+    });
+    assert.deepEqual(results[0].data, { machineId: 'press-05', rms: 9 });
   });
 });

@@ -42,9 +42,10 @@ function locate(doc: Document, lc: LineCounter, path: (string | number)[]): { li
   return { line: 1, col: 1 };
 }
 
-export async function loadBundle(dirArg: string, opts: { checkModels?: boolean } = {}): Promise<Bundle> {
+export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; manifest?: string } = {}): Promise<Bundle> {
   const dir = resolve(dirArg);
-  const file = join(dir, MANIFEST);
+  // A bundle may hold variants of its app (edgeweave.plc.yaml): same models and SQL files, another manifest.
+  const file = join(dir, opts.manifest ?? MANIFEST);
   const rel = (f: string) => relative(process.cwd(), f) || f;
   if (!existsSync(file)) throw new EwError('INVALID_MANIFEST', `${rel(file)}: no ${MANIFEST} here; create one with edgeweave app init`);
   const text = readFileSync(file, 'utf8');

@@ -1,9 +1,14 @@
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
+import { parseMqttLimits } from '../lib/mqtt-guard.ts';
+import { parseRateLimits } from '../cloud/api/server.ts';
+import { registerDeviceCommands } from './devices.ts';
+import { registerInferCommands } from './infer.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
@@ -30,6 +35,27 @@ const positive = (v: string): number => {
   if (!(n > 0)) throw new InvalidArgumentError('a positive number');
   return n;
 };
+
+/**
+ * The join token, from --token-file or EW_JOIN_TOKEN — never from the command line, where every
+ * user of the machine could read it (ps). Removed from the environment once read, so nothing the
+ * agent starts inherits it.
+ */
+function joinToken(o: { token?: string; tokenFile?: string }): string | undefined {
+  if (o.token !== undefined) {
+    throw new EwError('CONFIG_INVALID', 'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable', { path: '--token' });
+  }
+  const fromEnv = process.env.EW_JOIN_TOKEN;
+  delete process.env.EW_JOIN_TOKEN;
+  if (o.tokenFile === undefined) return fromEnv?.trim() || undefined;
+  try {
+    const t = readFileSync(o.tokenFile, 'utf8').trim();
+    if (!t) throw new Error('the file is empty');
+    return t;
+  } catch (e) {
+    throw new EwError('CONFIG_INVALID', `--token-file ${o.tokenFile}: ${(e as Error).message}`, { path: '--token-file' });
+  }
+}
 
 /** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
 function ready(obj: Record<string, unknown>): void {
@@ -82,9 +108,21 @@ export function buildProgram(): Command {
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
   .option('--tls-cert <file>', 'serve https and mqtts with this certificate (PEM)')
   .option('--tls-key <file>', 'the certificate\'s private key (PEM)')
+    .option('--http-request-timeout <s>', 'a whole HTTP request must arrive within this (s)', positive, 60)
+    .option('--rate-limit <spec>', 'API rate limits: key=100/20,address=300/50,anonymous=20/1 (burst/per second), or off', 'key=100/20,address=300/50,anonymous=20/1')
+    .option('--mqtt-limits <spec>', 'embedded hub bounds, e.g. maxPacketBytes=1048576,connectTimeoutMs=10000 (see docs/operators.md)', '')
+    .option('--console-dir <dir>', 'serve this web console build at / (default: console/dist of this install)')
+    .option('--no-console', 'do not serve the web console (the API only)')
+    .option('--region <region>', 'the cloud\'s own region, for data residency of the cloud-side fallback', 'cloud')
+    .option('--infer-rate <n>', 'routed inference requests per second per API key', positive, 100)
+    .option('--infer-burst <n>', 'routed inference burst per API key', positive, 200)
+    .option('--infer-concurrency <n>', 'routed inference requests in flight per API key', positive, 64)
+    .option('--infer-timeout <ms>', 'default deadline of a routed request (ms)', positive, 30_000)
+    .option('--no-cloud-runtime', 'serve no fallback or cascade in the cloud (route to sites only)')
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
+    $ edgeweave cloud --region eu-west --infer-rate 50 --infer-concurrency 16
     $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
     .action(async (o) => {
       const { startCloud } = await import('../cloud/main.ts');
@@ -94,6 +132,9 @@ export function buildProgram(): Command {
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
+        httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
+        consoleDir: o.console === false ? false : o.consoleDir,
+        region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
@@ -130,7 +171,9 @@ export function buildProgram(): Command {
     // Required, but checked in the action: commander would also demand it of `edge doctor`.
     .option('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache) (required)')
     .option('--cloud <url>', 'cloud HTTP URL (first start only)')
-    .addOption(new Option('--token <token>', 'join token (first start only)').env('EW_JOIN_TOKEN'))
+    .option('--token-file <file>', 'first start only: a file holding the join token (or set EW_JOIN_TOKEN)')
+    // Refused with a reason: a secret on the command line is visible to every user (ps, /proc/*/cmdline).
+    .addOption(new Option('--token <token>').hideHelp())
     .option('--ca <file>', 'first start only: a CA certificate (PEM) to trust for the cloud\'s https/mqtts')
     .option('--name <name>', 'site name shown in the console')
     .option('--api-host <host>', 'local API bind address', '127.0.0.1')
@@ -142,8 +185,10 @@ export function buildProgram(): Command {
     .option('--device-broker <url>', 'read device data from an existing broker (mqtt://host:port) instead of the embedded one')
     .addOption(new Option('--device-broker-username <name>', 'username on that broker').env('EW_DEVICE_BROKER_USERNAME'))
     .addOption(new Option('--device-broker-password <secret>', 'password on that broker').env('EW_DEVICE_BROKER_PASSWORD'))
+    .addOption(new Option('--device-broker-mqtt-version <version>', 'MQTT version towards that broker: 5 passes MQTT 5 devices\' user properties and message expiry to streams').choices(['4', '5']).default('4'))
     .option('--api-key-file <file>', 'file with the local API key (default: generated, shown once)')
-    .option('--device-password-file <file>', 'file with the device password, username "device" (default: generated, shown once)')
+    .option('--device-password-file <file>', 'opt in to a shared device password (username "device", every topic) and take it from this file')
+    .option('--device-shared-password', 'opt in to a shared device password, generated and shown once (default: off; devices get their own credentials with `edgeweave devices add`)')
     .option('--model-cache-max <size>', 'disk budget of the model cache, e.g. 10G, 500M', (v: string) => {
       const m = /^(\d+(?:\.\d+)?)([KMGT]?)B?$/i.exec(v.trim());
       if (!m) throw new InvalidArgumentError('a size such as 10G or 500M');
@@ -155,19 +200,24 @@ export function buildProgram(): Command {
     .option('--cloud-keepalive <s>', 'MQTT keepalive to the cloud (s): a silent partition is noticed within about 1.5x this', positive, 10)
     .option('--checkpoint-interval <ms>', 'how often a windowed rule checkpoints its state (ms): a crash replays at most this much', positive, 1000)
     .option('--journal-max <n>', 'most acknowledged device records waiting for their rules; past it device acknowledgements are withheld', positive, 1_000_000)
+    .option('--device-mqtt-limits <spec>', 'device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)', '')
+    .option('--uplink-allow <streams>', 'result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)',
+      (v: string) => v.split(',').map((x) => x.trim()).filter(Boolean))
     .addHelpText('after', `
   Examples:
-    $ edgeweave edge --cloud https://cloud.example.com --token ewj_… --data-dir /var/lib/edgeweave
+    $ EW_JOIN_TOKEN=ewj_… edgeweave edge --cloud https://cloud.example.com --data-dir /var/lib/edgeweave
+    $ edgeweave edge --cloud https://cloud.example.com --token-file /run/ew-join-token --data-dir /var/lib/edgeweave
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
     .action(async (o) => {
       if (!o.dataDir) edge.error("error: required option '--data-dir <dir>' not specified");
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
-        dataDir: o.dataDir, cloudUrl: o.cloud, token: o.token, caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
-        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile,
-        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword,
+        dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
+        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
+        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
-        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax,
+        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
+        deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'),
         cloudKeepaliveS: o.cloudKeepalive, checkpointIntervalMs: o.checkpointInterval, journalMax: o.journalMax,
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
@@ -206,7 +256,7 @@ export function buildProgram(): Command {
       return n;
     }, 0)
     .option('--explain', 'print the plan first')
-    .option('--model <name=file>', 'an ONNX model infer() may call (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--model <name=file>', 'a model the query may call: name=file.onnx for infer(), name=file.gguf for llm() (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .addHelpText('after', `
   Examples:
     $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl
@@ -217,6 +267,8 @@ export function buildProgram(): Command {
     });
 
   registerPartnerCommands(program);
+  registerDeviceCommands(program);
+  registerInferCommands(program);
   return program;
 }
 

@@ -1,12 +1,14 @@
-import { cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
-import { stringify as toYaml } from 'yaml';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 import { ApiClient, loadConfig, saveConfig } from './client.ts';
 import { loadBundle, MANIFEST, pushBundle } from './bundle.ts';
 import { parseSelector } from '../contracts/selector.ts';
 import { EwError } from '../contracts/errors.ts';
+import { escapeControl } from '../lib/text.ts';
 
 /**
  * The partner commands: log in, start from a template, validate and push an app, deploy it to a
@@ -74,22 +76,33 @@ export function registerPartnerCommands(program: Command): void {
     .description('Start a new app from a template.')
     .argument('<dir>', 'directory to create')
     .addOption(new Option('-t, --template <name>', 'template').default('predictive-maintenance'))
-    .addHelpText('after', `\nTemplates: ${existsSync(TEMPLATES) ? readdirSync(TEMPLATES).join(', ') : '(none installed)'}\nExample:\n  $ edgeweave app init my-guard --template predictive-maintenance`)
+    .option('--model <file.gguf>', 'a GGUF language model (e.g. Qwen2.5-0.5B-Instruct Q4_K_M) for the template\'s assistant; default: the tiny TEST model, whose text is noise')
+    .addHelpText('after', `\nTemplates: ${existsSync(TEMPLATES) ? readdirSync(TEMPLATES).join(', ') : '(none installed)'}\nExample:\n  $ edgeweave app init my-guard --template predictive-maintenance --model ./qwen2.5-0.5b-instruct-q4_k_m.gguf`)
     .action((dir: string, o) => {
       const src = join(TEMPLATES, o.template);
       if (!existsSync(join(src, MANIFEST))) throw new EwError('CONFIG_INVALID', `no template "${o.template}"; choose one of ${readdirSync(TEMPLATES).join(', ')}`, { path: 'template' });
       if (existsSync(dir) && readdirSync(dir).length) throw new EwError('CONFIG_INVALID', `${dir} exists and is not empty; choose a new directory`);
+      // The template's language model (if it has one): the file given, else the tiny test Qwen.
+      const gguf = (parseYaml(readFileSync(join(src, MANIFEST), 'utf8')) as { spec?: { models?: { format?: string; path?: string }[] } }).spec?.models?.find((m) => m.format === 'gguf');
+      if (o.model) {
+        if (!gguf?.path) throw new EwError('CONFIG_INVALID', `template ${o.template} has no language model; --model is for templates that do (predictive-maintenance)`, { path: 'model' });
+        if (!existsSync(o.model) || readFileSync(o.model).subarray(0, 4).toString('latin1') !== 'GGUF') throw new EwError('CONFIG_INVALID', `--model ${o.model} is not a GGUF file (it must start with the bytes "GGUF"); download a .gguf such as Qwen2.5-0.5B-Instruct-Q4_K_M`, { path: 'model' });
+      } else if (gguf && o.template === 'predictive-maintenance') {
+        ensureTemplateAssistant();
+      }
       cpSync(src, dir, { recursive: true });
+      if (o.model) copyFileSync(o.model, join(dir, gguf!.path!));
       process.stderr.write(`${green('created')} ${dir} from ${o.template}: edit ${join(dir, MANIFEST)}, then edgeweave app validate ${dir} && edgeweave app push ${dir}\n`);
     });
 
   app.command('validate')
     .description('Check an app bundle as the cloud and the sites will: manifest, SQL, egress policy, model files.')
     .argument('[dir]', 'the bundle directory', '.')
+    .option('-f, --manifest <file>', 'the manifest file in the bundle (a variant such as edgeweave.plc.yaml)', MANIFEST)
     .addOption(outputOption())
     .addHelpText('after', '\nErrors point at file:line:col.\nExample:\n  $ edgeweave app validate ./my-guard')
     .action(async (dir: string, o) => {
-      const b = await loadBundle(dir);
+      const b = await loadBundle(dir, { manifest: o.manifest });
       const out = { app: b.manifest.metadata.name, version: b.manifest.metadata.version, streams: b.manifest.spec.streams.length, rules: b.manifest.spec.rules.length, models: b.models.map((m) => ({ name: m.name, sha256: m.sha256, bytes: m.size })), endpoints: b.manifest.spec.endpoints.length };
       print(o.output, out, () => `${green('valid')}: ${out.app}@${out.version} — ${out.streams} stream(s), ${out.rules} rule(s), ${out.models.length} model file(s), ${out.endpoints} endpoint(s)`);
     });
@@ -97,10 +110,11 @@ export function registerPartnerCommands(program: Command): void {
   app.command('push')
     .description('Validate, upload model files (resumable), and push the app version.')
     .argument('[dir]', 'the bundle directory', '.')
+    .option('-f, --manifest <file>', 'the manifest file in the bundle (a variant such as edgeweave.plc.yaml)', MANIFEST)
     .addOption(outputOption())
-    .addHelpText('after', '\nExample:\n  $ edgeweave app push ./my-guard')
+    .addHelpText('after', '\nExamples:\n  $ edgeweave app push ./my-guard\n  $ edgeweave app push templates/predictive-maintenance -f edgeweave.plc.yaml')
     .action(async (dir: string, o) => {
-      const res = await pushBundle(client(), await loadBundle(dir), {
+      const res = await pushBundle(client(), await loadBundle(dir, { manifest: o.manifest }), {
         onProgress: (name, sent, total) => progress(`uploading ${name}`, sent, total),
         onSkip: (name) => process.stderr.write(`${dim(`model ${name}: already on the cloud`)}\n`),
       });
@@ -216,6 +230,14 @@ export function registerPartnerCommands(program: Command): void {
       const r = await client().call('GET', `/api/v1/sites/${id}/dead-letters?${q}`);
       print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'stream', 'reason', 'payloadBytes'])}`);
     });
+  sites.command('writes').description('What a site\'s rules wrote to machines (OPC UA, Modbus): written, refused, dry-run, failed (asked of the site).').argument('<site>')
+    .option('--app <app>').option('--limit <n>', 'at most this many', (v) => Number(v), 20).addOption(outputOption())
+    .addHelpText('after', '\nExample:\n  $ edgeweave sites writes site-1a2b3c --app vibration-guard-plc')
+    .action(async (id: string, o) => {
+      const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}) });
+      const r = await client().call('GET', `/api/v1/sites/${id}/writes?${q}`);
+      print(o.output, r.items, () => table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'rule', 'target', 'value', 'result', 'detail']));
+    });
   sites.command('label').description('Replace a site\'s labels (and so its pools).').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites label site-1a2b3c city=hangzhou,kind=intersection')
     .action(async (id: string, labels: string, o) => {
@@ -273,7 +295,8 @@ export function registerPartnerCommands(program: Command): void {
       let since = 0;
       for (;;) {
         const r = await c.call<{ lines: { time: number; line: string }[] }>('GET', `/api/v1/sites/${site}/logs?since=${since}&limit=${o.limit}`);
-        for (const l of r.lines) process.stdout.write(`${l.line}\n`);
+        // A site's lines are foreign text: control characters are escaped, never sent to the terminal.
+        for (const l of r.lines.slice(-o.limit)) process.stdout.write(`${escapeControl(String(l.line))}\n`);
         if (r.lines.length) since = r.lines[r.lines.length - 1]!.time;
         if (!o.follow) return;
         await new Promise((res) => setTimeout(res, 2000));

@@ -7,6 +7,11 @@ import { typedFrom } from '../inference/tensor.ts';
 import { parse } from '../stream/parser.ts';
 import { systemClock } from '../lib/clock.ts';
 import { EwError } from '../contracts/errors.ts';
+import { GgufRuntime } from '../inference/llm/gguf.ts';
+import { RuleLlmCalls } from '../inference/llm/rule-calls.ts';
+import { checkJsonSchema } from '../inference/llm/json-schema.ts';
+import type { LoadedModel } from '../inference/runtime.ts';
+import { silentLogger } from '../lib/logger.ts';
 
 export interface SqlCommandOptions {
   input?: string;
@@ -15,7 +20,7 @@ export interface SqlCommandOptions {
   timestamp?: string;
   lateness?: number;
   explain?: boolean;
-  /** `name=file.onnx`: models infer() may call, loaded locally. */
+  /** `name=file.onnx` (infer()) or `name=file.gguf` (llm()): models the query may call, loaded locally. */
   model?: string[];
 }
 
@@ -39,10 +44,16 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
   }
   // Local models for infer(): loaded with the site's runtime and batcher.
   const models = new Map<string, { run: (args: unknown[]) => Promise<unknown>; close: () => Promise<void> }>();
+  // Language models for llm('name', …): a .gguf file in its own supervised runtime process.
+  const llms = new Map<string, LoadedModel>();
   for (const m of o.model ?? []) {
     const eq = m.indexOf('=');
-    if (eq <= 0) throw new EwError('CONFIG_INVALID', `--model "${m}" is not name=file.onnx`, { path: 'model' });
+    if (eq <= 0) throw new EwError('CONFIG_INVALID', `--model "${m}" is not name=file.onnx or name=file.gguf`, { path: 'model' });
     const name = m.slice(0, eq);
+    if (m.endsWith('.gguf')) {
+      llms.set(name, await new GgufRuntime({ log: silentLogger(), clock: systemClock }).load({ name, format: 'gguf', file: m.slice(eq + 1), options: { parallel: 2, contextSize: 2048 } }));
+      continue;
+    }
     const loaded = await new OnnxRuntime().load({ name, format: 'onnx', file: m.slice(eq + 1) });
     const input = loaded.inputs[0]!;
     models.set(name, {
@@ -55,7 +66,17 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
       close: () => loaded.close(),
     });
   }
+  const ruleLlm = new RuleLlmCalls(systemClock, async (c) => {
+    const m = llms.get(c.endpoint);
+    if (!m?.llm) throw new Error(`no language model "${c.endpoint}" here: pass --model ${c.endpoint}=file.gguf`);
+    if (c.opts.jsonSchema) checkJsonSchema(c.opts.jsonSchema, 'json_schema');
+    for await (const ev of m.llm.generate({ kind: 'chat', messages: [{ role: 'user', content: c.prompt }] }, { ...c.opts, maxTokens: c.maxTokens ?? 256 })) {
+      if (ev.type === 'done') return { text: ev.text, usage: ev.usage };
+    }
+    throw new Error('the model ended without a result');
+  });
   const infer = async (model: string, args: unknown[]) => {
+    if (model.startsWith('llm:')) return ruleLlm.call('local', 'sql', {}, model.slice(4), args);
     const m = models.get(model);
     if (!m) throw new Error(`no model "${model}" here: pass --model ${model}=file.onnx`);
     return m.run(args);
@@ -77,7 +98,7 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
       onLate: (r) => err.write(`late record dropped: ${JSON.stringify(r)}\n`),
       onError: (r, e) => err.write(`record failed (${e.message}): ${JSON.stringify(r)}\n`),
       onEmitError: (e) => err.write(`infer() on window results failed: ${e.message}\n`),
-    }, models.size ? infer : undefined);
+    }, models.size || llms.size ? infer : undefined);
   };
   if (q.explain) { start(undefined); return { in: 0, out: 0, bad: 0, late: 0, errors: 0 }; }
   for await (const line of lines) {
@@ -99,12 +120,13 @@ export async function runSql(sql: string, o: SqlCommandOptions, out: NodeJS.Writ
     if (!rule) start(rec as Record<string, unknown>);
     rule!.push(rec as Record<string, unknown>);
     // Keep the input in step with the model calls (records arrive in order anyway).
-    if (models.size) await rule!.settle();
+    if (models.size || llms.size) await rule!.settle();
   }
   if (!rule) start(undefined);
   await rule!.finish();
   rule!.stop();
   for (const m of models.values()) await m.close();
+  for (const m of llms.values()) await m.close();
   const s = rule!.runtime.stats;
   err.write(`${s.in} records in, ${s.out} results out, ${s.filtered} filtered, ${s.late} late, ${s.errors} failed, ${bad} unreadable lines\n`);
   return { in: s.in, out: s.out, bad, late: s.late, errors: s.errors };

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
+import { privateDir } from '../lib/private-fs.ts';
 import { EwError } from '../contracts/errors.ts';
 
 /**
@@ -17,17 +18,31 @@ const SHA = /^[a-f0-9]{64}$/;
 
 export class FileArtifactStore {
   constructor(private readonly dir: string, readonly maxBytes: number) {
-    mkdirSync(dir, { recursive: true });
+    privateDir(dir);
   }
 
-  private paths(sha: string) {
+  /**
+   * `scope` (a tenant) gets its own partial file: a tenant uploading a file another tenant
+   * already completed sends and proves the bytes itself, and never sees another's upload.
+   */
+  private paths(sha: string, scope?: string) {
     if (!SHA.test(sha)) throw new EwError('VALIDATION_FAILED', `"${sha}" is not a lower-case hex sha256`, { path: 'sha256' });
-    return { done: join(this.dir, sha), partial: join(this.dir, `${sha}.partial`) };
+    const tag = scope === undefined ? '' : `.${createHash('sha256').update(scope).digest('hex').slice(0, 16)}`;
+    return { done: join(this.dir, sha), partial: join(this.dir, `${sha}${tag}.partial`) };
   }
 
-  status(sha: string): ArtifactStatus {
-    const p = this.paths(sha);
-    if (existsSync(p.done)) { const size = statSync(p.done).size; return { sha256: sha, complete: true, size, received: size }; }
+  /** Whether the complete file is on disk (whoever uploaded it). */
+  exists(sha: string): boolean {
+    return existsSync(this.paths(sha).done);
+  }
+
+  /**
+   * With `scope`, the upload status as that tenant sees it: `complete` only when `owned` (it
+   * uploaded the file), else what its own partial upload holds.
+   */
+  status(sha: string, scope?: string, owned = false): ArtifactStatus {
+    const p = this.paths(sha, scope);
+    if (existsSync(p.done) && (scope === undefined || owned)) { const size = statSync(p.done).size; return { sha256: sha, complete: true, size, received: size }; }
     const received = existsSync(p.partial) ? statSync(p.partial).size : 0;
     return { sha256: sha, complete: false, size: 0, received };
   }
@@ -36,9 +51,9 @@ export class FileArtifactStore {
    * Appends `body` at `start` (which must equal the bytes received so far). `total`, when known,
    * completes the upload once reached; without it the body is the whole file.
    */
-  async write(sha: string, start: number, body: Readable, total: number | undefined): Promise<ArtifactStatus> {
-    const p = this.paths(sha);
-    const st = this.status(sha);
+  async write(sha: string, start: number, body: Readable, total: number | undefined, scope?: string): Promise<ArtifactStatus> {
+    const p = this.paths(sha, scope);
+    const st = this.status(sha, scope);
     if (st.complete) {
       body.resume();
       return st;
@@ -66,10 +81,10 @@ export class FileArtifactStore {
     } catch (e) {
       // What arrived before the failure stays: the client resumes from `received`.
       if (e instanceof EwError) throw e;
-      throw new EwError('VALIDATION_FAILED', `the upload was interrupted at byte ${written}: ${(e as Error).message}; resume from ${this.status(sha).received}`, { cause: e });
+      throw new EwError('VALIDATION_FAILED', `the upload was interrupted at byte ${written}: ${(e as Error).message}; resume from ${this.status(sha, scope).received}`, { cause: e });
     }
     const done = total === undefined || written === total;
-    if (!done) return this.status(sha);
+    if (!done) return this.status(sha, scope);
     const hash = createHash('sha256');
     await pipeline(createReadStream(p.partial), hash);
     const got = hash.digest('hex');
@@ -77,11 +92,19 @@ export class FileArtifactStore {
       rmSync(p.partial, { force: true });
       throw new EwError('ARTIFACT_DIGEST_MISMATCH', `the uploaded bytes hash to ${got}, not ${sha}; the upload was discarded — check the file and upload it again`, { path: 'sha256' });
     }
-    renameSync(p.partial, p.done);
+    // Another tenant may have completed the same bytes meanwhile: the content is identical.
+    if (existsSync(p.done)) rmSync(p.partial, { force: true });
+    else renameSync(p.partial, p.done);
     return this.status(sha);
   }
 
   /** A read stream over a complete artifact, optionally a byte range [start, end]. */
+  /** The complete file of an artifact, or undefined while it is missing or partial. */
+  file(sha: string): string | undefined {
+    const p = this.paths(sha);
+    return existsSync(p.done) ? p.done : undefined;
+  }
+
   open(sha: string, range?: { start: number; end?: number }): { stream: ReadStream; size: number } {
     const st = this.status(sha);
     if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}; upload it first (PUT /api/v1/artifacts/${sha})`, { path: 'sha256' });

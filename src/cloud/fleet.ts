@@ -4,7 +4,8 @@ import type { Store, Site, SiteStatusUpdate, UplinkRecord, App } from './store/s
 import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
-import { decodePayload, ENVELOPE_VERSION, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest } from '../contracts/messages.ts';
+import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
+import { isFrame } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
@@ -55,6 +56,9 @@ export class Fleet {
       uplinkStored: new Counter({ name: 'ew_cloud_uplink_stored_total', help: 'Uplink messages stored (first delivery)', registers: [r] }),
       uplinkDuplicates: new Counter({ name: 'ew_cloud_uplink_duplicates_total', help: 'Uplink messages received again and ignored (already stored)', registers: [r] }),
       badPayloads: new Counter({ name: 'ew_cloud_mqtt_payload_invalid_total', help: 'MQTT messages refused as malformed', labelNames: ['kind'], registers: [r] }),
+      oversized: new Counter({ name: 'ew_cloud_mqtt_payload_oversized_total', help: 'MQTT messages dropped for exceeding their topic class bound', labelNames: ['kind'], registers: [r] }),
+      uplinkRefused: new Counter({ name: 'ew_cloud_uplink_refused_total', help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages', registers: [r] }),
+      lateAnswers: new Counter({ name: 'ew_cloud_routed_answers_dropped_total', help: 'Routed inference answers that arrived after their request ended (deadline, cancel)', registers: [r] }),
       desiredPublished: new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [r] }),
     };
     const liveness = this.liveness;
@@ -117,10 +121,21 @@ export class Fleet {
     const t = parseTopic(topic);
     try {
       if (!t) throw new Error(`topic ${topic} is outside the contract`);
+      const limit = PAYLOAD_LIMITS[t.kind as keyof typeof PAYLOAD_LIMITS];
+      if (limit !== undefined && payload.length > limit) {
+        // Acknowledged and dropped: resending would not make it smaller (docs/operators.md).
+        this.m.oversized.inc({ kind: t.kind });
+        this.o.log.warn({ siteId: t.siteId, topic, bytes: payload.length, limit }, 'MQTT message over its size bound dropped');
+        return;
+      }
       const site = await this.siteInfo(t.siteId);
       if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
       if (t.kind === 'reported') return this.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
       if (t.kind === 'up') return await this.onUplink(t.siteId, t.stream, decodePayload(UplinkMessage, payload, topic));
+      if (t.kind === 'rpc-res' && isFrame(payload)) {
+        if (!this.onFrame?.(t.siteId, t.id, payload)) this.m.lateAnswers.inc();
+        return;
+      }
       if (t.kind === 'rpc-res') {
         const res = decodePayload(RpcResponse, payload, topic);
         const waiting = this.rpcs.get(t.id);
@@ -153,6 +168,7 @@ export class Fleet {
   private onReported(siteId: string, msg: ReportedMessage): void {
     if (msg.type === 'status') {
       this.m.heartbeats.inc();
+      this.statuses.set(siteId, msg.body);
       const ev = this.liveness.heartbeat(siteId, msg.body.heartbeatIntervalS * 1000, msg.body.bootId);
       this.pendingStatus.set(siteId, { siteId, online: true, lastSeenAt: this.o.clock.now(), status: msg.body, reportedGeneration: msg.body.generation });
       if (ev) this.applyLiveness(ev);
@@ -182,12 +198,39 @@ export class Fleet {
         this.m.uplinkDuplicates.inc(batch.length - n);
         for (const b of batch) b.resolve();
       } catch (e) {
-        // Not acknowledged: the site keeps the messages in its outbox and sends them again.
-        this.o.log.error({ err: e }, 'storing uplink failed');
-        for (const b of batch) b.reject(e);
+        // One poisonous message must not fail its neighbours (other sites' messages share the
+        // batch): the batch is retried one message at a time.
+        await this.insertOneByOne(batch, e);
       }
     }
     this.uplinkFlush = undefined;
+  }
+
+  /**
+   * After a failed batch: each message alone. A message the store refuses as invalid
+   * (VALIDATION_FAILED: a value it cannot hold) is acknowledged, counted and dropped — its site
+   * would otherwise resend it for ever; any other failure (the store is down) leaves it
+   * unacknowledged, so the site keeps it in its outbox and sends it again.
+   */
+  private async insertOneByOne(batch: { rec: UplinkRecord; resolve: () => void; reject: (e: unknown) => void }[], batchError: unknown): Promise<void> {
+    this.o.log.warn({ err: batchError, messages: batch.length }, 'storing an uplink batch failed; storing its messages one by one');
+    for (const b of batch) {
+      try {
+        const n = await this.o.store.insertUplink([b.rec]);
+        this.m.uplinkStored.inc(n);
+        this.m.uplinkDuplicates.inc(1 - n);
+        b.resolve();
+      } catch (e) {
+        if (isEwError(e, 'VALIDATION_FAILED')) {
+          this.m.uplinkRefused.inc();
+          this.o.log.warn({ siteId: b.rec.siteId, msgId: JSON.stringify(b.rec.msgId).slice(0, 140), err: (e as Error).message }, 'uplink message refused by the store and dropped');
+          b.resolve();
+        } else {
+          this.o.log.error({ err: e, siteId: b.rec.siteId }, 'storing uplink failed; the site will resend');
+          b.reject(e);
+        }
+      }
+    }
   }
 
   /** Recomputes and (if changed) publishes the desired state of the given sites, serialised. */
@@ -249,6 +292,11 @@ export class Fleet {
     }
   }
 
+  /** Routed inference answers (binary frames) go to the router's forwarder; false: nobody waits (late or cancelled). */
+  onFrame?: (siteId: string, id: string, payload: Buffer) => boolean;
+  /** The last status each site reported, in memory for the router (the store's copy is written behind). */
+  readonly statuses = new Map<string, SiteStatusBody>();
+
   private readonly rpcs = new Map<string, { siteId: string; done: (r: RpcResponse | Error) => void }>();
 
   /** Asks a site something over its MQTT link; SITE_UNREACHABLE when it does not answer in time. */
@@ -270,6 +318,7 @@ export class Fleet {
   async revoked(siteId: string): Promise<void> {
     this.siteCache.set(siteId, { tenantId: this.siteCache.get(siteId)?.tenantId ?? '', revoked: true });
     this.liveness.forget(siteId);
+    this.statuses.delete(siteId);
     this.o.hub.disconnectSite(siteId);
     await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
   }

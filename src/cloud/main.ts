@@ -1,7 +1,9 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileArtifactStore } from './artifacts.ts';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
+import { collectProcessMetrics } from '../lib/metrics.ts';
+import { privateDir } from '../lib/private-fs.ts';
 import type { FastifyInstance } from 'fastify';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
@@ -10,8 +12,15 @@ import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollouts.ts';
-import { createApiServer } from './api/server.ts';
+import { createApiServer, type RateLimits } from './api/server.ts';
+import type { HttpTimeouts } from '../lib/http.ts';
+import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
+import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
+import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
+import { registerInference } from './api/inference.ts';
+import { registerOpenAiRouting } from './api/openai.ts';
+import { startRouter } from './router/start.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, type Logger } from '../lib/logger.ts';
 import { hashSecret, newId, newSecret } from '../lib/secrets.ts';
@@ -44,6 +53,8 @@ export interface CloudConfig {
   brokerClientId?: string;
   /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
   brokerSessionExpiryS?: number;
+  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-cloud. */
+  brokerShareGroup?: string;
   /**
    * TLS for the HTTP API (https) and the embedded MQTT hub (mqtts): certificate and key files
    * (PEM). Default: none — then put a TLS-terminating proxy in front in production.
@@ -52,7 +63,13 @@ export interface CloudConfig {
   tlsKeyFile?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
-  /** Heartbeat interval told to agents at enrollment (s). Default 10. */
+  /** HTTP time limits (headers 10 s, whole request 60 s, keep-alive 5 s, idle 30 s). */
+  httpTimeouts?: Partial<HttpTimeouts>;
+  /** API rate limits (server.ts DEFAULT_RATE_LIMITS), or false for none. */
+  rateLimits?: Partial<RateLimits> | false;
+  /** Embedded hub bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
+  mqttLimits?: Partial<MqttLimits>;
+  /** Heartbeat interval told to agents at enrollment (s), 1–3600. Default 10. */
   heartbeatIntervalS?: number;
   /** Missed heartbeats before a site is offline. Default 3. */
   missedHeartbeats?: number;
@@ -62,6 +79,20 @@ export interface CloudConfig {
    * printed once.
    */
   adminKeyFile?: string;
+  /** The built web console to serve at `/`. Default console/dist of this install; false: none. */
+  consoleDir?: string | false;
+  /** Bounds of the live event stream (GET /api/v1/events); defaults in api/events.ts. */
+  eventStreams?: Partial<EventStreamLimits>;
+  /** The cloud's region, for data residency of the cloud-side fallback runtime. Default `cloud` (a region no policy names unless it means this cloud). */
+  region?: string;
+  /** Routed inference per API key: requests/s, burst, in flight. Defaults 100, 200, 64. */
+  inferRate?: number;
+  inferBurst?: number;
+  inferConcurrency?: number;
+  /** Default deadline of a routed request (ms). Default 30000. */
+  inferTimeoutMs?: number;
+  /** Serve fallbacks and cascades with the cloud-side runtime. Default true. */
+  cloudRuntime?: boolean;
   clock?: Clock;
   log?: Logger;
 }
@@ -99,9 +130,9 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   const log = cfg.log ?? createLogger({ name: 'cloud' });
   const heartbeatIntervalS = cfg.heartbeatIntervalS ?? 10;
   const missedHeartbeats = cfg.missedHeartbeats ?? 3;
-  if (!(heartbeatIntervalS > 0)) throw new EwError('CONFIG_INVALID', '--heartbeat-interval must be a positive number of seconds', { path: 'heartbeatIntervalS' });
+  if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) throw new EwError('CONFIG_INVALID', `--heartbeat-interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`, { path: 'heartbeatIntervalS' });
   if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
-  mkdirSync(cfg.dataDir, { recursive: true });
+  privateDir(cfg.dataDir);
 
   const store = openStore(cfg.db, cfg.dataDir);
   await store.migrate();
@@ -115,34 +146,50 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     throw new EwError('CONFIG_INVALID', `cannot read the TLS certificate or key: ${(e as Error).message}`, { path: 'tlsCertFile' });
   }
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ew_cloud_' });
+  collectProcessMetrics(registry, 'ew_cloud_');
   let fleet!: Fleet;
   let hub: Hub;
   if (cfg.broker) {
     hub = new ExternalHub({
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
       clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
-      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, log,
+      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, shareGroup: cfg.brokerShareGroup, log,
     });
   } else {
     hub = new EmbeddedHub({
-      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls,
+      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls, limits: cfg.mqttLimits, clock: cfg.clock,
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
   fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  if (hub instanceof EmbeddedHub) {
+    const embedded = hub;
+    guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
+  }
   await hub.start(fleet.handle);
   await fleet.start();
   const rollouts = new RolloutController({ store, fleet, clock, log });
   rollouts.start();
 
-  const http = await createApiServer({ store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret) });
+  const http = await createApiServer({
+    store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
+    timeouts: cfg.httpTimeouts, rateLimits: cfg.rateLimits, clock: cfg.clock,
+  });
   const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
+  // Artifacts referenced by apps pushed before owners were recorded belong to those apps' tenants.
+  for (const t of await store.listTenants()) {
+    for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
+  }
   let url = '';
   registerRoutes(http, {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
+  registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
+  const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
+    rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false });
+  registerInference(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
+  registerOpenAiRouting(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
   url = address.replace('0.0.0.0', '127.0.0.1').replace('[::]', '127.0.0.1');
   if (!tls) log.warn('serving plain HTTP and MQTT: terminate TLS in front of this cloud, or start it with --tls-cert and --tls-key');
@@ -152,6 +199,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http,
     async close() {
       await http.close();
+      await router.close();
       await rollouts.stop();
       await fleet.stop();
       await hub.close();

@@ -179,4 +179,51 @@ describe('rollout controller (pure, fake time)', () => {
     assert.equal(r.phase, 'rolled-back');
     assert.match(r.reason!, /no canary site came online/);
   });
+
+  it('canary covering the whole pool (one site, --canary 1) still bakes and is gated: a p95 gate it misses rolls it back', () => {
+    // The attack from the review: --max-p95-ms 0.0001 --bake 20s on a one-site pool passed in 0.1 s.
+    const f = new Fleet(['solo']);
+    f.metrics.set('solo@2.0.0', { requests: 50, errors: 0, p95Ms: 3.2, outputMean: 0.4 });
+    let r = start({ type: 'canary', canary: 1, bakeTimeS: 20, gates: { maxP95Ms: 0.0001 }, then: 'all' });
+    r = f.step(r, 100);
+    assert.deepEqual(r.canaries, ['solo']);
+    assert.notEqual(r.phase, 'succeeded');
+    r = f.run(r, 3, 100);
+    assert.equal(r.phase, 'rolled-back');
+    assert.match(r.reason!, /canary gate failed: p95 latency 3.2 ms on a canary site is above the gate of 0.0001 ms/);
+    assert.equal(f.running.get('solo'), '1.0.0');
+  });
+
+  it('canary covering the whole pool waits the full bake before it succeeds', () => {
+    const f = new Fleet(['a', 'b']);
+    f.metrics.set('a@2.0.0', { requests: 50, errors: 0, p95Ms: 3, outputMean: 0.4 });
+    f.metrics.set('b@2.0.0', { requests: 50, errors: 0, p95Ms: 3, outputMean: 0.4 });
+    let r = start({ type: 'canary', canary: 100, canaryPercent: true, bakeTimeS: 20, gates: { maxP95Ms: 50 }, then: 'all' });
+    r = f.run(r, 5);
+    assert.equal(r.phase, 'baking');
+    r = f.run(r, 14);
+    assert.equal(r.phase, 'baking', 'still baking before 20 s');
+    r = f.run(r, 10);
+    assert.equal(r.phase, 'succeeded');
+    assert.ok(r.history.some((h) => /canary passed its gates \(it covered the whole pool\)/.test(h.event)));
+    assert.ok(f.t >= 20_000);
+  });
+
+  it('with no site left on the previous version, drift is judged against the figures recorded before the update', () => {
+    const f = new Fleet(['solo']);
+    f.metrics.set('solo@1.0.0', { requests: 500, errors: 0, p95Ms: 3, outputMean: 0.2 });
+    f.metrics.set('solo@2.0.0', { requests: 50, errors: 0, p95Ms: 3, outputMean: 0.9 });
+    let r = start({ type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxDrift: 0.25 }, then: 'all' });
+    r = f.step(r);
+    assert.deepEqual(r.baseline, { at: 1000, outputMean: 0.2, sites: 1 }, 'recorded while the site still ran 1.0.0');
+    r = f.run(r, 3);
+    assert.equal(r.phase, 'rolled-back');
+    assert.match(r.reason!, /drift 350.0 % \(canary mean 0.9000, previous version 0.2000\)/);
+    // The same update with output close to the recorded figures passes after its bake.
+    const g = new Fleet(['solo']);
+    g.metrics.set('solo@1.0.0', { requests: 500, errors: 0, p95Ms: 3, outputMean: 0.2 });
+    g.metrics.set('solo@2.0.0', { requests: 50, errors: 0, p95Ms: 3, outputMean: 0.21 });
+    const ok = g.run(start({ type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxDrift: 0.25 }, then: 'all' }), 70);
+    assert.equal(ok.phase, 'succeeded');
+  });
 });

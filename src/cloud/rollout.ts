@@ -50,6 +50,13 @@ export interface RolloutState {
   bakeStartedAt?: number;
   admitted: string[];
   canaries: string[];
+  /** The canary stage passed its gates and bake (set once; the canary stage is over). */
+  canaryPassed?: boolean;
+  /**
+   * The previous version's figures on the pool, recorded when the canaries were admitted (before
+   * they updated): what drift is judged against when no site is left on the previous version.
+   */
+  baseline?: { at: number; outputMean: number | null; sites: number };
   sites: Record<string, { phase: SitePhase; since: number; reason?: string }>;
   history: { at: number; event: string }[];
 }
@@ -225,7 +232,9 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
       r.sites[s] = { phase: 'updating', since: now };
     }
   }
-  const isCanaryStage = r.strategy.type === 'canary' && r.admitted.length === r.canaries.length && r.admitted.length < targets.length;
+  // The canary stage lasts until its gates and bake pass, whatever the pool's size: a canary set
+  // that covers the whole pool (one site, --canary 1) still bakes and is gated.
+  const isCanaryStage = r.strategy.type === 'canary' && r.canaries.length > 0 && !r.canaryPassed;
   if (failures.length) {
     const reason = failures.join('; ');
     if (isCanaryStage) return end(r, 'rolled-back', `canary failed: ${reason}`, now, true);
@@ -250,6 +259,9 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
   const s = r.strategy;
   if (s.type === 'canary' && r.canaries.length === 0 && targets.length > 0) {
     const first = byOnline(pending).slice(0, canaryCount(s, targets.length));
+    // Figures of the previous version, taken before any canary updates.
+    const before = targets.map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version && typeof o.metrics?.outputMean === 'number');
+    r.baseline = { at: now, outputMean: before.length ? before.reduce((a, o) => a + o.metrics!.outputMean!, 0) / before.length : null, sites: before.length };
     r.canaries = first;
     admit(first);
   } else if (s.type === 'canary' && isCanaryStage) {
@@ -265,12 +277,17 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
       r.bakeStartedAt = now;
       log(r, now, `baking for ${s.bakeTimeS} s`);
     }
-    const baseline = targets.filter((t) => !admittedSet.has(t)).map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
+    let baseline = targets.filter((t) => !admittedSet.has(t)).map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
+    if (!baseline.some((o) => typeof o.metrics?.outputMean === 'number') && typeof r.baseline?.outputMean === 'number') {
+      // No site left on the previous version (or none with figures): the figures recorded before the update.
+      baseline = [{ online: true, healthy: true, metrics: { requests: 0, errors: 0, p95Ms: null, outputMean: r.baseline.outputMean } }];
+    }
     const gate = failedGate(s.gates, canaryObs, baseline);
     if (gate) return end(r, 'rolled-back', `canary gate failed: ${gate}`, now, true);
     if (now - r.bakeStartedAt! < s.bakeTimeS * 1000) return touch(r, prev, now);
     r.phase = 'progressing';
-    log(r, now, 'canary passed its gates; rolling out to the rest');
+    r.canaryPassed = true;
+    log(r, now, pending.length ? 'canary passed its gates; rolling out to the rest' : 'canary passed its gates (it covered the whole pool)');
     admit(s.then === 'all' ? byOnline(pending) : byOnline(pending).slice(0, Math.max(1, s.maxUnavailable ?? 1)));
   } else if (s.type === 'all' || (s.type === 'canary' && s.then === 'all')) {
     admit(byOnline(pending));

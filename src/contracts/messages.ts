@@ -9,54 +9,108 @@ import { EwError, formatPath } from './errors.ts';
  */
 export const ENVELOPE_VERSION = 1;
 
+/** C0 controls and DEL: a NUL made PostgreSQL refuse a whole shared insert batch. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+/** A bounded string without control characters: every identifier and label on the wire. */
+export const safeString = (max: number) => z.string().max(max).refine((v) => !CONTROL.test(v), 'must not contain control characters (U+0000–U+001F, U+007F)');
+/** Free text (error messages, reasons): bounded, no NUL (stored as text), newlines and tabs allowed. */
+const text = (max: number) => z.string().max(max).refine((v) => !v.includes('\u0000'), 'must not contain NUL (U+0000)');
+/** A finite, non-negative count or measure below 2^53. */
+const count = () => z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const measure = () => z.number().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/** Unix ms: 0 up to the year 2200, so one bad clock cannot move anything to the far future. */
+const epochMs = () => z.number().int().nonnegative().max(7_258_118_400_000);
+
+/**
+ * The most bytes an MQTT payload may have per topic class, checked by the cloud on receipt
+ * (any hub) and by the site before it sends. A message over its class's bound is acknowledged
+ * and dropped with a count — resending would not make it smaller. docs/operators.md lists them.
+ */
+export const PAYLOAD_LIMITS = {
+  /** `ew/{site}/reported`: status heartbeats and the last will. */
+  reported: 64 * 1024,
+  /** `ew/{site}/up/{stream}`: one result record with its envelope. */
+  up: 256 * 1024,
+  /** `ew/{site}/rpc/res/{id}`: answers to the cloud's requests (logs, dead letters). */
+  'rpc-res': 512 * 1024,
+} as const;
+
+/** Heartbeat interval bounds (s): a site claiming 10^12 s would stay "online" for ever. */
+export const HEARTBEAT_INTERVAL_S = { min: 1, max: 3600 } as const;
+
 const base = {
   v: z.literal(ENVELOPE_VERSION),
-  id: z.string().min(1).max(128),
-  ts: z.number().int().nonnegative(),
+  id: safeString(128).pipe(z.string().min(1)),
+  ts: epochMs(),
 };
 
 export const SiteStatusBody = z.object({
-  agentVersion: z.string().max(64),
-  bootId: z.string().max(64),
-  uptimeS: z.number().nonnegative(),
-  heartbeatIntervalS: z.number().positive(),
-  generation: z.number().int().nonnegative(),
-  applyError: z.string().max(2000).optional(),
-  apps: z.array(z.object({ name: z.string(), version: z.string() })).max(1000),
+  agentVersion: safeString(64),
+  bootId: safeString(64),
+  uptimeS: measure(),
+  heartbeatIntervalS: z.number().min(HEARTBEAT_INTERVAL_S.min).max(HEARTBEAT_INTERVAL_S.max),
+  generation: count(),
+  applyError: text(2000).optional(),
+  apps: z.array(z.object({ name: safeString(64), version: safeString(64) })).max(1000),
   system: z.object({
-    hostname: z.string().max(255),
-    platform: z.string().max(32),
-    arch: z.string().max(32),
-    cores: z.number().int().nonnegative(),
-    memoryTotalBytes: z.number().nonnegative(),
-    memoryFreeBytes: z.number().nonnegative(),
-    diskTotalBytes: z.number().nonnegative(),
-    diskFreeBytes: z.number().nonnegative(),
-    loadAvg1: z.number().nonnegative(),
+    hostname: safeString(255),
+    platform: safeString(32),
+    arch: safeString(32),
+    cores: z.number().int().nonnegative().max(65_536),
+    memoryTotalBytes: measure(),
+    memoryFreeBytes: measure(),
+    diskTotalBytes: measure(),
+    diskFreeBytes: measure(),
+    loadAvg1: measure(),
   }),
-  runtimes: z.array(z.string().max(32)).max(32),
-  accelerators: z.array(z.string().max(64)).max(32),
-  outbox: z.object({ pending: z.number().int().nonnegative(), dropped: z.number().int().nonnegative() }),
-  devices: z.object({ connected: z.number().int().nonnegative(), messagesIn: z.number().int().nonnegative() }),
+  runtimes: z.array(safeString(32)).max(32),
+  accelerators: z.array(safeString(64)).max(32),
+  outbox: z.object({ pending: count(), dropped: count() }),
+  devices: z.object({ connected: count(), messagesIn: count() }),
   rules: z.array(z.object({
-    app: z.string(), rule: z.string(), state: z.enum(['running', 'failed']), error: z.string().max(2000).optional(),
-    in: z.number(), out: z.number(), filtered: z.number(), late: z.number(), errors: z.number(), dropped: z.number(), sinkErrors: z.number(), lastOutputAt: z.number().nullable(),
+    app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
+    in: count(), out: count(), filtered: count(), late: count(), errors: count(), dropped: count(), sinkErrors: count(), lastOutputAt: epochMs().nullable(),
+    warnings: z.array(text(500)).max(20).optional(),
     // Results a full outbox refused, and why results are refused or waiting now (older agents send neither).
-    sinkDropped: z.number().optional(), blocked: z.string().max(2000).optional(),
-    warnings: z.array(z.string().max(500)).max(20).optional(),
+    sinkDropped: count().optional(), blocked: text(2000).optional(),
   })).max(1000).optional(),
-  deadLetters: z.number().int().nonnegative().optional(),
+  deadLetters: count().optional(),
+  /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
+  sources: z.array(z.object({
+    app: safeString(64), stream: safeString(128), protocol: z.enum(['opcua', 'modbus']), endpoint: safeString(500),
+    state: z.enum(['connecting', 'connected', 'disconnected', 'closed']), lastValueAt: epochMs().nullable(),
+    values: count(), records: count(), errors: count(), reconnects: count(),
+    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+  })).max(1000).optional(),
   models: z.array(z.object({
-    app: z.string(), name: z.string(), version: z.string(), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: z.string().max(32).optional(), error: z.string().max(2000).optional(),
-    download: z.object({ received: z.number(), total: z.number() }).optional(),
-    stats: z.object({ requests: z.number(), errors: z.number(), p95Ms: z.number().nullable(), outputMean: z.number().nullable() }).optional(),
+    app: safeString(64), name: safeString(64), version: safeString(64), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: safeString(32).optional(), error: text(2000).optional(),
+    download: z.object({ received: measure(), total: measure() }).optional(),
+    /** Language models: their runtime process (restarts, last exit) and slots. */
+    runtime: z.object({ state: z.enum(['starting', 'ready', 'restarting', 'failed']), restarts: count(), lastExit: text(500).optional(), pid: count().optional(), busy: count().optional(), queued: count().optional(), slots: count().optional() }).optional(),
+    stats: z.object({ requests: count(), errors: count(), p95Ms: measure().nullable(), outputMean: z.number().min(-Number.MAX_VALUE).max(Number.MAX_VALUE).nullable() }).optional(),
+    /** Requests waiting in the model's batcher queue (the router's load signal). */
+    queued: count().optional(),
   })).max(1000).optional(),
+  /** Inference routed to this site by the cloud: in flight now, and totals since start. */
+  routed: z.object({ inFlight: z.number().int().nonnegative(), requests: z.number().int().nonnegative(), errors: z.number().int().nonnegative() }).optional(),
+  /** What the site can accelerate inference with (see src/edge/accelerators.ts). */
+  acceleratorInfo: z.object({
+    cpu: z.object({ model: z.string().max(256), arch: z.string().max(32), cores: z.number().int().nonnegative(), features: z.array(z.string().max(32)).max(64) }),
+    gpus: z.array(z.object({
+      vendor: z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']), index: z.number().int().nonnegative(), name: z.string().max(256),
+      memoryBytes: z.number().nonnegative().optional(), driver: z.string().max(64).optional(),
+      /** Which runtimes could use it here (onnxruntime: cuda provider present; llama.cpp: cuda/vulkan/metal builds). */
+      usableBy: z.array(z.string().max(64)).max(16),
+    })).max(32),
+    /** ONNX Runtime execution providers this agent's build has. */
+    onnxProviders: z.array(z.string().max(32)).max(16),
+  }).optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;
 
 export const StatusMessage = z.object({ ...base, type: z.literal('status'), body: SiteStatusBody });
 /** The MQTT last will: published by the broker when the agent's connection dies uncleanly. */
-export const OfflineMessage = z.object({ ...base, type: z.literal('offline'), body: z.object({ bootId: z.string(), reason: z.string().max(200) }) });
+export const OfflineMessage = z.object({ ...base, type: z.literal('offline'), body: z.object({ bootId: safeString(64), reason: text(200) }) });
 export const ReportedMessage = z.discriminatedUnion('type', [StatusMessage, OfflineMessage]);
 export type ReportedMessage = z.infer<typeof ReportedMessage>;
 
@@ -83,12 +137,12 @@ export const UplinkMessage = z.object({
   ...base,
   type: z.literal('uplink'),
   body: z.object({
-    stream: z.string(),
+    stream: safeString(128),
     /** Site wall-clock time the record was produced (ms). */
-    at: z.number().int().nonnegative(),
+    at: epochMs(),
     /** The app and rule that produced it, when a rule did. */
-    app: z.string().max(64).optional(),
-    rule: z.string().max(64).optional(),
+    app: safeString(64).optional(),
+    rule: safeString(64).optional(),
     data: z.unknown(),
   }),
 });
@@ -99,7 +153,7 @@ export const RpcRequest = z.object({ ...base, type: z.literal('rpc-request'), bo
 export type RpcRequest = z.infer<typeof RpcRequest>;
 export const RpcResponse = z.object({
   ...base, type: z.literal('rpc-response'),
-  body: z.object({ ok: z.boolean(), result: z.unknown().optional(), error: z.object({ code: z.string(), message: z.string() }).optional() }),
+  body: z.object({ ok: z.boolean(), result: z.unknown().optional(), error: z.object({ code: safeString(64), message: text(2000) }).optional() }),
 });
 export type RpcResponse = z.infer<typeof RpcResponse>;
 
@@ -118,4 +172,29 @@ export function decodePayload<T extends z.ZodType>(schema: T, payload: Buffer | 
     throw new EwError('MQTT_PAYLOAD_INVALID', `payload on ${topic} does not match its schema at ${path || '(root)'}: ${issue.message}`, { path });
   }
   return r.data;
+}
+
+/** Bounds of a site's answer to `logs` (docs/operators.md): enforced by the site and by the cloud. */
+export const LOG_LIMITS = { lines: 2000, lineChars: 4096, totalBytes: 384 * 1024 } as const;
+
+export interface LogLine { time: number; line: string }
+
+/**
+ * The newest lines that fit LOG_LIMITS, each cut to `lineChars` (marked with `…[cut N chars]`).
+ * Throws MQTT_PAYLOAD_INVALID when `value` is not a `{lines: [{time, line}]}` answer.
+ */
+export function boundLogLines(value: unknown, limit: number = LOG_LIMITS.lines): LogLine[] {
+  const parsed = z.object({ lines: z.array(z.object({ time: z.number(), line: z.string() })) }).safeParse(value);
+  if (!parsed.success) throw new EwError('MQTT_PAYLOAD_INVALID', `the site's logs answer is malformed at ${formatPath(parsed.error.issues[0]!.path) || '(root)'}`);
+  const out: LogLine[] = [];
+  let bytes = 0;
+  const src = parsed.data.lines;
+  for (let i = src.length - 1; i >= 0 && out.length < Math.min(limit, LOG_LIMITS.lines); i--) {
+    const l = src[i]!;
+    const line = l.line.length > LOG_LIMITS.lineChars ? `${l.line.slice(0, LOG_LIMITS.lineChars)}…[cut ${l.line.length - LOG_LIMITS.lineChars} chars]` : l.line;
+    bytes += Buffer.byteLength(line) + 32;
+    if (bytes > LOG_LIMITS.totalBytes) break;
+    out.push({ time: l.time, line });
+  }
+  return out.reverse();
 }

@@ -10,6 +10,9 @@ import { cellKpiProfile, trafficProfile, vibrationProfile, type Profile } from '
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { ApiClient } from '../cli/client.ts';
 import { loadBundle, pushBundle } from '../cli/bundle.ts';
+import { MachineModel, ModbusMachineSim, OpcuaMachineSim, pointAtSimulators } from '../sim/industrial.ts';
+import { quietOpcua } from '../edge/sources/opcua-quiet.ts';
+import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 
 /**
  * `edgeweave demo`: a cloud and three edge sites as separate processes with their own data
@@ -44,7 +47,15 @@ export const DEMO_SITES: SiteSpec[] = [
   },
 ];
 
-interface DemoState { cloudPort: number; mqttPort: number; sites: Record<string, { apiPort: number; devicePort: number }> }
+interface DemoState { cloudPort: number; mqttPort: number; opcuaPort?: number; modbusPort?: number; sites: Record<string, { apiPort: number; devicePort: number }> }
+
+/**
+ * The factory's machine on a PLC: one machine model behind a real OPC UA server and a real Modbus
+ * TCP server (src/sim/industrial.ts). Its bearing wears over the first five minutes; the
+ * template's PLC variant (edgeweave.plc.yaml) deployed to the factory site then lowers the
+ * spindle setpoint until the anomaly score falls.
+ */
+const PLC_VARIANT = { template: 'predictive-maintenance', manifest: 'edgeweave.plc.yaml', site: 'factory-ningbo-02', selector: { plant: 'ningbo-2' } };
 
 /** True when nothing listens on the port (so the demo can take it). */
 async function portFree(port: number): Promise<boolean> {
@@ -106,7 +117,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       if (cloudPort) process.stderr.write(`port ${cloudPort} is taken; the demo cloud uses ${picked} instead (choose with --port)\n`);
       cloudPort = picked;
     }
-    state = { cloudPort, mqttPort: await freePort(), sites: {} };
+    state = { cloudPort, mqttPort: await freePort(), opcuaPort: await freePort(), modbusPort: await freePort(), sites: {} };
     for (const s of DEMO_SITES) state.sites[s.name] = { apiPort: await freePort(), devicePort: await freePort() };
     writeFileSync(stateFile, JSON.stringify(state, null, 2));
   }
@@ -115,8 +126,15 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
   if (!existsSync(keyFile)) writeFileSync(keyFile, newSecret('ewk'), { mode: 0o600 });
   const adminKey = readFileSync(keyFile, 'utf8').trim();
 
+  // Ports of the PLC simulators are kept too: the pushed app names their endpoints.
+  if (!state.opcuaPort || !state.modbusPort) {
+    state.opcuaPort = await freePort();
+    state.modbusPort = await freePort();
+    writeFileSync(stateFile, JSON.stringify(state, null, 2));
+  }
+
   const children: Child[] = [];
-  const sims: DeviceSimulator[] = [];
+  const sims: { stop(): Promise<void> }[] = [];
   let stopping = false;
   const stopAll = async (code: number) => {
     if (stopping) return;
@@ -140,6 +158,18 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
   process.on('SIGTERM', () => void stopAll(0));
 
   try {
+    // The PLC: node-opcua logs to stdout, which carries the demo's ready line: it goes to a file.
+    const plcLog = createWriteStream(join(dir, 'logs', 'plc-simulators.log'), { flags: 'a' });
+    quietOpcua((level, msg) => plcLog.write(`${JSON.stringify({ time: Date.now(), level, msg })}\n`));
+    const machine = new MachineModel();
+    const opc = new OpcuaMachineSim({ model: machine, pkiDir: join(dir, 'plc-pki'), port: state.opcuaPort, tickMs: 200 });
+    const mb = new ModbusMachineSim({ model: machine, port: state.modbusPort, tickMs: 200 });
+    await Promise.all([opc.start(), mb.start()]);
+    sims.push(opc, mb);
+    const wearStart = Date.now();
+    const wear = setInterval(() => { machine.wear = Math.min(0.8, ((Date.now() - wearStart) / 300_000) * 0.8); }, 1000);
+    wear.unref();
+
     const cloud = launch('cloud', ['cloud', '--data-dir', join(dir, 'cloud'), '--host', '127.0.0.1', '--port', String(state.cloudPort),
       '--mqtt-host', '127.0.0.1', '--mqtt-port', String(state.mqttPort), '--admin-key-file', keyFile], join(dir, 'logs', 'cloud.log'));
     children.push(cloud);
@@ -149,6 +179,8 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     // directly; an existing version (409, from an earlier run) is fine. Then one deployment each.
     const client = new ApiClient({ cloud: url, apiKey: adminKey });
     const existing = (await client.call<{ items: { app: string; version: string }[] }>('GET', '/api/v1/deployments')).items;
+    // The factory's operator assistant: the tiny TEST Qwen unless a real GGUF was put there.
+    ensureTemplateAssistant();
     for (const s of DEMO_SITES) {
       const bundle = s.template ? await loadBundle(join(ROOT, 'templates', s.template)) : undefined;
       const manifest = bundle ? bundle.raw : s.app!;
@@ -163,6 +195,20 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       const [k, v] = Object.entries(s.labels)[0]!;
       await client.call('POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: { [k]: v } });
     }
+    // The factory also runs the PLC variant, reading the simulators above.
+    {
+      const b = await loadBundle(join(ROOT, 'templates', PLC_VARIANT.template), { manifest: PLC_VARIANT.manifest });
+      b.raw = pointAtSimulators(b.raw, { opcua: opc.endpoint, modbus: mb.endpoint });
+      const meta = b.raw.metadata as { name: string; version: string };
+      try {
+        await pushBundle(client, b);
+      } catch (e) {
+        if (!isEwError(e, 'APP_VERSION_EXISTS')) throw e;
+      }
+      if (!existing.some((d) => d.app === meta.name && d.version === meta.version)) {
+        await client.call('POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: PLC_VARIANT.selector });
+      }
+    }
 
     const sites = await Promise.all(DEMO_SITES.map(async (s) => {
       const sdir = join(dir, 'sites', s.name);
@@ -175,11 +221,15 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
         '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF, '--device-password-file', pwFile];
       if (!existsSync(join(sdir, 'credentials.json'))) {
         const tok = await client.call<{ token: string }>('POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
-        args.push('--cloud', url, '--token', tok.token);
+        // In a 0600 file, not on the command line (where ps shows it); removed once enrolled.
+        const tokFile = join(sdir, 'join.token');
+        writeFileSync(tokFile, tok.token, { mode: 0o600 });
+        args.push('--cloud', url, '--token-file', tokFile);
       }
       const child = launch(s.name, args, join(dir, 'logs', `${s.name}.log`));
       children.push(child);
       const r = await child.ready;
+      rmSync(join(sdir, 'join.token'), { force: true });
       const sim = new DeviceSimulator({ url: r.deviceUrl, username: 'device', password: readFileSync(pwFile, 'utf8').trim(), profile: s.profile(), seed: s.name.length });
       await sim.start();
       sims.push(sim);
@@ -190,10 +240,12 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       '',
       'Edgeweave demo is running.',
       '',
+      `  Web console    ${url}/   (sign in with the admin API key)`,
       `  Cloud API      ${url}   (OpenAPI: ${url}/openapi.json)`,
       `  Admin API key  ${adminKey}`,
       '',
       ...sites.map((s) => `  ${s.name.padEnd(20)} ${s.siteId}  region ${s.region.padEnd(10)} devices ${s.deviceUrl}  (${s.simulator} simulator)`),
+      `  PLC (factory)        OPC UA ${opc.endpoint}  Modbus ${mb.endpoint}  (vibration-guard-plc lowers the setpoint as the bearing wears)`,
       '',
       `  Try:  curl -H "authorization: Bearer ${adminKey}" ${url}/api/v1/sites`,
       `  Logs: ${join(dir, 'logs')}`,
@@ -201,7 +253,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       'Ctrl-C stops everything.',
       '',
     ].join('\n'));
-    process.stdout.write(`${JSON.stringify({ event: 'ready', role: 'demo', url, adminKey, sites })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'ready', role: 'demo', url, adminKey, sites, plc: { opcua: opc.endpoint, modbus: mb.endpoint } })}\n`);
   } catch (e) {
     process.stderr.write(`demo failed to start: ${(e as Error).message}\n`);
     await stopAll(1);

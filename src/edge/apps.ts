@@ -28,7 +28,7 @@ export class AppSupervisor {
   private runningApps = new Map<string, DesiredApp>();
   private readonly components: AppComponent[] = [];
   private applied = 0;
-  private lastError?: string;
+  private lastErrors: { app: string; component: string; text: string }[] = [];
 
   constructor(private readonly log: Logger) {}
 
@@ -40,7 +40,16 @@ export class AppSupervisor {
     return this.applied;
   }
   get error(): string | undefined {
-    return this.lastError;
+    return this.lastErrors.length ? this.lastErrors.map((e) => e.text).join('; ') : undefined;
+  }
+
+  /** A component of `app` recovered by itself (a model loaded on a retry): its apply error is gone. */
+  recovered(app: string, component: string): void {
+    this.lastErrors = this.lastErrors.filter((e) => !(e.app === app && e.component === component));
+  }
+  /** The apps running now, with their manifests (their egress policies, endpoints). */
+  apps(): DesiredApp[] {
+    return [...this.runningApps.values()];
   }
   running(): { name: string; version: string }[] {
     return [...this.runningApps.values()].map((a) => ({ name: a.name, version: a.version }));
@@ -48,13 +57,13 @@ export class AppSupervisor {
 
   async apply(generation: number, apps: readonly DesiredApp[]): Promise<ApplyResult> {
     const next = new Map(apps.map((a) => [a.name, a]));
-    const errors: string[] = [];
+    const errors: { app: string; component: string; text: string }[] = [];
     const step = async (what: string, app: DesiredApp, fn: (c: AppComponent) => Promise<void>) => {
       for (const c of this.components) {
         try {
           await fn(c);
         } catch (e) {
-          errors.push(`${app.name}@${app.version}: ${c.name} failed to ${what}: ${(e as Error).message}`);
+          errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to ${what}: ${(e as Error).message}` });
         }
       }
     };
@@ -68,7 +77,7 @@ export class AppSupervisor {
       const cur = this.runningApps.get(name);
       if (!cur) {
         for (const c of this.components) {
-          try { c.prepare?.(app); } catch (e) { errors.push(`${app.name}@${app.version}: ${c.name} failed to prepare: ${(e as Error).message}`); }
+          try { c.prepare?.(app); } catch (e) { errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to prepare: ${(e as Error).message}` }); }
         }
         await step('start', app, (c) => c.start(app));
         this.log.info({ app: name, version: app.version, generation }, 'app started');
@@ -79,7 +88,7 @@ export class AppSupervisor {
     }
     this.runningApps = next;
     this.applied = generation;
-    this.lastError = errors.length ? errors.join('; ') : undefined;
-    return { generation, error: this.lastError };
+    this.lastErrors = errors;
+    return { generation, error: this.error };
   }
 }

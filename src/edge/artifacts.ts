@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, renameSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -9,6 +9,7 @@ import type { EdgeDb } from './db.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { EwError } from '../contracts/errors.ts';
+import { privateDir } from '../lib/private-fs.ts';
 
 /**
  * The site's model cache (`{dataDir}/models`): files named by their sha256, downloaded from the
@@ -71,7 +72,7 @@ export class ArtifactCache {
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
-    mkdirSync(dir, { recursive: true });
+    privateDir(dir);
     this.touch = db.prepare('INSERT INTO artifacts (sha256, size, last_used) VALUES (?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET last_used = excluded.last_used, size = excluded.size');
   }
 

@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EwError } from '../contracts/errors.ts';
+import { privateDir, privateFiles, sqliteFiles } from '../lib/private-fs.ts';
 
 /**
  * The site's own SQLite (`{dataDir}/edge.db`): desired state, outbox, small settings. This is
@@ -21,10 +22,12 @@ const MIGRATIONS: string[] = [
      records INTEGER NOT NULL, bytes INTEGER NOT NULL, reported INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (minute, app, rule, stream, destination));`,
   // The model cache's index (files live in {dataDir}/models, named by sha256).
   `CREATE TABLE artifacts (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used INTEGER NOT NULL);`,
+  // A dead letter's reason is what the cloud sees (no content); the detail may quote content and stays here.
+  `ALTER TABLE dead_letters ADD COLUMN detail TEXT;`,
   // The intake journal (device records acknowledged but not yet turned into every rule's
   // results), each rule's cursor into it with its window checkpoint, and the model cache's
   // verified marker (size, mtime, inode at the last full sha256 check).
-  `CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL, at INTEGER NOT NULL);
+  `CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL, props TEXT, at INTEGER NOT NULL);
    CREATE TABLE journal_cursor (rule TEXT PRIMARY KEY, seq INTEGER NOT NULL, state BLOB, at INTEGER NOT NULL);
    ALTER TABLE artifacts ADD COLUMN verified TEXT;`,
 ];
@@ -40,7 +43,7 @@ const doctorHint = (dataDir: string) => `run \`edgeweave edge doctor --data-dir 
  */
 export function openEdgeDb(dataDir: string, opts: { check?: boolean } = {}): EdgeDb {
   const check = opts.check ?? true;
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  privateDir(dataDir);
   const file = join(dataDir, 'edge.db');
   if (check && existsSync(join(dataDir, 'credentials.json'))) {
     const size = existsSync(file) ? statSync(file).size : -1;
@@ -49,6 +52,7 @@ export function openEdgeDb(dataDir: string, opts: { check?: boolean } = {}): Edg
       throw new EwError('DATA_DIR_INVALID', `${file} is ${size < 0 ? 'missing' : 'empty (0 bytes)'} but ${dataDir} holds this site's credentials: its outbox, journal and desired state are gone. The agent will not start as a new site over a lost backlog. Restore edge.db from a backup; or, to go on with an empty backlog, ${doctorHint(dataDir)}`, { path: file });
     }
   }
+  privateFiles(...sqliteFiles(file));
   let db: EdgeDb;
   try {
     db = new Database(file);
@@ -63,6 +67,8 @@ export function openEdgeDb(dataDir: string, opts: { check?: boolean } = {}): Edg
       if (problems.length) throw new EwError('DATA_DIR_INVALID', `${file} is damaged (PRAGMA quick_check: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}); ${doctorHint(dataDir)}`, { path: file });
     }
     db.pragma('journal_mode = WAL');
+    // The WAL files are created with the database's mode: 0600 from here on.
+    privateFiles(...sqliteFiles(file));
     db.pragma('synchronous = FULL');
     db.pragma('busy_timeout = 5000');
     const version = db.pragma('user_version', { simple: true }) as number;

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
 import type { Credentials } from './link.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
+import { privateFiles } from '../lib/private-fs.ts';
 
 export interface StoredCredentials extends Credentials { cloudUrl: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; enrolledAt: number; /** PEM of the CA the cloud's certificates come from, when it is private. */ ca?: string }
 
@@ -12,6 +13,7 @@ const FILE = 'credentials.json';
 export function loadCredentials(dataDir: string): StoredCredentials | undefined {
   const p = join(dataDir, FILE);
   if (!existsSync(p)) return undefined;
+  privateFiles(p);
   try {
     return JSON.parse(readFileSync(p, 'utf8')) as StoredCredentials;
   } catch (e) {

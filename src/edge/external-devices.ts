@@ -1,4 +1,4 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { DeviceMessage, DeviceSource } from './devices.ts';
 import type { Logger } from '../lib/logger.ts';
 
@@ -9,6 +9,8 @@ export interface ExternalDeviceSourceOptions {
   password?: string;
   /** Stable, so the broker keeps the agent's session (and its QoS 1 messages) across restarts. */
   clientId: string;
+  /** MQTT protocol version towards the broker: 5 carries devices' MQTT 5 properties (user properties, expiry) to the streams. Default 4 (3.1.1). */
+  protocolVersion?: 4 | 5;
   log: Logger;
 }
 
@@ -47,7 +49,9 @@ export class ExternalDeviceSource implements DeviceSource {
     const { log } = this.o;
     const client = mqtt.connect(this.o.url, {
       clientId: this.o.clientId, username: this.o.username, password: this.o.password,
-      protocolVersion: 4, clean: false, reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
+      protocolVersion: this.o.protocolVersion ?? 4, clean: false,
+      // MQTT 5: the session outlives the connection as with 3.1.1's clean: false.
+      ...(this.o.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}), reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
     });
     this.client = client;
     // The PUBACK to the external broker goes only once the record is durable here (mqtt.js sends
@@ -59,17 +63,18 @@ export class ExternalDeviceSource implements DeviceSource {
     client.handleMessage = (packet, done) => {
       if (!this.intake) return done();
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      this.intake({ topic: packet.topic, payload, clientId: '' }).then(() => done(), (e: Error) => {
+      this.intake({ topic: packet.topic, payload, clientId: '', properties: propertiesOf(packet) }).then(() => done(), (e: Error) => {
         log.warn({ err: e.message, topic: packet.topic }, 'device record not made durable; reconnecting for redelivery');
         if (packet.qos === 0) return done();
         client.stream?.destroy();
       });
     };
-    client.on('message', (topic, payload) => {
+    client.on('message', (topic, payload, packet) => {
       this.messagesIn++;
+      const properties = propertiesOf(packet);
       for (const l of this.listeners) {
         try {
-          l({ topic, payload, clientId: '' });
+          l({ topic, payload, clientId: '', properties });
         } catch (e) {
           log.error({ err: e, topic }, 'device message listener failed');
         }
@@ -107,4 +112,10 @@ export class ExternalDeviceSource implements DeviceSource {
   async close(): Promise<void> {
     await this.client?.endAsync();
   }
+}
+
+/** A message's MQTT 5 properties, as the streams read them (stamped with the receive time). */
+function propertiesOf(packet: IPublishPacket): DeviceMessage['properties'] {
+  const p = packet.properties;
+  return p ? { userProperties: p.userProperties, messageExpiryInterval: p.messageExpiryInterval, contentType: p.contentType, responseTopic: p.responseTopic, receivedAt: Date.now() } : undefined;
 }

@@ -2,6 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { EdgeDb } from './db.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
+import type { Mqtt5Properties } from './mqtt5.ts';
 
 /**
  * The site's durable intake journal: every device record a stream reads is committed here before
@@ -14,7 +15,8 @@ import type { Logger } from '../lib/logger.ts';
  * rule whose model is still loading (its input waits here, not in memory) and a window checkpoint
  * (state as of the cursor, then replay).
  */
-export interface JournalRecord { seq: number; topic: string; payload: Buffer }
+/** `props`: the record's MQTT 5 properties with their receive time, so a replay maps them as the first delivery did. */
+export interface JournalRecord { seq: number; topic: string; payload: Buffer; props?: Mqtt5Properties }
 
 export interface RuleCheckpoint { seq: number; state?: Buffer }
 
@@ -29,8 +31,8 @@ export class Journal {
   private rows: number;
 
   constructor(private readonly db: EdgeDb, private readonly clock: Clock) {
-    this.insert = db.prepare('INSERT INTO journal (topic, payload, at) VALUES (?, ?, ?)');
-    this.readStmt = db.prepare('SELECT seq, topic, payload FROM journal WHERE seq > ? ORDER BY seq LIMIT ?');
+    this.insert = db.prepare('INSERT INTO journal (topic, payload, props, at) VALUES (?, ?, ?, ?)');
+    this.readStmt = db.prepare('SELECT seq, topic, payload, props FROM journal WHERE seq > ? ORDER BY seq LIMIT ?');
     this.getCursor = db.prepare('SELECT seq, state FROM journal_cursor WHERE rule = ?');
     this.putCursor = db.prepare('INSERT INTO journal_cursor (rule, seq, state, at) VALUES (?, ?, ?, ?) ON CONFLICT(rule) DO UPDATE SET seq = excluded.seq, state = excluded.state, at = excluded.at');
     this.delCursor = db.prepare('DELETE FROM journal_cursor WHERE rule = ?');
@@ -51,11 +53,11 @@ export class Journal {
   }
 
   /** Appends records in one transaction (one fsync) and returns their seqs. Throws on a storage error, writing none. */
-  append(recs: readonly { topic: string; payload: Buffer }[]): number[] {
+  append(recs: readonly { topic: string; payload: Buffer; props?: Mqtt5Properties }[]): number[] {
     const now = this.clock.now();
     const seqs: number[] = [];
     this.db.transaction(() => {
-      for (const r of recs) seqs.push(Number(this.insert.run(r.topic, r.payload, now).lastInsertRowid));
+      for (const r of recs) seqs.push(Number(this.insert.run(r.topic, r.payload, r.props ? JSON.stringify(r.props) : null, now).lastInsertRowid));
     })();
     this.rows += seqs.length;
     if (seqs.length) this.last = seqs[seqs.length - 1]!;
@@ -63,7 +65,8 @@ export class Journal {
   }
 
   read(afterSeq: number, limit: number): JournalRecord[] {
-    return this.readStmt.all(afterSeq, limit) as JournalRecord[];
+    return (this.readStmt.all(afterSeq, limit) as { seq: number; topic: string; payload: Buffer; props: string | null }[])
+      .map((r) => ({ seq: r.seq, topic: r.topic, payload: r.payload, ...(r.props ? { props: JSON.parse(r.props) as Mqtt5Properties } : {}) }));
   }
 
   cursor(rule: string): RuleCheckpoint | undefined {
@@ -111,7 +114,7 @@ export interface IntakeDeps {
   /** Whether any running (or starting) stream reads this topic. */
   routes(topic: string): boolean;
   /** A durable record, in seq order, after its PUBACK was released. */
-  deliver(seq: number, topic: string, payload: Buffer): void;
+  deliver(seq: number, topic: string, payload: Buffer, props?: Mqtt5Properties): void;
   /** A reason to hold every routed record now (journal at its bound), or undefined. */
   gate(): WithholdReason | undefined;
   /** How many more routed records the outbox can take now (reject-new); past it they are held as `outbox_full`. Default: no limit. */
@@ -128,7 +131,7 @@ export interface IntakeDeps {
   retryMs?: number;
 }
 
-interface Held { topic: string; payload: Buffer; resolve: () => void; reject: (e: Error) => void }
+interface Held { topic: string; payload: Buffer; props?: Mqtt5Properties; resolve: () => void; reject: (e: Error) => void }
 
 /**
  * Group commit between the device broker and the rules: publishes arriving in one turn of the
@@ -155,14 +158,14 @@ export class Intake {
   }
 
   /** Resolves once the record is durable (or counted as unrouted): then, and only then, may the broker acknowledge it. */
-  accept(topic: string, payload: Buffer): Promise<void> {
+  accept(topic: string, payload: Buffer, props?: Mqtt5Properties): Promise<void> {
     if (this.held.length >= this.maxHeld) {
       this.stats.refused++;
       this.d.onWithheld('overload', 1);
       return Promise.reject(new Error(`the site holds ${this.held.length} unacknowledged records (bound ${this.maxHeld}); publish refused, resend later`));
     }
     return new Promise<void>((resolve, reject) => {
-      this.held.push({ topic, payload, resolve, reject });
+      this.held.push({ topic, payload, props, resolve, reject });
       this.schedule();
     });
   }
@@ -216,7 +219,7 @@ export class Intake {
       for (const h of admit) h.resolve();
       for (let i = 0; i < admit.length; i++) {
         try {
-          this.d.deliver(seqs[i]!, admit[i]!.topic, admit[i]!.payload);
+          this.d.deliver(seqs[i]!, admit[i]!.topic, admit[i]!.payload, admit[i]!.props);
         } catch (e) {
           this.d.log.error({ err: (e as Error).message, topic: admit[i]!.topic }, 'delivering a journaled record failed (it stays journaled and replays at restart)');
         }

@@ -3,6 +3,7 @@ import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { topics } from '../contracts/topics.ts';
 import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
+import { isFrame } from '../contracts/infer-wire.ts';
 import type { Logger } from '../lib/logger.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { Backoff } from './backoff.ts';
@@ -31,6 +32,8 @@ export interface CloudLinkOptions {
   onDesired: (payload: Buffer) => Promise<void>;
   /** Answers a request from the cloud (`ew/{site}/rpc/req/{id}`). */
   onRpc?: (method: string, params: Record<string, unknown>) => Promise<unknown>;
+  /** Routed inference: binary frames on the same request topics (see contracts/infer-wire.ts). */
+  onFrame?: (payload: Buffer) => void;
   onState: (s: LinkState) => void;
 }
 
@@ -97,6 +100,10 @@ export class CloudLink {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       if (packet.topic !== topics.desired(creds.siteId)) {
         done();
+        if (this.o.onFrame && isFrame(payload)) {
+          this.o.onFrame(payload);
+          return;
+        }
         void this.answer(packet.topic, payload);
         return;
       }
@@ -109,6 +116,8 @@ export class CloudLink {
     client.on('connect', () => {
       log.info({ url: creds.url }, 'connected to cloud');
       this.backoff.reset();
+      // Routed inference answers are small and latency-bound: no Nagle delay on the link.
+      (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
       client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {

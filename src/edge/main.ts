@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { openEdgeDb, kvGet, kvSet, type EdgeDb } from './db.ts';
 import { Outbox, type OverflowPolicy } from './outbox.ts';
 import { OutboxPump } from './pump.ts';
@@ -15,22 +15,40 @@ import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
 import { Intake, Journal } from './journal.ts';
+import { SourceHost } from './sources/host.ts';
+import { quietOpcua } from './sources/opcua-quiet.ts';
+import { WriteAudit, WriteHost } from './writes.ts';
 import { ArtifactCache, cloudArtifactSource } from './artifacts.ts';
 import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
 import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
 import { registerOip } from '../inference/oip.ts';
+import { RoutedInference, injectStreams } from './rpc-infer.ts';
+import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
+import { registerOpenAi } from '../inference/openai.ts';
+import { GgufRuntime } from '../inference/llm/gguf.ts';
+import { RemoteRuntime } from '../inference/llm/remote.ts';
+import { LlmService } from '../inference/llm/service.ts';
+import { RuleLlmCalls } from '../inference/llm/rule-calls.ts';
+import { readSiteSecret, siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
-import { decodePayload, DesiredState, type SiteStatusBody } from '../contracts/messages.ts';
+import { boundLogLines, decodePayload, DesiredState, HEARTBEAT_INTERVAL_S, type SiteStatusBody } from '../contracts/messages.ts';
 import { isValidStreamName, topics } from '../contracts/topics.ts';
+import type { EgressGrant } from '../contracts/manifest.ts';
+import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
+import { registerEdgeMetrics } from './metrics.ts';
+import { DeviceRegistry } from './device-auth.ts';
+import { deviceRpc, registerDeviceRoutes, type DeviceAdmin } from './device-api.ts';
+import { collectProcessMetrics, installHttpMetrics } from '../lib/metrics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
-import { bearer, installErrorHandling } from '../lib/http.ts';
+import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../lib/http.ts';
+import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { VERSION } from '../version.ts';
 
@@ -62,6 +80,8 @@ export interface EdgeConfig {
   deviceBroker?: string;
   deviceBrokerUsername?: string;
   deviceBrokerPassword?: string;
+  /** MQTT version towards that broker: 5 passes devices' MQTT 5 properties to streams (docs/industrial.md). Default 4. */
+  deviceBrokerMqttVersion?: 4 | 5;
   /**
    * Files holding the secrets this agent checks (only their sha256 is stored): the local API
    * key and the device password (username `device`). Default: generated on first start and
@@ -69,6 +89,12 @@ export interface EdgeConfig {
    */
   apiKeyFile?: string;
   devicePasswordFile?: string;
+  /**
+   * The shared device password (username `device`, every non-reserved topic) is an opt-in: on
+   * with `devicePasswordFile`, or with this (generated once, printed once). Off by default: each
+   * device gets its own credentials and topic grants (`edgeweave devices add`).
+   */
+  deviceSharedPassword?: boolean;
   /** Disk budget of the model cache, bytes. Default 10 GiB. */
   modelCacheBytes?: number;
   /**
@@ -86,8 +112,20 @@ export interface EdgeConfig {
   outboxOverflow?: OverflowPolicy;
   /** Where recent log lines are kept for `edgeweave logs` (default: a ring of 2,000, fed by the agent's own logger). */
   logRing?: LogRing;
-  /** Overrides the heartbeat interval the cloud gave at enrollment (s). */
+  /**
+   * Result streams local programs may send up through `POST /api/v1/uplink/{stream}` besides
+   * those the running apps' egress policies grant to the cloud (an operator's grant, audited
+   * like any egress). Default: none.
+   */
+  uplinkAllow?: EgressGrant[];
+  /** Backoff of a model whose file could not be fetched or verified. Default 5 s doubling to 5 min. */
+  modelRetry?: { initialMs: number; maxMs: number };
+  /** Overrides the heartbeat interval the cloud gave at enrollment (s), 1–3600. */
   heartbeatIntervalS?: number;
+  /** Embedded device broker bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
+  deviceLimits?: Partial<MqttLimits>;
+  /** Local API time limits (lib/http.ts DEFAULT_HTTP_TIMEOUTS). */
+  httpTimeouts?: Partial<HttpTimeouts>;
   /** First cloud reconnect window, ms; doubles per failure with full jitter up to reconnectMaxMs (default 30,000). Default 1,000. */
   reconnectPeriodMs?: number;
   reconnectMaxMs?: number;
@@ -136,7 +174,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   if (!creds) {
     if (!cfg.token || !cfg.cloudUrl) {
       db.close();
-      throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> --token <join token>`);
+      throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> and the join token in EW_JOIN_TOKEN or --token-file <file>`);
     }
     try {
       const ca = cfg.caFile ? readFileSync(cfg.caFile, 'utf8') : undefined;
@@ -147,39 +185,50 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     }
     log.info({ siteId: creds.siteId, region: creds.region }, 'enrolled');
   } else if (cfg.token) {
-    log.info({ siteId: creds.siteId }, 'already enrolled; the --token is not needed and was ignored');
+    log.info({ siteId: creds.siteId }, 'already enrolled; the join token is not needed and was ignored');
   }
   const siteId = creds.siteId;
   const bootId = randomUUID();
   const startedAt = clock.now();
   const heartbeatIntervalS = cfg.heartbeatIntervalS ?? creds.heartbeatIntervalS;
+  if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) {
+    db.close();
+    throw new EwError('CONFIG_INVALID', `the heartbeat interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds (got ${heartbeatIntervalS})`, { path: 'heartbeatIntervalS' });
+  }
 
   const generated = {
     apiKey: ensureSecret(db, 'api.keyHash', cfg.apiKeyFile, 'ewl'),
-    devicePassword: ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd'),
+    devicePassword: cfg.devicePasswordFile || cfg.deviceSharedPassword ? ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd') : undefined,
   };
+  if (!cfg.devicePasswordFile && !cfg.deviceSharedPassword && kvGet(db, 'device.passwordHash')) {
+    // Opt-in only: a shared password left from an earlier start stops working.
+    db.prepare('DELETE FROM kv WHERE key = ?').run('device.passwordHash');
+    log.warn('the shared device password is off (opt in with --device-shared-password or --device-password-file); devices connect with their own credentials: edgeweave devices add');
+  }
 
   // 2. Metrics.
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'ew_edge_' });
+  collectProcessMetrics(registry, 'ew_edge_');
   const outbox = new Outbox(db, clock, { maxMessages: cfg.outboxMax ?? 100_000, overflow: cfg.outboxOverflow ?? 'drop-oldest' });
   new Gauge({ name: 'ew_edge_outbox_pending', help: 'Uplink messages waiting in the outbox', registers: [registry], collect() { this.set(outbox.pending); } });
-  new Gauge({ name: 'ew_edge_outbox_dropped_total', help: 'Uplink messages dropped unsent by the outbox overflow policy (lifetime of the site)', registers: [registry], collect() { this.set(outbox.dropped); } });
   const sentCounter = new Counter({ name: 'ew_edge_uplink_sent_total', help: 'Uplink messages acknowledged by the cloud broker', registers: [registry] });
   const badDesired = new Counter({ name: 'ew_edge_desired_invalid_total', help: 'Desired-state messages refused as malformed', registers: [registry] });
   const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
 
   // 3. Device broker, and the streams that route its messages to rules.
+  const deviceRegistry = new DeviceRegistry(db, clock, () => kvGet(db, 'device.passwordHash'));
   const devices: DeviceSource = cfg.deviceBroker
-    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, log })
+    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, protocolVersion: cfg.deviceBrokerMqttVersion, log })
     : new DeviceBroker({
-      port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log,
+      port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log, limits: cfg.deviceLimits, clock: cfg.clock,
       tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
-      verify: (u, p) => u === 'device' && verifySecret(p, kvGet(db, 'device.passwordHash') ?? ''),
+      auth: deviceRegistry,
     });
+  const deviceAdmin: DeviceAdmin = { registry: cfg.deviceBroker ? undefined : deviceRegistry, disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id), log };
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
-  router.onFiltersChanged((filters) => void devices.setFilters(filters));
+  // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
+  router.onFiltersChanged((filters) => void devices.setFilters(filters.filter((f) => f !== '')));
   // Acknowledge after durability: a device record reaches the rules through the intake journal,
   // and its PUBACK goes only once it is committed there (src/edge/journal.ts).
   const journal = new Journal(db, clock);
@@ -192,8 +241,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const intake = new Intake({
     journal, clock, log,
     routes: (topic) => router.routes(topic),
-    deliver: (seq, topic, payload) => {
-      router.onMessage(topic, payload, seq);
+    deliver: (seq, topic, payload, props) => {
+      router.onMessage(topic, payload, props, seq);
       rulesRef?.delivered(seq);
     },
     gate: () => (journal.pending >= journalMax ? 'journal_full' : undefined),
@@ -206,14 +255,22 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     },
     onWithheld: (reason, n) => withheld.inc({ reason }, n),
   });
-  devices.setIntake((m) => intake.accept(m.topic, m.payload));
+  devices.setIntake((m) => intake.accept(m.topic, m.payload, m.properties));
   const audit = new EgressAudit(db, clock, registry);
-  new Gauge({ name: 'ew_edge_dead_letters_total', help: 'Records that did not fit their stream or failed in a rule (since start)', registers: [registry], collect() { this.set(dead.total); } });
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
+  const supervisor = new AppSupervisor(log);
+  // Set once the cloud link exists (a model may recover before that).
+  let reportStatus = () => {};
+  // Read once: GPUs and CPU features do not change while the agent runs.
+  const accel = acceleratorInfo(readAcceleratorSources('/', { arch: process.arch, cores: systemFacts(cfg.dataDir).cores }));
+  const accelerators = [...new Set([...detectAccelerators(), ...acceleratorNames(accel)])];
   const runtimeRegistry = new RuntimeRegistry()
-    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU')))
-    .register(new BuiltinRuntime());
+    // A model that names no execution provider gets CUDA where this site's ONNX Runtime can use a GPU.
+    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'), accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda'))))
+    .register(new BuiltinRuntime())
+    .register(new GgufRuntime({ log, clock }))
+    .register(new RemoteRuntime({ log, clock }));
   const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
     cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
   const models = new ModelHost({
@@ -225,24 +282,42 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       return file;
     },
     releaseModel: (sha) => cache.release(sha),
+    retry: cfg.modelRetry,
+    onRecovered: (app) => {
+      supervisor.recovered(app, 'models');
+      reportStatus();
+    },
+    secret: (name) => siteSecret(cfg.dataDir, name),
   });
+  const llm = new LlmService(models, registry, clock);
+  const ruleLlm = new RuleLlmCalls(clock, (c) => llm.complete({ endpoint: c.endpoint, app: c.app, input: { kind: 'chat', messages: [{ role: 'user', content: c.prompt }] }, maxTokens: c.maxTokens, opts: c.opts, client: c.client }));
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
-  const supervisor = new AppSupervisor(log);
   supervisor.register(models);
   // The pump exists once the link does; sinks only reach it through this late-bound call.
   let notifyOutbox = () => {};
+  // Industrial write-back: guarded by each app's write policy, every attempt in the write audit.
+  quietOpcua((level, msg) => log[level]({ component: 'node-opcua' }, msg));
+  const writeAudit = new WriteAudit(db, clock, registry);
+  const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => readSiteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
-    infer: (app, model, args) => models.inferRow(app, model, args),
+    // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
+    infer: (app, model, args, rule) => (model.startsWith('llm:')
+      ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
+      : models.inferRow(app, model, args)),
     sinkContext: (app, rule, allowedFields) => ({
-      siteId, app, rule, outbox, audit, log, clock, allowedFields,
+      siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
     durable: { journal, db, outbox, checkpointMs: cfg.checkpointIntervalMs, onCommitted: () => { notifyOutbox(); intake.wake(); } },
   });
   rulesRef = rules;
   supervisor.register(rules);
+  // After the rules: a source's first record finds the rules that read its stream.
+  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
+  supervisor.register(sources);
+  registerEdgeMetrics(registry, { outbox, dead, rules });
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
   if (stored) {
     const d = JSON.parse(stored.body) as DesiredState;
@@ -253,21 +328,22 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // stored desired state applied (models loaded, rules running and caught up on the journal).
   journal.pruneCursors(rules.keys());
   await devices.start();
+  if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
 
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const accelerators = detectAccelerators();
   const statusBody = (): SiteStatusBody => ({
     agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
     generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes, accelerators,
+    system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
     outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total,
+    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(),
     models: models.list().map((m) => {
       const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary() };
+      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
     }),
+    routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -297,19 +373,29 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 2000) : 200;
       // Lines of the `log` sink carry rule results, which may be raw device data: they are not
       // egress the policy granted, so they stay in the site's own log output.
-      return { lines: ring.since(since, 2000).filter((l) => !l.line.includes('"msg":"rule result"')).slice(-limit) };
+      return { lines: boundLogLines({ lines: ring.since(since, 2000).filter((l) => !l.line.includes('"msg":"rule result"')) }, limit) };
     }
     if (method === 'dead-letters') {
       const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
       // Raw device data stays on the site: the cloud gets why a record was refused and its
       // size, never its content (the site's local API shows that to someone on the site).
       const items = dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit });
-      return { total: dead.total, items: items.map(({ payload, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
+      // `detail` may quote the content too: it stays here with the payload.
+      return { total: dead.total, items: items.map(({ payload, detail: _detail, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
+    }
+    if (method.startsWith('devices.')) {
+      const r = deviceRpc(deviceAdmin, method, params);
+      if (r !== undefined) return r;
+    }
+    if (method === 'writes') {
+      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
+      return { items: writeAudit.list({ app: typeof params.app === 'string' ? params.app : undefined, limit }) };
     }
     throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
   };
+  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -317,6 +403,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
   const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => { sentCounter.inc(n); intake.wake(); });
   notifyOutbox = () => pump.notify();
+  reportStatus = () => link.sendStatus(statusBody());
   link.start();
   // Closed minutes of the egress audit go up like any result.
   let stopAudit = clock.setTimer(60_000, function report() {
@@ -329,7 +416,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   });
 
   // 7. Local API.
-  const api = await createLocalApi({ log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models });
+  // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
+  const internalToken = newSecret('ewl');
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
@@ -340,10 +430,15 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     async close() {
       stopHeartbeat();
       stopAudit();
-      await api.close();
+      models.cancelRetries();
+      routed.close();
+      // Devices first: nothing more is acknowledged; what the rules made of the rest is committed.
       await devices.close();
       intake.close();
       rules.close();
+      await sources.close();
+      await api.close();
+      await models.close();
       await link.stop();
       await applying;
       pump.flushAcks();
@@ -353,6 +448,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
 }
 
 interface LocalApiDeps {
+  timeouts?: Partial<HttpTimeouts>;
+  internalToken: string;
   log: Logger;
   registry: Registry;
   httpErrors: Counter<'code'>;
@@ -369,6 +466,12 @@ interface LocalApiDeps {
   audit: EgressAudit;
   rules: RuleHost;
   models: ModelHost;
+  sources: SourceHost;
+  writeAudit: WriteAudit;
+  supervisor: AppSupervisor;
+  uplinkAllow: readonly EgressGrant[];
+  deviceAdmin: DeviceAdmin;
+  llm: LlmService;
 }
 
 /**
@@ -376,13 +479,16 @@ interface LocalApiDeps {
  * uplink endpoint through which local programs send results to the cloud via the outbox.
  */
 async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
+  const { httpTimeouts: _t, ...hardened } = hardenedServerOptions(d.timeouts);
+  const app = Fastify({ ...hardened, loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
+  installHttpMetrics(app, d.registry, 'ew_edge');
   app.addHook('onRequest', async (req) => {
     // Liveness and readiness probes answer without a key, as load balancers expect.
     if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
+    if (req.headers['x-edgeweave-internal'] === d.internalToken) return; // routed from the cloud, in process
     const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
@@ -406,17 +512,28 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   r.post('/api/v1/uplink/:stream', {
     schema: {
       params: z.object({ stream: z.string() }),
+      querystring: z.object({ app: z.string().optional() }),
       body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
     },
   }, async (req, reply) => {
-    if (!isValidStreamName(req.params.stream)) throw new EwError('VALIDATION_FAILED', `stream name "${req.params.stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
-    const ids = d.outbox.enqueue(topics.up(d.siteId, req.params.stream), req.params.stream, req.body.records);
+    const { stream } = req.params;
+    if (!isValidStreamName(stream)) throw new EwError('VALIDATION_FAILED', `stream name "${stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
+    // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
+    const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
+    checkGrantedFields(req.body.records, grant, stream);
+    const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
+    d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
     d.pump.notify();
     void reply.status(202);
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
+  r.get('/api/v1/sources', async () => ({ items: d.sources.statuses() }));
+  r.get('/api/v1/writes', { schema: { querystring: z.object({ app: z.string().optional(), result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) } },
+    async (req) => ({ items: d.writeAudit.list(req.query) }));
+  registerDeviceRoutes(app, d.deviceAdmin);
   registerOip(app, d.models);
+  registerOpenAi(app, { host: d.models, llm: d.llm, log: d.log });
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Statement } from 'better-sqlite3';
 import { kvGet, kvSet, type EdgeDb } from './db.ts';
 import { EwError } from '../contracts/errors.ts';
-import { ENVELOPE_VERSION, type UplinkMessage } from '../contracts/messages.ts';
+import { ENVELOPE_VERSION, PAYLOAD_LIMITS, type UplinkMessage } from '../contracts/messages.ts';
 import type { Clock } from '../lib/clock.ts';
 
 export type OverflowPolicy = 'drop-oldest' | 'reject-new';
@@ -82,6 +82,19 @@ export class Outbox {
     if (records.length === 0) return [];
     const now = this.clock.now();
     const ids: string[] = [];
+    // Each record is checked before anything is written: the cloud refuses a message over its
+    // bound, and one left in the outbox would be resent for ever.
+    const encoded = records.map((data, i) => {
+      // A deterministic id (a window result's rule, epoch and emission) lets the cloud store a
+      // result replayed after a crash once; anything else gets a fresh one.
+      const id = idOf?.(data as never, i) ?? randomUUID();
+      const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, ...origin, data } };
+      const payload = Buffer.from(JSON.stringify(msg) ?? 'null');
+      if (payload.length > PAYLOAD_LIMITS.up) {
+        throw new EwError('VALIDATION_FAILED', `records[${i}] is ${payload.length} bytes as an uplink message; one result may be at most ${PAYLOAD_LIMITS.up} bytes (split it into several records)`, { path: `records[${i}]` });
+      }
+      return { id, payload };
+    });
     this.db.transaction(() => {
       const over = this.count + records.length - this.opts.maxMessages;
       if (over > 0) {
@@ -100,13 +113,8 @@ export class Outbox {
         }
         records = records.slice(skip);
       }
-      for (let i = 0; i < records.length; i++) {
-        const data = records[i];
-        // A deterministic id (a window result's rule/window/key/emission) lets the cloud store a
-        // result replayed after a crash once; anything else gets a fresh one.
-        const id = idOf?.(data as never, i) ?? randomUUID();
-        const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, ...origin, data } };
-        this.insert.run(id, topic, Buffer.from(JSON.stringify(msg)), now);
+      for (const { id, payload } of encoded.slice(encoded.length - records.length)) {
+        this.insert.run(id, topic, payload, now);
         ids.push(id);
       }
       this.count += records.length;

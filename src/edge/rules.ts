@@ -83,7 +83,7 @@ export interface RuleHostDeps {
   clock: Clock;
   log: Logger;
   /** Runs `infer(model, …)` for a rule of `app` (the site's model host); absent: rules with infer() fail. */
-  infer?: (app: string, model: string, args: unknown[]) => Promise<unknown>;
+  infer?: (app: string, model: string, args: unknown[], rule?: RuleSpec) => Promise<unknown>;
   /** Builds the context a rule's sinks write through. */
   sinkContext(app: string, rule: string, allowedFields: (stream: string) => string[] | undefined): SinkContext;
   /**
@@ -188,6 +188,13 @@ export class RuleHost implements AppComponent {
                 r.forceCheckpoint = false;
               } else if (!r.windowed) dur.journal.setCursor(key, to);
               if (checkpoint || !r.windowed) r.cursor = to;
+            } else if (isCode(e, 'VALIDATION_FAILED')) {
+              // A result over the uplink size bound would be refused for ever: counted and dropped.
+              let lost = 0;
+              for (const s of durables) lost += s.discard();
+              r.sinkErrors += lost;
+              this.d.log.warn({ app: r.app, rule: r.spec.name, lost, err: (e as Error).message }, 'rule results refused by the outbox; dropped');
+              if (!r.windowed) { dur.journal.setCursor(key, to); r.cursor = to; }
             } else {
               if (r.blocked === undefined) this.d.log.error({ app: r.app, rule: r.spec.name, err: (e as Error).message }, 'rule results cannot be committed; retrying');
               r.blocked = `results not committed: ${(e as Error).message}`;
@@ -235,9 +242,9 @@ export class RuleHost implements AppComponent {
       let from: string | undefined;
       try { from = parse(spec.sql).from.name; } catch { continue; }
       const s = app.manifest.spec.streams.find((x) => x.name === from);
-      if (!s) continue;
+      if (!s?.topic) continue; // no stream, or one an industrial source feeds (nothing journaled)
       if (!dur.journal.cursor(key)) dur.journal.setCursor(key, this.seen);
-      this.claims.set(key, this.d.router.subscribe({ app: app.name, stream: { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic }, deliver: () => {} }));
+      this.claims.set(key, this.d.router.subscribe({ app: app.name, stream: { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic, properties: s.properties }, deliver: () => {} }));
     }
   }
 
@@ -277,14 +284,16 @@ export class RuleHost implements AppComponent {
       try { from = parse(spec.sql).from.name; } catch { /* reported when it loads */ }
       const stream = m.spec.streams.find((s) => s.name === from) ?? null;
       const egress = leavingSinks(spec, index).length ? (m.spec.policy.egress ?? null) : null;
-      out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress]) });
+      const writes = spec.sinks.some((s) => 'opcua' in s || 'modbus' in s) ? (m.spec.policy.writes ?? null) : null;
+      out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress, writes]) });
     });
     return out;
   }
 
   private load(app: DesiredApp, keep: Set<string>): void {
     const m = app.manifest;
-    const streams = new Map<string, StreamDef & { topic: string }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic }]));
+    // A stream fed by an industrial source has no topic: its records arrive through router.push.
+    const streams = new Map<string, StreamDef & { topic: string; properties?: Record<string, string> }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties }]));
     const allow: readonly EgressGrant[] = m.spec.policy.egress?.allow ?? [];
     const failures: string[] = [];
     for (const [key, { spec, index, fingerprint }] of this.prepare_(app)) {
@@ -295,10 +304,10 @@ export class RuleHost implements AppComponent {
         const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
-        const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}) };
+        const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes, ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}) };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         const stream = streams.get(checked.plan.stream.name)!;
-        const dead = (rec: Record<string, unknown>, why: string) => this.d.dead.add(app.name, stream.name, why, rec);
+        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => this.d.dead.add(app.name, stream.name, why, rec, detail);
         const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
           maxFutureSkew: spec.options.maxFutureSkew, maxStateCells: spec.options.maxState,
@@ -322,12 +331,15 @@ export class RuleHost implements AppComponent {
             }
           },
           onLate: (rec) => dead(rec, `late for rule ${spec.name}`),
-          onError: (rec, e) => dead(rec, `rule ${spec.name}: ${e.message}`),
+          // A rule's error message may quote the record's values: it stays in the local detail.
+          onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
           onEmitError: (e) => {
             r.sinkErrors++;
+            // A model (infer(), llm()) failing over window results is the rule's error too.
+            if (r.runtime) r.runtime.stats.errors++;
             this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
           },
-        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args) : undefined);
+        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args, spec) : undefined);
         r.runtime = rule.runtime;
         r.model = rule;
         r.windowed = checked.plan.windowed;

@@ -7,6 +7,9 @@ import type { Logger } from '../lib/logger.ts';
 import type { EdgeDb } from './db.ts';
 import type { Outbox } from './outbox.ts';
 import { topics } from '../contracts/topics.ts';
+import type { WritePolicy } from '../contracts/industrial.ts';
+import { WriteSink, type WriteHost } from './writes.ts';
+import { isWriteSink } from './write-guard.ts';
 
 /**
  * Where a rule's results go. `uplink` (the durable outbox to the cloud) and `webhook` leave the
@@ -32,6 +35,9 @@ export interface SinkContext {
    * rule's journal cursor; a sink with rows waiting calls this instead of committing alone.
    */
   dirty?: () => void;
+  /** Write-back to machines (opcua/modbus sinks): the site's write host and the app's write policy. */
+  writes?: WriteHost;
+  writePolicy?: WritePolicy;
 }
 
 /**
@@ -255,5 +261,9 @@ export function makeSink(spec: SinkSpec, c: SinkContext): Sink {
   if ('mqtt' in spec) return new MqttSink(spec.mqtt, c);
   if ('webhook' in spec) return new WebhookSink(spec.webhook, c);
   if ('log' in spec) return new LogSink(spec.log === true ? 'info' : spec.log.level, c);
+  if (isWriteSink(spec)) {
+    if (!c.writes) throw new Error('this agent has no write-back support configured');
+    return new WriteSink(spec, { app: c.app, rule: c.rule, writes: c.writes, policy: c.writePolicy });
+  }
   return new MemorySink(spec.memory);
 }

@@ -2,6 +2,7 @@ import type { Statement } from 'better-sqlite3';
 import type { EdgeDb } from './db.ts';
 import type { StreamDef } from '../stream/planner.ts';
 import type { Clock } from '../lib/clock.ts';
+import { propertyFields, type Mqtt5Properties } from './mqtt5.ts';
 
 /**
  * Device data into rules. A stream is an MQTT topic filter on the site's device broker (or
@@ -11,7 +12,7 @@ import type { Clock } from '../lib/clock.ts';
  * reaches a rule and never stops one.
  */
 export type Record_ = Record<string, unknown>;
-export interface Subscriber { app: string; stream: StreamDef & { topic: string }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
+export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
 
 /** MQTT topic-filter matching (`+` one level, `#` the rest). */
 export function topicMatches(filter: string, topic: string): boolean {
@@ -37,34 +38,48 @@ const TYPE_CHECKS: Record<string, (v: unknown) => boolean> = {
   array: (v) => Array.isArray(v), any: () => true,
 };
 
-/** Decodes and checks one payload; returns the record or the reason it does not fit. */
-export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef): { ok: true; rec: Record_ } | { ok: false; reason: string } {
+/** Bytes of a value's JSON text: how dead-letter reasons size a value without showing it. */
+const jsonBytes = (v: unknown): number => Buffer.byteLength(JSON.stringify(v) ?? '');
+/** The JSON type of a value, as a reason names it ("a string", "an array"). */
+const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : typeof v === 'number' ? (Number.isInteger(v) ? 'an integer' : 'a number') : `a ${typeof v}`);
+
+/**
+ * Why a record was refused. `reason` names the field, the expected type and sizes — never any
+ * content, because it is what the cloud is shown (raw device data stays on the site). `detail`
+ * may quote the content (a parser's message, a rule's error) and stays in the site's SQLite.
+ */
+export interface Refusal { ok: false; reason: string; detail?: string }
+
+/** Decodes and checks one payload; returns the record or why it does not fit. */
+export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef, extra?: Record_): { ok: true; rec: Record_ } | Refusal {
   let v: unknown = payload;
   if (typeof payload === 'string' || Buffer.isBuffer(payload)) {
     try {
       v = JSON.parse(payload.toString());
     } catch (e) {
-      return { ok: false, reason: `not JSON: ${(e as Error).message}` };
+      return { ok: false, reason: `not JSON (${Buffer.byteLength(payload)} bytes)`, detail: (e as Error).message };
     }
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, reason: 'not a JSON object' };
-  const rec = v as Record_;
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, reason: `not a JSON object but ${kindOf(v)} (${jsonBytes(v)} bytes)` };
+  // Fields from outside the payload (MQTT 5 properties) are checked like the payload's own.
+  const rec = extra ? { ...(v as Record_), ...extra } : v as Record_;
   if (def.schema) {
     for (const [field, type] of Object.entries(def.schema)) {
       const x = rec[field];
       if (x === undefined || x === null) continue;
-      if (!TYPE_CHECKS[type]!(x)) return { ok: false, reason: `field "${field}" should be ${type} but is ${JSON.stringify(x)?.slice(0, 60)}` };
+      if (!TYPE_CHECKS[type]!(x)) return { ok: false, reason: `field "${field}" should be ${type} but is ${kindOf(x)} of ${jsonBytes(x)} bytes`, detail: `${field} = ${JSON.stringify(x)?.slice(0, 200)}` };
     }
   }
   if (def.timestamp) {
     const t = rec[def.timestamp];
     if (t === undefined || t === null) return { ok: false, reason: `event-time field "${def.timestamp}" is missing` };
-    if (!TYPE_CHECKS.timestamp!(t)) return { ok: false, reason: `event-time field "${def.timestamp}" is not a time: ${JSON.stringify(t)?.slice(0, 60)}` };
+    if (!TYPE_CHECKS.timestamp!(t)) return { ok: false, reason: `event-time field "${def.timestamp}" should be timestamp but is ${kindOf(t)} of ${jsonBytes(t)} bytes`, detail: `${def.timestamp} = ${JSON.stringify(t)?.slice(0, 200)}` };
   }
   return { ok: true, rec };
 }
 
-export interface DeadLetter { id: number; at: number; app: string; stream: string; reason: string; payload: string }
+/** A dead letter as the site's local API shows it; the cloud gets `reason` and the payload's size only. */
+export interface DeadLetter { id: number; at: number; app: string; stream: string; reason: string; detail: string | null; payload: string }
 
 /** The dead letters: newest kept, at most `max` rows. */
 export class DeadLetters {
@@ -73,13 +88,14 @@ export class DeadLetters {
   private count = 0;
   total = 0;
   constructor(private readonly db: EdgeDb, private readonly clock: Clock, private readonly max = 10_000) {
-    this.insert = db.prepare('INSERT INTO dead_letters (at, app, stream, reason, payload) VALUES (?, ?, ?, ?, ?)');
+    this.insert = db.prepare('INSERT INTO dead_letters (at, app, stream, reason, payload, detail) VALUES (?, ?, ?, ?, ?, ?)');
     this.trim = db.prepare('DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?');
     this.count = (db.prepare('SELECT count(*) AS n FROM dead_letters').get() as { n: number }).n;
   }
-  add(app: string, stream: string, reason: string, payload: Buffer | string | Record_): void {
+  /** `reason` must not quote content (the cloud sees it); `detail` may, and stays on the site. */
+  add(app: string, stream: string, reason: string, payload: Buffer | string | Record_, detail?: string): void {
     const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : JSON.stringify(payload);
-    this.insert.run(this.clock.now(), app, stream, reason, text.slice(0, 64 * 1024));
+    this.insert.run(this.clock.now(), app, stream, reason, text.slice(0, 64 * 1024), detail?.slice(0, 4096) ?? null);
     this.total++;
     if (++this.count > this.max * 1.1) {
       this.trim.run(this.max);
@@ -91,7 +107,7 @@ export class DeadLetters {
     const args: unknown[] = [];
     if (q.app) { where.push('app = ?'); args.push(q.app); }
     if (q.stream) { where.push('stream = ?'); args.push(q.stream); }
-    return this.db.prepare(`SELECT id, at, app, stream, reason, payload FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`).all(...args, q.limit) as DeadLetter[];
+    return this.db.prepare(`SELECT id, at, app, stream, reason, detail, payload FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`).all(...args, q.limit) as DeadLetter[];
   }
 }
 
@@ -138,37 +154,38 @@ export class StreamRouter {
   }
 
   /** A device message from the broker; `seq` is its place in the intake journal. */
-  onMessage(topic: string, payload: Buffer, seq?: number): void {
+  onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties, seq?: number): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
     for (const s of this.subs) {
       if (!topicMatches(s.stream.topic, topic)) continue;
       const key = `${s.app}/${s.stream.name}`;
       let d = decoded.get(key);
       if (!d) {
-        d = decodeRecord(payload, s.stream);
+        d = decodeRecord(payload, s.stream, s.stream.properties && propertyFields(s.stream.properties, props));
         decoded.set(key, d);
         const st = this.stat(s.app, s.stream.name);
         st.in++;
-        if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, `${d.reason} (topic ${topic})`, payload); }
+        if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, d.reason, payload, `topic ${topic}${d.detail ? `: ${d.detail}` : ''}`); }
       }
       if (d.ok) s.deliver(d.rec, { topic, seq });
     }
   }
 
   /** Records pushed over HTTP to one app's stream; returns how many were accepted. */
-  push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string }[] } {
+  push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
     const targets = [...this.subs].filter((s) => s.app === app && s.stream.name === stream);
-    const rejected: { index: number; reason: string }[] = [];
+    const rejected: { index: number; reason: string; detail?: string }[] = [];
     let accepted = 0;
     const def = targets[0]?.stream;
     records.forEach((r, index) => {
       const st = this.stat(app, stream);
       st.in++;
-      const d = def ? decodeRecord(r as Record_, def) : { ok: false as const, reason: 'no running rule reads this stream' };
+      const d: ReturnType<typeof decodeRecord> = def ? decodeRecord(r as Record_, def) : { ok: false, reason: 'no running rule reads this stream' };
       if (!d.ok) {
         st.invalid++;
-        rejected.push({ index, reason: d.reason });
-        this.dead.add(app, stream, d.reason, (r ?? null) as Record_);
+        // The caller is on the site (the local API): it may see the detail.
+        rejected.push({ index, reason: d.reason, ...(d.detail ? { detail: d.detail } : {}) });
+        this.dead.add(app, stream, d.reason, (r ?? null) as Record_, d.detail);
         return;
       }
       accepted++;

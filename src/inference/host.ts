@@ -5,7 +5,8 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { DynamicBatcher } from './batcher.ts';
-import type { LoadedModel, RuntimeRegistry } from './runtime.ts';
+import type { LoadedModel, ModelLoadSpec, RuntimeRegistry } from './runtime.ts';
+import type { LlmModel } from './llm/types.ts';
 import { DATATYPES, elementCount, shapeFits, typedFrom, type Datatype, type Tensor, type TensorData, type TensorSpec } from './tensor.ts';
 
 /**
@@ -30,6 +31,14 @@ export interface ServedModel {
   sha256?: string;
   /** Since this version loaded: what the deployment controller's canary gates read. */
   stats: ModelStats;
+  /** Load attempts that failed and were retried (a download or verification failure). */
+  retries: number;
+  /** When the next attempt is due (ms since the epoch), while one is scheduled. */
+  nextRetryAt?: number;
+  /** Cancels the scheduled retry. */
+  cancelRetry?: () => void;
+  /** fetchModel returned its file (so the cache holds it for us until releaseModel). */
+  fetched?: boolean;
 }
 
 /** Requests and errors since load; latency and first-output samples over the last 1,000 requests. */
@@ -70,7 +79,22 @@ export interface ModelHostDeps {
   clock: Clock;
   log: Logger;
   registry: Registry;
+  /**
+   * A model whose file could not be fetched or failed verification (the cloud's copy is missing
+   * or corrupt) is tried again, with exponential backoff from `initialMs` to `maxMs`, for as long
+   * as its app runs, so fixing the cloud's copy heals the site. Default 5 s doubling to 5 min.
+   */
+  retry?: { initialMs: number; maxMs: number };
+  /** A model of `app` loaded on a retry: the app's earlier load error no longer holds. */
+  onRecovered?(app: string): void;
+  /** Which models to load: a site (`edge`, default) skips models marked `tier: cloud`; the cloud-side runtime loads them all. */
+  tier?: 'edge' | 'cloud';
+  /** Resolves a named secret (a remote model's API key); never logged. */
+  secret?(name: string): Promise<string>;
 }
+
+/** Failures another attempt can cure: the file, not the model, was the problem. */
+const RETRIABLE = new Set(['ARTIFACT_DIGEST_MISMATCH', 'ARTIFACT_NOT_FOUND', 'CLOUD_UNREACHABLE']);
 
 export interface InferRequest { id?: string; inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[]; outputs?: { name: string }[] }
 
@@ -79,17 +103,21 @@ export class ModelHost implements AppComponent {
   /** key: `${app}/${model}` */
   private readonly models = new Map<string, ServedModel>();
   /** endpoint name → `${app}/${model}` */
-  private readonly endpoints = new Map<string, { app: string; model: string }>();
+  private readonly endpoints = new Map<string, { app: string; model: string; spec: Record<string, unknown> }>();
+  /** Endpoints refused because another app served the name: they take it when that app goes. */
+  private readonly waiting = new Map<string, { app: string; model: string; spec: Record<string, unknown> }[]>();
   readonly progress = new Map<string, { received: number; total: number }>();
   private readonly m;
 
   constructor(private readonly d: ModelHostDeps) {
     const r = d.registry;
     this.m = {
-      requests: new Counter({ name: 'ew_infer_requests_total', help: 'Inference requests by model and outcome', labelNames: ['model', 'outcome'], registers: [r] }),
-      queue: new Histogram({ name: 'ew_infer_queue_seconds', help: 'Time a request waited in the batcher', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [r] }),
-      compute: new Histogram({ name: 'ew_infer_compute_seconds', help: 'Model execution time per batch', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] }),
-      batch: new Histogram({ name: 'ew_infer_batch_size', help: 'Rows per executed batch', labelNames: ['model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] }),
+      requests: new Counter({ name: 'ew_infer_requests_total', help: 'Inference requests by app, model and outcome', labelNames: ['app', 'model', 'outcome'], registers: [r] }),
+      // Latency as a caller sees it (queue, batch and run), per model of each app.
+      latency: new Histogram({ name: 'ew_infer_request_duration_seconds', help: 'Inference request duration (queue and run) by app and model', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [r] }),
+      queue: new Histogram({ name: 'ew_infer_queue_seconds', help: 'Time a request waited in the batcher', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [r] }),
+      compute: new Histogram({ name: 'ew_infer_compute_seconds', help: 'Model execution time per batch', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] }),
+      batch: new Histogram({ name: 'ew_infer_batch_size', help: 'Rows per executed batch', labelNames: ['app', 'model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] }),
     };
   }
 
@@ -101,69 +129,176 @@ export class ModelHost implements AppComponent {
     return [...this.endpoints.keys()];
   }
 
+  /**
+   * A language-model endpoint (`/v1` on the site) or, with `app`, an endpoint of that app (llm()
+   * in its rules). Throws MODEL_NOT_FOUND for an unknown name or one whose model is not a
+   * language model, MODEL_NOT_READY while it loads.
+   */
+  llmEndpoint(name: string, app?: string): { app: string; endpoint: string; model: string; spec: Record<string, unknown>; llm: LlmModel } {
+    const t = this.endpoints.get(name);
+    if (!t || (app !== undefined && t.app !== app)) {
+      const known = [...this.endpoints].filter(([, v]) => (app === undefined || v.app === app) && this.models.get(`${v.app}/${v.model}`)?.model?.llm).map(([k]) => k);
+      throw new EwError('MODEL_NOT_FOUND', `no language-model endpoint "${name}"${app ? ` in app ${app}` : ''} is served here${known.length ? `; there are ${known.join(', ')}` : ''}`, { path: 'model' });
+    }
+    const s = this.models.get(`${t.app}/${t.model}`);
+    if (!s || s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `endpoint ${name}: model ${t.model} is ${s?.state ?? 'not loaded'}${s?.error ? `: ${s.error}` : ''}`);
+    if (!s.model!.llm) throw new EwError('MODEL_NOT_FOUND', `endpoint ${name} serves model ${t.model}, which is not a language model (format ${s.format}); call it over /v2 (Open Inference Protocol)`, { path: 'model' });
+    return { app: t.app, endpoint: name, model: t.model, spec: t.spec, llm: s.model!.llm };
+  }
+
+  /** Language-model endpoints that are ready: what `/v1/models` lists. */
+  llmEndpoints(): { app: string; endpoint: string; model: string; version: string; spec: Record<string, unknown> }[] {
+    const out: { app: string; endpoint: string; model: string; version: string; spec: Record<string, unknown> }[] = [];
+    for (const [name, t] of this.endpoints) {
+      const s = this.models.get(`${t.app}/${t.model}`);
+      if (s?.state === 'ready' && s.model?.llm) out.push({ app: t.app, endpoint: name, model: t.model, version: s.version, spec: t.spec });
+    }
+    return out;
+  }
+
   async start(app: DesiredApp): Promise<void> {
     await this.load(app);
   }
 
   async update(prev: DesiredApp, next: DesiredApp): Promise<void> {
-    await this.stop(prev);
+    // An app being updated keeps its endpoint names: none is handed to a waiting app meanwhile.
+    await this.unload(prev, false);
     await this.load(next);
   }
 
   async stop(app: DesiredApp): Promise<void> {
+    await this.unload(app, true);
+  }
+
+  /** Cancels every scheduled retry (agent shutdown). */
+  cancelRetries(): void {
+    for (const s of this.models.values()) s.cancelRetry?.();
+  }
+
+  private async unload(app: DesiredApp, handOver: boolean): Promise<void> {
     for (const [key, s] of this.models) {
       if (s.app !== app.name) continue;
+      s.cancelRetry?.();
       s.batcher?.close();
       await s.model?.close().catch(() => {});
-      if (s.sha256 && s.format !== 'builtin' && s.state !== 'fetching') this.d.releaseModel?.(s.sha256);
+      if (s.sha256 && s.format !== 'builtin' && s.fetched) this.d.releaseModel?.(s.sha256);
       this.models.delete(key);
     }
-    for (const [ep, t] of this.endpoints) if (t.app === app.name) this.endpoints.delete(ep);
+    for (const [ep, list] of this.waiting) {
+      const rest = list.filter((w) => w.app !== app.name);
+      if (rest.length) this.waiting.set(ep, rest); else this.waiting.delete(ep);
+    }
+    for (const [ep, t] of this.endpoints) {
+      if (t.app !== app.name) continue;
+      this.endpoints.delete(ep);
+      const next = handOver ? this.waiting.get(ep)?.shift() : undefined;
+      if (next) {
+        this.endpoints.set(ep, next);
+        this.d.log.info({ endpoint: ep, app: next.app }, 'endpoint freed by the app that served it; now served by the app that was refused it');
+      }
+    }
+  }
+
+  /** Unloads every model (the agent stops): language-model child processes end with it. */
+  async close(): Promise<void> {
+    await Promise.all([...this.models.values()].map(async (s) => {
+      s.batcher?.close();
+      await s.model?.close().catch(() => {});
+    }));
+    this.models.clear();
+    this.endpoints.clear();
   }
 
   private async load(app: DesiredApp): Promise<void> {
     const spec = app.manifest.spec;
-    for (const e of spec.endpoints) this.endpoints.set(e.name, { app: app.name, model: e.model });
     const failures: string[] = [];
-    await Promise.all(spec.models.map(async (ms) => {
-      const key = `${app.name}/${ms.name}`;
-      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats() };
-      this.models.set(key, served);
-      try {
-        // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
-        const file = ms.format === 'builtin' ? ms.builtin! : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
-        served.state = 'loading';
-        const opts = (ms as { runtime?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' } }).runtime;
-        const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: opts });
-        served.model = model;
-        served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
-        const b = ms.batching ?? {};
-        const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
-        served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
-          {
-            // No added delay by default (as Triton): batches form from what queues while the model runs.
-            maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 0, clock: this.d.clock,
-            preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
-            maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
-          },
-          (reqs) => this.runBatch(model, reqs),
-          (s) => {
-            this.m.batch.observe({ model: ms.name }, s.size);
-            this.m.compute.observe({ model: ms.name }, s.computeMs / 1000);
-            for (const q of s.queueMs) this.m.queue.observe({ model: ms.name }, q / 1000);
-          },
-        );
-        served.state = 'ready';
-        this.progress.delete(key);
-        this.d.log.info({ app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs }, 'model ready');
-      } catch (e) {
-        served.state = 'failed';
-        served.error = isEwError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
-        failures.push(`model ${ms.name}: ${served.error}`);
-        this.d.log.error({ app: app.name, model: ms.name, err: served.error }, 'model failed to load');
+    // An endpoint name another app already serves here is refused, never shadowed (the cloud
+    // refuses such deployments; a site relabelled into two pools can still meet one).
+    for (const e of spec.endpoints) {
+      const owner = this.endpoints.get(e.name);
+      if (owner && owner.app !== app.name) {
+        const msg = `endpoint "${e.name}" is already served on this site by app ${owner.app}; app ${app.name} cannot declare it too — rename it in one of the two apps`;
+        failures.push(`ENDPOINT_CONFLICT: ${msg}`);
+        this.waiting.set(e.name, [...(this.waiting.get(e.name) ?? []), { app: app.name, model: e.model, spec: e }]);
+        this.d.log.error({ app: app.name, endpoint: e.name, servedBy: owner.app }, 'endpoint name conflict: refused');
+        continue;
       }
+      this.endpoints.set(e.name, { app: app.name, model: e.model, spec: e });
+    }
+    const mine = spec.models.filter((ms) => this.d.tier === 'cloud' || (ms as { tier?: string }).tier !== 'cloud');
+    await Promise.all(mine.map(async (ms) => {
+      const key = `${app.name}/${ms.name}`;
+      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats(), retries: 0 };
+      this.models.set(key, served);
+      const err = await this.loadModel(app, ms, served);
+      if (err) failures.push(`model ${ms.name}: ${err}`);
     }));
     if (failures.length) throw new Error(failures.join('; '));
+  }
+
+  /** One model's fetch and load; on a failure another attempt may cure, schedules it. Returns the error, if any. */
+  private async loadModel(app: DesiredApp, ms: DesiredApp['manifest']['spec']['models'][number], served: ServedModel): Promise<string | undefined> {
+    const key = `${app.name}/${ms.name}`;
+    try {
+      // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
+      // Remote models have no file: the upstream is their runtime.
+      const file = ms.format === 'builtin' ? ms.builtin! : ms.format === 'remote' ? '' : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+      if (ms.format !== 'builtin' && ms.format !== 'remote') served.fetched = true;
+      if (this.models.get(key) !== served) {
+        // Stopped while it downloaded: let the cache have the file back.
+        if (served.fetched && ms.sha256) this.d.releaseModel?.(ms.sha256);
+        return undefined;
+      }
+      served.state = 'loading';
+      const opts = (ms as { runtime?: ModelLoadSpec['options'] }).runtime;
+      // Remote models: the upstream travels with the runtime settings; its key is resolved from a secret here.
+      const up = (ms as { upstream?: { baseUrl: string; model: string; apiKeySecret?: string; timeoutMs?: number; retries?: number; concurrency?: number } }).upstream;
+      const upstream = up ? { ...up, apiKey: up.apiKeySecret ? await this.d.secret?.(up.apiKeySecret) : undefined } : undefined;
+      const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: { ...opts, ...(upstream ? { upstream } : {}) } });
+      served.model = model;
+      served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
+      const b = ms.batching ?? {};
+      const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
+      served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
+        {
+          // No added delay by default (as Triton): batches form from what queues while the model runs.
+          maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 0, clock: this.d.clock,
+          preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
+          maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
+        },
+        (reqs) => this.runBatch(model, reqs),
+        (s) => {
+          const labels = { app: app.name, model: ms.name };
+          this.m.batch.observe(labels, s.size);
+          this.m.compute.observe(labels, s.computeMs / 1000);
+          for (const q of s.queueMs) this.m.queue.observe(labels, q / 1000);
+        },
+      );
+      served.state = 'ready';
+      delete served.error;
+      delete served.nextRetryAt;
+      this.progress.delete(key);
+      this.d.log.info({ app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs, retries: served.retries }, 'model ready');
+      return undefined;
+    } catch (e) {
+      served.state = 'failed';
+      served.error = isEwError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
+      if (isEwError(e) && RETRIABLE.has(e.code) && this.models.get(key) === served) {
+        const r = this.d.retry ?? { initialMs: 5000, maxMs: 300_000 };
+        const delay = Math.min(r.maxMs, r.initialMs * 2 ** Math.min(served.retries, 30));
+        served.nextRetryAt = this.d.clock.now() + delay;
+        served.error += `; retrying in ${Math.round(delay / 1000)} s`;
+        served.cancelRetry = this.d.clock.setTimer(delay, () => {
+          if (this.models.get(key) !== served) return;
+          served.retries++;
+          served.state = 'fetching';
+          delete served.nextRetryAt;
+          void this.loadModel(app, ms, served).then((err) => { if (!err) this.d.onRecovered?.(app.name); });
+        });
+      }
+      this.d.log.error({ app: app.name, model: ms.name, err: served.error, retries: served.retries }, 'model failed to load');
+      return served.error;
+    }
   }
 
   /** Concatenates requests along the batch dimension, runs once, splits the outputs back. */
@@ -211,7 +346,7 @@ export class ModelHost implements AppComponent {
   /** OIP `POST /v2/models/{name}[/versions/{v}]/infer`. */
   async infer(name: string, version: string | undefined, req: InferRequest): Promise<{ model_name: string; model_version: string; id?: string; outputs: { name: string; datatype: Datatype; shape: number[]; data: unknown[] }[] }> {
     const s = this.served(name, version);
-    const label = { model: s.name };
+    const label = { app: s.app, model: s.name };
     if (s.state !== 'ready') {
       this.m.requests.inc({ ...label, outcome: 'not_ready' });
       throw new EwError('MODEL_NOT_READY', `model ${name} is ${s.state}${s.error ? `: ${s.error}` : ''}`);
@@ -233,6 +368,7 @@ export class ModelHost implements AppComponent {
     try {
       const out = await s.batcher!.submit(feeds, rows);
       this.m.requests.inc({ ...label, outcome: 'ok' });
+      this.m.latency.observe(label, (this.d.clock.now() - t0) / 1000);
       const first = Object.values(out)[0]?.data;
       s.stats.record(this.d.clock.now() - t0, first && typeof first[0] === 'number' ? (first[0] as number) : undefined);
       return {
@@ -269,11 +405,12 @@ export class ModelHost implements AppComponent {
       out = await s.batcher!.submit({ [input.name]: { datatype: input.datatype, shape, data: typedFrom(input.datatype, nums) } }, 1);
     } catch (e) {
       s.stats.fail();
-      this.m.requests.inc({ model, outcome: 'error' });
+      this.m.requests.inc({ app, model, outcome: 'error' });
       throw e;
     }
     const vals = Object.entries(out).map(([n, t]) => [n, t.shape.length <= 1 ? jsonData(t.data)[0] : jsonData(t.data)] as const);
-    this.m.requests.inc({ model, outcome: 'ok' });
+    this.m.requests.inc({ app, model, outcome: 'ok' });
+    this.m.latency.observe({ app, model }, (this.d.clock.now() - t0) / 1000);
     s.stats.record(this.d.clock.now() - t0, typeof vals[0]?.[1] === 'number' ? (vals[0][1] as number) : undefined);
     return vals.length === 1 ? vals[0]![1] : Object.fromEntries(vals);
   }

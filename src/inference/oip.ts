@@ -6,8 +6,10 @@ import { VERSION } from '../version.ts';
 
 /**
  * The Open Inference Protocol v2 (KServe / Triton) on a site's local API. Served names are the
- * apps' endpoints; versions are app versions. Errors use the project's `{code, message, path}`
- * body, with OIP's `error` field added for clients that read only that.
+ * apps' endpoints; versions are app versions. Errors on every `/v2` route (ours, schema
+ * failures, fastify's own, authentication, unknown routes) take the protocol's body
+ * `{"error": "<message>"}`, which KServe and Triton clients read; our stable `code` (and `path`
+ * where it applies) ride along as extra fields.
  */
 const Tensor = z.object({
   name: z.string().min(1),
@@ -24,7 +26,25 @@ const InferBody = z.object({
   outputs: z.array(z.object({ name: z.string(), parameters: z.record(z.string(), z.unknown()).optional() })).optional(),
 });
 
+const V2 = /^\/v2(?:[/?]|$)/;
+
+/** Rewrites a `{code, message, path?}` error body into the OIP v2 shape, for `/v2` URLs only. */
+export function oipErrorBody(url: string, status: number, payload: unknown): unknown {
+  if (status < 400 || typeof payload !== 'string' || !V2.test(url)) return payload;
+  let b: { code?: unknown; message?: unknown; path?: unknown; error?: unknown };
+  try {
+    b = JSON.parse(payload);
+  } catch {
+    return payload;
+  }
+  if (!b || typeof b !== 'object' || typeof b.message !== 'string' || typeof b.code !== 'string' || 'error' in b) return payload;
+  return JSON.stringify({ error: b.message, code: b.code, ...(typeof b.path === 'string' ? { path: b.path } : {}) });
+}
+
 export function registerOip(app: FastifyInstance, models: ModelHost): void {
+  // A hook, not a scoped error handler, so errors raised before routing (the key check, 404s,
+  // a body that is not JSON) take the protocol's shape too.
+  app.addHook('onSend', async (req, reply, payload) => oipErrorBody(req.url, reply.statusCode, payload));
   const r = app.withTypeProvider<ZodTypeProvider>();
   r.get('/v2', async () => ({ name: 'edgeweave', version: VERSION, extensions: [] }));
   r.get('/v2/health/live', async () => ({ live: true }));

@@ -24,8 +24,11 @@ export class OnnxRuntime implements ModelRuntime {
   readonly format = 'onnx';
   private ort?: typeof Ort;
 
-  /** `onFallback` hears when CUDA was asked for and the model runs on the CPU instead. */
-  constructor(private readonly onFallback?: (model: string, reason: string) => void) {}
+  /**
+   * `onFallback` hears when CUDA was asked for and the model runs on the CPU instead.
+   * `preferCuda`: the site has a GPU this build can use, so a model that names no provider asks for CUDA.
+   */
+  constructor(private readonly onFallback?: (model: string, reason: string) => void, private readonly preferCuda = false) {}
 
   private lib(): typeof Ort {
     this.ort ??= require('onnxruntime-node') as typeof Ort;
@@ -44,7 +47,7 @@ export class OnnxRuntime implements ModelRuntime {
     });
     let device = 'cpu';
     try {
-      if (o.executionProvider === 'cuda') {
+      if (o.executionProvider === 'cuda' || (o.executionProvider === undefined && this.preferCuda)) {
         try {
           session = await create(['cuda', 'cpu']);
           device = 'cuda';

@@ -1,5 +1,6 @@
 import type { Tensor, TensorSpec } from './tensor.ts';
 import { EwError } from '../contracts/errors.ts';
+import type { LlmModel } from './llm/types.ts';
 
 /**
  * A model runtime loads model files of one format and runs them. ONNX (onnxruntime-node) is the
@@ -15,7 +16,13 @@ export interface ModelLoadSpec {
   /** Local file (already verified by sha256 by the artifact cache). */
   file: string;
   /** Runtime settings: threads, graph optimisation level, execution provider. */
-  options?: { threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' };
+  options?: {
+    threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' | 'vulkan';
+    /** Language models (gguf): context per sequence, parallel sequences, GPU layers, memory granted. */
+    contextSize?: number; parallel?: number; gpuLayers?: number; memoryLimitMB?: number; maxQueued?: number;
+    /** Remote models: the upstream (the key is resolved from a secret, never passed in the manifest). */
+    upstream?: { baseUrl: string; model: string; apiKey?: string; timeoutMs?: number; retries?: number; concurrency?: number };
+  };
 }
 
 export interface LoadedModel {
@@ -25,6 +32,8 @@ export interface LoadedModel {
   readonly outputs: readonly TensorSpec[];
   /** Where it runs: cpu, cuda, … (what the runtime actually got, not what was asked for). */
   readonly device: string;
+  /** Language models (gguf, remote) have this ability; tensor models do not. */
+  readonly llm?: LlmModel;
   /** Runs one batch; tensors' first dimension is the batch when the model has one. */
   run(inputs: Record<string, Tensor>): Promise<Record<string, Tensor>>;
   close(): Promise<void>;

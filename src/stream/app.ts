@@ -2,6 +2,8 @@ import { EwError, isEwError } from '../contracts/errors.ts';
 import type { AppManifest, EgressGrant, RuleSpec, SinkSpec } from '../contracts/manifest.ts';
 import { parse, closest } from './parser.ts';
 import { planQuery, type Plan, type StreamDef } from './planner.ts';
+import { checkWriteSinks } from '../edge/write-guard.ts';
+import { checkStreamSources } from '../edge/sources/check.ts';
 
 /**
  * An app's streams and rules, checked as a whole: every rule parses, reads a declared stream,
@@ -92,5 +94,8 @@ export function checkApp(m: AppManifest): CheckedApp {
     names.add(spec.name);
     return checkRule(spec, i, streams, allow, m.spec.models.map((x) => x.name));
   });
+  checkStreamSources(m);
+  // Write-back sinks (opcua, modbus) need a grant in spec.policy.writes: refused here, at push.
+  checkWriteSinks(rules, m.spec.policy.writes);
   return { streams, rules };
 }

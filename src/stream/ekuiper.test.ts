@@ -294,6 +294,8 @@ describe('eKuiper semantics 5: the missing dialect', () => {
     ["day_of_week(to_timestamp('2026-11-29T00:00:00Z'))", {}, 1], ["day_of_year(to_timestamp('2026-02-01T00:00:00Z'))", {}, 32],
     ["unix_timestamp('1970-01-01T00:01:00Z')", {}, 60], ['from_unix_time(60)', {}, '1970-01-01T00:01:00.000Z'],
     ["json_path_exists(o, '$.a.b')", { o: { a: { b: 1 } } }, true], ['chr(65)', {}, 'A'],
+    ["format_time(t, 'yyyy-MM-dd HH:mm:ss.SSS')", { t: Date.UTC(2026, 10, 29, 15, 4, 5, 7) }, '2026-11-29 15:04:05.007'],
+    ["format_time(t, 'YYYY/M/d h:mm a ''UTC''')", { t: Date.UTC(2026, 0, 2, 15, 4) }, '2026/1/2 3:04 PM UTC'],
   ]);
   it('stddev and var are the population forms; stddevs and vars the sample forms (eKuiper)', () => {
     const r = run('SELECT stddev(v) AS sd, stddevs(v) AS sds, var(v) AS va, vars(v) AS vas, percentile_disc(v, 0.5) AS pd FROM s GROUP BY TUMBLINGWINDOW(ss, 10)', [1, 2, 3, 4].map((v, i) => ({ v, ts: i })));

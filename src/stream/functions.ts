@@ -116,17 +116,39 @@ export function jsonPath(path: string): (string | number)[] {
 }
 
 const pad2 = (n: number) => String(n).padStart(2, '0');
+/**
+ * Formats a time (UTC) with eKuiper's pattern letters — yyyy (or YYYY) yy MM M dd (or DD) d HH H
+ * hh h mm m ss s SSS SS S a Z — and text in single quotes; 'iso' (or no format) gives ISO-8601.
+ */
 function formatTime(ms: number, fmt: string): string {
   const d = new Date(ms);
   if (fmt === 'iso' || fmt === '') return d.toISOString();
-  return fmt
-    .replace(/YYYY/g, String(d.getUTCFullYear()))
-    .replace(/MM/g, pad2(d.getUTCMonth() + 1))
-    .replace(/DD/g, pad2(d.getUTCDate()))
-    .replace(/HH/g, pad2(d.getUTCHours()))
-    .replace(/mm/g, pad2(d.getUTCMinutes()))
-    .replace(/ss/g, pad2(d.getUTCSeconds()))
-    .replace(/SSS/g, String(d.getUTCMilliseconds()).padStart(3, '0'));
+  const h = d.getUTCHours();
+  const msPart = String(d.getUTCMilliseconds()).padStart(3, '0');
+  return fmt.replace(/yyyy|YYYY|yy|YY|MM|M|dd|DD|d|HH|H|hh|h|mm|m|ss|s|SSS|SS|S|a|Z|'[^']*'/g, (t) => {
+    switch (t) {
+      case 'yyyy': case 'YYYY': return String(d.getUTCFullYear());
+      case 'yy': case 'YY': return pad2(d.getUTCFullYear() % 100);
+      case 'MM': return pad2(d.getUTCMonth() + 1);
+      case 'M': return String(d.getUTCMonth() + 1);
+      case 'dd': case 'DD': return pad2(d.getUTCDate());
+      case 'd': return String(d.getUTCDate());
+      case 'HH': return pad2(h);
+      case 'H': return String(h);
+      case 'hh': return pad2(h % 12 || 12);
+      case 'h': return String(h % 12 || 12);
+      case 'mm': return pad2(d.getUTCMinutes());
+      case 'm': return String(d.getUTCMinutes());
+      case 'ss': return pad2(d.getUTCSeconds());
+      case 's': return String(d.getUTCSeconds());
+      case 'SSS': return msPart;
+      case 'SS': return msPart.slice(0, 2);
+      case 'S': return msPart.slice(0, 1);
+      case 'a': return h < 12 ? 'AM' : 'PM';
+      case 'Z': return '+00:00';
+      default: return t.slice(1, -1); // 'quoted text'
+    }
+  });
 }
 /** A time argument: milliseconds since the epoch, or an ISO-8601 string. */
 function time(v: unknown, fn: string): number | null {

@@ -352,6 +352,29 @@ class Planner {
         return real.find((t) => t !== 'any') && real.every((t) => t === real[0]) ? real[0]! : real.length ? 'any' : 'null';
       }
       case 'call': {
+        if (e.name === 'llm') {
+          // llm('endpoint', prompt [, '{"max_tokens": 60, "json_schema": {…}}']): a language model of the
+          // app, called like infer() (asynchronously, results in order); the runner resolves the
+          // endpoint. Options are a JSON string literal, checked here.
+          const m = e.args[0];
+          if (!m || m.k !== 'lit' || typeof m.v !== 'string') throw sqlError('SQL_INVALID', m?.pos ?? e.pos, "llm()'s first argument is the endpoint's name, a string", "llm('explain', concat('rms ', avg(rms)))");
+          if (e.args.length < 2 || e.args.length > 3) throw sqlError('SQL_INVALID', e.pos, 'llm() takes the endpoint, the prompt and optionally its options', `llm('explain', prompt, '{"max_tokens": 60}')`);
+          const o = e.args[2];
+          if (o) {
+            if (o.k !== 'lit' || typeof o.v !== 'string') throw sqlError('SQL_INVALID', o.pos, "llm()'s options are a JSON string literal", `'{"max_tokens": 60, "json_schema": {"type": "object"}}'`);
+            let opts: unknown;
+            try { opts = JSON.parse(o.v); } catch (err) { throw sqlError('SQL_INVALID', o.pos, `llm()'s options are not valid JSON: ${(err as Error).message}`); }
+            if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw sqlError('SQL_INVALID', o.pos, "llm()'s options are a JSON object");
+            for (const [k, v] of Object.entries(opts)) {
+              if (k === 'max_tokens' ? !(Number.isInteger(v) && (v as number) > 0) : k === 'json_schema' ? typeof v !== 'object' || v === null : k === 'temperature' ? typeof v !== 'number' || v < 0 || v > 2 : true) {
+                throw sqlError('SQL_INVALID', o.pos, `llm() option "${k}" is not valid`, 'options: max_tokens (a positive integer), json_schema (an object), temperature (0–2)');
+              }
+            }
+          }
+          if (ctx.having && !ctx.inAgg) throw sqlError('SQL_INVALID', e.pos, 'llm() over a window is computed after the window closes, so HAVING cannot use it');
+          this.typeOf(e.args[1]!, { aggAllowed: ctx.aggAllowed && !ctx.inAgg, inAgg: ctx.inAgg });
+          return 'any';
+        }
         if (e.name === 'infer') {
           const m = e.args[0];
           if (!m || m.k !== 'lit' || typeof m.v !== 'string') throw sqlError('SQL_INVALID', m?.pos ?? e.pos, "infer()'s first argument is the model's name, a string", "infer('vib-ae', rms, kurtosis, peakHz)");
@@ -495,16 +518,17 @@ class Planner {
         return (r, env) => { for (const w of whens) if (w.when(r, env) === true) return w.then(r, env); return otherwise(r, env); };
       }
       case 'call': {
-        if (e.name === 'infer' && emit) {
-          const model = (e.args[0] as { v: string }).v;
+        if ((e.name === 'infer' || e.name === 'llm') && emit) {
+          const model = `${e.name === 'llm' ? 'llm:' : ''}${(e.args[0] as { v: string }).v}`;
           const args = e.args.slice(1).map((a) => this.compile(a, true));
           return (row, env) => new PendingInfer(model, args.map((f) => f(row, env)));
         }
-        if (e.name === 'infer') {
+        if (e.name === 'infer' || e.name === 'llm') {
           const text = show(e);
           let idx = this.infers.findIndex((x) => x.text === text);
           if (idx < 0) {
-            this.infers.push({ model: (e.args[0] as { v: string }).v, args: e.args.slice(1).map((a) => this.compile(a, false)), text });
+            // llm() calls travel as model "llm:<endpoint>" (model names cannot hold ':').
+            this.infers.push({ model: `${e.name === 'llm' ? 'llm:' : ''}${(e.args[0] as { v: string }).v}`, args: e.args.slice(1).map((a) => this.compile(a, false)), text });
             idx = this.infers.length - 1;
           }
           const values = this.inferValues;

@@ -11,6 +11,9 @@ import type { Clock } from '../../src/lib/clock.ts';
  * In-process test fleet: a real cloud (HTTP + MQTT on loopback, ephemeral ports) and real
  * agents, each with its own temporary data dir. Everything is torn down by `cleanup()`.
  */
+/** Connection-rate and pending bounds lifted: every test client dials from 127.0.0.1. */
+export const LOOPBACK_MQTT_LIMITS = { connectBurst: 1e6, connectPerSecond: 1e6, maxPendingPerAddress: 1e6, authFailBurst: 1e6, authFailPerMinute: 1e6 } as const;
+
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `ew-${prefix}-`));
 }
@@ -61,7 +64,12 @@ export async function startTestCloud(cfg: Partial<CloudConfig> = {}): Promise<Te
   const adminKey = newSecret('ewk');
   const keyFile = join(dataDir, 'admin.key');
   writeFileSync(keyFile, adminKey, { mode: 0o600 });
-  const conf: CloudConfig = { httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, log: silentLogger(), ...cfg, dataDir, adminKeyFile: keyFile };
+  // Tests run many agents and clients from one loopback address, which the per-address rate
+  // limits are not meant for: off unless a test sets its own (test/http-hardening.test.ts).
+  const conf: CloudConfig = {
+    httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, log: silentLogger(), rateLimits: false, mqttLimits: LOOPBACK_MQTT_LIMITS,
+    ...cfg, dataDir, adminKeyFile: keyFile,
+  };
   let handle = await startCloud(conf);
   let running = true;
   const tc: TestCloud = {
@@ -111,7 +119,7 @@ export interface TestEdge {
   restart(extra?: Partial<EdgeConfig>): Promise<void>;
 }
 
-export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels?: Record<string, string>; region?: string; name?: string; dataDir?: string } & Partial<EdgeConfig> = {}): Promise<TestEdge> {
+export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels?: Record<string, string>; region?: string; name?: string; dataDir?: string; /** Off: devices need their own credentials. */ sharedDevicePassword?: boolean } & Partial<EdgeConfig> = {}): Promise<TestEdge> {
   const dataDir = opts.dataDir ?? tempDir('edge');
   const apiKey = newSecret('ewl');
   const devicePassword = newSecret('ewd');
@@ -119,8 +127,10 @@ export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels
   writeFileSync(join(dataDir, 'device.pw'), devicePassword, { mode: 0o600 });
   const token = cloud ? await cloud.token({ labels: opts.labels, region: opts.region }) : undefined;
   const conf: EdgeConfig = {
-    apiHost: '127.0.0.1', apiPort: 0, deviceHost: '127.0.0.1', devicePort: 0, heartbeatIntervalS: 1, reconnectPeriodMs: 100, log: silentLogger(),
-    ...opts, dataDir, cloudUrl: cloud?.url, token, apiKeyFile: join(dataDir, 'api.key'), devicePasswordFile: join(dataDir, 'device.pw'),
+    apiHost: '127.0.0.1', apiPort: 0, deviceHost: '127.0.0.1', devicePort: 0, heartbeatIntervalS: 1, reconnectPeriodMs: 100, log: silentLogger(), deviceLimits: LOOPBACK_MQTT_LIMITS,
+    ...opts, dataDir, cloudUrl: cloud?.url, token, apiKeyFile: join(dataDir, 'api.key'),
+    // Most tests use the shared device password (an opt-in); device-acl.test.ts turns it off.
+    devicePasswordFile: opts.sharedDevicePassword === false ? undefined : join(dataDir, 'device.pw'),
   };
   let handle = await startEdge(conf);
   const te: TestEdge = {

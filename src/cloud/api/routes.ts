@@ -4,12 +4,12 @@ import { z } from 'zod';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
-import { EwError } from '../../contracts/errors.ts';
+import { EwError, isEwError } from '../../contracts/errors.ts';
 import { AppManifest, parseManifest } from '../../contracts/manifest.ts';
 import { matches, validateLabels } from '../../contracts/selector.ts';
 import { checkApp } from '../../stream/app.ts';
 import { manifestJsonSchema } from '../../contracts/manifest-schema.ts';
-import { SiteStatusBody } from '../../contracts/messages.ts';
+import { boundLogLines, SiteStatusBody } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
 import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts';
@@ -18,6 +18,9 @@ import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
 import type { RolloutController } from '../rollouts.ts';
 import { newRollout, type Strategy } from '../rollout.ts';
+import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
+import { registerSiteDeviceRoutes } from './devices.ts';
+import { appKey } from '../desired.ts';
 
 export interface RouteDeps {
   store: Store;
@@ -53,7 +56,7 @@ const SiteView = z.object({
   status: SiteStatusBody.nullable(),
 });
 
-function siteView(s: Site, live: 'online' | 'offline' | 'unknown'): z.infer<typeof SiteView> {
+export function siteView(s: Site, live: 'online' | 'offline' | 'unknown'): z.infer<typeof SiteView> {
   return {
     id: s.id, name: s.name, region: s.region, labels: s.labels,
     state: s.revokedAt !== null ? 'revoked' : live,
@@ -96,6 +99,8 @@ const RolloutView = z.object({
   history: z.array(z.object({ at: z.number(), event: z.string() })),
   pausedFrom: z.string().optional(),
   bakeStartedAt: z.number().optional(),
+  canaryPassed: z.boolean().optional(),
+  baseline: z.object({ at: z.number(), outputMean: z.number().nullable(), sites: z.number() }).optional(),
 });
 
 const DeploymentView = z.object({ id: z.string(), app: z.string(), version: z.string(), selector: Labels, createdAt: z.number() });
@@ -114,6 +119,14 @@ function canonical(v: unknown): string {
 export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const { store, fleet, clock } = d;
+  const deployChains = new Map<string, Promise<unknown>>();
+  const deploySerial = <T>(tenantId: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (deployChains.get(tenantId) ?? Promise.resolve()).then(fn);
+    const tail = run.catch(() => {});
+    deployChains.set(tenantId, tail);
+    void tail.then(() => { if (deployChains.get(tenantId) === tail) deployChains.delete(tenantId); });
+    return run;
+  };
 
   r.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'Liveness of the cloud process (no auth)', security: [], response: { 200: z.object({ ok: z.boolean(), version: z.string() }) } } },
     async () => ({ ok: true, version: d.version }));
@@ -143,7 +156,9 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   r.delete('/api/v1/keys/:id', {
     schema: { tags: ['keys'], summary: 'Revoke an API key: it stops working at once', params: z.object({ id: z.string() }), response: { 204: z.null(), ...errors } },
   }, async (req, reply) => {
-    if (!(await store.revokeApiKey(req.tenantId, req.params.id, clock.now()))) throw new EwError('KEY_NOT_FOUND', `no live API key "${req.params.id}" in this tenant`, { path: 'id' });
+    const r = await store.revokeApiKey(req.tenantId, req.params.id, clock.now());
+    if (r === 'not-found') throw new EwError('KEY_NOT_FOUND', `no live API key "${req.params.id}" in this tenant`, { path: 'id' });
+    if (r === 'last-admin') throw new EwError('LAST_ADMIN_KEY', `"${req.params.id}" is the tenant's last live admin key: create another (POST /api/v1/keys) before revoking it`, { path: 'id' });
     req.log.info({ keyId: req.params.id, by: req.apiKeyId }, 'api key revoked');
     void reply.status(204);
     return null;
@@ -171,7 +186,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     };
     await store.createJoinToken(t);
     void reply.status(201);
-    return { ...tokenView(t), token: secret, installCommand: `npx edgeweave edge --cloud ${d.publicUrl()} --token ${secret} --data-dir /var/lib/edgeweave` };
+    return { ...tokenView(t), token: secret, installCommand: `EW_JOIN_TOKEN=${secret} npx edgeweave edge --cloud ${d.publicUrl()} --data-dir /var/lib/edgeweave` };
   });
 
   r.get('/api/v1/tokens', { schema: { tags: ['enrollment'], summary: 'List join tokens (never their secrets)', response: { 200: z.object({ items: z.array(TokenView) }) } } },
@@ -226,6 +241,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   });
 
   // ---- sites ----
+  registerSiteDeviceRoutes(app, d);
   const SiteParams = z.object({ id: z.string().min(1).max(64) });
   const getSiteOr404 = async (tenantId: string, id: string): Promise<Site> => {
     const s = await store.getSite(tenantId, id);
@@ -276,7 +292,13 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     },
   }, async (req) => {
     await getSiteOr404(req.tenantId, req.params.id);
-    return (await fleet.rpc(req.params.id, 'logs', { since: req.query.since, limit: req.query.limit })) as { lines: { time: number; line: string }[] };
+    // Bounded here too, whatever the site sent: a site is not trusted to size its own answer.
+    try {
+      return { lines: boundLogLines(await fleet.rpc(req.params.id, 'logs', { since: req.query.since, limit: req.query.limit }), req.query.limit) };
+    } catch (e) {
+      if (isEwError(e, 'MQTT_PAYLOAD_INVALID')) throw new EwError('SITE_UNREACHABLE', `site ${req.params.id} gave no usable answer: ${e.message}`);
+      throw e;
+    }
   });
 
   r.get('/api/v1/sites/:id/dead-letters', {
@@ -288,6 +310,17 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   }, async (req) => {
     await getSiteOr404(req.tenantId, req.params.id);
     return (await fleet.rpc(req.params.id, 'dead-letters', { ...req.query })) as { total: number; items: { id: number; at: number; app: string; stream: string; reason: string; payloadBytes: number }[] };
+  });
+
+  r.get('/api/v1/sites/:id/writes', {
+    schema: {
+      tags: ['sites'], summary: 'The site\'s write audit: every write its rules sent to machines (OPC UA, Modbus), refused, dry-run or failed, newest first, asked of the site',
+      params: SiteParams, querystring: z.object({ app: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }),
+      response: { 200: z.object({ items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), rule: z.string(), target: z.string(), value: z.string(), result: z.string(), detail: z.string().nullable() })) }), ...errors },
+    },
+  }, async (req) => {
+    await getSiteOr404(req.tenantId, req.params.id);
+    return (await fleet.rpc(req.params.id, 'writes', { ...req.query })) as { items: { id: number; at: number; app: string; rule: string; target: string; value: string; result: string; detail: string | null }[] };
   });
 
   r.get('/api/v1/sites/:id/rules', {
@@ -322,11 +355,12 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       manifest = parseManifest(req.body.manifest);
       // Streams, rules and egress are checked as a whole before the version exists.
       checkApp(manifest);
-      manifest.spec.models.forEach((m, i) => {
-        if (m.sha256 && !d.artifacts.status(m.sha256).complete) {
-          throw new EwError('ARTIFACT_NOT_FOUND', `model ${m.name}'s file ${m.sha256} is not on the cloud; upload it first (PUT /api/v1/artifacts/${m.sha256})`, { path: `spec.models[${i}].sha256` });
+      for (const [i, m] of manifest.spec.models.entries()) {
+        // Only files this tenant uploaded: knowing another tenant's sha256 grants nothing.
+        if (m.sha256 && !(d.artifacts.exists(m.sha256) && (await store.ownsArtifact(req.tenantId, m.sha256)))) {
+          throw new EwError('ARTIFACT_NOT_FOUND', `model ${m.name}'s file ${m.sha256} was not uploaded by this tenant; upload it first (PUT /api/v1/artifacts/${m.sha256})`, { path: `spec.models[${i}].sha256` });
         }
-      });
+      }
     } catch (e) {
       if (e instanceof EwError && e.path !== undefined) throw new EwError(e.code, e.message, { path: `manifest.${e.path}` });
       throw e;
@@ -364,26 +398,45 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
         stepTimeoutS: z.number().int().min(5).max(86_400).default(300),
         onFailure: z.enum(['rollback', 'halt']).default('rollback'),
       }),
-      response: { 201: DeploymentView.extend({ sites: z.array(z.string()), rollout: RolloutView }), ...errors },
+      response: { 200: DeploymentView.extend({ sites: z.array(z.string()), rollout: RolloutView }), 201: DeploymentView.extend({ sites: z.array(z.string()), rollout: RolloutView }), ...errors },
     },
   }, async (req, reply) => {
     validateLabels(Object.fromEntries(Object.entries(req.body.selector).filter(([k]) => k !== 'region')), 'selector');
     const a = await store.getApp(req.tenantId, req.body.app, req.body.version);
     if (!a) throw new EwError('APP_NOT_FOUND', `no app ${req.body.app}@${req.body.version}; push it first (POST /api/v1/apps)`, { path: 'version' });
-    const dep: Deployment = { id: newId('dep'), tenantId: req.tenantId, appName: a.name, appVersion: a.version, selector: req.body.selector, createdAt: clock.now() };
+    await refuseEndpointConflict(store, req.tenantId, a, req.body.selector);
     const b = req.body.strategy;
     const strategy: Strategy = b.type === 'all' ? { type: 'all' }
       : b.type === 'rolling' ? { type: 'rolling', maxUnavailable: b.maxUnavailable }
         : { type: 'canary', canary: b.canary, canaryPercent: b.canaryPercent, bakeTimeS: b.bakeTimeS, gates: b.gates, then: b.then, maxUnavailable: b.maxUnavailable };
-    const rollout = newRollout(dep.id, a.name, a.version, strategy, { stepTimeoutS: req.body.stepTimeoutS, onFailure: req.body.onFailure }, clock.now());
-    // The rollout exists before the deployment does, so no reconcile ever sees one without the other.
-    await store.saveRollout({ id: dep.id, tenantId: req.tenantId, state: rollout });
-    await store.createDeployment(dep);
-    await d.rollouts.step();
-    await fleet.reconcileTenant(req.tenantId);
-    const sites = (await store.listSites(req.tenantId)).filter((s) => s.revokedAt === null);
-    void reply.status(201);
-    return { ...deploymentView(dep), sites: sites.filter((s) => matches(dep.selector, s)).map((s) => s.id), rollout: (await store.getRollout(req.tenantId, dep.id))!.state };
+    const options = { stepTimeoutS: req.body.stepTimeoutS, onFailure: req.body.onFailure };
+    // One submission at a time per tenant in this process, so that two identical ones racing
+    // each other resolve to one deployment.
+    return deploySerial(req.tenantId, async () => {
+      // Idempotent: the same submission again (same version, selector, strategy and options as
+      // the app's newest deployment, whose rollout was not undone) answers that deployment with
+      // 200 instead of starting a second rollout. Anything newer in between makes it new again.
+      const latest = (await store.listDeployments(req.tenantId)).filter((x) => x.appName === a.name).at(-1);
+      if (latest && latest.appVersion === a.version && canonical(latest.selector) === canonical(req.body.selector)) {
+        const ro = await store.getRollout(req.tenantId, latest.id);
+        if (ro && ro.state.phase !== 'rolled-back' && ro.state.phase !== 'aborted'
+          && canonical(ro.state.strategy) === canonical(strategy) && canonical(ro.state.options) === canonical(options)) {
+          const sites = (await store.listSites(req.tenantId)).filter((s) => s.revokedAt === null);
+          void reply.status(200);
+          return { ...deploymentView(latest), sites: sites.filter((s) => matches(latest.selector, s)).map((s) => s.id), rollout: ro.state };
+        }
+      }
+      const dep: Deployment = { id: newId('dep'), tenantId: req.tenantId, appName: a.name, appVersion: a.version, selector: req.body.selector, createdAt: clock.now() };
+      const rollout = newRollout(dep.id, a.name, a.version, strategy, options, clock.now());
+      // The rollout exists before the deployment does, so no reconcile ever sees one without the other.
+      await store.saveRollout({ id: dep.id, tenantId: req.tenantId, state: rollout });
+      await store.createDeployment(dep);
+      await d.rollouts.step();
+      await fleet.reconcileTenant(req.tenantId);
+      const sites = (await store.listSites(req.tenantId)).filter((s) => s.revokedAt === null);
+      void reply.status(201);
+      return { ...deploymentView(dep), sites: sites.filter((s) => matches(dep.selector, s)).map((s) => s.id), rollout: (await store.getRollout(req.tenantId, dep.id))!.state };
+    });
   });
 
   r.get('/api/v1/deployments', { schema: { tags: ['deployments'], summary: 'List deployments', response: { 200: z.object({ items: z.array(DeploymentView) }) } } },
@@ -421,8 +474,8 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   const Sha = z.object({ sha256: z.string().regex(/^[a-f0-9]{64}$/, 'a lower-case hex sha256') });
   const ArtifactStatus = z.object({ sha256: z.string(), complete: z.boolean(), size: z.number(), received: z.number() });
 
-  r.get('/api/v1/artifacts/:sha256/status', { schema: { tags: ['artifacts'], summary: 'How much of an artifact the cloud has (to resume an upload)', params: Sha, response: { 200: ArtifactStatus, ...errors } } },
-    async (req) => d.artifacts.status(req.params.sha256));
+  r.get('/api/v1/artifacts/:sha256/status', { schema: { tags: ['artifacts'], summary: 'How much of an artifact this tenant has uploaded (to resume an upload)', params: Sha, response: { 200: ArtifactStatus, ...errors } } },
+    async (req) => d.artifacts.status(req.params.sha256, req.tenantId, await store.ownsArtifact(req.tenantId, req.params.sha256)));
 
   r.put('/api/v1/artifacts/:sha256', {
     bodyLimit: Number.MAX_SAFE_INTEGER, // the store enforces its own limit while streaming
@@ -432,6 +485,11 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       response: { 200: ArtifactStatus, 201: ArtifactStatus, ...errors },
     },
   }, async (req, reply) => {
+    const sha = req.params.sha256;
+    if (await store.ownsArtifact(req.tenantId, sha)) {
+      (req.body as import('node:stream').Readable).resume();
+      return d.artifacts.status(sha, req.tenantId, true);
+    }
     const range = req.headers['content-range'];
     let start = 0;
     let total: number | undefined;
@@ -441,32 +499,68 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       start = Number(m[1]);
       total = Number(m[3]);
     }
-    const st = await d.artifacts.write(req.params.sha256, start, req.body as import('node:stream').Readable, total);
+    // Each tenant uploads into its own partial file and owns the artifact once its bytes hashed
+    // right, even when another tenant had uploaded the same file before.
+    const st = await d.artifacts.write(sha, start, req.body as import('node:stream').Readable, total, req.tenantId);
+    if (st.complete) await store.addArtifactOwner(req.tenantId, sha, clock.now());
     void reply.status(st.complete ? 201 : 200);
     return st;
   });
 
+  /** The model files of every app deployed to a site (whatever its rollout says: it may prefetch). */
+  async function siteArtifacts(siteId: string): Promise<Set<string>> {
+    const site = await store.getSiteById(siteId);
+    const out = new Set<string>();
+    if (!site || site.revokedAt !== null) return out;
+    const seen = new Set<string>();
+    for (const dep of await store.listDeployments(site.tenantId)) {
+      const k = `${dep.appName}@${dep.appVersion}`;
+      if (seen.has(k) || !matches(dep.selector, site)) continue;
+      seen.add(k);
+      const a = await store.getApp(site.tenantId, dep.appName, dep.appVersion);
+      for (const m of a?.manifest.spec.models ?? []) if (m.sha256) out.add(m.sha256);
+    }
+    return out;
+  }
+
   r.get('/api/v1/artifacts/:sha256', {
     config: { siteAccess: true },
-    schema: { tags: ['artifacts'], summary: 'Download an artifact (admin key or site credentials; Range supported)', params: Sha },
+    schema: { tags: ['artifacts'], summary: 'Download an artifact (admin key of a tenant that uploaded it, or the credentials of a site it is deployed to; Range supported)', params: Sha },
   }, async (req, reply) => {
-    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-    const st = d.artifacts.status(req.params.sha256);
-    if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${req.params.sha256}`, { path: 'sha256' });
-    void reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('x-content-sha256', req.params.sha256);
-    if (range) {
-      const start = Number(range[1]);
-      const end = range[2] ? Math.min(Number(range[2]), st.size - 1) : st.size - 1;
-      if (start >= st.size) {
-        void reply.status(416).header('content-range', `bytes */${st.size}`);
-        return '';
+    const sha = req.params.sha256;
+    if (req.siteId) {
+      if (!(await siteArtifacts(req.siteId)).has(sha)) throw new EwError('ARTIFACT_NOT_ALLOWED', `no deployment targeting site ${req.siteId} references artifact ${sha}`, { path: 'sha256' });
+    } else if (!(await store.ownsArtifact(req.tenantId, sha))) {
+      throw new EwError('ARTIFACT_NOT_FOUND', `this tenant has no artifact ${sha}`, { path: 'sha256' });
+    }
+    const st = d.artifacts.status(sha);
+    if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}`, { path: 'sha256' });
+    const body = () => reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('x-content-sha256', sha);
+    const rangeHeader = req.headers.range;
+    if (rangeHeader !== undefined) {
+      // One range, bytes=start-[end] or bytes=-suffix (RFC 9110 §14.1.2); anything else, or a
+      // range that starts past the end or after its own end, is 416 with the size.
+      const m = /^bytes=(\d*)-(\d*)$/.exec(rangeHeader.trim());
+      let start = NaN;
+      let end = NaN;
+      if (m && m[1] !== '') {
+        start = Number(m[1]);
+        end = m[2] ? Math.min(Number(m[2]), st.size - 1) : st.size - 1;
+        if (m[2] && Number(m[2]) < start) start = NaN;
+      } else if (m && m[2] !== '' && Number(m[2]) > 0) {
+        start = Math.max(0, st.size - Number(m[2]));
+        end = st.size - 1;
       }
-      const { stream } = d.artifacts.open(req.params.sha256, { start, end });
-      void reply.status(206).header('content-range', `bytes ${start}-${end}/${st.size}`).header('content-length', end - start + 1);
+      if (!Number.isSafeInteger(start) || start >= st.size || end < start) {
+        void reply.header('content-range', `bytes */${st.size}`);
+        throw new EwError('RANGE_NOT_SATISFIABLE', `Range "${rangeHeader.slice(0, 100)}" cannot be served: the artifact has ${st.size} bytes; ask for bytes=start-end with start <= end < ${st.size}`, { path: 'Range' });
+      }
+      const { stream } = d.artifacts.open(sha, { start, end });
+      void body().status(206).header('content-range', `bytes ${start}-${end}/${st.size}`).header('content-length', end - start + 1);
       return reply.send(stream);
     }
-    const { stream, size } = d.artifacts.open(req.params.sha256);
-    void reply.header('content-length', size);
+    const { stream, size } = d.artifacts.open(sha);
+    void body().header('content-length', size);
     return reply.send(stream);
   });
 
@@ -503,4 +597,18 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
 
   r.get('/api/v1/info', { schema: { tags: ['health'], summary: 'Cloud facts for clients', response: { 200: z.object({ version: z.string(), hub: z.string(), agentMqttUrl: z.string(), host: z.string(), store: z.string() }) } } },
     async () => ({ version: d.version, hub: d.hub.kind, agentMqttUrl: d.hub.agentUrl, host: hostname(), store: store.kind }));
+}
+
+/** ENDPOINT_CONFLICT when deploying `a` to `selector` would put two apps with one endpoint name on a site. */
+async function refuseEndpointConflict(store: Store, tenantId: string, a: App, selector: Deployment['selector']): Promise<void> {
+  if (a.manifest.spec.endpoints.length === 0) return;
+  const deployments = await store.listDeployments(tenantId);
+  const apps = new Map<string, App>();
+  for (const d of deployments) {
+    const k = appKey(d.appName, d.appVersion);
+    if (!apps.has(k)) { const x = await store.getApp(tenantId, d.appName, d.appVersion); if (x) apps.set(k, x); }
+  }
+  const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((d) => d.id) })).map((r) => [r.id, r.state]));
+  const c = findEndpointConflict(a, selector, await store.listSites(tenantId), deployments, apps, rollouts);
+  if (c) throw new EwError('ENDPOINT_CONFLICT', conflictMessage(c), { path: 'app' });
 }

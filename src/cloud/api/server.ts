@@ -1,10 +1,13 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
 import { Counter } from 'prom-client';
 import { EwError } from '../../contracts/errors.ts';
-import { bearer, installErrorHandling } from '../../lib/http.ts';
+import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../../lib/http.ts';
+import { TokenBuckets } from '../../lib/rate-limit.ts';
+import { systemClock, type Clock } from '../../lib/clock.ts';
+import { installHttpMetrics } from '../../lib/metrics.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
@@ -25,6 +28,42 @@ declare module 'fastify' {
   }
 }
 
+/** A token bucket: `burst` requests at once, then `perSecond`. */
+export interface RateSpec { burst: number; perSecond: number }
+
+/** Rate limits of the cloud API; defaults in the comments (docs/operators.md). */
+export interface RateLimits {
+  /** Per API key (or per site, for the routes a site calls). Default 100, then 20/s. */
+  key: RateSpec;
+  /** Per client address, every request. Default 300, then 50/s. */
+  address: RateSpec;
+  /** Per client address, requests without valid credentials (enrollment, failed logins). Default 20, then 1/s. */
+  anonymous: RateSpec;
+  /** Most keys and addresses remembered (least recently seen forgotten first). Default 100,000. */
+  maxTracked: number;
+}
+
+export const DEFAULT_RATE_LIMITS: RateLimits = {
+  key: { burst: 100, perSecond: 20 },
+  address: { burst: 300, perSecond: 50 },
+  anonymous: { burst: 20, perSecond: 1 },
+  maxTracked: 100_000,
+};
+
+/** Parses `key=100/20,address=300/50,anonymous=20/1,maxTracked=100000`, or `off`. */
+export function parseRateLimits(spec: string): Partial<RateLimits> | false {
+  if (spec.trim() === 'off') return false;
+  const out: Partial<RateLimits> = {};
+  for (const part of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const m = /^(key|address|anonymous)=(\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(part);
+    const t = /^maxTracked=(\d+)$/.exec(part);
+    if (m && Number(m[2]) > 0 && Number(m[3]) > 0) out[m[1] as 'key' | 'address' | 'anonymous'] = { burst: Number(m[2]), perSecond: Number(m[3]) };
+    else if (t && Number(t[1]) > 0) out.maxTracked = Number(t[1]);
+    else throw new EwError('CONFIG_INVALID', `--rate-limit: "${part}" is not name=burst/perSecond (names: key, address, anonymous) or maxTracked=n; or pass "off"`, { path: 'rateLimit' });
+  }
+  return out;
+}
+
 export interface ApiServerOptions {
   store: Store;
   log: Logger;
@@ -34,6 +73,11 @@ export interface ApiServerOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** Checks a site's credentials for the routes sites may call. */
   verifySite?: (siteId: string, secret: string) => Promise<boolean>;
+  /** HTTP time limits (lib/http.ts DEFAULT_HTTP_TIMEOUTS). */
+  timeouts?: Partial<HttpTimeouts>;
+  /** Rate limits, or false for none (a cloud behind a gateway that limits already). */
+  rateLimits?: Partial<RateLimits> | false;
+  clock?: Clock;
 }
 
 /**
@@ -42,8 +86,10 @@ export interface ApiServerOptions {
  * `{code, message, path?}` for every failure, including fastify's own.
  */
 export async function createApiServer(o: ApiServerOptions): Promise<FastifyInstance> {
+  const { httpTimeouts, ...hardened } = hardenedServerOptions(o.timeouts);
   const app = Fastify({
-    ...(o.tls ? { https: { cert: o.tls.cert, key: o.tls.key } } : {}),
+    ...hardened,
+    ...(o.tls ? { https: { cert: o.tls.cert, key: o.tls.key, ...(httpTimeouts as object) } } : {}),
     loggerInstance: o.log as FastifyBaseLogger,
     bodyLimit: o.bodyLimitBytes ?? 10 * 1024 * 1024,
     genReqId: () => crypto.randomUUID(),
@@ -67,13 +113,51 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     transform: jsonSchemaTransform,
   });
 
-  installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024);
+  installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024, { refuseNul: true });
+  installHttpMetrics(app, o.registry, 'ew_cloud');
 
   // Uploads of model files arrive as raw bytes: the route gets the stream, not a buffer.
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
 
-  app.addHook('onRequest', async (req: FastifyRequest) => {
-    if (req.routeOptions.config?.public) return;
+  // Rate limits: token buckets per address (every request), per address for requests without
+  // valid credentials (enrollment, failed logins: checked before the store is asked), and per
+  // key or site once authenticated. Health probes are not limited.
+  const limits = o.rateLimits === false ? undefined : { ...DEFAULT_RATE_LIMITS, ...o.rateLimits };
+  const clock = o.clock ?? systemClock;
+  const bucket = (r: RateSpec) => new TokenBuckets({ capacity: r.burst, refillPerSecond: r.perSecond, maxKeys: limits!.maxTracked, clock });
+  const buckets = limits && { key: bucket(limits.key), address: bucket(limits.address), anonymous: bucket(limits.anonymous) };
+  const limited = (reply: FastifyReply, retryAfterMs: number, what: string): EwError => {
+    void reply.header('retry-after', String(Math.max(1, Math.ceil(retryAfterMs / 1000))));
+    return new EwError('RATE_LIMITED', `too many requests ${what}; retry after ${Math.max(1, Math.ceil(retryAfterMs / 1000))} s`);
+  };
+
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (req.url === '/healthz') return;
+    const address = req.ip;
+    if (buckets) {
+      const a = buckets.address.take(address);
+      if (!a.ok) throw limited(reply, a.retryAfterMs, 'from this address');
+      // An address that spent its anonymous budget is refused before any credential is checked.
+      const wait = buckets.anonymous.waitMs(address);
+      if (wait > 0 && (req.routeOptions.config?.public || !req.headers.authorization)) throw limited(reply, wait, 'without valid credentials from this address');
+      if (req.routeOptions.config?.public) {
+        buckets.anonymous.take(address);
+        return;
+      }
+    } else if (req.routeOptions.config?.public) return;
+    try {
+      await authenticate(req);
+    } catch (e) {
+      buckets?.anonymous.take(address);
+      throw e;
+    }
+    if (buckets) {
+      const k = buckets.key.take(req.siteId ? `site:${req.siteId}` : req.apiKeyId);
+      if (!k.ok) throw limited(reply, k.retryAfterMs, req.siteId ? 'from this site' : 'with this API key');
+    }
+  });
+
+  async function authenticate(req: FastifyRequest): Promise<void> {
     const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (basic && req.routeOptions.config?.siteAccess && o.verifySite) {
       const [siteId, secret] = Buffer.from(basic[1]!, 'base64').toString('utf8').split(':');
@@ -87,7 +171,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     if (!key || key.revokedAt !== null) throw new EwError('UNAUTHENTICATED', 'the API key is not recognised or was revoked');
     req.tenantId = key.tenantId;
     req.apiKeyId = key.id;
-  });
+  }
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;

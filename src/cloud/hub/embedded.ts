@@ -5,6 +5,8 @@ import type { Hub, HubHandler, SiteAuthenticator } from './hub.ts';
 import { parseTopic, TOPIC_ROOT } from '../../contracts/topics.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { indexedMemoryPersistence } from './retained.ts';
+import { MqttGuard, type MqttLimits } from '../../lib/mqtt-guard.ts';
+import type { Clock } from '../../lib/clock.ts';
 
 /**
  * The ACL, as pure functions of the authenticated site id. A site publishes only its reports,
@@ -32,8 +34,12 @@ export interface EmbeddedHubOptions {
   /** MQTT over TLS (mqtts) with this certificate and key (PEM). */
   tls?: { cert: Buffer; key: Buffer };
   log: Logger;
-  /** Counted per refusal: 'auth' | 'publish' | 'subscribe'. */
-  onRefused?: (what: 'auth' | 'publish' | 'subscribe', siteId: string | undefined) => void;
+  /** Counted per refusal: 'auth' | 'publish' | 'subscribe' | 'retain' (a retain flag dropped). */
+  onRefused?: (what: 'auth' | 'publish' | 'subscribe' | 'retain', siteId: string | undefined) => void;
+  /** Bounds before and after authentication (src/lib/mqtt-guard.ts; defaults in docs/operators.md). */
+  limits?: Partial<MqttLimits>;
+  /** Drives the guard's connect deadline and rate tables (tests). Default: the system clock. */
+  clock?: Clock;
 }
 
 class RefusedError extends Error {
@@ -52,6 +58,9 @@ export class EmbeddedHub implements Hub {
   private boundPort = 0;
   /** Sites revoked while this process runs; checked on every publish so revocation is instant. */
   private readonly revoked = new Set<string>();
+  private persistence!: ReturnType<typeof indexedMemoryPersistence>;
+  /** Before-CONNECT and packet-size bounds, connection and bad-password throttles. */
+  guard!: MqttGuard;
 
   constructor(private readonly opts: EmbeddedHubOptions) {}
 
@@ -66,11 +75,13 @@ export class EmbeddedHub implements Hub {
   async start(handler: HubHandler): Promise<void> {
     const { auth, log, onRefused } = this.opts;
     const revoked = this.revoked;
+    const guard = (this.guard = new MqttGuard({ limits: this.opts.limits, clock: this.opts.clock, log, name: 'hub' }));
+    this.persistence = indexedMemoryPersistence();
     this.broker = await Aedes.createBroker({
       // The hub holds no sessions of its own worth keeping: sites reconnect and the cloud
       // republishes desired state at start-up, so in-memory persistence is right — with
       // retained messages indexed per site (see retained.ts).
-      persistence: indexedMemoryPersistence(),
+      persistence: this.persistence.aedes,
       // mqemitter queues emits beyond this many in flight and drains its queue recursively;
       // with thousands of sites heartbeating during a desired-state fan-out the default (100)
       // overflowed the stack at 10,000 sites (bench:fleet). Every site message is ingested
@@ -78,7 +89,7 @@ export class EmbeddedHub implements Hub {
       concurrency: 100_000,
       heartbeatInterval: 60_000,
       connectTimeout: 30_000,
-      authenticate(client: Client, username, password, done) {
+      authenticate: guard.authenticate((client: Client, username, password, done) => {
         const siteId = username ?? '';
         // The client id must be the site id: otherwise one site could take over another's session.
         if (!siteId || client.id !== siteId || !password) {
@@ -104,7 +115,7 @@ export class EmbeddedHub implements Hub {
             done(new RefusedError('server unavailable', 3) as never, false);
           },
         );
-      },
+      }),
       authorizePublish(client: Client | null, packet: PublishPacket, cb) {
         if (!client) return cb(null); // the cloud's own publishes
         const siteId = client.id;
@@ -113,6 +124,15 @@ export class EmbeddedHub implements Hub {
           log.warn({ siteId, topic: packet.topic }, 'MQTT publish refused by ACL');
           // Disconnecting is MQTT 3.1.1's only refusal.
           return cb(new Error(`site ${siteId} may not publish to ${packet.topic}`));
+        }
+        // A site has no reason to retain anything (the cloud keeps its status and results in the
+        // store): a retained message would pin memory here for good. The message is delivered,
+        // never stored. Dropping the flag rather than the connection keeps a misconfigured agent
+        // from resending the same message in a loop.
+        if (packet.retain) {
+          packet.retain = false;
+          onRefused?.('retain', siteId);
+          log.debug({ siteId, topic: packet.topic }, 'retain flag of a site publish dropped');
         }
         // Ingest here, not in a subscription: aedes writes a QoS 1 PUBACK before it routes a
         // message to subscribers, but only after this hook. So the site's PUBACK (and the
@@ -135,7 +155,12 @@ export class EmbeddedHub implements Hub {
       },
     });
     this.broker.on('clientError', (client, err) => log.debug({ siteId: client?.id, err: err.message }, 'MQTT client error'));
-    this.server = this.opts.tls ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, this.broker.handle) : createServer(this.broker.handle);
+    // No Nagle: routed inference is small request/response messages, and Nagle's delay against
+    // the peer's delayed ACK added tens of ms per exchange (bench:router).
+    const handle = guard.handler(this.broker.handle as (s: unknown) => void);
+    this.server = this.opts.tls
+      ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs, noDelay: true }, handle)
+      : createServer({ noDelay: true }, handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host ?? '0.0.0.0', () => {
@@ -147,10 +172,10 @@ export class EmbeddedHub implements Hub {
     this.boundPort = typeof addr === 'object' && addr ? addr.port : this.opts.port;
   }
 
-  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}): Promise<void> {
+  publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
       this.broker.publish(
-        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: 1, retain: opts.retain ?? false, dup: false },
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
         (err?: Error) => (err ? reject(err) : resolve()),
       );
     });
@@ -160,6 +185,14 @@ export class EmbeddedHub implements Hub {
     this.revoked.add(siteId);
     const clients = (this.broker as unknown as { clients: Record<string, Client | undefined> }).clients;
     clients[siteId]?.close();
+    // Whatever the site left retained under ew/{site}/ goes with it (the cloud's own desired
+    // state is cleared by Fleet.revoked).
+    this.persistence?.clearRetained(`${TOPIC_ROOT}/${siteId}`);
+  }
+
+  /** Retained messages held in memory (tests, diagnostics). */
+  retainedStats(): { messages: number; bytes: number } {
+    return this.persistence?.retainedStats() ?? { messages: 0, bytes: 0 };
   }
 
   connectionCount(): number {

@@ -84,9 +84,9 @@ export class ExternalHub implements Hub {
     });
   }
 
-  async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean } = {}): Promise<void> {
+  async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     if (!this.client) throw new Error('hub not started');
-    await this.client.publishAsync(topic, payload, { qos: 1, retain: opts.retain ?? false });
+    await this.client.publishAsync(topic, payload, { qos: opts.qos ?? 1, retain: opts.retain ?? false });
   }
 
   disconnectSite(): void {

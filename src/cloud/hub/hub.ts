@@ -18,8 +18,12 @@ export interface Hub {
   readonly kind: 'embedded' | 'external';
   /** Subscribes to the cloud's filters (`ew/+/reported`, `ew/+/up/#`) and starts delivering. */
   start(handler: HubHandler): Promise<void>;
-  /** QoS 1 publish; resolves when the broker has it (external) or it is routed (embedded). */
-  publish(topic: string, payload: string | Buffer, opts?: { retain?: boolean }): Promise<void>;
+  /**
+   * QoS 1 publish (default); resolves when the broker has it (external) or it is routed
+   * (embedded). QoS 0 is for routed inference: a request must not wait in an offline site's
+   * session and run minutes later, after its caller gave up.
+   */
+  publish(topic: string, payload: string | Buffer, opts?: { retain?: boolean; qos?: 0 | 1 }): Promise<void>;
   /** Cuts a site's live connection at once (revocation). A no-op for an external broker. */
   disconnectSite(siteId: string): void;
   /** What an agent should dial, as given to it at enrollment. */

@@ -65,6 +65,21 @@ class IndexedRetainedPersistence extends (MemoryPersistence as unknown as new (o
     for (const bucket of this.byPrefix.values()) yield* scan(bucket);
   }
 
+  /** Drops every retained message under `prefix` (the first two levels, `ew/{siteId}`); returns how many. */
+  clearPrefix(prefix: string): number {
+    const n = this.byPrefix.get(prefix)?.size ?? 0;
+    this.byPrefix.delete(prefix);
+    return n;
+  }
+
+  /** Retained messages and payload bytes held (for tests and metrics). */
+  retainedStats(): { messages: number; bytes: number } {
+    let messages = 0;
+    let bytes = 0;
+    for (const b of this.byPrefix.values()) for (const p of b.values()) { messages++; bytes += p.payload.length; }
+    return { messages, bytes };
+  }
+
   createRetainedStream(pattern: string): Readable {
     return Readable.from(this.match(pattern));
   }
@@ -77,7 +92,16 @@ class IndexedRetainedPersistence extends (MemoryPersistence as unknown as new (o
   }
 }
 
-/** The persistence object to hand to `Aedes.createBroker({ persistence })`. */
-export function indexedMemoryPersistence(): unknown {
-  return new CallBackPersistence((opts) => new IndexedRetainedPersistence(opts));
+/**
+ * `aedes` is the persistence object to hand to `Aedes.createBroker({ persistence })`; the other
+ * two reach into its retained index (revocation clears a site's messages; tests measure it).
+ */
+export function indexedMemoryPersistence(): { aedes: unknown; clearRetained(prefix: string): number; retainedStats(): { messages: number; bytes: number } } {
+  let inner: IndexedRetainedPersistence | undefined;
+  const aedes = new CallBackPersistence((opts) => (inner = new IndexedRetainedPersistence(opts)));
+  return {
+    aedes,
+    clearRetained: (prefix) => inner?.clearPrefix(prefix) ?? 0,
+    retainedStats: () => inner?.retainedStats() ?? { messages: 0, bytes: 0 },
+  };
 }

@@ -6,6 +6,7 @@ import pg from 'pg';
 import { SqlStore } from './sql-store.ts';
 import type { Store } from './store.ts';
 import { EwError } from '../../contracts/errors.ts';
+import { privateFiles, sqliteFiles } from '../../lib/private-fs.ts';
 
 /**
  * SQLite file under the data dir: WAL so API reads never wait behind heartbeat writes, and
@@ -15,7 +16,10 @@ import { EwError } from '../../contracts/errors.ts';
  * measured by `npm run bench:durability`.
  */
 export function openSqliteStore(file: string): Store {
-  if (file !== ':memory:') mkdirSync(join(file, '..'), { recursive: true });
+  if (file !== ':memory:') {
+    mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
+    privateFiles(...sqliteFiles(file));
+  }
   let db: Database.Database;
   try {
     db = new Database(file);
@@ -23,6 +27,8 @@ export function openSqliteStore(file: string): Store {
     throw new EwError('DATA_DIR_INVALID', `cannot open SQLite database ${file}: ${(e as Error).message}`, { cause: e });
   }
   db.pragma('journal_mode = WAL');
+  // Created 0644 by SQLite under the usual umask; 0600 also makes the WAL files 0600.
+  if (file !== ':memory:') privateFiles(...sqliteFiles(file));
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');

@@ -1,4 +1,4 @@
-import { Kysely, Migrator, sql, type Generated, type Migration, type MigrationProvider, type Transaction } from 'kysely';
+import { Kysely, Migrator, sql, type Generated, type KyselyPlugin, type Migration, type MigrationProvider, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryResult, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
 import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { needsSteps } from '../rollout.ts';
@@ -27,6 +27,7 @@ interface DB {
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
   rollouts: { id: string; tenant_id: string; state: string; active: number; rev: number; updated_at: number };
   leases: { name: string; holder: string; expires_at: number };
+  artifact_owners: { tenant_id: string; sha256: string; created_at: number };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -133,6 +134,17 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .execute();
     },
   },
+  '0004_artifact_owners': {
+    async up(db: Kysely<any>) {
+      // Which tenant uploaded which model file: a push may reference only its own tenant's.
+      await db.schema.createTable('artifact_owners')
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('sha256', 'varchar(64)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('artifact_owners_pk', ['tenant_id', 'sha256'])
+        .execute();
+    },
+  },
 });
 
 class StaticProvider implements MigrationProvider {
@@ -178,6 +190,30 @@ function toDeployment(r: DB['deployments']): Deployment {
   return { id: r.id, tenantId: r.tenant_id, appName: r.app_name, appVersion: r.app_version, selector: JSON.parse(r.selector), createdAt: Number(r.created_at) };
 }
 
+/** Any string anywhere in a query tree (values, parameters) that holds a NUL. */
+function hasNul(node: unknown, depth = 0): boolean {
+  if (typeof node === 'string') return node.includes('\u0000');
+  if (node === null || typeof node !== 'object' || depth > 64) return false;
+  if (Array.isArray(node)) return node.some((x) => hasNul(x, depth + 1));
+  for (const v of Object.values(node)) if (hasNul(v, depth + 1)) return true;
+  return false;
+}
+
+/**
+ * PostgreSQL cannot store U+0000 in text and fails the whole statement; SQLite stores it. So
+ * both engines behave alike and one bad value never fails a shared batch in the database, every
+ * query carrying a NUL is refused before it is sent, as VALIDATION_FAILED.
+ */
+export class RefuseNulPlugin implements KyselyPlugin {
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    if (hasNul(args.node)) throw new EwError('VALIDATION_FAILED', 'a value contains the NUL character (U+0000), which the store cannot hold; remove it');
+    return args.node;
+  }
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    return args.result;
+  }
+}
+
 function isUniqueViolation(e: unknown): boolean {
   const err = e as { code?: string };
   return err.code === '23505' || err.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || err.code === 'SQLITE_CONSTRAINT_UNIQUE';
@@ -189,12 +225,19 @@ async function guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (e) {
     if (e instanceof EwError) throw e;
+    // PostgreSQL's data exceptions (class 22: a character it cannot hold, a value out of range)
+    // are the caller's bad value, not an outage.
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('22')) throw new EwError('VALIDATION_FAILED', `the store refused a value: ${(e as Error).message}`, { cause: e });
     throw new EwError('STORE_UNAVAILABLE', `store failed to ${what}: ${(e as Error).message}`, { cause: e });
   }
 }
 
 export class SqlStore implements Store {
-  constructor(readonly kind: 'sqlite' | 'postgres', private readonly db: Kysely<DB>) {}
+  private readonly db: Kysely<DB>;
+  constructor(readonly kind: 'sqlite' | 'postgres', db: Kysely<DB>) {
+    this.db = db.withPlugin(new RefuseNulPlugin());
+  }
 
   async migrate(): Promise<void> {
     const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind) });
@@ -235,10 +278,29 @@ export class SqlStore implements Store {
     return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: 'admin', createdAt: Number(r.created_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at) }));
   }
 
-  async revokeApiKey(tenantId: string, id: string, now: number): Promise<boolean> {
-    const r = await guard('revoke api key', () => this.db.updateTable('api_keys').set({ revoked_at: now })
-      .where('tenant_id', '=', tenantId).where('id', '=', id).where('revoked_at', 'is', null).executeTakeFirst());
-    return Number(r.numUpdatedRows) > 0;
+  async revokeApiKey(tenantId: string, id: string, now: number): Promise<'revoked' | 'not-found' | 'last-admin'> {
+    return guard('revoke api key', () => this.db.transaction().execute(async (tx) => {
+      // PostgreSQL: lock the tenant's live admin keys so that two revocations of the last two
+      // keys cannot both pass the count (SQLite runs one write transaction at a time).
+      let q = tx.selectFrom('api_keys').select(['id', 'role']).where('tenant_id', '=', tenantId).where('revoked_at', 'is', null);
+      if (this.kind === 'postgres') q = q.forUpdate();
+      const live = await q.execute();
+      const target = live.find((k) => k.id === id);
+      if (!target) return 'not-found' as const;
+      if (target.role === 'admin' && live.filter((k) => k.role === 'admin').length <= 1) return 'last-admin' as const;
+      await tx.updateTable('api_keys').set({ revoked_at: now }).where('tenant_id', '=', tenantId).where('id', '=', id).where('revoked_at', 'is', null).execute();
+      return 'revoked' as const;
+    }));
+  }
+
+  async addArtifactOwner(tenantId: string, sha256: string, now: number): Promise<void> {
+    await guard('record artifact owner', () => this.db.insertInto('artifact_owners').values({ tenant_id: tenantId, sha256, created_at: now })
+      .onConflict((oc) => oc.columns(['tenant_id', 'sha256']).doNothing()).execute());
+  }
+
+  async ownsArtifact(tenantId: string, sha256: string): Promise<boolean> {
+    const r = await guard('read artifact owner', () => this.db.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', tenantId).where('sha256', '=', sha256).executeTakeFirst());
+    return r !== undefined;
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
@@ -476,5 +538,10 @@ export class SqlStore implements Store {
       return q.executeTakeFirstOrThrow();
     });
     return Number(r.n);
+  }
+
+  async latestUplinkSeq(): Promise<number> {
+    const r = await guard('latest uplink seq', () => this.db.selectFrom('uplink').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst());
+    return Number(r?.m ?? 0);
   }
 }

@@ -93,8 +93,16 @@ export interface Store {
   createApiKey(k: ApiKey): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKey | undefined>;
   listApiKeys(tenantId: string): Promise<ApiKey[]>;
-  /** Revokes a key of the tenant (once); false when there is no such live key. */
-  revokeApiKey(tenantId: string, id: string, now: number): Promise<boolean>;
+  /**
+   * Revokes a live key of the tenant, atomically refusing to revoke its last live admin key
+   * (a tenant locked out of its own API could never get back in).
+   */
+  revokeApiKey(tenantId: string, id: string, now: number): Promise<'revoked' | 'not-found' | 'last-admin'>;
+
+  /** Records that a tenant holds an artifact (it uploaded its bytes); idempotent. */
+  addArtifactOwner(tenantId: string, sha256: string, now: number): Promise<void>;
+  /** Whether the tenant uploaded this artifact. */
+  ownsArtifact(tenantId: string, sha256: string): Promise<boolean>;
 
   createJoinToken(t: JoinToken): Promise<void>;
   listJoinTokens(tenantId: string): Promise<JoinToken[]>;
@@ -149,4 +157,6 @@ export interface Store {
   insertUplink(records: UplinkRecord[]): Promise<number>;
   queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]>;
   countUplink(siteId: string, stream?: string): Promise<number>;
+  /** The highest uplink seq stored (0 when none): where a live feed starts reading. */
+  latestUplinkSeq(): Promise<number>;
 }
