@@ -44,6 +44,7 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
       const metrics = async () => (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
       await waitFor('acknowledgements withheld for a full outbox', async () => /ew_edge_device_acks_withheld_total\{reason="outbox_full"\} [1-9]/.test(await metrics()), 15_000, 25);
       await waitFor('the outbox full', () => edge.handle.outbox.pending === 30, 15_000);
+      await waitFor('the PUBACKs of what fits', () => acked.size >= 30, 15_000);
       // Exactly what fits was acknowledged; the rest waits unacknowledged at the device.
       assert.equal(acked.size, 30);
       assert.deepEqual([...acked].sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i));

@@ -58,7 +58,7 @@ describe('damaged storage is loud', () => {
     cloud = await startTestCloud();
     writeFileSync(join(base, 'api.key'), apiKey, { mode: 0o600 });
     writeFileSync(join(base, 'device.pw'), newSecret('ewd'), { mode: 0o600 });
-    const agent = spawnCli([...agentArgs(base), '--cloud', cloud.url, '--token', await cloud.token()]);
+    const agent = spawnCli([...agentArgs(base), '--cloud', cloud.url, '--uplink-allow', 'kept'], { EW_JOIN_TOKEN: await cloud.token() });
     const ready = await agent.ready;
     siteId = ready.siteId as string;
     await cloud.stop(); // results stay in the outbox

@@ -64,8 +64,8 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     removeDirs(dataDir);
   });
 
-  const start = (extra: string[] = []) => spawnCli(['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1',
-    '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw'), ...extra]);
+  const start = (extra: string[] = [], env: NodeJS.ProcessEnv = {}) => spawnCli(['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1',
+    '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw'), ...extra], env);
 
   const localRules = async (apiUrl: string) => {
     const r = await fetch(`${apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${apiKey}` } });
@@ -117,7 +117,7 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
   };
 
   it('enrolls and runs a rule that sends every record up', async () => {
-    agent = start(['--cloud', cloud.url, '--token', await cloud.token({ labels: { durable: 'yes' } })]);
+    agent = start(['--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token({ labels: { durable: 'yes' } }) });
     const ready = await agent.ready;
     siteId = ready.siteId as string;
     tenantId = (await cloud.handle.store.getSiteById(siteId))!.tenantId;

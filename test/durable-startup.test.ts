@@ -84,7 +84,7 @@ describe('start-up with a large model loses nothing', () => {
     const proxy = new HoldingProxy(new URL(cloud.url));
     const proxyUrl = await proxy.start();
     const args = ['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw')];
-    let agent: CliProcess = spawnCli([...args, '--cloud', cloud.url, '--token', await cloud.token({ labels: { big: 'yes' } })]);
+    let agent: CliProcess = spawnCli([...args, '--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token({ labels: { big: 'yes' } }) });
     try {
       const first = await agent.ready;
       const siteId = first.siteId as string;

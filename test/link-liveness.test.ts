@@ -54,7 +54,7 @@ describe('liveness after a cloud restart, and a silent partition', () => {
     writeFileSync(join(deadDir, 'api.key'), newSecret('ewl'));
     writeFileSync(join(deadDir, 'device.pw'), newSecret('ewd'));
     const dead = spawnCli(['edge', '--data-dir', deadDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', '--heartbeat-interval', '1',
-      '--api-key-file', join(deadDir, 'api.key'), '--device-password-file', join(deadDir, 'device.pw'), '--cloud', cloud.url, '--token', await cloud.token()]);
+      '--api-key-file', join(deadDir, 'api.key'), '--device-password-file', join(deadDir, 'device.pw'), '--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token() });
     const deadId = (await dead.ready).siteId as string;
     const state = async (id: string) => (await cloud.api('GET', `/api/v1/sites/${id}`)).body.state as string;
     try {

@@ -52,7 +52,12 @@ export function openEdgeDb(dataDir: string, opts: { check?: boolean } = {}): Edg
       throw new EwError('DATA_DIR_INVALID', `${file} is ${size < 0 ? 'missing' : 'empty (0 bytes)'} but ${dataDir} holds this site's credentials: its outbox, journal and desired state are gone. The agent will not start as a new site over a lost backlog. Restore edge.db from a backup; or, to go on with an empty backlog, ${doctorHint(dataDir)}`, { path: file });
     }
   }
-  privateFiles(...sqliteFiles(file));
+  try {
+    privateFiles(...sqliteFiles(file));
+  } catch (e) {
+    // A read-only file system (or an immutable file) refuses the chmod first: say what to do.
+    throw new EwError('DATA_DIR_INVALID', `${(e as Error).message}; if the file or its disk is read-only, make it writable; ${doctorHint(dataDir)}`, { cause: e, path: file });
+  }
   let db: EdgeDb;
   try {
     db = new Database(file);
