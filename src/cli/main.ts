@@ -84,6 +84,8 @@ export function buildProgram(): Command {
     .description('Edgeweave: run AI where the data is — a cloud control plane and a fleet of edge sites.')
     .version(VERSION)
     .showHelpAfterError()
+    // Options after a subcommand's name are that subcommand's (`edge doctor --data-dir` is doctor's).
+    .enablePositionalOptions()
     // Usage errors (unknown flag, bad value) exit 2 like our CONFIG_INVALID; help and version exit 0.
     // Set before the subcommands are defined, which inherit it.
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
@@ -142,9 +144,33 @@ export function buildProgram(): Command {
       runUntilSignal(() => c.close());
     });
 
-  program.command('edge')
+  const edge = program.command('edge').enablePositionalOptions();
+  edge.command('doctor')
+    .description('Check a site\'s data directory (credentials, edge.db, PRAGMA quick_check, a test write); --salvage copies every readable row of a damaged edge.db into a fresh one.')
+    .requiredOption('--data-dir <dir>', 'the site state directory')
+    .option('--salvage', 'rebuild edge.db from its readable rows (the damaged file is kept beside it)')
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', `
+  Exit codes: 0 healthy (or salvaged), 2 problems found.
+  Examples:
+    $ edgeweave edge doctor --data-dir /var/lib/edgeweave
+    $ edgeweave edge doctor --data-dir /var/lib/edgeweave --salvage`)
+    .action(async (o) => {
+      const { doctor } = await import('../edge/doctor.ts');
+      const r = doctor(o.dataDir, { salvage: !!o.salvage });
+      if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else {
+        process.stdout.write(`${r.dataDir}${r.siteId ? ` (site ${r.siteId})` : ''}\n`);
+        for (const c of r.checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}\n`);
+        if (r.counts) process.stdout.write(`  outbox ${r.counts.outbox} unsent · journal ${r.counts.journal} · dead letters ${r.counts.deadLetters} · desired generation ${r.counts.desiredGeneration ?? 'none'}\n`);
+        if (!r.ok) process.stdout.write('  the agent will refuse to start; run again with --salvage to rebuild edge.db from its readable rows\n');
+      }
+      process.exitCode = r.ok ? 0 : 2;
+    });
+  edge
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
-    .requiredOption('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache)')
+    // Required, but checked in the action: commander would also demand it of `edge doctor`.
+    .option('--data-dir <dir>', 'site state directory (SQLite, credentials, model cache) (required)')
     .option('--cloud <url>', 'cloud HTTP URL (first start only)')
     .option('--token-file <file>', 'first start only: a file holding the join token (or set EW_JOIN_TOKEN)')
     // Refused with a reason: a secret on the command line is visible to every user (ps, /proc/*/cmdline).
@@ -172,6 +198,9 @@ export function buildProgram(): Command {
     .option('--outbox-max <n>', 'most uplink messages kept while the cloud is unreachable', positive, 100_000)
     .addOption(new Option('--outbox-overflow <policy>', 'when the outbox is full').choices(['drop-oldest', 'reject-new']).default('drop-oldest'))
     .option('--heartbeat-interval <s>', 'override the heartbeat interval (s)', positive)
+    .option('--cloud-keepalive <s>', 'MQTT keepalive to the cloud (s): a silent partition is noticed within about 1.5x this', positive, 10)
+    .option('--checkpoint-interval <ms>', 'how often a windowed rule checkpoints its state (ms): a crash replays at most this much', positive, 1000)
+    .option('--journal-max <n>', 'most acknowledged device records waiting for their rules; past it device acknowledgements are withheld', positive, 1_000_000)
     .option('--device-mqtt-limits <spec>', 'device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)', '')
     .option('--http-idle-timeout <s>', 'close a local API connection on which nothing moves for this long (s)', positive, 120)
     .option('--uplink-allow <streams>', 'result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)',
@@ -182,6 +211,7 @@ export function buildProgram(): Command {
     $ edgeweave edge --cloud https://cloud.example.com --token-file /run/ew-join-token --data-dir /var/lib/edgeweave
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
     .action(async (o) => {
+      if (!o.dataDir) edge.error("error: required option '--data-dir <dir>' not specified");
       const { startEdge } = await import('../edge/main.ts');
       const e = await startEdge({
         dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
@@ -190,6 +220,7 @@ export function buildProgram(): Command {
         deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
         outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
         deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'), httpTimeouts: { idleTimeoutMs: o.httpIdleTimeout * 1000 },
+        cloudKeepaliveS: o.cloudKeepalive, checkpointIntervalMs: o.checkpointInterval, journalMax: o.journalMax,
       });
       if (e.generated.apiKey || e.generated.devicePassword) {
         process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');

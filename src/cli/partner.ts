@@ -204,7 +204,7 @@ export function registerPartnerCommands(program: Command): void {
   }
 
   const sites = program.command('sites').description('The fleet.');
-  sites.command('list').description('Sites with state, labels and the apps they run.').addOption(outputOption()).option('--state <state>', 'online, offline or revoked')
+  sites.command('list').description('Sites with state, labels and the apps they run.').addOption(outputOption()).option('--state <state>', 'online, offline, unknown (not heard from since a cloud restart) or revoked')
     .addHelpText('after', '\nExample:\n  $ edgeweave sites list --state offline')
     .action(async (o) => {
       const r = await client().call('GET', `/api/v1/sites${o.state ? `?state=${o.state}` : ''}`);

@@ -69,7 +69,8 @@ export class Fleet {
   async start(): Promise<void> {
     for (const s of await this.o.store.listAllSites()) {
       this.siteCache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null });
-      if (s.online && s.revokedAt === null) this.liveness.heartbeat(s.id, (s.status?.heartbeatIntervalS ?? 10) * 1000, s.status?.bootId ?? '');
+      // The store's "online" predates this process: unknown until the site is heard from.
+      if (s.online && s.revokedAt === null) this.liveness.seedUnknown(s.id, (s.status?.heartbeatIntervalS ?? 10) * 1000, s.status?.bootId ?? '');
     }
     const every = this.o.sweepIntervalMs ?? 1000;
     const tick = () => {
@@ -89,6 +90,10 @@ export class Fleet {
 
   isOnline(siteId: string): boolean {
     return this.liveness.isOnline(siteId);
+  }
+
+  liveState(siteId: string): 'online' | 'offline' | 'unknown' {
+    return this.liveness.state(siteId);
   }
 
   /** Sweeps liveness and flushes queued status writes in one transaction. */

@@ -17,6 +17,34 @@ describe('LivenessTracker (manual clock)', () => {
     assert.equal(t.heartbeat('s1', 10_000, 'b1')?.online, true, 'back online');
   });
 
+  it('after a cloud restart a site is unknown until heard from: a heartbeat makes it online, a spent budget offline', () => {
+    const clock = new ManualClock(1000);
+    const t = new LivenessTracker(clock, 3);
+    t.seedUnknown('back', 10_000, 'b1');
+    t.seedUnknown('gone', 10_000, 'b2');
+    assert.equal(t.state('back'), 'unknown');
+    assert.equal(t.isOnline('back'), false, 'not online from the store alone');
+    assert.equal(t.onlineCount(), 0);
+    clock.advance(5000);
+    assert.deepEqual(t.heartbeat('back', 10_000, 'b3'), { siteId: 'back', online: true, at: 6000, reason: 'heartbeat' });
+    assert.equal(t.state('back'), 'online');
+    clock.advance(25_000);
+    assert.deepEqual(t.sweep(), [], 'the budget runs from the restart');
+    assert.equal(t.state('gone'), 'unknown');
+    clock.advance(1);
+    assert.deepEqual(t.sweep().map((e) => [e.siteId, e.online]), [['gone', false]]);
+    assert.equal(t.state('gone'), 'offline');
+    assert.equal(t.state('never-seen'), 'offline');
+  });
+
+  it('an unknown site whose last will arrives (same boot) is offline at once', () => {
+    const t = new LivenessTracker(new ManualClock(0), 3);
+    t.seedUnknown('s', 10_000, 'b1');
+    assert.equal(t.offline('s', 'old-boot', 'connection lost'), undefined, 'a will from another boot is ignored');
+    assert.equal(t.offline('s', 'b1', 'connection lost')?.online, false);
+    assert.equal(t.state('s'), 'offline');
+  });
+
   it("uses each site's own interval", () => {
     const clock = new ManualClock(0);
     const t = new LivenessTracker(clock, 2);

@@ -8,12 +8,27 @@ import type { Clock } from '../lib/clock.ts';
  */
 export interface LivenessEvent { siteId: string; online: boolean; at: number; reason: string }
 
-interface Entry { lastSeen: number; intervalMs: number; online: boolean; bootId: string }
+/**
+ * `unknown`: the cloud restarted and the store says the site was online, but nothing has been
+ * heard from it since — it is not shown as online until it reconnects (a heartbeat), nor as
+ * offline until its heartbeat budget runs out.
+ */
+export type SiteLiveness = 'online' | 'offline' | 'unknown';
+
+interface Entry { lastSeen: number; intervalMs: number; online: boolean; unknown?: boolean; bootId: string }
 
 export class LivenessTracker {
   private readonly sites = new Map<string, Entry>();
   constructor(private readonly clock: Clock, private readonly missedBeats: number) {
     if (!(missedBeats >= 1)) throw new RangeError('missedBeats must be at least 1');
+  }
+
+  /**
+   * After a cloud restart: a site the store last saw online is `unknown`, with one full
+   * heartbeat budget (from now) to be heard from before it is declared offline.
+   */
+  seedUnknown(siteId: string, intervalMs: number, bootId: string): void {
+    this.sites.set(siteId, { lastSeen: this.clock.now(), intervalMs, online: false, unknown: true, bootId });
   }
 
   /** A heartbeat; returns an event if the site just came online. */
@@ -22,6 +37,7 @@ export class LivenessTracker {
     const e = this.sites.get(siteId);
     if (e) {
       const wasOnline = e.online;
+      e.unknown = false;
       e.lastSeen = now;
       e.intervalMs = intervalMs;
       e.online = true;
@@ -38,8 +54,9 @@ export class LivenessTracker {
    */
   offline(siteId: string, bootId: string, reason: string): LivenessEvent | undefined {
     const e = this.sites.get(siteId);
-    if (!e || !e.online || e.bootId !== bootId) return undefined;
+    if (!e || !(e.online || e.unknown) || e.bootId !== bootId) return undefined;
     e.online = false;
+    e.unknown = false;
     return { siteId, online: false, at: this.clock.now(), reason };
   }
 
@@ -52,8 +69,9 @@ export class LivenessTracker {
     const now = this.clock.now();
     const out: LivenessEvent[] = [];
     for (const [siteId, e] of this.sites) {
-      if (e.online && now - e.lastSeen > e.intervalMs * this.missedBeats) {
+      if ((e.online || e.unknown) && now - e.lastSeen > e.intervalMs * this.missedBeats) {
         e.online = false;
+        e.unknown = false;
         out.push({ siteId, online: false, at: now, reason: `missed ${this.missedBeats} heartbeats` });
       }
     }
@@ -62,6 +80,11 @@ export class LivenessTracker {
 
   isOnline(siteId: string): boolean {
     return this.sites.get(siteId)?.online ?? false;
+  }
+
+  state(siteId: string): SiteLiveness {
+    const e = this.sites.get(siteId);
+    return e?.unknown ? 'unknown' : e?.online ? 'online' : 'offline';
   }
 
   onlineCount(): number {

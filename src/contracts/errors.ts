@@ -77,7 +77,7 @@ export const ERROR_CODES = {
   ENROLL_FAILED: { status: 502, meaning: 'The agent could not exchange its join token with the cloud.' },
   CLOUD_UNREACHABLE: { status: 502, meaning: 'The cloud could not be reached over HTTP.' },
   CONFIG_INVALID: { status: 400, meaning: 'A command-line flag or config value is invalid.' },
-  DATA_DIR_INVALID: { status: 500, meaning: 'The data directory cannot be used (permissions, corrupt state).' },
+  DATA_DIR_INVALID: { status: 500, meaning: 'The data directory cannot be used: an empty or missing edge.db beside existing credentials, a damaged database, a read-only or full disk.' },
   // MQTT payloads (reported in logs and counters, not HTTP)
   MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
   // Live event streams (the console)

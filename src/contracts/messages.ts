@@ -71,6 +71,8 @@ export const SiteStatusBody = z.object({
     app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
     in: count(), out: count(), filtered: count(), late: count(), errors: count(), dropped: count(), sinkErrors: count(), lastOutputAt: epochMs().nullable(),
     warnings: z.array(text(500)).max(20).optional(),
+    // Results a full outbox refused, and why results are refused or waiting now (older agents send neither).
+    sinkDropped: count().optional(), blocked: text(2000).optional(),
   })).max(1000).optional(),
   deadLetters: count().optional(),
   /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */

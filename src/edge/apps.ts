@@ -11,6 +11,11 @@ export interface AppComponent {
   start(app: DesiredApp): Promise<void>;
   update(prev: DesiredApp, next: DesiredApp): Promise<void>;
   stop(app: DesiredApp): Promise<void>;
+  /**
+   * Optional, before any component starts a new app: claim what must not be missed while the
+   * others start (the rule host claims its streams' records in the journal while models load).
+   */
+  prepare?(app: DesiredApp): void;
 }
 
 export interface ApplyResult { generation: number; error?: string }
@@ -71,6 +76,9 @@ export class AppSupervisor {
     for (const [name, app] of next) {
       const cur = this.runningApps.get(name);
       if (!cur) {
+        for (const c of this.components) {
+          try { c.prepare?.(app); } catch (e) { errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to prepare: ${(e as Error).message}` }); }
+        }
         await step('start', app, (c) => c.start(app));
         this.log.info({ app: name, version: app.version, generation }, 'app started');
       } else if (cur.version !== app.version || cur.deploymentId !== app.deploymentId) {

@@ -1,7 +1,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -87,6 +87,20 @@ describe('ArtifactCache', () => {
     const again = await cache.ensure(sha(a));
     assert.ok(readFileSync(again).equals(a));
     assert.equal(src.calls.filter((x) => x.sha === sha(a)).length, 2);
+  });
+
+  it('does not hash an unchanged cached file again at a restart, but does when its bytes changed behind an unchanged size and mtime', async () => {
+    const restarted = new ArtifactCache(db, join(dir, 'models'), 7000, src, clock, silentLogger());
+    const file = await restarted.ensure(sha(a));
+    assert.equal(restarted.stats.hashed, 0, 'the verified marker matched: no re-hash');
+    const before = statSync(file);
+    writeFileSync(file, Buffer.alloc(3000, 9)); // same size
+    utimesSync(file, before.atime, before.mtime); // mtime put back; ctime cannot be
+    const downloads = src.calls.filter((x) => x.sha === sha(a)).length;
+    const again = await restarted.ensure(sha(a));
+    assert.equal(restarted.stats.hashed, 1);
+    assert.ok(readFileSync(again).equals(a), 'the changed file was caught and fetched again');
+    assert.equal(src.calls.filter((x) => x.sha === sha(a)).length, downloads + 1);
   });
 
   it('evicts the least recently used files over budget, never one in use', async () => {

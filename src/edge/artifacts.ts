@@ -47,6 +47,12 @@ export function cloudArtifactSource(cloudUrl: string, siteId: string, secret: st
   };
 }
 
+/** What a file looked like when it was last hashed in full. */
+function verifiedMarker(file: string): string {
+  const st = statSync(file, { bigint: true });
+  return `${st.size}:${st.ino}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
 async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
   await pipeline(createReadStream(file), h);
@@ -82,6 +88,13 @@ export class ArtifactCache {
       .map((r) => ({ ...r, inUse: this.inUse.has(r.sha256) }));
   }
 
+  /** Full sha256 checks of cached files (a restart with unchanged files does none). */
+  readonly stats = { hashed: 0 };
+
+  private markVerified(sha: string, file: string): void {
+    this.db.prepare('UPDATE artifacts SET verified = ? WHERE sha256 = ?').run(verifiedMarker(file), sha);
+  }
+
   /** A verified local path for the artifact, downloading (or resuming) it when needed. */
   ensure(sha: string, onProgress?: (received: number, total: number) => void): Promise<string> {
     if (!/^[a-f0-9]{64}$/.test(sha)) return Promise.reject(new EwError('VALIDATION_FAILED', `"${sha}" is not a sha256`));
@@ -95,8 +108,18 @@ export class ArtifactCache {
   private async ensureNow(sha: string, onProgress?: (received: number, total: number) => void): Promise<string> {
     const file = join(this.dir, sha);
     if (existsSync(file)) {
+      // A restart does not re-hash an unchanged file (minutes for a large model): the full check
+      // left a marker of the file as it was then (size, inode, mtime, ctime — ctime moves on any
+      // write, and cannot be set back); a file that differs in any of them is hashed again.
+      const stored = (this.db.prepare('SELECT verified FROM artifacts WHERE sha256 = ?').get(sha) as { verified: string | null } | undefined)?.verified;
+      if (stored && stored === verifiedMarker(file)) {
+        this.touch.run(sha, statSync(file).size, this.clock.now());
+        return file;
+      }
+      this.stats.hashed++;
       if ((await sha256File(file)) === sha) {
         this.touch.run(sha, statSync(file).size, this.clock.now());
+        this.markVerified(sha, file);
         return file;
       }
       this.log.error({ sha256: sha }, 'cached model file does not match its sha256 (changed on disk); deleted, downloading again');
@@ -137,6 +160,7 @@ export class ArtifactCache {
     }
     renameSync(partial, file);
     this.touch.run(sha, statSync(file).size, this.clock.now());
+    this.markVerified(sha, file);
     this.evict(sha);
     return file;
   }

@@ -29,6 +29,12 @@ export interface DeviceSource {
   readonly stats: { connected: number; messagesIn: number };
   start(): Promise<void>;
   onMessage(fn: (m: DeviceMessage) => void): () => void;
+  /**
+   * Acknowledge after durability: every device record is handed to `fn` and acknowledged to the
+   * device (QoS 1 PUBACK, QoS 2 PUBREC) or to the external broker only once the promise resolves;
+   * a rejection withholds the acknowledgement. Set before start().
+   */
+  setIntake(fn: (m: DeviceMessage) => Promise<void>): void;
   /** The topic filters the site's streams read; an external source subscribes to exactly these. */
   setFilters(filters: readonly string[]): Promise<void>;
   /** Publishes as the site (rule results for local consumers). */
@@ -64,10 +70,15 @@ export class DeviceBroker implements DeviceSource {
   private boundPort = 0;
   private messagesIn = 0;
   private readonly listeners = new Set<(m: DeviceMessage) => void>();
+  private intake?: (m: DeviceMessage) => Promise<void>;
   /** Before-CONNECT and packet-size bounds, connection and bad-password throttles. */
   guard!: MqttGuard;
 
   constructor(private readonly o: DeviceBrokerOptions) {}
+
+  setIntake(fn: (m: DeviceMessage) => Promise<void>): void {
+    this.intake = fn;
+  }
 
   get port(): number {
     return this.boundPort;
@@ -87,6 +98,7 @@ export class DeviceBroker implements DeviceSource {
   async start(): Promise<void> {
     const { verify, auth, log } = this.o;
     const reserved = (topic: string) => topic === TOPIC_ROOT || topic.startsWith(`${TOPIC_ROOT}/`) || topic.startsWith('$');
+    const self = this;
     const guard = (this.guard = new MqttGuard({ limits: this.o.limits, clock: this.o.clock, log, name: 'devices' }));
     this.broker = await Aedes.createBroker({
       authenticate(client, username, password, done) {
@@ -110,6 +122,14 @@ export class DeviceBroker implements DeviceSource {
         if (g && !grantsAllowPublish(g, packet.topic)) {
           log.warn({ clientId: client.id, topic: packet.topic }, 'device publish refused: not in its grants; disconnected');
           return cb(new Error(`device ${client.id} may not publish to ${packet.topic}`));
+        }
+        // aedes writes the PUBACK (PUBREC) only after this callback, and reads nothing more from
+        // this client meanwhile: the record is made durable first, and a site that cannot make
+        // it durable slows the device instead of acknowledging and dropping.
+        if (client && self.intake) {
+          const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+          self.intake({ topic: packet.topic, payload, clientId: client.id }).then(() => cb(null), (e: Error) => cb(e));
+          return;
         }
         cb(null);
       },

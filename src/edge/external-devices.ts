@@ -1,4 +1,4 @@
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import type { DeviceMessage, DeviceSource } from './devices.ts';
 import type { Logger } from '../lib/logger.ts';
 
@@ -25,8 +25,13 @@ export class ExternalDeviceSource implements DeviceSource {
   private filters = new Set<string>();
   private messagesIn = 0;
   private readonly listeners = new Set<(m: DeviceMessage) => void>();
+  private intake?: (m: DeviceMessage) => Promise<void>;
 
   constructor(private readonly o: ExternalDeviceSourceOptions) {}
+
+  setIntake(fn: (m: DeviceMessage) => Promise<void>): void {
+    this.intake = fn;
+  }
 
   get url(): string {
     return this.o.url;
@@ -49,10 +54,24 @@ export class ExternalDeviceSource implements DeviceSource {
       ...(this.o.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}), reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
     });
     this.client = client;
+    // The PUBACK to the external broker goes only once the record is durable here (mqtt.js sends
+    // it after handleMessage calls back); until then the broker keeps the record in the agent's
+    // persistent session and redelivers it after a crash. A record that cannot be made durable
+    // drops the connection without a PUBACK, so the broker delivers it again. mqtt.js handles
+    // one inbound packet at a time this way: the rate is bounded by the journal's group-commit
+    // latency (docs/streams.md).
+    client.handleMessage = (packet, done) => {
+      if (!this.intake) return done();
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      this.intake({ topic: packet.topic, payload, clientId: '', properties: propertiesOf(packet) }).then(() => done(), (e: Error) => {
+        log.warn({ err: e.message, topic: packet.topic }, 'device record not made durable; reconnecting for redelivery');
+        if (packet.qos === 0) return done();
+        client.stream?.destroy();
+      });
+    };
     client.on('message', (topic, payload, packet) => {
       this.messagesIn++;
-      const p = packet.properties;
-      const properties = p ? { userProperties: p.userProperties, messageExpiryInterval: p.messageExpiryInterval, contentType: p.contentType, responseTopic: p.responseTopic, receivedAt: Date.now() } : undefined;
+      const properties = propertiesOf(packet);
       for (const l of this.listeners) {
         try {
           l({ topic, payload, clientId: '', properties });
@@ -93,4 +112,10 @@ export class ExternalDeviceSource implements DeviceSource {
   async close(): Promise<void> {
     await this.client?.endAsync();
   }
+}
+
+/** A message's MQTT 5 properties, as the streams read them (stamped with the receive time). */
+function propertiesOf(packet: IPublishPacket): DeviceMessage['properties'] {
+  const p = packet.properties;
+  return p ? { userProperties: p.userProperties, messageExpiryInterval: p.messageExpiryInterval, contentType: p.contentType, responseTopic: p.responseTopic, receivedAt: Date.now() } : undefined;
 }

@@ -5,6 +5,8 @@ import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { isFrame } from '../contracts/infer-wire.ts';
 import type { Logger } from '../lib/logger.ts';
+import { systemClock, type Clock } from '../lib/clock.ts';
+import { Backoff } from './backoff.ts';
 
 export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string }
 
@@ -14,7 +16,18 @@ export interface CloudLinkOptions {
   creds: Credentials;
   bootId: string;
   log: Logger;
+  /** First reconnect window (ms); each failure doubles it, with full jitter, up to reconnectMaxMs. Default 1,000. */
   reconnectPeriodMs?: number;
+  /** Largest reconnect window (ms). Default 30,000. */
+  reconnectMaxMs?: number;
+  /**
+   * MQTT keepalive to the cloud (s): with no traffic, a ping goes every keepalive and a link
+   * whose ping is not answered by the next one is dropped — a silent partition (packets
+   * black-holed, no RST) is noticed within about 1.5× this. Default 10.
+   */
+  keepaliveS?: number;
+  clock?: Clock;
+  random?: () => number;
   /** Called for each desired-state message; the PUBACK waits for it (store before ack). */
   onDesired: (payload: Buffer) => Promise<void>;
   /** Answers a request from the cloud (`ew/{site}/rpc/req/{id}`). */
@@ -32,16 +45,31 @@ export interface CloudLinkOptions {
 export class CloudLink {
   private client?: MqttClient;
   private state: LinkState = 'disconnected';
+  private stateSince: number;
+  private lastContact: number | null = null;
+  private stopped = false;
+  private readonly clock: Clock;
+  private readonly backoff: Backoff;
 
-  constructor(private readonly o: CloudLinkOptions) {}
+  constructor(private readonly o: CloudLinkOptions) {
+    this.clock = o.clock ?? systemClock;
+    this.stateSince = this.clock.now();
+    this.backoff = new Backoff(this.clock, { baseMs: o.reconnectPeriodMs ?? 1000, capMs: Math.max(o.reconnectPeriodMs ?? 1000, o.reconnectMaxMs ?? 30_000) }, o.random);
+  }
 
   get linkState(): LinkState {
     return this.state;
   }
 
+  /** What /healthz shows of the link: its state, since when, the last packet from the cloud, reconnect failures. */
+  health(): { state: LinkState; since: number; lastContactAt: number | null; keepaliveS: number; reconnectFailures: number } {
+    return { state: this.state, since: this.stateSince, lastContactAt: this.lastContact, keepaliveS: this.o.keepaliveS ?? 10, reconnectFailures: this.backoff.failures };
+  }
+
   private setState(s: LinkState): void {
     if (s === this.state) return;
     this.state = s;
+    this.stateSince = this.clock.now();
     this.o.onState(s);
   }
 
@@ -56,8 +84,9 @@ export class CloudLink {
       protocolVersion: creds.protocolVersion ?? 4,
       clean: false,
       ...(creds.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 7 * 24 * 3600 } } : {}),
-      keepalive: 30,
-      reconnectPeriod: this.o.reconnectPeriodMs ?? 2000,
+      keepalive: this.o.keepaliveS ?? 10,
+      // Reconnects are ours (exponential back-off with full jitter), not mqtt.js's fixed period.
+      reconnectPeriod: 0,
       connectTimeout: 10_000,
       queueQoSZero: false,
       resubscribe: true,
@@ -86,6 +115,7 @@ export class CloudLink {
     };
     client.on('connect', () => {
       log.info({ url: creds.url }, 'connected to cloud');
+      this.backoff.reset();
       // Routed inference answers are small and latency-bound: no Nagle delay on the link.
       (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
@@ -95,8 +125,16 @@ export class CloudLink {
       });
       this.setState('connected');
     });
+    client.on('packetreceive', () => { this.lastContact = this.clock.now(); });
     client.on('close', () => {
       if (this.state === 'connected' || this.state === 'connecting') this.setState('disconnected');
+      if (this.stopped) return;
+      const delay = this.backoff.schedule(() => {
+        if (this.stopped) return;
+        if (this.state !== 'refused') this.setState('connecting');
+        client.reconnect();
+      });
+      log.debug({ delayMs: delay, failures: this.backoff.failures }, 'cloud link down; reconnecting after a jittered back-off');
     });
     client.on('error', (e: Error & { code?: number }) => {
       // CONNACK 0x86/0x87 (MQTT 5) or 4/5 (3.1.1): the credentials were refused — revoked?
@@ -140,6 +178,8 @@ export class CloudLink {
 
   /** Clean stop: says goodbye (so the cloud marks us offline at once) and disconnects. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.backoff.stop();
     const c = this.client;
     if (!c) return;
     if (c.connected) {

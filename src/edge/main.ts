@@ -14,6 +14,7 @@ import { AppSupervisor } from './apps.ts';
 import { DeadLetters, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
+import { Intake, Journal } from './journal.ts';
 import { SourceHost } from './sources/host.ts';
 import { quietOpcua } from './sources/opcua-quiet.ts';
 import { WriteAudit, WriteHost } from './writes.ts';
@@ -96,6 +97,16 @@ export interface EdgeConfig {
   deviceSharedPassword?: boolean;
   /** Disk budget of the model cache, bytes. Default 10 GiB. */
   modelCacheBytes?: number;
+  /**
+   * Most device records journaled and not yet committed by every rule (a rule stuck behind a
+   * model or a full disk); past it, device acknowledgements are withheld. Default 1,000,000.
+   */
+  journalMax?: number;
+  /**
+   * How often a windowed rule checkpoints its state with its journal cursor, ms: a crash replays
+   * at most this much of the journal into it. Default 1,000.
+   */
+  checkpointIntervalMs?: number;
   /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
   outboxMax?: number;
   outboxOverflow?: OverflowPolicy;
@@ -115,7 +126,11 @@ export interface EdgeConfig {
   deviceLimits?: Partial<MqttLimits>;
   /** Local API time limits (lib/http.ts DEFAULT_HTTP_TIMEOUTS). */
   httpTimeouts?: Partial<HttpTimeouts>;
+  /** First cloud reconnect window, ms; doubles per failure with full jitter up to reconnectMaxMs (default 30,000). Default 1,000. */
   reconnectPeriodMs?: number;
+  reconnectMaxMs?: number;
+  /** MQTT keepalive to the cloud, s: a silent partition is noticed within about 1.5× this. Default 10. */
+  cloudKeepaliveS?: number;
   clock?: Clock;
   log?: Logger;
 }
@@ -212,11 +227,35 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const deviceAdmin: DeviceAdmin = { registry: cfg.deviceBroker ? undefined : deviceRegistry, disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id), log };
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
-  devices.onMessage((m) => router.onMessage(m.topic, m.payload, m.properties));
   // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
   router.onFiltersChanged((filters) => void devices.setFilters(filters.filter((f) => f !== '')));
-  await devices.start();
-  if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
+  // Acknowledge after durability: a device record reaches the rules through the intake journal,
+  // and its PUBACK goes only once it is committed there (src/edge/journal.ts).
+  const journal = new Journal(db, clock);
+  const journalMax = cfg.journalMax ?? 1_000_000;
+  const unrouted = new Counter({ name: 'ew_edge_records_unrouted_total', help: 'Device records that no stream reads (acknowledged, counted, not kept), by topic (at most 1,000 topics, then "(other)")', labelNames: ['topic'], registers: [registry] });
+  const unroutedTopics = new Set<string>();
+  const withheld = new Counter({ name: 'ew_edge_device_acks_withheld_total', help: 'Device records whose acknowledgement was withheld (the device is slowed, not dropped), by reason', labelNames: ['reason'], registers: [registry] });
+  new Gauge({ name: 'ew_edge_journal_pending', help: 'Acknowledged device records journaled and not yet committed by every rule', registers: [registry], collect() { this.set(journal.pending); } });
+  let rulesRef: RuleHost | undefined;
+  const intake = new Intake({
+    journal, clock, log,
+    routes: (topic) => router.routes(topic),
+    deliver: (seq, topic, payload, props) => {
+      router.onMessage(topic, payload, props, seq);
+      rulesRef?.delivered(seq);
+    },
+    gate: () => (journal.pending >= journalMax ? 'journal_full' : undefined),
+    // Under reject-new a device is slowed (no PUBACK) rather than acknowledged and its results
+    // refused: only as many records are taken as the outbox has room for.
+    room: () => (outbox.policy === 'reject-new' ? outbox.room : Infinity),
+    onUnrouted: (topic) => {
+      if (unroutedTopics.size < 1000) unroutedTopics.add(topic);
+      unrouted.inc({ topic: unroutedTopics.has(topic) ? topic : '(other)' });
+    },
+    onWithheld: (reason, n) => withheld.inc({ reason }, n),
+  });
+  devices.setIntake((m) => intake.accept(m.topic, m.payload, m.properties));
   const audit = new EgressAudit(db, clock, registry);
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
@@ -271,7 +310,9 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
       notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
     }),
+    durable: { journal, db, outbox, checkpointMs: cfg.checkpointIntervalMs, onCommitted: () => { notifyOutbox(); intake.wake(); } },
   });
+  rulesRef = rules;
   supervisor.register(rules);
   // After the rules: a source's first record finds the rules that read its stream.
   const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
@@ -283,6 +324,11 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     await supervisor.apply(d.body.generation, d.body.apps);
     log.info({ generation: d.body.generation, apps: d.body.apps.length }, 'resumed last desired state from disk');
   }
+  // Nothing is accepted before it can be handled: the device broker opens only now, with the
+  // stored desired state applied (models loaded, rules running and caught up on the journal).
+  journal.pruneCursors(rules.keys());
+  await devices.start();
+  if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
 
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
@@ -349,13 +395,13 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   };
   const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
     },
   });
-  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => sentCounter.inc(n));
+  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => { sentCounter.inc(n); intake.wake(); });
   notifyOutbox = () => pump.notify();
   reportStatus = () => link.sendStatus(statusBody());
   link.start();
@@ -372,7 +418,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 7. Local API.
   // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
   const internalToken = newSecret('ewl');
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
   routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
@@ -386,12 +432,14 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       stopAudit();
       models.cancelRetries();
       routed.close();
+      // Devices first: nothing more is acknowledged; what the rules made of the rest is committed.
+      await devices.close();
+      intake.close();
       rules.close();
       await sources.close();
       writeAudit.close();
       await api.close();
       await models.close();
-      await devices.close();
       await link.stop();
       await applying;
       pump.flushAcks();
@@ -412,6 +460,8 @@ interface LocalApiDeps {
   siteId: string;
   statusBody: () => SiteStatusBody;
   linkState: () => LinkState;
+  linkHealth: () => ReturnType<CloudLink['health']>;
+  intake: Intake;
   router: StreamRouter;
   dead: DeadLetters;
   audit: EgressAudit;
@@ -444,7 +494,17 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
   const r = app.withTypeProvider<ZodTypeProvider>();
-  r.get('/healthz', async () => ({ ok: true, siteId: d.siteId, link: d.linkState() }));
+  // The site is autonomous: it is healthy (200) with its cloud link down; the body says how the
+  // link is (a silent partition shows as `disconnected` within about 1.5× the keepalive) and
+  // whether device acknowledgements are being withheld.
+  r.get('/healthz', async () => {
+    const h = d.linkHealth();
+    return {
+      ok: true, siteId: d.siteId, link: h.state,
+      cloud: { since: h.since, lastContactAt: h.lastContactAt, keepaliveS: h.keepaliveS, reconnectFailures: h.reconnectFailures },
+      ...(d.intake.withholding ? { withholding: d.intake.withholding } : {}),
+    };
+  });
   r.get('/metrics', async (_req, reply) => {
     void reply.header('content-type', d.registry.contentType);
     return d.registry.metrics();

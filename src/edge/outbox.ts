@@ -48,23 +48,46 @@ export class Outbox {
     return this.count;
   }
 
-  /** Messages deleted unsent by the overflow policy, over the site's lifetime. */
+  /** Messages deleted unsent by the overflow policy, or refused by it, over the site's lifetime. */
   get dropped(): number {
     return this.droppedTotal;
+  }
+
+  get policy(): OverflowPolicy {
+    return this.opts.overflow;
+  }
+
+  /** Whether a reject-new outbox is at its bound (new results would be refused). */
+  get full(): boolean {
+    return this.opts.overflow === 'reject-new' && this.count >= this.opts.maxMessages;
+  }
+
+  /** Messages the bound still has room for. */
+  get room(): number {
+    return Math.max(0, this.opts.maxMessages - this.count);
+  }
+
+  /** Counts results the reject-new policy refused (they are in `dropped` too). */
+  countRefused(n: number): void {
+    if (n <= 0) return;
+    this.droppedTotal += n;
+    kvSet(this.db, 'outbox.dropped', String(this.droppedTotal));
   }
 
   /**
    * Writes uplink messages for one stream in one transaction; returns their ids.
    * Throws OUTBOX_FULL (policy reject-new) without writing any of them.
    */
-  enqueue(topic: string, stream: string, records: readonly unknown[], origin?: { app: string; rule: string }): string[] {
+  enqueue(topic: string, stream: string, records: readonly unknown[], origin?: { app: string; rule: string }, idOf?: (record: never, i: number) => string | undefined): string[] {
     if (records.length === 0) return [];
     const now = this.clock.now();
     const ids: string[] = [];
     // Each record is checked before anything is written: the cloud refuses a message over its
     // bound, and one left in the outbox would be resent for ever.
     const encoded = records.map((data, i) => {
-      const id = randomUUID();
+      // A deterministic id (a window result's rule, epoch and emission) lets the cloud store a
+      // result replayed after a crash once; anything else gets a fresh one.
+      const id = idOf?.(data as never, i) ?? randomUUID();
       const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, ...origin, data } };
       const payload = Buffer.from(JSON.stringify(msg) ?? 'null');
       if (payload.length > PAYLOAD_LIMITS.up) {

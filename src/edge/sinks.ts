@@ -30,10 +30,33 @@ export interface SinkContext {
   clock: Clock;
   /** Per uplink/webhook stream: the fields the egress grant lets out (undefined: all). */
   allowedFields: (stream: string) => string[] | undefined;
+  /**
+   * When set, the rule host commits durable sinks (uplink) itself, in one transaction with the
+   * rule's journal cursor; a sink with rows waiting calls this instead of committing alone.
+   */
+  dirty?: () => void;
   /** Write-back to machines (opcua/modbus sinks): the site's write host and the app's write policy. */
   writes?: WriteHost;
   writePolicy?: WritePolicy;
 }
+
+/**
+ * Deterministic ids of window results (set by the rule host when it emits them); an uplink sink
+ * stores a result under its id, so one emitted again by a replay after a crash is stored once.
+ */
+export const resultIds = new WeakMap<Row, string>();
+
+/** A sink whose rows are committed by the rule host (see SinkContext.dirty). */
+export interface DurableSink extends Sink {
+  /** Rows waiting for the next commit. */
+  readonly waiting: number;
+  /** Writes the waiting rows (inside the caller's transaction); throws (OUTBOX_FULL, a storage error) writing none. */
+  commit(): number;
+  /** Discards the waiting rows; returns how many. */
+  discard(): number;
+}
+
+export const isDurableSink = (s: Sink): s is DurableSink => typeof (s as DurableSink).commit === 'function';
 
 /** Records kept by `memory` sinks, by name: for tests and the `edgeweave sql` tool. */
 export const memorySinks = new Map<string, Row[]>();
@@ -79,33 +102,52 @@ export class EgressAudit {
  * transaction (a stateless rule emits per record; a commit, with its fsync, per record would cap
  * the site at a few hundred results a second).
  */
-class UplinkSink implements Sink {
+class UplinkSink implements DurableSink {
   readonly kind = 'uplink';
   private pending: Row[] = [];
+  private ids: (string | undefined)[] = [];
   private scheduled = false;
   constructor(private readonly name: string, private readonly c: SinkContext) {}
+  get waiting(): number {
+    return this.pending.length;
+  }
   write(rows: Row[]): void {
-    for (const r of pick(rows, this.c.allowedFields(this.name))) this.pending.push(r);
+    const picked = pick(rows, this.c.allowedFields(this.name));
+    for (let i = 0; i < picked.length; i++) { this.pending.push(picked[i]!); this.ids.push(resultIds.get(rows[i]!)); }
+    if (this.c.dirty) { this.c.dirty(); return; }
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
   }
+  commit(): number {
+    const out = this.pending;
+    if (out.length === 0) return 0;
+    const ids = this.ids;
+    this.c.outbox.enqueue(topics.up(this.c.siteId, this.name), this.name, out, { app: this.c.app, rule: this.c.rule }, (_r, i) => ids[i]);
+    this.c.audit.record(this.c.app, this.c.rule, this.name, 'cloud', out.length, Buffer.byteLength(JSON.stringify(out)));
+    this.pending = [];
+    this.ids = [];
+    return out.length;
+  }
+  discard(): number {
+    const n = this.pending.length;
+    this.pending = [];
+    this.ids = [];
+    return n;
+  }
   private flush(): void {
     this.scheduled = false;
-    const out = this.pending;
-    if (out.length === 0) return;
-    this.pending = [];
+    const n = this.pending.length;
     try {
-      this.c.outbox.enqueue(topics.up(this.c.siteId, this.name), this.name, out, { app: this.c.app, rule: this.c.rule });
-      this.c.audit.record(this.c.app, this.c.rule, this.name, 'cloud', out.length, Buffer.byteLength(JSON.stringify(out)));
-      this.c.notifyOutbox();
+      if (this.commit() > 0) this.c.notifyOutbox();
     } catch (e) {
-      this.c.log.warn({ app: this.c.app, rule: this.c.rule, err: (e as Error).message, lost: out.length }, 'results not written to the outbox');
+      this.discard();
+      this.c.log.warn({ app: this.c.app, rule: this.c.rule, err: (e as Error).message, lost: n }, 'results not written to the outbox');
     }
   }
   close(): void {
-    this.flush();
+    if (!this.c.dirty) this.flush();
   }
 }
 

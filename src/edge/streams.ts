@@ -12,7 +12,7 @@ import { propertyFields, type Mqtt5Properties } from './mqtt5.ts';
  * reaches a rule and never stops one.
  */
 export type Record_ = Record<string, unknown>;
-export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string }): void }
+export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
 
 /** MQTT topic-filter matching (`+` one level, `#` the rest). */
 export function topicMatches(filter: string, topic: string): boolean {
@@ -147,8 +147,14 @@ export class StreamRouter {
     return s;
   }
 
-  /** A device message from the broker. */
-  onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties): void {
+  /** Whether any stream (of a running or starting rule) reads this topic. */
+  routes(topic: string): boolean {
+    for (const s of this.subs) if (topicMatches(s.stream.topic, topic)) return true;
+    return false;
+  }
+
+  /** A device message from the broker; `seq` is its place in the intake journal. */
+  onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties, seq?: number): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
     for (const s of this.subs) {
       if (!topicMatches(s.stream.topic, topic)) continue;
@@ -161,7 +167,7 @@ export class StreamRouter {
         st.in++;
         if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, d.reason, payload, `topic ${topic}${d.detail ? `: ${d.detail}` : ''}`); }
       }
-      if (d.ok) s.deliver(d.rec, { topic });
+      if (d.ok) s.deliver(d.rec, { topic, seq });
     }
   }
 

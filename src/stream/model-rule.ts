@@ -73,6 +73,14 @@ export class ModelRule {
     this.onError?.(rec, e);
   }
 
+  /**
+   * The meta of the oldest record not yet in the runtime (waiting for its model values), and
+   * whether window rows wait for a model: what a durable consumer may call done.
+   */
+  get inFlight(): { oldest?: Record<string, unknown>; emitting: boolean } {
+    return { oldest: this.queue[0]?.meta, emitting: this.waiting > 0 };
+  }
+
   private async drain(): Promise<void> {
     while (this.queue.length) {
       const head = this.queue[0]!;

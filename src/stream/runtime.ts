@@ -652,6 +652,75 @@ export class RuleRuntime {
     this.cancelTimer?.();
     this.cancelTimer = undefined;
   }
+
+  /**
+   * Checkpoint seam (src/stream/checkpoint.ts encodes it; src/edge/rules.ts takes it with the
+   * rule's journal cursor): the rule's mutable state — open windows, panes, sessions, buffered
+   * records, watermark, counters. Only data: accumulators travel as their fields and come back
+   * through the plan's own constructors in `restore`. Taken between records, never inside one.
+   */
+  snapshot(): RuntimeState {
+    return {
+      v: 1, watermark: this.watermark, earliestEnd: this.earliestEnd, maxTs: this.maxTs,
+      windows: this.windows, sessions: this.sessions, slideBuf: this.slideBuf, slidePending: this.slidePending,
+      countBuf: this.countBuf, countTotal: this.countTotal, sinceFire: this.sinceFire,
+      cells: this.meter.cells, stats: { ...this.stats }, checked: this.checked, panes: this.panes, nextStart: this.nextStart,
+    };
+  }
+
+  /** Puts back a snapshot taken from a runtime of the same plan (a fresh one, before any record). */
+  restore(st: RuntimeState): void {
+    if (st.v !== 1) throw new Error(`unknown rule checkpoint version ${String(st.v)}`);
+    const groups = (g: Groups): Groups => new Map([...g].map(([k, x]) => [k, this.revive(x)]));
+    this.watermark = st.watermark;
+    this.earliestEnd = st.earliestEnd;
+    this.maxTs = st.maxTs;
+    this.windows.clear();
+    for (const [start, g] of st.windows) this.windows.set(start, groups(g));
+    this.sessions.clear();
+    for (const [k, list] of st.sessions) this.sessions.set(k, list.map((x) => ({ ...x, group: this.revive(x.group) })));
+    this.slideBuf = st.slideBuf;
+    this.slidePending = st.slidePending;
+    this.countBuf = st.countBuf;
+    this.countTotal = st.countTotal;
+    this.sinceFire = st.sinceFire;
+    this.meter.cells = st.cells;
+    Object.assign(this.stats, st.stats);
+    this.checked = st.checked;
+    if (this.panes && st.panes) {
+      this.panes.clear();
+      for (const [p, g] of st.panes) this.panes.set(p, groups(g));
+    }
+    this.nextStart = st.nextStart;
+    if (!this.eventTime) this.schedule();
+  }
+
+  /** A group from a snapshot: each accumulator made anew by its aggregate, then given its fields. */
+  private revive(g: Group): Group {
+    return { ...g, accs: g.accs.map((saved, i) => reviveInto(this.plan.aggs[i]!.make(this.meter), saved, this.meter)) };
+  }
+}
+
+/** The data a checkpoint holds (see RuleRuntime.snapshot). */
+export interface RuntimeState {
+  v: 1;
+  watermark: number; earliestEnd: number; maxTs: number;
+  windows: Map<number, Groups>; sessions: Map<Key, Session[]>;
+  slideBuf: Buffered[]; slidePending: Buffered[]; countBuf: Buffered[]; countTotal: number; sinceFire: number;
+  cells: number; stats: RuleStats; checked: number; panes: Map<number, Groups> | undefined; nextStart: number | undefined;
+}
+
+/** Copies a saved accumulator's fields into a fresh one; nested accumulators (DISTINCT's inner) likewise; the shared meter stays. */
+function reviveInto<T extends object>(target: T, saved: unknown, meter: Meter): T {
+  const t = target as Record<string, unknown>;
+  for (const [k, v] of Object.entries(saved as Record<string, unknown>)) {
+    const cur = t[k];
+    if (cur === meter) continue;
+    const proto = cur && typeof cur === 'object' ? Object.getPrototypeOf(cur) : null;
+    if (proto && proto !== Object.prototype && !(cur instanceof Map) && !(cur instanceof Set) && !Array.isArray(cur)) reviveInto(cur as object, v, meter);
+    else t[k] = v;
+  }
+  return target;
 }
 
 /** eKuiper checks a session's length at multiples of its maximum: the first check at or after start + max closes it. */

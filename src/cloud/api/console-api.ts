@@ -15,11 +15,11 @@ export type { EventStreamLimits };
  * only the authenticated API, like the CLI.
  */
 export function registerConsoleApi(app: FastifyInstance, o: {
-  store: Store; fleet: Pick<Fleet, 'isOnline'>; clock: Clock; log: Logger;
+  store: Store; fleet: Pick<Fleet, 'isOnline' | 'liveState'>; clock: Clock; log: Logger;
   consoleDir?: string | false; eventStreams?: Partial<EventStreamLimits>;
 }): EventHub {
   registerMe(app, o.store);
-  const hub = new EventHub({ store: o.store, isOnline: (id) => o.fleet.isOnline(id), clock: o.clock, log: o.log, limits: o.eventStreams });
+  const hub = new EventHub({ store: o.store, isOnline: (id) => o.fleet.isOnline(id), liveState: (id) => o.fleet.liveState(id), clock: o.clock, log: o.log, limits: o.eventStreams });
   registerEvents(app, hub);
   if (o.consoleDir !== false) registerConsole(app, { dir: o.consoleDir ?? defaultConsoleDir(), log: o.log });
   return hub;

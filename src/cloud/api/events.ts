@@ -107,6 +107,8 @@ interface Subscriber {
 export interface EventHubDeps {
   store: Store;
   isOnline: (siteId: string) => boolean;
+  /** online, offline, or unknown (not heard from since a cloud restart); absent: from isOnline. */
+  liveState?: (siteId: string) => 'online' | 'offline' | 'unknown';
   clock: Clock;
   log: Logger;
   limits?: Partial<EventStreamLimits>;
@@ -172,13 +174,14 @@ class TenantFeed {
   }
 
   private async poll(): Promise<void> {
-    const { store, clock, isOnline } = this.hub.d;
+    const { store, clock, isOnline, liveState } = this.hub.d;
+    const live = (id: string) => liveState?.(id) ?? (isOnline(id) ? 'online' : 'offline');
     const L = this.hub.limits;
     const t = this.tenantId;
     if (!this.baseline) {
       // Start at the newest result; remember the current views so only changes are sent.
       this.cursor = await store.latestUplinkSeq();
-      takeChanged(this.sites, (await store.listSites(t)).map((s) => siteView(s, isOnline(s.id))), (v) => v.id, Number.MAX_SAFE_INTEGER);
+      takeChanged(this.sites, (await store.listSites(t)).map((s) => siteView(s, live(s.id))), (v) => v.id, Number.MAX_SAFE_INTEGER);
       takeChanged(this.rollouts, (await store.listRollouts(t)).map((r) => r.state), (r) => r.id, Number.MAX_SAFE_INTEGER);
       this.baseline = true;
     }
@@ -207,7 +210,7 @@ class TenantFeed {
       this.broadcast(sseFrame('results', { items: rows.map(resultView) }, this.cursor));
     }
 
-    const sites = takeChanged(this.sites, (await store.listSites(t)).map((s) => siteView(s, isOnline(s.id))), (v) => v.id, L.maxViewsPerFrame);
+    const sites = takeChanged(this.sites, (await store.listSites(t)).map((s) => siteView(s, live(s.id))), (v) => v.id, L.maxViewsPerFrame);
     if (sites.length > 0) this.broadcast(sseFrame('sites', { items: sites }));
     const rollouts = takeChanged(this.rollouts, (await store.listRollouts(t)).map((r) => r.state), (r) => r.id, L.maxViewsPerFrame);
     if (rollouts.length > 0) this.broadcast(sseFrame('rollouts', { items: rollouts }));

@@ -48,7 +48,8 @@ const SiteView = z.object({
   name: z.string(),
   region: z.string(),
   labels: Labels,
-  state: z.enum(['online', 'offline', 'revoked']),
+  /** `unknown`: the cloud restarted and has not heard from the site since (it was online before). */
+  state: z.enum(['online', 'offline', 'unknown', 'revoked']),
   lastSeenAt: z.number().nullable(),
   createdAt: z.number(),
   revokedAt: z.number().nullable(),
@@ -58,10 +59,10 @@ const SiteView = z.object({
   status: SiteStatusBody.nullable(),
 });
 
-export function siteView(s: Site, online: boolean): z.infer<typeof SiteView> {
+export function siteView(s: Site, live: 'online' | 'offline' | 'unknown'): z.infer<typeof SiteView> {
   return {
     id: s.id, name: s.name, region: s.region, labels: s.labels,
-    state: s.revokedAt !== null ? 'revoked' : online ? 'online' : 'offline',
+    state: s.revokedAt !== null ? 'revoked' : live,
     lastSeenAt: s.lastSeenAt, createdAt: s.createdAt, revokedAt: s.revokedAt,
     desiredGeneration: s.desiredGeneration, reportedGeneration: s.reportedGeneration,
     inSync: s.desiredGeneration > 0 && s.reportedGeneration >= s.desiredGeneration,
@@ -254,17 +255,17 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   r.get('/api/v1/sites', {
     schema: {
       tags: ['sites'], summary: 'List sites with live status',
-      querystring: z.object({ state: z.enum(['online', 'offline', 'revoked']).optional() }),
+      querystring: z.object({ state: z.enum(['online', 'offline', 'unknown', 'revoked']).optional() }),
       response: { 200: z.object({ items: z.array(SiteView), total: z.number(), online: z.number() }) },
     },
   }, async (req) => {
-    const all = (await store.listSites(req.tenantId)).map((s) => siteView(s, fleet.isOnline(s.id)));
+    const all = (await store.listSites(req.tenantId)).map((s) => siteView(s, fleet.liveState(s.id)));
     const items = req.query.state ? all.filter((s) => s.state === req.query.state) : all;
     return { items, total: all.length, online: all.filter((s) => s.state === 'online').length };
   });
 
   r.get('/api/v1/sites/:id', { schema: { tags: ['sites'], summary: 'One site', params: SiteParams, response: { 200: SiteView, ...errors } } },
-    async (req) => siteView(await getSiteOr404(req.tenantId, req.params.id), fleet.isOnline(req.params.id)));
+    async (req) => siteView(await getSiteOr404(req.tenantId, req.params.id), fleet.liveState(req.params.id)));
 
   r.put('/api/v1/sites/:id/labels', {
     schema: { tags: ['sites'], summary: 'Replace a site\'s labels (its pools change, and so its desired state)', params: SiteParams, body: z.object({ labels: Labels }), response: { 200: SiteView, ...errors } },
@@ -274,7 +275,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     if (cur.revokedAt !== null) throw new EwError('SITE_REVOKED', `site ${cur.id} is revoked; it can no longer be relabelled`);
     const s = (await store.setSiteLabels(req.tenantId, req.params.id, req.body.labels))!;
     await fleet.reconcileSites([s.id]);
-    return siteView((await store.getSite(req.tenantId, s.id))!, fleet.isOnline(s.id));
+    return siteView((await store.getSite(req.tenantId, s.id))!, fleet.liveState(s.id));
   });
 
   r.post('/api/v1/sites/:id/revoke', { schema: { tags: ['sites'], summary: 'Revoke a site: its credentials stop working at once', params: SiteParams, response: { 200: SiteView, ...errors } } },
@@ -283,7 +284,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
       const s = (await store.revokeSite(req.tenantId, req.params.id, clock.now()))!;
       await fleet.revoked(s.id);
       req.log.info({ siteId: s.id }, 'site revoked');
-      return siteView(s, false);
+      return siteView(s, 'offline');
     });
 
   r.get('/api/v1/sites/:id/logs', {

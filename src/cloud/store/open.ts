@@ -8,7 +8,13 @@ import type { Store } from './store.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { privateFiles, sqliteFiles } from '../../lib/private-fs.ts';
 
-/** SQLite file under the data dir: WAL so API reads never wait behind heartbeat writes. */
+/**
+ * SQLite file under the data dir: WAL so API reads never wait behind heartbeat writes, and
+ * synchronous=FULL: an uplink batch is acknowledged to the site (which then deletes it from its
+ * outbox) only after a commit that survives a power cut, not just a process crash. Uplink and
+ * status writes are group-committed (src/cloud/fleet.ts), so this costs one fsync per batch —
+ * measured by `npm run bench:durability`.
+ */
 export function openSqliteStore(file: string): Store {
   if (file !== ':memory:') {
     mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
@@ -23,7 +29,7 @@ export function openSqliteStore(file: string): Store {
   db.pragma('journal_mode = WAL');
   // Created 0644 by SQLite under the usual umask; 0600 also makes the WAL files 0600.
   if (file !== ':memory:') privateFiles(...sqliteFiles(file));
-  db.pragma('synchronous = NORMAL');
+  db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   return new SqlStore('sqlite', new Kysely({ dialect: new SqliteDialect({ database: db }) }));
