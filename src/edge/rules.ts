@@ -372,6 +372,7 @@ export class RuleHost implements AppComponent {
     const cp = dur.journal.cursor(key);
     r.cursor = cp?.seq ?? this.seen;
     if (!cp) dur.journal.setCursor(key, r.cursor);
+    let restored = false;
     if (r.windowed && cp?.state) {
       // The same rule as checkpointed: its windows come back as they were at the cursor.
       const saved = decodeCheckpoint(cp.state);
@@ -379,7 +380,14 @@ export class RuleHost implements AppComponent {
         rule.runtime.restore(saved.runtime);
         r.epoch = saved.epoch;
         r.ordinal = saved.ordinal;
+        restored = true;
       }
+    }
+    if (r.windowed && !restored) {
+      // A windowed rule starting afresh checkpoints its empty state and its epoch at once: a
+      // crash before its first periodic checkpoint then replays from here under the same epoch,
+      // so the windows it emits again carry the same result ids (the cloud keeps one each).
+      dur.journal.setCursor(key, r.cursor, encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: rule.runtime.snapshot() }));
     }
     let from = r.cursor;
     let replayed = 0;
