@@ -35,36 +35,9 @@ export interface Site {
   status: SiteStatus | null;
 }
 
-export type Phase = 'progressing' | 'baking' | 'paused' | 'succeeded' | 'failed' | 'rolled-back' | 'aborted';
-export type SitePhase = 'pending' | 'updating' | 'updated' | 'failed' | 'deferred' | 'reverted';
-
-export interface Gates { maxErrorRate?: number; maxP95Ms?: number; maxDrift?: number }
-export type Strategy =
-  | { type: 'all' }
-  | { type: 'rolling'; maxUnavailable: number }
-  | { type: 'canary'; canary: number; canaryPercent?: boolean; bakeTimeS: number; gates: Gates; then: 'all' | 'rolling'; maxUnavailable?: number };
-
-export interface Rollout {
-  id: string;
-  app: string;
-  version: string;
-  strategy: Strategy;
-  options: { stepTimeoutS: number; onFailure: 'rollback' | 'halt' };
-  phase: Phase;
-  reason?: string;
-  pausedFrom?: Phase;
-  startedAt: number;
-  updatedAt: number;
-  bakeStartedAt?: number;
-  admitted: string[];
-  canaries: string[];
-  /** The canary stage passed its gates and bake. */
-  canaryPassed?: boolean;
-  /** The previous version's figures, recorded when the canaries were admitted (drift's reference). */
-  baseline?: { at: number; outputMean: number | null; sites: number };
-  sites: Record<string, { phase: SitePhase; since: number; reason?: string }>;
-  history: { at: number; event: string }[];
-}
+// The rollout's shape is the controller's own (a pure module that imports nothing; type-only, so
+// nothing of it reaches the bundle).
+export type { Gates, Phase, RolloutState as Rollout, SitePhase, Strategy } from '../../src/cloud/rollout.ts';
 
 export interface Result { seq: number; siteId: string; id: string; stream: string; app?: string; rule?: string; at: number; receivedAt: number; data: unknown }
 
