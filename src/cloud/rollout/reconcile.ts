@@ -2,7 +2,7 @@
  * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
  * its sites under a strategy; `reconcile()` is one step: given the rollout, the sites the pool
  * holds now, what each site reports, and the time, it returns the next rollout. The shell
- * (rollouts.ts) calls it every second and persists and publishes what changed.
+ * (controller.ts) calls it every second and persists and publishes what changed.
  *
  * Which sites run the new version is `admitted`: the desired-state computation gives the
  * deployment to admitted sites only (all matching sites once the rollout has succeeded; none once

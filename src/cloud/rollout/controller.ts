@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Store, Site, Deployment } from './store/store.ts';
-import type { Fleet } from './fleet.ts';
-import type { Clock } from '../lib/clock.ts';
-import type { Logger } from '../lib/logger.ts';
-import { matches } from '../contracts/selector.ts';
-import { abort, pause, reconcile, resume, undo, type RolloutState, type SiteObservation } from './rollout.ts';
-import { EwError } from '../contracts/errors.ts';
+import type { Store, Site, Deployment } from '../store/store.ts';
+import type { Fleet } from '../fleet.ts';
+import type { Clock } from '../../lib/clock.ts';
+import type { Logger } from '../../lib/logger.ts';
+import { matches } from '../../contracts/selector.ts';
+import { abort, pause, reconcile, resume, undo, type RolloutState, type SiteObservation } from './reconcile.ts';
+import { EwError } from '../../contracts/errors.ts';
 
 /**
  * The deployment controller's shell: every second it steps each running rollout with what the

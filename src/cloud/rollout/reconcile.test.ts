@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { abort, admittedSites, newRollout, pause, reconcile, resume, undo, type RolloutState, type SiteObservation, type Strategy } from './rollout.ts';
+import { abort, admittedSites, newRollout, pause, reconcile, resume, undo, type RolloutState, type SiteObservation, type Strategy } from './reconcile.ts';
 
 /**
  * A small simulated fleet: each site runs whatever version it is admitted to one step after it
