@@ -6,7 +6,7 @@ import type { DesiredApp } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { parse } from '../../stream/parser.ts';
-import type { StreamRouter } from '../streams.ts';
+import type { StreamRouter } from '../record-router.ts';
 import { ModbusSource } from './modbus.ts';
 import { OpcuaSource } from './opcua.ts';
 import type { IndustrialSource, SourceDeps, SourceStatus } from './source.ts';
