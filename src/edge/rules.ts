@@ -1,4 +1,4 @@
-import type { AppComponent } from './apps.ts';
+import type { AppComponent } from '../contracts/app-component.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
 import { checkRule, checkEgress, leavingSinks } from '../stream/app.ts';
 import type { RuleRuntime } from '../stream/runtime.ts';

@@ -1,7 +1,7 @@
 import { readSiteSecret } from '../secrets.ts';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { AppComponent } from '../apps.ts';
+import type { AppComponent } from '../../contracts/app-component.ts';
 import type { DesiredApp } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
