@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { EwError, formatPath } from './errors.ts';
 import { ModbusWriteSink, OpcuaWriteSink, SourceSpec, WritePolicy } from './industrial.ts';
+import { MAX_FILTER_LEVELS } from '../lib/topic-filter.ts';
 
 /**
  * The edgeweave/v1 App manifest: models, streams, rules, endpoints, policy.
@@ -89,7 +90,8 @@ export type FieldType = z.infer<typeof FieldType>;
 export const StreamSpec = z.object({
   name: StreamName,
   /** MQTT topic filter on the site's device broker (`+` and `#` allowed); absent when `source` says where records come from. */
-  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end').optional(),
+  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end')
+    .refine((t) => t.split('/').length <= MAX_FILTER_LEVELS, `a topic filter of at most ${MAX_FILTER_LEVELS} levels`).optional(),
   /** An industrial source instead of MQTT: an OPC UA server or a Modbus TCP device (docs/industrial.md). */
   source: SourceSpec.optional(),
   /** MQTT 5 properties into fields (docs/industrial.md). */
