@@ -1,4 +1,4 @@
-import type { Site } from '../store/store.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 
 /**
  * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
@@ -81,7 +81,7 @@ export interface SiteObservation {
  * it is healthy, definitively failed or still loading, and its models' figures. Pure (the shell
  * passes the site's row and whether liveness holds it online).
  */
-export function observe(site: Pick<Site, 'status'>, online: boolean, app: string): SiteObservation {
+export function observe(site: { status: SiteStatusBody | null }, online: boolean, app: string): SiteObservation {
   const st = site.status;
   const running = st?.apps.find((a) => a.name === app)?.version;
   const failedRule = st?.rules?.find((r) => r.app === app && r.state === 'failed');
