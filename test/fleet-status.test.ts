@@ -1,5 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { removeDirs, tempDir } from './support/harness.ts';
@@ -25,8 +26,8 @@ describe('fleet status: liveness and status write-behind', () => {
     system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, diskTotalBytes: 1, diskFreeBytes: 1, loadAvg1: 0 },
     runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 },
   };
-  const status = (): ReportedMessage => ({ v: ENVELOPE_VERSION, id: newSecret('m'), ts: clock.now(), type: 'status', body });
-  const will = (): ReportedMessage => ({ v: ENVELOPE_VERSION, id: newSecret('m'), ts: clock.now(), type: 'offline', body: { bootId: 'boot-1', reason: 'connection lost' } });
+  const status = (): ReportedMessage => ({ v: ENVELOPE_VERSION, id: randomUUID(), ts: clock.now(), type: 'status', body });
+  const will = (): ReportedMessage => ({ v: ENVELOPE_VERSION, id: randomUUID(), ts: clock.now(), type: 'offline', body: { bootId: 'boot-1', reason: 'connection lost' } });
 
   before(async () => {
     dir = tempDir('fleet-status');
