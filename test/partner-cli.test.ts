@@ -55,9 +55,9 @@ describe('partner CLI end to end: init → validate → push → deploy → resu
     assert.match(plc, /^# The PLC variant/);
     assert.match(plc, /^ {2}name: my-guard-plc$/m);
     assert.match(readFileSync(join(app, 'edgeweave.yaml'), 'utf8'), /^ {2}name: my-guard$/m);
-    const bad = await cli(['app', 'init', join(dir, 'My_Guard')]);
-    assert.equal(bad.code, 2);
-    assert.match(bad.err, /error CONFIG_INVALID: "My_Guard" cannot name an app: use lower-case letters/);
+    const badName = await cli(['app', 'init', join(dir, 'My_Guard')]);
+    assert.equal(badName.code, 2);
+    assert.match(badName.err, /error CONFIG_INVALID: "My_Guard" cannot name an app: use lower-case letters/);
     const sqlFile = join(app, 'rules', 'anomalies.sql');
     const good = readFileSync(sqlFile, 'utf8');
     writeFileSync(sqlFile, good.replace('avg(rms)', 'avg(rsm)'));
