@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
+import { EwError, exitCodeFor, isEwError } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
 import { parseMqttLimits } from '../lib/mqtt-guard.ts';
@@ -11,19 +11,10 @@ import { registerDeviceCommands } from './devices.ts';
 import { registerInferCommands } from './infer.ts';
 
 /**
- * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
- *   0 ok · 1 unexpected failure · 2 bad flags (also commander's usage errors) or config · 3 refused (token, credentials)
- *   4 the cloud could not be reached.
+ * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on: 0 ok, else the error
+ * code's `exit` in src/contracts/errors.ts (1 unexpected, 2 bad flags or config — also commander's
+ * usage errors —, 3 refused, 4 the cloud could not be reached), listed in docs/errors.md.
  */
-export function exitCodeFor(code: ErrorCode): number {
-  switch (code) {
-    case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': case 'SQL_SYNTAX': case 'SQL_INVALID': case 'SQL_LIMIT':
-    case 'INVALID_MANIFEST': case 'INVALID_SELECTOR': case 'EGRESS_DENIED': case 'ARTIFACT_DIGEST_MISMATCH': case 'MODEL_LOAD_FAILED': case 'APP_VERSION_EXISTS': return 2;
-    case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'ENROLL_FAILED': return 3;
-    case 'CLOUD_UNREACHABLE': return 4;
-    default: return 1;
-  }
-}
 
 const port = (v: string): number => {
   const n = Number(v);
@@ -283,7 +274,8 @@ export async function run(): Promise<void> {
     await program.parseAsync(process.argv);
   } catch (e) {
     if (isEwError(e)) {
-      process.stderr.write(`error ${e.code}: ${e.message}${e.path && !e.message.includes(e.path) ? ` (at ${e.path})` : ''}\n`);
+      const at = e.where();
+      process.stderr.write(`error ${e.code}: ${e.message}${at && !e.message.includes(at) ? ` (at ${at})` : ''}\n`);
       process.exit(exitCodeFor(e.code));
     }
     if (e instanceof EwError) process.exit(1);

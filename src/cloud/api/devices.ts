@@ -5,13 +5,14 @@ import { ERROR_CODES, EwError, type ErrorBody, type ErrorCode } from '../../cont
 import { checkDeviceId, checkDeviceRequest, MAX_GRANTS } from '../../contracts/devices.ts';
 import type { Fleet } from '../fleet.ts';
 import type { Store } from '../store/store.ts';
+import { ErrorBodySchema } from '../../contracts/error-body.ts';
 
 /**
  * A site's device credentials, managed through the cloud: each call is a request to the site
  * over its link (the site keeps the registry; the cloud stores nothing). The new device's secret
  * passes through in the answer to `POST`, once, and is never logged or kept here.
  */
-const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
+const ErrorSchema = ErrorBodySchema;
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 504: ErrorSchema };
 const Device = z.object({ id: z.string(), publish: z.array(z.string()), subscribe: z.array(z.string()), createdAt: z.number(), description: z.string().optional() });
 

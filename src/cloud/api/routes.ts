@@ -21,6 +21,7 @@ import { newRollout, type Strategy } from '../rollout.ts';
 import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
 import { registerSiteDeviceRoutes } from './devices.ts';
 import { appKey } from '../desired.ts';
+import { ErrorBodySchema } from '../../contracts/error-body.ts';
 
 export interface RouteDeps {
   store: Store;
@@ -40,7 +41,7 @@ export interface RouteDeps {
 export const RESULTS_PAGE_BYTES = 8 * 1024 * 1024;
 
 const Labels = z.record(z.string(), z.string()).describe('label key → value, Kubernetes label syntax');
-const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
+const ErrorSchema = ErrorBodySchema;
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
 const SiteView = z.object({
@@ -365,7 +366,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
         }
       }
     } catch (e) {
-      if (e instanceof EwError && e.path !== undefined) throw new EwError(e.code, e.message, { path: `manifest.${e.path}` });
+      if (e instanceof EwError && e.path !== undefined) throw e.within('manifest.');
       throw e;
     }
     const a: App = {
