@@ -123,7 +123,7 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
         const loaded = await new OnnxRuntime().load({ name: m.name, format: 'onnx', file: f });
         await loaded.close();
       } catch (e) {
-        throw new BundleError('MODEL_LOAD_FAILED', rel(f), 1, 1, `not a model ONNX Runtime can load: ${(e as Error).message.replace(/^model [^:]*: /, '')}`);
+        throw new BundleError('MODEL_LOAD_FAILED', rel(f), 1, 1, `not a model ONNX Runtime can load: ${isEwError(e) ? e.detail : (e as Error).message}`, e);
       }
     }
     models.push({ index, name: m.name, file: f, sha256, size: statSync(f).size });
