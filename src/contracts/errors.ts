@@ -156,11 +156,11 @@ export class EwError extends Error {
       path: this.path === undefined ? prefix.replace(/\.$/, '') : `${prefix}${this.path}`, pos: this.pos, detail: this.detail, cause: this,
     });
   }
-  /** Where the error is, for one line of text: `file:line:col`, `path:line:col` or `path`. */
+  /** Where the error is, for one line of text: `file:line:col`, `path:line:col`, `path`, or `line L, column C` in a bare text. */
   where(): string | undefined {
     if (!this.pos) return this.path;
     const at = this.pos.file ?? this.path;
-    return `${at === undefined ? '' : `${at}:`}${this.pos.line}:${this.pos.col}`;
+    return at === undefined ? `line ${this.pos.line}, column ${this.pos.col}` : `${at}:${this.pos.line}:${this.pos.col}`;
   }
   toJSON(): ErrorBody {
     const body: ErrorBody = { code: this.code, message: this.message };

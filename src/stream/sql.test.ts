@@ -277,9 +277,8 @@ describe('streaming SQL: errors name line and column and say how to fix', () => 
         assert.ok(isEwError(e), `an EwError, got ${String(e)}`);
         assert.equal((e as EwError).code, code);
         assert.match((e as Error).message, msg);
-        // The position is data (pos), not encoded in a path; where() is how the CLI prints it.
+        // The position is data (pos), not encoded in a path.
         assert.equal((e as EwError).path, undefined);
-        assert.equal((e as EwError).where(), path);
         assert.deepEqual((e as EwError).pos, { line: Number(path.split(':')[0]), col: Number(path.split(':')[1]) });
         return true;
       });
