@@ -66,6 +66,7 @@ describe('precedence: flag > environment > file > default', () => {
     const edge = addSchemaOptions(new Command('edge').exitOverride(), edgeOptions);
     edge.parse(['--data-dir', 'd', '--model-cache-max', '2G', '--device-shared-password'], { from: 'user' });
     assert.deepEqual(schemaValues(edge, edgeOptions), { dataDir: 'd', modelCacheBytes: 2 * 1024 ** 3, deviceSharedPassword: true });
+    assert.equal(resolveEdgeOptions({ flags: { dataDir: 'd' }, env: { EW_EDGE_DEVICE_BROKER_MQTT_VERSION: '5' } }).deviceBrokerMqttVersion, 5);
   });
 });
 

@@ -6,6 +6,7 @@ import { cloudOptions } from '../src/cloud/config.ts';
 import { edgeOptions } from '../src/edge/config.ts';
 import { defaultLabel, envName, type OptionTable } from '../src/lib/options.ts';
 import { buildProgram } from '../src/cli/main.ts';
+import { addServeOptions } from '../src/cli/schema-options.ts';
 
 /** docs/operators.md's option tables say what the schemas (src/cloud/config.ts, src/edge/config.ts) say. */
 const doc = readFileSync(new URL('../docs/operators.md', import.meta.url), 'utf8');
@@ -48,9 +49,12 @@ it('the agent\'s option table documents every option of src/edge/config.ts with 
   check(edgeOptions, '| agent flag', ['--config', '--token-file']);
 });
 
-it('`edgeweave cloud` and `edgeweave edge` offer exactly the schemas\' flags (and --config, and the token)', () => {
+it('`edgeweave cloud` and `edgeweave edge` offer exactly the schemas\' flags (and --config, and the token)', async () => {
   const program = buildProgram();
   const cmd = (path: string[]): Command => path.reduce((c, n) => c.commands.find((x) => x.name() === n)!, program);
+  // Added as the command is dispatched, as the CLI does (so other commands never load the schemas).
+  await addServeOptions(cmd(['cloud']));
+  await addServeOptions(cmd(['edge']));
   const longs = (c: Command) => c.options.map((o) => o.long!).sort();
   assert.deepEqual(longs(cmd(['cloud'])), ['--config', ...Object.values(cloudOptions.options).map((s) => s.flag)].sort());
   assert.deepEqual(longs(cmd(['edge'])), ['--config', '--token', '--token-file', ...Object.values(edgeOptions.options).map((s) => s.flag)].sort());

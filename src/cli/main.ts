@@ -1,20 +1,22 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, exitCodeFor, isEwError } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
-import { cloudOptions, resolveCloudOptions } from '../cloud/config.ts';
-import { edgeOptions, resolveEdgeOptions } from '../edge/config.ts';
-import { addSchemaOptions, configFile, schemaValues } from './schema-options.ts';
 import { registerDeviceCommands } from './devices.ts';
 import { registerInferCommands } from './infer.ts';
 
 /**
- * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on: 0 ok, else the error
- * code's `exit` in src/contracts/errors.ts (1 unexpected, 2 bad flags or config — also commander's
- * usage errors —, 3 refused, 4 the cloud could not be reached), listed in docs/errors.md.
+ * `edgeweave` — one CLI, several roles. This file (and partner.ts, devices.ts, infer.ts) only
+ * declares the commands: each action imports its implementation (`./commands/*.ts`) when it
+ * runs, so `edgeweave --version` or `edgeweave sites list` loads commander and little else, not
+ * fastify, the stream engine or ONNX Runtime (see bench/cli.ts). The options of `cloud` and
+ * `edge` come from their config schemas (src/cloud/config.ts, src/edge/config.ts), loaded only
+ * when one of the two runs or shows its help (./schema-options.ts).
+ * Exit codes scripts can rely on: 0 ok, else the error code's `exit` in src/contracts/errors.ts
+ * (1 unexpected, 2 bad flags or config — also commander's usage errors —, 3 refused, 4 the cloud
+ * could not be reached), listed in docs/errors.md.
  */
 
 const port = (v: string): number => {
@@ -22,48 +24,6 @@ const port = (v: string): number => {
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port number 0-65535 (0 picks a free one)');
   return n;
 };
-
-/**
- * The join token, from --token-file or EW_JOIN_TOKEN — never from the command line, where every
- * user of the machine could read it (ps). Removed from the environment once read, so nothing the
- * agent starts inherits it.
- */
-function joinToken(o: { token?: string; tokenFile?: string }): string | undefined {
-  if (o.token !== undefined) {
-    throw new EwError('CONFIG_INVALID', 'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable', { path: '--token' });
-  }
-  const fromEnv = process.env.EW_JOIN_TOKEN;
-  delete process.env.EW_JOIN_TOKEN;
-  if (o.tokenFile === undefined) return fromEnv?.trim() || undefined;
-  try {
-    const t = readFileSync(o.tokenFile, 'utf8').trim();
-    if (!t) throw new Error('the file is empty');
-    return t;
-  } catch (e) {
-    throw new EwError('CONFIG_INVALID', `--token-file ${o.tokenFile}: ${(e as Error).message}`, { path: '--token-file' });
-  }
-}
-
-/** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
-function ready(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ event: 'ready', ...obj })}\n`);
-}
-
-/** Runs until SIGINT/SIGTERM, then closes cleanly (a second signal exits at once). */
-function runUntilSignal(close: () => Promise<void>): void {
-  let closing = false;
-  const stop = (sig: string) => {
-    if (closing) process.exit(130);
-    closing = true;
-    process.stderr.write(`\n${sig}: shutting down…\n`);
-    close().then(() => process.exit(0), (e) => {
-      process.stderr.write(`error while stopping: ${(e as Error).message}\n`);
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-}
 
 /** The whole command tree (also walked by the test that every command has examples). */
 export function buildProgram(): Command {
@@ -77,10 +37,12 @@ export function buildProgram(): Command {
     // Set before the subcommands are defined, which inherit it.
     .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
 
-  // The cloud's and the agent's options come from their schemas (src/cloud/config.ts,
-  // src/edge/config.ts): flags, defaults, descriptions, environment variables and --config.
-  const cloud = addSchemaOptions(program.command('cloud')
-    .description('Run the cloud control plane: HTTP API, MQTT hub, store.'), cloudOptions)
+  // The options of `cloud` and `edge` are added from their schemas when one of them is dispatched.
+  program.hook('preSubcommand', async (_program, sub) => {
+    if (sub.name() === 'cloud' || sub.name() === 'edge') await (await import('./schema-options.ts')).addServeOptions(sub);
+  });
+  program.command('cloud')
+    .description('Run the cloud control plane: HTTP API, MQTT hub, store.')
     .addHelpText('after', `
   Options also come from EW_CLOUD_* variables and a --config YAML file; a flag wins over a variable, a variable over the file.
   Examples:
@@ -88,16 +50,7 @@ export function buildProgram(): Command {
     $ edgeweave cloud --region eu-west --infer-rate 50 --infer-concurrency 16
     $ edgeweave cloud --config /etc/edgeweave/cloud.yaml --port 8443
     $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
-    .action(async () => {
-      const options = resolveCloudOptions({ flags: schemaValues(cloud, cloudOptions), env: process.env, file: configFile(cloud, cloudOptions) });
-      const { startCloud } = await import('../cloud/main.ts');
-      const c = await startCloud(options);
-      if (c.adminKey) {
-        process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
-      }
-      ready({ role: 'cloud', url: c.url, mqttUrl: c.mqttUrl });
-      runUntilSignal(() => c.close());
-    });
+    .action(async (_o, cmd: Command) => (await import('./commands/serve.ts')).runCloud(cmd));
 
   const edge = program.command('edge').enablePositionalOptions();
   edge.command('doctor')
@@ -110,24 +63,12 @@ export function buildProgram(): Command {
   Examples:
     $ edgeweave edge doctor --data-dir /var/lib/edgeweave
     $ edgeweave edge doctor --data-dir /var/lib/edgeweave --salvage`)
-    .action(async (o) => {
-      const { doctor } = await import('../edge/doctor.ts');
-      const r = doctor(o.dataDir, { salvage: !!o.salvage });
-      if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else {
-        process.stdout.write(`${r.dataDir}${r.siteId ? ` (site ${r.siteId})` : ''}\n`);
-        for (const c of r.checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}\n`);
-        if (r.counts) process.stdout.write(`  outbox ${r.counts.outbox} unsent · journal ${r.counts.journal} · dead letters ${r.counts.deadLetters} · desired generation ${r.counts.desiredGeneration ?? 'none'}\n`);
-        if (!r.ok) process.stdout.write('  the agent will refuse to start; run again with --salvage to rebuild edge.db from its readable rows\n');
-      }
-      process.exitCode = r.ok ? 0 : 2;
-    });
+    .action(async (o) => (await import('./commands/serve.ts')).runDoctor(o));
   edge
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
     .option('--token-file <file>', 'first start only: a file holding the join token (or set EW_JOIN_TOKEN)')
     // Refused with a reason: a secret on the command line is visible to every user (ps, /proc/*/cmdline).
-    .addOption(new Option('--token <token>').hideHelp());
-  addSchemaOptions(edge, edgeOptions)
+    .addOption(new Option('--token <token>').hideHelp())
     .addHelpText('after', `
   Options also come from EW_EDGE_* variables and a --config YAML file; a flag wins over a variable, a variable over the file.
   Examples:
@@ -135,19 +76,7 @@ export function buildProgram(): Command {
     $ edgeweave edge --cloud https://cloud.example.com --token-file /run/ew-join-token --data-dir /var/lib/edgeweave
     $ edgeweave edge --config /etc/edgeweave/edge.yaml
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
-    .action(async (o) => {
-      const options = resolveEdgeOptions({ flags: schemaValues(edge, edgeOptions), env: process.env, file: configFile(edge, edgeOptions) });
-      const { startEdge } = await import('../edge/main.ts');
-      const e = await startEdge({ ...options, token: joinToken(o) });
-      if (e.generated.apiKey || e.generated.devicePassword) {
-        process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
-        if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);
-        if (e.generated.devicePassword) process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
-        process.stderr.write('\n');
-      }
-      ready({ role: 'edge', siteId: e.siteId, apiUrl: e.apiUrl, deviceUrl: e.deviceUrl });
-      runUntilSignal(() => e.close());
-    });
+    .action(async (_o, cmd: Command) => (await import('./commands/serve.ts')).runEdge(cmd));
 
   program.command('demo')
     .description('All in one: a cloud, three edge sites (city, factory, telco) and device simulators.')
@@ -197,6 +126,10 @@ if (process.argv[1] && import.meta.url === pathToFileURL(resolve(process.argv[1]
 export async function run(): Promise<void> {
   const program = buildProgram();
   try {
+    // `edgeweave help cloud` prints the command's help without dispatching it (no hook runs): add its options first.
+    const [first, second] = process.argv.slice(2);
+    const shown = first === 'help' ? program.commands.find((c) => c.name() === second) : undefined;
+    if (shown && (second === 'cloud' || second === 'edge')) await (await import('./schema-options.ts')).addServeOptions(shown);
     await program.parseAsync(process.argv);
   } catch (e) {
     if (isEwError(e)) {

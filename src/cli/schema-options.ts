@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import { defaultLabel, describe, envName, fromText, isSwitch, type OptionTable } from '../lib/options.ts';
+import type { OptionTable } from '../lib/options.ts';
+import { defaultLabel, describe, envName, fromText, isSwitch } from '../lib/options.ts';
 
 /**
  * Commander options built from a process's option table (src/cloud/config.ts,
@@ -20,6 +21,20 @@ export function addSchemaOptions(cmd: Command, t: OptionTable): Command {
     cmd.addOption(new Option(`${spec.flag}${spec.arg && !isSwitch(t, key) ? ` ${spec.arg}` : ''}`, text));
   }
   return cmd;
+}
+
+const added = new WeakSet<Command>();
+
+/**
+ * Adds the options of `edgeweave cloud` or `edgeweave edge` (any other command is left alone)
+ * from their schema, once. Called as the command is dispatched (a preSubcommand hook), so only
+ * these two commands load zod and the schemas; `--version` and the partner commands do not.
+ */
+export async function addServeOptions(cmd: Command): Promise<void> {
+  if (added.has(cmd) || (cmd.name() !== 'cloud' && cmd.name() !== 'edge') || cmd.parent?.parent) return;
+  added.add(cmd);
+  const t = cmd.name() === 'cloud' ? (await import('../cloud/config.ts')).cloudOptions : (await import('../edge/config.ts')).edgeOptions;
+  addSchemaOptions(cmd, t as unknown as OptionTable);
 }
 
 /** The table's values given on the command line (converted from text as the table says); nothing else. */

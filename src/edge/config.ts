@@ -73,7 +73,7 @@ export const edgeOptions = defineOptions({
     // Named before these variables were per command; kept so existing sites keep working.
     deviceBrokerUsername: { flag: '--device-broker-username', arg: '<name>', env: 'EW_DEVICE_BROKER_USERNAME' },
     deviceBrokerPassword: { flag: '--device-broker-password', arg: '<secret>', env: 'EW_DEVICE_BROKER_PASSWORD', secret: true },
-    deviceBrokerMqttVersion: { flag: '--device-broker-mqtt-version', arg: '<version>' },
+    deviceBrokerMqttVersion: { flag: '--device-broker-mqtt-version', arg: '<version>', fromText: (v) => (/^\d+$/.test(v.trim()) ? Number(v) : v) },
     apiKeyFile: { flag: '--api-key-file', arg: '<file>', defaultLabel: 'generated' },
     devicePasswordFile: { flag: '--device-password-file', arg: '<file>', defaultLabel: 'off' },
     deviceSharedPassword: { flag: '--device-shared-password' },
