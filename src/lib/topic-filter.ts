@@ -12,10 +12,10 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 interface QlobberLike<T> { add(filter: string, v: T): void; remove(filter: string, v?: T): void; match(topic: string): Set<T> }
 interface QlobberTrueLike { add(filter: string): void; test(topic: string): boolean }
-const { QlobberDedup, QlobberTrue } = require('qlobber') as {
-  QlobberDedup: new (o: object) => QlobberLike<unknown>;
-  QlobberTrue: new (o: object) => QlobberTrueLike;
-};
+type QlobberModule = { QlobberDedup: new (o: object) => QlobberLike<unknown>; QlobberTrue: new (o: object) => QlobberTrueLike };
+/** Loaded at first use: the manifest imports this module for MAX_FILTER_LEVELS alone, and the CLI loads the manifest. */
+let qlobber: QlobberModule | undefined;
+const lib = (): QlobberModule => (qlobber ??= require('qlobber') as QlobberModule);
 
 /**
  * An MQTT topic is at most 65,535 bytes, so it has at most 65,536 levels: qlobber's own limit
@@ -42,8 +42,8 @@ const isDollar = (topic: string): boolean => topic.startsWith('$');
 /** Topic filters, each with values: `match(topic)` gives the values of every filter that matches. */
 export class TopicIndex<T> {
   /** Two tries: filters starting with a wildcard are left out of `$` topics' matches. */
-  private readonly plain = new QlobberDedup(OPTIONS) as QlobberLike<T>;
-  private readonly wild = new QlobberDedup(OPTIONS) as QlobberLike<T>;
+  private readonly plain = new (lib().QlobberDedup)(OPTIONS) as QlobberLike<T>;
+  private readonly wild = new (lib().QlobberDedup)(OPTIONS) as QlobberLike<T>;
 
   add(filter: string, value: T): void {
     checkFilter(filter);
@@ -64,8 +64,8 @@ export class TopicIndex<T> {
 
 /** A set of topic filters compiled once, for repeated checks (a device's grants, a stream's filter). */
 export class TopicSet {
-  private readonly plain = new QlobberTrue(OPTIONS);
-  private readonly wild = new QlobberTrue(OPTIONS);
+  private readonly plain = new (lib().QlobberTrue)(OPTIONS);
+  private readonly wild = new (lib().QlobberTrue)(OPTIONS);
 
   constructor(filters: readonly string[]) {
     for (const f of filters) {
