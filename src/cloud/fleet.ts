@@ -30,6 +30,8 @@ export interface FleetOptions {
   missedHeartbeats: number;
   /** How often liveness is swept and status writes are flushed. */
   sweepIntervalMs?: number;
+  /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
+  admitResult?: (tenantId: string) => Promise<boolean>;
 }
 
 /**
@@ -58,6 +60,7 @@ export class Fleet {
       badPayloads: new Counter({ name: 'ew_cloud_mqtt_payload_invalid_total', help: 'MQTT messages refused as malformed', labelNames: ['kind'], registers: [r] }),
       oversized: new Counter({ name: 'ew_cloud_mqtt_payload_oversized_total', help: 'MQTT messages dropped for exceeding their topic class bound', labelNames: ['kind'], registers: [r] }),
       uplinkRefused: new Counter({ name: 'ew_cloud_uplink_refused_total', help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages', registers: [r] }),
+      quotaDropped: new Counter({ name: 'ew_cloud_uplink_quota_dropped_total', help: 'Results dropped because their tenant was at its quota of results per day (QUOTA_EXCEEDED)', registers: [r] }),
       lateAnswers: new Counter({ name: 'ew_cloud_routed_answers_dropped_total', help: 'Routed inference answers that arrived after their request ended (deadline, cancel)', registers: [r] }),
       desiredPublished: new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [r] }),
     };
@@ -133,7 +136,16 @@ export class Fleet {
       const site = await this.siteInfo(t.siteId);
       if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
       if (t.kind === 'reported') return this.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
-      if (t.kind === 'up') return await this.onUplink(t.siteId, t.stream, decodePayload(UplinkMessage, payload, topic));
+      if (t.kind === 'up') {
+        const msg = decodePayload(UplinkMessage, payload, topic);
+        if (this.o.admitResult && !(await this.o.admitResult(site.tenantId))) {
+          // Acknowledged and dropped, counted: the site resending it would not fit either.
+          this.m.quotaDropped.inc();
+          this.o.log.warn({ code: 'QUOTA_EXCEEDED', siteId: t.siteId, tenantId: site.tenantId, stream: t.stream }, 'result dropped: the tenant is at its quota of results per day');
+          return;
+        }
+        return await this.onUplink(t.siteId, t.stream, msg);
+      }
       if (t.kind === 'rpc-res' && isFrame(payload)) {
         if (!this.onFrame?.(t.siteId, t.id, payload)) this.m.lateAnswers.inc();
         return;

@@ -12,11 +12,15 @@ import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollouts.ts';
+import { ResultQuota } from './quotas.ts';
 import { createApiServer, type RateLimits } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
 import { DEFAULT_MQTT_LIMITS, guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
+import { tenantRoutes } from './api/tenants.ts';
+import { auditRoutes } from './api/audit.ts';
+import { installTenancyGuards } from './api/guard.ts';
 import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
 import { registerInference } from './api/inference.ts';
 import { registerOpenAiRouting } from './api/openai.ts';
@@ -121,7 +125,8 @@ async function bootstrap(store: Store, clock: Clock, adminKeyFile: string | unde
   } else {
     key = newSecret('ewk');
   }
-  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'admin', createdAt: clock.now(), revokedAt: null });
+  // The first key is the cloud operator's: an admin of the first tenant that also manages tenants.
+  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'platform-admin', createdAt: clock.now(), revokedAt: null });
   return adminKeyFile ? undefined : key;
 }
 
@@ -161,7 +166,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
-  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, admitResult: new ResultQuota(store, clock).admit });
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
     guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
@@ -185,6 +190,9 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
+  installTenancyGuards(http, { store, artifacts });
+  await http.register(tenantRoutes, { store, clock, artifacts, siteRevoked: (id: string) => fleet.revoked(id) });
+  await http.register(auditRoutes, { store });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
   const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
     rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false,

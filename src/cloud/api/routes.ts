@@ -12,7 +12,8 @@ import { manifestJsonSchema } from '../../contracts/manifest-schema.ts';
 import { boundLogLines, SiteStatusBody } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
-import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts';
+import type { Site, Store, JoinToken, Deployment, App, ApiKey } from '../store/store.ts';
+import { TENANT_ROLES } from '../../contracts/permissions.ts';
 import type { Fleet } from '../fleet.ts';
 import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
@@ -143,18 +144,37 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
   });
 
   // ---- API keys (rotation: create a new key, move clients to it, revoke the old one) ----
-  const KeyView = z.object({ id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable() });
+  const KeyScopeView = z.object({ apps: z.array(z.string()).optional(), labels: Labels.optional() });
+  const KeyView = z.object({ id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable(), expiresAt: z.number().nullable(), scope: KeyScopeView.nullable() });
+  const keyView = (k: ApiKey): z.infer<typeof KeyView> => ({ id: k.id, name: k.name, role: k.role, createdAt: k.createdAt, revokedAt: k.revokedAt, expiresAt: k.expiresAt ?? null, scope: k.scope ?? null });
   r.get('/api/v1/keys', { schema: { tags: ['keys'], summary: 'API keys of the tenant (never their secrets)', response: { 200: z.object({ items: z.array(KeyView) }) } } },
-    async (req) => ({ items: (await store.listApiKeys(req.tenantId)).map(({ hash: _h, tenantId: _t, ...k }) => k) }));
+    async (req) => ({ items: (await store.listApiKeys(req.tenantId)).map(keyView) }));
   r.post('/api/v1/keys', {
-    schema: { tags: ['keys'], summary: 'Create an API key (shown once, stored hashed)', body: z.object({ name: z.string().min(1).max(128) }), response: { 201: KeyView.extend({ key: z.string() }), ...errors } },
+    schema: {
+      tags: ['keys'], summary: 'Create an API key with a role, optionally limited to apps or site labels and expiring (shown once, stored hashed)',
+      body: z.object({
+        name: z.string().min(1).max(128),
+        role: z.enum(TENANT_ROLES).default('admin').describe('viewer, operator, developer or admin (docs/operators.md "Roles")'),
+        apps: z.array(z.string().min(1).max(64)).min(1).max(100).optional().describe('only these apps'),
+        labels: Labels.optional().describe('only sites carrying these labels (and deployments whose selector pins them)'),
+        expiresAt: z.number().int().positive().optional().describe('ms since epoch; the key is refused (401 KEY_EXPIRED) from then on'),
+      }),
+      response: { 201: KeyView.extend({ key: z.string() }), ...errors },
+    },
   }, async (req, reply) => {
+    const b = req.body;
+    if (b.labels) {
+      if (Object.keys(b.labels).length === 0) throw new EwError('VALIDATION_FAILED', 'labels, when given, must name at least one label', { path: 'labels' });
+      validateLabels(Object.fromEntries(Object.entries(b.labels).filter(([k]) => k !== 'region')), 'labels');
+    }
+    if (b.expiresAt !== undefined && b.expiresAt <= clock.now()) throw new EwError('VALIDATION_FAILED', 'expiresAt is in the past; give a time to come (ms since epoch)', { path: 'expiresAt' });
     const key = newSecret('ewk');
-    const k = { id: newId('key'), tenantId: req.tenantId, name: req.body.name, hash: hashSecret(key), role: 'admin' as const, createdAt: clock.now(), revokedAt: null };
+    const scope = b.apps || b.labels ? { ...(b.apps ? { apps: b.apps } : {}), ...(b.labels ? { labels: b.labels } : {}) } : null;
+    const k: ApiKey = { id: newId('key'), tenantId: req.tenantId, name: b.name, hash: hashSecret(key), role: b.role, createdAt: clock.now(), revokedAt: null, expiresAt: b.expiresAt ?? null, scope };
     await store.createApiKey(k);
-    req.log.info({ keyId: k.id, by: req.apiKeyId }, 'api key created');
+    req.log.info({ keyId: k.id, role: k.role, by: req.apiKeyId }, 'api key created');
     void reply.status(201);
-    return { id: k.id, name: k.name, role: k.role, createdAt: k.createdAt, revokedAt: null, key };
+    return { ...keyView(k), key };
   });
   r.delete('/api/v1/keys/:id', {
     schema: { tags: ['keys'], summary: 'Revoke an API key: it stops working at once', params: z.object({ id: z.string() }), response: { 204: z.null(), ...errors } },
@@ -229,6 +249,8 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     });
     if (!result.ok) {
       const reason = result.reason;
+      if (reason === 'suspended') throw new EwError('TENANT_SUSPENDED', 'the tenant of this join token is suspended; enrollments resume when a platform admin resumes it');
+      if (reason === 'quota') throw new EwError('QUOTA_EXCEEDED', 'the tenant of this join token is at its quota of sites; revoke a site or ask the platform admin to raise the quota, then enroll again with the same token');
       if (reason === 'used') throw new EwError('TOKEN_USED', 'this join token was already used; ask the operator for a new one (edgeweave tokens create)');
       if (reason === 'expired') throw new EwError('TOKEN_EXPIRED', 'this join token has expired; ask the operator for a new one (edgeweave tokens create)');
       throw new EwError('TOKEN_INVALID', 'this join token is not known to the cloud; check that it was copied whole');
