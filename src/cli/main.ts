@@ -9,6 +9,7 @@ import { parseMqttLimits } from '../lib/mqtt-guard.ts';
 import { parseRateLimits } from '../cloud/api/server.ts';
 import { registerDeviceCommands } from './devices.ts';
 import { registerInferCommands } from './infer.ts';
+import { registerTenancyCommands } from './tenancy.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
@@ -271,6 +272,7 @@ export function buildProgram(): Command {
   registerPartnerCommands(program);
   registerDeviceCommands(program);
   registerInferCommands(program);
+  registerTenancyCommands(program);
   return program;
 }
 
