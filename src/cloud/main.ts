@@ -11,7 +11,7 @@ import { EmbeddedHub } from './hub/embedded.ts';
 import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
-import { RolloutController } from './rollouts.ts';
+import { RolloutController } from './rollout/controller.ts';
 import { ResultQuota } from './quotas.ts';
 import { createApiServer, type RateLimits } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
@@ -186,11 +186,12 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
   }
   let url = '';
+  // Before any route plugin loads, so every one inherits the hooks (scoped keys, quotas).
+  installTenancyGuards(http, { store, artifacts });
   registerRoutes(http, {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
-  installTenancyGuards(http, { store, artifacts });
   await http.register(tenantRoutes, { store, clock, artifacts, siteRevoked: (id: string) => fleet.revoked(id) });
   await http.register(auditRoutes, { store });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
