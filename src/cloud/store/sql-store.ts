@@ -304,7 +304,13 @@ export class SqlStore implements Store {
   }
 
   async migrate(): Promise<void> {
-    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind) });
+    // PostgreSQL: Kysely looks for its migration tables by name in every schema unless told
+    // which, so another schema of the same database holding them (another cloud, a benchmark)
+    // would make it skip creating ours. Name the schema the store works in.
+    const migrationTableSchema = this.kind === 'postgres'
+      ? (await guard('read current schema', () => sql<{ s: string }>`select current_schema() as s`.execute(this.db))).rows[0]?.s
+      : undefined;
+    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
     const { error, results } = await migrator.migrateToLatest();
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
