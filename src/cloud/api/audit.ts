@@ -9,8 +9,6 @@ import { need } from './access.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The error code of a failed call, read from its answer for the audit log. */
-    auditCode?: string;
     /** Who a public call turned out to be (an enrollment: the new site and its tenant). */
     auditActor?: { tenantId?: string; siteId?: string };
   }
@@ -33,30 +31,31 @@ export function audited(req: FastifyRequest): boolean {
  * The audit log, as one hook on every route (so a route added or moved anywhere is covered):
  * who (key id and role, or site, and tenant), what (method and route, path), when, from which
  * address, and the outcome (status and error code). Bodies and headers are never recorded, so
- * no secret (a key, a token, a site password) can reach it. Written after the answer: a write
- * that fails is logged loudly and never changes the answer already given.
+ * no secret (a key, a token, a site password) can reach it.
+ *
+ * It is an `onSend` hook, not `onResponse`: the entry is stored before the answer leaves, so a
+ * client that got its answer finds the change in the log (an `onResponse` write raced the
+ * client's next request). A write that fails is logged loudly and never changes the answer.
  */
 export function installAudit(app: FastifyInstance, store: Store, clock: Clock, log: Logger): void {
-  app.decorateRequest('auditCode', undefined);
   app.decorateRequest('auditActor', undefined);
   app.addHook('onSend', async (req, reply, payload) => {
-    if (!audited(req) || typeof payload !== 'string') return payload;
-    try {
-      if (reply.statusCode >= 400) {
-        const code = (JSON.parse(payload) as { code?: unknown }).code;
-        if (typeof code === 'string') req.auditCode = code.slice(0, 64);
-      } else if (req.routeOptions.url === '/api/v1/enroll') {
-        // The enrollment is public; its answer names the tenant that now has a new site (only
-        // the two ids are read from it).
-        const b = JSON.parse(payload) as { tenantId?: unknown; siteId?: unknown };
-        if (typeof b.tenantId === 'string' && typeof b.siteId === 'string') req.auditActor = { tenantId: b.tenantId, siteId: b.siteId };
-      }
-    } catch { /* not JSON: no code to read */ }
-    return payload;
-  });
-  app.addHook('onResponse', async (req, reply) => {
-    if (!audited(req)) return;
+    if (!audited(req)) return payload;
     const status = reply.statusCode;
+    let code: string | null = null;
+    if (typeof payload === 'string') {
+      try {
+        if (status >= 400) {
+          const c = (JSON.parse(payload) as { code?: unknown }).code;
+          if (typeof c === 'string') code = c.slice(0, 64);
+        } else if (req.routeOptions.url === '/api/v1/enroll') {
+          // The enrollment is public; its answer names the tenant that now has a new site (only
+          // the two ids are read from it).
+          const b = JSON.parse(payload) as { tenantId?: unknown; siteId?: unknown };
+          if (typeof b.tenantId === 'string' && typeof b.siteId === 'string') req.auditActor = { tenantId: b.tenantId, siteId: b.siteId };
+        }
+      } catch { /* not JSON: no code to read */ }
+    }
     const entry: AuditEntry = {
       at: clock.now(),
       tenantId: req.tenantId || req.auditActor?.tenantId || null,
@@ -67,7 +66,7 @@ export function installAudit(app: FastifyInstance, store: Store, clock: Clock, l
       target: req.url.split('?')[0]!,
       status,
       outcome: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'failed',
-      code: status >= 400 ? req.auditCode ?? null : null,
+      code,
       address: req.ip,
       requestId: String(req.id),
     };
@@ -76,6 +75,7 @@ export function installAudit(app: FastifyInstance, store: Store, clock: Clock, l
     } catch (e) {
       log.error({ err: e, action: entry.action, tenantId: entry.tenantId, status }, 'AUDIT WRITE FAILED: a call was answered but is missing from the audit log');
     }
+    return payload;
   });
 }
 
