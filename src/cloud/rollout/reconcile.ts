@@ -138,6 +138,8 @@ function log(r: RolloutState, now: number, event: string): void {
 function end(r: RolloutState, phase: Phase, reason: string, now: number, revert: boolean): RolloutState {
   r.phase = phase;
   r.reason = reason;
+  // The console keeps the newer of two states by updatedAt: an ending is a change like any other.
+  r.updatedAt = now;
   if (revert) {
     for (const s of r.admitted) r.sites[s] = { phase: 'reverted', since: now, reason };
     r.admitted = [];
