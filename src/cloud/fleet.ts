@@ -4,7 +4,7 @@ import type { Store, Site, SiteStatusUpdate, UplinkRecord, App } from './store/s
 import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
-import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, envelope, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type SiteStatusBody } from '../contracts/messages.ts';
 import { isFrame, MAX_FRAME_BYTES } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
@@ -290,10 +290,7 @@ export class Fleet {
       // Many at once: each publish waits on the broker, not on the previous one.
       await pool(tenantSites.length, 64, async (i) => {
         const site = tenantSites[i]!;
-        const msg: DesiredState = {
-          v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',
-          body: { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! },
-        };
+        const msg = envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! }, this.o.clock);
         await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
         this.m.desiredPublished.inc();
       });
@@ -311,7 +308,7 @@ export class Fleet {
   async rpc(siteId: string, method: string, params: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
     if (!this.liveness.isOnline(siteId)) throw new EwError('SITE_UNREACHABLE', `site ${siteId} is offline; it cannot answer now`);
     const id = randomUUID();
-    const req: RpcRequest = { v: ENVELOPE_VERSION, id, ts: this.o.clock.now(), type: 'rpc-request', body: { method, params } };
+    const req = envelope('rpc-request', { method, params }, this.o.clock, id);
     const res = await new Promise<RpcResponse | Error>((resolve) => {
       const cancel = this.o.clock.setTimer(timeoutMs, () => { this.rpcs.delete(id); resolve(new EwError('SITE_UNREACHABLE', `site ${siteId} did not answer "${method}" within ${timeoutMs / 1000} s`)); });
       this.rpcs.set(id, { siteId, done: (r) => { cancel(); resolve(r); } });

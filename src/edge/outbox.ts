@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Statement } from 'better-sqlite3';
 import { kvGet, kvSet, type EdgeDb } from './db.ts';
 import { EwError } from '../contracts/errors.ts';
-import { ENVELOPE_VERSION, PAYLOAD_LIMITS, type UplinkMessage } from '../contracts/messages.ts';
+import { envelope, PAYLOAD_LIMITS } from '../contracts/messages.ts';
 import type { Clock } from '../lib/clock.ts';
 
 export type OverflowPolicy = 'drop-oldest' | 'reject-new';
@@ -88,7 +88,7 @@ export class Outbox {
       // A deterministic id (a window result's rule, epoch and emission) lets the cloud store a
       // result replayed after a crash once; anything else gets a fresh one.
       const id = idOf?.(data as never, i) ?? randomUUID();
-      const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, ...origin, data } };
+      const msg = envelope('uplink', { stream, at: now, ...origin, data }, { now: () => now }, id);
       const payload = Buffer.from(JSON.stringify(msg) ?? 'null');
       if (payload.length > PAYLOAD_LIMITS.up) {
         throw new EwError('VALIDATION_FAILED', `records[${i}] is ${payload.length} bytes as an uplink message; one result may be at most ${PAYLOAD_LIMITS.up} bytes (split it into several records)`, { path: `records[${i}]` });

@@ -9,7 +9,8 @@ import { AppManifest, parseManifest } from '../../contracts/manifest.ts';
 import { matches, validateLabels } from '../../contracts/selector.ts';
 import { checkApp } from '../../stream/app.ts';
 import { manifestJsonSchema } from '../../contracts/manifest-schema.ts';
-import { boundLogLines, SiteStatusBody } from '../../contracts/messages.ts';
+import { boundLogLines, checkContractVersion, CONTRACT_VERSION, SiteStatusBody } from '../../contracts/messages.ts';
+import { EnrollRequest, EnrollResponse } from '../../contracts/enroll.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { hashSecret, newId, newSecret } from '../../lib/secrets.ts';
 import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts';
@@ -209,16 +210,12 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     config: { public: true },
     schema: {
       tags: ['enrollment'], summary: 'Exchange a join token for site credentials (called by the agent)', security: [],
-      body: z.object({ token: z.string().min(1).max(200), name: z.string().min(1).max(128).optional() }),
-      response: {
-        201: z.object({
-          siteId: z.string(), tenantId: z.string(), region: z.string(), labels: Labels, heartbeatIntervalS: z.number(),
-          mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string(), protocolVersion: z.union([z.literal(4), z.literal(5)]) }),
-        }),
-        ...errors,
-      },
+      body: EnrollRequest,
+      response: { 201: EnrollResponse, ...errors },
     },
   }, async (req, reply) => {
+    // Before the token is spent: an agent this cloud cannot talk to keeps its token for later.
+    checkContractVersion(req.body.contractVersion, 'enrollment');
     const secret = newSecret('ews');
     const result = await store.enrollSite(hashSecret(req.body.token), clock.now(), (t) => {
       const id = newId('site');
@@ -240,6 +237,7 @@ export function registerRoutes(app: FastifyInstance, d: RouteDeps): void {
     return {
       siteId: site.id, tenantId: site.tenantId, region: site.region, labels: site.labels, heartbeatIntervalS: d.heartbeatIntervalS,
       mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id, protocolVersion: d.hub.agentProtocolVersion },
+      contractVersion: CONTRACT_VERSION,
     };
   });
 
