@@ -7,6 +7,8 @@ import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
 import { decodePayload, envelope, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type SiteStatusBody } from '../contracts/messages.ts';
 import { isFrame, MAX_FRAME_BYTES } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
+import type { RpcMethod, RpcParams, RpcResult } from '../contracts/rpc.ts';
+import { readRpcAnswer } from './rpc-answer.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -304,8 +306,12 @@ export class Fleet {
 
   private readonly rpcs = new Map<string, { siteId: string; done: (r: RpcResponse | Error) => void }>();
 
-  /** Asks a site something over its MQTT link; SITE_UNREACHABLE when it does not answer in time. */
-  async rpc(siteId: string, method: string, params: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  /**
+   * Asks a site something over its MQTT link: SITE_UNREACHABLE when it does not answer in time;
+   * its answer is read against the method's schema by readRpcAnswer (the site's own error code,
+   * or SITE_ANSWER_INVALID).
+   */
+  async rpc<M extends RpcMethod>(siteId: string, method: M, params: RpcParams<M>, timeoutMs = 10_000): Promise<RpcResult<M>> {
     if (!this.liveness.isOnline(siteId)) throw new EwError('SITE_UNREACHABLE', `site ${siteId} is offline; it cannot answer now`);
     const id = randomUUID();
     const req = envelope('rpc-request', { method, params }, this.o.clock, id);
@@ -315,8 +321,7 @@ export class Fleet {
       this.o.hub.publish(topics.rpcRequest(siteId, id), JSON.stringify(req)).catch((e: Error) => { cancel(); this.rpcs.delete(id); resolve(e); });
     });
     if (res instanceof Error) throw res;
-    if (!res.body.ok) throw new EwError('SITE_UNREACHABLE', `site ${siteId} refused "${method}": ${res.body.error?.message ?? 'unknown'}`);
-    return res.body.result;
+    return readRpcAnswer(siteId, method, res);
   }
 
   /** Revocation: forget liveness, cut the live connection, clear retained desired state. */

@@ -3,6 +3,7 @@ import { topics } from '../contracts/topics.ts';
 import { decodePayload, envelope, RpcRequest, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { isFrame } from '../contracts/infer-wire.ts';
+import { clipText } from '../contracts/bounds.ts';
 import type { Logger } from '../lib/logger.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { Backoff } from './backoff.ts';
@@ -154,8 +155,11 @@ export class CloudLink {
       if (!this.o.onRpc) throw new EwError('NOT_FOUND', 'this agent answers no requests');
       res = envelope('rpc-response', { ok: true, result: await this.o.onRpc(req.body.method, req.body.params) }, this.clock);
     } catch (e) {
+      // The site's own code and field travel to the cloud, which passes them on; bounded like the
+      // contract's fields so that a long message cannot get the whole answer refused.
       const code = isEwError(e) ? e.code : 'INTERNAL';
-      res = envelope('rpc-response', { ok: false, error: { code, message: (e as Error).message } }, this.clock);
+      const path = isEwError(e) && e.path ? { path: clipText(e.path, 500) } : {};
+      res = envelope('rpc-response', { ok: false, error: { code, message: clipText((e as Error).message, 2000), ...path } }, this.clock);
     }
     await this.publish(topics.rpcResponse(this.o.creds.siteId, id), JSON.stringify(res)).catch(() => {});
   }

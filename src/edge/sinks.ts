@@ -23,10 +23,15 @@ export interface SinkContext {
   app: string;
   rule: string;
   outbox: Outbox;
-  notifyOutbox: () => void;
   publishLocal: (topic: string, payload: string) => void;
   audit: EgressAudit;
   log: Logger;
+  /**
+   * Where the `log` sink writes results: the site's own output only. It never feeds the ring the
+   * cloud reads (`edgeweave logs`), because results may be raw device data that no egress policy
+   * granted — kept apart by which logger they go to, not by filtering message texts.
+   */
+  siteLog: Logger;
   clock: Clock;
   /** Per uplink/webhook stream: the fields the egress grant lets out (undefined: all). */
   allowedFields: (stream: string) => string[] | undefined;
@@ -140,7 +145,7 @@ class UplinkSink implements DurableSink {
     this.scheduled = false;
     const n = this.pending.length;
     try {
-      if (this.commit() > 0) this.c.notifyOutbox();
+      this.commit(); // the outbox tells the pump itself
     } catch (e) {
       this.discard();
       this.c.log.warn({ app: this.c.app, rule: this.c.rule, err: (e as Error).message, lost: n }, 'results not written to the outbox');
@@ -164,7 +169,7 @@ class LogSink implements Sink {
   readonly kind = 'log';
   constructor(private readonly level: 'info' | 'warn', private readonly c: SinkContext) {}
   write(rows: Row[]): void {
-    for (const r of rows) this.c.log[this.level]({ app: this.c.app, rule: this.c.rule, result: r }, 'rule result');
+    for (const r of rows) this.c.siteLog[this.level]({ app: this.c.app, rule: this.c.rule, result: r }, 'rule result');
   }
   close(): void {}
 }
