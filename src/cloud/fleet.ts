@@ -150,7 +150,9 @@ export class Fleet {
         return;
       }
     } catch (e) {
-      if (isEwError(e, 'MQTT_PAYLOAD_INVALID')) {
+      // A newer major's message is refused like a malformed one: acknowledged (resending would not
+      // change it), counted and logged with its own code.
+      if (isEwError(e, 'MQTT_PAYLOAD_INVALID') || isEwError(e, 'CONTRACT_VERSION_UNSUPPORTED')) {
         this.m.badPayloads.inc({ kind: t?.kind ?? 'unknown' });
         this.o.log.warn({ code: e.code, path: e.path, siteId: t?.siteId }, e.message);
         return;
