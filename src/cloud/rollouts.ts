@@ -20,7 +20,10 @@ export function observe(site: Site, online: boolean, app: string): SiteObservati
   const models = st?.models?.filter((m) => m.app === app) ?? [];
   const failedModel = models.find((m) => m.state === 'failed');
   const loading = models.find((m) => m.state !== 'ready' && m.state !== 'failed');
-  const applyError = st?.applyError && st.applyError.includes(`${app}@`) ? st.applyError : undefined;
+  // Read as data (contract 1.1): this app's own entries, by name — `guard` is not `my-guard`.
+  const own = st?.applyErrors?.filter((e) => e.app === app);
+  const applyError = own ? (own.length ? own.map((e) => `${e.component}: ${e.code}: ${e.message}`).join('; ') : undefined)
+    : legacyApplyError(st?.applyError, app);
   const healthReason = !running ? `does not run ${app}`
     : failedModel ? `model ${failedModel.name} failed: ${failedModel.error ?? 'unknown'}`
       : failedRule ? `rule ${failedRule.rule} failed: ${failedRule.error ?? 'unknown'}`
@@ -37,6 +40,16 @@ export function observe(site: Site, online: boolean, app: string): SiteObservati
       outputMean: means.length ? means.reduce((a, b) => a + b, 0) / means.length : null,
     } : undefined,
   };
+}
+
+/**
+ * A 1.0 agent's one-text apply error: entries `app@version: …` joined by `; `. Only entries that
+ * start with this app's name count (at the start or after a separator), never a substring.
+ */
+export function legacyApplyError(text: string | undefined, app: string): string | undefined {
+  if (!text) return undefined;
+  const entries = text.split('; ').filter((e) => e.startsWith(`${app}@`));
+  return entries.length ? entries.join('; ') : undefined;
 }
 
 export class RolloutController {

@@ -82,13 +82,20 @@ const base = {
   ts: epochMs(),
 };
 
+/** One app's failure to apply (start, update, stop) in one component (rules, models, sources…). */
+export const AppError = z.object({ app: safeString(64), version: safeString(64), component: safeString(32), code: safeString(64), message: text(2000) });
+export type AppError = z.infer<typeof AppError>;
+
 export const SiteStatusBody = z.object({
   agentVersion: safeString(64),
   bootId: safeString(64),
   uptimeS: measure(),
   heartbeatIntervalS: z.number().min(HEARTBEAT_INTERVAL_S.min).max(HEARTBEAT_INTERVAL_S.max),
   generation: count(),
+  /** The apply errors as one text: what a 1.0 cloud reads. A 1.1 cloud reads `applyErrors`. */
   applyError: text(2000).optional(),
+  /** (1.1) The last apply's failures, one per app and component, as data. */
+  applyErrors: z.array(AppError).max(1000).optional(),
   apps: z.array(z.object({ name: safeString(64), version: safeString(64) })).max(1000),
   system: z.object({
     hostname: safeString(255),

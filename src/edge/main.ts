@@ -43,6 +43,7 @@ import { registerEdgeMetrics } from './metrics.ts';
 import { DeviceRegistry } from './device-auth.ts';
 import { registerDeviceRoutes, type DeviceAdmin } from './device-api.ts';
 import { createRpc } from './rpc.ts';
+import { createStatus } from './status.ts';
 import { collectProcessMetrics, installHttpMetrics } from '../lib/metrics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
@@ -339,17 +340,10 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const statusBody = (): SiteStatusBody => ({
-    agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
-    generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
-    outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(), writes: writes.statuses(),
-    models: models.list().map((m) => {
-      const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
-    }),
-    routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
+  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
+  const statusBody = createStatus({
+    agentVersion: VERSION, bootId, startedAt, heartbeatIntervalS, dataDir: cfg.dataDir, clock, log, supervisor, runtimes, accelerators, accel,
+    outbox, devices, rules, dead, sources, writes, models, routed,
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -374,7 +368,6 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     });
   };
   const rpc = createRpc({ ring, dead, writeAudit, devices: deviceAdmin, log });
-  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
   const link = new CloudLink({
     creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
