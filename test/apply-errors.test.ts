@@ -1,10 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { AppSupervisor, type AppComponent } from '../src/edge/apps.ts';
+import { AppSupervisor } from '../src/edge/apps.ts';
+import type { AppComponent } from '../src/contracts/app-component.ts';
 import { boundStatus } from '../src/edge/status.ts';
 import { decodePayload, envelope, PAYLOAD_LIMITS, ReportedMessage, type DesiredApp, type SiteStatusBody } from '../src/contracts/messages.ts';
 import { EwError } from '../src/contracts/errors.ts';
-import { observe, legacyApplyError } from '../src/cloud/rollouts.ts';
+import { observe, legacyApplyError } from '../src/cloud/rollout/reconcile.ts';
 import type { Site } from '../src/cloud/store/store.ts';
 import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';

@@ -4,7 +4,7 @@ import { isRpcMethod, RPC, type RpcMethod, type RpcResult } from '../contracts/r
 import { clipText } from '../contracts/bounds.ts';
 import type { z } from 'zod';
 import type { LogRing, Logger } from '../lib/logger.ts';
-import type { DeadLetters } from './streams.ts';
+import type { DeadLetters } from './record-router.ts';
 import type { WriteAudit } from './writes.ts';
 import { addDevice, registryOf, revokeDevice, type DeviceAdmin } from './device-api.ts';
 

@@ -7,7 +7,7 @@ import type { AppSupervisor } from './apps.ts';
 import type { DeviceSource } from './devices.ts';
 import type { Outbox } from './outbox.ts';
 import type { RuleHost } from './rules.ts';
-import type { DeadLetters } from './streams.ts';
+import type { DeadLetters } from './record-router.ts';
 import type { SourceHost } from './sources/host.ts';
 import type { WriteHost } from './writes.ts';
 import type { ModelHost } from '../inference/host.ts';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { ERROR_CODES, EwError, formatPath, type ErrorCode } from '../contracts/errors.ts';
-import type { RpcResponse } from '../contracts/messages.ts';
-import { RPC, type RpcMethod, type RpcResult } from '../contracts/rpc.ts';
+import { ERROR_CODES, EwError, formatPath, type ErrorCode } from '../../contracts/errors.ts';
+import type { RpcResponse } from '../../contracts/messages.ts';
+import { RPC, type RpcMethod, type RpcResult } from '../../contracts/rpc.ts';
 
 /** How a 1.0 agent refused a `devices.*` request: an ok answer whose result is `{error}`. */
 const LegacyRefusal = z.object({ error: z.object({ code: z.string().max(64), message: z.string().max(2000), path: z.string().max(500).optional() }) });
