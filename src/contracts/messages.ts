@@ -86,6 +86,20 @@ const base = {
 export const AppError = z.object({ app: safeString(64), version: safeString(64), component: safeString(32), code: safeString(64), message: text(2000) });
 export type AppError = z.infer<typeof AppError>;
 
+/** What the site and the cloud show of a rule (edge/rules.ts reports it). */
+export const RuleStatus = z.object({
+  app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
+  in: count(), out: count(), filtered: count(), late: count(), errors: count(),
+  /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
+  dropped: count(),
+  sinkErrors: count(), lastOutputAt: epochMs().nullable(),
+  /** Referenced fields no record carried (schemaless streams), and similar hints. */
+  warnings: z.array(text(500)).max(20).optional(),
+  // Results a full outbox refused and lost, and why results are refused or waiting now (older agents send neither).
+  sinkDropped: count().optional(), blocked: text(2000).optional(),
+});
+export type RuleStatus = z.infer<typeof RuleStatus>;
+
 export const SiteStatusBody = z.object({
   agentVersion: safeString(64),
   bootId: safeString(64),
@@ -112,13 +126,7 @@ export const SiteStatusBody = z.object({
   accelerators: z.array(safeString(64)).max(32),
   outbox: z.object({ pending: count(), dropped: count() }),
   devices: z.object({ connected: count(), messagesIn: count() }),
-  rules: z.array(z.object({
-    app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
-    in: count(), out: count(), filtered: count(), late: count(), errors: count(), dropped: count(), sinkErrors: count(), lastOutputAt: epochMs().nullable(),
-    warnings: z.array(text(500)).max(20).optional(),
-    // Results a full outbox refused, and why results are refused or waiting now (older agents send neither).
-    sinkDropped: count().optional(), blocked: text(2000).optional(),
-  })).max(1000).optional(),
+  rules: z.array(RuleStatus).max(1000).optional(),
   deadLetters: count().optional(),
   /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
   sources: z.array(z.object({

@@ -6,7 +6,7 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { EdgeDb } from './db.ts';
 import type { Outbox } from './outbox.ts';
-import { topics } from '../contracts/topics.ts';
+import { RESERVED_STREAMS, topics } from '../contracts/topics.ts';
 import type { WritePolicy } from '../contracts/industrial.ts';
 import { WriteSink, type WriteHost } from './writes.ts';
 import { isWriteSink } from './write-guard.ts';
@@ -95,7 +95,7 @@ export class EgressAudit {
     const rows = this.db.prepare('SELECT minute, app, rule, stream, destination, records, bytes FROM egress_audit WHERE reported = 0 AND minute < ? ORDER BY minute').all(current) as Row[];
     if (rows.length === 0) return 0;
     this.db.transaction(() => {
-      outbox.enqueue(topics.up(siteId, '_egress-audit'), '_egress-audit', rows);
+      outbox.enqueue(topics.up(siteId, RESERVED_STREAMS.egressAudit), RESERVED_STREAMS.egressAudit, rows);
       this.db.prepare('UPDATE egress_audit SET reported = 1 WHERE reported = 0 AND minute < ?').run(current);
     })();
     return rows.length;

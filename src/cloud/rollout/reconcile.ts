@@ -14,19 +14,9 @@ import type { Site } from '../store/store.ts';
  * rolled back or aborted, with the reason. Sites offline when they are due are deferred: they do
  * not hold the rollout up, and converge when they come back (their desired state is retained).
  */
-export type Strategy =
-  | { type: 'all' }
-  | { type: 'rolling'; maxUnavailable: number }
-  | { type: 'canary'; canary: number; canaryPercent?: boolean; bakeTimeS: number; gates: Gates; then: 'all' | 'rolling'; maxUnavailable?: number };
-
-export interface Gates {
-  /** Largest share of failed model requests on canary sites (0.01 = 1 %). */
-  maxErrorRate?: number;
-  /** Largest model p95 latency on canary sites, ms. */
-  maxP95Ms?: number;
-  /** Largest relative change of the models' mean output, canary against sites on the previous version. */
-  maxDrift?: number;
-}
+// Defined once, in the wire contract (type-only: this core still imports nothing at run time).
+import type { Gates, Phase, SitePhase, Strategy } from '../../contracts/rollout.ts';
+export type { Gates, Phase, SitePhase, Strategy };
 
 export interface RolloutOptions {
   /** Longest wait for a site to run the new version healthily. Default 300. */
@@ -35,8 +25,6 @@ export interface RolloutOptions {
   onFailure: 'rollback' | 'halt';
 }
 
-export type Phase = 'progressing' | 'baking' | 'paused' | 'succeeded' | 'failed' | 'rolled-back' | 'aborted';
-export type SitePhase = 'pending' | 'updating' | 'updated' | 'failed' | 'deferred' | 'reverted';
 
 export interface RolloutState {
   id: string;
