@@ -174,8 +174,8 @@ describe('the CLI and the agent honour Retry-After', () => {
     const cloud = await startTestCloud({ rateLimits: { key: { burst: 1, perSecond: 1 } } });
     try {
       const c = new ApiClient({ cloud: cloud.url, apiKey: cloud.adminKey });
-      await c.call('GET', '/api/v1/sites');
-      const r = await c.call<{ items: unknown[] }>('GET', '/api/v1/sites'); // 429 first, then served
+      await c.api('GET /api/v1/sites');
+      const r = await c.api('GET /api/v1/sites'); // 429 first, then served
       assert.deepEqual(r.items, []);
     } finally {
       await cloud.stop();

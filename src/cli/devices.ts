@@ -3,6 +3,9 @@ import { type Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { ApiClient, loadConfig } from './client.ts';
 import { EwError } from '../contracts/errors.ts';
+// The same shapes on the site's local API and through the cloud (which passes the site's answer on).
+import { DeviceCreated, DeviceList } from '../cloud/api/schemas.ts';
+import type { infer as zInfer } from 'zod';
 
 /**
  * `edgeweave devices add|list|revoke`: per-device MQTT credentials and topic grants on a site's
@@ -50,7 +53,7 @@ export function registerDeviceCommands(program: Command): void {
     $ edgeweave devices add hmi-1 --subscribe factory/alerts --site site-1a2b3c`)
     .action(async (id: string, o) => {
       const { client, base } = api(o);
-      const d = await client.call('POST', base, { id, publish: o.publish ?? [], subscribe: o.subscribe ?? [], ...(o.description ? { description: o.description } : {}) });
+      const d = await client.parsed(DeviceCreated, 'POST', base, { id, publish: o.publish ?? [], subscribe: o.subscribe ?? [], ...(o.description ? { description: o.description } : {}) });
       out(o.output, d, () => [
         `device ${d.id} registered. Its MQTT credentials (the secret is shown once; only its digest is kept):`,
         `    username:  ${d.username}`, `    client id: ${d.clientId}   (it must connect with this one)`, `    password:  ${d.secret}`,
@@ -67,7 +70,7 @@ export function registerDeviceCommands(program: Command): void {
       // Every page, in id order.
       const r: { items: { id: string; publish: string[]; subscribe: string[] }[] } = { items: [] };
       for (let after: string | null = ''; after !== null;) {
-        const page: { items: typeof r.items; next: string | null } = await client.call('GET', `${base}${after ? `?after=${encodeURIComponent(after)}` : ''}`);
+        const page: zInfer<typeof DeviceList> = await client.parsed(DeviceList, 'GET', `${base}${after ? `?after=${encodeURIComponent(after)}` : ''}`);
         r.items.push(...page.items);
         after = page.next;
       }

@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 import { ApiClient, loadConfig, saveConfig } from './client.ts';
+import type { ApiResponses } from '../cloud/api/schemas.ts';
 import { loadBundle, MANIFEST, pushBundle } from './bundle.ts';
 import { parseSelector } from '../contracts/selector.ts';
 import { EwError } from '../contracts/errors.ts';
@@ -66,7 +67,7 @@ export function registerPartnerCommands(program: Command): void {
     .action(async (o) => {
       const ca = o.ca ? readFileSync(o.ca, 'utf8') : undefined;
       const c = new ApiClient({ cloud: o.cloud, apiKey: o.apiKey, ca });
-      await c.call('GET', '/api/v1/sites');
+      await c.api('GET /api/v1/sites');
       const p = saveConfig({ cloud: o.cloud, apiKey: o.apiKey, ...(ca ? { ca } : {}) });
       process.stderr.write(`${green('logged in')} to ${o.cloud}; saved in ${p}\n`);
     });
@@ -124,7 +125,7 @@ export function registerPartnerCommands(program: Command): void {
   app.command('list').description('App versions on the cloud.').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave app list -o json')
     .action(async (o) => {
-      const r = await client().call('GET', '/api/v1/apps');
+      const r = await client().api('GET /api/v1/apps');
       print(o.output, r.items, () => table(r.items, ['name', 'version', 'digest']));
     });
 
@@ -137,14 +138,14 @@ export function registerPartnerCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  $ edgeweave app show vibration-guard@1.0.0')
     .action(async (s: string, o) => {
       const { name, version } = ref(s);
-      const r = await client().call('GET', `/api/v1/apps/${name}/versions/${version}`);
+      const r = await client().api('GET /api/v1/apps/:name/versions/:version', { params: { name, version } });
       print(o.output, r, () => toYaml(r.manifest));
     });
   app.command('diff').description('What changed between two versions of an app.').argument('<a@1>').argument('<a@2>')
     .addHelpText('after', '\nExample:\n  $ edgeweave app diff vibration-guard@1.0.0 vibration-guard@1.1.0')
     .action(async (x: string, y: string) => {
       const c = client();
-      const [a, b] = await Promise.all([x, y].map((s) => { const r = ref(s); return c.call('GET', `/api/v1/apps/${r.name}/versions/${r.version}`); }));
+      const [a, b] = await Promise.all([c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(x) }), c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(y) })]);
       const la = toYaml(a.manifest).split('\n');
       const lb = toYaml(b.manifest).split('\n');
       const setA = new Set(la);
@@ -175,7 +176,7 @@ export function registerPartnerCommands(program: Command): void {
         : o.strategy === 'rolling' ? { type: 'rolling', maxUnavailable: o.maxUnavailable }
           : { type: 'canary', canary: Number(String(o.canary).replace('%', '')), canaryPercent: pct, bakeTimeS: parseDuration(o.bake), gates: { maxErrorRate: o.maxErrorRate, maxP95Ms: o.maxP95Ms, maxDrift: o.maxDrift }, then: 'all' };
       const c = client();
-      const r = await c.call('POST', '/api/v1/deployments', { app: name, version, selector: parseSelector(o.to), strategy, stepTimeoutS: parseDuration(o.stepTimeout) });
+      const r = await c.api('POST /api/v1/deployments', { body: { app: name, version, selector: parseSelector(o.to), strategy, stepTimeoutS: parseDuration(o.stepTimeout) } });
       if (!o.wait) {
         print(o.output, r, () => `${green('deploying')} ${name}@${version} to ${r.sites.length} site(s): deployment ${r.id} (${o.strategy})\nfollow it: edgeweave rollout status ${r.id}`);
         return;
@@ -190,7 +191,7 @@ export function registerPartnerCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  $ edgeweave rollout status dep-1a2b3c --watch')
     .action(async (id: string, o) => {
       const c = client();
-      const r = o.watch ? await follow(c, id, o.output === 'table') : await c.call('GET', `/api/v1/rollouts/${id}`);
+      const r = o.watch ? await follow(c, id, o.output === 'table') : await c.api('GET /api/v1/rollouts/:id', { params: { id } });
       print(o.output, r, () => rolloutTable(r));
     });
   for (const action of ['pause', 'resume', 'abort', 'undo'] as const) {
@@ -198,7 +199,7 @@ export function registerPartnerCommands(program: Command): void {
       .description({ pause: 'Hold the rollout where it is.', resume: 'Continue a paused rollout.', abort: 'Stop and return every site to the previous version.', undo: 'Return every site of an ended rollout to the previous version.' }[action])
       .addHelpText('after', `\nExample:\n  $ edgeweave rollout ${action} dep-1a2b3c`)
       .action(async (id: string, o) => {
-        const r = await client().call('POST', `/api/v1/rollouts/${id}/${action}`);
+        const r = await client().api('POST /api/v1/rollouts/:id/:action', { params: { id, action } });
         print(o.output, r, () => rolloutTable(r));
       });
   }
@@ -207,47 +208,45 @@ export function registerPartnerCommands(program: Command): void {
   sites.command('list').description('Sites with state, labels and the apps they run.').addOption(outputOption()).option('--state <state>', 'online, offline, unknown (not heard from since a cloud restart) or revoked')
     .addHelpText('after', '\nExample:\n  $ edgeweave sites list --state offline')
     .action(async (o) => {
-      const r = await client().call('GET', `/api/v1/sites${o.state ? `?state=${o.state}` : ''}`);
-      print(o.output, r.items, () => table(r.items.map((s: any) => ({ ...s, labels: labelsText(s.labels), apps: (s.status?.apps ?? []).map((a: any) => `${a.name}@${a.version}`).join(',') })), ['id', 'name', 'region', 'state', 'labels', 'apps']));
+      const r = await client().api('GET /api/v1/sites', { query: { state: o.state } });
+      print(o.output, r.items, () => table(r.items.map((s) => ({ ...s, labels: labelsText(s.labels), apps: (s.status?.apps ?? []).map((a) => `${a.name}@${a.version}`).join(',') })), ['id', 'name', 'region', 'state', 'labels', 'apps']));
     });
   sites.command('show').description('One site with its last status.').argument('<site>').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites show site-1a2b3c -o yaml')
     .action(async (id: string, o) => {
-      const r = await client().call('GET', `/api/v1/sites/${id}`);
+      const r = await client().api('GET /api/v1/sites/:id', { params: { id } });
       print(o.output, r, () => toYaml(r));
     });
   sites.command('rules').description('The streaming rules a site runs, with their state and counters.').argument('<site>').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites rules site-1a2b3c')
     .action(async (id: string, o) => {
-      const r = await client().call('GET', `/api/v1/sites/${id}/rules`);
+      const r = await client().api('GET /api/v1/sites/:id/rules', { params: { id } });
       print(o.output, r.items, () => table(r.items, ['app', 'rule', 'state', 'in', 'out', 'filtered', 'late', 'dropped', 'error']));
     });
   sites.command('dead-letters').description('Records a site could not use, and why (asked of the site).').argument('<site>')
     .option('--app <app>').option('--stream <stream>').option('--limit <n>', 'at most this many', (v) => Number(v), 20).addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites dead-letters site-1a2b3c --stream vibration')
     .action(async (id: string, o) => {
-      const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}), ...(o.stream ? { stream: o.stream } : {}) });
-      const r = await client().call('GET', `/api/v1/sites/${id}/dead-letters?${q}`);
-      print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'stream', 'reason', 'payloadBytes'])}`);
+      const r = await client().api('GET /api/v1/sites/:id/dead-letters', { params: { id }, query: { limit: o.limit, app: o.app, stream: o.stream } });
+      print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'stream', 'reason', 'payloadBytes'])}`);
     });
   sites.command('writes').description('What a site\'s rules wrote to machines (OPC UA, Modbus): written, refused, dry-run, failed (asked of the site).').argument('<site>')
     .option('--app <app>').option('--limit <n>', 'at most this many', (v) => Number(v), 20).addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites writes site-1a2b3c --app vibration-guard-plc')
     .action(async (id: string, o) => {
-      const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}) });
-      const r = await client().call('GET', `/api/v1/sites/${id}/writes?${q}`);
-      print(o.output, r.items, () => table(r.items.map((x: any) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'rule', 'target', 'value', 'result', 'detail']));
+      const r = await client().api('GET /api/v1/sites/:id/writes', { params: { id }, query: { limit: o.limit, app: o.app } });
+      print(o.output, r.items, () => table(r.items.map((x) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'rule', 'target', 'value', 'result', 'detail']));
     });
   sites.command('label').description('Replace a site\'s labels (and so its pools).').argument('<site>').argument('<labels>', 'k=v,k2=v2 (replaces the labels)').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites label site-1a2b3c city=hangzhou,kind=intersection')
     .action(async (id: string, labels: string, o) => {
-      const r = await client().call('PUT', `/api/v1/sites/${id}/labels`, { labels: parseSelector(labels) });
+      const r = await client().api('PUT /api/v1/sites/:id/labels', { params: { id }, body: { labels: parseSelector(labels) } });
       print(o.output, r, () => `${green('labelled')} ${id}: ${labelsText(r.labels)}`);
     });
   sites.command('revoke').description('Revoke a site: its credentials stop working at once.').argument('<site>').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave sites revoke site-1a2b3c')
     .action(async (id: string, o) => {
-      const r = await client().call('POST', `/api/v1/sites/${id}/revoke`);
+      const r = await client().api('POST /api/v1/sites/:id/revoke', { params: { id } });
       print(o.output, r, () => `${red('revoked')} ${id}`);
     });
 
@@ -258,7 +257,7 @@ export function registerPartnerCommands(program: Command): void {
     .addOption(outputOption())
     .addHelpText('after', '\nPrints the one-line install command for the new site.\nExample:\n  $ edgeweave tokens create --labels city=hangzhou --region cn-east')
     .action(async (o) => {
-      const r = await client().call('POST', '/api/v1/tokens', { labels: parseSelector(o.labels), region: o.region, ttlSeconds: parseDuration(o.ttl) });
+      const r = await client().api('POST /api/v1/tokens', { body: { labels: parseSelector(o.labels), region: o.region, ttlSeconds: parseDuration(o.ttl) } });
       print(o.output, r, () => r.installCommand);
     });
 
@@ -305,7 +304,7 @@ export function registerPartnerCommands(program: Command): void {
       const c = client();
       let since = 0;
       for (;;) {
-        const r = await c.call<{ lines: { time: number; line: string }[] }>('GET', `/api/v1/sites/${site}/logs?since=${since}&limit=${o.limit}`);
+        const r = await c.api('GET /api/v1/sites/:id/logs', { params: { id: site }, query: { since, limit: o.limit } });
         // A site's lines are foreign text: control characters are escaped, never sent to the terminal.
         for (const l of r.lines.slice(-o.limit)) process.stdout.write(`${escapeControl(String(l.line))}\n`);
         if (r.lines.length) since = r.lines[r.lines.length - 1]!.time;
@@ -325,32 +324,33 @@ export function registerPartnerCommands(program: Command): void {
     .action(async (stream: string, o) => {
       const c = client();
       let after: number | undefined;
-      const q = (extra: string) => `/api/v1/results?stream=${encodeURIComponent(stream)}${o.site ? `&site=${o.site}` : ''}${o.app ? `&app=${o.app}` : ''}${o.rule ? `&rule=${o.rule}` : ''}&limit=${o.limit}${extra}`;
       for (;;) {
-        const r = await c.call('GET', q(after !== undefined ? `&after=${after}` : ''));
+        const r = await c.api('GET /api/v1/results', { query: { stream, site: o.site, app: o.app, rule: o.rule, limit: o.limit, after } });
         if (o.follow || o.output === 'table') {
           for (const x of r.items) process.stdout.write(o.output === 'table' ? `${dim(new Date(x.at).toISOString())} ${x.siteId} ${JSON.stringify(x.data)}\n` : `${JSON.stringify(x)}\n`);
         } else {
           print(o.output, r.items, () => '');
         }
-        if (r.items.length) after = r.items[r.items.length - 1].seq;
+        if (r.items.length) after = r.items[r.items.length - 1]!.seq;
         if (!o.follow) return;
         await new Promise((res) => setTimeout(res, 1000));
       }
     });
 }
 
-function rolloutTable(r: any): string {
+type Rollout = ApiResponses['GET /api/v1/rollouts/:id'];
+
+function rolloutTable(r: Rollout): string {
   const phase = r.phase === 'succeeded' ? green(r.phase) : ['failed', 'rolled-back', 'aborted'].includes(r.phase) ? red(r.phase) : r.phase;
-  const sites = Object.entries(r.sites as Record<string, { phase: string; reason?: string }>).map(([id, s]) => ({ site: id, state: s.phase, reason: s.reason ?? '' }));
+  const sites = Object.entries(r.sites).map(([id, s]) => ({ site: id, state: s.phase, reason: s.reason ?? '' }));
   return `${r.app}@${r.version}  ${phase}${r.reason ? `  ${r.reason}` : ''}\n${table(sites, ['site', 'state', 'reason'])}`;
 }
 
 /** Polls a rollout until it ends, printing each new event on a TTY. */
-async function follow(c: ApiClient, id: string, narrate: boolean): Promise<any> {
+async function follow(c: ApiClient, id: string, narrate: boolean): Promise<Rollout> {
   let seen = 0;
   for (;;) {
-    const r = await c.call('GET', `/api/v1/rollouts/${id}`);
+    const r = await c.api('GET /api/v1/rollouts/:id', { params: { id } });
     if (narrate) for (const h of r.history.slice(seen)) process.stderr.write(`${dim(new Date(h.at).toISOString())} ${h.event}\n`);
     seen = r.history.length;
     if (['succeeded', 'failed', 'rolled-back', 'aborted'].includes(r.phase)) {
