@@ -5,7 +5,7 @@ import type { Store } from '../store/store.ts';
 import type { Fleet } from '../fleet.ts';
 import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
-import type { RolloutController } from '../rollouts.ts';
+import type { RolloutController } from '../rollout/controller.ts';
 import { DeploymentService } from '../services/deployments.ts';
 import { appRoutes } from './resources/apps.ts';
 import { artifactRoutes } from './resources/artifacts.ts';

@@ -5,8 +5,8 @@ import { newId } from '../../lib/secrets.ts';
 import { appKey } from '../desired.ts';
 import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
 import type { Fleet } from '../fleet.ts';
-import { newRollout, type RolloutOptions, type RolloutState, type Strategy } from '../rollout.ts';
-import type { RolloutController } from '../rollouts.ts';
+import { newRollout, type RolloutOptions, type RolloutState, type Strategy } from '../rollout/reconcile.ts';
+import type { RolloutController } from '../rollout/controller.ts';
 import type { App, Deployment, Store } from '../store/store.ts';
 import { canonical } from './apps.ts';
 
