@@ -37,6 +37,7 @@ export const ERROR_CODES = {
   LAST_ADMIN_KEY: { status: 409, meaning: 'The key is the tenant\'s last live admin key; revoking it would lock the tenant out.' },
   ARTIFACT_NOT_ALLOWED: { status: 403, meaning: 'The site may not download this artifact: no deployment targeting it references the file.' },
   ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },
+  PERMISSION_DENIED: { status: 403, meaning: 'The API key\'s role does not include the permission the call needs; the message names the role and the permission lacking.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },

@@ -20,9 +20,18 @@ export const PERMISSIONS = [
   'keys:read',
   'keys:write', // create, revoke API keys
   'metrics:read',
+  'audit:read', // the tenant's audit log
+  'tenants:read', // platform: every tenant, its usage and quotas
+  'tenants:write', // platform: create, suspend, resume, delete tenants, set quotas
+  'results:write', // retention of result streams
+  'endpoints:read', // the inference endpoints, the router's decisions and explanations
+  'endpoints:infer', // call an inference endpoint (/v2 Open Inference Protocol, /v1 OpenAI-compatible)
 ] as const;
 
 export type Permission = (typeof PERMISSIONS)[number];
+
+/** The roles a key may have. Only `admin` exists today (issue #14 adds more). */
+export const ROLES = ['admin'] as const;
 
 /** The permissions of a role. Only `admin` exists today. */
 export function permissionsOf(role: string): Permission[] {

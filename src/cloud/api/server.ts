@@ -12,12 +12,15 @@ import { oipErrorBody } from '../../inference/oip.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
+import { installRoutePermissions, permissionsOfRequest } from './route-permissions.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the auth hook for every authenticated route. */
     tenantId: string;
     apiKeyId: string;
+    /** The key's role, set with the tenant (route-permissions.ts checks what it may do). */
+    role?: string;
     /** Set instead of the tenant when a site calls with its own credentials. */
     siteId?: string;
   }
@@ -103,6 +106,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   app.decorateRequest('tenantId', '');
   app.decorateRequest('apiKeyId', '');
   app.decorateRequest('siteId', undefined);
+  app.decorateRequest('role', undefined);
 
   const httpErrors = new Counter({ name: 'ew_cloud_http_errors_total', help: 'API errors by code', labelNames: ['code'], registers: [o.registry] });
 
@@ -167,6 +171,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     }
   });
 
+  // After authentication: every route's permission, from one table (route-permissions.ts).
+  installRoutePermissions(app, permissionsOfRequest);
+
   async function authenticate(req: FastifyRequest): Promise<void> {
     const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     if (basic && req.routeOptions.config?.siteAccess && o.verifySite) {
@@ -181,6 +188,7 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     if (!key || key.revokedAt !== null) throw new EwError('UNAUTHENTICATED', 'the API key is not recognised or was revoked');
     req.tenantId = key.tenantId;
     req.apiKeyId = key.id;
+    req.role = key.role;
   }
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
