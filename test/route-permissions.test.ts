@@ -76,7 +76,8 @@ describe('route → permission table: every route declares one, and every role g
           // A Last-Event-ID that is not a number: the event stream (allowed) answers 400 instead of streaming.
           headers: { authorization: `Bearer ${keys.get(role)}`, 'last-event-id': 'not-a-number' },
         });
-        const denied = res.statusCode === 403 && /PERMISSION_DENIED/.test(res.body);
+        // The OpenAI-compatible routes write codes in lower case (permission_denied).
+        const denied = res.statusCode === 403 && /PERMISSION_DENIED/i.test(res.body);
         if (denied === allowed) wrong.push(`${role} ${r.method} ${r.url}: ${res.statusCode} ${res.body.slice(0, 160)} (table: ${access})`);
         else if (denied && !res.body.includes(access)) wrong.push(`${role} ${r.method} ${r.url}: the refusal does not name ${access}: ${res.body}`);
       }
