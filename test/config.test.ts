@@ -95,6 +95,7 @@ describe('bad values are refused at start, naming the flag, the value and where 
     const cloudDir = join(dir, 'never-cloud');
     await assert.rejects(startCloud({ dataDir: cloudDir, httpPort: -1, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--port -1:/.test(e.message));
     await assert.rejects(startCloud({ dataDir: cloudDir, rateLimits: 'key=lots', log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--rate-limit/.test(e.message));
+    await assert.rejects(startCloud({ dataDir: cloudDir, mqttLimits: { maxPacketBytez: 1 }, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--mqtt-limits: "maxPacketBytez=1"/.test(e.message));
     assert.ok(!existsSync(cloudDir), 'no data dir for a refused start');
     const edgeDir = join(dir, 'never-edge');
     await assert.rejects(startEdge({ dataDir: edgeDir, journalMax: 0.5, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--journal-max 0\.5: a positive whole number/.test(e.message));
