@@ -40,6 +40,15 @@ export const ERROR_CODES = {
   LAST_ADMIN_KEY: { status: 409, meaning: 'The key is the tenant\'s last live admin key; revoking it would lock the tenant out.' },
   ARTIFACT_NOT_ALLOWED: { status: 403, meaning: 'The site may not download this artifact: no deployment targeting it references the file.' },
   ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },
+  // Tenants, roles and quotas (issue 14)
+  KEY_EXPIRED: { status: 401, meaning: 'The API key is past its expiry time; an admin of the tenant creates a new one (edgeweave keys create).' },
+  PERMISSION_DENIED: { status: 403, meaning: 'The API key\'s role does not include the permission the call needs; the message names the role and the permission lacking.' },
+  KEY_SCOPE_DENIED: { status: 403, meaning: 'The API key is limited to certain apps or site labels and the call reaches outside them; the message names the limit.' },
+  TENANT_SUSPENDED: { status: 403, meaning: 'The tenant is suspended: reads work, changes and enrollments are refused and its rollouts are held until a platform admin resumes it.' },
+  TENANT_NOT_FOUND: { status: 404, meaning: 'No tenant with that id or name.' },
+  TENANT_EXISTS: { status: 409, meaning: 'A tenant with that name already exists.' },
+  QUOTA_EXCEEDED: { status: 403, meaning: 'The tenant is at one of its quotas (sites, apps, artifact bytes, results per day); the message names the quota, its limit and the usage.' },
+  CONFIRMATION_REQUIRED: { status: 400, meaning: 'A destructive call (deleting a tenant) must repeat the name of what it deletes in `confirm`; try it with `dryRun` first.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, exit: 2, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, exit: 2, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },

@@ -76,7 +76,14 @@ export const Enrollment = z.object({
 });
 
 // ---- API keys ----
-export const KeyView = z.object({ id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable() });
+export const KeyScopeView = z.object({ apps: z.array(z.string()).optional(), labels: Labels.optional() });
+export const KeyView = z.object({
+  id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable(),
+  /** ms since epoch after which the key is refused (401 KEY_EXPIRED); null: never. */
+  expiresAt: z.number().nullable(),
+  /** The apps and site labels the key is limited to; null: none. */
+  scope: KeyScopeView.nullable(),
+});
 export const KeyList = z.object({ items: z.array(KeyView) });
 export const KeyCreated = KeyView.extend({ key: z.string() });
 
