@@ -1,6 +1,6 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { cloudOptions, resolveCloudOptions } from '../src/cloud/config.ts';
@@ -83,6 +83,15 @@ describe('bad values are refused at start, naming the flag, the value and where 
     refused(() => resolveCloudOptions({ file: yaml('- port\n') }), /a config file is a map of option names to values/);
     refused(() => resolveCloudOptions({ file: yaml('port: [1\n') }), /not valid YAML/);
     refused(() => resolveCloudOptions({ file: join(dir, 'missing.yaml') }), /^--config .*missing\.yaml: ENOENT/);
+  });
+  it('refuses a secret in a config file other users can read, and takes it from a private one', () => {
+    const open = yaml('broker: mqtt://emqx:1883\nbroker-password: hunter2\n');
+    chmodSync(open, 0o644);
+    refused(() => resolveCloudOptions({ file: open }), /:2:1: broker-password is a secret, and this file can be read by other users of the machine; chmod 600 .* or pass it in EW_BROKER_PASSWORD/, (e) => assert.ok(!e.message.includes('hunter2')));
+    chmodSync(open, 0o600);
+    assert.equal(resolveCloudOptions({ file: open }).brokerPassword, 'hunter2');
+    chmodSync(open, 0o644);
+    assert.equal(resolveCloudOptions({ file: yaml('port: 1\n') }).httpPort, 1, 'a file without secrets may be readable');
   });
   it('names the choices of an enum and never shows a secret', () => {
     refused(() => resolveEdgeOptions({ flags: { dataDir: 'd', outboxOverflow: 'sometimes' } }), /--outbox-overflow "sometimes": .*"drop-oldest".*"reject-new"/);

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { LineCounter, parseDocument, isMap, isScalar } from 'yaml';
 import { EwError, type SourcePos } from '../contracts/errors.ts';
@@ -153,6 +153,10 @@ export function readConfigFile(t: OptionTable, file: string): { values: Record<s
     if (value === null) continue; // `port:` with nothing after it: as if absent
     values[key!] = value;
     sources.set(key!, { kind: 'file', pos: at(node?.range?.[0] ?? 0) });
+    // A secret in a file other users can read is as exposed as one on the command line.
+    if (t.options[key!]!.secret && (statSync(file).mode & 0o077) !== 0) {
+      refuse(keyPos, `${k} is a secret, and this file can be read by other users of the machine; chmod 600 ${file}, or pass it in ${envName(t, key!)}`);
+    }
   }
   return { values, sources };
 }
