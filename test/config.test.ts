@@ -20,6 +20,7 @@ let n = 0;
 const yaml = (text: string): string => {
   const f = join(dir, `c${n++}.yaml`);
   writeFileSync(f, text);
+  chmodSync(f, 0o644); // as most config files are, whatever the umask
   return f;
 };
 const refused = (fn: () => unknown, message: RegExp, check?: (e: EwError) => void) => assert.throws(fn, (e: unknown) => {
@@ -91,7 +92,8 @@ describe('bad values are refused at start, naming the flag, the value and where 
     chmodSync(open, 0o600);
     assert.equal(resolveCloudOptions({ file: open }).brokerPassword, 'hunter2');
     chmodSync(open, 0o644);
-    assert.equal(resolveCloudOptions({ file: yaml('port: 1\n') }).httpPort, 1, 'a file without secrets may be readable');
+    assert.equal(resolveCloudOptions({ file: yaml('port: 1\ndb: postgres://edgeweave@db:5432/ew\n') }).httpPort, 1, 'a file without secrets may be readable');
+    refused(() => resolveCloudOptions({ file: yaml('db: postgres://edgeweave:pw@db:5432/ew\n') }), /db is a secret/);
   });
   it('names the choices of an enum and never shows a secret', () => {
     refused(() => resolveEdgeOptions({ flags: { dataDir: 'd', outboxOverflow: 'sometimes' } }), /--outbox-overflow "sometimes": .*"drop-oldest".*"reject-new"/);

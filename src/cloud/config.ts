@@ -58,7 +58,8 @@ export const cloudOptions = defineOptions({
     httpHost: { flag: '--host', arg: '<host>' },
     httpPort: { flag: '--port', arg: '<port>' },
     publicUrl: { flag: '--public-url', arg: '<url>', defaultLabel: 'the bound address' },
-    db: { flag: '--db', arg: '<url>', defaultLabel: 'sqlite', secret: true },
+    // A URL with a password in it (postgres://user:secret@host/db) is a secret.
+    db: { flag: '--db', arg: '<url>', defaultLabel: 'sqlite', secret: (v) => typeof v !== 'string' || /^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/@]*@/i.test(v) },
     mqttHost: { flag: '--mqtt-host', arg: '<host>' },
     mqttPort: { flag: '--mqtt-port', arg: '<port>' },
     mqttPublicUrl: { flag: '--mqtt-public-url', arg: '<url>', defaultLabel: 'mqtt://{host}:{port}' },
