@@ -84,6 +84,7 @@ describe('bad values are refused at start, naming the flag, the value and where 
     refused(() => resolveCloudOptions({ file: yaml('- port\n') }), /a config file is a map of option names to values/);
     refused(() => resolveCloudOptions({ file: yaml('port: [1\n') }), /not valid YAML/);
     refused(() => resolveCloudOptions({ file: join(dir, 'missing.yaml') }), /^--config .*missing\.yaml: ENOENT/);
+    refused(() => resolveCloudOptions({ file: yaml(`# ${'x'.repeat(300 * 1024)}\n`) }), /larger than 256 KiB/);
   });
   it('refuses a secret in a config file other users can read, and takes it from a private one', () => {
     const open = yaml('broker: mqtt://emqx:1883\nbroker-password: hunter2\n');

@@ -116,6 +116,9 @@ export function envLayer(t: OptionTable, env: NodeJS.ProcessEnv): { values: Reco
   return { values, sources };
 }
 
+/** The largest options file read. */
+const MAX_CONFIG_BYTES = 256 * 1024;
+
 /**
  * A YAML config file: a map whose keys are the flags' names without `--` (`port: 8080`,
  * `rate-limit: off`, `console: false`). An unknown key or a file that is not such a map is
@@ -124,6 +127,8 @@ export function envLayer(t: OptionTable, env: NodeJS.ProcessEnv): { values: Reco
 export function readConfigFile(t: OptionTable, file: string): { values: Record<string, unknown>; sources: Map<string, ValueSource> } {
   let text: string;
   try {
+    // An options file is a few lines; a larger one is a mistake (a log, a binary) not to read into memory.
+    if (statSync(file).size > MAX_CONFIG_BYTES) throw new Error(`larger than ${MAX_CONFIG_BYTES / 1024} KiB; is it the right file?`);
     text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new EwError('CONFIG_INVALID', `--config ${file}: ${(e as Error).message}`, { path: '--config', cause: e });
@@ -166,7 +171,7 @@ function isSecret(spec: OptionSpec, value: unknown): boolean {
 }
 
 function show(value: unknown): string {
-  const s = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+  const s = JSON.stringify(value) ?? String(value);
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
