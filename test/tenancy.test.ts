@@ -53,8 +53,8 @@ describe('roles map to permissions', () => {
     const writes = PERMISSIONS.filter((p) => !p.endsWith(':read'));
     assert.deepEqual(permissionsOf('viewer').filter((p) => writes.includes(p)), [], 'a viewer changes nothing');
     assert.ok(!permissionsOf('viewer').includes('keys:read') && !permissionsOf('viewer').includes('audit:read'));
-    assert.deepEqual(permissionsOf('operator').filter((p) => writes.includes(p)).sort(), ['rollouts:act', 'sites:write', 'tokens:write']);
-    assert.deepEqual(permissionsOf('developer').filter((p) => writes.includes(p)).sort(), ['apps:write', 'deployments:write', 'rollouts:act']);
+    assert.deepEqual(permissionsOf('operator').filter((p) => writes.includes(p)).sort(), ['endpoints:infer', 'results:write', 'rollouts:act', 'sites:write', 'tokens:write']);
+    assert.deepEqual(permissionsOf('developer').filter((p) => writes.includes(p)).sort(), ['apps:write', 'deployments:write', 'endpoints:infer', 'rollouts:act']);
     assert.deepEqual(permissionsOf('admin').sort(), PERMISSIONS.filter((p) => !p.startsWith('tenants:')).sort());
     assert.deepEqual(permissionsOf('platform-admin').sort(), [...PERMISSIONS].sort());
     assert.deepEqual(permissionsOf('root'), [], 'an unknown role holds nothing');
