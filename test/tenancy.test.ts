@@ -9,6 +9,8 @@ import { PG_URL, freshSchema, pgAvailable } from './support/pg.ts';
 import { topics } from '../src/contracts/topics.ts';
 import { ENVELOPE_VERSION } from '../src/contracts/messages.ts';
 import { PERMISSIONS, permissionsOf, ROLES } from '../src/contracts/permissions.ts';
+import Database from 'better-sqlite3';
+import pg from 'pg';
 
 /**
  * Issue 14: two tenants side by side in one cloud, on SQLite and on PostgreSQL. Each tries every
@@ -68,6 +70,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
   describe(`two tenants side by side (${engine})`, { skip }, () => {
     let cloud: TestCloud;
     let drop: (() => Promise<void>) | undefined;
+    let pgSchema = '';
     const clock = new OffsetClock();
     const mqttClients: MqttClient[] = [];
     let A: Tenant;
@@ -96,6 +99,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       if (engine === 'postgres') {
         const s = await freshSchema();
         drop = s.drop;
+        pgSchema = s.schema;
         db = `${PG_URL}?options=${encodeURIComponent(`-c search_path=${s.schema}`)}`;
       }
       cloud = await startTestCloud({ db, clock });
@@ -403,6 +407,28 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal(got.status, 200);
       assert.deepEqual(Buffer.from(await got.arrayBuffer()), MODEL);
       assert.ok((await api('GET', '/api/v1/audit?tenant=*&limit=1000')).body.items.some((e: { action: string; target: string }) => e.action === 'DELETE /api/v1/tenants/:id' && e.target === `/api/v1/tenants/${A.id}`));
+    });
+
+    it('the audit log refuses UPDATE and DELETE even to someone with SQL access to the database', async () => {
+      if (engine === 'sqlite') {
+        const raw = new Database(join(cloud.dataDir, 'cloud.db'));
+        try {
+          assert.ok((raw.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n > 0);
+          assert.throws(() => raw.prepare('UPDATE audit SET status = 200').run(), /append-only/);
+          assert.throws(() => raw.prepare('DELETE FROM audit').run(), /append-only/);
+        } finally {
+          raw.close();
+        }
+      } else {
+        const c = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${pgSchema}` });
+        await c.connect();
+        try {
+          await assert.rejects(c.query('UPDATE audit SET status = 200'), /append-only/);
+          await assert.rejects(c.query('DELETE FROM audit'), /append-only/);
+        } finally {
+          await c.end();
+        }
+      }
     });
   });
 }
