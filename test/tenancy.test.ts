@@ -391,10 +391,17 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const unconfirmed = await api('DELETE', `/api/v1/tenants/${A.id}`);
       assert.equal(unconfirmed.body.code, 'CONFIRMATION_REQUIRED');
       assert.equal((await api('DELETE', `/api/v1/tenants/${A.id}?confirm=plant`)).body.code, 'CONFIRMATION_REQUIRED', 'another tenant\'s name does not confirm');
+      // An upload A left unfinished goes too (other tenants' stay).
+      const partials = () => readdirSync(join(cloud.dataDir, 'artifacts')).filter((f) => f.endsWith('.partial'));
+      const others = partials();
+      const half = await fetch(`${cloud.url}/api/v1/artifacts/${'e'.repeat(64)}`, { method: 'PUT', headers: { authorization: `Bearer ${A.key}`, 'content-type': 'application/octet-stream', 'content-range': 'bytes 0-9/100' }, body: new Uint8Array(10) });
+      assert.equal(half.status, 200);
+      assert.equal(partials().length, others.length + 1);
       const cut = new Promise<void>((r) => live.once('close', () => r()));
       const del = await api('DELETE', `/api/v1/tenants/${A.id}?confirm=${A.name}`);
       assert.equal(del.status, 200, JSON.stringify(del.body));
-      assert.equal(del.body.artifactFilesRemoved, 1, 'A\'s own file goes; the file B also holds stays');
+      assert.equal(del.body.artifactFilesRemoved, 2, 'A\'s own file and its unfinished upload go; the file B also holds stays');
+      assert.deepEqual(partials(), others);
       await cut;
       assert.equal((await api('GET', '/api/v1/sites', undefined, A.key)).status, 401);
       await assert.rejects(connect(A.site), /Not authorized|Bad username or password/i);
