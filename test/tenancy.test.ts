@@ -264,6 +264,16 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal((await api('GET', `/api/v1/results?site=${outside.siteId}&app=vision`, undefined, k)).body.code, 'KEY_SCOPE_DENIED');
       assert.equal((await api('GET', `/api/v1/results?site=${A.site.siteId}&app=vision`, undefined, k)).status, 200);
       assert.deepEqual((await api('GET', '/api/v1/apps', undefined, k)).body.items.map((x: { name: string }) => x.name).sort(), ['vision', 'vision']);
+      // An operator limited to zone=a: its tokens give that label, its relabels keep it.
+      const op = (await api('POST', '/api/v1/keys', { name: 'ops', role: 'operator', labels: { zone: 'a' } }, A.key)).body.key as string;
+      assert.equal((await api('POST', '/api/v1/tokens', { labels: { zone: 'z' } }, op)).body.code, 'KEY_SCOPE_DENIED');
+      assert.equal((await api('POST', '/api/v1/tokens', { labels: { zone: 'a', rack: '1' } }, op)).status, 201);
+      const toks = (await api('GET', '/api/v1/tokens', undefined, op)).body.items as { labels: Record<string, string> }[];
+      assert.ok(toks.length > 0 && toks.every((t) => t.labels.zone === 'a'), 'only its zone\'s tokens are listed');
+      const relabel = await api('PUT', `/api/v1/sites/${A.site.siteId}/labels`, { labels: { zone: 'z' } }, op);
+      assert.equal(relabel.body.code, 'KEY_SCOPE_DENIED');
+      assert.equal(relabel.body.path, 'labels');
+      assert.equal((await api('POST', `/api/v1/sites/${outside.siteId}/revoke`, undefined, op)).body.code, 'KEY_SCOPE_DENIED');
       await api('POST', `/api/v1/sites/${outside.siteId}/revoke`, undefined, A.key);
     });
 
