@@ -140,6 +140,32 @@ export const ResultsPage = z.object({
   next: z.number().nullable(),
 });
 
+// ---- tenants (platform admins) and the audit log ----
+export const Quotas = z.object({
+  sites: z.number().int().min(0).optional().describe('most live (not revoked) sites'),
+  apps: z.number().int().min(0).optional().describe('most apps (by name; versions of one app count once)'),
+  artifactBytes: z.number().int().min(0).optional().describe('most bytes of model files the tenant holds'),
+  resultsPerDay: z.number().int().min(0).optional().describe('most results stored per UTC day; past it a site\'s results are dropped and counted'),
+}).strict();
+
+export const TenantView = z.object({
+  id: z.string(), name: z.string(), state: z.enum(['active', 'suspended']), createdAt: z.number(), suspendedAt: z.number().nullable(), quotas: Quotas,
+});
+export const TenantUsage = z.object({
+  sites: z.number(), liveSites: z.number(), keys: z.number(), tokens: z.number(), apps: z.number(), appVersions: z.number(),
+  deployments: z.number(), rollouts: z.number(), artifacts: z.number(), results: z.number(),
+});
+export const TenantList = z.object({ items: z.array(TenantView) });
+export const TenantDetail = TenantView.extend({ usage: TenantUsage });
+export const TenantCreated = TenantView.extend({ adminKey: z.object({ id: z.string(), key: z.string() }) });
+export const TenantDeleted = z.object({ tenant: TenantView, dryRun: z.boolean(), removed: TenantUsage, artifactFilesRemoved: z.number() });
+
+export const AuditEntryView = z.object({
+  seq: z.number(), at: z.number(), tenantId: z.string().nullable(), keyId: z.string().nullable(), role: z.string().nullable(), siteId: z.string().nullable(),
+  action: z.string(), target: z.string(), status: z.number(), outcome: z.enum(['ok', 'denied', 'failed']), code: z.string().nullable(), address: z.string(), requestId: z.string(),
+});
+export const AuditPage = z.object({ items: z.array(AuditEntryView), next: z.number().nullable() });
+
 /**
  * What each route answers on success, by `METHOD path` with the path as the CLI writes it
  * (`${string}` for an id). `ApiClient.call` looks its answer type up here.
@@ -179,4 +205,12 @@ export interface ApiResponses {
   'GET /api/v1/rollouts/:id': z.infer<typeof RolloutView>;
   'POST /api/v1/rollouts/:id/:action': z.infer<typeof RolloutView>;
   'GET /api/v1/results': z.infer<typeof ResultsPage>;
+  'GET /api/v1/tenants': z.infer<typeof TenantList>;
+  'GET /api/v1/tenants/:id': z.infer<typeof TenantDetail>;
+  'POST /api/v1/tenants': z.infer<typeof TenantCreated>;
+  'PUT /api/v1/tenants/:id/quotas': z.infer<typeof TenantView>;
+  'POST /api/v1/tenants/:id/suspend': z.infer<typeof TenantView>;
+  'POST /api/v1/tenants/:id/resume': z.infer<typeof TenantView>;
+  'DELETE /api/v1/tenants/:id': z.infer<typeof TenantDeleted>;
+  'GET /api/v1/audit': z.infer<typeof AuditPage>;
 }
