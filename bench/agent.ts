@@ -50,7 +50,7 @@ function nativeModules(pid: number): string[] {
   return [...new Set([...maps.matchAll(/\s(\/\S+\.node)$/gm)].map((m) => m[1]!.replace(/^.*node_modules\//, '')))].sort();
 }
 
-async function idleAgent(key: string, cloudUrl: string, node: string[], dir: string, traceModules: boolean): Promise<{ rss: number; heapUsed: number; heapTotal: number; external: number; native: string[]; packages: string[] }> {
+async function idleAgent(key: string, cloudUrl: string, node: string[], dir: string, traceModules: boolean): Promise<{ rss: number; rssAfterGc: number; heapUsed: number; heapTotal: number; external: number; native: string[]; packages: string[] }> {
   const tok = await (await fetch(`${cloudUrl}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as { token: string };
   writeFileSync(join(dir, 'join.token'), tok.token, { mode: 0o600 });
   const trace = traceModules ? ['--import', `data:text/javascript,${encodeURIComponent(`import { register } from 'node:module'; register('data:text/javascript,' + encodeURIComponent('export async function load(u, c, n) { if (u.includes("/node_modules/")) process.stderr.write("LOADED " + u + "\\\\n"); return n(u, c); }'));`)}`] : [];
@@ -77,7 +77,7 @@ async function idleAgent(key: string, cloudUrl: string, node: string[], dir: str
     }
     for (let i = 0; i < 1200 && process.env.BENCH_HEAPSNAPSHOT && !agent.stderr().includes('SNAPSHOT written'); i++) await new Promise((r) => setTimeout(r, 50));
     const packages = [...new Set([...agent.stderr().matchAll(/^LOADED \S*node_modules\/((?:@[^/]+\/)?[^/]+)/gm)].map((m) => m[1]!))].sort();
-    return { rss, heapUsed: (mem?.heapUsed ?? NaN) / 2 ** 20, heapTotal: (mem?.heapTotal ?? NaN) / 2 ** 20, external: (mem?.external ?? NaN) / 2 ** 20, native, packages };
+    return { rss, rssAfterGc: (mem?.rss ?? NaN) / 2 ** 20, heapUsed: (mem?.heapUsed ?? NaN) / 2 ** 20, heapTotal: (mem?.heapTotal ?? NaN) / 2 ** 20, external: (mem?.external ?? NaN) / 2 ** 20, native, packages };
   } finally {
     agent.proc.kill('SIGKILL');
   }
@@ -89,13 +89,13 @@ writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
 const cloud = await start(COMPILED, ['cloud', '--data-dir', join(dir, 'c'), '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), '--no-console']);
 try {
   console.log(`bench:agent — an idle agent (enrolled, connected, no app), ${SETTLE_S} s after it came online\n`);
-  console.log('| how | RSS MB | V8 heap used MB (after GC) | heap total MB | external MB | native modules loaded |');
-  console.log('| --- | --- | --- | --- | --- | --- |');
+  console.log('| how | RSS MB | RSS after a full GC | V8 heap used MB (after GC) | heap total MB | external MB | native modules loaded |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- |');
   for (const [how, node] of [['compiled', COMPILED], ['tsx', TSX]] as const) {
     const d = mkdtempSync(join(dir, `${how}-`));
     if (process.env.BENCH_HEAPSNAPSHOT && how === 'tsx') break; // the compiled agent's snapshot is the one that matters
     const r = await idleAgent(key, cloud.ready.url, node, d, how === 'compiled' && process.env.BENCH_MODULES === '1');
-    console.log(`| ${how} | ${r.rss.toFixed(1)} | ${r.heapUsed.toFixed(1)} | ${r.heapTotal.toFixed(1)} | ${r.external.toFixed(1)} | ${r.native.join(', ') || '(none)'} |`);
+    console.log(`| ${how} | ${r.rss.toFixed(1)} | ${r.rssAfterGc.toFixed(1)} | ${r.heapUsed.toFixed(1)} | ${r.heapTotal.toFixed(1)} | ${r.external.toFixed(1)} | ${r.native.join(', ') || '(none)'} |`);
     if (r.packages.length) console.log(`\npackages the compiled agent loaded: ${r.packages.join(', ')}\n`);
   }
 } finally {
