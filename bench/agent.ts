@@ -7,7 +7,7 @@
  * has each agent write a heap snapshot there (open it in Chrome DevTools' Memory tab).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,8 +18,11 @@ import { newSecret } from '../src/lib/secrets.ts';
 const ROOT = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
 const SETTLE_S = Number(process.env.BENCH_SETTLE_S ?? 5);
 
-const build = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-if (build.status !== 0) throw new Error('npm run build:cli failed');
+// The compiled agent, brought up to date (another BENCH_ROOT without the script: built already).
+if (existsSync(join(ROOT, 'scripts/build-server.mjs'))) {
+  const build = spawnSync(process.execPath, [join(ROOT, 'scripts/build-server.mjs')], { cwd: ROOT, stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('npm run build:cli failed');
+}
 
 interface Proc { proc: ChildProcess; ready: Record<string, any>; stderr: () => string }
 
