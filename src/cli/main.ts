@@ -6,6 +6,7 @@ import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
 import { registerDeviceCommands } from './devices.ts';
 import { registerInferCommands } from './infer.ts';
+import { registerTenancyCommands } from './tenancy.ts';
 
 /**
  * `edgeweave` — one CLI, several roles. This file (and partner.ts, devices.ts, infer.ts) only
@@ -117,6 +118,7 @@ export function buildProgram(): Command {
   registerPartnerCommands(program);
   registerDeviceCommands(program);
   registerInferCommands(program);
+  registerTenancyCommands(program);
   return program;
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
@@ -29,6 +29,27 @@ export class FileArtifactStore {
     if (!SHA.test(sha)) throw new EwError('VALIDATION_FAILED', `"${sha}" is not a lower-case hex sha256`, { path: 'sha256' });
     const tag = scope === undefined ? '' : `.${createHash('sha256').update(scope).digest('hex').slice(0, 16)}`;
     return { done: join(this.dir, sha), partial: join(this.dir, `${sha}${tag}.partial`) };
+  }
+
+  /** Removes a complete file (its last owning tenant was deleted); false when there was none. */
+  remove(sha: string): boolean {
+    const p = this.paths(sha).done;
+    if (!existsSync(p)) return false;
+    rmSync(p, { force: true });
+    return true;
+  }
+
+  /** Removes a tenant's unfinished uploads (the tenant was deleted); returns how many. */
+  removePartials(scope: string): number {
+    const suffix = `.${createHash('sha256').update(scope).digest('hex').slice(0, 16)}.partial`;
+    let n = 0;
+    for (const f of readdirSync(this.dir)) {
+      if (f.endsWith(suffix)) {
+        rmSync(join(this.dir, f), { force: true });
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Whether the complete file is on disk (whoever uploaded it). */

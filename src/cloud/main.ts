@@ -12,11 +12,15 @@ import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollout/controller.ts';
+import { ResultQuota } from './quotas.ts';
 import { createApiServer } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
 import { DEFAULT_MQTT_LIMITS, guardRefusalCounter } from '../lib/mqtt-guard.ts';
 import { cloudLimits, parseCloudOptions, type CloudOptionsInput } from './config.ts';
 import { registerRoutes } from './api/routes.ts';
+import { tenantRoutes } from './api/tenants.ts';
+import { auditRoutes } from './api/audit.ts';
+import { installTenancyGuards } from './api/guard.ts';
 import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
 import { registerInference } from './api/inference.ts';
 import { registerOpenAiRouting } from './api/openai.ts';
@@ -72,7 +76,8 @@ async function bootstrap(store: Store, clock: Clock, adminKeyFile: string | unde
   } else {
     key = newSecret('ewk');
   }
-  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'admin', createdAt: clock.now(), revokedAt: null });
+  // The first key is the cloud operator's: an admin of the first tenant that also manages tenants.
+  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'platform-admin', createdAt: clock.now(), revokedAt: null });
   return adminKeyFile ? undefined : key;
 }
 
@@ -117,7 +122,7 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
-  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, admitResult: new ResultQuota(store, clock).admit });
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
     guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
@@ -137,10 +142,14 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
     for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
   }
   let url = '';
+  // Before any route plugin loads, so every one inherits the hooks (scoped keys, quotas).
+  installTenancyGuards(http, { store, artifacts });
   registerRoutes(http, {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
+  await http.register(tenantRoutes, { store, clock, artifacts, siteRevoked: (id: string) => fleet.revoked(id) });
+  await http.register(auditRoutes, { store });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
   const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
     rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false,
