@@ -16,6 +16,11 @@ export interface AppComponent {
    * others start (the rule host claims its streams' records in the journal while models load).
    */
   prepare?(app: DesiredApp): void;
+  /**
+   * Optional, before any component updates an app: the rule host pauses the rules that call the
+   * app's models (which every component's update reloads) and holds their input in the journal.
+   */
+  prepareUpdate?(prev: DesiredApp, next: DesiredApp): void;
 }
 
 export interface ApplyResult { generation: number; error?: string }
@@ -82,6 +87,9 @@ export class AppSupervisor {
         await step('start', app, (c) => c.start(app));
         this.log.info({ app: name, version: app.version, generation }, 'app started');
       } else if (cur.version !== app.version || cur.deploymentId !== app.deploymentId) {
+        for (const c of this.components) {
+          try { c.prepareUpdate?.(cur, app); } catch (e) { errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to prepare: ${(e as Error).message}` }); }
+        }
         await step('update', app, (c) => c.update(cur, app));
         this.log.info({ app: name, from: cur.version, to: app.version, generation }, 'app updated');
       }

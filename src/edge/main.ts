@@ -11,7 +11,7 @@ import { CloudLink, type LinkState } from './link.ts';
 import { DeviceBroker, type DeviceSource } from './devices.ts';
 import { ExternalDeviceSource } from './external-devices.ts';
 import { AppSupervisor } from './apps.ts';
-import { DeadLetters, StreamRouter } from './streams.ts';
+import { DeadLetters, pushTopic, StreamRouter } from './streams.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
 import { Intake, Journal } from './journal.ts';
@@ -247,8 +247,11 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     },
     gate: () => (journal.pending >= journalMax ? 'journal_full' : undefined),
     // Under reject-new a device is slowed (no PUBACK) rather than acknowledged and its results
-    // refused: only as many records are taken as the outbox has room for.
-    room: () => (outbox.policy === 'reject-new' ? outbox.room : Infinity),
+    // refused: a record is taken only when every result it can lead to fits in the outbox, less
+    // what the rules already owe it for records taken before.
+    room: () => (outbox.policy === 'reject-new' ? outbox.room - (rulesRef?.reserved() ?? 0) : Infinity),
+    // A record costs no more than the whole outbox (else one would never be taken).
+    cost: (topic) => Math.min(rulesRef?.cost(topic) ?? 1, cfg.outboxMax ?? 100_000),
     onUnrouted: (topic) => {
       if (unroutedTopics.size < 1000) unroutedTopics.add(topic);
       unrouted.inc({ topic: unroutedTopics.has(topic) ? topic : '(other)' });
@@ -256,6 +259,19 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
     onWithheld: (reason, n) => withheld.inc({ reason }, n),
   });
   devices.setIntake((m) => intake.accept(m.topic, m.payload, m.properties));
+  /**
+   * Records pushed into one app's stream (the local HTTP push API, an industrial source) take the
+   * same path: checked (those that do not fit are dead-lettered), journaled under the stream's
+   * push topic, and only then acknowledged and handed to the rules.
+   */
+  const ingest = async (app: string, stream: string, records: readonly unknown[]) => {
+    // Records are refused whole (nothing journaled, the caller resends) while the site withholds.
+    if (intake.withholding) throw new EwError('INTAKE_FULL', `the site is holding records back (${intake.withholding}); none of these ${records.length} were accepted: resend them later`);
+    const { valid, rejected } = router.check(app, stream, records);
+    const topic = pushTopic(app, stream);
+    await intake.acceptMany(valid.map((payload) => ({ topic, payload })));
+    return { accepted: valid.length, rejected };
+  };
   const audit = new EgressAudit(db, clock, registry);
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
@@ -287,6 +303,8 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
       supervisor.recovered(app, 'models');
       reportStatus();
     },
+    // Rules that waited for the model start now (or, if it failed for good, fail as they would).
+    onRetried: (app) => rulesRef?.modelsChanged(app),
     secret: (name) => siteSecret(cfg.dataDir, name),
   });
   const llm = new LlmService(models, registry, clock);
@@ -302,6 +320,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => readSiteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
+    modelState: (app, model) => models.stateOf(app, model),
     // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
     infer: (app, model, args, rule) => (model.startsWith('llm:')
       ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
@@ -315,7 +334,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   rulesRef = rules;
   supervisor.register(rules);
   // After the rules: a source's first record finds the rules that read its stream.
-  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
+  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry, ingest });
   supervisor.register(sources);
   registerEdgeMetrics(registry, { outbox, dead, rules });
   const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
@@ -418,7 +437,7 @@ export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
   // 7. Local API.
   // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
   const internalToken = newSecret('ewl');
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm, ingest, reserved: () => rules.reserved() });
   routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
@@ -473,6 +492,10 @@ interface LocalApiDeps {
   uplinkAllow: readonly EgressGrant[];
   deviceAdmin: DeviceAdmin;
   llm: LlmService;
+  /** The durable push path (see startEdge). */
+  ingest: (app: string, stream: string, records: readonly unknown[]) => Promise<{ accepted: number; rejected: { index: number; reason: string; detail?: string }[] }>;
+  /** Outbox rows the rules owe for records already acknowledged. */
+  reserved: () => number;
 }
 
 /**
@@ -522,6 +545,10 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
     const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
     checkGrantedFields(req.body.records, grant, stream);
+    // Under reject-new the room the rules were promised is not given away.
+    if (d.outbox.policy === 'reject-new' && req.body.records.length > d.outbox.room - d.reserved()) {
+      throw new EwError('OUTBOX_FULL', `the outbox has room for ${Math.max(0, d.outbox.room - d.reserved())} more messages (its policy is reject-new) and ${req.body.records.length} were sent; wait for the cloud link, or raise --outbox-max`);
+    }
     const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
     d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
     d.pump.notify();
@@ -554,7 +581,8 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   r.post('/api/v1/streams/:app/:stream', {
     schema: { params: z.object({ app: z.string(), stream: z.string() }), body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }) },
   }, async (req, reply) => {
-    const res = d.router.push(req.params.app, req.params.stream, req.body.records);
+    // 2xx only once the accepted records are durable in the site's journal.
+    const res = await d.ingest(req.params.app, req.params.stream, req.body.records);
     if (res.accepted === 0) throw new EwError('VALIDATION_FAILED', `no record was accepted: ${res.rejected[0]?.reason ?? 'none sent'}`, { path: `records[${res.rejected[0]?.index ?? 0}]` });
     void reply.status(202);
     return res;

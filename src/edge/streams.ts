@@ -27,6 +27,20 @@ export function topicMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
+/**
+ * Records pushed into one app's stream (the local HTTP push API, an industrial source) are
+ * journaled under this topic, so they are made durable and replayed like device messages. The
+ * leading `$` keeps every device filter (`#`, `+/…`) from matching it and devices from publishing it.
+ */
+export const PUSH_PREFIX = '$push/';
+export const pushTopic = (app: string, stream: string): string => `${PUSH_PREFIX}${app}/${stream}`;
+
+/** Whether `app`'s stream reads a (journaled) record of `topic`: its MQTT filter, or its push topic. */
+export function streamReads(app: string, stream: { name: string; topic: string }, topic: string): boolean {
+  if (topic.startsWith(PUSH_PREFIX)) return topic === pushTopic(app, stream.name);
+  return stream.topic !== '' && topicMatches(stream.topic, topic);
+}
+
 const TYPE_CHECKS: Record<string, (v: unknown) => boolean> = {
   string: (v) => typeof v === 'string',
   int: (v) => Number.isInteger(v), bigint: (v) => Number.isInteger(v),
@@ -149,15 +163,22 @@ export class StreamRouter {
 
   /** Whether any stream (of a running or starting rule) reads this topic. */
   routes(topic: string): boolean {
-    for (const s of this.subs) if (topicMatches(s.stream.topic, topic)) return true;
+    for (const s of this.subs) if (streamReads(s.app, s.stream, topic)) return true;
     return false;
+  }
+
+  /** The subscribers (running or claimed rules) that read `topic`. */
+  readers(topic: string): Subscriber[] {
+    return [...this.subs].filter((s) => streamReads(s.app, s.stream, topic));
   }
 
   /** A device message from the broker; `seq` is its place in the intake journal. */
   onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties, seq?: number): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
+    // Pushed records keep the topic they always had for rules (`http/<app>/<stream>`).
+    const shown = topic.startsWith(PUSH_PREFIX) ? `http/${topic.slice(PUSH_PREFIX.length)}` : topic;
     for (const s of this.subs) {
-      if (!topicMatches(s.stream.topic, topic)) continue;
+      if (!streamReads(s.app, s.stream, topic)) continue;
       const key = `${s.app}/${s.stream.name}`;
       let d = decoded.get(key);
       if (!d) {
@@ -167,7 +188,7 @@ export class StreamRouter {
         st.in++;
         if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, d.reason, payload, `topic ${topic}${d.detail ? `: ${d.detail}` : ''}`); }
       }
-      if (d.ok) s.deliver(d.rec, { topic, seq });
+      if (d.ok) s.deliver(d.rec, { topic: shown, seq });
     }
   }
 
@@ -177,7 +198,32 @@ export class StreamRouter {
     return false;
   }
 
-  /** Records pushed over HTTP to one app's stream; returns how many were accepted. */
+  /**
+   * Checks records pushed to one app's stream before they are journaled: those that do not fit
+   * are counted and dead-lettered here; the rest are returned (as JSON) for the journal, and
+   * reach the rules through onMessage under pushTopic(app, stream).
+   */
+  check(app: string, stream: string, records: readonly unknown[]): { valid: Buffer[]; rejected: { index: number; reason: string; detail?: string }[] } {
+    const def = [...this.subs].find((s) => s.app === app && s.stream.name === stream)?.stream;
+    const rejected: { index: number; reason: string; detail?: string }[] = [];
+    const valid: Buffer[] = [];
+    records.forEach((r, index) => {
+      const d: ReturnType<typeof decodeRecord> = def ? decodeRecord(r as Record_, def) : { ok: false, reason: 'no running rule reads this stream' };
+      if (!d.ok) {
+        const st = this.stat(app, stream);
+        st.in++;
+        st.invalid++;
+        // The caller is on the site (the local API, a source): it may see the detail.
+        rejected.push({ index, reason: d.reason, ...(d.detail ? { detail: d.detail } : {}) });
+        this.dead.add(app, stream, d.reason, (r ?? null) as Record_, d.detail);
+        return;
+      }
+      valid.push(Buffer.from(JSON.stringify(d.rec)));
+    });
+    return { valid, rejected };
+  }
+
+  /** Records pushed to one app's stream, straight to its rules (no journal: tools and tests); returns how many were accepted. */
   push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
     const targets = [...this.subs].filter((s) => s.app === app && s.stream.name === stream);
     const rejected: { index: number; reason: string; detail?: string }[] = [];
