@@ -12,6 +12,8 @@ export interface ExternalDeviceSourceOptions {
   /** MQTT protocol version towards the broker: 5 carries devices' MQTT 5 properties (user properties, expiry) to the streams. Default 4 (3.1.1). */
   protocolVersion?: 4 | 5;
   log: Logger;
+  /** One journal commit per record, PUBACK by PUBACK (how it was before group commit; bench:durability compares). Default false. */
+  ackEach?: boolean;
 }
 
 /**
@@ -73,7 +75,7 @@ export class ExternalDeviceSource implements DeviceSource {
         log.warn({ err: e.message, topic: packet.topic }, 'device record not made durable; reconnecting for redelivery');
         return true;
       };
-      if (packet.qos !== 1 || typeof send !== 'function' || packet.messageId === undefined) {
+      if (packet.qos !== 1 || typeof send !== 'function' || packet.messageId === undefined || this.o.ackEach) {
         durable.then(() => done(), (e: Error) => {
           fail(e);
           if (packet.qos === 0) return done();
