@@ -10,7 +10,7 @@ import { parseManifest } from '../src/contracts/manifest.ts';
 import { isEwError, type EwError } from '../src/contracts/errors.ts';
 import { checkApp } from '../src/stream/app.ts';
 import { openEdgeDb, type EdgeDb } from '../src/edge/db.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/streams.ts';
+import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
 import { RuleHost } from '../src/edge/rules.ts';
 import { EgressAudit, memorySinks } from '../src/edge/sinks.ts';
 import { Outbox } from '../src/edge/outbox.ts';
@@ -47,7 +47,9 @@ describe('rule state is bounded at plan time and at run time (issue 8.3)', () =>
     assert.throws(() => checkApp(manifest([{ name: 'greedy', sql: 'SELECT count(*) AS n\nFROM s GROUP BY HOPPINGWINDOW(ms, 2000001, 2)' }])), (e: unknown) => {
       assert.ok(isEwError(e));
       assert.equal((e as EwError).code, 'SQL_LIMIT');
-      assert.equal((e as EwError).path, 'spec.rules[0].sql:2:44');
+      assert.equal((e as EwError).path, 'spec.rules[0].sql');
+      assert.deepEqual((e as EwError).pos, { line: 2, col: 44 });
+      assert.equal((e as EwError).where(), 'spec.rules[0].sql:2:44');
       assert.match((e as Error).message, /rule greedy.*a record falls in 1000001 windows/);
       return true;
     });
