@@ -347,6 +347,9 @@ export class RuleHost implements AppComponent {
     const keep = new Set<string>();
     const wanted = this.prepare_(next);
     for (const key of [...this.waiting.keys()]) if (this.waiting.get(key)!.app.name === next.name) this.waiting.delete(key);
+    // A rule paused for the update (prepareUpdate) that the new version no longer has: its
+    // claim and cursor go, or they would hold the journal for ever.
+    for (const [key, c] of [...this.claims]) if (c.app === next.name && !wanted.has(key)) { this.unclaim(key); this.d.durable?.journal.dropCursor(key); }
     for (const [key, r] of this.rules) {
       if (r.app !== next.name) continue;
       const w = wanted.get(key);
