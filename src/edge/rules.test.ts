@@ -25,7 +25,7 @@ describe('RuleHost', () => {
   const audit = new EgressAudit(db, clock, new Registry());
   const host = new RuleHost({
     router, dead, clock, log: silentLogger(),
-    sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+    sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
   });
   const desired = (version: string, rules: unknown[], egress: unknown[] = []): DesiredApp => ({
     name: 'meters', version, deploymentId: `d-${version}`,

@@ -16,32 +16,13 @@ import type { Journal } from './journal.ts';
 import type { EdgeDb } from './db.ts';
 import type { Outbox } from './outbox.ts';
 import { isEwError as isCode } from '../contracts/errors.ts';
+import type { RuleStatus } from '../contracts/messages.ts';
 import { createHash, randomUUID } from 'node:crypto';
 import { decodeCheckpoint, encodeCheckpoint } from '../stream/checkpoint.ts';
 import { resultIds } from './sinks.ts';
 
-/** What the site and the cloud show of a rule. */
-export interface RuleStatus {
-  app: string;
-  rule: string;
-  state: 'running' | 'failed';
-  error?: string;
-  in: number;
-  out: number;
-  filtered: number;
-  late: number;
-  errors: number;
-  /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
-  dropped: number;
-  sinkErrors: number;
-  /** Results a sink refused (outbox full under reject-new) and lost. */
-  sinkDropped: number;
-  /** Why the rule's results are refused or waiting right now (outbox full, storage error). */
-  blocked?: string;
-  lastOutputAt: number | null;
-  /** Referenced fields no record carried (schemaless streams), and similar hints. */
-  warnings?: string[];
-}
+/** What the site and the cloud show of a rule: defined once, in the wire contract. */
+export type { RuleStatus };
 
 interface Running {
   app: string;
