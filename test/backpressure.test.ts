@@ -114,7 +114,7 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     const router = new StreamRouter(dead);
     const host = new RuleHost({
       router, dead, clock, log: silentLogger(),
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
       durable: { journal, db, outbox },
     });
     // Per record: `pass` writes one result, `twice` two (two uplink sinks), `win` one per group
@@ -152,7 +152,7 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
       host.commit();
       await new Promise((r) => setImmediate(r));
     };
-    const refused = () => host.statuses().reduce((a, s) => a + s.sinkDropped, 0);
+    const refused = () => host.statuses().reduce((a, s) => a + (s.sinkDropped ?? 0), 0);
     await settle();
     // 20 rows of room at 5 a record: 4 records, not 20.
     assert.equal(acked.size, 4);

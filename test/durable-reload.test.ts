@@ -147,7 +147,7 @@ describe('a model reloading (app update, retried load) holds its rule\'s input i
       modelState: () => state,
       // A model that is not there fails its calls, as the model host does while it reloads.
       infer: async (_app, _model, args) => { if (state !== 'ready') throw new EwError('MODEL_NOT_READY', 'model m is loading'); return (args[0] as number) * 2; },
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
       durable: { journal, db, outbox },
     });
     const app = (version: string, withGone: boolean) => ({

@@ -76,7 +76,7 @@ export class AppSupervisor {
         this.log.info({ app: name, version: app.version, generation }, 'app started');
       } else if (cur.version !== app.version || cur.deploymentId !== app.deploymentId) {
         for (const c of this.components) {
-          try { c.prepareUpdate?.(cur, app); } catch (e) { errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to prepare: ${(e as Error).message}` }); }
+          try { c.prepareUpdate?.(cur, app); } catch (e) { failed(app, c, 'prepare', e); }
         }
         await step('update', app, (c) => c.update(cur, app));
         this.log.info({ app: name, from: cur.version, to: app.version, generation }, 'app updated');
