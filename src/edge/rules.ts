@@ -11,6 +11,7 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { decodeRecord, PUSH_PREFIX, streamReads, type DeadLetters, type StreamRouter } from './record-router.ts';
 import { propertyFields } from './mqtt5.ts';
+import { TopicSet } from '../lib/topic-filter.ts';
 import { isDurableSink, makeSink, type Sink, type SinkContext } from './sinks.ts';
 import type { Journal } from './journal.ts';
 import type { EdgeDb } from './db.ts';
@@ -39,6 +40,8 @@ interface Running {
   model?: ModelRule;
   /** The stream it reads and the models it calls (infer(), llm() as "llm:<endpoint>"). */
   stream?: { name: string; topic: string };
+  /** Its stream's topic filter, compiled once. */
+  filter?: TopicSet;
   models: string[];
   /** The most outbox rows one input record can lead to (uplink sinks × windows per record). */
   cost: number;
@@ -237,7 +240,7 @@ export class RuleHost implements AppComponent {
    * rule's cursor holds them in the journal, so it replays them once it starts instead of their
    * being unrouted, held in memory, or dead-lettered by a model that is not there.
    */
-  private readonly claims = new Map<string, { off: () => void; app: string; stream: { name: string; topic: string }; cost: number; records: number; base: number }>();
+  private readonly claims = new Map<string, { off: () => void; app: string; stream: { name: string; topic: string }; filter?: TopicSet; cost: number; records: number; base: number }>();
   /** Rules that wait for a model of their app (see modelState). */
   private readonly waiting = new Map<string, { app: DesiredApp; spec: RuleSpec; model: string }>();
 
@@ -280,7 +283,7 @@ export class RuleHost implements AppComponent {
     const cp = dur.journal.cursor(key);
     if (!cp) dur.journal.setCursor(key, this.seen);
     // Records already journaled after its cursor replay into it too (conservatively: all of them).
-    const c = { off: () => {}, app, stream: { name: stream.name, topic: stream.topic }, cost, records: cp ? Math.max(0, dur.journal.lastSeq - cp.seq) : 0, base };
+    const c = { off: () => {}, app, stream: { name: stream.name, topic: stream.topic }, filter: stream.topic ? new TopicSet([stream.topic]) : undefined, cost, records: cp ? Math.max(0, dur.journal.lastSeq - cp.seq) : 0, base };
     c.off = this.d.router.subscribe({ app, stream: { name: stream.name, schema: stream.schema, timestamp: stream.timestamp, topic: stream.topic, properties: stream.properties }, deliver: () => { c.records++; } });
     this.claims.set(key, c);
   }
@@ -297,8 +300,8 @@ export class RuleHost implements AppComponent {
    */
   cost(topic: string): number {
     let n = 0;
-    for (const r of this.rules.values()) if (r.state === 'running' && r.stream && streamReads(r.app, r.stream, topic)) n += r.cost + (r.windowKind === 'sliding' ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
-    for (const c of this.claims.values()) if (streamReads(c.app, c.stream, topic)) n += c.cost;
+    for (const r of this.rules.values()) if (r.state === 'running' && r.stream && streamReads(r.app, r.stream, topic, r.filter)) n += r.cost + (r.windowKind === 'sliding' ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
+    for (const c of this.claims.values()) if (streamReads(c.app, c.stream, topic, c.filter)) n += c.cost;
     return n;
   }
 
@@ -418,6 +421,7 @@ export class RuleHost implements AppComponent {
         const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes, ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}) };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         r.stream = { name: stream.name, topic: stream.topic };
+        r.filter = stream.topic ? new TopicSet([stream.topic]) : undefined;
         r.models = checked.plan.models;
         r.uplinks = r.sinks.filter(isDurableSink).length;
         r.cost = costOf(checked.plan, r.uplinks, 0);
@@ -510,12 +514,13 @@ export class RuleHost implements AppComponent {
     }
     let from = r.cursor;
     let replayed = 0;
+    const reads = stream.topic ? new TopicSet([stream.topic]) : undefined;
     for (;;) {
       const recs = dur.journal.read(from, 1000);
       if (recs.length === 0) break;
       for (const rec of recs) {
         from = rec.seq;
-        if (!streamReads(r.app, stream, rec.topic)) continue;
+        if (!streamReads(r.app, stream, rec.topic, reads)) continue;
         // Decoded as on first delivery, MQTT 5 properties included.
         const d = decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props));
         if (!d.ok) continue; // dead-lettered when it first arrived
