@@ -5,7 +5,7 @@ import { Registry } from 'prom-client';
 import { startTestCloud, startTestEdge, tempDir, waitFor, removeDirs } from './support/harness.ts';
 import { openEdgeDb } from '../src/edge/db.ts';
 import { Outbox } from '../src/edge/outbox.ts';
-import { Journal } from '../src/edge/journal.ts';
+import { Intake, Journal } from '../src/edge/journal.ts';
 import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
 import { EgressAudit } from '../src/edge/sinks.ts';
 import { RuleHost } from '../src/edge/rules.ts';
@@ -99,6 +99,86 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     assert.equal(outbox.dropped, 8, 'ew_edge_outbox_dropped_total counts them');
     // The records are done with (counted), so they leave the journal.
     assert.equal(journal.pending, 0);
+    host.close();
+    db.close();
+  });
+
+  it('admits a record only when every result it can lead to fits: rules × uplink sinks × windows, and open windows reserved — reject-new never over-admits', async () => {
+    const dir = tempDir('bp-room');
+    dirs.push(dir);
+    const db = openEdgeDb(dir);
+    const clock = new ManualClock(0);
+    const outbox = new Outbox(db, clock, { maxMessages: 20, overflow: 'reject-new' });
+    const journal = new Journal(db, clock);
+    const dead = new DeadLetters(db, clock);
+    const router = new StreamRouter(dead);
+    const host = new RuleHost({
+      router, dead, clock, log: silentLogger(),
+      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
+      durable: { journal, db, outbox },
+    });
+    // Per record: `pass` writes one result, `twice` two (two uplink sinks), `win` one per group
+    // and 2 s window of a 4 s hopping window (two windows per record): five rows in all.
+    const m = manifest('room');
+    const app = {
+      ...m, spec: {
+        ...m.spec,
+        rules: [
+          ...m.spec.rules,
+          { name: 'twice', sql: 'SELECT n FROM recs', sinks: [{ uplink: 'out' }, { uplink: 'copy' }] },
+          { name: 'win', sql: 'SELECT dev, count(*) AS c FROM recs GROUP BY dev, HOPPINGWINDOW(ss, 4, 2)', sinks: [{ uplink: 'wins' }] },
+        ],
+        policy: { egress: { allow: ['out', 'copy', 'wins'] } },
+      },
+    };
+    await host.start({ name: 'room', version: '1.0.0', deploymentId: 'd', manifest: parseManifest(app) });
+    assert.equal(host.cost('bp/d0/rec'), 5);
+    assert.equal(host.cost('other/topic'), 0);
+    const ticks: (() => void)[] = [];
+    const intake = new Intake({
+      journal, clock, log: silentLogger(),
+      routes: (t) => router.routes(t),
+      deliver: (seq, topic, payload, props) => { router.onMessage(topic, payload, props, seq); host.delivered(seq); },
+      gate: () => undefined,
+      room: () => outbox.room - host.reserved(),
+      cost: (t) => host.cost(t),
+      onUnrouted: () => {}, onWithheld: () => {},
+      defer: (fn) => ticks.push(fn),
+    });
+    const acked = new Set<number>();
+    for (let n = 0; n < 40; n++) void intake.accept(`bp/d${n % 2}/rec`, Buffer.from(JSON.stringify({ dev: `d${n % 2}`, n })), undefined).then(() => acked.add(n));
+    const settle = async () => {
+      while (ticks.length) ticks.shift()!();
+      host.commit();
+      await new Promise((r) => setImmediate(r));
+    };
+    const refused = () => host.statuses().reduce((a, s) => a + (s.sinkDropped ?? 0), 0);
+    await settle();
+    // 20 rows of room at 5 a record: 4 records, not 20.
+    assert.equal(acked.size, 4);
+    assert.equal(intake.withholding, 'outbox_full');
+    // 4 + 8 rows written now; the hopping windows hold the rest of what those 4 records owe.
+    assert.equal(outbox.pending, 12);
+    assert.ok(host.reserved() >= 4, `open windows reserved (${host.reserved()})`);
+    // The windows close: their rows fit, none refused.
+    clock.advance(10_000);
+    await settle();
+    assert.equal(refused(), 0, 'no result refused');
+    assert.equal(outbox.dropped, 0);
+    assert.ok(outbox.pending <= 20);
+    // The cloud takes what is there; the rest of the records come in as room frees, never past it.
+    for (let round = 0; round < 40 && acked.size < 40; round++) {
+      outbox.ack(outbox.peek(0, 1000).map((r) => r.seq));
+      intake.wake();
+      await settle();
+      clock.advance(10_000);
+      await settle();
+      assert.equal(refused(), 0, `no result refused (round ${round})`);
+      assert.ok(outbox.pending <= 20);
+    }
+    assert.equal(acked.size, 40, 'every record acknowledged in the end');
+    assert.equal(outbox.dropped, 0);
+    intake.close();
     host.close();
     db.close();
   });

@@ -207,4 +207,31 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     agent.child.kill('SIGKILL');
     await agent.exited;
   });
+
+  it('the HTTP push source answers 202 only once its records are durable: killed the instant each 202 arrives, none is lost or doubled', async () => {
+    const pushed: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      agent = start();
+      const ready = await agent.ready;
+      const base = 1_000_000 + k * 1000;
+      const records = Array.from({ length: 50 }, (_, i) => ({ dev: 'http', n: base + i }));
+      const res = await fetch(`${ready.apiUrl}/api/v1/streams/durable/recs`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }) });
+      agent.child.kill('SIGKILL'); // the instant the answer arrived
+      assert.equal(res.status, 202);
+      assert.equal(((await res.json()) as { accepted: number }).accepted, 50);
+      pushed.push(...records.map((r) => r.n));
+      await agent.exited;
+    }
+    agent = start();
+    await agent.ready;
+    await waitFor('every pushed record at the cloud', async () => {
+      const got = new Set(await stored());
+      return pushed.every((n) => got.has(n));
+    }, 30_000, 50);
+    const ns = (await stored()).filter((n) => n >= 1_000_000);
+    assert.equal(ns.length, new Set(ns).size, 'no record twice');
+    assert.deepEqual(ns.sort((a, b) => a - b), pushed);
+    agent.child.kill('SIGKILL');
+    await agent.exited;
+  });
 });

@@ -19,4 +19,9 @@ export interface AppComponent {
    * others start (the rule host claims its streams' records in the journal while models load).
    */
   prepare?(app: DesiredApp): void;
+  /**
+   * Optional, before any component updates an app: the rule host pauses the rules that call the
+   * app's models (which every component's update reloads) and holds their input in the journal.
+   */
+  prepareUpdate?(prev: DesiredApp, next: DesiredApp): void;
 }

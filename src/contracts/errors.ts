@@ -85,6 +85,7 @@ export const ERROR_CODES = {
   TOO_MANY_CONCURRENT: { status: 429, meaning: 'The API key has as many inference requests in flight as it may; retry after one finishes (Retry-After).' },
   // Edge-local API
   OUTBOX_FULL: { status: 503, meaning: 'The site\'s outbox is full and its overflow policy is reject-new.' },
+  INTAKE_FULL: { status: 503, meaning: 'The site holds as many records not yet durable as it may (a device or push outpacing its journal or a full outbox), or is shutting down; the records were not accepted.' },
   NOT_ENROLLED: { status: 503, exit: 2, meaning: 'The agent has no site credentials yet.' },
   // Agent start-up (CLI exit codes, not HTTP)
   ENROLL_FAILED: { status: 502, exit: 3, meaning: 'The agent could not exchange its join token with the cloud.' },

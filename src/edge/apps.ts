@@ -75,6 +75,9 @@ export class AppSupervisor {
         await step('start', app, (c) => c.start(app));
         this.log.info({ app: name, version: app.version, generation }, 'app started');
       } else if (cur.version !== app.version || cur.deploymentId !== app.deploymentId) {
+        for (const c of this.components) {
+          try { c.prepareUpdate?.(cur, app); } catch (e) { failed(app, c, 'prepare', e); }
+        }
         await step('update', app, (c) => c.update(cur, app));
         this.log.info({ app: name, from: cur.version, to: app.version, generation }, 'app updated');
       }

@@ -12,6 +12,8 @@ export interface ExternalDeviceSourceOptions {
   /** MQTT protocol version towards the broker: 5 carries devices' MQTT 5 properties (user properties, expiry) to the streams. Default 4 (3.1.1). */
   protocolVersion?: 4 | 5;
   log: Logger;
+  /** One journal commit per record, PUBACK by PUBACK (how it was before group commit; bench:durability compares). Default false. */
+  ackEach?: boolean;
 }
 
 /**
@@ -56,19 +58,44 @@ export class ExternalDeviceSource implements DeviceSource {
       writeCache: false,
     });
     this.client = client;
-    // The PUBACK to the external broker goes only once the record is durable here (mqtt.js sends
-    // it after handleMessage calls back); until then the broker keeps the record in the agent's
-    // persistent session and redelivers it after a crash. A record that cannot be made durable
-    // drops the connection without a PUBACK, so the broker delivers it again. mqtt.js handles
-    // one inbound packet at a time this way: the rate is bounded by the journal's group-commit
-    // latency (docs/streams.md).
+    // The PUBACK to the external broker goes only once the record is durable here; until then
+    // the broker keeps the record in the agent's persistent session and redelivers it after a
+    // crash. A record that cannot be made durable drops the connection without a PUBACK, so the
+    // broker delivers it again.
+    // mqtt.js reads one inbound packet at a time and sends a QoS 1 PUBACK when handleMessage calls
+    // back, which would make one journal commit per record. So for QoS 1 the agent lets mqtt.js
+    // read on at once (a callback with an error continues its pump and sends no PUBACK) and sends
+    // the PUBACK itself once the record is durable: records arriving together are journaled in one
+    // group commit, as with the embedded broker. How many wait unacknowledged is bounded by the
+    // broker's in-flight window (Mosquitto's max_inflight_messages) and the intake's bound.
+    const send = (client as unknown as { _sendPacket?: (p: object, cb: () => void) => void })._sendPacket;
     client.handleMessage = (packet, done) => {
       if (!this.intake) return done();
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      this.intake({ topic: packet.topic, payload, clientId: '', properties: propertiesOf(packet) }).then(() => done(), (e: Error) => {
+      const durable = this.intake({ topic: packet.topic, payload, clientId: '', properties: propertiesOf(packet) });
+      const fail = (e: Error) => {
         log.warn({ err: e.message, topic: packet.topic }, 'device record not made durable; reconnecting for redelivery');
-        if (packet.qos === 0) return done();
-        client.stream?.destroy();
+        return true;
+      };
+      if (packet.qos !== 1 || typeof send !== 'function' || packet.messageId === undefined || this.o.ackEach) {
+        durable.then(() => done(), (e: Error) => {
+          fail(e);
+          if (packet.qos === 0) return done();
+          client.stream?.destroy();
+        });
+        return;
+      }
+      const stream = client.stream;
+      const messageId = packet.messageId;
+      done(DEFERRED);
+      durable.then(() => {
+        // Only on the connection it came in on: after a reconnect the broker redelivers it (and
+        // may have given its id to another message).
+        if (client.stream !== stream || stream.destroyed) return;
+        send.call(client, { cmd: 'puback', messageId, ...(this.o.protocolVersion === 5 ? { reasonCode: 0 } : {}) }, () => {});
+      }, (e: Error) => {
+        fail(e);
+        if (client.stream === stream) stream.destroy();
       });
     };
     client.on('message', (topic, payload, packet) => {
@@ -115,6 +142,9 @@ export class ExternalDeviceSource implements DeviceSource {
     await this.client?.endAsync();
   }
 }
+
+/** Passed to mqtt.js's handleMessage callback: go on reading, the agent sends this PUBACK itself. */
+const DEFERRED = Object.assign(new Error('acknowledged once durable'), { deferred: true });
 
 /** A message's MQTT 5 properties, as the streams read them (stamped with the receive time). */
 function propertiesOf(packet: IPublishPacket): DeviceMessage['properties'] {

@@ -3,6 +3,7 @@ import type { EdgeDb } from './db.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { Mqtt5Properties } from './mqtt5.ts';
+import { EwError } from '../contracts/errors.ts';
 
 /**
  * The site's durable intake journal: every device record a stream reads is committed here before
@@ -117,8 +118,14 @@ export interface IntakeDeps {
   deliver(seq: number, topic: string, payload: Buffer, props?: Mqtt5Properties): void;
   /** A reason to hold every routed record now (journal at its bound), or undefined. */
   gate(): WithholdReason | undefined;
-  /** How many more routed records the outbox can take now (reject-new); past it they are held as `outbox_full`. Default: no limit. */
+  /**
+   * How many more results the outbox can take now (reject-new: its free room less what the rules
+   * already owe it); records are admitted while the results they can produce (`cost`) fit, and
+   * the rest are held as `outbox_full`. Default: no limit.
+   */
   room?: () => number;
+  /** The most results one record of this topic can put into the outbox (every rule that reads it, every uplink sink, every window it falls in). Default 1. */
+  cost?: (topic: string) => number;
   onUnrouted(topic: string): void;
   onWithheld(reason: WithholdReason, records: number): void;
   clock: Clock;
@@ -157,12 +164,34 @@ export class Intake {
     this.defer = d.defer ?? ((fn) => setImmediate(fn));
   }
 
+  /**
+   * Several records that are acknowledged together (an HTTP push): resolves once every one is
+   * durable. A batch is refused whole when the held bound would be passed (unless nothing else
+   * is held: one large request may then wait alone).
+   */
+  acceptMany(recs: readonly { topic: string; payload: Buffer; props?: Mqtt5Properties }[]): Promise<void> {
+    if (recs.length === 0) return Promise.resolve();
+    if (this.held.length > 0 && this.held.length + recs.length > this.maxHeld) {
+      this.stats.refused += recs.length;
+      this.d.onWithheld('overload', recs.length);
+      return Promise.reject(new EwError('INTAKE_FULL', `the site holds ${this.held.length} records not yet durable (bound ${this.maxHeld}); these ${recs.length} were not accepted: resend them later`));
+    }
+    return new Promise<void>((resolve, reject) => {
+      let left = recs.length;
+      let failed = false;
+      const one = () => { if (--left === 0 && !failed) resolve(); };
+      const fail = (e: Error) => { if (!failed) { failed = true; reject(e); } };
+      for (const r of recs) this.held.push({ topic: r.topic, payload: r.payload, props: r.props, resolve: one, reject: fail });
+      this.schedule();
+    });
+  }
+
   /** Resolves once the record is durable (or counted as unrouted): then, and only then, may the broker acknowledge it. */
   accept(topic: string, payload: Buffer, props?: Mqtt5Properties): Promise<void> {
     if (this.held.length >= this.maxHeld) {
       this.stats.refused++;
       this.d.onWithheld('overload', 1);
-      return Promise.reject(new Error(`the site holds ${this.held.length} unacknowledged records (bound ${this.maxHeld}); publish refused, resend later`));
+      return Promise.reject(new EwError('INTAKE_FULL', `the site holds ${this.held.length} unacknowledged records (bound ${this.maxHeld}); publish refused, resend later`));
     }
     return new Promise<void>((resolve, reject) => {
       this.held.push({ topic, payload, props, resolve, reject });
@@ -198,7 +227,18 @@ export class Intake {
     let admit: Held[] = [];
     if (!reason) {
       const room = this.d.room?.() ?? Infinity;
-      admit = room >= routed.length ? routed : routed.slice(0, Math.max(0, room));
+      if (room === Infinity) admit = routed;
+      else {
+        // Records in order while the results they can produce fit: never more than the outbox can take.
+        let owed = 0;
+        let n = 0;
+        for (; n < routed.length; n++) {
+          const c = this.d.cost ? this.d.cost(routed[n]!.topic) : 1;
+          if (owed + c > room) break;
+          owed += c;
+        }
+        admit = n === routed.length ? routed : routed.slice(0, n);
+      }
       if (admit.length < routed.length) reason = 'outbox_full';
     }
     let seqs: number[] = [];
@@ -240,7 +280,7 @@ export class Intake {
   /** Refuses everything still held (shutdown): none of it was acknowledged. */
   close(): void {
     this.cancelRetry?.();
-    for (const h of this.held) h.reject(new Error('the site is shutting down'));
+    for (const h of this.held) h.reject(new EwError('INTAKE_FULL', 'the site is shutting down; the records were not accepted: resend them'));
     this.held = [];
   }
 }

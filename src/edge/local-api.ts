@@ -51,6 +51,10 @@ export interface LocalApiDeps {
   uplinkAllow: readonly EgressGrant[];
   deviceAdmin: DeviceAdmin;
   llm: LlmService;
+  /** The durable push path (see startEdge): records journaled before the answer. */
+  ingest: (app: string, stream: string, records: readonly unknown[]) => Promise<{ accepted: number; rejected: { index: number; reason: string; detail?: string }[] }>;
+  /** Outbox rows the rules owe for records already acknowledged. */
+  reserved: () => number;
 }
 
 /**
@@ -100,6 +104,10 @@ export async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> 
     // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
     const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
     checkGrantedFields(req.body.records, grant, stream);
+    // Under reject-new the room the rules were promised is not given away.
+    if (d.outbox.policy === 'reject-new' && req.body.records.length > d.outbox.room - d.reserved()) {
+      throw new EwError('OUTBOX_FULL', `the outbox has room for ${Math.max(0, d.outbox.room - d.reserved())} more messages (its policy is reject-new) and ${req.body.records.length} were sent; wait for the cloud link, or raise --outbox-max`);
+    }
     const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
     d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
     void reply.status(202);
@@ -131,7 +139,8 @@ export async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> 
   r.post('/api/v1/streams/:app/:stream', {
     schema: { params: z.object({ app: z.string(), stream: z.string() }), body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }) },
   }, async (req, reply) => {
-    const res = d.router.push(req.params.app, req.params.stream, req.body.records);
+    // 2xx only once the accepted records are durable in the site's journal.
+    const res = await d.ingest(req.params.app, req.params.stream, req.body.records);
     if (res.accepted === 0) throw new EwError('VALIDATION_FAILED', `no record was accepted: ${res.rejected[0]?.reason ?? 'none sent'}`, { path: `records[${res.rejected[0]?.index ?? 0}]` });
     void reply.status(202);
     return res;

@@ -8,7 +8,7 @@ import { CloudLink, type LinkState } from './link.ts';
 import { DeviceBroker, type DeviceSource } from './devices.ts';
 import { ExternalDeviceSource } from './external-devices.ts';
 import { AppSupervisor } from './apps.ts';
-import { DeadLetters, StreamRouter } from './record-router.ts';
+import { DeadLetters, pushTopic, StreamRouter } from './record-router.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
 import { Intake, Journal } from './journal.ts';
@@ -192,8 +192,11 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
     },
     gate: () => (journal.pending >= journalMax ? 'journal_full' : undefined),
     // Under reject-new a device is slowed (no PUBACK) rather than acknowledged and its results
-    // refused: only as many records are taken as the outbox has room for.
-    room: () => (outbox.policy === 'reject-new' ? outbox.room : Infinity),
+    // refused: a record is taken only when every result it can lead to fits in the outbox, less
+    // what the rules already owe it for records taken before.
+    room: () => (outbox.policy === 'reject-new' ? outbox.room - (rulesRef?.reserved() ?? 0) : Infinity),
+    // A record costs no more than the whole outbox (else one would never be taken).
+    cost: (topic) => Math.min(rulesRef?.cost(topic) ?? 1, cfg.outboxMax ?? 100_000),
     onUnrouted: (topic) => {
       if (unroutedTopics.size < 1000) unroutedTopics.add(topic);
       unrouted.inc({ topic: unroutedTopics.has(topic) ? topic : '(other)' });
@@ -201,6 +204,19 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
     onWithheld: (reason, n) => withheld.inc({ reason }, n),
   });
   devices.setIntake((m) => intake.accept(m.topic, m.payload, m.properties));
+  /**
+   * Records pushed into one app's stream (the local HTTP push API, an industrial source) take the
+   * same path: checked (those that do not fit are dead-lettered), journaled under the stream's
+   * push topic, and only then acknowledged and handed to the rules.
+   */
+  const ingest = async (app: string, stream: string, records: readonly unknown[]) => {
+    // Records are refused whole (nothing journaled, the caller resends) while the site withholds.
+    if (intake.withholding) throw new EwError('INTAKE_FULL', `the site is holding records back (${intake.withholding}); none of these ${records.length} were accepted: resend them later`);
+    const { valid, rejected } = router.check(app, stream, records);
+    const topic = pushTopic(app, stream);
+    await intake.acceptMany(valid.map((payload) => ({ topic, payload })));
+    return { accepted: valid.length, rejected };
+  };
   const audit = new EgressAudit(db, clock, registry);
 
   // 4. Models: fetched from the cloud into the verified cache, loaded by their runtime.
@@ -232,6 +248,8 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
       supervisor.recovered(app, 'models');
       reportStatus();
     },
+    // Rules that waited for the model start now (or, if it failed for good, fail as they would).
+    onRetried: (app) => rulesRef?.modelsChanged(app),
     secret: (name) => siteSecret(cfg.dataDir, name),
   });
   const llm = new LlmService(models, registry, clock);
@@ -245,6 +263,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => readSiteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
     router, dead, clock, log,
+    modelState: (app, model) => models.stateOf(app, model),
     // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
     infer: (app, model, args, rule) => (model.startsWith('llm:')
       ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
@@ -258,7 +277,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   rulesRef = rules;
   supervisor.register(rules);
   // After the rules: a source's first record finds the rules that read its stream.
-  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
+  const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry, ingest });
   supervisor.register(sources);
   registerEdgeMetrics(registry, { outbox, dead, rules });
   const desired = new DesiredStateHandler({ db, siteId, clock, log, supervisor, invalid: badDesired, onApplied: () => reportStatus() });
@@ -301,7 +320,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // 7. Local API.
   // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
   const internalToken = newSecret('ewl');
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm, ingest, reserved: () => rules.reserved() });
   routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');

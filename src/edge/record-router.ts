@@ -4,7 +4,7 @@ import type { StreamDef } from '../stream/planner.ts';
 import type { FieldType } from '../contracts/manifest.ts';
 import type { Clock } from '../lib/clock.ts';
 import { propertyFields, type Mqtt5Properties } from './mqtt5.ts';
-import { TopicIndex } from '../lib/topic-filter.ts';
+import { TopicIndex, TopicSet } from '../lib/topic-filter.ts';
 
 /**
  * Device data into rules. A stream is an MQTT topic filter on the site's device broker (or
@@ -15,6 +15,23 @@ import { TopicIndex } from '../lib/topic-filter.ts';
  */
 export type Record_ = Record<string, unknown>;
 export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
+
+/**
+ * Records pushed into one app's stream (the local HTTP push API, an industrial source) are
+ * journaled under this topic, so they are made durable and replayed like device messages. The
+ * leading `$` keeps every device filter (`#`, `+/…`) from matching it and devices from publishing it.
+ */
+export const PUSH_PREFIX = '$push/';
+export const pushTopic = (app: string, stream: string): string => `${PUSH_PREFIX}${app}/${stream}`;
+
+/**
+ * Whether `app`'s stream reads a (journaled) record of `topic`: its MQTT filter, or its push
+ * topic. `filter`: the stream's filter compiled once, where this is asked often.
+ */
+export function streamReads(app: string, stream: { name: string; topic: string }, topic: string, filter?: TopicSet): boolean {
+  if (topic.startsWith(PUSH_PREFIX)) return topic === pushTopic(app, stream.name);
+  return stream.topic !== '' && (filter ?? new TopicSet([stream.topic])).test(topic);
+}
 
 const TYPE_CHECKS: Record<FieldType, (v: unknown) => boolean> = {
   string: (v) => typeof v === 'string',
@@ -139,6 +156,8 @@ export class StreamRouter {
 
   /** The subscribers whose stream's topic filter matches, in the order they subscribed. */
   private matching(topic: string): Subscriber[] {
+    // A pushed record goes to its one app's stream (no device filter matches `$push/…`).
+    if (topic.startsWith(PUSH_PREFIX)) return [...this.subs.keys()].filter((s) => streamReads(s.app, s.stream, topic)).sort((a, b) => this.subs.get(a)! - this.subs.get(b)!);
     const hits = [...this.byTopic.match(topic)];
     return hits.length > 1 ? hits.sort((a, b) => this.subs.get(a)! - this.subs.get(b)!) : hits;
   }
@@ -152,12 +171,15 @@ export class StreamRouter {
 
   /** Whether any stream (of a running or starting rule) reads this topic. */
   routes(topic: string): boolean {
+    if (topic.startsWith(PUSH_PREFIX)) return this.matching(topic).length > 0;
     return this.byTopic.match(topic).size > 0;
   }
 
   /** A device message from the broker; `seq` is its place in the intake journal. */
   onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties, seq?: number): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
+    // Pushed records keep the topic they always had for rules (`http/<app>/<stream>`).
+    const shown = topic.startsWith(PUSH_PREFIX) ? `http/${topic.slice(PUSH_PREFIX.length)}` : topic;
     for (const s of this.matching(topic)) {
       const key = `${s.app}/${s.stream.name}`;
       let d = decoded.get(key);
@@ -168,7 +190,7 @@ export class StreamRouter {
         st.in++;
         if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, d.reason, payload, `topic ${topic}${d.detail ? `: ${d.detail}` : ''}`); }
       }
-      if (d.ok) s.deliver(d.rec, { topic, seq });
+      if (d.ok) s.deliver(d.rec, { topic: shown, seq });
     }
   }
 
@@ -178,7 +200,32 @@ export class StreamRouter {
     return false;
   }
 
-  /** Records pushed over HTTP to one app's stream; returns how many were accepted. */
+  /**
+   * Checks records pushed to one app's stream before they are journaled: those that do not fit
+   * are counted and dead-lettered here; the rest are returned (as JSON) for the journal, and
+   * reach the rules through onMessage under pushTopic(app, stream).
+   */
+  check(app: string, stream: string, records: readonly unknown[]): { valid: Buffer[]; rejected: { index: number; reason: string; detail?: string }[] } {
+    const def = [...this.subs.keys()].find((s) => s.app === app && s.stream.name === stream)?.stream;
+    const rejected: { index: number; reason: string; detail?: string }[] = [];
+    const valid: Buffer[] = [];
+    records.forEach((r, index) => {
+      const d: ReturnType<typeof decodeRecord> = def ? decodeRecord(r as Record_, def) : { ok: false, reason: 'no running rule reads this stream' };
+      if (!d.ok) {
+        const st = this.stat(app, stream);
+        st.in++;
+        st.invalid++;
+        // The caller is on the site (the local API, a source): it may see the detail.
+        rejected.push({ index, reason: d.reason, ...(d.detail ? { detail: d.detail } : {}) });
+        this.dead.add(app, stream, d.reason, (r ?? null) as Record_, d.detail);
+        return;
+      }
+      valid.push(Buffer.from(JSON.stringify(d.rec)));
+    });
+    return { valid, rejected };
+  }
+
+  /** Records pushed to one app's stream, straight to its rules (no journal: tools and tests); returns how many were accepted. */
   push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
     const targets = [...this.subs.keys()].filter((s) => s.app === app && s.stream.name === stream);
     const rejected: { index: number; reason: string; detail?: string }[] = [];

@@ -1,6 +1,6 @@
 import type { AppComponent } from '../contracts/app-component.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
-import { checkRule, checkEgress, leavingSinks } from '../stream/app.ts';
+import { checkRule, checkEgress, leavingSinks, type CheckedRule } from '../stream/app.ts';
 import type { RuleRuntime } from '../stream/runtime.ts';
 import { ModelRule } from '../stream/model-rule.ts';
 import { parse } from '../stream/parser.ts';
@@ -9,7 +9,8 @@ import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
-import { decodeRecord, type DeadLetters, type StreamRouter } from './record-router.ts';
+import { decodeRecord, PUSH_PREFIX, streamReads, type DeadLetters, type StreamRouter } from './record-router.ts';
+import { propertyFields } from './mqtt5.ts';
 import { TopicSet } from '../lib/topic-filter.ts';
 import { isDurableSink, makeSink, type Sink, type SinkContext } from './sinks.ts';
 import type { Journal } from './journal.ts';
@@ -37,6 +38,18 @@ interface Running {
   sinkDropped: number;
   blocked?: string;
   model?: ModelRule;
+  /** The stream it reads and the models it calls (infer(), llm() as "llm:<endpoint>"). */
+  stream?: { name: string; topic: string };
+  /** Its stream's topic filter, compiled once. */
+  filter?: TopicSet;
+  models: string[];
+  /** The most outbox rows one input record can lead to (uplink sinks × windows per record). */
+  cost: number;
+  /** Its uplink sinks, and its window's kind (a sliding window's cost grows with its state). */
+  uplinks: number;
+  windowKind?: string;
+  /** Unloaded: anything its model calls still in flight produce is ignored (the journal replays it). */
+  stopped?: boolean;
   /** The journal seq this rule's committed effects cover. */
   cursor: number;
   /** A windowed rule: its state is checkpointed with its cursor, its results carry deterministic ids. */
@@ -66,6 +79,13 @@ export interface RuleHostDeps {
   log: Logger;
   /** Runs `infer(model, …)` for a rule of `app` (the site's model host); absent: rules with infer() fail. */
   infer?: (app: string, model: string, args: unknown[], rule?: RuleSpec) => Promise<unknown>;
+  /**
+   * Whether a model of `app` is ready, still loading (or waiting to be retried after a failed
+   * load: `waiting`), or failed for good. A rule calling a `waiting` model does not start: its
+   * input is held in the journal and it starts (replaying it) once modelsChanged() says so.
+   * Absent, or undefined for a model: ready.
+   */
+  modelState?: (app: string, model: string) => 'ready' | 'waiting' | 'failed' | undefined;
   /** Builds the context a rule's sinks write through. */
   sinkContext(app: string, rule: string, allowedFields: (stream: string) => string[] | undefined): SinkContext;
   /**
@@ -197,7 +217,7 @@ export class RuleHost implements AppComponent {
   }
 
   statuses(): RuleStatus[] {
-    return [...this.rules.values()].map((r) => {
+    const running = [...this.rules.values()].map((r): RuleStatus => {
       const s = r.runtime?.stats;
       const warnings = r.runtime?.warnings() ?? [];
       return {
@@ -206,33 +226,101 @@ export class RuleHost implements AppComponent {
         dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, sinkDropped: r.sinkDropped, ...(r.blocked ? { blocked: r.blocked } : {}), lastOutputAt: s?.lastOutputAt ?? null,
       };
     });
+    // A rule waiting for its model is not failed: it runs as soon as the model is ready.
+    const waiting = [...this.waiting.values()].map((w): RuleStatus => ({
+      app: w.app.name, rule: w.spec.name, state: 'running', in: 0, out: 0, filtered: 0, late: 0, errors: 0, dropped: 0, sinkErrors: 0, sinkDropped: 0,
+      blocked: `waiting for model ${w.model} to load; its input is held in the site's journal (${this.claims.get(`${w.app.name}/${w.spec.name}`)?.records ?? 0} records)`, lastOutputAt: null,
+    }));
+    return [...running, ...waiting];
   }
 
-  /** Streams claimed for rules that have not started yet (their app's models are loading). */
-  private readonly claims = new Map<string, () => void>();
-
   /**
-   * Before a new app's models load: each of its rules claims its stream — the intake journals
-   * the records (they are routed) and the rule's cursor holds them in the journal — so the rule
-   * replays them once it starts, instead of their being unrouted or held in memory.
+   * Streams claimed for rules that do not run yet (their app's models are loading, or being
+   * reloaded by an update): the intake journals those streams' records (they are routed) and the
+   * rule's cursor holds them in the journal, so it replays them once it starts instead of their
+   * being unrouted, held in memory, or dead-lettered by a model that is not there.
    */
+  private readonly claims = new Map<string, { off: () => void; app: string; stream: { name: string; topic: string }; filter?: TopicSet; cost: number; records: number; base: number }>();
+  /** Rules that wait for a model of their app (see modelState). */
+  private readonly waiting = new Map<string, { app: DesiredApp; spec: RuleSpec; model: string }>();
+
+  /** Before a new app's models load: each of its rules claims its stream. */
   prepare(app: DesiredApp): void {
-    const dur = this.d.durable;
-    if (!dur) return;
-    for (const [key, { spec }] of this.prepare_(app)) {
+    if (!this.d.durable) return;
+    const streams = streamDefs(app);
+    const allow: readonly EgressGrant[] = app.manifest.spec.policy.egress?.allow ?? [];
+    for (const [key, { spec, index }] of this.prepare_(app)) {
       if (this.rules.has(key) || this.claims.has(key)) continue;
-      let from: string | undefined;
-      try { from = parse(spec.sql).from.name; } catch { continue; }
-      const s = app.manifest.spec.streams.find((x) => x.name === from);
-      if (!s?.topic) continue; // no stream, or one an industrial source feeds (nothing journaled)
-      if (!dur.journal.cursor(key)) dur.journal.setCursor(key, this.seen);
-      this.claims.set(key, this.d.router.subscribe({ app: app.name, stream: { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic, properties: s.properties }, deliver: () => {} }));
+      let plan: CheckedRule['plan'];
+      try { plan = checkRule(spec, index, streams, allow, app.manifest.spec.models.map((x) => x.name)).plan; } catch { continue; } // it fails when it loads: nothing to hold
+      this.claim(key, app.name, streams.get(plan.stream.name)!, costOf(plan, spec.sinks.filter((x) => 'uplink' in x).length, 0));
     }
   }
 
+  /**
+   * Before an app is updated (its models are unloaded and loaded again): every running rule of
+   * it that calls a model stops — what it made so far is committed with its cursor (and window
+   * checkpoint) — and claims its stream, so records arriving while the models reload wait in the
+   * journal and the rule (the same or its new version) replays them once they are ready, instead
+   * of dead-lettering them against a model that is not there.
+   */
+  prepareUpdate(prev: DesiredApp, next: DesiredApp): void {
+    if (!this.d.durable) return;
+    for (const [key, r] of [...this.rules]) {
+      if (r.app !== prev.name || r.state !== 'running' || r.models.length === 0 || !r.stream) continue;
+      const held = r.runtime?.stats.stateCells ?? 0;
+      this.unload(key);
+      // Its window state comes back with it: the rows it can still emit stay reserved.
+      this.claim(key, r.app, r.stream, r.cost, held * (r.sinks.filter(isDurableSink).length));
+      this.d.log.info({ app: r.app, rule: r.spec.name }, 'rule paused while its app\'s models reload; its input is held in the journal');
+    }
+    this.prepare(next);
+  }
+
+  private claim(key: string, app: string, stream: StreamDef & { topic: string; properties?: Record<string, string> }, cost: number, base = 0): void {
+    const dur = this.d.durable;
+    if (!dur || this.claims.has(key)) return;
+    const cp = dur.journal.cursor(key);
+    if (!cp) dur.journal.setCursor(key, this.seen);
+    // Records already journaled after its cursor replay into it too (conservatively: all of them).
+    const c = { off: () => {}, app, stream: { name: stream.name, topic: stream.topic }, filter: stream.topic ? new TopicSet([stream.topic]) : undefined, cost, records: cp ? Math.max(0, dur.journal.lastSeq - cp.seq) : 0, base };
+    c.off = this.d.router.subscribe({ app, stream: { name: stream.name, schema: stream.schema, timestamp: stream.timestamp, topic: stream.topic, properties: stream.properties }, deliver: () => { c.records++; } });
+    this.claims.set(key, c);
+  }
+
   private unclaim(key: string): void {
-    this.claims.get(key)?.();
+    this.claims.get(key)?.off();
     this.claims.delete(key);
+  }
+
+  /**
+   * The most outbox rows records of this topic can lead to: every rule that reads it (running,
+   * or holding it while its model loads) × its uplink sinks × the windows one record falls in.
+   * The intake admits a record only when that fits in the outbox (reject-new).
+   */
+  cost(topic: string): number {
+    let n = 0;
+    for (const r of this.rules.values()) if (r.state === 'running' && r.stream && streamReads(r.app, r.stream, topic, r.filter)) n += r.cost + (r.windowKind === 'sliding' ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
+    for (const c of this.claims.values()) if (streamReads(c.app, c.stream, topic, c.filter)) n += c.cost;
+    return n;
+  }
+
+  /**
+   * Outbox rows the rules still owe for records already acknowledged: rows waiting in their
+   * uplink sinks, records waiting for a model, open windows (a row per cell of window state at
+   * most), and the journaled input of rules that wait for a model. Counted against the outbox's
+   * room, so reject-new never admits more than it can store.
+   */
+  reserved(): number {
+    let n = 0;
+    for (const r of this.rules.values()) {
+      if (r.state !== 'running') continue;
+      for (const s of r.sinks) if (isDurableSink(s)) n += s.waiting;
+      const b = r.model?.backlog;
+      n += (b ? b.records * r.cost + b.rows * r.uplinks : 0) + (r.windowed ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
+    }
+    for (const c of this.claims.values()) n += c.records * c.cost + c.base;
+    return n;
   }
 
   async start(app: DesiredApp): Promise<void> {
@@ -242,6 +330,10 @@ export class RuleHost implements AppComponent {
   async update(_prev: DesiredApp, next: DesiredApp): Promise<void> {
     const keep = new Set<string>();
     const wanted = this.prepare_(next);
+    for (const key of [...this.waiting.keys()]) if (this.waiting.get(key)!.app.name === next.name) this.waiting.delete(key);
+    // A rule paused for the update (prepareUpdate) that the new version no longer has: its
+    // claim and cursor go, or they would hold the journal for ever.
+    for (const [key, c] of [...this.claims]) if (c.app === next.name && !wanted.has(key)) { this.unclaim(key); this.d.durable?.journal.dropCursor(key); }
     for (const [key, r] of this.rules) {
       if (r.app !== next.name) continue;
       const w = wanted.get(key);
@@ -253,7 +345,25 @@ export class RuleHost implements AppComponent {
 
   async stop(app: DesiredApp): Promise<void> {
     for (const [key, r] of this.rules) if (r.app === app.name) this.unload(key, true);
+    for (const key of [...this.waiting.keys()]) if (key.startsWith(`${app.name}/`)) this.waiting.delete(key);
     for (const key of [...this.claims.keys()]) if (key.startsWith(`${app.name}/`)) { this.unclaim(key); this.d.durable?.journal.dropCursor(key); }
+  }
+
+  /**
+   * A model of `app` became ready (loaded on a retry): its rules that waited for it start now
+   * and replay what the journal held for them.
+   */
+  modelsChanged(app: string): void {
+    const mine = [...this.waiting].filter(([, w]) => w.app.name === app);
+    if (mine.length === 0) return;
+    const desired = mine[0]![1].app;
+    const waitingKeys = new Set(mine.map(([k]) => k));
+    const keep = new Set([...this.prepare_(desired).keys()].filter((k) => !waitingKeys.has(k)));
+    try {
+      this.load(desired, keep);
+    } catch (e) {
+      this.d.log.error({ app, err: (e as Error).message }, 'rules failed to start after their model loaded');
+    }
   }
 
   private prepare_(app: DesiredApp): Map<string, { spec: RuleSpec; index: number; fingerprint: string }> {
@@ -272,29 +382,57 @@ export class RuleHost implements AppComponent {
     return out;
   }
 
+  /** The first model among `models` (llm() endpoints resolved to theirs) that is still loading, if any. */
+  private modelPending(app: DesiredApp, models: readonly string[]): string | undefined {
+    if (!this.d.durable || !this.d.modelState) return undefined;
+    for (const m of models) {
+      const name = m.startsWith('llm:') ? app.manifest.spec.endpoints.find((e) => e.name === m.slice(4))?.model : m;
+      if (name && this.d.modelState(app.name, name) === 'waiting') return name;
+    }
+    return undefined;
+  }
+
   private load(app: DesiredApp, keep: Set<string>): void {
     const m = app.manifest;
-    // A stream fed by an industrial source has no topic: its records arrive through router.push.
-    const streams = new Map<string, StreamDef & { topic: string; properties?: Record<string, string> }>(m.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties }]));
+    // A stream fed by an industrial source has no topic: its records arrive pushed (pushTopic).
+    const streams = streamDefs(app);
     const allow: readonly EgressGrant[] = m.spec.policy.egress?.allow ?? [];
     const failures: string[] = [];
     for (const [key, { spec, index, fingerprint }] of this.prepare_(app)) {
       if (keep.has(key)) continue;
-      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, cursor: this.seen, windowed: false, epoch: randomUUID(), ordinal: 0, checkpointAt: this.d.clock.now() };
+      this.waiting.delete(key);
+      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, models: [], cost: 0, uplinks: 0, cursor: this.seen, windowed: false, epoch: randomUUID(), ordinal: 0, checkpointAt: this.d.clock.now() };
       this.rules.set(key, r);
       try {
         const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
+        const stream = streams.get(checked.plan.stream.name)!;
+        const pending = this.modelPending(app, checked.plan.models);
+        if (pending) {
+          // Its model is loading (or will be retried): the rule starts once it is ready, and its
+          // input waits in the journal meanwhile, not in memory and not in the dead letters.
+          this.rules.delete(key);
+          this.claim(key, app.name, stream, costOf(checked.plan, spec.sinks.filter((x) => 'uplink' in x).length, 0));
+          this.waiting.set(key, { app, spec, model: pending });
+          this.d.log.info({ app: app.name, rule: spec.name, model: pending }, 'rule waits for its model; its input is held in the journal');
+          continue;
+        }
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
         const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes, ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}) };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
-        const stream = streams.get(checked.plan.stream.name)!;
-        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => this.d.dead.add(app.name, stream.name, why, rec, detail);
+        r.stream = { name: stream.name, topic: stream.topic };
+        r.filter = stream.topic ? new TopicSet([stream.topic]) : undefined;
+        r.models = checked.plan.models;
+        r.uplinks = r.sinks.filter(isDurableSink).length;
+        r.cost = costOf(checked.plan, r.uplinks, 0);
+        r.windowKind = checked.plan.window?.kind;
+        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => { if (!r.stopped) this.d.dead.add(app.name, stream.name, why, rec, detail); };
         const rule = new ModelRule(checked.plan, {
           clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
           maxFutureSkew: spec.options.maxFutureSkew, maxStateCells: spec.options.maxState,
           // Over its state budget the rule stops itself; the site and its other rules keep running.
           onFatal: (e) => {
+            if (r.stopped) return;
             r.state = 'failed';
             r.error = `${e.code}: ${e.message}`;
             r.unsubscribe?.();
@@ -302,6 +440,8 @@ export class RuleHost implements AppComponent {
             this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
           },
           emit: (rows) => {
+            // A rule unloaded meanwhile (its model reloading): the journal replays what this was.
+            if (r.stopped) return;
             if (r.windowed && this.d.durable) for (const row of rows) resultIds.set(row, resultId(app.name, spec.name, r.epoch, r.ordinal++));
             for (const sink of r.sinks) {
               try {
@@ -316,6 +456,7 @@ export class RuleHost implements AppComponent {
           // A rule's error message may quote the record's values: it stays in the local detail.
           onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
           onEmitError: (e) => {
+            if (r.stopped) return;
             r.sinkErrors++;
             // A model (infer(), llm()) failing over window results is the rule's error too.
             if (r.runtime) r.runtime.stats.errors++;
@@ -348,7 +489,7 @@ export class RuleHost implements AppComponent {
    * restart, records that waited while its model loaded) — before it takes live records. A rule
    * new to this site starts at the journal's end.
    */
-  private resume(key: string, r: Running, rule: ModelRule, stream: StreamDef & { topic: string }): void {
+  private resume(key: string, r: Running, rule: ModelRule, stream: StreamDef & { topic: string; properties?: Record<string, string> }): void {
     const dur = this.d.durable;
     if (!dur) return;
     const cp = dur.journal.cursor(key);
@@ -373,16 +514,17 @@ export class RuleHost implements AppComponent {
     }
     let from = r.cursor;
     let replayed = 0;
-    const reads = new TopicSet([stream.topic]);
+    const reads = stream.topic ? new TopicSet([stream.topic]) : undefined;
     for (;;) {
       const recs = dur.journal.read(from, 1000);
       if (recs.length === 0) break;
       for (const rec of recs) {
         from = rec.seq;
-        if (!reads.test(rec.topic)) continue;
-        const d = decodeRecord(rec.payload, stream);
+        if (!streamReads(r.app, stream, rec.topic, reads)) continue;
+        // Decoded as on first delivery, MQTT 5 properties included.
+        const d = decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props));
         if (!d.ok) continue; // dead-lettered when it first arrived
-        rule.push(d.rec, { topic: rec.topic, seq: rec.seq });
+        rule.push(d.rec, { topic: rec.topic.startsWith(PUSH_PREFIX) ? `http/${rec.topic.slice(PUSH_PREFIX.length)}` : rec.topic, seq: rec.seq });
         replayed++;
       }
     }
@@ -397,6 +539,8 @@ export class RuleHost implements AppComponent {
     r.unsubscribe?.();
     // What the rule produced so far is committed with its cursor (and state) before it goes.
     if (!forget) { r.forceCheckpoint = true; this.commit(); }
+    // Model calls still in flight end in nothing: the journal holds their records.
+    r.stopped = true;
     r.runtime?.stop();
     for (const s of r.sinks) s.close();
     if (forget) this.d.durable?.journal.dropCursor(key);
@@ -416,4 +560,24 @@ export class RuleHost implements AppComponent {
   keys(): Set<string> {
     return new Set([...this.rules].filter(([, r]) => r.state === 'running').map(([k]) => k).concat([...this.claims.keys()]));
   }
+}
+
+/** A manifest's streams as the planner takes them (an industrial source's stream has no topic). */
+function streamDefs(app: DesiredApp): Map<string, StreamDef & { topic: string; properties?: Record<string, string> }> {
+  return new Map(app.manifest.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties }]));
+}
+
+/**
+ * The most outbox rows one input record leads to: a row per uplink sink for each window the
+ * record falls in (a hopping window: size / hop of them; a stateless rule: one). A sliding
+ * window emits on every record, a row per group in it: `cells` (its state now) bounds that.
+ */
+export function costOf(plan: CheckedRule['plan'], uplinks: number, cells: number): number {
+  if (uplinks === 0) return 0;
+  const w = plan.window;
+  let per = 1;
+  if (w?.kind === 'hopping') per = Math.ceil(w.size / w.hop);
+  else if (w?.kind === 'count' && w.interval) per = Math.ceil(w.count / w.interval);
+  else if (w?.kind === 'sliding') per = 1 + cells;
+  return per * uplinks;
 }

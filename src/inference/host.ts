@@ -87,6 +87,8 @@ export interface ModelHostDeps {
   retry?: { initialMs: number; maxMs: number };
   /** A model of `app` loaded on a retry: the app's earlier load error no longer holds. */
   onRecovered?(app: string): void;
+  /** A retried load of a model of `app` ended, loaded or not (rules waiting for it look again). */
+  onRetried?(app: string): void;
   /** Which models to load: a site (`edge`, default) skips models marked `tier: cloud`; the cloud-side runtime loads them all. */
   tier?: 'edge' | 'cloud';
   /** Resolves a named secret (a remote model's API key); never logged. */
@@ -123,6 +125,18 @@ export class ModelHost implements AppComponent {
 
   list(): ServedModel[] {
     return [...this.models.values()];
+  }
+
+  /**
+   * Whether a model of `app` can serve a rule now: `waiting` while it is fetched or loaded, or
+   * failed with another attempt scheduled; `failed` for good; undefined when the app has no such model.
+   */
+  stateOf(app: string, model: string): 'ready' | 'waiting' | 'failed' | undefined {
+    const s = this.models.get(`${app}/${model}`);
+    if (!s) return undefined;
+    if (s.state === 'ready') return 'ready';
+    if (s.state === 'failed') return s.nextRetryAt !== undefined ? 'waiting' : 'failed';
+    return 'waiting';
   }
 
   endpointNames(): string[] {
@@ -293,7 +307,7 @@ export class ModelHost implements AppComponent {
           served.retries++;
           served.state = 'fetching';
           delete served.nextRetryAt;
-          void this.loadModel(app, ms, served).then((err) => { if (!err) this.d.onRecovered?.(app.name); });
+          void this.loadModel(app, ms, served).then((err) => { if (!err) this.d.onRecovered?.(app.name); this.d.onRetried?.(app.name); });
         });
       }
       this.d.log.error({ app: app.name, model: ms.name, err: served.error, retries: served.retries }, 'model failed to load');

@@ -20,6 +20,8 @@ export class ModelRule {
   private emits: Promise<void> = Promise.resolve();
   /** Emissions still waiting for a model: later rows queue behind them to keep the order. */
   private waiting = 0;
+  /** Rows of those emissions (not yet at the sinks). */
+  private waitingRows = 0;
   private readonly maxWaiting: number;
 
   constructor(
@@ -44,7 +46,8 @@ export class ModelRule {
           return out;
         }));
         this.waiting++;
-        this.emits = this.emits.then(() => resolved).then(emit, (e: Error) => opts.onEmitError?.(e)).finally(() => { this.waiting--; });
+        this.waitingRows += rows.length;
+        this.emits = this.emits.then(() => resolved).then(emit, (e: Error) => opts.onEmitError?.(e)).finally(() => { this.waiting--; this.waitingRows -= rows.length; });
       },
     });
     this.onError = opts.onError;
@@ -79,6 +82,14 @@ export class ModelRule {
    */
   get inFlight(): { oldest?: Record<string, unknown>; emitting: boolean } {
     return { oldest: this.queue[0]?.meta, emitting: this.waiting > 0 };
+  }
+
+  /**
+   * Records waiting for their model values and window rows waiting for a model: what this rule
+   * has taken in and not yet handed to its sinks (a site reserves outbox room for their results).
+   */
+  get backlog(): { records: number; rows: number } {
+    return { records: this.queue.length, rows: this.waitingRows };
   }
 
   private async drain(): Promise<void> {

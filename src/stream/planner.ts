@@ -84,6 +84,11 @@ export interface Plan {
    */
   infers: InferCall[];
   inferValues: WeakMap<Row, unknown[]>;
+  /**
+   * Every model the rule calls, per record or over window results (`llm()` endpoints as
+   * "llm:<endpoint>"): a site holds the rule's input while one of them loads.
+   */
+  models: string[];
   stream: StreamDef;
   filter?: Fn;
   /** True when the query has a window (results per window and group) — else one result per record. */
@@ -244,6 +249,7 @@ class Planner {
   private aliasScope = false;
   private readonly staticType = new WeakMap<Expr, SqlType>();
   private readonly infers: InferCall[] = [];
+  private readonly models = new Set<string>();
   private readonly inferValues = new WeakMap<Row, unknown[]>();
   private readonly fieldRefs = new Map<string, Pos>();
 
@@ -524,11 +530,13 @@ class Planner {
       case 'call': {
         if ((e.name === 'infer' || e.name === 'llm') && emit) {
           const model = `${e.name === 'llm' ? 'llm:' : ''}${(e.args[0] as { v: string }).v}`;
+          this.models.add(model);
           const args = e.args.slice(1).map((a) => this.compile(a, true));
           return (row, env) => new PendingInfer(model, args.map((f) => f(row, env)));
         }
         if (e.name === 'infer' || e.name === 'llm') {
           const text = show(e);
+          this.models.add(`${e.name === 'llm' ? 'llm:' : ''}${(e.args[0] as { v: string }).v}`);
           let idx = this.infers.findIndex((x) => x.text === text);
           if (idx < 0) {
             // llm() calls travel as model "llm:<endpoint>" (model names cannot hold ':').
@@ -783,7 +791,7 @@ class Planner {
       if (q.limit) lines.push(`  Limit: ${q.limit.n}`);
       return lines.join('\n');
     };
-    return { sql, stream, infers: this.infers, inferValues: this.inferValues, filter, windowed, window, keys, aggs, columns, having, rowsMode, order, limit: q.limit?.n, fieldRefs, explain: explainText };
+    return { sql, stream, infers: this.infers, inferValues: this.inferValues, models: [...this.models], filter, windowed, window, keys, aggs, columns, having, rowsMode, order, limit: q.limit?.n, fieldRefs, explain: explainText };
   }
 }
 

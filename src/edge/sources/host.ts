@@ -18,13 +18,18 @@ export interface SourceHostDeps {
   clock: Clock;
   log: Logger;
   registry?: Registry;
+  /**
+   * The durable path into a stream (the site's journal, then the rules): a reading is journaled
+   * before any rule sees it, so a crash replays it. Absent: straight to the rules (tools, tests).
+   */
+  ingest?: (app: string, stream: string, records: readonly unknown[]) => Promise<unknown>;
 }
 
 
 /**
  * Runs the industrial sources of the apps a site has been given: one per stream that declares a
- * `source` and that a rule reads. Their records enter the stream through StreamRouter.push, the
- * same checks as MQTT and HTTP records. A new app version restarts only the sources whose
+ * `source` and that a rule reads. Their records enter the stream through the site's journal (the
+ * `ingest` path: the same checks, durability and replay as MQTT and HTTP records). A new app version restarts only the sources whose
  * stream definition changed. Registered after the rules, so a source's first record finds them.
  */
 export class SourceHost implements AppComponent {
@@ -87,7 +92,14 @@ export class SourceHost implements AppComponent {
         emit: (rec) => {
           this.values?.inc({ protocol }, Object.keys(rec).length - (w.stream.timestamp ? 1 : 0));
           // A rule that failed to start reads nothing: its records would only fill the dead letters.
-          if (this.d.router.hasSubscriber(app.name, w.stream.name)) this.d.router.push(app.name, w.stream.name, [rec]);
+          if (!this.d.router.hasSubscriber(app.name, w.stream.name)) return;
+          if (!this.d.ingest) { this.d.router.push(app.name, w.stream.name, [rec]); return; }
+          // A poll cannot be slowed like a device: a reading the site cannot make durable (its
+          // intake over its bound, shutting down) is counted as a source error, not silently lost.
+          this.d.ingest(app.name, w.stream.name, [rec]).catch((e: Error & { code?: string }) => {
+            this.errors?.inc({ protocol, code: e.code ?? 'INTAKE_FULL' });
+            this.d.log.warn({ app: app.name, stream: w.stream.name, protocol, err: e.message }, 'industrial reading not made durable; dropped');
+          });
         },
         onError: (code, message) => {
           this.errors?.inc({ protocol, code });
