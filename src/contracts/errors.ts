@@ -46,7 +46,7 @@ export const ERROR_CODES = {
   KEY_SCOPE_DENIED: { status: 403, exit: 3, meaning: 'The API key is limited to certain apps or site labels and the call reaches outside them; the message names the limit.' },
   TENANT_SUSPENDED: { status: 403, exit: 3, meaning: 'The tenant is suspended: reads work, changes and enrollments are refused and its rollouts are held until a platform admin resumes it.' },
   TENANT_NOT_FOUND: { status: 404, meaning: 'No tenant with that id or name.' },
-  TENANT_EXISTS: { status: 409, meaning: 'A tenant with that name already exists.' },
+  TENANT_EXISTS: { status: 409, exit: 2, meaning: 'A tenant with that name already exists.' },
   QUOTA_EXCEEDED: { status: 403, exit: 3, meaning: 'The tenant is at one of its quotas (sites, apps, artifact bytes, results per day); the message names the quota, its limit and the usage.' },
   CONFIRMATION_REQUIRED: { status: 400, exit: 2, meaning: 'A destructive call (deleting a tenant) must repeat the name of what it deletes in `confirm`; try it with `dryRun` first.' },
   // Streaming SQL

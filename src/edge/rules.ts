@@ -9,7 +9,8 @@ import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
-import { decodeRecord, topicMatches, type DeadLetters, type StreamRouter } from './record-router.ts';
+import { decodeRecord, type DeadLetters, type StreamRouter } from './record-router.ts';
+import { TopicSet } from '../lib/topic-filter.ts';
 import { isDurableSink, makeSink, type Sink, type SinkContext } from './sinks.ts';
 import type { Journal } from './journal.ts';
 import type { EdgeDb } from './db.ts';
@@ -372,12 +373,13 @@ export class RuleHost implements AppComponent {
     }
     let from = r.cursor;
     let replayed = 0;
+    const reads = new TopicSet([stream.topic]);
     for (;;) {
       const recs = dur.journal.read(from, 1000);
       if (recs.length === 0) break;
       for (const rec of recs) {
         from = rec.seq;
-        if (!topicMatches(stream.topic, rec.topic)) continue;
+        if (!reads.test(rec.topic)) continue;
         const d = decodeRecord(rec.payload, stream);
         if (!d.ok) continue; // dead-lettered when it first arrived
         rule.push(d.rec, { topic: rec.topic, seq: rec.seq });

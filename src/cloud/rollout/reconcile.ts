@@ -1,4 +1,4 @@
-import type { Site } from '../store/store.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 
 /**
  * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
@@ -65,11 +65,6 @@ export interface SiteObservation {
 }
 
 /**
- * What a site's last status says about one app, for `reconcile()`: which version it runs, whether
- * it is healthy, definitively failed or still loading, and its models' figures. Pure (the shell
- * passes the site's row and whether liveness holds it online).
- */
-/**
  * A 1.0 agent's one-text apply error: entries `app@version: …` joined by `; `. Only entries that
  * start with this app's name count, never a substring (`guard` is not `my-guard@1.0.0`).
  */
@@ -79,7 +74,12 @@ export function legacyApplyError(text: string | undefined, app: string): string 
   return entries.length ? entries.join('; ') : undefined;
 }
 
-export function observe(site: Pick<Site, 'status'>, online: boolean, app: string): SiteObservation {
+/**
+ * What a site's last status says about one app, for `reconcile()`: which version it runs, whether
+ * it is healthy, definitively failed or still loading, and its models' figures. Pure (the shell
+ * passes the site's row and whether liveness holds it online).
+ */
+export function observe(site: { status: SiteStatusBody | null }, online: boolean, app: string): SiteObservation {
   const st = site.status;
   const running = st?.apps.find((a) => a.name === app)?.version;
   const failedRule = st?.rules?.find((r) => r.app === app && r.state === 'failed');
@@ -139,6 +139,8 @@ function log(r: RolloutState, now: number, event: string): void {
 function end(r: RolloutState, phase: Phase, reason: string, now: number, revert: boolean): RolloutState {
   r.phase = phase;
   r.reason = reason;
+  // The console keeps the newer of two states by updatedAt: an ending is a change like any other.
+  r.updatedAt = now;
   if (revert) {
     for (const s of r.admitted) r.sites[s] = { phase: 'reverted', since: now, reason };
     r.admitted = [];
