@@ -260,7 +260,8 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal(sites.body.total, 1);
       assert.equal((await api('GET', `/api/v1/sites/${outside.siteId}`, undefined, k)).body.code, 'KEY_SCOPE_DENIED');
       assert.equal((await api('GET', `/api/v1/sites/${A.site.siteId}`, undefined, k)).status, 200);
-      assert.equal((await api('GET', '/api/v1/keys', undefined, k)).body.code, 'KEY_SCOPE_DENIED', 'routes it cannot be confined on are closed to it');
+      assert.equal((await api('GET', '/api/v1/keys', undefined, k)).body.code, 'PERMISSION_DENIED', 'its role first: a developer holds no keys:read');
+      assert.equal((await api('GET', '/metrics', undefined, k)).body.code, 'KEY_SCOPE_DENIED', 'a route its role allows but that cannot be confined to its limits is closed to it');
       assert.equal((await api('GET', `/api/v1/results?site=${outside.siteId}&app=vision`, undefined, k)).body.code, 'KEY_SCOPE_DENIED');
       assert.equal((await api('GET', `/api/v1/results?site=${A.site.siteId}&app=vision`, undefined, k)).status, 200);
       assert.deepEqual((await api('GET', '/api/v1/apps', undefined, k)).body.items.map((x: { name: string }) => x.name).sort(), ['vision', 'vision']);

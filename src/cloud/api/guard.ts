@@ -132,7 +132,10 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
       let held = 0;
       for (const x of await store.listArtifacts(req.tenantId)) held += o.artifacts.status(x).size;
       const range = /\/(\d+)$/.exec(String(req.headers['content-range'] ?? ''));
-      const incoming = range ? Number(range[1]) : Number(req.headers['content-length'] ?? 0);
+      const length = req.headers['content-length'];
+      // A body of unknown size could pass the quota unseen: the size must be said up front.
+      if (!range && length === undefined) throw new EwError('VALIDATION_FAILED', 'this tenant has an artifact-bytes quota: send Content-Length, or Content-Range: bytes start-end/total, so the upload can be checked against it', { path: 'Content-Length' });
+      const incoming = range ? Number(range[1]) : Number(length);
       if (held + incoming > q.artifactBytes) {
         throw new EwError('QUOTA_EXCEEDED', `the tenant holds ${held} bytes of artifacts; this file of ${incoming} bytes would pass its quota of ${q.artifactBytes} bytes: delete the tenant's unused apps' files or ask the platform admin to raise the quota`, { path: 'sha256' });
       }
