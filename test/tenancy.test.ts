@@ -53,8 +53,9 @@ describe('roles map to permissions', () => {
     const writes = PERMISSIONS.filter((p) => !p.endsWith(':read'));
     assert.deepEqual(permissionsOf('viewer').filter((p) => writes.includes(p)), [], 'a viewer changes nothing');
     assert.ok(!permissionsOf('viewer').includes('keys:read') && !permissionsOf('viewer').includes('audit:read'));
-    assert.deepEqual(permissionsOf('operator').filter((p) => writes.includes(p)).sort(), ['rollouts:act', 'sites:write', 'tokens:write']);
-    assert.deepEqual(permissionsOf('developer').filter((p) => writes.includes(p)).sort(), ['apps:write', 'deployments:write', 'rollouts:act']);
+    // Both may call inference endpoints (endpoints:infer); a viewer only reads them.
+    assert.deepEqual(permissionsOf('operator').filter((p) => writes.includes(p)).sort(), ['endpoints:infer', 'rollouts:act', 'sites:write', 'tokens:write']);
+    assert.deepEqual(permissionsOf('developer').filter((p) => writes.includes(p)).sort(), ['apps:write', 'deployments:write', 'endpoints:infer', 'rollouts:act']);
     assert.deepEqual(permissionsOf('admin').sort(), PERMISSIONS.filter((p) => !p.startsWith('tenants:')).sort());
     assert.deepEqual(permissionsOf('platform-admin').sort(), [...PERMISSIONS].sort());
     assert.deepEqual(permissionsOf('root'), [], 'an unknown role holds nothing');
@@ -256,7 +257,9 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal(sites.body.total, 1);
       assert.equal((await api('GET', `/api/v1/sites/${outside.siteId}`, undefined, k)).body.code, 'KEY_SCOPE_DENIED');
       assert.equal((await api('GET', `/api/v1/sites/${A.site.siteId}`, undefined, k)).status, 200);
-      assert.equal((await api('GET', '/api/v1/keys', undefined, k)).body.code, 'KEY_SCOPE_DENIED', 'routes it cannot be confined on are closed to it');
+      // (A route its role lacks is refused first by the route table: GET /api/v1/keys is PERMISSION_DENIED for a developer.)
+      assert.equal((await api('GET', '/api/v1/keys', undefined, k)).body.code, 'PERMISSION_DENIED');
+      assert.equal((await api('GET', '/metrics', undefined, k)).body.code, 'KEY_SCOPE_DENIED', 'routes it cannot be confined on are closed to it');
       assert.equal((await api('GET', `/api/v1/results?site=${outside.siteId}&app=vision`, undefined, k)).body.code, 'KEY_SCOPE_DENIED');
       assert.equal((await api('GET', `/api/v1/results?site=${A.site.siteId}&app=vision`, undefined, k)).status, 200);
       assert.deepEqual((await api('GET', '/api/v1/apps', undefined, k)).body.items.map((x: { name: string }) => x.name).sort(), ['vision', 'vision']);
