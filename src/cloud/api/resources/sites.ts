@@ -1,7 +1,7 @@
 import { RESERVED_STREAMS } from '../../../contracts/topics.ts';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { ERROR_CODES, EwError, isEwError, type ErrorBody, type ErrorCode } from '../../../contracts/errors.ts';
+import { EwError, isEwError } from '../../../contracts/errors.ts';
 import { checkDeviceId, checkDeviceRequest, MAX_GRANTS } from '../../../contracts/devices.ts';
 import { boundLogLines } from '../../../contracts/messages.ts';
 import { validateLabels } from '../../../contracts/selector.ts';
@@ -91,8 +91,8 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
     },
   }, async (req) => {
     await siteOr404(store, req.tenantId, req.params.id);
-    // RPC-CAST (issue 10.2): the site's answer is cast, not parsed, until contracts/rpc.ts (branch wire) is in main.
-    return (await fleet.rpc(req.params.id, 'dead-letters', { ...req.query })) as z.infer<typeof DeadLetters>;
+    // Parsed against contracts/rpc.ts by Fleet.rpc (SITE_ANSWER_INVALID when it does not match).
+    return fleet.rpc(req.params.id, 'dead-letters', req.query);
   });
 
   app.get('/api/v1/sites/:id/writes', {
@@ -103,8 +103,7 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
     },
   }, async (req) => {
     await siteOr404(store, req.tenantId, req.params.id);
-    // RPC-CAST (issue 10.2): see above.
-    return (await fleet.rpc(req.params.id, 'writes', { ...req.query })) as z.infer<typeof WriteAudit>;
+    return fleet.rpc(req.params.id, 'writes', req.query);
   });
 
   app.get('/api/v1/sites/:id/rules', {
@@ -131,15 +130,10 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
 
 // ---- a site's device credentials ----
 
-const deviceErrors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 504: ErrorSchema };
+/** The contract's device (read-only grant lists) as the API's answer. */
+const mutable = <T extends { publish: readonly string[]; subscribe: readonly string[] }>(x: T) => ({ ...x, publish: [...x.publish], subscribe: [...x.subscribe] });
 
-/** The site's refusal, with its own code, as ours. */
-function unwrap<T>(r: unknown): T {
-  const e = (r as { error?: ErrorBody } | undefined)?.error;
-  if (e) throw new EwError((e.code in ERROR_CODES ? e.code : 'INTERNAL') as ErrorCode, e.message, { path: e.path });
-  // RPC-CAST (issue 10.2): the site's answer is cast, not parsed, until contracts/rpc.ts (branch wire) is in main.
-  return r as T;
-}
+const deviceErrors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 504: ErrorSchema };
 
 /**
  * A site's device credentials, managed through the cloud: each call is a request to the site
@@ -162,7 +156,8 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ store: Pick<Store, 'getSite'>
     },
   }, async (req) => {
     await liveSite(req.tenantId, req.params.id);
-    return unwrap<z.infer<typeof DeviceList>>(await d.fleet.rpc(req.params.id, 'devices.list', { ...req.query }));
+    const page = await d.fleet.rpc(req.params.id, 'devices.list', req.query);
+    return { items: page.items.map(mutable), next: page.next };
   });
 
   app.post('/api/v1/sites/:id/devices', {
@@ -175,7 +170,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ store: Pick<Store, 'getSite'>
   }, async (req, reply) => {
     checkDeviceRequest(req.body); // the same checks the site makes, answered without a round trip
     await liveSite(req.tenantId, req.params.id);
-    const out = unwrap<z.infer<typeof DeviceCreated>>(await d.fleet.rpc(req.params.id, 'devices.add', req.body));
+    const out = mutable(await d.fleet.rpc(req.params.id, 'devices.add', req.body));
     void reply.status(201);
     return out;
   });
@@ -185,7 +180,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ store: Pick<Store, 'getSite'>
   }, async (req, reply) => {
     checkDeviceId(req.params.device);
     await liveSite(req.tenantId, req.params.id);
-    unwrap(await d.fleet.rpc(req.params.id, 'devices.revoke', { id: req.params.device }));
+    await d.fleet.rpc(req.params.id, 'devices.revoke', { id: req.params.device });
     void reply.status(204);
   });
 };
