@@ -8,17 +8,20 @@
  * does not count), per command.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startTestCloud } from '../test/support/harness.ts';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// BENCH_ROOT: measure another checkout (built, with node_modules), e.g. the commit before a change.
+const ROOT = process.env.BENCH_ROOT ?? fileURLToPath(new URL('..', import.meta.url));
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 
 // The compiled CLI, brought up to date (incremental: quick when nothing changed).
-const build = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-if (build.status !== 0) throw new Error('npm run build:cli failed');
+if (existsSync(join(ROOT, 'scripts/build-server.mjs'))) {
+  const build = spawnSync(process.execPath, [join(ROOT, 'scripts/build-server.mjs')], { cwd: ROOT, stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('npm run build:cli failed');
+}
 
 /** CPU time of this process's waited-for children so far (ms), from /proc/self/stat (cutime + cstime). */
 function childCpuMs(): number {
@@ -63,7 +66,7 @@ try {
   const base = await measure(['-e', '0']);
   console.log(`| (node -e 0) | baseline | ${fmt(base.min)} | ${fmt(base.median)} | ${fmt(base.cpu)} |`);
   for (const [name, args] of commands) {
-    const compiled = await measure([join(ROOT, 'bin/edgeweave.js'), ...args], env);
+    const compiled = await measure([join(ROOT, 'dist/cli/main.js'), ...args], env);
     const tsx = await measure(['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...args], env);
     console.log(`| ${name} | compiled | ${fmt(compiled.min)} | ${fmt(compiled.median)} | ${fmt(compiled.cpu)} |`);
     console.log(`| ${name} | tsx | ${fmt(tsx.min)} | ${fmt(tsx.median)} | ${fmt(tsx.cpu)} |`);

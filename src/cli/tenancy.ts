@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { stringify as toYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { ApiClient, loadConfig } from './client.ts';
 import { parseSelector } from '../contracts/selector.ts';
 import { EwError } from '../contracts/errors.ts';
@@ -11,6 +11,8 @@ import { escapeControl } from '../lib/text.ts';
  * and `audit` (the tenant's audit log as a table or JSON lines, optionally followed).
  */
 type Format = 'table' | 'json' | 'yaml';
+// Loaded when YAML is printed: this module is imported by every command's start (src/cli/main.ts).
+const toYaml = (data: unknown): string => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).stringify(data);
 const outputOption = () => new Option('-o, --output <format>', 'table, json or yaml').choices(['table', 'json', 'yaml']).default('table');
 const client = () => new ApiClient(loadConfig());
 

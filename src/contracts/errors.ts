@@ -47,7 +47,7 @@ export const ERROR_CODES = {
   TENANT_SUSPENDED: { status: 403, exit: 3, meaning: 'The tenant is suspended: reads work, changes and enrollments are refused and its rollouts are held until a platform admin resumes it.' },
   TENANT_NOT_FOUND: { status: 404, meaning: 'No tenant with that id or name.' },
   TENANT_EXISTS: { status: 409, exit: 2, meaning: 'A tenant with that name already exists.' },
-  QUOTA_EXCEEDED: { status: 403, meaning: 'The tenant is at one of its quotas (sites, apps, artifact bytes, results per day); the message names the quota, its limit and the usage.' },
+  QUOTA_EXCEEDED: { status: 403, exit: 3, meaning: 'The tenant is at one of its quotas (sites, apps, artifact bytes, results per day); the message names the quota, its limit and the usage.' },
   CONFIRMATION_REQUIRED: { status: 400, exit: 2, meaning: 'A destructive call (deleting a tenant) must repeat the name of what it deletes in `confirm`; try it with `dryRun` first.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, exit: 2, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },

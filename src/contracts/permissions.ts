@@ -45,10 +45,11 @@ const TENANT_ALL: Permission[] = PERMISSIONS.filter((p) => !p.startsWith('tenant
 const BY_ROLE: Record<Role, readonly Permission[]> = {
   // Reads everything of its tenant but keys and the audit log; changes nothing.
   viewer: READ,
-  // Runs the fleet: sites, join tokens, rollout actions.
-  operator: [...READ, 'sites:write', 'tokens:write', 'rollouts:act', 'endpoints:infer'],
+  // Runs the fleet: sites, join tokens, rollout actions, how long results are kept; calls the
+  // fleet's inference endpoints.
+  operator: [...READ, 'sites:write', 'tokens:write', 'rollouts:act', 'results:write', 'endpoints:infer'],
   // Builds and ships apps: pushes versions, uploads artifacts, deploys (to the pools its key's
-  // label limit allows), steers its rollouts.
+  // label limit allows), steers its rollouts, calls inference endpoints to try them.
   developer: [...READ, 'apps:write', 'deployments:write', 'rollouts:act', 'endpoints:infer'],
   // Everything in its tenant, keys and the audit log included.
   admin: TENANT_ALL,

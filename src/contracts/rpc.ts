@@ -33,7 +33,7 @@ export const RpcWriteRow = z.object({
 
 /** A device on the site's broker, as listed (no secret). */
 export const RpcDevice = z.object({
-  id: safeString(64), publish: z.array(z.string().max(256)).max(MAX_GRANTS).readonly(), subscribe: z.array(z.string().max(256)).max(MAX_GRANTS).readonly(),
+  id: safeString(64), publish: z.array(z.string().max(256)).max(MAX_GRANTS), subscribe: z.array(z.string().max(256)).max(MAX_GRANTS),
   createdAt: epochMs(), description: z.string().max(200).optional(),
 });
 

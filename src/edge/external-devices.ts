@@ -52,6 +52,8 @@ export class ExternalDeviceSource implements DeviceSource {
       protocolVersion: this.o.protocolVersion ?? 4, clean: false,
       // MQTT 5: the session outlives the connection as with 3.1.1's clean: false.
       ...(this.o.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}), reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
+      // As the cloud link: no 6 MB table of pre-built number Buffers (mqtt-packet's, process-wide).
+      writeCache: false,
     });
     this.client = client;
     // The PUBACK to the external broker goes only once the record is durable here (mqtt.js sends

@@ -90,6 +90,10 @@ export class CloudLink {
       connectTimeout: 10_000,
       queueQoSZero: false,
       resubscribe: true,
+      // No table of 65,536 pre-built two-byte Buffers (6 MB of heap, a sixth of an idle agent's):
+      // mqtt-packet builds each number as it writes it. The switch is mqtt-packet's, process-wide,
+      // so it holds for the embedded device broker (aedes) too (bench:agent).
+      writeCache: false,
       will: { topic: topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
       // mqtts with a private CA: trust it (certificates are always verified).
       ...(creds.ca ? { ca: creds.ca } : {}),

@@ -1,8 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
-import { z } from 'zod';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { openEdgeDb, kvGet, kvSet, type EdgeDb } from './db.ts';
 import { Outbox } from './outbox.ts';
@@ -23,10 +20,8 @@ import { RuntimeRegistry } from '../inference/runtime.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
 import { BuiltinRuntime } from '../inference/ocr.ts';
 import { ModelHost } from '../inference/host.ts';
-import { registerOip } from '../inference/oip.ts';
 import { RoutedInference, injectStreams } from './rpc-infer.ts';
 import { acceleratorInfo, acceleratorNames, readAcceleratorSources } from './accelerators.ts';
-import { registerOpenAi } from '../inference/openai.ts';
 import { GgufRuntime } from '../inference/llm/gguf.ts';
 import { RemoteRuntime } from '../inference/llm/remote.ts';
 import { LlmService } from '../inference/llm/service.ts';
@@ -35,21 +30,21 @@ import { readSiteSecret, siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
-import { decodePayload, DesiredState, HEARTBEAT_INTERVAL_S, type SiteStatusBody } from '../contracts/messages.ts';
-import { isValidStreamName, topics } from '../contracts/topics.ts';
-import type { EgressGrant } from '../contracts/manifest.ts';
-import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
+import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
+import { topics } from '../contracts/topics.ts';
 import { registerEdgeMetrics } from './metrics.ts';
 import { DeviceRegistry } from './device-auth.ts';
-import { registerDeviceRoutes, type DeviceAdmin } from './device-api.ts';
+import type { DeviceAdmin } from './device-api.ts';
 import { createRpc } from './rpc.ts';
 import { createStatus } from './status.ts';
-import { collectProcessMetrics, installHttpMetrics } from '../lib/metrics.ts';
-import { EwError, isEwError } from '../contracts/errors.ts';
+import { DesiredStateHandler } from './desired.ts';
+import { createLocalApi } from './local-api.ts';
+import { collectProcessMetrics } from '../lib/metrics.ts';
+import { EwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
-import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
-import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../lib/http.ts';
+import { hashSecret, newSecret } from '../lib/secrets.ts';
+import type { HttpTimeouts } from '../lib/http.ts';
 import { guardRefusalCounter } from '../lib/mqtt-guard.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { VERSION } from '../version.ts';
@@ -266,12 +261,8 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   const sources = new SourceHost({ router, dataDir: cfg.dataDir, clock, log, registry });
   supervisor.register(sources);
   registerEdgeMetrics(registry, { outbox, dead, rules });
-  const stored = db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
-  if (stored) {
-    const d = JSON.parse(stored.body) as DesiredState;
-    await supervisor.apply(d.body.generation, d.body.apps);
-    log.info({ generation: d.body.generation, apps: d.body.apps.length }, 'resumed last desired state from disk');
-  }
+  const desired = new DesiredStateHandler({ db, siteId, clock, log, supervisor, invalid: badDesired, onApplied: () => reportStatus() });
+  await desired.resume();
   // Nothing is accepted before it can be handled: the device broker opens only now, with the
   // stored desired state applied (models loaded, rules running and caught up on the journal).
   journal.pruneCursors(rules.keys());
@@ -286,31 +277,9 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
     agentVersion: VERSION, bootId, startedAt, heartbeatIntervalS, dataDir: cfg.dataDir, clock, log, supervisor, runtimes, accelerators, accel,
     outbox, devices, rules, dead, sources, writes, models, routed,
   });
-  let applying: Promise<unknown> = Promise.resolve();
-  const storeDesired = async (payload: Buffer): Promise<void> => {
-    if (payload.length === 0) return; // retained state cleared (site revoked)
-    let d: DesiredState;
-    try {
-      d = decodePayload(DesiredState, payload, topics.desired(siteId));
-    } catch (e) {
-      badDesired.inc();
-      log.error({ code: isEwError(e) ? e.code : undefined, path: isEwError(e) ? e.path : undefined }, (e as Error).message);
-      return; // acknowledged: redelivering a malformed message would not make it valid
-    }
-    const cur = (db.prepare('SELECT generation FROM desired WHERE id = 1').get() as { generation: number } | undefined)?.generation ?? 0;
-    if (d.body.generation <= cur || d.body.siteId !== siteId) return;
-    // Stored before the PUBACK: once the cloud's broker sees the ack, this state survives us.
-    db.prepare('INSERT INTO desired (id, generation, body, received_at) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, body = excluded.body, received_at = excluded.received_at')
-      .run(d.body.generation, payload.toString('utf8'), clock.now());
-    applying = applying.then(async () => {
-      const r = await supervisor.apply(d.body.generation, d.body.apps);
-      log.info({ generation: r.generation, apps: d.body.apps.length, error: r.error }, 'desired state applied');
-      link.sendStatus(statusBody());
-    });
-  };
   const rpc = createRpc({ ring, dead, writeAudit, devices: deviceAdmin, log });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
+    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: desired.onDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -332,7 +301,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // 7. Local API.
   // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
   const internalToken = newSecret('ewl');
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, pump, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
+  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm });
   routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
@@ -355,123 +324,10 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
       await api.close();
       await models.close();
       await link.stop();
-      await applying;
+      await desired.settled();
       pump.close();
       pump.flushAcks();
       db.close();
     },
   };
-}
-
-interface LocalApiDeps {
-  timeouts?: Partial<HttpTimeouts>;
-  internalToken: string;
-  log: Logger;
-  registry: Registry;
-  httpErrors: Counter<'code'>;
-  db: EdgeDb;
-  outbox: Outbox;
-  pump: OutboxPump;
-  siteId: string;
-  statusBody: () => SiteStatusBody;
-  linkState: () => LinkState;
-  linkHealth: () => ReturnType<CloudLink['health']>;
-  intake: Intake;
-  router: StreamRouter;
-  dead: DeadLetters;
-  audit: EgressAudit;
-  rules: RuleHost;
-  models: ModelHost;
-  sources: SourceHost;
-  writeAudit: WriteAudit;
-  supervisor: AppSupervisor;
-  uplinkAllow: readonly EgressGrant[];
-  deviceAdmin: DeviceAdmin;
-  llm: LlmService;
-}
-
-/**
- * The site's local HTTP API (bound to loopback by default): health, metrics, status, and the
- * uplink endpoint through which local programs send results to the cloud via the outbox.
- */
-async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
-  const { httpTimeouts: _t, ...hardened } = hardenedServerOptions(d.timeouts);
-  const app = Fastify({ ...hardened, loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
-  installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
-  installHttpMetrics(app, d.registry, 'ew_edge');
-  app.addHook('onRequest', async (req) => {
-    // Liveness and readiness probes answer without a key, as load balancers expect.
-    if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
-    if (req.headers['x-edgeweave-internal'] === d.internalToken) return; // routed from the cloud, in process
-    const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
-    if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
-  });
-  const r = app.withTypeProvider<ZodTypeProvider>();
-  // The site is autonomous: it is healthy (200) with its cloud link down; the body says how the
-  // link is (a silent partition shows as `disconnected` within about 1.5× the keepalive) and
-  // whether device acknowledgements are being withheld.
-  r.get('/healthz', async () => {
-    const h = d.linkHealth();
-    return {
-      ok: true, siteId: d.siteId, link: h.state,
-      cloud: { since: h.since, lastContactAt: h.lastContactAt, keepaliveS: h.keepaliveS, reconnectFailures: h.reconnectFailures },
-      ...(d.intake.withholding ? { withholding: d.intake.withholding } : {}),
-    };
-  });
-  r.get('/metrics', async (_req, reply) => {
-    void reply.header('content-type', d.registry.contentType);
-    return d.registry.metrics();
-  });
-  r.get('/api/v1/status', async () => ({ siteId: d.siteId, link: d.linkState(), ...d.statusBody() }));
-  r.post('/api/v1/uplink/:stream', {
-    schema: {
-      params: z.object({ stream: z.string() }),
-      querystring: z.object({ app: z.string().optional() }),
-      body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
-    },
-  }, async (req, reply) => {
-    const { stream } = req.params;
-    if (!isValidStreamName(stream)) throw new EwError('VALIDATION_FAILED', `stream name "${stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
-    // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
-    const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
-    checkGrantedFields(req.body.records, grant, stream);
-    const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
-    d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
-    void reply.status(202);
-    return { accepted: ids.length, ids, pending: d.outbox.pending };
-  });
-  r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
-  r.get('/api/v1/sources', async () => ({ items: d.sources.statuses() }));
-  r.get('/api/v1/writes', { schema: { querystring: z.object({ app: z.string().optional(), result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) } },
-    async (req) => ({ items: d.writeAudit.list(req.query) }));
-  registerDeviceRoutes(app, d.deviceAdmin);
-  registerOip(app, d.models);
-  registerOpenAi(app, { host: d.models, llm: d.llm, log: d.log });
-  // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
-  app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
-  r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {
-    if (!Buffer.isBuffer(req.body)) throw new EwError('UNSUPPORTED_MEDIA_TYPE', 'send the image as the body with content-type image/png or image/jpeg');
-    const out = await d.models.infer(req.params.endpoint, undefined, { inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [req.body.toString('base64')] }] });
-    const get = (n: string) => out.outputs.find((o) => o.name === n)?.data ?? [];
-    const text = get('text') as string[];
-    const boxes = get('boxes') as number[];
-    const scores = get('scores') as number[];
-    return { text: text.join('\n'), lines: text.map((t, i) => ({ text: t, score: scores[i], box: boxes.slice(i * 4, i * 4 + 4) })) };
-  });
-  r.get('/api/v1/dead-letters', { schema: { querystring: z.object({ app: z.string().optional(), stream: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) } },
-    async (req) => ({ total: d.dead.total, items: d.dead.list(req.query) }));
-  r.get('/api/v1/egress', { schema: { querystring: z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(1000) }) } },
-    async (req) => ({ items: d.audit.list(req.query.limit) }));
-  // The HTTP push source: records into one app's stream, checked like device messages.
-  r.post('/api/v1/streams/:app/:stream', {
-    schema: { params: z.object({ app: z.string(), stream: z.string() }), body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }) },
-  }, async (req, reply) => {
-    const res = d.router.push(req.params.app, req.params.stream, req.body.records);
-    if (res.accepted === 0) throw new EwError('VALIDATION_FAILED', `no record was accepted: ${res.rejected[0]?.reason ?? 'none sent'}`, { path: `records[${res.rejected[0]?.index ?? 0}]` });
-    void reply.status(202);
-    return res;
-  });
-  return app;
 }

@@ -129,3 +129,29 @@ describe('the contract version', () => {
     for (const v of ['2.0', '1.x', '', 'latest']) assert.throws(() => checkContractVersion(v, 'e'), (e) => e instanceof EwError && e.code === 'CONTRACT_VERSION_UNSUPPORTED', v);
   });
 });
+
+describe('desired state, as the cloud builds it, as the agent reads it', () => {
+  it('the agent stores and applies an envelope("desired") and refuses a newer major without applying it', async () => {
+    const { DesiredStateHandler } = await import('./desired.ts');
+    const { AppSupervisor } = await import('./apps.ts');
+    const { Counter, Registry } = await import('prom-client');
+    const dir = mkdtempSync(join(tmpdir(), 'ew-desired-'));
+    const db = openEdgeDb(dir);
+    try {
+      const supervisor = new AppSupervisor(silentLogger());
+      const invalid = new Counter({ name: 'x_invalid', help: 'x', registers: [new Registry()] });
+      let applied = 0;
+      const h = new DesiredStateHandler({ db, siteId: 's1', clock, log: silentLogger(), supervisor, invalid, onApplied: () => applied++ });
+      const msg = envelope('desired', { siteId: 's1', generation: 3, apps: [] }, clock);
+      await h.onDesired(wire({ ...msg, v: CONTRACT.major + 1, id: 'future' }));
+      assert.equal((await invalid.get()).values[0]!.value, 1, 'a newer major is counted, not applied');
+      await h.onDesired(wire(msg));
+      await h.settled();
+      assert.equal(supervisor.generation, 3);
+      assert.equal(applied, 1);
+    } finally {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

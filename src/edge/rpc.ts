@@ -40,13 +40,21 @@ export function rpcHandlers(d: RpcDeps): Handlers {
         .map((w) => ({ ...w, target: clipText(w.target, 1000), value: clipText(w.value, 10_000), detail: w.detail === null ? null : clipText(w.detail, 2000) })),
     }),
     // A page: the answer must fit the cloud's bound on RPC answers (DEVICE_PAGE).
-    'devices.list': (p) => registryOf(d.devices).list({ after: p.after, limit: p.limit }),
-    'devices.add': (p) => addDevice(d.devices, p),
+    'devices.list': (p) => {
+      const page = registryOf(d.devices).list({ after: p.after, limit: p.limit });
+      return { items: page.items.map(plainGrants), next: page.next };
+    },
+    'devices.add': (p) => plainGrants(addDevice(d.devices, p)),
     'devices.revoke': (p) => {
       revokeDevice(d.devices, p.id);
       return { revoked: p.id };
     },
   };
+}
+
+/** The registry's read-only grant lists as the plain arrays the contract's types have. */
+function plainGrants<T extends { publish: readonly string[]; subscribe: readonly string[] }>(x: T): Omit<T, 'publish' | 'subscribe'> & { publish: string[]; subscribe: string[] } {
+  return { ...x, publish: [...x.publish], subscribe: [...x.subscribe] };
 }
 
 /** Answers one request: NOT_FOUND for a method this agent lacks, VALIDATION_FAILED for bad params. */

@@ -129,6 +129,7 @@ export async function tenantRoutes(app: FastifyInstance, d: TenantRouteDeps): Pr
     for (const s of gone.siteIds) await d.siteRevoked(s).catch((e: Error) => req.log.warn({ siteId: s, err: e.message }, 'could not cut a deleted tenant\'s site'));
     let files = 0;
     for (const sha of gone.orphanArtifacts) if (d.artifacts.remove(sha)) files++;
+    files += d.artifacts.removePartials(t.id);
     req.log.warn({ tenantId: t.id, name: t.name, by: req.apiKeyId, sites: gone.siteIds.length }, 'tenant deleted');
     return { tenant: tenantView(t), dryRun: false, removed: data, artifactFilesRemoved: files };
   });

@@ -1,4 +1,6 @@
 import type { SiteStatusBody } from '../../contracts/messages.ts';
+// Defined once, in the wire contract (type-only: this core imports nothing at run time).
+import type { Gates, Phase, SitePhase, Strategy } from '../../contracts/rollout.ts';
 
 /**
  * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
@@ -14,8 +16,6 @@ import type { SiteStatusBody } from '../../contracts/messages.ts';
  * rolled back or aborted, with the reason. Sites offline when they are due are deferred: they do
  * not hold the rollout up, and converge when they come back (their desired state is retained).
  */
-// Defined once, in the wire contract (type-only: this core still imports nothing at run time).
-import type { Gates, Phase, SitePhase, Strategy } from '../../contracts/rollout.ts';
 export type { Gates, Phase, SitePhase, Strategy };
 
 export interface RolloutOptions {
@@ -24,7 +24,6 @@ export interface RolloutOptions {
   /** What a failed site does to a rolling or all-at-once rollout. Canary gates always roll back. */
   onFailure: 'rollback' | 'halt';
 }
-
 
 export interface RolloutState {
   id: string;
@@ -77,7 +76,7 @@ export function legacyApplyError(text: string | undefined, app: string): string 
 /**
  * What a site's last status says about one app, for `reconcile()`: which version it runs, whether
  * it is healthy, definitively failed or still loading, and its models' figures. Pure (the shell
- * passes the site's row and whether liveness holds it online).
+ * passes the site's status and whether liveness holds it online).
  */
 export function observe(site: { status: SiteStatusBody | null }, online: boolean, app: string): SiteObservation {
   const st = site.status;

@@ -1,7 +1,7 @@
 import { RESERVED_STREAMS } from '../../../contracts/topics.ts';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { EwError, isEwError } from '../../../contracts/errors.ts';
+import { EwError } from '../../../contracts/errors.ts';
 import { checkDeviceId, checkDeviceRequest, MAX_GRANTS } from '../../../contracts/devices.ts';
 import { boundLogLines } from '../../../contracts/messages.ts';
 import { validateLabels } from '../../../contracts/selector.ts';
@@ -74,13 +74,9 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
     },
   }, async (req) => {
     await siteOr404(store, req.tenantId, req.params.id);
-    // Bounded here too, whatever the site sent: a site is not trusted to size its own answer.
-    try {
-      return { lines: boundLogLines(await fleet.rpc(req.params.id, 'logs', { since: req.query.since, limit: req.query.limit }), req.query.limit) };
-    } catch (e) {
-      if (isEwError(e, 'MQTT_PAYLOAD_INVALID')) throw new EwError('SITE_UNREACHABLE', `site ${req.params.id} gave no usable answer: ${e.message}`);
-      throw e;
-    }
+    // Parsed by fleet.rpc (contracts/rpc.ts), and bounded here too, whatever the site sent: a
+    // site is not trusted to size its own answer.
+    return { lines: boundLogLines(await fleet.rpc(req.params.id, 'logs', { since: req.query.since, limit: req.query.limit }), req.query.limit) };
   });
 
   app.get('/api/v1/sites/:id/dead-letters', {
@@ -91,8 +87,7 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
     },
   }, async (req) => {
     await siteOr404(store, req.tenantId, req.params.id);
-    // Parsed against contracts/rpc.ts by Fleet.rpc (SITE_ANSWER_INVALID when it does not match).
-    return fleet.rpc(req.params.id, 'dead-letters', req.query);
+    return fleet.rpc(req.params.id, 'dead-letters', { ...req.query });
   });
 
   app.get('/api/v1/sites/:id/writes', {
@@ -103,7 +98,7 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
     },
   }, async (req) => {
     await siteOr404(store, req.tenantId, req.params.id);
-    return fleet.rpc(req.params.id, 'writes', req.query);
+    return fleet.rpc(req.params.id, 'writes', { ...req.query });
   });
 
   app.get('/api/v1/sites/:id/rules', {
@@ -130,10 +125,7 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
 
 // ---- a site's device credentials ----
 
-/** The contract's device (read-only grant lists) as the API's answer. */
-const mutable = <T extends { publish: readonly string[]; subscribe: readonly string[] }>(x: T) => ({ ...x, publish: [...x.publish], subscribe: [...x.subscribe] });
-
-const deviceErrors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 504: ErrorSchema };
+const deviceErrors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 502: ErrorSchema, 504: ErrorSchema };
 
 /**
  * A site's device credentials, managed through the cloud: each call is a request to the site
@@ -156,8 +148,8 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ store: Pick<Store, 'getSite'>
     },
   }, async (req) => {
     await liveSite(req.tenantId, req.params.id);
-    const page = await d.fleet.rpc(req.params.id, 'devices.list', req.query);
-    return { items: page.items.map(mutable), next: page.next };
+    // The site's refusal comes back with its own code (fleet/rpc-answer.ts).
+    return d.fleet.rpc(req.params.id, 'devices.list', { ...req.query });
   });
 
   app.post('/api/v1/sites/:id/devices', {
@@ -170,7 +162,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ store: Pick<Store, 'getSite'>
   }, async (req, reply) => {
     checkDeviceRequest(req.body); // the same checks the site makes, answered without a round trip
     await liveSite(req.tenantId, req.params.id);
-    const out = mutable(await d.fleet.rpc(req.params.id, 'devices.add', req.body));
+    const out = await d.fleet.rpc(req.params.id, 'devices.add', req.body);
     void reply.status(201);
     return out;
   });
