@@ -54,7 +54,6 @@ const quotasOf = (o: { maxSites?: number; maxApps?: number; maxArtifactBytes?: n
   ...(o.maxSites !== undefined ? { sites: o.maxSites } : {}), ...(o.maxApps !== undefined ? { apps: o.maxApps } : {}),
   ...(o.maxArtifactBytes !== undefined ? { artifactBytes: o.maxArtifactBytes } : {}), ...(o.maxResultsPerDay !== undefined ? { resultsPerDay: o.maxResultsPerDay } : {}),
 });
-const enc = encodeURIComponent;
 
 export function registerTenancyCommands(program: Command): void {
   const tenants = program.command('tenants').description('Tenants of this cloud (platform admins).');
