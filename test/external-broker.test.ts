@@ -11,10 +11,9 @@ describe('the cloud on an external broker (Mosquitto)', { skip }, () => {
   let cloud: TestCloud;
   let edge: TestEdge;
   before(async () => {
-    // Its own share group: the broker is shared with other runs, and a cloud of another run that
-    // died within its session expiry still holds a share of the default group (issue #17).
+    // Its own installation (share group): the broker is shared with other runs (issue #17.6).
     const tag = randomBytes(4).toString('hex');
-    cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${tag}`, brokerShareGroup: `ew-test-${tag}`, brokerSessionExpiryS: 60 });
+    cloud = await startTestCloud({ broker: MOSQUITTO_URL, installationId: `t-${tag}` });
     edge = await startTestEdge(cloud, { labels: { tier: 'edge' }, uplinkAllow: ['alerts'] });
   });
   after(async () => {
@@ -37,5 +36,8 @@ describe('the cloud on an external broker (Mosquitto)', { skip }, () => {
     await waitFor('app running', () => edge.handle.supervisor.running().some((a) => a.name === 'ext-app'));
     await edge.uplink('alerts', Array.from({ length: 100 }, (_, i) => ({ i })));
     await waitFor('100 stored', async () => (await cloud.handle.store.countUplink(edge.handle.siteId)) === 100);
+    // The broker's PUBACK deletes nothing here: the cloud's store acknowledgement empties the outbox.
+    await waitFor('outbox emptied by store acknowledgements', () => edge.handle.outbox.pending === 0);
+    assert.match((await cloud.api('GET', '/metrics')).body, /ew_cloud_uplink_store_acks_total [1-9]/);
   });
 });

@@ -103,6 +103,10 @@ export function buildProgram(): Command {
     .option('--broker <url>', 'use an external MQTT broker instead of the embedded hub (mqtt://host:port)')
     .addOption(new Option('--broker-username <name>', 'external broker username').env('EW_BROKER_USERNAME'))
     .addOption(new Option('--broker-password <secret>', 'external broker password').env('EW_BROKER_PASSWORD'))
+    .addOption(new Option('--broker-mqtt-version <version>', 'MQTT version towards the external broker and of agents: 4 for NATS\'s MQTT server').choices(['4', '5']).default('5'))
+    .option('--no-broker-share-uplink', 'every replica reads all uplink (brokers without shared subscriptions, e.g. NATS); the database keeps each result once')
+    .addOption(new Option('--replica-id <id>', 'this replica\'s name (broker client id, rollout lease); default: generated once into the data dir').env('EW_REPLICA_ID'))
+    .addOption(new Option('--installation-id <id>', 'names this cloud on a shared broker: share group edgeweave-<id>, client ids ew-<id>-<replica>').env('EW_INSTALLATION_ID'))
     .option('--heartbeat-interval <s>', 'heartbeat interval told to agents (s)', positive, 10)
     .option('--missed-heartbeats <n>', 'missed heartbeats before a site is offline', positive, 3)
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
@@ -131,6 +135,7 @@ export function buildProgram(): Command {
         dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
         mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
+        brokerMqttVersion: Number(o.brokerMqttVersion) as 4 | 5, brokerShareUplink: o.brokerShareUplink, replicaId: o.replicaId, installationId: o.installationId,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
         httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000, idleTimeoutMs: o.httpIdleTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),

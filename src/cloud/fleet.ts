@@ -4,7 +4,7 @@ import type { Store, Site, SiteStatusUpdate, UplinkRecord, App } from './store/s
 import type { Hub } from './hub/hub.ts';
 import { LivenessTracker, type LivenessEvent } from './liveness.ts';
 import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
-import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UplinkMessage, type DesiredState, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, ENVELOPE_VERSION, PAYLOAD_LIMITS, ReportedMessage, RpcResponse, UPLINK_ACK_MAX_IDS, UplinkMessage, type DesiredState, type UplinkAck, type RpcRequest, type SiteStatusBody } from '../contracts/messages.ts';
 import { isFrame, MAX_FRAME_BYTES } from '../contracts/infer-wire.ts';
 import { parseTopic, topics } from '../contracts/topics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
@@ -30,6 +30,11 @@ export interface FleetOptions {
   missedHeartbeats: number;
   /** How often liveness is swept and status writes are flushed. */
   sweepIntervalMs?: number;
+  /**
+   * Acknowledge stored uplink to each site on `ew/{site}/ack` and say so in the desired state
+   * (external brokers: their PUBACK does not mean stored). Default false.
+   */
+  storeAcks?: boolean;
 }
 
 /**
@@ -59,6 +64,7 @@ export class Fleet {
       oversized: new Counter({ name: 'ew_cloud_mqtt_payload_oversized_total', help: 'MQTT messages dropped for exceeding their topic class bound', labelNames: ['kind'], registers: [r] }),
       uplinkRefused: new Counter({ name: 'ew_cloud_uplink_refused_total', help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages', registers: [r] }),
       lateAnswers: new Counter({ name: 'ew_cloud_routed_answers_dropped_total', help: 'Routed inference answers that arrived after their request ended (deadline, cancel)', registers: [r] }),
+      storeAcks: new Counter({ name: 'ew_cloud_uplink_store_acks_total', help: 'Store acknowledgements sent to sites (ew/{site}/ack), each naming up to 500 stored messages', registers: [r] }),
       desiredPublished: new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [r] }),
     };
     const liveness = this.liveness;
@@ -198,6 +204,7 @@ export class Fleet {
         const n = await this.o.store.insertUplink(batch.map((b) => b.rec));
         this.m.uplinkStored.inc(n);
         this.m.uplinkDuplicates.inc(batch.length - n);
+        this.ackStored(batch.map((b) => b.rec));
         for (const b of batch) b.resolve();
       } catch (e) {
         if (isEwError(e, 'VALIDATION_FAILED')) {
@@ -222,7 +229,10 @@ export class Fleet {
    */
   private async insertOneByOne(batch: { rec: UplinkRecord; resolve: () => void; reject: (e: unknown) => void }[], batchError: unknown): Promise<void> {
     this.o.log.warn({ err: batchError, messages: batch.length }, 'storing an uplink batch failed; storing its messages one by one');
+    const done: UplinkRecord[] = [];
     for (const b of batch) {
+      const resolve = b.resolve;
+      b.resolve = () => { done.push(b.rec); resolve(); };
       try {
         const n = await this.o.store.insertUplink([b.rec]);
         this.m.uplinkStored.inc(n);
@@ -237,6 +247,31 @@ export class Fleet {
           this.o.log.error({ err: e, siteId: b.rec.siteId }, 'storing uplink failed; the site will resend');
           b.reject(e);
         }
+      }
+    }
+    this.ackStored(done);
+  }
+
+  /**
+   * Tells each site which of its messages are stored (or were already, or were refused for
+   * good): only then does it delete them from its outbox. QoS 0 and not awaited: a lost
+   * acknowledgement makes the site send the message again, which is stored once and
+   * acknowledged again.
+   */
+  private ackStored(recs: readonly UplinkRecord[]): void {
+    if (!this.o.storeAcks || recs.length === 0) return;
+    const bySite = new Map<string, string[]>();
+    for (const r of recs) {
+      const ids = bySite.get(r.siteId);
+      if (ids) ids.push(r.msgId); else bySite.set(r.siteId, [r.msgId]);
+    }
+    for (const [siteId, ids] of bySite) {
+      for (let i = 0; i < ids.length; i += UPLINK_ACK_MAX_IDS) {
+        const msg: UplinkAck = { v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'uplink-ack', body: { ids: ids.slice(i, i + UPLINK_ACK_MAX_IDS) } };
+        this.o.hub.publish(topics.ack(siteId), JSON.stringify(msg), { qos: 0 }).then(
+          () => this.m.storeAcks.inc(),
+          (e: Error) => this.o.log.debug({ siteId, err: e.message }, 'store acknowledgement not sent; the site will resend'),
+        );
       }
     }
   }
@@ -292,7 +327,7 @@ export class Fleet {
         const site = tenantSites[i]!;
         const msg: DesiredState = {
           v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',
-          body: { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! },
+          body: { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]!, ...(this.o.storeAcks ? { uplinkAck: true } : {}) },
         };
         await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
         this.m.desiredPublished.inc();

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FileArtifactStore } from './artifacts.ts';
 import { Registry } from 'prom-client';
@@ -49,12 +50,27 @@ export interface CloudConfig {
   broker?: string;
   brokerUsername?: string;
   brokerPassword?: string;
-  /** Client id of this replica on the external broker. Default edgeweave-cloud-{hostname}. */
+  /**
+   * This replica's name: its broker client id and rollout-lease holder are made from it, so two
+   * replicas must never share one. Default: generated on first start and kept in
+   * {dataDir}/replica-id (give each replica its own data dir, or set this).
+   */
+  replicaId?: string;
+  /**
+   * Names this cloud installation on a shared broker: the uplink share group is
+   * `edgeweave-{installationId}` and the default client id `ew-{installationId}-{replicaId}`.
+   * Two installations (staging, production) on one broker need different ids — and a topic
+   * ACL each (docs/operators.md). Default `cloud` (share group `edgeweave-cloud`, as before).
+   */
+  installationId?: string;
+  /** Client id of this replica on the external broker. Default ew-{installationId}-{replicaId}. */
   brokerClientId?: string;
-  /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
-  brokerSessionExpiryS?: number;
-  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-cloud. */
+  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-{installationId}. */
   brokerShareGroup?: string;
+  /** MQTT version towards the external broker (and of agents): 5 (default) or 4 for NATS's MQTT server. */
+  brokerMqttVersion?: 4 | 5;
+  /** Read uplink through a shared subscription (default true; false for brokers without one, e.g. NATS). */
+  brokerShareUplink?: boolean;
   /**
    * TLS for the HTTP API (https) and the embedded MQTT hub (mqtts): certificate and key files
    * (PEM). Default: none — then put a TLS-terminating proxy in front in production.
@@ -109,6 +125,18 @@ export interface CloudHandle {
   close(): Promise<void>;
 }
 
+const INSTALLATION_ID_RE = /^[a-z0-9][a-z0-9-]{0,39}$/;
+const REPLICA_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+/** This replica's id, made once and kept in its data dir so a restart is the same replica. */
+function loadReplicaId(dataDir: string): string {
+  const file = join(dataDir, 'replica-id');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const id = `r-${randomBytes(6).toString('hex')}`;
+  writeFileSync(file, `${id}\n`, { mode: 0o600, flag: 'wx' });
+  return id;
+}
+
 /** Creates the first tenant and admin key when the store is empty. */
 async function bootstrap(store: Store, clock: Clock, adminKeyFile: string | undefined): Promise<string | undefined> {
   if ((await store.listTenants()).length > 0) return undefined;
@@ -133,6 +161,10 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) throw new EwError('CONFIG_INVALID', `--heartbeat-interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`, { path: 'heartbeatIntervalS' });
   if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
   privateDir(cfg.dataDir);
+  const installationId = cfg.installationId ?? 'cloud';
+  if (!INSTALLATION_ID_RE.test(installationId)) throw new EwError('CONFIG_INVALID', `--installation-id "${installationId}" must be 1–40 lower-case letters, digits and dashes (it names MQTT share groups and client ids)`, { path: 'installationId' });
+  const replicaId = cfg.replicaId ?? loadReplicaId(cfg.dataDir);
+  if (!REPLICA_ID_RE.test(replicaId)) throw new EwError('CONFIG_INVALID', `--replica-id "${replicaId}" must be 1–64 letters, digits, dashes and underscores`, { path: 'replicaId' });
 
   const store = openStore(cfg.db, cfg.dataDir);
   await store.migrate();
@@ -152,8 +184,9 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   if (cfg.broker) {
     hub = new ExternalHub({
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
-      clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
-      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, shareGroup: cfg.brokerShareGroup, log,
+      clientId: cfg.brokerClientId ?? `ew-${installationId}-${replicaId}`,
+      agentUrl: cfg.mqttPublicUrl, shareGroup: cfg.brokerShareGroup ?? `edgeweave-${installationId}`, log,
+      protocolVersion: cfg.brokerMqttVersion, shareUplink: cfg.brokerShareUplink,
     });
   } else {
     hub = new EmbeddedHub({
@@ -161,7 +194,8 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
-  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  // An external broker's PUBACK does not mean stored: sites wait for the cloud's own word.
+  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, storeAcks: hub.kind === 'external' });
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
     guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);

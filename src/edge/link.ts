@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { topics } from '../contracts/topics.ts';
-import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, ENVELOPE_VERSION, RpcRequest, UplinkAck, type ReportedMessage, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { isFrame } from '../contracts/infer-wire.ts';
 import type { Logger } from '../lib/logger.ts';
@@ -35,6 +35,15 @@ export interface CloudLinkOptions {
   /** Routed inference: binary frames on the same request topics (see contracts/infer-wire.ts). */
   onFrame?: (payload: Buffer) => void;
   onState: (s: LinkState) => void;
+  /** The cloud stored these uplink message ids (`ew/{site}/ack`). */
+  onStoreAck?: (ids: string[]) => void;
+  /**
+   * Whether the cloud said (in its desired state, `uplinkAck`) that it acknowledges storage, as
+   * last known (persisted by the caller so a restart does not fall back to PUBACK-deletes before
+   * the desired state arrives). Changes are reported through onStoreAckMode.
+   */
+  storeAckAdvertised?: boolean;
+  onStoreAckMode?: (advertised: boolean) => void;
 }
 
 /**
@@ -50,8 +59,11 @@ export class CloudLink {
   private stopped = false;
   private readonly clock: Clock;
   private readonly backoff: Backoff;
+  private advertised: boolean;
+  private ackSubscribed = false;
 
   constructor(private readonly o: CloudLinkOptions) {
+    this.advertised = o.storeAckAdvertised ?? false;
     this.clock = o.clock ?? systemClock;
     this.stateSince = this.clock.now();
     this.backoff = new Backoff(this.clock, { baseMs: o.reconnectPeriodMs ?? 1000, capMs: Math.max(o.reconnectPeriodMs ?? 1000, o.reconnectMaxMs ?? 30_000) }, o.random);
@@ -59,6 +71,15 @@ export class CloudLink {
 
   get linkState(): LinkState {
     return this.state;
+  }
+
+  /**
+   * Rows wait for the cloud's store acknowledgement only when the cloud says it sends them AND
+   * the broker let us subscribe to them (an operator's ACL that predates `ew/{site}/ack` refuses
+   * it: then PUBACK deletes, as before, and a warning says what to add).
+   */
+  get storeAcks(): boolean {
+    return this.advertised && this.ackSubscribed;
   }
 
   /** What /healthz shows of the link: its state, since when, the last packet from the cloud, reconnect failures. */
@@ -98,6 +119,15 @@ export class CloudLink {
     this.setState('connecting');
     client.handleMessage = (packet: IPublishPacket, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      if (packet.topic === topics.ack(creds.siteId)) {
+        done();
+        try {
+          this.o.onStoreAck?.(decodePayload(UplinkAck, payload, packet.topic).body.ids);
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'malformed store acknowledgement ignored');
+        }
+        return;
+      }
       if (packet.topic !== topics.desired(creds.siteId)) {
         done();
         if (this.o.onFrame && isFrame(payload)) {
@@ -107,6 +137,7 @@ export class CloudLink {
         void this.answer(packet.topic, payload);
         return;
       }
+      this.noteAdvertised(payload);
       this.o.onDesired(payload).then(() => done(), (e: Error) => {
         // Not stored: no PUBACK, and a reconnect makes the broker deliver it again.
         log.error({ err: e }, 'storing desired state failed; reconnecting for redelivery');
@@ -122,6 +153,12 @@ export class CloudLink {
       // which covers a cloud hub that lost our session.
       client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
         if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
+      });
+      // Apart, so that a broker ACL without it refuses only this one (QoS 0: a lost ack only
+      // means the result is sent again and acknowledged again).
+      client.subscribe({ [topics.ack(creds.siteId)]: { qos: 0 } }, (err, granted) => {
+        this.ackSubscribed = !err && !!granted?.length && granted.every((g) => g.qos < 0x80);
+        if (!this.ackSubscribed && this.advertised) log.warn({ topic: topics.ack(creds.siteId) }, 'the broker refused the store-acknowledgement subscription: results are deleted on the broker\'s PUBACK (allow the site to subscribe to its ack topic, docs/operators.md)');
       });
       this.setState('connected');
     });
@@ -145,6 +182,19 @@ export class CloudLink {
         log.debug({ err: e.message }, 'cloud link error');
       }
     });
+  }
+
+  /** Reads `uplinkAck` from a desired-state message (any generation: a cloud upgrade sets it without changing apps). */
+  private noteAdvertised(payload: Buffer): void {
+    let v = false;
+    try {
+      v = (JSON.parse(payload.toString('utf8')) as { body?: { uplinkAck?: unknown } })?.body?.uplinkAck === true;
+    } catch {
+      return; // onDesired reports the malformed message
+    }
+    if (v === this.advertised) return;
+    this.advertised = v;
+    this.o.onStoreAckMode?.(v);
   }
 
   private async answer(topic: string, payload: Buffer): Promise<void> {
