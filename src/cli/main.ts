@@ -18,7 +18,7 @@ import { registerInferCommands } from './infer.ts';
 export function exitCodeFor(code: ErrorCode): number {
   switch (code) {
     case 'CONFIG_INVALID': case 'NOT_ENROLLED': case 'DATA_DIR_INVALID': case 'VALIDATION_FAILED': case 'SQL_SYNTAX': case 'SQL_INVALID': case 'SQL_LIMIT':
-    case 'INVALID_MANIFEST': case 'INVALID_SELECTOR': case 'EGRESS_DENIED': case 'ARTIFACT_DIGEST_MISMATCH': case 'MODEL_LOAD_FAILED': case 'APP_VERSION_EXISTS': return 2;
+    case 'INVALID_MANIFEST': case 'INVALID_SELECTOR': case 'EGRESS_DENIED': case 'ARTIFACT_DIGEST_MISMATCH': case 'MODEL_LOAD_FAILED': case 'APP_VERSION_EXISTS': case 'STORE_SCHEMA_NEWER': return 2;
     case 'TOKEN_INVALID': case 'TOKEN_USED': case 'TOKEN_EXPIRED': case 'UNAUTHENTICATED': case 'SITE_REVOKED': case 'ENROLL_FAILED': return 3;
     case 'CLOUD_UNREACHABLE': return 4;
     default: return 1;

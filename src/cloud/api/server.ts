@@ -1,3 +1,4 @@
+import { idempotencyPlugin } from './idempotency.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
@@ -182,6 +183,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     req.tenantId = key.tenantId;
     req.apiKeyId = key.id;
   }
+
+  // Retried mutating calls (Idempotency-Key) answer once, whichever replica they reach.
+  await app.register(idempotencyPlugin, { store: o.store, clock });
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;

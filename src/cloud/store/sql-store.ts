@@ -3,7 +3,7 @@ import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { needsSteps } from '../rollout.ts';
 import type {
-  RolloutRow, ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
+  IdempotencyRecord, RolloutRow, ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
 } from './store.ts';
 
 /**
@@ -28,6 +28,7 @@ interface DB {
   rollouts: { id: string; tenant_id: string; state: string; active: number; rev: number; updated_at: number };
   leases: { name: string; holder: string; expires_at: number };
   artifact_owners: { tenant_id: string; sha256: string; created_at: number };
+  idempotency_keys: { scope: string; key: string; fingerprint: string; holder: string; created_at: number; status: number | null; body: string | null; completed_at: number | null };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -145,7 +146,28 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .execute();
     },
   },
+  '0005_idempotency_keys': {
+    async up(db: Kysely<any>) {
+      // Idempotency keys of mutating API calls, here so that a retry reaching another replica
+      // finds the first answer (src/cloud/api/idempotency.ts).
+      await db.schema.createTable('idempotency_keys')
+        .addColumn('scope', 'varchar(200)', (c) => c.notNull())
+        .addColumn('key', 'varchar(200)', (c) => c.notNull())
+        .addColumn('fingerprint', 'varchar(64)', (c) => c.notNull())
+        .addColumn('holder', 'varchar(128)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('status', 'integer')
+        .addColumn('body', 'text')
+        .addColumn('completed_at', 'bigint')
+        .addPrimaryKeyConstraint('idempotency_keys_pk', ['scope', 'key'])
+        .execute();
+      await db.schema.createIndex('idempotency_keys_created').on('idempotency_keys').column('created_at').execute();
+    },
+  },
 });
+
+/** The migrations this version knows, by name (a database with others was migrated by a newer one). */
+export const KNOWN_MIGRATIONS: readonly string[] = Object.keys(migrations('sqlite'));
 
 class StaticProvider implements MigrationProvider {
   constructor(private readonly kind: 'sqlite' | 'postgres') {}
@@ -240,6 +262,18 @@ export class SqlStore implements Store {
   }
 
   async migrate(): Promise<void> {
+    // A database a newer version migrated: refuse before touching it (kysely would also fail,
+    // but as a generic "corrupted migrations" after taking its lock).
+    let applied: string[] = [];
+    try {
+      applied = (await this.db.selectFrom('kysely_migration' as never).select('name' as never).execute() as { name: string }[]).map((r) => r.name);
+    } catch {
+      // No migration table yet: a new database.
+    }
+    const unknown = applied.filter((n) => !KNOWN_MIGRATIONS.includes(n));
+    if (unknown.length > 0) {
+      throw new EwError('STORE_SCHEMA_NEWER', `the ${this.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database has schema migrations this Edgeweave does not know (${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}): a newer version migrated it. Run that version on this replica too, or restore the database from before the upgrade; this replica does not start on it`, { path: 'db' });
+    }
     const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind) });
     const { error, results } = await migrator.migrateToLatest();
     if (error) {
@@ -462,6 +496,40 @@ export class SqlStore implements Store {
         .executeTakeFirst();
       return Number(r.numInsertedOrUpdatedRows ?? 0) > 0;
     });
+  }
+
+  async claimIdempotencyKey(c: { scope: string; key: string; fingerprint: string; holder: string; now: number; staleMs: number }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }> {
+    return guard('claim idempotency key', async () => {
+      const ins = await this.db.insertInto('idempotency_keys')
+        .values({ scope: c.scope, key: c.key, fingerprint: c.fingerprint, holder: c.holder, created_at: c.now, status: null, body: null, completed_at: null })
+        .onConflict((oc) => oc.columns(['scope', 'key']).doNothing()).executeTakeFirst();
+      if (Number(ins.numInsertedOrUpdatedRows ?? 0) > 0) return { claimed: true as const };
+      const r = await this.db.selectFrom('idempotency_keys').selectAll().where('scope', '=', c.scope).where('key', '=', c.key).executeTakeFirst();
+      if (!r) return this.claimIdempotencyKey(c); // pruned in between
+      if (r.status === null && r.fingerprint === c.fingerprint && Number(r.created_at) < c.now - c.staleMs) {
+        // Its holder died mid-request: take the claim over (one replica wins: the old holder and time must still be there).
+        const up = await this.db.updateTable('idempotency_keys').set({ holder: c.holder, created_at: c.now })
+          .where('scope', '=', c.scope).where('key', '=', c.key).where('holder', '=', r.holder).where('created_at', '=', r.created_at).where('status', 'is', null)
+          .executeTakeFirst();
+        if (Number(up.numUpdatedRows) === 1) return { claimed: true as const };
+      }
+      return { claimed: false as const, record: { fingerprint: r.fingerprint, holder: r.holder, createdAt: Number(r.created_at), status: r.status === null ? null : Number(r.status), body: r.body } };
+    });
+  }
+
+  async completeIdempotencyKey(scope: string, key: string, holder: string, res: { status: number; body: string | null; at: number }): Promise<void> {
+    await guard('complete idempotency key', () => this.db.updateTable('idempotency_keys').set({ status: res.status, body: res.body, completed_at: res.at })
+      .where('scope', '=', scope).where('key', '=', key).where('holder', '=', holder).execute());
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string, holder: string): Promise<void> {
+    await guard('release idempotency key', () => this.db.deleteFrom('idempotency_keys')
+      .where('scope', '=', scope).where('key', '=', key).where('holder', '=', holder).where('status', 'is', null).execute());
+  }
+
+  async pruneIdempotencyKeys(before: number): Promise<number> {
+    const r = await guard('prune idempotency keys', () => this.db.deleteFrom('idempotency_keys').where('created_at', '<', before).executeTakeFirst());
+    return Number(r.numDeletedRows);
   }
 
   async saveRollout(row: RolloutRow): Promise<boolean> {
