@@ -16,8 +16,8 @@ import type { Site, Store, JoinToken, Deployment, App } from '../store/store.ts'
 import type { Fleet } from '../fleet.ts';
 import type { Hub } from '../hub/hub.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
-import type { RolloutController } from '../rollouts.ts';
-import { newRollout, type Strategy } from '../rollout.ts';
+import type { RolloutController } from '../rollout/controller.ts';
+import { newRollout, type Strategy } from '../rollout/reconcile.ts';
 import { conflictMessage, findEndpointConflict } from '../endpoints.ts';
 import { registerSiteDeviceRoutes } from './devices.ts';
 import { appKey } from '../desired.ts';
