@@ -107,6 +107,7 @@ export function buildProgram(): Command {
     .option('--no-broker-share-uplink', 'every replica reads all uplink (brokers without shared subscriptions, e.g. NATS); the database keeps each result once')
     .addOption(new Option('--replica-id <id>', 'this replica\'s name (broker client id, rollout lease); default: generated once into the data dir').env('EW_REPLICA_ID'))
     .addOption(new Option('--installation-id <id>', 'names this cloud on a shared broker: share group edgeweave-<id>, client ids ew-<id>-<replica>').env('EW_INSTALLATION_ID'))
+    .option('--artifacts-dir <dir>', 'where model files live (default <data-dir>/artifacts); several replicas: one shared directory')
     .option('--heartbeat-interval <s>', 'heartbeat interval told to agents (s)', positive, 10)
     .option('--missed-heartbeats <n>', 'missed heartbeats before a site is offline', positive, 3)
     .option('--admin-key-file <file>', 'first start only: use the key in this file as the admin key')
@@ -135,7 +136,7 @@ export function buildProgram(): Command {
         dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
         mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
         broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
-        brokerMqttVersion: Number(o.brokerMqttVersion) as 4 | 5, brokerShareUplink: o.brokerShareUplink, replicaId: o.replicaId, installationId: o.installationId,
+        brokerMqttVersion: Number(o.brokerMqttVersion) as 4 | 5, brokerShareUplink: o.brokerShareUplink, replicaId: o.replicaId, installationId: o.installationId, artifactsDir: o.artifactsDir,
         heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
         tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
         httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000, idleTimeoutMs: o.httpIdleTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),

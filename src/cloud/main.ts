@@ -77,6 +77,13 @@ export interface CloudConfig {
    */
   tlsCertFile?: string;
   tlsKeyFile?: string;
+  /**
+   * Where model files live. Default {dataDir}/artifacts. With several replicas, one directory
+   * they all mount (NFS, a shared volume): any replica then serves what any other received.
+   * Files, not database rows: models run to gigabytes, and streaming them through PostgreSQL
+   * would bloat its WAL, backups and replicas for data that never changes once hashed.
+   */
+  artifactsDir?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
   /** HTTP time limits (headers 10 s, whole request 60 s, keep-alive 5 s, idle 30 s). */
@@ -202,14 +209,14 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   }
   await hub.start(fleet.handle);
   await fleet.start();
-  const rollouts = new RolloutController({ store, fleet, clock, log });
+  const rollouts = new RolloutController({ store, fleet, clock, log, holder: `${replicaId}-${randomBytes(4).toString('hex')}` });
   rollouts.start();
 
   const http = await createApiServer({
     store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
     timeouts: cfg.httpTimeouts, rateLimits: cfg.rateLimits, clock: cfg.clock,
   });
-  const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
+  const artifacts = new FileArtifactStore(cfg.artifactsDir ?? join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
   // Artifacts referenced by apps pushed before owners were recorded belong to those apps' tenants.
   for (const t of await store.listTenants()) {
     for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
