@@ -22,6 +22,7 @@ interface DB {
     id: string; tenant_id: string; name: string; region: string; labels: string; secret_hash: string;
     created_at: number; revoked_at: number | null; online: number; last_seen_at: number | null; status: string | null;
     desired_generation: number; desired_hash: string | null; reported_generation: number;
+    status_digest: string | null;
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
@@ -164,6 +165,12 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await db.schema.createIndex('idempotency_keys_created').on('idempotency_keys').column('created_at').execute();
     },
   },
+  '0006_site_status_digest': {
+    async up(db: Kysely<any>) {
+      // What the stored status was written from: replicas that hear the same heartbeat write it once.
+      await db.schema.alterTable('sites').addColumn('status_digest', 'varchar(64)').execute();
+    },
+  },
 });
 
 /** The migrations this version knows, by name (a database with others was migrated by a newer one). */
@@ -274,7 +281,12 @@ export class SqlStore implements Store {
     if (unknown.length > 0) {
       throw new EwError('STORE_SCHEMA_NEWER', `the ${this.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database has schema migrations this Edgeweave does not know (${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}): a newer version migrated it. Run that version on this replica too, or restore the database from before the upgrade; this replica does not start on it`, { path: 'db' });
     }
-    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind) });
+    // Kysely looks for its tables in every schema it can see: another installation's (or test
+    // run's) schema on the same server made it skip creating ours. Pinned to our own schema.
+    const schema = this.kind === 'postgres'
+      ? String((await guard('read the current schema', () => sql<{ s: string }>`select current_schema() as s`.execute(this.db))).rows[0]?.s ?? 'public')
+      : undefined;
+    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(schema ? { migrationTableSchema: schema } : {}) });
     const { error, results } = await migrator.migrateToLatest();
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
@@ -411,11 +423,25 @@ export class SqlStore implements Store {
     if (updates.length === 0) return;
     await guard('update site status', () => this.db.transaction().execute(async (tx) => {
       for (const u of updates) {
-        const set: Partial<SiteRow> = { online: u.online ? 1 : 0 };
+        const online = u.online ? 1 : 0;
+        const set: Partial<SiteRow> = { online };
         if (u.lastSeenAt !== undefined) set.last_seen_at = u.lastSeenAt;
         if (u.status) set.status = JSON.stringify(u.status);
         if (u.reportedGeneration !== undefined) set.reported_generation = u.reportedGeneration;
-        await tx.updateTable('sites').set(set).where('id', '=', u.siteId).execute();
+        if (u.digest !== undefined) set.status_digest = u.digest;
+        let q = tx.updateTable('sites').set(set).where('id', '=', u.siteId);
+        if (u.digest !== undefined) {
+          // Unchanged and fresh (another replica wrote this heartbeat's twin): no row version, no WAL.
+          const digest = u.digest;
+          const before = u.refreshBefore ?? Number.MAX_SAFE_INTEGER;
+          q = q.where((eb) => eb.or([
+            eb('online', '<>', online), eb('status_digest', 'is', null), eb('status_digest', '<>', digest),
+            eb('last_seen_at', 'is', null), eb('last_seen_at', '<', before),
+          ]));
+        } else if (u.status === undefined && u.lastSeenAt === undefined && u.reportedGeneration === undefined) {
+          q = q.where('online', '<>', online); // a liveness change every replica saw
+        }
+        await q.execute();
       }
     }));
   }

@@ -80,7 +80,16 @@ export type ConsumeResult =
   | { ok: false; reason: 'unknown' | 'used' | 'expired' };
 
 /** `lastSeenAt` is the last heartbeat's time: absent when only the online flag changes. */
-export interface SiteStatusUpdate { siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number }
+export interface SiteStatusUpdate {
+  siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number;
+  /**
+   * Conditional write (several replicas hear the same heartbeat): written only when the stored
+   * row differs — its online flag, or its status digest — or was last seen before
+   * `refreshBefore`. Without a digest the write is unconditional.
+   */
+  digest?: string;
+  refreshBefore?: number;
+}
 
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
