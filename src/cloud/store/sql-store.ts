@@ -448,24 +448,42 @@ export class SqlStore implements Store {
 
   async bumpDesired(items: readonly { siteId: string; digest: string }[]): Promise<{ generation: number; changed: boolean }[]> {
     if (items.length === 0) return [];
+    // A fleet-wide deployment gives most sites the same digest: one UPDATE … WHERE id IN (…) per
+    // digest and chunk, not two statements per site (bench:fleet, issue #17.3).
+    const byDigest = new Map<string, string[]>();
+    for (const { siteId, digest } of items) {
+      const ids = byDigest.get(digest);
+      if (ids) ids.push(siteId); else byDigest.set(digest, [siteId]);
+    }
+    const CHUNK = 500;
     return guard('bump desired generation', () => this.db.transaction().execute(async (tx) => {
-      const out: { generation: number; changed: boolean }[] = [];
-      for (const { siteId, digest } of items) {
-        const bumped = await tx.updateTable('sites')
-          .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
-          .where('id', '=', siteId)
-          .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
-          .returning('desired_generation')
-          .executeTakeFirst();
-        if (bumped) {
-          out.push({ generation: Number(bumped.desired_generation), changed: true });
-          continue;
+      const got = new Map<string, { generation: number; changed: boolean }>();
+      for (const [digest, ids] of byDigest) {
+        for (let i = 0; i < ids.length; i += CHUNK) {
+          const chunk = ids.slice(i, i + CHUNK);
+          const bumped = await tx.updateTable('sites')
+            .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
+            .where('id', 'in', chunk)
+            .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
+            .returning(['id', 'desired_generation'])
+            .execute();
+          for (const r of bumped) got.set(r.id, { generation: Number(r.desired_generation), changed: true });
+          const rest = chunk.filter((id) => !got.has(id));
+          if (rest.length === 0) continue;
+          for (const r of await tx.selectFrom('sites').select(['id', 'desired_generation']).where('id', 'in', rest).execute()) {
+            got.set(r.id, { generation: Number(r.desired_generation), changed: false });
+          }
         }
-        const cur = await tx.selectFrom('sites').select('desired_generation').where('id', '=', siteId).executeTakeFirst();
-        if (!cur) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
-        out.push({ generation: Number(cur.desired_generation), changed: false });
       }
-      return out;
+      const seen = new Set<string>();
+      return items.map(({ siteId }) => {
+        const g = got.get(siteId);
+        if (!g) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
+        // A site named twice: the second sees what the first did (as one statement each would).
+        if (seen.has(siteId)) return { generation: g.generation, changed: false };
+        seen.add(siteId);
+        return g;
+      });
     }));
   }
 
