@@ -28,6 +28,8 @@ export interface FleetOptions {
    * (external brokers: their PUBACK does not mean stored). Default false.
    */
   storeAcks?: boolean;
+  /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
+  admitResult?: (tenantId: string) => Promise<boolean>;
 }
 
 /**
@@ -53,7 +55,7 @@ export class Fleet {
     this.uplink = new UplinkWriter({ store, clock, log, registry, hub, storeAcks: o.storeAcks });
     this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites, storeAcks: o.storeAcks });
     this.rpcs = new SiteRpc({ hub, clock, registry, isOnline: (id) => this.status.isOnline(id) });
-    this.ingest = new Ingest({ log, registry, sites: this.sites, status: this.status, uplink: this.uplink, rpc: this.rpcs });
+    this.ingest = new Ingest({ log, registry, sites: this.sites, status: this.status, uplink: this.uplink, rpc: this.rpcs, admitResult: o.admitResult });
   }
 
   /** Seeds liveness from the store (sites that were online get one interval of grace) and starts the sweep. */
