@@ -37,6 +37,7 @@ export const cloudOptions = defineOptions({
     brokerShareUplink: z.boolean().default(true).describe('read uplink through a shared subscription (--no-broker-share-uplink: every replica reads all uplink, for brokers without shared subscriptions such as NATS; the database keeps each result once)'),
     // Names share groups and client ids: no MQTT wildcard or separator can get in.
     installationId: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, '1-40 lower-case letters, digits and dashes').default('cloud').describe('names this cloud on a shared broker: share group edgeweave-<id>, client ids ew-<id>-<replica>'),
+    topicPrefix: z.string().regex(/^[A-Za-z0-9_-]{1,64}(\/[A-Za-z0-9_-]{1,64}){0,3}$/, 'up to 4 levels of letters, digits, dashes and underscores, such as prod or tenant-a/prod').optional().describe('external broker: put <prefix>/ before every topic, so installations sharing a broker live in separate topic trees'),
     replicaId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, '1-64 letters, digits, dashes and underscores').optional().describe('this replica\'s name (broker client id, rollout lease)'),
     artifactsDir: text.optional().describe('where model files live; several replicas: one directory they all mount'),
     heartbeatIntervalS: z.number().min(HEARTBEAT_INTERVAL_S.min, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`).max(HEARTBEAT_INTERVAL_S.max, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`)
@@ -74,6 +75,7 @@ export const cloudOptions = defineOptions({
     brokerMqttVersion: { flag: '--broker-mqtt-version', arg: '<4|5>' },
     brokerShareUplink: { flag: '--no-broker-share-uplink', defaultLabel: 'shared' },
     installationId: { flag: '--installation-id', arg: '<id>' },
+    topicPrefix: { flag: '--topic-prefix', arg: '<prefix>', defaultLabel: 'none (ew/…)' },
     replicaId: { flag: '--replica-id', arg: '<id>', defaultLabel: 'generated into <data-dir>/replica-id' },
     artifactsDir: { flag: '--artifacts-dir', arg: '<dir>', defaultLabel: '<data-dir>/artifacts' },
     heartbeatIntervalS: { flag: '--heartbeat-interval', arg: '<s>' },

@@ -130,7 +130,7 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
       clientId: cfg.brokerClientId ?? `ew-${installationId}-${replicaId}`,
       agentUrl: cfg.mqttPublicUrl, shareGroup: cfg.brokerShareGroup ?? `edgeweave-${installationId}`, log,
-      protocolVersion: cfg.brokerMqttVersion as 4 | 5, shareUplink: cfg.brokerShareUplink,
+      protocolVersion: cfg.brokerMqttVersion as 4 | 5, shareUplink: cfg.brokerShareUplink, topicPrefix: cfg.topicPrefix ? `${cfg.topicPrefix}/` : undefined,
     });
   } else {
     hub = new EmbeddedHub({

@@ -54,10 +54,10 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
     const code = typeof body.code === 'string' && body.code in ERROR_CODES ? (body.code as ErrorCode) : 'ENROLL_FAILED';
     throw new EwError(code, `enrollment refused (${res.status}): ${String(body.message ?? res.statusText)}`);
   }
-  const b = body as { siteId: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; mqtt: { url: string; username: string; password: string; clientId: string; protocolVersion: 4 | 5 } };
+  const b = body as { siteId: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; mqtt: { url: string; username: string; password: string; clientId: string; protocolVersion: 4 | 5; topicPrefix?: string } };
   const creds: StoredCredentials = {
     siteId: b.siteId, tenantId: b.tenantId, region: b.region, labels: b.labels, heartbeatIntervalS: b.heartbeatIntervalS,
-    url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion,
+    url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion, ...(b.mqtt.topicPrefix ? { topicPrefix: b.mqtt.topicPrefix } : {}),
     cloudUrl: opts.cloudUrl, enrolledAt: Date.now(), ...(opts.ca ? { ca: opts.ca } : {}),
   };
   saveCredentials(opts.dataDir, creds);

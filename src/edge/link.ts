@@ -8,7 +8,11 @@ import type { Logger } from '../lib/logger.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { Backoff } from './backoff.ts';
 
-export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string }
+export interface Credentials {
+  siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string;
+  /** Put before every topic on the broker (`prod/` → `prod/ew/{site}/…`): installations sharing a broker (docs/operators.md). */
+  topicPrefix?: string;
+}
 
 export type LinkState = 'connecting' | 'connected' | 'disconnected' | 'refused';
 
@@ -61,9 +65,12 @@ export class CloudLink {
   private readonly backoff: Backoff;
   private advertised: boolean;
   private ackSubscribed = false;
+  /** The installation's topic prefix ('' for none). */
+  private readonly p: string;
 
   constructor(private readonly o: CloudLinkOptions) {
     this.advertised = o.storeAckAdvertised ?? false;
+    this.p = o.creds.topicPrefix ?? '';
     this.clock = o.clock ?? systemClock;
     this.stateSince = this.clock.now();
     this.backoff = new Backoff(this.clock, { baseMs: o.reconnectPeriodMs ?? 1000, capMs: Math.max(o.reconnectPeriodMs ?? 1000, o.reconnectMaxMs ?? 30_000) }, o.random);
@@ -111,7 +118,7 @@ export class CloudLink {
       connectTimeout: 10_000,
       queueQoSZero: false,
       resubscribe: true,
-      will: { topic: topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
+      will: { topic: this.p + topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
       // mqtts with a private CA: trust it (certificates are always verified).
       ...(creds.ca ? { ca: creds.ca } : {}),
     });
@@ -119,22 +126,24 @@ export class CloudLink {
     this.setState('connecting');
     client.handleMessage = (packet: IPublishPacket, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      if (packet.topic === topics.ack(creds.siteId)) {
+      // The contract's topic, without this installation's prefix.
+      const topic = this.p && packet.topic.startsWith(this.p) ? packet.topic.slice(this.p.length) : packet.topic;
+      if (topic === topics.ack(creds.siteId)) {
         done();
         try {
-          this.o.onStoreAck?.(decodePayload(UplinkAck, payload, packet.topic).body.ids);
+          this.o.onStoreAck?.(decodePayload(UplinkAck, payload, topic).body.ids);
         } catch (e) {
           log.warn({ err: (e as Error).message }, 'malformed store acknowledgement ignored');
         }
         return;
       }
-      if (packet.topic !== topics.desired(creds.siteId)) {
+      if (topic !== topics.desired(creds.siteId)) {
         done();
         if (this.o.onFrame && isFrame(payload)) {
           this.o.onFrame(payload);
           return;
         }
-        void this.answer(packet.topic, payload);
+        void this.answer(topic, payload);
         return;
       }
       this.noteAdvertised(payload);
@@ -151,12 +160,12 @@ export class CloudLink {
       (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
-      client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
+      client.subscribe({ [this.p + topics.desired(creds.siteId)]: { qos: 1 }, [this.p + topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
         if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
       });
       // Apart, so that a broker ACL without it refuses only this one (QoS 0: a lost ack only
       // means the result is sent again and acknowledged again).
-      client.subscribe({ [topics.ack(creds.siteId)]: { qos: 0 } }, (err, granted) => {
+      client.subscribe({ [this.p + topics.ack(creds.siteId)]: { qos: 0 } }, (err, granted) => {
         this.ackSubscribed = !err && !!granted?.length && granted.every((g) => g.qos < 0x80);
         if (!this.ackSubscribed && this.advertised) log.warn({ topic: topics.ack(creds.siteId) }, 'the broker refused the store-acknowledgement subscription: results are deleted on the broker\'s PUBACK (allow the site to subscribe to its ack topic, docs/operators.md)');
       });
@@ -215,7 +224,7 @@ export class CloudLink {
   publish(topic: string, payload: Buffer | string, qos: 0 | 1 = 1): Promise<void> {
     const c = this.client;
     if (!c || !c.connected) return Promise.reject(new Error('not connected'));
-    return c.publishAsync(topic, payload, { qos }).then(() => undefined);
+    return c.publishAsync(this.p + topic, payload, { qos }).then(() => undefined);
   }
 
   /** Heartbeat: QoS 0, dropped when offline (a stale heartbeat is worth nothing). */
@@ -223,7 +232,7 @@ export class CloudLink {
     const c = this.client;
     if (!c?.connected) return;
     const msg: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'status', body };
-    c.publish(topics.reported(this.o.creds.siteId), JSON.stringify(msg), { qos: 0 });
+    c.publish(this.p + topics.reported(this.o.creds.siteId), JSON.stringify(msg), { qos: 0 });
   }
 
   /** Clean stop: says goodbye (so the cloud marks us offline at once) and disconnects. */
@@ -235,7 +244,7 @@ export class CloudLink {
     if (c.connected) {
       const bye: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'offline', body: { bootId: this.o.bootId, reason: 'agent stopped' } };
       await Promise.race([
-        c.publishAsync(topics.reported(this.o.creds.siteId), JSON.stringify(bye), { qos: 1 }).catch(() => {}),
+        c.publishAsync(this.p + topics.reported(this.o.creds.siteId), JSON.stringify(bye), { qos: 1 }).catch(() => {}),
         new Promise((r) => setTimeout(r, 2000).unref()),
       ]);
     }

@@ -72,7 +72,7 @@ export const TokenCreated = TokenView.extend({ token: z.string(), installCommand
 export const TokenList = z.object({ items: z.array(TokenView) });
 export const Enrollment = z.object({
   siteId: z.string(), tenantId: z.string(), region: z.string(), labels: Labels, heartbeatIntervalS: z.number(),
-  mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string(), protocolVersion: z.union([z.literal(4), z.literal(5)]) }),
+  mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string(), protocolVersion: z.union([z.literal(4), z.literal(5)]), topicPrefix: z.string().optional() }),
 });
 
 // ---- API keys ----

@@ -26,6 +26,11 @@ export interface ExternalHubOptions {
    * every result and the store's unique key keeps one.
    */
   shareUplink?: boolean;
+  /**
+   * Put before every topic (`prod/` → `prod/ew/{site}/…`), so that installations sharing a broker
+   * live in separate topic trees an ACL can keep apart. Told to agents at enrollment.
+   */
+  topicPrefix?: string;
   log: Logger;
 }
 
@@ -45,8 +50,12 @@ export class ExternalHub implements Hub {
   readonly kind = 'external' as const;
   readonly agentProtocolVersion: 4 | 5;
   private client?: MqttClient;
+  readonly agentTopicPrefix?: string;
+  private readonly p: string;
   constructor(private readonly opts: ExternalHubOptions) {
     this.agentProtocolVersion = opts.protocolVersion ?? 5;
+    this.p = opts.topicPrefix ?? '';
+    if (this.p) this.agentTopicPrefix = this.p;
   }
 
   get agentUrl(): string {
@@ -71,7 +80,8 @@ export class ExternalHub implements Hub {
     this.client = client;
     client.handleMessage = (packet: IPublishPacket, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      handler(packet.topic, payload).then(
+      if (this.p && !packet.topic.startsWith(this.p)) return done();
+      handler(packet.topic.slice(this.p.length), payload).then(
         () => done(),
         (e: Error) => {
           // Not stored, so not acknowledged to the site either: it sends the message again when
@@ -96,7 +106,7 @@ export class ExternalHub implements Hub {
       // Uplink is shared (each message to one replica, which stores it); heartbeats and RPC
       // responses are not: every replica keeps its own view of which sites are online, and a
       // response must reach the replica that asked.
-      { [cloudFilters.reported]: { qos: 1 }, [this.opts.shareUplink === false ? cloudFilters.up : `$share/${group}/${cloudFilters.up}`]: { qos: 1 }, [cloudFilters.rpcResponses]: { qos: 1 } },
+      { [this.p + cloudFilters.reported]: { qos: 1 }, [this.opts.shareUplink === false ? this.p + cloudFilters.up : `$share/${group}/${this.p}${cloudFilters.up}`]: { qos: 1 }, [this.p + cloudFilters.rpcResponses]: { qos: 1 } },
     ).then((grants) => {
       const refused = grants.filter((g) => g.qos >= 0x80);
       if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);
@@ -105,7 +115,7 @@ export class ExternalHub implements Hub {
 
   async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     if (!this.client) throw new Error('hub not started');
-    await this.client.publishAsync(topic, payload, { qos: opts.qos ?? 1, retain: opts.retain ?? false });
+    await this.client.publishAsync(this.p + topic, payload, { qos: opts.qos ?? 1, retain: opts.retain ?? false });
   }
 
   disconnectSite(): void {
@@ -122,14 +132,14 @@ export class ExternalHub implements Hub {
     const c = await mqtt.connectAsync(o.url, { clientId: `${o.clientId}-clear-${randomUUID().slice(0, 8)}`, username: o.username, password: o.password, protocolVersion: this.agentProtocolVersion, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 });
     try {
       const found = new Set<string>();
-      const marker = `${TOPIC_ROOT}/${siteId}/rpc/req/clear-${randomUUID()}`;
+      const marker = `${this.p}${TOPIC_ROOT}/${siteId}/rpc/req/clear-${randomUUID()}`;
       const seen = new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`clearing ${siteId}'s retained messages: the broker did not echo the marker`)), 10_000);
         c.on('message', (topic, payload, packet) => {
           if (topic === marker) { clearTimeout(t); resolve(); } else if (packet.retain && payload.length > 0) found.add(topic);
         });
       });
-      await c.subscribeAsync(`${TOPIC_ROOT}/${siteId}/#`, { qos: 0 });
+      await c.subscribeAsync(`${this.p}${TOPIC_ROOT}/${siteId}/#`, { qos: 0 });
       await c.publishAsync(marker, '', { qos: 0 });
       await seen;
       for (const t of found) await c.publishAsync(t, '', { qos: 1, retain: true });
