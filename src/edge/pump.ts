@@ -32,6 +32,7 @@ interface Sent { seq: number; epoch: number; at: number; done: boolean }
  * no acknowledgement came within `storeAckTimeoutMs`.
  *
  * `publish` resolves on the broker's acknowledgement and rejects when the connection fails.
+ * New rows are heard of through the outbox's `added` event; `close()` stops listening.
  */
 export class OutboxPump {
   private connected = false;
@@ -56,6 +57,14 @@ export class OutboxPump {
     this.window = o.window ?? 256;
     this.clock = o.clock ?? systemClock;
     this.timeoutMs = o.storeAckTimeoutMs ?? 10_000;
+    outbox.on('added', this.onAdded);
+  }
+
+  private readonly onAdded = (): void => this.notify();
+
+  /** Stops listening to the outbox (the agent is closing). */
+  close(): void {
+    this.outbox.off('added', this.onAdded);
   }
 
   get sentTotal(): number {
@@ -72,7 +81,7 @@ export class OutboxPump {
     this.restart();
   }
 
-  /** Call after enqueueing: sends what fits in the window. */
+  /** Sends what fits in the window (the outbox's `added` event calls this). */
   notify(): void {
     if (this.connected) this.pump();
   }

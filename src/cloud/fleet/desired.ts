@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { Counter, type Registry } from 'prom-client';
 import type { Store, Site, App } from '../store/store.ts';
 import type { Hub } from '../hub/hub.ts';
 import { appKey, computeDesiredApps, desiredDigest } from '../desired.ts';
-import { ENVELOPE_VERSION } from '../../contracts/messages.ts';
+import { envelope, type DesiredState } from '../../contracts/messages.ts';
 import { topics } from '../../contracts/topics.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { SiteDirectory } from './sites.ts';
@@ -17,11 +16,13 @@ async function pool(n: number, width: number, fn: (i: number) => Promise<void>):
 }
 
 /**
- * A DesiredState message as JSON, with its apps already serialised (shared by every site that
- * runs the same): byte for byte what JSON.stringify of the object gives (fleet/desired.test.ts).
+ * A desired-state envelope (made with empty apps) as JSON with its apps spliced in, already
+ * serialised (shared by every site that runs the same): byte for byte what JSON.stringify of the
+ * whole message gives (fleet/desired.test.ts).
  */
-export function desiredPayload(id: string, ts: number, siteId: string, generation: number, appsJson: string, ackField: string): string {
-  return `{"v":${ENVELOPE_VERSION},"id":${JSON.stringify(id)},"ts":${ts},"type":"desired","body":{"siteId":${JSON.stringify(siteId)},"generation":${generation},"apps":${appsJson}${ackField}}}`;
+export function desiredPayload(msg: DesiredState, appsJson: string): string {
+  // A function, not a string, as the replacement: `$&` in an app's JSON must stay as it is.
+  return JSON.stringify(msg).replace('"apps":[]', () => `"apps":${appsJson}`);
 }
 
 /**
@@ -95,7 +96,7 @@ export class DesiredPublisher {
       // The apps are the same JSON for every site that runs the same thing: serialised once per
       // digest, not once per site (10,000 copies of a manifest were most of a fan-out's CPU).
       const appsJson = new Map<string, string>();
-      const ack = this.o.storeAcks ? ',"uplinkAck":true' : '';
+      const ack = this.o.storeAcks ? { uplinkAck: true } : {};
       await pool(tenantSites.length, 256, async (i) => {
         const site = tenantSites[i]!;
         const digest = digests[i]!;
@@ -104,7 +105,7 @@ export class DesiredPublisher {
           apps = JSON.stringify(desired[i]!);
           appsJson.set(digest, apps);
         }
-        const msg = desiredPayload(randomUUID(), this.o.clock.now(), site.id, gens[i]!.generation, apps, ack);
+        const msg = desiredPayload(envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: [], ...ack }, this.o.clock), apps);
         await this.o.hub.publish(topics.desired(site.id), msg, { retain: true });
         this.published.inc();
       });

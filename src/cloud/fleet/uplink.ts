@@ -1,8 +1,7 @@
 import { Counter, type Registry } from 'prom-client';
 import type { Store, UplinkRecord } from '../store/store.ts';
-import { randomUUID } from 'node:crypto';
 import type { Hub } from '../hub/hub.ts';
-import { ENVELOPE_VERSION, UPLINK_ACK_MAX_IDS, type UplinkAck, type UplinkMessage } from '../../contracts/messages.ts';
+import { envelope, UPLINK_ACK_MAX_IDS, type UplinkMessage } from '../../contracts/messages.ts';
 import { topics } from '../../contracts/topics.ts';
 import { isEwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
@@ -121,7 +120,7 @@ export class UplinkWriter {
     }
     for (const [siteId, ids] of bySite) {
       for (let i = 0; i < ids.length; i += UPLINK_ACK_MAX_IDS) {
-        const msg: UplinkAck = { v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'uplink-ack', body: { ids: ids.slice(i, i + UPLINK_ACK_MAX_IDS) } };
+        const msg = envelope('uplink-ack', { ids: ids.slice(i, i + UPLINK_ACK_MAX_IDS) }, this.o.clock);
         hub.publish(topics.ack(siteId), JSON.stringify(msg), { qos: 0 }).then(
           () => this.m.storeAcks.inc(),
           (e: Error) => this.o.log.debug({ siteId, err: e.message }, 'store acknowledgement not sent; the site will resend'),
