@@ -8,10 +8,16 @@
  * and, as the baseline measured in the same run, a bare aedes broker (no auth, no store) under
  * the same connections and load, with the fan-out of N retained messages. Last, an idle agent's
  * RSS. Environment: BENCH_SITES=1000,5000,10000  BENCH_WINDOW_S=20.
+ *
+ * `--replicas N` (npm run bench:fleet -- --replicas 2): after the embedded-hub cloud, the same
+ * load on 1…N cloud replicas (separate processes) on PostgreSQL and Mosquitto
+ * (EW_BENCH_PG, EW_BENCH_MQTT; defaults the CI services), printed side by side with each
+ * replica's CPU and RSS.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +30,14 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SIZES = (process.env.BENCH_SITES ?? '1000,5000,10000').split(',').map(Number);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 20);
 const HEARTBEAT_S = 10;
+const argv = process.argv.slice(2);
+const REPLICAS = argv.includes('--replicas') ? Number(argv[argv.indexOf('--replicas') + 1]) : 0;
+if (argv.includes('--replicas') && !(Number.isInteger(REPLICAS) && REPLICAS >= 1 && REPLICAS <= 8)) {
+  console.error('--replicas takes a whole number of replicas, 1 to 8');
+  process.exit(2);
+}
+const BENCH_PG = process.env.EW_BENCH_PG ?? process.env.EW_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const BENCH_MQTT = process.env.EW_BENCH_MQTT ?? process.env.EW_TEST_MQTT ?? 'mqtt://127.0.0.1:1883';
 
 interface Proc { proc: ChildProcess; ready: Record<string, any>; stderr: () => string }
 
@@ -135,7 +149,7 @@ async function measureWindow(pid: number, count: () => Promise<number>): Promise
   return { rate: (c1 - c0) / secs, rssMb: b.rssMb, cpuPct: (100 * (b.cpuTicks - a.cpuTicks)) / TICKS / secs };
 }
 
-interface Row { n: number; what: string; connectS: number; offered: number; rate: number; rssMb: number; cpuPct: number; p50: number; p99: number; max: number; reached: number }
+interface Row { n: number; what: string; connectS: number; offered: number; rate: number; rssMb: number; cpuPct: number; p50: number; p99: number; max: number; reached: number; perReplica?: { rssMb: number; cpuPct: number; rate: number }[] }
 
 async function benchCloud(n: number): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-'));
@@ -177,6 +191,78 @@ async function runCloud(n: number, cloud: Proc, url: string, key: string, call: 
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
     return { n, what: 'cloud', connectS, offered: n / HEARTBEAT_S, ...w, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen > before).length };
+  }
+}
+
+/**
+ * `r` replicas on PostgreSQL and Mosquitto: sites enroll through the first, connect to the
+ * broker, heartbeat; every replica hears every heartbeat (liveness agrees everywhere) and the
+ * status rows are written once (conditional writes); the deployment is made on the first.
+ */
+async function benchReplicas(n: number, r: number): Promise<Row> {
+  const pg = (await import('pg')).default;
+  const schema = `ew_bench_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: BENCH_PG });
+  await admin.connect();
+  await admin.query(`create schema ${schema}`);
+  const u = new URL(BENCH_PG);
+  u.searchParams.set('options', `-c search_path=${schema}`);
+  const dir = mkdtempSync(join(tmpdir(), 'ew-bench-replicas-'));
+  const key = newSecret('ewk');
+  writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
+  const installation = `bench-${randomBytes(3).toString('hex')}`;
+  const clouds: Proc[] = [];
+  const start = (i: number) => startProc(['cloud', '--data-dir', join(dir, `r${i}`), '--host', '127.0.0.1', '--port', '0', '--db', u.toString(), '--broker', BENCH_MQTT,
+    '--installation-id', installation, '--replica-id', `r${i}`, '--admin-key-file', join(dir, 'admin.key'), '--no-console', '--heartbeat-interval', String(HEARTBEAT_S), ...LOOPBACK_LIMITS]);
+  try {
+    clouds.push(await start(0));
+    clouds.push(...(await Promise.all(Array.from({ length: r - 1 }, (_, i) => start(i + 1)))));
+    const url = clouds[0]!.ready.url as string;
+    const call = async (method: string, path: string, body?: unknown) => (await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as Promise<any>;
+    const sites: Site[] = [];
+    await pool(Array.from({ length: n }, (_, i) => i), 16, async (i) => {
+      const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
+      const en = await call('POST', '/api/v1/enroll', { token: tok.token });
+      sites.push({ id: en.siteId, password: en.mqtt.password, gotGen: 0, gotAt: 0 });
+    });
+    const connectS = await connectAll(BENCH_MQTT, sites, true);
+    // Sites enrolled after the replicas started: the enrolling replica published their desired state.
+    await waitUntil(() => sites.every((s) => s.gotGen >= 1), 120_000);
+    const stop = heartbeat(sites);
+    await new Promise((res) => setTimeout(res, HEARTBEAT_S * 1000));
+    const a = clouds.map((c) => procStats(c.proc.pid!));
+    const c0 = await Promise.all(clouds.map((c) => metric(c.ready.url, key, 'ew_cloud_heartbeats_total')));
+    const t0w = performance.now();
+    await new Promise((res) => setTimeout(res, WINDOW_S * 1000));
+    const b = clouds.map((c) => procStats(c.proc.pid!));
+    const c1 = await Promise.all(clouds.map((c) => metric(c.ready.url, key, 'ew_cloud_heartbeats_total')));
+    const secs = (performance.now() - t0w) / 1000;
+    const perReplica = clouds.map((_, i) => ({ rssMb: b[i]!.rssMb, cpuPct: (100 * (b[i]!.cpuTicks - a[i]!.cpuTicks)) / TICKS / secs, rate: (c1[i]! - c0[i]!) / secs }));
+    await call('POST', '/api/v1/apps', { manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} } });
+    const before = Math.max(...sites.map((s) => s.gotGen));
+    const t0 = performance.now();
+    await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
+    await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
+    const lat = sites.map((s) => s.gotAt - t0);
+    stop();
+    await Promise.all(sites.map((s) => s.client!.endAsync(true)));
+    // Clear the retained desired states this run left on the shared broker.
+    const clear = await mqtt.connectAsync(BENCH_MQTT, { clientId: `bench-clear-${installation}`, protocolVersion: 4 });
+    await pool(sites, 64, async (s) => { await clear.publishAsync(topics.desired(s.id), '', { qos: 1, retain: true }); });
+    await clear.endAsync(true);
+    return {
+      n, what: `${r} replica${r > 1 ? 's' : ''}`, connectS, offered: n / HEARTBEAT_S,
+      rate: Math.min(...perReplica.map((p) => p.rate)), rssMb: perReplica.reduce((x, p) => x + p.rssMb, 0), cpuPct: perReplica.reduce((x, p) => x + p.cpuPct, 0),
+      p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen > before).length, perReplica,
+    };
+  } catch (e) {
+    const dead = clouds.find((c) => c.proc.exitCode !== null || c.proc.signalCode !== null);
+    throw new Error(`${(e as Error).message}${dead ? `; a replica exited: ${dead.stderr().slice(-4000)}` : ''}`);
+  } finally {
+    for (const c of clouds) c.proc.kill('SIGKILL');
+    await admin.query(`drop schema if exists ${schema} cascade`).catch(() => {});
+    await admin.end();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -240,15 +326,25 @@ const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 console.log(`bench:fleet — heartbeat every ${HEARTBEAT_S} s, window ${WINDOW_S} s, sizes ${SIZES.join(', ')}; cloud and sites on one ${(await import('node:os')).cpus().length}-core machine`);
 console.log('N      | system     | connect s | hb/s offered | hb/s held | RSS MB | CPU % | desired p50 ms | p99 ms | max ms | reached');
 const rows: Row[] = [];
+const printRow = (r: Row) => {
+  console.log(`${String(r.n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${r.n}`);
+  for (const [i, p] of (r.perReplica ?? []).entries()) console.log(`${''.padEnd(6)} |   replica ${i}  — hb/s held ${f(p.rate)}, RSS ${f(p.rssMb)} MB, CPU ${f(p.cpuPct, 1)} %`);
+};
 for (const n of SIZES) {
   const only = process.env.BENCH_ONLY; // 'cloud' or 'bare' to run one side
-  for (const run of [benchBare, benchCloud].filter((r) => !only || (only === 'cloud') === (r === benchCloud))) {
+  const runs: { name: string; run: () => Promise<Row> }[] = [
+    ...(!only || only === 'bare' ? [{ name: 'bare aedes', run: () => benchBare(n) }] : []),
+    ...(!only || only === 'cloud' ? [{ name: 'cloud', run: () => benchCloud(n) }] : []),
+    // Side by side: 1, then 2 … N replicas on PostgreSQL and Mosquitto.
+    ...Array.from({ length: REPLICAS }, (_, i) => ({ name: `${i + 1} replica(s)`, run: () => benchReplicas(n, i + 1) })),
+  ];
+  for (const { name, run } of runs) {
     try {
-      const r = await run(n);
+      const r = await run();
       rows.push(r);
-      console.log(`${String(n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${n}`);
+      printRow(r);
     } catch (e) {
-      console.log(`${String(n).padEnd(6)} | ${run === benchCloud ? 'cloud' : 'bare aedes'} | failed: ${(e as Error).message}${(e as Error).cause ? ` (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : ''}`);
+      console.log(`${String(n).padEnd(6)} | ${name} | failed: ${(e as Error).message}${(e as Error).cause ? ` (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : ''}`);
     }
   }
   const c = rows.find((r) => r.n === n && r.what === 'cloud');
@@ -257,5 +353,6 @@ for (const n of SIZES) {
     console.log(`${String(n).padEnd(6)} | ratio cloud/bare: heartbeats held ${f(c.rate / b.rate, 2)}x, RSS ${f(c.rssMb / b.rssMb, 2)}x, CPU ${f(c.cpuPct / Math.max(b.cpuPct, 0.1), 2)}x, desired p99 ${f(c.p99 / b.p99, 2)}x`);
   }
 }
+if (process.env.BENCH_SKIP_AGENT) process.exit(0);
 console.log(`idle agent RSS: ${f(await idleAgentRss(), 1)} MB`);
 process.exit(0);

@@ -15,7 +15,7 @@ describe('routed inference over an external broker (Mosquitto)', { skip }, () =>
   let cloud: TestCloud;
   let edge: TestEdge;
   before(async () => {
-    cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-router-${randomBytes(4).toString('hex')}`, brokerSessionExpiryS: 60 });
+    cloud = await startTestCloud({ broker: MOSQUITTO_URL, installationId: `t-${randomBytes(4).toString('hex')}` });
     const label = `router-${randomBytes(3).toString('hex')}`;
     edge = await startTestEdge(cloud, { labels: { pool: label } });
     await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(bytes) });

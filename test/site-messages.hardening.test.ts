@@ -107,7 +107,7 @@ runSiteMessageSuite('Mosquitto (external hub)', {
   // Its own share group: other test runs' clouds on the shared Mosquitto must not take our messages.
   startCloud: () => {
     const tag = randomBytes(4).toString('hex');
-    return startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${tag}`, brokerShareGroup: `ew-test-${tag}`, brokerSessionExpiryS: 60 });
+    return startTestCloud({ broker: MOSQUITTO_URL, installationId: `t-${tag}` });
   },
   // The shared Mosquitto is anonymous; in production its ACL confines each site (docs/operators.md).
   connect: (e) => mqtt.connectAsync(MOSQUITTO_URL, { clientId: e.siteId, username: e.siteId, protocolVersion: 5, reconnectPeriod: 0 }),
@@ -263,7 +263,7 @@ async function retainedUnder(url: string, filter: string, marker: string): Promi
 describe('revoking a site clears its retained messages on Mosquitto (external hub)', { skip: mosquittoSkip }, () => {
   it('what a site left retained under its topics is gone after revocation', async () => {
     const tag = randomBytes(4).toString('hex');
-    const cloud = await startTestCloud({ broker: MOSQUITTO_URL, brokerClientId: `ew-cloud-${tag}`, brokerShareGroup: `ew-test-${tag}`, brokerSessionExpiryS: 60 });
+    const cloud = await startTestCloud({ broker: MOSQUITTO_URL, installationId: `t-${tag}` });
     try {
       const e: Enrolled = (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body;
       const c = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: e.siteId, username: e.siteId, protocolVersion: 5, reconnectPeriod: 0 });

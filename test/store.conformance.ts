@@ -169,6 +169,26 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal((await store.getSite(T, 'site-gen'))?.reportedGeneration, 4);
     });
 
+    it('writes a heartbeat with a digest only when it says something new or the row is stale (one writer among replicas)', async () => {
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: true, lastSeenAt: 1000, reportedGeneration: 5, digest: 'd1', refreshBefore: 0 }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.lastSeenAt, 1000);
+      // The other replica's copy of the same heartbeat: fresh, same digest — nothing written.
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: true, lastSeenAt: 1001, reportedGeneration: 5, digest: 'd1', refreshBefore: 1001 - 15_000 }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.lastSeenAt, 1000);
+      // Something new: written.
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: true, lastSeenAt: 2000, reportedGeneration: 6, digest: 'd2', refreshBefore: 2000 - 15_000 }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.reportedGeneration, 6);
+      // Same digest but the row is older than the refresh bound: written.
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: true, lastSeenAt: 40_000, reportedGeneration: 6, digest: 'd2', refreshBefore: 40_000 - 15_000 }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.lastSeenAt, 40_000);
+      // Liveness: the offline flag is written once, and a digest write brings it back.
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: false }]);
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: false }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.online, false);
+      await store.updateSiteStatuses([{ siteId: 'site-gen', online: true, lastSeenAt: 41_000, reportedGeneration: 6, digest: 'd2', refreshBefore: 41_000 - 15_000 }]);
+      assert.equal((await store.getSite(T, 'site-gen'))?.online, true);
+    });
+
     it('keeps app versions immutable', async () => {
       assert.equal(await store.createApp({ tenantId: T, name: 'demo', version: '1.0.0', manifest, digest: 'd1', createdAt: 1 }), 'created');
       assert.equal(await store.createApp({ tenantId: T, name: 'demo', version: '1.0.0', manifest, digest: 'd2', createdAt: 2 }), 'exists');

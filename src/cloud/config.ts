@@ -34,6 +34,13 @@ export const cloudOptions = defineOptions({
     broker: z.url().optional().describe('use an external MQTT broker instead of the embedded hub (mqtt://host:port)'),
     brokerUsername: text.optional().describe('the cloud\'s username on the external broker'),
     brokerPassword: text.optional().describe('the cloud\'s password on the external broker'),
+    brokerMqttVersion: z.number().int().min(4, 'MQTT version 4 or 5').max(5, 'MQTT version 4 or 5').default(5).describe('MQTT version towards the external broker, and of the agents it enrolls: 4 for NATS\'s MQTT server (3.1.1 only)'),
+    brokerShareUplink: z.boolean().default(true).describe('read uplink through a shared subscription (--no-broker-share-uplink: every replica reads all uplink, for brokers without shared subscriptions such as NATS; the database keeps each result once)'),
+    // Names share groups and client ids: no MQTT wildcard or separator can get in.
+    installationId: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, '1-40 lower-case letters, digits and dashes').default('cloud').describe('names this cloud on a shared broker: share group edgeweave-<id>, client ids ew-<id>-<replica>'),
+    topicPrefix: z.string().regex(/^[A-Za-z0-9_-]{1,64}(\/[A-Za-z0-9_-]{1,64}){0,3}$/, 'up to 4 levels of letters, digits, dashes and underscores, such as prod or tenant-a/prod').optional().describe('external broker: put <prefix>/ before every topic, so installations sharing a broker live in separate topic trees'),
+    replicaId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, '1-64 letters, digits, dashes and underscores').optional().describe('this replica\'s name (broker client id, rollout lease)'),
+    artifactsDir: text.optional().describe('where model files live; several replicas: one directory they all mount'),
     heartbeatIntervalS: z.number().min(HEARTBEAT_INTERVAL_S.min, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`).max(HEARTBEAT_INTERVAL_S.max, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`)
       .default(10).describe(`seconds between site heartbeats (${HEARTBEAT_INTERVAL_S.min}-${HEARTBEAT_INTERVAL_S.max}), told to agents at enrollment`),
     missedHeartbeats: z.number().int('a whole number').min(1, 'must be at least 1').default(3).describe('heartbeats a site may miss before it is marked offline'),
@@ -67,6 +74,12 @@ export const cloudOptions = defineOptions({
     // Named before these variables were per command; kept so existing deployments keep working.
     brokerUsername: { flag: '--broker-username', arg: '<name>', env: 'EW_BROKER_USERNAME' },
     brokerPassword: { flag: '--broker-password', arg: '<secret>', env: 'EW_BROKER_PASSWORD', secret: true },
+    brokerMqttVersion: { flag: '--broker-mqtt-version', arg: '<4|5>' },
+    brokerShareUplink: { flag: '--no-broker-share-uplink', defaultLabel: 'shared' },
+    installationId: { flag: '--installation-id', arg: '<id>' },
+    topicPrefix: { flag: '--topic-prefix', arg: '<prefix>', defaultLabel: 'none (ew/…)' },
+    replicaId: { flag: '--replica-id', arg: '<id>', defaultLabel: 'generated into <data-dir>/replica-id' },
+    artifactsDir: { flag: '--artifacts-dir', arg: '<dir>', defaultLabel: '<data-dir>/artifacts' },
     heartbeatIntervalS: { flag: '--heartbeat-interval', arg: '<s>' },
     missedHeartbeats: { flag: '--missed-heartbeats', arg: '<n>' },
     adminKeyFile: { flag: '--admin-key-file', arg: '<file>', defaultLabel: 'generated' },

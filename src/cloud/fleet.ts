@@ -24,6 +24,11 @@ export interface FleetOptions {
   missedHeartbeats: number;
   /** How often liveness is swept and status writes are flushed. */
   sweepIntervalMs?: number;
+  /**
+   * Acknowledge stored uplink to each site on `ew/{site}/ack` and say so in the desired state
+   * (external brokers: their PUBACK does not mean stored). Default false.
+   */
+  storeAcks?: boolean;
   /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
   admitResult?: (tenantId: string) => Promise<boolean>;
 }
@@ -48,8 +53,8 @@ export class Fleet {
     const { store, hub, clock, log, registry } = o;
     this.sites = new SiteDirectory(store);
     this.status = new SiteStatuses({ store, clock, log, registry, missedHeartbeats: o.missedHeartbeats });
-    this.uplink = new UplinkWriter({ store, clock, log, registry });
-    this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites });
+    this.uplink = new UplinkWriter({ store, clock, log, registry, hub, storeAcks: o.storeAcks });
+    this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites, storeAcks: o.storeAcks });
     this.rpcs = new SiteRpc({ hub, clock, registry, isOnline: (id) => this.status.isOnline(id) });
     this.ingest = new Ingest({ log, registry, sites: this.sites, status: this.status, uplink: this.uplink, rpc: this.rpcs, admitResult: o.admitResult });
   }

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { FileArtifactStore } from './artifacts.ts';
 import { Registry } from 'prom-client';
@@ -36,11 +37,9 @@ import { VERSION } from '../version.ts';
  * checked at start-up, the same for flags, environment and config file) and what only code passes.
  */
 export type CloudConfig = CloudOptionsInput & {
-  /** Client id of this replica on the external broker. Default edgeweave-cloud-{hostname}. */
+  /** Client id of this replica on the external broker. Default ew-{installationId}-{replicaId}. */
   brokerClientId?: string;
-  /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
-  brokerSessionExpiryS?: number;
-  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-cloud. */
+  /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-{installationId}. */
   brokerShareGroup?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
@@ -62,6 +61,18 @@ export interface CloudHandle {
   fleet: Fleet;
   http: FastifyInstance;
   close(): Promise<void>;
+}
+
+const INSTALLATION_ID_RE = /^[a-z0-9][a-z0-9-]{0,39}$/;
+const REPLICA_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+/** This replica's id, made once and kept in its data dir so a restart is the same replica. */
+function loadReplicaId(dataDir: string): string {
+  const file = join(dataDir, 'replica-id');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const id = `r-${randomBytes(6).toString('hex')}`;
+  writeFileSync(file, `${id}\n`, { mode: 0o600, flag: 'wx' });
+  return id;
 }
 
 /** Creates the first tenant and admin key when the store is empty. */
@@ -94,6 +105,10 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   const log = cfg.log ?? createLogger({ name: 'cloud' });
   const { heartbeatIntervalS, missedHeartbeats } = cfg;
   privateDir(cfg.dataDir);
+  const installationId = cfg.installationId ?? 'cloud';
+  if (!INSTALLATION_ID_RE.test(installationId)) throw new EwError('CONFIG_INVALID', `--installation-id "${installationId}" must be 1–40 lower-case letters, digits and dashes (it names MQTT share groups and client ids)`, { path: 'installationId' });
+  const replicaId = cfg.replicaId ?? loadReplicaId(cfg.dataDir);
+  if (!REPLICA_ID_RE.test(replicaId)) throw new EwError('CONFIG_INVALID', `--replica-id "${replicaId}" must be 1–64 letters, digits, dashes and underscores`, { path: 'replicaId' });
 
   const store = openStore(cfg.db, cfg.dataDir);
   await store.migrate();
@@ -113,8 +128,9 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   if (cfg.broker) {
     hub = new ExternalHub({
       url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
-      clientId: cfg.brokerClientId ?? `edgeweave-cloud-${(await import('node:os')).hostname()}`,
-      agentUrl: cfg.mqttPublicUrl, sessionExpiryS: cfg.brokerSessionExpiryS, shareGroup: cfg.brokerShareGroup, log,
+      clientId: cfg.brokerClientId ?? `ew-${installationId}-${replicaId}`,
+      agentUrl: cfg.mqttPublicUrl, shareGroup: cfg.brokerShareGroup ?? `edgeweave-${installationId}`, log,
+      protocolVersion: cfg.brokerMqttVersion as 4 | 5, shareUplink: cfg.brokerShareUplink, topicPrefix: cfg.topicPrefix ? `${cfg.topicPrefix}/` : undefined,
     });
   } else {
     hub = new EmbeddedHub({
@@ -122,21 +138,22 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
-  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, admitResult: new ResultQuota(store, clock).admit });
+  // An external broker's PUBACK does not mean stored: sites wait for the cloud's own word.
+  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, admitResult: new ResultQuota(store, clock).admit, storeAcks: hub.kind === 'external' });
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
     guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
   }
   await hub.start(fleet.handle);
   await fleet.start();
-  const rollouts = new RolloutController({ store, fleet, clock, log });
+  const rollouts = new RolloutController({ store, fleet, clock, log, holder: `${replicaId}-${randomBytes(4).toString('hex')}` });
   rollouts.start();
 
   const http = await createApiServer({
     store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
     timeouts: cfg.httpTimeouts, rateLimits: cfg.rateLimits, clock: cfg.clock,
   });
-  const artifacts = new FileArtifactStore(join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
+  const artifacts = new FileArtifactStore(cfg.artifactsDir ?? join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
   // Artifacts referenced by apps pushed before owners were recorded belong to those apps' tenants.
   for (const t of await store.listTenants()) {
     for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());

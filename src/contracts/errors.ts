@@ -105,6 +105,9 @@ export const ERROR_CODES = {
   WRITE_FAILED: { status: 502, meaning: 'A granted write reached the machine and was refused by it (not writable, wrong type, access denied).' },
   // Server side
   STORE_UNAVAILABLE: { status: 503, meaning: 'The state store (SQLite or PostgreSQL) failed or is unreachable.' },
+  STORE_SCHEMA_NEWER: { status: 500, exit: 2, meaning: 'The database was migrated by a newer Edgeweave than this replica: it has schema migrations this version does not know, and this replica refuses to start on it.' },
+  IDEMPOTENCY_KEY_REUSED: { status: 422, meaning: 'An Idempotency-Key was sent again with a different request (method, path or body) than the one it first named.' },
+  IDEMPOTENCY_KEY_IN_PROGRESS: { status: 409, meaning: 'A request with this Idempotency-Key is still being processed (on this or another replica); retry after Retry-After.' },
   INTERNAL: { status: 500, meaning: 'An unexpected error; the server logs carry the request id.' },
 } as const satisfies Record<string, { status: number; exit?: ExitCode; meaning: string }>;
 

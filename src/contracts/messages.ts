@@ -189,6 +189,12 @@ export const DesiredState = z.object({
     siteId: z.string(),
     generation: z.number().int().positive(),
     apps: z.array(DesiredApp),
+    /**
+     * The cloud acknowledges stored uplink on `ew/{site}/ack` (UplinkAck): the site then keeps
+     * each result until that acknowledgement, not just the broker's PUBACK. Absent (older clouds,
+     * the embedded hub whose PUBACK already follows the commit): PUBACK deletes.
+     */
+    uplinkAck: z.boolean().optional(),
   }),
 });
 export type DesiredState = z.infer<typeof DesiredState>;
@@ -208,6 +214,13 @@ export const UplinkMessage = z.object({
 });
 export type UplinkMessage = z.infer<typeof UplinkMessage>;
 
+/** Most ids in one UplinkAck: a stored batch is acknowledged in as many messages as it needs. */
+export const UPLINK_ACK_MAX_IDS = 500;
+
+/** cloud → site on `ew/{site}/ack`: these uplink message ids are stored (or were already). */
+export const UplinkAck = z.object({ ...base, type: z.literal('uplink-ack'), body: z.object({ ids: z.array(safeString(128)).max(UPLINK_ACK_MAX_IDS) }) });
+export type UplinkAck = z.infer<typeof UplinkAck>;
+
 /** cloud → site: a request (`ew/{site}/rpc/req/{id}`); the site answers on `ew/{site}/rpc/res/{id}`. */
 export const RpcRequest = z.object({ ...base, type: z.literal('rpc-request'), body: z.object({ method: z.string().max(64), params: z.record(z.string(), z.unknown()).default({}) }) });
 export type RpcRequest = z.infer<typeof RpcRequest>;
@@ -226,6 +239,7 @@ export interface Envelopes {
   uplink: UplinkMessage;
   'rpc-request': RpcRequest;
   'rpc-response': RpcResponse;
+  'uplink-ack': UplinkAck;
 }
 export type EnvelopeType = keyof Envelopes;
 
@@ -241,6 +255,7 @@ export function envelope<T extends EnvelopeType>(type: T, body: z.input<(typeof 
 /** The schema of each envelope type (the receiving end's check, and the tests' round trips). */
 export const SCHEMAS = {
   status: StatusMessage, offline: OfflineMessage, desired: DesiredState, uplink: UplinkMessage, 'rpc-request': RpcRequest, 'rpc-response': RpcResponse,
+  'uplink-ack': UplinkAck,
 } as const;
 
 /** Decodes an MQTT payload against a schema; throws MQTT_PAYLOAD_INVALID with the field path. */

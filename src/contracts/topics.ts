@@ -16,6 +16,12 @@ export const topics = {
   rpcRequests: (siteId: string) => `${TOPIC_ROOT}/${siteId}/rpc/req/#`,
   rpcRequest: (siteId: string, id: string) => `${TOPIC_ROOT}/${siteId}/rpc/req/${id}`,
   rpcResponse: (siteId: string, id: string) => `${TOPIC_ROOT}/${siteId}/rpc/res/${id}`,
+  /**
+   * cloud → site, QoS 0, not retained: the ids of uplink messages the cloud has STORED (the
+   * end-to-end acknowledgement; the broker's PUBACK only says the broker has them). A site keeps
+   * a result in its outbox until this names it (docs/architecture.md, "Uplink acknowledgement").
+   */
+  ack: (siteId: string) => `${TOPIC_ROOT}/${siteId}/ack`,
 } as const;
 
 /**
@@ -42,6 +48,7 @@ export const cloudFilters = {
 export type ParsedTopic =
   | { kind: 'desired'; siteId: string }
   | { kind: 'reported'; siteId: string }
+  | { kind: 'ack'; siteId: string }
   | { kind: 'up'; siteId: string; stream: string }
   | { kind: 'rpc-req'; siteId: string; rest: string }
   | { kind: 'rpc-res'; siteId: string; id: string };
@@ -65,6 +72,7 @@ export function parseTopic(topic: string): ParsedTopic | undefined {
   const kind = parts[2];
   if (kind === 'desired' && parts.length === 3) return { kind: 'desired', siteId };
   if (kind === 'reported' && parts.length === 3) return { kind: 'reported', siteId };
+  if (kind === 'ack' && parts.length === 3) return { kind: 'ack', siteId };
   if (kind === 'up' && parts.length === 4 && isValidStreamName(parts[3]!)) return { kind: 'up', siteId, stream: parts[3]! };
   if (kind === 'rpc' && parts.length >= 5 && parts[3] === 'req') return { kind: 'rpc-req', siteId, rest: parts.slice(4).join('/') };
   if (kind === 'rpc' && parts.length === 5 && parts[3] === 'res') return { kind: 'rpc-res', siteId, id: parts[4]! };

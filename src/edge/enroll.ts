@@ -65,7 +65,7 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
   checkContractVersion(b.contractVersion, `the cloud at ${opts.cloudUrl}`);
   const creds: StoredCredentials = {
     siteId: b.siteId, tenantId: b.tenantId, region: b.region, labels: b.labels, heartbeatIntervalS: b.heartbeatIntervalS,
-    url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion,
+    url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion, ...(b.mqtt.topicPrefix ? { topicPrefix: b.mqtt.topicPrefix } : {}),
     cloudUrl: opts.cloudUrl, enrolledAt: Date.now(), ...(opts.ca ? { ca: opts.ca } : {}),
   };
   saveCredentials(opts.dataDir, creds);

@@ -1,6 +1,6 @@
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { topics } from '../contracts/topics.ts';
-import { decodePayload, envelope, RpcRequest, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, envelope, RpcRequest, UplinkAck, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { isFrame } from '../contracts/infer-wire.ts';
 import { clipText } from '../contracts/bounds.ts';
@@ -8,7 +8,11 @@ import type { Logger } from '../lib/logger.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { Backoff } from './backoff.ts';
 
-export interface Credentials { siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string }
+export interface Credentials {
+  siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string;
+  /** Put before every topic on the broker (`prod/` → `prod/ew/{site}/…`): installations sharing a broker (docs/operators.md). */
+  topicPrefix?: string;
+}
 
 export type LinkState = 'connecting' | 'connected' | 'disconnected' | 'refused';
 
@@ -35,6 +39,15 @@ export interface CloudLinkOptions {
   /** Routed inference: binary frames on the same request topics (see contracts/infer-wire.ts). */
   onFrame?: (payload: Buffer) => void;
   onState: (s: LinkState) => void;
+  /** The cloud stored these uplink message ids (`ew/{site}/ack`). */
+  onStoreAck?: (ids: string[]) => void;
+  /**
+   * Whether the cloud said (in its desired state, `uplinkAck`) that it acknowledges storage, as
+   * last known (persisted by the caller so a restart does not fall back to PUBACK-deletes before
+   * the desired state arrives). Changes are reported through onStoreAckMode.
+   */
+  storeAckAdvertised?: boolean;
+  onStoreAckMode?: (advertised: boolean) => void;
 }
 
 /**
@@ -50,8 +63,14 @@ export class CloudLink {
   private stopped = false;
   private readonly clock: Clock;
   private readonly backoff: Backoff;
+  private advertised: boolean;
+  private ackSubscribed = false;
+  /** The installation's topic prefix ('' for none). */
+  private readonly p: string;
 
   constructor(private readonly o: CloudLinkOptions) {
+    this.advertised = o.storeAckAdvertised ?? false;
+    this.p = o.creds.topicPrefix ?? '';
     this.clock = o.clock ?? systemClock;
     this.stateSince = this.clock.now();
     this.backoff = new Backoff(this.clock, { baseMs: o.reconnectPeriodMs ?? 1000, capMs: Math.max(o.reconnectPeriodMs ?? 1000, o.reconnectMaxMs ?? 30_000) }, o.random);
@@ -59,6 +78,15 @@ export class CloudLink {
 
   get linkState(): LinkState {
     return this.state;
+  }
+
+  /**
+   * Rows wait for the cloud's store acknowledgement only when the cloud says it sends them AND
+   * the broker let us subscribe to them (an operator's ACL that predates `ew/{site}/ack` refuses
+   * it: then PUBACK deletes, as before, and a warning says what to add).
+   */
+  get storeAcks(): boolean {
+    return this.advertised && this.ackSubscribed;
   }
 
   /** What /healthz shows of the link: its state, since when, the last packet from the cloud, reconnect failures. */
@@ -94,7 +122,7 @@ export class CloudLink {
       // mqtt-packet builds each number as it writes it. The switch is mqtt-packet's, process-wide,
       // so it holds for the embedded device broker (aedes) too (bench:agent).
       writeCache: false,
-      will: { topic: topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
+      will: { topic: this.p + topics.reported(creds.siteId), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
       // mqtts with a private CA: trust it (certificates are always verified).
       ...(creds.ca ? { ca: creds.ca } : {}),
     });
@@ -102,15 +130,27 @@ export class CloudLink {
     this.setState('connecting');
     client.handleMessage = (packet: IPublishPacket, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      if (packet.topic !== topics.desired(creds.siteId)) {
+      // The contract's topic, without this installation's prefix.
+      const topic = this.p && packet.topic.startsWith(this.p) ? packet.topic.slice(this.p.length) : packet.topic;
+      if (topic === topics.ack(creds.siteId)) {
+        done();
+        try {
+          this.o.onStoreAck?.(decodePayload(UplinkAck, payload, topic).body.ids);
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'malformed store acknowledgement ignored');
+        }
+        return;
+      }
+      if (topic !== topics.desired(creds.siteId)) {
         done();
         if (this.o.onFrame && isFrame(payload)) {
           this.o.onFrame(payload);
           return;
         }
-        void this.answer(packet.topic, payload);
+        void this.answer(topic, payload);
         return;
       }
+      this.noteAdvertised(payload);
       this.o.onDesired(payload).then(() => done(), (e: Error) => {
         // Not stored: no PUBACK, and a reconnect makes the broker deliver it again.
         log.error({ err: e }, 'storing desired state failed; reconnecting for redelivery');
@@ -124,8 +164,14 @@ export class CloudLink {
       (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
-      client.subscribe({ [topics.desired(creds.siteId)]: { qos: 1 }, [topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
+      client.subscribe({ [this.p + topics.desired(creds.siteId)]: { qos: 1 }, [this.p + topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
         if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
+      });
+      // Apart, so that a broker ACL without it refuses only this one (QoS 0: a lost ack only
+      // means the result is sent again and acknowledged again).
+      client.subscribe({ [this.p + topics.ack(creds.siteId)]: { qos: 0 } }, (err, granted) => {
+        this.ackSubscribed = !err && !!granted?.length && granted.every((g) => g.qos < 0x80);
+        if (!this.ackSubscribed && this.advertised) log.warn({ topic: topics.ack(creds.siteId) }, 'the broker refused the store-acknowledgement subscription: results are deleted on the broker\'s PUBACK (allow the site to subscribe to its ack topic, docs/operators.md)');
       });
       this.setState('connected');
     });
@@ -151,6 +197,19 @@ export class CloudLink {
     });
   }
 
+  /** Reads `uplinkAck` from a desired-state message (any generation: a cloud upgrade sets it without changing apps). */
+  private noteAdvertised(payload: Buffer): void {
+    let v = false;
+    try {
+      v = (JSON.parse(payload.toString('utf8')) as { body?: { uplinkAck?: unknown } })?.body?.uplinkAck === true;
+    } catch {
+      return; // onDesired reports the malformed message
+    }
+    if (v === this.advertised) return;
+    this.advertised = v;
+    this.o.onStoreAckMode?.(v);
+  }
+
   private async answer(topic: string, payload: Buffer): Promise<void> {
     const id = topic.split('/').pop() ?? '';
     let res: RpcResponse;
@@ -172,7 +231,7 @@ export class CloudLink {
   publish(topic: string, payload: Buffer | string, qos: 0 | 1 = 1): Promise<void> {
     const c = this.client;
     if (!c || !c.connected) return Promise.reject(new Error('not connected'));
-    return c.publishAsync(topic, payload, { qos }).then(() => undefined);
+    return c.publishAsync(this.p + topic, payload, { qos }).then(() => undefined);
   }
 
   /** Heartbeat: QoS 0, dropped when offline (a stale heartbeat is worth nothing). */
@@ -180,7 +239,7 @@ export class CloudLink {
     const c = this.client;
     if (!c?.connected) return;
     const msg = envelope('status', body, this.clock);
-    c.publish(topics.reported(this.o.creds.siteId), JSON.stringify(msg), { qos: 0 });
+    c.publish(this.p + topics.reported(this.o.creds.siteId), JSON.stringify(msg), { qos: 0 });
   }
 
   /** Clean stop: says goodbye (so the cloud marks us offline at once) and disconnects. */
@@ -192,7 +251,7 @@ export class CloudLink {
     if (c.connected) {
       const bye = envelope('offline', { bootId: this.o.bootId, reason: 'agent stopped' }, this.clock);
       await Promise.race([
-        c.publishAsync(topics.reported(this.o.creds.siteId), JSON.stringify(bye), { qos: 1 }).catch(() => {}),
+        c.publishAsync(this.p + topics.reported(this.o.creds.siteId), JSON.stringify(bye), { qos: 1 }).catch(() => {}),
         new Promise((r) => setTimeout(r, 2000).unref()),
       ]);
     }

@@ -303,8 +303,13 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
     },
+    onStoreAck: (ids) => pump.storeAcked(ids),
+    storeAckAdvertised: kvGet(db, 'cloud.uplinkAck') === '1',
+    onStoreAckMode: (on) => kvSet(db, 'cloud.uplinkAck', on ? '1' : '0'),
   });
-  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => { sentCounter.inc(n); intake.wake(); });
+  const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), {
+    window: 256, onAcked: (n) => { sentCounter.inc(n); intake.wake(); }, storeAck: () => link.storeAcks, clock,
+  });
   reportStatus = () => link.sendStatus(statusBody());
   link.start();
   // Closed minutes of the egress audit go up like any result.

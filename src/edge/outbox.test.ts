@@ -97,7 +97,7 @@ describe('OutboxPump', () => {
     const o = new Outbox(db, new ManualClock(), { maxMessages: 100, overflow: 'drop-oldest' });
     o.enqueue('t', 's', [1, 2, 3, 4, 5]);
     const link = fakeLink();
-    const p = new OutboxPump(o, link.publish, 2);
+    const p = new OutboxPump(o, link.publish, { window: 2 });
     p.notify();
     assert.equal(link.calls.length, 0, 'nothing while disconnected');
     p.connectedChanged(true);
@@ -115,7 +115,7 @@ describe('OutboxPump', () => {
     const o = new Outbox(db, new ManualClock(), { maxMessages: 100, overflow: 'drop-oldest' });
     o.enqueue('t', 's', [1, 2, 3]);
     const link = fakeLink();
-    const p = new OutboxPump(o, link.publish, 10);
+    const p = new OutboxPump(o, link.publish, { window: 10 });
     p.connectedChanged(true);
     link.calls[0]!.resolve();
     p.connectedChanged(false);
@@ -132,5 +132,56 @@ describe('OutboxPump', () => {
     await tick(); await tick();
     assert.equal(o.pending, 0);
     assert.equal(p.sentTotal, 4);
+  });
+
+  it('with store acknowledgements, keeps a PUBACKed row until the cloud says it stored it', async () => {
+    const { db } = fresh();
+    const clock = new ManualClock(1000);
+    const o = new Outbox(db, clock, { maxMessages: 100, overflow: 'drop-oldest' });
+    const ids = o.enqueue('t', 's', [1, 2, 3]);
+    const link = fakeLink();
+    const p = new OutboxPump(o, link.publish, { window: 3, storeAck: () => true, storeAckTimeoutMs: 5000, clock });
+    p.connectedChanged(true);
+    for (const c of link.calls) c.resolve();
+    await tick(); await tick();
+    assert.equal(o.pending, 3, 'the broker\'s PUBACK deletes nothing');
+    assert.equal(p.awaiting, 3);
+    o.enqueue('t', 's', [4]);
+    p.notify();
+    assert.equal(link.calls.length, 3, 'unconfirmed rows hold the window');
+    p.storeAcked([ids[0]!, 'not-ours']);
+    await tick(); await tick();
+    assert.deepEqual(data(o), [2, 3, 4]);
+    assert.equal(link.dataOf(3), 4, 'a stored row frees its place in the window');
+    // The replica that took 2 and 3 died: no acknowledgement comes; after the timeout they go again.
+    link.calls[3]!.resolve();
+    await tick();
+    clock.advance(5000);
+    await tick();
+    assert.deepEqual(link.calls.slice(4).map((_, i) => link.dataOf(4 + i)), [2, 3, 4]);
+    for (const c of link.calls.slice(4)) c.resolve();
+    await tick();
+    p.storeAcked(ids.slice(1).concat(o.peek(0, 10).map((r) => r.id)));
+    await tick(); await tick();
+    assert.equal(o.pending, 0);
+    assert.equal(p.sentTotal, 4, 'each row counted once');
+    p.stop();
+  });
+
+  it('a store acknowledgement that overtakes the PUBACK deletes the row once', async () => {
+    const { db } = fresh();
+    const clock = new ManualClock(0);
+    const o = new Outbox(db, clock, { maxMessages: 100, overflow: 'drop-oldest' });
+    const ids = o.enqueue('t', 's', [1]);
+    const link = fakeLink();
+    const p = new OutboxPump(o, link.publish, { window: 4, storeAck: () => true, clock });
+    p.connectedChanged(true);
+    p.storeAcked(ids);
+    link.calls[0]!.resolve();
+    await tick(); await tick();
+    assert.equal(o.pending, 0);
+    assert.equal(p.awaiting, 0);
+    assert.equal(p.sentTotal, 1);
+    p.stop();
   });
 });

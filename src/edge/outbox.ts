@@ -146,11 +146,14 @@ export class Outbox extends EventEmitter<{ added: [] }> {
     return this.peekStmt.all(afterSeq, limit) as OutboxRow[];
   }
 
-  /** Deletes acknowledged rows in one transaction. */
-  ack(seqs: readonly number[]): void {
-    if (seqs.length === 0) return;
+  /** Deletes acknowledged rows in one transaction; returns how many were still there. */
+  ack(seqs: readonly number[]): number {
+    if (seqs.length === 0) return 0;
+    let n = 0;
     this.db.transaction(() => {
-      for (const s of seqs) this.count -= this.del.run(s).changes;
+      for (const s of seqs) n += this.del.run(s).changes;
     })();
+    this.count -= n;
+    return n;
   }
 }

@@ -1,3 +1,4 @@
+import { idempotencyPlugin } from './idempotency.ts';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
@@ -213,6 +214,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     req.keyScope = key.scope ?? null;
     req.tenantState = key.tenantState;
   }
+
+  // Retried mutating calls (Idempotency-Key) answer once, whichever replica they reach.
+  await app.register(idempotencyPlugin, { store: o.store, clock });
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -2,7 +2,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Store, Site, App } from '../store/store.ts';
 import type { Hub } from '../hub/hub.ts';
 import { appKey, computeDesiredApps, desiredDigest } from '../desired.ts';
-import { envelope } from '../../contracts/messages.ts';
+import { envelope, type DesiredState } from '../../contracts/messages.ts';
 import { topics } from '../../contracts/topics.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { SiteDirectory } from './sites.ts';
@@ -16,6 +16,16 @@ async function pool(n: number, width: number, fn: (i: number) => Promise<void>):
 }
 
 /**
+ * A desired-state envelope (made with empty apps) as JSON with its apps spliced in, already
+ * serialised (shared by every site that runs the same): byte for byte what JSON.stringify of the
+ * whole message gives (fleet/desired.test.ts).
+ */
+export function desiredPayload(msg: DesiredState, appsJson: string): string {
+  // A function, not a string, as the replacement: `$&` in an app's JSON must stay as it is.
+  return JSON.stringify(msg).replace('"apps":[]', () => `"apps":${appsJson}`);
+}
+
+/**
  * Desired-state publishing: recomputes what each site should run (the pure computation in
  * ../desired.ts) from deployments, apps and rollouts, bumps the stored generation and publishes it
  * retained. Runs are serialised, so two changes never publish out of order.
@@ -24,7 +34,7 @@ export class DesiredPublisher {
   private chain: Promise<unknown> = Promise.resolve();
   private readonly published: Counter;
 
-  constructor(private readonly o: { store: Store; hub: Hub; clock: Clock; registry: Registry; sites: SiteDirectory }) {
+  constructor(private readonly o: { store: Store; hub: Hub; clock: Clock; registry: Registry; sites: SiteDirectory; storeAcks?: boolean }) {
     this.published = new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [o.registry] });
   }
 
@@ -62,7 +72,9 @@ export class DesiredPublisher {
     for (const s of sites) {
       this.o.sites.note(s);
       if (s.revokedAt !== null) continue;
-      byTenant.set(s.tenantId, [...(byTenant.get(s.tenantId) ?? []), s]);
+      // Pushed, not copied: a copy per site made grouping 10,000 sites quadratic.
+      const list = byTenant.get(s.tenantId);
+      if (list) list.push(s); else byTenant.set(s.tenantId, [s]);
     }
     for (const [tenantId, tenantSites] of byTenant) {
       const deployments = await store.listDeployments(tenantId);
@@ -76,14 +88,25 @@ export class DesiredPublisher {
         }
       }
       const desired = tenantSites.map((site) => computeDesiredApps(site, deployments, apps, rollouts));
-      const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: desiredDigest(desired[i]!) })));
+      const digests = desired.map((apps) => desiredDigest(apps));
+      const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: digests[i]! })));
       // Published even when unchanged: retained state is idempotent for the agent (it ignores
       // generations it already runs) and this heals a broker that lost its retained messages.
       // Many at once: each publish waits on the broker, not on the previous one.
-      await pool(tenantSites.length, 64, async (i) => {
+      // The apps are the same JSON for every site that runs the same thing: serialised once per
+      // digest, not once per site (10,000 copies of a manifest were most of a fan-out's CPU).
+      const appsJson = new Map<string, string>();
+      const ack = this.o.storeAcks ? { uplinkAck: true } : {};
+      await pool(tenantSites.length, 256, async (i) => {
         const site = tenantSites[i]!;
-        const msg = envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! }, this.o.clock);
-        await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
+        const digest = digests[i]!;
+        let apps = appsJson.get(digest);
+        if (apps === undefined) {
+          apps = JSON.stringify(desired[i]!);
+          appsJson.set(digest, apps);
+        }
+        const msg = desiredPayload(envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: [], ...ack }, this.o.clock), apps);
+        await this.o.hub.publish(topics.desired(site.id), msg, { retain: true });
         this.published.inc();
       });
     }

@@ -1,6 +1,8 @@
 import { Counter, type Registry } from 'prom-client';
 import type { Store, UplinkRecord } from '../store/store.ts';
-import type { UplinkMessage } from '../../contracts/messages.ts';
+import type { Hub } from '../hub/hub.ts';
+import { envelope, UPLINK_ACK_MAX_IDS, type UplinkMessage } from '../../contracts/messages.ts';
+import { topics } from '../../contracts/topics.ts';
 import { isEwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -17,11 +19,16 @@ export class UplinkWriter {
   private flushing?: Promise<void>;
   private readonly m;
 
-  constructor(private readonly o: { store: Store; clock: Clock; log: Logger; registry: Registry }) {
+  /**
+   * `storeAcks`: tell each site on `ew/{site}/ack` which of its messages are stored (external
+   * brokers, whose PUBACK does not mean stored; see ackStored).
+   */
+  constructor(private readonly o: { store: Store; clock: Clock; log: Logger; registry: Registry; hub?: Hub; storeAcks?: boolean }) {
     const r = o.registry;
     this.m = {
       stored: new Counter({ name: 'ew_cloud_uplink_stored_total', help: 'Uplink messages stored (first delivery)', registers: [r] }),
       duplicates: new Counter({ name: 'ew_cloud_uplink_duplicates_total', help: 'Uplink messages received again and ignored (already stored)', registers: [r] }),
+      storeAcks: new Counter({ name: 'ew_cloud_uplink_store_acks_total', help: 'Store acknowledgements sent to sites (ew/{site}/ack), each naming up to 500 stored messages', registers: [r] }),
       refused: new Counter({ name: 'ew_cloud_uplink_refused_total', help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages', registers: [r] }),
     };
   }
@@ -49,6 +56,7 @@ export class UplinkWriter {
         const n = await this.o.store.insertUplink(batch.map((b) => b.rec));
         this.m.stored.inc(n);
         this.m.duplicates.inc(batch.length - n);
+        this.ackStored(batch.map((b) => b.rec));
         for (const b of batch) b.resolve();
       } catch (e) {
         if (isEwError(e, 'VALIDATION_FAILED')) {
@@ -73,7 +81,10 @@ export class UplinkWriter {
    */
   private async insertOneByOne(batch: Waiting[], batchError: unknown): Promise<void> {
     this.o.log.warn({ err: batchError, messages: batch.length }, 'storing an uplink batch failed; storing its messages one by one');
+    const done: UplinkRecord[] = [];
     for (const b of batch) {
+      const resolve = b.resolve;
+      b.resolve = () => { done.push(b.rec); resolve(); };
       try {
         const n = await this.o.store.insertUplink([b.rec]);
         this.m.stored.inc(n);
@@ -88,6 +99,32 @@ export class UplinkWriter {
           this.o.log.error({ err: e, siteId: b.rec.siteId }, 'storing uplink failed; the site will resend');
           b.reject(e);
         }
+      }
+    }
+    this.ackStored(done);
+  }
+
+  /**
+   * Tells each site which of its messages are stored (or were already, or were refused for
+   * good): only then does it delete them from its outbox. QoS 0 and not awaited: a lost
+   * acknowledgement makes the site send the message again, which is stored once and
+   * acknowledged again.
+   */
+  private ackStored(recs: readonly UplinkRecord[]): void {
+    const hub = this.o.hub;
+    if (!this.o.storeAcks || !hub || recs.length === 0) return;
+    const bySite = new Map<string, string[]>();
+    for (const r of recs) {
+      const ids = bySite.get(r.siteId);
+      if (ids) ids.push(r.msgId); else bySite.set(r.siteId, [r.msgId]);
+    }
+    for (const [siteId, ids] of bySite) {
+      for (let i = 0; i < ids.length; i += UPLINK_ACK_MAX_IDS) {
+        const msg = envelope('uplink-ack', { ids: ids.slice(i, i + UPLINK_ACK_MAX_IDS) }, this.o.clock);
+        hub.publish(topics.ack(siteId), JSON.stringify(msg), { qos: 0 }).then(
+          () => this.m.storeAcks.inc(),
+          (e: Error) => this.o.log.debug({ siteId, err: e.message }, 'store acknowledgement not sent; the site will resend'),
+        );
       }
     }
   }

@@ -23,6 +23,9 @@ export function mayPublish(siteId: string, topic: string): boolean {
 export function maySubscribe(siteId: string, filter: string): boolean {
   if (filter === `${TOPIC_ROOT}/${siteId}/desired`) return true;
   if (filter === `${TOPIC_ROOT}/${siteId}/rpc/req/#`) return true;
+  // Store acknowledgements: this hub never sends them (its PUBACK follows the commit), but an
+  // agent subscribes wherever it is, and a refusal would read as a fault.
+  if (filter === `${TOPIC_ROOT}/${siteId}/ack`) return true;
   return false;
 }
 

@@ -9,28 +9,54 @@ export interface ExternalHubOptions {
   url: string;
   username?: string;
   password?: string;
-  /** Stable per replica so the broker keeps its persistent session across restarts. */
+  /** Unique per replica (two replicas with one id take each other's connection over). */
   clientId: string;
   /** What agents dial (given at enrollment); defaults to `url`. */
   agentUrl?: string;
   /** Shared-subscription group: replicas in one group split the sites' messages. */
   shareGroup?: string;
-  /** How long the broker keeps this replica's session while it is away (s). Default 86400. */
-  sessionExpiryS?: number;
+  /**
+   * MQTT version towards the broker, also told to agents: 5 (default; Mosquitto, EMQX) or 4
+   * (3.1.1: NATS's MQTT server, which speaks no MQTT 5).
+   */
+  protocolVersion?: 4 | 5;
+  /**
+   * Read uplink through a shared subscription (default true). False where the broker has none
+   * (NATS's MQTT server grants `$share/…` but never delivers on it): every replica then receives
+   * every result and the store's unique key keeps one.
+   */
+  shareUplink?: boolean;
+  /**
+   * Put before every topic (`prod/` → `prod/ew/{site}/…`), so that installations sharing a broker
+   * live in separate topic trees an ACL can keep apart. Told to agents at enrollment.
+   */
+  topicPrefix?: string;
   log: Logger;
 }
 
 /**
- * The cloud as a client of an operator's MQTT broker. MQTT 5, persistent session, QoS 1; uplink
- * through a shared subscription (`$share/{group}/…`) so that several cloud replicas each store a
- * part of it, heartbeats to every replica. The PUBACK to the broker is sent only after the handler resolves (mqtt.js
- * `handleMessage`), so the broker redelivers whatever a crashed replica had not yet stored.
+ * The cloud as a client of an operator's MQTT broker, QoS 1. Uplink through a shared
+ * subscription (`$share/{group}/…`) so that several cloud replicas each store a part of it;
+ * heartbeats and RPC answers to every replica.
+ *
+ * The session is clean (MQTT 5: clean start, session expiry 0; 3.1.1: clean session): a replica
+ * that dies or is scaled down leaves no session behind in the share group for the broker to
+ * queue a share of every result into (issue #17). What a replica had received but not stored
+ * when it died is not redelivered by the broker; the site still has it, because with this hub a
+ * site deletes a result only when the cloud says it STORED it (`ew/{site}/ack`, Fleet
+ * `storeAcks`), and sends it again otherwise (docs/architecture.md).
  */
 export class ExternalHub implements Hub {
   readonly kind = 'external' as const;
-  readonly agentProtocolVersion = 5 as const;
+  readonly agentProtocolVersion: 4 | 5;
   private client?: MqttClient;
-  constructor(private readonly opts: ExternalHubOptions) {}
+  readonly agentTopicPrefix?: string;
+  private readonly p: string;
+  constructor(private readonly opts: ExternalHubOptions) {
+    this.agentProtocolVersion = opts.protocolVersion ?? 5;
+    this.p = opts.topicPrefix ?? '';
+    if (this.p) this.agentTopicPrefix = this.p;
+  }
 
   get agentUrl(): string {
     return this.opts.agentUrl ?? this.opts.url;
@@ -43,9 +69,9 @@ export class ExternalHub implements Hub {
       clientId: this.opts.clientId,
       username: this.opts.username,
       password: this.opts.password,
-      protocolVersion: 5,
-      clean: false,
-      properties: { sessionExpiryInterval: this.opts.sessionExpiryS ?? 24 * 3600 },
+      protocolVersion: this.agentProtocolVersion,
+      clean: true,
+      ...(this.agentProtocolVersion === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}),
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
       // Each delivery is awaited before it is acknowledged; the broker bounds in-flight messages.
@@ -54,12 +80,14 @@ export class ExternalHub implements Hub {
     this.client = client;
     client.handleMessage = (packet: IPublishPacket, done) => {
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      handler(packet.topic, payload).then(
+      if (this.p && !packet.topic.startsWith(this.p)) return done();
+      handler(packet.topic.slice(this.p.length), payload).then(
         () => done(),
         (e: Error) => {
-          // Not stored, so not acknowledged: drop the connection and let the broker redeliver
-          // it from our persistent session after the reconnect.
-          log.error({ err: e, topic: packet.topic }, 'hub handler failed; reconnecting for redelivery');
+          // Not stored, so not acknowledged to the site either: it sends the message again when
+          // no store acknowledgement comes. The connection is dropped so that the broker stops
+          // sending to a replica that cannot store.
+          log.error({ err: e, topic: packet.topic }, 'hub handler failed; reconnecting (the site resends)');
           client.stream?.destroy();
         },
       );
@@ -78,7 +106,7 @@ export class ExternalHub implements Hub {
       // Uplink is shared (each message to one replica, which stores it); heartbeats and RPC
       // responses are not: every replica keeps its own view of which sites are online, and a
       // response must reach the replica that asked.
-      { [cloudFilters.reported]: { qos: 1 }, [`$share/${group}/${cloudFilters.up}`]: { qos: 1 }, [cloudFilters.rpcResponses]: { qos: 1 } },
+      { [this.p + cloudFilters.reported]: { qos: 1 }, [this.opts.shareUplink === false ? this.p + cloudFilters.up : `$share/${group}/${this.p}${cloudFilters.up}`]: { qos: 1 }, [this.p + cloudFilters.rpcResponses]: { qos: 1 } },
     ).then((grants) => {
       const refused = grants.filter((g) => g.qos >= 0x80);
       if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);
@@ -87,7 +115,7 @@ export class ExternalHub implements Hub {
 
   async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     if (!this.client) throw new Error('hub not started');
-    await this.client.publishAsync(topic, payload, { qos: opts.qos ?? 1, retain: opts.retain ?? false });
+    await this.client.publishAsync(this.p + topic, payload, { qos: opts.qos ?? 1, retain: opts.retain ?? false });
   }
 
   disconnectSite(): void {
@@ -101,17 +129,17 @@ export class ExternalHub implements Hub {
    */
   async clearRetained(siteId: string): Promise<number> {
     const o = this.opts;
-    const c = await mqtt.connectAsync(o.url, { clientId: `${o.clientId}-clear-${randomUUID().slice(0, 8)}`, username: o.username, password: o.password, protocolVersion: 5, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 });
+    const c = await mqtt.connectAsync(o.url, { clientId: `${o.clientId}-clear-${randomUUID().slice(0, 8)}`, username: o.username, password: o.password, protocolVersion: this.agentProtocolVersion, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 });
     try {
       const found = new Set<string>();
-      const marker = `${TOPIC_ROOT}/${siteId}/rpc/req/clear-${randomUUID()}`;
+      const marker = `${this.p}${TOPIC_ROOT}/${siteId}/rpc/req/clear-${randomUUID()}`;
       const seen = new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`clearing ${siteId}'s retained messages: the broker did not echo the marker`)), 10_000);
         c.on('message', (topic, payload, packet) => {
           if (topic === marker) { clearTimeout(t); resolve(); } else if (packet.retain && payload.length > 0) found.add(topic);
         });
       });
-      await c.subscribeAsync(`${TOPIC_ROOT}/${siteId}/#`, { qos: 0 });
+      await c.subscribeAsync(`${this.p}${TOPIC_ROOT}/${siteId}/#`, { qos: 0 });
       await c.publishAsync(marker, '', { qos: 0 });
       await seen;
       for (const t of found) await c.publishAsync(t, '', { qos: 1, retain: true });

@@ -35,6 +35,8 @@ export interface Hub {
    * which does not implement MQTT 5, and 5 for an external broker. Told to agents at enrollment.
    */
   readonly agentProtocolVersion: 4 | 5;
+  /** Put before every topic on the broker (external hub with --topic-prefix); told to agents at enrollment. */
+  readonly agentTopicPrefix?: string;
   /** Number of MQTT connections the hub has open (embedded) or -1 when unknown (external). */
   connectionCount(): number;
   close(): Promise<void>;

@@ -18,9 +18,12 @@ export class RolloutController {
   private running?: Promise<void>;
 
   /** This replica's name for the controller lease (several replicas: one steps at a time). */
-  private readonly holder = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  private readonly holder: string;
 
-  constructor(private readonly o: { store: Store; fleet: Fleet; clock: Clock; log: Logger; everyMs?: number }) {}
+  /** `holder`: this replica's lease name (main.ts: its replica id and a per-start suffix). */
+  constructor(private readonly o: { store: Store; fleet: Fleet; clock: Clock; log: Logger; everyMs?: number; holder?: string }) {
+    this.holder = o.holder ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  }
 
   start(): void {
     const every = this.o.everyMs ?? 1000;

@@ -52,6 +52,10 @@ export function openPostgresStore(url: string, opts: { schema?: string; max?: nu
   });
   // A broken idle connection must not crash the process; the next query reports it.
   pool.on('error', () => {});
+  // Nor a connection that breaks while checked out (the database went away mid-query): pg emits
+  // 'error' on the client, which nobody else listens to, and that crashed the cloud (test/
+  // database-loss.test.ts). The query in flight fails on its own, as STORE_UNAVAILABLE.
+  pool.on('connect', (client) => { client.on('error', () => {}); });
   return new SqlStore('postgres', new Kysely({ dialect: new PostgresDialect({ pool }) }));
 }
 

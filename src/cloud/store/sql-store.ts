@@ -3,7 +3,7 @@ import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { needsSteps } from '../rollout/reconcile.ts';
 import type {
-  RolloutRow, ApiKey, App, AuditEntry, AuditQuery, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, TenantData, TenantQuotas, TenantState, UplinkQuery, UplinkRecord, UplinkRow,
+  IdempotencyRecord, RolloutRow, ApiKey, App, AuditEntry, AuditQuery, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, TenantData, TenantQuotas, TenantState, UplinkQuery, UplinkRecord, UplinkRow,
 } from './store.ts';
 import { isAdminRole, type Role } from '../../contracts/permissions.ts';
 
@@ -27,12 +27,14 @@ interface DB {
     id: string; tenant_id: string; name: string; region: string; labels: string; secret_hash: string;
     created_at: number; revoked_at: number | null; online: number; last_seen_at: number | null; status: string | null;
     desired_generation: number; desired_hash: string | null; reported_generation: number;
+    status_digest: string | null;
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
   deployments: { id: string; tenant_id: string; app_name: string; app_version: string; selector: string; created_at: number };
   rollouts: { id: string; tenant_id: string; state: string; active: number; rev: number; updated_at: number };
   leases: { name: string; holder: string; expires_at: number };
   artifact_owners: { tenant_id: string; sha256: string; created_at: number };
+  idempotency_keys: { scope: string; key: string; fingerprint: string; holder: string; created_at: number; status: number | null; body: string | null; completed_at: number | null };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -190,7 +192,34 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await db.schema.createIndex('uplink_received').on('uplink').column('received_at').execute();
     },
   },
+  '0006_idempotency_keys': {
+    async up(db: Kysely<any>) {
+      // Idempotency keys of mutating API calls, here so that a retry reaching another replica
+      // finds the first answer (src/cloud/api/idempotency.ts).
+      await db.schema.createTable('idempotency_keys')
+        .addColumn('scope', 'varchar(200)', (c) => c.notNull())
+        .addColumn('key', 'varchar(200)', (c) => c.notNull())
+        .addColumn('fingerprint', 'varchar(64)', (c) => c.notNull())
+        .addColumn('holder', 'varchar(128)', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('status', 'integer')
+        .addColumn('body', 'text')
+        .addColumn('completed_at', 'bigint')
+        .addPrimaryKeyConstraint('idempotency_keys_pk', ['scope', 'key'])
+        .execute();
+      await db.schema.createIndex('idempotency_keys_created').on('idempotency_keys').column('created_at').execute();
+    },
+  },
+  '0007_site_status_digest': {
+    async up(db: Kysely<any>) {
+      // What the stored status was written from: replicas that hear the same heartbeat write it once.
+      await db.schema.alterTable('sites').addColumn('status_digest', 'varchar(64)').execute();
+    },
+  },
 });
+
+/** The migrations this version knows, by name (a database with others was migrated by a newer one). */
+export const KNOWN_MIGRATIONS: readonly string[] = Object.keys(migrations('sqlite'));
 
 class StaticProvider implements MigrationProvider {
   constructor(private readonly kind: 'sqlite' | 'postgres') {}
@@ -304,6 +333,18 @@ export class SqlStore implements Store {
   }
 
   async migrate(): Promise<void> {
+    // A database a newer version migrated: refuse before touching it (kysely would also fail,
+    // but as a generic "corrupted migrations" after taking its lock).
+    let applied: string[] = [];
+    try {
+      applied = (await this.db.selectFrom('kysely_migration' as never).select('name' as never).execute() as { name: string }[]).map((r) => r.name);
+    } catch {
+      // No migration table yet: a new database.
+    }
+    const unknown = applied.filter((n) => !KNOWN_MIGRATIONS.includes(n));
+    if (unknown.length > 0) {
+      throw new EwError('STORE_SCHEMA_NEWER', `the ${this.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database has schema migrations this Edgeweave does not know (${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}): a newer version migrated it. Run that version on this replica too, or restore the database from before the upgrade; this replica does not start on it`, { path: 'db' });
+    }
     // PostgreSQL: Kysely looks for its migration tables by name in every schema unless told
     // which, so another schema of the same database holding them (another cloud, a benchmark)
     // would make it skip creating ours. Name the schema the store works in.
@@ -541,35 +582,67 @@ export class SqlStore implements Store {
     if (updates.length === 0) return;
     await guard('update site status', () => this.db.transaction().execute(async (tx) => {
       for (const u of updates) {
-        const set: Partial<SiteRow> = { online: u.online ? 1 : 0 };
+        const online = u.online ? 1 : 0;
+        const set: Partial<SiteRow> = { online };
         if (u.lastSeenAt !== undefined) set.last_seen_at = u.lastSeenAt;
         if (u.status) set.status = JSON.stringify(u.status);
         if (u.reportedGeneration !== undefined) set.reported_generation = u.reportedGeneration;
-        await tx.updateTable('sites').set(set).where('id', '=', u.siteId).execute();
+        if (u.digest !== undefined) set.status_digest = u.digest;
+        let q = tx.updateTable('sites').set(set).where('id', '=', u.siteId);
+        if (u.digest !== undefined) {
+          // Unchanged and fresh (another replica wrote this heartbeat's twin): no row version, no WAL.
+          const digest = u.digest;
+          const before = u.refreshBefore ?? Number.MAX_SAFE_INTEGER;
+          q = q.where((eb) => eb.or([
+            eb('online', '<>', online), eb('status_digest', 'is', null), eb('status_digest', '<>', digest),
+            eb('last_seen_at', 'is', null), eb('last_seen_at', '<', before),
+          ]));
+        } else if (u.status === undefined && u.lastSeenAt === undefined && u.reportedGeneration === undefined) {
+          q = q.where('online', '<>', online); // a liveness change every replica saw
+        }
+        await q.execute();
       }
     }));
   }
 
   async bumpDesired(items: readonly { siteId: string; digest: string }[]): Promise<{ generation: number; changed: boolean }[]> {
     if (items.length === 0) return [];
+    // A fleet-wide deployment gives most sites the same digest: one UPDATE … WHERE id IN (…) per
+    // digest and chunk, not two statements per site (bench:fleet, issue #17.3).
+    const byDigest = new Map<string, string[]>();
+    for (const { siteId, digest } of items) {
+      const ids = byDigest.get(digest);
+      if (ids) ids.push(siteId); else byDigest.set(digest, [siteId]);
+    }
+    const CHUNK = 500;
     return guard('bump desired generation', () => this.db.transaction().execute(async (tx) => {
-      const out: { generation: number; changed: boolean }[] = [];
-      for (const { siteId, digest } of items) {
-        const bumped = await tx.updateTable('sites')
-          .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
-          .where('id', '=', siteId)
-          .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
-          .returning('desired_generation')
-          .executeTakeFirst();
-        if (bumped) {
-          out.push({ generation: Number(bumped.desired_generation), changed: true });
-          continue;
+      const got = new Map<string, { generation: number; changed: boolean }>();
+      for (const [digest, ids] of byDigest) {
+        for (let i = 0; i < ids.length; i += CHUNK) {
+          const chunk = ids.slice(i, i + CHUNK);
+          const bumped = await tx.updateTable('sites')
+            .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
+            .where('id', 'in', chunk)
+            .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
+            .returning(['id', 'desired_generation'])
+            .execute();
+          for (const r of bumped) got.set(r.id, { generation: Number(r.desired_generation), changed: true });
+          const rest = chunk.filter((id) => !got.has(id));
+          if (rest.length === 0) continue;
+          for (const r of await tx.selectFrom('sites').select(['id', 'desired_generation']).where('id', 'in', rest).execute()) {
+            got.set(r.id, { generation: Number(r.desired_generation), changed: false });
+          }
         }
-        const cur = await tx.selectFrom('sites').select('desired_generation').where('id', '=', siteId).executeTakeFirst();
-        if (!cur) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
-        out.push({ generation: Number(cur.desired_generation), changed: false });
       }
-      return out;
+      const seen = new Set<string>();
+      return items.map(({ siteId }) => {
+        const g = got.get(siteId);
+        if (!g) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
+        // A site named twice: the second sees what the first did (as one statement each would).
+        if (seen.has(siteId)) return { generation: g.generation, changed: false };
+        seen.add(siteId);
+        return g;
+      });
     }));
   }
 
@@ -626,6 +699,40 @@ export class SqlStore implements Store {
         .executeTakeFirst();
       return Number(r.numInsertedOrUpdatedRows ?? 0) > 0;
     });
+  }
+
+  async claimIdempotencyKey(c: { scope: string; key: string; fingerprint: string; holder: string; now: number; staleMs: number }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }> {
+    return guard('claim idempotency key', async () => {
+      const ins = await this.db.insertInto('idempotency_keys')
+        .values({ scope: c.scope, key: c.key, fingerprint: c.fingerprint, holder: c.holder, created_at: c.now, status: null, body: null, completed_at: null })
+        .onConflict((oc) => oc.columns(['scope', 'key']).doNothing()).executeTakeFirst();
+      if (Number(ins.numInsertedOrUpdatedRows ?? 0) > 0) return { claimed: true as const };
+      const r = await this.db.selectFrom('idempotency_keys').selectAll().where('scope', '=', c.scope).where('key', '=', c.key).executeTakeFirst();
+      if (!r) return this.claimIdempotencyKey(c); // pruned in between
+      if (r.status === null && r.fingerprint === c.fingerprint && Number(r.created_at) < c.now - c.staleMs) {
+        // Its holder died mid-request: take the claim over (one replica wins: the old holder and time must still be there).
+        const up = await this.db.updateTable('idempotency_keys').set({ holder: c.holder, created_at: c.now })
+          .where('scope', '=', c.scope).where('key', '=', c.key).where('holder', '=', r.holder).where('created_at', '=', r.created_at).where('status', 'is', null)
+          .executeTakeFirst();
+        if (Number(up.numUpdatedRows) === 1) return { claimed: true as const };
+      }
+      return { claimed: false as const, record: { fingerprint: r.fingerprint, holder: r.holder, createdAt: Number(r.created_at), status: r.status === null ? null : Number(r.status), body: r.body } };
+    });
+  }
+
+  async completeIdempotencyKey(scope: string, key: string, holder: string, res: { status: number; body: string | null; at: number }): Promise<void> {
+    await guard('complete idempotency key', () => this.db.updateTable('idempotency_keys').set({ status: res.status, body: res.body, completed_at: res.at })
+      .where('scope', '=', scope).where('key', '=', key).where('holder', '=', holder).execute());
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string, holder: string): Promise<void> {
+    await guard('release idempotency key', () => this.db.deleteFrom('idempotency_keys')
+      .where('scope', '=', scope).where('key', '=', key).where('holder', '=', holder).where('status', 'is', null).execute());
+  }
+
+  async pruneIdempotencyKeys(before: number): Promise<number> {
+    const r = await guard('prune idempotency keys', () => this.db.deleteFrom('idempotency_keys').where('created_at', '<', before).executeTakeFirst());
+    return Number(r.numDeletedRows);
   }
 
   async saveRollout(row: RolloutRow): Promise<boolean> {

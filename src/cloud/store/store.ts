@@ -127,7 +127,16 @@ export type ConsumeResult =
   | { ok: false; reason: 'unknown' | 'used' | 'expired' | 'suspended' | 'quota' };
 
 /** `lastSeenAt` is the last heartbeat's time: absent when only the online flag changes. */
-export interface SiteStatusUpdate { siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number }
+export interface SiteStatusUpdate {
+  siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number;
+  /**
+   * Conditional write (several replicas hear the same heartbeat): written only when the stored
+   * row differs — its online flag, or its status digest — or was last seen before
+   * `refreshBefore`. Without a digest the write is unconditional.
+   */
+  digest?: string;
+  refreshBefore?: number;
+}
 
 export interface Store {
   readonly kind: 'sqlite' | 'postgres';
@@ -224,10 +233,32 @@ export interface Store {
    */
   listRollouts(tenantId?: string, opts?: { activeOnly?: boolean; ids?: readonly string[] }): Promise<RolloutRow[]>;
 
+  /**
+   * Idempotency keys of mutating API calls (api/idempotency.ts), shared by every replica.
+   * Claims `key` for a request: true when it was free, or when its holder left it in progress
+   * for longer than `staleMs` (a replica died mid-request); otherwise the stored record.
+   */
+  claimIdempotencyKey(c: { scope: string; key: string; fingerprint: string; holder: string; now: number; staleMs: number }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }>;
+  /** Records the response of the claimed request (only by its holder). */
+  completeIdempotencyKey(scope: string, key: string, holder: string, response: { status: number; body: string | null; at: number }): Promise<void>;
+  /** Frees a claim whose request failed on the server's side: a retry runs it again. */
+  releaseIdempotencyKey(scope: string, key: string, holder: string): Promise<void>;
+  /** Deletes keys created before `before`; returns how many. */
+  pruneIdempotencyKeys(before: number): Promise<number>;
+
   /** Stores uplink records, each (siteId, msgId) once; returns how many were new. */
   insertUplink(records: UplinkRecord[]): Promise<number>;
   queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]>;
   countUplink(siteId: string, stream?: string): Promise<number>;
   /** The highest uplink seq stored (0 when none): where a live feed starts reading. */
   latestUplinkSeq(): Promise<number>;
+}
+
+export interface IdempotencyRecord {
+  fingerprint: string;
+  holder: string;
+  createdAt: number;
+  /** Null while the first request is in progress. */
+  status: number | null;
+  body: string | null;
 }

@@ -14,7 +14,7 @@ import { Enrollment, errors, Labels, TokenCreated, TokenList, tokenView } from '
 export const tokenRoutes: FastifyPluginAsyncZod<{
   store: Pick<Store, 'createJoinToken' | 'listJoinTokens' | 'deleteJoinToken' | 'enrollSite'>;
   fleet: Pick<Fleet, 'reconcileSites'>;
-  hub: Pick<Hub, 'agentUrl' | 'agentProtocolVersion'>;
+  hub: Pick<Hub, 'agentUrl' | 'agentProtocolVersion' | 'agentTopicPrefix'>;
   clock: Clock;
   /** The cloud's public HTTP URL, for the install command printed with a token. */
   publicUrl: () => string;
@@ -67,7 +67,7 @@ export const tokenRoutes: FastifyPluginAsyncZod<{
     void reply.status(201);
     return {
       siteId: site.id, tenantId: site.tenantId, region: site.region, labels: site.labels, heartbeatIntervalS: d.heartbeatIntervalS,
-      mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id, protocolVersion: d.hub.agentProtocolVersion },
+      mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id, protocolVersion: d.hub.agentProtocolVersion, ...(d.hub.agentTopicPrefix ? { topicPrefix: d.hub.agentTopicPrefix } : {}) },
       contractVersion: CONTRACT_VERSION,
     };
   });
