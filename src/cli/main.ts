@@ -35,6 +35,11 @@ const positive = (v: string): number => {
   if (!(n > 0)) throw new InvalidArgumentError('a positive number');
   return n;
 };
+const nonNegative = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('a whole number, 0 or more');
+  return n;
+};
 
 /**
  * The join token, from --token-file or EW_JOIN_TOKEN — never from the command line, where every
@@ -120,6 +125,7 @@ export function buildProgram(): Command {
     .option('--infer-concurrency <n>', 'routed inference requests in flight per API key', positive, 64)
     .option('--infer-timeout <ms>', 'default deadline of a routed request (ms)', positive, 30_000)
     .option('--no-cloud-runtime', 'serve no fallback or cascade in the cloud (route to sites only)')
+    .option('--results-retention-days <days>', 'keep results of streams no retention policy names this many days (0: keep)', nonNegative, 0)
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
@@ -136,6 +142,7 @@ export function buildProgram(): Command {
         httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000, idleTimeoutMs: o.httpIdleTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
         consoleDir: o.console === false ? false : o.consoleDir,
         region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
+        resultsRetentionDays: o.resultsRetentionDays,
       });
       if (c.adminKey) {
         process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);

@@ -17,6 +17,8 @@ import type { HttpTimeouts } from '../lib/http.ts';
 import { DEFAULT_MQTT_LIMITS, guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
 import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
 import { registerRoutes } from './api/routes.ts';
+import { registerResultsAdmin } from './api/results-admin.ts';
+import { ResultsMaintenance } from './results/maintenance.ts';
 import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
 import { registerInference } from './api/inference.ts';
 import { registerOpenAiRouting } from './api/openai.ts';
@@ -91,6 +93,10 @@ export interface CloudConfig {
   inferConcurrency?: number;
   /** Default deadline of a routed request (ms). Default 30000. */
   inferTimeoutMs?: number;
+  /** Keep results of streams no retention policy names this many days (0: keep). Default 0. */
+  resultsRetentionDays?: number;
+  /** How often retention and partition upkeep run (ms). Default 3600000. */
+  resultsMaintenanceEveryMs?: number;
   /** Serve fallbacks and cascades with the cloud-side runtime. Default true. */
   cloudRuntime?: boolean;
   clock?: Clock;
@@ -170,6 +176,8 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   await fleet.start();
   const rollouts = new RolloutController({ store, fleet, clock, log });
   rollouts.start();
+  const maintenance = new ResultsMaintenance({ store, clock, log, registry, defaultDays: cfg.resultsRetentionDays, everyMs: cfg.resultsMaintenanceEveryMs });
+  maintenance.start();
 
   const http = await createApiServer({
     store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
@@ -185,6 +193,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
+  registerResultsAdmin(http, { store, clock, defaultRetentionDays: cfg.resultsRetentionDays });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
   const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
     rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false,
@@ -202,6 +211,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
       await http.close();
       await router.close();
       await rollouts.stop();
+      await maintenance.stop();
       await fleet.stop();
       await hub.close();
       await store.close();
