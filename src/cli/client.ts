@@ -59,6 +59,23 @@ export class ApiClient {
     }
   }
 
+  /** A GET whose body is read as a stream (exports): the response when 2xx, else the API's error. */
+  async download(path: string): Promise<Response> {
+    let res: Response;
+    try {
+      res = await this.fetch(new URL(path, this.cfg.cloud), { headers: { authorization: `Bearer ${this.cfg.apiKey}` } });
+    } catch (e) {
+      throw new EwError('CLOUD_UNREACHABLE', `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let json: unknown = undefined;
+      try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+      throw apiError(json, res, `GET ${path}`);
+    }
+    return res;
+  }
+
   private async once<T>(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<T> {
     let res: Response;
     try {
@@ -73,13 +90,16 @@ export class ApiClient {
     const text = await res.text();
     let json: unknown = undefined;
     try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
-    if (!res.ok) {
-      const b = (json ?? {}) as { code?: string; message?: string; path?: string };
-      const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;
-      const err = new EwError(code, b.message ?? `${method} ${path}: HTTP ${res.status}`, { path: b.path });
-      if (res.status === 429) Object.assign(err, { retryAfterS: Math.max(1, Number(res.headers.get('retry-after')) || 1) });
-      throw err;
-    }
+    if (!res.ok) throw apiError(json, res, `${method} ${path}`);
     return json as T;
   }
+}
+
+/** The EwError an API error body stands for (429 carries the Retry-After to wait). */
+function apiError(json: unknown, res: Response, what: string): EwError {
+  const b = (json ?? {}) as { code?: string; message?: string; path?: string };
+  const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;
+  const err = new EwError(code, b.message ?? `${what}: HTTP ${res.status}`, { path: b.path });
+  if (res.status === 429) Object.assign(err, { retryAfterS: Math.max(1, Number(res.headers.get('retry-after')) || 1) });
+  return err;
 }

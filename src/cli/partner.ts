@@ -1,7 +1,7 @@
 import { copyFileSync, cpSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
 import { ApiClient, loadConfig, saveConfig } from './client.ts';
@@ -314,7 +314,7 @@ export function registerPartnerCommands(program: Command): void {
       }
     });
 
-  program.command('results')
+  const results = program.command('results')
     .description('Results sites sent up, oldest first.')
     .argument('<stream>')
     .option('--site <site>').option('--app <app>').option('--rule <rule>')
@@ -338,6 +338,56 @@ export function registerPartnerCommands(program: Command): void {
         await new Promise((res) => setTimeout(res, 1000));
       }
     });
+
+  results.command('export')
+    .description('Export one stream\'s results in a site-time range as JSON lines (stdout or --out) or Parquet (--out).')
+    .argument('<stream>')
+    .option('--since <time>', 'from this site time, inclusive: ISO 8601 or ms since epoch', siteTime)
+    .option('--until <time>', 'to this site time, exclusive: ISO 8601 or ms since epoch', siteTime)
+    .option('--site <site>').option('--app <app>').option('--rule <rule>')
+    .addOption(new Option('--format <format>', 'jsonl or parquet').choices(['jsonl', 'parquet']).default('jsonl'))
+    .option('--out <file>', 'write here (written to FILE.partial, renamed when complete)')
+    .addHelpText('after', '\nExamples:\n  $ edgeweave results export alerts --since 2026-11-01 --until 2026-12-01 --format parquet --out alerts-nov.parquet\n  $ edgeweave results export readings --since 2026-11-30T00:00:00Z > today.jsonl')
+    .action(async (stream: string, o) => {
+      const { ndjsonLines, writeExport } = await import('./results-export.ts');
+      const qs = new URLSearchParams({ stream });
+      for (const k of ['since', 'until', 'site', 'app', 'rule'] as const) if (o[k] !== undefined) qs.set(k, String(o[k]));
+      const res = await client().download(`/api/v1/results/export?${qs}`);
+      const n = await writeExport(ndjsonLines(res.body!), o.format, o.out);
+      if (o.out) process.stderr.write(`${n} results written to ${o.out}\n`);
+    });
+
+  const retention = results.command('retention')
+    .description('How long the cloud keeps results: per stream, `*` for the tenant default, then the cloud default.')
+    .addOption(outputOption())
+    .action(async (o) => {
+      const r = await client().call('GET', '/api/v1/retention');
+      print(o.output, r, () => [
+        ...r.policies.map((p: { stream: string; days: number }) => `${p.stream.padEnd(24)} ${p.days} days`),
+        `${'(cloud default)'.padEnd(24)} ${r.cloudDefaultDays === null ? 'keep' : `${r.cloudDefaultDays} days`}`,
+      ].join('\n'));
+    });
+  retention.command('set')
+    .description('Keep a stream\'s results (or `*`: every stream without its own policy) this many days.')
+    .argument('<stream>').argument('<days>', 'whole days, 1-36500', (v) => { const n = Number(v); if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('whole days, 1 or more'); return n; })
+    .action(async (stream: string, days: number) => {
+      await client().call('PUT', `/api/v1/retention/${encodeURIComponent(stream)}`, { days });
+      process.stdout.write(`${stream}: kept ${days} days\n`);
+    });
+  retention.command('unset')
+    .description('Remove a stream\'s retention policy.')
+    .argument('<stream>')
+    .action(async (stream: string) => {
+      await client().call('DELETE', `/api/v1/retention/${encodeURIComponent(stream)}`);
+      process.stdout.write(`${stream}: policy removed\n`);
+    });
+}
+
+/** A site time on the command line: ISO 8601 (a date alone is UTC midnight) or ms since epoch. */
+function siteTime(v: string): number {
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError('an ISO 8601 time (2026-11-30 or 2026-11-30T08:00:00Z) or ms since epoch');
+  return n;
 }
 
 function rolloutTable(r: any): string {

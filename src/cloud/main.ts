@@ -112,6 +112,8 @@ export interface CloudHandle {
   hub: Hub;
   fleet: Fleet;
   http: FastifyInstance;
+  /** Retention and partition upkeep (runs on its own; tests step it). */
+  maintenance: ResultsMaintenance;
   close(): Promise<void>;
 }
 
@@ -206,7 +208,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
   log.info({ url, mqtt: hub.agentUrl, store: store.kind, hub: hub.kind }, 'cloud ready');
 
   return {
-    url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http,
+    url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http, maintenance,
     async close() {
       await http.close();
       await router.close();

@@ -35,7 +35,8 @@ export class ResultsMaintenance {
   private readonly deleted?: Counter;
   private readonly dropped?: Counter;
 
-  private readonly holder: string;
+  /** This replica's name on the lease. */
+  readonly holder: string;
 
   constructor(private readonly o: ResultsMaintenanceOptions) {
     this.holder = o.holder ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;

@@ -309,9 +309,13 @@ export class SqlStore implements Store {
     this.db = db.withPlugin(new RefuseNulPlugin());
   }
 
-  async migrate(): Promise<void> {
-    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind) });
-    const { error, results } = await migrator.migrateToLatest();
+  /** Runs the migrations not yet run; `to` stops after that one (tests of a migration over data). */
+  async migrate(to?: string): Promise<void> {
+    // Kysely looks for its migration tables in every schema unless told which: a second
+    // installation (or a test) in another schema of the same database would hide ours.
+    const schema = this.kind === 'postgres' ? (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(this.db)).rows[0]?.s : undefined;
+    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(schema ? { migrationTableSchema: schema } : {}) });
+    const { error, results } = to === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(to);
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
       throw new EwError('STORE_UNAVAILABLE', `migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message}`, { cause: error });
