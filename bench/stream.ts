@@ -23,7 +23,7 @@ import { silentLogger } from '../src/lib/logger.ts';
 import { openEdgeDb } from '../src/edge/db.ts';
 import { Outbox } from '../src/edge/outbox.ts';
 import { DeviceBroker } from '../src/edge/devices.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/streams.ts';
+import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
 import { EgressAudit } from '../src/edge/sinks.ts';
 import { RuleHost } from '../src/edge/rules.ts';
 import { Intake, Journal } from '../src/edge/journal.ts';

@@ -6,7 +6,7 @@ import { startTestCloud, startTestEdge, tempDir, waitFor, removeDirs } from './s
 import { openEdgeDb } from '../src/edge/db.ts';
 import { Outbox } from '../src/edge/outbox.ts';
 import { Journal } from '../src/edge/journal.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/streams.ts';
+import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
 import { EgressAudit } from '../src/edge/sinks.ts';
 import { RuleHost } from '../src/edge/rules.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';

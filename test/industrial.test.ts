@@ -4,7 +4,7 @@ import { rmSync, mkdirSync, writeFileSync, readdirSync, renameSync } from 'node:
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { openEdgeDb, type EdgeDb } from '../src/edge/db.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/streams.ts';
+import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
 import { EgressAudit, memorySinks } from '../src/edge/sinks.ts';
 import { RuleHost } from '../src/edge/rules.ts';
 import { Outbox } from '../src/edge/outbox.ts';

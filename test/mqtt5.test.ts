@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import mqtt from 'mqtt';
 import { openEdgeDb, type EdgeDb } from '../src/edge/db.ts';
-import { DeadLetters, StreamRouter, type Record_ } from '../src/edge/streams.ts';
+import { DeadLetters, StreamRouter, type Record_ } from '../src/edge/record-router.ts';
 import { ExternalDeviceSource } from '../src/edge/external-devices.ts';
 import { propertyFields } from '../src/edge/mqtt5.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';

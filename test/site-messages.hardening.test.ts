@@ -193,12 +193,12 @@ for (const [engine, skip] of [['SQLite', undefined], ['PostgreSQL', pgSkip]] as 
       const ids = await Promise.all([1, 2, 3].map(async () => (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body.siteId as string));
       // The envelope check stops a NUL first (the suite above); this reaches past it, to the
       // store's own refusal, to prove the batch isolation behind it.
-      const fleet = cloud.handle.fleet as unknown as { onUplink(site: string, stream: string, msg: unknown): Promise<void> };
-      const msg = (id: string) => ({ v: 1, id, ts: 1, type: 'uplink', body: { stream: 's', at: 1, data: { n: 1 } } });
+      const { uplink } = cloud.handle.fleet;
+      const msg = (id: string) => ({ v: 1, id, ts: 1, type: 'uplink', body: { stream: 's', at: 1, data: { n: 1 } } }) as Parameters<typeof uplink.store>[2];
       const results = await Promise.allSettled([
-        fleet.onUplink(ids[0]!, 's', msg('good-1')),
-        fleet.onUplink(ids[1]!, 's', msg('poison\u0000')),
-        fleet.onUplink(ids[2]!, 's', msg('good-2')),
+        uplink.store(ids[0]!, 's', msg('good-1')),
+        uplink.store(ids[1]!, 's', msg('poison\u0000')),
+        uplink.store(ids[2]!, 's', msg('good-2')),
       ]);
       assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'all acknowledged: nobody is disconnected');
       assert.equal(await cloud.handle.store.countUplink(ids[0]!), 1);

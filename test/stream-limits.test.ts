@@ -10,7 +10,7 @@ import { parseManifest } from '../src/contracts/manifest.ts';
 import { isEwError, type EwError } from '../src/contracts/errors.ts';
 import { checkApp } from '../src/stream/app.ts';
 import { openEdgeDb, type EdgeDb } from '../src/edge/db.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/streams.ts';
+import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
 import { RuleHost } from '../src/edge/rules.ts';
 import { EgressAudit, memorySinks } from '../src/edge/sinks.ts';
 import { Outbox } from '../src/edge/outbox.ts';

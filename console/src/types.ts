@@ -37,7 +37,7 @@ export interface Site {
 
 // The rollout's shape is the controller's own (a pure module that imports nothing; type-only, so
 // nothing of it reaches the bundle).
-export type { Gates, Phase, RolloutState as Rollout, SitePhase, Strategy } from '../../src/cloud/rollout.ts';
+export type { Gates, Phase, RolloutState as Rollout, SitePhase, Strategy } from '../../src/cloud/rollout/reconcile.ts';
 
 export interface Result { seq: number; siteId: string; id: string; stream: string; app?: string; rule?: string; at: number; receivedAt: number; data: unknown }
 

@@ -1,17 +1,18 @@
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 import { registerPartnerCommands } from './partner.ts';
-import { parseMqttLimits } from '../lib/mqtt-guard.ts';
-import { parseRateLimits } from '../cloud/api/server.ts';
 import { registerDeviceCommands } from './devices.ts';
 import { registerInferCommands } from './infer.ts';
 
 /**
- * `edgeweave` — one CLI, several roles. Exit codes scripts can rely on:
+ * `edgeweave` — one CLI, several roles. This file (and partner.ts, devices.ts, infer.ts) only
+ * declares the commands: each action imports its implementation (`./commands/*.ts`) when it
+ * runs, so `edgeweave --version` or `edgeweave sites list` loads commander and little else, not
+ * fastify, the stream engine or ONNX Runtime (see bench/cli.ts).
+ * Exit codes scripts can rely on:
  *   0 ok · 1 unexpected failure · 2 bad flags (also commander's usage errors) or config · 3 refused (token, credentials)
  *   4 the cloud could not be reached.
  */
@@ -35,53 +36,6 @@ const positive = (v: string): number => {
   if (!(n > 0)) throw new InvalidArgumentError('a positive number');
   return n;
 };
-const nonNegative = (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('a whole number, 0 or more');
-  return n;
-};
-
-/**
- * The join token, from --token-file or EW_JOIN_TOKEN — never from the command line, where every
- * user of the machine could read it (ps). Removed from the environment once read, so nothing the
- * agent starts inherits it.
- */
-function joinToken(o: { token?: string; tokenFile?: string }): string | undefined {
-  if (o.token !== undefined) {
-    throw new EwError('CONFIG_INVALID', 'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable', { path: '--token' });
-  }
-  const fromEnv = process.env.EW_JOIN_TOKEN;
-  delete process.env.EW_JOIN_TOKEN;
-  if (o.tokenFile === undefined) return fromEnv?.trim() || undefined;
-  try {
-    const t = readFileSync(o.tokenFile, 'utf8').trim();
-    if (!t) throw new Error('the file is empty');
-    return t;
-  } catch (e) {
-    throw new EwError('CONFIG_INVALID', `--token-file ${o.tokenFile}: ${(e as Error).message}`, { path: '--token-file' });
-  }
-}
-
-/** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
-function ready(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ event: 'ready', ...obj })}\n`);
-}
-
-/** Runs until SIGINT/SIGTERM, then closes cleanly (a second signal exits at once). */
-function runUntilSignal(close: () => Promise<void>): void {
-  let closing = false;
-  const stop = (sig: string) => {
-    if (closing) process.exit(130);
-    closing = true;
-    process.stderr.write(`\n${sig}: shutting down…\n`);
-    close().then(() => process.exit(0), (e) => {
-      process.stderr.write(`error while stopping: ${(e as Error).message}\n`);
-      process.exit(1);
-    });
-  };
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
-}
 
 /** The whole command tree (also walked by the test that every command has examples). */
 export function buildProgram(): Command {
@@ -125,31 +79,12 @@ export function buildProgram(): Command {
     .option('--infer-concurrency <n>', 'routed inference requests in flight per API key', positive, 64)
     .option('--infer-timeout <ms>', 'default deadline of a routed request (ms)', positive, 30_000)
     .option('--no-cloud-runtime', 'serve no fallback or cascade in the cloud (route to sites only)')
-    .option('--results-retention-days <days>', 'keep results of streams no retention policy names this many days (0: keep)', nonNegative, 0)
     .addHelpText('after', `
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
     $ edgeweave cloud --region eu-west --infer-rate 50 --infer-concurrency 16
     $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
-    .action(async (o) => {
-      const { startCloud } = await import('../cloud/main.ts');
-      const c = await startCloud({
-        dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
-        mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
-        broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
-        heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
-        tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
-        httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000, idleTimeoutMs: o.httpIdleTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
-        consoleDir: o.console === false ? false : o.consoleDir,
-        region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
-        resultsRetentionDays: o.resultsRetentionDays,
-      });
-      if (c.adminKey) {
-        process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
-      }
-      ready({ role: 'cloud', url: c.url, mqttUrl: c.mqttUrl });
-      runUntilSignal(() => c.close());
-    });
+    .action(async (o) => (await import('./commands/serve.ts')).runCloud(o));
 
   const edge = program.command('edge').enablePositionalOptions();
   edge.command('doctor')
@@ -162,18 +97,7 @@ export function buildProgram(): Command {
   Examples:
     $ edgeweave edge doctor --data-dir /var/lib/edgeweave
     $ edgeweave edge doctor --data-dir /var/lib/edgeweave --salvage`)
-    .action(async (o) => {
-      const { doctor } = await import('../edge/doctor.ts');
-      const r = doctor(o.dataDir, { salvage: !!o.salvage });
-      if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else {
-        process.stdout.write(`${r.dataDir}${r.siteId ? ` (site ${r.siteId})` : ''}\n`);
-        for (const c of r.checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}\n`);
-        if (r.counts) process.stdout.write(`  outbox ${r.counts.outbox} unsent · journal ${r.counts.journal} · dead letters ${r.counts.deadLetters} · desired generation ${r.counts.desiredGeneration ?? 'none'}\n`);
-        if (!r.ok) process.stdout.write('  the agent will refuse to start; run again with --salvage to rebuild edge.db from its readable rows\n');
-      }
-      process.exitCode = r.ok ? 0 : 2;
-    });
+    .action(async (o) => (await import('./commands/serve.ts')).runDoctor(o));
   edge
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
     // Required, but checked in the action: commander would also demand it of `edge doctor`.
@@ -219,24 +143,7 @@ export function buildProgram(): Command {
     $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
     .action(async (o) => {
       if (!o.dataDir) edge.error("error: required option '--data-dir <dir>' not specified");
-      const { startEdge } = await import('../edge/main.ts');
-      const e = await startEdge({
-        dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
-        deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
-        deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
-        deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
-        outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
-        deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'), httpTimeouts: { idleTimeoutMs: o.httpIdleTimeout * 1000 },
-        cloudKeepaliveS: o.cloudKeepalive, checkpointIntervalMs: o.checkpointInterval, journalMax: o.journalMax,
-      });
-      if (e.generated.apiKey || e.generated.devicePassword) {
-        process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
-        if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);
-        if (e.generated.devicePassword) process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
-        process.stderr.write('\n');
-      }
-      ready({ role: 'edge', siteId: e.siteId, apiUrl: e.apiUrl, deviceUrl: e.deviceUrl });
-      runUntilSignal(() => e.close());
+      await (await import('./commands/serve.ts')).runEdge(o);
     });
 
   program.command('demo')

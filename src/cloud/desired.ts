@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { matches } from '../contracts/selector.ts';
 import type { App, Deployment, Site } from './store/store.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
-import type { RolloutState } from './rollout.ts';
+import type { RolloutState } from './rollout/reconcile.ts';
 
 /**
  * Pure: a site's desired apps from the tenant's deployments. A deployment applies when its

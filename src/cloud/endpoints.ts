@@ -1,6 +1,6 @@
 import { matches } from '../contracts/selector.ts';
 import { computeDesiredApps } from './desired.ts';
-import type { RolloutState } from './rollout.ts';
+import type { RolloutState } from './rollout/reconcile.ts';
 import type { App, Deployment, Site } from './store/store.ts';
 
 /**

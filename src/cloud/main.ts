@@ -11,7 +11,7 @@ import { EmbeddedHub } from './hub/embedded.ts';
 import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
-import { RolloutController } from './rollouts.ts';
+import { RolloutController } from './rollout/controller.ts';
 import { createApiServer, type RateLimits } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
 import { DEFAULT_MQTT_LIMITS, guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';

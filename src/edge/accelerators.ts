@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -48,13 +49,34 @@ export function readAcceleratorSources(root = '/', facts: { arch: string; cores:
       return vendor ? [{ card, vendor, device: device ?? '' }] : [];
     })
     : [];
-  let onnxBackends: { name: string; bundled: boolean }[] = [];
-  try { onnxBackends = (require('onnxruntime-node') as { listSupportedBackends(): { name: string; bundled: boolean }[] }).listSupportedBackends(); } catch { /* not installed */ }
+  const onnxBackends = probeOnnxBackends();
   const llamaBuilds: string[] = [];
   for (const b of ['linux-x64', 'linux-x64-cuda', 'linux-x64-vulkan', 'linux-arm64', 'mac-arm64-metal', 'win-x64-cuda', 'win-x64-vulkan']) {
     try { require.resolve(`@node-llama-cpp/${b}/package.json`); llamaBuilds.push(b); } catch { /* not installed */ }
   }
   return { ...facts, cpuinfo: readOr(join(root, 'proc/cpuinfo')) ?? '', nvidia, nvidiaDriver: readOr(join(root, 'proc/driver/nvidia/version'))?.match(/Kernel Module\s+([\d.]+)/)?.[1], drm, onnxBackends, llamaBuilds };
+}
+
+/**
+ * ONNX Runtime's backends, as its native binding lists them, asked in a short-lived child
+ * process: loading the binding here would keep ONNX Runtime (about 30 MB) in every agent,
+ * whether or not an app ever runs an ONNX model (bench:agent). Asked once per process.
+ */
+let onnxBackendsSeen: { name: string; bundled: boolean }[] | undefined;
+function probeOnnxBackends(): { name: string; bundled: boolean }[] {
+  if (onnxBackendsSeen) return onnxBackendsSeen;
+  let entry: string;
+  try { entry = require.resolve('onnxruntime-node'); } catch { return (onnxBackendsSeen = []); /* not installed */ }
+  const r = spawnSync(process.execPath, ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(entry)}).listSupportedBackends()))`], {
+    encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  try {
+    const list = JSON.parse(r.stdout) as unknown;
+    onnxBackendsSeen = Array.isArray(list) ? list.filter((b): b is { name: string; bundled: boolean } => typeof b?.name === 'string').map((b) => ({ name: b.name, bundled: b.bundled === true })) : [];
+  } catch {
+    onnxBackendsSeen = []; // the binding does not load on this machine: no ONNX backends to offer
+  }
+  return onnxBackendsSeen;
 }
 
 /** Pure: the status's accelerator facts from what was read. */

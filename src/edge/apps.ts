@@ -1,22 +1,6 @@
 import type { DesiredApp } from '../contracts/messages.ts';
 import type { Logger } from '../lib/logger.ts';
-
-/**
- * What a site runs for an app. The stream engine (rules), the model runtimes and the endpoints
- * of later issues each register an AppComponent; the supervisor starts, updates and stops them
- * as the desired state changes. Lifecycle per app: start → update* → stop.
- */
-export interface AppComponent {
-  readonly name: string;
-  start(app: DesiredApp): Promise<void>;
-  update(prev: DesiredApp, next: DesiredApp): Promise<void>;
-  stop(app: DesiredApp): Promise<void>;
-  /**
-   * Optional, before any component starts a new app: claim what must not be missed while the
-   * others start (the rule host claims its streams' records in the journal while models load).
-   */
-  prepare?(app: DesiredApp): void;
-}
+import type { AppComponent } from '../contracts/app-component.ts';
 
 export interface ApplyResult { generation: number; error?: string }
 

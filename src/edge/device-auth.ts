@@ -4,7 +4,7 @@ import { checkDeviceRequest, DEVICE_PAGE, MAX_DEVICES, SHARED_USERNAME, type Dev
 import type { Clock } from '../lib/clock.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import type { EdgeDb } from './db.ts';
-import { topicMatches } from './streams.ts';
+import { topicMatches } from './record-router.ts';
 
 /**
  * Who may use the site's device broker, and on which topics. Each device has its own

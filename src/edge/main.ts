@@ -11,7 +11,7 @@ import { CloudLink, type LinkState } from './link.ts';
 import { DeviceBroker, type DeviceSource } from './devices.ts';
 import { ExternalDeviceSource } from './external-devices.ts';
 import { AppSupervisor } from './apps.ts';
-import { DeadLetters, StreamRouter } from './streams.ts';
+import { DeadLetters, StreamRouter } from './record-router.ts';
 import { EgressAudit } from './sinks.ts';
 import { RuleHost } from './rules.ts';
 import { Intake, Journal } from './journal.ts';

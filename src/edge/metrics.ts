@@ -1,7 +1,7 @@
 import type { Registry } from 'prom-client';
 import { counterFrom } from '../lib/metrics.ts';
 import type { Outbox } from './outbox.ts';
-import type { DeadLetters } from './streams.ts';
+import type { DeadLetters } from './record-router.ts';
 import type { RuleHost } from './rules.ts';
 
 /**

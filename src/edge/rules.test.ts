@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { openEdgeDb } from './db.ts';
-import { DeadLetters, StreamRouter, topicMatches } from './streams.ts';
+import { DeadLetters, StreamRouter, topicMatches } from './record-router.ts';
 import { EgressAudit, memorySinks } from './sinks.ts';
 import { RuleHost } from './rules.ts';
 import { Outbox } from './outbox.ts';

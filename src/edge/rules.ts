@@ -1,4 +1,4 @@
-import type { AppComponent } from './apps.ts';
+import type { AppComponent } from '../contracts/app-component.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
 import { checkRule, checkEgress, leavingSinks } from '../stream/app.ts';
 import type { RuleRuntime } from '../stream/runtime.ts';
@@ -9,7 +9,7 @@ import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
-import { decodeRecord, topicMatches, type DeadLetters, type StreamRouter } from './streams.ts';
+import { decodeRecord, topicMatches, type DeadLetters, type StreamRouter } from './record-router.ts';
 import { isDurableSink, makeSink, type Sink, type SinkContext } from './sinks.ts';
 import type { Journal } from './journal.ts';
 import type { EdgeDb } from './db.ts';

@@ -1,5 +1,5 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { AppComponent } from '../edge/apps.ts';
+import type { AppComponent } from '../contracts/app-component.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';

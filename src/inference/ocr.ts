@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { PNG } from 'pngjs';
-import jpeg from 'jpeg-js';
+import { createRequire } from 'node:module';
 import type { LoadedModel, ModelLoadSpec, ModelRuntime } from './runtime.ts';
 import { OnnxRuntime } from './onnx.ts';
 import type { Tensor } from './tensor.ts';
@@ -19,13 +18,18 @@ export interface OcrResult { text: string; lines: OcrLine[]; width: number; heig
 
 interface Rgba { width: number; height: number; data: Uint8Array }
 
+// The image decoders are loaded at the first image, not with the agent (bench:agent).
+const require = createRequire(import.meta.url);
+
 export function decodeImage(buf: Buffer): Rgba {
   try {
     if (buf.length > 8 && buf.readUInt32BE(0) === 0x89504e47) {
+      const { PNG } = require('pngjs') as typeof import('pngjs');
       const png = PNG.sync.read(buf);
       return { width: png.width, height: png.height, data: png.data };
     }
     if (buf.length > 3 && buf[0] === 0xff && buf[1] === 0xd8) {
+      const jpeg = require('jpeg-js') as typeof import('jpeg-js');
       const j = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 512 });
       return { width: j.width, height: j.height, data: j.data };
     }

@@ -86,7 +86,7 @@ export interface GateReading { gate: 'maxErrorRate' | 'maxP95Ms' | 'maxDrift'; l
 
 /**
  * A canary's gates with what its canary sites report now (their models' counters for this app,
- * from the last heartbeat), computed as the controller does (src/cloud/rollout.ts failedGate):
+ * from the last heartbeat), computed as the controller does (src/cloud/rollout/reconcile.ts failedGate):
  * error rate (errors / requests), the worst p95, and drift — the relative change of the canaries'
  * mean model output against the sites still on the previous version, or against the figures the
  * controller recorded before the canaries updated.

@@ -5,7 +5,7 @@ import { EwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
-import { siteView } from './routes.ts';
+import { siteView } from './schemas.ts';
 
 /**
  * The live event stream behind the console: `GET /api/v1/events`, server-sent events

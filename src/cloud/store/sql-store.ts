@@ -1,7 +1,7 @@
 import { Kysely, Migrator, sql, type Generated, type KyselyPlugin, type Migration, type MigrationProvider, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryResult, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
 import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
-import { needsSteps } from '../rollout.ts';
+import { needsSteps } from '../rollout/reconcile.ts';
 import { DAY_MS, partitionDaysAround, partitionName, type RetentionPolicy, type RetentionStep } from '../results/retention.ts';
 import type {
   RolloutRow, ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,

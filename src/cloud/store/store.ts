@@ -58,7 +58,7 @@ export interface Deployment {
 }
 
 /** `rev` counts saves: a save that names the rev it read fails if someone saved in between. */
-export interface RolloutRow { id: string; tenantId: string; state: import('../rollout.ts').RolloutState; rev?: number }
+export interface RolloutRow { id: string; tenantId: string; state: import('../rollout/reconcile.ts').RolloutState; rev?: number }
 
 export interface UplinkRecord {
   siteId: string;

@@ -1,12 +1,12 @@
 import { readSiteSecret } from '../secrets.ts';
 import { join } from 'node:path';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { AppComponent } from '../apps.ts';
+import type { AppComponent } from '../../contracts/app-component.ts';
 import type { DesiredApp } from '../../contracts/messages.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import { parse } from '../../stream/parser.ts';
-import type { StreamRouter } from '../streams.ts';
+import type { StreamRouter } from '../record-router.ts';
 import { ModbusSource } from './modbus.ts';
 import { OpcuaSource } from './opcua.ts';
 import type { IndustrialSource, SourceDeps, SourceStatus } from './source.ts';

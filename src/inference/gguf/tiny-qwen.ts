@@ -135,7 +135,8 @@ const root = fileURLToPath(new URL('../../../', import.meta.url));
 function builderKey(): string {
   const h = createHash('sha256');
   h.update(readFileSync(fileURLToPath(import.meta.url)));
-  h.update(readFileSync(fileURLToPath(new URL('./writer.ts', import.meta.url))));
+  // Its sibling as this file is run: writer.ts from the sources, writer.js compiled.
+  h.update(readFileSync(fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './writer.ts' : './writer.js', import.meta.url))));
   h.update(readFileSync(tokenizerPath()));
   return h.digest('hex').slice(0, 16);
 }

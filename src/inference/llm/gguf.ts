@@ -1,7 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { availableParallelism, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import * as nlc from 'node-llama-cpp';
 import { EwError, type ErrorCode } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -44,10 +43,18 @@ export interface GgufRuntimeDeps {
   backoff?: { baseMs: number; maxMs: number };
 }
 
-const ARCHITECTURES = new Set(Object.values((nlc as unknown as { GgufArchitectureType: Record<string, string> }).GgufArchitectureType));
+/**
+ * node-llama-cpp (a large tree of packages) is loaded here only when a GGUF model is checked,
+ * not when the agent starts: an agent with no language model never loads it (bench:agent).
+ * The model itself runs in a child process (worker.ts).
+ */
+let nlcModule: Promise<typeof import('node-llama-cpp')> | undefined;
+const llamaCpp = () => (nlcModule ??= import('node-llama-cpp'));
 
 /** What the header says, checked before any child is started. */
 export async function checkGguf(name: string, file: string, want: { contextSize: number; sequences: number; memoryLimitBytes: number; gpuLayers: number }): Promise<{ architecture: string; trainContext?: number; estimatedBytes: number }> {
+  const nlc = await llamaCpp();
+  const ARCHITECTURES = new Set(Object.values((nlc as unknown as { GgufArchitectureType: Record<string, string> }).GgufArchitectureType));
   let info: Awaited<ReturnType<typeof nlc.readGgufFileInfo>>;
   try {
     info = await nlc.readGgufFileInfo(file, { readTensorInfo: true });

@@ -1,44 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Store, Site, Deployment } from './store/store.ts';
-import type { Fleet } from './fleet.ts';
-import type { Clock } from '../lib/clock.ts';
-import type { Logger } from '../lib/logger.ts';
-import { matches } from '../contracts/selector.ts';
-import { abort, pause, reconcile, resume, undo, type RolloutState, type SiteObservation } from './rollout.ts';
-import { EwError } from '../contracts/errors.ts';
+import type { Store, Site, Deployment } from '../store/store.ts';
+import type { Fleet } from '../fleet.ts';
+import type { Clock } from '../../lib/clock.ts';
+import type { Logger } from '../../lib/logger.ts';
+import { matches } from '../../contracts/selector.ts';
+import { abort, observe, pause, reconcile, resume, undo, type RolloutState } from './reconcile.ts';
+import { EwError } from '../../contracts/errors.ts';
 
 /**
  * The deployment controller's shell: every second it steps each running rollout with what the
  * sites last reported, stores what changed, and republishes desired state when the set of sites
  * a rollout admits changes. Operator actions (pause, resume, abort, undo) go through here too.
  */
-export function observe(site: Site, online: boolean, app: string): SiteObservation {
-  const st = site.status;
-  const running = st?.apps.find((a) => a.name === app)?.version;
-  const failedRule = st?.rules?.find((r) => r.app === app && r.state === 'failed');
-  const models = st?.models?.filter((m) => m.app === app) ?? [];
-  const failedModel = models.find((m) => m.state === 'failed');
-  const loading = models.find((m) => m.state !== 'ready' && m.state !== 'failed');
-  const applyError = st?.applyError && st.applyError.includes(`${app}@`) ? st.applyError : undefined;
-  const healthReason = !running ? `does not run ${app}`
-    : failedModel ? `model ${failedModel.name} failed: ${failedModel.error ?? 'unknown'}`
-      : failedRule ? `rule ${failedRule.rule} failed: ${failedRule.error ?? 'unknown'}`
-        : loading ? `model ${loading.name} is ${loading.state}`
-          : applyError;
-  const withStats = models.filter((m) => m.stats);
-  const means = withStats.map((m) => m.stats!.outputMean).filter((x): x is number => typeof x === 'number');
-  return {
-    online, runningVersion: running, healthy: !healthReason, healthReason, failed: !!(failedModel || failedRule || applyError),
-    metrics: withStats.length ? {
-      requests: withStats.reduce((a, m) => a + m.stats!.requests, 0),
-      errors: withStats.reduce((a, m) => a + m.stats!.errors, 0),
-      p95Ms: Math.max(...withStats.map((m) => m.stats!.p95Ms ?? 0)),
-      outputMean: means.length ? means.reduce((a, b) => a + b, 0) / means.length : null,
-    } : undefined,
-  };
-}
-
 export class RolloutController {
   private stopTimer?: () => void;
   private running?: Promise<void>;
@@ -62,8 +36,9 @@ export class RolloutController {
     await this.running;
   }
 
-  private targets(sites: Site[], d: Deployment): string[] {
-    return sites.filter((s) => s.revokedAt === null && matches(d.selector, s)).map((s) => s.id);
+  /** The deployment's pool: the tenant's sites its selector matches, revoked ones left out. */
+  private pool(sites: Site[], d: Deployment): Site[] {
+    return sites.filter((s) => s.revokedAt === null && matches(d.selector, s));
   }
 
   /** Steps every running rollout once (only on the replica holding the controller lease). */
@@ -76,8 +51,10 @@ export class RolloutController {
       const d = await store.getDeployment(row.tenantId, row.id);
       if (!d) continue;
       const sites = await store.listSites(row.tenantId);
-      const targets = this.targets(sites, d);
-      const obs = new Map(sites.filter((s) => targets.includes(s.id)).map((s) => [s.id, observe(s, fleet.isOnline(s.id), d.appName)]));
+      // One pass over the pool (a pool can hold tens of thousands of sites: no per-site scans).
+      const pool = this.pool(sites, d);
+      const targets = pool.map((s) => s.id);
+      const obs = new Map(pool.map((s) => [s.id, observe(s, fleet.isOnline(s.id), d.appName)]));
       const next = reconcile(row.state, targets, obs, clock.now());
       if (JSON.stringify(next) === JSON.stringify(row.state)) continue;
       // Saved only if no one (an operator's pause, say) changed it since we read it.

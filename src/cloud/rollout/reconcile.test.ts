@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { abort, admittedSites, newRollout, pause, reconcile, resume, undo, type RolloutState, type SiteObservation, type Strategy } from './rollout.ts';
+import { abort, admittedSites, newRollout, observe, pause, reconcile, resume, undo, type RolloutState, type SiteObservation, type Strategy } from './reconcile.ts';
+import { ManualClock } from '../../lib/clock.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 
 /**
  * A small simulated fleet: each site runs whatever version it is admitted to one step after it
@@ -225,5 +227,93 @@ describe('rollout controller (pure, fake time)', () => {
     g.metrics.set('solo@2.0.0', { requests: 50, errors: 0, p95Ms: 3, outputMean: 0.21 });
     const ok = g.run(start({ type: 'canary', canary: 1, bakeTimeS: 60, gates: { maxDrift: 0.25 }, then: 'all' }), 70);
     assert.equal(ok.phase, 'succeeded');
+  });
+});
+
+type Model = NonNullable<SiteStatusBody['models']>[number];
+type Rule = NonNullable<SiteStatusBody['rules']>[number];
+/** A site's last status as the agent reports it, with only what observe() reads filled in. */
+function status(o: { apps?: { name: string; version: string }[]; models?: Partial<Model>[]; rules?: Partial<Rule>[]; applyError?: string }): SiteStatusBody {
+  return {
+    agentVersion: '1', bootId: 'b', uptimeS: 1, heartbeatIntervalS: 10, generation: 1, apps: o.apps ?? [],
+    system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, diskTotalBytes: 1, diskFreeBytes: 1, loadAvg1: 0 },
+    runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 },
+    applyError: o.applyError,
+    models: o.models?.map((m) => ({ app: 'vib', name: 'm', version: '1', state: 'ready', ...m })),
+    rules: o.rules?.map((r) => ({ app: 'vib', rule: 'r', state: 'running', in: 0, out: 0, filtered: 0, late: 0, errors: 0, dropped: 0, sinkErrors: 0, lastOutputAt: null, ...r })),
+  };
+}
+
+describe('observe (what a site reports, read for one app)', () => {
+  const v2 = [{ name: 'vib', version: '2.0.0' }, { name: 'other', version: '9.9.9' }];
+
+  it('a site with no status yet does not run the app: unhealthy, not failed', () => {
+    const o = observe({ status: null }, true, 'vib');
+    assert.deepEqual(o, { online: true, runningVersion: undefined, healthy: false, healthReason: 'does not run vib', failed: false, metrics: undefined });
+  });
+
+  it('running with ready models and running rules is healthy', () => {
+    const o = observe({ status: status({ apps: v2, models: [{}], rules: [{}] }) }, true, 'vib');
+    assert.equal(o.runningVersion, '2.0.0');
+    assert.equal(o.healthy, true);
+    assert.equal(o.failed, false);
+  });
+
+  it('a model still loading is unhealthy but not failed; a failed model or rule is failed, with its error', () => {
+    const loading = observe({ status: status({ apps: v2, models: [{ state: 'loading' }] }) }, true, 'vib');
+    assert.deepEqual([loading.healthy, loading.failed, loading.healthReason], [false, false, 'model m is loading']);
+    const model = observe({ status: status({ apps: v2, models: [{ state: 'failed', error: 'bad onnx' }] }) }, true, 'vib');
+    assert.deepEqual([model.healthy, model.failed, model.healthReason], [false, true, 'model m failed: bad onnx']);
+    const rule = observe({ status: status({ apps: v2, rules: [{ rule: 'hot', state: 'failed', error: 'SQL_INVALID' }] }) }, true, 'vib');
+    assert.deepEqual([rule.healthy, rule.failed, rule.healthReason], [false, true, 'rule hot failed: SQL_INVALID']);
+  });
+
+  it("another app's failed model or rule does not count against this one", () => {
+    const o = observe({ status: status({ apps: v2, models: [{ app: 'other', state: 'failed' }], rules: [{ app: 'other', state: 'failed' }] }) }, true, 'vib');
+    assert.deepEqual([o.healthy, o.failed], [true, false]);
+  });
+
+  it("an apply error naming the app's version fails it", () => {
+    const o = observe({ status: status({ apps: v2, applyError: 'vib@2.0.0: MANIFEST_INVALID' }) }, true, 'vib');
+    assert.deepEqual([o.healthy, o.failed, o.healthReason], [false, true, 'vib@2.0.0: MANIFEST_INVALID']);
+  });
+
+  it("model figures add up over the app's models: requests and errors summed, worst p95, mean of the output means", () => {
+    const o = observe({ status: status({ apps: v2, models: [
+      { name: 'a', stats: { requests: 100, errors: 1, p95Ms: 12, outputMean: 0.2 } },
+      { name: 'b', stats: { requests: 50, errors: 4, p95Ms: 30, outputMean: 0.4 } },
+      { name: 'c', stats: { requests: 5, errors: 0, p95Ms: null, outputMean: null } },
+      { name: 'd' },
+      { app: 'other', name: 'x', stats: { requests: 9999, errors: 9999, p95Ms: 9999, outputMean: 99 } },
+    ] }) }, false, 'vib');
+    assert.equal(o.online, false);
+    assert.equal(o.metrics!.requests, 155);
+    assert.equal(o.metrics!.errors, 5);
+    assert.equal(o.metrics!.p95Ms, 30);
+    assert.ok(Math.abs(o.metrics!.outputMean! - 0.3) < 1e-12);
+  });
+
+  it('drives reconcile on a fake clock: a model that loads in time succeeds, one stuck loading fails at the step deadline', () => {
+    for (const stuck of [false, true]) {
+      const clock = new ManualClock(0);
+      let st = status({ apps: [{ name: 'vib', version: '1.0.0' }], models: [{}] });
+      let r = reconcile(newRollout('dep-1', 'vib', '2.0.0', { type: 'all' }, opts, clock.now()), ['a'], new Map([['a', observe({ status: st }, true, 'vib')]]), clock.now());
+      assert.deepEqual(r.admitted, ['a']);
+      // The site applies the new version; its model loads.
+      st = status({ apps: [{ name: 'vib', version: '2.0.0' }], models: [{ state: 'loading' }] });
+      for (let s = 0; s < 70 && r.phase === 'progressing'; s++) {
+        clock.advance(1000);
+        if (!stuck && clock.now() === 20_000) st = status({ apps: [{ name: 'vib', version: '2.0.0' }], models: [{ state: 'ready' }] });
+        r = reconcile(r, ['a'], new Map([['a', observe({ status: st }, true, 'vib')]]), clock.now());
+      }
+      if (stuck) {
+        assert.equal(r.phase, 'failed');
+        assert.equal(r.history.at(-1)!.at, 61_000, 'failed on the first step past the 60 s deadline');
+        assert.match(r.reason!, /unhealthy for 60 s: model m is loading/);
+      } else {
+        assert.equal(r.phase, 'succeeded');
+        assert.equal(r.history.at(-1)!.at, 20_000, 'succeeded on the step that saw the model ready');
+      }
+    }
   });
 });

@@ -1,8 +1,10 @@
+import type { Site } from '../store/store.ts';
+
 /**
  * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
  * its sites under a strategy; `reconcile()` is one step: given the rollout, the sites the pool
  * holds now, what each site reports, and the time, it returns the next rollout. The shell
- * (rollouts.ts) calls it every second and persists and publishes what changed.
+ * (controller.ts) calls it every second and persists and publishes what changed.
  *
  * Which sites run the new version is `admitted`: the desired-state computation gives the
  * deployment to admitted sites only (all matching sites once the rollout has succeeded; none once
@@ -72,6 +74,37 @@ export interface SiteObservation {
   failed?: boolean;
   /** The app's models on that site: requests, errors, p95 latency and mean output. */
   metrics?: { requests: number; errors: number; p95Ms: number | null; outputMean: number | null };
+}
+
+/**
+ * What a site's last status says about one app, for `reconcile()`: which version it runs, whether
+ * it is healthy, definitively failed or still loading, and its models' figures. Pure (the shell
+ * passes the site's row and whether liveness holds it online).
+ */
+export function observe(site: Pick<Site, 'status'>, online: boolean, app: string): SiteObservation {
+  const st = site.status;
+  const running = st?.apps.find((a) => a.name === app)?.version;
+  const failedRule = st?.rules?.find((r) => r.app === app && r.state === 'failed');
+  const models = st?.models?.filter((m) => m.app === app) ?? [];
+  const failedModel = models.find((m) => m.state === 'failed');
+  const loading = models.find((m) => m.state !== 'ready' && m.state !== 'failed');
+  const applyError = st?.applyError && st.applyError.includes(`${app}@`) ? st.applyError : undefined;
+  const healthReason = !running ? `does not run ${app}`
+    : failedModel ? `model ${failedModel.name} failed: ${failedModel.error ?? 'unknown'}`
+      : failedRule ? `rule ${failedRule.rule} failed: ${failedRule.error ?? 'unknown'}`
+        : loading ? `model ${loading.name} is ${loading.state}`
+          : applyError;
+  const withStats = models.filter((m) => m.stats);
+  const means = withStats.map((m) => m.stats!.outputMean).filter((x): x is number => typeof x === 'number');
+  return {
+    online, runningVersion: running, healthy: !healthReason, healthReason, failed: !!(failedModel || failedRule || applyError),
+    metrics: withStats.length ? {
+      requests: withStats.reduce((a, m) => a + m.stats!.requests, 0),
+      errors: withStats.reduce((a, m) => a + m.stats!.errors, 0),
+      p95Ms: Math.max(...withStats.map((m) => m.stats!.p95Ms ?? 0)),
+      outputMean: means.length ? means.reduce((a, b) => a + b, 0) / means.length : null,
+    } : undefined,
+  };
 }
 
 export const TERMINAL: readonly Phase[] = ['succeeded', 'failed', 'rolled-back', 'aborted'];

@@ -1,7 +1,8 @@
 import { createWriteStream, renameSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { ParquetWriter, fileWriter } from 'hyparquet-writer';
-import { EwError } from '../contracts/errors.ts';
+import { EwError } from '../../contracts/errors.ts';
+import { client, print, type Format } from './output.ts';
 
 /** One exported result, as GET /api/v1/results/export writes each line. */
 export interface ExportedResult {
@@ -113,4 +114,32 @@ async function writeParquet(lines: AsyncIterable<string>, path: string): Promise
   flush();
   writer.finish();
   return n;
+}
+
+/** `edgeweave results export`. */
+export async function exportResults(stream: string, o: { since?: number; until?: number; site?: string; app?: string; rule?: string; format: 'jsonl' | 'parquet'; out?: string }): Promise<void> {
+  const qs = new URLSearchParams({ stream });
+  for (const k of ['since', 'until', 'site', 'app', 'rule'] as const) if (o[k] !== undefined) qs.set(k, String(o[k]));
+  const res = await client().download(`/api/v1/results/export?${qs}`);
+  const n = await writeExport(ndjsonLines(res.body!), o.format, o.out);
+  if (o.out) process.stderr.write(`${n} results written to ${o.out}\n`);
+}
+
+/** `edgeweave results retention`. */
+export async function listRetention(o: { output: Format }): Promise<void> {
+  const r = await client().call<{ policies: { stream: string; days: number }[]; cloudDefaultDays: number | null }>('GET', '/api/v1/retention');
+  await print(o.output, r, () => [
+    ...r.policies.map((p) => `${p.stream.padEnd(24)} ${p.days} days`),
+    `${'(cloud default)'.padEnd(24)} ${r.cloudDefaultDays === null ? 'keep' : `${r.cloudDefaultDays} days`}`,
+  ].join('\n'));
+}
+
+export async function setRetention(stream: string, days: number): Promise<void> {
+  await client().call('PUT', `/api/v1/retention/${encodeURIComponent(stream)}`, { days });
+  process.stdout.write(`${stream}: kept ${days} days\n`);
+}
+
+export async function unsetRetention(stream: string): Promise<void> {
+  await client().call('DELETE', `/api/v1/retention/${encodeURIComponent(stream)}`);
+  process.stdout.write(`${stream}: policy removed\n`);
 }

@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto';
+import { Counter, type Registry } from 'prom-client';
+import type { Store, Site, App } from '../store/store.ts';
+import type { Hub } from '../hub/hub.ts';
+import { appKey, computeDesiredApps, desiredDigest } from '../desired.ts';
+import { ENVELOPE_VERSION, type DesiredState } from '../../contracts/messages.ts';
+import { topics } from '../../contracts/topics.ts';
+import type { Clock } from '../../lib/clock.ts';
+import type { SiteDirectory } from './sites.ts';
+
+/** Runs fn(0..n-1) with at most `width` calls in flight. */
+async function pool(n: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(width, n) }, async () => {
+    while (next < n) await fn(next++);
+  }));
+}
+
+/**
+ * Desired-state publishing: recomputes what each site should run (the pure computation in
+ * ../desired.ts) from deployments, apps and rollouts, bumps the stored generation and publishes it
+ * retained. Runs are serialised, so two changes never publish out of order.
+ */
+export class DesiredPublisher {
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly published: Counter;
+
+  constructor(private readonly o: { store: Store; hub: Hub; clock: Clock; registry: Registry; sites: SiteDirectory }) {
+    this.published = new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [o.registry] });
+  }
+
+  /** Recomputes and (if changed) publishes the desired state of the given sites, serialised. */
+  reconcileSites(siteIds: readonly string[]): Promise<void> {
+    return this.serialise(async () => {
+      const sites = await Promise.all(siteIds.map((id) => this.o.store.getSiteById(id)));
+      await this.reconcileNow(sites.filter((s): s is Site => s !== undefined));
+    });
+  }
+
+  /** Every site of a tenant (after a deployment changes). */
+  reconcileTenant(tenantId: string): Promise<void> {
+    return this.serialise(async () => this.reconcileNow(await this.o.store.listSites(tenantId)));
+  }
+
+  reconcileAll(): Promise<void> {
+    return this.serialise(async () => this.reconcileNow(await this.o.store.listAllSites()));
+  }
+
+  /** Revocation: the site's retained desired state is cleared. */
+  async clear(siteId: string): Promise<void> {
+    await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
+  }
+
+  private serialise(fn: () => Promise<void>): Promise<void> {
+    const run = this.chain.then(fn);
+    this.chain = run.catch(() => {});
+    return run;
+  }
+
+  private async reconcileNow(sites: readonly Site[]): Promise<void> {
+    const { store } = this.o;
+    const byTenant = new Map<string, Site[]>();
+    for (const s of sites) {
+      this.o.sites.note(s);
+      if (s.revokedAt !== null) continue;
+      byTenant.set(s.tenantId, [...(byTenant.get(s.tenantId) ?? []), s]);
+    }
+    for (const [tenantId, tenantSites] of byTenant) {
+      const deployments = await store.listDeployments(tenantId);
+      const apps = new Map<string, App>();
+      const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((d) => d.id) })).map((r) => [r.id, r.state]));
+      for (const d of deployments) {
+        const k = appKey(d.appName, d.appVersion);
+        if (!apps.has(k)) {
+          const a = await store.getApp(tenantId, d.appName, d.appVersion);
+          if (a) apps.set(k, a);
+        }
+      }
+      const desired = tenantSites.map((site) => computeDesiredApps(site, deployments, apps, rollouts));
+      const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: desiredDigest(desired[i]!) })));
+      // Published even when unchanged: retained state is idempotent for the agent (it ignores
+      // generations it already runs) and this heals a broker that lost its retained messages.
+      // Many at once: each publish waits on the broker, not on the previous one.
+      await pool(tenantSites.length, 64, async (i) => {
+        const site = tenantSites[i]!;
+        const msg: DesiredState = {
+          v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',
+          body: { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! },
+        };
+        await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
+        this.published.inc();
+      });
+    }
+  }
+}

@@ -1,0 +1,32 @@
+import type { Store, Site } from '../store/store.ts';
+
+export interface SiteInfo { tenantId: string; revoked: boolean }
+
+/**
+ * Which tenant each site belongs to and whether it is revoked, read from the store once and kept:
+ * every MQTT message is checked against it (a revoked or unknown site's messages are ignored), so
+ * it must not cost a query per message. Holds one small entry per site the store holds.
+ */
+export class SiteDirectory {
+  private readonly cache = new Map<string, SiteInfo>();
+
+  constructor(private readonly store: Store) {}
+
+  /** Records what a freshly read site row says (start, desired-state publishing). */
+  note(s: Pick<Site, 'id' | 'tenantId' | 'revokedAt'>): void {
+    this.cache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null });
+  }
+
+  markRevoked(siteId: string): void {
+    this.cache.set(siteId, { tenantId: this.cache.get(siteId)?.tenantId ?? '', revoked: true });
+  }
+
+  async get(siteId: string): Promise<SiteInfo | undefined> {
+    const hit = this.cache.get(siteId);
+    if (hit) return hit;
+    const s = await this.store.getSiteById(siteId);
+    if (!s) return undefined;
+    this.note(s);
+    return this.cache.get(siteId);
+  }
+}
