@@ -147,7 +147,7 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .execute();
     },
   },
-  '0005_results_at_volume': {
+  '0008_results_at_volume': {
     async up(db: Kysely<any>) {
       // Retention per tenant and stream (cloud/results/retention.ts); `*` is the tenant's default.
       await db.schema.createTable('retention_policies')
