@@ -8,7 +8,8 @@ import { planQuery } from '../src/stream/planner.ts';
 /**
  * EXPLAIN golden files: each test/golden/explain/NAME.sql starts with a comment line
  * `-- stream: NAME [schema-json] [timestamp-field]`; its plan must equal NAME.txt.
- * `EW_UPDATE_GOLDEN=1 npm test` rewrites the .txt files after an intended change.
+ * A missing .txt fails (a new .sql must come with its expected plan, reviewed); after an intended
+ * change, `UPDATE_GOLDEN=1 node scripts/test.mjs explain-golden` writes them (EW_UPDATE_GOLDEN=1 too).
  */
 const dir = fileURLToPath(new URL('./golden/explain/', import.meta.url));
 
@@ -21,7 +22,8 @@ describe('EXPLAIN golden files', () => {
       const plan = planQuery(text, { name: m[1]!, schema: m[2] ? JSON.parse(m[2]) : undefined, timestamp: m[3] });
       const golden = join(dir, f.replace(/\.sql$/, '.txt'));
       const got = `${plan.explain()}\n`;
-      if (process.env.EW_UPDATE_GOLDEN || !existsSync(golden)) writeFileSync(golden, got);
+      if (process.env.UPDATE_GOLDEN || process.env.EW_UPDATE_GOLDEN) writeFileSync(golden, got);
+      assert.ok(existsSync(golden), `${golden} is missing: write it with UPDATE_GOLDEN=1 node scripts/test.mjs explain-golden, and review it`);
       assert.equal(got, readFileSync(golden, 'utf8'));
     });
   }

@@ -244,5 +244,122 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal(latest, Math.max(...(await store.queryUplink(T, { limit: 5000 })).map((r) => r.seq)), 'the newest seq, where a live feed starts');
       assert.equal((await store.queryUplink(T, { afterSeq: latest, limit: 10 })).length, 0);
     });
+
+    describe('tenancy: two tenants side by side', () => {
+      const X = 'ten-x';
+      const Y = 'ten-y';
+      const siteOf = (id: string, tenantId: string, labels: Record<string, string> = {}): Site => ({
+        id, tenantId, name: id, region: 'r', labels, secretHash: hashSecret(`s-${id}`), createdAt: 100, revokedAt: null, online: false, lastSeenAt: null,
+        status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+      });
+      const token = async (tenantId: string, secret: string, expiresAt = 1e15) => store.createJoinToken({
+        id: `tok-${secret}`, tenantId, hash: hashSecret(secret), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt, usedAt: null, siteId: null,
+      });
+
+      before(async () => {
+        await store.createTenant({ id: X, name: 'x-city', createdAt: 10, quotas: { sites: 2, apps: 1 } });
+        await store.createTenant({ id: Y, name: 'y-plant', createdAt: 11 });
+      });
+
+      it('keeps a tenant\'s state and quotas; names are unique', async () => {
+        assert.deepEqual(await store.getTenant(X), { id: X, name: 'x-city', createdAt: 10, state: 'active', suspendedAt: null, quotas: { sites: 2, apps: 1 } });
+        assert.equal((await store.getTenant(Y))?.state, 'active');
+        assert.equal(await store.getTenant('nope'), undefined);
+        await assert.rejects(store.createTenant({ id: 'ten-z', name: 'x-city', createdAt: 12 }), (e) => isEwError(e, 'TENANT_EXISTS'));
+        assert.deepEqual((await store.setTenantQuotas(X, { sites: 2, apps: 1, resultsPerDay: 5 }))?.quotas, { sites: 2, apps: 1, resultsPerDay: 5 });
+      });
+
+      it('stores a key\'s role, limits and expiry, and gives its tenant\'s state with it', async () => {
+        await store.createApiKey({ id: 'key-x-dev', tenantId: X, name: 'dev', hash: hashSecret('kxd'), role: 'developer', createdAt: 1, revokedAt: null, expiresAt: 5000, scope: { apps: ['vib'], labels: { line: '1' } } });
+        await store.createApiKey({ id: 'key-x-admin', tenantId: X, name: 'admin', hash: hashSecret('kxa'), role: 'admin', createdAt: 1, revokedAt: null });
+        await store.createApiKey({ id: 'key-y-admin', tenantId: Y, name: 'admin', hash: hashSecret('kya'), role: 'admin', createdAt: 1, revokedAt: null });
+        const k = (await store.findApiKeyByHash(hashSecret('kxd')))!;
+        assert.equal(k.role, 'developer');
+        assert.equal(k.expiresAt, 5000);
+        assert.deepEqual(k.scope, { apps: ['vib'], labels: { line: '1' } });
+        assert.equal(k.tenantState, 'active');
+        assert.equal((await store.findApiKeyByHash(hashSecret('kxa')))!.scope, null);
+        assert.deepEqual((await store.listApiKeys(Y)).map((x) => x.id), ['key-y-admin'], 'one tenant\'s keys only');
+        assert.equal(await store.revokeApiKey(Y, 'key-x-dev', 9), 'not-found', 'another tenant cannot revoke it');
+        assert.equal(await store.revokeApiKey(X, 'key-x-dev', 9), 'revoked', 'a developer key is not the last admin');
+        assert.equal(await store.revokeApiKey(X, 'key-x-admin', 9), 'last-admin');
+      });
+
+      it('refuses enrollment past the sites quota and while suspended, leaving the token unused', async () => {
+        for (const n of [1, 2, 3]) await token(X, `x-tok-${n}`);
+        for (const n of [1, 2]) assert.equal((await store.enrollSite(hashSecret(`x-tok-${n}`), 200, (t) => siteOf(`x-site-${n}`, t.tenantId, { line: '1' }))).ok, true);
+        assert.deepEqual(await store.enrollSite(hashSecret('x-tok-3'), 200, () => { throw new Error('not called'); }), { ok: false, reason: 'quota' });
+        await store.revokeSite(X, 'x-site-2', 300);
+        await store.setTenantState(X, 'suspended', 400);
+        assert.equal((await store.getTenant(X))?.suspendedAt, 400);
+        assert.equal((await store.findApiKeyByHash(hashSecret('kxa')))!.tenantState, 'suspended');
+        assert.deepEqual(await store.enrollSite(hashSecret('x-tok-3'), 500, () => { throw new Error('not called'); }), { ok: false, reason: 'suspended' });
+        await store.setTenantState(X, 'active', 600);
+        assert.equal((await store.getTenant(X))?.suspendedAt, null);
+        assert.equal((await store.enrollSite(hashSecret('x-tok-3'), 700, (t) => siteOf('x-site-3', t.tenantId))).ok, true, 'a revoked site frees its place; the same token works');
+        await token(Y, 'y-tok-1');
+        assert.equal((await store.enrollSite(hashSecret('y-tok-1'), 200, (t) => siteOf('y-site-1', t.tenantId))).ok, true, 'no quota: unlimited');
+      });
+
+      it('holds a suspended tenant\'s rollouts out of the controller\'s active list', async () => {
+        const state = (id: string) => ({ id, app: 'a', version: '1', phase: 'progressing', startedAt: 1, updatedAt: 1, admitted: [], canaries: [], sites: {}, history: [], strategy: { type: 'all' }, options: { stepTimeoutS: 60, onFailure: 'rollback' } }) as never;
+        await store.saveRollout({ id: 'dep-x-1', tenantId: X, state: state('dep-x-1') });
+        await store.saveRollout({ id: 'dep-y-1', tenantId: Y, state: state('dep-y-1') });
+        const active = async () => (await store.listRollouts(undefined, { activeOnly: true })).map((r) => r.id).filter((id) => id.startsWith('dep-x') || id.startsWith('dep-y')).sort();
+        assert.deepEqual(await active(), ['dep-x-1', 'dep-y-1']);
+        await store.setTenantState(X, 'suspended', 1);
+        assert.deepEqual(await active(), ['dep-y-1'], 'held while suspended');
+        assert.equal((await store.listRollouts(X)).length, 1, 'still readable');
+        await store.setTenantState(X, 'active', 2);
+        assert.deepEqual(await active(), ['dep-x-1', 'dep-y-1'], 'stepped again once resumed');
+      });
+
+      it('keeps the same artifact per tenant, and lists a tenant\'s own', async () => {
+        const shared = 'c'.repeat(64);
+        const onlyX = 'd'.repeat(64);
+        await store.addArtifactOwner(X, shared, 1);
+        await store.addArtifactOwner(Y, shared, 1);
+        await store.addArtifactOwner(X, onlyX, 1);
+        assert.deepEqual(await store.listArtifacts(X), [shared, onlyX]);
+        assert.deepEqual(await store.listArtifacts(Y), [shared]);
+        assert.equal(await store.ownsArtifact(Y, onlyX), false, 'knowing the sha256 grants nothing');
+      });
+
+      it('appends audit entries and reads them per tenant, oldest first, after a cursor; never updates or deletes them', async () => {
+        const e = (tenantId: string | null, at: number) => ({ at, tenantId, keyId: 'k', role: 'admin', siteId: null, action: 'POST /api/v1/x', target: '/api/v1/x', status: 201, outcome: 'ok' as const, code: null, address: '127.0.0.1', requestId: `r${at}` });
+        await store.appendAudit(e(X, 1));
+        await store.appendAudit(e(Y, 2));
+        await store.appendAudit({ ...e(X, 3), status: 403, outcome: 'denied', code: 'PERMISSION_DENIED' });
+        await store.appendAudit(e(null, 4));
+        const xs = await store.queryAudit({ tenantId: X, limit: 10 });
+        assert.deepEqual(xs.map((a) => [a.at, a.outcome, a.code]), [[1, 'ok', null], [3, 'denied', 'PERMISSION_DENIED']]);
+        assert.deepEqual((await store.queryAudit({ tenantId: X, afterSeq: xs[0]!.seq, limit: 10 })).map((a) => a.at), [3]);
+        assert.deepEqual((await store.queryAudit({ tenantId: Y, limit: 10 })).map((a) => a.at), [2]);
+        assert.equal((await store.queryAudit({ limit: 10 })).length, 4, 'the platform reads every entry');
+        assert.deepEqual((await store.queryAudit({ tenantId: X, since: 2, limit: 10 })).map((a) => a.at), [3]);
+      });
+
+      it('counts what a tenant holds and deletes all of it in one go, leaving the other tenant and the audit log whole', async () => {
+        await store.createApp({ tenantId: X, name: 'vib', version: '1', manifest, digest: 'd', createdAt: 1 });
+        await store.createDeployment({ id: 'dep-x-1', tenantId: X, appName: 'vib', appVersion: '1', selector: {}, createdAt: 1 });
+        await store.insertUplink([{ siteId: 'x-site-1', msgId: 'x1', stream: 's', at: 1, receivedAt: 1000, data: 1 }, { siteId: 'x-site-1', msgId: 'x2', stream: 's', at: 1, receivedAt: 9000, data: 2 }]);
+        await store.insertUplink([{ siteId: 'y-site-1', msgId: 'y1', stream: 's', at: 1, receivedAt: 1000, data: 1 }]);
+        const data = await store.tenantData(X);
+        assert.deepEqual(data, { sites: 3, liveSites: 2, keys: 1, tokens: 3, apps: 1, appVersions: 1, deployments: 1, rollouts: 1, artifacts: 2, results: 2 });
+        assert.equal((await store.tenantData(X, 5000)).results, 1, 'results since a time (the day\'s)');
+        const gone = await store.deleteTenant(X);
+        assert.deepEqual(gone?.siteIds.sort(), ['x-site-1', 'x-site-2', 'x-site-3']);
+        assert.deepEqual(gone?.orphanArtifacts, ['d'.repeat(64)], 'the file Y also holds stays');
+        assert.equal(await store.getTenant(X), undefined);
+        assert.equal(await store.findApiKeyByHash(hashSecret('kxa')), undefined, 'its keys stop at once');
+        assert.equal(await store.getSiteById('x-site-1'), undefined, 'its sites stop at once');
+        assert.equal(await store.countUplink('x-site-1'), 0);
+        assert.deepEqual(await store.tenantData(X), { sites: 0, liveSites: 0, keys: 0, tokens: 0, apps: 0, appVersions: 0, deployments: 0, rollouts: 0, artifacts: 0, results: 0 });
+        assert.equal(await store.deleteTenant(X), undefined, 'once');
+        assert.equal((await store.tenantData(Y)).results, 1, 'the other tenant keeps everything');
+        assert.equal(await store.ownsArtifact(Y, 'c'.repeat(64)), true);
+        assert.equal((await store.queryAudit({ tenantId: X, limit: 10 })).length, 2, 'the audit log of a deleted tenant stays');
+      });
+    });
   });
 }

@@ -47,7 +47,9 @@ describe('rule state is bounded at plan time and at run time (issue 8.3)', () =>
     assert.throws(() => checkApp(manifest([{ name: 'greedy', sql: 'SELECT count(*) AS n\nFROM s GROUP BY HOPPINGWINDOW(ms, 2000001, 2)' }])), (e: unknown) => {
       assert.ok(isEwError(e));
       assert.equal((e as EwError).code, 'SQL_LIMIT');
-      assert.equal((e as EwError).path, 'spec.rules[0].sql:2:44');
+      assert.equal((e as EwError).path, 'spec.rules[0].sql');
+      assert.deepEqual((e as EwError).pos, { line: 2, col: 44 });
+      assert.equal((e as EwError).where(), 'spec.rules[0].sql:2:44');
       assert.match((e as Error).message, /rule greedy.*a record falls in 1000001 windows/);
       return true;
     });

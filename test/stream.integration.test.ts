@@ -76,7 +76,8 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     const badSql = { name: 'typo', sql: 'SELECT machineId, avg(rsm) AS r FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)', sinks: [{ log: true }] };
     const r4 = await cloud.api('POST', '/api/v1/apps', { manifest: app('0.0.4', [badSql]) });
     assert.equal(r4.body.code, 'SQL_INVALID');
-    assert.equal(r4.body.path, 'manifest.spec.rules[0].sql:1:23');
+    assert.equal(r4.body.path, 'manifest.spec.rules[0].sql');
+    assert.deepEqual(r4.body.pos, { line: 1, col: 23 });
     assert.match(r4.body.message, /did you mean rms\?/);
   });
 

@@ -19,8 +19,8 @@ export interface Bundle { dir: string; manifest: AppManifest; raw: Record<string
 
 /** A problem in a bundle, located in its file. */
 export class BundleError extends EwError {
-  constructor(code: ErrorCode, readonly file: string, readonly line: number, readonly col: number, message: string) {
-    super(code, `${file}:${line}:${col}: ${message}`, { path: `${file}:${line}:${col}` });
+  constructor(code: ErrorCode, readonly file: string, readonly line: number, readonly col: number, message: string, cause?: unknown) {
+    super(code, `${file}:${line}:${col}: ${message}`, { pos: { file, line, col }, detail: message, cause });
   }
 }
 
@@ -73,14 +73,13 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
   }
   const where = (e: unknown): never => {
     if (!isEwError(e) || e.path === undefined) throw e;
-    const sqlAt = /^spec\.rules\[(\d+)\]\.sql:(\d+):(\d+)$/.exec(e.path);
-    if (sqlAt) {
-      const i = Number(sqlAt[1]);
-      const line = Number(sqlAt[2]);
-      const col = Number(sqlAt[3]);
-      const msg = e.message.replace(/^spec\.rules\[\d+\]\.sql \(rule [^)]*\): line \d+, column \d+: /, '');
+    const path = splitPath(e.path);
+    // An error inside a rule's SQL: its position is within the SQL text, wherever that text is.
+    if (e.pos && path.length === 4 && path[0] === 'spec' && path[1] === 'rules' && typeof path[2] === 'number' && path[3] === 'sql') {
+      const i = path[2];
+      const { line, col } = e.pos;
       const f = sqlFiles.get(i);
-      if (f) throw new BundleError(e.code, rel(f), line, col, msg);
+      if (f) throw new BundleError(e.code, rel(f), line, col, e.detail, e);
       // Inline SQL: a block scalar starts on the next line, at its indentation.
       const at = locate(doc, lc, ['spec', 'rules', i, 'sql']);
       const node = at.node as { type?: string; range: [number, number, number] } | undefined;
@@ -89,13 +88,13 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
         // The block's indentation is its first content line's; deeper lines keep the rest.
         const first = text.split('\n')[at.line] ?? '';
         const indent = first.length - first.trimStart().length;
-        throw new BundleError(e.code, rel(file), contentLine, indent + col, msg);
+        throw new BundleError(e.code, rel(file), contentLine, indent + col, e.detail, e);
       }
       const quoted = node && isScalar(node) && node.type !== 'PLAIN' ? 1 : 0;
-      throw new BundleError(e.code, rel(file), at.line + line - 1, (line === 1 ? at.col + quoted : 0) + col, msg);
+      throw new BundleError(e.code, rel(file), at.line + line - 1, (line === 1 ? at.col + quoted : 0) + col, e.detail, e);
     }
-    const at = locate(doc, lc, splitPath(e.path));
-    throw new BundleError(e.code, rel(file), at.line, at.col, e.message.replace(/^manifest field [^:]*: /, ''));
+    const at = locate(doc, lc, path);
+    throw new BundleError(e.code, rel(file), at.line, at.col, e.detail, e);
   };
 
   let manifest: AppManifest;
@@ -124,7 +123,7 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
         const loaded = await new OnnxRuntime().load({ name: m.name, format: 'onnx', file: f });
         await loaded.close();
       } catch (e) {
-        throw new BundleError('MODEL_LOAD_FAILED', rel(f), 1, 1, `not a model ONNX Runtime can load: ${(e as Error).message.replace(/^model [^:]*: /, '')}`);
+        throw new BundleError('MODEL_LOAD_FAILED', rel(f), 1, 1, `not a model ONNX Runtime can load: ${isEwError(e) ? e.detail : (e as Error).message}`, e);
       }
     }
     models.push({ index, name: m.name, file: f, sha256, size: statSync(f).size });

@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
+import { EwError, ERROR_CODES, type ErrorBody, type ErrorCode } from '../contracts/errors.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 
 /**
@@ -97,9 +97,9 @@ export class ApiClient {
 
 /** The EwError an API error body stands for (429 carries the Retry-After to wait). */
 function apiError(json: unknown, res: Response, what: string): EwError {
-  const b = (json ?? {}) as { code?: string; message?: string; path?: string };
+  const b = (json ?? {}) as Partial<ErrorBody>;
   const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;
-  const err = new EwError(code, b.message ?? `${what}: HTTP ${res.status}`, { path: b.path });
+  const err = new EwError(code, b.message ?? `${what}: HTTP ${res.status}`, { path: b.path, pos: b.pos });
   if (res.status === 429) Object.assign(err, { retryAfterS: Math.max(1, Number(res.headers.get('retry-after')) || 1) });
   return err;
 }

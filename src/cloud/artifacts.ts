@@ -31,6 +31,14 @@ export class FileArtifactStore {
     return { done: join(this.dir, sha), partial: join(this.dir, `${sha}${tag}.partial`) };
   }
 
+  /** Removes a complete file (its last owning tenant was deleted); false when there was none. */
+  remove(sha: string): boolean {
+    const p = this.paths(sha).done;
+    if (!existsSync(p)) return false;
+    rmSync(p, { force: true });
+    return true;
+  }
+
   /** Whether the complete file is on disk (whoever uploaded it). */
   exists(sha: string): boolean {
     return existsSync(this.paths(sha).done);

@@ -23,6 +23,8 @@ export interface FleetOptions {
   missedHeartbeats: number;
   /** How often liveness is swept and status writes are flushed. */
   sweepIntervalMs?: number;
+  /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
+  admitResult?: (tenantId: string) => Promise<boolean>;
 }
 
 /**
@@ -48,7 +50,7 @@ export class Fleet {
     this.uplink = new UplinkWriter({ store, clock, log, registry });
     this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites });
     this.rpcs = new SiteRpc({ hub, clock, registry, isOnline: (id) => this.status.isOnline(id) });
-    this.ingest = new Ingest({ log, registry, sites: this.sites, status: this.status, uplink: this.uplink, rpc: this.rpcs });
+    this.ingest = new Ingest({ log, registry, sites: this.sites, status: this.status, uplink: this.uplink, rpc: this.rpcs, admitResult: o.admitResult });
   }
 
   /** Seeds liveness from the store (sites that were online get one interval of grace) and starts the sweep. */

@@ -12,13 +12,17 @@ import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
 import { RolloutController } from './rollout/controller.ts';
-import { createApiServer, type RateLimits } from './api/server.ts';
+import { ResultQuota } from './quotas.ts';
+import { createApiServer } from './api/server.ts';
 import type { HttpTimeouts } from '../lib/http.ts';
-import { DEFAULT_MQTT_LIMITS, guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
-import { HEARTBEAT_INTERVAL_S } from '../contracts/messages.ts';
+import { DEFAULT_MQTT_LIMITS, guardRefusalCounter } from '../lib/mqtt-guard.ts';
+import { cloudLimits, parseCloudOptions, type CloudOptionsInput } from './config.ts';
 import { registerRoutes } from './api/routes.ts';
 import { registerResultsAdmin } from './api/results-admin.ts';
 import { ResultsMaintenance } from './results/maintenance.ts';
+import { tenantRoutes } from './api/tenants.ts';
+import { auditRoutes } from './api/audit.ts';
+import { installTenancyGuards } from './api/guard.ts';
 import { registerConsoleApi, type EventStreamLimits } from './api/console-api.ts';
 import { registerInference } from './api/inference.ts';
 import { registerOpenAiRouting } from './api/openai.ts';
@@ -30,78 +34,27 @@ import { EwError } from '../contracts/errors.ts';
 import { VERSION } from '../version.ts';
 
 /**
- * Cloud configuration. Every field has a default (in the comment) and is checked at start-up.
+ * Cloud configuration: the operator's options (src/cloud/config.ts: defaults, descriptions,
+ * checked at start-up, the same for flags, environment and config file) and what only code passes.
  */
-export interface CloudConfig {
-  /** Where SQLite and other state live. Default ./edgeweave-cloud */
-  dataDir: string;
-  /** HTTP API bind. Default 0.0.0.0:8080 (port 0 picks a free port). */
-  httpHost?: string;
-  httpPort?: number;
-  /** Public HTTP URL (printed in install commands). Default http://{host}:{port}. */
-  publicUrl?: string;
-  /** `sqlite` (default, under dataDir) or postgres://… */
-  db?: string;
-  /** Embedded hub bind. Default 0.0.0.0:1883. Ignored with `broker`. */
-  mqttHost?: string;
-  mqttPort?: number;
-  /** MQTT URL given to agents. Default mqtt://{mqttHost}:{boundPort}. */
-  mqttPublicUrl?: string;
-  /** External broker instead of the embedded hub: mqtt://host:port. */
-  broker?: string;
-  brokerUsername?: string;
-  brokerPassword?: string;
+export type CloudConfig = CloudOptionsInput & {
   /** Client id of this replica on the external broker. Default edgeweave-cloud-{hostname}. */
   brokerClientId?: string;
   /** How long the external broker keeps this replica's session while it is away (s). Default 86400. */
   brokerSessionExpiryS?: number;
   /** Shared-subscription group of the replicas of one cloud on the external broker. Default edgeweave-cloud. */
   brokerShareGroup?: string;
-  /**
-   * TLS for the HTTP API (https) and the embedded MQTT hub (mqtts): certificate and key files
-   * (PEM). Default: none — then put a TLS-terminating proxy in front in production.
-   */
-  tlsCertFile?: string;
-  tlsKeyFile?: string;
   /** Largest model file accepted (bytes). Default 4 GiB. */
   artifactMaxBytes?: number;
-  /** HTTP time limits (headers 10 s, whole request 60 s, keep-alive 5 s, idle 30 s). */
+  /** HTTP time limits beyond the options' request and idle timeouts (lib/http.ts DEFAULT_HTTP_TIMEOUTS); these win. */
   httpTimeouts?: Partial<HttpTimeouts>;
-  /** API rate limits (server.ts DEFAULT_RATE_LIMITS), or false for none. */
-  rateLimits?: Partial<RateLimits> | false;
-  /** Embedded hub bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
-  mqttLimits?: Partial<MqttLimits>;
-  /** Heartbeat interval told to agents at enrollment (s), 1–3600. Default 10. */
-  heartbeatIntervalS?: number;
-  /** Missed heartbeats before a site is offline. Default 3. */
-  missedHeartbeats?: number;
-  /**
-   * The first admin key, used only when the store is new (no tenant yet): a file whose content
-   * is the key, so automation (and the demo) can know it. Default: a key is generated and
-   * printed once.
-   */
-  adminKeyFile?: string;
-  /** The built web console to serve at `/`. Default console/dist of this install; false: none. */
-  consoleDir?: string | false;
   /** Bounds of the live event stream (GET /api/v1/events); defaults in api/events.ts. */
   eventStreams?: Partial<EventStreamLimits>;
-  /** The cloud's region, for data residency of the cloud-side fallback runtime. Default `cloud` (a region no policy names unless it means this cloud). */
-  region?: string;
-  /** Routed inference per API key: requests/s, burst, in flight. Defaults 100, 200, 64. */
-  inferRate?: number;
-  inferBurst?: number;
-  inferConcurrency?: number;
-  /** Default deadline of a routed request (ms). Default 30000. */
-  inferTimeoutMs?: number;
-  /** Keep results of streams no retention policy names this many days (0: keep). Default 0. */
-  resultsRetentionDays?: number;
   /** How often retention and partition upkeep run (ms). Default 3600000. */
   resultsMaintenanceEveryMs?: number;
-  /** Serve fallbacks and cascades with the cloud-side runtime. Default true. */
-  cloudRuntime?: boolean;
   clock?: Clock;
   log?: Logger;
-}
+};
 
 export interface CloudHandle {
   url: string;
@@ -129,17 +82,23 @@ async function bootstrap(store: Store, clock: Clock, adminKeyFile: string | unde
   } else {
     key = newSecret('ewk');
   }
-  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'admin', createdAt: clock.now(), revokedAt: null });
+  // The first key is the cloud operator's: an admin of the first tenant that also manages tenants.
+  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'platform-admin', createdAt: clock.now(), revokedAt: null });
   return adminKeyFile ? undefined : key;
 }
 
-export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
+export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
+  // Every option checked (a bad one refused naming its flag) and defaulted before anything starts.
+  const parsed = parseCloudOptions(input);
+  const limits = await cloudLimits(parsed);
+  const cfg = {
+    ...parsed, ...limits,
+    consoleDir: parsed.console ? parsed.consoleDir : false as const,
+    httpTimeouts: { requestTimeoutMs: parsed.httpRequestTimeoutS * 1000, idleTimeoutMs: parsed.httpIdleTimeoutS * 1000, ...input.httpTimeouts },
+  };
   const clock = cfg.clock ?? systemClock;
   const log = cfg.log ?? createLogger({ name: 'cloud' });
-  const heartbeatIntervalS = cfg.heartbeatIntervalS ?? 10;
-  const missedHeartbeats = cfg.missedHeartbeats ?? 3;
-  if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) throw new EwError('CONFIG_INVALID', `--heartbeat-interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`, { path: 'heartbeatIntervalS' });
-  if (!(missedHeartbeats >= 1)) throw new EwError('CONFIG_INVALID', '--missed-heartbeats must be at least 1', { path: 'missedHeartbeats' });
+  const { heartbeatIntervalS, missedHeartbeats } = cfg;
   privateDir(cfg.dataDir);
 
   const store = openStore(cfg.db, cfg.dataDir);
@@ -169,7 +128,7 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
-  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats });
+  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, admitResult: new ResultQuota(store, clock).admit });
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
     guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
@@ -191,11 +150,15 @@ export async function startCloud(cfg: CloudConfig): Promise<CloudHandle> {
     for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
   }
   let url = '';
+  // Before any route plugin loads, so every one inherits the hooks (scoped keys, quotas).
+  installTenancyGuards(http, { store, artifacts });
   registerRoutes(http, {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
   registerResultsAdmin(http, { store, clock, defaultRetentionDays: cfg.resultsRetentionDays });
+  await http.register(tenantRoutes, { store, clock, artifacts, siteRevoked: (id: string) => fleet.revoked(id) });
+  await http.register(auditRoutes, { store });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
   const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
     rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false,

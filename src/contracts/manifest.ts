@@ -242,5 +242,5 @@ export function parseManifest(input: unknown): AppManifest {
   }
   const issue = r.error.issues[0]!;
   const path = formatPath(issue.path);
-  throw new EwError('INVALID_MANIFEST', `manifest field ${path || '(root)'}: ${issue.message}`, { path });
+  throw new EwError('INVALID_MANIFEST', `manifest field ${path || '(root)'}: ${issue.message}`, { path, detail: issue.message });
 }

@@ -5,7 +5,7 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fas
 import { z } from 'zod';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { openEdgeDb, kvGet, kvSet, type EdgeDb } from './db.ts';
-import { Outbox, type OverflowPolicy } from './outbox.ts';
+import { Outbox } from './outbox.ts';
 import { OutboxPump } from './pump.ts';
 import { CloudLink, type LinkState } from './link.ts';
 import { DeviceBroker, type DeviceSource } from './devices.ts';
@@ -48,92 +48,30 @@ import { systemClock, type Clock } from '../lib/clock.ts';
 import { createLogger, LogRing, type Logger } from '../lib/logger.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import { bearer, hardenedServerOptions, installErrorHandling, type HttpTimeouts } from '../lib/http.ts';
-import { guardRefusalCounter, type MqttLimits } from '../lib/mqtt-guard.ts';
+import { guardRefusalCounter } from '../lib/mqtt-guard.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { VERSION } from '../version.ts';
+import { edgeLimits, parseEdgeOptions, type EdgeOptionsInput } from './config.ts';
 
-/** Agent configuration; each field's default is in its comment. */
-export interface EdgeConfig {
-  /** Where the site keeps its SQLite, credentials and model cache. Required. */
-  dataDir: string;
-  /** Cloud HTTP URL, needed only to enroll. */
-  cloudUrl?: string;
-  /** A CA certificate file (PEM) to trust for the cloud's https and mqtts, when its CA is private. Kept with the credentials. */
-  caFile?: string;
-  /** Join token, needed only on first start. */
+/**
+ * Agent configuration: the operator's options (src/edge/config.ts: defaults, descriptions,
+ * checked at start-up, the same for flags, environment and config file) and what only code passes.
+ */
+export type EdgeConfig = EdgeOptionsInput & {
+  /** Join token, needed only on first start (from EW_JOIN_TOKEN or --token-file, never an option). */
   token?: string;
-  /** Site name shown in the console. Default: the site id. */
-  name?: string;
-  /** Local HTTP API bind. Default 127.0.0.1:8081 (port 0 picks a free port). */
-  apiHost?: string;
-  apiPort?: number;
-  /** Device MQTT broker bind. Default 0.0.0.0:1883, where the site's devices can reach it. */
-  deviceHost?: string;
-  devicePort?: number;
-  /** TLS for the device broker (mqtts): certificate and key files (PEM). Default: plain MQTT on the site's LAN. */
-  deviceTlsCertFile?: string;
-  deviceTlsKeyFile?: string;
-  /**
-   * Read device data from a broker the site already has (mqtt://host:port) instead of running
-   * the embedded one; the agent subscribes to its streams' topics there. Default: embedded.
-   */
-  deviceBroker?: string;
-  deviceBrokerUsername?: string;
-  deviceBrokerPassword?: string;
-  /** MQTT version towards that broker: 5 passes devices' MQTT 5 properties to streams (docs/industrial.md). Default 4. */
-  deviceBrokerMqttVersion?: 4 | 5;
-  /**
-   * Files holding the secrets this agent checks (only their sha256 is stored): the local API
-   * key and the device password (username `device`). Default: generated on first start and
-   * printed once.
-   */
-  apiKeyFile?: string;
-  devicePasswordFile?: string;
-  /**
-   * The shared device password (username `device`, every non-reserved topic) is an opt-in: on
-   * with `devicePasswordFile`, or with this (generated once, printed once). Off by default: each
-   * device gets its own credentials and topic grants (`edgeweave devices add`).
-   */
-  deviceSharedPassword?: boolean;
-  /** Disk budget of the model cache, bytes. Default 10 GiB. */
-  modelCacheBytes?: number;
-  /**
-   * Most device records journaled and not yet committed by every rule (a rule stuck behind a
-   * model or a full disk); past it, device acknowledgements are withheld. Default 1,000,000.
-   */
-  journalMax?: number;
-  /**
-   * How often a windowed rule checkpoints its state with its journal cursor, ms: a crash replays
-   * at most this much of the journal into it. Default 1,000.
-   */
-  checkpointIntervalMs?: number;
-  /** Outbox bound and overflow policy. Default 100000, drop-oldest. */
-  outboxMax?: number;
-  outboxOverflow?: OverflowPolicy;
   /** Where recent log lines are kept for `edgeweave logs` (default: a ring of 2,000, fed by the agent's own logger). */
   logRing?: LogRing;
-  /**
-   * Result streams local programs may send up through `POST /api/v1/uplink/{stream}` besides
-   * those the running apps' egress policies grant to the cloud (an operator's grant, audited
-   * like any egress). Default: none.
-   */
-  uplinkAllow?: EgressGrant[];
   /** Backoff of a model whose file could not be fetched or verified. Default 5 s doubling to 5 min. */
   modelRetry?: { initialMs: number; maxMs: number };
-  /** Overrides the heartbeat interval the cloud gave at enrollment (s), 1–3600. */
-  heartbeatIntervalS?: number;
-  /** Embedded device broker bounds before and after authentication (lib/mqtt-guard.ts DEFAULT_MQTT_LIMITS). */
-  deviceLimits?: Partial<MqttLimits>;
-  /** Local API time limits (lib/http.ts DEFAULT_HTTP_TIMEOUTS). */
+  /** Local API time limits beyond the idle timeout option (lib/http.ts DEFAULT_HTTP_TIMEOUTS); these win. */
   httpTimeouts?: Partial<HttpTimeouts>;
   /** First cloud reconnect window, ms; doubles per failure with full jitter up to reconnectMaxMs (default 30,000). Default 1,000. */
   reconnectPeriodMs?: number;
   reconnectMaxMs?: number;
-  /** MQTT keepalive to the cloud, s: a silent partition is noticed within about 1.5× this. Default 10. */
-  cloudKeepaliveS?: number;
   clock?: Clock;
   log?: Logger;
-}
+};
 
 export interface EdgeHandle {
   siteId: string;
@@ -162,7 +100,10 @@ function ensureSecret(db: EdgeDb, key: string, file: string | undefined, prefix:
   return s;
 }
 
-export async function startEdge(cfg: EdgeConfig): Promise<EdgeHandle> {
+export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
+  // Every option checked (a bad one refused naming its flag) and defaulted before anything starts.
+  const parsed = parseEdgeOptions(input);
+  const cfg = { ...parsed, deviceLimits: await edgeLimits(parsed), httpTimeouts: { idleTimeoutMs: parsed.httpIdleTimeoutS * 1000, ...input.httpTimeouts } };
   const clock = cfg.clock ?? systemClock;
   // Recent log lines stay in memory for `edgeweave logs`; they leave the site only when asked.
   const ring = cfg.logRing ?? new LogRing(2000);

@@ -60,12 +60,12 @@ export class OnnxRuntime implements ModelRuntime {
         session = await create(['cpu']);
       }
     } catch (e) {
-      throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: onnxruntime could not load ${spec.file}: ${(e as Error).message}`, { path: `models.${spec.name}`, cause: e });
+      throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: onnxruntime could not load ${spec.file}: ${(e as Error).message}`, { path: `models.${spec.name}`, cause: e, detail: `onnxruntime could not load ${spec.file}: ${(e as Error).message}` });
     }
     const meta = (list: readonly Ort.InferenceSession.ValueMetadata[]): TensorSpec[] => list.map((m) => {
-      if (!m.isTensor) throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: value ${m.name} is not a tensor; only tensor inputs and outputs are served`);
+      if (!m.isTensor) throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: value ${m.name} is not a tensor; only tensor inputs and outputs are served`, { detail: `value ${m.name} is not a tensor; only tensor inputs and outputs are served` });
       const datatype = ORT_TO_OIP[m.type];
-      if (!datatype || !DATATYPES.includes(datatype)) throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: ${m.name} has unsupported type ${m.type}`);
+      if (!datatype || !DATATYPES.includes(datatype)) throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: ${m.name} has unsupported type ${m.type}`, { detail: `${m.name} has unsupported type ${m.type}` });
       return { name: m.name, datatype, shape: dims(m.shape) };
     });
     const inputs = meta(session.inputMetadata);

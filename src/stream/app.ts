@@ -2,6 +2,7 @@ import { EwError, isEwError } from '../contracts/errors.ts';
 import type { AppManifest, EgressGrant, RuleSpec, SinkSpec } from '../contracts/manifest.ts';
 import { parse, closest } from './parser.ts';
 import { planQuery, type Plan, type StreamDef } from './planner.ts';
+import { sqlError } from './lexer.ts';
 import { checkWriteSinks } from '../edge/write-guard.ts';
 import { checkStreamSources } from '../edge/sources/check.ts';
 
@@ -65,13 +66,12 @@ export function checkRule(spec: RuleSpec, i: number, streams: ReadonlyMap<string
     const def = streams.get(q.from.name);
     if (!def) {
       const guess = closest(q.from.name, streams.keys());
-      throw new EwError('SQL_INVALID', `line ${q.from.pos.line}, column ${q.from.pos.col}: rule ${spec.name} reads stream "${q.from.name}", which spec.streams does not declare${guess ? `; did you mean ${guess}?` : streams.size ? `; declared: ${[...streams.keys()].join(', ')}` : ''}`, { path: `sql:${q.from.pos.line}:${q.from.pos.col}` });
+      throw sqlError('SQL_INVALID', q.from.pos, `rule ${spec.name} reads stream "${q.from.name}", which spec.streams does not declare${guess ? `; did you mean ${guess}?` : streams.size ? `; declared: ${[...streams.keys()].join(', ')}` : ''}`);
     }
     plan = planQuery(spec.sql, def, { models, lateness: spec.options.lateness });
   } catch (e) {
-    if (isEwError(e) && e.path?.startsWith('sql:')) {
-      throw new EwError(e.code, `spec.rules[${i}].sql (rule ${spec.name}): ${e.message}`, { path: `spec.rules[${i}].sql${e.path.slice(3)}` });
-    }
+    // An error in the SQL text (it has a position and no field of its own) is the rule's sql field's.
+    if (isEwError(e) && e.pos && e.path === undefined) throw e.within(`spec.rules[${i}].sql`, `spec.rules[${i}].sql (rule ${spec.name})`);
     throw e;
   }
   for (const e of leavingSinks(spec, i)) checkEgress(plan, e, allow, spec.name);

@@ -16,8 +16,10 @@ export const KEYWORDS = new Set([
 /** Where a piece of SQL sits; `sqlError` formats it as `line L, column C`. */
 export interface Pos { line: number; col: number }
 
+/** An error at a place in the rule: the message names it, and `pos` carries it as data. */
 export function sqlError(code: 'SQL_SYNTAX' | 'SQL_INVALID' | 'SQL_LIMIT', at: Pos, message: string, hint?: string): EwError {
-  return new EwError(code, `line ${at.line}, column ${at.col}: ${message}${hint ? `; ${hint}` : ''}`, { path: `sql:${at.line}:${at.col}` });
+  const detail = `${message}${hint ? `; ${hint}` : ''}`;
+  return new EwError(code, `line ${at.line}, column ${at.col}: ${detail}`, { pos: { line: at.line, col: at.col }, detail });
 }
 
 export function lex(sql: string): Token[] {

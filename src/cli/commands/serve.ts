@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
 import { EwError } from '../../contracts/errors.ts';
-import { parseMqttLimits } from '../../lib/mqtt-guard.ts';
+import { configFile, schemaValues } from '../schema-options.ts';
 
 /**
  * `edgeweave cloud`, `edgeweave edge` and `edgeweave edge doctor`: the long-running roles. Loaded
- * only when one of them runs (src/cli/main.ts declares the flags).
+ * only when one of them runs (src/cli/main.ts declares the commands; their options come from
+ * the schemas in src/cloud/config.ts and src/edge/config.ts through ../schema-options.ts).
  */
 
 /** One JSON line on stdout: how scripts and the demo learn URLs of a started process. */
@@ -49,18 +51,11 @@ function joinToken(o: { token?: string; tokenFile?: string }): string | undefine
   }
 }
 
-export async function runCloud(o: any): Promise<void> {
-  const [{ startCloud }, { parseRateLimits }] = await Promise.all([import('../../cloud/main.ts'), import('../../cloud/api/server.ts')]);
-  const c = await startCloud({
-    dataDir: o.dataDir, httpHost: o.host, httpPort: o.port, publicUrl: o.publicUrl, db: o.db,
-    mqttHost: o.mqttHost, mqttPort: o.mqttPort, mqttPublicUrl: o.mqttPublicUrl,
-    broker: o.broker, brokerUsername: o.brokerUsername, brokerPassword: o.brokerPassword,
-    heartbeatIntervalS: o.heartbeatInterval, missedHeartbeats: o.missedHeartbeats, adminKeyFile: o.adminKeyFile,
-    tlsCertFile: o.tlsCert, tlsKeyFile: o.tlsKey,
-    httpTimeouts: { requestTimeoutMs: o.httpRequestTimeout * 1000, idleTimeoutMs: o.httpIdleTimeout * 1000 }, rateLimits: parseRateLimits(o.rateLimit), mqttLimits: parseMqttLimits(o.mqttLimits),
-    consoleDir: o.console === false ? false : o.consoleDir,
-    region: o.region, inferRate: o.inferRate, inferBurst: o.inferBurst, inferConcurrency: o.inferConcurrency, inferTimeoutMs: o.inferTimeout, cloudRuntime: o.cloudRuntime,
-  });
+export async function runCloud(cmd: Command): Promise<void> {
+  const [{ cloudOptions, resolveCloudOptions }, { startCloud }] = await Promise.all([import('../../cloud/config.ts'), import('../../cloud/main.ts')]);
+  // Flags over EW_CLOUD_* over the --config file over the schema's defaults; refused here, naming the flag.
+  const options = resolveCloudOptions({ flags: schemaValues(cmd, cloudOptions), env: process.env, file: configFile(cmd, cloudOptions) });
+  const c = await startCloud(options);
   if (c.adminKey) {
     process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
   }
@@ -68,17 +63,11 @@ export async function runCloud(o: any): Promise<void> {
   runUntilSignal(() => c.close());
 }
 
-export async function runEdge(o: any): Promise<void> {
-  const { startEdge } = await import('../../edge/main.ts');
-  const e = await startEdge({
-    dataDir: o.dataDir, cloudUrl: o.cloud, token: joinToken(o), caFile: o.ca, name: o.name, apiHost: o.apiHost, apiPort: o.apiPort,
-    deviceHost: o.deviceHost, devicePort: o.devicePort, apiKeyFile: o.apiKeyFile, devicePasswordFile: o.devicePasswordFile, deviceSharedPassword: !!o.deviceSharedPassword,
-    deviceBroker: o.deviceBroker, deviceBrokerUsername: o.deviceBrokerUsername, deviceBrokerPassword: o.deviceBrokerPassword, deviceBrokerMqttVersion: o.deviceBrokerMqttVersion === '5' ? 5 : 4,
-    deviceTlsCertFile: o.deviceTlsCert, deviceTlsKeyFile: o.deviceTlsKey,
-    outboxMax: o.outboxMax, outboxOverflow: o.outboxOverflow, heartbeatIntervalS: o.heartbeatInterval, modelCacheBytes: o.modelCacheMax, uplinkAllow: o.uplinkAllow,
-    deviceLimits: parseMqttLimits(o.deviceMqttLimits, '--device-mqtt-limits'), httpTimeouts: { idleTimeoutMs: o.httpIdleTimeout * 1000 },
-    cloudKeepaliveS: o.cloudKeepalive, checkpointIntervalMs: o.checkpointInterval, journalMax: o.journalMax,
-  });
+export async function runEdge(cmd: Command): Promise<void> {
+  const [{ edgeOptions, resolveEdgeOptions }, { startEdge }] = await Promise.all([import('../../edge/config.ts'), import('../../edge/main.ts')]);
+  // Flags over EW_EDGE_* over the --config file over the schema's defaults; refused here, naming the flag.
+  const options = resolveEdgeOptions({ flags: schemaValues(cmd, edgeOptions), env: process.env, file: configFile(cmd, edgeOptions) });
+  const e = await startEdge({ ...options, token: joinToken(cmd.opts()) });
   if (e.generated.apiKey || e.generated.devicePassword) {
     process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
     if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);

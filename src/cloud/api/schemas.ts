@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AppManifest } from '../../contracts/manifest.ts';
 import { SiteStatusBody } from '../../contracts/messages.ts';
+import { ErrorBodySchema } from '../../contracts/error-body.ts';
 import type { App, Deployment, JoinToken, Site } from '../store/store.ts';
 
 /**
@@ -11,7 +12,8 @@ import type { App, Deployment, JoinToken, Site } from '../store/store.ts';
  */
 
 export const Labels = z.record(z.string(), z.string()).describe('label key → value, Kubernetes label syntax');
-export const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
+// Every error body, `path` and `pos` included (a serializer drops undeclared fields).
+export const ErrorSchema = ErrorBodySchema;
 export const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
 export const Health = z.object({ ok: z.boolean(), version: z.string() });
@@ -74,7 +76,14 @@ export const Enrollment = z.object({
 });
 
 // ---- API keys ----
-export const KeyView = z.object({ id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable() });
+export const KeyScopeView = z.object({ apps: z.array(z.string()).optional(), labels: Labels.optional() });
+export const KeyView = z.object({
+  id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable(),
+  /** ms since epoch after which the key is refused (401 KEY_EXPIRED); null: never. */
+  expiresAt: z.number().nullable(),
+  /** The apps and site labels the key is limited to; null: none. */
+  scope: KeyScopeView.nullable(),
+});
 export const KeyList = z.object({ items: z.array(KeyView) });
 export const KeyCreated = KeyView.extend({ key: z.string() });
 

@@ -12,12 +12,19 @@ import { oipErrorBody } from '../../inference/oip.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
+import type { Role } from '../../contracts/permissions.ts';
+import type { KeyScope, TenantState } from '../store/store.ts';
+import { installAudit } from './audit.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the auth hook for every authenticated route. */
     tenantId: string;
     apiKeyId: string;
+    /** The key's role and limits (null: none), set with the tenant. */
+    role?: Role;
+    keyScope: KeyScope | null;
+    tenantState?: TenantState;
     /** Set instead of the tenant when a site calls with its own credentials. */
     siteId?: string;
   }
@@ -28,8 +35,12 @@ declare module 'fastify' {
     siteAccess?: boolean;
     /** Static files (the web console): public, and outside the anonymous request budget. */
     staticAsset?: boolean;
+    /** Platform routes (tenant management): answered while the caller's tenant is suspended. */
+    platform?: boolean;
   }
 }
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** A token bucket: `burst` requests at once, then `perSecond`. */
 export interface RateSpec { burst: number; perSecond: number }
@@ -103,6 +114,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   app.decorateRequest('tenantId', '');
   app.decorateRequest('apiKeyId', '');
   app.decorateRequest('siteId', undefined);
+  app.decorateRequest('role', undefined);
+  app.decorateRequest('keyScope', null);
+  app.decorateRequest('tenantState', undefined);
 
   const httpErrors = new Counter({ name: 'ew_cloud_http_errors_total', help: 'API errors by code', labelNames: ['code'], registers: [o.registry] });
 
@@ -117,6 +131,8 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   });
 
   installErrorHandling(app, httpErrors, o.bodyLimitBytes ?? 10 * 1024 * 1024, { refuseNul: true });
+  // Every change made through the API, and every refused attempt, into the audit log.
+  installAudit(app, o.store, o.clock ?? systemClock, o.log);
   installHttpMetrics(app, o.registry, 'ew_cloud');
   // The Open Inference Protocol's error body on every /v2 answer, those outside the inference
   // routes' own handler too (an unknown /v2 route).
@@ -165,6 +181,11 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
       const k = buckets.key.take(req.siteId ? `site:${req.siteId}` : req.apiKeyId);
       if (!k.ok) throw limited(reply, k.retryAfterMs, req.siteId ? 'from this site' : 'with this API key');
     }
+    // A suspended tenant keeps reading (its operators see why things stopped) but changes
+    // nothing until a platform admin resumes it.
+    if (req.tenantState === 'suspended' && !SAFE_METHODS.has(req.method) && !req.routeOptions.config?.platform) {
+      throw new EwError('TENANT_SUSPENDED', `tenant ${req.tenantId} is suspended: reads work, changes are refused and its rollouts are held until a platform admin resumes it (edgeweave tenants resume)`);
+    }
   });
 
   async function authenticate(req: FastifyRequest): Promise<void> {
@@ -179,8 +200,14 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     }
     const key = await o.store.findApiKeyByHash(hashSecret(bearer(req.headers.authorization, 'an API key (ewk_…)')));
     if (!key || key.revokedAt !== null) throw new EwError('UNAUTHENTICATED', 'the API key is not recognised or was revoked');
+    if (key.expiresAt != null && key.expiresAt <= clock.now()) {
+      throw new EwError('KEY_EXPIRED', `API key ${key.id} expired at ${new Date(key.expiresAt).toISOString()}; ask an admin of the tenant for a new one (edgeweave keys create)`);
+    }
     req.tenantId = key.tenantId;
     req.apiKeyId = key.id;
+    req.role = key.role;
+    req.keyScope = key.scope ?? null;
+    req.tenantState = key.tenantState;
   }
 
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());

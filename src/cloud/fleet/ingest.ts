@@ -17,11 +17,16 @@ import type { SiteRpc } from './rpc.ts';
 export class Ingest {
   private readonly m;
 
-  constructor(private readonly o: { log: Logger; registry: Registry; sites: SiteDirectory; status: SiteStatuses; uplink: UplinkWriter; rpc: SiteRpc }) {
+  constructor(private readonly o: {
+    log: Logger; registry: Registry; sites: SiteDirectory; status: SiteStatuses; uplink: UplinkWriter; rpc: SiteRpc;
+    /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
+    admitResult?: (tenantId: string) => Promise<boolean>;
+  }) {
     const r = o.registry;
     this.m = {
       badPayloads: new Counter({ name: 'ew_cloud_mqtt_payload_invalid_total', help: 'MQTT messages refused as malformed', labelNames: ['kind'], registers: [r] }),
       oversized: new Counter({ name: 'ew_cloud_mqtt_payload_oversized_total', help: 'MQTT messages dropped for exceeding their topic class bound', labelNames: ['kind'], registers: [r] }),
+      quotaDropped: new Counter({ name: 'ew_cloud_uplink_quota_dropped_total', help: 'Results dropped because their tenant was at its quota of results per day (QUOTA_EXCEEDED)', registers: [r] }),
     };
   }
 
@@ -42,7 +47,16 @@ export class Ingest {
       const site = await this.o.sites.get(t.siteId);
       if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
       if (t.kind === 'reported') return this.o.status.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
-      if (t.kind === 'up') return await this.o.uplink.store(t.siteId, t.stream, decodePayload(UplinkMessage, payload, topic));
+      if (t.kind === 'up') {
+        const msg = decodePayload(UplinkMessage, payload, topic);
+        if (this.o.admitResult && !(await this.o.admitResult(site.tenantId))) {
+          // Acknowledged and dropped, counted: the site resending it would not fit either.
+          this.m.quotaDropped.inc();
+          this.o.log.warn({ code: 'QUOTA_EXCEEDED', siteId: t.siteId, tenantId: site.tenantId, stream: t.stream }, 'result dropped: the tenant is at its quota of results per day');
+          return;
+        }
+        return await this.o.uplink.store(t.siteId, t.stream, msg);
+      }
       if (t.kind === 'rpc-res' && isFrame(payload)) return this.o.rpc.frame(t.siteId, t.id, payload);
       if (t.kind === 'rpc-res') return this.o.rpc.answer(t.siteId, t.id, decodePayload(RpcResponse, payload, topic));
     } catch (e) {

@@ -40,7 +40,7 @@ export async function pushApp(d: AppServiceDeps, tenantId: string, raw: unknown)
       }
     }
   } catch (e) {
-    if (e instanceof EwError && e.path !== undefined) throw new EwError(e.code, e.message, { path: `manifest.${e.path}` });
+    if (e instanceof EwError && e.path !== undefined) throw e.within('manifest.');
     throw e;
   }
   const a: App = {

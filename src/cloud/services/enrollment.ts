@@ -42,6 +42,8 @@ export async function enrollSite(d: EnrollDeps, token: string, name: string | un
   });
   if (!result.ok || !result.site) {
     const reason = result.ok ? undefined : result.reason;
+    if (reason === 'suspended') throw new EwError('TENANT_SUSPENDED', 'the tenant of this join token is suspended; enrollments resume when a platform admin resumes it');
+    if (reason === 'quota') throw new EwError('QUOTA_EXCEEDED', 'the tenant of this join token is at its quota of sites; revoke a site or ask the platform admin to raise the quota, then enroll again with the same token');
     if (reason === 'used') throw new EwError('TOKEN_USED', 'this join token was already used; ask the operator for a new one (edgeweave tokens create)');
     if (reason === 'expired') throw new EwError('TOKEN_EXPIRED', 'this join token has expired; ask the operator for a new one (edgeweave tokens create)');
     throw new EwError('TOKEN_INVALID', 'this join token is not known to the cloud; check that it was copied whole');

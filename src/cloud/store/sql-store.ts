@@ -4,8 +4,9 @@ import { EwError } from '../../contracts/errors.ts';
 import { needsSteps } from '../rollout/reconcile.ts';
 import { DAY_MS, partitionDaysAround, partitionName, type RetentionPolicy, type RetentionStep } from '../results/retention.ts';
 import type {
-  RolloutRow, ApiKey, App, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, UplinkQuery, UplinkRecord, UplinkRow,
+  RolloutRow, ApiKey, App, AuditEntry, AuditQuery, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, TenantData, TenantQuotas, TenantState, UplinkQuery, UplinkRecord, UplinkRow,
 } from './store.ts';
+import { isAdminRole, type Role } from '../../contracts/permissions.ts';
 
 /**
  * One SQL implementation of Store over Kysely; the dialect (SQLite or PostgreSQL) is chosen by
@@ -13,8 +14,12 @@ import type {
  * as 0/1, so the same statements and migrations run on both engines.
  */
 interface DB {
-  tenants: { id: string; name: string; created_at: number };
-  api_keys: { id: string; tenant_id: string; name: string; hash: string; role: string; created_at: number; revoked_at: number | null };
+  tenants: { id: string; name: string; created_at: number; state: Generated<string>; suspended_at: number | null; quotas: Generated<string> };
+  api_keys: { id: string; tenant_id: string; name: string; hash: string; role: string; created_at: number; revoked_at: number | null; expires_at: number | null; scope: string | null };
+  audit: {
+    seq: Generated<number>; at: number; tenant_id: string | null; key_id: string | null; role: string | null; site_id: string | null;
+    action: string; target: string; status: number; outcome: string; code: string | null; address: string; request_id: string;
+  };
   join_tokens: {
     id: string; tenant_id: string; hash: string; labels: string; region: string; description: string;
     created_at: number; expires_at: number; used_at: number | null; site_id: string | null;
@@ -147,6 +152,46 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .execute();
     },
   },
+  '0005_tenancy': {
+    async up(db: Kysely<any>) {
+      // Tenants can be suspended and have quotas (JSON, absent = unlimited).
+      await db.schema.alterTable('tenants').addColumn('state', 'varchar(16)', (c) => c.notNull().defaultTo('active')).execute();
+      await db.schema.alterTable('tenants').addColumn('suspended_at', 'bigint').execute();
+      await db.schema.alterTable('tenants').addColumn('quotas', 'text', (c) => c.notNull().defaultTo('{}')).execute();
+      // Keys may expire and be limited to apps or site labels (JSON KeyScope).
+      await db.schema.alterTable('api_keys').addColumn('expires_at', 'bigint').execute();
+      await db.schema.alterTable('api_keys').addColumn('scope', 'text').execute();
+      // The first key of a cloud made before roles is its operator's: it manages tenants.
+      await db.updateTable('api_keys').set({ role: 'platform-admin' })
+        .where('id', '=', (eb: any) => eb.selectFrom('api_keys').select('id').orderBy('created_at').limit(1)).execute();
+      // Append-only: the store has no statement that updates or deletes a row of it.
+      await db.schema.createTable('audit')
+        .addColumn('seq', kind === 'sqlite' ? 'integer' : 'bigint', (c) => kind === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('tenant_id', 'varchar(64)')
+        .addColumn('key_id', 'varchar(64)')
+        .addColumn('role', 'varchar(32)')
+        .addColumn('site_id', 'varchar(64)')
+        .addColumn('action', 'varchar(300)', (c) => c.notNull())
+        .addColumn('target', 'varchar(2100)', (c) => c.notNull())
+        .addColumn('status', 'integer', (c) => c.notNull())
+        .addColumn('outcome', 'varchar(16)', (c) => c.notNull())
+        .addColumn('code', 'varchar(64)')
+        .addColumn('address', 'varchar(64)', (c) => c.notNull())
+        .addColumn('request_id', 'varchar(64)', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('audit_tenant_seq').on('audit').columns(['tenant_id', 'seq']).execute();
+      if (kind === 'postgres') {
+        // PostgreSQL can enforce append-only for anyone with SQL access too.
+        await sql`CREATE OR REPLACE FUNCTION ew_audit_append_only() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql`.execute(db);
+        await sql`CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION ew_audit_append_only()`.execute(db);
+      } else {
+        await sql`CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`.execute(db);
+        await sql`CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`.execute(db);
+      }
+      await db.schema.createIndex('uplink_received').on('uplink').column('received_at').execute();
+    },
+  },
   '0008_results_at_volume': {
     async up(db: Kysely<any>) {
       // Retention per tenant and stream (cloud/results/retention.ts); `*` is the tenant's default.
@@ -170,6 +215,7 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await sql`ALTER TABLE uplink RENAME TO uplink_unpartitioned`.execute(db);
       await sql`ALTER INDEX uplink_site_stream_at RENAME TO uplink_unpartitioned_site_stream_at`.execute(db);
       await sql`ALTER INDEX uplink_app_rule RENAME TO uplink_unpartitioned_app_rule`.execute(db);
+      await sql`ALTER INDEX uplink_received RENAME TO uplink_unpartitioned_received`.execute(db);
       await sql`CREATE SEQUENCE uplink_seq_gen`.execute(db);
       await sql`CREATE TABLE uplink (
         seq bigint NOT NULL DEFAULT nextval('uplink_seq_gen'),
@@ -182,6 +228,7 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await sql`CREATE INDEX uplink_site_stream_at ON uplink (site_id, stream, at)`.execute(db);
       await sql`CREATE INDEX uplink_app_rule ON uplink (app, rule)`.execute(db);
       await sql`CREATE INDEX uplink_seq ON uplink (seq)`.execute(db);
+      await sql`CREATE INDEX uplink_received ON uplink (received_at)`.execute(db);
       const days = await sql<{ day: string }>`SELECT DISTINCT (at / 86400000) * 86400000 AS day FROM uplink_unpartitioned`.execute(db);
       for (const d of days.rows) await createDayPartition(db, Number(d.day));
       await sql`INSERT INTO uplink (seq, site_id, msg_id, stream, at, received_at, data, app, rule)
@@ -242,6 +289,25 @@ function toSite(r: SiteRow): Site {
     desiredGeneration: Number(r.desired_generation),
     desiredHash: r.desired_hash,
     reportedGeneration: Number(r.reported_generation),
+  };
+}
+
+function toTenant(r: { id: string; name: string; created_at: number; state: string; suspended_at: number | null; quotas: string }): Tenant {
+  return { id: r.id, name: r.name, createdAt: Number(r.created_at), state: r.state as TenantState, suspendedAt: r.suspended_at === null ? null : Number(r.suspended_at), quotas: JSON.parse(r.quotas) as TenantQuotas };
+}
+
+function toKey(r: { id: string; tenant_id: string; name: string; hash: string; role: string; created_at: number; revoked_at: number | null; expires_at: number | null; scope: string | null }): ApiKey {
+  return {
+    id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: r.role as Role, createdAt: Number(r.created_at),
+    revokedAt: r.revoked_at === null ? null : Number(r.revoked_at), expiresAt: r.expires_at === null ? null : Number(r.expires_at),
+    scope: r.scope === null ? null : JSON.parse(r.scope),
+  };
+}
+
+function toAudit(r: DB['audit'] & { seq: number }): AuditEntry {
+  return {
+    seq: Number(r.seq), at: Number(r.at), tenantId: r.tenant_id, keyId: r.key_id, role: r.role, siteId: r.site_id, action: r.action, target: r.target,
+    status: Number(r.status), outcome: r.outcome as AuditEntry['outcome'], code: r.code, address: r.address, requestId: r.request_id,
   };
 }
 
@@ -311,10 +377,13 @@ export class SqlStore implements Store {
 
   /** Runs the migrations not yet run; `to` stops after that one (tests of a migration over data). */
   async migrate(to?: string): Promise<void> {
-    // Kysely looks for its migration tables in every schema unless told which: a second
-    // installation (or a test) in another schema of the same database would hide ours.
-    const schema = this.kind === 'postgres' ? (await sql<{ s: string }>`SELECT current_schema() AS s`.execute(this.db)).rows[0]?.s : undefined;
-    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(schema ? { migrationTableSchema: schema } : {}) });
+    // PostgreSQL: Kysely looks for its migration tables by name in every schema unless told
+    // which, so another schema of the same database holding them (another cloud, a benchmark)
+    // would make it skip creating ours. Name the schema the store works in.
+    const migrationTableSchema = this.kind === 'postgres'
+      ? (await guard('read current schema', () => sql<{ s: string }>`select current_schema() as s`.execute(this.db))).rows[0]?.s
+      : undefined;
+    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
     const { error, results } = to === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(to);
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
@@ -327,29 +396,107 @@ export class SqlStore implements Store {
   }
 
   async createTenant(t: Tenant): Promise<void> {
-    await guard('create tenant', () => this.db.insertInto('tenants').values({ id: t.id, name: t.name, created_at: t.createdAt }).execute());
+    try {
+      await this.db.insertInto('tenants').values({
+        id: t.id, name: t.name, created_at: t.createdAt, state: t.state ?? 'active', suspended_at: t.suspendedAt ?? null, quotas: JSON.stringify(t.quotas ?? {}),
+      }).execute();
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new EwError('TENANT_EXISTS', `a tenant named "${t.name}" (or with id ${t.id}) already exists; choose another name`, { path: 'name' });
+      if (e instanceof EwError) throw e;
+      throw new EwError('STORE_UNAVAILABLE', `store failed to create tenant: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   async listTenants(): Promise<Tenant[]> {
-    const rows = await guard('list tenants', () => this.db.selectFrom('tenants').selectAll().orderBy('created_at').execute());
-    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: Number(r.created_at) }));
+    const rows = await guard('list tenants', () => this.db.selectFrom('tenants').selectAll().orderBy('created_at').orderBy('id').execute());
+    return rows.map(toTenant);
+  }
+
+  async getTenant(id: string): Promise<Tenant | undefined> {
+    const r = await guard('read tenant', () => this.db.selectFrom('tenants').selectAll().where('id', '=', id).executeTakeFirst());
+    return r && toTenant(r);
+  }
+
+  async setTenantState(id: string, state: TenantState, now: number): Promise<Tenant | undefined> {
+    await guard('set tenant state', () => this.db.updateTable('tenants').set({ state, suspended_at: state === 'suspended' ? now : null }).where('id', '=', id).execute());
+    return this.getTenant(id);
+  }
+
+  async setTenantQuotas(id: string, quotas: TenantQuotas): Promise<Tenant | undefined> {
+    await guard('set tenant quotas', () => this.db.updateTable('tenants').set({ quotas: JSON.stringify(quotas) }).where('id', '=', id).execute());
+    return this.getTenant(id);
+  }
+
+  async tenantData(id: string, resultsSince?: number): Promise<TenantData> {
+    return guard('count tenant data', async () => {
+      const count = async (table: 'api_keys' | 'join_tokens' | 'sites' | 'apps' | 'deployments' | 'rollouts' | 'artifact_owners', extra?: (q: any) => any) => {
+        let q: any = this.db.selectFrom(table).select((eb) => eb.fn.countAll().as('n')).where('tenant_id', '=', id);
+        if (extra) q = extra(q);
+        return Number(((await q.executeTakeFirst()) as { n: unknown } | undefined)?.n ?? 0);
+      };
+      const appNames = await this.db.selectFrom('apps').select('name').distinct().where('tenant_id', '=', id).execute();
+      let rq = this.db.selectFrom('uplink').innerJoin('sites', 'sites.id', 'uplink.site_id').select((eb) => eb.fn.countAll().as('n')).where('sites.tenant_id', '=', id);
+      if (resultsSince !== undefined) rq = rq.where('uplink.received_at', '>=', resultsSince);
+      const results = Number((await rq.executeTakeFirst())?.n ?? 0);
+      return {
+        sites: await count('sites'), liveSites: await count('sites', (q) => q.where('revoked_at', 'is', null)),
+        keys: await count('api_keys', (q) => q.where('revoked_at', 'is', null)), tokens: await count('join_tokens'),
+        apps: appNames.length, appVersions: await count('apps'), deployments: await count('deployments'), rollouts: await count('rollouts'),
+        artifacts: await count('artifact_owners'), results,
+      };
+    });
+  }
+
+  async deleteTenant(id: string): Promise<{ siteIds: string[]; orphanArtifacts: string[] } | undefined> {
+    return guard('delete tenant', () => this.db.transaction().execute(async (tx) => {
+      if (!(await tx.selectFrom('tenants').select('id').where('id', '=', id).executeTakeFirst())) return undefined;
+      const siteIds = (await tx.selectFrom('sites').select('id').where('tenant_id', '=', id).execute()).map((r) => r.id);
+      const mine = (await tx.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', id).execute()).map((r) => r.sha256);
+      const shared = mine.length === 0 ? [] : (await tx.selectFrom('artifact_owners').select('sha256').distinct()
+        .where('tenant_id', '<>', id).where('sha256', 'in', mine).execute()).map((r) => r.sha256);
+      for (let i = 0; i < siteIds.length; i += 500) await tx.deleteFrom('uplink').where('site_id', 'in', siteIds.slice(i, i + 500)).execute();
+      for (const table of ['api_keys', 'join_tokens', 'rollouts', 'deployments', 'apps', 'artifact_owners', 'sites'] as const) {
+        await tx.deleteFrom(table).where('tenant_id', '=', id).execute();
+      }
+      await tx.deleteFrom('tenants').where('id', '=', id).execute();
+      return { siteIds, orphanArtifacts: mine.filter((x) => !shared.includes(x)) };
+    }));
+  }
+
+  async appendAudit(e: AuditEntry): Promise<void> {
+    await guard('append audit', () => this.db.insertInto('audit').values({
+      at: e.at, tenant_id: e.tenantId, key_id: e.keyId, role: e.role, site_id: e.siteId ?? null, action: e.action.slice(0, 300), target: e.target.slice(0, 2100),
+      status: e.status, outcome: e.outcome, code: e.code, address: e.address.slice(0, 64), request_id: e.requestId.slice(0, 64),
+    }).execute());
+  }
+
+  async queryAudit(q: AuditQuery): Promise<AuditEntry[]> {
+    const rows = await guard('query audit', () => {
+      let query = this.db.selectFrom('audit').selectAll();
+      if (q.tenantId !== undefined) query = query.where('tenant_id', '=', q.tenantId);
+      if (q.afterSeq !== undefined) query = query.where('seq', '>', q.afterSeq);
+      if (q.since !== undefined) query = query.where('at', '>=', q.since);
+      return query.orderBy('seq').limit(q.limit).execute();
+    });
+    return rows.map((r) => toAudit(r as DB['audit'] & { seq: number }));
   }
 
   async createApiKey(k: ApiKey): Promise<void> {
     await guard('create api key', () => this.db.insertInto('api_keys').values({
       id: k.id, tenant_id: k.tenantId, name: k.name, hash: k.hash, role: k.role, created_at: k.createdAt, revoked_at: k.revokedAt,
+      expires_at: k.expiresAt ?? null, scope: k.scope ? JSON.stringify(k.scope) : null,
     }).execute());
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKey | undefined> {
-    const r = await guard('read api key', () => this.db.selectFrom('api_keys').selectAll().where('hash', '=', hash).executeTakeFirst());
-    if (!r) return undefined;
-    return { id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: 'admin', createdAt: Number(r.created_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at) };
+    const r = await guard('read api key', () => this.db.selectFrom('api_keys').innerJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
+      .selectAll('api_keys').select('tenants.state as tenant_state').where('api_keys.hash', '=', hash).executeTakeFirst());
+    return r && { ...toKey(r), tenantState: r.tenant_state as TenantState };
   }
 
   async listApiKeys(tenantId: string): Promise<ApiKey[]> {
     const rows = await guard('list api keys', () => this.db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute());
-    return rows.map((r) => ({ id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: 'admin', createdAt: Number(r.created_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at) }));
+    return rows.map(toKey);
   }
 
   async revokeApiKey(tenantId: string, id: string, now: number): Promise<'revoked' | 'not-found' | 'last-admin'> {
@@ -361,7 +508,7 @@ export class SqlStore implements Store {
       const live = await q.execute();
       const target = live.find((k) => k.id === id);
       if (!target) return 'not-found' as const;
-      if (target.role === 'admin' && live.filter((k) => k.role === 'admin').length <= 1) return 'last-admin' as const;
+      if (isAdminRole(target.role) && live.filter((k) => isAdminRole(k.role)).length <= 1) return 'last-admin' as const;
       await tx.updateTable('api_keys').set({ revoked_at: now }).where('tenant_id', '=', tenantId).where('id', '=', id).where('revoked_at', 'is', null).execute();
       return 'revoked' as const;
     }));
@@ -375,6 +522,11 @@ export class SqlStore implements Store {
   async ownsArtifact(tenantId: string, sha256: string): Promise<boolean> {
     const r = await guard('read artifact owner', () => this.db.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', tenantId).where('sha256', '=', sha256).executeTakeFirst());
     return r !== undefined;
+  }
+
+  async listArtifacts(tenantId: string): Promise<string[]> {
+    const rows = await guard('list artifacts', () => this.db.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', tenantId).orderBy('sha256').execute());
+    return rows.map((r) => r.sha256);
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
@@ -402,6 +554,17 @@ export class SqlStore implements Store {
       const token = toToken(row);
       if (token.usedAt !== null) return { ok: false as const, reason: 'used' as const };
       if (token.expiresAt <= now) return { ok: false as const, reason: 'expired' as const };
+      // PostgreSQL: the tenant row is locked so that two enrollments racing for the last site of
+      // a quota cannot both pass the count (SQLite runs one write transaction at a time).
+      let tq = tx.selectFrom('tenants').select(['state', 'quotas']).where('id', '=', token.tenantId);
+      if (this.kind === 'postgres') tq = tq.forUpdate();
+      const tenant = await tq.executeTakeFirst();
+      if (!tenant || tenant.state !== 'active') return { ok: false as const, reason: 'suspended' as const };
+      const max = (JSON.parse(tenant.quotas) as TenantQuotas).sites;
+      if (max !== undefined) {
+        const live = await tx.selectFrom('sites').select((eb) => eb.fn.countAll().as('n')).where('tenant_id', '=', token.tenantId).where('revoked_at', 'is', null).executeTakeFirst();
+        if (Number(live?.n ?? 0) >= max) return { ok: false as const, reason: 'quota' as const };
+      }
       const site = makeSite(token);
       // The guard on used_at makes a concurrent second enrollment update no row.
       const upd = await tx.updateTable('join_tokens').set({ used_at: now, site_id: site.id })
@@ -563,7 +726,10 @@ export class SqlStore implements Store {
     const rows = await guard('list rollouts', () => {
       let q = this.db.selectFrom('rollouts').selectAll();
       if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
-      if (opts.activeOnly) q = q.where('active', '=', 1);
+      if (opts.activeOnly) {
+        q = q.where('active', '=', 1)
+          .where('tenant_id', 'in', (eb) => eb.selectFrom('tenants').select('tenants.id').where('tenants.state', '=', 'active'));
+      }
       if (opts.ids) q = q.where('id', 'in', opts.ids);
       return q.orderBy('updated_at').execute();
     });

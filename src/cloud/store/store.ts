@@ -2,6 +2,7 @@ import type { RetentionPolicy, RetentionStep } from '../results/retention.ts';
 import type { Labels, Selector } from '../../contracts/selector.ts';
 import type { AppManifest } from '../../contracts/manifest.ts';
 import type { SiteStatusBody } from '../../contracts/messages.ts';
+import type { Role } from '../../contracts/permissions.ts';
 
 /**
  * The cloud's state, behind one interface with two real implementations (SQLite by default,
@@ -11,9 +12,55 @@ import type { SiteStatusBody } from '../../contracts/messages.ts';
  * read that a user can reach takes the tenant id, so one tenant can never read another's rows.
  * Times are integer milliseconds since the epoch.
  */
-export interface Tenant { id: string; name: string; createdAt: number }
+/** Per-tenant limits; an absent one is unlimited (docs/operators.md "Quotas"). */
+export interface TenantQuotas { sites?: number; apps?: number; artifactBytes?: number; resultsPerDay?: number }
 
-export interface ApiKey { id: string; tenantId: string; name: string; hash: string; role: 'admin'; createdAt: number; revokedAt: number | null }
+/** `suspended`: reads still work; changes, enrollments and rollout steps are refused or held. */
+export type TenantState = 'active' | 'suspended';
+
+export interface Tenant { id: string; name: string; createdAt: number; state?: TenantState; suspendedAt?: number | null; quotas?: TenantQuotas }
+
+/** Limits of a key within its tenant: only these apps, only sites carrying these labels. */
+export interface KeyScope { apps?: string[]; labels?: Labels }
+
+export interface ApiKey {
+  id: string; tenantId: string; name: string;
+  /** sha256 of the key; the key itself is shown once at creation and never stored. */
+  hash: string;
+  role: Role; createdAt: number; revokedAt: number | null;
+  /** After this time the key is refused (401 KEY_EXPIRED); null or absent: never. */
+  expiresAt?: number | null;
+  scope?: KeyScope | null;
+  /** The tenant's state, filled in by `findApiKeyByHash` (the auth hook needs it on every call). */
+  tenantState?: TenantState;
+}
+
+/** One change made through the API (or refused), as the audit log keeps it. Never a secret. */
+export interface AuditEntry {
+  seq?: number;
+  at: number;
+  /** The tenant acted in; null for calls no tenant could be told (a failed login). */
+  tenantId: string | null;
+  keyId: string | null;
+  role: string | null;
+  /** Set instead of the key when a site called with its own credentials. */
+  siteId?: string | null;
+  /** `METHOD /route/pattern`, e.g. `POST /api/v1/sites/:id/revoke`. */
+  action: string;
+  /** The path called, without its query string. */
+  target: string;
+  status: number;
+  outcome: 'ok' | 'denied' | 'failed';
+  /** The error code when it failed. */
+  code: string | null;
+  address: string;
+  requestId: string;
+}
+
+export interface AuditQuery { tenantId?: string; afterSeq?: number; since?: number; limit: number }
+
+/** What a tenant holds, counted (a tenant deletion's dry run, the usage a quota checks). */
+export interface TenantData { sites: number; liveSites: number; keys: number; tokens: number; apps: number; appVersions: number; deployments: number; rollouts: number; artifacts: number; results: number }
 
 export interface JoinToken {
   id: string;
@@ -79,7 +126,7 @@ export interface UplinkRow extends UplinkRecord { seq: number }
 
 export type ConsumeResult =
   | { ok: true; token: JoinToken }
-  | { ok: false; reason: 'unknown' | 'used' | 'expired' };
+  | { ok: false; reason: 'unknown' | 'used' | 'expired' | 'suspended' | 'quota' };
 
 /** `lastSeenAt` is the last heartbeat's time: absent when only the online flag changes. */
 export interface SiteStatusUpdate { siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number }
@@ -91,6 +138,24 @@ export interface Store {
 
   createTenant(t: Tenant): Promise<void>;
   listTenants(): Promise<Tenant[]>;
+  getTenant(id: string): Promise<Tenant | undefined>;
+  /** Suspends or resumes; undefined when there is no such tenant. */
+  setTenantState(id: string, state: TenantState, now: number): Promise<Tenant | undefined>;
+  setTenantQuotas(id: string, quotas: TenantQuotas): Promise<Tenant | undefined>;
+  /** Counts what the tenant holds; `resultsSince` counts only results received since then. */
+  tenantData(id: string, resultsSince?: number): Promise<TenantData>;
+  /**
+   * Deletes the tenant and everything it holds in one transaction: keys, tokens, sites (so their
+   * credentials stop working at once), apps, deployments, rollouts, results, artifact ownership.
+   * Returns the ids of its sites (to cut their connections) and the artifacts no other tenant
+   * holds (their files can go); undefined when there is no such tenant. The audit log stays.
+   */
+  deleteTenant(id: string): Promise<{ siteIds: string[]; orphanArtifacts: string[] } | undefined>;
+
+  /** Appends to the audit log, which has no update or delete. */
+  appendAudit(e: AuditEntry): Promise<void>;
+  /** Oldest first, after `afterSeq`; `tenantId` absent: every tenant's (platform). */
+  queryAudit(q: AuditQuery): Promise<AuditEntry[]>;
 
   createApiKey(k: ApiKey): Promise<void>;
   findApiKeyByHash(hash: string): Promise<ApiKey | undefined>;
@@ -105,6 +170,8 @@ export interface Store {
   addArtifactOwner(tenantId: string, sha256: string, now: number): Promise<void>;
   /** Whether the tenant uploaded this artifact. */
   ownsArtifact(tenantId: string, sha256: string): Promise<boolean>;
+  /** The artifacts the tenant holds (sha256), for its artifact-bytes quota. */
+  listArtifacts(tenantId: string): Promise<string[]>;
 
   createJoinToken(t: JoinToken): Promise<void>;
   listJoinTokens(tenantId: string): Promise<JoinToken[]>;
@@ -113,6 +180,7 @@ export interface Store {
   /**
    * Atomically exchanges a join token for a new site: the token is marked used and the site
    * created in one transaction, so a token can enroll one site only, even under a race.
+   * Refused (the token left unused) while its tenant is suspended or at its sites quota.
    */
   enrollSite(tokenHash: string, now: number, makeSite: (t: JoinToken) => Site): Promise<ConsumeResult & { site?: Site }>;
 
@@ -152,7 +220,10 @@ export interface Store {
    */
   saveRollout(row: RolloutRow): Promise<boolean>;
   getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined>;
-  /** `activeOnly`: those the controller still steps; `ids`: just these deployments' rollouts. */
+  /**
+   * `activeOnly`: those the controller still steps (not ended, and not of a suspended tenant:
+   * a suspension holds its rollouts where they are); `ids`: just these deployments' rollouts.
+   */
   listRollouts(tenantId?: string, opts?: { activeOnly?: boolean; ids?: readonly string[] }): Promise<RolloutRow[]>;
 
   /** Retention policies of one tenant, or of all (cloud/results/retention.ts). */
