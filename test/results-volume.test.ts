@@ -14,7 +14,7 @@ import { ResultsMaintenance } from '../src/cloud/results/maintenance.ts';
 import { DAY_MS, dayStart, partitionName } from '../src/cloud/results/retention.ts';
 import type { Store, UplinkRecord } from '../src/cloud/store/store.ts';
 import { openPostgresStore } from '../src/cloud/store/open.ts';
-import type { SqlStore } from '../src/cloud/store/sql-store.ts';
+import { migrationNames, type SqlStore } from '../src/cloud/store/sql-store.ts';
 
 /**
  * Results at volume (issue 17.4), end to end on both stores: a time range exported as JSON lines
@@ -81,7 +81,7 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
       return { status: res.status, type: res.headers.get('content-type'), lines: res.ok ? text.split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [JSON.parse(text)] };
     }
 
-    it('exports one stream in a site-time range as JSON lines, oldest first, only the tenant\'s own', async () => {
+    it('exports one stream in a site-time range as JSON lines, oldest site time first, only the tenant\'s own', async () => {
       const since = NOW - 11 * DAY_MS;
       const until = NOW - 2 * DAY_MS;
       const r = await exportLines(`stream=alerts&since=${since}&until=${until}`);
@@ -89,8 +89,9 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
       assert.match(r.type ?? '', /application\/x-ndjson/);
       assert.deepEqual(r.lines.map((x) => x.id).sort(), [...[3, 10].flatMap((d) => [0, 1, 2, 3, 4].map((n) => `alerts-${d}-${n}`))].sort());
       assert.ok(r.lines.every((x) => x.siteId === 'site-a' && x.at >= since && x.at < until), 'site-x belongs to another tenant');
-      const seqs = r.lines.map((x) => x.seq);
-      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+      const keys = r.lines.map((x) => [x.at, x.seq] as const);
+      assert.deepEqual(keys, [...keys].sort((a, b) => a[0] - b[0] || a[1] - b[1]), 'oldest site time first, then seq');
+      assert.ok(r.lines[0].seq > r.lines[r.lines.length - 1].seq, 'stored newest-first here, exported oldest-first by site time');
       assert.deepEqual(r.lines[0].data, { n: r.lines[0].data.n, daysAgo: r.lines[0].data.daysAgo, text: `v${r.lines[0].data.n}` });
     });
 
@@ -189,7 +190,8 @@ describe('the partitioning migration on PostgreSQL', { skip: await pgAvailable()
     const s = await freshSchema();
     const store = openPostgresStore(PG_URL, { schema: s.schema }) as SqlStore;
     try {
-      await store.migrate('0004_artifact_owners');
+      const names = migrationNames('postgres');
+      await store.migrate(names[names.indexOf('0008_results_at_volume') - 1]);
       await store.createTenant({ id: 'ten', name: 't', createdAt: 1 });
       await addSite(store, 'ten', 'site-m');
       const before = [0, 1, 5].flatMap((d) => [0, 1].map((n) => rec('site-m', 'm', d, n)));

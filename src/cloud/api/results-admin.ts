@@ -63,7 +63,7 @@ export function registerResultsAdmin(app: FastifyInstance, d: { store: Store; cl
   r.get('/api/v1/results/export', {
     schema: {
       tags: ['results'],
-      summary: 'One stream\'s results in a site-time range as JSON lines, oldest first; ends at the results stored when it began',
+      summary: 'One stream\'s results in a site-time range as JSON lines, oldest site time first; ends at the results stored when it began',
       querystring: z.object({
         stream: z.string().min(1).max(128),
         site: z.string().optional(),
@@ -83,14 +83,15 @@ export function registerResultsAdmin(app: FastifyInstance, d: { store: Store; cl
     const base: UplinkQuery = { siteId: q.site, stream: q.stream, app: q.app, rule: q.rule, since: q.since, until: q.until, limit: EXPORT_PAGE_ROWS, maxSeq };
     const tenantId = req.tenantId;
     async function* lines(): AsyncGenerator<string> {
-      let after: number | undefined;
+      let after: { at: number; seq: number } | undefined;
       for (;;) {
-        const rows = await store.queryUplink(tenantId, { ...base, afterSeq: after });
+        const rows = await store.queryUplink(tenantId, { ...base, byTime: { after } });
         if (rows.length === 0) return;
         // One chunk per page: the stream's backpressure paces the store reads.
         yield rows.map((x) => `${JSON.stringify({ seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, app: x.app, rule: x.rule, at: x.at, receivedAt: x.receivedAt, data: x.data })}\n`).join('');
         if (rows.length < EXPORT_PAGE_ROWS) return;
-        after = rows[rows.length - 1]!.seq;
+        const last = rows[rows.length - 1]!;
+        after = { at: last.at, seq: last.seq };
       }
     }
     return reply.type('application/x-ndjson').header('cache-control', 'no-store').send(Readable.from(lines()));

@@ -205,6 +205,7 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       if (kind === 'sqlite') {
         // Time ranges over every site of a tenant, and retention's deletes, read by time.
         await db.schema.createIndex('uplink_at').on('uplink').column('at').execute();
+        await db.schema.createIndex('uplink_stream_at').on('uplink').columns(['stream', 'at']).execute();
         return;
       }
       // PostgreSQL: the uplink table becomes partitioned by day of site time (`at`), so a time
@@ -229,6 +230,7 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await sql`CREATE INDEX uplink_app_rule ON uplink (app, rule)`.execute(db);
       await sql`CREATE INDEX uplink_seq ON uplink (seq)`.execute(db);
       await sql`CREATE INDEX uplink_received ON uplink (received_at)`.execute(db);
+      await sql`CREATE INDEX uplink_stream_at ON uplink (stream, at)`.execute(db);
       const days = await sql<{ day: string }>`SELECT DISTINCT (at / 86400000) * 86400000 AS day FROM uplink_unpartitioned`.execute(db);
       for (const d of days.rows) await createDayPartition(db, Number(d.day));
       await sql`INSERT INTO uplink (seq, site_id, msg_id, stream, at, received_at, data, app, rule)
@@ -262,6 +264,11 @@ async function createDayPartition(db: Kysely<any>, day: number): Promise<boolean
   if (db.isTransaction) await work(db);
   else await db.transaction().execute(work);
   return true;
+}
+
+/** Every migration's name, in the order they run. */
+export function migrationNames(kind: 'sqlite' | 'postgres'): string[] {
+  return Object.keys(migrations(kind)).sort();
 }
 
 class StaticProvider implements MigrationProvider {
@@ -765,6 +772,13 @@ export class SqlStore implements Store {
       if (q.until !== undefined) query = query.where('uplink.at', '<', q.until);
       if (q.afterSeq !== undefined) query = query.where('uplink.seq', '>', q.afterSeq);
       if (q.maxSeq !== undefined) query = query.where('uplink.seq', '<=', q.maxSeq);
+      if (q.byTime) {
+        // Site-time order (exports): keyset on (at, seq), which the (stream, at) index serves in
+        // order — a page costs the same on the first day of a range as on the last.
+        const k = q.byTime.after;
+        if (k) query = query.where((eb) => eb(eb.refTuple('uplink.at', 'uplink.seq'), '>', eb.tuple(k.at, k.seq)));
+        return query.orderBy('uplink.at').orderBy('uplink.seq').limit(q.limit).execute();
+      }
       return query.orderBy('uplink.seq').limit(q.limit).execute();
     });
     return rows.map((r) => ({

@@ -120,8 +120,14 @@ export interface UplinkRecord {
   data: unknown;
 }
 
-/** `afterSeq`/`maxSeq`: seq > afterSeq and ≤ maxSeq (an export pins `maxSeq` at its start, so it ends). */
-export interface UplinkQuery { siteId?: string; stream?: string; app?: string; rule?: string; since?: number; until?: number; limit: number; afterSeq?: number; maxSeq?: number }
+/**
+ * `afterSeq`/`maxSeq`: seq > afterSeq and ≤ maxSeq (an export pins `maxSeq` at its start, so it ends).
+ * Oldest stored first (by seq), or with `byTime` oldest by site time, then seq, after the key given.
+ */
+export interface UplinkQuery {
+  siteId?: string; stream?: string; app?: string; rule?: string; since?: number; until?: number; limit: number; afterSeq?: number; maxSeq?: number;
+  byTime?: { after?: { at: number; seq: number } };
+}
 export interface UplinkRow extends UplinkRecord { seq: number }
 
 export type ConsumeResult =
