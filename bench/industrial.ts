@@ -49,7 +49,7 @@ const outbox = new Outbox(db, systemClock, { maxMessages: 1000, overflow: 'drop-
 const egress = new EgressAudit(db, systemClock, new Registry());
 const rules = new RuleHost({
   router, dead, clock: systemClock, log,
-  sinkContext: (app, rule, allowedFields) => ({ siteId: 'bench', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+  sinkContext: (app, rule, allowedFields) => ({ siteId: 'bench', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, siteLog: log, publishLocal: () => {} }),
 });
 const sources = new SourceHost({ router, dataDir: dir, clock: systemClock, log });
 

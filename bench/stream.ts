@@ -136,7 +136,7 @@ async function partBAt(qos: 0 | 1, windowed: boolean): Promise<void> {
   const audit = new EgressAudit(db, systemClock, new Registry());
   const host = new RuleHost({
     router, dead, clock: systemClock, log: silentLogger(),
-    sinkContext: (app, rule, allowedFields) => ({ siteId: 'bench', app, rule, outbox, audit, log: silentLogger(), clock: systemClock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+    sinkContext: (app, rule, allowedFields) => ({ siteId: 'bench', app, rule, outbox, audit, log: silentLogger(), clock: systemClock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
     ...(qos === 1 ? { durable: { journal, db, outbox, checkpointMs: 1000 } } : {}),
   });
   if (qos === 1) {

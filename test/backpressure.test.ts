@@ -82,7 +82,7 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     const router = new StreamRouter(dead);
     const host = new RuleHost({
       router, dead, clock, log: silentLogger(),
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
       durable: { journal, db, outbox },
     });
     await host.start({ name: 'bp', version: '1.0.0', deploymentId: 'd', manifest: parseManifest(manifest('bp')) });

@@ -1,6 +1,6 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { cloudOptions, resolveCloudOptions } from '../src/cloud/config.ts';
@@ -20,6 +20,7 @@ let n = 0;
 const yaml = (text: string): string => {
   const f = join(dir, `c${n++}.yaml`);
   writeFileSync(f, text);
+  chmodSync(f, 0o644); // as most config files are, whatever the umask
   return f;
 };
 const refused = (fn: () => unknown, message: RegExp, check?: (e: EwError) => void) => assert.throws(fn, (e: unknown) => {
@@ -83,6 +84,17 @@ describe('bad values are refused at start, naming the flag, the value and where 
     refused(() => resolveCloudOptions({ file: yaml('- port\n') }), /a config file is a map of option names to values/);
     refused(() => resolveCloudOptions({ file: yaml('port: [1\n') }), /not valid YAML/);
     refused(() => resolveCloudOptions({ file: join(dir, 'missing.yaml') }), /^--config .*missing\.yaml: ENOENT/);
+    refused(() => resolveCloudOptions({ file: yaml(`# ${'x'.repeat(300 * 1024)}\n`) }), /larger than 256 KiB/);
+  });
+  it('refuses a secret in a config file other users can read, and takes it from a private one', () => {
+    const open = yaml('broker: mqtt://emqx:1883\nbroker-password: hunter2\n');
+    chmodSync(open, 0o644);
+    refused(() => resolveCloudOptions({ file: open }), /:2:1: broker-password is a secret, and this file can be read by other users of the machine; chmod 600 .* or pass it in EW_BROKER_PASSWORD/, (e) => assert.ok(!e.message.includes('hunter2')));
+    chmodSync(open, 0o600);
+    assert.equal(resolveCloudOptions({ file: open }).brokerPassword, 'hunter2');
+    chmodSync(open, 0o644);
+    assert.equal(resolveCloudOptions({ file: yaml('port: 1\ndb: postgres://edgeweave@db:5432/ew\n') }).httpPort, 1, 'a file without secrets may be readable');
+    refused(() => resolveCloudOptions({ file: yaml('db: postgres://edgeweave:pw@db:5432/ew\n') }), /db is a secret/);
   });
   it('names the choices of an enum and never shows a secret', () => {
     refused(() => resolveEdgeOptions({ flags: { dataDir: 'd', outboxOverflow: 'sometimes' } }), /--outbox-overflow "sometimes": .*"drop-oldest".*"reject-new"/);
@@ -95,6 +107,7 @@ describe('bad values are refused at start, naming the flag, the value and where 
     const cloudDir = join(dir, 'never-cloud');
     await assert.rejects(startCloud({ dataDir: cloudDir, httpPort: -1, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--port -1:/.test(e.message));
     await assert.rejects(startCloud({ dataDir: cloudDir, rateLimits: 'key=lots', log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--rate-limit/.test(e.message));
+    await assert.rejects(startCloud({ dataDir: cloudDir, mqttLimits: { maxPacketBytez: 1 }, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--mqtt-limits: "maxPacketBytez=1"/.test(e.message));
     assert.ok(!existsSync(cloudDir), 'no data dir for a refused start');
     const edgeDir = join(dir, 'never-edge');
     await assert.rejects(startEdge({ dataDir: edgeDir, journalMax: 0.5, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--journal-max 0\.5: a positive whole number/.test(e.message));

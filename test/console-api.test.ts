@@ -41,9 +41,9 @@ function site(id: string, tenantId: string): Site {
 /** Enrolls a site over the API (no agent needed) and returns its id. */
 async function enroll(cloud: TestCloud, labels: Record<string, string> = {}): Promise<string> {
   const token = await cloud.token({ labels });
-  const r = await fetch(`${cloud.url}/api/v1/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token }) });
+  const r = await cloud.api('POST', '/api/v1/enroll', { token }, '');
   assert.equal(r.status, 201);
-  return ((await r.json()) as { siteId: string }).siteId;
+  return (r.body as { siteId: string }).siteId;
 }
 
 let seq = 0;
@@ -82,9 +82,9 @@ describe('console API: /api/v1/me and the static console', () => {
     assert.equal(me.body.role, 'platform-admin', 'the first key of a cloud is its operator\'s');
     assert.match(me.body.keyId, /^key/);
     assert.deepEqual(me.body.permissions, [...PERMISSIONS]);
-    const anon = await fetch(`${cloud.url}/api/v1/me`);
-    assert.equal(anon.status, 401);
-    assert.equal(((await anon.json()) as { code: string }).code, 'UNAUTHENTICATED');
+    const anon = await cloud.handle.http.inject({ method: 'GET', url: '/api/v1/me' });
+    assert.equal(anon.statusCode, 401);
+    assert.equal(anon.json<{ code: string }>().code, 'UNAUTHENTICATED');
   });
 
   it('serves index.html at / and for client-side routes, with CSP and no-cache', async () => {

@@ -122,22 +122,22 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
   it('per key: the sixth call of a burst of five is 429 with Retry-After; another key still works', async () => {
     const k1 = await newKey();
     const k2 = await newKey();
-    for (let i = 0; i < 5; i++) assert.equal((await cloud.api('GET', '/api/v1/sites', undefined, k1)).status, 200);
+    for (let i = 0; i < 5; i++) assert.equal((await cloud.overHttp('GET', '/api/v1/sites', undefined, k1)).status, 200);
     const res = await fetch(`${cloud.url}/api/v1/sites`, { headers: { authorization: `Bearer ${k1}` } });
     assertErrorShape({ status: res.status, body: await res.json() }, 'RATE_LIMITED');
     assert.ok(Number(res.headers.get('retry-after')) >= 1, `Retry-After: ${res.headers.get('retry-after')}`);
-    assert.equal((await cloud.api('GET', '/api/v1/sites', undefined, k2)).status, 200);
+    assert.equal((await cloud.overHttp('GET', '/api/v1/sites', undefined, k2)).status, 200);
   });
 
   it('per address without valid credentials: enrollment with bad tokens stops at 429 before any token is checked', async () => {
-    for (let i = 0; i < 2; i++) assert.equal((await cloud.api('POST', '/api/v1/enroll', { token: `ewj_wrong${i}` }, '')).status, 401);
-    assert.equal((await cloud.api('GET', '/api/v1/keys', undefined, 'ewk_bad')).status, 401, 'a failed login spends it too');
-    const r = await cloud.api('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '');
+    for (let i = 0; i < 2; i++) assert.equal((await cloud.overHttp('POST', '/api/v1/enroll', { token: `ewj_wrong${i}` }, '')).status, 401);
+    assert.equal((await cloud.overHttp('GET', '/api/v1/keys', undefined, 'ewk_bad')).status, 401, 'a failed login spends it too');
+    const r = await cloud.overHttp('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '');
     assertErrorShape(r, 'RATE_LIMITED');
     // Failed logins spend the same budget; a request with a key is still checked (clients behind
     // one NAT keep working), within the address limit.
-    assert.equal((await cloud.api('GET', '/api/v1/sites', undefined, 'ewk_guess')).status, 401);
-    assert.equal((await cloud.api('GET', '/api/v1/sites')).status, 200);
+    assert.equal((await cloud.overHttp('GET', '/api/v1/sites', undefined, 'ewk_guess')).status, 401);
+    assert.equal((await cloud.overHttp('GET', '/api/v1/sites')).status, 200);
     assert.equal((await fetch(`${cloud.url}/openapi.json`)).status, 200, 'public reads are not anonymous writes');
   });
 
@@ -145,7 +145,7 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
     let status = 200;
     let n = 0;
     while (status !== 429 && n < 100) {
-      status = (await cloud.api('GET', '/api/v1/sites', undefined, await newKey())).status;
+      status = (await cloud.overHttp('GET', '/api/v1/sites', undefined, await newKey())).status;
       n++;
     }
     assert.equal(status, 429);
@@ -161,7 +161,7 @@ describe('the CLI and the agent honour Retry-After', () => {
     const cloud = await startTestCloud({ rateLimits: { anonymous: { burst: 1, perSecond: 1 } } });
     try {
       const token = await cloud.token();
-      assert.equal((await cloud.api('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '')).status, 401); // spends the address's budget
+      assert.equal((await cloud.overHttp('POST', '/api/v1/enroll', { token: 'ewj_wrong' }, '')).status, 401); // spends the address's budget
       const creds = await enroll({ cloudUrl: cloud.url, token, dataDir: tempDir('enroll') });
       assert.match(creds.siteId, /^[a-z0-9-]+$/);
     } finally {
@@ -174,8 +174,8 @@ describe('the CLI and the agent honour Retry-After', () => {
     const cloud = await startTestCloud({ rateLimits: { key: { burst: 1, perSecond: 1 } } });
     try {
       const c = new ApiClient({ cloud: cloud.url, apiKey: cloud.adminKey });
-      await c.call('GET', '/api/v1/sites');
-      const r = await c.call<{ items: unknown[] }>('GET', '/api/v1/sites'); // 429 first, then served
+      await c.api('GET /api/v1/sites');
+      const r = await c.api('GET /api/v1/sites'); // 429 first, then served
       assert.deepEqual(r.items, []);
     } finally {
       await cloud.stop();

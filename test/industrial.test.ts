@@ -54,7 +54,7 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     writes = new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), (n) => (n === 'plc-password' ? 'op3rator' : undefined));
     rules = new RuleHost({
       router, dead, clock: systemClock, log,
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {}, writes }),
+      sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, siteLog: log, publishLocal: () => {}, writes }),
     });
     sources = new SourceHost({ router, dataDir: dir, clock: systemClock, log, registry });
     opc = new OpcuaMachineSim({ pkiDir: join(dir, 'sim-pki'), tickMs: 0, users: { operator: 'op3rator' } });

@@ -24,3 +24,15 @@ it('reserves "_" stream and result names for the site (an app cannot feed or for
   assert.throws(() => parseManifest(base('_audit', 'alerts')), (e: any) => e.code === 'INVALID_MANIFEST' && /streams\[0\]\.name/.test(e.path) && /reserved/.test(e.message));
   assert.throws(() => parseManifest(base('readings', '_egress-audit')), (e: any) => e.code === 'INVALID_MANIFEST' && /sinks\[0\]/.test(e.path));
 });
+
+it('refuses a stream topic filter deeper than the matcher indexes, naming the field and the bound', async () => {
+  const { parseManifest } = await import('../src/contracts/manifest.ts');
+  const { MAX_FILTER_LEVELS } = await import('../src/lib/topic-filter.ts');
+  const withTopic = (topic: string) => ({
+    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'a', version: '1.0.0' },
+    spec: { streams: [{ name: 's', topic, format: 'json' }], rules: [{ name: 'r', sql: 'SELECT v FROM s', sinks: [{ memory: 'm' }] }] },
+  });
+  const levels = (n: number) => Array.from({ length: n }, () => 'a').join('/');
+  assert.doesNotThrow(() => parseManifest(withTopic(levels(MAX_FILTER_LEVELS))));
+  assert.throws(() => parseManifest(withTopic(levels(MAX_FILTER_LEVELS + 1))), (e: any) => e.code === 'INVALID_MANIFEST' && /streams\[0\]\.topic/.test(e.path) && /at most 1000 levels/.test(e.message));
+});

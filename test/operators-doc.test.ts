@@ -1,8 +1,10 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Command } from 'commander';
-import { cloudOptions } from '../src/cloud/config.ts';
+import { cloudOptions, resolveCloudOptions } from '../src/cloud/config.ts';
 import { edgeOptions } from '../src/edge/config.ts';
 import { defaultLabel, envName, type OptionTable } from '../src/lib/options.ts';
 import { buildProgram } from '../src/cli/main.ts';
@@ -58,4 +60,15 @@ it('`edgeweave cloud` and `edgeweave edge` offer exactly the schemas\' flags (an
   const longs = (c: Command) => c.options.map((o) => o.long!).sort();
   assert.deepEqual(longs(cmd(['cloud'])), ['--config', ...Object.values(cloudOptions.options).map((s) => s.flag)].sort());
   assert.deepEqual(longs(cmd(['edge'])), ['--config', '--token', '--token-file', ...Object.values(edgeOptions.options).map((s) => s.flag)].sort());
+});
+
+it('the example config file in docs/operators.md is a valid cloud config', () => {
+  const example = /### Options from a file and the environment[\s\S]*?```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.ok(example, 'docs/operators.md has the example');
+  const file = join(mkdtempSync(join(tmpdir(), 'ew-opdoc-')), 'cloud.yaml');
+  writeFileSync(file, example);
+  const o = resolveCloudOptions({ file });
+  assert.equal(o.httpPort, 8080);
+  assert.equal(o.console, false);
+  rmSync(file, { force: true });
 });

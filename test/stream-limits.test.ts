@@ -85,7 +85,7 @@ describe('rule state is bounded at plan time and at run time (issue 8.3)', () =>
       const audit = new EgressAudit(db, clock, new Registry());
       host = new RuleHost({
         router, dead, clock, log: silentLogger(),
-        sinkContext: (app, rule, allowedFields) => ({ siteId: 'limits', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+        sinkContext: (app, rule, allowedFields) => ({ siteId: 'limits', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
       });
     });
     after(() => {

@@ -19,7 +19,7 @@ describe('artifacts: a site downloads only what is deployed to it; a push refere
   let cloud: TestCloud;
   let otherKey: string;
   const file = randomBytes(4096);
-  const put = (key: string, body: Buffer) => fetch(`${cloud.url}/api/v1/artifacts/${sha(body)}`, { method: 'PUT', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(body) });
+  const put = async (key: string, body: Buffer) => ({ status: (await cloud.handle.http.inject({ method: 'PUT', url: `/api/v1/artifacts/${sha(body)}`, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' }, payload: body })).statusCode });
   before(async () => {
     cloud = await startTestCloud();
     otherKey = newSecret('ewk');
@@ -37,8 +37,8 @@ describe('artifacts: a site downloads only what is deployed to it; a push refere
     assert.equal((await cloud.api('GET', `/api/v1/artifacts/${sha(file)}`, undefined, otherKey)).body.code, 'ARTIFACT_NOT_FOUND');
     assert.deepEqual((await cloud.api('GET', `/api/v1/artifacts/${sha(file)}/status`, undefined, otherKey)).body, { sha256: sha(file), complete: false, size: 0, received: 0 });
     // An empty PUT does not claim it: the bytes must come and hash right.
-    const empty = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, { method: 'PUT', headers: { authorization: `Bearer ${otherKey}`, 'content-type': 'application/octet-stream', 'content-range': `bytes 0-0/${file.length}` }, body: new Uint8Array(1) });
-    assert.equal(empty.status, 200);
+    const empty = await cloud.handle.http.inject({ method: 'PUT', url: `/api/v1/artifacts/${sha(file)}`, headers: { authorization: `Bearer ${otherKey}`, 'content-type': 'application/octet-stream', 'content-range': `bytes 0-0/${file.length}` }, payload: Buffer.alloc(1) });
+    assert.equal(empty.statusCode, 200);
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: app('thief', '1.0.0', sha(file)) }, otherKey)).status, 404);
   });
 

@@ -9,6 +9,8 @@ import { PG_URL, freshSchema, pgAvailable } from './support/pg.ts';
 import { topics } from '../src/contracts/topics.ts';
 import { ENVELOPE_VERSION } from '../src/contracts/messages.ts';
 import { PERMISSIONS, permissionsOf, ROLES } from '../src/contracts/permissions.ts';
+import Database from 'better-sqlite3';
+import pg from 'pg';
 
 /**
  * Issue 14: two tenants side by side in one cloud, on SQLite and on PostgreSQL. Each tries every
@@ -53,8 +55,8 @@ describe('roles map to permissions', () => {
     const writes = PERMISSIONS.filter((p) => !p.endsWith(':read'));
     assert.deepEqual(permissionsOf('viewer').filter((p) => writes.includes(p)), [], 'a viewer changes nothing');
     assert.ok(!permissionsOf('viewer').includes('keys:read') && !permissionsOf('viewer').includes('audit:read'));
-    assert.deepEqual(permissionsOf('operator').filter((p) => writes.includes(p)).sort(), ['rollouts:act', 'sites:write', 'tokens:write']);
-    assert.deepEqual(permissionsOf('developer').filter((p) => writes.includes(p)).sort(), ['apps:write', 'deployments:write', 'rollouts:act']);
+    assert.deepEqual(permissionsOf('operator').filter((p) => writes.includes(p)).sort(), ['endpoints:infer', 'results:write', 'rollouts:act', 'sites:write', 'tokens:write']);
+    assert.deepEqual(permissionsOf('developer').filter((p) => writes.includes(p)).sort(), ['apps:write', 'deployments:write', 'endpoints:infer', 'rollouts:act']);
     assert.deepEqual(permissionsOf('admin').sort(), PERMISSIONS.filter((p) => !p.startsWith('tenants:')).sort());
     assert.deepEqual(permissionsOf('platform-admin').sort(), [...PERMISSIONS].sort());
     assert.deepEqual(permissionsOf('root'), [], 'an unknown role holds nothing');
@@ -68,6 +70,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
   describe(`two tenants side by side (${engine})`, { skip }, () => {
     let cloud: TestCloud;
     let drop: (() => Promise<void>) | undefined;
+    let pgSchema = '';
     const clock = new OffsetClock();
     const mqttClients: MqttClient[] = [];
     let A: Tenant;
@@ -96,6 +99,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       if (engine === 'postgres') {
         const s = await freshSchema();
         drop = s.drop;
+        pgSchema = s.schema;
         db = `${PG_URL}?options=${encodeURIComponent(`-c search_path=${s.schema}`)}`;
       }
       cloud = await startTestCloud({ db, clock });
@@ -260,6 +264,16 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal((await api('GET', `/api/v1/results?site=${outside.siteId}&app=vision`, undefined, k)).body.code, 'KEY_SCOPE_DENIED');
       assert.equal((await api('GET', `/api/v1/results?site=${A.site.siteId}&app=vision`, undefined, k)).status, 200);
       assert.deepEqual((await api('GET', '/api/v1/apps', undefined, k)).body.items.map((x: { name: string }) => x.name).sort(), ['vision', 'vision']);
+      // An operator limited to zone=a: its tokens give that label, its relabels keep it.
+      const op = (await api('POST', '/api/v1/keys', { name: 'ops', role: 'operator', labels: { zone: 'a' } }, A.key)).body.key as string;
+      assert.equal((await api('POST', '/api/v1/tokens', { labels: { zone: 'z' } }, op)).body.code, 'KEY_SCOPE_DENIED');
+      assert.equal((await api('POST', '/api/v1/tokens', { labels: { zone: 'a', rack: '1' } }, op)).status, 201);
+      const toks = (await api('GET', '/api/v1/tokens', undefined, op)).body.items as { labels: Record<string, string> }[];
+      assert.ok(toks.length > 0 && toks.every((t) => t.labels.zone === 'a'), 'only its zone\'s tokens are listed');
+      const relabel = await api('PUT', `/api/v1/sites/${A.site.siteId}/labels`, { labels: { zone: 'z' } }, op);
+      assert.equal(relabel.body.code, 'KEY_SCOPE_DENIED');
+      assert.equal(relabel.body.path, 'labels');
+      assert.equal((await api('POST', `/api/v1/sites/${outside.siteId}/revoke`, undefined, op)).body.code, 'KEY_SCOPE_DENIED');
       await api('POST', `/api/v1/sites/${outside.siteId}/revoke`, undefined, A.key);
     });
 
@@ -387,10 +401,17 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const unconfirmed = await api('DELETE', `/api/v1/tenants/${A.id}`);
       assert.equal(unconfirmed.body.code, 'CONFIRMATION_REQUIRED');
       assert.equal((await api('DELETE', `/api/v1/tenants/${A.id}?confirm=plant`)).body.code, 'CONFIRMATION_REQUIRED', 'another tenant\'s name does not confirm');
+      // An upload A left unfinished goes too (other tenants' stay).
+      const partials = () => readdirSync(join(cloud.dataDir, 'artifacts')).filter((f) => f.endsWith('.partial'));
+      const others = partials();
+      const half = await fetch(`${cloud.url}/api/v1/artifacts/${'e'.repeat(64)}`, { method: 'PUT', headers: { authorization: `Bearer ${A.key}`, 'content-type': 'application/octet-stream', 'content-range': 'bytes 0-9/100' }, body: new Uint8Array(10) });
+      assert.equal(half.status, 200);
+      assert.equal(partials().length, others.length + 1);
       const cut = new Promise<void>((r) => live.once('close', () => r()));
       const del = await api('DELETE', `/api/v1/tenants/${A.id}?confirm=${A.name}`);
       assert.equal(del.status, 200, JSON.stringify(del.body));
-      assert.equal(del.body.artifactFilesRemoved, 1, 'A\'s own file goes; the file B also holds stays');
+      assert.equal(del.body.artifactFilesRemoved, 2, 'A\'s own file and its unfinished upload go; the file B also holds stays');
+      assert.deepEqual(partials(), others);
       await cut;
       assert.equal((await api('GET', '/api/v1/sites', undefined, A.key)).status, 401);
       await assert.rejects(connect(A.site), /Not authorized|Bad username or password/i);
@@ -403,6 +424,28 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal(got.status, 200);
       assert.deepEqual(Buffer.from(await got.arrayBuffer()), MODEL);
       assert.ok((await api('GET', '/api/v1/audit?tenant=*&limit=1000')).body.items.some((e: { action: string; target: string }) => e.action === 'DELETE /api/v1/tenants/:id' && e.target === `/api/v1/tenants/${A.id}`));
+    });
+
+    it('the audit log refuses UPDATE and DELETE even to someone with SQL access to the database', async () => {
+      if (engine === 'sqlite') {
+        const raw = new Database(join(cloud.dataDir, 'cloud.db'));
+        try {
+          assert.ok((raw.prepare('SELECT count(*) AS n FROM audit').get() as { n: number }).n > 0);
+          assert.throws(() => raw.prepare('UPDATE audit SET status = 200').run(), /append-only/);
+          assert.throws(() => raw.prepare('DELETE FROM audit').run(), /append-only/);
+        } finally {
+          raw.close();
+        }
+      } else {
+        const c = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${pgSchema}` });
+        await c.connect();
+        try {
+          await assert.rejects(c.query('UPDATE audit SET status = 200'), /append-only/);
+          await assert.rejects(c.query('DELETE FROM audit'), /append-only/);
+        } finally {
+          await c.end();
+        }
+      }
     });
   });
 }

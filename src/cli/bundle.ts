@@ -6,6 +6,8 @@ import { EwError, isEwError, type ErrorCode } from '../contracts/errors.ts';
 import { parseManifest, type AppManifest } from '../contracts/manifest.ts';
 import { checkApp } from '../stream/app.ts';
 import { OnnxRuntime } from '../inference/onnx.ts';
+import type { ApiClient } from './client.ts';
+import type { ApiResponses } from '../cloud/api/schemas.ts';
 
 /**
  * An app bundle is one directory: `edgeweave.yaml` (the manifest), SQL files the rules name with
@@ -140,20 +142,20 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
  * and the demo both go through here.
  */
 export async function pushBundle(
-  c: { call<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> },
+  c: Pick<ApiClient, 'api'>,
   b: Bundle,
   hooks: { onProgress?: (model: string, sent: number, total: number) => void; onSkip?: (model: string) => void } = {},
-): Promise<any> {
+): Promise<ApiResponses['POST /api/v1/apps']> {
   for (const m of b.models) {
-    const st = await c.call<{ complete: boolean; received: number }>('GET', `/api/v1/artifacts/${m.sha256}/status`);
+    const st = await c.api('GET /api/v1/artifacts/:sha256/status', { params: { sha256: m.sha256 } });
     if (st.complete) { hooks.onSkip?.(m.name); continue; }
     const bytes = readFileSync(m.file);
     const chunk = 4 * 1024 * 1024;
     for (let start = st.received; start < bytes.length; start += chunk) {
       const end = Math.min(bytes.length, start + chunk);
-      await c.call('PUT', `/api/v1/artifacts/${m.sha256}`, new Uint8Array(bytes.subarray(start, end)), { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` });
+      await c.api('PUT /api/v1/artifacts/:sha256', { params: { sha256: m.sha256 }, body: new Uint8Array(bytes.subarray(start, end)), headers: { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` } });
       hooks.onProgress?.(m.name, end, bytes.length);
     }
   }
-  return c.call('POST', '/api/v1/apps', { manifest: b.raw });
+  return c.api('POST /api/v1/apps', { body: { manifest: b.raw } });
 }

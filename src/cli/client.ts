@@ -3,6 +3,34 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { EwError, ERROR_CODES, type ErrorBody, type ErrorCode } from '../contracts/errors.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
+// Types only: the client takes each answer's shape from the API's own zod schemas at no load cost.
+import type { ApiResponses } from '../cloud/api/schemas.ts';
+import type { ZodType, infer as zInfer } from 'zod';
+
+/** A route of the cloud API, as `METHOD /path/:param` (src/cloud/api/schemas.ts ApiResponses). */
+export type ApiRoute = keyof ApiResponses;
+type PathOf<R> = R extends `${string} ${infer P}` ? P : never;
+/** The `:name` parameters of a path pattern. */
+type ParamNames<P> = P extends `${string}:${infer N}/${infer Rest}` ? N | ParamNames<`/${Rest}`> : P extends `${string}:${infer N}` ? N : never;
+type Query = Record<string, string | number | boolean | undefined>;
+interface RequestParts { query?: Query; body?: unknown; headers?: Record<string, string> }
+/** What a call to `route` takes: its path parameters (when it has some), query, body and headers. */
+export type ApiArgs<R extends ApiRoute> = [ParamNames<PathOf<R>>] extends [never]
+  ? [args?: RequestParts]
+  : [args: RequestParts & { params: Record<ParamNames<PathOf<R>>, string> }];
+
+/** The URL path of `route` with its parameters filled in (each encoded) and the query appended. */
+export function routePath(route: string, params: Record<string, string> = {}, query: Query = {}): string {
+  const path = route.slice(route.indexOf(' ') + 1).replace(/:([A-Za-z0-9_]+)/g, (_m, n: string) => {
+    const v = params[n];
+    if (v === undefined) throw new EwError('INTERNAL', `${route}: no value for :${n}`);
+    return encodeURIComponent(v);
+  });
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
+  const qs = q.toString();
+  return qs ? `${path}?${qs}` : path;
+}
 
 /**
  * The partner CLI's view of the cloud: where it is and the API key, from `edgeweave login`
@@ -45,11 +73,30 @@ export class ApiClient {
     this.fetch = fetchTrusting(cfg.ca);
   }
 
-  async call<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+  /**
+   * One route of the cloud API, its answer typed from the API's response schema:
+   * `api('GET /api/v1/sites/:id', { params: { id } })`.
+   */
+  async api<R extends ApiRoute>(route: R, ...[args]: ApiArgs<R>): Promise<ApiResponses[R]> {
+    const a: RequestParts & { params?: Record<string, string> } = args ?? {};
+    const method = route.slice(0, route.indexOf(' '));
+    // The cloud validated and serialised this answer with the same schema the type comes from.
+    return (await this.call(method, routePath(route, a.params, a.query), a.body, a.headers)) as ApiResponses[R];
+  }
+
+  /** A request outside the cloud's API (a site's local API), its answer checked with `schema`. */
+  async parsed<S extends ZodType>(schema: S, method: string, path: string, body?: unknown): Promise<zInfer<S>> {
+    const r = schema.safeParse(await this.call(method, path, body));
+    if (!r.success) throw new EwError('INTERNAL', `${method} ${path}: the answer does not have the expected shape (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message})`);
+    return r.data;
+  }
+
+  /** Any request; its answer is unknown (prefer `api`, which is typed). */
+  async call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<unknown> {
     // Rate limited: wait as the cloud says (Retry-After, at most a minute) and try again, twice.
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.once<T>(method, path, body, headers);
+        return await this.once(method, path, body, headers);
       } catch (e) {
         const wait = (e as { retryAfterS?: number }).retryAfterS;
         if (!(e instanceof EwError && e.code === 'RATE_LIMITED') || attempt >= 2 || wait === undefined || wait > 60) throw e;
@@ -76,7 +123,7 @@ export class ApiClient {
     return res;
   }
 
-  private async once<T>(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<T> {
+  private async once(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<unknown> {
     let res: Response;
     try {
       res = await this.fetch(new URL(path, this.cfg.cloud), {
@@ -91,7 +138,7 @@ export class ApiClient {
     let json: unknown = undefined;
     try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
     if (!res.ok) throw apiError(json, res, `${method} ${path}`);
-    return json as T;
+    return json;
   }
 }
 

@@ -59,13 +59,13 @@ export function registerTenancyCommands(program: Command): void {
   tenants.command('list').description('Every tenant with its state and quotas.').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave tenants list -o json')
     .action(async (o) => {
-      const r = await client().call('GET', '/api/v1/tenants');
-      print(o.output, r.items, () => table(r.items.map((t: any) => ({ ...t, createdAt: new Date(t.createdAt).toISOString() })), ['id', 'name', 'state', 'quotas', 'createdAt']));
+      const r = await client().api('GET /api/v1/tenants');
+      print(o.output, r.items, () => table(r.items.map((t) => ({ ...t, createdAt: new Date(t.createdAt).toISOString() })), ['id', 'name', 'state', 'quotas', 'createdAt']));
     });
   tenants.command('show').description('One tenant with what it holds.').argument('<tenant>', 'id or name').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave tenants show city-of-hangzhou')
     .action(async (t: string, o) => {
-      const r = await client().call('GET', `/api/v1/tenants/${enc(t)}`);
+      const r = await client().api('GET /api/v1/tenants/:id', { params: { id: t } });
       print(o.output, r, () => toYaml(r).trimEnd());
     });
   quotaOptions(tenants.command('create').description('Create a tenant and its first admin key (shown once).').argument('<name>'))
@@ -75,19 +75,19 @@ export function registerTenancyCommands(program: Command): void {
     .action(async (name: string, o) => {
       const quotas = quotasOf(o);
       if (o.dryRun) {
-        const taken = ((await client().call('GET', '/api/v1/tenants')).items as { name: string }[]).some((t) => t.name === name);
+        const taken = (await client().api('GET /api/v1/tenants')).items.some((t) => t.name === name);
         if (taken) throw new EwError('TENANT_EXISTS', `a tenant named "${name}" already exists`, { path: 'name' });
         print(o.output, { dryRun: true, name, quotas }, () => `would create tenant ${name} with quotas ${JSON.stringify(quotas)}`);
         return;
       }
-      const r = await client().call('POST', '/api/v1/tenants', { name, quotas });
+      const r = await client().api('POST /api/v1/tenants', { body: { name, quotas } });
       print(o.output, r, () => `tenant ${r.name} (${r.id}) created\nits admin key, shown once — hand it over securely:\n  ${r.adminKey.key}`);
     });
   quotaOptions(tenants.command('quota').description('Replace a tenant\'s quotas (a quota not given is unlimited).').argument('<tenant>', 'id or name'))
     .addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave tenants quota city-of-hangzhou --max-sites 1000 --max-apps 50')
     .action(async (t: string, o) => {
-      const r = await client().call('PUT', `/api/v1/tenants/${enc(t)}/quotas`, quotasOf(o));
+      const r = await client().api('PUT /api/v1/tenants/:id/quotas', { params: { id: t }, body: quotasOf(o) });
       print(o.output, r, () => `${r.name}: ${JSON.stringify(r.quotas)}`);
     });
   for (const action of ['suspend', 'resume'] as const) {
@@ -98,11 +98,11 @@ export function registerTenancyCommands(program: Command): void {
       .addHelpText('after', `\nExample:\n  $ edgeweave tenants ${action} old-partner`)
       .action(async (t: string, o) => {
         if (o.dryRun) {
-          const cur = await client().call('GET', `/api/v1/tenants/${enc(t)}`);
+          const cur = await client().api('GET /api/v1/tenants/:id', { params: { id: t } });
           print(o.output, { dryRun: true, tenant: cur }, () => `would ${action} tenant ${cur.name} (now ${cur.state})`);
           return;
         }
-        const r = await client().call('POST', `/api/v1/tenants/${enc(t)}/${action}`);
+        const r = await client().api(`POST /api/v1/tenants/:id/${action}`, { params: { id: t } });
         print(o.output, r, () => `${r.name}: ${r.state}`);
       });
   }
@@ -112,9 +112,8 @@ export function registerTenancyCommands(program: Command): void {
     .addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave tenants delete old-partner --dry-run\n  $ edgeweave tenants delete old-partner --confirm old-partner')
     .action(async (t: string, o) => {
-      const q = o.dryRun ? 'dryRun=true' : `confirm=${enc(o.confirm ?? '')}`;
-      const r = await client().call('DELETE', `/api/v1/tenants/${enc(t)}?${q}`);
-      const what = Object.entries(r.removed as Record<string, number>).map(([k, v]) => `${v} ${k}`).join(', ');
+      const r = await client().api('DELETE /api/v1/tenants/:id', { params: { id: t }, query: o.dryRun ? { dryRun: 'true' } : { confirm: o.confirm ?? '' } });
+      const what = Object.entries(r.removed).map(([k, v]) => `${v} ${k}`).join(', ');
       print(o.output, r, () => (r.dryRun ? `would remove tenant ${r.tenant.name}: ${what}` : `tenant ${r.tenant.name} deleted: ${what}; ${r.artifactFilesRemoved} artifact file(s) removed`));
     });
 
@@ -122,9 +121,9 @@ export function registerTenancyCommands(program: Command): void {
   keys.command('list').description('Keys with role, limits and expiry (never their secrets).').addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave keys list')
     .action(async (o) => {
-      const r = await client().call('GET', '/api/v1/keys');
+      const r = await client().api('GET /api/v1/keys');
       const when = (x: number | null) => (x === null ? '' : new Date(x).toISOString());
-      print(o.output, r.items, () => table(r.items.map((k: any) => ({ ...k, scope: k.scope ?? '', expiresAt: when(k.expiresAt), revokedAt: when(k.revokedAt) })), ['id', 'name', 'role', 'scope', 'expiresAt', 'revokedAt']));
+      print(o.output, r.items, () => table(r.items.map((k) => ({ ...k, scope: k.scope ?? '', expiresAt: when(k.expiresAt), revokedAt: when(k.revokedAt) })), ['id', 'name', 'role', 'scope', 'expiresAt', 'revokedAt']));
     });
   keys.command('create').description('Create a key (shown once, stored hashed).')
     .requiredOption('--name <name>', 'what it is for (a CI job, a person)')
@@ -141,13 +140,13 @@ export function registerTenancyCommands(program: Command): void {
         ...(o.labels ? { labels: parseSelector(o.labels) } : {}),
         ...(o.expires ? { expiresAt: parseExpiry(o.expires) } : {}),
       };
-      const r = await client().call('POST', '/api/v1/keys', body);
+      const r = await client().api('POST /api/v1/keys', { body });
       print(o.output, r, () => `key ${r.id} (${r.role}${r.scope ? `, limited to ${JSON.stringify(r.scope)}` : ''}${r.expiresAt ? `, expires ${new Date(r.expiresAt).toISOString()}` : ''}), shown once:\n  ${r.key}`);
     });
   keys.command('revoke').description('Revoke a key: it stops working at once.').argument('<id>')
     .addHelpText('after', '\nExample:\n  $ edgeweave keys revoke key-3f9a0c')
     .action(async (id: string) => {
-      await client().call('DELETE', `/api/v1/keys/${enc(id)}`);
+      await client().api('DELETE /api/v1/keys/:id', { params: { id } });
       process.stdout.write(`key ${id} revoked\n`);
     });
 
@@ -167,8 +166,7 @@ export function registerTenancyCommands(program: Command): void {
       }
       let after: number | undefined;
       for (;;) {
-        const q = [`limit=${Math.min(1000, Math.max(1, o.limit))}`, after !== undefined ? `after=${after}` : '', since !== undefined ? `since=${since}` : '', o.tenant ? `tenant=${enc(o.tenant)}` : ''].filter(Boolean).join('&');
-        const r = await c.call('GET', `/api/v1/audit?${q}`);
+        const r = await c.api('GET /api/v1/audit', { query: { limit: Math.min(1000, Math.max(1, o.limit)), after, since, tenant: o.tenant } });
         for (const e of r.items) {
           process.stdout.write(o.json ? `${JSON.stringify(e)}\n`
             : `${new Date(e.at).toISOString()}  ${escapeControl(`${e.outcome.padEnd(6)} ${e.status} ${e.action} ${e.target} by ${e.keyId ?? e.siteId ?? '-'} (${e.role ?? '-'}) from ${e.address}${e.code ? ` ${e.code}` : ''}`)}\n`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readdirSync, renameSync, rmSync, statSync, type ReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
@@ -37,6 +37,19 @@ export class FileArtifactStore {
     if (!existsSync(p)) return false;
     rmSync(p, { force: true });
     return true;
+  }
+
+  /** Removes a tenant's unfinished uploads (the tenant was deleted); returns how many. */
+  removePartials(scope: string): number {
+    const suffix = `.${createHash('sha256').update(scope).digest('hex').slice(0, 16)}.partial`;
+    let n = 0;
+    for (const f of readdirSync(this.dir)) {
+      if (f.endsWith(suffix)) {
+        rmSync(join(this.dir, f), { force: true });
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Whether the complete file is on disk (whoever uploaded it). */

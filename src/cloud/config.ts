@@ -15,7 +15,8 @@ const positive = () => z.number({ error: 'a positive number' }).positive('a posi
 const text = z.string().min(1, 'must not be empty');
 // Spec strings (`key=100/20,…`, `maxPacketBytes=…`) are parsed at start by their owners
 // (parseRateLimits, parseMqttLimits), which name the flag; objects and `false` come from code.
-const rateLimitsField = z.union([z.string(), z.literal(false), z.record(z.string(), z.unknown())]);
+const bucket = z.strictObject({ burst: z.number().positive(), perSecond: z.number().positive() });
+const rateLimitsField = z.union([z.string(), z.literal(false), z.strictObject({ key: bucket, address: bucket, anonymous: bucket, maxTracked: z.number().int().positive() }).partial()]);
 const mqttLimitsField = z.union([z.string(), z.record(z.string(), z.number())]);
 
 export const cloudOptions = defineOptions({
@@ -59,7 +60,8 @@ export const cloudOptions = defineOptions({
     httpHost: { flag: '--host', arg: '<host>' },
     httpPort: { flag: '--port', arg: '<port>' },
     publicUrl: { flag: '--public-url', arg: '<url>', defaultLabel: 'the bound address' },
-    db: { flag: '--db', arg: '<url>', defaultLabel: 'sqlite', secret: true },
+    // A URL with a password in it (postgres://user:secret@host/db) is a secret.
+    db: { flag: '--db', arg: '<url>', defaultLabel: 'sqlite', secret: (v) => typeof v !== 'string' || /^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/@]*@/i.test(v) },
     mqttHost: { flag: '--mqtt-host', arg: '<host>' },
     mqttPort: { flag: '--mqtt-port', arg: '<port>' },
     mqttPublicUrl: { flag: '--mqtt-public-url', arg: '<url>', defaultLabel: 'mqtt://{host}:{port}' },
@@ -108,7 +110,8 @@ export async function cloudLimits(o: Pick<CloudOptions, 'rateLimits' | 'mqttLimi
   // Loaded here, not at the top: the CLI reads this table to build its options and should not load the server for it.
   const [{ parseRateLimits }, { parseMqttLimits }] = await Promise.all([import('./api/server.ts'), import('../lib/mqtt-guard.ts')]);
   return {
-    rateLimits: typeof o.rateLimits === 'string' ? parseRateLimits(o.rateLimits) : o.rateLimits as Partial<RateLimits> | false,
-    mqttLimits: typeof o.mqttLimits === 'string' ? parseMqttLimits(o.mqttLimits) : o.mqttLimits as Partial<MqttLimits>,
+    rateLimits: typeof o.rateLimits === 'string' ? parseRateLimits(o.rateLimits) : o.rateLimits,
+    // An object (from code or a config file) is checked by the same parser as the flag's spec.
+    mqttLimits: parseMqttLimits(typeof o.mqttLimits === 'string' ? o.mqttLimits : Object.entries(o.mqttLimits).map(([k, v]) => `${k}=${v}`).join(',')),
   };
 }

@@ -3,6 +3,7 @@ import type { Store } from './store/store.ts';
 import type { Hub } from './hub/hub.ts';
 import type { SiteLiveness } from './liveness.ts';
 import type { SiteStatusBody } from '../contracts/messages.ts';
+import type { RpcMethod, RpcParams, RpcResult } from '../contracts/rpc.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { verifySecret } from '../lib/secrets.ts';
@@ -121,8 +122,8 @@ export class Fleet {
     return this.desired.reconcileAll();
   }
 
-  /** Asks a site something over its MQTT link; SITE_UNREACHABLE when it does not answer in time. */
-  rpc(siteId: string, method: string, params: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  /** Asks a site something over its MQTT link (fleet/rpc.ts: typed by the method, its answer parsed). */
+  rpc<M extends RpcMethod>(siteId: string, method: M, params: RpcParams<M>, timeoutMs = 10_000): Promise<RpcResult<M>> {
     return this.rpcs.call(siteId, method, params, timeoutMs);
   }
 

@@ -41,14 +41,14 @@ export const ERROR_CODES = {
   ARTIFACT_NOT_ALLOWED: { status: 403, meaning: 'The site may not download this artifact: no deployment targeting it references the file.' },
   ENDPOINT_CONFLICT: { status: 409, meaning: 'Two apps on one site would declare the same endpoint name; the message names both apps and the sites.' },
   // Tenants, roles and quotas (issue 14)
-  KEY_EXPIRED: { status: 401, meaning: 'The API key is past its expiry time; an admin of the tenant creates a new one (edgeweave keys create).' },
-  PERMISSION_DENIED: { status: 403, meaning: 'The API key\'s role does not include the permission the call needs; the message names the role and the permission lacking.' },
-  KEY_SCOPE_DENIED: { status: 403, meaning: 'The API key is limited to certain apps or site labels and the call reaches outside them; the message names the limit.' },
-  TENANT_SUSPENDED: { status: 403, meaning: 'The tenant is suspended: reads work, changes and enrollments are refused and its rollouts are held until a platform admin resumes it.' },
+  KEY_EXPIRED: { status: 401, exit: 3, meaning: 'The API key is past its expiry time; an admin of the tenant creates a new one (edgeweave keys create).' },
+  PERMISSION_DENIED: { status: 403, exit: 3, meaning: 'The API key\'s role does not include the permission the call needs; the message names the role and the permission lacking.' },
+  KEY_SCOPE_DENIED: { status: 403, exit: 3, meaning: 'The API key is limited to certain apps or site labels and the call reaches outside them; the message names the limit.' },
+  TENANT_SUSPENDED: { status: 403, exit: 3, meaning: 'The tenant is suspended: reads work, changes and enrollments are refused and its rollouts are held until a platform admin resumes it.' },
   TENANT_NOT_FOUND: { status: 404, meaning: 'No tenant with that id or name.' },
-  TENANT_EXISTS: { status: 409, meaning: 'A tenant with that name already exists.' },
-  QUOTA_EXCEEDED: { status: 403, meaning: 'The tenant is at one of its quotas (sites, apps, artifact bytes, results per day); the message names the quota, its limit and the usage.' },
-  CONFIRMATION_REQUIRED: { status: 400, meaning: 'A destructive call (deleting a tenant) must repeat the name of what it deletes in `confirm`; try it with `dryRun` first.' },
+  TENANT_EXISTS: { status: 409, exit: 2, meaning: 'A tenant with that name already exists.' },
+  QUOTA_EXCEEDED: { status: 403, exit: 3, meaning: 'The tenant is at one of its quotas (sites, apps, artifact bytes, results per day); the message names the quota, its limit and the usage.' },
+  CONFIRMATION_REQUIRED: { status: 400, exit: 2, meaning: 'A destructive call (deleting a tenant) must repeat the name of what it deletes in `confirm`; try it with `dryRun` first.' },
   // Streaming SQL
   SQL_SYNTAX: { status: 400, exit: 2, meaning: 'A streaming-SQL rule does not parse; the message names line and column.' },
   SQL_INVALID: { status: 400, exit: 2, meaning: 'A streaming-SQL rule parses but is wrong: unknown field or function, bad types, a misplaced aggregate or window.' },
@@ -75,11 +75,12 @@ export const ERROR_CODES = {
   ARTIFACT_OFFSET_MISMATCH: { status: 409, meaning: 'A resumed upload chunk does not start where the stored part ends.' },
   ARTIFACT_DIGEST_MISMATCH: { status: 400, exit: 2, meaning: 'A model file\'s bytes do not hash to the sha256 it was named by; it was refused and never loaded.' },
   SITE_UNREACHABLE: { status: 504, meaning: 'The site did not answer a request from the cloud in time (offline, or busy).' },
+  SITE_REFUSED: { status: 502, meaning: 'The site refused the cloud\'s request with an error code this cloud does not know (a newer agent); the message carries the site\'s code and words.' },
   // The cloud's inference router
   RESIDENCY_UNSATISFIABLE: { status: 422, meaning: 'No site (or cloud) serving the endpoint satisfies the request\'s data-residency constraint (its regions, its data class, the endpoint\'s policy); the message names the constraint.' },
   NO_SITE_AVAILABLE: { status: 503, meaning: 'Sites that may serve the request exist but none can now (offline, model not ready, overloaded, failing) and no fallback is allowed; retry after Retry-After.' },
   INFER_DEADLINE_EXCEEDED: { status: 504, meaning: 'No eligible site (or the cloud fallback) answered a routed request within its deadline.' },
-  SITE_ANSWER_INVALID: { status: 502, meaning: 'A site answered a routed request with something that does not match the wire contract; the router tried the next site.' },
+  SITE_ANSWER_INVALID: { status: 502, meaning: 'A site answered with something that does not match the wire contract (src/contracts/rpc.ts, infer-wire.ts): a routed request (the router tried the next site), or one of the cloud\'s requests such as its logs.' },
   CLIENT_CLOSED: { status: 499, meaning: 'The client went away before the answer (reported in logs and metrics; the site was told to cancel).' },
   TOO_MANY_CONCURRENT: { status: 429, meaning: 'The API key has as many inference requests in flight as it may; retry after one finishes (Retry-After).' },
   // Edge-local API
@@ -92,6 +93,7 @@ export const ERROR_CODES = {
   DATA_DIR_INVALID: { status: 500, exit: 2, meaning: 'The data directory cannot be used: an empty or missing edge.db beside existing credentials, a damaged database, a read-only or full disk.' },
   // MQTT payloads (reported in logs and counters, not HTTP)
   MQTT_PAYLOAD_INVALID: { status: 400, meaning: 'An MQTT message is not valid JSON or does not match its schema.' },
+  CONTRACT_VERSION_UNSUPPORTED: { status: 400, meaning: 'A cloud–site message or an enrollment speaks a contract version this side cannot read (a newer major, or one older than the oldest still read).' },
   // Live event streams (the console)
   EVENT_STREAMS_LIMIT: { status: 429, meaning: 'Too many live event streams are open (for this tenant, or on this cloud replica).' },
   // Industrial sources and write-back (reported in the site's status, logs and metrics; WRITE_DENIED also at push)

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { EwError, formatPath } from './errors.ts';
 import { ModbusWriteSink, OpcuaWriteSink, SourceSpec, WritePolicy } from './industrial.ts';
+import { MAX_FILTER_LEVELS } from '../lib/topic-filter.ts';
 
 /**
  * The edgeweave/v1 App manifest: models, streams, rules, endpoints, policy.
@@ -77,10 +78,20 @@ export const MQTT_PROPERTY = /^(user:.{1,256}|user|message-expiry|expires-at|con
 // Stream names starting with "_" are reserved for the site's own streams, as result names are.
 const StreamName = z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,127}$/, 'an identifier: letters, digits, "_", starting with a letter ("_…" names are reserved for the site)');
 
+/**
+ * The types a stream's schema may give a field (aliases included: `float`, `number` and `double`
+ * are one type). The one list: the SQL planner (src/stream/planner.ts) maps each to its SQL type
+ * and the record router (src/edge/record-router.ts) checks records against each, both in tables
+ * keyed by FieldType, so a type added here does not compile until both handle it.
+ */
+export const FieldType = z.enum(['string', 'int', 'bigint', 'float', 'number', 'double', 'bool', 'boolean', 'timestamp', 'datetime', 'object', 'struct', 'array', 'any']);
+export type FieldType = z.infer<typeof FieldType>;
+
 export const StreamSpec = z.object({
   name: StreamName,
   /** MQTT topic filter on the site's device broker (`+` and `#` allowed); absent when `source` says where records come from. */
-  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end').optional(),
+  topic: z.string().min(1).refine((t) => !t.startsWith('ew/') && !t.startsWith('$') && !/(^|\/)#./.test(t), 'a topic filter outside ew/ and $, with # only at the end')
+    .refine((t) => t.split('/').length <= MAX_FILTER_LEVELS, `a topic filter of at most ${MAX_FILTER_LEVELS} levels`).optional(),
   /** An industrial source instead of MQTT: an OPC UA server or a Modbus TCP device (docs/industrial.md). */
   source: SourceSpec.optional(),
   /** MQTT 5 properties into fields (docs/industrial.md). */
@@ -89,7 +100,7 @@ export const StreamSpec = z.object({
   /** Event-time field (ms since the epoch or ISO-8601); processing time when absent. */
   timestamp: z.string().min(1).optional(),
   /** field → string | int | float | bool | timestamp | object | array | any; records that do not fit go to the dead letters. */
-  schema: z.record(z.string(), z.enum(['string', 'int', 'bigint', 'float', 'number', 'double', 'bool', 'boolean', 'timestamp', 'datetime', 'object', 'struct', 'array', 'any'])).optional(),
+  schema: z.record(z.string(), FieldType).optional(),
 }).strict()
   .refine((s) => (s.topic === undefined) !== (s.source === undefined), { message: 'a stream reads either an MQTT topic or a source (opcua, modbus): give exactly one', path: ['topic'] })
   .refine((s) => s.properties === undefined || s.topic !== undefined, { message: 'MQTT 5 properties apply to MQTT streams only', path: ['properties'] });

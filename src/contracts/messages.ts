@@ -6,8 +6,44 @@ import { EwError, formatPath } from './errors.ts';
  * Every cloud–edge MQTT message is one JSON envelope: a version, a unique id (dedup key),
  * a type, the sender's wall-clock time in ms, and a typed body. Parsing is strict so that a
  * malformed message is refused with a path, counted and logged, and never crashes a handler.
+ * Build one with `envelope()`, never by hand.
+ *
+ * The contract version is `major.minor`: `v` carries the major, `minor` the minor (absent means
+ * 0: version 1.0 agents and clouds sent no `minor`). The rule (docs/architecture.md):
+ *  - a minor version only adds optional fields, messages or RPC methods, so every message of the
+ *    same major is accepted whatever its minor (an older reader ignores what it does not know,
+ *    a newer reader treats what is missing as absent);
+ *  - a major from CONTRACT.minMajor to CONTRACT.major is accepted (the previous major is kept
+ *    readable while sites are upgraded); anything newer, or older than minMajor, is refused
+ *    with CONTRACT_VERSION_UNSUPPORTED, counted and logged — never half-read.
+ * The same version travels in enrollment (`contractVersion`), where the same rule applies.
  */
-export const ENVELOPE_VERSION = 1;
+export const CONTRACT = { major: 1, minor: 1, minMajor: 1 } as const;
+export const CONTRACT_VERSION = `${CONTRACT.major}.${CONTRACT.minor}`;
+/** The envelope's `v`: the contract's major version. */
+export const ENVELOPE_VERSION = CONTRACT.major;
+
+/** Parses `M` or `M.m` (absent minor = 0); undefined when it is neither. */
+export function parseContractVersion(v: unknown): { major: number; minor: number } | undefined {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return { major: v, minor: 0 };
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\d{1,6})(?:\.(\d{1,6}))?$/.exec(v);
+  return m ? { major: Number(m[1]), minor: Number(m[2] ?? 0) } : undefined;
+}
+
+/**
+ * Throws CONTRACT_VERSION_UNSUPPORTED unless a peer speaking `v` (a major number, or `M.m`) can be
+ * understood by this build. `undefined` is version 1.0 (before versions were sent in enrollment).
+ */
+export function checkContractVersion(v: unknown, where: string): { major: number; minor: number } {
+  const parsed = v === undefined ? { major: 1, minor: 0 } : parseContractVersion(v);
+  if (!parsed) throw new EwError('CONTRACT_VERSION_UNSUPPORTED', `${where}: contract version ${JSON.stringify(v)} is not a version (expected "major.minor")`, { path: 'v' });
+  if (parsed.major > CONTRACT.major || parsed.major < CONTRACT.minMajor) {
+    const newer = parsed.major > CONTRACT.major;
+    throw new EwError('CONTRACT_VERSION_UNSUPPORTED', `${where}: contract version ${parsed.major}.${parsed.minor} is not supported here (this side speaks ${CONTRACT_VERSION}, and reads majors ${CONTRACT.minMajor} to ${CONTRACT.major}); ${newer ? 'upgrade this side first' : 'upgrade the other side'}`, { path: 'v' });
+  }
+  return parsed;
+}
 
 /** C0 controls and DEL: a NUL made PostgreSQL refuse a whole shared insert batch. */
 const CONTROL = /[\u0000-\u001f\u007f]/;
@@ -39,10 +75,30 @@ export const PAYLOAD_LIMITS = {
 export const HEARTBEAT_INTERVAL_S = { min: 1, max: 3600 } as const;
 
 const base = {
-  v: z.literal(ENVELOPE_VERSION),
+  // decodePayload checks the version first (CONTRACT_VERSION_UNSUPPORTED); this keeps the type.
+  v: z.number().int().min(CONTRACT.minMajor).max(CONTRACT.major),
+  minor: z.number().int().nonnegative().max(999_999).optional(),
   id: safeString(128).pipe(z.string().min(1)),
   ts: epochMs(),
 };
+
+/** One app's failure to apply (start, update, stop) in one component (rules, models, sources…). */
+export const AppError = z.object({ app: safeString(64), version: safeString(64), component: safeString(32), code: safeString(64), message: text(2000) });
+export type AppError = z.infer<typeof AppError>;
+
+/** What the site and the cloud show of a rule (edge/rules.ts reports it). */
+export const RuleStatus = z.object({
+  app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
+  in: count(), out: count(), filtered: count(), late: count(), errors: count(),
+  /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
+  dropped: count(),
+  sinkErrors: count(), lastOutputAt: epochMs().nullable(),
+  /** Referenced fields no record carried (schemaless streams), and similar hints. */
+  warnings: z.array(text(500)).max(20).optional(),
+  // Results a full outbox refused and lost, and why results are refused or waiting now (older agents send neither).
+  sinkDropped: count().optional(), blocked: text(2000).optional(),
+});
+export type RuleStatus = z.infer<typeof RuleStatus>;
 
 export const SiteStatusBody = z.object({
   agentVersion: safeString(64),
@@ -50,7 +106,10 @@ export const SiteStatusBody = z.object({
   uptimeS: measure(),
   heartbeatIntervalS: z.number().min(HEARTBEAT_INTERVAL_S.min).max(HEARTBEAT_INTERVAL_S.max),
   generation: count(),
+  /** The apply errors as one text: what a 1.0 cloud reads. A 1.1 cloud reads `applyErrors`. */
   applyError: text(2000).optional(),
+  /** (1.1) The last apply's failures, one per app and component, as data. */
+  applyErrors: z.array(AppError).max(1000).optional(),
   apps: z.array(z.object({ name: safeString(64), version: safeString(64) })).max(1000),
   system: z.object({
     hostname: safeString(255),
@@ -67,13 +126,7 @@ export const SiteStatusBody = z.object({
   accelerators: z.array(safeString(64)).max(32),
   outbox: z.object({ pending: count(), dropped: count() }),
   devices: z.object({ connected: count(), messagesIn: count() }),
-  rules: z.array(z.object({
-    app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
-    in: count(), out: count(), filtered: count(), late: count(), errors: count(), dropped: count(), sinkErrors: count(), lastOutputAt: epochMs().nullable(),
-    warnings: z.array(text(500)).max(20).optional(),
-    // Results a full outbox refused, and why results are refused or waiting now (older agents send neither).
-    sinkDropped: count().optional(), blocked: text(2000).optional(),
-  })).max(1000).optional(),
+  rules: z.array(RuleStatus).max(1000).optional(),
   deadLetters: count().optional(),
   /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
   sources: z.array(z.object({
@@ -160,9 +213,35 @@ export const RpcRequest = z.object({ ...base, type: z.literal('rpc-request'), bo
 export type RpcRequest = z.infer<typeof RpcRequest>;
 export const RpcResponse = z.object({
   ...base, type: z.literal('rpc-response'),
-  body: z.object({ ok: z.boolean(), result: z.unknown().optional(), error: z.object({ code: safeString(64), message: text(2000) }).optional() }),
+  // `path` (1.1): the field the site refused; a 1.0 cloud ignores it.
+  body: z.object({ ok: z.boolean(), result: z.unknown().optional(), error: z.object({ code: safeString(64), message: text(2000), path: safeString(500).optional() }).optional() }),
 });
 export type RpcResponse = z.infer<typeof RpcResponse>;
+
+/** Every envelope by its type: what `envelope()` builds and each end decodes. */
+export interface Envelopes {
+  status: z.infer<typeof StatusMessage>;
+  offline: z.infer<typeof OfflineMessage>;
+  desired: DesiredState;
+  uplink: UplinkMessage;
+  'rpc-request': RpcRequest;
+  'rpc-response': RpcResponse;
+}
+export type EnvelopeType = keyof Envelopes;
+
+/**
+ * The one way an envelope is built, cloud and edge alike: this build's contract version, a fresh
+ * id (or `id`, when the sender needs a deterministic one: a replayed window result), the clock's
+ * time. Typed by `type`, so a body that does not fit its message does not compile.
+ */
+export function envelope<T extends EnvelopeType>(type: T, body: z.input<(typeof SCHEMAS)[T]>['body'], clock: { now(): number }, id: string = globalThis.crypto.randomUUID()): Envelopes[T] {
+  return { v: CONTRACT.major, minor: CONTRACT.minor, id, ts: clock.now(), type, body } as Envelopes[T];
+}
+
+/** The schema of each envelope type (the receiving end's check, and the tests' round trips). */
+export const SCHEMAS = {
+  status: StatusMessage, offline: OfflineMessage, desired: DesiredState, uplink: UplinkMessage, 'rpc-request': RpcRequest, 'rpc-response': RpcResponse,
+} as const;
 
 /** Decodes an MQTT payload against a schema; throws MQTT_PAYLOAD_INVALID with the field path. */
 export function decodePayload<T extends z.ZodType>(schema: T, payload: Buffer | string, topic: string): z.infer<T> {
@@ -172,6 +251,8 @@ export function decodePayload<T extends z.ZodType>(schema: T, payload: Buffer | 
   } catch (e) {
     throw new EwError('MQTT_PAYLOAD_INVALID', `payload on ${topic} is not valid JSON: ${(e as Error).message}`, { cause: e });
   }
+  // The version before the shape: a newer major's message is refused as such, not as malformed.
+  if (json !== null && typeof json === 'object' && 'v' in json) checkContractVersion((json as { v: unknown }).v, `payload on ${topic}`);
   const r = schema.safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0]!;

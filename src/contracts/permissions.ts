@@ -23,6 +23,9 @@ export const PERMISSIONS = [
   'audit:read', // the tenant's audit log
   'tenants:read', // platform: every tenant, its usage and quotas
   'tenants:write', // platform: create, suspend, resume, delete tenants, set quotas
+  'results:write', // retention of result streams
+  'endpoints:read', // the inference endpoints, the router's decisions and explanations
+  'endpoints:infer', // call an inference endpoint (/v2 Open Inference Protocol, /v1 OpenAI-compatible)
 ] as const;
 
 export type Permission = (typeof PERMISSIONS)[number];
@@ -36,17 +39,18 @@ export type Role = (typeof ROLES)[number];
 /** The roles a tenant's admin may give a key (platform-admin is given only by the cloud itself). */
 export const TENANT_ROLES = ['viewer', 'operator', 'developer', 'admin'] as const;
 
-const READ: Permission[] = ['sites:read', 'tokens:read', 'apps:read', 'deployments:read', 'results:read', 'metrics:read'];
+const READ: Permission[] = ['sites:read', 'tokens:read', 'apps:read', 'deployments:read', 'results:read', 'metrics:read', 'endpoints:read'];
 const TENANT_ALL: Permission[] = PERMISSIONS.filter((p) => !p.startsWith('tenants:'));
 
 const BY_ROLE: Record<Role, readonly Permission[]> = {
   // Reads everything of its tenant but keys and the audit log; changes nothing.
   viewer: READ,
-  // Runs the fleet: sites, join tokens, rollout actions.
-  operator: [...READ, 'sites:write', 'tokens:write', 'rollouts:act'],
+  // Runs the fleet: sites, join tokens, rollout actions, how long results are kept; calls the
+  // fleet's inference endpoints.
+  operator: [...READ, 'sites:write', 'tokens:write', 'rollouts:act', 'results:write', 'endpoints:infer'],
   // Builds and ships apps: pushes versions, uploads artifacts, deploys (to the pools its key's
-  // label limit allows), steers its rollouts.
-  developer: [...READ, 'apps:write', 'deployments:write', 'rollouts:act'],
+  // label limit allows), steers its rollouts, calls inference endpoints to try them.
+  developer: [...READ, 'apps:write', 'deployments:write', 'rollouts:act', 'endpoints:infer'],
   // Everything in its tenant, keys and the audit log included.
   admin: TENANT_ALL,
   'platform-admin': [...PERMISSIONS],

@@ -18,6 +18,19 @@ export const topics = {
   rpcResponse: (siteId: string, id: string) => `${TOPIC_ROOT}/${siteId}/rpc/res/${id}`,
 } as const;
 
+/**
+ * Streams the site writes itself. Every stream name starting with RESERVED_STREAM_PREFIX is
+ * reserved for them: apps, rules and local programs may not use one (STREAM_RESERVED).
+ */
+export const RESERVED_STREAMS = {
+  /** Closed minutes of the site's egress audit (edge/sinks.ts EgressAudit.report). */
+  egressAudit: '_egress-audit',
+} as const;
+export const RESERVED_STREAM_PREFIX = '_';
+export function isReservedStreamName(stream: string): boolean {
+  return stream.startsWith(RESERVED_STREAM_PREFIX);
+}
+
 /** Filters the cloud subscribes to (shared-subscription friendly: all start with `ew/+/`). */
 export const cloudFilters = {
   reported: `${TOPIC_ROOT}/+/reported`,

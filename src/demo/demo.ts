@@ -10,6 +10,7 @@ import { seeded } from '../lib/random.ts';
 import { cellKpiProfile, trafficProfile, vibrationProfile, type Profile } from '../sim/profiles.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { ApiClient } from '../cli/client.ts';
+import { DeviceCreated, DeviceList } from '../cloud/api/schemas.ts';
 import { loadBundle, pushBundle } from '../cli/bundle.ts';
 import { MachineModel, ModbusMachineSim, OpcuaMachineSim, pointAtSimulators } from '../sim/industrial.ts';
 import { quietOpcua } from '../edge/sources/opcua-quiet.ts';
@@ -187,7 +188,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     // Apps: templates pushed like `edgeweave app push` (models uploaded first), the rest
     // directly; an existing version (409, from an earlier run) is fine. Then one deployment each.
     const client = new ApiClient({ cloud: url, apiKey: adminKey });
-    const existing = (await client.call<{ items: { app: string; version: string }[] }>('GET', '/api/v1/deployments')).items;
+    const existing = (await client.api('GET /api/v1/deployments')).items;
     // The factory's operator assistant: the tiny TEST Qwen unless a real GGUF was put there.
     ensureTemplateAssistant();
     for (const s of DEMO_SITES) {
@@ -196,13 +197,13 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       const meta = manifest.metadata as { name: string; version: string };
       try {
         if (bundle) await pushBundle(client, bundle);
-        else await client.call('POST', '/api/v1/apps', { manifest });
+        else await client.api('POST /api/v1/apps', { body: { manifest } });
       } catch (e) {
         if (!isEwError(e, 'APP_VERSION_EXISTS')) throw e;
       }
       if (existing.some((d) => d.app === meta.name && d.version === meta.version)) continue;
       const [k, v] = Object.entries(s.labels)[0]!;
-      await client.call('POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: { [k]: v } });
+      await client.api('POST /api/v1/deployments', { body: { app: meta.name, version: meta.version, selector: { [k]: v } } });
     }
     // The factory also runs the PLC variant, reading the simulators above.
     {
@@ -215,7 +216,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
         if (!isEwError(e, 'APP_VERSION_EXISTS')) throw e;
       }
       if (!existing.some((d) => d.app === meta.name && d.version === meta.version)) {
-        await client.call('POST', '/api/v1/deployments', { app: meta.name, version: meta.version, selector: PLC_VARIANT.selector });
+        await client.api('POST /api/v1/deployments', { body: { app: meta.name, version: meta.version, selector: PLC_VARIANT.selector } });
       }
     }
 
@@ -227,7 +228,7 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       const args = ['edge', '--data-dir', sdir, '--name', s.name, '--api-port', String(state.sites[s.name]!.apiPort),
         '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF];
       if (!existsSync(join(sdir, 'credentials.json'))) {
-        const tok = await client.call<{ token: string }>('POST', '/api/v1/tokens', { labels: s.labels, region: s.region, description: `demo site ${s.name}` });
+        const tok = await client.api('POST /api/v1/tokens', { body: { labels: s.labels, region: s.region, description: `demo site ${s.name}` } });
         // In a 0600 file, not on the command line (where ps shows it); removed once enrolled.
         const tokFile = join(sdir, 'join.token');
         writeFileSync(tokFile, tok.token, { mode: 0o600 });
@@ -286,12 +287,12 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
  */
 async function deviceCredentials(site: ApiClient, profile: Profile, file: string): Promise<Record<string, string>> {
   const kept: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) as Record<string, string> : {};
-  const registered = new Set((await site.call<{ items: { id: string }[] }>('GET', '/api/v1/devices')).items.map((d) => d.id));
+  const registered = new Set((await site.parsed(DeviceList, 'GET', '/api/v1/devices')).items.map((d) => d.id));
   for (const device of profile.devices) {
     if (kept[device] && registered.has(device)) continue;
     if (registered.has(device)) await site.call('DELETE', `/api/v1/devices/${encodeURIComponent(device)}`);
     const topic = profile.reading(device, 0, seeded(1)).topic;
-    const d = await site.call<{ secret: string }>('POST', '/api/v1/devices', { id: device, publish: [topic], description: `${profile.name} simulator` });
+    const d = await site.parsed(DeviceCreated, 'POST', '/api/v1/devices', { id: device, publish: [topic], description: `${profile.name} simulator` });
     kept[device] = d.secret;
   }
   writeFileSync(file, JSON.stringify(kept), { mode: 0o600 });

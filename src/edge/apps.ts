@@ -1,4 +1,5 @@
-import type { DesiredApp } from '../contracts/messages.ts';
+import type { AppError, DesiredApp } from '../contracts/messages.ts';
+import { isEwError } from '../contracts/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { AppComponent } from '../contracts/app-component.ts';
 
@@ -12,7 +13,7 @@ export class AppSupervisor {
   private runningApps = new Map<string, DesiredApp>();
   private readonly components: AppComponent[] = [];
   private applied = 0;
-  private lastErrors: { app: string; component: string; text: string }[] = [];
+  private lastErrors: AppError[] = [];
 
   constructor(private readonly log: Logger) {}
 
@@ -23,8 +24,13 @@ export class AppSupervisor {
   get generation(): number {
     return this.applied;
   }
+  /** The last apply's failures as data, one per app and component (what the cloud reads). */
+  errors(): AppError[] {
+    return [...this.lastErrors];
+  }
+  /** The same as one text, for clouds of contract 1.0 (which read only `applyError`). */
   get error(): string | undefined {
-    return this.lastErrors.length ? this.lastErrors.map((e) => e.text).join('; ') : undefined;
+    return this.lastErrors.length ? this.lastErrors.map((e) => `${e.app}@${e.version}: ${e.message}`).join('; ') : undefined;
   }
 
   /** A component of `app` recovered by itself (a model loaded on a retry): its apply error is gone. */
@@ -41,13 +47,16 @@ export class AppSupervisor {
 
   async apply(generation: number, apps: readonly DesiredApp[]): Promise<ApplyResult> {
     const next = new Map(apps.map((a) => [a.name, a]));
-    const errors: { app: string; component: string; text: string }[] = [];
+    const errors: AppError[] = [];
+    const failed = (app: DesiredApp, c: AppComponent, what: string, e: unknown) => errors.push({
+      app: app.name, version: app.version, component: c.name, code: isEwError(e) ? e.code : 'INTERNAL', message: `${c.name} failed to ${what}: ${(e as Error).message}`,
+    });
     const step = async (what: string, app: DesiredApp, fn: (c: AppComponent) => Promise<void>) => {
       for (const c of this.components) {
         try {
           await fn(c);
         } catch (e) {
-          errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to ${what}: ${(e as Error).message}` });
+          failed(app, c, what, e);
         }
       }
     };
@@ -61,7 +70,7 @@ export class AppSupervisor {
       const cur = this.runningApps.get(name);
       if (!cur) {
         for (const c of this.components) {
-          try { c.prepare?.(app); } catch (e) { errors.push({ app: app.name, component: c.name, text: `${app.name}@${app.version}: ${c.name} failed to prepare: ${(e as Error).message}` }); }
+          try { c.prepare?.(app); } catch (e) { failed(app, c, 'prepare', e); }
         }
         await step('start', app, (c) => c.start(app));
         this.log.info({ app: name, version: app.version, generation }, 'app started');

@@ -109,5 +109,6 @@ export function resolveEdgeOptions(layers: { flags?: Record<string, unknown>; en
 export async function edgeLimits(o: Pick<EdgeOptions, 'deviceLimits'>): Promise<Partial<MqttLimits>> {
   // Loaded here, not at the top: the CLI reads this table to build its options.
   const { parseMqttLimits } = await import('../lib/mqtt-guard.ts');
-  return typeof o.deviceLimits === 'string' ? parseMqttLimits(o.deviceLimits, '--device-mqtt-limits') : o.deviceLimits as Partial<MqttLimits>;
+  // An object (from code or a config file) is checked by the same parser as the flag's spec.
+  return parseMqttLimits(typeof o.deviceLimits === 'string' ? o.deviceLimits : Object.entries(o.deviceLimits).map(([k, v]) => `${k}=${v}`).join(','), '--device-mqtt-limits');
 }

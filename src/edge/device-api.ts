@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { EwError, isEwError } from '../contracts/errors.ts';
+import { EwError } from '../contracts/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { DeviceRegistry } from './device-auth.ts';
 
 /**
  * Device credentials over the site's local API (`/api/v1/devices`) and over the cloud link (the
- * `devices.*` requests the cloud forwards from `/api/v1/sites/{id}/devices`). A new device's
+ * `devices.*` requests the cloud forwards from `/api/v1/sites/{id}/devices`, answered in rpc.ts). A new device's
  * secret is in the answer to `add`, once; the site keeps only its digest.
  */
 export interface DeviceAdmin {
@@ -17,7 +17,7 @@ export interface DeviceAdmin {
   log: Logger;
 }
 
-function registryOf(a: DeviceAdmin): DeviceRegistry {
+export function registryOf(a: DeviceAdmin): DeviceRegistry {
   if (!a.registry) throw new EwError('CONFIG_INVALID', 'this site reads its devices from an external broker (--device-broker): device credentials and ACLs are that broker\'s to manage', { path: 'devices' });
   return a.registry;
 }
@@ -49,26 +49,4 @@ export function registerDeviceRoutes(app: FastifyInstance, a: DeviceAdmin): void
     revokeDevice(a, req.params.id);
     void reply.status(204);
   });
-}
-
-/**
- * The cloud's `devices.*` requests. Refusals come back as `{error: {code, message, path}}`
- * results (not RPC failures) so the cloud can answer with the site's own code.
- */
-export function deviceRpc(a: DeviceAdmin, method: string, params: Record<string, unknown>): unknown {
-  try {
-    if (method === 'devices.list') {
-      // A page: the answer must fit the cloud's bound on RPC answers.
-      return registryOf(a).list({ after: typeof params.after === 'string' ? params.after : undefined, limit: typeof params.limit === 'number' ? params.limit : undefined });
-    }
-    if (method === 'devices.add') return addDevice(a, params);
-    if (method === 'devices.revoke') {
-      revokeDevice(a, String(params.id ?? ''));
-      return { revoked: params.id };
-    }
-  } catch (e) {
-    if (isEwError(e)) return { error: e.toJSON() };
-    throw e;
-  }
-  return undefined;
 }

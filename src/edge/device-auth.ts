@@ -4,7 +4,7 @@ import { checkDeviceRequest, DEVICE_PAGE, MAX_DEVICES, SHARED_USERNAME, type Dev
 import type { Clock } from '../lib/clock.ts';
 import { hashSecret, newSecret, verifySecret } from '../lib/secrets.ts';
 import type { EdgeDb } from './db.ts';
-import { topicMatches } from './record-router.ts';
+import { TopicSet } from '../lib/topic-filter.ts';
 
 /**
  * Who may use the site's device broker, and on which topics. Each device has its own
@@ -49,15 +49,27 @@ export function filterCovers(grant: string, filter: string): boolean {
   return f.length === g.length || (g.length === f.length + 1 && g[f.length] === '#');
 }
 
+/**
+ * A device's grants compiled once into topic sets: checked on every message it publishes or is
+ * sent. Keyed by the grants object (an identity's grants do not change while it is connected),
+ * so the compiled sets go with it.
+ */
+const compiled = new WeakMap<DeviceGrants, { publish: TopicSet; subscribe: TopicSet }>();
+function sets(g: DeviceGrants): { publish: TopicSet; subscribe: TopicSet } {
+  let c = compiled.get(g);
+  if (!c) compiled.set(g, (c = { publish: new TopicSet(g.publish), subscribe: new TopicSet(g.subscribe) }));
+  return c;
+}
+
 export function grantsAllowPublish(g: DeviceGrants, topic: string): boolean {
-  return g.publish.some((p) => topicMatches(p, topic));
+  return sets(g).publish.test(topic);
 }
 export function grantsAllowSubscribe(g: DeviceGrants, filter: string): boolean {
   return g.subscribe.some((s) => filterCovers(s, filter));
 }
 /** Whether a message on `topic` may be delivered to the device (whatever it subscribed to). */
 export function grantsAllowReceive(g: DeviceGrants, topic: string): boolean {
-  return g.subscribe.some((s) => topicMatches(s, topic));
+  return sets(g).subscribe.test(topic);
 }
 
 export type AuthResult = { ok: true; who: DeviceIdentity } | { ok: false; reason: string; returnCode: 2 | 4 | 5 };

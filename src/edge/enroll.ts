@@ -1,6 +1,8 @@
 import { existsSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { EwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
+import { EwError, ERROR_CODES, formatPath, type ErrorCode } from '../contracts/errors.ts';
+import { EnrollResponse, type EnrollRequest } from '../contracts/enroll.ts';
+import { checkContractVersion, CONTRACT_VERSION } from '../contracts/messages.ts';
 import type { Credentials } from './link.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { privateFiles } from '../lib/private-fs.ts';
@@ -38,7 +40,7 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
       res = await f(new URL('/api/v1/enroll', opts.cloudUrl), {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ token: opts.token, name: opts.name }),
+        body: JSON.stringify({ token: opts.token, name: opts.name, contractVersion: CONTRACT_VERSION } satisfies EnrollRequest),
         signal: AbortSignal.timeout(15_000),
       });
     } catch (e) {
@@ -54,7 +56,13 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
     const code = typeof body.code === 'string' && body.code in ERROR_CODES ? (body.code as ErrorCode) : 'ENROLL_FAILED';
     throw new EwError(code, `enrollment refused (${res.status}): ${String(body.message ?? res.statusText)}`);
   }
-  const b = body as { siteId: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; mqtt: { url: string; username: string; password: string; clientId: string; protocolVersion: 4 | 5 } };
+  const parsed = EnrollResponse.safeParse(body);
+  if (!parsed.success) {
+    throw new EwError('ENROLL_FAILED', `the cloud's enrollment answer does not match the contract at ${formatPath(parsed.error.issues[0]!.path) || '(root)'}: ${parsed.error.issues[0]!.message}; is ${opts.cloudUrl} an Edgeweave cloud?`);
+  }
+  const b = parsed.data;
+  // A cloud of a newer major than this agent reads: refused before the credentials are kept.
+  checkContractVersion(b.contractVersion, `the cloud at ${opts.cloudUrl}`);
   const creds: StoredCredentials = {
     siteId: b.siteId, tenantId: b.tenantId, region: b.region, labels: b.labels, heartbeatIntervalS: b.heartbeatIntervalS,
     url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion,

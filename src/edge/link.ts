@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import mqtt, { type IPublishPacket, type MqttClient } from 'mqtt';
 import { topics } from '../contracts/topics.ts';
-import { decodePayload, ENVELOPE_VERSION, RpcRequest, type ReportedMessage, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, envelope, RpcRequest, type RpcResponse, type SiteStatusBody } from '../contracts/messages.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { isFrame } from '../contracts/infer-wire.ts';
+import { clipText } from '../contracts/bounds.ts';
 import type { Logger } from '../lib/logger.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
 import { Backoff } from './backoff.ts';
@@ -75,7 +75,7 @@ export class CloudLink {
 
   start(): void {
     const { creds, log, bootId } = this.o;
-    const will: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'offline', body: { bootId, reason: 'connection lost' } };
+    const will = envelope('offline', { bootId, reason: 'connection lost' }, this.clock);
     const client = mqtt.connect(creds.url, {
       clientId: creds.clientId,
       username: creds.username,
@@ -153,10 +153,13 @@ export class CloudLink {
     try {
       const req = decodePayload(RpcRequest, payload, topic);
       if (!this.o.onRpc) throw new EwError('NOT_FOUND', 'this agent answers no requests');
-      res = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'rpc-response', body: { ok: true, result: await this.o.onRpc(req.body.method, req.body.params) } };
+      res = envelope('rpc-response', { ok: true, result: await this.o.onRpc(req.body.method, req.body.params) }, this.clock);
     } catch (e) {
+      // The site's own code and field travel to the cloud, which passes them on; bounded like the
+      // contract's fields so that a long message cannot get the whole answer refused.
       const code = isEwError(e) ? e.code : 'INTERNAL';
-      res = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'rpc-response', body: { ok: false, error: { code, message: (e as Error).message } } };
+      const path = isEwError(e) && e.path ? { path: clipText(e.path, 500) } : {};
+      res = envelope('rpc-response', { ok: false, error: { code, message: clipText((e as Error).message, 2000), ...path } }, this.clock);
     }
     await this.publish(topics.rpcResponse(this.o.creds.siteId, id), JSON.stringify(res)).catch(() => {});
   }
@@ -172,7 +175,7 @@ export class CloudLink {
   sendStatus(body: SiteStatusBody): void {
     const c = this.client;
     if (!c?.connected) return;
-    const msg: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'status', body };
+    const msg = envelope('status', body, this.clock);
     c.publish(topics.reported(this.o.creds.siteId), JSON.stringify(msg), { qos: 0 });
   }
 
@@ -183,7 +186,7 @@ export class CloudLink {
     const c = this.client;
     if (!c) return;
     if (c.connected) {
-      const bye: ReportedMessage = { v: ENVELOPE_VERSION, id: randomUUID(), ts: Date.now(), type: 'offline', body: { bootId: this.o.bootId, reason: 'agent stopped' } };
+      const bye = envelope('offline', { bootId: this.o.bootId, reason: 'agent stopped' }, this.clock);
       await Promise.race([
         c.publishAsync(topics.reported(this.o.creds.siteId), JSON.stringify(bye), { qos: 1 }).catch(() => {}),
         new Promise((r) => setTimeout(r, 2000).unref()),

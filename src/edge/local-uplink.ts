@@ -1,3 +1,4 @@
+import { isReservedStreamName } from '../contracts/topics.ts';
 import type { EgressGrant } from '../contracts/manifest.ts';
 import type { DesiredApp } from '../contracts/messages.ts';
 import { EwError } from '../contracts/errors.ts';
@@ -18,7 +19,7 @@ export interface UplinkGrant {
 const grantOf = (g: EgressGrant) => (typeof g === 'string' ? { stream: g } : g);
 
 export function isReservedStream(stream: string): boolean {
-  return stream.startsWith('_');
+  return isReservedStreamName(stream);
 }
 
 export function localUplinkGrant(stream: string, apps: readonly DesiredApp[], operatorAllow: readonly EgressGrant[], onlyApp?: string): UplinkGrant {

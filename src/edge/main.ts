@@ -35,13 +35,15 @@ import { readSiteSecret, siteSecret } from './secrets.ts';
 import { join } from 'node:path';
 import { enroll, loadCredentials, type StoredCredentials } from './enroll.ts';
 import { detectAccelerators, detectRuntimes, systemFacts } from './system.ts';
-import { boundLogLines, decodePayload, DesiredState, HEARTBEAT_INTERVAL_S, type SiteStatusBody } from '../contracts/messages.ts';
+import { decodePayload, DesiredState, HEARTBEAT_INTERVAL_S, type SiteStatusBody } from '../contracts/messages.ts';
 import { isValidStreamName, topics } from '../contracts/topics.ts';
 import type { EgressGrant } from '../contracts/manifest.ts';
 import { checkGrantedFields, localUplinkGrant } from './local-uplink.ts';
 import { registerEdgeMetrics } from './metrics.ts';
 import { DeviceRegistry } from './device-auth.ts';
-import { deviceRpc, registerDeviceRoutes, type DeviceAdmin } from './device-api.ts';
+import { registerDeviceRoutes, type DeviceAdmin } from './device-api.ts';
+import { createRpc } from './rpc.ts';
+import { createStatus } from './status.ts';
 import { collectProcessMetrics, installHttpMetrics } from '../lib/metrics.ts';
 import { EwError, isEwError } from '../contracts/errors.ts';
 import { systemClock, type Clock } from '../lib/clock.ts';
@@ -62,6 +64,12 @@ export type EdgeConfig = EdgeOptionsInput & {
   token?: string;
   /** Where recent log lines are kept for `edgeweave logs` (default: a ring of 2,000, fed by the agent's own logger). */
   logRing?: LogRing;
+  /**
+   * Where the results of a rule's `log` sink go: the site's own output, never `logRing` (the
+   * cloud reads that one). Default: `log` when it was given without a ring, else a logger on
+   * stderr that feeds no ring.
+   */
+  siteLog?: Logger;
   /** Backoff of a model whose file could not be fetched or verified. Default 5 s doubling to 5 min. */
   modelRetry?: { initialMs: number; maxMs: number };
   /** Local API time limits beyond the idle timeout option (lib/http.ts DEFAULT_HTTP_TIMEOUTS); these win. */
@@ -108,6 +116,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // Recent log lines stay in memory for `edgeweave logs`; they leave the site only when asked.
   const ring = cfg.logRing ?? new LogRing(2000);
   const log = cfg.log ?? createLogger({ name: 'edge', ring });
+  const siteLog = cfg.siteLog ?? (cfg.log && !cfg.logRing ? cfg.log : createLogger({ name: 'edge' }));
   const db = openEdgeDb(cfg.dataDir);
 
   // 1. Credentials: reuse those in the data dir, else enroll with the token.
@@ -235,8 +244,6 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   supervisor.register(models);
-  // The pump exists once the link does; sinks only reach it through this late-bound call.
-  let notifyOutbox = () => {};
   // Industrial write-back: guarded by each app's write policy, every attempt in the write audit.
   quietOpcua((level, msg) => log[level]({ component: 'node-opcua' }, msg));
   const writeAudit = new WriteAudit(db, clock, registry);
@@ -248,10 +255,10 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
       ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
       : models.inferRow(app, model, args)),
     sinkContext: (app, rule, allowedFields) => ({
-      siteId, app, rule, outbox, audit, log, clock, allowedFields, writes,
-      notifyOutbox: () => notifyOutbox(), publishLocal: (t, p) => devices.publish(t, p),
+      siteId, app, rule, outbox, audit, log, siteLog, clock, allowedFields, writes,
+      publishLocal: (t, p) => devices.publish(t, p),
     }),
-    durable: { journal, db, outbox, checkpointMs: cfg.checkpointIntervalMs, onCommitted: () => { notifyOutbox(); intake.wake(); } },
+    durable: { journal, db, outbox, checkpointMs: cfg.checkpointIntervalMs, onCommitted: () => intake.wake() },
   });
   rulesRef = rules;
   supervisor.register(rules);
@@ -274,17 +281,10 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const statusBody = (): SiteStatusBody => ({
-    agentVersion: VERSION, bootId, uptimeS: (clock.now() - startedAt) / 1000, heartbeatIntervalS,
-    generation: supervisor.generation, applyError: supervisor.error, apps: supervisor.running(),
-    system: systemFacts(cfg.dataDir), runtimes, accelerators, acceleratorInfo: accel,
-    outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: devices.stats,
-    rules: rules.statuses(), deadLetters: dead.total, sources: sources.statuses(), writes: writes.statuses(),
-    models: models.list().map((m) => {
-      const p = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(p ? { download: p } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
-    }),
-    routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
+  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
+  const statusBody = createStatus({
+    agentVersion: VERSION, bootId, startedAt, heartbeatIntervalS, dataDir: cfg.dataDir, clock, log, supervisor, runtimes, accelerators, accel,
+    outbox, devices, rules, dead, sources, writes, models, routed,
   });
   let applying: Promise<unknown> = Promise.resolve();
   const storeDesired = async (payload: Buffer): Promise<void> => {
@@ -308,33 +308,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
       link.sendStatus(statusBody());
     });
   };
-  const rpc = async (method: string, params: Record<string, unknown>): Promise<unknown> => {
-    if (method === 'logs') {
-      const since = typeof params.since === 'number' ? params.since : 0;
-      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 2000) : 200;
-      // Lines of the `log` sink carry rule results, which may be raw device data: they are not
-      // egress the policy granted, so they stay in the site's own log output.
-      return { lines: boundLogLines({ lines: ring.since(since, 2000).filter((l) => !l.line.includes('"msg":"rule result"')) }, limit) };
-    }
-    if (method === 'dead-letters') {
-      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
-      // Raw device data stays on the site: the cloud gets why a record was refused and its
-      // size, never its content (the site's local API shows that to someone on the site).
-      const items = dead.list({ app: typeof params.app === 'string' ? params.app : undefined, stream: typeof params.stream === 'string' ? params.stream : undefined, limit });
-      // `detail` may quote the content too: it stays here with the payload.
-      return { total: dead.total, items: items.map(({ payload, detail: _detail, ...rest }) => ({ ...rest, payloadBytes: Buffer.byteLength(payload) })) };
-    }
-    if (method.startsWith('devices.')) {
-      const r = deviceRpc(deviceAdmin, method, params);
-      if (r !== undefined) return r;
-    }
-    if (method === 'writes') {
-      const limit = typeof params.limit === 'number' ? Math.min(Math.max(1, params.limit), 1000) : 100;
-      return { items: writeAudit.list({ app: typeof params.app === 'string' ? params.app : undefined, limit }) };
-    }
-    throw new EwError('NOT_FOUND', `the agent has no request "${method}"`);
-  };
-  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
+  const rpc = createRpc({ ring, dead, writeAudit, devices: deviceAdmin, log });
   const link = new CloudLink({
     creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: storeDesired, onRpc: rpc, onFrame: routed.onFrame,
     onState: (s) => {
@@ -343,12 +317,11 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
     },
   });
   const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), 256, (n) => { sentCounter.inc(n); intake.wake(); });
-  notifyOutbox = () => pump.notify();
   reportStatus = () => link.sendStatus(statusBody());
   link.start();
   // Closed minutes of the egress audit go up like any result.
   let stopAudit = clock.setTimer(60_000, function report() {
-    if (audit.report(outbox, siteId) > 0) pump.notify();
+    audit.report(outbox, siteId);
     stopAudit = clock.setTimer(60_000, report);
   });
   let stopHeartbeat = clock.setTimer(heartbeatIntervalS * 1000, function beat() {
@@ -383,6 +356,7 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
       await models.close();
       await link.stop();
       await applying;
+      pump.close();
       pump.flushAcks();
       db.close();
     },
@@ -465,7 +439,6 @@ async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
     checkGrantedFields(req.body.records, grant, stream);
     const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
     d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
-    d.pump.notify();
     void reply.status(202);
     return { accepted: ids.length, ids, pending: d.outbox.pending };
   });

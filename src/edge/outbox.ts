@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type { Statement } from 'better-sqlite3';
 import { kvGet, kvSet, type EdgeDb } from './db.ts';
 import { EwError } from '../contracts/errors.ts';
-import { ENVELOPE_VERSION, PAYLOAD_LIMITS, type UplinkMessage } from '../contracts/messages.ts';
+import { envelope, PAYLOAD_LIMITS } from '../contracts/messages.ts';
 import type { Clock } from '../lib/clock.ts';
 
 export type OverflowPolicy = 'drop-oldest' | 'reject-new';
@@ -25,16 +26,24 @@ export interface OutboxRow { seq: number; id: string; topic: string; payload: Bu
  * The durable uplink queue. Every message is committed here before anything is sent, keeps its
  * id for life (the cloud stores each id once), and is deleted only when the broker acknowledged
  * it. Rows are read back in `seq` order, so a restart resends in the order they were written.
+ *
+ * It says when rows were added with an `added` event, so whoever sends them (the pump) hears of
+ * every writer — a sink, the local API, the egress audit — without each having to call it. The
+ * event comes once per turn of the event loop, after the writer's transaction (a rule commits
+ * its results with its journal cursor in one) has finished, so it never announces a row that a
+ * rollback takes back.
  */
-export class Outbox {
+export class Outbox extends EventEmitter<{ added: [] }> {
   private readonly insert: Statement;
   private readonly peekStmt: Statement;
   private readonly del: Statement;
   private readonly dropOldest: Statement;
   private count: number;
   private droppedTotal: number;
+  private announcing = false;
 
   constructor(private readonly db: EdgeDb, private readonly clock: Clock, private readonly opts: OutboxOptions) {
+    super();
     if (!(opts.maxMessages >= 1)) throw new EwError('CONFIG_INVALID', 'outbox maxMessages must be at least 1', { path: 'outboxMax' });
     this.insert = db.prepare('INSERT INTO outbox (id, topic, payload, created_at) VALUES (?, ?, ?, ?)');
     this.peekStmt = db.prepare('SELECT seq, id, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?');
@@ -88,7 +97,7 @@ export class Outbox {
       // A deterministic id (a window result's rule, epoch and emission) lets the cloud store a
       // result replayed after a crash once; anything else gets a fresh one.
       const id = idOf?.(data as never, i) ?? randomUUID();
-      const msg: UplinkMessage = { v: ENVELOPE_VERSION, id, ts: now, type: 'uplink', body: { stream, at: now, ...origin, data } };
+      const msg = envelope('uplink', { stream, at: now, ...origin, data }, { now: () => now }, id);
       const payload = Buffer.from(JSON.stringify(msg) ?? 'null');
       if (payload.length > PAYLOAD_LIMITS.up) {
         throw new EwError('VALIDATION_FAILED', `records[${i}] is ${payload.length} bytes as an uplink message; one result may be at most ${PAYLOAD_LIMITS.up} bytes (split it into several records)`, { path: `records[${i}]` });
@@ -119,7 +128,17 @@ export class Outbox {
       }
       this.count += records.length;
     })();
+    if (ids.length > 0) this.announce();
     return ids;
+  }
+
+  private announce(): void {
+    if (this.announcing) return;
+    this.announcing = true;
+    queueMicrotask(() => {
+      this.announcing = false;
+      this.emit('added');
+    });
   }
 
   /** The next rows after `afterSeq`, oldest first. */

@@ -7,6 +7,7 @@ import type { Outbox } from './outbox.ts';
  * (a PUBACK lost with the connection) are removed by the cloud, which stores each id once.
  *
  * `publish` resolves on the broker's acknowledgement and rejects when the connection fails.
+ * New rows are heard of through the outbox's `added` event; `close()` stops listening.
  */
 export class OutboxPump {
   private connected = false;
@@ -22,7 +23,16 @@ export class OutboxPump {
     private readonly publish: (topic: string, payload: Buffer) => Promise<void>,
     private readonly window = 256,
     private readonly onAcked?: (n: number) => void,
-  ) {}
+  ) {
+    outbox.on('added', this.onAdded);
+  }
+
+  private readonly onAdded = (): void => this.notify();
+
+  /** Stops listening to the outbox (the agent is closing). */
+  close(): void {
+    this.outbox.off('added', this.onAdded);
+  }
 
   get sentTotal(): number {
     return this.sent;
@@ -36,7 +46,7 @@ export class OutboxPump {
     if (up) this.pump();
   }
 
-  /** Call after enqueueing: sends what fits in the window. */
+  /** Sends what fits in the window (the outbox's `added` event calls this). */
   notify(): void {
     if (this.connected) this.pump();
   }

@@ -1,8 +1,10 @@
 import type { Statement } from 'better-sqlite3';
 import type { EdgeDb } from './db.ts';
 import type { StreamDef } from '../stream/planner.ts';
+import type { FieldType } from '../contracts/manifest.ts';
 import type { Clock } from '../lib/clock.ts';
 import { propertyFields, type Mqtt5Properties } from './mqtt5.ts';
+import { TopicIndex } from '../lib/topic-filter.ts';
 
 /**
  * Device data into rules. A stream is an MQTT topic filter on the site's device broker (or
@@ -14,20 +16,7 @@ import { propertyFields, type Mqtt5Properties } from './mqtt5.ts';
 export type Record_ = Record<string, unknown>;
 export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
 
-/** MQTT topic-filter matching (`+` one level, `#` the rest). */
-export function topicMatches(filter: string, topic: string): boolean {
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '#') return i === 0 ? !topic.startsWith('$') : true;
-    if (i >= t.length) return false;
-    if (f[i] === '+') { if (i === 0 && t[0]!.startsWith('$')) return false; continue; }
-    if (f[i] !== t[i]) return false;
-  }
-  return f.length === t.length;
-}
-
-const TYPE_CHECKS: Record<string, (v: unknown) => boolean> = {
+const TYPE_CHECKS: Record<FieldType, (v: unknown) => boolean> = {
   string: (v) => typeof v === 'string',
   int: (v) => Number.isInteger(v), bigint: (v) => Number.isInteger(v),
   float: (v) => typeof v === 'number' && Number.isFinite(v), number: (v) => typeof v === 'number' && Number.isFinite(v), double: (v) => typeof v === 'number' && Number.isFinite(v),
@@ -67,7 +56,9 @@ export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef,
     for (const [field, type] of Object.entries(def.schema)) {
       const x = rec[field];
       if (x === undefined || x === null) continue;
-      if (!TYPE_CHECKS[type]!(x)) return { ok: false, reason: `field "${field}" should be ${type} but is ${kindOf(x)} of ${jsonBytes(x)} bytes`, detail: `${field} = ${JSON.stringify(x)?.slice(0, 200)}` };
+      // Schemas are checked when planned (unknown types refused there), in any case, as the planner reads them.
+      const check = TYPE_CHECKS[type.toLowerCase() as FieldType] ?? TYPE_CHECKS.any;
+      if (!check(x)) return { ok: false, reason: `field "${field}" should be ${type} but is ${kindOf(x)} of ${jsonBytes(x)} bytes`, detail: `${field} = ${JSON.stringify(x)?.slice(0, 200)}` };
     }
   }
   if (def.timestamp) {
@@ -116,7 +107,11 @@ export class DeadLetters {
  * (message, stream definition); every subscriber of a stream gets the same decoded record.
  */
 export class StreamRouter {
-  private readonly subs = new Set<Subscriber>();
+  /** Subscribers, each with its order of subscription (deliveries keep that order). */
+  private readonly subs = new Map<Subscriber, number>();
+  private seq = 0;
+  /** The subscribers by topic filter: a message is matched against all of them in one walk. */
+  private readonly byTopic = new TopicIndex<Subscriber>();
   readonly stats = new Map<string, { in: number; invalid: number }>();
   private filtersChanged?: (filters: string[]) => void;
 
@@ -128,16 +123,24 @@ export class StreamRouter {
   }
 
   private changed(): void {
-    this.filtersChanged?.([...new Set([...this.subs].map((s) => s.stream.topic))]);
+    this.filtersChanged?.([...new Set([...this.subs.keys()].map((s) => s.stream.topic))]);
   }
 
   subscribe(s: Subscriber): () => void {
-    this.subs.add(s);
+    this.byTopic.add(s.stream.topic, s);
+    this.subs.set(s, this.seq++);
     this.changed();
     return () => {
-      this.subs.delete(s);
+      if (!this.subs.delete(s)) return;
+      this.byTopic.remove(s.stream.topic, s);
       this.changed();
     };
+  }
+
+  /** The subscribers whose stream's topic filter matches, in the order they subscribed. */
+  private matching(topic: string): Subscriber[] {
+    const hits = [...this.byTopic.match(topic)];
+    return hits.length > 1 ? hits.sort((a, b) => this.subs.get(a)! - this.subs.get(b)!) : hits;
   }
 
   private stat(app: string, stream: string) {
@@ -149,15 +152,13 @@ export class StreamRouter {
 
   /** Whether any stream (of a running or starting rule) reads this topic. */
   routes(topic: string): boolean {
-    for (const s of this.subs) if (topicMatches(s.stream.topic, topic)) return true;
-    return false;
+    return this.byTopic.match(topic).size > 0;
   }
 
   /** A device message from the broker; `seq` is its place in the intake journal. */
   onMessage(topic: string, payload: Buffer, props?: Mqtt5Properties, seq?: number): void {
     const decoded = new Map<string, ReturnType<typeof decodeRecord>>();
-    for (const s of this.subs) {
-      if (!topicMatches(s.stream.topic, topic)) continue;
+    for (const s of this.matching(topic)) {
       const key = `${s.app}/${s.stream.name}`;
       let d = decoded.get(key);
       if (!d) {
@@ -173,13 +174,13 @@ export class StreamRouter {
 
   /** True when a running rule reads this app's stream (an industrial source sends nothing otherwise). */
   hasSubscriber(app: string, stream: string): boolean {
-    for (const s of this.subs) if (s.app === app && s.stream.name === stream) return true;
+    for (const s of this.subs.keys()) if (s.app === app && s.stream.name === stream) return true;
     return false;
   }
 
   /** Records pushed over HTTP to one app's stream; returns how many were accepted. */
   push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
-    const targets = [...this.subs].filter((s) => s.app === app && s.stream.name === stream);
+    const targets = [...this.subs.keys()].filter((s) => s.app === app && s.stream.name === stream);
     const rejected: { index: number; reason: string; detail?: string }[] = [];
     let accepted = 0;
     const def = targets[0]?.stream;

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { openEdgeDb } from './db.ts';
-import { DeadLetters, StreamRouter, topicMatches } from './record-router.ts';
+import { DeadLetters, StreamRouter } from './record-router.ts';
+import { topicMatches } from '../lib/topic-filter.ts';
 import { EgressAudit, memorySinks } from './sinks.ts';
 import { RuleHost } from './rules.ts';
 import { Outbox } from './outbox.ts';
@@ -25,7 +26,7 @@ describe('RuleHost', () => {
   const audit = new EgressAudit(db, clock, new Registry());
   const host = new RuleHost({
     router, dead, clock, log: silentLogger(),
-    sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, notifyOutbox: () => {}, publishLocal: () => {} }),
+    sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
   });
   const desired = (version: string, rules: unknown[], egress: unknown[] = []): DesiredApp => ({
     name: 'meters', version, deploymentId: `d-${version}`,

@@ -9,38 +9,20 @@ import type { EgressGrant, RuleSpec } from '../contracts/manifest.ts';
 import { isEwError } from '../contracts/errors.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
-import { decodeRecord, topicMatches, type DeadLetters, type StreamRouter } from './record-router.ts';
+import { decodeRecord, type DeadLetters, type StreamRouter } from './record-router.ts';
+import { TopicSet } from '../lib/topic-filter.ts';
 import { isDurableSink, makeSink, type Sink, type SinkContext } from './sinks.ts';
 import type { Journal } from './journal.ts';
 import type { EdgeDb } from './db.ts';
 import type { Outbox } from './outbox.ts';
 import { isEwError as isCode } from '../contracts/errors.ts';
+import type { RuleStatus } from '../contracts/messages.ts';
 import { createHash, randomUUID } from 'node:crypto';
 import { decodeCheckpoint, encodeCheckpoint } from '../stream/checkpoint.ts';
 import { resultIds } from './sinks.ts';
 
-/** What the site and the cloud show of a rule. */
-export interface RuleStatus {
-  app: string;
-  rule: string;
-  state: 'running' | 'failed';
-  error?: string;
-  in: number;
-  out: number;
-  filtered: number;
-  late: number;
-  errors: number;
-  /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
-  dropped: number;
-  sinkErrors: number;
-  /** Results a sink refused (outbox full under reject-new) and lost. */
-  sinkDropped: number;
-  /** Why the rule's results are refused or waiting right now (outbox full, storage error). */
-  blocked?: string;
-  lastOutputAt: number | null;
-  /** Referenced fields no record carried (schemaless streams), and similar hints. */
-  warnings?: string[];
-}
+/** What the site and the cloud show of a rule: defined once, in the wire contract. */
+export type { RuleStatus };
 
 interface Running {
   app: string;
@@ -391,12 +373,13 @@ export class RuleHost implements AppComponent {
     }
     let from = r.cursor;
     let replayed = 0;
+    const reads = new TopicSet([stream.topic]);
     for (;;) {
       const recs = dur.journal.read(from, 1000);
       if (recs.length === 0) break;
       for (const rec of recs) {
         from = rec.seq;
-        if (!topicMatches(stream.topic, rec.topic)) continue;
+        if (!reads.test(rec.topic)) continue;
         const d = decodeRecord(rec.payload, stream);
         if (!d.ok) continue; // dead-lettered when it first arrived
         rule.push(d.rec, { topic: rec.topic, seq: rec.seq });

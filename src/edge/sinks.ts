@@ -6,7 +6,7 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { EdgeDb } from './db.ts';
 import type { Outbox } from './outbox.ts';
-import { topics } from '../contracts/topics.ts';
+import { RESERVED_STREAMS, topics } from '../contracts/topics.ts';
 import type { WritePolicy } from '../contracts/industrial.ts';
 import { WriteSink, type WriteHost } from './writes.ts';
 import { isWriteSink } from './write-guard.ts';
@@ -23,10 +23,15 @@ export interface SinkContext {
   app: string;
   rule: string;
   outbox: Outbox;
-  notifyOutbox: () => void;
   publishLocal: (topic: string, payload: string) => void;
   audit: EgressAudit;
   log: Logger;
+  /**
+   * Where the `log` sink writes results: the site's own output only. It never feeds the ring the
+   * cloud reads (`edgeweave logs`), because results may be raw device data that no egress policy
+   * granted — kept apart by which logger they go to, not by filtering message texts.
+   */
+  siteLog: Logger;
   clock: Clock;
   /** Per uplink/webhook stream: the fields the egress grant lets out (undefined: all). */
   allowedFields: (stream: string) => string[] | undefined;
@@ -90,7 +95,7 @@ export class EgressAudit {
     const rows = this.db.prepare('SELECT minute, app, rule, stream, destination, records, bytes FROM egress_audit WHERE reported = 0 AND minute < ? ORDER BY minute').all(current) as Row[];
     if (rows.length === 0) return 0;
     this.db.transaction(() => {
-      outbox.enqueue(topics.up(siteId, '_egress-audit'), '_egress-audit', rows);
+      outbox.enqueue(topics.up(siteId, RESERVED_STREAMS.egressAudit), RESERVED_STREAMS.egressAudit, rows);
       this.db.prepare('UPDATE egress_audit SET reported = 1 WHERE reported = 0 AND minute < ?').run(current);
     })();
     return rows.length;
@@ -140,7 +145,7 @@ class UplinkSink implements DurableSink {
     this.scheduled = false;
     const n = this.pending.length;
     try {
-      if (this.commit() > 0) this.c.notifyOutbox();
+      this.commit(); // the outbox tells the pump itself
     } catch (e) {
       this.discard();
       this.c.log.warn({ app: this.c.app, rule: this.c.rule, err: (e as Error).message, lost: n }, 'results not written to the outbox');
@@ -164,7 +169,7 @@ class LogSink implements Sink {
   readonly kind = 'log';
   constructor(private readonly level: 'info' | 'warn', private readonly c: SinkContext) {}
   write(rows: Row[]): void {
-    for (const r of rows) this.c.log[this.level]({ app: this.c.app, rule: this.c.rule, result: r }, 'rule result');
+    for (const r of rows) this.c.siteLog[this.level]({ app: this.c.app, rule: this.c.rule, result: r }, 'rule result');
   }
   close(): void {}
 }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { LineCounter, parseDocument, isMap, isScalar } from 'yaml';
 import { EwError, type SourcePos } from '../contracts/errors.ts';
@@ -19,8 +19,8 @@ export interface OptionSpec {
   arg?: string;
   /** The environment variable; default: the table's prefix and the flag's name (`EW_CLOUD_PORT`). */
   env?: string;
-  /** A secret: its value is never shown in an error. */
-  secret?: boolean;
+  /** A secret (or, as a function, whether this value holds one): never shown in an error, never in a file others can read. */
+  secret?: boolean | ((value: unknown) => boolean);
   /** How text (a flag, a variable, a string in the file) becomes the field's value; default: by the field's type. */
   fromText?: (text: string) => unknown;
   /** The default as an operator writes it (help and docs), when the value is not (`10G`), or there is none (`from the cloud`). */
@@ -116,6 +116,9 @@ export function envLayer(t: OptionTable, env: NodeJS.ProcessEnv): { values: Reco
   return { values, sources };
 }
 
+/** The largest options file read. */
+const MAX_CONFIG_BYTES = 256 * 1024;
+
 /**
  * A YAML config file: a map whose keys are the flags' names without `--` (`port: 8080`,
  * `rate-limit: off`, `console: false`). An unknown key or a file that is not such a map is
@@ -124,6 +127,8 @@ export function envLayer(t: OptionTable, env: NodeJS.ProcessEnv): { values: Reco
 export function readConfigFile(t: OptionTable, file: string): { values: Record<string, unknown>; sources: Map<string, ValueSource> } {
   let text: string;
   try {
+    // An options file is a few lines; a larger one is a mistake (a log, a binary) not to read into memory.
+    if (statSync(file).size > MAX_CONFIG_BYTES) throw new Error(`larger than ${MAX_CONFIG_BYTES / 1024} KiB; is it the right file?`);
     text = readFileSync(file, 'utf8');
   } catch (e) {
     throw new EwError('CONFIG_INVALID', `--config ${file}: ${(e as Error).message}`, { path: '--config', cause: e });
@@ -153,12 +158,20 @@ export function readConfigFile(t: OptionTable, file: string): { values: Record<s
     if (value === null) continue; // `port:` with nothing after it: as if absent
     values[key!] = value;
     sources.set(key!, { kind: 'file', pos: at(node?.range?.[0] ?? 0) });
+    // A secret in a file other users can read is as exposed as one on the command line.
+    if (isSecret(t.options[key!]!, value) && (statSync(file).mode & 0o077) !== 0) {
+      refuse(keyPos, `${k} is a secret, and this file can be read by other users of the machine; chmod 600 ${file}, or pass it in ${envName(t, key!)}`);
+    }
   }
   return { values, sources };
 }
 
+function isSecret(spec: OptionSpec, value: unknown): boolean {
+  return typeof spec.secret === 'function' ? spec.secret(value) : !!spec.secret;
+}
+
 function show(value: unknown): string {
-  const s = typeof value === 'string' ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
+  const s = JSON.stringify(value) ?? String(value);
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
@@ -184,7 +197,7 @@ export function parseOptions<S extends z.ZodRawShape, I extends object>(t: Optio
   if (!spec) throw new EwError('CONFIG_INVALID', `${t.command} configuration: ${issue.message}`, { cause: r.error });
   const value = own[key];
   const source = sources.get(key);
-  const shown = value === undefined ? '' : spec.secret ? ' (value not shown)' : ` ${show(value)}`;
+  const shown = value === undefined ? '' : isSecret(spec, value) ? ' (value not shown)' : ` ${show(value)}`;
   const detail = value === undefined ? `${spec.flag} is required: ${describe(t, key)}` : issue.message;
   throw new EwError('CONFIG_INVALID', value === undefined ? detail : `${spec.flag}${shown}${from(source)}: ${detail}`, {
     path: spec.flag, detail, cause: r.error, ...(source?.kind === 'file' ? { pos: source.pos } : {}),

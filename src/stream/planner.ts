@@ -3,6 +3,7 @@ import { sqlError, type Pos } from './lexer.ts';
 import { closest, parse } from './parser.ts';
 import { AGGREGATES, SCALARS, WINDOW_FUNCTIONS, ValueError, distinctAcc, isNumType, showValue, type Acc, type EvalEnv, type Meter, type SqlType } from './functions.ts';
 import { EwError } from '../contracts/errors.ts';
+import type { FieldType } from '../contracts/manifest.ts';
 
 /**
  * The planner turns a parsed query into a Plan: it resolves fields against the stream's schema,
@@ -108,7 +109,8 @@ export interface Plan {
 
 const UNIT_MS: Record<string, number> = { ms: 1, ss: 1000, mi: 60_000, hh: 3_600_000, dd: 86_400_000 };
 
-const SCHEMA_TYPES: Record<string, SqlType> = {
+/** Each field type a schema may declare (the manifest's FieldType), as the SQL type checker sees it. */
+const SCHEMA_TYPES: Record<FieldType, SqlType> = {
   string: 'string', int: 'int', bigint: 'int', float: 'number', number: 'number', double: 'number', bool: 'bool', boolean: 'bool',
   timestamp: 'any', datetime: 'any', object: 'object', struct: 'object', array: 'array', any: 'any',
 };
@@ -118,7 +120,9 @@ export function schemaTypes(def: StreamDef): Map<string, SqlType> | undefined {
   if (!def.schema) return undefined;
   const m = new Map<string, SqlType>();
   for (const [field, t] of Object.entries(def.schema)) {
-    const st = SCHEMA_TYPES[t.toLowerCase()];
+    // Case-insensitive: `edgeweave sql --schema` passes the user's JSON as written.
+    const key = t.toLowerCase();
+    const st = Object.hasOwn(SCHEMA_TYPES, key) ? SCHEMA_TYPES[key as FieldType] : undefined;
     if (!st) throw new EwError('SQL_INVALID', `stream ${def.name}: field "${field}" has type "${t}"; use one of ${Object.keys(SCHEMA_TYPES).join(', ')}`, { path: `schema.${field}` });
     m.set(field, st);
   }

@@ -52,7 +52,10 @@ export interface TestCloud {
   url: string;
   adminKey: string;
   dataDir: string;
+  /** A call to the cloud's API in process (app.inject, no socket), with the admin key unless another is given. */
   api<T = any>(method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: T }>;
+  /** The same over the cloud's listening HTTP port (for tests of the transport). */
+  overHttp<T = any>(method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: T }>;
   token(opts?: { labels?: Record<string, string>; region?: string; ttlSeconds?: number }): Promise<string>;
   /** Starts again (stopping first if running) on the same data dir and ports; agents reconnect. */
   restart(): Promise<void>;
@@ -77,7 +80,21 @@ export async function startTestCloud(cfg: Partial<CloudConfig> = {}): Promise<Te
     get url() { return handle.url; },
     adminKey,
     dataDir,
+    // In-process (fastify's inject): the whole request path — hooks, auth, validation,
+    // serialisation — without a socket. `overHttp` goes through the listening port for the
+    // tests that are about the transport itself.
     async api(method, path, body, key = adminKey) {
+      const res = await handle.http.inject({
+        method: method as 'GET',
+        url: path,
+        headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+      });
+      let parsed: unknown = res.body;
+      try { parsed = JSON.parse(res.body); } catch { /* not JSON */ }
+      return { status: res.statusCode, body: parsed as any };
+    },
+    async overHttp(method, path, body, key = adminKey) {
       const res = await fetch(new URL(path, handle.url), {
         method,
         headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },

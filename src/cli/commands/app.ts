@@ -83,19 +83,19 @@ export async function push(dir: string, o: { manifest: string; output: Format })
 }
 
 export async function list(o: { output: Format }): Promise<void> {
-  const r = await client().call('GET', '/api/v1/apps');
+  const r = await client().api('GET /api/v1/apps');
   await print(o.output, r.items, () => table(r.items, ['name', 'version', 'digest']));
 }
 
 export async function show(s: string, o: { output: Format }): Promise<void> {
   const { name, version } = ref(s);
-  const r = await client().call('GET', `/api/v1/apps/${name}/versions/${version}`);
+  const r = await client().api('GET /api/v1/apps/:name/versions/:version', { params: { name, version } });
   await print(o.output, r, () => toYaml(r.manifest));
 }
 
 export async function diff(x: string, y: string): Promise<void> {
   const c = client();
-  const [a, b] = await Promise.all([x, y].map((s) => { const r = ref(s); return c.call('GET', `/api/v1/apps/${r.name}/versions/${r.version}`); }));
+  const [a, b] = await Promise.all([c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(x) }), c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(y) })]);
   const la = toYaml(a.manifest).split('\n');
   const lb = toYaml(b.manifest).split('\n');
   const setA = new Set(la);

@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { ApiClient, loadConfig } from '../client.ts';
 import { EwError } from '../../contracts/errors.ts';
+// The same shapes on the site's local API and through the cloud (which passes the site's answer on).
+import { DeviceCreated, DeviceList } from '../../cloud/api/schemas.ts';
+import type { infer as zInfer } from 'zod';
 import { yaml } from './output.ts';
 
 /** `edgeweave devices add|list|revoke` (declared in ../devices.ts). */
@@ -25,7 +28,7 @@ async function out(format: string, data: unknown, text: () => string): Promise<v
 
 export async function add(id: string, o: Target & { publish?: string[]; subscribe?: string[]; description?: string }): Promise<void> {
   const { client, base } = api(o);
-  const d = await client.call('POST', base, { id, publish: o.publish ?? [], subscribe: o.subscribe ?? [], ...(o.description ? { description: o.description } : {}) });
+  const d = await client.parsed(DeviceCreated, 'POST', base, { id, publish: o.publish ?? [], subscribe: o.subscribe ?? [], ...(o.description ? { description: o.description } : {}) });
   await out(o.output, d, () => [
     `device ${d.id} registered. Its MQTT credentials (the secret is shown once; only its digest is kept):`,
     `    username:  ${d.username}`, `    client id: ${d.clientId}   (it must connect with this one)`, `    password:  ${d.secret}`,
@@ -38,7 +41,7 @@ export async function list(o: Target): Promise<void> {
   // Every page, in id order.
   const r: { items: { id: string; publish: string[]; subscribe: string[] }[] } = { items: [] };
   for (let after: string | null = ''; after !== null;) {
-    const page: { items: typeof r.items; next: string | null } = await client.call('GET', `${base}${after ? `?after=${encodeURIComponent(after)}` : ''}`);
+    const page: zInfer<typeof DeviceList> = await client.parsed(DeviceList, 'GET', `${base}${after ? `?after=${encodeURIComponent(after)}` : ''}`);
     r.items.push(...page.items);
     after = page.next;
   }

@@ -127,7 +127,7 @@ export async function exportResults(stream: string, o: { since?: number; until?:
 
 /** `edgeweave results retention`. */
 export async function listRetention(o: { output: Format }): Promise<void> {
-  const r = await client().call<{ policies: { stream: string; days: number }[]; cloudDefaultDays: number | null }>('GET', '/api/v1/retention');
+  const r = await client().api('GET /api/v1/retention');
   await print(o.output, r, () => [
     ...r.policies.map((p) => `${p.stream.padEnd(24)} ${p.days} days`),
     `${'(cloud default)'.padEnd(24)} ${r.cloudDefaultDays === null ? 'keep' : `${r.cloudDefaultDays} days`}`,
@@ -135,11 +135,11 @@ export async function listRetention(o: { output: Format }): Promise<void> {
 }
 
 export async function setRetention(stream: string, days: number): Promise<void> {
-  await client().call('PUT', `/api/v1/retention/${encodeURIComponent(stream)}`, { days });
+  await client().api('PUT /api/v1/retention/:stream', { params: { stream }, body: { days } });
   process.stdout.write(`${stream}: kept ${days} days\n`);
 }
 
 export async function unsetRetention(stream: string): Promise<void> {
-  await client().call('DELETE', `/api/v1/retention/${encodeURIComponent(stream)}`);
+  await client().api('DELETE /api/v1/retention/:stream', { params: { stream } });
   process.stdout.write(`${stream}: policy removed\n`);
 }

@@ -6,6 +6,7 @@ import type { Logger } from '../../lib/logger.ts';
 import type { AuditEntry, Store } from '../store/store.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { need } from './access.ts';
+import { AuditPage } from './schemas.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -79,10 +80,6 @@ export function installAudit(app: FastifyInstance, store: Store, clock: Clock, l
   });
 }
 
-export const AuditEntryView = z.object({
-  seq: z.number(), at: z.number(), tenantId: z.string().nullable(), keyId: z.string().nullable(), role: z.string().nullable(), siteId: z.string().nullable(),
-  action: z.string(), target: z.string(), status: z.number(), outcome: z.enum(['ok', 'denied', 'failed']), code: z.string().nullable(), address: z.string(), requestId: z.string(),
-});
 
 /** `GET /api/v1/audit`: the tenant's audit log for its admins; a platform admin may name any tenant. */
 export async function auditRoutes(app: FastifyInstance, o: { store: Store }): Promise<void> {
@@ -96,7 +93,7 @@ export async function auditRoutes(app: FastifyInstance, o: { store: Store }): Pr
         limit: z.coerce.number().int().min(1).max(1000).default(100),
         tenant: z.string().max(64).optional().describe('platform admins: this tenant\'s log, or "*" for every entry'),
       }),
-      response: { 200: z.object({ items: z.array(AuditEntryView), next: z.number().nullable() }), 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema },
+      response: { 200: AuditPage, 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema },
     },
   }, async (req) => {
     need(req, 'audit:read');

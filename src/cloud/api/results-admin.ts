@@ -5,7 +5,8 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { EwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Store, UplinkQuery } from '../store/store.ts';
-import { ANY_STREAM, MAX_RETENTION_DAYS } from '../results/retention.ts';
+import { MAX_RETENTION_DAYS } from '../results/retention.ts';
+import { RetentionList, RetentionPolicyView } from './schemas.ts';
 
 /** Rows read from the store per page of an export (bounds the export's memory, not its size). */
 export const EXPORT_PAGE_ROWS = 1000;
@@ -14,7 +15,6 @@ const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.st
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema };
 /** `*` (the tenant's default) or a stream name as the manifest spells them. */
 const StreamParam = z.string().regex(/^(\*|[A-Za-z_][A-Za-z0-9_]{0,127})$/, 'a stream name (letters, digits, _) or * for the tenant default');
-const Policy = z.object({ stream: z.string(), days: z.number().int(), updatedAt: z.number() });
 
 /**
  * Results at volume: retention policies per tenant and stream, and an export of a time range as
@@ -27,7 +27,7 @@ export function registerResultsAdmin(app: FastifyInstance, d: { store: Store; cl
   r.get('/api/v1/retention', {
     schema: {
       tags: ['results'], summary: 'The tenant\'s result retention policies (stream `*`: the tenant default) and the cloud-wide default',
-      response: { 200: z.object({ policies: z.array(Policy), cloudDefaultDays: z.number().int().nullable() }), ...errors },
+      response: { 200: RetentionList, ...errors },
     },
   }, async (req) => ({
     policies: (await store.listRetention(req.tenantId)).map((p) => ({ stream: p.stream, days: p.days, updatedAt: p.updatedAt })),
@@ -39,7 +39,7 @@ export function registerResultsAdmin(app: FastifyInstance, d: { store: Store; cl
       tags: ['results'], summary: 'Keep the tenant\'s results of a stream (or `*`: every stream without its own policy) this many days',
       params: z.object({ stream: StreamParam }),
       body: z.object({ days: z.number().int().min(1).max(MAX_RETENTION_DAYS).describe('whole days; results older are deleted at the next maintenance pass') }),
-      response: { 200: Policy, ...errors },
+      response: { 200: RetentionPolicyView, ...errors },
     },
   }, async (req) => {
     const now = d.clock.now();

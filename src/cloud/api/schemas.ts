@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { EnrollResponse } from '../../contracts/enroll.ts';
+import { Phase, Strategy } from '../../contracts/rollout.ts';
 import { AppManifest } from '../../contracts/manifest.ts';
 import { SiteStatusBody } from '../../contracts/messages.ts';
 import { ErrorBodySchema } from '../../contracts/error-body.ts';
@@ -70,10 +72,8 @@ export const tokenView = (t: JoinToken): z.infer<typeof TokenView> => ({
 });
 export const TokenCreated = TokenView.extend({ token: z.string(), installCommand: z.string() });
 export const TokenList = z.object({ items: z.array(TokenView) });
-export const Enrollment = z.object({
-  siteId: z.string(), tenantId: z.string(), region: z.string(), labels: Labels, heartbeatIntervalS: z.number(),
-  mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string(), protocolVersion: z.union([z.literal(4), z.literal(5)]) }),
-});
+/** The wire contract's enrollment answer (the agent parses it with the same schema). */
+export const Enrollment = EnrollResponse;
 
 // ---- API keys ----
 export const KeyScopeView = z.object({ apps: z.array(z.string()).optional(), labels: Labels.optional() });
@@ -96,19 +96,8 @@ export const AppList = z.object({ items: z.array(AppView.omit({ manifest: true }
 export const ArtifactStatus = z.object({ sha256: z.string(), complete: z.boolean(), size: z.number(), received: z.number() });
 
 // ---- deployments and rollouts ----
-export const StrategyBody = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('all') }),
-  z.object({ type: z.literal('rolling'), maxUnavailable: z.number().int().min(1).default(1) }),
-  z.object({
-    type: z.literal('canary'),
-    canary: z.number().positive().default(1).describe('sites, or a percentage with canaryPercent'),
-    canaryPercent: z.boolean().default(false),
-    bakeTimeS: z.number().int().min(0).max(86_400).default(300),
-    gates: z.object({ maxErrorRate: z.number().min(0).max(1).optional(), maxP95Ms: z.number().positive().optional(), maxDrift: z.number().positive().optional() }).default({}),
-    then: z.enum(['all', 'rolling']).default('all'),
-    maxUnavailable: z.number().int().min(1).optional(),
-  }),
-]);
+/** The rollout strategy, as the contract defines it (contracts/rollout.ts). */
+export const StrategyBody = Strategy;
 export const DeploymentBody = z.object({
   app: z.string().min(1), version: z.string().min(1), selector: Labels,
   strategy: StrategyBody.default({ type: 'all' }),
@@ -119,7 +108,7 @@ export type DeploymentBody = z.infer<typeof DeploymentBody>;
 
 export const RolloutView = z.object({
   id: z.string(), app: z.string(), version: z.string(), strategy: z.unknown(), options: z.unknown(),
-  phase: z.enum(['progressing', 'baking', 'paused', 'succeeded', 'failed', 'rolled-back', 'aborted']), reason: z.string().optional(),
+  phase: Phase, reason: z.string().optional(),
   startedAt: z.number(), updatedAt: z.number(), admitted: z.array(z.string()), canaries: z.array(z.string()),
   sites: z.record(z.string(), z.object({ phase: z.string(), since: z.number(), reason: z.string().optional() })),
   history: z.array(z.object({ at: z.number(), event: z.string() })),
@@ -150,6 +139,34 @@ export const ResultsPage = z.object({
   items: z.array(z.object({ seq: z.number(), siteId: z.string(), id: z.string(), stream: z.string(), app: z.string().optional(), rule: z.string().optional(), at: z.number(), receivedAt: z.number(), data: z.unknown() })),
   next: z.number().nullable(),
 });
+
+// ---- tenants (platform admins) and the audit log ----
+export const Quotas = z.object({
+  sites: z.number().int().min(0).optional().describe('most live (not revoked) sites'),
+  apps: z.number().int().min(0).optional().describe('most apps (by name; versions of one app count once)'),
+  artifactBytes: z.number().int().min(0).optional().describe('most bytes of model files the tenant holds'),
+  resultsPerDay: z.number().int().min(0).optional().describe('most results stored per UTC day; past it a site\'s results are dropped and counted'),
+}).strict();
+
+export const TenantView = z.object({
+  id: z.string(), name: z.string(), state: z.enum(['active', 'suspended']), createdAt: z.number(), suspendedAt: z.number().nullable(), quotas: Quotas,
+});
+export const TenantUsage = z.object({
+  sites: z.number(), liveSites: z.number(), keys: z.number(), tokens: z.number(), apps: z.number(), appVersions: z.number(),
+  deployments: z.number(), rollouts: z.number(), artifacts: z.number(), results: z.number(),
+});
+export const TenantList = z.object({ items: z.array(TenantView) });
+export const TenantDetail = TenantView.extend({ usage: TenantUsage });
+export const TenantCreated = TenantView.extend({ adminKey: z.object({ id: z.string(), key: z.string() }) });
+export const TenantDeleted = z.object({ tenant: TenantView, dryRun: z.boolean(), removed: TenantUsage, artifactFilesRemoved: z.number() });
+
+export const AuditEntryView = z.object({
+  seq: z.number(), at: z.number(), tenantId: z.string().nullable(), keyId: z.string().nullable(), role: z.string().nullable(), siteId: z.string().nullable(),
+  action: z.string(), target: z.string(), status: z.number(), outcome: z.enum(['ok', 'denied', 'failed']), code: z.string().nullable(), address: z.string(), requestId: z.string(),
+});
+export const AuditPage = z.object({ items: z.array(AuditEntryView), next: z.number().nullable() });
+export const RetentionPolicyView = z.object({ stream: z.string(), days: z.number().int(), updatedAt: z.number() });
+export const RetentionList = z.object({ policies: z.array(RetentionPolicyView), cloudDefaultDays: z.number().int().nullable() });
 
 /**
  * What each route answers on success, by `METHOD path` with the path as the CLI writes it
@@ -190,4 +207,15 @@ export interface ApiResponses {
   'GET /api/v1/rollouts/:id': z.infer<typeof RolloutView>;
   'POST /api/v1/rollouts/:id/:action': z.infer<typeof RolloutView>;
   'GET /api/v1/results': z.infer<typeof ResultsPage>;
+  'GET /api/v1/tenants': z.infer<typeof TenantList>;
+  'GET /api/v1/tenants/:id': z.infer<typeof TenantDetail>;
+  'POST /api/v1/tenants': z.infer<typeof TenantCreated>;
+  'PUT /api/v1/tenants/:id/quotas': z.infer<typeof TenantView>;
+  'POST /api/v1/tenants/:id/suspend': z.infer<typeof TenantView>;
+  'POST /api/v1/tenants/:id/resume': z.infer<typeof TenantView>;
+  'DELETE /api/v1/tenants/:id': z.infer<typeof TenantDeleted>;
+  'GET /api/v1/audit': z.infer<typeof AuditPage>;
+  'GET /api/v1/retention': z.infer<typeof RetentionList>;
+  'PUT /api/v1/retention/:stream': z.infer<typeof RetentionPolicyView>;
+  'DELETE /api/v1/retention/:stream': null;
 }

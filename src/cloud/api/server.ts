@@ -12,6 +12,7 @@ import { oipErrorBody } from '../../inference/oip.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Store } from '../store/store.ts';
 import { hashSecret } from '../../lib/secrets.ts';
+import { installRoutePermissions, permissionsOfRequest } from './route-permissions.ts';
 import type { Role } from '../../contracts/permissions.ts';
 import type { KeyScope, TenantState } from '../store/store.ts';
 import { installAudit } from './audit.ts';
@@ -187,6 +188,9 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
       throw new EwError('TENANT_SUSPENDED', `tenant ${req.tenantId} is suspended: reads work, changes are refused and its rollouts are held until a platform admin resumes it (edgeweave tenants resume)`);
     }
   });
+
+  // After authentication: every route's permission, from one table (route-permissions.ts).
+  installRoutePermissions(app, permissionsOfRequest);
 
   async function authenticate(req: FastifyRequest): Promise<void> {
     const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');

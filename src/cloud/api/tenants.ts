@@ -8,6 +8,9 @@ import type { Store, Tenant, TenantData } from '../store/store.ts';
 import type { FileArtifactStore } from '../artifacts.ts';
 import { need } from './access.ts';
 import { dayStart } from '../quotas.ts';
+import { Quotas, TenantCreated, TenantList, TenantDeleted, TenantDetail, TenantView } from './schemas.ts';
+
+export { Quotas };
 
 export interface TenantRouteDeps {
   store: Store;
@@ -20,20 +23,6 @@ export interface TenantRouteDeps {
 const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
 const errors = { 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema };
 
-export const Quotas = z.object({
-  sites: z.number().int().min(0).optional().describe('most live (not revoked) sites'),
-  apps: z.number().int().min(0).optional().describe('most apps (by name; versions of one app count once)'),
-  artifactBytes: z.number().int().min(0).optional().describe('most bytes of model files the tenant holds'),
-  resultsPerDay: z.number().int().min(0).optional().describe('most results stored per UTC day; past it a site\'s results are dropped and counted'),
-}).strict();
-
-const TenantView = z.object({
-  id: z.string(), name: z.string(), state: z.enum(['active', 'suspended']), createdAt: z.number(), suspendedAt: z.number().nullable(), quotas: Quotas,
-});
-const Usage = z.object({
-  sites: z.number(), liveSites: z.number(), keys: z.number(), tokens: z.number(), apps: z.number(), appVersions: z.number(),
-  deployments: z.number(), rollouts: z.number(), artifacts: z.number(), results: z.number(),
-});
 const tenantView = (t: Tenant): z.infer<typeof TenantView> => ({
   id: t.id, name: t.name, state: t.state ?? 'active', createdAt: t.createdAt, suspendedAt: t.suspendedAt ?? null, quotas: t.quotas ?? {},
 });
@@ -59,14 +48,14 @@ export async function tenantRoutes(app: FastifyInstance, d: TenantRouteDeps): Pr
     if (t.id === req.tenantId) throw new EwError('VALIDATION_FAILED', `a platform admin cannot ${what} its own tenant ${t.name}; use a key of another platform admin tenant`, { path: 'id' });
   };
 
-  r.get('/api/v1/tenants', { config, schema: { tags: ['tenants'], summary: 'Every tenant (platform admins)', response: { 200: z.object({ items: z.array(TenantView) }), ...errors } } },
+  r.get('/api/v1/tenants', { config, schema: { tags: ['tenants'], summary: 'Every tenant (platform admins)', response: { 200: TenantList, ...errors } } },
     async (req) => {
       need(req, 'tenants:read');
       return { items: (await store.listTenants()).map(tenantView) };
     });
 
   r.get('/api/v1/tenants/:id', {
-    config, schema: { tags: ['tenants'], summary: 'One tenant with what it holds and its results today (platform admins)', params: Params, response: { 200: TenantView.extend({ usage: Usage }), ...errors } },
+    config, schema: { tags: ['tenants'], summary: 'One tenant with what it holds and its results today (platform admins)', params: Params, response: { 200: TenantDetail, ...errors } },
   }, async (req) => {
     need(req, 'tenants:read');
     const t = await resolve(req.params.id);
@@ -78,7 +67,7 @@ export async function tenantRoutes(app: FastifyInstance, d: TenantRouteDeps): Pr
     schema: {
       tags: ['tenants'], summary: 'Create a tenant and its first admin key (the key is shown once, stored hashed)',
       body: z.object({ name: z.string().min(1).max(128).regex(/^[a-z0-9][a-z0-9._-]*$/, 'lower-case letters, digits, ".", "_" and "-"'), quotas: Quotas.default({}) }),
-      response: { 201: TenantView.extend({ adminKey: z.object({ id: z.string(), key: z.string() }) }), ...errors },
+      response: { 201: TenantCreated, ...errors },
     },
   }, async (req, reply) => {
     need(req, 'tenants:write');
@@ -124,7 +113,7 @@ export async function tenantRoutes(app: FastifyInstance, d: TenantRouteDeps): Pr
       tags: ['tenants'], summary: 'Delete a tenant and everything it holds: its sites and keys stop working at once. `dryRun=true` counts what would go; otherwise `confirm` must repeat its name',
       params: Params,
       querystring: z.object({ dryRun: z.enum(['true', 'false']).default('false'), confirm: z.string().max(128).optional() }),
-      response: { 200: z.object({ tenant: TenantView, dryRun: z.boolean(), removed: Usage, artifactFilesRemoved: z.number() }), ...errors },
+      response: { 200: TenantDeleted, ...errors },
     },
   }, async (req) => {
     need(req, 'tenants:write');
@@ -140,6 +129,7 @@ export async function tenantRoutes(app: FastifyInstance, d: TenantRouteDeps): Pr
     for (const s of gone.siteIds) await d.siteRevoked(s).catch((e: Error) => req.log.warn({ siteId: s, err: e.message }, 'could not cut a deleted tenant\'s site'));
     let files = 0;
     for (const sha of gone.orphanArtifacts) if (d.artifacts.remove(sha)) files++;
+    files += d.artifacts.removePartials(t.id);
     req.log.warn({ tenantId: t.id, name: t.name, by: req.apiKeyId, sites: gone.siteIds.length }, 'tenant deleted');
     return { tenant: tenantView(t), dryRun: false, removed: data, artifactFilesRemoved: files };
   });

@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { Counter, type Registry } from 'prom-client';
 import type { Store, Site, App } from '../store/store.ts';
 import type { Hub } from '../hub/hub.ts';
 import { appKey, computeDesiredApps, desiredDigest } from '../desired.ts';
-import { ENVELOPE_VERSION, type DesiredState } from '../../contracts/messages.ts';
+import { envelope } from '../../contracts/messages.ts';
 import { topics } from '../../contracts/topics.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { SiteDirectory } from './sites.ts';
@@ -83,10 +82,7 @@ export class DesiredPublisher {
       // Many at once: each publish waits on the broker, not on the previous one.
       await pool(tenantSites.length, 64, async (i) => {
         const site = tenantSites[i]!;
-        const msg: DesiredState = {
-          v: ENVELOPE_VERSION, id: randomUUID(), ts: this.o.clock.now(), type: 'desired',
-          body: { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! },
-        };
+        const msg = envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: desired[i]! }, this.o.clock);
         await this.o.hub.publish(topics.desired(site.id), JSON.stringify(msg), { retain: true });
         this.published.inc();
       });

@@ -60,7 +60,9 @@ export class Ingest {
       if (t.kind === 'rpc-res' && isFrame(payload)) return this.o.rpc.frame(t.siteId, t.id, payload);
       if (t.kind === 'rpc-res') return this.o.rpc.answer(t.siteId, t.id, decodePayload(RpcResponse, payload, topic));
     } catch (e) {
-      if (isEwError(e, 'MQTT_PAYLOAD_INVALID')) {
+      // A newer major's message is refused like a malformed one: acknowledged (resending would not
+      // change it), counted and logged with its own code.
+      if (isEwError(e, 'MQTT_PAYLOAD_INVALID') || isEwError(e, 'CONTRACT_VERSION_UNSUPPORTED')) {
         this.m.badPayloads.inc({ kind: t?.kind ?? 'unknown' });
         this.o.log.warn({ code: e.code, path: e.path, siteId: t?.siteId }, e.message);
         return;

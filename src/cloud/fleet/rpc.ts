@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Counter, type Registry } from 'prom-client';
 import type { Hub } from '../hub/hub.ts';
-import { ENVELOPE_VERSION, type RpcRequest, type RpcResponse } from '../../contracts/messages.ts';
+import { envelope, type RpcResponse } from '../../contracts/messages.ts';
+import type { RpcMethod, RpcParams, RpcResult } from '../../contracts/rpc.ts';
+import { readRpcAnswer } from './rpc-answer.ts';
 import { topics } from '../../contracts/topics.ts';
 import { EwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
@@ -21,19 +23,22 @@ export class SiteRpc {
     this.lateAnswers = new Counter({ name: 'ew_cloud_routed_answers_dropped_total', help: 'Routed inference answers that arrived after their request ended (deadline, cancel)', registers: [o.registry] });
   }
 
-  /** Asks a site something over its MQTT link; SITE_UNREACHABLE when it does not answer in time. */
-  async call(siteId: string, method: string, params: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
+  /**
+   * Asks a site something over its MQTT link: SITE_UNREACHABLE when it does not answer in time;
+   * its answer is read against the method's schema by readRpcAnswer (the site's own error code,
+   * or SITE_ANSWER_INVALID) — the one place the cloud reads answers.
+   */
+  async call<M extends RpcMethod>(siteId: string, method: M, params: RpcParams<M>, timeoutMs = 10_000): Promise<RpcResult<M>> {
     if (!this.o.isOnline(siteId)) throw new EwError('SITE_UNREACHABLE', `site ${siteId} is offline; it cannot answer now`);
     const id = randomUUID();
-    const req: RpcRequest = { v: ENVELOPE_VERSION, id, ts: this.o.clock.now(), type: 'rpc-request', body: { method, params } };
+    const req = envelope('rpc-request', { method, params }, this.o.clock, id);
     const res = await new Promise<RpcResponse | Error>((resolve) => {
       const cancel = this.o.clock.setTimer(timeoutMs, () => { this.waiting.delete(id); resolve(new EwError('SITE_UNREACHABLE', `site ${siteId} did not answer "${method}" within ${timeoutMs / 1000} s`)); });
       this.waiting.set(id, { siteId, done: (r) => { cancel(); resolve(r); } });
       this.o.hub.publish(topics.rpcRequest(siteId, id), JSON.stringify(req)).catch((e: Error) => { cancel(); this.waiting.delete(id); resolve(e); });
     });
     if (res instanceof Error) throw res;
-    if (!res.body.ok) throw new EwError('SITE_UNREACHABLE', `site ${siteId} refused "${method}": ${res.body.error?.message ?? 'unknown'}`);
-    return res.body.result;
+    return readRpcAnswer(siteId, method, res);
   }
 
   /** A JSON answer: settles the call waiting for it, if any and if it came from the site asked. */

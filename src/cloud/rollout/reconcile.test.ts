@@ -309,10 +309,12 @@ describe('observe (what a site reports, read for one app)', () => {
       if (stuck) {
         assert.equal(r.phase, 'failed');
         assert.equal(r.history.at(-1)!.at, 61_000, 'failed on the first step past the 60 s deadline');
+        assert.equal(r.updatedAt, 61_000, 'an ending updates the state\'s time');
         assert.match(r.reason!, /unhealthy for 60 s: model m is loading/);
       } else {
         assert.equal(r.phase, 'succeeded');
         assert.equal(r.history.at(-1)!.at, 20_000, 'succeeded on the step that saw the model ready');
+        assert.equal(r.updatedAt, 20_000);
       }
     }
   });

@@ -1,4 +1,4 @@
-import type { Site } from '../store/store.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 
 /**
  * The deployment controller's pure core. A rollout moves one deployment (app@version → pool) onto
@@ -14,19 +14,9 @@ import type { Site } from '../store/store.ts';
  * rolled back or aborted, with the reason. Sites offline when they are due are deferred: they do
  * not hold the rollout up, and converge when they come back (their desired state is retained).
  */
-export type Strategy =
-  | { type: 'all' }
-  | { type: 'rolling'; maxUnavailable: number }
-  | { type: 'canary'; canary: number; canaryPercent?: boolean; bakeTimeS: number; gates: Gates; then: 'all' | 'rolling'; maxUnavailable?: number };
-
-export interface Gates {
-  /** Largest share of failed model requests on canary sites (0.01 = 1 %). */
-  maxErrorRate?: number;
-  /** Largest model p95 latency on canary sites, ms. */
-  maxP95Ms?: number;
-  /** Largest relative change of the models' mean output, canary against sites on the previous version. */
-  maxDrift?: number;
-}
+// Defined once, in the wire contract (type-only: this core still imports nothing at run time).
+import type { Gates, Phase, SitePhase, Strategy } from '../../contracts/rollout.ts';
+export type { Gates, Phase, SitePhase, Strategy };
 
 export interface RolloutOptions {
   /** Longest wait for a site to run the new version healthily. Default 300. */
@@ -35,8 +25,6 @@ export interface RolloutOptions {
   onFailure: 'rollback' | 'halt';
 }
 
-export type Phase = 'progressing' | 'baking' | 'paused' | 'succeeded' | 'failed' | 'rolled-back' | 'aborted';
-export type SitePhase = 'pending' | 'updating' | 'updated' | 'failed' | 'deferred' | 'reverted';
 
 export interface RolloutState {
   id: string;
@@ -77,18 +65,31 @@ export interface SiteObservation {
 }
 
 /**
+ * A 1.0 agent's one-text apply error: entries `app@version: …` joined by `; `. Only entries that
+ * start with this app's name count, never a substring (`guard` is not `my-guard@1.0.0`).
+ */
+export function legacyApplyError(text: string | undefined, app: string): string | undefined {
+  if (!text) return undefined;
+  const entries = text.split('; ').filter((e) => e.startsWith(`${app}@`));
+  return entries.length ? entries.join('; ') : undefined;
+}
+
+/**
  * What a site's last status says about one app, for `reconcile()`: which version it runs, whether
  * it is healthy, definitively failed or still loading, and its models' figures. Pure (the shell
  * passes the site's row and whether liveness holds it online).
  */
-export function observe(site: Pick<Site, 'status'>, online: boolean, app: string): SiteObservation {
+export function observe(site: { status: SiteStatusBody | null }, online: boolean, app: string): SiteObservation {
   const st = site.status;
   const running = st?.apps.find((a) => a.name === app)?.version;
   const failedRule = st?.rules?.find((r) => r.app === app && r.state === 'failed');
   const models = st?.models?.filter((m) => m.app === app) ?? [];
   const failedModel = models.find((m) => m.state === 'failed');
   const loading = models.find((m) => m.state !== 'ready' && m.state !== 'failed');
-  const applyError = st?.applyError && st.applyError.includes(`${app}@`) ? st.applyError : undefined;
+  // Read as data (contract 1.1): this app's own entries, by name — `guard` is not `my-guard`.
+  const own = st?.applyErrors?.filter((e) => e.app === app);
+  const applyError = own ? (own.length ? own.map((e) => `${e.component}: ${e.code}: ${e.message}`).join('; ') : undefined)
+    : legacyApplyError(st?.applyError, app);
   const healthReason = !running ? `does not run ${app}`
     : failedModel ? `model ${failedModel.name} failed: ${failedModel.error ?? 'unknown'}`
       : failedRule ? `rule ${failedRule.rule} failed: ${failedRule.error ?? 'unknown'}`
@@ -138,6 +139,8 @@ function log(r: RolloutState, now: number, event: string): void {
 function end(r: RolloutState, phase: Phase, reason: string, now: number, revert: boolean): RolloutState {
   r.phase = phase;
   r.reason = reason;
+  // The console keeps the newer of two states by updatedAt: an ending is a change like any other.
+  r.updatedAt = now;
   if (revert) {
     for (const s of r.admitted) r.sites[s] = { phase: 'reverted', since: now, reason };
     r.admitted = [];

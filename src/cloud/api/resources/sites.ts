@@ -1,3 +1,4 @@
+import { RESERVED_STREAMS } from '../../../contracts/topics.ts';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ERROR_CODES, EwError, isEwError, type ErrorBody, type ErrorCode } from '../../../contracts/errors.ts';
@@ -121,7 +122,7 @@ export const siteRoutes: FastifyPluginAsyncZod<SiteRouteDeps> = async (app, { st
     },
   }, async (req) => {
     await siteOr404(store, req.tenantId, req.params.id);
-    const rows = await store.queryUplink(req.tenantId, { siteId: req.params.id, stream: '_egress-audit', since: req.query.since, limit: req.query.limit });
+    const rows = await store.queryUplink(req.tenantId, { siteId: req.params.id, stream: RESERVED_STREAMS.egressAudit, since: req.query.since, limit: req.query.limit });
     return { items: rows.map((x) => x.data) };
   });
 

@@ -6,6 +6,8 @@ import type { Fleet } from '../../fleet.ts';
 import type { Hub } from '../../hub/hub.ts';
 import type { Store } from '../../store/store.ts';
 import { createJoinToken, enrollSite } from '../../services/enrollment.ts';
+import { EnrollRequest } from '../../../contracts/enroll.ts';
+import { checkContractVersion, CONTRACT_VERSION } from '../../../contracts/messages.ts';
 import { Enrollment, errors, Labels, TokenCreated, TokenList, tokenView } from '../schemas.ts';
 
 /** Join tokens, and enrollment: a new site exchanges one for its own credentials. */
@@ -54,16 +56,19 @@ export const tokenRoutes: FastifyPluginAsyncZod<{
     config: { public: true },
     schema: {
       tags: ['enrollment'], summary: 'Exchange a join token for site credentials (called by the agent)', security: [],
-      body: z.object({ token: z.string().min(1).max(200), name: z.string().min(1).max(128).optional() }),
+      body: EnrollRequest,
       response: { 201: Enrollment, ...errors },
     },
   }, async (req, reply) => {
+    // Before the token is spent: an agent this cloud cannot talk to keeps its token for later.
+    checkContractVersion(req.body.contractVersion, 'enrollment');
     const { site, secret } = await enrollSite(d, req.body.token, req.body.name);
     req.log.info({ siteId: site.id, region: site.region }, 'site enrolled');
     void reply.status(201);
     return {
       siteId: site.id, tenantId: site.tenantId, region: site.region, labels: site.labels, heartbeatIntervalS: d.heartbeatIntervalS,
       mqtt: { url: d.hub.agentUrl, username: site.id, password: secret, clientId: site.id, protocolVersion: d.hub.agentProtocolVersion },
+      contractVersion: CONTRACT_VERSION,
     };
   });
 };
