@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { EwError, ERROR_CODES, type ErrorBody, type ErrorCode } from '../contracts/errors.ts';
-import { httpRequest, type HttpAnswer, type HttpRequest } from '../lib/fetch.ts';
+import { fetchTrusting, httpRequest, type HttpAnswer, type HttpRequest } from '../lib/fetch.ts';
 // Types only: the client takes each answer's shape from the API's own zod schemas at no load cost.
 import type { ApiResponses } from '../cloud/api/schemas.ts';
 import type { ZodType, infer as zInfer } from 'zod';
@@ -107,6 +107,24 @@ export class ApiClient {
     }
   }
 
+  /** A GET whose body is read as a stream (exports): the response when 2xx, else the API's error. */
+  async download(path: string): Promise<Response> {
+    let res: Response;
+    try {
+      // A stream, possibly gigabytes: fetch (loaded now, only for exports), not the buffered node:http call.
+      res = await fetchTrusting(this.cfg.ca)(new URL(path, this.cfg.cloud), { headers: { authorization: `Bearer ${this.cfg.apiKey}` } });
+    } catch (e) {
+      throw new EwError('CLOUD_UNREACHABLE', `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let json: unknown = undefined;
+      try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+      throw apiError(json, res, `GET ${path}`);
+    }
+    return res;
+  }
+
   private async once(method: string, path: string, body: unknown, headers: Record<string, string>): Promise<unknown> {
     let res: HttpAnswer;
     try {
@@ -130,4 +148,13 @@ export class ApiClient {
     }
     return json;
   }
+}
+
+/** The EwError an API error body stands for (429 carries the Retry-After to wait). */
+function apiError(json: unknown, res: Response, what: string): EwError {
+  const b = (json ?? {}) as Partial<ErrorBody>;
+  const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;
+  const err = new EwError(code, b.message ?? `${what}: HTTP ${res.status}`, { path: b.path, pos: b.pos });
+  if (res.status === 429) Object.assign(err, { retryAfterS: Math.max(1, Number(res.headers.get('retry-after')) || 1) });
+  return err;
 }

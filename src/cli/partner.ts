@@ -1,5 +1,5 @@
 import { existsSync, readdirSync } from 'node:fs';
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import { TEMPLATES } from './templates.ts';
 
 /**
@@ -14,6 +14,7 @@ const outputOption = () => new Option('-o, --output <format>', 'table, json or y
 const app = () => import('./commands/app.ts');
 const deployments = () => import('./commands/deployments.ts');
 const sites = () => import('./commands/sites.ts');
+const resultsCmd = () => import('./commands/results.ts');
 
 export function registerPartnerCommands(program: Command): void {
   program.command('login')
@@ -148,7 +149,7 @@ export function registerPartnerCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  $ edgeweave logs site-abc123 --follow')
     .action(async (site: string, o) => (await sites()).logs(site, o));
 
-  program.command('results')
+  const results = program.command('results')
     .description('Results sites sent up, oldest first.')
     .argument('<stream>')
     .option('--site <site>').option('--app <app>').option('--rule <rule>')
@@ -157,4 +158,44 @@ export function registerPartnerCommands(program: Command): void {
     .addOption(outputOption())
     .addHelpText('after', '\nExample:\n  $ edgeweave results alerts --app vibration-guard --follow')
     .action(async (stream: string, o) => (await sites()).results(stream, o));
+
+  results.command('export')
+    .description('Export one stream\'s results in a site-time range as JSON lines (stdout or --out) or Parquet (--out).')
+    .argument('<stream>')
+    .option('--since <time>', 'from this site time, inclusive: ISO 8601 or ms since epoch', siteTime)
+    .option('--until <time>', 'to this site time, exclusive: ISO 8601 or ms since epoch', siteTime)
+    .option('--site <site>').option('--app <app>').option('--rule <rule>')
+    .addOption(new Option('--format <format>', 'jsonl or parquet').choices(['jsonl', 'parquet']).default('jsonl'))
+    .option('--out <file>', 'write here (written to FILE.partial, renamed when complete)')
+    .addHelpText('after', '\nExamples:\n  $ edgeweave results export alerts --since 2026-11-01 --until 2026-12-01 --format parquet --out alerts-nov.parquet\n  $ edgeweave results export readings --since 2026-11-30T00:00:00Z > today.jsonl')
+    .action(async (stream: string, o) => (await resultsCmd()).exportResults(stream, o));
+
+  const retention = results.command('retention')
+    .description('How long the cloud keeps results: per stream, `*` for the tenant default, then the cloud default.')
+    .addOption(outputOption())
+    .addHelpText('after', '\nExamples:\n  $ edgeweave results retention\n  $ edgeweave results retention set readings 7\n  $ edgeweave results retention set \'*\' 90')
+    .action(async (o) => (await resultsCmd()).listRetention(o));
+  retention.command('set')
+    .description('Keep a stream\'s results (or `*`: every stream without its own policy) this many days.')
+    .argument('<stream>').argument('<days>', 'whole days, 1-36500', wholeDays)
+    .addHelpText('after', '\nExample:\n  $ edgeweave results retention set readings 7')
+    .action(async (stream: string, days: number) => (await resultsCmd()).setRetention(stream, days));
+  retention.command('unset')
+    .description('Remove a stream\'s retention policy (it falls back to `*`, then the cloud default).')
+    .argument('<stream>')
+    .addHelpText('after', '\nExample:\n  $ edgeweave results retention unset readings')
+    .action(async (stream: string) => (await resultsCmd()).unsetRetention(stream));
+}
+
+/** A site time on the command line: ISO 8601 (a date alone is UTC midnight) or ms since epoch. */
+function siteTime(v: string): number {
+  const n = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError('an ISO 8601 time (2026-11-30 or 2026-11-30T08:00:00Z) or ms since epoch');
+  return n;
+}
+
+function wholeDays(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 36_500) throw new InvalidArgumentError('whole days, 1-36500');
+  return n;
 }

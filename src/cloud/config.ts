@@ -59,6 +59,8 @@ export const cloudOptions = defineOptions({
     inferConcurrency: positive().default(64).describe('routed inference requests in flight per API key'),
     inferTimeoutMs: positive().default(30_000).describe('default deadline of a routed request (ms)'),
     cloudRuntime: z.boolean().default(true).describe('serve fallbacks and cascades in the cloud (--no-cloud-runtime: route to sites only)'),
+    resultsRetentionDays: z.number().int('whole days').min(0, 'whole days, 0 (keep) to 36500').max(36_500, 'whole days, 0 (keep) to 36500').default(0)
+      .describe('keep results of streams no retention policy names this many days (0: keep)'),
   }),
   options: {
     dataDir: { flag: '--data-dir', arg: '<dir>' },
@@ -97,6 +99,7 @@ export const cloudOptions = defineOptions({
     inferConcurrency: { flag: '--infer-concurrency', arg: '<n>' },
     inferTimeoutMs: { flag: '--infer-timeout', arg: '<ms>' },
     cloudRuntime: { flag: '--no-cloud-runtime', defaultLabel: 'on' },
+    resultsRetentionDays: { flag: '--results-retention-days', arg: '<days>' },
   },
 });
 

@@ -19,6 +19,8 @@ import type { HttpTimeouts } from '../lib/http.ts';
 import { DEFAULT_MQTT_LIMITS, guardRefusalCounter } from '../lib/mqtt-guard.ts';
 import { cloudLimits, parseCloudOptions, type CloudOptionsInput } from './config.ts';
 import { registerRoutes } from './api/routes.ts';
+import { registerResultsAdmin } from './api/results-admin.ts';
+import { ResultsMaintenance } from './results/maintenance.ts';
 import { tenantRoutes } from './api/tenants.ts';
 import { auditRoutes } from './api/audit.ts';
 import { installTenancyGuards } from './api/guard.ts';
@@ -47,6 +49,8 @@ export type CloudConfig = CloudOptionsInput & {
   httpTimeouts?: Partial<HttpTimeouts>;
   /** Bounds of the live event stream (GET /api/v1/events); defaults in api/events.ts. */
   eventStreams?: Partial<EventStreamLimits>;
+  /** How often retention and partition upkeep run (ms). Default 3600000. */
+  resultsMaintenanceEveryMs?: number;
   clock?: Clock;
   log?: Logger;
 };
@@ -60,6 +64,8 @@ export interface CloudHandle {
   hub: Hub;
   fleet: Fleet;
   http: FastifyInstance;
+  /** Retention and partition upkeep (runs on its own; tests step it). */
+  maintenance: ResultsMaintenance;
   close(): Promise<void>;
 }
 
@@ -148,6 +154,8 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   await fleet.start();
   const rollouts = new RolloutController({ store, fleet, clock, log, holder: `${replicaId}-${randomBytes(4).toString('hex')}` });
   rollouts.start();
+  const maintenance = new ResultsMaintenance({ store, clock, log, registry, defaultDays: cfg.resultsRetentionDays, everyMs: cfg.resultsMaintenanceEveryMs });
+  maintenance.start();
 
   const http = await createApiServer({
     store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
@@ -165,6 +173,7 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
     store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
+  registerResultsAdmin(http, { store, clock, defaultRetentionDays: cfg.resultsRetentionDays });
   await http.register(tenantRoutes, { store, clock, artifacts, siteRevoked: (id: string) => fleet.revoked(id) });
   await http.register(auditRoutes, { store });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
@@ -179,11 +188,12 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   log.info({ url, mqtt: hub.agentUrl, store: store.kind, hub: hub.kind }, 'cloud ready');
 
   return {
-    url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http,
+    url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http, maintenance,
     async close() {
       await http.close();
       await router.close();
       await rollouts.stop();
+      await maintenance.stop();
       await fleet.stop();
       await hub.close();
       await store.close();

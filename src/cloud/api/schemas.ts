@@ -165,6 +165,8 @@ export const AuditEntryView = z.object({
   action: z.string(), target: z.string(), status: z.number(), outcome: z.enum(['ok', 'denied', 'failed']), code: z.string().nullable(), address: z.string(), requestId: z.string(),
 });
 export const AuditPage = z.object({ items: z.array(AuditEntryView), next: z.number().nullable() });
+export const RetentionPolicyView = z.object({ stream: z.string(), days: z.number().int(), updatedAt: z.number() });
+export const RetentionList = z.object({ policies: z.array(RetentionPolicyView), cloudDefaultDays: z.number().int().nullable() });
 
 /**
  * What each route answers on success, by `METHOD path` with the path as the CLI writes it
@@ -213,4 +215,7 @@ export interface ApiResponses {
   'POST /api/v1/tenants/:id/resume': z.infer<typeof TenantView>;
   'DELETE /api/v1/tenants/:id': z.infer<typeof TenantDeleted>;
   'GET /api/v1/audit': z.infer<typeof AuditPage>;
+  'GET /api/v1/retention': z.infer<typeof RetentionList>;
+  'PUT /api/v1/retention/:stream': z.infer<typeof RetentionPolicyView>;
+  'DELETE /api/v1/retention/:stream': null;
 }

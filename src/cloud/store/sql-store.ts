@@ -2,6 +2,7 @@ import { Kysely, Migrator, sql, type Generated, type KyselyPlugin, type Migratio
 import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { needsSteps } from '../rollout/reconcile.ts';
+import { DAY_MS, partitionDaysAround, partitionName, type RetentionPolicy, type RetentionStep } from '../results/retention.ts';
 import type {
   IdempotencyRecord, RolloutRow, ApiKey, App, AuditEntry, AuditQuery, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, TenantData, TenantQuotas, TenantState, UplinkQuery, UplinkRecord, UplinkRow,
 } from './store.ts';
@@ -35,6 +36,7 @@ interface DB {
   leases: { name: string; holder: string; expires_at: number };
   artifact_owners: { tenant_id: string; sha256: string; created_at: number };
   idempotency_keys: { scope: string; key: string; fingerprint: string; holder: string; created_at: number; status: number | null; body: string | null; completed_at: number | null };
+  retention_policies: { tenant_id: string; stream: string; days: number; updated_at: number };
   uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
 }
 
@@ -216,10 +218,86 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await db.schema.alterTable('sites').addColumn('status_digest', 'varchar(64)').execute();
     },
   },
+  '0008_results_at_volume': {
+    async up(db: Kysely<any>) {
+      // Retention per tenant and stream (cloud/results/retention.ts); `*` is the tenant's default.
+      await db.schema.createTable('retention_policies')
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
+        .addColumn('stream', 'varchar(128)', (c) => c.notNull())
+        .addColumn('days', 'integer', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('retention_policies_pk', ['tenant_id', 'stream'])
+        .execute();
+      if (kind === 'sqlite') {
+        // Time ranges over every site of a tenant, and retention's deletes, read by time.
+        await db.schema.createIndex('uplink_at').on('uplink').column('at').execute();
+        await db.schema.createIndex('uplink_stream_at').on('uplink').columns(['stream', 'at']).execute();
+        return;
+      }
+      // PostgreSQL: the uplink table becomes partitioned by day of site time (`at`), so a time
+      // range reads only its days and retention drops whole days instead of deleting rows. A
+      // partitioned table's unique keys must hold the partition key: a result is unique by
+      // (site, id, at) — a retried result carries the same `at`, so dedupe is unchanged. Rows
+      // outside every daily partition land in `uplink_default`, which the maintenance splits.
+      await sql`ALTER TABLE uplink RENAME TO uplink_unpartitioned`.execute(db);
+      await sql`ALTER INDEX uplink_site_stream_at RENAME TO uplink_unpartitioned_site_stream_at`.execute(db);
+      await sql`ALTER INDEX uplink_app_rule RENAME TO uplink_unpartitioned_app_rule`.execute(db);
+      await sql`ALTER INDEX uplink_received RENAME TO uplink_unpartitioned_received`.execute(db);
+      await sql`CREATE SEQUENCE uplink_seq_gen`.execute(db);
+      await sql`CREATE TABLE uplink (
+        seq bigint NOT NULL DEFAULT nextval('uplink_seq_gen'),
+        site_id varchar(64) NOT NULL, msg_id varchar(128) NOT NULL, stream varchar(128) NOT NULL,
+        at bigint NOT NULL, received_at bigint NOT NULL, data text NOT NULL, app varchar(64), rule varchar(64),
+        CONSTRAINT uplink_once_at UNIQUE (site_id, msg_id, at)
+      ) PARTITION BY RANGE (at)`.execute(db);
+      await sql`ALTER SEQUENCE uplink_seq_gen OWNED BY uplink.seq`.execute(db);
+      await sql`CREATE TABLE uplink_default PARTITION OF uplink DEFAULT`.execute(db);
+      await sql`CREATE INDEX uplink_site_stream_at ON uplink (site_id, stream, at)`.execute(db);
+      await sql`CREATE INDEX uplink_app_rule ON uplink (app, rule)`.execute(db);
+      await sql`CREATE INDEX uplink_seq ON uplink (seq)`.execute(db);
+      await sql`CREATE INDEX uplink_received ON uplink (received_at)`.execute(db);
+      await sql`CREATE INDEX uplink_stream_at ON uplink (stream, at)`.execute(db);
+      const days = await sql<{ day: string }>`SELECT DISTINCT (at / 86400000) * 86400000 AS day FROM uplink_unpartitioned`.execute(db);
+      for (const d of days.rows) await createDayPartition(db, Number(d.day));
+      await sql`INSERT INTO uplink (seq, site_id, msg_id, stream, at, received_at, data, app, rule)
+        SELECT seq, site_id, msg_id, stream, at, received_at, data, app, rule FROM uplink_unpartitioned`.execute(db);
+      await sql`SELECT setval('uplink_seq_gen', COALESCE((SELECT max(seq) FROM uplink_unpartitioned), 0) + 1, false)`.execute(db);
+      await sql`DROP TABLE uplink_unpartitioned`.execute(db);
+    },
+  },
 });
 
 /** The migrations this version knows, by name (a database with others was migrated by a newer one). */
 export const KNOWN_MIGRATIONS: readonly string[] = Object.keys(migrations('sqlite'));
+/**
+ * Creates the daily partition of `uplink` for the day starting at `day` (ms), if missing (PostgreSQL).
+ * Rows of that day already in the default partition move into it first, in the same transaction:
+ * PostgreSQL refuses to attach a range the default partition still holds rows of.
+ */
+async function createDayPartition(db: Kysely<any>, day: number): Promise<boolean> {
+  const name = partitionName(day);
+  const exists = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname = ${name} AND n.nspname = current_schema()`.execute(db);
+  if (Number(exists.rows[0]?.n ?? 0) > 0) return false;
+  const from = sql.lit(day);
+  const to = sql.lit(day + DAY_MS);
+  const table = sql.table(name);
+  const work = async (tx: Kysely<any>) => {
+    await sql`CREATE TABLE ${table} (LIKE uplink INCLUDING DEFAULTS)`.execute(tx);
+    await sql`WITH moved AS (DELETE FROM uplink_default WHERE at >= ${from} AND at < ${to} RETURNING *)
+      INSERT INTO ${table} SELECT * FROM moved`.execute(tx);
+    await sql`ALTER TABLE uplink ATTACH PARTITION ${table} FOR VALUES FROM (${from}) TO (${to})`.execute(tx);
+  };
+  // Inside a migration the caller's transaction is the one (Kysely does not nest them).
+  if (db.isTransaction) await work(db);
+  else await db.transaction().execute(work);
+  return true;
+}
+
+/** Every migration's name, in the order they run. */
+export function migrationNames(kind: 'sqlite' | 'postgres'): string[] {
+  return Object.keys(migrations(kind)).sort();
+}
 
 class StaticProvider implements MigrationProvider {
   constructor(private readonly kind: 'sqlite' | 'postgres') {}
@@ -332,7 +410,8 @@ export class SqlStore implements Store {
     this.db = db.withPlugin(new RefuseNulPlugin());
   }
 
-  async migrate(): Promise<void> {
+  /** Runs the migrations not yet run; `to` stops after that one (tests of a migration over data). */
+  async migrate(to?: string): Promise<void> {
     // A database a newer version migrated: refuse before touching it (kysely would also fail,
     // but as a generic "corrupted migrations" after taking its lock).
     let applied: string[] = [];
@@ -352,7 +431,7 @@ export class SqlStore implements Store {
       ? (await guard('read current schema', () => sql<{ s: string }>`select current_schema() as s`.execute(this.db))).rows[0]?.s
       : undefined;
     const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
-    const { error, results } = await migrator.migrateToLatest();
+    const { error, results } = to === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(to);
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
       throw new EwError('STORE_UNAVAILABLE', `migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message}`, { cause: error });
@@ -779,7 +858,7 @@ export class SqlStore implements Store {
         const chunk = records.slice(i, i + 500);
         const r = await this.db.insertInto('uplink').values(chunk.map((x) => ({
           site_id: x.siteId, msg_id: x.msgId, stream: x.stream, app: x.app ?? null, rule: x.rule ?? null, at: x.at, received_at: x.receivedAt, data: JSON.stringify(x.data ?? null),
-        }))).onConflict((oc) => oc.columns(['site_id', 'msg_id']).doNothing()).executeTakeFirst();
+        }))).onConflict((oc) => oc.doNothing()).executeTakeFirst();
         inserted += Number(r.numInsertedOrUpdatedRows ?? 0);
       }
       return inserted;
@@ -798,6 +877,14 @@ export class SqlStore implements Store {
       if (q.since !== undefined) query = query.where('uplink.at', '>=', q.since);
       if (q.until !== undefined) query = query.where('uplink.at', '<', q.until);
       if (q.afterSeq !== undefined) query = query.where('uplink.seq', '>', q.afterSeq);
+      if (q.maxSeq !== undefined) query = query.where('uplink.seq', '<=', q.maxSeq);
+      if (q.byTime) {
+        // Site-time order (exports): keyset on (at, seq), which the (stream, at) index serves in
+        // order — a page costs the same on the first day of a range as on the last.
+        const k = q.byTime.after;
+        if (k) query = query.where((eb) => eb(eb.refTuple('uplink.at', 'uplink.seq'), '>', eb.tuple(k.at, k.seq)));
+        return query.orderBy('uplink.at').orderBy('uplink.seq').limit(q.limit).execute();
+      }
       return query.orderBy('uplink.seq').limit(q.limit).execute();
     });
     return rows.map((r) => ({
@@ -812,6 +899,80 @@ export class SqlStore implements Store {
       return q.executeTakeFirstOrThrow();
     });
     return Number(r.n);
+  }
+
+  async listRetention(tenantId?: string): Promise<RetentionPolicy[]> {
+    const rows = await guard('list retention policies', () => {
+      let q = this.db.selectFrom('retention_policies').selectAll();
+      if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
+      return q.orderBy('tenant_id').orderBy('stream').execute();
+    });
+    return rows.map((r) => ({ tenantId: r.tenant_id, stream: r.stream, days: Number(r.days), updatedAt: Number(r.updated_at) }));
+  }
+
+  async setRetention(tenantId: string, stream: string, days: number | null, now: number): Promise<boolean> {
+    return guard('set retention policy', async () => {
+      if (days === null) {
+        const r = await this.db.deleteFrom('retention_policies').where('tenant_id', '=', tenantId).where('stream', '=', stream).executeTakeFirst();
+        return Number(r.numDeletedRows) > 0;
+      }
+      await this.db.insertInto('retention_policies').values({ tenant_id: tenantId, stream, days, updated_at: now })
+        .onConflict((oc) => oc.columns(['tenant_id', 'stream']).doUpdateSet({ days, updated_at: now })).execute();
+      return true;
+    });
+  }
+
+  async deleteResults(step: RetentionStep, batch: number): Promise<number> {
+    return guard('delete old results', async () => {
+      // In bounded batches, each its own statement, so a large backlog never holds one long
+      // transaction (or a lock) over the table that uplink writes keep inserting into.
+      let total = 0;
+      for (;;) {
+        let pick = this.db.selectFrom('uplink').select('seq').where('at', '<', step.before)
+          .where('site_id', 'in', this.db.selectFrom('sites').select('id').where('tenant_id', '=', step.tenantId));
+        if (step.streams) pick = pick.where('stream', 'in', step.streams);
+        if (step.except?.length) pick = pick.where('stream', 'not in', step.except);
+        const r = await this.db.deleteFrom('uplink').where('at', '<', step.before).where('seq', 'in', pick.limit(batch)).executeTakeFirst();
+        const n = Number(r.numDeletedRows);
+        total += n;
+        if (n < batch) return total;
+      }
+    });
+  }
+
+  async maintainResultPartitions(now: number): Promise<{ created: number }> {
+    if (this.kind !== 'postgres') return { created: 0 };
+    return guard('maintain result partitions', async () => {
+      let created = 0;
+      for (const day of partitionDaysAround(now)) if (await createDayPartition(this.db, day)) created++;
+      // Rows that arrived for days without a partition (a site back after days offline, a clock
+      // far ahead) wait in the default partition; give their days partitions, a bounded number a pass.
+      const stray = await sql<{ day: string }>`SELECT DISTINCT (at / 86400000) * 86400000 AS day FROM uplink_default LIMIT 64`.execute(this.db);
+      for (const d of stray.rows) if (await createDayPartition(this.db, Number(d.day))) created++;
+      return { created };
+    });
+  }
+
+  async dropResultPartitionsBefore(before: number): Promise<number> {
+    if (this.kind !== 'postgres') return 0;
+    return guard('drop old result partitions', async () => {
+      const parts = await sql<{ name: string }>`SELECT c.relname AS name FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+        JOIN pg_namespace n ON n.oid = p.relnamespace
+        WHERE p.relname = 'uplink' AND n.nspname = current_schema() AND c.relname LIKE 'uplink_p%'`.execute(this.db);
+      let dropped = 0;
+      for (const { name } of parts.rows) {
+        const m = /^uplink_p(\d{4})(\d{2})(\d{2})$/.exec(name);
+        if (!m) continue;
+        const day = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+        // Only days wholly before the cutoff: a day that ends after it still holds rows some
+        // policy keeps (the DELETEs of the plan trim those).
+        if (day + DAY_MS > before) continue;
+        await sql`DROP TABLE ${sql.table(name)}`.execute(this.db);
+        dropped++;
+      }
+      return dropped;
+    });
   }
 
   async latestUplinkSeq(): Promise<number> {

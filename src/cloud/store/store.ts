@@ -1,3 +1,4 @@
+import type { RetentionPolicy, RetentionStep } from '../results/retention.ts';
 import type { Labels, Selector } from '../../contracts/selector.ts';
 import type { AppManifest } from '../../contracts/manifest.ts';
 import type { SiteStatusBody } from '../../contracts/messages.ts';
@@ -119,7 +120,14 @@ export interface UplinkRecord {
   data: unknown;
 }
 
-export interface UplinkQuery { siteId?: string; stream?: string; app?: string; rule?: string; since?: number; until?: number; limit: number; afterSeq?: number }
+/**
+ * `afterSeq`/`maxSeq`: seq > afterSeq and ≤ maxSeq (an export pins `maxSeq` at its start, so it ends).
+ * Oldest stored first (by seq), or with `byTime` oldest by site time, then seq, after the key given.
+ */
+export interface UplinkQuery {
+  siteId?: string; stream?: string; app?: string; rule?: string; since?: number; until?: number; limit: number; afterSeq?: number; maxSeq?: number;
+  byTime?: { after?: { at: number; seq: number } };
+}
 export interface UplinkRow extends UplinkRecord { seq: number }
 
 export type ConsumeResult =
@@ -246,7 +254,18 @@ export interface Store {
   /** Deletes keys created before `before`; returns how many. */
   pruneIdempotencyKeys(before: number): Promise<number>;
 
-  /** Stores uplink records, each (siteId, msgId) once; returns how many were new. */
+  /** Retention policies of one tenant, or of all (cloud/results/retention.ts). */
+  listRetention(tenantId?: string): Promise<RetentionPolicy[]>;
+  /** Sets (days) or removes (null) a tenant's policy for a stream or `*`; false when there was none to remove. */
+  setRetention(tenantId: string, stream: string, days: number | null, now: number): Promise<boolean>;
+  /** Deletes a tenant's results older than `step.before`, `batch` rows per statement; returns how many. */
+  deleteResults(step: RetentionStep, batch: number): Promise<number>;
+  /** PostgreSQL: creates the daily partitions around `now` and for stray rows in the default one. SQLite: nothing. */
+  maintainResultPartitions(now: number): Promise<{ created: number }>;
+  /** PostgreSQL: drops the daily partitions that end at or before `before`; returns how many. SQLite: 0. */
+  dropResultPartitionsBefore(before: number): Promise<number>;
+
+  /** Stores uplink records, each (siteId, msgId) once (on PostgreSQL: (siteId, msgId, at), the partition key; a retry carries the same `at`); returns how many were new. */
   insertUplink(records: UplinkRecord[]): Promise<number>;
   queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]>;
   countUplink(siteId: string, stream?: string): Promise<number>;
