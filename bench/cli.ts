@@ -35,8 +35,12 @@ function once(argv: string[], env: NodeJS.ProcessEnv): Promise<{ ms: number; cpu
     const t0 = process.hrtime.bigint();
     const p = spawn(process.execPath, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { out += d; });
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
+    p.stderr.on('data', (d) => {
+      out += d;
+    });
     p.on('exit', (code) => resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, cpuMs: childCpuMs() - cpu0, code, out }));
   });
 }
@@ -58,7 +62,11 @@ async function measure(argv: string[], env: NodeJS.ProcessEnv = {}): Promise<{ m
 const cloud = await startTestCloud();
 try {
   const env = { EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: join(ROOT, '.tmp', 'bench-cli-none.json') };
-  const commands: [string, string[]][] = [['--version', ['--version']], ['--help', ['--help']], ['sites list', ['sites', 'list']]];
+  const commands: [string, string[]][] = [
+    ['--version', ['--version']],
+    ['--help', ['--help']],
+    ['sites list', ['sites', 'list']],
+  ];
   const fmt = (x: number) => x.toFixed(0).padStart(6);
   console.log(`edgeweave start-up, ${RUNS} runs each (ms; cpu = the child's user+system time)\n`);
   console.log('| command | how | min ms | median ms | cpu ms |');
@@ -70,7 +78,9 @@ try {
     const tsx = await measure(['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...args], env);
     console.log(`| ${name} | compiled | ${fmt(compiled.min)} | ${fmt(compiled.median)} | ${fmt(compiled.cpu)} |`);
     console.log(`| ${name} | tsx | ${fmt(tsx.min)} | ${fmt(tsx.median)} | ${fmt(tsx.cpu)} |`);
-    console.log(`|  | compiled over node | ${fmt(compiled.min - base.min)} | ${fmt(compiled.median - base.median)} | ${fmt(compiled.cpu - base.cpu)} |`);
+    console.log(
+      `|  | compiled over node | ${fmt(compiled.min - base.min)} | ${fmt(compiled.median - base.median)} | ${fmt(compiled.cpu - base.cpu)} |`,
+    );
   }
 } finally {
   await cloud.stop();

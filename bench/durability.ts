@@ -36,7 +36,9 @@ function run(sync: 'NORMAL' | 'FULL', batch: number): { rows: number; commits: n
   db.exec('CREATE TABLE up (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, body BLOB NOT NULL)');
   const ins = db.prepare('INSERT INTO up (id, body) VALUES (?, ?)');
   const body = Buffer.alloc(1024, 7);
-  const commit = db.transaction((n: number, base: number) => { for (let i = 0; i < n; i++) ins.run(`m${base + i}`, body); });
+  const commit = db.transaction((n: number, base: number) => {
+    for (let i = 0; i < n; i++) ins.run(`m${base + i}`, body);
+  });
   const end = performance.now() + SECONDS * 1000;
   let commits = 0;
   while (performance.now() < end) commit(batch, commits++ * batch);
@@ -49,7 +51,9 @@ console.log(`bench:durability on ${process.version}: batched SQLite commits of 1
 for (const batch of [1, 16, 256]) {
   const n = run('NORMAL', batch);
   const f = run('FULL', batch);
-  console.log(`  batch ${String(batch).padStart(3)}: NORMAL ${fmt(n.rows).padStart(9)} rows/s (${fmt(n.commits)} commits/s) | FULL ${fmt(f.rows).padStart(9)} rows/s (${fmt(f.commits)} commits/s) | FULL/NORMAL ${((f.rows / n.rows) * 100).toFixed(0)} %`);
+  console.log(
+    `  batch ${String(batch).padStart(3)}: NORMAL ${fmt(n.rows).padStart(9)} rows/s (${fmt(n.commits)} commits/s) | FULL ${fmt(f.rows).padStart(9)} rows/s (${fmt(f.commits)} commits/s) | FULL/NORMAL ${((f.rows / n.rows) * 100).toFixed(0)} %`,
+  );
 }
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 2000);
@@ -61,10 +65,20 @@ async function external(ackEach: boolean): Promise<{ perS: number; commits: numb
   const journal = new Journal(db, systemClock);
   let delivered = 0;
   let done!: () => void;
-  const all = new Promise<void>((r) => { done = r; });
+  const all = new Promise<void>((r) => {
+    done = r;
+  });
   const intake = new Intake({
-    journal, clock: systemClock, log: silentLogger(), routes: () => true, gate: () => undefined,
-    deliver: () => { if (++delivered === RECORDS) done(); }, onUnrouted: () => {}, onWithheld: () => {},
+    journal,
+    clock: systemClock,
+    log: silentLogger(),
+    routes: () => true,
+    gate: () => undefined,
+    deliver: () => {
+      if (++delivered === RECORDS) done();
+    },
+    onUnrouted: () => {},
+    onWithheld: () => {},
   });
   const tag = `${process.pid}-${ackEach ? 'each' : 'group'}-${Date.now()}`;
   const src = new ExternalDeviceSource({ url, clientId: `ew-bench-${tag}`, log: silentLogger(), ackEach });
@@ -88,11 +102,15 @@ async function external(ackEach: boolean): Promise<{ perS: number; commits: numb
 try {
   const probe = await mqtt.connectAsync(url, { connectTimeout: 2000, reconnectPeriod: 0 });
   await probe.endAsync();
-  console.log(`external device broker ${url}: ${fmt(RECORDS)} QoS 1 records into the journal (synchronous=FULL), PUBACK to the broker after the commit`);
+  console.log(
+    `external device broker ${url}: ${fmt(RECORDS)} QoS 1 records into the journal (synchronous=FULL), PUBACK to the broker after the commit`,
+  );
   const each = await external(true);
   const group = await external(false);
   console.log(`  one commit per record: ${fmt(each.perS).padStart(7)} records/s (${fmt(each.commits)} commits)`);
-  console.log(`  group commit:          ${fmt(group.perS).padStart(7)} records/s (${fmt(group.commits)} commits) | ${(group.perS / each.perS).toFixed(1)}×`);
+  console.log(
+    `  group commit:          ${fmt(group.perS).padStart(7)} records/s (${fmt(group.commits)} commits) | ${(group.perS / each.perS).toFixed(1)}×`,
+  );
 } catch (e) {
   console.log(`external device broker ${url} not reachable (${(e as Error).message}): skipped`);
 }

@@ -39,18 +39,30 @@ if (argv.includes('--replicas') && !(Number.isInteger(REPLICAS) && REPLICAS >= 1
 const BENCH_PG = process.env.EW_BENCH_PG ?? process.env.EW_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const BENCH_MQTT = process.env.EW_BENCH_MQTT ?? process.env.EW_TEST_MQTT ?? 'mqtt://127.0.0.1:1883';
 
-interface Proc { proc: ChildProcess; ready: Record<string, any>; stderr: () => string }
+interface Proc {
+  proc: ChildProcess;
+  ready: Record<string, any>;
+  stderr: () => string;
+}
 
 function startProc(args: string[], tsEntry = 'src/cli/main.ts'): Promise<Proc> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EW_LOG_LEVEL: 'warn' } });
+  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, EW_LOG_LEVEL: 'warn' },
+  });
   let err = '';
-  proc.stderr!.on('data', (d) => { err = (err + d).slice(-20000); });
+  proc.stderr!.on('data', (d) => {
+    err = (err + d).slice(-20000);
+  });
   return new Promise((resolve, reject) => {
     createInterface({ input: proc.stdout! }).on('line', (l) => {
       try {
         const o = JSON.parse(l);
         if (o.event === 'ready') resolve({ proc, ready: o, stderr: () => err });
-      } catch { /* ignore */ }
+      } catch {
+        /* ignore */
+      }
     });
     proc.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${err}`)));
   });
@@ -71,36 +83,75 @@ const pct = (xs: number[], p: number) => {
 
 async function pool<T>(items: T[], n: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
   let i = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (i < items.length) {
-      const k = i++;
-      await fn(items[k]!, k);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (i < items.length) {
+        const k = i++;
+        await fn(items[k]!, k);
+      }
+    }),
+  );
 }
 
 function statusPayload(siteId: string, uptimeS: number, generation: number): string {
   return JSON.stringify({
-    v: ENVELOPE_VERSION, id: `${siteId}-${uptimeS}`, ts: Date.now(), type: 'status',
+    v: ENVELOPE_VERSION,
+    id: `${siteId}-${uptimeS}`,
+    ts: Date.now(),
+    type: 'status',
     body: {
-      agentVersion: '0.1.0', bootId: `boot-${siteId}`, uptimeS, heartbeatIntervalS: HEARTBEAT_S, generation, apps: [],
-      system: { hostname: siteId, platform: 'linux', arch: 'x64', cores: 8, memoryTotalBytes: 16e9, memoryFreeBytes: 9e9, diskTotalBytes: 256e9, diskFreeBytes: 120e9, loadAvg1: 0.4 },
-      runtimes: ['onnx'], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 12, messagesIn: 123456 },
+      agentVersion: '0.1.0',
+      bootId: `boot-${siteId}`,
+      uptimeS,
+      heartbeatIntervalS: HEARTBEAT_S,
+      generation,
+      apps: [],
+      system: {
+        hostname: siteId,
+        platform: 'linux',
+        arch: 'x64',
+        cores: 8,
+        memoryTotalBytes: 16e9,
+        memoryFreeBytes: 9e9,
+        diskTotalBytes: 256e9,
+        diskFreeBytes: 120e9,
+        loadAvg1: 0.4,
+      },
+      runtimes: ['onnx'],
+      accelerators: [],
+      outbox: { pending: 0, dropped: 0 },
+      devices: { connected: 12, messagesIn: 123456 },
     },
   });
 }
 
-interface Site { id: string; password: string; client?: MqttClient; gotGen: number; gotAt: number }
+interface Site {
+  id: string;
+  password: string;
+  client?: MqttClient;
+  gotGen: number;
+  gotAt: number;
+}
 
 /** Every simulated site dials from 127.0.0.1: lift the per-address bounds meant for real fleets. */
-const LOOPBACK_LIMITS = ['--rate-limit', 'off', '--mqtt-limits', 'connectBurst=1000000,connectPerSecond=1000000,maxPendingPerAddress=1000000,maxPendingConnections=1000000,authFailBurst=1000000'];
+const LOOPBACK_LIMITS = [
+  '--rate-limit',
+  'off',
+  '--mqtt-limits',
+  'connectBurst=1000000,connectPerSecond=1000000,maxPendingPerAddress=1000000,maxPendingConnections=1000000,authFailBurst=1000000',
+];
 
 async function connectAll(url: string, sites: Site[], creds: boolean): Promise<number> {
   const t0 = performance.now();
   await pool(sites, 200, async (s) => {
     s.client = await mqtt.connectAsync(url, {
-      clientId: s.id, username: creds ? s.id : undefined, password: creds ? s.password : undefined, protocolVersion: 4,
-      keepalive: 60, reconnectPeriod: 0, clean: true,
+      clientId: s.id,
+      username: creds ? s.id : undefined,
+      password: creds ? s.password : undefined,
+      protocolVersion: 4,
+      keepalive: 60,
+      reconnectPeriod: 0,
+      clean: true,
     });
     s.client.on('message', (_t, payload) => {
       if (payload.length === 0) return;
@@ -149,40 +200,91 @@ async function measureWindow(pid: number, count: () => Promise<number>): Promise
   return { rate: (c1 - c0) / secs, rssMb: b.rssMb, cpuPct: (100 * (b.cpuTicks - a.cpuTicks)) / TICKS / secs };
 }
 
-interface Row { n: number; what: string; connectS: number; offered: number; rate: number; rssMb: number; cpuPct: number; p50: number; p99: number; max: number; reached: number; perReplica?: { rssMb: number; cpuPct: number; rate: number }[] }
+interface Row {
+  n: number;
+  what: string;
+  connectS: number;
+  offered: number;
+  rate: number;
+  rssMb: number;
+  cpuPct: number;
+  p50: number;
+  p99: number;
+  max: number;
+  reached: number;
+  perReplica?: { rssMb: number; cpuPct: number; rate: number }[];
+}
 
 async function benchCloud(n: number): Promise<Row> {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-'));
   const key = newSecret('ewk');
   writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
-  const cloud = await startProc(['cloud', '--data-dir', dir, '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), '--heartbeat-interval', String(HEARTBEAT_S), ...LOOPBACK_LIMITS]);
+  const cloud = await startProc([
+    'cloud',
+    '--data-dir',
+    dir,
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--mqtt-host',
+    '127.0.0.1',
+    '--mqtt-port',
+    '0',
+    '--admin-key-file',
+    join(dir, 'admin.key'),
+    '--heartbeat-interval',
+    String(HEARTBEAT_S),
+    ...LOOPBACK_LIMITS,
+  ]);
   const url = cloud.ready.url as string;
-  const call = async (method: string, path: string, body?: unknown) => (await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as Promise<any>;
+  const call = async (method: string, path: string, body?: unknown) =>
+    (
+      await fetch(`${url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: body ? JSON.stringify(body) : undefined,
+      })
+    ).json() as Promise<any>;
   try {
     return await runCloud(n, cloud, url, key, call);
   } catch (e) {
     const exit = cloud.proc.exitCode ?? cloud.proc.signalCode;
-    throw new Error(`${(e as Error).message}${exit !== null ? `; the cloud exited (${exit}): ${cloud.stderr().slice(-12000)}` : ''}`, { cause: (e as Error).cause });
+    throw new Error(`${(e as Error).message}${exit !== null ? `; the cloud exited (${exit}): ${cloud.stderr().slice(-12000)}` : ''}`, {
+      cause: (e as Error).cause,
+    });
   } finally {
     cloud.proc.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-async function runCloud(n: number, cloud: Proc, url: string, key: string, call: (method: string, path: string, body?: unknown) => Promise<any>): Promise<Row> {
+async function runCloud(
+  n: number,
+  cloud: Proc,
+  url: string,
+  key: string,
+  call: (method: string, path: string, body?: unknown) => Promise<any>,
+): Promise<Row> {
   {
     const sites: Site[] = [];
-    await pool(Array.from({ length: n }, (_, i) => i), 16, async (i) => {
-      const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
-      const en = await call('POST', '/api/v1/enroll', { token: tok.token });
-      sites.push({ id: en.siteId, password: en.mqtt.password, gotGen: 0, gotAt: 0 });
-    });
+    await pool(
+      Array.from({ length: n }, (_, i) => i),
+      16,
+      async (i) => {
+        const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
+        const en = await call('POST', '/api/v1/enroll', { token: tok.token });
+        sites.push({ id: en.siteId, password: en.mqtt.password, gotGen: 0, gotAt: 0 });
+      },
+    );
     const connectS = await connectAll(cloud.ready.mqttUrl, sites, true);
     await waitUntil(() => sites.every((s) => s.gotGen >= 1), 120_000);
     const stop = heartbeat(sites);
     const w = await measureWindow(cloud.proc.pid!, () => metric(url, key, 'ew_cloud_heartbeats_total'));
     // One desired-state change for the whole fleet.
-    await call('POST', '/api/v1/apps', { manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} } });
+    await call('POST', '/api/v1/apps', {
+      manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} },
+    });
     const before = Math.max(...sites.map((s) => s.gotGen));
     const t0 = performance.now();
     await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
@@ -190,7 +292,17 @@ async function runCloud(n: number, cloud: Proc, url: string, key: string, call: 
     const lat = sites.map((s) => s.gotAt - t0);
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
-    return { n, what: 'cloud', connectS, offered: n / HEARTBEAT_S, ...w, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen > before).length };
+    return {
+      n,
+      what: 'cloud',
+      connectS,
+      offered: n / HEARTBEAT_S,
+      ...w,
+      p50: pct(lat, 50),
+      p99: pct(lat, 99),
+      max: Math.max(...lat),
+      reached: sites.filter((s) => s.gotGen > before).length,
+    };
   }
 }
 
@@ -212,19 +324,52 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
   writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
   const installation = `bench-${randomBytes(3).toString('hex')}`;
   const clouds: Proc[] = [];
-  const start = (i: number) => startProc(['cloud', '--data-dir', join(dir, `r${i}`), '--host', '127.0.0.1', '--port', '0', '--db', u.toString(), '--broker', BENCH_MQTT,
-    '--installation-id', installation, '--replica-id', `r${i}`, '--admin-key-file', join(dir, 'admin.key'), '--no-console', '--heartbeat-interval', String(HEARTBEAT_S), ...LOOPBACK_LIMITS]);
+  const start = (i: number) =>
+    startProc([
+      'cloud',
+      '--data-dir',
+      join(dir, `r${i}`),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--db',
+      u.toString(),
+      '--broker',
+      BENCH_MQTT,
+      '--installation-id',
+      installation,
+      '--replica-id',
+      `r${i}`,
+      '--admin-key-file',
+      join(dir, 'admin.key'),
+      '--no-console',
+      '--heartbeat-interval',
+      String(HEARTBEAT_S),
+      ...LOOPBACK_LIMITS,
+    ]);
   try {
     clouds.push(await start(0));
     clouds.push(...(await Promise.all(Array.from({ length: r - 1 }, (_, i) => start(i + 1)))));
     const url = clouds[0]!.ready.url as string;
-    const call = async (method: string, path: string, body?: unknown) => (await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined })).json() as Promise<any>;
+    const call = async (method: string, path: string, body?: unknown) =>
+      (
+        await fetch(`${url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: body ? JSON.stringify(body) : undefined,
+        })
+      ).json() as Promise<any>;
     const sites: Site[] = [];
-    await pool(Array.from({ length: n }, (_, i) => i), 16, async (i) => {
-      const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
-      const en = await call('POST', '/api/v1/enroll', { token: tok.token });
-      sites.push({ id: en.siteId, password: en.mqtt.password, gotGen: 0, gotAt: 0 });
-    });
+    await pool(
+      Array.from({ length: n }, (_, i) => i),
+      16,
+      async (i) => {
+        const tok = await call('POST', '/api/v1/tokens', { labels: { bench: 'yes', shard: String(i % 10) } });
+        const en = await call('POST', '/api/v1/enroll', { token: tok.token });
+        sites.push({ id: en.siteId, password: en.mqtt.password, gotGen: 0, gotAt: 0 });
+      },
+    );
     const connectS = await connectAll(BENCH_MQTT, sites, true);
     // Sites enrolled after the replicas started: the enrolling replica published their desired state.
     await waitUntil(() => sites.every((s) => s.gotGen >= 1), 120_000);
@@ -237,8 +382,14 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
     const b = clouds.map((c) => procStats(c.proc.pid!));
     const c1 = await Promise.all(clouds.map((c) => metric(c.ready.url, key, 'ew_cloud_heartbeats_total')));
     const secs = (performance.now() - t0w) / 1000;
-    const perReplica = clouds.map((_, i) => ({ rssMb: b[i]!.rssMb, cpuPct: (100 * (b[i]!.cpuTicks - a[i]!.cpuTicks)) / TICKS / secs, rate: (c1[i]! - c0[i]!) / secs }));
-    await call('POST', '/api/v1/apps', { manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} } });
+    const perReplica = clouds.map((_, i) => ({
+      rssMb: b[i]!.rssMb,
+      cpuPct: (100 * (b[i]!.cpuTicks - a[i]!.cpuTicks)) / TICKS / secs,
+      rate: (c1[i]! - c0[i]!) / secs,
+    }));
+    await call('POST', '/api/v1/apps', {
+      manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} },
+    });
     const before = Math.max(...sites.map((s) => s.gotGen));
     const t0 = performance.now();
     await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
@@ -248,12 +399,23 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
     // Clear the retained desired states this run left on the shared broker.
     const clear = await mqtt.connectAsync(BENCH_MQTT, { clientId: `bench-clear-${installation}`, protocolVersion: 4 });
-    await pool(sites, 64, async (s) => { await clear.publishAsync(topics.desired(s.id), '', { qos: 1, retain: true }); });
+    await pool(sites, 64, async (s) => {
+      await clear.publishAsync(topics.desired(s.id), '', { qos: 1, retain: true });
+    });
     await clear.endAsync(true);
     return {
-      n, what: `${r} replica${r > 1 ? 's' : ''}`, connectS, offered: n / HEARTBEAT_S,
-      rate: Math.min(...perReplica.map((p) => p.rate)), rssMb: perReplica.reduce((x, p) => x + p.rssMb, 0), cpuPct: perReplica.reduce((x, p) => x + p.cpuPct, 0),
-      p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen > before).length, perReplica,
+      n,
+      what: `${r} replica${r > 1 ? 's' : ''}`,
+      connectS,
+      offered: n / HEARTBEAT_S,
+      rate: Math.min(...perReplica.map((p) => p.rate)),
+      rssMb: perReplica.reduce((x, p) => x + p.rssMb, 0),
+      cpuPct: perReplica.reduce((x, p) => x + p.cpuPct, 0),
+      p50: pct(lat, 50),
+      p99: pct(lat, 99),
+      max: Math.max(...lat),
+      reached: sites.filter((s) => s.gotGen > before).length,
+      perReplica,
     };
   } catch (e) {
     const dead = clouds.find((c) => c.proc.exitCode !== null || c.proc.signalCode !== null);
@@ -284,12 +446,24 @@ async function benchBare(n: number): Promise<Row> {
     // Fan-out of N retained messages, the embedded hub's share of a desired-state change.
     const pub = await mqtt.connectAsync(url, { clientId: 'bench-publisher', protocolVersion: 4 });
     const t0 = performance.now();
-    await pool(sites, 64, async (s) => { await pub.publishAsync(topics.desired(s.id), '1', { qos: 1, retain: true }); });
+    await pool(sites, 64, async (s) => {
+      await pub.publishAsync(topics.desired(s.id), '1', { qos: 1, retain: true });
+    });
     await waitUntil(() => sites.every((s) => s.gotGen >= 1), 300_000);
     const lat = sites.map((s) => s.gotAt - t0);
     stop();
     await Promise.all([...sites.map((s) => s.client!.endAsync(true)), counter.endAsync(true), pub.endAsync(true)]);
-    return { n, what: 'bare aedes', connectS, offered: n / HEARTBEAT_S, ...w, p50: pct(lat, 50), p99: pct(lat, 99), max: Math.max(...lat), reached: sites.filter((s) => s.gotGen >= 1).length };
+    return {
+      n,
+      what: 'bare aedes',
+      connectS,
+      offered: n / HEARTBEAT_S,
+      ...w,
+      p50: pct(lat, 50),
+      p99: pct(lat, 99),
+      max: Math.max(...lat),
+      reached: sites.filter((s) => s.gotGen >= 1).length,
+    };
   } finally {
     broker.proc.kill('SIGKILL');
   }
@@ -299,11 +473,46 @@ async function idleAgentRss(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'ew-bench-agent-'));
   const key = newSecret('ewk');
   writeFileSync(join(dir, 'admin.key'), key, { mode: 0o600 });
-  const cloud = await startProc(['cloud', '--data-dir', join(dir, 'c'), '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--admin-key-file', join(dir, 'admin.key'), ...LOOPBACK_LIMITS]);
+  const cloud = await startProc([
+    'cloud',
+    '--data-dir',
+    join(dir, 'c'),
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--mqtt-host',
+    '127.0.0.1',
+    '--mqtt-port',
+    '0',
+    '--admin-key-file',
+    join(dir, 'admin.key'),
+    ...LOOPBACK_LIMITS,
+  ]);
   try {
-    const tok = await (await fetch(`${cloud.ready.url}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' })).json() as any;
+    const tok = (await (
+      await fetch(`${cloud.ready.url}/api/v1/tokens`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: '{}',
+      })
+    ).json()) as any;
     writeFileSync(join(dir, 'join.token'), tok.token, { mode: 0o600 });
-    const agent = await startProc(['edge', '--data-dir', join(dir, 'e'), '--cloud', cloud.ready.url, '--token-file', join(dir, 'join.token'), '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1']);
+    const agent = await startProc([
+      'edge',
+      '--data-dir',
+      join(dir, 'e'),
+      '--cloud',
+      cloud.ready.url,
+      '--token-file',
+      join(dir, 'join.token'),
+      '--api-port',
+      '0',
+      '--device-port',
+      '0',
+      '--device-host',
+      '127.0.0.1',
+    ]);
     await new Promise((r) => setTimeout(r, 5000));
     const rss = procStats(agent.proc.pid!).rssMb;
     agent.proc.kill('SIGKILL');
@@ -323,12 +532,17 @@ async function waitUntil(fn: () => boolean, timeoutMs: number): Promise<void> {
 }
 
 const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-console.log(`bench:fleet — heartbeat every ${HEARTBEAT_S} s, window ${WINDOW_S} s, sizes ${SIZES.join(', ')}; cloud and sites on one ${(await import('node:os')).cpus().length}-core machine`);
+console.log(
+  `bench:fleet — heartbeat every ${HEARTBEAT_S} s, window ${WINDOW_S} s, sizes ${SIZES.join(', ')}; cloud and sites on one ${(await import('node:os')).cpus().length}-core machine`,
+);
 console.log('N      | system     | connect s | hb/s offered | hb/s held | RSS MB | CPU % | desired p50 ms | p99 ms | max ms | reached');
 const rows: Row[] = [];
 const printRow = (r: Row) => {
-  console.log(`${String(r.n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${r.n}`);
-  for (const [i, p] of (r.perReplica ?? []).entries()) console.log(`${''.padEnd(6)} |   replica ${i}  — hb/s held ${f(p.rate)}, RSS ${f(p.rssMb)} MB, CPU ${f(p.cpuPct, 1)} %`);
+  console.log(
+    `${String(r.n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${r.n}`,
+  );
+  for (const [i, p] of (r.perReplica ?? []).entries())
+    console.log(`${''.padEnd(6)} |   replica ${i}  — hb/s held ${f(p.rate)}, RSS ${f(p.rssMb)} MB, CPU ${f(p.cpuPct, 1)} %`);
 };
 for (const n of SIZES) {
   const only = process.env.BENCH_ONLY; // 'cloud' or 'bare' to run one side
@@ -344,13 +558,17 @@ for (const n of SIZES) {
       rows.push(r);
       printRow(r);
     } catch (e) {
-      console.log(`${String(n).padEnd(6)} | ${name} | failed: ${(e as Error).message}${(e as Error).cause ? ` (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : ''}`);
+      console.log(
+        `${String(n).padEnd(6)} | ${name} | failed: ${(e as Error).message}${(e as Error).cause ? ` (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : ''}`,
+      );
     }
   }
   const c = rows.find((r) => r.n === n && r.what === 'cloud');
   const b = rows.find((r) => r.n === n && r.what === 'bare aedes');
   if (c && b) {
-    console.log(`${String(n).padEnd(6)} | ratio cloud/bare: heartbeats held ${f(c.rate / b.rate, 2)}x, RSS ${f(c.rssMb / b.rssMb, 2)}x, CPU ${f(c.cpuPct / Math.max(b.cpuPct, 0.1), 2)}x, desired p99 ${f(c.p99 / b.p99, 2)}x`);
+    console.log(
+      `${String(n).padEnd(6)} | ratio cloud/bare: heartbeats held ${f(c.rate / b.rate, 2)}x, RSS ${f(c.rssMb / b.rssMb, 2)}x, CPU ${f(c.cpuPct / Math.max(b.cpuPct, 0.1), 2)}x, desired p99 ${f(c.p99 / b.p99, 2)}x`,
+    );
   }
 }
 if (process.env.BENCH_SKIP_AGENT) process.exit(0);

@@ -48,18 +48,40 @@ const router = new StreamRouter(dead);
 const outbox = new Outbox(db, systemClock, { maxMessages: 1000, overflow: 'drop-oldest' });
 const egress = new EgressAudit(db, systemClock, new Registry());
 const rules = new RuleHost({
-  router, dead, clock: systemClock, log,
-  sinkContext: (app, rule, allowedFields) => ({ siteId: 'bench', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, siteLog: log, publishLocal: () => {} }),
+  router,
+  dead,
+  clock: systemClock,
+  log,
+  sinkContext: (app, rule, allowedFields) => ({
+    siteId: 'bench',
+    app,
+    rule,
+    outbox,
+    audit: egress,
+    log,
+    clock: systemClock,
+    allowedFields,
+    siteLog: log,
+    publishLocal: () => {},
+  }),
 });
 const sources = new SourceHost({ router, dataDir: dir, clock: systemClock, log });
 
 /** Runs an app whose one stream is `source`, read by a 1 s windowed rule; returns a stop function and the rule's input count. */
 async function runApp(name: string, source: Record<string, unknown>, schema: Record<string, string>, field: string) {
   const manifest = parseManifest({
-    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: '1.0.0' },
+    apiVersion: 'edgeweave/v1',
+    kind: 'App',
+    metadata: { name, version: '1.0.0' },
     spec: {
       streams: [{ name: 'm', source, timestamp: 'ts', schema: { ...schema, ts: 'timestamp' } }],
-      rules: [{ name: 'r', sql: `SELECT count(*) AS n, avg(${field}) AS a FROM m GROUP BY TUMBLINGWINDOW(ss, 1)`, sinks: [{ memory: name.replaceAll('-', '_') }] }],
+      rules: [
+        {
+          name: 'r',
+          sql: `SELECT count(*) AS n, avg(${field}) AS a FROM m GROUP BY TUMBLINGWINDOW(ss, 1)`,
+          sinks: [{ memory: name.replaceAll('-', '_') }],
+        },
+      ],
     },
   });
   const app: DesiredApp = { name, version: '1.0.0', deploymentId: name, manifest };
@@ -67,11 +89,22 @@ async function runApp(name: string, source: Record<string, unknown>, schema: Rec
   await sources.start(app);
   const st = () => sources.statuses().find((s) => s.app === name)!;
   const ruleIn = () => rules.statuses().find((r) => r.app === name)?.in ?? 0;
-  return { st, ruleIn, stop: async () => { await sources.stop(app); await rules.stop(app); } };
+  return {
+    st,
+    ruleIn,
+    stop: async () => {
+      await sources.stop(app);
+      await rules.stop(app);
+    },
+  };
 }
 
 /** Counts over SECONDS; with `offered` (values the server produced meanwhile), also the share delivered. */
-async function measure(label: string, count: () => number, offered?: () => number): Promise<{ perSec: number; cpu: number; share?: number }> {
+async function measure(
+  label: string,
+  count: () => number,
+  offered?: () => number,
+): Promise<{ perSec: number; cpu: number; share?: number }> {
   const c0 = process.cpuUsage();
   const v0 = count();
   const o0 = offered?.() ?? 0;
@@ -83,7 +116,9 @@ async function measure(label: string, count: () => number, offered?: () => numbe
   const perSec = got / secs;
   const cpu = (c.user + c.system) / 1e6 / secs;
   const share = offered ? got / Math.max(1, offered() - o0) : undefined;
-  console.log(`  ${label.padEnd(58)} ${fmt(perSec).padStart(9)} values/s   CPU ${(cpu * 100).toFixed(0)} %${share === undefined ? '' : `   ${(share * 100).toFixed(0)} % of the changes the server made`}`);
+  console.log(
+    `  ${label.padEnd(58)} ${fmt(perSec).padStart(9)} values/s   CPU ${(cpu * 100).toFixed(0)} %${share === undefined ? '' : `   ${(share * 100).toFixed(0)} % of the changes the server made`}`,
+  );
   return { perSec, cpu, share };
 }
 
@@ -95,13 +130,31 @@ async function opcuaBench(): Promise<void> {
 
   // Baseline: node-opcua's client alone.
   const ua = await import('node-opcua');
-  const client = ua.OPCUAClient.create({ endpointMustExist: false, connectionStrategy: { maxRetry: 0 }, clientCertificateManager: new ua.OPCUACertificateManager({ rootFolder: join(dir, 'pki-raw') }) });
+  const client = ua.OPCUAClient.create({
+    endpointMustExist: false,
+    connectionStrategy: { maxRetry: 0 },
+    clientCertificateManager: new ua.OPCUACertificateManager({ rootFolder: join(dir, 'pki-raw') }),
+  });
   await client.connect(sim.endpoint);
   const session = await client.createSession();
-  const sub = await session.createSubscription2({ requestedPublishingInterval: 100, requestedLifetimeCount: 120, requestedMaxKeepAliveCount: 10, maxNotificationsPerPublish: 0, publishingEnabled: true, priority: 10 });
+  const sub = await session.createSubscription2({
+    requestedPublishingInterval: 100,
+    requestedLifetimeCount: 120,
+    requestedMaxKeepAliveCount: 10,
+    maxNotificationsPerPublish: 0,
+    publishingEnabled: true,
+    priority: 10,
+  });
   let changes = 0;
-  const group = await ua.ClientMonitoredItemGroup.create(sub, nodes.map((nodeId) => ({ nodeId, attributeId: ua.AttributeIds.Value })), { samplingInterval: 50, discardOldest: true, queueSize: 3 }, ua.TimestampsToReturn.Both);
-  group.on('changed', () => { changes++; });
+  const group = await ua.ClientMonitoredItemGroup.create(
+    sub,
+    nodes.map((nodeId) => ({ nodeId, attributeId: ua.AttributeIds.Value })),
+    { samplingInterval: 50, discardOldest: true, queueSize: 3 },
+    ua.TimestampsToReturn.Both,
+  );
+  group.on('changed', () => {
+    changes++;
+  });
   // Warm up: the initial values, then a few full publishes.
   for (let i = 0; i < 600 && changes < ITEMS * 10; i++) await sleep(50);
   const offered = () => sim.ticks * ITEMS;
@@ -113,14 +166,21 @@ async function opcuaBench(): Promise<void> {
   // Ours: OpcuaSource → stream → rule.
   const fields = Object.fromEntries(nodes.map((n, i) => [`v${i}`, n]));
   const schema = Object.fromEntries(nodes.map((_, i) => [`v${i}`, 'float']));
-  const app = await runApp('bench-opcua', { opcua: { endpoint: sim.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields } }, schema, 'v0');
+  const app = await runApp(
+    'bench-opcua',
+    { opcua: { endpoint: sim.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields } },
+    schema,
+    'v0',
+  );
   for (let i = 0; i < 600 && app.st().values < ITEMS * 10; i++) await sleep(50);
   const recs0 = app.ruleIn();
   const ours = await measure('OpcuaSource → schema check → rule (values)', () => app.st().values, offered);
   const recs = (app.ruleIn() - recs0) / SECONDS;
   console.log(`  ${'  records into the rule (one per publish)'.padEnd(58)} ${fmt(recs).padStart(9)} records/s`);
   // The server slows down under load (its 100 ms timer slips): compare the shares delivered.
-  console.log(`  ratio ours / client alone (share of the server's changes delivered): ${((ours.share! / base.share!) * 100).toFixed(0)} %   (dead letters: ${dead.total})`);
+  console.log(
+    `  ratio ours / client alone (share of the server's changes delivered): ${((ours.share! / base.share!) * 100).toFixed(0)} %   (dead letters: ${dead.total})`,
+  );
   await app.stop();
   await sim.stop();
 }
@@ -148,18 +208,31 @@ async function modbusBench(): Promise<void> {
     }
     await new Promise<void>((r) => c.close(() => r()));
   };
-  const fields = Object.fromEntries(Array.from({ length: REGS }, (_, i) => [`r${i}`, { table: 'holding', address: i, type: 'uint16', scale: 0.5 }]));
+  const fields = Object.fromEntries(
+    Array.from({ length: REGS }, (_, i) => [`r${i}`, { table: 'holding', address: i, type: 'uint16', scale: 0.5 }]),
+  );
   const schema = Object.fromEntries(Array.from({ length: REGS }, (_, i) => [`r${i}`, 'float']));
   for (const interval of [100, 10]) {
     const what = `every ${interval} ms`;
     let values = 0;
     let done = false;
-    const loop = rawPoll(interval, () => done, (n) => { values += n; });
+    const loop = rawPoll(
+      interval,
+      () => done,
+      (n) => {
+        values += n;
+      },
+    );
     await sleep(300);
     const base = await measure(`modbus-serial client alone, ${what}`, () => values);
     done = true;
     await loop;
-    const app = await runApp(`bench-modbus-${interval}`, { modbus: { endpoint: sim.endpoint, unit: 1, intervalMs: interval, fields } }, schema, 'r1');
+    const app = await runApp(
+      `bench-modbus-${interval}`,
+      { modbus: { endpoint: sim.endpoint, unit: 1, intervalMs: interval, fields } },
+      schema,
+      'r1',
+    );
     await sleep(300);
     const ours = await measure(`ModbusSource → schema check → rule, ${what}`, () => app.st().values);
     console.log(`  ratio ours / client alone (${what}): ${((ours.perSec / base.perSec) * 100).toFixed(0)} %`);

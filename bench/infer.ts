@@ -30,14 +30,35 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 
 async function server(maxBatchSize: number): Promise<void> {
   const host = new ModelHost({
-    runtimes: new RuntimeRegistry().register(new OnnxRuntime()), clock: systemClock, log: silentLogger(), registry: new Registry(),
+    runtimes: new RuntimeRegistry().register(new OnnxRuntime()),
+    clock: systemClock,
+    log: silentLogger(),
+    registry: new Registry(),
     fetchModel: async () => MODEL,
   });
   await host.start({
-    name: 'bench', version: '1.0.0', deploymentId: 'd',
+    name: 'bench',
+    version: '1.0.0',
+    deploymentId: 'd',
     manifest: parseManifest({
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench', version: '1.0.0' },
-      spec: { models: [{ name: 'vib-ae', format: 'onnx', sha256: '0'.repeat(64), batching: { maxBatchSize, maxQueueDelayMs: maxBatchSize > 1 ? Number(process.env.BENCH_DELAY_MS ?? 0) : 0, maxQueueSize: 100_000 } }], endpoints: [{ name: 'score', model: 'vib-ae' }] },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'bench', version: '1.0.0' },
+      spec: {
+        models: [
+          {
+            name: 'vib-ae',
+            format: 'onnx',
+            sha256: '0'.repeat(64),
+            batching: {
+              maxBatchSize,
+              maxQueueDelayMs: maxBatchSize > 1 ? Number(process.env.BENCH_DELAY_MS ?? 0) : 0,
+              maxQueueSize: 100_000,
+            },
+          },
+        ],
+        endpoints: [{ name: 'score', model: 'vib-ae' }],
+      },
     }),
   });
   const app = Fastify();
@@ -49,29 +70,52 @@ async function server(maxBatchSize: number): Promise<void> {
 }
 
 function startServer(maxBatchSize: number): Promise<{ url: string; kill: () => void }> {
-  const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'server', String(maxBatchSize)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), 'server', String(maxBatchSize)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return new Promise((resolve, reject) => {
     createInterface({ input: p.stdout! }).on('line', (l) => {
-      try { const o = JSON.parse(l); if (o.event === 'ready') resolve({ url: o.url, kill: () => p.kill('SIGKILL') }); } catch { /* ignore */ }
+      try {
+        const o = JSON.parse(l);
+        if (o.event === 'ready') resolve({ url: o.url, kill: () => p.kill('SIGKILL') });
+      } catch {
+        /* ignore */
+      }
     });
     p.on('exit', (c) => reject(new Error(`server exited ${c}`)));
   });
 }
 
-const body = (i: number) => JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1 + (i % 7) / 10, 3 + (i % 5) / 10, 120 + (i % 11)] }] });
+const body = (i: number) =>
+  JSON.stringify({
+    inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1 + (i % 7) / 10, 3 + (i % 5) / 10, 120 + (i % 11)] }],
+  });
 
 function post(agent: Agent, url: URL, payload: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = request({ agent, host: url.hostname, port: url.port, path: '/v2/models/score/infer', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
-      res.resume();
-      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
-    });
+    const req = request(
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        path: '/v2/models/score/infer',
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`HTTP ${res.statusCode}`))));
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
 }
 
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN; };
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN;
+};
 
 async function load(urlText: string, concurrency: number, seconds: number): Promise<{ rps: number; p50: number; p95: number }> {
   const url = new URL(urlText);
@@ -81,13 +125,15 @@ async function load(urlText: string, concurrency: number, seconds: number): Prom
   await Promise.all(Array.from({ length: concurrency }, (_, i) => post(agent, url, body(i))));
   const end = performance.now() + seconds * 1000;
   let n = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (performance.now() < end) {
-      const t = performance.now();
-      await post(agent, url, body(n++));
-      lat.push(performance.now() - t);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        await post(agent, url, body(n++));
+        lat.push(performance.now() - t);
+      }
+    }),
+  );
   agent.destroy();
   return { rps: lat.length / seconds, p50: pct(lat, 0.5), p95: pct(lat, 0.95) };
 }
@@ -108,15 +154,22 @@ if (process.argv[2] === 'server') {
   await server(Number(process.argv[3]));
 } else {
   const f = (x: number, d = 2) => x.toFixed(d);
-  console.log(`bench:infer — vibration autoencoder (models/vibration-ae.onnx), OIP over HTTP on loopback, ${SECONDS} s per run; client and server are separate processes`);
+  console.log(
+    `bench:infer — vibration autoencoder (models/vibration-ae.onnx), OIP over HTTP on loopback, ${SECONDS} s per run; client and server are separate processes`,
+  );
   const results = new Map<string, { rps: number; p50: number; p95: number }>();
-  for (const [label, mbs] of [['batching off', 1], ['batching on', 64]] as const) {
+  for (const [label, mbs] of [
+    ['batching off', 1],
+    ['batching on', 64],
+  ] as const) {
     const s = await startServer(mbs);
     try {
       for (const c of [1, 8, 64]) {
         const r = await load(s.url, c, SECONDS);
         results.set(`${label}/${c}`, r);
-        console.log(`  ${label.padEnd(13)} concurrency ${String(c).padStart(2)}: ${f(r.rps, 0).padStart(7)} req/s   p50 ${f(r.p50)} ms   p95 ${f(r.p95)} ms`);
+        console.log(
+          `  ${label.padEnd(13)} concurrency ${String(c).padStart(2)}: ${f(r.rps, 0).padStart(7)} req/s   p50 ${f(r.p50)} ms   p95 ${f(r.p95)} ms`,
+        );
       }
     } finally {
       s.kill();

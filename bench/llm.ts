@@ -37,7 +37,10 @@ const CTX = 1024;
 const file = process.env.BENCH_MODEL ?? ensureTinyQwen();
 const prompts = ['Pump 7 vibration report:', 'Shift summary for line 2:', 'Bearing temperature trend:', 'Conveyor 3 stalled because'];
 
-interface Run { tokS: number; ttftMs: number }
+interface Run {
+  tokS: number;
+  ttftMs: number;
+}
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const rssMb = (pid?: number): number => {
   if (pid === undefined) return process.memoryUsage().rss / 2 ** 20;
@@ -49,52 +52,79 @@ const rssMb = (pid?: number): number => {
 async function concurrent(n: number, one: (prompt: string, onToken: () => void) => Promise<number>): Promise<Run> {
   const t0 = performance.now();
   const ttfts: number[] = [];
-  const counts = await Promise.all(Array.from({ length: n }, (_, i) => {
-    let first = true;
-    return one(prompts[i % prompts.length]!, () => { if (first) { first = false; ttfts.push(performance.now() - t0); } });
-  }));
+  const counts = await Promise.all(
+    Array.from({ length: n }, (_, i) => {
+      let first = true;
+      return one(prompts[i % prompts.length]!, () => {
+        if (first) {
+          first = false;
+          ttfts.push(performance.now() - t0);
+        }
+      });
+    }),
+  );
   const s = (performance.now() - t0) / 1000;
   return { tokS: counts.reduce((a, b) => a + b, 0) / s, ttftMs: ttfts.reduce((a, b) => a + b, 0) / ttfts.length };
 }
 
 async function main(): Promise<void> {
-  console.log(`bench:llm — ${process.env.BENCH_MODEL ? file : "tiny TEST Qwen (qwen2, Qwen tokenizer)"} (${(readFileSync(file).length / 2 ** 20).toFixed(1)} MB), ${TOKENS} tokens per stream, ${THREADS} thread(s), median of ${ROUNDS} rounds`);
+  console.log(
+    `bench:llm — ${process.env.BENCH_MODEL ? file : 'tiny TEST Qwen (qwen2, Qwen tokenizer)'} (${(readFileSync(file).length / 2 ** 20).toFixed(1)} MB), ${TOKENS} tokens per stream, ${THREADS} thread(s), median of ${ROUNDS} rounds`,
+  );
   // --- the site's path -------------------------------------------------------------------------
   const app = Fastify();
   const registry = new Registry();
   const rssBefore = rssMb();
-  const host = new ModelHost({ runtimes: new RuntimeRegistry().register(new GgufRuntime({ log: silentLogger(), clock: systemClock })), fetchModel: async () => file, clock: systemClock, log: silentLogger(), registry });
+  const host = new ModelHost({
+    runtimes: new RuntimeRegistry().register(new GgufRuntime({ log: silentLogger(), clock: systemClock })),
+    fetchModel: async () => file,
+    clock: systemClock,
+    log: silentLogger(),
+    registry,
+  });
   await host.start({
-    name: 'bench', version: '1.0.0', deploymentId: 'd',
-    manifest: parseManifest({ apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench', version: '1.0.0' }, spec: {
-      models: [{ name: 'q', format: 'gguf', sha256: '0'.repeat(64), runtime: { threads: THREADS, contextSize: CTX, parallel: SLOTS } }],
-      endpoints: [{ name: 'qwen', model: 'q', kind: 'chat', limits: { maxTokens: TOKENS } }],
-    } }),
+    name: 'bench',
+    version: '1.0.0',
+    deploymentId: 'd',
+    manifest: parseManifest({
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'bench', version: '1.0.0' },
+      spec: {
+        models: [{ name: 'q', format: 'gguf', sha256: '0'.repeat(64), runtime: { threads: THREADS, contextSize: CTX, parallel: SLOTS } }],
+        endpoints: [{ name: 'qwen', model: 'q', kind: 'chat', limits: { maxTokens: TOKENS } }],
+      },
+    }),
   });
   registerOpenAi(app, { host, llm: new LlmService(host, registry, systemClock), log: silentLogger() });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   const llm = host.llmEndpoint('qwen').llm;
   const childPid = llm.health().pid;
   const rssAfter = rssMb();
-  const viaSite = (prompt: string, onToken: () => void) => (async () => {
-    const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'qwen', prompt, max_tokens: TOKENS, temperature: 0.8, seed: 1, stream: true }) });
-    const dec = new TextDecoder();
-    let buf = '';
-    let tokens = 0;
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-      buf += dec.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const ev = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
-        const m = JSON.parse(ev.slice(6));
-        if (m.usage) tokens = m.usage.completion_tokens;
-        else if (m.choices?.[0]?.text) onToken();
+  const viaSite = (prompt: string, onToken: () => void) =>
+    (async () => {
+      const res = await fetch(`${url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'qwen', prompt, max_tokens: TOKENS, temperature: 0.8, seed: 1, stream: true }),
+      });
+      const dec = new TextDecoder();
+      let buf = '';
+      let tokens = 0;
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buf += dec.decode(chunk, { stream: true });
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const ev = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          if (!ev.startsWith('data: ') || ev === 'data: [DONE]') continue;
+          const m = JSON.parse(ev.slice(6));
+          if (m.usage) tokens = m.usage.completion_tokens;
+          else if (m.choices?.[0]?.text) onToken();
+        }
       }
-    }
-    return tokens;
-  })();
+      return tokens;
+    })();
 
   // --- direct node-llama-cpp, same model and settings, this process --------------------------------
   const llama = await getLlama({ gpu: false, build: 'never', maxThreads: THREADS, logLevel: LlamaLogLevel.error });
@@ -105,7 +135,15 @@ async function main(): Promise<void> {
     const seq = free.pop()!;
     let tokens = 0;
     try {
-      await new LlamaCompletion({ contextSequence: seq }).generateCompletion(prompt, { maxTokens: TOKENS, temperature: 0.8, seed: 1, onToken: (t) => { tokens += t.length; onToken(); } });
+      await new LlamaCompletion({ contextSequence: seq }).generateCompletion(prompt, {
+        maxTokens: TOKENS,
+        temperature: 0.8,
+        seed: 1,
+        onToken: (t) => {
+          tokens += t.length;
+          onToken();
+        },
+      });
     } finally {
       free.push(seq);
     }
@@ -122,17 +160,29 @@ async function main(): Promise<void> {
     const ds: Run[] = [];
     const ss: Run[] = [];
     for (let r = 0; r < ROUNDS; r++) {
-      if (r % 2 === 0) { ds.push(await concurrent(n, direct)); ss.push(await concurrent(n, viaSite)); } else { ss.push(await concurrent(n, viaSite)); ds.push(await concurrent(n, direct)); }
+      if (r % 2 === 0) {
+        ds.push(await concurrent(n, direct));
+        ss.push(await concurrent(n, viaSite));
+      } else {
+        ss.push(await concurrent(n, viaSite));
+        ds.push(await concurrent(n, direct));
+      }
     }
     const d = { tokS: median(ds.map((x) => x.tokS)), ttftMs: median(ds.map((x) => x.ttftMs)) };
     const s = { tokS: median(ss.map((x) => x.tokS)), ttftMs: median(ss.map((x) => x.ttftMs)) };
     const ratio = median(ss.map((x, i) => x.tokS / ds[i]!.tokS));
-    rows.push(`| ${n} | ${d.tokS.toFixed(0)} | ${s.tokS.toFixed(0)} | **${ratio.toFixed(2)}** | ${d.ttftMs.toFixed(1)} | ${s.ttftMs.toFixed(1)} | +${(s.ttftMs - d.ttftMs).toFixed(1)} |`);
+    rows.push(
+      `| ${n} | ${d.tokS.toFixed(0)} | ${s.tokS.toFixed(0)} | **${ratio.toFixed(2)}** | ${d.ttftMs.toFixed(1)} | ${s.ttftMs.toFixed(1)} | +${(s.ttftMs - d.ttftMs).toFixed(1)} |`,
+    );
   }
-  console.log('\n| streams | direct tok/s | site tok/s | site / direct (median of rounds) | direct TTFT ms | site TTFT ms | TTFT overhead ms |');
+  console.log(
+    '\n| streams | direct tok/s | site tok/s | site / direct (median of rounds) | direct TTFT ms | site TTFT ms | TTFT overhead ms |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- |');
   for (const r of rows) console.log(r);
-  console.log(`\nagent RSS: ${rssBefore.toFixed(0)} MB without the LLM, ${rssAfter.toFixed(0)} MB with it loaded (×${(rssAfter / rssBefore).toFixed(2)}; the weights live in the runtime child, ${rssMb(childPid).toFixed(0)} MB RSS)`);
+  console.log(
+    `\nagent RSS: ${rssBefore.toFixed(0)} MB without the LLM, ${rssAfter.toFixed(0)} MB with it loaded (×${(rssAfter / rssBefore).toFixed(2)}; the weights live in the runtime child, ${rssMb(childPid).toFixed(0)} MB RSS)`,
+  );
   await ctx.dispose();
   await model.dispose();
   await app.close();

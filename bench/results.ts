@@ -16,7 +16,13 @@ import { performance } from 'node:perf_hooks';
 import { openPostgresStore } from '../src/cloud/store/open.ts';
 import { DAY_MS, dayStart, partitionName } from '../src/cloud/results/retention.ts';
 
-const { values } = parseArgs({ options: { rows: { type: 'string', default: '10000000' }, runs: { type: 'string', default: '15' }, keep: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '10000000' },
+    runs: { type: 'string', default: '15' },
+    keep: { type: 'boolean', default: false },
+  },
+});
 const N = Number(values.rows);
 const RUNS = Number(values.runs);
 const URL_ = process.env.EW_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -46,8 +52,11 @@ try {
   await q(`INSERT INTO sites (id, tenant_id, name, region, labels, secret_hash, created_at)
     SELECT 'site-' || g, CASE WHEN g % 2 = 0 THEN 'ten-a' ELSE 'ten-b' END, 'site-' || g, 'r', '{}', md5(g::text), 1 FROM generate_series(0, ${SITES - 1}) g`);
 
-  console.log(`bench:results — ${N.toLocaleString()} results, ${SITES} sites, 4 streams, ${DAYS} days; PostgreSQL ${(await q('SHOW server_version'))[0].server_version}`);
-  const fill = (table: string, from: number, to: number) => q(`INSERT INTO ${table} (site_id, msg_id, stream, at, received_at, data, app, rule)
+  console.log(
+    `bench:results — ${N.toLocaleString()} results, ${SITES} sites, 4 streams, ${DAYS} days; PostgreSQL ${(await q('SHOW server_version'))[0].server_version}`,
+  );
+  const fill = (table: string, from: number, to: number) =>
+    q(`INSERT INTO ${table} (site_id, msg_id, stream, at, received_at, data, app, rule)
     SELECT 'site-' || (g % ${SITES}), 'm' || g, (ARRAY['alerts','readings','events','audit'])[1 + (g / ${SITES}) % 4],
       ${t0} + (g::bigint * ${DAYS * DAY_MS} / ${N}), ${t0} + (g::bigint * ${DAYS * DAY_MS} / ${N}) + 200,
       '{"temp":' || (g % 97) || ',"vib":' || (g % 13) || '.5,"state":"running","line":"L' || (g % 7) || '"}', 'app', 'r1'
@@ -69,34 +78,61 @@ try {
   const loadFlat = performance.now() - t;
   await q('ANALYZE');
   const size = async (rel: string) => Number((await q(`SELECT pg_total_relation_size('${rel}') AS b`))[0].b);
-  const partBytes = Number((await q(`SELECT sum(pg_total_relation_size(inhrelid)) AS b FROM pg_inherits WHERE inhparent = 'uplink'::regclass`))[0].b);
+  const partBytes = Number(
+    (await q(`SELECT sum(pg_total_relation_size(inhrelid)) AS b FROM pg_inherits WHERE inhparent = 'uplink'::regclass`))[0].b,
+  );
   const flatBytes = await size('uplink_flat');
-  console.log(`load: partitioned ${secs(loadPart)} (${Math.round(N / (loadPart / 1000)).toLocaleString()} rows/s), unpartitioned ${secs(loadFlat)} (${(loadPart / loadFlat).toFixed(2)}×)`);
-  console.log(`size: partitioned ${(partBytes / 2 ** 20).toFixed(0)} MiB (${Math.round(partBytes / N)} B/row with indexes), unpartitioned ${(flatBytes / 2 ** 20).toFixed(0)} MiB (${(partBytes / flatBytes).toFixed(2)}×)`);
+  console.log(
+    `load: partitioned ${secs(loadPart)} (${Math.round(N / (loadPart / 1000)).toLocaleString()} rows/s), unpartitioned ${secs(loadFlat)} (${(loadPart / loadFlat).toFixed(2)}×)`,
+  );
+  console.log(
+    `size: partitioned ${(partBytes / 2 ** 20).toFixed(0)} MiB (${Math.round(partBytes / N)} B/row with indexes), unpartitioned ${(flatBytes / 2 ** 20).toFixed(0)} MiB (${(partBytes / flatBytes).toFixed(2)}×)`,
+  );
 
   // The queries the API runs (SqlStore.queryUplink's shape), on both tables.
   const hour = now - 3 * 3_600_000;
   const day = now - 5 * DAY_MS;
   const queries: Array<{ name: string; sql: (table: string) => string }> = [
-    { name: 'a stream, last hour, tenant-wide, first page of 100', sql: (tb) => `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.stream = 'alerts' AND u.at >= ${hour} AND u.at < ${hour + 3_600_000} ORDER BY u.seq LIMIT 100` },
-    { name: 'one site and stream, one day, page of 1,000', sql: (tb) => `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.site_id = 'site-42' AND u.stream = 'readings' AND u.at >= ${day} AND u.at < ${day + DAY_MS} ORDER BY u.seq LIMIT 1000` },
+    {
+      name: 'a stream, last hour, tenant-wide, first page of 100',
+      sql: (tb) =>
+        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.stream = 'alerts' AND u.at >= ${hour} AND u.at < ${hour + 3_600_000} ORDER BY u.seq LIMIT 100`,
+    },
+    {
+      name: 'one site and stream, one day, page of 1,000',
+      sql: (tb) =>
+        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.site_id = 'site-42' AND u.stream = 'readings' AND u.at >= ${day} AND u.at < ${day + DAY_MS} ORDER BY u.seq LIMIT 1000`,
+    },
     // The export's page: keyset on (site time, seq) from a cursor in the middle of the day.
-    { name: 'export page: a stream, one day, after a cursor', sql: (tb) => `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-b' AND u.stream = 'events' AND u.at >= ${day} AND u.at < ${day + DAY_MS} AND (u.at, u.seq) > (${day + DAY_MS / 2}, 0) ORDER BY u.at, u.seq LIMIT 1000` },
-    { name: 'count one day of a stream', sql: (tb) => `SELECT count(*) FROM ${tb} u WHERE u.stream = 'audit' AND u.at >= ${day} AND u.at < ${day + DAY_MS}` },
+    {
+      name: 'export page: a stream, one day, after a cursor',
+      sql: (tb) =>
+        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-b' AND u.stream = 'events' AND u.at >= ${day} AND u.at < ${day + DAY_MS} AND (u.at, u.seq) > (${day + DAY_MS / 2}, 0) ORDER BY u.at, u.seq LIMIT 1000`,
+    },
+    {
+      name: 'count one day of a stream',
+      sql: (tb) => `SELECT count(*) FROM ${tb} u WHERE u.stream = 'audit' AND u.at >= ${day} AND u.at < ${day + DAY_MS}`,
+    },
   ];
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   for (const qq of queries) {
     const time = async (tb: string) => {
       await q(qq.sql(tb));
       const xs: number[] = [];
-      for (let i = 0; i < RUNS; i++) { const s = performance.now(); await q(qq.sql(tb)); xs.push(performance.now() - s); }
+      for (let i = 0; i < RUNS; i++) {
+        const s = performance.now();
+        await q(qq.sql(tb));
+        xs.push(performance.now() - s);
+      }
       return median(xs);
     };
     const p = await time('uplink');
     const f = await time('uplink_flat');
     const plan = (await q(`EXPLAIN ${qq.sql('uplink')}`)).map((r) => r['QUERY PLAN'] as string);
     const parts = new Set(plan.join('\n').match(/uplink_p\d{8}|uplink_default/g) ?? []);
-    console.log(`${qq.name.padEnd(52)} partitioned ${p.toFixed(2)} ms, unpartitioned ${f.toFixed(2)} ms (${(f / p).toFixed(2)}× faster); reads ${parts.size} of ${DAYS + 4} partitions`);
+    console.log(
+      `${qq.name.padEnd(52)} partitioned ${p.toFixed(2)} ms, unpartitioned ${f.toFixed(2)} ms (${(f / p).toFixed(2)}× faster); reads ${parts.size} of ${DAYS + 4} partitions`,
+    );
   }
 
   // Retention of the oldest whole day: the partition is dropped; the baseline deletes its rows.
@@ -107,8 +143,12 @@ try {
   t = performance.now();
   const del = await c.query(`DELETE FROM uplink_flat WHERE at < ${oldest + DAY_MS}`);
   const delMs = performance.now() - t;
-  console.log(`retention of one day (${del.rowCount?.toLocaleString()} rows): DROP partition ${drop.toFixed(1)} ms, DELETE ${delMs.toFixed(0)} ms (${(delMs / Math.max(drop, 0.1)).toFixed(0)}× faster)`);
-  console.log(`plan shape: a time range reads only its days' partitions (Append over 1–2 index scans), so a query's work depends on the range, not the table: at 100 M rows (300 days) the same ranges touch the same 1–2 partitions of ~330 k rows each.`);
+  console.log(
+    `retention of one day (${del.rowCount?.toLocaleString()} rows): DROP partition ${drop.toFixed(1)} ms, DELETE ${delMs.toFixed(0)} ms (${(delMs / Math.max(drop, 0.1)).toFixed(0)}× faster)`,
+  );
+  console.log(
+    `plan shape: a time range reads only its days' partitions (Append over 1–2 index scans), so a query's work depends on the range, not the table: at 100 M rows (300 days) the same ranges touch the same 1–2 partitions of ~330 k rows each.`,
+  );
 } finally {
   await c.end();
   if (!values.keep) await admin.query(`DROP SCHEMA ${schema} CASCADE`);

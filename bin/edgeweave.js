@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 const url = new URL('../dist/cli/main.js', import.meta.url);
 const main = fileURLToPath(url);
 if (!existsSync(main)) {
-  process.stderr.write(`error: ${main} is missing: this copy of edgeweave was not built. Run npm run build in ${fileURLToPath(new URL('..', import.meta.url))} (npm install runs it), or run the sources with npm run edgeweave -- <command>\n`);
+  process.stderr.write(
+    `error: ${main} is missing: this copy of edgeweave was not built. Run npm run build in ${fileURLToPath(new URL('..', import.meta.url))} (npm install runs it), or run the sources with npm run edgeweave -- <command>\n`,
+  );
   process.exit(1);
 }
 const { run } = await import(url.href);

@@ -13,16 +13,25 @@ let vite;
 try {
   vite = await import('vite');
 } catch {
-  console.warn(existsSync(dist)
-    ? 'edgeweave: vite is not installed (production install?); serving the console build already in console/dist'
-    : 'edgeweave: vite is not installed, so the web console cannot be built; the cloud serves the API only (install dev dependencies and run npm run build:console)');
+  console.warn(
+    existsSync(dist)
+      ? 'edgeweave: vite is not installed (production install?); serving the console build already in console/dist'
+      : 'edgeweave: vite is not installed, so the web console cannot be built; the cloud serves the API only (install dev dependencies and run npm run build:console)',
+  );
   process.exit(0);
 }
 const started = Date.now();
 try {
-  await vite.build({ configFile: config, root: fileURLToPath(new URL('../console', import.meta.url)), logLevel: 'warn', mode: 'production' });
+  await vite.build({
+    configFile: config,
+    root: fileURLToPath(new URL('../console', import.meta.url)),
+    logLevel: 'warn',
+    mode: 'production',
+  });
 } catch (e) {
   console.error(`edgeweave: building the web console failed: ${e.message}`);
   process.exit(1);
 }
-console.log(`edgeweave: web console built into ${fileURLToPath(new URL('../console/dist', import.meta.url)).replace(root, '')} in ${Date.now() - started} ms`);
+console.log(
+  `edgeweave: web console built into ${fileURLToPath(new URL('../console/dist', import.meta.url)).replace(root, '')} in ${Date.now() - started} ms`,
+);

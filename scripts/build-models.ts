@@ -15,7 +15,11 @@ for (const build of TEMPLATE_MODELS) {
   const m = build();
   writeFileSync(`${dir}${m.file}`, m.bytes);
   // The templates carry their own copies, so that a bundle is self-contained.
-  for (const t of TEMPLATE_COPIES[m.file] ?? []) writeFileSync(fileURLToPath(new URL(`../templates/${t}/models/${m.file}`, import.meta.url)), m.bytes);
+  for (const t of TEMPLATE_COPIES[m.file] ?? [])
+    writeFileSync(fileURLToPath(new URL(`../templates/${t}/models/${m.file}`, import.meta.url)), m.bytes);
   const sha = createHash('sha256').update(m.bytes).digest('hex');
-  console.log(`${m.file}: ${m.bytes.length} bytes, sha256 ${sha}, ${((performance.now() - t0) / 1000).toFixed(1)} s`, JSON.stringify(m.report));
+  console.log(
+    `${m.file}: ${m.bytes.length} bytes, sha256 ${sha}, ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    JSON.stringify(m.report),
+  );
 }

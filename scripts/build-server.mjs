@@ -15,9 +15,11 @@ let tsc;
 try {
   tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 } catch {
-  console.warn(existsSync(main)
-    ? 'edgeweave: typescript is not installed (production install?); running the build already in dist/'
-    : 'edgeweave: typescript is not installed, so dist/ cannot be built and bin/edgeweave.js cannot run; install dev dependencies and run npm run build');
+  console.warn(
+    existsSync(main)
+      ? 'edgeweave: typescript is not installed (production install?); running the build already in dist/'
+      : 'edgeweave: typescript is not installed, so dist/ cannot be built and bin/edgeweave.js cannot run; install dev dependencies and run npm run build',
+  );
   process.exit(0);
 }
 // tsc's incremental state says nothing of deleted outputs: without the entry point, start over.

@@ -22,7 +22,18 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, copyFileSync, readdirSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
+import {
+  mkdtempSync,
+  mkdirSync,
+  rmSync,
+  writeFileSync,
+  copyFileSync,
+  readdirSync,
+  openSync,
+  writeSync,
+  closeSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -37,7 +48,7 @@ const SIZE = small
   ? { agentKills: 2, cloudKills: 1, stallMs: 2500, longStallMs: 6000, between: [400, 1200] as const, keepaliveS: 2 }
   : { agentKills: 10, cloudKills: 5, stallMs: 8000, longStallMs: 50_000, between: [500, 4000] as const, keepaliveS: 5 };
 let seed = Number(process.env.CHAOS_SEED ?? 20261130) >>> 0;
-const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296;
 const between = () => Math.floor(SIZE.between[0] + rand() * (SIZE.between[1] - SIZE.between[0]));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = (...a: unknown[]) => console.log(`[chaos ${new Date().toISOString().slice(11, 23)}]`, ...a);
@@ -45,7 +56,12 @@ const log = (...a: unknown[]) => console.log(`[chaos ${new Date().toISOString().
 async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 60_000, everyMs = 50): Promise<NonNullable<T>> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    try { const v = await fn(); if (v) return v as NonNullable<T>; } catch { /* not yet */ }
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch {
+      /* not yet */
+    }
     if (Date.now() > end) throw new Error(`chaos: timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(everyMs);
   }
@@ -59,15 +75,31 @@ async function freePort(): Promise<number> {
   return p;
 }
 
-interface Proc { child: ChildProcess; ready: Promise<Record<string, any>>; exited: Promise<number | string>; stderr(): string }
+interface Proc {
+  child: ChildProcess;
+  ready: Promise<Record<string, any>>;
+  exited: Promise<number | string>;
+  stderr(): string;
+}
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { ...process.env, EW_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, EW_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let err = '';
-  child.stderr!.on('data', (d) => { err = (err + d.toString()).slice(-50_000); });
+  child.stderr!.on('data', (d) => {
+    err = (err + d.toString()).slice(-50_000);
+  });
   const exited = new Promise<number | string>((r) => child.on('exit', (code, sig) => r(code ?? sig ?? -1)));
   const ready = new Promise<Record<string, any>>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      try { const o = JSON.parse(line); if (o.event === 'ready') resolve(o); } catch { /* not JSON */ }
+      try {
+        const o = JSON.parse(line);
+        if (o.event === 'ready') resolve(o);
+      } catch {
+        /* not JSON */
+      }
     });
     void exited.then((c) => reject(new Error(`edgeweave ${args[0]} exited (${c}) before it was ready:\n${err.slice(-2000)}`)));
   });
@@ -81,12 +113,22 @@ class Proxy {
   private server!: Server;
   private pairs = new Set<{ a: Socket; b: Socket }>();
   private waiting: Socket[] = [];
-  constructor(readonly port: number, private readonly target: number) {}
+  constructor(
+    readonly port: number,
+    private readonly target: number,
+  ) {}
   async start(): Promise<void> {
     this.server = createServer((a) => {
       a.on('error', () => {});
-      if (this.mode === 'refuse') { a.destroy(); return; }
-      if (this.mode === 'stall') { a.pause(); this.waiting.push(a); return; }
+      if (this.mode === 'refuse') {
+        a.destroy();
+        return;
+      }
+      if (this.mode === 'stall') {
+        a.pause();
+        this.waiting.push(a);
+        return;
+      }
       this.join(a);
     });
     await new Promise<void>((r) => this.server.listen(this.port, '127.0.0.1', () => r()));
@@ -100,21 +142,43 @@ class Proxy {
     a.pipe(b);
     b.pipe(a);
     a.resume();
-    const done = () => { this.pairs.delete(pair); a.destroy(); b.destroy(); };
+    const done = () => {
+      this.pairs.delete(pair);
+      a.destroy();
+      b.destroy();
+    };
     a.on('close', done);
     b.on('close', done);
   }
   set(mode: 'pass' | 'refuse' | 'stall'): void {
     this.mode = mode;
-    if (mode === 'refuse') for (const p of [...this.pairs]) { p.a.destroy(); p.b.destroy(); }
-    if (mode === 'stall') for (const p of this.pairs) { p.a.unpipe(p.b); p.b.unpipe(p.a); p.a.pause(); p.b.pause(); }
+    if (mode === 'refuse')
+      for (const p of [...this.pairs]) {
+        p.a.destroy();
+        p.b.destroy();
+      }
+    if (mode === 'stall')
+      for (const p of this.pairs) {
+        p.a.unpipe(p.b);
+        p.b.unpipe(p.a);
+        p.a.pause();
+        p.b.pause();
+      }
     if (mode === 'pass') {
-      for (const p of this.pairs) { p.a.pipe(p.b); p.b.pipe(p.a); p.a.resume(); p.b.resume(); }
+      for (const p of this.pairs) {
+        p.a.pipe(p.b);
+        p.b.pipe(p.a);
+        p.a.resume();
+        p.b.resume();
+      }
       for (const a of this.waiting.splice(0)) if (!a.destroyed) this.join(a);
     }
   }
   close(): void {
-    for (const p of this.pairs) { p.a.destroy(); p.b.destroy(); }
+    for (const p of this.pairs) {
+      p.a.destroy();
+      p.b.destroy();
+    }
     for (const a of this.waiting) a.destroy();
     this.server.close();
   }
@@ -129,16 +193,49 @@ class Clouds {
   procs: (Proc | undefined)[] = [];
   readonly http: number[] = [];
   readonly mqtt: number[] = [];
-  constructor(readonly dataDir: string, readonly adminKey: string, readonly publicMqtt: number, readonly db: string | undefined, readonly replicas = 1) {}
+  constructor(
+    readonly dataDir: string,
+    readonly adminKey: string,
+    readonly publicMqtt: number,
+    readonly db: string | undefined,
+    readonly replicas = 1,
+  ) {}
   async init(): Promise<void> {
     writeFileSync(join(this.dataDir, 'admin.key'), this.adminKey, { mode: 0o600 });
-    for (let i = 0; i < this.replicas; i++) { this.http.push(await freePort()); this.mqtt.push(await freePort()); }
+    for (let i = 0; i < this.replicas; i++) {
+      this.http.push(await freePort());
+      this.mqtt.push(await freePort());
+    }
   }
-  get url(): string { return `http://127.0.0.1:${this.http[0]}`; }
+  get url(): string {
+    return `http://127.0.0.1:${this.http[0]}`;
+  }
   async start(i = 0): Promise<void> {
-    const p = cli(['cloud', '--data-dir', this.dataDir, '--host', '127.0.0.1', '--port', String(this.http[i]), '--mqtt-host', '127.0.0.1', '--mqtt-port', String(this.mqtt[i]),
-      '--mqtt-public-url', `mqtt://127.0.0.1:${this.publicMqtt}`, '--admin-key-file', join(this.dataDir, 'admin.key'), '--rate-limit', 'off', '--heartbeat-interval', '1', '--no-console',
-      '--mqtt-limits', 'connectBurst=1000000,connectPerSecond=1000000,maxPendingPerAddress=1000000,authFailBurst=1000000,authFailPerMinute=1000000', ...(this.db ? ['--db', this.db] : [])]);
+    const p = cli([
+      'cloud',
+      '--data-dir',
+      this.dataDir,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(this.http[i]),
+      '--mqtt-host',
+      '127.0.0.1',
+      '--mqtt-port',
+      String(this.mqtt[i]),
+      '--mqtt-public-url',
+      `mqtt://127.0.0.1:${this.publicMqtt}`,
+      '--admin-key-file',
+      join(this.dataDir, 'admin.key'),
+      '--rate-limit',
+      'off',
+      '--heartbeat-interval',
+      '1',
+      '--no-console',
+      '--mqtt-limits',
+      'connectBurst=1000000,connectPerSecond=1000000,maxPendingPerAddress=1000000,authFailBurst=1000000,authFailPerMinute=1000000',
+      ...(this.db ? ['--db', this.db] : []),
+    ]);
     this.procs[i] = p;
     await p.ready;
   }
@@ -150,7 +247,11 @@ class Clouds {
     this.procs[i] = undefined;
   }
   async api(method: string, path: string, body?: unknown): Promise<any> {
-    const r = await fetch(`${this.url}${path}`, { method, headers: { authorization: `Bearer ${this.adminKey}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+    const r = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.adminKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
     const t = await r.text();
     if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${t}`);
     return t ? JSON.parse(t) : undefined;
@@ -175,11 +276,18 @@ class Device {
     c.on('error', () => {});
     this.client = c;
     this.inFlight = 0;
-    c.on('close', () => { if (this.client === c) this.client = undefined; });
+    c.on('close', () => {
+      if (this.client === c) this.client = undefined;
+    });
     this.pump();
   }
-  start(): void { this.running = true; this.pump(); }
-  stop(): void { this.running = false; }
+  start(): void {
+    this.running = true;
+    this.pump();
+  }
+  stop(): void {
+    this.running = false;
+  }
   private pump(): void {
     const c = this.client;
     while (this.running && c && this.client === c && c.connected && this.inFlight < 10) {
@@ -195,11 +303,25 @@ class Device {
       });
     }
   }
-  get connected(): boolean { return !!this.client?.connected; }
-  close(): void { this.running = false; this.client?.end(true); }
+  get connected(): boolean {
+    return !!this.client?.connected;
+  }
+  close(): void {
+    this.running = false;
+    this.client?.end(true);
+  }
 }
 
-interface Row { scenario: string; sent: number; acknowledged: number; stored: number; lost: number; duplicated: number; recoveryMs: number[]; note?: string }
+interface Row {
+  scenario: string;
+  sent: number;
+  acknowledged: number;
+  stored: number;
+  lost: number;
+  duplicated: number;
+  recoveryMs: number[];
+  note?: string;
+}
 
 async function main(): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'ew-chaos-'));
@@ -212,9 +334,16 @@ async function main(): Promise<number> {
   if (process.env.CHAOS_PG) {
     const schema = `ew_chaos_${process.pid}`;
     const c = new pg.Client({ connectionString: process.env.CHAOS_PG });
-    await c.connect(); await c.query(`create schema ${schema}`); await c.end();
+    await c.connect();
+    await c.query(`create schema ${schema}`);
+    await c.end();
     db = `${process.env.CHAOS_PG}${process.env.CHAOS_PG.includes('?') ? '&' : '?'}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
-    dropSchema = async () => { const d = new pg.Client({ connectionString: process.env.CHAOS_PG }); await d.connect(); await d.query(`drop schema if exists ${schema} cascade`); await d.end(); };
+    dropSchema = async () => {
+      const d = new pg.Client({ connectionString: process.env.CHAOS_PG });
+      await d.connect();
+      await d.query(`drop schema if exists ${schema} cascade`);
+      await d.end();
+    };
   }
   const proxyPort = await freePort();
   const clouds = new Clouds(cloudDir, newSecret('ewk'), proxyPort, db);
@@ -225,8 +354,23 @@ async function main(): Promise<number> {
   const devicePassword = newSecret('ewd');
   writeFileSync(join(siteDir, 'api.key'), apiKey, { mode: 0o600 });
   writeFileSync(join(siteDir, 'device.pw'), devicePassword, { mode: 0o600 });
-  const edgeArgs = (dir: string) => ['edge', '--data-dir', dir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', '--api-key-file', join(dir, 'api.key'),
-    '--device-password-file', join(dir, 'device.pw'), '--cloud-keepalive', String(SIZE.keepaliveS)];
+  const edgeArgs = (dir: string) => [
+    'edge',
+    '--data-dir',
+    dir,
+    '--api-port',
+    '0',
+    '--device-port',
+    '0',
+    '--device-host',
+    '127.0.0.1',
+    '--api-key-file',
+    join(dir, 'api.key'),
+    '--device-password-file',
+    join(dir, 'device.pw'),
+    '--cloud-keepalive',
+    String(SIZE.keepaliveS),
+  ];
   let agent: Proc | undefined;
   const device = new Device(devicePassword);
   const rows: Row[] = [];
@@ -234,17 +378,29 @@ async function main(): Promise<number> {
   try {
     log(`size ${small ? 'small' : 'full'}, cloud on ${db ? 'PostgreSQL' : 'SQLite'}, seed ${process.env.CHAOS_SEED ?? 20261130}`);
     await clouds.start();
-    const token = (await clouds.api('POST', '/api/v1/tokens', { labels: { chaos: 'yes' }, region: 'chaos', ttlSeconds: 3600 })).token as string;
+    const token = (await clouds.api('POST', '/api/v1/tokens', { labels: { chaos: 'yes' }, region: 'chaos', ttlSeconds: 3600 }))
+      .token as string;
     agent = cli([...edgeArgs(siteDir), '--cloud', clouds.url], { EW_JOIN_TOKEN: token });
     let ready = await agent.ready;
     const siteId = ready.siteId as string;
-    await clouds.api('POST', '/api/v1/apps', { manifest: {
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'chaos', version: '1.0.0' },
-      spec: { streams: [{ name: 'recs', topic: 'chaos/+/rec', format: 'json', schema: { dev: 'string', n: 'int' } }], rules: [{ name: 'pass', sql: 'SELECT dev, n FROM recs', sinks: [{ uplink: 'chaos' }] }], policy: { egress: { allow: ['chaos'] } } },
-    } });
+    await clouds.api('POST', '/api/v1/apps', {
+      manifest: {
+        apiVersion: 'edgeweave/v1',
+        kind: 'App',
+        metadata: { name: 'chaos', version: '1.0.0' },
+        spec: {
+          streams: [{ name: 'recs', topic: 'chaos/+/rec', format: 'json', schema: { dev: 'string', n: 'int' } }],
+          rules: [{ name: 'pass', sql: 'SELECT dev, n FROM recs', sinks: [{ uplink: 'chaos' }] }],
+          policy: { egress: { allow: ['chaos'] } },
+        },
+      },
+    });
     await clouds.api('POST', '/api/v1/deployments', { app: 'chaos', version: '1.0.0', selector: { chaos: 'yes' } });
-    const local = async (path: string) => (await (await fetch(`${ready.apiUrl}${path}`, { headers: { authorization: `Bearer ${apiKey}` } })).json()) as any;
-    await until('the rule running', async () => (await local('/api/v1/rules')).items.some((r: { rule: string; state: string }) => r.rule === 'pass' && r.state === 'running'));
+    const local = async (path: string) =>
+      (await (await fetch(`${ready.apiUrl}${path}`, { headers: { authorization: `Bearer ${apiKey}` } })).json()) as any;
+    await until('the rule running', async () =>
+      (await local('/api/v1/rules')).items.some((r: { rule: string; state: string }) => r.rule === 'pass' && r.state === 'running'),
+    );
 
     /** Every `n` the cloud stored, with repeats. */
     const stored = async (): Promise<number[]> => {
@@ -262,11 +418,22 @@ async function main(): Promise<number> {
       ready = await agent.ready;
       await device.attach(ready.deviceUrl as string);
     };
-    const killAgent = async () => { agent!.child.kill('SIGKILL'); await agent!.exited; };
+    const killAgent = async () => {
+      agent!.child.kill('SIGKILL');
+      await agent!.exited;
+    };
     /** Time until every record acknowledged so far is at the cloud. */
     const delivered = async (from: number, timeoutMs = 120_000) => {
       const want = [...device.acked];
-      await until('every acknowledged record at the cloud', async () => { const got = new Set(await stored()); return want.every((n) => got.has(n)); }, timeoutMs, 100);
+      await until(
+        'every acknowledged record at the cloud',
+        async () => {
+          const got = new Set(await stored());
+          return want.every((n) => got.has(n));
+        },
+        timeoutMs,
+        100,
+      );
       return Date.now() - from;
     };
     const scenario = async (name: string, fn: (recovery: number[]) => Promise<string | void>) => {
@@ -283,16 +450,31 @@ async function main(): Promise<number> {
       // Settle: the device paused, everything acknowledged must reach the cloud.
       device.stop();
       await sleep(300);
-      try { await delivered(Date.now()); } catch (e) { note = `${note ?? ''} ${(e as Error).message}`; }
+      try {
+        await delivered(Date.now());
+      } catch (e) {
+        note = `${note ?? ''} ${(e as Error).message}`;
+      }
       const idx = rows.length;
       const mine = new Set([...device.published].filter(([, s]) => s === idx).map(([n]) => n));
       const got = (await stored()).filter((n) => mine.has(n));
       const counts = new Map<number, number>();
       for (const n of got) counts.set(n, (counts.get(n) ?? 0) + 1);
       const acked = [...device.acked].filter((n) => mine.has(n));
-      const row: Row = { scenario: name, sent: mine.size, acknowledged: acked.length, stored: counts.size, lost: acked.filter((n) => !counts.has(n)).length, duplicated: [...counts.values()].filter((c) => c > 1).length, recoveryMs: recovery, ...(note ? { note } : {}) };
+      const row: Row = {
+        scenario: name,
+        sent: mine.size,
+        acknowledged: acked.length,
+        stored: counts.size,
+        lost: acked.filter((n) => !counts.has(n)).length,
+        duplicated: [...counts.values()].filter((c) => c > 1).length,
+        recoveryMs: recovery,
+        ...(note ? { note } : {}),
+      };
       rows.push(row);
-      log(`${name}: sent ${row.sent}, acknowledged ${row.acknowledged}, stored ${row.stored}, lost ${row.lost}, duplicated ${row.duplicated}, recovery ${recovery.map((r) => `${r} ms`).join(' / ') || '-'}${note ? ` (${note})` : ''}`);
+      log(
+        `${name}: sent ${row.sent}, acknowledged ${row.acknowledged}, stored ${row.stored}, lost ${row.lost}, duplicated ${row.duplicated}, recovery ${recovery.map((r) => `${r} ms`).join(' / ') || '-'}${note ? ` (${note})` : ''}`,
+      );
       device.start();
     };
 
@@ -322,7 +504,11 @@ async function main(): Promise<number> {
       }
     });
 
-    for (const [name, mode, ms] of [['partition: refused', 'refuse', SIZE.stallMs], ['partition: stalled', 'stall', SIZE.stallMs], ['partition: long stall', 'stall', SIZE.longStallMs]] as const) {
+    for (const [name, mode, ms] of [
+      ['partition: refused', 'refuse', SIZE.stallMs],
+      ['partition: stalled', 'stall', SIZE.stallMs],
+      ['partition: long stall', 'stall', SIZE.longStallMs],
+    ] as const) {
       await scenario(`${name} ${ms / 1000} s`, async (rec) => {
         await sleep(between());
         proxy.set(mode);
@@ -330,7 +516,8 @@ async function main(): Promise<number> {
         proxy.set('pass');
         rec.push(await delivered(Date.now()));
         const h = await local('/healthz');
-        if (h.link !== 'connected') await until('the link connected again', async () => (await local('/healthz')).link === 'connected', 60_000);
+        if (h.link !== 'connected')
+          await until('the link connected again', async () => (await local('/healthz')).link === 'connected', 60_000);
       });
     }
 
@@ -384,21 +571,35 @@ async function main(): Promise<number> {
     device.stop();
   } finally {
     device.close();
-    if (agent) { agent.child.kill('SIGKILL'); await agent.exited; }
+    if (agent) {
+      agent.child.kill('SIGKILL');
+      await agent.exited;
+    }
     await clouds.kill(0).catch(() => {});
     proxy.close();
     await dropSchema().catch(() => {});
     rmSync(work, { recursive: true, force: true });
   }
   console.log('\nscenario                              sent   acked  stored  lost  dup  recovery (ms)');
-  for (const r of rows) console.log(`${r.scenario.padEnd(34)} ${String(r.sent).padStart(7)} ${String(r.acknowledged).padStart(7)} ${String(r.stored).padStart(7)} ${String(r.lost).padStart(5)} ${String(r.duplicated).padStart(4)}  ${r.recoveryMs.join(', ') || '-'}${r.note ? `  ${r.note}` : ''}`);
+  for (const r of rows)
+    console.log(
+      `${r.scenario.padEnd(34)} ${String(r.sent).padStart(7)} ${String(r.acknowledged).padStart(7)} ${String(r.stored).padStart(7)} ${String(r.lost).padStart(5)} ${String(r.duplicated).padStart(4)}  ${r.recoveryMs.join(', ') || '-'}${r.note ? `  ${r.note}` : ''}`,
+    );
   const bad = rows.filter((r) => r.lost > 0 || r.duplicated > 0);
   console.log(JSON.stringify({ event: 'chaos', size: small ? 'small' : 'full', ok: !failed && bad.length === 0, scenarios: rows }));
   if (failed || bad.length) {
-    console.error(`chaos: FAILED — ${bad.map((r) => `${r.scenario}: ${r.lost} lost, ${r.duplicated} duplicated`).join('; ') || 'a scenario did not complete'}`);
+    console.error(
+      `chaos: FAILED — ${bad.map((r) => `${r.scenario}: ${r.lost} lost, ${r.duplicated} duplicated`).join('; ') || 'a scenario did not complete'}`,
+    );
     return 1;
   }
   return 0;
 }
 
-main().then((code) => process.exit(code), (e) => { console.error(e); process.exit(1); });
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

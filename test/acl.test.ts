@@ -6,13 +6,26 @@ import { topics } from '../src/contracts/topics.ts';
 import { ENVELOPE_VERSION } from '../src/contracts/messages.ts';
 import { mayPublish, maySubscribe } from '../src/cloud/hub/embedded.ts';
 
-interface Creds { siteId: string; mqtt: { url: string; username: string; password: string; clientId: string } }
+interface Creds {
+  siteId: string;
+  mqtt: { url: string; username: string; password: string; clientId: string };
+}
 
 function connect(c: Creds, over: Partial<mqtt.IClientOptions> = {}): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect(c.mqtt.url, { clientId: c.mqtt.clientId, username: c.mqtt.username, password: c.mqtt.password, protocolVersion: 4, reconnectPeriod: 0, ...over });
+    const client = mqtt.connect(c.mqtt.url, {
+      clientId: c.mqtt.clientId,
+      username: c.mqtt.username,
+      password: c.mqtt.password,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+      ...over,
+    });
     client.once('connect', () => resolve(client));
-    client.once('error', (e) => { client.end(true); reject(e); });
+    client.once('error', (e) => {
+      client.end(true);
+      reject(e);
+    });
   });
 }
 
@@ -27,7 +40,8 @@ async function subscribeCode(c: MqttClient, filter: string): Promise<number> {
   }
 }
 
-const uplink = (id: string) => JSON.stringify({ v: ENVELOPE_VERSION, id, ts: 1, type: 'uplink', body: { stream: 's', at: 1, data: { id } } });
+const uplink = (id: string) =>
+  JSON.stringify({ v: ENVELOPE_VERSION, id, ts: 1, type: 'uplink', body: { stream: 's', at: 1, data: { id } } });
 
 describe('the embedded hub confines each site to ew/{siteId}/#', () => {
   let cloud: TestCloud;

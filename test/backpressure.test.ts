@@ -14,7 +14,9 @@ import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';
 
 const manifest = (name: string) => ({
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: '1.0.0' },
+  apiVersion: 'edgeweave/v1',
+  kind: 'App',
+  metadata: { name, version: '1.0.0' },
   spec: {
     streams: [{ name: 'recs', topic: 'bp/+/rec', format: 'json', schema: { dev: 'string', n: 'int' } }],
     rules: [{ name: 'pass', sql: 'SELECT dev, n FROM recs', sinks: [{ uplink: 'out' }] }],
@@ -38,23 +40,45 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
       const tenantId = (await cloud.handle.store.getSiteById(siteId))!.tenantId;
       await cloud.stop(); // nothing leaves the outbox now
 
-      const device = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+      const device = await mqtt.connectAsync(edge.handle.deviceUrl, {
+        username: 'device',
+        password: edge.devicePassword,
+        reconnectPeriod: 0,
+      });
       const acked = new Set<number>();
-      for (let n = 0; n < 60; n++) device.publish(`bp/d${n % 3}/rec`, JSON.stringify({ dev: `d${n % 3}`, n }), { qos: 1 }, (err) => { if (!err) acked.add(n); });
-      const metrics = async () => (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
-      await waitFor('acknowledgements withheld for a full outbox', async () => /ew_edge_device_acks_withheld_total\{reason="outbox_full"\} [1-9]/.test(await metrics()), 15_000, 25);
+      for (let n = 0; n < 60; n++)
+        device.publish(`bp/d${n % 3}/rec`, JSON.stringify({ dev: `d${n % 3}`, n }), { qos: 1 }, (err) => {
+          if (!err) acked.add(n);
+        });
+      const metrics = async () =>
+        (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
+      await waitFor(
+        'acknowledgements withheld for a full outbox',
+        async () => /ew_edge_device_acks_withheld_total\{reason="outbox_full"\} [1-9]/.test(await metrics()),
+        15_000,
+        25,
+      );
       await waitFor('the outbox full', () => edge.handle.outbox.pending === 30, 15_000);
       await waitFor('the PUBACKs of what fits', () => acked.size >= 30, 15_000);
       // Exactly what fits was acknowledged; the rest waits unacknowledged at the device.
       assert.equal(acked.size, 30);
-      assert.deepEqual([...acked].sort((a, b) => a - b), Array.from({ length: 30 }, (_, i) => i));
-      const rules = (await (await fetch(`${edge.handle.apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as { items: { sinkDropped: number; sinkErrors: number }[] };
+      assert.deepEqual(
+        [...acked].sort((a, b) => a - b),
+        Array.from({ length: 30 }, (_, i) => i),
+      );
+      const rules = (await (
+        await fetch(`${edge.handle.apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${edge.apiKey}` } })
+      ).json()) as { items: { sinkDropped: number; sinkErrors: number }[] };
       assert.equal(rules.items[0]!.sinkDropped, 0, 'no result refused: the device was slowed instead');
       assert.equal(edge.handle.outbox.dropped, 0);
 
       // A record no stream reads is acknowledged and counted by topic, never dropped silently.
       // (Another device: aedes reads nothing more from one whose publishes wait for their PUBACK.)
-      const other = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+      const other = await mqtt.connectAsync(edge.handle.deviceUrl, {
+        username: 'device',
+        password: edge.devicePassword,
+        reconnectPeriod: 0,
+      });
       await other.publishAsync('nobody/reads/this', '{"x":1}', { qos: 1 });
       await other.endAsync();
       assert.match(await metrics(), /ew_edge_records_unrouted_total\{topic="nobody\/reads\/this"\} 1\b/);
@@ -62,8 +86,13 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
       await cloud.restart(); // the outbox drains, the withheld records go through
       await waitFor('all 60 acknowledged', () => acked.size === 60, 30_000);
       await waitFor('all 60 at the cloud', async () => (await cloud.handle.store.countUplink(siteId, 'out')) >= 60, 30_000, 50);
-      const ns = (await cloud.handle.store.queryUplink(tenantId, { siteId, stream: 'out', limit: 1000 })).map((r) => (r.data as { n: number }).n).sort((a, b) => a - b);
-      assert.deepEqual(ns, Array.from({ length: 60 }, (_, i) => i));
+      const ns = (await cloud.handle.store.queryUplink(tenantId, { siteId, stream: 'out', limit: 1000 }))
+        .map((r) => (r.data as { n: number }).n)
+        .sort((a, b) => a - b);
+      assert.deepEqual(
+        ns,
+        Array.from({ length: 60 }, (_, i) => i),
+      );
       await device.endAsync();
     } finally {
       await edge.stop();
@@ -81,8 +110,22 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     const dead = new DeadLetters(db, clock);
     const router = new StreamRouter(dead);
     const host = new RuleHost({
-      router, dead, clock, log: silentLogger(),
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
+      router,
+      dead,
+      clock,
+      log: silentLogger(),
+      sinkContext: (app, rule, allowedFields) => ({
+        siteId: 's',
+        app,
+        rule,
+        outbox,
+        audit: new EgressAudit(db, clock, new Registry()),
+        log: silentLogger(),
+        clock,
+        allowedFields,
+        siteLog: silentLogger(),
+        publishLocal: () => {},
+      }),
       durable: { journal, db, outbox },
     });
     await host.start({ name: 'bp', version: '1.0.0', deploymentId: 'd', manifest: parseManifest(manifest('bp')) });
@@ -113,15 +156,30 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     const dead = new DeadLetters(db, clock);
     const router = new StreamRouter(dead);
     const host = new RuleHost({
-      router, dead, clock, log: silentLogger(),
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's', app, rule, outbox, audit: new EgressAudit(db, clock, new Registry()), log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
+      router,
+      dead,
+      clock,
+      log: silentLogger(),
+      sinkContext: (app, rule, allowedFields) => ({
+        siteId: 's',
+        app,
+        rule,
+        outbox,
+        audit: new EgressAudit(db, clock, new Registry()),
+        log: silentLogger(),
+        clock,
+        allowedFields,
+        siteLog: silentLogger(),
+        publishLocal: () => {},
+      }),
       durable: { journal, db, outbox },
     });
     // Per record: `pass` writes one result, `twice` two (two uplink sinks), `win` one per group
     // and 2 s window of a 4 s hopping window (two windows per record): five rows in all.
     const m = manifest('room');
     const app = {
-      ...m, spec: {
+      ...m,
+      spec: {
         ...m.spec,
         rules: [
           ...m.spec.rules,
@@ -136,17 +194,24 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     assert.equal(host.cost('other/topic'), 0);
     const ticks: (() => void)[] = [];
     const intake = new Intake({
-      journal, clock, log: silentLogger(),
+      journal,
+      clock,
+      log: silentLogger(),
       routes: (t) => router.routes(t),
-      deliver: (seq, topic, payload, props) => { router.onMessage(topic, payload, props, seq); host.delivered(seq); },
+      deliver: (seq, topic, payload, props) => {
+        router.onMessage(topic, payload, props, seq);
+        host.delivered(seq);
+      },
       gate: () => undefined,
       room: () => outbox.room - host.reserved(),
       cost: (t) => host.cost(t),
-      onUnrouted: () => {}, onWithheld: () => {},
+      onUnrouted: () => {},
+      onWithheld: () => {},
       defer: (fn) => ticks.push(fn),
     });
     const acked = new Set<number>();
-    for (let n = 0; n < 40; n++) void intake.accept(`bp/d${n % 2}/rec`, Buffer.from(JSON.stringify({ dev: `d${n % 2}`, n })), undefined).then(() => acked.add(n));
+    for (let n = 0; n < 40; n++)
+      void intake.accept(`bp/d${n % 2}/rec`, Buffer.from(JSON.stringify({ dev: `d${n % 2}`, n })), undefined).then(() => acked.add(n));
     const settle = async () => {
       while (ticks.length) ticks.shift()!();
       host.commit();

@@ -47,12 +47,53 @@ describe('app bundle validation', () => {
     assert.equal(b.models[0]!.sha256.length, 64);
     assert.match(b.manifest.spec.rules[0]!.sql, /infer\('vib-ae'/);
   });
-  it('YAML syntax', () => fails(bundle(yamlEdit('  version: 1.0.0', '  version: [1.0.0')), 'INVALID_MANIFEST', /edgeweave\.yaml:\d+:\d+/, /not valid YAML/));
-  it('a field the schema refuses', () => fails(bundle(yamlEdit('  version: 1.0.0', '  version: one')), 'INVALID_MANIFEST', new RegExp(`edgeweave\\.yaml:${lineOf('  version: 1.0.0')}:12`), /semantic version/));
-  it('inline SQL: line and column inside the block', () => fails(bundle(yamlEdit('      sqlFile: rules/machine-health.sql', '      sql: |\n        SELECT machineId,\n               avg(rsm) AS r\n        FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 30)')),
-    'SQL_INVALID', new RegExp(`edgeweave\\.yaml:${lineOf('sqlFile: rules/machine-health.sql') + 2}:20`), /no field "rsm"/));
-  it('a rule leaking past the egress policy', () => fails(bundle(yamlEdit('        - uplink: machine-health', '        - uplink: raw-readings')), 'EGRESS_DENIED', /edgeweave\.yaml:\d+:\d+/, /no grant for "raw-readings"/));
-  it('a missing model file', () => fails(bundle(yamlEdit('path: models/vibration-ae.onnx', 'path: models/nope.onnx')), 'INVALID_MANIFEST', new RegExp(`edgeweave\\.yaml:${lineOf('path: models/vibration-ae.onnx')}:13`), /models\/nope\.onnx does not exist/));
-  it('a model file ONNX Runtime cannot load', () => fails(bundle((d) => writeFileSync(join(d, 'models', 'vibration-ae.onnx'), 'not a model')), 'MODEL_LOAD_FAILED', /models\/vibration-ae\.onnx:1:1/, /cannot load|can load/));
-  it('a sha256 that is not the file\'s', () => fails(bundle(yamlEdit('      path: models/vibration-ae.onnx', `      path: models/vibration-ae.onnx\n      sha256: ${'a'.repeat(64)}`)), 'ARTIFACT_DIGEST_MISMATCH', new RegExp(`edgeweave\\.yaml:${lineOf('path: models/vibration-ae.onnx') + 1}:15`), /hashes to/));
+  it('YAML syntax', () =>
+    fails(bundle(yamlEdit('  version: 1.0.0', '  version: [1.0.0')), 'INVALID_MANIFEST', /edgeweave\.yaml:\d+:\d+/, /not valid YAML/));
+  it('a field the schema refuses', () =>
+    fails(
+      bundle(yamlEdit('  version: 1.0.0', '  version: one')),
+      'INVALID_MANIFEST',
+      new RegExp(`edgeweave\\.yaml:${lineOf('  version: 1.0.0')}:12`),
+      /semantic version/,
+    ));
+  it('inline SQL: line and column inside the block', () =>
+    fails(
+      bundle(
+        yamlEdit(
+          '      sqlFile: rules/machine-health.sql',
+          '      sql: |\n        SELECT machineId,\n               avg(rsm) AS r\n        FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 30)',
+        ),
+      ),
+      'SQL_INVALID',
+      new RegExp(`edgeweave\\.yaml:${lineOf('sqlFile: rules/machine-health.sql') + 2}:20`),
+      /no field "rsm"/,
+    ));
+  it('a rule leaking past the egress policy', () =>
+    fails(
+      bundle(yamlEdit('        - uplink: machine-health', '        - uplink: raw-readings')),
+      'EGRESS_DENIED',
+      /edgeweave\.yaml:\d+:\d+/,
+      /no grant for "raw-readings"/,
+    ));
+  it('a missing model file', () =>
+    fails(
+      bundle(yamlEdit('path: models/vibration-ae.onnx', 'path: models/nope.onnx')),
+      'INVALID_MANIFEST',
+      new RegExp(`edgeweave\\.yaml:${lineOf('path: models/vibration-ae.onnx')}:13`),
+      /models\/nope\.onnx does not exist/,
+    ));
+  it('a model file ONNX Runtime cannot load', () =>
+    fails(
+      bundle((d) => writeFileSync(join(d, 'models', 'vibration-ae.onnx'), 'not a model')),
+      'MODEL_LOAD_FAILED',
+      /models\/vibration-ae\.onnx:1:1/,
+      /cannot load|can load/,
+    ));
+  it("a sha256 that is not the file's", () =>
+    fails(
+      bundle(yamlEdit('      path: models/vibration-ae.onnx', `      path: models/vibration-ae.onnx\n      sha256: ${'a'.repeat(64)}`)),
+      'ARTIFACT_DIGEST_MISMATCH',
+      new RegExp(`edgeweave\\.yaml:${lineOf('path: models/vibration-ae.onnx') + 1}:15`),
+      /hashes to/,
+    ));
 });

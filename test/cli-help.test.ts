@@ -9,9 +9,19 @@ it('every command has --help with a description and an example', () => {
   const walk = (cmd: Command, path: string[]) => {
     for (const c of cmd.commands) {
       const name = [...path, c.name()].join(' ');
-      if (c.commands.length) { walk(c, [...path, c.name()]); continue; }
+      if (c.commands.length) {
+        walk(c, [...path, c.name()]);
+        continue;
+      }
       let out = '';
-      c.configureOutput({ writeOut: (s) => { out += s; }, writeErr: (s) => { out += s; } });
+      c.configureOutput({
+        writeOut: (s) => {
+          out += s;
+        },
+        writeErr: (s) => {
+          out += s;
+        },
+      });
       c.outputHelp();
       if (!c.description()) missing.push(`${name}: no description`);
       if (!/Examples?:/.test(out)) missing.push(`${name}: no example`);

@@ -10,10 +10,20 @@ import { startTestCloud, tempDir, removeDirs, type TestCloud } from './support/h
 describe('edgeweave edge: exit codes and messages', () => {
   let cloud: TestCloud;
   const dirs: string[] = [];
-  before(async () => { cloud = await startTestCloud(); });
-  after(async () => { await cloud.stop(); removeDirs(...dirs); });
-  const dir = () => { const d = tempDir('cli'); dirs.push(d); return d; };
-  const edge = (args: string[], env: NodeJS.ProcessEnv = {}) => spawnCli(['edge', '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', ...args], env);
+  before(async () => {
+    cloud = await startTestCloud();
+  });
+  after(async () => {
+    await cloud.stop();
+    removeDirs(...dirs);
+  });
+  const dir = () => {
+    const d = tempDir('cli');
+    dirs.push(d);
+    return d;
+  };
+  const edge = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    spawnCli(['edge', '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', ...args], env);
 
   it('exits 2 when not enrolled and no token is given', async () => {
     const p = edge(['--data-dir', dir()]);
@@ -36,7 +46,12 @@ describe('edgeweave edge: exit codes and messages', () => {
 
   it('exits 4 when the cloud cannot be reached', async () => {
     // A port that was free a moment ago: nothing listens there.
-    const port = await new Promise<number>((r) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
+    const port = await new Promise<number>((r) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port;
+        s.close(() => r(p));
+      });
+    });
     const p = edge(['--data-dir', dir(), '--cloud', `http://127.0.0.1:${port}`], { EW_JOIN_TOKEN: 'ewj_x' });
     assert.equal(await p.exited, 4);
     assert.match(p.stderr(), /error CLOUD_UNREACHABLE: cannot reach the cloud/);
@@ -47,7 +62,10 @@ describe('edgeweave edge: exit codes and messages', () => {
     const sitesBefore = (await cloud.api('GET', '/api/v1/sites')).body.items.length;
     const argv = edge(['--data-dir', dir(), '--cloud', cloud.url, '--token', token]);
     assert.equal(await argv.exited, 2);
-    assert.match(argv.stderr(), /error CONFIG_INVALID: a join token on the command line is visible to every user .*--token-file .*EW_JOIN_TOKEN/);
+    assert.match(
+      argv.stderr(),
+      /error CONFIG_INVALID: a join token on the command line is visible to every user .*--token-file .*EW_JOIN_TOKEN/,
+    );
     assert.equal((await cloud.api('GET', '/api/v1/sites')).body.items.length, sitesBefore, 'the refused start did not enroll');
     const d = dir();
     const agent = edge(['--data-dir', d, '--cloud', cloud.url], { EW_JOIN_TOKEN: token });
@@ -56,7 +74,7 @@ describe('edgeweave edge: exit codes and messages', () => {
       assert.ok(ready.siteId);
       // What any user of the machine can read about the process: its command line.
       const cmdline = readFileSync(`/proc/${agent.child.pid}/cmdline`, 'utf8');
-      assert.ok(cmdline.includes(d), 'this is the agent\'s command line');
+      assert.ok(cmdline.includes(d), "this is the agent's command line");
       assert.ok(!cmdline.includes(token), 'the token is not in the command line');
     } finally {
       agent.child.kill('SIGTERM');
@@ -77,14 +95,29 @@ describe('edgeweave sql: try a rule on JSON lines', () => {
 
   it('prints results as JSON lines, closes open windows at the end, and reports bad lines', async () => {
     const input = join(dir, 'records.jsonl');
-    writeFileSync(input, [
-      { machineId: 'm1', rms: 1, ts: 1000 }, { machineId: 'm2', rms: 3, ts: 2000 }, 'garbage', { machineId: 'm1', rms: 2, ts: 3000 },
-      { machineId: 'm1', rms: 5, ts: 12_000 },
-    ].map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n'));
-    const p = spawnCli(['sql', 'SELECT machineId, avg(rms) AS rms, count(*) AS n FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)', '--input', input]);
+    writeFileSync(
+      input,
+      [
+        { machineId: 'm1', rms: 1, ts: 1000 },
+        { machineId: 'm2', rms: 3, ts: 2000 },
+        'garbage',
+        { machineId: 'm1', rms: 2, ts: 3000 },
+        { machineId: 'm1', rms: 5, ts: 12_000 },
+      ]
+        .map((r) => (typeof r === 'string' ? r : JSON.stringify(r)))
+        .join('\n'),
+    );
+    const p = spawnCli([
+      'sql',
+      'SELECT machineId, avg(rms) AS rms, count(*) AS n FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)',
+      '--input',
+      input,
+    ]);
     assert.equal(await p.exited, 0, p.stderr());
     assert.deepEqual(p.stdoutLines, [
-      { machineId: 'm1', rms: 1.5, n: 2 }, { machineId: 'm2', rms: 3, n: 1 }, { machineId: 'm1', rms: 5, n: 1 },
+      { machineId: 'm1', rms: 1.5, n: 2 },
+      { machineId: 'm2', rms: 3, n: 1 },
+      { machineId: 'm1', rms: 5, n: 1 },
     ]);
     assert.match(p.stderr(), /line 3: not JSON/);
     assert.match(p.stderr(), /4 records in, 3 results out, 0 filtered, 0 late, 0 failed, 1 unreadable lines/);
@@ -92,11 +125,29 @@ describe('edgeweave sql: try a rule on JSON lines', () => {
 
   it('runs infer() with a local model given by --model', async () => {
     const input = join(dir, 'vib.jsonl');
-    writeFileSync(input, [{ m: 'ok', rms: 1.0, kurtosis: 3.0, peakHz: 120 }, { m: 'bad', rms: 1.6, kurtosis: 9.0, peakHz: 150 }].map((r) => JSON.stringify(r)).join('\n'));
+    writeFileSync(
+      input,
+      [
+        { m: 'ok', rms: 1.0, kurtosis: 3.0, peakHz: 120 },
+        { m: 'bad', rms: 1.6, kurtosis: 9.0, peakHz: 150 },
+      ]
+        .map((r) => JSON.stringify(r))
+        .join('\n'),
+    );
     const model = new URL('../models/vibration-ae.onnx', import.meta.url).pathname;
-    const p = spawnCli(['sql', "SELECT m, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM v", '--input', input, '--model', `vib-ae=${model}`]);
+    const p = spawnCli([
+      'sql',
+      "SELECT m, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM v",
+      '--input',
+      input,
+      '--model',
+      `vib-ae=${model}`,
+    ]);
     assert.equal(await p.exited, 0, p.stderr());
-    assert.deepEqual(p.stdoutLines.map((r) => r.m), ['ok', 'bad']);
+    assert.deepEqual(
+      p.stdoutLines.map((r) => r.m),
+      ['ok', 'bad'],
+    );
     assert.ok(p.stdoutLines[0]!.score < 0.5 && p.stdoutLines[1]!.score > 0.9);
     const missing = spawnCli(['sql', "SELECT infer('vib-ae', rms) AS s FROM v", '--input', input]);
     assert.equal(await missing.exited, 0);

@@ -23,13 +23,14 @@ const yaml = (text: string): string => {
   chmodSync(f, 0o644); // as most config files are, whatever the umask
   return f;
 };
-const refused = (fn: () => unknown, message: RegExp, check?: (e: EwError) => void) => assert.throws(fn, (e: unknown) => {
-  assert.ok(isEwError(e, 'CONFIG_INVALID'), String(e));
-  assert.equal(exitCodeFor(e.code), 2);
-  assert.match(e.message, message);
-  check?.(e);
-  return true;
-});
+const refused = (fn: () => unknown, message: RegExp, check?: (e: EwError) => void) =>
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(isEwError(e, 'CONFIG_INVALID'), String(e));
+    assert.equal(exitCodeFor(e.code), 2);
+    assert.match(e.message, message);
+    check?.(e);
+    return true;
+  });
 
 describe('precedence: flag > environment > file > default', () => {
   const file = yaml('port: 1000\nregion: from-file\ninfer-rate: 7\n');
@@ -48,7 +49,10 @@ describe('precedence: flag > environment > file > default', () => {
     assert.equal(resolveCloudOptions({ env: { EW_CLOUD_CONSOLE: 'no' } }).console, false);
     assert.equal(resolveCloudOptions({ env: { EW_CLOUD_CONSOLE: 'no' }, flags: { console: true } }).console, true);
     assert.equal(resolveCloudOptions({ env: { EW_BROKER_USERNAME: 'cloud' } }).brokerUsername, 'cloud');
-    const edge = resolveEdgeOptions({ file: yaml('data-dir: /var/lib/ew\nmodel-cache-max: 500M\nuplink-allow: [a, b]\ndevice-broker-mqtt-version: 5\n'), env: { EW_EDGE_OUTBOX_OVERFLOW: 'reject-new' } });
+    const edge = resolveEdgeOptions({
+      file: yaml('data-dir: /var/lib/ew\nmodel-cache-max: 500M\nuplink-allow: [a, b]\ndevice-broker-mqtt-version: 5\n'),
+      env: { EW_EDGE_OUTBOX_OVERFLOW: 'reject-new' },
+    });
     assert.equal(edge.dataDir, '/var/lib/ew');
     assert.equal(edge.modelCacheBytes, 500 * 1024 ** 2);
     assert.deepEqual(edge.uplinkAllow, ['a', 'b']);
@@ -67,20 +71,39 @@ describe('precedence: flag > environment > file > default', () => {
     const edge = addSchemaOptions(new Command('edge').exitOverride(), edgeOptions);
     edge.parse(['--data-dir', 'd', '--model-cache-max', '2G', '--device-shared-password'], { from: 'user' });
     assert.deepEqual(schemaValues(edge, edgeOptions), { dataDir: 'd', modelCacheBytes: 2 * 1024 ** 3, deviceSharedPassword: true });
-    assert.equal(resolveEdgeOptions({ flags: { dataDir: 'd' }, env: { EW_EDGE_DEVICE_BROKER_MQTT_VERSION: '5' } }).deviceBrokerMqttVersion, 5);
+    assert.equal(
+      resolveEdgeOptions({ flags: { dataDir: 'd' }, env: { EW_EDGE_DEVICE_BROKER_MQTT_VERSION: '5' } }).deviceBrokerMqttVersion,
+      5,
+    );
   });
 });
 
 describe('bad values are refused at start, naming the flag, the value and where it came from', () => {
-  it('names a flag', () => refused(() => resolveCloudOptions({ flags: { httpPort: 70000 } }), /^--port 70000: a port number 0-65535/, (e) => assert.equal(e.path, '--port')));
-  it('names the environment variable', () => refused(() => resolveCloudOptions({ env: { EW_CLOUD_INFER_RATE: 'fast' } }), /^--infer-rate "fast" \(from EW_CLOUD_INFER_RATE\): a positive number/));
+  it('names a flag', () =>
+    refused(
+      () => resolveCloudOptions({ flags: { httpPort: 70000 } }),
+      /^--port 70000: a port number 0-65535/,
+      (e) => assert.equal(e.path, '--port'),
+    ));
+  it('names the environment variable', () =>
+    refused(
+      () => resolveCloudOptions({ env: { EW_CLOUD_INFER_RATE: 'fast' } }),
+      /^--infer-rate "fast" \(from EW_CLOUD_INFER_RATE\): a positive number/,
+    ));
   it('names the file, line and column, and carries them as pos', () => {
     const f = yaml('region: eu\nheartbeat-interval: 0\n');
-    refused(() => resolveCloudOptions({ file: f }), new RegExp(`^--heartbeat-interval 0 \\(from ${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2:21\\): must be 1 to 3600 seconds`), (e) => assert.deepEqual(e.pos, { file: f, line: 2, col: 21 }));
+    refused(
+      () => resolveCloudOptions({ file: f }),
+      new RegExp(`^--heartbeat-interval 0 \\(from ${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2:21\\): must be 1 to 3600 seconds`),
+      (e) => assert.deepEqual(e.pos, { file: f, line: 2, col: 21 }),
+    );
   });
   it('refuses an unknown key and a file that is not a map, at their place', () => {
     const f = yaml('port: 1\nprot: 2\n');
-    refused(() => resolveCloudOptions({ file: f }), /:2:1: unknown option "prot" for edgeweave cloud; the options are data-dir, host, port/);
+    refused(
+      () => resolveCloudOptions({ file: f }),
+      /:2:1: unknown option "prot" for edgeweave cloud; the options are data-dir, host, port/,
+    );
     refused(() => resolveCloudOptions({ file: yaml('- port\n') }), /a config file is a map of option names to values/);
     refused(() => resolveCloudOptions({ file: yaml('port: [1\n') }), /not valid YAML/);
     refused(() => resolveCloudOptions({ file: join(dir, 'missing.yaml') }), /^--config .*missing\.yaml: ENOENT/);
@@ -89,29 +112,66 @@ describe('bad values are refused at start, naming the flag, the value and where 
   it('refuses a secret in a config file other users can read, and takes it from a private one', () => {
     const open = yaml('broker: mqtt://emqx:1883\nbroker-password: hunter2\n');
     chmodSync(open, 0o644);
-    refused(() => resolveCloudOptions({ file: open }), /:2:1: broker-password is a secret, and this file can be read by other users of the machine; chmod 600 .* or pass it in EW_BROKER_PASSWORD/, (e) => assert.ok(!e.message.includes('hunter2')));
+    refused(
+      () => resolveCloudOptions({ file: open }),
+      /:2:1: broker-password is a secret, and this file can be read by other users of the machine; chmod 600 .* or pass it in EW_BROKER_PASSWORD/,
+      (e) => assert.ok(!e.message.includes('hunter2')),
+    );
     chmodSync(open, 0o600);
     assert.equal(resolveCloudOptions({ file: open }).brokerPassword, 'hunter2');
     chmodSync(open, 0o644);
-    assert.equal(resolveCloudOptions({ file: yaml('port: 1\ndb: postgres://edgeweave@db:5432/ew\n') }).httpPort, 1, 'a file without secrets may be readable');
+    assert.equal(
+      resolveCloudOptions({ file: yaml('port: 1\ndb: postgres://edgeweave@db:5432/ew\n') }).httpPort,
+      1,
+      'a file without secrets may be readable',
+    );
     refused(() => resolveCloudOptions({ file: yaml('db: postgres://edgeweave:pw@db:5432/ew\n') }), /db is a secret/);
   });
   it('names the choices of an enum and never shows a secret', () => {
-    refused(() => resolveEdgeOptions({ flags: { dataDir: 'd', outboxOverflow: 'sometimes' } }), /--outbox-overflow "sometimes": .*"drop-oldest".*"reject-new"/);
-    refused(() => resolveEdgeOptions({ flags: { dataDir: 'd', deviceBrokerMqttVersion: 3 } }), /--device-broker-mqtt-version 3: MQTT version 4 or 5/);
-    refused(() => resolveCloudOptions({ env: { EW_BROKER_PASSWORD: 'hunter2', EW_CLOUD_DB: 'postgres://u:pw@h/db' }, flags: { brokerPassword: '' } }), /^--broker-password \(value not shown\): must not be empty/, (e) => assert.ok(!e.message.includes('hunter2')));
-    refused(() => resolveEdgeOptions({ flags: { dataDir: 'd', modelCacheBytes: '5Q' } }), /--model-cache-max "5Q": a positive whole number/);
+    refused(
+      () => resolveEdgeOptions({ flags: { dataDir: 'd', outboxOverflow: 'sometimes' } }),
+      /--outbox-overflow "sometimes": .*"drop-oldest".*"reject-new"/,
+    );
+    refused(
+      () => resolveEdgeOptions({ flags: { dataDir: 'd', deviceBrokerMqttVersion: 3 } }),
+      /--device-broker-mqtt-version 3: MQTT version 4 or 5/,
+    );
+    refused(
+      () =>
+        resolveCloudOptions({ env: { EW_BROKER_PASSWORD: 'hunter2', EW_CLOUD_DB: 'postgres://u:pw@h/db' }, flags: { brokerPassword: '' } }),
+      /^--broker-password \(value not shown\): must not be empty/,
+      (e) => assert.ok(!e.message.includes('hunter2')),
+    );
+    refused(
+      () => resolveEdgeOptions({ flags: { dataDir: 'd', modelCacheBytes: '5Q' } }),
+      /--model-cache-max "5Q": a positive whole number/,
+    );
     refused(() => resolveEdgeOptions({}), /^--data-dir is required/);
   });
   it('startCloud and startEdge parse their options themselves: nothing is created for a refused start', async () => {
     const cloudDir = join(dir, 'never-cloud');
-    await assert.rejects(startCloud({ dataDir: cloudDir, httpPort: -1, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--port -1:/.test(e.message));
-    await assert.rejects(startCloud({ dataDir: cloudDir, rateLimits: 'key=lots', log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--rate-limit/.test(e.message));
-    await assert.rejects(startCloud({ dataDir: cloudDir, mqttLimits: { maxPacketBytez: 1 }, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--mqtt-limits: "maxPacketBytez=1"/.test(e.message));
+    await assert.rejects(
+      startCloud({ dataDir: cloudDir, httpPort: -1, log: silentLogger() }),
+      (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--port -1:/.test(e.message),
+    );
+    await assert.rejects(
+      startCloud({ dataDir: cloudDir, rateLimits: 'key=lots', log: silentLogger() }),
+      (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--rate-limit/.test(e.message),
+    );
+    await assert.rejects(
+      startCloud({ dataDir: cloudDir, mqttLimits: { maxPacketBytez: 1 }, log: silentLogger() }),
+      (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--mqtt-limits: "maxPacketBytez=1"/.test(e.message),
+    );
     assert.ok(!existsSync(cloudDir), 'no data dir for a refused start');
     const edgeDir = join(dir, 'never-edge');
-    await assert.rejects(startEdge({ dataDir: edgeDir, journalMax: 0.5, log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--journal-max 0\.5: a positive whole number/.test(e.message));
-    await assert.rejects(startEdge({ dataDir: edgeDir, deviceLimits: 'maxPacketBytes=-1', log: silentLogger() }), (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--device-mqtt-limits/.test(e.message));
+    await assert.rejects(
+      startEdge({ dataDir: edgeDir, journalMax: 0.5, log: silentLogger() }),
+      (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /^--journal-max 0\.5: a positive whole number/.test(e.message),
+    );
+    await assert.rejects(
+      startEdge({ dataDir: edgeDir, deviceLimits: 'maxPacketBytes=-1', log: silentLogger() }),
+      (e: unknown) => isEwError(e, 'CONFIG_INVALID') && /--device-mqtt-limits/.test(e.message),
+    );
     assert.ok(!existsSync(edgeDir), 'no data dir for a refused start');
   });
 });
@@ -128,7 +188,7 @@ describe('edgeweave cloud reads --config and EW_CLOUD_* (the real command)', () 
       assert.match(ready.url, /^http:\/\/127\.0\.0\.1:\d+$/, 'the host from the file');
       assert.notEqual(new URL(ready.url).port, '1', 'the port from the variable, not the file');
       assert.ok(existsSync(join(flagDir, 'cloud.db')), 'the data dir from the flag');
-      assert.ok(!existsSync(envDir) && !existsSync(fileDir), 'not the variable\'s nor the file\'s');
+      assert.ok(!existsSync(envDir) && !existsSync(fileDir), "not the variable's nor the file's");
     } finally {
       p.child.kill('SIGTERM');
       await p.exited;

@@ -18,7 +18,11 @@ import { hashSecret, newSecret } from '../src/lib/secrets.ts';
 import type { Site, Store } from '../src/cloud/store/store.ts';
 
 /** A raw GET (no URL normalisation, unlike fetch), to send traversal attempts as written. */
-function rawGet(base: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+function rawGet(
+  base: string,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
     const req = request({ host: u.hostname, port: u.port, path, method: 'GET', headers }, (res) => {
@@ -33,8 +37,20 @@ function rawGet(base: string, path: string, headers: Record<string, string> = {}
 
 function site(id: string, tenantId: string): Site {
   return {
-    id, tenantId, name: id, region: 'r', labels: {}, secretHash: hashSecret(newSecret('ews')), createdAt: 1, revokedAt: null, online: false, lastSeenAt: null,
-    status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+    id,
+    tenantId,
+    name: id,
+    region: 'r',
+    labels: {},
+    secretHash: hashSecret(newSecret('ews')),
+    createdAt: 1,
+    revokedAt: null,
+    online: false,
+    lastSeenAt: null,
+    status: null,
+    desiredGeneration: 0,
+    desiredHash: null,
+    reportedGeneration: 0,
   };
 }
 
@@ -47,14 +63,29 @@ async function enroll(cloud: TestCloud, labels: Record<string, string> = {}): Pr
 }
 
 let seq = 0;
-const rec = (siteId: string, stream: string, data: unknown) => ({ siteId, msgId: `m-${++seq}`, stream, at: Date.now(), receivedAt: Date.now(), data });
+const rec = (siteId: string, stream: string, data: unknown) => ({
+  siteId,
+  msgId: `m-${++seq}`,
+  stream,
+  at: Date.now(),
+  receivedAt: Date.now(),
+  data,
+});
 
 /** The console's own stream client, run in Node against the real cloud. */
 function listen(cloud: TestCloud, key = cloud.adminKey) {
   const events: SseEvent[] = [];
   const states: StreamState[] = [];
-  const c = connectEvents({ key, baseUrl: cloud.url, onEvent: (e) => events.push(e), onState: (s) => states.push(s), baseDelayMs: 50, maxDelayMs: 200 });
-  const results = () => events.filter((e) => e.event === 'results').flatMap((e) => (JSON.parse(e.data) as { items: { id: string; data: unknown }[] }).items);
+  const c = connectEvents({
+    key,
+    baseUrl: cloud.url,
+    onEvent: (e) => events.push(e),
+    onState: (s) => states.push(s),
+    baseDelayMs: 50,
+    maxDelayMs: 200,
+  });
+  const results = () =>
+    events.filter((e) => e.event === 'results').flatMap((e) => (JSON.parse(e.data) as { items: { id: string; data: unknown }[] }).items);
   return { events, states, results, close: () => c.close() };
 }
 
@@ -64,7 +95,10 @@ describe('console API: /api/v1/me and the static console', () => {
   before(async () => {
     dist = tempDir('console-dist');
     mkdirSync(join(dist, 'assets'));
-    writeFileSync(join(dist, 'index.html'), '<!doctype html><title>console</title><script type="module" src="/assets/app-abc123.js"></script>');
+    writeFileSync(
+      join(dist, 'index.html'),
+      '<!doctype html><title>console</title><script type="module" src="/assets/app-abc123.js"></script>',
+    );
     writeFileSync(join(dist, 'assets', 'app-abc123.js'), `console.log(${JSON.stringify('x'.repeat(4000))});`);
     writeFileSync(join(dist, 'assets', 'style-def456.css'), 'body{color:red}');
     symlinkSync('/etc/passwd', join(dist, 'assets', 'passwd.js'));
@@ -79,7 +113,7 @@ describe('console API: /api/v1/me and the static console', () => {
     const me = await cloud.api('GET', '/api/v1/me');
     assert.equal(me.status, 200);
     assert.equal(me.body.keyName, 'admin');
-    assert.equal(me.body.role, 'platform-admin', 'the first key of a cloud is its operator\'s');
+    assert.equal(me.body.role, 'platform-admin', "the first key of a cloud is its operator's");
     assert.match(me.body.keyId, /^key/);
     assert.deepEqual(me.body.permissions, [...PERMISSIONS]);
     const anon = await cloud.handle.http.inject({ method: 'GET', url: '/api/v1/me' });
@@ -120,8 +154,18 @@ describe('console API: /api/v1/me and the static console', () => {
   });
 
   it('never serves a file outside the build: traversal, encoded traversal, symlinks', async () => {
-    const attempts = ['/../package.json', '/%2e%2e/package.json', '/assets/../../package.json', '/assets/..%2f..%2fpackage.json', '/..%5c..%5cpackage.json',
-      '//etc/passwd', '/assets/passwd.js', '/%2fetc%2fpasswd', '/assets/app-abc123.js%00.html', '/.env'];
+    const attempts = [
+      '/../package.json',
+      '/%2e%2e/package.json',
+      '/assets/../../package.json',
+      '/assets/..%2f..%2fpackage.json',
+      '/..%5c..%5cpackage.json',
+      '//etc/passwd',
+      '/assets/passwd.js',
+      '/%2fetc%2fpasswd',
+      '/assets/app-abc123.js%00.html',
+      '/.env',
+    ];
     for (const path of attempts) {
       const r = await rawGet(cloud.url, path);
       const body = r.body.toString();
@@ -147,7 +191,7 @@ describe('console API: /api/v1/me and the static console', () => {
     assert.equal(long.body.code, 'URI_TOO_LONG');
   });
 
-  it('keeps the API\'s JSON 404 for unknown API paths', async () => {
+  it("keeps the API's JSON 404 for unknown API paths", async () => {
     for (const path of ['/api/v1/nothing-here', '/api/nope', '/not-a-console-page', '/sitesx', '/assetsx/a.js']) {
       const r = await cloud.api('GET', path);
       assert.equal(r.status, 404, path);
@@ -160,15 +204,20 @@ describe('console API: /api/v1/me and the static console', () => {
     assert.equal(typeof model.body.error, 'string');
   });
 
-  it('loads under the default rate limits: the console\'s files do not spend the anonymous budget', async () => {
+  it("loads under the default rate limits: the console's files do not spend the anonymous budget", async () => {
     const c2 = await startTestCloud({ consoleDir: dist, rateLimits: {} });
     try {
       // Far more than the anonymous burst (20): page loads and reloads by one operator, or several behind one NAT.
       for (let i = 0; i < 40; i++) {
-        for (const path of ['/', '/assets/app-abc123.js', '/sites/x']) assert.equal((await rawGet(c2.url, path)).status, 200, `${path} #${i}`);
+        for (const path of ['/', '/assets/app-abc123.js', '/sites/x'])
+          assert.equal((await rawGet(c2.url, path)).status, 200, `${path} #${i}`);
       }
       // The anonymous budget (enrollment, requests without credentials) is untouched by them.
-      const enroll = await fetch(`${c2.url}/api/v1/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: 'ewj_not-a-real-token' }) });
+      const enroll = await fetch(`${c2.url}/api/v1/enroll`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: 'ewj_not-a-real-token' }),
+      });
       assert.equal(enroll.status, 401);
       assert.equal(((await enroll.json()) as { code: string }).code, 'TOKEN_INVALID');
     } finally {
@@ -219,7 +268,10 @@ describe('console API: the live event stream', () => {
       await waitFor('live', () => l.states.some((s) => s.state === 'live'));
       await cloud.handle.store.insertUplink([rec(siteId, 'alerts', { temp: 99 }), rec(siteId, 'counts', { n: 1 })]);
       await waitFor('both results', () => l.results().length === 2);
-      assert.deepEqual(l.results().map((r) => r.data), [{ temp: 99 }, { n: 1 }]);
+      assert.deepEqual(
+        l.results().map((r) => r.data),
+        [{ temp: 99 }, { n: 1 }],
+      );
       assert.equal((await cloud.api('PUT', `/api/v1/sites/${siteId}/labels`, { labels: { pool: 'b' } })).status, 200);
       const ev = await waitFor('a sites event', () => l.events.find((e) => e.event === 'sites' && e.data.includes('"pool":"b"')));
       const items = (JSON.parse(ev.data) as { items: { id: string; labels: Record<string, string> }[] }).items;
@@ -240,17 +292,26 @@ describe('console API: the live event stream', () => {
     const lastId = [...first.events].reverse().find((e) => e.id !== undefined)!.id!;
     first.close();
     // While no one listens, three more arrive; a stream that names its last id gets them first.
-    await cloud.handle.store.insertUplink([rec(siteId, 'counts', { k: 'gap1' }), rec(siteId, 'counts', { k: 'gap2' }), rec(siteId, 'counts', { k: 'gap3' })]);
+    await cloud.handle.store.insertUplink([
+      rec(siteId, 'counts', { k: 'gap1' }),
+      rec(siteId, 'counts', { k: 'gap2' }),
+      rec(siteId, 'counts', { k: 'gap3' }),
+    ]);
     await waitFor('the feed moved past them', () => keeper.results().some((r) => (r.data as { k?: string }).k === 'gap3'));
     keeper.close();
-    const res = await fetch(`${cloud.url}/api/v1/events`, { headers: { authorization: `Bearer ${cloud.adminKey}`, 'last-event-id': lastId } });
+    const res = await fetch(`${cloud.url}/api/v1/events`, {
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'last-event-id': lastId },
+    });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8');
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
     let text = '';
     while (!text.includes('event: ready')) text += (await reader.read()).value ?? '';
     await reader.cancel();
-    const caught = text.split('\n').filter((l) => l.startsWith('data: {"items"')).flatMap((l) => (JSON.parse(l.slice(6)) as { items: { data: { k: string } }[] }).items.map((i) => i.data.k));
+    const caught = text
+      .split('\n')
+      .filter((l) => l.startsWith('data: {"items"'))
+      .flatMap((l) => (JSON.parse(l.slice(6)) as { items: { data: { k: string } }[] }).items.map((i) => i.data.k));
     assert.deepEqual(caught, ['gap1', 'gap2', 'gap3']);
     assert.ok(text.indexOf('event: results') < text.indexOf('event: ready'), 'the catch-up comes before ready');
   });
@@ -261,7 +322,9 @@ describe('console API: the live event stream', () => {
     const latest = await cloud.handle.store.latestUplinkSeq();
     await cloud.handle.store.insertUplink(Array.from({ length: 8 }, (_, i) => rec(siteId, 'counts', { i })));
     await waitFor('the feed moved past them', () => keeper.results().length === 8);
-    const res = await fetch(`${cloud.url}/api/v1/events`, { headers: { authorization: `Bearer ${cloud.adminKey}`, 'last-event-id': String(latest) } });
+    const res = await fetch(`${cloud.url}/api/v1/events`, {
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'last-event-id': String(latest) },
+    });
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
     let text = '';
     while (!text.includes('event: ready')) text += (await reader.read()).value ?? '';
@@ -272,7 +335,9 @@ describe('console API: the live event stream', () => {
   });
 
   it('refuses a bad Last-Event-ID and more streams than the tenant may open', async () => {
-    const bad = await fetch(`${cloud.url}/api/v1/events`, { headers: { authorization: `Bearer ${cloud.adminKey}`, 'last-event-id': 'abc' } });
+    const bad = await fetch(`${cloud.url}/api/v1/events`, {
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'last-event-id': 'abc' },
+    });
     assert.equal(bad.status, 400);
     assert.equal(((await bad.json()) as { code: string }).code, 'VALIDATION_FAILED');
     const open = [listen(cloud), listen(cloud), listen(cloud)];
@@ -323,10 +388,40 @@ describe('event hub: tenants, bounds and memory', () => {
     store = openSqliteStore(join(dir, 'cloud.db'));
     await store.migrate();
     for (const t of ['ten-a', 'ten-b']) await store.createTenant({ id: t, name: t, createdAt: 1 });
-    await store.createApiKey({ id: 'key-a', tenantId: 'ten-a', name: 'a', hash: hashSecret(newSecret('ewk')), role: 'admin', createdAt: 1, revokedAt: null });
-    await store.createApiKey({ id: 'key-b', tenantId: 'ten-b', name: 'b', hash: hashSecret(newSecret('ewk')), role: 'admin', createdAt: 1, revokedAt: null });
-    for (const [id, t] of [['site-a', 'ten-a'], ['site-b', 'ten-b']] as const) {
-      const tok = { id: `tok-${id}`, tenantId: t, hash: hashSecret(id), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: Number.MAX_SAFE_INTEGER, usedAt: null, siteId: null };
+    await store.createApiKey({
+      id: 'key-a',
+      tenantId: 'ten-a',
+      name: 'a',
+      hash: hashSecret(newSecret('ewk')),
+      role: 'admin',
+      createdAt: 1,
+      revokedAt: null,
+    });
+    await store.createApiKey({
+      id: 'key-b',
+      tenantId: 'ten-b',
+      name: 'b',
+      hash: hashSecret(newSecret('ewk')),
+      role: 'admin',
+      createdAt: 1,
+      revokedAt: null,
+    });
+    for (const [id, t] of [
+      ['site-a', 'ten-a'],
+      ['site-b', 'ten-b'],
+    ] as const) {
+      const tok = {
+        id: `tok-${id}`,
+        tenantId: t,
+        hash: hashSecret(id),
+        labels: {},
+        region: 'r',
+        description: '',
+        createdAt: 1,
+        expiresAt: Number.MAX_SAFE_INTEGER,
+        usedAt: null,
+        siteId: null,
+      };
       await store.createJoinToken(tok);
       await store.enrollSite(hashSecret(id), 2, () => site(id, t));
     }
@@ -340,15 +435,23 @@ describe('event hub: tenants, bounds and memory', () => {
   function stuckSink() {
     const s = { queued: 0, frames: [] as string[], ended: false, destroyed: false };
     const sink: EventSink = {
-      write: (c) => { s.queued += Buffer.byteLength(c); s.frames.push(c); },
+      write: (c) => {
+        s.queued += Buffer.byteLength(c);
+        s.frames.push(c);
+      },
       buffered: () => s.queued,
-      end: () => { s.ended = true; },
-      destroy: () => { s.destroyed = true; s.queued = 0; },
+      end: () => {
+        s.ended = true;
+      },
+      destroy: () => {
+        s.destroyed = true;
+        s.queued = 0;
+      },
     };
     return { s, sink };
   }
 
-  it('one tenant never sees another tenant\'s results', async () => {
+  it("one tenant never sees another tenant's results", async () => {
     const hub = new EventHub({ store, isOnline: () => true, clock, log: silentLogger() });
     const a = stuckSink();
     const b = stuckSink();
@@ -368,11 +471,24 @@ describe('event hub: tenants, bounds and memory', () => {
 
   it('cuts off a client that stops reading before its queue passes the bound', async () => {
     const maxBufferedBytes = 256 * 1024;
-    const hub = new EventHub({ store, isOnline: () => true, clock, log: silentLogger(), limits: { maxBufferedBytes, maxResultsPerPoll: 200 } });
+    const hub = new EventHub({
+      store,
+      isOnline: () => true,
+      clock,
+      log: silentLogger(),
+      limits: { maxBufferedBytes, maxResultsPerPoll: 200 },
+    });
     const slow = stuckSink();
     const fast = { frames: 0 };
     await hub.subscribe('ten-a', 'key-a', slow.sink).done;
-    await hub.subscribe('ten-a', 'key-a', { write: () => { fast.frames++; }, buffered: () => 0, end() {}, destroy() {} }).done;
+    await hub.subscribe('ten-a', 'key-a', {
+      write: () => {
+        fast.frames++;
+      },
+      buffered: () => 0,
+      end() {},
+      destroy() {},
+    }).done;
     const heapBefore = process.memoryUsage().heapUsed;
     // 40 polls of 200 results of ~1 KB each: about 8 MB offered to a client that reads nothing.
     for (let i = 0; i < 40; i++) {
@@ -407,7 +523,10 @@ describe('event hub: tenants, bounds and memory', () => {
     const hub = new EventHub({ store, isOnline: () => true, clock, log: silentLogger(), limits: { total: 2 } });
     hub.subscribe('ten-a', 'key-a', stuckSink().sink);
     hub.subscribe('ten-b', 'key-b', stuckSink().sink);
-    assert.throws(() => hub.subscribe('ten-a', 'key-a', stuckSink().sink), (e: Error & { code?: string }) => e.code === 'EVENT_STREAMS_LIMIT');
+    assert.throws(
+      () => hub.subscribe('ten-a', 'key-a', stuckSink().sink),
+      (e: Error & { code?: string }) => e.code === 'EVENT_STREAMS_LIMIT',
+    );
     hub.closeAll();
   });
 
@@ -423,17 +542,44 @@ describe('event hub: tenants, bounds and memory', () => {
 
 describe('event frames and change detection (pure)', () => {
   it('writes one SSE frame per event, with the id when given', () => {
-    assert.equal(sseFrame('results', { items: [{ a: 'line\nbreak' }] }, 42), 'id: 42\nevent: results\ndata: {"items":[{"a":"line\\nbreak"}]}\n\n');
+    assert.equal(
+      sseFrame('results', { items: [{ a: 'line\nbreak' }] }, 42),
+      'id: 42\nevent: results\ndata: {"items":[{"a":"line\\nbreak"}]}\n\n',
+    );
     assert.equal(sseFrame('ready', { cursor: 1 }), 'event: ready\ndata: {"cursor":1}\n\n');
   });
 
   it('sends only what changed, at most max at a time, the rest later', () => {
     const sent = new Map<string, string>();
-    const items = [{ id: 'a', v: 1 }, { id: 'b', v: 1 }, { id: 'c', v: 1 }];
-    assert.deepEqual(takeChanged(sent, items, (x) => x.id, 2).map((x) => x.id), ['a', 'b']);
-    assert.deepEqual(takeChanged(sent, items, (x) => x.id, 2).map((x) => x.id), ['c']);
-    assert.deepEqual(takeChanged(sent, items, (x) => x.id, 2), []);
-    assert.deepEqual(takeChanged(sent, [{ id: 'a', v: 2 }, { id: 'c', v: 1 }], (x) => x.id, 2).map((x) => x.id), ['a']);
+    const items = [
+      { id: 'a', v: 1 },
+      { id: 'b', v: 1 },
+      { id: 'c', v: 1 },
+    ];
+    assert.deepEqual(
+      takeChanged(sent, items, (x) => x.id, 2).map((x) => x.id),
+      ['a', 'b'],
+    );
+    assert.deepEqual(
+      takeChanged(sent, items, (x) => x.id, 2).map((x) => x.id),
+      ['c'],
+    );
+    assert.deepEqual(
+      takeChanged(sent, items, (x) => x.id, 2),
+      [],
+    );
+    assert.deepEqual(
+      takeChanged(
+        sent,
+        [
+          { id: 'a', v: 2 },
+          { id: 'c', v: 1 },
+        ],
+        (x) => x.id,
+        2,
+      ).map((x) => x.id),
+      ['a'],
+    );
     assert.deepEqual([...sent.keys()].sort(), ['a', 'c'], 'b is forgotten once gone');
   });
 });

@@ -15,10 +15,21 @@ import { startTestCloud, startTestEdge, waitFor, type TestCloud, type TestEdge }
  * Screenshots go to artifacts/console/ (gitignored) for a person to look at.
  */
 const CHROMIUM = process.env.EW_CHROMIUM ?? '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const SHOTS = fileURLToPath(new URL('../artifacts/console/', import.meta.url));
 
-describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM} (.ci/run installs it with apt)` }, () => {
+describe('web console in a real browser', {
+  skip: existsSync(CHROMIUM) ? false : `no chromium at ${CHROMIUM} (.ci/run installs it with apt)`,
+}, () => {
   let cloud: TestCloud;
   const edges: TestEdge[] = [];
   let browser: Browser;
@@ -28,8 +39,13 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
   const consoleProblems: string[] = [];
   const shot = (name: string) => page.screenshot({ path: `${SHOTS}${name}.png`, fullPage: true });
   const app = (version: string) => ({
-    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'guard', version },
-    spec: { streams: [{ name: 's', topic: `plant/+/${version.replace(/\./g, '_')}` }], rules: [{ name: 'r', sql: 'SELECT * FROM s', sinks: [{ log: true }] }] },
+    apiVersion: 'edgeweave/v1',
+    kind: 'App',
+    metadata: { name: 'guard', version },
+    spec: {
+      streams: [{ name: 's', topic: `plant/+/${version.replace(/\./g, '_')}` }],
+      rules: [{ name: 'r', sql: 'SELECT * FROM s', sinks: [{ log: true }] }],
+    },
   });
 
   before(async () => {
@@ -38,33 +54,74 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.equal(b.status, 0, `console build failed: ${b.stderr}${b.stdout}`);
     mkdirSync(SHOTS, { recursive: true });
     cloud = await startTestCloud({ eventStreams: { pollMs: 200, keyCheckMs: 300 } });
-    for (const [name, region, city] of [['hz-west', 'hangzhou', 'hangzhou'], ['hz-east', 'hangzhou', 'hangzhou'], ['berlin-1', 'berlin', 'berlin']] as const) {
+    for (const [name, region, city] of [
+      ['hz-west', 'hangzhou', 'hangzhou'],
+      ['hz-east', 'hangzhou', 'hangzhou'],
+      ['berlin-1', 'berlin', 'berlin'],
+    ] as const) {
       // Results posted to the local uplink leave only under a grant: the operator's --uplink-allow.
       edges.push(await startTestEdge(cloud, { name, region, labels: { pool: 'p', city }, uplinkAllow: ['alerts', 'counts'] }));
     }
     for (const v of ['1.0.0', '2.0.0']) assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: app(v) })).status, 201);
     const d1 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '1.0.0', selector: { pool: 'p' } });
     assert.equal(d1.status, 201);
-    await waitFor('1.0.0 everywhere', async () => (await cloud.api('GET', `/api/v1/rollouts/${d1.body.id}`)).body.phase === 'succeeded', 30_000, 100);
+    await waitFor(
+      '1.0.0 everywhere',
+      async () => (await cloud.api('GET', `/api/v1/rollouts/${d1.body.id}`)).body.phase === 'succeeded',
+      30_000,
+      100,
+    );
     // A canary that bakes for an hour: it stays running while the operator pauses and resumes it.
-    const d2 = await cloud.api('POST', '/api/v1/deployments', { app: 'guard', version: '2.0.0', selector: { pool: 'p' }, strategy: { type: 'canary', canary: 1, bakeTimeS: 3600, gates: { maxErrorRate: 0.05, maxP95Ms: 50 } } });
+    const d2 = await cloud.api('POST', '/api/v1/deployments', {
+      app: 'guard',
+      version: '2.0.0',
+      selector: { pool: 'p' },
+      strategy: { type: 'canary', canary: 1, bakeTimeS: 3600, gates: { maxErrorRate: 0.05, maxP95Ms: 50 } },
+    });
     assert.equal(d2.status, 201);
     canaryDeployment = d2.body.id;
-    await waitFor('canary baking', async () => (await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase === 'baking', 30_000, 100);
+    await waitFor(
+      'canary baking',
+      async () => (await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase === 'baking',
+      30_000,
+      100,
+    );
     // A model app with an endpoint on berlin-1, so the router has something to route.
     const model = readFileSync(fileURLToPath(new URL('../models/vibration-ae.onnx', import.meta.url)));
     const sha = createHash('sha256').update(model).digest('hex');
-    const up = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(model) });
+    const up = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' },
+      body: new Uint8Array(model),
+    });
     assert.equal(up.status, 201);
-    const vib = { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vib', version: '1.0.0' }, spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: sha }], endpoints: [{ name: 'score', model: 'vib-ae' }] } };
+    const vib = {
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'vib', version: '1.0.0' },
+      spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: sha }], endpoints: [{ name: 'score', model: 'vib-ae' }] },
+    };
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: vib })).status, 201);
-    assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'vib', version: '1.0.0', selector: { city: 'berlin' } })).status, 201);
-    await waitFor('the model ready on berlin-1', async () => (await cloud.api('GET', `/api/v1/sites/${edges[2]!.handle.siteId}`)).body.status?.models?.some((m: { name: string; state: string }) => m.name === 'vib-ae' && m.state === 'ready'), 60_000, 200);
+    assert.equal(
+      (await cloud.api('POST', '/api/v1/deployments', { app: 'vib', version: '1.0.0', selector: { city: 'berlin' } })).status,
+      201,
+    );
+    await waitFor(
+      'the model ready on berlin-1',
+      async () =>
+        (await cloud.api('GET', `/api/v1/sites/${edges[2]!.handle.siteId}`)).body.status?.models?.some(
+          (m: { name: string; state: string }) => m.name === 'vib-ae' && m.state === 'ready',
+        ),
+      60_000,
+      200,
+    );
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.setDefaultTimeout(30_000);
     page.on('request', (r) => requested.push(r.url()));
-    page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') consoleProblems.push(m.text()); });
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') consoleProblems.push(m.text());
+    });
     page.on('pageerror', (e) => consoleProblems.push(`uncaught: ${e.message}`));
   });
 
@@ -90,7 +147,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     assert.equal(await page.locator('[data-testid=site-card][data-state=online]').count(), 3);
     assert.equal(await page.getByTestId('sites-online').textContent(), '3');
     // Grouped by region: hangzhou holds two, berlin one.
-    assert.match(await page.getByRole('heading', { name: /hangzhou/ }).textContent() ?? '', /2\/2 online/);
+    assert.match((await page.getByRole('heading', { name: /hangzhou/ }).textContent()) ?? '', /2\/2 online/);
     await page.getByTestId('stream-state').filter({ hasText: 'Live' }).waitFor();
     // The key is kept for this tab only: in sessionStorage, never in localStorage or a cookie.
     assert.equal(await page.evaluate(() => sessionStorage.getItem('edgeweave.apiKey')), cloud.adminKey);
@@ -121,7 +178,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     // Heartbeats arrive every second over the event stream; the chart grows without a reload.
     await waitFor('the load chart to grow by two points', async () => (await points()) >= first + 2, 20_000, 100);
     await page.getByRole('heading', { name: 'Rules' }).waitFor();
-    assert.ok(await page.getByRole('rowheader', { name: 'guard/r' }).count() >= 1);
+    assert.ok((await page.getByRole('rowheader', { name: 'guard/r' }).count()) >= 1);
     await shot('site');
     await page.setViewportSize({ width: 820, height: 1100 });
     await page.waitForFunction(() => document.documentElement.scrollWidth <= 820); // charts follow their container
@@ -136,14 +193,20 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('button', { name: 'Create join token' }).click();
     const cmd = await page.getByTestId('install-command').textContent();
     // The token travels in the environment (not in the process list): EW_JOIN_TOKEN=… npx edgeweave edge …
-    assert.match(cmd ?? '', new RegExp(`^EW_JOIN_TOKEN=ewj_\\S+ npx edgeweave edge --cloud ${cloud.url.replace(/[.]/g, '\\.')} --data-dir /var/lib/edgeweave$`));
+    assert.match(
+      cmd ?? '',
+      new RegExp(`^EW_JOIN_TOKEN=ewj_\\S+ npx edgeweave edge --cloud ${cloud.url.replace(/[.]/g, '\\.')} --data-dir /var/lib/edgeweave$`),
+    );
     // "Copy command" puts exactly that line on the clipboard.
     await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(cloud.url).origin });
     await page.getByRole('button', { name: 'Copy command' }).click();
     await page.getByRole('button', { name: 'Copied' }).waitFor();
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), cmd);
     const tokens = (await cloud.api('GET', '/api/v1/tokens')).body.items as { region: string; labels: Record<string, string> }[];
-    assert.ok(tokens.some((t) => t.region === 'paris' && t.labels.city === 'paris' && t.labels.industry === 'retail'), 'the token exists in the API with its labels');
+    assert.ok(
+      tokens.some((t) => t.region === 'paris' && t.labels.city === 'paris' && t.labels.industry === 'retail'),
+      'the token exists in the API with its labels',
+    );
     // A bad label is refused where it was typed, with a code.
     await page.getByLabel('Labels', { exact: true }).fill('=nokey');
     await page.getByRole('button', { name: 'Create join token' }).click();
@@ -156,19 +219,20 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await shot('tokens');
   });
 
-  it('shows an app\'s versions, manifest and the diff between versions; endpoints honestly', async () => {
+  it("shows an app's versions, manifest and the diff between versions; endpoints honestly", async () => {
     await page.getByRole('link', { name: 'Apps' }).click();
     await page.getByRole('link', { name: 'guard' }).click();
     await page.getByRole('heading', { name: 'Diff between versions' }).waitFor();
     const diff = page.getByLabel('diff from 1.0.0 to 2.0.0');
     await diff.waitFor();
-    assert.match(await diff.textContent() ?? '', /- removed: *"topic": "plant\/\+\/1_0_0"\+ added: *"topic": "plant\/\+\/2_0_0"/);
+    assert.match((await diff.textContent()) ?? '', /- removed: *"topic": "plant\/\+\/1_0_0"\+ added: *"topic": "plant\/\+\/2_0_0"/);
     await page.getByRole('status').filter({ hasText: '2 lines added, 2 removed' }).waitFor();
     await shot('apps');
     // Requests through the cloud's router show up on the Endpoints page: how many, where they went.
     for (let i = 0; i < 5; i++) {
       const res = await fetch(`${cloud.url}/v2/models/score/infer`, {
-        method: 'POST', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json' },
+        method: 'POST',
+        headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json' },
         body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1.0, 3.0, 120] }] }),
       });
       assert.equal(res.status, 200, await res.text());
@@ -176,8 +240,8 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('link', { name: 'Endpoints' }).click();
     const row = page.getByTestId('routed-endpoint').filter({ hasText: 'score' });
     await row.filter({ hasText: 'berlin-1 ×5' }).waitFor();
-    assert.match(await row.textContent() ?? '', /ready/);
-    assert.match(await row.textContent() ?? '', /\d+ ms/, 'latency figures');
+    assert.match((await row.textContent()) ?? '', /ready/);
+    assert.match((await row.textContent()) ?? '', /\d+ ms/, 'latency figures');
     await page.getByRole('rowheader', { name: 'score' }).nth(1).waitFor(); // and in the per-site table
     await shot('endpoints');
   });
@@ -188,8 +252,8 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await r.and(page.locator('[data-phase=baking]')).waitFor();
     // Its gates, with what the canary reports now (this app has no model, so no figures yet).
     const gates = r.getByRole('table', { name: /Canary gates/ });
-    assert.match(await gates.getByRole('row', { name: /maxErrorRate/ }).textContent() ?? '', /5\.00 %.*no model requests yet/);
-    assert.match(await gates.getByRole('row', { name: /maxP95Ms/ }).textContent() ?? '', /50 ms.*no latency yet/);
+    assert.match((await gates.getByRole('row', { name: /maxErrorRate/ }).textContent()) ?? '', /5\.00 %.*no model requests yet/);
+    assert.match((await gates.getByRole('row', { name: /maxP95Ms/ }).textContent()) ?? '', /50 ms.*no latency yet/);
     await r.getByRole('button', { name: 'Pause rollout guard@2.0.0' }).click();
     await r.and(page.locator('[data-phase=paused]')).waitFor();
     assert.equal((await cloud.api('GET', `/api/v1/rollouts/${canaryDeployment}`)).body.phase, 'paused');
@@ -203,7 +267,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await shot('rollouts');
   });
 
-  it('does not offer what the key\'s permissions leave out', async () => {
+  it("does not offer what the key's permissions leave out", async () => {
     // Roles do not exist yet (issue #14): every real key is an admin. The browser's answer from
     // GET /api/v1/me is replaced here to stand for a read-only role; everything else is real.
     const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -212,7 +276,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
       await p.route('**/api/v1/me', async (route) => {
         const res = await route.fetch();
         const me = (await res.json()) as Record<string, unknown>;
-        await route.fulfill({ response: res, json: { ...me, role: 'viewer', permissions: ['sites:read', 'apps:read', 'deployments:read', 'results:read'] } });
+        await route.fulfill({
+          response: res,
+          json: { ...me, role: 'viewer', permissions: ['sites:read', 'apps:read', 'deployments:read', 'results:read'] },
+        });
       });
       await p.goto(cloud.url);
       await p.getByLabel('API key').fill(cloud.adminKey);
@@ -221,7 +288,11 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
       assert.equal(await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Join tokens' }).count(), 0);
       await p.getByRole('link', { name: 'Rollouts' }).click();
       await p.locator('[data-testid=rollout]', { hasText: 'guard@2.0.0' }).waitFor();
-      assert.equal(await p.getByRole('button', { name: /^(Pause|Resume|Abort|Undo) rollout/ }).count(), 0, 'no rollout actions for this role');
+      assert.equal(
+        await p.getByRole('button', { name: /^(Pause|Resume|Abort|Undo) rollout/ }).count(),
+        0,
+        'no rollout actions for this role',
+      );
       await p.goto(`${cloud.url}/tokens`);
       await p.getByRole('heading', { name: 'Not allowed' }).waitFor();
       await p.screenshot({ path: `${SHOTS}read-only-role.png`, fullPage: true });
@@ -236,7 +307,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     const marker = `press-${Date.now()}`;
     assert.equal((await edges[0]!.uplink('alerts', [{ machine: marker, temperature: 97.5 }])).status, 202);
     await page.getByTestId('alerts').getByText(marker).waitFor();
-    assert.match(await page.getByTestId('alerts').textContent() ?? '', /hz-west/);
+    assert.match((await page.getByTestId('alerts').textContent()) ?? '', /hz-west/);
     // Plain results appear in the results feed and not among the alerts.
     assert.equal((await edges[1]!.uplink('counts', [{ vehicles: 12 }])).status, 202);
     await page.getByTestId('results').getByText('"vehicles":12').waitFor();
@@ -257,11 +328,20 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
   it('loaded nothing from another origin, broke no CSP rule, threw nothing', () => {
     const origin = new URL(cloud.url).origin;
     assert.ok(requested.length > 10);
-    assert.deepEqual(requested.filter((u) => !u.startsWith(`${origin}/`) && !u.startsWith('data:')), [], 'every request went to the cloud itself');
+    assert.deepEqual(
+      requested.filter((u) => !u.startsWith(`${origin}/`) && !u.startsWith('data:')),
+      [],
+      'every request went to the cloud itself',
+    );
     // The only errors expected are the refused requests the tests provoke (401, the cloud down).
-    const unexpected = consoleProblems.filter((t) => !/Failed to load resource|ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET/.test(t));
+    const unexpected = consoleProblems.filter(
+      (t) => !/Failed to load resource|ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET/.test(t),
+    );
     assert.deepEqual(unexpected, []);
-    assert.equal(consoleProblems.some((t) => /Content Security Policy|Refused to/.test(t)), false);
+    assert.equal(
+      consoleProblems.some((t) => /Content Security Policy|Refused to/.test(t)),
+      false,
+    );
   });
 
   it('sends a revoked key back to sign-in with a message', async () => {
@@ -272,7 +352,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('heading', { name: 'Fleet', level: 1 }).waitFor();
     assert.equal((await cloud.api('DELETE', `/api/v1/keys/${k.body.id}`)).status, 204);
-    await page.getByRole('alert').filter({ hasText: /revoked/ }).waitFor();
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /revoked/ })
+      .waitFor();
     await page.getByLabel('API key').waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem('edgeweave.apiKey')), null, 'the revoked key is forgotten');
     await shot('signed-out');

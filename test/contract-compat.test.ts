@@ -14,9 +14,27 @@ import { CONTRACT, CONTRACT_VERSION } from '../src/contracts/messages.ts';
  */
 const v10 = (type: string, body: unknown) => JSON.stringify({ v: 1, id: randomUUID(), ts: Date.now(), type, body });
 const statusBody = {
-  agentVersion: '0.9.0', bootId: 'b1', uptimeS: 1, heartbeatIntervalS: 60, generation: 0, apps: [],
-  system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, diskTotalBytes: 1, diskFreeBytes: 1, loadAvg1: 0 },
-  runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 },
+  agentVersion: '0.9.0',
+  bootId: 'b1',
+  uptimeS: 1,
+  heartbeatIntervalS: 60,
+  generation: 0,
+  apps: [],
+  system: {
+    hostname: 'h',
+    platform: 'linux',
+    arch: 'x64',
+    cores: 1,
+    memoryTotalBytes: 1,
+    memoryFreeBytes: 1,
+    diskTotalBytes: 1,
+    diskFreeBytes: 1,
+    loadAvg1: 0,
+  },
+  runtimes: [],
+  accelerators: [],
+  outbox: { pending: 0, dropped: 0 },
+  devices: { connected: 0, messagesIn: 0 },
 };
 
 describe('contract version: this cloud with a 1.0 agent', () => {
@@ -32,7 +50,13 @@ describe('contract version: this cloud with a 1.0 agent', () => {
     const r = await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '');
     assert.equal(r.status, 201, JSON.stringify(r.body));
     site = r.body;
-    c = await mqtt.connectAsync(site.mqtt.url, { clientId: site.mqtt.clientId, username: site.mqtt.username, password: site.mqtt.password, protocolVersion: 4, reconnectPeriod: 0 });
+    c = await mqtt.connectAsync(site.mqtt.url, {
+      clientId: site.mqtt.clientId,
+      username: site.mqtt.username,
+      password: site.mqtt.password,
+      protocolVersion: 4,
+      reconnectPeriod: 0,
+    });
     c.on('message', (topic, payload) => {
       if (topic === topics.desired(site.siteId)) {
         const m = JSON.parse(payload.toString());
@@ -42,7 +66,9 @@ describe('contract version: this cloud with a 1.0 agent', () => {
       }
       const req = JSON.parse(payload.toString());
       const answer = answers.get(req.body.method);
-      const body = answer ? answer(req.body.params) : { ok: false, error: { code: 'NOT_FOUND', message: `the agent has no request "${req.body.method}"` } };
+      const body = answer
+        ? answer(req.body.params)
+        : { ok: false, error: { code: 'NOT_FOUND', message: `the agent has no request "${req.body.method}"` } };
       c.publishAsync(topics.rpcResponse(site.siteId, topic.split('/').at(-1)!), v10('rpc-response', body), { qos: 1 }).catch(() => {}); // the cloud may stop first
     });
     await c.subscribeAsync({ [topics.desired(site.siteId)]: { qos: 1 }, [topics.rpcRequests(site.siteId)]: { qos: 1 } });
@@ -54,7 +80,7 @@ describe('contract version: this cloud with a 1.0 agent', () => {
     await cloud?.stop();
   });
 
-  it('enrolls without a contract version, and is told the cloud\'s', () => {
+  it("enrolls without a contract version, and is told the cloud's", () => {
     assert.equal(site.contractVersion, CONTRACT_VERSION);
   });
 
@@ -63,7 +89,11 @@ describe('contract version: this cloud with a 1.0 agent', () => {
     const r = await cloud.api('POST', '/api/v1/enroll', { token, contractVersion: `${CONTRACT.major + 1}.0` }, '');
     assert.equal(r.status, 400);
     assert.equal(r.body.code, 'CONTRACT_VERSION_UNSUPPORTED');
-    assert.equal((await cloud.api('POST', '/api/v1/enroll', { token, contractVersion: '1.0' }, '')).status, 201, 'the same token still enrolls');
+    assert.equal(
+      (await cloud.api('POST', '/api/v1/enroll', { token, contractVersion: '1.0' }, '')).status,
+      201,
+      'the same token still enrolls',
+    );
   });
 
   it('its heartbeats keep it online with its status read; its desired state is readable by a 1.0 agent', async () => {
@@ -74,12 +104,25 @@ describe('contract version: this cloud with a 1.0 agent', () => {
 
   it('its uplink envelopes (no minor) are stored; one of a newer major is refused and counted, not stored', async () => {
     await c.publishAsync(topics.up(site.siteId, 'old'), v10('uplink', { stream: 'old', at: 5, data: { from: '1.0' } }), { qos: 1 });
-    await c.publishAsync(topics.up(site.siteId, 'old'), JSON.stringify({ v: CONTRACT.major + 1, id: 'future-1', ts: 1, type: 'uplink', body: { stream: 'old', at: 6, data: { from: 'future' } } }), { qos: 1 });
+    await c.publishAsync(
+      topics.up(site.siteId, 'old'),
+      JSON.stringify({
+        v: CONTRACT.major + 1,
+        id: 'future-1',
+        ts: 1,
+        type: 'uplink',
+        body: { stream: 'old', at: 6, data: { from: 'future' } },
+      }),
+      { qos: 1 },
+    );
     const got = await waitFor('stored', async () => {
       const r = await cloud.api('GET', `/api/v1/results?site=${site.siteId}&stream=old`);
       return r.body.items.length > 0 ? r.body.items : undefined;
     });
-    assert.deepEqual(got.map((x: { data: unknown }) => x.data), [{ from: '1.0' }]);
+    assert.deepEqual(
+      got.map((x: { data: unknown }) => x.data),
+      [{ from: '1.0' }],
+    );
     const metrics = await (await fetch(`${cloud.url}/metrics`, { headers: { authorization: `Bearer ${cloud.adminKey}` } })).text();
     assert.match(metrics, /ew_cloud_mqtt_payload_invalid_total\{kind="up"\} [1-9]/);
   });
@@ -89,7 +132,10 @@ describe('contract version: this cloud with a 1.0 agent', () => {
     const logs = await cloud.api('GET', `/api/v1/sites/${site.siteId}/logs`);
     assert.equal(logs.status, 200);
     assert.deepEqual(logs.body.lines, [{ time: 1, line: '{"msg":"old agent"}' }]);
-    answers.set('devices.add', () => ({ ok: true, result: { error: { code: 'DEVICE_EXISTS', message: 'device "cam" is already registered on this site', path: 'id' } } }));
+    answers.set('devices.add', () => ({
+      ok: true,
+      result: { error: { code: 'DEVICE_EXISTS', message: 'device "cam" is already registered on this site', path: 'id' } },
+    }));
     const dup = await cloud.api('POST', `/api/v1/sites/${site.siteId}/devices`, { id: 'cam', subscribe: ['a/#'] });
     assert.equal(dup.status, 409);
     assert.equal(dup.body.code, 'DEVICE_EXISTS');

@@ -26,8 +26,28 @@ describe('crash: kill -9 during a 10,000-message uplink', () => {
     removeDirs(dataDir);
   });
 
-  const start = (extra: string[], env: NodeJS.ProcessEnv = {}) => spawnCli(['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1',
-    '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw'), '--uplink-allow', 'vibration', ...extra], env);
+  const start = (extra: string[], env: NodeJS.ProcessEnv = {}) =>
+    spawnCli(
+      [
+        'edge',
+        '--data-dir',
+        dataDir,
+        '--api-port',
+        '0',
+        '--device-port',
+        '0',
+        '--device-host',
+        '127.0.0.1',
+        '--api-key-file',
+        join(dataDir, 'api.key'),
+        '--device-password-file',
+        join(dataDir, 'device.pw'),
+        '--uplink-allow',
+        'vibration',
+        ...extra,
+      ],
+      env,
+    );
 
   it('delivers every message exactly once after a crash and a restart', async () => {
     agent = start(['--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token() });
@@ -35,7 +55,9 @@ describe('crash: kill -9 during a 10,000-message uplink', () => {
     const siteId = ready.siteId as string;
     const records = Array.from({ length: 10_000 }, (_, i) => ({ n: i, machine: `m${i % 50}`, rms: (i % 97) / 10 }));
     const res = await fetch(`${ready.apiUrl}/api/v1/uplink/vibration`, {
-      method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }),
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ records }),
     });
     assert.equal(res.status, 202);
     const { ids } = (await res.json()) as { ids: string[] };
@@ -48,7 +70,11 @@ describe('crash: kill -9 during a 10,000-message uplink', () => {
     const atKill = await cloud.handle.store.countUplink(siteId);
     assert.ok(atKill < 10_000, `the agent was killed mid-send (cloud had ${atKill})`);
     // The broker publishes the dead agent's last will: offline at once, no heartbeat budget needed.
-    await waitFor('offline from the last will', async () => (await cloud.api('GET', `/api/v1/sites/${siteId}`)).body.state === 'offline', 5000);
+    await waitFor(
+      'offline from the last will',
+      async () => (await cloud.api('GET', `/api/v1/sites/${siteId}`)).body.state === 'offline',
+      5000,
+    );
 
     agent = start([]);
     const again = await agent.ready;
@@ -57,7 +83,10 @@ describe('crash: kill -9 during a 10,000-message uplink', () => {
     const stored = await cloud.handle.store.queryUplink(tenantId, { siteId, limit: 20_000 });
     assert.equal(stored.length, 10_000, 'each message once');
     assert.deepEqual(new Set(stored.map((r) => r.msgId)), new Set(ids), 'exactly the messages that were accepted');
-    assert.deepEqual(stored.map((r) => (r.data as { n: number }).n).sort((a, b) => a - b), records.map((r) => r.n));
+    assert.deepEqual(
+      stored.map((r) => (r.data as { n: number }).n).sort((a, b) => a - b),
+      records.map((r) => r.n),
+    );
     await waitFor('the outbox empties', async () => {
       const metrics = await (await fetch(`${again.apiUrl}/metrics`, { headers: { authorization: `Bearer ${apiKey}` } })).text();
       return /^ew_edge_outbox_pending 0$/m.test(metrics);

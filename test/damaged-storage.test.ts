@@ -14,19 +14,34 @@ import { newSecret } from '../src/lib/secrets.ts';
  * trace, never a fresh site over a lost backlog); `edgeweave edge doctor` finds the same and
  * `--salvage` rebuilds edge.db from its readable rows, after which the agent starts with them.
  */
-interface Exit { code: number | null; stdout: string; stderr: string }
+interface Exit {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs the CLI to its exit, optionally under a file-size limit (blocks of 512 B) that stands for a full disk. */
 function cli(args: string[], fsizeBlocks?: number): Promise<Exit> {
   const node = [process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
-  const child = fsizeBlocks === undefined
-    ? spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env: { ...process.env, EW_LOG_LEVEL: 'warn' } })
-    // SIGXFSZ ignored: a write past the limit fails with EFBIG, as one on a full disk fails with ENOSPC.
-    : spawn('bash', ['-c', `trap '' XFSZ; ulimit -f ${fsizeBlocks}; exec ${node}`], { cwd: ROOT, env: { ...process.env, EW_LOG_LEVEL: 'warn' } });
+  const child =
+    fsizeBlocks === undefined
+      ? spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+          cwd: ROOT,
+          env: { ...process.env, EW_LOG_LEVEL: 'warn' },
+        })
+      : // SIGXFSZ ignored: a write past the limit fails with EFBIG, as one on a full disk fails with ENOSPC.
+        spawn('bash', ['-c', `trap '' XFSZ; ulimit -f ${fsizeBlocks}; exec ${node}`], {
+          cwd: ROOT,
+          env: { ...process.env, EW_LOG_LEVEL: 'warn' },
+        });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d) => { stdout += d; });
-  child.stderr.on('data', (d) => { stderr += d; });
+  child.stdout.on('data', (d) => {
+    stdout += d;
+  });
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
   return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
 }
 
@@ -52,7 +67,21 @@ describe('damaged storage is loud', () => {
     copies.push(d);
     return d;
   };
-  const agentArgs = (dir: string) => ['edge', '--data-dir', dir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', '--api-key-file', join(dir, 'api.key'), '--device-password-file', join(dir, 'device.pw')];
+  const agentArgs = (dir: string) => [
+    'edge',
+    '--data-dir',
+    dir,
+    '--api-port',
+    '0',
+    '--device-port',
+    '0',
+    '--device-host',
+    '127.0.0.1',
+    '--api-key-file',
+    join(dir, 'api.key'),
+    '--device-password-file',
+    join(dir, 'device.pw'),
+  ];
 
   before(async () => {
     cloud = await startTestCloud();
@@ -63,7 +92,11 @@ describe('damaged storage is loud', () => {
     siteId = ready.siteId as string;
     await cloud.stop(); // results stay in the outbox
     const records = Array.from({ length: 300 }, (_, n) => ({ n, pad: 'x'.repeat(200) }));
-    const res = await fetch(`${ready.apiUrl}/api/v1/uplink/kept`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }) });
+    const res = await fetch(`${ready.apiUrl}/api/v1/uplink/kept`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ records }),
+    });
     assert.equal(res.status, 202);
     agent.child.kill('SIGTERM');
     assert.equal(await agent.exited, 0);
@@ -118,7 +151,12 @@ describe('damaged storage is loud', () => {
     await cloud.restart();
     const agent = spawnCli(agentArgs(d));
     await agent.ready;
-    await waitFor('the salvaged results at the cloud', async () => (await cloud.handle.store.countUplink(siteId, 'kept')) >= out.copied, 30_000, 50);
+    await waitFor(
+      'the salvaged results at the cloud',
+      async () => (await cloud.handle.store.countUplink(siteId, 'kept')) >= out.copied,
+      30_000,
+      50,
+    );
     agent.child.kill('SIGKILL');
     await agent.exited;
     await cloud.stop();

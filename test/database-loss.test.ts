@@ -21,7 +21,11 @@ class Proxy {
   async up(): Promise<void> {
     this.server = createServer((client) => {
       const upstream = createConnection(this.target);
-      for (const s of [client, upstream]) { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); s.on('error', () => {}); }
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => {});
+      }
       client.pipe(upstream).pipe(client);
     });
     await new Promise<void>((r) => this.server!.listen(this.port, '127.0.0.1', r));
@@ -62,7 +66,15 @@ describe('a cloud that loses its database', { skip, timeout: 120_000 }, () => {
   });
 
   it('refuses writes with STORE_UNAVAILABLE, keeps serving what needs no database, and stores the backlog once when it returns', async () => {
-    assert.equal((await edge.uplink('loss', Array.from({ length: 50 }, (_, i) => ({ i })))).status, 202);
+    assert.equal(
+      (
+        await edge.uplink(
+          'loss',
+          Array.from({ length: 50 }, (_, i) => ({ i })),
+        )
+      ).status,
+      202,
+    );
     await waitFor('first 50 stored', async () => (await cloud.handle.store.countUplink(edge.handle.siteId)) === 50);
 
     await proxy.cut();
@@ -73,14 +85,31 @@ describe('a cloud that loses its database', { skip, timeout: 120_000 }, () => {
     assert.equal((await cloud.api('GET', '/healthz')).status, 200, 'the process keeps serving');
     assert.equal((await cloud.api('GET', '/api/v1/schemas/app-manifest.json')).status, 200, 'and answers what needs no database');
     // Results made during the outage wait in the site's outbox.
-    assert.equal((await edge.uplink('loss', Array.from({ length: 50 }, (_, i) => ({ i: 50 + i })))).status, 202);
+    assert.equal(
+      (
+        await edge.uplink(
+          'loss',
+          Array.from({ length: 50 }, (_, i) => ({ i: 50 + i })),
+        )
+      ).status,
+      202,
+    );
     await waitFor('the site holds them', () => edge.handle.outbox.pending > 0);
 
     await proxy.up();
-    await waitFor('all 100 stored after the database returned', async () => (await cloud.handle.store.countUplink(edge.handle.siteId)) === 100, 60_000, 200);
+    await waitFor(
+      'all 100 stored after the database returned',
+      async () => (await cloud.handle.store.countUplink(edge.handle.siteId)) === 100,
+      60_000,
+      200,
+    );
     const tenantId = (await cloud.handle.store.getSiteById(edge.handle.siteId))!.tenantId;
     const rows = await cloud.handle.store.queryUplink(tenantId, { siteId: edge.handle.siteId, limit: 1000 });
-    assert.deepEqual(rows.map((r) => (r.data as { i: number }).i).sort((a, b) => a - b), Array.from({ length: 100 }, (_, i) => i), 'each once');
+    assert.deepEqual(
+      rows.map((r) => (r.data as { i: number }).i).sort((a, b) => a - b),
+      Array.from({ length: 100 }, (_, i) => i),
+      'each once',
+    );
     const created = await cloud.api('POST', '/api/v1/apps', { manifest });
     assert.equal(created.status, 201, 'writes work again');
   });

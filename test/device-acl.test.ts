@@ -14,19 +14,30 @@ import { hashSecret } from '../src/lib/secrets.ts';
 import { PAYLOAD_LIMITS } from '../src/contracts/messages.ts';
 
 /** Runs a Mosquitto command-line client (a real third-party MQTT client) to its exit; `limitMs` only bounds a hang. */
-function mosquitto(cmd: 'mosquitto_sub' | 'mosquitto_pub', args: string[], limitMs = 10_000): Promise<{ code: number | null; out: string; err: string }> {
+function mosquitto(
+  cmd: 'mosquitto_sub' | 'mosquitto_pub',
+  args: string[],
+  limitMs = 10_000,
+): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
+    p.stderr.on('data', (d) => {
+      err += d;
+    });
     const t = setTimeout(() => p.kill('SIGKILL'), limitMs);
-    p.on('exit', (code) => { clearTimeout(t); resolve({ code, out, err }); });
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      resolve({ code, out, err });
+    });
   });
 }
 
-describe('per-device credentials and topic ACLs on the site\'s device broker', () => {
+describe("per-device credentials and topic ACLs on the site's device broker", () => {
   let cloud: TestCloud;
   let edge: TestEdge;
   let host: string;
@@ -36,13 +47,21 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
 
   const local = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${edge.handle.apiUrl}${path}`, {
-      method, headers: { authorization: `Bearer ${edge.apiKey}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined,
+      method,
+      headers: { authorization: `Bearer ${edge.apiKey}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
     });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
   };
   const connect = async (id: string, extra: mqtt.IClientOptions = {}) => {
-    const c = await mqtt.connectAsync(edge.handle.deviceUrl, { username: id, password: secrets[id], clientId: id, reconnectPeriod: 0, ...extra });
+    const c = await mqtt.connectAsync(edge.handle.deviceUrl, {
+      username: id,
+      password: secrets[id],
+      clientId: id,
+      reconnectPeriod: 0,
+      ...extra,
+    });
     clients.push(c);
     return c;
   };
@@ -71,7 +90,10 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
 
   it('keeps secrets hashed at rest and out of every listing', async () => {
     const list = await local('GET', '/api/v1/devices');
-    assert.deepEqual(list.body.items.map((d: any) => d.id), ['hmi', 'sensor-1', 'sensor-2']);
+    assert.deepEqual(
+      list.body.items.map((d: any) => d.id),
+      ['hmi', 'sensor-1', 'sensor-2'],
+    );
     assert.ok(list.body.items.every((d: any) => !('secret' in d)));
     const db = new Database(join(edge.dataDir, 'edge.db'), { readonly: true });
     const rows = db.prepare('SELECT id, secret_hash FROM devices').all() as { id: string; secret_hash: string }[];
@@ -83,7 +105,23 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
   });
 
   it('refuses a device subscribing to # (mosquitto_sub), and delivers only what its grants cover', async () => {
-    const attack = await mosquitto('mosquitto_sub', ['-h', host, '-p', port, '-u', 'hmi', '-P', secrets.hmi!, '-i', 'hmi', '-t', '#', '-v', '-C', '1']);
+    const attack = await mosquitto('mosquitto_sub', [
+      '-h',
+      host,
+      '-p',
+      port,
+      '-u',
+      'hmi',
+      '-P',
+      secrets.hmi!,
+      '-i',
+      'hmi',
+      '-t',
+      '#',
+      '-v',
+      '-C',
+      '1',
+    ]);
     assert.match(attack.err, /denied/i, JSON.stringify(attack));
     assert.equal(attack.out, '', 'nothing received');
     // The same device's granted subscription works; one outside its grants gets SUBACK 128.
@@ -91,9 +129,14 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     const got: string[] = [];
     hmi.on('message', (t, m) => got.push(`${t} ${m}`));
     const granted = await hmi.subscribeAsync('plant/line1/+/temp');
-    assert.deepEqual(granted.map((g) => g.qos), [0]);
-    const refused = (await hmi.subscribeAsync(['plant/line1/sensor-1/secret', 'plant/#']).catch((e) => e)) as { packet?: { granted: number[] } };
-    assert.deepEqual(refused.packet?.granted, [128, 128], 'SUBACK 128: outside the device\'s grants');
+    assert.deepEqual(
+      granted.map((g) => g.qos),
+      [0],
+    );
+    const refused = (await hmi.subscribeAsync(['plant/line1/sensor-1/secret', 'plant/#']).catch((e) => e)) as {
+      packet?: { granted: number[] };
+    };
+    assert.deepEqual(refused.packet?.granted, [128, 128], "SUBACK 128: outside the device's grants");
     const s1 = await connect('sensor-1');
     await s1.publishAsync('plant/line1/sensor-1/secret', 'not for hmi', { qos: 1 });
     await s1.publishAsync('plant/line1/sensor-1/temp', '21.5', { qos: 1 });
@@ -107,9 +150,43 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     hmi.on('message', (t, m) => got.push(`${t} ${m}`));
     await hmi.subscribeAsync('plant/line1/+/temp');
     const before = edge.handle.devices.stats.messagesIn;
-    const forged = await mosquitto('mosquitto_pub', ['-h', host, '-p', port, '-u', 'sensor-2', '-P', secrets['sensor-2']!, '-i', 'sensor-2', '-t', 'plant/line1/sensor-1/temp', '-m', '99', '-q', '1']);
+    const forged = await mosquitto('mosquitto_pub', [
+      '-h',
+      host,
+      '-p',
+      port,
+      '-u',
+      'sensor-2',
+      '-P',
+      secrets['sensor-2']!,
+      '-i',
+      'sensor-2',
+      '-t',
+      'plant/line1/sensor-1/temp',
+      '-m',
+      '99',
+      '-q',
+      '1',
+    ]);
     assert.notEqual(forged.code, 0, 'the broker closed the connection instead of acknowledging');
-    const own = await mosquitto('mosquitto_pub', ['-h', host, '-p', port, '-u', 'sensor-2', '-P', secrets['sensor-2']!, '-i', 'sensor-2', '-t', 'plant/line1/sensor-2/temp', '-m', '20', '-q', '1']);
+    const own = await mosquitto('mosquitto_pub', [
+      '-h',
+      host,
+      '-p',
+      port,
+      '-u',
+      'sensor-2',
+      '-P',
+      secrets['sensor-2']!,
+      '-i',
+      'sensor-2',
+      '-t',
+      'plant/line1/sensor-2/temp',
+      '-m',
+      '20',
+      '-q',
+      '1',
+    ]);
     assert.equal(own.code, 0, own.err);
     await waitFor('the granted publish delivered', () => got.length >= 1);
     assert.deepEqual(got, ['plant/line1/sensor-2/temp 20'], 'the forged reading never reached a subscriber');
@@ -118,11 +195,30 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     assert.equal(edge.handle.devices.stats.messagesIn, before + 1, 'only the granted publish reached the site');
   });
 
-  it('refuses a device taking another device\'s client id; the victim stays connected', async () => {
+  it("refuses a device taking another device's client id; the victim stays connected", async () => {
     const victim = await connect('sensor-1');
     let cut = false;
-    victim.on('close', () => { cut = true; });
-    const takeover = await mosquitto('mosquitto_pub', ['-h', host, '-p', port, '-u', 'sensor-2', '-P', secrets['sensor-2']!, '-i', 'sensor-1', '-t', 'plant/line1/sensor-2/x', '-m', '1', '-q', '1']);
+    victim.on('close', () => {
+      cut = true;
+    });
+    const takeover = await mosquitto('mosquitto_pub', [
+      '-h',
+      host,
+      '-p',
+      port,
+      '-u',
+      'sensor-2',
+      '-P',
+      secrets['sensor-2']!,
+      '-i',
+      'sensor-1',
+      '-t',
+      'plant/line1/sensor-2/x',
+      '-m',
+      '1',
+      '-q',
+      '1',
+    ]);
     assert.notEqual(takeover.code, 0);
     assert.match(takeover.err, /identifier rejected/i, takeover.err);
     // The victim's session still works: a QoS 1 publish is acknowledged on the same connection.
@@ -130,12 +226,30 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     assert.equal(cut, false);
     assert.ok(victim.connected);
     // No shared password on this site: the old shared username is refused whatever the password.
-    const shared = await mosquitto('mosquitto_pub', ['-h', host, '-p', port, '-u', 'device', '-P', 'anything', '-i', 'x1', '-t', 'plant/a', '-m', '1']);
+    const shared = await mosquitto('mosquitto_pub', [
+      '-h',
+      host,
+      '-p',
+      port,
+      '-u',
+      'device',
+      '-P',
+      'anything',
+      '-i',
+      'x1',
+      '-t',
+      'plant/a',
+      '-m',
+      '1',
+    ]);
     assert.notEqual(shared.code, 0);
   });
 
   it('adds, lists and revokes devices through the cloud; a revoked device is cut off at once', async () => {
-    const added = await cloud.api('POST', `/api/v1/sites/${edge.handle.siteId}/devices`, { id: 'sensor-3', publish: ['plant/line2/sensor-3/#'] });
+    const added = await cloud.api('POST', `/api/v1/sites/${edge.handle.siteId}/devices`, {
+      id: 'sensor-3',
+      publish: ['plant/line2/sensor-3/#'],
+    });
     assert.equal(added.status, 201, JSON.stringify(added.body));
     assert.match(added.body.secret, /^ewd_/);
     secrets['sensor-3'] = added.body.secret;
@@ -146,7 +260,10 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     assert.equal(bad.body.code, 'VALIDATION_FAILED');
     assert.equal(bad.body.path, 'subscribe[0]');
     const listed = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/devices`);
-    assert.deepEqual(listed.body.items.map((d: any) => d.id), ['hmi', 'sensor-1', 'sensor-2', 'sensor-3']);
+    assert.deepEqual(
+      listed.body.items.map((d: any) => d.id),
+      ['hmi', 'sensor-1', 'sensor-2', 'sensor-3'],
+    );
     assert.ok(!JSON.stringify(listed.body).includes('ewd_'), 'no secret in a listing');
 
     const s3 = await connect('sensor-3');
@@ -154,7 +271,22 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
     const revoked = await cloud.api('DELETE', `/api/v1/sites/${edge.handle.siteId}/devices/sensor-3`);
     assert.equal(revoked.status, 204);
     await closed;
-    const again = await mosquitto('mosquitto_pub', ['-h', host, '-p', port, '-u', 'sensor-3', '-P', secrets['sensor-3']!, '-i', 'sensor-3', '-t', 'plant/line2/sensor-3/t', '-m', '1']);
+    const again = await mosquitto('mosquitto_pub', [
+      '-h',
+      host,
+      '-p',
+      port,
+      '-u',
+      'sensor-3',
+      '-P',
+      secrets['sensor-3']!,
+      '-i',
+      'sensor-3',
+      '-t',
+      'plant/line2/sensor-3/t',
+      '-m',
+      '1',
+    ]);
     assert.notEqual(again.code, 0);
     assert.match(again.err, /not authori[sz]ed|bad user ?name or password/i, again.err);
     assert.equal((await cloud.api('DELETE', `/api/v1/sites/${edge.handle.siteId}/devices/sensor-3`)).body.code, 'DEVICE_NOT_FOUND');
@@ -181,21 +313,34 @@ describe('per-device credentials and topic ACLs on the site\'s device broker', (
 describe('topic grants (pure)', () => {
   it('a subscription is allowed only inside a grant', () => {
     const table: [string, string, boolean][] = [
-      ['plant/#', 'plant/a/b', true], ['plant/#', 'plant', true], ['plant/#', '#', false], ['plant/+', 'plant/#', false],
-      ['plant/+/temp', 'plant/x/temp', true], ['plant/+/temp', 'plant/+/temp', true], ['plant/x/temp', 'plant/+/temp', false],
-      ['#', '#', true], ['a/b', 'a/b/c', false], ['a/b/c', 'a/b', false], ['+', 'a', true], ['+', 'a/b', false],
+      ['plant/#', 'plant/a/b', true],
+      ['plant/#', 'plant', true],
+      ['plant/#', '#', false],
+      ['plant/+', 'plant/#', false],
+      ['plant/+/temp', 'plant/x/temp', true],
+      ['plant/+/temp', 'plant/+/temp', true],
+      ['plant/x/temp', 'plant/+/temp', false],
+      ['#', '#', true],
+      ['a/b', 'a/b/c', false],
+      ['a/b/c', 'a/b', false],
+      ['+', 'a', true],
+      ['+', 'a/b', false],
     ];
     for (const [grant, filter, want] of table) assert.equal(filterCovers(grant, filter), want, `${grant} covers ${filter}`);
   });
 
-  it('the opt-in shared password cannot take a registered device\'s client id, nor log in when off', () => {
+  it("the opt-in shared password cannot take a registered device's client id, nor log in when off", () => {
     const dir = tempDir('devreg');
     const db = openEdgeDb(dir);
     let shared: string | undefined = hashSecret('shared-secret-123456');
     const reg = new DeviceRegistry(db, new ManualClock(), () => shared);
     const d = reg.add({ id: 'pump-1', publish: ['pumps/1/#'] });
     assert.equal(reg.authenticate('pump-1', d.secret, 'pump-1').ok, true);
-    assert.deepEqual(reg.authenticate('pump-1', d.secret, 'pump-2'), { ok: false, reason: 'device "pump-1" must connect with client id "pump-1", not "pump-2"', returnCode: 2 });
+    assert.deepEqual(reg.authenticate('pump-1', d.secret, 'pump-2'), {
+      ok: false,
+      reason: 'device "pump-1" must connect with client id "pump-1", not "pump-2"',
+      returnCode: 2,
+    });
     assert.equal(reg.authenticate('device', 'shared-secret-123456', 'any-client').ok, true);
     const takeover = reg.authenticate('device', 'shared-secret-123456', 'pump-1');
     assert.equal(takeover.ok, false);
@@ -203,7 +348,10 @@ describe('topic grants (pure)', () => {
     shared = undefined;
     assert.equal(reg.authenticate('device', 'shared-secret-123456', 'any-client').ok, false);
     assert.throws(() => reg.add({ id: 'device', publish: ['x'] }), /shared password's username/);
-    assert.throws(() => reg.add({ id: 'p', publish: ['a/#/b'] }), (e: any) => e.path === 'publish[0]');
+    assert.throws(
+      () => reg.add({ id: 'p', publish: ['a/#/b'] }),
+      (e: any) => e.path === 'publish[0]',
+    );
     assert.throws(() => reg.add({ id: 'p' }), /at least one topic filter/);
     db.close();
     removeDirs(dir);
@@ -214,9 +362,13 @@ describe('topic grants (pure)', () => {
     const db = openEdgeDb(dir);
     const reg = new DeviceRegistry(db, new ManualClock(), () => undefined);
     // The attack: many devices with the widest grants the limits allow (32 filters of 256 characters each way).
-    const wide = (i: number, k: string) => Array.from({ length: 32 }, (_, j) => `${k}/${String(i).padStart(3, '0')}/${String(j).padStart(2, '0')}/${'x'.repeat(240)}`);
+    const wide = (i: number, k: string) =>
+      Array.from({ length: 32 }, (_, j) => `${k}/${String(i).padStart(3, '0')}/${String(j).padStart(2, '0')}/${'x'.repeat(240)}`);
     for (let i = 0; i < 40; i++) reg.add({ id: `dev-${String(i).padStart(3, '0')}`, publish: wide(i, 'p'), subscribe: wide(i, 's') });
-    assert.throws(() => reg.add({ id: 'too-long', publish: ['a/'.repeat(200)] }), (e: any) => e.path === 'publish[0]');
+    assert.throws(
+      () => reg.add({ id: 'too-long', publish: ['a/'.repeat(200)] }),
+      (e: any) => e.path === 'publish[0]',
+    );
     const seen: string[] = [];
     let pages = 0;
     for (let after: string | null = ''; after !== null; pages++) {
@@ -226,8 +378,15 @@ describe('topic grants (pure)', () => {
       after = page.next;
     }
     assert.ok(pages > 1);
-    assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => `dev-${String(i).padStart(3, '0')}`), 'every device once, in order');
-    assert.deepEqual(reg.list({ limit: 2 }).items.map((d) => d.id), ['dev-000', 'dev-001']);
+    assert.deepEqual(
+      seen,
+      Array.from({ length: 40 }, (_, i) => `dev-${String(i).padStart(3, '0')}`),
+      'every device once, in order',
+    );
+    assert.deepEqual(
+      reg.list({ limit: 2 }).items.map((d) => d.id),
+      ['dev-000', 'dev-001'],
+    );
     assert.equal(reg.list({ limit: 2 }).next, 'dev-001');
     db.close();
     removeDirs(dir);

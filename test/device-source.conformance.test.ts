@@ -9,7 +9,11 @@ import { waitFor } from './support/harness.ts';
 import { mosquittoAvailable, MOSQUITTO_URL } from './support/mosquitto.ts';
 
 /** One behaviour suite for both device sources: the embedded broker and an external one (Mosquitto). */
-function runDeviceSourceConformance(name: string, make: () => { source: DeviceSource; device: (reconnect?: boolean) => Promise<MqttClient> }, skip?: string): void {
+function runDeviceSourceConformance(
+  name: string,
+  make: () => { source: DeviceSource; device: (reconnect?: boolean) => Promise<MqttClient> },
+  skip?: string,
+): void {
   describe(`DeviceSource conformance: ${name}`, { skip }, () => {
     let fx: ReturnType<typeof make>;
     let dev: MqttClient;
@@ -30,7 +34,7 @@ function runDeviceSourceConformance(name: string, make: () => { source: DeviceSo
       await fx?.source.close();
     });
 
-    it('delivers device messages on the streams\' topics', async () => {
+    it("delivers device messages on the streams' topics", async () => {
       await dev.publishAsync(`${root}/m1/vibration`, '{"rms":1}', { qos: 1 });
       await waitFor('message', () => got.some((m) => m.topic === `${root}/m1/vibration` && m.payload.toString() === '{"rms":1}'));
       assert.ok(fx.source.stats.messagesIn >= 1);
@@ -55,7 +59,9 @@ function runDeviceSourceConformance(name: string, make: () => { source: DeviceSo
         const resender = await fx.device(true);
         resender.on('error', () => {});
         let acked = false;
-        resender.publish(`${root}/m9/vibration`, '{"rms":9}', { qos: 1 }, (err) => { if (!err) acked = true; });
+        resender.publish(`${root}/m9/vibration`, '{"rms":9}', { qos: 1 }, (err) => {
+          if (!err) acked = true;
+        });
         await waitFor('offered again after the refusal', () => offered.length >= 2, 15_000);
         assert.deepEqual(offered.slice(0, 2), ['{"rms":9}', '{"rms":9}']);
         if (name.startsWith('embedded')) await waitFor('PUBACK once accepted', () => acked, 15_000);
@@ -80,11 +86,18 @@ function runDeviceSourceConformance(name: string, make: () => { source: DeviceSo
 const password = 'device-secret-for-tests';
 runDeviceSourceConformance('embedded (aedes)', () => {
   const source = new DeviceBroker({ port: 0, host: '127.0.0.1', log: silentLogger(), verify: (u, p) => u === 'device' && p === password });
-  return { source, device: (reconnect = false) => mqtt.connectAsync(source.url, { username: 'device', password, reconnectPeriod: reconnect ? 100 : 0 }) };
+  return {
+    source,
+    device: (reconnect = false) => mqtt.connectAsync(source.url, { username: 'device', password, reconnectPeriod: reconnect ? 100 : 0 }),
+  };
 });
 
 const skip = await mosquittoAvailable();
-runDeviceSourceConformance('external (Mosquitto)', () => ({
-  source: new ExternalDeviceSource({ url: MOSQUITTO_URL, clientId: `ew-dev-${randomBytes(4).toString('hex')}`, log: silentLogger() }),
-  device: (reconnect = false) => mqtt.connectAsync(MOSQUITTO_URL, { reconnectPeriod: reconnect ? 100 : 0 }),
-}), skip);
+runDeviceSourceConformance(
+  'external (Mosquitto)',
+  () => ({
+    source: new ExternalDeviceSource({ url: MOSQUITTO_URL, clientId: `ew-dev-${randomBytes(4).toString('hex')}`, log: silentLogger() }),
+    device: (reconnect = false) => mqtt.connectAsync(MOSQUITTO_URL, { reconnectPeriod: reconnect ? 100 : 0 }),
+  }),
+  skip,
+);

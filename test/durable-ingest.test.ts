@@ -15,7 +15,9 @@ import { newSecret } from '../src/lib/secrets.ts';
  * loaded 2-core machine.
  */
 const APP = (name: string) => ({
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version: '1.0.0' },
+  apiVersion: 'edgeweave/v1',
+  kind: 'App',
+  metadata: { name, version: '1.0.0' },
   spec: {
     streams: [{ name: 'recs', topic: 'dur/+/rec', format: 'json', schema: { dev: 'string', n: 'int' } }],
     rules: [{ name: 'pass', sql: 'SELECT dev, n FROM recs', sinks: [{ uplink: 'out' }] }],
@@ -24,10 +26,18 @@ const APP = (name: string) => ({
 });
 
 const WINDOW_APP = {
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'durable-win', version: '1.0.0' },
+  apiVersion: 'edgeweave/v1',
+  kind: 'App',
+  metadata: { name: 'durable-win', version: '1.0.0' },
   spec: {
     streams: [{ name: 'events', topic: 'win/+/rec', format: 'json', timestamp: 'ts', schema: { n: 'int', ts: 'timestamp' } }],
-    rules: [{ name: 'win', sql: 'SELECT window_start() AS ws, count(*) AS c, collect(n) AS ns FROM events GROUP BY TUMBLINGWINDOW(ms, 500)', sinks: [{ uplink: 'wins' }] }],
+    rules: [
+      {
+        name: 'win',
+        sql: 'SELECT window_start() AS ws, count(*) AS c, collect(n) AS ns FROM events GROUP BY TUMBLINGWINDOW(ms, 500)',
+        sinks: [{ uplink: 'wins' }],
+      },
+    ],
     policy: { egress: { allow: ['wins'] } },
   },
 };
@@ -35,7 +45,7 @@ const WINDOW_APP = {
 /** A deterministic random sequence (the kills are reproducible). */
 function rng(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296);
+  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
 }
 
 describe('acknowledge after durability: kill -9 through the device broker', () => {
@@ -47,8 +57,18 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
   let siteId = '';
   let tenantId = '';
   /** One publishing sequence: records `n` = 0, 1, … each published once, and those acknowledged. */
-  interface Seq { acked: Set<number>; next: number; topic: (n: number) => string; payload: (n: number) => string }
-  const plain: Seq = { acked: new Set(), next: 0, topic: (n) => `dur/d${n % 7}/rec`, payload: (n) => JSON.stringify({ dev: `d${n % 7}`, n }) };
+  interface Seq {
+    acked: Set<number>;
+    next: number;
+    topic: (n: number) => string;
+    payload: (n: number) => string;
+  }
+  const plain: Seq = {
+    acked: new Set(),
+    next: 0,
+    topic: (n) => `dur/d${n % 7}/rec`,
+    payload: (n) => JSON.stringify({ dev: `d${n % 7}`, n }),
+  };
   // Event time 10 ms apart: 50 records per 500 ms tumbling window.
   const windowed: Seq = { acked: new Set(), next: 0, topic: (n) => `win/d${n % 3}/rec`, payload: (n) => JSON.stringify({ n, ts: n * 10 }) };
   const acked = plain.acked;
@@ -64,8 +84,26 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     removeDirs(dataDir);
   });
 
-  const start = (extra: string[] = [], env: NodeJS.ProcessEnv = {}) => spawnCli(['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1',
-    '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw'), ...extra], env);
+  const start = (extra: string[] = [], env: NodeJS.ProcessEnv = {}) =>
+    spawnCli(
+      [
+        'edge',
+        '--data-dir',
+        dataDir,
+        '--api-port',
+        '0',
+        '--device-port',
+        '0',
+        '--device-host',
+        '127.0.0.1',
+        '--api-key-file',
+        join(dataDir, 'api.key'),
+        '--device-password-file',
+        join(dataDir, 'device.pw'),
+        ...extra,
+      ],
+      env,
+    );
 
   const localRules = async (apiUrl: string) => {
     const r = await fetch(`${apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${apiKey}` } });
@@ -82,7 +120,13 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
    * is published once and never resent: one the agent did not acknowledge may or may not arrive.
    */
   const publishUntilKilled = async (deviceUrl: string, acks: number, delayMs?: number, seq: Seq = plain): Promise<void> => {
-    const device: MqttClient = await mqtt.connectAsync(deviceUrl, { username: 'device', password: devicePassword, reconnectPeriod: 0, clean: true, protocolVersion: 4 });
+    const device: MqttClient = await mqtt.connectAsync(deviceUrl, {
+      username: 'device',
+      password: devicePassword,
+      reconnectPeriod: 0,
+      clean: true,
+      protocolVersion: 4,
+    });
     device.on('error', () => {});
     let got = 0;
     let inFlight = 0;
@@ -93,7 +137,10 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
       agent!.child.kill('SIGKILL');
     };
     await new Promise<void>((resolve) => {
-      device.once('close', () => { killed = true; resolve(); });
+      device.once('close', () => {
+        killed = true;
+        resolve();
+      });
       const pump = () => {
         while (!killed && inFlight < 20) {
           const n = seq.next++;
@@ -103,7 +150,8 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
             if (err) return;
             seq.acked.add(n);
             if (++got === acks) {
-              if (delayMs === undefined) kill(); // the instant this PUBACK arrived
+              if (delayMs === undefined)
+                kill(); // the instant this PUBACK arrived
               else setTimeout(kill, delayMs);
             }
             setImmediate(pump);
@@ -123,9 +171,22 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     tenantId = (await cloud.handle.store.getSiteById(siteId))!.tenantId;
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: APP('durable') })).status, 201);
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: WINDOW_APP })).status, 201);
-    assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'durable-win', version: '1.0.0', selector: { durable: 'yes' } })).status, 201);
-    assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'durable', version: '1.0.0', selector: { durable: 'yes' } })).status, 201);
-    await waitFor('both rules running', async () => (await localRules(ready.apiUrl as string)).filter((r) => (r.rule === 'pass' || r.rule === 'win') && r.state === 'running').length === 2, 30_000, 50);
+    assert.equal(
+      (await cloud.api('POST', '/api/v1/deployments', { app: 'durable-win', version: '1.0.0', selector: { durable: 'yes' } })).status,
+      201,
+    );
+    assert.equal(
+      (await cloud.api('POST', '/api/v1/deployments', { app: 'durable', version: '1.0.0', selector: { durable: 'yes' } })).status,
+      201,
+    );
+    await waitFor(
+      'both rules running',
+      async () =>
+        (await localRules(ready.apiUrl as string)).filter((r) => (r.rule === 'pass' || r.rule === 'win') && r.state === 'running')
+          .length === 2,
+      30_000,
+      50,
+    );
   });
 
   it('loses no acknowledged record when killed the instant a PUBACK arrives (3 kills)', async () => {
@@ -136,10 +197,15 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     }
     agent = start();
     await agent.ready;
-    await waitFor('every acknowledged record at the cloud', async () => {
-      const got = new Set(await stored());
-      return [...acked].every((n) => got.has(n));
-    }, 30_000, 50);
+    await waitFor(
+      'every acknowledged record at the cloud',
+      async () => {
+        const got = new Set(await stored());
+        return [...acked].every((n) => got.has(n));
+      },
+      30_000,
+      50,
+    );
     const ns = await stored();
     assert.equal(ns.length, new Set(ns).size, 'no record twice');
     for (const n of acked) assert.ok(ns.includes(n), `acknowledged record ${n} reached the cloud`);
@@ -156,10 +222,15 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     }
     agent = start();
     await agent.ready;
-    await waitFor('every acknowledged record at the cloud', async () => {
-      const got = new Set(await stored());
-      return [...acked].every((n) => got.has(n));
-    }, 30_000, 50);
+    await waitFor(
+      'every acknowledged record at the cloud',
+      async () => {
+        const got = new Set(await stored());
+        return [...acked].every((n) => got.has(n));
+      },
+      30_000,
+      50,
+    );
     const ns = await stored();
     assert.equal(ns.length, new Set(ns).size, 'no record twice');
     assert.ok(acked.size > 500, `a real load went through (${acked.size} acknowledged)`);
@@ -175,23 +246,40 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     for (let k = 0; k < 5; k++) {
       agent = start();
       const ready = await agent.ready;
-      await publishUntilKilled(ready.deviceUrl as string, 100 + Math.floor(rand() * 200), k % 2 ? Math.floor(rand() * 15) : undefined, windowed);
+      await publishUntilKilled(
+        ready.deviceUrl as string,
+        100 + Math.floor(rand() * 200),
+        k % 2 ? Math.floor(rand() * 15) : undefined,
+        windowed,
+      );
     }
     agent = start();
     await agent.ready;
-    const results = async () => (await cloud.handle.store.queryUplink(tenantId, { siteId, stream: 'wins', limit: 100_000 })).map((r) => r.data as { ws: number; c: number; ns: number[] });
+    const results = async () =>
+      (await cloud.handle.store.queryUplink(tenantId, { siteId, stream: 'wins', limit: 100_000 })).map(
+        (r) => r.data as { ws: number; c: number; ns: number[] },
+      );
     const windowOf = (n: number) => Math.floor((n * 10) / 500) * 500;
     // Windows close as event time passes them: every window before the last acknowledged record's
     // must be at the cloud.
     const lastWindow = windowOf(Math.max(...windowed.acked));
-    await waitFor('every closed window at the cloud', async () => {
-      const got = new Set((await results()).map((r) => r.ws));
-      return [...windowed.acked].every((n) => windowOf(n) >= lastWindow || got.has(windowOf(n)));
-    }, 30_000, 50);
+    await waitFor(
+      'every closed window at the cloud',
+      async () => {
+        const got = new Set((await results()).map((r) => r.ws));
+        return [...windowed.acked].every((n) => windowOf(n) >= lastWindow || got.has(windowOf(n)));
+      },
+      30_000,
+      50,
+    );
     const rows = await results();
     const byWindow = new Map<number, number>();
     for (const r of rows) byWindow.set(r.ws, (byWindow.get(r.ws) ?? 0) + 1);
-    assert.deepEqual([...byWindow].filter(([, count]) => count > 1), [], 'each window result once');
+    assert.deepEqual(
+      [...byWindow].filter(([, count]) => count > 1),
+      [],
+      'each window result once',
+    );
     const seen = new Map<number, number>();
     for (const r of rows) {
       assert.equal(r.c, r.ns.length);
@@ -200,7 +288,11 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
         seen.set(n, (seen.get(n) ?? 0) + 1);
       }
     }
-    assert.deepEqual([...seen].filter(([, count]) => count > 1), [], 'no record counted twice');
+    assert.deepEqual(
+      [...seen].filter(([, count]) => count > 1),
+      [],
+      'no record counted twice',
+    );
     const missing = [...windowed.acked].filter((n) => windowOf(n) < lastWindow && !seen.has(n));
     assert.deepEqual(missing, [], 'no acknowledged record lost from its window');
     assert.ok(rows.length >= 10, `${rows.length} windows closed`);
@@ -215,7 +307,11 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
       const ready = await agent.ready;
       const base = 1_000_000 + k * 1000;
       const records = Array.from({ length: 50 }, (_, i) => ({ dev: 'http', n: base + i }));
-      const res = await fetch(`${ready.apiUrl}/api/v1/streams/durable/recs`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }) });
+      const res = await fetch(`${ready.apiUrl}/api/v1/streams/durable/recs`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ records }),
+      });
       agent.child.kill('SIGKILL'); // the instant the answer arrived
       assert.equal(res.status, 202);
       assert.equal(((await res.json()) as { accepted: number }).accepted, 50);
@@ -224,13 +320,21 @@ describe('acknowledge after durability: kill -9 through the device broker', () =
     }
     agent = start();
     await agent.ready;
-    await waitFor('every pushed record at the cloud', async () => {
-      const got = new Set(await stored());
-      return pushed.every((n) => got.has(n));
-    }, 30_000, 50);
+    await waitFor(
+      'every pushed record at the cloud',
+      async () => {
+        const got = new Set(await stored());
+        return pushed.every((n) => got.has(n));
+      },
+      30_000,
+      50,
+    );
     const ns = (await stored()).filter((n) => n >= 1_000_000);
     assert.equal(ns.length, new Set(ns).size, 'no record twice');
-    assert.deepEqual(ns.sort((a, b) => a - b), pushed);
+    assert.deepEqual(
+      ns.sort((a, b) => a - b),
+      pushed,
+    );
     agent.child.kill('SIGKILL');
     await agent.exited;
   });

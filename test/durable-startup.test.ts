@@ -54,10 +54,13 @@ class HoldingProxy {
   }
   private forward(req: IncomingMessage, res: ServerResponse): void {
     if (req.socket.destroyed) return; // its agent was killed while the request was held
-    const up = request({ host: this.target.hostname, port: this.target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
+    const up = request(
+      { host: this.target.hostname, port: this.target.port, path: req.url, method: req.method, headers: req.headers },
+      (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      },
+    );
     up.on('error', () => res.destroy());
     // A client gone mid-download must not leave the cloud streaming into a dead pipe.
     res.on('close', () => up.destroy());
@@ -83,7 +86,21 @@ describe('start-up with a large model loses nothing', () => {
     writeFileSync(join(dataDir, 'device.pw'), devicePassword);
     const proxy = new HoldingProxy(new URL(cloud.url));
     const proxyUrl = await proxy.start();
-    const args = ['edge', '--data-dir', dataDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', '--api-key-file', join(dataDir, 'api.key'), '--device-password-file', join(dataDir, 'device.pw')];
+    const args = [
+      'edge',
+      '--data-dir',
+      dataDir,
+      '--api-port',
+      '0',
+      '--device-port',
+      '0',
+      '--device-host',
+      '127.0.0.1',
+      '--api-key-file',
+      join(dataDir, 'api.key'),
+      '--device-password-file',
+      join(dataDir, 'device.pw'),
+    ];
     let agent: CliProcess = spawnCli([...args, '--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token({ labels: { big: 'yes' } }) });
     try {
       const first = await agent.ready;
@@ -99,10 +116,16 @@ describe('start-up with a large model loses nothing', () => {
 
       const model = bigModel();
       const sha = createHash('sha256').update(model).digest('hex');
-      const put = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(model) });
+      const put = await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' },
+        body: new Uint8Array(model),
+      });
       assert.equal(put.status, 201);
       const manifest = {
-        apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'big', version: '1.0.0' },
+        apiVersion: 'edgeweave/v1',
+        kind: 'App',
+        metadata: { name: 'big', version: '1.0.0' },
         spec: {
           models: [{ name: 'big', format: 'onnx', path: 'models/big.onnx', sha256: sha }],
           streams: [{ name: 'recs', topic: 'big/+/rec', format: 'json', schema: { n: 'int' } }],
@@ -112,14 +135,31 @@ describe('start-up with a large model loses nothing', () => {
         },
       };
       assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest })).status, 201);
-      assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'big', version: '1.0.0', selector: { big: 'yes' } })).status, 201);
+      assert.equal(
+        (await cloud.api('POST', '/api/v1/deployments', { app: 'big', version: '1.0.0', selector: { big: 'yes' } })).status,
+        201,
+      );
       await waitFor('the model download held', () => proxy.waiting > 0, 30_000);
-      const status = async () => (await (await fetch(`${ready.apiUrl}/api/v1/status`, { headers: { authorization: `Bearer ${apiKey}` } })).json()) as { models: { state: string }[]; rules: unknown[] };
+      const status = async () =>
+        (await (await fetch(`${ready.apiUrl}/api/v1/status`, { headers: { authorization: `Bearer ${apiKey}` } })).json()) as {
+          models: { state: string }[];
+          rules: unknown[];
+        };
 
       // The app is starting: its model is being fetched, its rule not running yet.
-      const device = await mqtt.connectAsync(ready.deviceUrl as string, { username: 'device', password: devicePassword, reconnectPeriod: 0 });
+      const device = await mqtt.connectAsync(ready.deviceUrl as string, {
+        username: 'device',
+        password: devicePassword,
+        reconnectPeriod: 0,
+      });
       const acked: number[] = [];
-      await Promise.all(Array.from({ length: 300 }, (_, n) => device.publishAsync(`big/d${n % 5}/rec`, JSON.stringify({ n }), { qos: 1 }).then(() => { acked.push(n); })));
+      await Promise.all(
+        Array.from({ length: 300 }, (_, n) =>
+          device.publishAsync(`big/d${n % 5}/rec`, JSON.stringify({ n }), { qos: 1 }).then(() => {
+            acked.push(n);
+          }),
+        ),
+      );
       assert.equal(acked.length, 300);
       const during = await status();
       assert.equal(during.models[0]?.state, 'fetching', 'all 300 were acknowledged while the model was not loaded');
@@ -142,8 +182,14 @@ describe('start-up with a large model loses nothing', () => {
       agent = spawnCli(args);
       await agent.ready;
       await waitFor('all 300 at the cloud', async () => (await cloud.handle.store.countUplink(siteId, 'kept')) >= 300, 60_000, 50);
-      const ns = (await cloud.handle.store.queryUplink(tenantId, { siteId, stream: 'kept', limit: 1000 })).map((r) => (r.data as { n: number }).n).sort((a, b) => a - b);
-      assert.deepEqual(ns, Array.from({ length: 300 }, (_, i) => i), 'each acknowledged record exactly once');
+      const ns = (await cloud.handle.store.queryUplink(tenantId, { siteId, stream: 'kept', limit: 1000 }))
+        .map((r) => (r.data as { n: number }).n)
+        .sort((a, b) => a - b);
+      assert.deepEqual(
+        ns,
+        Array.from({ length: 300 }, (_, i) => i),
+        'each acknowledged record exactly once',
+      );
     } finally {
       agent.child.kill('SIGKILL');
       proxy.close();

@@ -9,7 +9,11 @@ describe('edge: local API, device broker and bad input', () => {
   let edge: TestEdge;
   before(async () => {
     cloud = await startTestCloud();
-    edge = await startTestEdge(cloud, { outboxMax: 5, outboxOverflow: 'reject-new', uplinkAllow: ['alerts', { stream: 'scores', fields: ['machineId', 'score'] }] });
+    edge = await startTestEdge(cloud, {
+      outboxMax: 5,
+      outboxOverflow: 'reject-new',
+      uplinkAllow: ['alerts', { stream: 'scores', fields: ['machineId', 'score'] }],
+    });
     await waitFor('connected', () => edge.handle.linkState() === 'connected');
   });
   after(async () => {
@@ -19,10 +23,18 @@ describe('edge: local API, device broker and bad input', () => {
 
   const call = async (path: string, init: RequestInit & { key?: string } = {}) => {
     const res = await fetch(`${edge.handle.apiUrl}${path}`, {
-      ...init, headers: { ...(init.key !== '' ? { authorization: `Bearer ${init.key ?? edge.apiKey}` } : {}), ...(init.body ? { 'content-type': 'application/json' } : {}) },
+      ...init,
+      headers: {
+        ...(init.key !== '' ? { authorization: `Bearer ${init.key ?? edge.apiKey}` } : {}),
+        ...(init.body ? { 'content-type': 'application/json' } : {}),
+      },
     });
     const text = await res.text();
-    try { return { status: res.status, body: JSON.parse(text) }; } catch { return { status: res.status, body: text }; }
+    try {
+      return { status: res.status, body: JSON.parse(text) };
+    } catch {
+      return { status: res.status, body: text };
+    }
   };
 
   it('authenticates everything but /healthz', async () => {
@@ -45,8 +57,11 @@ describe('edge: local API, device broker and bad input', () => {
   });
 
   it('refuses uplink the egress policy does not grant, and the reserved _ streams (forged audit rows)', async () => {
-    const post = (stream: string, records: unknown[]) => call(`/api/v1/uplink/${stream}`, { method: 'POST', body: JSON.stringify({ records }) });
-    const forged = await post('_egress-audit', [{ minute: 0, app: 'x', rule: 'y', stream: 'alerts', destination: 'cloud', records: 0, bytes: 0 }]);
+    const post = (stream: string, records: unknown[]) =>
+      call(`/api/v1/uplink/${stream}`, { method: 'POST', body: JSON.stringify({ records }) });
+    const forged = await post('_egress-audit', [
+      { minute: 0, app: 'x', rule: 'y', stream: 'alerts', destination: 'cloud', records: 0, bytes: 0 },
+    ]);
     assert.equal(forged.status, 403);
     assert.equal(forged.body.code, 'STREAM_RESERVED');
     assert.equal(forged.body.path, 'stream');
@@ -55,14 +70,20 @@ describe('edge: local API, device broker and bad input', () => {
     assert.equal(ungranted.status, 400);
     assert.equal(ungranted.body.code, 'EGRESS_DENIED');
     assert.match(ungranted.body.message, /--uplink-allow card-numbers/);
-    const extraField = await post('scores', [{ machineId: 'm1', score: 0.9 }, { machineId: 'm2', score: 0.1, card: '4111111111111111' }]);
+    const extraField = await post('scores', [
+      { machineId: 'm1', score: 0.9 },
+      { machineId: 'm2', score: 0.1, card: '4111111111111111' },
+    ]);
     assert.equal(extraField.body.code, 'EGRESS_DENIED');
     assert.equal(extraField.body.path, 'records[1].card');
     assert.equal(edge.handle.outbox.pending, 0, 'nothing refused reached the outbox');
     // What is granted goes, and is audited like a rule's uplink.
     assert.equal((await post('scores', [{ machineId: 'm1', score: 0.9 }])).status, 202);
     const audit = (await call('/api/v1/egress')).body.items;
-    assert.deepEqual(audit.map((r: any) => [r.app, r.rule, r.stream, r.destination, r.records]), [['(operator)', 'local-api', 'scores', 'cloud', 1]]);
+    assert.deepEqual(
+      audit.map((r: any) => [r.app, r.rule, r.stream, r.destination, r.records]),
+      [['(operator)', 'local-api', 'scores', 'cloud', 1]],
+    );
     await waitFor('sent', () => edge.handle.outbox.pending === 0);
     // No forged audit row reached the cloud's egress view.
     const cloudAudit = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/egress`);
@@ -94,7 +115,11 @@ describe('edge: local API, device broker and bad input', () => {
     await assert.rejects(mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: 'wrong', reconnectPeriod: 0 }));
     await assert.rejects(mqtt.connectAsync(edge.handle.deviceUrl, { reconnectPeriod: 0 }));
     const dev = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
-    const listener = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+    const listener = await mqtt.connectAsync(edge.handle.deviceUrl, {
+      username: 'device',
+      password: edge.devicePassword,
+      reconnectPeriod: 0,
+    });
     const seen: string[] = [];
     listener.on('message', (t) => seen.push(t));
     await listener.subscribeAsync('#');

@@ -7,8 +7,16 @@ it('docs/errors.md documents every error code, and only those', () => {
   const doc = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8');
   const documented = new Set([...doc.matchAll(/^### ([A-Z_]+)$/gm)].map((m) => m[1]!));
   const codes = Object.keys(ERROR_CODES);
-  assert.deepEqual(codes.filter((c) => !documented.has(c)), [], 'codes missing from docs/errors.md');
-  assert.deepEqual([...documented].filter((c) => !codes.includes(c)), [], 'docs/errors.md lists codes that do not exist');
+  assert.deepEqual(
+    codes.filter((c) => !documented.has(c)),
+    [],
+    'codes missing from docs/errors.md',
+  );
+  assert.deepEqual(
+    [...documented].filter((c) => !codes.includes(c)),
+    [],
+    'docs/errors.md lists codes that do not exist',
+  );
   for (const [code, { status }] of Object.entries(ERROR_CODES)) {
     const section = doc.split(`### ${code}\n`)[1]!.split('###')[0]!;
     assert.match(section, new RegExp(`HTTP ${status}\\.`), `${code} shows its status`);
@@ -23,7 +31,9 @@ it('docs/errors.md lists each CLI exit code with exactly the error codes that ex
   assert.deepEqual([...rows.keys()].sort(), [0, 1, 2, 3, 4], 'one row per exit code');
   for (const exit of [2, 3, 4] as const) {
     const listed = [...rows.get(exit)!.matchAll(/`([A-Z_]+)`/g)].map((m) => m[1]!).sort();
-    const table = Object.keys(ERROR_CODES).filter((c) => exitCodeFor(c as ErrorCode) === exit).sort();
+    const table = Object.keys(ERROR_CODES)
+      .filter((c) => exitCodeFor(c as ErrorCode) === exit)
+      .sort();
     assert.deepEqual(listed, table, `exit ${exit}`);
   }
   assert.match(rows.get(1)!, /every code not listed below/);

@@ -14,7 +14,9 @@ import { planQuery } from '../src/stream/planner.ts';
 const dir = fileURLToPath(new URL('./golden/explain/', import.meta.url));
 
 describe('EXPLAIN golden files', () => {
-  for (const f of readdirSync(dir).filter((x) => x.endsWith('.sql')).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((x) => x.endsWith('.sql'))
+    .sort()) {
     it(f, () => {
       const text = readFileSync(join(dir, f), 'utf8');
       const m = /^-- stream: (\S+)(?: (\{.*\}))?(?: (\S+))?\n/.exec(text);
@@ -23,7 +25,10 @@ describe('EXPLAIN golden files', () => {
       const golden = join(dir, f.replace(/\.sql$/, '.txt'));
       const got = `${plan.explain()}\n`;
       if (process.env.UPDATE_GOLDEN || process.env.EW_UPDATE_GOLDEN) writeFileSync(golden, got);
-      assert.ok(existsSync(golden), `${golden} is missing: write it with UPDATE_GOLDEN=1 node scripts/test.mjs explain-golden, and review it`);
+      assert.ok(
+        existsSync(golden),
+        `${golden} is missing: write it with UPDATE_GOLDEN=1 node scripts/test.mjs explain-golden, and review it`,
+      );
       assert.equal(got, readFileSync(golden, 'utf8'));
     });
   }

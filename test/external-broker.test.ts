@@ -32,10 +32,15 @@ describe('the cloud on an external broker (Mosquitto)', { skip }, () => {
   });
 
   it('delivers desired state and stores uplink results once', async () => {
-    await cloud.api('POST', '/api/v1/apps', { manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'ext-app', version: '1.0.0' }, spec: {} } });
+    await cloud.api('POST', '/api/v1/apps', {
+      manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'ext-app', version: '1.0.0' }, spec: {} },
+    });
     await cloud.api('POST', '/api/v1/deployments', { app: 'ext-app', version: '1.0.0', selector: { tier: 'edge' } });
     await waitFor('app running', () => edge.handle.supervisor.running().some((a) => a.name === 'ext-app'));
-    await edge.uplink('alerts', Array.from({ length: 100 }, (_, i) => ({ i })));
+    await edge.uplink(
+      'alerts',
+      Array.from({ length: 100 }, (_, i) => ({ i })),
+    );
     await waitFor('100 stored', async () => (await cloud.handle.store.countUplink(edge.handle.siteId)) === 100);
     // The broker's PUBACK deletes nothing here: the cloud's store acknowledgement empties the outbox.
     await waitFor('outbox emptied by store acknowledgements', () => edge.handle.outbox.pending === 0);
@@ -53,7 +58,9 @@ describe('two installations on one broker, kept apart by installation id and top
   const seen: string[] = [];
   before(async () => {
     spy = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: `ew-spy-${tag}`, protocolVersion: 5, clean: true });
-    spy.on('message', (t) => { if (seen.length < 10_000) seen.push(t); });
+    spy.on('message', (t) => {
+      if (seen.length < 10_000) seen.push(t);
+    });
     await spy.subscribeAsync([`ew/#`, `a-${tag}/#`, `b-${tag}/#`], { qos: 0 });
     a = await startTestCloud({ broker: MOSQUITTO_URL, installationId: `a-${tag}`, topicPrefix: `a-${tag}` });
     b = await startTestCloud({ broker: MOSQUITTO_URL, installationId: `b-${tag}`, topicPrefix: `b-${tag}` });
@@ -61,7 +68,10 @@ describe('two installations on one broker, kept apart by installation id and top
     eb = await startTestEdge(b, { uplinkAllow: ['alerts'] });
   });
   after(async () => {
-    for (const [e, c] of [[ea, a], [eb, b]] as const) {
+    for (const [e, c] of [
+      [ea, a],
+      [eb, b],
+    ] as const) {
       const siteId = e?.handle.siteId;
       await e?.stop().catch(() => {});
       if (siteId) await c.handle.hub.publish(topics.desired(siteId), '', { retain: true }).catch(() => {});
@@ -70,17 +80,32 @@ describe('two installations on one broker, kept apart by installation id and top
     await spy?.endAsync();
   });
 
-  it('each cloud stores only its own sites\' results, all on its own topic tree', async () => {
-    await ea.uplink('alerts', Array.from({ length: 20 }, (_, i) => ({ i })));
-    await eb.uplink('alerts', Array.from({ length: 30 }, (_, i) => ({ i })));
+  it("each cloud stores only its own sites' results, all on its own topic tree", async () => {
+    await ea.uplink(
+      'alerts',
+      Array.from({ length: 20 }, (_, i) => ({ i })),
+    );
+    await eb.uplink(
+      'alerts',
+      Array.from({ length: 30 }, (_, i) => ({ i })),
+    );
     await waitFor('A stored 20', async () => (await a.handle.store.countUplink(ea.handle.siteId)) === 20);
     await waitFor('B stored 30', async () => (await b.handle.store.countUplink(eb.handle.siteId)) === 30);
-    await waitFor('both outboxes emptied by their own cloud\'s acknowledgements', () => ea.handle.outbox.pending === 0 && eb.handle.outbox.pending === 0);
+    await waitFor(
+      "both outboxes emptied by their own cloud's acknowledgements",
+      () => ea.handle.outbox.pending === 0 && eb.handle.outbox.pending === 0,
+    );
     assert.equal(await a.handle.store.countUplink(eb.handle.siteId), 0);
     assert.equal(await b.handle.store.countUplink(ea.handle.siteId), 0);
     const ours = (site: string) => seen.filter((t) => t.includes(`/${site}/`));
-    assert.ok(ours(ea.handle.siteId).length > 0 && ours(ea.handle.siteId).every((t) => t.startsWith(`a-${tag}/ew/`)), 'A\'s site only under a-…/ew/');
-    assert.ok(ours(eb.handle.siteId).every((t) => t.startsWith(`b-${tag}/ew/`)), 'B\'s site only under b-…/ew/');
+    assert.ok(
+      ours(ea.handle.siteId).length > 0 && ours(ea.handle.siteId).every((t) => t.startsWith(`a-${tag}/ew/`)),
+      "A's site only under a-…/ew/",
+    );
+    assert.ok(
+      ours(eb.handle.siteId).every((t) => t.startsWith(`b-${tag}/ew/`)),
+      "B's site only under b-…/ew/",
+    );
     assert.equal((await a.api('GET', `/api/v1/sites/${ea.handle.siteId}`)).body.state, 'online');
   });
 });

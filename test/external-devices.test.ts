@@ -22,7 +22,9 @@ describe('a site reading its devices from an existing broker (Mosquitto)', { ski
 
   it('runs a deployed rule on messages from the external broker and sends results to the cloud', async () => {
     const manifest = {
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'ext-devices', version: '1.0.0' },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'ext-devices', version: '1.0.0' },
       spec: {
         streams: [{ name: 'temp', topic: `${root}/+/temp`, schema: { sensor: 'string', c: 'float' } }],
         rules: [{ name: 'hot', sql: 'SELECT sensor, c FROM temp WHERE c > 80', sinks: [{ uplink: 'hot' }] }],

@@ -22,12 +22,36 @@ describe('fleet status: liveness and status write-behind', () => {
   let store: Store;
   const clock = new ManualClock(1_000_000);
   const body: SiteStatusBody = {
-    agentVersion: '1', bootId: 'boot-1', uptimeS: 1, heartbeatIntervalS: 10, generation: 3, apps: [],
-    system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, diskTotalBytes: 1, diskFreeBytes: 1, loadAvg1: 0 },
-    runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 },
+    agentVersion: '1',
+    bootId: 'boot-1',
+    uptimeS: 1,
+    heartbeatIntervalS: 10,
+    generation: 3,
+    apps: [],
+    system: {
+      hostname: 'h',
+      platform: 'linux',
+      arch: 'x64',
+      cores: 1,
+      memoryTotalBytes: 1,
+      memoryFreeBytes: 1,
+      diskTotalBytes: 1,
+      diskFreeBytes: 1,
+      loadAvg1: 0,
+    },
+    runtimes: [],
+    accelerators: [],
+    outbox: { pending: 0, dropped: 0 },
+    devices: { connected: 0, messagesIn: 0 },
   };
   const status = (): ReportedMessage => ({ v: ENVELOPE_VERSION, id: randomUUID(), ts: clock.now(), type: 'status', body });
-  const will = (): ReportedMessage => ({ v: ENVELOPE_VERSION, id: randomUUID(), ts: clock.now(), type: 'offline', body: { bootId: 'boot-1', reason: 'connection lost' } });
+  const will = (): ReportedMessage => ({
+    v: ENVELOPE_VERSION,
+    id: randomUUID(),
+    ts: clock.now(),
+    type: 'offline',
+    body: { bootId: 'boot-1', reason: 'connection lost' },
+  });
 
   before(async () => {
     dir = tempDir('fleet-status');
@@ -35,10 +59,33 @@ describe('fleet status: liveness and status write-behind', () => {
     await store.migrate();
     await store.createTenant({ id: 'ten', name: 'ten', createdAt: 1 });
     for (const id of ['site-a', 'site-b']) {
-      await store.createJoinToken({ id: `tok-${id}`, tenantId: 'ten', hash: hashSecret(id), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: Number.MAX_SAFE_INTEGER, usedAt: null, siteId: null });
+      await store.createJoinToken({
+        id: `tok-${id}`,
+        tenantId: 'ten',
+        hash: hashSecret(id),
+        labels: {},
+        region: 'r',
+        description: '',
+        createdAt: 1,
+        expiresAt: Number.MAX_SAFE_INTEGER,
+        usedAt: null,
+        siteId: null,
+      });
       await store.enrollSite(hashSecret(id), 2, () => ({
-        id, tenantId: 'ten', name: id, region: 'r', labels: {}, secretHash: hashSecret(newSecret('ews')), createdAt: 1, revokedAt: null, online: false, lastSeenAt: null,
-        status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+        id,
+        tenantId: 'ten',
+        name: id,
+        region: 'r',
+        labels: {},
+        secretHash: hashSecret(newSecret('ews')),
+        createdAt: 1,
+        revokedAt: null,
+        online: false,
+        lastSeenAt: null,
+        status: null,
+        desiredGeneration: 0,
+        desiredHash: null,
+        reportedGeneration: 0,
       }));
     }
   });

@@ -6,7 +6,9 @@ import { silentLogger } from '../src/lib/logger.ts';
 import { isEwError } from '../src/contracts/errors.ts';
 
 const manifest = (version: string) => ({
-  apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'traffic-watch', version },
+  apiVersion: 'edgeweave/v1',
+  kind: 'App',
+  metadata: { name: 'traffic-watch', version },
   spec: { streams: [{ name: 'traffic', topic: 'city/+/traffic', format: 'json' }], policy: { egress: { allow: ['alerts'] } } },
 });
 
@@ -19,7 +21,11 @@ describe('cloud + two agents over real MQTT on loopback', () => {
   before(async () => {
     cloud = await startTestCloud({ clock, missedHeartbeats: 3 });
     city = await startTestEdge(cloud, { labels: { city: 'hangzhou', kind: 'intersection' }, region: 'cn-east', uplinkAllow: ['alerts'] });
-    factory = await startTestEdge(cloud, { labels: { industry: 'manufacturing' }, region: 'eu-west', uplinkAllow: ['vibration', 'alerts'] });
+    factory = await startTestEdge(cloud, {
+      labels: { industry: 'manufacturing' },
+      region: 'eu-west',
+      uplinkAllow: ['vibration', 'alerts'],
+    });
   });
   after(async () => {
     await city?.stop().catch(() => {});
@@ -63,7 +69,14 @@ describe('cloud + two agents over real MQTT on loopback', () => {
     }
     // The agent's CLI path: a used token is an EwError with the code, so the CLI exits non-zero.
     await assert.rejects(
-      startEdge({ dataDir: (await import('./support/harness.ts')).tempDir('used'), cloudUrl: cloud.url, token, log: silentLogger(), apiPort: 0, devicePort: 0 }),
+      startEdge({
+        dataDir: (await import('./support/harness.ts')).tempDir('used'),
+        cloudUrl: cloud.url,
+        token,
+        log: silentLogger(),
+        apiPort: 0,
+        devicePort: 0,
+      }),
       (e: unknown) => isEwError(e, 'TOKEN_USED'),
     );
     // The extra enrolled site is revoked so that it does not count as an offline site below.
@@ -90,7 +103,9 @@ describe('cloud + two agents over real MQTT on loopback', () => {
     await cloud.api('POST', '/api/v1/apps', { manifest: manifest('1.1.0') });
     await cloud.api('POST', '/api/v1/deployments', { app: 'traffic-watch', version: '1.1.0', selector: { city: 'hangzhou' } });
     await waitFor('city runs 1.1.0', () => city.handle.supervisor.running().some((a) => a.version === '1.1.0'));
-    const relabel = await cloud.api('PUT', `/api/v1/sites/${factory.handle.siteId}/labels`, { labels: { industry: 'manufacturing', city: 'hangzhou' } });
+    const relabel = await cloud.api('PUT', `/api/v1/sites/${factory.handle.siteId}/labels`, {
+      labels: { industry: 'manufacturing', city: 'hangzhou' },
+    });
     assert.equal(relabel.status, 200);
     await waitFor('factory picks up the app after relabel', () => factory.handle.supervisor.running().some((a) => a.version === '1.1.0'));
     await cloud.api('PUT', `/api/v1/sites/${factory.handle.siteId}/labels`, { labels: { industry: 'manufacturing' } });
@@ -98,14 +113,21 @@ describe('cloud + two agents over real MQTT on loopback', () => {
   });
 
   it('sends uplink results through the outbox, each stored once and readable by site and stream', async () => {
-    const r = await city.uplink('alerts', Array.from({ length: 250 }, (_, i) => ({ intersection: `i${i % 5}`, vehicles: i })));
+    const r = await city.uplink(
+      'alerts',
+      Array.from({ length: 250 }, (_, i) => ({ intersection: `i${i % 5}`, vehicles: i })),
+    );
     assert.equal(r.status, 202);
     assert.equal(r.body.accepted, 250);
     await waitFor('250 results stored', async () => (await cloud.handle.store.countUplink(city.handle.siteId, 'alerts')) === 250);
     const page = await cloud.api('GET', `/api/v1/results?site=${city.handle.siteId}&stream=alerts&limit=100`);
     assert.equal(page.body.items.length, 100);
     assert.deepEqual(page.body.items[0].data, { intersection: 'i0', vehicles: 0 });
-    assert.deepEqual(page.body.items.map((x: any) => x.data.vehicles), Array.from({ length: 100 }, (_, i) => i), 'in order');
+    assert.deepEqual(
+      page.body.items.map((x: any) => x.data.vehicles),
+      Array.from({ length: 100 }, (_, i) => i),
+      'in order',
+    );
     const next = await cloud.api('GET', `/api/v1/results?site=${city.handle.siteId}&stream=alerts&limit=200&after=${page.body.next}`);
     assert.equal(next.body.items.length, 150);
     assert.equal(next.body.next, null);
@@ -117,11 +139,17 @@ describe('cloud + two agents over real MQTT on loopback', () => {
     const before = await cloud.handle.store.countUplink(factory.handle.siteId);
     await cloud.stop();
     await waitFor('factory sees the link drop', () => factory.handle.linkState() !== 'connected');
-    const r = await factory.uplink('vibration', Array.from({ length: 40 }, (_, i) => ({ machine: 'm1', rms: i / 10 })));
+    const r = await factory.uplink(
+      'vibration',
+      Array.from({ length: 40 }, (_, i) => ({ machine: 'm1', rms: i / 10 })),
+    );
     assert.equal(r.status, 202);
     assert.equal(factory.handle.outbox.pending, 40);
     await cloud.restart();
-    await waitFor('40 results after the cloud returns', async () => (await cloud.handle.store.countUplink(factory.handle.siteId)) === before + 40);
+    await waitFor(
+      '40 results after the cloud returns',
+      async () => (await cloud.handle.store.countUplink(factory.handle.siteId)) === before + 40,
+    );
     await waitFor('outbox drained', () => factory.handle.outbox.pending === 0);
   });
 
@@ -141,9 +169,15 @@ describe('cloud + two agents over real MQTT on loopback', () => {
   it('marks a site offline when it stops, and online again when it returns', async () => {
     await waitFor('factory online', async () => (await cloud.api('GET', `/api/v1/sites/${factory.handle.siteId}`)).body.state === 'online');
     await factory.stop();
-    await waitFor('factory offline', async () => (await cloud.api('GET', `/api/v1/sites/${factory.handle.siteId}`)).body.state === 'offline');
+    await waitFor(
+      'factory offline',
+      async () => (await cloud.api('GET', `/api/v1/sites/${factory.handle.siteId}`)).body.state === 'offline',
+    );
     await factory.restart();
-    await waitFor('factory online again', async () => (await cloud.api('GET', `/api/v1/sites/${factory.handle.siteId}`)).body.state === 'online');
+    await waitFor(
+      'factory online again',
+      async () => (await cloud.api('GET', `/api/v1/sites/${factory.handle.siteId}`)).body.state === 'online',
+    );
   });
 
   it('revokes a site: its connection is cut at once and its credentials stop working', async () => {

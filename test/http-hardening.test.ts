@@ -7,14 +7,20 @@ import { ERROR_CODES } from '../src/contracts/errors.ts';
 import { hashSecret, newSecret } from '../src/lib/secrets.ts';
 
 /** Sends raw bytes (optionally trickled one byte at a time) and reads the answer until the server closes. */
-function rawHttp(url: string, head: string, o: { trickle?: string; everyMs?: number } = {}): Promise<{ status: number; headers: string; body: any; bytesTrickled: number }> {
+function rawHttp(
+  url: string,
+  head: string,
+  o: { trickle?: string; everyMs?: number } = {},
+): Promise<{ status: number; headers: string; body: any; bytesTrickled: number }> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const s = connect(Number(u.port), u.hostname);
     let data = '';
     let trickled = 0;
     let timer: NodeJS.Timeout | undefined;
-    s.on('data', (d) => { data += d.toString('utf8'); });
+    s.on('data', (d) => {
+      data += d.toString('utf8');
+    });
     s.on('error', () => {});
     s.once('connect', () => {
       s.write(head);
@@ -33,7 +39,11 @@ function rawHttp(url: string, head: string, o: { trickle?: string; everyMs?: num
       if (!m) return reject(new Error(`no HTTP answer: ${JSON.stringify(data.slice(0, 200))}`));
       const [headers, body = ''] = data.split('\r\n\r\n');
       let parsed: unknown = body;
-      try { parsed = JSON.parse(body); } catch { /* not JSON */ }
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        /* not JSON */
+      }
       resolve({ status: Number(m[1]), headers: headers!, body: parsed, bytesTrickled: trickled });
     });
   });
@@ -42,7 +52,11 @@ function rawHttp(url: string, head: string, o: { trickle?: string; everyMs?: num
 /** The one error shape of docs/errors.md: a known code whose status is the one answered. */
 function assertErrorShape(r: { status: number; body: any }, code: string): void {
   assert.equal(typeof r.body, 'object', `a JSON body, got ${JSON.stringify(r.body)}`);
-  assert.deepEqual(Object.keys(r.body).filter((k) => !['code', 'message', 'path'].includes(k)), [], `only code, message, path: ${JSON.stringify(r.body)}`);
+  assert.deepEqual(
+    Object.keys(r.body).filter((k) => !['code', 'message', 'path'].includes(k)),
+    [],
+    `only code, message, path: ${JSON.stringify(r.body)}`,
+  );
   assert.equal(r.body.code, code, JSON.stringify(r.body));
   assert.equal(typeof r.body.message, 'string');
   assert.equal(r.status, ERROR_CODES[code as keyof typeof ERROR_CODES].status);
@@ -58,7 +72,11 @@ describe('HTTP time limits and error shapes', () => {
   before(async () => {
     cloud = await startTestCloud({ httpTimeouts: timeouts });
     edge = await startTestEdge(cloud, { httpTimeouts: timeouts });
-    const up = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: file });
+    const up = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' },
+      body: file,
+    });
     assert.equal(up.status, 201);
   });
   after(async () => {
@@ -66,7 +84,10 @@ describe('HTTP time limits and error shapes', () => {
     await cloud?.stop();
   });
 
-  for (const [who, url] of [['cloud', () => cloud.url], ['site', () => edge.handle.apiUrl]] as const) {
+  for (const [who, url] of [
+    ['cloud', () => cloud.url],
+    ['site', () => edge.handle.apiUrl],
+  ] as const) {
     it(`${who}: a client trickling its headers is cut with 408 REQUEST_TIMEOUT`, async () => {
       const r = await rawHttp(url(), 'POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nX-Slow: ', { trickle: 'a' });
       assertErrorShape(r, 'REQUEST_TIMEOUT');
@@ -74,9 +95,16 @@ describe('HTTP time limits and error shapes', () => {
     });
 
     it(`${who}: a client trickling its body is cut with 408 REQUEST_TIMEOUT`, async () => {
-      const target = who === 'cloud' ? 'POST /api/v1/enroll' : `POST /api/v1/uplink/s HTTP/1.1\r\nAuthorization: Bearer ${edge.apiKey}`.replace(' HTTP/1.1', '');
+      const target =
+        who === 'cloud'
+          ? 'POST /api/v1/enroll'
+          : `POST /api/v1/uplink/s HTTP/1.1\r\nAuthorization: Bearer ${edge.apiKey}`.replace(' HTTP/1.1', '');
       const [line, ...extra] = target.split('\r\n');
-      const r = await rawHttp(url(), `${line} HTTP/1.1\r\nHost: x\r\n${extra.map((h) => `${h}\r\n`).join('')}Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"records":["`, { trickle: 'a' });
+      const r = await rawHttp(
+        url(),
+        `${line} HTTP/1.1\r\nHost: x\r\n${extra.map((h) => `${h}\r\n`).join('')}Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"records":["`,
+        { trickle: 'a' },
+      );
       assertErrorShape(r, 'REQUEST_TIMEOUT');
     });
 
@@ -84,22 +112,34 @@ describe('HTTP time limits and error shapes', () => {
       assertErrorShape(await rawHttp(url(), 'GET /api/v1/%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 'MALFORMED_REQUEST');
       const longParam = who === 'cloud' ? `GET /api/v1/sites/${'a'.repeat(300)}` : `POST /api/v1/streams/${'a'.repeat(300)}/s`;
       assertErrorShape(await rawHttp(url(), `${longParam} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`), 'URI_TOO_LONG');
-      assertErrorShape(await rawHttp(url(), `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), 'HEADERS_TOO_LARGE');
+      assertErrorShape(
+        await rawHttp(url(), `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`),
+        'HEADERS_TOO_LARGE',
+      );
       assertErrorShape(await rawHttp(url(), 'HELLO THERE\r\n\r\n'), 'MALFORMED_REQUEST');
-      assertErrorShape(await rawHttp(url(), 'POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc'), 'MALFORMED_REQUEST');
+      assertErrorShape(
+        await rawHttp(url(), 'POST /api/v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc'),
+        'MALFORMED_REQUEST',
+      );
     });
   }
 
   it('answers an impossible Range on an artifact with 416 RANGE_NOT_SATISFIABLE and the size', async () => {
     for (const range of ['bytes=100-2', 'bytes=5000-', 'bytes=abc', 'bytes=0-1,5-6']) {
-      const res = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, { headers: { authorization: `Bearer ${cloud.adminKey}`, range } });
+      const res = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, {
+        headers: { authorization: `Bearer ${cloud.adminKey}`, range },
+      });
       assertErrorShape({ status: res.status, body: await res.json() }, 'RANGE_NOT_SATISFIABLE');
       assert.equal(res.headers.get('content-range'), `bytes */${file.length}`, range);
     }
-    const ok = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, { headers: { authorization: `Bearer ${cloud.adminKey}`, range: 'bytes=10-19' } });
+    const ok = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, {
+      headers: { authorization: `Bearer ${cloud.adminKey}`, range: 'bytes=10-19' },
+    });
     assert.equal(ok.status, 206);
     assert.deepEqual(Buffer.from(await ok.arrayBuffer()), file.subarray(10, 20));
-    const suffix = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, { headers: { authorization: `Bearer ${cloud.adminKey}`, range: 'bytes=-5' } });
+    const suffix = await fetch(`${cloud.url}/api/v1/artifacts/${sha(file)}`, {
+      headers: { authorization: `Bearer ${cloud.adminKey}`, range: 'bytes=-5' },
+    });
     assert.deepEqual(Buffer.from(await suffix.arrayBuffer()), file.subarray(995));
   });
 });
@@ -108,14 +148,28 @@ describe('cloud API rate limits (429 with Retry-After)', () => {
   let cloud: TestCloud;
   before(async () => {
     // Nearly no refill, so what the test counts is exactly what it spent.
-    cloud = await startTestCloud({ rateLimits: { key: { burst: 5, perSecond: 0.001 }, address: { burst: 40, perSecond: 0.001 }, anonymous: { burst: 3, perSecond: 0.001 } } });
+    cloud = await startTestCloud({
+      rateLimits: {
+        key: { burst: 5, perSecond: 0.001 },
+        address: { burst: 40, perSecond: 0.001 },
+        anonymous: { burst: 3, perSecond: 0.001 },
+      },
+    });
   });
   after(async () => cloud?.stop());
 
   async function newKey(): Promise<string> {
     const key = newSecret('ewk');
     const tenant = (await cloud.handle.store.listTenants())[0]!;
-    await cloud.handle.store.createApiKey({ id: `key-${randomBytes(4).toString('hex')}`, tenantId: tenant.id, name: 't', hash: hashSecret(key), role: 'admin', createdAt: 1, revokedAt: null });
+    await cloud.handle.store.createApiKey({
+      id: `key-${randomBytes(4).toString('hex')}`,
+      tenantId: tenant.id,
+      name: 't',
+      hash: hashSecret(key),
+      role: 'admin',
+      createdAt: 1,
+      revokedAt: null,
+    });
     return key;
   }
 

@@ -64,7 +64,12 @@ function runHubConformance(name: string, make: () => Promise<HubFixture>, skip?:
       clients.push(c);
       const retained: string[] = [];
       const marker = topics.rpcRequest(siteId, `marker-${randomBytes(3).toString('hex')}`);
-      const done = new Promise<void>((r) => c.on('message', (t, m, pkt) => { if (t === marker) r(); else if (pkt.retain && m.length) retained.push(t); }));
+      const done = new Promise<void>((r) =>
+        c.on('message', (t, m, pkt) => {
+          if (t === marker) r();
+          else if (pkt.retain && m.length) retained.push(t);
+        }),
+      );
       await c.subscribeAsync([topics.desired(siteId), topics.rpcRequests(siteId)], { qos: 1 });
       await fx.hub.publish(marker, '{}');
       await done;
@@ -101,7 +106,8 @@ function runHubConformance(name: string, make: () => Promise<HubFixture>, skip?:
   });
 }
 
-const connectSite = (url: string, siteId: string, extra: mqtt.IClientOptions) => mqtt.connectAsync(url, { clientId: siteId, clean: false, reconnectPeriod: 100, ...extra });
+const connectSite = (url: string, siteId: string, extra: mqtt.IClientOptions) =>
+  mqtt.connectAsync(url, { clientId: siteId, clean: false, reconnectPeriod: 100, ...extra });
 
 runHubConformance('embedded (aedes)', async () => {
   const secret = 'ews_test_secret';
@@ -113,7 +119,16 @@ runHubConformance('embedded (aedes)', async () => {
 });
 
 const mosq = await mosquittoAvailable();
-runHubConformance('external (Mosquitto)', async () => {
-  const hub = new ExternalHub({ url: MOSQUITTO_URL, clientId: `ew-cloud-test-${randomBytes(4).toString('hex')}`, shareGroup: `g${randomBytes(4).toString('hex')}`, log: silentLogger() });
-  return { hub, site: (siteId, extra = {}) => connectSite(MOSQUITTO_URL, siteId, { protocolVersion: 5, ...extra }) };
-}, mosq);
+runHubConformance(
+  'external (Mosquitto)',
+  async () => {
+    const hub = new ExternalHub({
+      url: MOSQUITTO_URL,
+      clientId: `ew-cloud-test-${randomBytes(4).toString('hex')}`,
+      shareGroup: `g${randomBytes(4).toString('hex')}`,
+      log: silentLogger(),
+    });
+    return { hub, site: (siteId, extra = {}) => connectSite(MOSQUITTO_URL, siteId, { protocolVersion: 5, ...extra }) };
+  },
+  mosq,
+);

@@ -25,10 +25,14 @@ describe('idempotency keys on mutating API calls', () => {
   async function call(key: string | undefined, body: unknown) {
     const res = await fetch(new URL('/api/v1/deployments', cloud.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+      headers: {
+        authorization: `Bearer ${cloud.adminKey}`,
+        'content-type': 'application/json',
+        ...(key ? { 'idempotency-key': key } : {}),
+      },
       body: JSON.stringify(body),
     });
-    return { status: res.status, replayed: res.headers.get('idempotent-replayed'), body: await res.json() as any };
+    return { status: res.status, replayed: res.headers.get('idempotent-replayed'), body: (await res.json()) as any };
   }
 
   it('answers a retried request with the first answer and writes once', async () => {
@@ -41,7 +45,10 @@ describe('idempotency keys on mutating API calls', () => {
     assert.equal(again.replayed, 'true');
     assert.deepEqual(again.body, first.body);
     const list = (await cloud.api('GET', '/api/v1/deployments')).body;
-    assert.equal((list.items ?? list).filter((d: { selector: unknown }) => JSON.stringify(d.selector) === JSON.stringify({ tier: 'a' })).length, 1);
+    assert.equal(
+      (list.items ?? list).filter((d: { selector: unknown }) => JSON.stringify(d.selector) === JSON.stringify({ tier: 'a' })).length,
+      1,
+    );
   });
 
   it('refuses a key reused for another request, and a malformed key', async () => {
@@ -65,35 +72,70 @@ describe('idempotency keys on mutating API calls', () => {
     assert.equal(again.replayed, 'true');
   });
 
-  it('a claim in progress is another holder\'s until it goes stale; only its holder completes it', async () => {
+  it("a claim in progress is another holder's until it goes stale; only its holder completes it", async () => {
     const store = cloud.handle.store;
     const key = randomUUID();
     const base = { scope: 's', key, fingerprint: 'f', staleMs: 30_000 };
     assert.deepEqual(await store.claimIdempotencyKey({ ...base, holder: 'a', now: 1_000 }), { claimed: true });
     const busy = await store.claimIdempotencyKey({ ...base, holder: 'b', now: 2_000 });
     assert.equal(busy.claimed, false);
-    assert.deepEqual(await store.claimIdempotencyKey({ ...base, holder: 'b', now: 40_000 }), { claimed: true }, 'holder a died: b takes over');
+    assert.deepEqual(
+      await store.claimIdempotencyKey({ ...base, holder: 'b', now: 40_000 }),
+      { claimed: true },
+      'holder a died: b takes over',
+    );
     await store.completeIdempotencyKey('s', key, 'a', { status: 201, body: '{}', at: 41_000 });
     const rec = await store.claimIdempotencyKey({ ...base, holder: 'c', now: 42_000 });
     assert.ok(!rec.claimed && rec.record.status === null, 'the old holder cannot complete a claim it lost');
     await store.completeIdempotencyKey('s', key, 'b', { status: 201, body: '{"ok":1}', at: 43_000 });
     const done = await store.claimIdempotencyKey({ ...base, holder: 'c', now: 44_000 });
     assert.ok(!done.claimed && done.record.status === 201 && done.record.body === '{"ok":1}');
-    assert.equal(await store.pruneIdempotencyKeys(1_000_000), 1, 'only keys created before the bound go (the API\'s own are from now)');
+    assert.equal(await store.pruneIdempotencyKeys(1_000_000), 1, "only keys created before the bound go (the API's own are from now)");
   });
 });
 
 describe('a database migrated by a newer version', () => {
   it('is refused with STORE_SCHEMA_NEWER in process, and `edgeweave cloud` exits 2', async () => {
     const dataDir = tempDir('newer');
-    const c = await startCloud({ dataDir, httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, log: silentLogger(), rateLimits: false });
+    const c = await startCloud({
+      dataDir,
+      httpHost: '127.0.0.1',
+      httpPort: 0,
+      mqttHost: '127.0.0.1',
+      mqttPort: 0,
+      log: silentLogger(),
+      rateLimits: false,
+    });
     await c.close();
     const db = new Database(join(dataDir, 'cloud.db'));
     db.prepare('INSERT INTO kysely_migration (name, timestamp) VALUES (?, ?)').run('9999_from_the_future', new Date().toISOString());
     db.close();
-    await assert.rejects(startCloud({ dataDir, httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, log: silentLogger(), rateLimits: false }),
-      (e) => isEwError(e, 'STORE_SCHEMA_NEWER') && /9999_from_the_future/.test(e.message));
-    const p = spawnCli(['cloud', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--mqtt-host', '127.0.0.1', '--mqtt-port', '0', '--no-console']);
+    await assert.rejects(
+      startCloud({
+        dataDir,
+        httpHost: '127.0.0.1',
+        httpPort: 0,
+        mqttHost: '127.0.0.1',
+        mqttPort: 0,
+        log: silentLogger(),
+        rateLimits: false,
+      }),
+      (e) => isEwError(e, 'STORE_SCHEMA_NEWER') && /9999_from_the_future/.test(e.message),
+    );
+    const p = spawnCli([
+      'cloud',
+      '--data-dir',
+      dataDir,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--mqtt-host',
+      '127.0.0.1',
+      '--mqtt-port',
+      '0',
+      '--no-console',
+    ]);
     assert.equal(await p.exited, 2);
     assert.match(p.stderr(), /STORE_SCHEMA_NEWER/);
     removeDirs(dataDir);

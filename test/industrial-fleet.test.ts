@@ -52,18 +52,31 @@ describe('predictive maintenance on a PLC: OPC UA + Modbus → rule with infer()
     const b = await loadBundle(join(templates, 'predictive-maintenance'), { manifest: 'edgeweave.plc.yaml' });
     b.raw = pointAtSimulators(b.raw, { opcua: opc.endpoint, modbus: mb.endpoint });
     await pushBundle(new ApiClient({ cloud: cloud.url, apiKey: cloud.adminKey }), b);
-    assert.equal((await cloud.api('POST', '/api/v1/deployments', { app: 'vibration-guard-plc', version: '1.0.0', selector: { industry: 'manufacturing' } })).status, 201);
+    assert.equal(
+      (
+        await cloud.api('POST', '/api/v1/deployments', {
+          app: 'vibration-guard-plc',
+          version: '1.0.0',
+          selector: { industry: 'manufacturing' },
+        })
+      ).status,
+      201,
+    );
 
     const w = await waitFor('a setpoint write at the OPC UA server', () => opc.writes[0], 120_000, 200);
     assert.equal(w.node, OPCUA_NODES.setpoint);
     assert.equal(w.value, 1100, 'one step of 100 rpm down from 1,200');
 
-    const api = async (path: string) => (await fetch(`${edge.handle.apiUrl}${path}`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json() as Promise<any>;
+    const api = async (path: string) =>
+      (await fetch(`${edge.handle.apiUrl}${path}`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json() as Promise<any>;
     const writes = (await api('/api/v1/writes?app=vibration-guard-plc')).items;
     assert.equal(writes.at(-1).result, 'written');
     assert.equal(writes.at(-1).rule, 'slow-down');
     const sources = (await api('/api/v1/sources')).items as any[];
-    assert.deepEqual(sources.map((s) => [s.stream, s.protocol, s.state]).sort(), [['drive', 'modbus', 'connected'], ['machine', 'opcua', 'connected']]);
+    assert.deepEqual(sources.map((s) => [s.stream, s.protocol, s.state]).sort(), [
+      ['drive', 'modbus', 'connected'],
+      ['machine', 'opcua', 'connected'],
+    ]);
     // The cloud sees the sources in the site's status, and the alert through the egress policy.
     const site = await waitFor('sources in the cloud', async () => {
       const r = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`);
@@ -71,8 +84,13 @@ describe('predictive maintenance on a PLC: OPC UA + Modbus → rule with infer()
     });
     assert.ok(site.status.sources.every((s: any) => s.values > 0));
     // (a heartbeat may predate the write: wait for one that has it)
-    const sink = await waitFor('the write in the sink\'s status', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.writes?.find((w: any) => w.written >= 1));
-    assert.deepEqual({ rule: sink.rule, protocol: sink.protocol, dryRun: sink.dryRun }, { rule: 'slow-down', protocol: 'opcua', dryRun: false });
+    const sink = await waitFor("the write in the sink's status", async () =>
+      (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.writes?.find((w: any) => w.written >= 1),
+    );
+    assert.deepEqual(
+      { rule: sink.rule, protocol: sink.protocol, dryRun: sink.dryRun },
+      { rule: 'slow-down', protocol: 'opcua', dryRun: false },
+    );
     assert.ok(sink.lastWriteAt > 0);
     // The write audit, asked of the site by the cloud.
     const audit = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/writes?app=vibration-guard-plc`);

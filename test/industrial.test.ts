@@ -40,7 +40,8 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   let version = 0;
   const registry = new Registry();
   const metric = async (name: string, labels: Record<string, string>) =>
-    (await registry.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value ?? 0;
+    (await registry.getSingleMetric(name)!.get()).values.find((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))?.value ??
+    0;
 
   before(async () => {
     db = openEdgeDb(dir);
@@ -53,8 +54,23 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     writeFileSync(join(dir, 'secrets', 'plc-password'), 'op3rator\n');
     writes = new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), (n) => (n === 'plc-password' ? 'op3rator' : undefined));
     rules = new RuleHost({
-      router, dead, clock: systemClock, log,
-      sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit: egress, log, clock: systemClock, allowedFields, siteLog: log, publishLocal: () => {}, writes }),
+      router,
+      dead,
+      clock: systemClock,
+      log,
+      sinkContext: (app, rule, allowedFields) => ({
+        siteId: 's1',
+        app,
+        rule,
+        outbox,
+        audit: egress,
+        log,
+        clock: systemClock,
+        allowedFields,
+        siteLog: log,
+        publishLocal: () => {},
+        writes,
+      }),
     });
     sources = new SourceHost({ router, dataDir: dir, clock: systemClock, log, registry });
     opc = new OpcuaMachineSim({ pkiDir: join(dir, 'sim-pki'), tickMs: 0, users: { operator: 'op3rator' } });
@@ -88,12 +104,23 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   const statusOf = (app: string) => sources.statuses().find((s) => s.app === app)!;
   const mem = (name: string) => memorySinks.get(name) ?? [];
 
-  it('an OPC UA subscription delivers typed records stamped with the server\'s source timestamp', async () => {
+  it("an OPC UA subscription delivers typed records stamped with the server's source timestamp", async () => {
     const app = await run('opc-sub', {
-      streams: [{
-        name: 'machine', timestamp: 'ts', schema: { speed: 'float', vibration: 'float', running: 'bool', ts: 'timestamp' },
-        source: { opcua: { endpoint: opc.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields: { speed: OPCUA_NODES.spindleSpeed, vibration: OPCUA_NODES.vibration, running: OPCUA_NODES.running } } },
-      }],
+      streams: [
+        {
+          name: 'machine',
+          timestamp: 'ts',
+          schema: { speed: 'float', vibration: 'float', running: 'bool', ts: 'timestamp' },
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              samplingIntervalMs: 50,
+              publishingIntervalMs: 100,
+              fields: { speed: OPCUA_NODES.spindleSpeed, vibration: OPCUA_NODES.vibration, running: OPCUA_NODES.running },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT speed, vibration, running, ts FROM machine', sinks: [{ memory: 'opc_sub' }] }],
     });
     await waitFor('connected', () => statusOf('opc-sub').state === 'connected');
@@ -103,11 +130,16 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     // Set on the server until the subscription has reported it: the first set may race the
     // monitored items' creation, and a server reports a change of value, not of timestamp alone.
     let n = 0;
-    const rec = await waitFor('the stamped record', () => {
-      const r = mem('opc_sub').find((x) => x.ts === stamp.getTime());
-      if (!r) opc.set('vibration', 7.25 + ++n / 1000, stamp);
-      return r;
-    }, 20_000, 200);
+    const rec = await waitFor(
+      'the stamped record',
+      () => {
+        const r = mem('opc_sub').find((x) => x.ts === stamp.getTime());
+        if (!r) opc.set('vibration', 7.25 + ++n / 1000, stamp);
+        return r;
+      },
+      20_000,
+      200,
+    );
     assert.ok((rec.vibration as number) > 7.25 && (rec.vibration as number) < 7.5);
     assert.equal(typeof rec.speed, 'number');
     assert.equal(rec.running, true);
@@ -121,7 +153,14 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     const stamp = new Date(Date.UTC(2026, 0, 3, 0, 0, 0, 0));
     opc.set('temperature', 55.5, stamp);
     const app = await run('opc-poll', {
-      streams: [{ name: 'm', timestamp: 'ts', schema: { temperature: 'float', ts: 'timestamp' }, source: { opcua: { endpoint: opc.endpoint, mode: 'poll', intervalMs: 100, fields: { temperature: OPCUA_NODES.temperature } } } }],
+      streams: [
+        {
+          name: 'm',
+          timestamp: 'ts',
+          schema: { temperature: 'float', ts: 'timestamp' },
+          source: { opcua: { endpoint: opc.endpoint, mode: 'poll', intervalMs: 100, fields: { temperature: OPCUA_NODES.temperature } } },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT temperature, ts FROM m', sinks: [{ memory: 'opc_poll' }] }],
     });
     await waitFor('three polls', () => mem('opc_poll').length >= 3);
@@ -131,12 +170,34 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
 
   it('a node id that does not exist is reported; the other fields keep flowing; a wrong type goes to the dead letters', async () => {
     const app = await run('opc-bad', {
-      streams: [{ name: 'm', schema: { speed: 'string', nope: 'float' }, source: { opcua: { endpoint: opc.endpoint, mode: 'poll', intervalMs: 100, user: { username: 'operator', passwordSecret: 'plc-password' }, fields: { speed: OPCUA_NODES.spindleSpeed, nope: 'ns=1;s=Machine1.DoesNotExist' } } } }],
+      streams: [
+        {
+          name: 'm',
+          schema: { speed: 'string', nope: 'float' },
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              mode: 'poll',
+              intervalMs: 100,
+              user: { username: 'operator', passwordSecret: 'plc-password' },
+              fields: { speed: OPCUA_NODES.spindleSpeed, nope: 'ns=1;s=Machine1.DoesNotExist' },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT * FROM m', sinks: [{ memory: 'opc_bad' }] }],
     });
-    const err = await waitFor('the node error', () => (statusOf('opc-bad').lastError?.code === 'SOURCE_ADDRESS_INVALID' ? statusOf('opc-bad').lastError : undefined)).catch((e) => { console.error(JSON.stringify(statusOf('opc-bad'))); throw e; });
+    const err = await waitFor('the node error', () =>
+      statusOf('opc-bad').lastError?.code === 'SOURCE_ADDRESS_INVALID' ? statusOf('opc-bad').lastError : undefined,
+    ).catch((e) => {
+      console.error(JSON.stringify(statusOf('opc-bad')));
+      throw e;
+    });
     assert.match(err.message, /field nope: node ns=1;s=Machine1\.DoesNotExist does not exist/);
-    assert.ok(await metric('ew_edge_source_errors_total', { protocol: 'opcua', code: 'SOURCE_ADDRESS_INVALID' }) >= 1, 'counted in metrics');
+    assert.ok(
+      (await metric('ew_edge_source_errors_total', { protocol: 'opcua', code: 'SOURCE_ADDRESS_INVALID' })) >= 1,
+      'counted in metrics',
+    );
     // speed is a Double, the schema says string: every record is refused into the dead letters.
     const dl = await waitFor('a dead letter', () => dead.list({ app: 'opc-bad', limit: 5 })[0]);
     assert.match(dl.reason, /field "speed" should be string/);
@@ -151,7 +212,18 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
       rules: [{ name: 'all', sql: 'SELECT * FROM m', sinks: [{ memory: 'opc_down' }] }],
     });
     const b = await run('opc-badpw', {
-      streams: [{ name: 'm', source: { opcua: { endpoint: opc.endpoint, user: { username: 'operator', passwordSecret: 'missing-secret' }, fields: { x: OPCUA_NODES.vibration } } } }],
+      streams: [
+        {
+          name: 'm',
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              user: { username: 'operator', passwordSecret: 'missing-secret' },
+              fields: { x: OPCUA_NODES.vibration },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT * FROM m', sinks: [{ memory: 'opc_badpw' }] }],
     });
     const down = await waitFor('unreachable', () => statusOf('opc-down').lastError);
@@ -168,7 +240,21 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   it('a server certificate not in the trust list is refused (SignAndEncrypt) until the operator trusts it', async () => {
     const fields = { vibration: OPCUA_NODES.vibration };
     const app = await run('opc-secure', {
-      streams: [{ name: 'm', source: { opcua: { endpoint: opc.endpoint, securityMode: 'SignAndEncrypt', securityPolicy: 'Basic256Sha256', mode: 'poll', intervalMs: 100, fields } } }],
+      streams: [
+        {
+          name: 'm',
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              securityMode: 'SignAndEncrypt',
+              securityPolicy: 'Basic256Sha256',
+              mode: 'poll',
+              intervalMs: 100,
+              fields,
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT * FROM m', sinks: [{ memory: 'opc_secure' }] }],
     });
     const err = await waitFor('the refusal', () => statusOf('opc-secure').lastError, 30_000);
@@ -177,7 +263,9 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     assert.equal(mem('opc_secure').length, 0, 'nothing read from an untrusted server');
     // The operator trusts it: the rejected certificate moves to trusted/certs; the next retry connects.
     const pki = join(dir, 'pki', 'opcua');
-    const rejected = await waitFor('the rejected certificate', () => readdirSync(join(pki, 'rejected')).find((f) => f.endsWith('.pem') || f.endsWith('.der')));
+    const rejected = await waitFor('the rejected certificate', () =>
+      readdirSync(join(pki, 'rejected')).find((f) => f.endsWith('.pem') || f.endsWith('.der')),
+    );
     renameSync(join(pki, 'rejected', rejected), join(pki, 'trusted', 'certs', rejected));
     await waitFor('records over SignAndEncrypt', () => mem('opc_secure').length > 0, 60_000);
     await stop(app);
@@ -186,9 +274,26 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   it('trustOnFirstUse: true accepts an unknown server certificate at once (and trusts it from then on)', async () => {
     const pkiDir = join(dir, 'pki-tofu');
     const got: Record<string, unknown>[] = [];
-    const src = new OpcuaSource(OpcuaSourceSpec.parse({ endpoint: opc.endpoint, securityMode: 'SignAndEncrypt', trustOnFirstUse: true, mode: 'poll', intervalMs: 100, fields: { vibration: OPCUA_NODES.vibration } }), {
-      app: 'tofu', stream: 'm', emit: (r) => got.push(r), onError: () => {}, secret: () => undefined, pkiDir, clock: systemClock, log,
-    });
+    const src = new OpcuaSource(
+      OpcuaSourceSpec.parse({
+        endpoint: opc.endpoint,
+        securityMode: 'SignAndEncrypt',
+        trustOnFirstUse: true,
+        mode: 'poll',
+        intervalMs: 100,
+        fields: { vibration: OPCUA_NODES.vibration },
+      }),
+      {
+        app: 'tofu',
+        stream: 'm',
+        emit: (r) => got.push(r),
+        onError: () => {},
+        secret: () => undefined,
+        pkiDir,
+        clock: systemClock,
+        log,
+      },
+    );
     src.start();
     try {
       await waitFor('records over SignAndEncrypt', () => got.length > 0, 60_000);
@@ -201,22 +306,53 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
 
   it('a server restart mid-stream reconnects and the subscription delivers again', async () => {
     const app = await run('opc-restart', {
-      streams: [{ name: 'm', timestamp: 'ts', schema: { vibration: 'float', ts: 'timestamp' }, source: { opcua: { endpoint: opc.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields: { vibration: OPCUA_NODES.vibration } } } }],
+      streams: [
+        {
+          name: 'm',
+          timestamp: 'ts',
+          schema: { vibration: 'float', ts: 'timestamp' },
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              samplingIntervalMs: 50,
+              publishingIntervalMs: 100,
+              fields: { vibration: OPCUA_NODES.vibration },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT vibration, ts FROM m', sinks: [{ memory: 'opc_restart' }] }],
     });
     await waitFor('connected', () => statusOf('opc-restart').state === 'connected');
     const before = new Date(Date.UTC(2026, 0, 4));
     let m = 0;
-    await waitFor('a value before the restart', () => mem('opc_restart').some((r) => r.ts === before.getTime()) || (opc.set('vibration', 3.5 + ++m / 1000, before), false), 20_000, 200);
+    await waitFor(
+      'a value before the restart',
+      () => mem('opc_restart').some((r) => r.ts === before.getTime()) || (opc.set('vibration', 3.5 + ++m / 1000, before), false),
+      20_000,
+      200,
+    );
     await opc.restart();
-    await waitFor('reconnected', () => statusOf('opc-restart').reconnects >= 1 && statusOf('opc-restart').state === 'connected', 60_000, 100);
+    await waitFor(
+      'reconnected',
+      () => statusOf('opc-restart').reconnects >= 1 && statusOf('opc-restart').state === 'connected',
+      60_000,
+      100,
+    );
     // The restarted server stamps its first values with its own clock (now): what follows must be
     // later in event time, or the rule drops it as late.
     const after = new Date(Date.now() + 2000);
     // A new value each try: a server only reports a change of value, not a new timestamp alone.
     let n = 0;
-    const rec = await waitFor('a value after the restart', () => mem('opc_restart').find((r) => r.ts === after.getTime()) ?? (opc.set('vibration', 4.5 + ++n / 1000, after), undefined), 30_000, 200)
-      .catch((e) => { console.error(JSON.stringify(rules.statuses().find((r) => r.app === 'opc-restart')), JSON.stringify(statusOf('opc-restart'))); throw e; });
+    const rec = await waitFor(
+      'a value after the restart',
+      () => mem('opc_restart').find((r) => r.ts === after.getTime()) ?? (opc.set('vibration', 4.5 + ++n / 1000, after), undefined),
+      30_000,
+      200,
+    ).catch((e) => {
+      console.error(JSON.stringify(rules.statuses().find((r) => r.app === 'opc-restart')), JSON.stringify(statusOf('opc-restart')));
+      throw e;
+    });
     assert.ok((rec.vibration as number) > 4.5 && (rec.vibration as number) < 5);
     await stop(app);
   });
@@ -230,21 +366,36 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     mb.discrete[3] = false;
     const t0 = Date.now();
     const app = await run('mb-types', {
-      streams: [{
-        name: 'regs', timestamp: 'ts', schema: { f64: 'float', i32: 'int', u32: 'int', t: 'float', c7: 'bool', d3: 'bool', speed: 'float', ts: 'timestamp' },
-        source: { modbus: { endpoint: mb.endpoint, unit: 1, intervalMs: 100, fields: {
-          f64: { table: 'holding', address: 100, type: 'float64', wordOrder: 'little' },
-          i32: { table: 'holding', address: 104, type: 'int32', byteOrder: 'little', wordOrder: 'little' },
-          u32: { table: 'holding', address: 106, type: 'uint32' },
-          t: { table: 'input', address: 20, type: 'int16', scale: 0.1, offset: -40 },
-          c7: { table: 'coil', address: 7 }, d3: { table: 'discrete', address: 3 },
-          speed: { table: 'input', address: 0, type: 'float32' },
-        } } },
-      }],
+      streams: [
+        {
+          name: 'regs',
+          timestamp: 'ts',
+          schema: { f64: 'float', i32: 'int', u32: 'int', t: 'float', c7: 'bool', d3: 'bool', speed: 'float', ts: 'timestamp' },
+          source: {
+            modbus: {
+              endpoint: mb.endpoint,
+              unit: 1,
+              intervalMs: 100,
+              fields: {
+                f64: { table: 'holding', address: 100, type: 'float64', wordOrder: 'little' },
+                i32: { table: 'holding', address: 104, type: 'int32', byteOrder: 'little', wordOrder: 'little' },
+                u32: { table: 'holding', address: 106, type: 'uint32' },
+                t: { table: 'input', address: 20, type: 'int16', scale: 0.1, offset: -40 },
+                c7: { table: 'coil', address: 7 },
+                d3: { table: 'discrete', address: 3 },
+                speed: { table: 'input', address: 0, type: 'float32' },
+              },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT * FROM regs', sinks: [{ memory: 'mb_types' }] }],
     });
     const r = await waitFor('a record', () => mem('mb_types')[0]);
-    assert.deepEqual({ ...r, ts: 0, speed: 0 }, { f64: -12_345.5, i32: -7, u32: 4_000_000_000, t: 83.4, c7: true, d3: false, ts: 0, speed: 0 });
+    assert.deepEqual(
+      { ...r, ts: 0, speed: 0 },
+      { f64: -12_345.5, i32: -7, u32: 4_000_000_000, t: 83.4, c7: true, d3: false, ts: 0, speed: 0 },
+    );
     assert.ok(Math.abs((r.speed as number) - 1200) < 1e-3, `speed ${r.speed}`);
     assert.ok((r.ts as number) >= t0 && (r.ts as number) <= Date.now(), 'event time is the poll time');
     await waitFor('more polls', () => mem('mb_types').length >= 3);
@@ -255,24 +406,61 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     const t = (s: number) => new Date(Date.UTC(2026, 0, 6, 0, 0, s));
     opc.set('temperature', 50, t(0));
     const app = await run('opc-deadband', {
-      streams: [{ name: 'm', timestamp: 'ts', schema: { temperature: 'float', ts: 'timestamp' }, source: { opcua: { endpoint: opc.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields: { temperature: { node: OPCUA_NODES.temperature, deadband: 1 } } } } }],
+      streams: [
+        {
+          name: 'm',
+          timestamp: 'ts',
+          schema: { temperature: 'float', ts: 'timestamp' },
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              samplingIntervalMs: 50,
+              publishingIntervalMs: 100,
+              fields: { temperature: { node: OPCUA_NODES.temperature, deadband: 1 } },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT temperature, ts FROM m', sinks: [{ memory: 'opc_deadband' }] }],
     });
     await waitFor('the first value', () => mem('opc_deadband').length >= 1);
     // Small steps (each 0.3 from the last reported value's neighbourhood), then one big step; the
     // big one's timestamp is what the test waits for, so the small ones were sampled before it.
     let n = 0;
-    const big = await waitFor('the big change', () => mem('opc_deadband').find((r) => r.ts === t(59).getTime())
-      ?? (n < 3 ? (opc.set('temperature', 50 + 0.3 * ++n, t(n)), undefined) : (opc.set('temperature', 60 + ++n / 100, t(59)), undefined)), 20_000, 200);
+    const big = await waitFor(
+      'the big change',
+      () =>
+        mem('opc_deadband').find((r) => r.ts === t(59).getTime()) ??
+        (n < 3 ? (opc.set('temperature', 50 + 0.3 * ++n, t(n)), undefined) : (opc.set('temperature', 60 + ++n / 100, t(59)), undefined)),
+      20_000,
+      200,
+    );
     assert.ok((big.temperature as number) > 60);
     const seen = mem('opc_deadband').map((r) => r.temperature as number);
-    assert.deepEqual(seen.filter((x) => x > 50 && x < 51), [], `changes under the deadband were not reported: ${seen.join(', ')}`);
+    assert.deepEqual(
+      seen.filter((x) => x > 50 && x < 51),
+      [],
+      `changes under the deadband were not reported: ${seen.join(', ')}`,
+    );
     await stop(app);
   });
 
   it('a Modbus device that restarts is polled again after a reconnect', async () => {
     const app = await run('mb-restart', {
-      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, timeoutMs: 300, retries: 0, fields: { sp: { table: 'holding', address: 10 } } } } }],
+      streams: [
+        {
+          name: 'regs',
+          source: {
+            modbus: {
+              endpoint: mb.endpoint,
+              intervalMs: 100,
+              timeoutMs: 300,
+              retries: 0,
+              fields: { sp: { table: 'holding', address: 10 } },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT sp FROM regs', sinks: [{ memory: 'mb_restart' }] }],
     });
     await waitFor('a record', () => mem('mb_restart').length > 0);
@@ -288,7 +476,20 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
 
   it('a register out of range and an unknown unit id are reported; the good fields keep flowing', async () => {
     const app = await run('mb-bad', {
-      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, unit: 1, intervalMs: 100, retries: 0, fields: { ok: { table: 'holding', address: 10 }, far: { table: 'holding', address: 5000 } } } } }],
+      streams: [
+        {
+          name: 'regs',
+          source: {
+            modbus: {
+              endpoint: mb.endpoint,
+              unit: 1,
+              intervalMs: 100,
+              retries: 0,
+              fields: { ok: { table: 'holding', address: 10 }, far: { table: 'holding', address: 5000 } },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT * FROM regs', sinks: [{ memory: 'mb_bad' }] }],
     });
     const e = await waitFor('range error', () => statusOf('mb-bad').lastError);
@@ -297,7 +498,21 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     const r = await waitFor('good field', () => mem('mb_bad')[0]);
     assert.deepEqual(r, { ok: 1200 });
     const other = await run('mb-unit', {
-      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, unit: 9, intervalMs: 100, timeoutMs: 200, retries: 0, fields: { ok: { table: 'holding', address: 10 } } } } }],
+      streams: [
+        {
+          name: 'regs',
+          source: {
+            modbus: {
+              endpoint: mb.endpoint,
+              unit: 9,
+              intervalMs: 100,
+              timeoutMs: 200,
+              retries: 0,
+              fields: { ok: { table: 'holding', address: 10 } },
+            },
+          },
+        },
+      ],
       rules: [{ name: 'all', sql: 'SELECT * FROM regs', sinks: [{ memory: 'mb_unit' }] }],
     });
     const t = await waitFor('timeout', () => statusOf('mb-unit').lastError);
@@ -312,27 +527,42 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   it('a write that the machine refuses or cannot take is audited as failed, with its code', async () => {
     const closed = await freePort();
     const app = await run('bad-targets', {
-      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, fields: { sp: { table: 'holding', address: 10 } } } } }],
-      rules: [{
-        name: 'act', sql: 'SELECT sp FROM regs',
-        sinks: [
-          { opcua: { endpoint: opc.endpoint, node: 'ns=1;s=Machine1.NoSuchNode', value: 'sp' } },
-          { modbus: { endpoint: mb.endpoint, register: 5000, value: 'sp' } },
-          { modbus: { endpoint: `tcp://127.0.0.1:${closed}`, register: 1, value: 'sp' } },
-        ],
-      }],
-      policy: { writes: { allow: [
-        { opcua: opc.endpoint, node: 'ns=1;s=Machine1.NoSuchNode', min: 0, max: 5000, maxPerMinute: 1 },
-        { modbus: mb.endpoint, register: 5000, min: 0, max: 5000, maxPerMinute: 1 },
-        { modbus: `tcp://127.0.0.1:${closed}`, register: 1, min: 0, max: 5000, maxPerMinute: 1 },
-      ] } },
+      streams: [
+        { name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, fields: { sp: { table: 'holding', address: 10 } } } } },
+      ],
+      rules: [
+        {
+          name: 'act',
+          sql: 'SELECT sp FROM regs',
+          sinks: [
+            { opcua: { endpoint: opc.endpoint, node: 'ns=1;s=Machine1.NoSuchNode', value: 'sp' } },
+            { modbus: { endpoint: mb.endpoint, register: 5000, value: 'sp' } },
+            { modbus: { endpoint: `tcp://127.0.0.1:${closed}`, register: 1, value: 'sp' } },
+          ],
+        },
+      ],
+      policy: {
+        writes: {
+          allow: [
+            { opcua: opc.endpoint, node: 'ns=1;s=Machine1.NoSuchNode', min: 0, max: 5000, maxPerMinute: 1 },
+            { modbus: mb.endpoint, register: 5000, min: 0, max: 5000, maxPerMinute: 1 },
+            { modbus: `tcp://127.0.0.1:${closed}`, register: 1, min: 0, max: 5000, maxPerMinute: 1 },
+          ],
+        },
+      },
     });
-    const failed = await waitFor('three failures', () => { const f = audit.list({ app: 'bad-targets', result: 'failed', limit: 10 }); return f.length >= 3 ? f : undefined; });
+    const failed = await waitFor('three failures', () => {
+      const f = audit.list({ app: 'bad-targets', result: 'failed', limit: 10 });
+      return f.length >= 3 ? f : undefined;
+    });
     const byTarget = Object.fromEntries(failed.map((f) => [f.target, f.detail]));
     // The sinks' status says the same, with codes.
     const st = writes.statuses().filter((w) => w.app === 'bad-targets');
     assert.deepEqual(st.map((w) => w.lastError?.code).sort(), ['SOURCE_ADDRESS_INVALID', 'SOURCE_UNREACHABLE', 'WRITE_FAILED']);
-    assert.match(byTarget[`${opc.endpoint}#ns=1;s=Machine1.NoSuchNode`]!, /^SOURCE_ADDRESS_INVALID: node ns=1;s=Machine1\.NoSuchNode does not exist/);
+    assert.match(
+      byTarget[`${opc.endpoint}#ns=1;s=Machine1.NoSuchNode`]!,
+      /^SOURCE_ADDRESS_INVALID: node ns=1;s=Machine1\.NoSuchNode does not exist/,
+    );
     assert.match(byTarget[`${mb.endpoint}/unit1/holding5000`]!, /^WRITE_FAILED: .*illegal data address/);
     assert.match(byTarget[`tcp://127.0.0.1:${closed}/unit1/holding1`]!, /^SOURCE_UNREACHABLE: /);
     await stop(app);
@@ -341,12 +571,24 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   it('a flood of results at a rate-limited target: a bounded audit, one write in flight, memory flat', async () => {
     mb.writes.length = 0;
     const app = await run('flood', {
-      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 1000, fields: { sp: { table: 'holding', address: 10 } } } } }],
+      streams: [
+        {
+          name: 'regs',
+          source: { modbus: { endpoint: mb.endpoint, intervalMs: 1000, fields: { sp: { table: 'holding', address: 10 } } } },
+        },
+      ],
       rules: [{ name: 'act', sql: 'SELECT sp FROM regs', sinks: [{ modbus: { endpoint: mb.endpoint, register: 40, value: 'sp' } }] }],
       policy: { writes: { allow: [{ modbus: mb.endpoint, register: 40, min: 0, max: 5000, maxPerMinute: 5 }] } },
     });
-    const sink = new WriteSink({ modbus: { endpoint: mb.endpoint, unit: 1, register: 41, value: 'sp', timeoutMs: 1000, dryRun: false } },
-      { app: 'flood', rule: 'direct', writes: new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), () => undefined), policy: { dryRun: false, allow: [{ modbus: mb.endpoint, unit: 1, register: 41, min: 0, max: 5000, maxPerMinute: 5 }] } });
+    const sink = new WriteSink(
+      { modbus: { endpoint: mb.endpoint, unit: 1, register: 41, value: 'sp', timeoutMs: 1000, dryRun: false } },
+      {
+        app: 'flood',
+        rule: 'direct',
+        writes: new WriteHost(audit, systemClock, log, join(dir, 'pki', 'opcua'), () => undefined),
+        policy: { dryRun: false, allow: [{ modbus: mb.endpoint, unit: 1, register: 41, min: 0, max: 5000, maxPerMinute: 5 }] },
+      },
+    );
     const heap0 = process.memoryUsage().heapUsed;
     for (let i = 0; i < 50; i++) sink.write(Array.from({ length: 1000 }, (_, j) => ({ sp: (i * 1000 + j) % 5000 })));
     const grown = process.memoryUsage().heapUsed - heap0;
@@ -363,7 +605,10 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   it('the write audit is bounded: the newest rows are kept', () => {
     const small = new WriteAudit(db, systemClock, undefined, 100);
     // Committed one by one: the table keeps the newest `max`.
-    for (let i = 0; i < 1000; i++) { small.record('flood', 'r', 'modbus', 't', i, 'refused', 'x'); small.flush(); }
+    for (let i = 0; i < 1000; i++) {
+      small.record('flood', 'r', 'modbus', 't', i, 'refused', 'x');
+      small.flush();
+    }
     const n = (db.prepare('SELECT count(*) AS n FROM write_audit').get() as { n: number }).n;
     assert.ok(n <= 110, `rows kept: ${n}`);
     assert.equal(small.list({ app: 'flood', limit: 1 })[0]!.value, '999');
@@ -379,28 +624,79 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     opc.writes.length = 0;
     opc.model.setpoint = 1200;
     const app = await run('slow-down', {
-      streams: [{ name: 'm', timestamp: 'ts', schema: { vibration: 'float', speed: 'float', ts: 'timestamp' }, source: { opcua: { endpoint: opc.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields: { vibration: OPCUA_NODES.vibration, speed: OPCUA_NODES.spindleSpeed } } } }],
-      rules: [{ name: 'protect', sql: 'SELECT vibration, speed FROM m WHERE vibration > 8', sinks: [{ opcua: { endpoint: opc.endpoint, node: OPCUA_NODES.setpoint, value: 'round(speed * 0.8)' } }] }],
+      streams: [
+        {
+          name: 'm',
+          timestamp: 'ts',
+          schema: { vibration: 'float', speed: 'float', ts: 'timestamp' },
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              samplingIntervalMs: 50,
+              publishingIntervalMs: 100,
+              fields: { vibration: OPCUA_NODES.vibration, speed: OPCUA_NODES.spindleSpeed },
+            },
+          },
+        },
+      ],
+      rules: [
+        {
+          name: 'protect',
+          sql: 'SELECT vibration, speed FROM m WHERE vibration > 8',
+          sinks: [{ opcua: { endpoint: opc.endpoint, node: OPCUA_NODES.setpoint, value: 'round(speed * 0.8)' } }],
+        },
+      ],
       policy: { writes: { allow: [setpointGrant()] } },
     });
     await waitFor('connected', () => statusOf('slow-down').state === 'connected');
     opc.model.spindleSpeed = 1200;
-    const w = await waitFor('the write at the server', () => opc.writes[0] ?? (opc.set('vibration', 9.5, new Date()), undefined), 20_000, 200);
+    const w = await waitFor(
+      'the write at the server',
+      () => opc.writes[0] ?? (opc.set('vibration', 9.5, new Date()), undefined),
+      20_000,
+      200,
+    );
     assert.deepEqual({ node: w.node, value: w.value }, { node: OPCUA_NODES.setpoint, value: 960 });
     const row = await waitFor('audited', () => audit.list({ app: 'slow-down', result: 'written', limit: 5 })[0]);
-    assert.deepEqual({ rule: row.rule, value: row.value, target: row.target }, { rule: 'protect', value: '960', target: `${opc.endpoint}#${OPCUA_NODES.setpoint}` });
+    assert.deepEqual(
+      { rule: row.rule, value: row.value, target: row.target },
+      { rule: 'protect', value: '960', target: `${opc.endpoint}#${OPCUA_NODES.setpoint}` },
+    );
     await stop(app);
   });
 
   it('a write outside the granted range is refused and audited; the machine is not touched', async () => {
     opc.writes.length = 0;
     const app = await run('too-low', {
-      streams: [{ name: 'm', source: { opcua: { endpoint: opc.endpoint, samplingIntervalMs: 50, publishingIntervalMs: 100, fields: { vibration: OPCUA_NODES.vibration } } } }],
-      rules: [{ name: 'stop-it', sql: 'SELECT vibration FROM m WHERE vibration > 8', sinks: [{ opcua: { endpoint: opc.endpoint, node: OPCUA_NODES.setpoint, value: 'vibration * 10' } }] }],
+      streams: [
+        {
+          name: 'm',
+          source: {
+            opcua: {
+              endpoint: opc.endpoint,
+              samplingIntervalMs: 50,
+              publishingIntervalMs: 100,
+              fields: { vibration: OPCUA_NODES.vibration },
+            },
+          },
+        },
+      ],
+      rules: [
+        {
+          name: 'stop-it',
+          sql: 'SELECT vibration FROM m WHERE vibration > 8',
+          sinks: [{ opcua: { endpoint: opc.endpoint, node: OPCUA_NODES.setpoint, value: 'vibration * 10' } }],
+        },
+      ],
       policy: { writes: { allow: [setpointGrant()] } },
     });
     await waitFor('connected', () => statusOf('too-low').state === 'connected');
-    const row = await waitFor('the refusal in the audit', () => audit.list({ app: 'too-low', limit: 5 })[0] ?? (opc.set('vibration', 9 + Math.random(), new Date()), undefined), 20_000, 200);
+    const row = await waitFor(
+      'the refusal in the audit',
+      () => audit.list({ app: 'too-low', limit: 5 })[0] ?? (opc.set('vibration', 9 + Math.random(), new Date()), undefined),
+      20_000,
+      200,
+    );
     assert.equal(row.result, 'refused');
     assert.match(row.detail ?? '', /^WRITE_DENIED: .* is below the granted minimum 600/);
     assert.deepEqual(opc.writes, []);
@@ -410,27 +706,39 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
   it('dry run audits without writing; Modbus registers and coils are written through the guard, with the rate enforced', async () => {
     mb.writes.length = 0;
     const app = await run('mb-act', {
-      streams: [{ name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, fields: { sp: { table: 'holding', address: 10 } } } } }],
-      rules: [{
-        name: 'act', sql: 'SELECT sp FROM regs',
-        sinks: [
-          { modbus: { endpoint: mb.endpoint, unit: 1, register: 20, type: 'float32', wordOrder: 'little', value: 'sp / 2' } },
-          { modbus: { endpoint: mb.endpoint, unit: 1, coil: 5, value: true } },
-          { modbus: { endpoint: mb.endpoint, unit: 1, register: 30, value: 'sp', dryRun: true } },
-        ],
-      }],
-      policy: { writes: { allow: [
-        { modbus: mb.endpoint, unit: 1, register: 20, min: 0, max: 2000, maxPerMinute: 1 },
-        { modbus: mb.endpoint, unit: 1, coil: 5, maxPerMinute: 1 },
-        { modbus: mb.endpoint, unit: 1, register: 30, min: 0, max: 2000, maxPerMinute: 100 },
-      ] } },
+      streams: [
+        { name: 'regs', source: { modbus: { endpoint: mb.endpoint, intervalMs: 100, fields: { sp: { table: 'holding', address: 10 } } } } },
+      ],
+      rules: [
+        {
+          name: 'act',
+          sql: 'SELECT sp FROM regs',
+          sinks: [
+            { modbus: { endpoint: mb.endpoint, unit: 1, register: 20, type: 'float32', wordOrder: 'little', value: 'sp / 2' } },
+            { modbus: { endpoint: mb.endpoint, unit: 1, coil: 5, value: true } },
+            { modbus: { endpoint: mb.endpoint, unit: 1, register: 30, value: 'sp', dryRun: true } },
+          ],
+        },
+      ],
+      policy: {
+        writes: {
+          allow: [
+            { modbus: mb.endpoint, unit: 1, register: 20, min: 0, max: 2000, maxPerMinute: 1 },
+            { modbus: mb.endpoint, unit: 1, coil: 5, maxPerMinute: 1 },
+            { modbus: mb.endpoint, unit: 1, register: 30, min: 0, max: 2000, maxPerMinute: 100 },
+          ],
+        },
+      },
     });
     await waitFor('both writes', () => mb.writes.some((w) => w.table === 'coil') && mb.writes.some((w) => w.address === 21));
     assert.equal(mb.coils[5], true);
     // 600 as a float32 with the low word first.
     assert.deepEqual([mb.holding[20], mb.holding[21]], [0x0000, 0x4416]);
     await waitFor('rate refusals', () => audit.list({ app: 'mb-act', result: 'refused', limit: 5 }).length >= 2);
-    assert.match(audit.list({ app: 'mb-act', result: 'refused', limit: 1 })[0]!.detail ?? '', /rate: 1 writes in the last minute, the grant allows 1/);
+    assert.match(
+      audit.list({ app: 'mb-act', result: 'refused', limit: 1 })[0]!.detail ?? '',
+      /rate: 1 writes in the last minute, the grant allows 1/,
+    );
     const dry = audit.list({ app: 'mb-act', result: 'dry-run', limit: 1 })[0];
     assert.equal(dry?.value, '1200');
     assert.equal(mb.holding[30], 0, 'a dry run never reaches the device');

@@ -24,12 +24,21 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     await cloud?.stop();
   });
 
-  const put = (s: string, body: Buffer, range?: string) => fetch(`${cloud.url}/api/v1/artifacts/${s}`, {
-    method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream', ...(range ? { 'content-range': range } : {}) }, body: new Uint8Array(body),
-  });
-  const local = (path: string, init: RequestInit = {}) => fetch(`${edge.handle.apiUrl}${path}`, {
-    ...init, headers: { authorization: `Bearer ${edge.apiKey}`, ...(init.body ? { 'content-type': 'application/json' } : {}) },
-  });
+  const put = (s: string, body: Buffer, range?: string) =>
+    fetch(`${cloud.url}/api/v1/artifacts/${s}`, {
+      method: 'PUT',
+      headers: {
+        authorization: `Bearer ${cloud.adminKey}`,
+        'content-type': 'application/octet-stream',
+        ...(range ? { 'content-range': range } : {}),
+      },
+      body: new Uint8Array(body),
+    });
+  const local = (path: string, init: RequestInit = {}) =>
+    fetch(`${edge.handle.apiUrl}${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${edge.apiKey}`, ...(init.body ? { 'content-type': 'application/json' } : {}) },
+    });
 
   it('uploads a model in resumable chunks and refuses bytes that do not match their name', async () => {
     const half = Math.floor(bytes.length / 2);
@@ -62,19 +71,37 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     await waitFor('model ready', async () => (await local('/v2/models/score/ready')).status === 200, 20_000);
     assert.equal((await fetch(`${edge.handle.apiUrl}/v2/health/ready`)).status, 200, 'readiness needs no key');
     const meta = (await (await local('/v2/models/score')).json()) as any;
-    assert.deepEqual(meta, { name: 'score', versions: ['1.0.0'], platform: 'onnxruntime_onnx', inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 3] }], outputs: [{ name: 'score', datatype: 'FP32', shape: [-1] }] });
-    const rows = [[1.0, 3.0, 120], [1.6, 9.0, 150]];
-    const res = await local('/v2/models/score/versions/1.0.0/infer', { method: 'POST', body: JSON.stringify({ id: 'req-1', inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], data: rows.flat() }] }) });
+    assert.deepEqual(meta, {
+      name: 'score',
+      versions: ['1.0.0'],
+      platform: 'onnxruntime_onnx',
+      inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 3] }],
+      outputs: [{ name: 'score', datatype: 'FP32', shape: [-1] }],
+    });
+    const rows = [
+      [1.0, 3.0, 120],
+      [1.6, 9.0, 150],
+    ];
+    const res = await local('/v2/models/score/versions/1.0.0/infer', {
+      method: 'POST',
+      body: JSON.stringify({ id: 'req-1', inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], data: rows.flat() }] }),
+    });
     assert.equal(res.status, 200);
     const out = (await res.json()) as any;
     assert.equal(out.id, 'req-1');
     assert.equal(out.model_version, '1.0.0');
-    assert.deepEqual(out.outputs.map((o: any) => [o.name, o.datatype, o.shape]), [['score', 'FP32', [2]]]);
+    assert.deepEqual(
+      out.outputs.map((o: any) => [o.name, o.datatype, o.shape]),
+      [['score', 'FP32', [2]]],
+    );
     const direct = await directScores(rows);
     assert.deepEqual(out.outputs[0].data, direct);
     assert.ok(direct[0]! < 0.5 && direct[1]! > 0.9);
     // The site's status tells the cloud the model is ready.
-    await waitFor('model state at the cloud', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.models?.[0]?.state === 'ready');
+    await waitFor(
+      'model state at the cloud',
+      async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.models?.[0]?.state === 'ready',
+    );
   });
 
   it('answers bad tensors with 400s that name the input and what was expected', async () => {
@@ -95,7 +122,10 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     assert.equal(wrongLen.body.path, 'inputs[0].data');
     const wrongName = await bad({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] });
     assert.match(wrongName.body.error, /no input "x"; its inputs are features/);
-    const unknown = await local('/v2/models/nope/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }) });
+    const unknown = await local('/v2/models/nope/infer', {
+      method: 'POST',
+      body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }),
+    });
     assert.equal(unknown.status, 404);
     const unknownBody = (await unknown.json()) as any;
     assert.equal(unknownBody.code, 'MODEL_NOT_FOUND');
@@ -107,7 +137,11 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     assert.equal(noInputs.body.code, 'VALIDATION_FAILED');
     const notJson = await local('/v2/models/score/infer', { method: 'POST', body: '{"inputs":' });
     assert.equal(((await notJson.json()) as any).code, 'INVALID_JSON');
-    const noKey = await fetch(`${edge.handle.apiUrl}/v2/models/score/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const noKey = await fetch(`${edge.handle.apiUrl}/v2/models/score/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
     const noKeyBody = (await noKey.json()) as any;
     assert.equal(noKey.status, 401);
     assert.deepEqual(Object.keys(noKeyBody).sort(), ['code', 'error']);
@@ -119,24 +153,39 @@ describe('inference at a site: artifact upload → download → ONNX Runtime →
     const v1 = (await (await local('/api/v1/no/such/route')).json()) as any;
     assert.deepEqual(Object.keys(v1).sort(), ['code', 'message']);
     // The model still serves after the bad requests.
-    const ok = await local('/v2/models/score/infer', { method: 'POST', body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 3, 120] }] }) });
+    const ok = await local('/v2/models/score/infer', {
+      method: 'POST',
+      body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 3, 120] }] }),
+    });
     assert.equal(ok.status, 200);
   });
 
   it('scores inside a SQL rule with the same numbers as a direct call, batched', async () => {
     const dev = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
-    const readings = [[1.0, 3.0, 120], [0.97, 3.1, 121], [1.6, 9.0, 150], [1.5, 7.0, 144]];
+    const readings = [
+      [1.0, 3.0, 120],
+      [0.97, 3.1, 121],
+      [1.6, 9.0, 150],
+      [1.5, 7.0, 144],
+    ];
     for (const [i, [rms, kurtosis, peakHz]] of readings.entries()) {
-      await dev.publishAsync(`factory/m${i}/vibration`, JSON.stringify({ machineId: `m${i}`, rms, kurtosis, peakHz, ts: T0 + i }), { qos: 1 });
+      await dev.publishAsync(`factory/m${i}/vibration`, JSON.stringify({ machineId: `m${i}`, rms, kurtosis, peakHz, ts: T0 + i }), {
+        qos: 1,
+      });
     }
     const got = await waitFor('scored results at the cloud', async () => {
       const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&stream=scores&limit=10`);
       return r.body.items.length === 4 ? r.body.items.map((x: any) => x.data) : undefined;
     });
     const direct = await directScores(readings);
-    assert.deepEqual(got.map((g: any) => g.score), direct);
+    assert.deepEqual(
+      got.map((g: any) => g.score),
+      direct,
+    );
     // Close the first 10 s window: the anomaly rule and the window scoring emit.
-    await dev.publishAsync('factory/m9/vibration', JSON.stringify({ machineId: 'm9', rms: 1, kurtosis: 3, peakHz: 120, ts: T0 + 20_000 }), { qos: 1 });
+    await dev.publishAsync('factory/m9/vibration', JSON.stringify({ machineId: 'm9', rms: 1, kurtosis: 3, peakHz: 120, ts: T0 + 20_000 }), {
+      qos: 1,
+    });
     const alerts = await waitFor('anomaly alerts', async () => {
       const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&stream=alerts`);
       return r.body.items.length ? r.body.items.map((x: any) => x.data) : undefined;
@@ -169,7 +218,9 @@ describe('OCR at a city site: the built-in PP-OCRv4 pipeline behind an endpoint'
     cloud = await startTestCloud();
     edge = await startTestEdge(cloud, { labels: { city: 'hangzhou' } });
     const manifest = {
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'sign-reader', version: '1.0.0' },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'sign-reader', version: '1.0.0' },
       spec: { models: [{ name: 'ocr', format: 'builtin', builtin: 'pp-ocrv4' }], endpoints: [{ name: 'plates', model: 'ocr' }] },
     };
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest })).status, 201);
@@ -182,20 +233,33 @@ describe('OCR at a city site: the built-in PP-OCRv4 pipeline behind an endpoint'
 
   it('reads an uploaded image (raw PNG body) and over OIP (base64 BYTES)', async () => {
     const headers = { authorization: `Bearer ${edge.apiKey}` };
-    await waitFor('ocr ready', async () => (await fetch(`${edge.handle.apiUrl}/v2/models/plates/ready`, { headers })).status === 200, 30_000);
-    const raw = await fetch(`${edge.handle.apiUrl}/api/v1/ocr/plates`, { method: 'POST', headers: { ...headers, 'content-type': 'image/png' }, body: new Uint8Array(png) });
+    await waitFor(
+      'ocr ready',
+      async () => (await fetch(`${edge.handle.apiUrl}/v2/models/plates/ready`, { headers })).status === 200,
+      30_000,
+    );
+    const raw = await fetch(`${edge.handle.apiUrl}/api/v1/ocr/plates`, {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'image/png' },
+      body: new Uint8Array(png),
+    });
     assert.equal(raw.status, 200);
     const r = (await raw.json()) as any;
     assert.equal(r.text, 'SPEED LIMIT 60\nZHE A12345');
     assert.equal(r.lines[1].box.length, 4);
     const oip = await fetch(`${edge.handle.apiUrl}/v2/models/plates/infer`, {
-      method: 'POST', headers: { ...headers, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'application/json' },
       body: JSON.stringify({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [png.toString('base64')] }] }),
     });
     const o = (await oip.json()) as any;
     assert.deepEqual(o.outputs.find((x: any) => x.name === 'text').data, ['SPEED LIMIT 60', 'ZHE A12345']);
     assert.deepEqual(o.outputs.find((x: any) => x.name === 'boxes').shape, [2, 4]);
-    const bad = await fetch(`${edge.handle.apiUrl}/api/v1/ocr/plates`, { method: 'POST', headers: { ...headers, 'content-type': 'image/png' }, body: 'not an image' });
+    const bad = await fetch(`${edge.handle.apiUrl}/api/v1/ocr/plates`, {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'image/png' },
+      body: 'not an image',
+    });
     assert.equal(bad.status, 400);
     assert.equal(((await bad.json()) as any).code, 'INFER_INPUT_INVALID');
   });
@@ -203,16 +267,39 @@ describe('OCR at a city site: the built-in PP-OCRv4 pipeline behind an endpoint'
 
 function manifest(version: string, sha256: string) {
   return {
-    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vibration-guard', version },
+    apiVersion: 'edgeweave/v1',
+    kind: 'App',
+    metadata: { name: 'vibration-guard', version },
     spec: {
-      models: [{ name: 'vib-ae', format: 'onnx', path: 'models/vibration-ae.onnx', sha256, batching: { maxBatchSize: 64, maxQueueDelayMs: 5 } }],
-      streams: [{ name: 'vibration', topic: 'factory/+/vibration', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', ts: 'timestamp' } }],
+      models: [
+        { name: 'vib-ae', format: 'onnx', path: 'models/vibration-ae.onnx', sha256, batching: { maxBatchSize: 64, maxQueueDelayMs: 5 } },
+      ],
+      streams: [
+        {
+          name: 'vibration',
+          topic: 'factory/+/vibration',
+          timestamp: 'ts',
+          schema: { machineId: 'string', rms: 'float', kurtosis: 'float', peakHz: 'float', ts: 'timestamp' },
+        },
+      ],
       rules: [
-        { name: 'scoring', sql: "SELECT machineId, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM vibration", sinks: [{ uplink: 'scores' }] },
+        {
+          name: 'scoring',
+          sql: "SELECT machineId, infer('vib-ae', rms, kurtosis, peakHz) AS score FROM vibration",
+          sinks: [{ uplink: 'scores' }],
+        },
         // The brief's example: the model inside an aggregate, its alias in HAVING.
-        { name: 'anomalies', sql: "SELECT machineId, avg(rms) AS rms, max(infer('vib-ae', rms, kurtosis, peakHz)) AS score FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING score > 0.8", sinks: [{ uplink: 'alerts' }] },
+        {
+          name: 'anomalies',
+          sql: "SELECT machineId, avg(rms) AS rms, max(infer('vib-ae', rms, kurtosis, peakHz)) AS score FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10) HAVING score > 0.8",
+          sinks: [{ uplink: 'alerts' }],
+        },
         // The model over a closed window's aggregates.
-        { name: 'window-scoring', sql: "SELECT machineId, avg(rms) AS rms, infer('vib-ae', avg(rms), max(kurtosis), avg(peakHz)) AS windowScore FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)", sinks: [{ uplink: 'window-scores' }] },
+        {
+          name: 'window-scoring',
+          sql: "SELECT machineId, avg(rms) AS rms, infer('vib-ae', avg(rms), max(kurtosis), avg(peakHz)) AS windowScore FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)",
+          sinks: [{ uplink: 'window-scores' }],
+        },
       ],
       endpoints: [{ name: 'score', model: 'vib-ae' }],
       policy: { egress: { allow: ['scores', 'alerts', 'window-scores'] } },

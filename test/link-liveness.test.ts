@@ -23,9 +23,21 @@ class StallProxy {
   async start(): Promise<number> {
     this.server = createServer((down) => {
       const up = connect(this.upstreamPort, '127.0.0.1');
-      for (const s of [up, down]) { this.sockets.add(s); s.on('error', () => {}); s.on('close', () => { this.sockets.delete(s); up.destroy(); down.destroy(); }); }
-      down.on('data', (d) => { if (!this.stalled) up.write(d); });
-      up.on('data', (d) => { if (!this.stalled) down.write(d); });
+      for (const s of [up, down]) {
+        this.sockets.add(s);
+        s.on('error', () => {});
+        s.on('close', () => {
+          this.sockets.delete(s);
+          up.destroy();
+          down.destroy();
+        });
+      }
+      down.on('data', (d) => {
+        if (!this.stalled) up.write(d);
+      });
+      up.on('data', (d) => {
+        if (!this.stalled) down.write(d);
+      });
     });
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
     return (this.server.address() as { port: number }).port;
@@ -53,12 +65,37 @@ describe('liveness after a cloud restart, and a silent partition', () => {
     dirs.push(deadDir);
     writeFileSync(join(deadDir, 'api.key'), newSecret('ewl'));
     writeFileSync(join(deadDir, 'device.pw'), newSecret('ewd'));
-    const dead = spawnCli(['edge', '--data-dir', deadDir, '--api-port', '0', '--device-port', '0', '--device-host', '127.0.0.1', '--heartbeat-interval', '1',
-      '--api-key-file', join(deadDir, 'api.key'), '--device-password-file', join(deadDir, 'device.pw'), '--cloud', cloud.url], { EW_JOIN_TOKEN: await cloud.token() });
+    const dead = spawnCli(
+      [
+        'edge',
+        '--data-dir',
+        deadDir,
+        '--api-port',
+        '0',
+        '--device-port',
+        '0',
+        '--device-host',
+        '127.0.0.1',
+        '--heartbeat-interval',
+        '1',
+        '--api-key-file',
+        join(deadDir, 'api.key'),
+        '--device-password-file',
+        join(deadDir, 'device.pw'),
+        '--cloud',
+        cloud.url,
+      ],
+      { EW_JOIN_TOKEN: await cloud.token() },
+    );
     const deadId = (await dead.ready).siteId as string;
     const state = async (id: string) => (await cloud.api('GET', `/api/v1/sites/${id}`)).body.state as string;
     try {
-      await waitFor('both online', async () => (await state(deadId)) === 'online' && (await state(live.handle.siteId)) === 'online', 15_000, 50);
+      await waitFor(
+        'both online',
+        async () => (await state(deadId)) === 'online' && (await state(live.handle.siteId)) === 'online',
+        15_000,
+        50,
+      );
       // The cloud goes down with both online in its store; one site dies meanwhile (no will can be heard).
       await cloud.stop();
       dead.child.kill('SIGKILL');
@@ -66,7 +103,16 @@ describe('liveness after a cloud restart, and a silent partition', () => {
       await cloud.restart();
       assert.equal(await state(deadId), 'unknown', 'a dead site is not shown online from the store');
       const seen = new Set<string>();
-      await waitFor('the dead site offline once its budget ran out', async () => { const s = await state(deadId); seen.add(s); return s === 'offline'; }, 20_000, 50);
+      await waitFor(
+        'the dead site offline once its budget ran out',
+        async () => {
+          const s = await state(deadId);
+          seen.add(s);
+          return s === 'offline';
+        },
+        20_000,
+        50,
+      );
       assert.ok(!seen.has('online'), `states seen: ${[...seen]}`);
       await waitFor('the live site online after it reconnected', async () => (await state(live.handle.siteId)) === 'online', 20_000, 50);
       const listed = (await cloud.api('GET', '/api/v1/sites?state=offline')).body;
@@ -85,7 +131,12 @@ describe('liveness after a cloud restart, and a silent partition', () => {
     dirs.push(edge.dataDir);
     const proxy = new StallProxy(Number(new URL(cloud.handle.mqttUrl).port));
     const port = await proxy.start();
-    const health = async () => (await (await fetch(`${edge.handle.apiUrl}/healthz`)).json()) as { ok: boolean; link: string; cloud: { keepaliveS: number; since: number; lastContactAt: number | null } };
+    const health = async () =>
+      (await (await fetch(`${edge.handle.apiUrl}/healthz`)).json()) as {
+        ok: boolean;
+        link: string;
+        cloud: { keepaliveS: number; since: number; lastContactAt: number | null };
+      };
     try {
       // Route the site's cloud link through the proxy.
       const credsFile = join(edge.dataDir, 'credentials.json');

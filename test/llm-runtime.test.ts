@@ -30,7 +30,7 @@ describe('GGUF writer and the tiny Qwen test model', () => {
     assert.equal(toHalf(0.1), 0x2e66);
   });
 
-  it('is read back by node-llama-cpp\'s GGUF reader: Qwen\'s tokenizer, ChatML, qwen2 shapes, labelled as a test model', async () => {
+  it("is read back by node-llama-cpp's GGUF reader: Qwen's tokenizer, ChatML, qwen2 shapes, labelled as a test model", async () => {
     const info = await readGgufFileInfo(tiny, { readTensorInfo: true });
     assert.equal(info.version, 3);
     const md = info.metadata as any;
@@ -57,7 +57,8 @@ describe('GGUF writer and the tiny Qwen test model', () => {
 });
 
 describe('GGUF runtime refusals (the agent survives each)', () => {
-  const load = (name: string, file: string, options = {}) => runtime.load({ name, format: 'gguf', file, options: { threads: 1, contextSize: 256, ...options } });
+  const load = (name: string, file: string, options = {}) =>
+    runtime.load({ name, format: 'gguf', file, options: { threads: 1, contextSize: 256, ...options } });
   const fails = async (p: Promise<unknown>, code: string, re: RegExp) => {
     await assert.rejects(p, (e: unknown) => {
       assert.ok(isEwError(e), String(e));
@@ -75,22 +76,46 @@ describe('GGUF runtime refusals (the agent survives each)', () => {
 
   it('refuses a GGUF of an architecture llama.cpp does not know, naming it', async () => {
     const f = join(dir, 'alien.gguf');
-    writeFileSync(f, writeGguf([['general.architecture', str('alien-net')], ['alien-net.block_count', u32(1)]], [{ name: 'x.weight', dims: [4], type: GgmlTensorType.F32, data: new Float32Array(4) }]));
+    writeFileSync(
+      f,
+      writeGguf(
+        [
+          ['general.architecture', str('alien-net')],
+          ['alien-net.block_count', u32(1)],
+        ],
+        [{ name: 'x.weight', dims: [4], type: GgmlTensorType.F32, data: new Float32Array(4) }],
+      ),
+    );
     await fails(load('alien', f), 'MODEL_UNSUPPORTED', /architecture "alien-net"/);
   });
 
   it('refuses a model too big for the memory granted, with the figures', async () => {
-    await fails(load('big', tiny, { memoryLimitMB: 1 }), 'MODEL_TOO_LARGE', /needs about \d+ MB .*weights \d+ MB, context \d+ MB .* but 1 MB is granted/);
+    await fails(
+      load('big', tiny, { memoryLimitMB: 1 }),
+      'MODEL_TOO_LARGE',
+      /needs about \d+ MB .*weights \d+ MB, context \d+ MB .* but 1 MB is granted/,
+    );
   });
 
-  it('reports llama.cpp\'s own message for a file whose header is fine but whose tensors are not', async () => {
+  it("reports llama.cpp's own message for a file whose header is fine but whose tensors are not", async () => {
     // A qwen2 header that promises the tiny Qwen's hyper-parameters but carries no tensors.
     const f = join(dir, 'hollow.gguf');
-    writeFileSync(f, writeGguf([
-      ['general.architecture', str('qwen2')], ['qwen2.context_length', u32(256)], ['qwen2.embedding_length', u32(16)], ['qwen2.block_count', u32(1)],
-      ['qwen2.feed_forward_length', u32(32)], ['qwen2.attention.head_count', u32(2)], ['qwen2.attention.head_count_kv', u32(1)],
-      ['qwen2.attention.layer_norm_rms_epsilon', f32(1e-6)],
-    ], []));
+    writeFileSync(
+      f,
+      writeGguf(
+        [
+          ['general.architecture', str('qwen2')],
+          ['qwen2.context_length', u32(256)],
+          ['qwen2.embedding_length', u32(16)],
+          ['qwen2.block_count', u32(1)],
+          ['qwen2.feed_forward_length', u32(32)],
+          ['qwen2.attention.head_count', u32(2)],
+          ['qwen2.attention.head_count_kv', u32(1)],
+          ['qwen2.attention.layer_norm_rms_epsilon', f32(1e-6)],
+        ],
+        [],
+      ),
+    );
     await fails(load('hollow', f), 'MODEL_LOAD_FAILED', /hollow: .*(llama\.cpp|runtime process died)/);
   });
 
@@ -108,16 +133,49 @@ describe('edgeweave sql --model name=file.gguf', () => {
     const { runSql } = await import('../src/cli/sql.ts');
     const input = join(dir, 'readings.jsonl');
     const T0 = Date.UTC(2026, 10, 30, 7, 0, 0);
-    writeFileSync(input, [['p1', 2, 1], ['p2', 5, 2], ['p1', 4, 3], ['p2', 7, 12]].map(([m, rms, s]) => JSON.stringify({ machineId: m, rms, ts: T0 + (s as number) * 1000 })).join('\n'));
+    writeFileSync(
+      input,
+      [
+        ['p1', 2, 1],
+        ['p2', 5, 2],
+        ['p1', 4, 3],
+        ['p2', 7, 12],
+      ]
+        .map(([m, rms, s]) => JSON.stringify({ machineId: m, rms, ts: T0 + (s as number) * 1000 }))
+        .join('\n'),
+    );
     let out = '';
     let err = '';
-    const sink = (f: (s: string) => void) => new Writable({ write(c, _e, cb) { f(String(c)); cb(); } });
+    const sink = (f: (s: string) => void) =>
+      new Writable({
+        write(c, _e, cb) {
+          f(String(c));
+          cb();
+        },
+      });
     const r = await runSql(
       `SELECT machineId, avg(rms) AS rms, llm('qwen', concat('rms ', avg(rms)), '{"max_tokens": 30, "json_schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}}') AS verdict FROM readings GROUP BY machineId, TUMBLINGWINDOW(ss, 10)`,
-      { input, model: [`qwen=${tiny}`] }, sink((s) => { out += s; }), sink((s) => { err += s; }),
+      { input, model: [`qwen=${tiny}`] },
+      sink((s) => {
+        out += s;
+      }),
+      sink((s) => {
+        err += s;
+      }),
     );
-    const rows = out.trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(rows.map((x) => [x.machineId, x.rms]), [['p1', 3], ['p2', 5], ['p2', 7]], err);
+    const rows = out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      rows.map((x) => [x.machineId, x.rms]),
+      [
+        ['p1', 3],
+        ['p2', 5],
+        ['p2', 7],
+      ],
+      err,
+    );
     for (const x of rows) assert.equal(typeof x.verdict.ok, 'boolean');
     assert.equal(r.errors, 0);
   });
@@ -134,7 +192,14 @@ describe('GGUF runtime supervision', () => {
     await waitFor('exit seen', () => llm.health().state === 'restarting');
     assert.match(llm.health().lastExit!, /SIGKILL/);
     // Requests meanwhile fail at once with a clear code; nothing restarts until the backoff is due.
-    await assert.rejects((async () => { for await (const _ of llm.generate({ kind: 'completion', prompt: 'x' }, { maxTokens: 1 })) { /* */ } })(), (e: unknown) => isEwError(e, 'LLM_RUNTIME_CRASHED'));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of llm.generate({ kind: 'completion', prompt: 'x' }, { maxTokens: 1 })) {
+          /* */
+        }
+      })(),
+      (e: unknown) => isEwError(e, 'LLM_RUNTIME_CRASHED'),
+    );
     clock.advance(4_999);
     await new Promise((r) => setImmediate(r));
     assert.equal(llm.health().state, 'restarting');

@@ -14,10 +14,23 @@ describe('site logs on request', () => {
   const siteLines: string[] = [];
   before(async () => {
     cloud = await startTestCloud();
-    const devNull = new Writable({ write(_c, _e, cb) { cb(); } });
+    const devNull = new Writable({
+      write(_c, _e, cb) {
+        cb();
+      },
+    });
     // The site's own output (where the log sink writes), kept here to show the results stay on the site.
-    const siteOut = new Writable({ write(c, _e, cb) { siteLines.push(String(c)); cb(); } });
-    edge = await startTestEdge(cloud, { log: createLogger({ name: 'edge', level: 'info', destination: devNull, ring }), logRing: ring, siteLog: createLogger({ name: 'edge', level: 'info', destination: siteOut }) });
+    const siteOut = new Writable({
+      write(c, _e, cb) {
+        siteLines.push(String(c));
+        cb();
+      },
+    });
+    edge = await startTestEdge(cloud, {
+      log: createLogger({ name: 'edge', level: 'info', destination: devNull, ring }),
+      logRing: ring,
+      siteLog: createLogger({ name: 'edge', level: 'info', destination: siteOut }),
+    });
     await waitFor('online', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.state === 'online');
   });
   after(async () => {
@@ -25,7 +38,7 @@ describe('site logs on request', () => {
     await cloud?.stop();
   });
 
-  it('answers with the site\'s recent lines, redacted JSON, newer than `since`', async () => {
+  it("answers with the site's recent lines, redacted JSON, newer than `since`", async () => {
     const r = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/logs`);
     assert.equal(r.status, 200);
     const msgs = r.body.lines.map((l: any) => JSON.parse(l.line).msg);
@@ -35,9 +48,11 @@ describe('site logs on request', () => {
     assert.deepEqual(none.body.lines, []);
   });
 
-  it('never sends the lines of a rule\'s log sink (they may hold raw device data)', async () => {
+  it("never sends the lines of a rule's log sink (they may hold raw device data)", async () => {
     const manifest = {
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'raw-logger', version: '1.0.0' },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'raw-logger', version: '1.0.0' },
       spec: { streams: [{ name: 's', topic: 'raw/+' }], rules: [{ name: 'all', sql: 'SELECT * FROM s', sinks: [{ log: true }] }] },
     };
     await cloud.api('POST', '/api/v1/apps', { manifest });
@@ -55,7 +70,11 @@ describe('site logs on request', () => {
   });
 
   it('works from the CLI', async () => {
-    const p = spawnCli(['logs', edge.handle.siteId, '--limit', '5'], { EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: '/nonexistent/config.json' });
+    const p = spawnCli(['logs', edge.handle.siteId, '--limit', '5'], {
+      EW_CLOUD: cloud.url,
+      EW_API_KEY: cloud.adminKey,
+      EDGEWEAVE_CONFIG: '/nonexistent/config.json',
+    });
     assert.equal(await p.exited, 0, p.stderr());
     assert.ok(p.stdoutLines.length >= 1 && p.stdoutLines.length <= 5);
     assert.ok(p.stdoutLines.every((l) => l.name === 'edge'));

@@ -21,7 +21,9 @@ describe('metrics: Prometheus names and types, HTTP histograms, per-rule counter
     edge = await startTestEdge(cloud, { labels: { metrics: 'yes' } });
     device = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
     const manifest = {
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'meter', version: '1.0.0' },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'meter', version: '1.0.0' },
       spec: {
         streams: [{ name: 'power', topic: 'm/+/power', timestamp: 'ts', schema: { id: 'string', kw: 'float', ts: 'timestamp' } }],
         rules: [{ name: 'high', sql: 'SELECT id, kw FROM power WHERE kw > 10', sinks: [{ memory: 'metrics_high' }] }],
@@ -37,11 +39,13 @@ describe('metrics: Prometheus names and types, HTTP histograms, per-rule counter
     await cloud?.stop();
   });
 
-  const edgeMetrics = async () => (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
+  const edgeMetrics = async () =>
+    (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
   const cloudMetrics = async () => (await fetch(`${cloud.url}/metrics`, { headers: { authorization: `Bearer ${cloud.adminKey}` } })).text();
 
   it('counts records in, out and failed per rule, and dead letters as a counter', async () => {
-    for (const [i, kw] of [5, 12, 20].entries()) await device.publishAsync(`m/d${i}/power`, JSON.stringify({ id: `d${i}`, kw, ts: T0 + i }), { qos: 1 });
+    for (const [i, kw] of [5, 12, 20].entries())
+      await device.publishAsync(`m/d${i}/power`, JSON.stringify({ id: `d${i}`, kw, ts: T0 + i }), { qos: 1 });
     await device.publishAsync('m/d9/power', 'not json', { qos: 1 });
     const text = await waitFor('rule counters', async () => {
       const t = await edgeMetrics();
@@ -71,7 +75,10 @@ describe('metrics: Prometheus names and types, HTTP histograms, per-rule counter
   });
 
   it('passes promtool check metrics on both processes', async () => {
-    for (const [who, text] of [['site', await edgeMetrics()], ['cloud', await cloudMetrics()]] as const) {
+    for (const [who, text] of [
+      ['site', await edgeMetrics()],
+      ['cloud', await cloudMetrics()],
+    ] as const) {
       const r = promtoolCheck(text);
       assert.equal(r.output, '', `${who}: promtool found problems:\n${r.output}`);
       assert.equal(r.status, 0);

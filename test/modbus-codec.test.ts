@@ -16,11 +16,20 @@ const cases: { type: ModbusType; value: number; ABCD: number[]; CDAB: number[]; 
   { type: 'int32', value: -2, ABCD: [0xffff, 0xfffe], CDAB: [0xfffe, 0xffff], BADC: [0xffff, 0xfeff], DCBA: [0xfeff, 0xffff] },
   { type: 'float32', value: 1.5, ABCD: [0x3fc0, 0x0000], CDAB: [0x0000, 0x3fc0], BADC: [0xc03f, 0x0000], DCBA: [0x0000, 0xc03f] },
   { type: 'float32', value: -123.25, ABCD: [0xc2f6, 0x8000], CDAB: [0x8000, 0xc2f6], BADC: [0xf6c2, 0x0080], DCBA: [0x0080, 0xf6c2] },
-  { type: 'float64', value: f64, ABCD: [0x0102, 0x0304, 0x0506, 0x0708], CDAB: [0x0708, 0x0506, 0x0304, 0x0102], BADC: [0x0201, 0x0403, 0x0605, 0x0807], DCBA: [0x0807, 0x0605, 0x0403, 0x0201] },
+  {
+    type: 'float64',
+    value: f64,
+    ABCD: [0x0102, 0x0304, 0x0506, 0x0708],
+    CDAB: [0x0708, 0x0506, 0x0304, 0x0102],
+    BADC: [0x0201, 0x0403, 0x0605, 0x0807],
+    DCBA: [0x0807, 0x0605, 0x0403, 0x0201],
+  },
 ];
 const orders: Record<'ABCD' | 'CDAB' | 'BADC' | 'DCBA', { byteOrder: Order; wordOrder: Order }> = {
-  ABCD: { byteOrder: 'big', wordOrder: 'big' }, CDAB: { byteOrder: 'big', wordOrder: 'little' },
-  BADC: { byteOrder: 'little', wordOrder: 'big' }, DCBA: { byteOrder: 'little', wordOrder: 'little' },
+  ABCD: { byteOrder: 'big', wordOrder: 'big' },
+  CDAB: { byteOrder: 'big', wordOrder: 'little' },
+  BADC: { byteOrder: 'little', wordOrder: 'big' },
+  DCBA: { byteOrder: 'little', wordOrder: 'little' },
 };
 
 describe('Modbus register codec', () => {
@@ -53,13 +62,29 @@ describe('Modbus register codec', () => {
 
   it('plans as few reads as the protocol allows', () => {
     const f = (table: 'holding' | 'input' | 'coil', address: number, type: ModbusType) => ({ table, address, type });
-    const blocks = planReads([f('holding', 0, 'float32'), f('holding', 4, 'uint16'), f('holding', 200, 'int16'), f('input', 0, 'float64'), f('coil', 3, 'bool'), f('coil', 0, 'bool')]);
-    assert.deepEqual(blocks.map((b) => [b.table, b.address, b.count, b.fields.length]), [
-      ['coil', 0, 4, 2], ['holding', 0, 5, 2], ['holding', 200, 1, 1], ['input', 0, 4, 1],
+    const blocks = planReads([
+      f('holding', 0, 'float32'),
+      f('holding', 4, 'uint16'),
+      f('holding', 200, 'int16'),
+      f('input', 0, 'float64'),
+      f('coil', 3, 'bool'),
+      f('coil', 0, 'bool'),
     ]);
+    assert.deepEqual(
+      blocks.map((b) => [b.table, b.address, b.count, b.fields.length]),
+      [
+        ['coil', 0, 4, 2],
+        ['holding', 0, 5, 2],
+        ['holding', 200, 1, 1],
+        ['input', 0, 4, 1],
+      ],
+    );
     // A block never asks for more than 125 registers.
     const many = Array.from({ length: 100 }, (_, i) => f('holding', i * 2, 'float32'));
     for (const b of planReads(many)) assert.ok(b.count <= 125, `count ${b.count}`);
-    assert.equal(planReads(many).reduce((n, b) => n + b.fields.length, 0), 100);
+    assert.equal(
+      planReads(many).reduce((n, b) => n + b.fields.length, 0),
+      100,
+    );
   });
 });

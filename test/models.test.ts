@@ -11,9 +11,15 @@ describe('template models: the committed files are what the training script make
     it(build.name, () => {
       const m = build();
       const committed = readFileSync(path(m.file));
-      assert.ok(Buffer.from(m.bytes).equals(committed), `models/${m.file} differs from what ${build.name}() builds; run npm run models and commit the result`);
+      assert.ok(
+        Buffer.from(m.bytes).equals(committed),
+        `models/${m.file} differs from what ${build.name}() builds; run npm run models and commit the result`,
+      );
       for (const t of TEMPLATE_COPIES[m.file] ?? []) {
-        assert.ok(readFileSync(new URL(`../templates/${t}/models/${m.file}`, import.meta.url)).equals(committed), `templates/${t}/models/${m.file} is stale; run npm run models`);
+        assert.ok(
+          readFileSync(new URL(`../templates/${t}/models/${m.file}`, import.meta.url)).equals(committed),
+          `templates/${t}/models/${m.file} is stale; run npm run models`,
+        );
       }
     });
   }
@@ -25,7 +31,12 @@ describe('template models behave as documented (onnxruntime)', () => {
     const m = await rt.load({ name: 'vib-ae', format: 'onnx', file: path('vibration-ae.onnx') });
     assert.deepEqual(m.inputs, [{ name: 'features', datatype: 'FP32', shape: [-1, 3] }]);
     assert.deepEqual(m.outputs, [{ name: 'score', datatype: 'FP32', shape: [-1] }]);
-    const rows = [[1.0, 3.0, 120], [0.95, 3.1, 121], [1.6, 9.0, 150], [1.4, 6.5, 140]];
+    const rows = [
+      [1.0, 3.0, 120],
+      [0.95, 3.1, 121],
+      [1.6, 9.0, 150],
+      [1.4, 6.5, 140],
+    ];
     const out = await m.run({ features: { datatype: 'FP32', shape: [4, 3], data: Float32Array.from(rows.flat()) } });
     const s = Array.from(out.score!.data as Float32Array);
     assert.ok(s[0]! < 0.5 && s[1]! < 0.5, `healthy scores ${s.slice(0, 2)}`);

@@ -23,12 +23,19 @@ function importsOf(file: string): string[] {
   return specs.map((s) => relative(root, join(file, '..', s)));
 }
 function offending(part: string, forbidden: (target: string) => boolean): string[] {
-  return files(join(root, part)).flatMap((f) => importsOf(f).filter(forbidden).map((t) => `${relative(root, f)} imports ${t}`));
+  return files(join(root, part)).flatMap((f) =>
+    importsOf(f)
+      .filter(forbidden)
+      .map((t) => `${relative(root, f)} imports ${t}`),
+  );
 }
 
 describe('module layering', () => {
   it('inference does not import the agent (no edge <-> inference cycle)', () => {
-    assert.deepEqual(offending('src/inference', (t) => t.startsWith('src/edge/')), []);
+    assert.deepEqual(
+      offending('src/inference', (t) => t.startsWith('src/edge/')),
+      [],
+    );
   });
 
   it('the check itself sees imports (a file known to import another is found)', () => {

@@ -41,15 +41,29 @@ describe('MqttPacketMeter (pure, byte by byte)', () => {
     const m = new MqttPacketMeter();
     // CONNECT with a 3-byte body, PINGREQ (no body), PUBLISH announcing 200 bytes.
     const bytes = [0x10, 3, 1, 2, 3, 0xc0, 0, 0x30, ...remainingLength(200)];
-    for (const b of bytes) assert.equal(m.feed(Uint8Array.of(b), (t, size) => { seen.push([t, size]); return undefined; }), undefined);
-    assert.deepEqual(seen, [[1, 5], [12, 2], [3, 203]]);
+    for (const b of bytes)
+      assert.equal(
+        m.feed(Uint8Array.of(b), (t, size) => {
+          seen.push([t, size]);
+          return undefined;
+        }),
+        undefined,
+      );
+    assert.deepEqual(seen, [
+      [1, 5],
+      [12, 2],
+      [3, 203],
+    ]);
   });
 
   it('stops at the header of a 260 MB CONNECT, before any of its body', () => {
     const m = new MqttPacketMeter();
     const header = Uint8Array.from([0x10, ...remainingLength(260_000_000)]);
     let announced = 0;
-    const v = m.feed(header, (_t, size) => { announced = size; return size > 65_536 ? 'too big' : undefined; });
+    const v = m.feed(header, (_t, size) => {
+      announced = size;
+      return size > 65_536 ? 'too big' : undefined;
+    });
     assert.equal(v, 'too big');
     assert.equal(announced, 260_000_000 + header.length);
   });
@@ -58,23 +72,51 @@ describe('MqttPacketMeter (pure, byte by byte)', () => {
     const topic = Buffer.from('ew/site-a/rpc/res/42');
     const body = Buffer.alloc(300, 7);
     const remaining = 2 + topic.length + body.length;
-    const packet = Buffer.concat([Buffer.from([0x30, ...remainingLength(remaining), topic.length >> 8, topic.length & 255]), topic, body, Buffer.from([0xc0, 0])]);
+    const packet = Buffer.concat([
+      Buffer.from([0x30, ...remainingLength(remaining), topic.length >> 8, topic.length & 255]),
+      topic,
+      body,
+      Buffer.from([0xc0, 0]),
+    ]);
     for (const step of [1, 3, packet.length]) {
       const m = new MqttPacketMeter();
       const seen: [string, number][] = [];
       const headers: number[] = [];
       for (let i = 0; i < packet.length; i += step) {
-        assert.equal(m.feed(packet.subarray(i, i + step), (t) => { headers.push(t); return undefined; }, (tp, size) => { seen.push([tp, size]); return undefined; }), undefined);
+        assert.equal(
+          m.feed(
+            packet.subarray(i, i + step),
+            (t) => {
+              headers.push(t);
+              return undefined;
+            },
+            (tp, size) => {
+              seen.push([tp, size]);
+              return undefined;
+            },
+          ),
+          undefined,
+        );
       }
       assert.deepEqual(seen, [['ew/site-a/rpc/res/42', 1 + remainingLength(remaining).length + remaining]], `chunks of ${step}`);
       assert.deepEqual(headers, [3, 12], 'the PINGREQ after it is read as a packet: the body was skipped exactly');
     }
     const m = new MqttPacketMeter();
-    assert.equal(m.feed(packet, () => undefined, (tp) => (tp.includes('/rpc/') ? 'no' : undefined)), 'no');
+    assert.equal(
+      m.feed(
+        packet,
+        () => undefined,
+        (tp) => (tp.includes('/rpc/') ? 'no' : undefined),
+      ),
+      'no',
+    );
   });
 
   it('refuses a remaining length longer than four bytes', () => {
-    assert.equal(new MqttPacketMeter().feed(Uint8Array.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x01]), () => undefined), 'malformed remaining length');
+    assert.equal(
+      new MqttPacketMeter().feed(Uint8Array.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x01]), () => undefined),
+      'malformed remaining length',
+    );
   });
 });
 
@@ -82,7 +124,10 @@ describe('TokenBuckets (pure, injected clock)', () => {
   it('spends a burst, refills at its rate and says when to retry', () => {
     const clock = new ManualClock(0);
     const b = new TokenBuckets({ capacity: 3, refillPerSecond: 2, maxKeys: 10, clock });
-    assert.deepEqual([1, 2, 3, 4].map(() => b.take('a').ok), [true, true, true, false]);
+    assert.deepEqual(
+      [1, 2, 3, 4].map(() => b.take('a').ok),
+      [true, true, true, false],
+    );
     assert.equal(b.take('a').retryAfterMs, 500);
     assert.equal(b.take('other').ok, true, 'keys are independent');
     clock.advance(500);
@@ -114,20 +159,48 @@ const targets: Record<string, (limits: Partial<MqttLimits>, clock: ManualClock) 
   'cloud embedded hub': async (limits, clock) => {
     let calls = 0;
     const hub = new EmbeddedHub({
-      port: 0, host: '0.0.0.0', log: silentLogger(), limits, clock,
-      auth: { verify: async (id, secret) => { calls++; return id === 'site-a' && secret === 'secret-a'; } },
+      port: 0,
+      host: '0.0.0.0',
+      log: silentLogger(),
+      limits,
+      clock,
+      auth: {
+        verify: async (id, secret) => {
+          calls++;
+          return id === 'site-a' && secret === 'secret-a';
+        },
+      },
     });
     await hub.start(async () => {});
-    return { port: hub.port, guard: hub.guard, verifyCalls: () => calls, good: { clientId: 'site-a', username: 'site-a', password: 'secret-a', topic: 'ew/site-a/up/s' }, close: () => hub.close() };
+    return {
+      port: hub.port,
+      guard: hub.guard,
+      verifyCalls: () => calls,
+      good: { clientId: 'site-a', username: 'site-a', password: 'secret-a', topic: 'ew/site-a/up/s' },
+      close: () => hub.close(),
+    };
   },
   'site device broker': async (limits, clock) => {
     let calls = 0;
     const broker = new DeviceBroker({
-      port: 0, host: '0.0.0.0', log: silentLogger(), limits, clock,
-      verify: (u, p) => { calls++; return u === 'device' && p === 'device-pw'; },
+      port: 0,
+      host: '0.0.0.0',
+      log: silentLogger(),
+      limits,
+      clock,
+      verify: (u, p) => {
+        calls++;
+        return u === 'device' && p === 'device-pw';
+      },
     });
     await broker.start();
-    return { port: broker.port, guard: broker.guard, verifyCalls: () => calls, good: { clientId: 'dev-1', username: 'device', password: 'device-pw', topic: 'factory/a' }, close: () => broker.close() };
+    return {
+      port: broker.port,
+      guard: broker.guard,
+      verifyCalls: () => calls,
+      good: { clientId: 'dev-1', username: 'device', password: 'device-pw', topic: 'factory/a' },
+      close: () => broker.close(),
+    };
   },
 };
 
@@ -145,7 +218,10 @@ function mqttConnect(port: number, o: { clientId: string; username: string; pass
   return new Promise((resolve, reject) => {
     const c = mqtt.connect(`mqtt://127.0.0.1:${port}`, { ...o, protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000 });
     c.once('connect', () => resolve(c));
-    c.once('error', (e) => { c.end(true); reject(e); });
+    c.once('error', (e) => {
+      c.end(true);
+      reject(e);
+    });
     c.once('close', () => reject(new Error('closed before CONNACK')));
   });
 }
@@ -155,7 +231,9 @@ async function streamZeros(s: Socket & { ended: Promise<void> }, cap: number): P
   const chunk = Buffer.alloc(64 * 1024);
   let sent = 0;
   let closed = false;
-  void s.ended.then(() => { closed = true; });
+  void s.ended.then(() => {
+    closed = true;
+  });
   while (!closed && sent < cap) {
     const ok = s.write(chunk);
     sent += chunk.length;
@@ -165,7 +243,9 @@ async function streamZeros(s: Socket & { ended: Promise<void> }, cap: number): P
 }
 
 const open: Array<() => Promise<void>> = [];
-after(async () => { for (const c of open) await c().catch(() => {}); });
+after(async () => {
+  for (const c of open) await c().catch(() => {});
+});
 
 for (const [name, start] of Object.entries(targets)) {
   describe(`MQTT guard on the ${name}`, () => {
@@ -175,14 +255,19 @@ for (const [name, start] of Object.entries(targets)) {
       open.push(t.close);
       const before = memory();
       const socks = await Promise.all(Array.from({ length: 10 }, () => raw(t.port)));
-      const sent = await Promise.all(socks.map(async (s) => {
-        s.write(Buffer.from([0x10, ...remainingLength(260_000_000)]));
-        return streamZeros(s, 64 * MB);
-      }));
+      const sent = await Promise.all(
+        socks.map(async (s) => {
+          s.write(Buffer.from([0x10, ...remainingLength(260_000_000)]));
+          return streamZeros(s, 64 * MB);
+        }),
+      );
       await Promise.all(socks.map((s) => s.ended));
       const grown = memory() - before;
       // Unguarded, aedes kept every byte of each packet (the issue measured ~145 MB per connection).
-      assert.ok(sent.every((n) => n < 64 * MB), `the broker must cut the connection (sent ${sent.map((n) => (n / MB).toFixed(1)).join(', ')} MB)`);
+      assert.ok(
+        sent.every((n) => n < 64 * MB),
+        `the broker must cut the connection (sent ${sent.map((n) => (n / MB).toFixed(1)).join(', ')} MB)`,
+      );
       assert.ok(grown < 8 * MB, `memory grew by ${(grown / MB).toFixed(1)} MB`);
       assert.equal(t.guard.refused['pre-auth-bytes'], 10);
       await t.close();
@@ -263,10 +348,15 @@ for (const [name, start] of Object.entries(targets)) {
       const clock = new ManualClock(0);
       const t = await start({ authFailBurst: 3, authFailPerMinute: 6 }, clock);
       open.push(t.close);
-      for (let i = 0; i < 20; i++) await assert.rejects(mqttConnect(t.port, { ...t.good, password: `wrong-${i}` }), /Bad username or password|Not authorized/i);
+      for (let i = 0; i < 20; i++)
+        await assert.rejects(mqttConnect(t.port, { ...t.good, password: `wrong-${i}` }), /Bad username or password|Not authorized/i);
       assert.equal(t.verifyCalls(), 3, 'only the burst reached the password check');
       assert.equal(t.guard.refused['auth-throttled'], 17);
-      await assert.rejects(mqttConnect(t.port, t.good), /Not authorized/i, 'the address is locked out for now, even with the right password');
+      await assert.rejects(
+        mqttConnect(t.port, t.good),
+        /Not authorized/i,
+        'the address is locked out for now, even with the right password',
+      );
       clock.advance(10_000); // 6 per minute: one more try
       (await mqttConnect(t.port, t.good)).end(true);
       assert.equal(t.verifyCalls(), 4);

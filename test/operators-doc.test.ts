@@ -39,19 +39,23 @@ function check(t: OptionTable, header: string, extra: string[]): void {
     assert.equal(row.def, defaultLabel(t, key) ?? '—', `${spec.flag}'s default`);
   }
   const flags = new Set(Object.values(t.options).map((s) => s.flag));
-  assert.deepEqual([...rows.keys()].filter((f) => !flags.has(f) && !extra.includes(f)), [], `docs list ${t.command} flags the schema does not have`);
+  assert.deepEqual(
+    [...rows.keys()].filter((f) => !flags.has(f) && !extra.includes(f)),
+    [],
+    `docs list ${t.command} flags the schema does not have`,
+  );
   assert.equal(rows.get('--config')?.env, `${t.envPrefix}CONFIG`);
 }
 
-it('the cloud\'s option table documents every option of src/cloud/config.ts with its variable and default', () => {
+it("the cloud's option table documents every option of src/cloud/config.ts with its variable and default", () => {
   check(cloudOptions, '| flag', ['--config']);
 });
 
-it('the agent\'s option table documents every option of src/edge/config.ts with its variable and default', () => {
+it("the agent's option table documents every option of src/edge/config.ts with its variable and default", () => {
   check(edgeOptions, '| agent flag', ['--config', '--token-file']);
 });
 
-it('`edgeweave cloud` and `edgeweave edge` offer exactly the schemas\' flags (and --config, and the token)', async () => {
+it("`edgeweave cloud` and `edgeweave edge` offer exactly the schemas' flags (and --config, and the token)", async () => {
   const program = buildProgram();
   const cmd = (path: string[]): Command => path.reduce((c, n) => c.commands.find((x) => x.name() === n)!, program);
   // Added as the command is dispatched, as the CLI does (so other commands never load the schemas).
@@ -59,7 +63,10 @@ it('`edgeweave cloud` and `edgeweave edge` offer exactly the schemas\' flags (an
   await addServeOptions(cmd(['edge']));
   const longs = (c: Command) => c.options.map((o) => o.long!).sort();
   assert.deepEqual(longs(cmd(['cloud'])), ['--config', ...Object.values(cloudOptions.options).map((s) => s.flag)].sort());
-  assert.deepEqual(longs(cmd(['edge'])), ['--config', '--token', '--token-file', ...Object.values(edgeOptions.options).map((s) => s.flag)].sort());
+  assert.deepEqual(
+    longs(cmd(['edge'])),
+    ['--config', '--token', '--token-file', ...Object.values(edgeOptions.options).map((s) => s.flag)].sort(),
+  );
 });
 
 it('the example config file in docs/operators.md is a valid cloud config', () => {

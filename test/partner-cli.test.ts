@@ -21,7 +21,9 @@ describe('partner CLI end to end: init → validate → push → deploy → resu
   const json = async (args: string[]) => {
     const p = spawnCli([...args, '-o', 'json'], env());
     let text = '';
-    p.child.stdout!.on('data', (d) => { text += d; });
+    p.child.stdout!.on('data', (d) => {
+      text += d;
+    });
     const code = await p.exited;
     assert.equal(code, 0, p.stderr());
     return JSON.parse(text);
@@ -80,11 +82,28 @@ describe('partner CLI end to end: init → validate → push → deploy → resu
     assert.equal(again.code, 2);
     assert.match(again.err, /APP_VERSION_EXISTS/);
     const list = await json(['app', 'list']);
-    assert.deepEqual(list.map((a: any) => `${a.name}@${a.version}`), ['my-guard@1.0.0']);
+    assert.deepEqual(
+      list.map((a: any) => `${a.name}@${a.version}`),
+      ['my-guard@1.0.0'],
+    );
   });
 
-  it('deploys with a canary, waits for the rollout, and the rule\'s results arrive', async () => {
-    const r = await json(['deploy', 'my-guard@1.0.0', '--to', 'industry=manufacturing', '--strategy', 'canary', '--canary', '50%', '--bake', '1s', '--max-error-rate', '0.5', '--wait']);
+  it("deploys with a canary, waits for the rollout, and the rule's results arrive", async () => {
+    const r = await json([
+      'deploy',
+      'my-guard@1.0.0',
+      '--to',
+      'industry=manufacturing',
+      '--strategy',
+      'canary',
+      '--canary',
+      '50%',
+      '--bake',
+      '1s',
+      '--max-error-rate',
+      '0.5',
+      '--wait',
+    ]);
     assert.equal(r.phase, 'succeeded', JSON.stringify(r));
     const status = await json(['rollout', 'status', r.id]);
     assert.equal(status.sites[plant.handle.siteId].phase, 'updated');
@@ -93,11 +112,27 @@ describe('partner CLI end to end: init → validate → push → deploy → resu
     // A failing machine, through the site's broker, to an alert at the cloud.
     const dev = await mqtt.connectAsync(plant.handle.deviceUrl, { username: 'device', password: plant.devicePassword, reconnectPeriod: 0 });
     const t0 = Date.UTC(2026, 10, 29, 10);
-    await dev.publishAsync('factory/m7/vibration', JSON.stringify({ machineId: 'm7', rms: 1.6, kurtosis: 9, peakHz: 150, temperature: 60, ts: t0 }), { qos: 1 });
-    await dev.publishAsync('factory/m7/vibration', JSON.stringify({ machineId: 'm7', rms: 1.0, kurtosis: 3, peakHz: 120, temperature: 40, ts: t0 + 11_000 }), { qos: 1 });
+    await dev.publishAsync(
+      'factory/m7/vibration',
+      JSON.stringify({ machineId: 'm7', rms: 1.6, kurtosis: 9, peakHz: 150, temperature: 60, ts: t0 }),
+      { qos: 1 },
+    );
+    await dev.publishAsync(
+      'factory/m7/vibration',
+      JSON.stringify({ machineId: 'm7', rms: 1.0, kurtosis: 3, peakHz: 120, temperature: 40, ts: t0 + 11_000 }),
+      { qos: 1 },
+    );
     await dev.endAsync();
     // The alert carries the template's operator assistant (a language model on the site): allow for it on a loaded machine.
-    const alerts = await waitFor('an alert via the CLI', async () => { const a = await json(['results', 'alerts']); return a.length ? a : undefined; }, 60_000, 250);
+    const alerts = await waitFor(
+      'an alert via the CLI',
+      async () => {
+        const a = await json(['results', 'alerts']);
+        return a.length ? a : undefined;
+      },
+      60_000,
+      250,
+    );
     assert.equal(alerts[0].data.machineId, 'm7');
     assert.ok(alerts[0].data.score > 0.8);
   });
@@ -118,9 +153,27 @@ describe('partner CLI end to end: init → validate → push → deploy → resu
     assert.equal(dep.phase, 'succeeded');
     assert.deepEqual(dep.selector, { industry: 'manufacturing' });
     // The same submission again answers the same deployment; its table names it.
-    const p = spawnCli(['deploy', 'my-guard@1.0.0', '--to', 'industry=manufacturing', '--strategy', 'canary', '--canary', '50%', '--bake', '1s', '--max-error-rate', '0.5'], env());
+    const p = spawnCli(
+      [
+        'deploy',
+        'my-guard@1.0.0',
+        '--to',
+        'industry=manufacturing',
+        '--strategy',
+        'canary',
+        '--canary',
+        '50%',
+        '--bake',
+        '1s',
+        '--max-error-rate',
+        '0.5',
+      ],
+      env(),
+    );
     let text = '';
-    p.child.stdout!.on('data', (d) => { text += d; });
+    p.child.stdout!.on('data', (d) => {
+      text += d;
+    });
     assert.equal(await p.exited, 0, p.stderr());
     assert.match(text, new RegExp(`^deployment ${dep.id}$`, 'm'));
     const table = await cli(['deployments', 'list']);

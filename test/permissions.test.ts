@@ -40,8 +40,19 @@ describe('state on disk is private: data dirs 0700, databases and credentials 06
     const edge = await startTestEdge(cloud, {});
     dirs.push(edge.dataDir);
     await waitFor('connected', () => edge.handle.linkState() === 'connected');
-    const cloudFiles = [cloud.dataDir, join(cloud.dataDir, 'cloud.db'), join(cloud.dataDir, 'cloud.db-wal'), join(cloud.dataDir, 'artifacts')];
-    const siteFiles = [edge.dataDir, join(edge.dataDir, 'edge.db'), join(edge.dataDir, 'edge.db-wal'), join(edge.dataDir, 'credentials.json'), join(edge.dataDir, 'models')];
+    const cloudFiles = [
+      cloud.dataDir,
+      join(cloud.dataDir, 'cloud.db'),
+      join(cloud.dataDir, 'cloud.db-wal'),
+      join(cloud.dataDir, 'artifacts'),
+    ];
+    const siteFiles = [
+      edge.dataDir,
+      join(edge.dataDir, 'edge.db'),
+      join(edge.dataDir, 'edge.db-wal'),
+      join(edge.dataDir, 'credentials.json'),
+      join(edge.dataDir, 'models'),
+    ];
     for (const p of [...cloudFiles, ...siteFiles]) assert.ok(existsSync(p), p);
     await edge.stop();
     await cloud.stop();

@@ -24,7 +24,12 @@ interface Replica {
   name: string;
   url: string;
   proc: CliProcess;
-  api<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T; headers: Headers }>;
+  api<T = any>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: T; headers: Headers }>;
   kill(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -51,22 +56,56 @@ async function startCluster(n: number, broker: string, extra: string[] = []): Pr
     const dataDir = tempDir(`replica${i}`);
     dirs.push(dataDir);
     const name = `replica-${i}`;
-    const proc = spawnCli(['cloud', '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--db', dbUrl, '--broker', broker,
-      '--installation-id', installation, '--replica-id', name, '--admin-key-file', keyFile, '--no-console', '--heartbeat-interval', '1',
-      '--rate-limit', 'off', '--artifacts-dir', shared, ...extra]);
+    const proc = spawnCli([
+      'cloud',
+      '--data-dir',
+      dataDir,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--db',
+      dbUrl,
+      '--broker',
+      broker,
+      '--installation-id',
+      installation,
+      '--replica-id',
+      name,
+      '--admin-key-file',
+      keyFile,
+      '--no-console',
+      '--heartbeat-interval',
+      '1',
+      '--rate-limit',
+      'off',
+      '--artifacts-dir',
+      shared,
+      ...extra,
+    ]);
     const ready = await proc.ready;
     const url = ready.url as string;
     return {
-      name, url, proc,
+      name,
+      url,
+      proc,
       async api(method, path, body, headers = {}) {
         const res = await fetch(new URL(path, url), {
           method,
-          headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}), ...headers },
+          headers: {
+            authorization: `Bearer ${adminKey}`,
+            ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}),
+            ...headers,
+          },
           body: body === undefined ? undefined : body instanceof Uint8Array ? (body as unknown as BodyInit) : JSON.stringify(body),
         });
         const buf = Buffer.from(await res.arrayBuffer());
         let parsed: unknown = buf;
-        try { parsed = JSON.parse(buf.toString('utf8')); } catch { /* binary */ }
+        try {
+          parsed = JSON.parse(buf.toString('utf8'));
+        } catch {
+          /* binary */
+        }
         return { status: res.status, body: parsed as any, headers: res.headers };
       },
       async kill() {
@@ -86,7 +125,9 @@ async function startCluster(n: number, broker: string, extra: string[] = []): Pr
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
   return {
-    replicas, adminKey, db,
+    replicas,
+    adminKey,
+    db,
     async cleanup() {
       await Promise.all(replicas.map((r) => r.stop()));
       await db.end().catch(() => {});
@@ -124,7 +165,10 @@ function stream(edge: TestEdge, total: number, batch: number, onBatch?: (sent: n
     let sent = 0;
     while (sent < total) {
       const n = Math.min(batch, total - sent);
-      const r = await edge.uplink('live', Array.from({ length: n }, (_, k) => ({ i: sent + k })));
+      const r = await edge.uplink(
+        'live',
+        Array.from({ length: n }, (_, k) => ({ i: sent + k })),
+      );
       assert.equal(r.status, 202, JSON.stringify(r.body));
       sent += n;
       onBatch?.(sent);
@@ -144,7 +188,10 @@ async function assertStoredOnce(db: pg.Client, siteId: string, total: number): P
   }
   const missing = Array.from({ length: total }, (_, i) => i).filter((i) => !seen.has(i));
   const twice = [...seen].filter(([, c]) => c > 1).map(([i]) => i);
-  assert.deepEqual({ rows: rows.length, missing: missing.slice(0, 10), twice: twice.slice(0, 10) }, { rows: total, missing: [], twice: [] });
+  assert.deepEqual(
+    { rows: rows.length, missing: missing.slice(0, 10), twice: twice.slice(0, 10) },
+    { rows: total, missing: [], twice: [] },
+  );
 }
 
 async function storedCount(db: pg.Client, siteId: string): Promise<number> {
@@ -164,7 +211,16 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
   });
 
   it('every replica sees every site online, whichever replica it enrolled through', async () => {
-    await waitFor('both sites online on all three replicas', () => allOnline(c.replicas, edges.map((e) => e.handle.siteId)), 20_000, 200);
+    await waitFor(
+      'both sites online on all three replicas',
+      () =>
+        allOnline(
+          c.replicas,
+          edges.map((e) => e.handle.siteId),
+        ),
+      20_000,
+      200,
+    );
   });
 
   it('kill -9 of the rollout-lease holder mid-rollout and mid-upload: rollout finishes elsewhere, results stored once, sites stay online, retried call answered once', async () => {
@@ -172,9 +228,17 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
     const manifest = (v: string) => ({ apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'live-app', version: v }, spec: {} });
     assert.equal((await r1!.api('POST', '/api/v1/apps', { manifest: manifest('1.0.0') })).status, 201);
     // A canary with a bake: long enough that the kill lands while it is running.
-    const dep = await r0!.api('POST', '/api/v1/deployments', { app: 'live-app', version: '1.0.0', selector: { tier: 'live' }, strategy: { type: 'canary', canary: 1, bakeTimeS: 3, then: 'all' } });
+    const dep = await r0!.api('POST', '/api/v1/deployments', {
+      app: 'live-app',
+      version: '1.0.0',
+      selector: { tier: 'live' },
+      strategy: { type: 'canary', canary: 1, bakeTimeS: 3, then: 'all' },
+    });
     assert.equal(dep.status, 201, JSON.stringify(dep.body));
-    const holder = await waitFor('a lease holder', async () => (await c.db.query(`select holder from leases where name = 'rollout-controller'`)).rows[0]?.holder as string | undefined);
+    const holder = await waitFor(
+      'a lease holder',
+      async () => (await c.db.query(`select holder from leases where name = 'rollout-controller'`)).rows[0]?.holder as string | undefined,
+    );
     const victim = c.replicas.find((r) => holder.startsWith(`${r.name}-`))!;
     assert.ok(victim, `the lease holder ${holder} is one of ours`);
     const survivors = c.replicas.filter((r) => r !== victim);
@@ -186,9 +250,11 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
 
     const total = 1500;
     let killed: Promise<void> | undefined;
-    const sending = edges.map((e, k) => stream(e, total, 50, (sent) => {
-      if (k === 0 && sent >= total / 3 && !killed) killed = victim.kill();
-    }));
+    const sending = edges.map((e, k) =>
+      stream(e, total, 50, (sent) => {
+        if (k === 0 && sent >= total / 3 && !killed) killed = victim.kill();
+      }),
+    );
     await Promise.all(sending);
     await killed;
     assert.ok(victim.proc.child.signalCode === 'SIGKILL');
@@ -200,28 +266,49 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
     assert.equal((await c.db.query(`select count(*) as n from apps where name = 'live-app' and version = '2.0.0'`)).rows[0].n, '1');
 
     // The lease moves and the rollout ends.
-    const done = await waitFor('rollout succeeded on a survivor', async () => {
-      const r = (await survivors[1]!.api('GET', `/api/v1/rollouts/${dep.body.id}`)).body;
-      return r.phase === 'succeeded' ? r : undefined;
-    }, 60_000, 250);
+    const done = await waitFor(
+      'rollout succeeded on a survivor',
+      async () => {
+        const r = (await survivors[1]!.api('GET', `/api/v1/rollouts/${dep.body.id}`)).body;
+        return r.phase === 'succeeded' ? r : undefined;
+      },
+      60_000,
+      250,
+    );
     assert.equal(done.phase, 'succeeded');
     const newHolder = (await c.db.query(`select holder from leases where name = 'rollout-controller'`)).rows[0].holder as string;
     assert.ok(!newHolder.startsWith(`${victim.name}-`), `the lease moved off the dead replica (${newHolder})`);
 
     // Whatever the victim had taken and not stored came again from the sites' outboxes.
     for (const e of edges) {
-      await waitFor(`all ${total} of ${e.handle.siteId} stored`, async () => (await storedCount(c.db, e.handle.siteId)) >= total, 60_000, 250);
+      await waitFor(
+        `all ${total} of ${e.handle.siteId} stored`,
+        async () => (await storedCount(c.db, e.handle.siteId)) >= total,
+        60_000,
+        250,
+      );
       await waitFor('outbox emptied by store acknowledgements', () => e.handle.outbox.pending === 0, 30_000, 100);
       await assertStoredOnce(c.db, e.handle.siteId, total);
     }
-    await waitFor('both sites online on both survivors', () => allOnline(survivors, edges.map((e) => e.handle.siteId)), 20_000, 200);
+    await waitFor(
+      'both sites online on both survivors',
+      () =>
+        allOnline(
+          survivors,
+          edges.map((e) => e.handle.siteId),
+        ),
+      20_000,
+      200,
+    );
   });
 
   it('serves an artifact from any replica (one shared directory)', async () => {
     const alive = c.replicas.filter((r) => r.proc.child.signalCode === null && r.proc.child.exitCode === null);
     const bytes = randomBytes(64 * 1024);
     const sha = createHash('sha256').update(bytes).digest('hex');
-    const put = await alive[0]!.api('PUT', `/api/v1/artifacts/${sha}`, new Uint8Array(bytes), { 'content-type': 'application/octet-stream' });
+    const put = await alive[0]!.api('PUT', `/api/v1/artifacts/${sha}`, new Uint8Array(bytes), {
+      'content-type': 'application/octet-stream',
+    });
     assert.equal(put.status, 201, JSON.stringify(put.body));
     const got = await alive[1]!.api('GET', `/api/v1/artifacts/${sha}`);
     assert.equal(got.status, 200);
@@ -229,7 +316,7 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
   });
 });
 
-describe('two cloud replicas on PostgreSQL and NATS\'s MQTT server', { skip: skip ?? natsAvailable(), timeout: 180_000 }, () => {
+describe("two cloud replicas on PostgreSQL and NATS's MQTT server", { skip: skip ?? natsAvailable(), timeout: 180_000 }, () => {
   let nats: NatsServer;
   let c: Cluster;
   let edge: TestEdge;

@@ -25,16 +25,47 @@ import { migrationNames, type SqlStore } from '../src/cloud/store/sql-store.ts';
 const NOW = Date.now();
 
 async function addSite(store: Store, tenantId: string, id: string): Promise<void> {
-  await store.createJoinToken({ id: `tok-${id}`, tenantId, hash: hashSecret(`t-${id}`), labels: {}, region: 'r', description: '', createdAt: 1, expiresAt: NOW + DAY_MS, usedAt: null, siteId: null });
+  await store.createJoinToken({
+    id: `tok-${id}`,
+    tenantId,
+    hash: hashSecret(`t-${id}`),
+    labels: {},
+    region: 'r',
+    description: '',
+    createdAt: 1,
+    expiresAt: NOW + DAY_MS,
+    usedAt: null,
+    siteId: null,
+  });
   const r = await store.enrollSite(hashSecret(`t-${id}`), NOW, (t) => ({
-    id, tenantId: t.tenantId, name: id, region: 'r', labels: {}, secretHash: hashSecret(`s-${id}`), createdAt: NOW, revokedAt: null,
-    online: false, lastSeenAt: null, status: null, desiredGeneration: 0, desiredHash: null, reportedGeneration: 0,
+    id,
+    tenantId: t.tenantId,
+    name: id,
+    region: 'r',
+    labels: {},
+    secretHash: hashSecret(`s-${id}`),
+    createdAt: NOW,
+    revokedAt: null,
+    online: false,
+    lastSeenAt: null,
+    status: null,
+    desiredGeneration: 0,
+    desiredHash: null,
+    reportedGeneration: 0,
   }));
   assert.equal(r.ok, true);
 }
 
-const rec = (siteId: string, stream: string, daysAgo: number, n: number): UplinkRecord =>
-  ({ siteId, msgId: `${stream}-${daysAgo}-${n}`, stream, app: 'app', rule: 'r1', at: NOW - daysAgo * DAY_MS - n, receivedAt: NOW, data: { n, daysAgo, text: `v${n}` } });
+const rec = (siteId: string, stream: string, daysAgo: number, n: number): UplinkRecord => ({
+  siteId,
+  msgId: `${stream}-${daysAgo}-${n}`,
+  stream,
+  app: 'app',
+  rule: 'r1',
+  at: NOW - daysAgo * DAY_MS - n,
+  receivedAt: NOW,
+  data: { n, daysAgo, text: `v${n}` },
+});
 
 function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
   describe(`results at volume on ${kind}`, { skip }, () => {
@@ -63,9 +94,10 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
       await addSite(store, tenant, 'site-b');
       await addSite(store, other, 'site-x');
       const recs: UplinkRecord[] = [];
-      for (const d of [0, 3, 10, 40]) for (let n = 0; n < 5; n++) {
-        recs.push(rec('site-a', 'alerts', d, n), rec('site-b', 'readings', d, n), rec('site-x', 'alerts', d, n));
-      }
+      for (const d of [0, 3, 10, 40])
+        for (let n = 0; n < 5; n++) {
+          recs.push(rec('site-a', 'alerts', d, n), rec('site-b', 'readings', d, n), rec('site-x', 'alerts', d, n));
+        }
       assert.equal(await store.insertUplink(recs), recs.length);
       assert.equal(await store.insertUplink(recs.slice(0, 10)), 0, 'a retried batch is stored once');
     });
@@ -76,28 +108,49 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
     });
 
     async function exportLines(q: string, key?: string): Promise<{ status: number; lines: any[]; type: string | null }> {
-      const res = await fetch(new URL(`/api/v1/results/export?${q}`, cloud.url), { headers: { authorization: `Bearer ${key ?? cloud.adminKey}` } });
+      const res = await fetch(new URL(`/api/v1/results/export?${q}`, cloud.url), {
+        headers: { authorization: `Bearer ${key ?? cloud.adminKey}` },
+      });
       const text = await res.text();
-      return { status: res.status, type: res.headers.get('content-type'), lines: res.ok ? text.split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [JSON.parse(text)] };
+      return {
+        status: res.status,
+        type: res.headers.get('content-type'),
+        lines: res.ok
+          ? text
+              .split('\n')
+              .filter(Boolean)
+              .map((l) => JSON.parse(l))
+          : [JSON.parse(text)],
+      };
     }
 
-    it('exports one stream in a site-time range as JSON lines, oldest site time first, only the tenant\'s own', async () => {
+    it("exports one stream in a site-time range as JSON lines, oldest site time first, only the tenant's own", async () => {
       const since = NOW - 11 * DAY_MS;
       const until = NOW - 2 * DAY_MS;
       const r = await exportLines(`stream=alerts&since=${since}&until=${until}`);
       assert.equal(r.status, 200);
       assert.match(r.type ?? '', /application\/x-ndjson/);
       assert.deepEqual(r.lines.map((x) => x.id).sort(), [...[3, 10].flatMap((d) => [0, 1, 2, 3, 4].map((n) => `alerts-${d}-${n}`))].sort());
-      assert.ok(r.lines.every((x) => x.siteId === 'site-a' && x.at >= since && x.at < until), 'site-x belongs to another tenant');
+      assert.ok(
+        r.lines.every((x) => x.siteId === 'site-a' && x.at >= since && x.at < until),
+        'site-x belongs to another tenant',
+      );
       const keys = r.lines.map((x) => [x.at, x.seq] as const);
-      assert.deepEqual(keys, [...keys].sort((a, b) => a[0] - b[0] || a[1] - b[1]), 'oldest site time first, then seq');
+      assert.deepEqual(
+        keys,
+        [...keys].sort((a, b) => a[0] - b[0] || a[1] - b[1]),
+        'oldest site time first, then seq',
+      );
       assert.ok(r.lines[0].seq > r.lines[r.lines.length - 1].seq, 'stored newest-first here, exported oldest-first by site time');
       assert.deepEqual(r.lines[0].data, { n: r.lines[0].data.n, daysAgo: r.lines[0].data.daysAgo, text: `v${r.lines[0].data.n}` });
     });
 
     it('writes Parquet that a third-party reader reads back row for row', async () => {
       const out = join(cliDir, 'alerts.parquet');
-      const p = spawnCli(['results', 'export', 'alerts', '--since', new Date(NOW - 50 * DAY_MS).toISOString(), '--format', 'parquet', '--out', out], { EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: join(cliDir, 'none.json') });
+      const p = spawnCli(
+        ['results', 'export', 'alerts', '--since', new Date(NOW - 50 * DAY_MS).toISOString(), '--format', 'parquet', '--out', out],
+        { EW_CLOUD: cloud.url, EW_API_KEY: cloud.adminKey, EDGEWEAVE_CONFIG: join(cliDir, 'none.json') },
+      );
       assert.equal(await p.exited, 0, p.stderr());
       assert.equal(existsSync(`${out}.partial`), false);
       const buf = readFileSync(out);
@@ -123,7 +176,13 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
       assert.equal(a.lines[0].path, 'until');
       assert.equal((await exportLines('site=site-a')).status, 400, 'the stream is required');
       assert.equal((await exportLines('stream=alerts', 'ewk_not-a-key-at-all-0000000000000000')).status, 401);
-      for (const [stream, body] of [['alerts', { days: 0 }], ['alerts', { days: 36_501 }], ['alerts', { days: 1.5 }], ['bad name', { days: 3 }], ['alerts', {}]] as const) {
+      for (const [stream, body] of [
+        ['alerts', { days: 0 }],
+        ['alerts', { days: 36_501 }],
+        ['alerts', { days: 1.5 }],
+        ['bad name', { days: 3 }],
+        ['alerts', {}],
+      ] as const) {
         const r = await cloud.api('PUT', `/api/v1/retention/${encodeURIComponent(stream)}`, body);
         assert.equal(r.status, 400, `${stream} ${JSON.stringify(body)}`);
         assert.equal(r.body.code, 'VALIDATION_FAILED');
@@ -137,7 +196,13 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
       assert.equal((await cloud.api('PUT', '/api/v1/retention/readings', { days: 2 })).status, 200);
       assert.equal((await cloud.api('PUT', '/api/v1/retention/*', { days: 20 })).status, 200);
       const listed = (await cloud.api('GET', '/api/v1/retention')).body;
-      assert.deepEqual(listed.policies.map((p: any) => [p.stream, p.days]), [['*', 20], ['readings', 2]]);
+      assert.deepEqual(
+        listed.policies.map((p: any) => [p.stream, p.days]),
+        [
+          ['*', 20],
+          ['readings', 2],
+        ],
+      );
       const clock = new ManualClock(NOW);
       const m = new ResultsMaintenance({ store, clock, log: silentLogger(), holder: cloud.handle.maintenance.holder });
       const report = await m.runOnce();
@@ -145,29 +210,50 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
       assert.equal(report?.deleted, 20);
       assert.equal(report?.dropped, 0, 'no cloud default: days are deleted, never dropped whole');
       const left = await store.queryUplink(tenant, { limit: 1000 });
-      assert.deepEqual(left.filter((x) => x.stream === 'readings').map((x) => Math.round((NOW - x.at) / DAY_MS)).sort(), [0, 0, 0, 0, 0]);
-      assert.deepEqual([...new Set(left.filter((x) => x.stream === 'alerts').map((x) => Math.round((NOW - x.at) / DAY_MS)))].sort((a, b) => a - b), [0, 3, 10]);
+      assert.deepEqual(
+        left
+          .filter((x) => x.stream === 'readings')
+          .map((x) => Math.round((NOW - x.at) / DAY_MS))
+          .sort(),
+        [0, 0, 0, 0, 0],
+      );
+      assert.deepEqual(
+        [...new Set(left.filter((x) => x.stream === 'alerts').map((x) => Math.round((NOW - x.at) / DAY_MS)))].sort((a, b) => a - b),
+        [0, 3, 10],
+      );
       assert.equal((await store.queryUplink(other, { limit: 1000 })).length, 20, 'the other tenant keeps all of its results');
 
       // A cloud default now covers the other tenant too, and whole days older than every policy go.
       const m2 = new ResultsMaintenance({ store, clock, log: silentLogger(), holder: cloud.handle.maintenance.holder, defaultDays: 5 });
       const r2 = await m2.runOnce();
-      assert.equal((await store.queryUplink(other, { limit: 1000 })).length, 10, 'the other tenant: 10 and 40 days old are past the cloud default');
+      assert.equal(
+        (await store.queryUplink(other, { limit: 1000 })).length,
+        10,
+        'the other tenant: 10 and 40 days old are past the cloud default',
+      );
       assert.equal((await store.queryUplink(tenant, { limit: 1000 })).length, 20, 'its own `*` (20 days) wins over the cloud default');
       if (kind === 'postgres') assert.ok((r2?.dropped ?? 0) >= 1, 'the 40-day-old partition is dropped whole');
       else assert.equal(r2?.dropped, 0);
     });
 
-    it('postgres: results live in daily partitions; a stray old day leaves the default partition and dedupe still holds', { skip: kind !== 'postgres' }, async () => {
+    it('postgres: results live in daily partitions; a stray old day leaves the default partition and dedupe still holds', {
+      skip: kind !== 'postgres',
+    }, async () => {
       const c = new pg.Client({ connectionString: PG_URL });
       await c.connect();
       try {
         const q = async (text: string) => (await c.query(text)).rows;
         const stray = rec('site-x', 'late', 200, 1); // the other tenant: no policy of its own, no cloud default here
         assert.equal(await store.insertUplink([stray]), 1);
-        const inDefault = async () => Number((await q(`SELECT count(*) AS n FROM ${pgSchema}.uplink_default WHERE msg_id = '${stray.msgId}'`))[0].n);
+        const inDefault = async () =>
+          Number((await q(`SELECT count(*) AS n FROM ${pgSchema}.uplink_default WHERE msg_id = '${stray.msgId}'`))[0].n);
         assert.equal(await inDefault(), 1, 'a day without a partition lands in the default');
-        const m = new ResultsMaintenance({ store, clock: new ManualClock(NOW), log: silentLogger(), holder: cloud.handle.maintenance.holder });
+        const m = new ResultsMaintenance({
+          store,
+          clock: new ManualClock(NOW),
+          log: silentLogger(),
+          holder: cloud.handle.maintenance.holder,
+        });
         const r = await m.runOnce();
         assert.ok((r?.created ?? 0) >= 1);
         assert.equal(await inDefault(), 0);
@@ -175,8 +261,17 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
         assert.equal(Number((await q(`SELECT count(*) AS n FROM ${pgSchema}.${part}`))[0].n), 1, `the row moved to ${part}`);
         assert.equal(await store.insertUplink([stray]), 0, 'still stored once after the move');
         const today = partitionName(dayStart(NOW));
-        assert.equal((await q(`SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '${pgSchema}' AND c.relname = '${today}'`)).length, 1);
-        const plan = (await q(`EXPLAIN SELECT * FROM ${pgSchema}.uplink WHERE at >= ${NOW - 3_600_000} AND at < ${NOW}`)).map((x) => x['QUERY PLAN']).join('\n');
+        assert.equal(
+          (
+            await q(
+              `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '${pgSchema}' AND c.relname = '${today}'`,
+            )
+          ).length,
+          1,
+        );
+        const plan = (await q(`EXPLAIN SELECT * FROM ${pgSchema}.uplink WHERE at >= ${NOW - 3_600_000} AND at < ${NOW}`))
+          .map((x) => x['QUERY PLAN'])
+          .join('\n');
         assert.ok(!plan.includes(part), `a time range reads only its days:\n${plan}`);
       } finally {
         await c.end();

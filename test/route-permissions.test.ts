@@ -15,10 +15,20 @@ describe('route → permission table: every route declares one, and every role g
   before(async () => {
     cloud = await startTestCloud();
     await cloud.handle.http.ready();
-    const me = (await cloud.handle.http.inject({ method: 'GET', url: '/api/v1/me', headers: { authorization: `Bearer ${cloud.adminKey}` } })).json() as { tenantId: string };
+    const me = (
+      await cloud.handle.http.inject({ method: 'GET', url: '/api/v1/me', headers: { authorization: `Bearer ${cloud.adminKey}` } })
+    ).json() as { tenantId: string };
     for (const role of ROLES) {
       const key = newSecret('ewk');
-      await cloud.handle.store.createApiKey({ id: newId('key'), tenantId: me.tenantId, name: `role-${role}`, hash: hashSecret(key), role, createdAt: Date.now(), revokedAt: null });
+      await cloud.handle.store.createApiKey({
+        id: newId('key'),
+        tenantId: me.tenantId,
+        name: `role-${role}`,
+        hash: hashSecret(key),
+        role,
+        createdAt: Date.now(),
+        revokedAt: null,
+      });
       keys.set(role, key);
     }
   });
@@ -28,7 +38,9 @@ describe('route → permission table: every route declares one, and every role g
   });
 
   it('every route of the OpenAPI document has an entry', async () => {
-    const doc = (await cloud.handle.http.inject({ method: 'GET', url: '/openapi.json' })).json() as { paths: Record<string, Record<string, unknown>> };
+    const doc = (await cloud.handle.http.inject({ method: 'GET', url: '/openapi.json' })).json() as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     const missing: string[] = [];
     let n = 0;
     for (const [path, ops] of Object.entries(doc.paths)) {
@@ -50,9 +62,13 @@ describe('route → permission table: every route declares one, and every role g
     const mismatched = routes.filter((r) => r.public !== (routeAccess(r.method, r.url) === 'public')).map((r) => `${r.method} ${r.url}`);
     assert.deepEqual(mismatched, [], 'config.public and the table disagree');
     // Only routes a site may call with its own credentials skip the role check.
-    assert.deepEqual(routes.filter((r) => r.siteAccess).map((r) => `${r.method} ${r.url}`), ['GET /api/v1/artifacts/:sha256']);
+    assert.deepEqual(
+      routes.filter((r) => r.siteAccess).map((r) => `${r.method} ${r.url}`),
+      ['GET /api/v1/artifacts/:sha256'],
+    );
     // Names in the table are permissions the console knows.
-    for (const access of Object.values(ROUTE_PERMISSIONS)) assert.ok(access === 'public' || access === 'any-key' || (PERMISSIONS as readonly string[]).includes(access), access);
+    for (const access of Object.values(ROUTE_PERMISSIONS))
+      assert.ok(access === 'public' || access === 'any-key' || (PERMISSIONS as readonly string[]).includes(access), access);
   });
 
   it('the decision: a role lacking the permission is told which one', () => {
@@ -72,14 +88,16 @@ describe('route → permission table: every route declares one, and every role g
         const access = routeAccess(r.method, r.url)!;
         const allowed = access === 'any-key' || (held as readonly string[]).includes(access);
         const res = await cloud.handle.http.inject({
-          method: r.method as 'GET', url: fill(r.url),
+          method: r.method as 'GET',
+          url: fill(r.url),
           // A Last-Event-ID that is not a number: the event stream (allowed) answers 400 instead of streaming.
           headers: { authorization: `Bearer ${keys.get(role)}`, 'last-event-id': 'not-a-number' },
         });
         // The OpenAI-compatible routes write codes in lower case (permission_denied).
         const denied = res.statusCode === 403 && /PERMISSION_DENIED/i.test(res.body);
         if (denied === allowed) wrong.push(`${role} ${r.method} ${r.url}: ${res.statusCode} ${res.body.slice(0, 160)} (table: ${access})`);
-        else if (denied && !res.body.includes(access)) wrong.push(`${role} ${r.method} ${r.url}: the refusal does not name ${access}: ${res.body}`);
+        else if (denied && !res.body.includes(access))
+          wrong.push(`${role} ${r.method} ${r.url}: the refusal does not name ${access}: ${res.body}`);
       }
     }
     assert.deepEqual(wrong, []);

@@ -18,11 +18,24 @@ describe('routed inference over an external broker (Mosquitto)', { skip }, () =>
     cloud = await startTestCloud({ broker: MOSQUITTO_URL, installationId: `t-${randomBytes(4).toString('hex')}` });
     const label = `router-${randomBytes(3).toString('hex')}`;
     edge = await startTestEdge(cloud, { labels: { pool: label } });
-    await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, { method: 'PUT', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' }, body: new Uint8Array(bytes) });
-    const manifest = { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'ext-router', version: '1.0.0' }, spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: sha }], endpoints: [{ name: 'score', model: 'vib-ae' }] } };
+    await fetch(`${cloud.url}/api/v1/artifacts/${sha}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/octet-stream' },
+      body: new Uint8Array(bytes),
+    });
+    const manifest = {
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'ext-router', version: '1.0.0' },
+      spec: { models: [{ name: 'vib-ae', format: 'onnx', path: 'm.onnx', sha256: sha }], endpoints: [{ name: 'score', model: 'vib-ae' }] },
+    };
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest })).status, 201);
     await cloud.api('POST', '/api/v1/deployments', { app: 'ext-router', version: '1.0.0', selector: { pool: label } });
-    await waitFor('model ready at the cloud', async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.models?.[0]?.state === 'ready', 30_000);
+    await waitFor(
+      'model ready at the cloud',
+      async () => (await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}`)).body.status?.models?.[0]?.state === 'ready',
+      30_000,
+    );
   });
   after(async () => {
     const siteId = edge?.handle.siteId;
@@ -34,7 +47,8 @@ describe('routed inference over an external broker (Mosquitto)', { skip }, () =>
 
   it('answers through the broker with binary frames, as on the embedded hub', async () => {
     const res = await fetch(`${cloud.url}/v2/models/score/infer`, {
-      method: 'POST', headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { authorization: `Bearer ${cloud.adminKey}`, 'content-type': 'application/json' },
       body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 3], data: [1, 3, 120, 1.6, 9, 150] }] }),
     });
     const body = (await res.json()) as any;

@@ -50,19 +50,51 @@ describe('forwarding over the MQTT link: bad sites, bounds, cancellation', () =>
     const p = packTensors(ts);
     assert.equal(p.heads[0]!.bytes, 16, 'four FP32 values are 16 bytes on the wire');
     const back = unpackTensors(p.heads, Buffer.concat(p.body), 'test');
-    assert.deepEqual(back.map((t) => t.data), [[1.5, -2.25, 3, Math.fround(1e-7)], [1, -2, 9007199254740991], ['héllo', ''], [true, false]]);
-    assert.throws(() => unpackTensors([{ ...p.heads[0]!, shape: [3, 2] }], Buffer.concat(p.body).subarray(0, 16), 'x'), /needs 24 bytes, got 16/);
+    assert.deepEqual(
+      back.map((t) => t.data),
+      [
+        [1.5, -2.25, 3, Math.fround(1e-7)],
+        [1, -2, 9007199254740991],
+        ['héllo', ''],
+        [true, false],
+      ],
+    );
+    assert.throws(
+      () => unpackTensors([{ ...p.heads[0]!, shape: [3, 2] }], Buffer.concat(p.body).subarray(0, 16), 'x'),
+      /needs 24 bytes, got 16/,
+    );
   });
 
   it('a site that answers garbage or a frame that breaks the contract gets SITE_ANSWER_INVALID, not a crash', async () => {
-    await site('garbage', (c, t) => { const id = t.split('/').pop()!; void c.publishAsync(topics.rpcResponse('garbage', id), Buffer.from('EWF1\0\0\0\x05{nope'), { qos: 0 }); });
+    await site('garbage', (c, t) => {
+      const id = t.split('/').pop()!;
+      void c.publishAsync(topics.rpcResponse('garbage', id), Buffer.from('EWF1\0\0\0\x05{nope'), { qos: 0 });
+    });
     await site('liar', (c, t, p) => {
       const req = decodeFrame(CloudToSite, p, 'req');
       // Claims a [2] FP32 output but sends 3 bytes.
-      void c.publishAsync(topics.rpcResponse('liar', t.split('/').pop()!), encodeFrame({ v: WIRE_VERSION, type: 'result', id: req.head.id, model_name: 'm', model_version: '1', outputs: [{ name: 'y', datatype: 'FP32', shape: [2], bytes: 3 }], siteMs: 1 }, Buffer.alloc(3)), { qos: 0 });
+      void c.publishAsync(
+        topics.rpcResponse('liar', t.split('/').pop()!),
+        encodeFrame(
+          {
+            v: WIRE_VERSION,
+            type: 'result',
+            id: req.head.id,
+            model_name: 'm',
+            model_version: '1',
+            outputs: [{ name: 'y', datatype: 'FP32', shape: [2], bytes: 3 }],
+            siteMs: 1,
+          },
+          Buffer.alloc(3),
+        ),
+        { qos: 0 },
+      );
     });
     const head = { v: WIRE_VERSION, type: 'metadata', endpoint: 'x', timeoutMs: 5000 };
-    await assert.rejects(fwd.call('garbage', head, [], 5000), (e) => isEwError(e, 'SITE_ANSWER_INVALID') && /header is not JSON/.test(e.message));
+    await assert.rejects(
+      fwd.call('garbage', head, [], 5000),
+      (e) => isEwError(e, 'SITE_ANSWER_INVALID') && /header is not JSON/.test(e.message),
+    );
     const ans = await fwd.call('liar', head, [], 5000);
     assert.equal(ans.head.type, 'result');
     assert.throws(() => unpackTensors((ans.head as any).outputs, ans.body, 'answer from site liar'), /needs 8 bytes, got 3/);
@@ -83,7 +115,11 @@ describe('forwarding over the MQTT link: bad sites, bounds, cancellation', () =>
     const heap0 = process.memoryUsage().heapUsed;
     let refused = 0;
     for (let i = 0; i < 20_000; i++) {
-      try { await fwd.call('silent', head, [], 60_000); } catch (e) { if (isEwError(e, 'QUEUE_FULL')) refused++; }
+      try {
+        await fwd.call('silent', head, [], 60_000);
+      } catch (e) {
+        if (isEwError(e, 'QUEUE_FULL')) refused++;
+      }
     }
     assert.equal(refused, 20_000);
     assert.equal(fwd.size, 50);
@@ -108,23 +144,43 @@ describe('forwarding over the MQTT link: bad sites, bounds, cancellation', () =>
     let wake: () => void = () => {};
     await site('streamer', (c, t, p) => {
       const f = decodeFrame(CloudToSite, p, 'req');
-      if (f.head.type === 'credit') { credit += f.head.n; wake(); return; }
-      if (f.head.type === 'cancel') { cancelled = true; wake(); return; }
+      if (f.head.type === 'credit') {
+        credit += f.head.n;
+        wake();
+        return;
+      }
+      if (f.head.type === 'cancel') {
+        cancelled = true;
+        wake();
+        return;
+      }
       if (f.head.type !== 'stream') return;
       streamId = f.head.id;
       credit = f.head.window;
       void (async () => {
         for (let seq = 0; seq < 1000 && !cancelled; seq++) {
-          while (credit <= 0 && !cancelled) await new Promise<void>((r) => { wake = r; });
+          while (credit <= 0 && !cancelled)
+            await new Promise<void>((r) => {
+              wake = r;
+            });
           if (cancelled) break;
           credit--;
           sent++;
           maxAhead = Math.max(maxAhead, sent - read);
-          await c.publishAsync(topics.rpcResponse('streamer', t.split('/').pop()!), encodeFrame({ v: WIRE_VERSION, type: 'chunk', id: streamId, seq }, Buffer.from(`tok${seq}`)), { qos: 0 });
+          await c.publishAsync(
+            topics.rpcResponse('streamer', t.split('/').pop()!),
+            encodeFrame({ v: WIRE_VERSION, type: 'chunk', id: streamId, seq }, Buffer.from(`tok${seq}`)),
+            { qos: 0 },
+          );
         }
       })();
     });
-    const it = fwd.stream('streamer', { v: WIRE_VERSION, type: 'stream', path: '/v1/chat/completions', timeoutMs: 10_000 }, Buffer.from('{}'), { window: 8, idleMs: 10_000 });
+    const it = fwd.stream(
+      'streamer',
+      { v: WIRE_VERSION, type: 'stream', path: '/v1/chat/completions', timeoutMs: 10_000 },
+      Buffer.from('{}'),
+      { window: 8, idleMs: 10_000 },
+    );
     const got: string[] = [];
     for await (const chunk of it) {
       got.push(chunk.toString());

@@ -4,10 +4,15 @@ import OpenAI, { APIError } from 'openai';
 import { startTestCloud, removeDirs } from './support/harness.ts';
 
 /** Per-key limits on the cloud's inference endpoints: 429 with Retry-After, in each protocol's error shape. */
-it('limits each API key\'s inference rate, answers 429 with Retry-After, and leaves other keys and the control plane alone', async () => {
+it("limits each API key's inference rate, answers 429 with Retry-After, and leaves other keys and the control plane alone", async () => {
   const cloud = await startTestCloud({ inferRate: 0.5, inferBurst: 2, inferConcurrency: 10 });
   try {
-    const post = (key: string) => fetch(`${cloud.url}/v2/models/none/infer`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1], data: [1] }] }) });
+    const post = (key: string) =>
+      fetch(`${cloud.url}/v2/models/none/infer`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1], data: [1] }] }),
+      });
     const first = await post(cloud.adminKey);
     assert.equal(first.status, 404, 'within the burst: the request is served (no such endpoint)');
     assert.equal((await post(cloud.adminKey)).status, 404);

@@ -11,14 +11,25 @@ import { isEwError } from '../src/contracts/errors.ts';
  * One suite for every model runtime (ONNX now; GGUF and remote runtimes join with their own
  * fixtures). A fixture is a model file with one batchable FP32 input and a way to make rows.
  */
-interface Fixture { file: string; input: string; width: number; output: string; row: (i: number) => number[] }
+interface Fixture {
+  file: string;
+  input: string;
+  width: number;
+  output: string;
+  row: (i: number) => number[];
+}
 
 function runRuntimeConformance(name: string, runtime: ModelRuntime, fx: Fixture): void {
   describe(`ModelRuntime conformance: ${name}`, () => {
     let m: LoadedModel;
     const dir = mkdtempSync(join(tmpdir(), 'ew-rt-'));
-    before(async () => { m = await runtime.load({ name: 'm', format: runtime.format, file: fx.file, options: { threads: 1 } }); });
-    after(async () => { await m?.close(); rmSync(dir, { recursive: true, force: true }); });
+    before(async () => {
+      m = await runtime.load({ name: 'm', format: runtime.format, file: fx.file, options: { threads: 1 } });
+    });
+    after(async () => {
+      await m?.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
 
     it('reads input and output names, types and shapes from the model', () => {
       const inp = m.inputs.find((i) => i.name === fx.input);
@@ -37,7 +48,10 @@ function runRuntimeConformance(name: string, runtime: ModelRuntime, fx: Fixture)
       const per = out.data.length / rows.length;
       for (const [i, row] of rows.entries()) {
         const one = await m.run({ [fx.input]: { datatype: 'FP32', shape: [1, fx.width], data: Float32Array.from(row) } });
-        assert.deepEqual(Array.from(one[fx.output]!.data as Float32Array), Array.from((out.data as Float32Array).slice(i * per, (i + 1) * per)));
+        assert.deepEqual(
+          Array.from(one[fx.output]!.data as Float32Array),
+          Array.from((out.data as Float32Array).slice(i * per, (i + 1) * per)),
+        );
       }
     });
 
@@ -52,12 +66,18 @@ function runRuntimeConformance(name: string, runtime: ModelRuntime, fx: Fixture)
     it('refuses a file it cannot load with MODEL_LOAD_FAILED', async () => {
       const bad = join(dir, 'broken.bin');
       writeFileSync(bad, 'this is not a model');
-      await assert.rejects(runtime.load({ name: 'broken', format: runtime.format, file: bad }), (e: unknown) => isEwError(e, 'MODEL_LOAD_FAILED') && /broken/.test((e as Error).message));
+      await assert.rejects(
+        runtime.load({ name: 'broken', format: runtime.format, file: bad }),
+        (e: unknown) => isEwError(e, 'MODEL_LOAD_FAILED') && /broken/.test((e as Error).message),
+      );
     });
   });
 }
 
 runRuntimeConformance('onnx (onnxruntime-node)', new OnnxRuntime(), {
-  file: new URL('../models/vibration-ae.onnx', import.meta.url).pathname, input: 'features', width: 3, output: 'score',
+  file: new URL('../models/vibration-ae.onnx', import.meta.url).pathname,
+  input: 'features',
+  width: 3,
+  output: 'score',
   row: (i) => [1 + i / 10, 3 + i, 120 + i * 5],
 });

@@ -17,7 +17,12 @@ import { createJoinToken, enrollSite } from '../src/cloud/services/enrollment.ts
  * recorded here so a test can see that the service asked them.
  */
 const T = 'ten-a';
-const manifest = (name: string, version: string, extra: Record<string, unknown> = {}) => ({ apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version }, spec: { ...extra } });
+const manifest = (name: string, version: string, extra: Record<string, unknown> = {}) => ({
+  apiVersion: 'edgeweave/v1',
+  kind: 'App',
+  metadata: { name, version },
+  spec: { ...extra },
+});
 
 describe('services: push an app, deploy it, enroll a site — without HTTP', () => {
   let store: Store;
@@ -27,8 +32,12 @@ describe('services: push an app, deploy it, enroll a site — without HTTP', () 
   const reconciledTenants: string[] = [];
   let steps = 0;
   const fleet = {
-    reconcileSites: async (ids: readonly string[]) => { reconciledSites.push([...ids]); },
-    reconcileTenant: async (t: string) => { reconciledTenants.push(t); },
+    reconcileSites: async (ids: readonly string[]) => {
+      reconciledSites.push([...ids]);
+    },
+    reconcileTenant: async (t: string) => {
+      reconciledTenants.push(t);
+    },
   };
   const files = new Set<string>();
   const artifacts = { exists: (sha: string) => files.has(sha) };
@@ -48,22 +57,48 @@ describe('services: push an app, deploy it, enroll a site — without HTTP', () 
     const a = await pushApp({ store, artifacts, clock }, T, manifest('demo', '1.0.0', { streams: [] }));
     assert.equal(a.digest, createHash('sha256').update(canonical(a.manifest)).digest('hex'));
     assert.equal(canonical({ b: 1, a: { d: 2, c: [3, { f: 1, e: 2 }] } }), canonical({ a: { c: [3, { e: 2, f: 1 }], d: 2 }, b: 1 }));
-    await assert.rejects(pushApp({ store, artifacts, clock }, T, manifest('demo', '1.0.0', { streams: [] })),
-      (e) => isEwError(e, 'APP_VERSION_EXISTS') && /identical/.test(e.message) && e.path === 'manifest.metadata.version');
-    await assert.rejects(pushApp({ store, artifacts, clock }, T, manifest('demo', 'one')),
-      (e) => isEwError(e, 'INVALID_MANIFEST') && e.path === 'manifest.metadata.version');
+    await assert.rejects(
+      pushApp({ store, artifacts, clock }, T, manifest('demo', '1.0.0', { streams: [] })),
+      (e) => isEwError(e, 'APP_VERSION_EXISTS') && /identical/.test(e.message) && e.path === 'manifest.metadata.version',
+    );
+    await assert.rejects(
+      pushApp({ store, artifacts, clock }, T, manifest('demo', 'one')),
+      (e) => isEwError(e, 'INVALID_MANIFEST') && e.path === 'manifest.metadata.version',
+    );
     const sha = 'b'.repeat(64);
     const withModel = manifest('m', '1.0.0', { models: [{ name: 'x', format: 'onnx', path: 'x.onnx', sha256: sha }] });
-    await assert.rejects(pushApp({ store, artifacts, clock }, T, withModel), (e) => isEwError(e, 'ARTIFACT_NOT_FOUND') && e.path === 'manifest.spec.models[0].sha256');
+    await assert.rejects(
+      pushApp({ store, artifacts, clock }, T, withModel),
+      (e) => isEwError(e, 'ARTIFACT_NOT_FOUND') && e.path === 'manifest.spec.models[0].sha256',
+    );
     files.add(sha);
-    await assert.rejects(pushApp({ store, artifacts, clock }, T, withModel), (e) => isEwError(e, 'ARTIFACT_NOT_FOUND'), 'on disk, but not this tenant\'s');
+    await assert.rejects(
+      pushApp({ store, artifacts, clock }, T, withModel),
+      (e) => isEwError(e, 'ARTIFACT_NOT_FOUND'),
+      "on disk, but not this tenant's",
+    );
     await store.addArtifactOwner(T, sha, 1);
     assert.equal((await pushApp({ store, artifacts, clock }, T, withModel)).name, 'm');
   });
 
   it('DeploymentService: the rollout and the deployment together, the same submission once, races included', async () => {
-    const svc = new DeploymentService({ store, rollouts: { step: async () => { steps++; } }, fleet, clock });
-    const req = { app: 'demo', version: '1.0.0', selector: { tier: 'a' }, strategy: { type: 'all' as const }, options: { stepTimeoutS: 60, onFailure: 'rollback' as const } };
+    const svc = new DeploymentService({
+      store,
+      rollouts: {
+        step: async () => {
+          steps++;
+        },
+      },
+      fleet,
+      clock,
+    });
+    const req = {
+      app: 'demo',
+      version: '1.0.0',
+      selector: { tier: 'a' },
+      strategy: { type: 'all' as const },
+      options: { stepTimeoutS: 60, onFailure: 'rollback' as const },
+    };
     await assert.rejects(svc.create(T, { ...req, version: '9.9.9' }), (e) => isEwError(e, 'APP_NOT_FOUND') && e.path === 'version');
     await assert.rejects(svc.create(T, { ...req, selector: { 'bad key!': 'x' } }), (e) => isEwError(e, 'INVALID_SELECTOR'));
     const first = await svc.create(T, req);
@@ -86,7 +121,12 @@ describe('services: push an app, deploy it, enroll a site — without HTTP', () 
   });
 
   it('enrollSite: a token enrolls once, then says why it no longer can', async () => {
-    const { token, secret } = await createJoinToken({ store, clock }, T, { labels: { tier: 'a' }, region: 'r1', ttlSeconds: 60, description: '' });
+    const { token, secret } = await createJoinToken({ store, clock }, T, {
+      labels: { tier: 'a' },
+      region: 'r1',
+      ttlSeconds: 60,
+      description: '',
+    });
     assert.equal(token.hash, hashSecret(secret), 'stored hashed only');
     const { site, secret: siteSecret } = await enrollSite({ store, fleet, clock }, secret, 'press-hall');
     assert.equal(site.name, 'press-hall');
@@ -98,6 +138,9 @@ describe('services: push an app, deploy it, enroll a site — without HTTP', () 
     const late = await createJoinToken({ store, clock }, T, { labels: {}, region: 'r1', ttlSeconds: 60, description: '' });
     clock.advance(61_000);
     await assert.rejects(enrollSite({ store, fleet, clock }, late.secret, undefined), (e) => isEwError(e, 'TOKEN_EXPIRED'));
-    await assert.rejects(createJoinToken({ store, clock }, T, { labels: { 'bad key!': 'x' }, region: 'r', ttlSeconds: 60, description: '' }), (e) => isEwError(e, 'INVALID_SELECTOR'));
+    await assert.rejects(
+      createJoinToken({ store, clock }, T, { labels: { 'bad key!': 'x' }, region: 'r', ttlSeconds: 60, description: '' }),
+      (e) => isEwError(e, 'INVALID_SELECTOR'),
+    );
   });
 });

@@ -14,20 +14,58 @@ import type { UplinkRecord } from '../src/cloud/store/store.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
-const memory = () => { gc(); gc(); const m = process.memoryUsage(); return m.heapUsed + m.arrayBuffers; };
+const memory = () => {
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
+};
 const MB = 1024 * 1024;
 
-interface Enrolled { siteId: string; mqtt: { url: string; username: string; password: string; clientId: string } }
+interface Enrolled {
+  siteId: string;
+  mqtt: { url: string; username: string; password: string; clientId: string };
+}
 
-const uplink = (over: Record<string, unknown> = {}, body: Record<string, unknown> = {}) => JSON.stringify({ v: ENVELOPE_VERSION, id: randomUUID(), ts: 1, type: 'uplink', ...over, body: { stream: 's', at: 1, data: { ok: true }, ...body } });
-const status = (heartbeatIntervalS: number) => JSON.stringify({
-  v: ENVELOPE_VERSION, id: randomUUID(), ts: 1, type: 'status',
-  body: {
-    agentVersion: '1', bootId: 'b', uptimeS: 1, heartbeatIntervalS, generation: 0, apps: [],
-    system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, diskTotalBytes: 1, diskFreeBytes: 1, loadAvg1: 0 },
-    runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 },
-  },
-});
+const uplink = (over: Record<string, unknown> = {}, body: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    v: ENVELOPE_VERSION,
+    id: randomUUID(),
+    ts: 1,
+    type: 'uplink',
+    ...over,
+    body: { stream: 's', at: 1, data: { ok: true }, ...body },
+  });
+const status = (heartbeatIntervalS: number) =>
+  JSON.stringify({
+    v: ENVELOPE_VERSION,
+    id: randomUUID(),
+    ts: 1,
+    type: 'status',
+    body: {
+      agentVersion: '1',
+      bootId: 'b',
+      uptimeS: 1,
+      heartbeatIntervalS,
+      generation: 0,
+      apps: [],
+      system: {
+        hostname: 'h',
+        platform: 'linux',
+        arch: 'x64',
+        cores: 1,
+        memoryTotalBytes: 1,
+        memoryFreeBytes: 1,
+        diskTotalBytes: 1,
+        diskFreeBytes: 1,
+        loadAvg1: 0,
+      },
+      runtimes: [],
+      accelerators: [],
+      outbox: { pending: 0, dropped: 0 },
+      devices: { connected: 0, messagesIn: 0 },
+    },
+  });
 
 async function metric(cloud: TestCloud, name: string): Promise<number> {
   const text = (await cloud.api('GET', '/metrics')).body as string;
@@ -36,7 +74,10 @@ async function metric(cloud: TestCloud, name: string): Promise<number> {
 }
 
 /** What every hub must do with site messages: bounds per topic class, strict envelopes, isolation. */
-function runSiteMessageSuite(name: string, o: { startCloud: () => Promise<TestCloud>; connect: (e: Enrolled) => Promise<MqttClient>; skip?: string }): void {
+function runSiteMessageSuite(
+  name: string,
+  o: { startCloud: () => Promise<TestCloud>; connect: (e: Enrolled) => Promise<MqttClient>; skip?: string },
+): void {
   describe(`site messages on ${name}`, { skip: o.skip }, () => {
     let cloud: TestCloud;
     let a: Enrolled;
@@ -51,7 +92,11 @@ function runSiteMessageSuite(name: string, o: { startCloud: () => Promise<TestCl
       for (const c of clients) c.end(true);
       await cloud?.stop();
     });
-    const connect = async (e: Enrolled) => { const c = await o.connect(e); clients.push(c); return c; };
+    const connect = async (e: Enrolled) => {
+      const c = await o.connect(e);
+      clients.push(c);
+      return c;
+    };
 
     it('acknowledges and drops a result over its topic class bound (resending would not shrink it); the next one is stored', async () => {
       const c = await connect(a);
@@ -62,7 +107,10 @@ function runSiteMessageSuite(name: string, o: { startCloud: () => Promise<TestCl
       await waitFor('small one stored', async () => (await cloud.handle.store.countUplink(a.siteId, 'big')) === 1);
       assert.equal(await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="up"}'), before + 1);
       await c.publishAsync(topics.reported(a.siteId), Buffer.alloc(PAYLOAD_LIMITS.reported + 1, 0x20), { qos: 1 });
-      await waitFor('oversized status counted', async () => (await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="reported"}')) === 1);
+      await waitFor(
+        'oversized status counted',
+        async () => (await metric(cloud, 'ew_cloud_mqtt_payload_oversized_total{kind="reported"}')) === 1,
+      );
     });
 
     it("refuses envelope strings with control characters or over their bound, without failing another site's messages", async () => {
@@ -82,7 +130,10 @@ function runSiteMessageSuite(name: string, o: { startCloud: () => Promise<TestCl
       ]);
       await waitFor("b's 20 stored", async () => (await cloud.handle.store.countUplink(b.siteId, 'p')) === 20);
       assert.equal(await cloud.handle.store.countUplink(a.siteId, 'p'), 0);
-      await waitFor('every poisonous message counted', async () => (await metric(cloud, 'ew_cloud_mqtt_payload_invalid_total{kind="up"}')) === invalidBefore + poison.length);
+      await waitFor(
+        'every poisonous message counted',
+        async () => (await metric(cloud, 'ew_cloud_mqtt_payload_invalid_total{kind="up"}')) === invalidBefore + poison.length,
+      );
       assert.ok(ca.connected && cb.connected, 'both sites stay connected: a refused message is acknowledged, not resent for ever');
     });
 
@@ -98,7 +149,14 @@ function runSiteMessageSuite(name: string, o: { startCloud: () => Promise<TestCl
   });
 }
 
-const embeddedConnect = (e: Enrolled) => mqtt.connectAsync(e.mqtt.url, { clientId: e.mqtt.clientId, username: e.mqtt.username, password: e.mqtt.password, protocolVersion: 4, reconnectPeriod: 0 });
+const embeddedConnect = (e: Enrolled) =>
+  mqtt.connectAsync(e.mqtt.url, {
+    clientId: e.mqtt.clientId,
+    username: e.mqtt.username,
+    password: e.mqtt.password,
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+  });
 runSiteMessageSuite('the embedded hub', { startCloud: () => startTestCloud(), connect: embeddedConnect });
 
 const mosquittoSkip = await mosquittoAvailable();
@@ -139,7 +197,7 @@ describe('retained messages from sites on the embedded hub', () => {
     assert.ok(grown < 8 * MB, `memory grew by ${(grown / MB).toFixed(1)} MB (24 MB were sent)`);
   });
 
-  it('counts the guard\'s refusals in /metrics: a client whose first packet is not CONNECT is cut', async () => {
+  it("counts the guard's refusals in /metrics: a client whose first packet is not CONNECT is cut", async () => {
     const { connect: tcp } = await import('node:net');
     const url = new URL(cloud.handle.mqttUrl);
     const s = tcp(Number(url.port), url.hostname);
@@ -160,7 +218,7 @@ describe('retained messages from sites on the embedded hub', () => {
     assert.ok(c.connected);
   });
 
-  it("revoking a site clears whatever is retained under its topics", async () => {
+  it('revoking a site clears whatever is retained under its topics', async () => {
     const hub = cloud.handle.hub as EmbeddedHub;
     await hub.publish(`ew/${a.siteId}/rpc/req/left-over`, '{"x":1}', { retain: true });
     const held = hub.retainedStats().messages;
@@ -171,7 +229,10 @@ describe('retained messages from sites on the embedded hub', () => {
 });
 
 const pgSkip = await pgAvailable();
-for (const [engine, skip] of [['SQLite', undefined], ['PostgreSQL', pgSkip]] as const) {
+for (const [engine, skip] of [
+  ['SQLite', undefined],
+  ['PostgreSQL', pgSkip],
+] as const) {
   describe(`one message the store refuses never fails another site's batch (${engine})`, { skip }, () => {
     let cloud: TestCloud;
     let drop: (() => Promise<void>) | undefined;
@@ -190,17 +251,24 @@ for (const [engine, skip] of [['SQLite', undefined], ['PostgreSQL', pgSkip]] as 
     });
 
     it('stores the good messages of a shared batch and acknowledges and counts the poisonous one', async () => {
-      const ids = await Promise.all([1, 2, 3].map(async () => (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body.siteId as string));
+      const ids = await Promise.all(
+        [1, 2, 3].map(async () => (await cloud.api('POST', '/api/v1/enroll', { token: await cloud.token() }, '')).body.siteId as string),
+      );
       // The envelope check stops a NUL first (the suite above); this reaches past it, to the
       // store's own refusal, to prove the batch isolation behind it.
       const { uplink } = cloud.handle.fleet;
-      const msg = (id: string) => ({ v: 1, id, ts: 1, type: 'uplink', body: { stream: 's', at: 1, data: { n: 1 } } }) as Parameters<typeof uplink.store>[2];
+      const msg = (id: string) =>
+        ({ v: 1, id, ts: 1, type: 'uplink', body: { stream: 's', at: 1, data: { n: 1 } } }) as Parameters<typeof uplink.store>[2];
       const results = await Promise.allSettled([
         uplink.store(ids[0]!, 's', msg('good-1')),
         uplink.store(ids[1]!, 's', msg('poison\u0000')),
         uplink.store(ids[2]!, 's', msg('good-2')),
       ]);
-      assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled'], 'all acknowledged: nobody is disconnected');
+      assert.deepEqual(
+        results.map((r) => r.status),
+        ['fulfilled', 'fulfilled', 'fulfilled'],
+        'all acknowledged: nobody is disconnected',
+      );
       assert.equal(await cloud.handle.store.countUplink(ids[0]!), 1);
       assert.equal(await cloud.handle.store.countUplink(ids[1]!), 0);
       assert.equal(await cloud.handle.store.countUplink(ids[2]!), 1);
@@ -250,7 +318,12 @@ async function retainedUnder(url: string, filter: string, marker: string): Promi
   const c = await mqtt.connectAsync(url, { clientId: `probe-${randomBytes(4).toString('hex')}`, protocolVersion: 5, reconnectPeriod: 0 });
   try {
     const found: string[] = [];
-    const done = new Promise<void>((r) => c.on('message', (t, p, pkt) => { if (t === marker) r(); else if (pkt.retain && p.length) found.push(t); }));
+    const done = new Promise<void>((r) =>
+      c.on('message', (t, p, pkt) => {
+        if (t === marker) r();
+        else if (pkt.retain && p.length) found.push(t);
+      }),
+    );
     await c.subscribeAsync(filter, { qos: 0 });
     await c.publishAsync(marker, 'm', { qos: 0 });
     await done;
@@ -272,7 +345,10 @@ describe('revoking a site clears its retained messages on Mosquitto (external hu
       await c.publishAsync(topics.reported(e.siteId), status(5), { qos: 1, retain: true });
       await c.endAsync(true);
       const marker = `ew/${e.siteId}/rpc/req/probe-${tag}`;
-      assert.deepEqual(await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker), [topics.desired(e.siteId), topics.reported(e.siteId), topics.up(e.siteId, 'pinned')].sort());
+      assert.deepEqual(
+        await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker),
+        [topics.desired(e.siteId), topics.reported(e.siteId), topics.up(e.siteId, 'pinned')].sort(),
+      );
       assert.equal((await cloud.api('POST', `/api/v1/sites/${e.siteId}/revoke`)).status, 200);
       assert.deepEqual(await retainedUnder(MOSQUITTO_URL, `ew/${e.siteId}/#`, marker), []);
     } finally {

@@ -12,9 +12,15 @@ runStoreConformance('sqlite (file)', async () => openSqliteStore(join(dir, 'clou
 
 const skip = await pgAvailable();
 const drops: Array<() => Promise<void>> = [];
-after(async () => { for (const d of drops) await d(); });
-runStoreConformance('postgres', async () => {
-  const s = await freshSchema();
-  drops.push(s.drop);
-  return openPostgresStore(PG_URL, { schema: s.schema });
-}, skip);
+after(async () => {
+  for (const d of drops) await d();
+});
+runStoreConformance(
+  'postgres',
+  async () => {
+    const s = await freshSchema();
+    drops.push(s.drop);
+    return openPostgresStore(PG_URL, { schema: s.schema });
+  },
+  skip,
+);

@@ -8,9 +8,19 @@ const T0 = Date.UTC(2026, 10, 29, 8, 0, 0);
 
 function app(version: string, rules: unknown[], extra: { egress?: unknown[] } = {}) {
   return {
-    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'vibration-guard', version },
+    apiVersion: 'edgeweave/v1',
+    kind: 'App',
+    metadata: { name: 'vibration-guard', version },
     spec: {
-      streams: [{ name: 'vibration', topic: 'factory/+/vibration', format: 'json', timestamp: 'ts', schema: { machineId: 'string', rms: 'float', kurtosis: 'float', ts: 'timestamp' } }],
+      streams: [
+        {
+          name: 'vibration',
+          topic: 'factory/+/vibration',
+          format: 'json',
+          timestamp: 'ts',
+          schema: { machineId: 'string', rms: 'float', kurtosis: 'float', ts: 'timestamp' },
+        },
+      ],
       rules,
       policy: { egress: { allow: extra.egress ?? ['alerts', { stream: 'hooked', to: ['http://127.0.0.1'] }] } },
     },
@@ -35,9 +45,16 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
   before(async () => {
     hook = createServer((req, res) => {
       let body = '';
-      req.on('data', (c) => { body += c; });
+      req.on('data', (c) => {
+        body += c;
+      });
       req.on('end', () => {
-        if (hookFailures > 0) { hookFailures--; res.statusCode = 503; res.end(); return; }
+        if (hookFailures > 0) {
+          hookFailures--;
+          res.statusCode = 503;
+          res.end();
+          return;
+        }
         hooked.push(JSON.parse(body));
         res.end('ok');
       });
@@ -70,10 +87,16 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     assert.equal(r2.body.code, 'EGRESS_DENIED');
     assert.match(r2.body.message, /no grant for "secret-stream"/);
     const fields = { name: 'f', sql: 'SELECT machineId, rms FROM vibration', sinks: [{ uplink: 'alerts' }] };
-    const r3 = await cloud.api('POST', '/api/v1/apps', { manifest: app('0.0.3', [fields], { egress: [{ stream: 'alerts', fields: ['machineId'] }] }) });
+    const r3 = await cloud.api('POST', '/api/v1/apps', {
+      manifest: app('0.0.3', [fields], { egress: [{ stream: 'alerts', fields: ['machineId'] }] }),
+    });
     assert.equal(r3.body.code, 'EGRESS_DENIED');
     assert.match(r3.body.message, /field "rms".*lets out only machineId/);
-    const badSql = { name: 'typo', sql: 'SELECT machineId, avg(rsm) AS r FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)', sinks: [{ log: true }] };
+    const badSql = {
+      name: 'typo',
+      sql: 'SELECT machineId, avg(rsm) AS r FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)',
+      sinks: [{ log: true }],
+    };
     const r4 = await cloud.api('POST', '/api/v1/apps', { manifest: app('0.0.4', [badSql]) });
     assert.equal(r4.body.code, 'SQL_INVALID');
     assert.equal(r4.body.path, 'manifest.spec.rules[0].sql');
@@ -86,7 +109,11 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     await cloud.api('POST', '/api/v1/deployments', { app: 'vibration-guard', version: '1.0.0', selector: { industry: 'manufacturing' } });
     await waitFor('rule running', () => edge.handle.supervisor.running().length === 1);
     const local: any[] = [];
-    const listener = await mqtt.connectAsync(edge.handle.deviceUrl, { username: 'device', password: edge.devicePassword, reconnectPeriod: 0 });
+    const listener = await mqtt.connectAsync(edge.handle.deviceUrl, {
+      username: 'device',
+      password: edge.devicePassword,
+      reconnectPeriod: 0,
+    });
     listener.on('message', (_t, m) => local.push(JSON.parse(m.toString())));
     await listener.subscribeAsync('factory/alerts');
     await send('press-01', 1.0, 3, T0 + 1000);
@@ -98,7 +125,10 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
       const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&app=vibration-guard&rule=anomalies&stream=alerts`);
       return r.body.items.length ? r.body.items : undefined;
     });
-    assert.deepEqual(results.map((x: any) => x.data), [{ machineId: 'press-02', rms: 3, kurtosis: 9, n: 2 }]);
+    assert.deepEqual(
+      results.map((x: any) => x.data),
+      [{ machineId: 'press-02', rms: 3, kurtosis: 9, n: 2 }],
+    );
     assert.equal(results[0].app, 'vibration-guard');
     assert.equal(results[0].rule, 'anomalies');
     await waitFor('local mqtt sink', () => local.length === 1);
@@ -108,30 +138,42 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
 
   it('sends a record that fails the schema to the dead letters, never its content to the cloud, and keeps the rule running', async () => {
     // The attack: device content that must not leave the site, inside records that do not fit.
-    await device.publishAsync('factory/press-09/vibration', '{"machineId": "press-09", "rms": "CARD 4111111111111111", "ts": 1}', { qos: 1 });
+    await device.publishAsync('factory/press-09/vibration', '{"machineId": "press-09", "rms": "CARD 4111111111111111", "ts": 1}', {
+      qos: 1,
+    });
     await device.publishAsync('factory/press-09/vibration', 'CARD 4111 1111 1111 1111 exp 12/29', { qos: 1 });
     await device.publishAsync('factory/press-09/vibration', JSON.stringify({ machineId: 'press-09', rms: 1 }), { qos: 1 });
     const dl = await waitFor('three dead letters', async () => {
-      const res = await fetch(`${edge.handle.apiUrl}/api/v1/dead-letters?stream=vibration`, { headers: { authorization: `Bearer ${edge.apiKey}` } });
+      const res = await fetch(`${edge.handle.apiUrl}/api/v1/dead-letters?stream=vibration`, {
+        headers: { authorization: `Bearer ${edge.apiKey}` },
+      });
       const b = (await res.json()) as any;
       return b.items.length >= 3 ? b.items : undefined;
     });
     const reasons = dl.map((x: any) => x.reason).join('\n');
     // On the site, the local API shows the content and what was wrong with it.
-    assert.ok(dl.some((x: any) => x.payload.includes('4111 1111') && /JSON/.test(x.detail)), 'the site keeps the payload and the parser\'s detail');
+    assert.ok(
+      dl.some((x: any) => x.payload.includes('4111 1111') && /JSON/.test(x.detail)),
+      "the site keeps the payload and the parser's detail",
+    );
     assert.ok(dl.some((x: any) => /rms = "CARD 4111/.test(x.detail ?? '')));
     // The same, asked of the site from the cloud: reasons with field, expected type and sizes — no content.
     const remote = await cloud.api('GET', `/api/v1/sites/${edge.handle.siteId}/dead-letters?stream=vibration`);
     assert.equal(remote.status, 200);
     assert.ok(remote.body.total >= 3 && remote.body.items.length >= 3);
-    assert.ok(remote.body.items.every((x: any) => !('payload' in x) && !('detail' in x) && x.payloadBytes > 0), 'raw device data stays on the site');
+    assert.ok(
+      remote.body.items.every((x: any) => !('payload' in x) && !('detail' in x) && x.payloadBytes > 0),
+      'raw device data stays on the site',
+    );
     const wire = JSON.stringify(remote.body);
     assert.doesNotMatch(wire, /4111|CARD|press-09/, 'no device content reaches the cloud');
     assert.match(wire, /field \\"rms\\" should be float but is a string of 23 bytes/);
     assert.match(wire, /not JSON \(34 bytes\)/);
     assert.match(reasons, /event-time field "ts" is missing/);
     await send('press-03', 1, 8, T0 + 12_000);
-    const status = (await (await fetch(`${edge.handle.apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
+    const status = (await (
+      await fetch(`${edge.handle.apiUrl}/api/v1/rules`, { headers: { authorization: `Bearer ${edge.apiKey}` } })
+    ).json()) as any;
     const rule = status.items.find((x: any) => x.rule === 'anomalies');
     assert.equal(rule.state, 'running');
     assert.equal(rule.in, 6, 'only the valid records reached the rule');
@@ -151,15 +193,25 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
   it('updates a changed rule in place and starts a new one (webhook sink with retries, HTTP push source, egress audit)', async () => {
     const v2rules = [
       { ...alertsRule, sql: alertsRule.sql.replace('> 5', '> 100') },
-      { name: 'to-hook', sql: 'SELECT machineId, rms FROM vibration WHERE rms > 10', sinks: [{ webhook: { url: hookUrl, stream: 'hooked', maxRetries: 3 } }] },
+      {
+        name: 'to-hook',
+        sql: 'SELECT machineId, rms FROM vibration WHERE rms > 10',
+        sinks: [{ webhook: { url: hookUrl, stream: 'hooked', maxRetries: 3 } }],
+      },
     ];
     assert.equal((await cloud.api('POST', '/api/v1/apps', { manifest: app('2.0.0', v2rules) })).status, 201);
     await cloud.api('POST', '/api/v1/deployments', { app: 'vibration-guard', version: '2.0.0', selector: { industry: 'manufacturing' } });
     await waitFor('v2 running', () => edge.handle.supervisor.running()[0]?.version === '2.0.0');
     // The HTTP push source feeds the same stream.
     const push = await fetch(`${edge.handle.apiUrl}/api/v1/streams/vibration-guard/vibration`, {
-      method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ records: [{ machineId: 'press-07', rms: 12.5, kurtosis: 3, ts: T0 + 20_000 }, { machineId: 'bad', rms: 'x', ts: T0 }] }),
+      method: 'POST',
+      headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        records: [
+          { machineId: 'press-07', rms: 12.5, kurtosis: 3, ts: T0 + 20_000 },
+          { machineId: 'bad', rms: 'x', ts: T0 },
+        ],
+      }),
     });
     assert.equal(push.status, 202);
     const pushed = (await push.json()) as any;
@@ -169,16 +221,21 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     await waitFor('webhook delivery after a retry', () => hooked.length === 1, 10_000);
     assert.deepEqual(hooked[0].results, [{ machineId: 'press-07', rms: 12.5 }]);
     assert.equal(hooked[0].stream, 'hooked');
-    const egress = (await (await fetch(`${edge.handle.apiUrl}/api/v1/egress`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
+    const egress = (await (
+      await fetch(`${edge.handle.apiUrl}/api/v1/egress`, { headers: { authorization: `Bearer ${edge.apiKey}` } })
+    ).json()) as any;
     const dests = new Set(egress.items.map((x: any) => x.destination));
     assert.ok(dests.has('cloud') && dests.has(new URL(hookUrl).origin), `egress audit per destination: ${JSON.stringify(egress.items)}`);
     const metrics = await (await fetch(`${edge.handle.apiUrl}/metrics`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).text();
     assert.match(metrics, /ew_edge_egress_records_total\{destination="cloud",stream="alerts"\} 1/);
   });
-  it('lets local programs send up only what a running app\'s egress policy grants, audited like a rule', async () => {
-    const post = (path: string, records: unknown[]) => fetch(`${edge.handle.apiUrl}${path}`, {
-      method: 'POST', headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }),
-    }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
+  it("lets local programs send up only what a running app's egress policy grants, audited like a rule", async () => {
+    const post = (path: string, records: unknown[]) =>
+      fetch(`${edge.handle.apiUrl}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${edge.apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ records }),
+      }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }));
     const ok = await post('/api/v1/uplink/alerts', [{ machineId: 'press-05', rms: 9 }]);
     assert.equal(ok.status, 202, JSON.stringify(ok.body));
     const other = await post('/api/v1/uplink/alerts?app=no-such-app', [{ machineId: 'x' }]);
@@ -188,8 +245,12 @@ describe('streaming rules at a site: device MQTT → rule → outbox → cloud',
     assert.equal(secret.body.code, 'EGRESS_DENIED');
     // Granted to a webhook only (not the cloud): refused on the uplink.
     assert.equal((await post('/api/v1/uplink/hooked', [{ machineId: 'x' }])).body.code, 'EGRESS_DENIED');
-    const audit = (await (await fetch(`${edge.handle.apiUrl}/api/v1/egress`, { headers: { authorization: `Bearer ${edge.apiKey}` } })).json()) as any;
-    assert.ok(audit.items.some((r: any) => r.app === 'vibration-guard' && r.rule === 'local-api' && r.stream === 'alerts' && r.records === 1));
+    const audit = (await (
+      await fetch(`${edge.handle.apiUrl}/api/v1/egress`, { headers: { authorization: `Bearer ${edge.apiKey}` } })
+    ).json()) as any;
+    assert.ok(
+      audit.items.some((r: any) => r.app === 'vibration-guard' && r.rule === 'local-api' && r.stream === 'alerts' && r.records === 1),
+    );
     const results = await waitFor('local result at the cloud', async () => {
       const r = await cloud.api('GET', `/api/v1/results?site=${edge.handle.siteId}&app=vibration-guard&rule=local-api&stream=alerts`);
       return r.body.items.length ? r.body.items : undefined;

@@ -11,11 +11,15 @@ describe('tenancy CLI: tenants, keys, audit', () => {
   const run = async (args: string[], apiKey: string) => {
     const p = spawnCli(args, { EDGEWEAVE_CONFIG: join(dir, 'config.json'), EW_CLOUD: cloud.url, EW_API_KEY: apiKey });
     let out = '';
-    p.child.stdout!.on('data', (d) => { out += d; });
+    p.child.stdout!.on('data', (d) => {
+      out += d;
+    });
     const code = await p.exited;
     return { code, out, err: p.stderr() };
   };
-  before(async () => { cloud = await startTestCloud(); });
+  before(async () => {
+    cloud = await startTestCloud();
+  });
   after(async () => {
     await cloud?.stop();
     removeDirs(dir);
@@ -39,7 +43,10 @@ describe('tenancy CLI: tenants, keys, audit', () => {
     const listed = await run(['tenants', 'list'], cloud.adminKey);
     assert.match(listed.out, /acme\s+active/);
 
-    const key = await run(['keys', 'create', '--name', 'ci', '--role', 'developer', '--apps', 'vision', '--labels', 'line=3', '--expires', '30d', '-o', 'json'], t.adminKey.key);
+    const key = await run(
+      ['keys', 'create', '--name', 'ci', '--role', 'developer', '--apps', 'vision', '--labels', 'line=3', '--expires', '30d', '-o', 'json'],
+      t.adminKey.key,
+    );
     assert.equal(key.code, 0, key.err);
     const k = JSON.parse(key.out);
     assert.equal(k.role, 'developer');
@@ -51,7 +58,10 @@ describe('tenancy CLI: tenants, keys, audit', () => {
 
     const audit = await run(['audit', '--json'], t.adminKey.key);
     assert.equal(audit.code, 0, audit.err);
-    const lines = audit.out.trim().split('\n').map((l) => JSON.parse(l) as { action: string; outcome: string; tenantId: string });
+    const lines = audit.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { action: string; outcome: string; tenantId: string });
     assert.ok(lines.some((e) => e.action === 'POST /api/v1/keys' && e.outcome === 'ok'));
     assert.ok(lines.every((e) => e.tenantId === t.id));
     assert.ok(!audit.out.includes(k.key) && !audit.out.includes(t.adminKey.key), 'no secret in the export');

@@ -33,7 +33,11 @@ describe('write guard (pure)', () => {
   });
   it('limits the rate over a sliding minute', () => {
     let h: number[] = [];
-    const at = (t: number) => { const r = guardWrite(setpoint, 1000, h, t); h = r.history; return r.ok; };
+    const at = (t: number) => {
+      const r = guardWrite(setpoint, 1000, h, t);
+      h = r.history;
+      return r.ok;
+    };
     assert.equal(at(0), true);
     assert.equal(at(10_000), true);
     assert.equal(at(20_000), false, 'a third write inside one minute');
@@ -42,23 +46,63 @@ describe('write guard (pure)', () => {
     assert.ok(h.length <= 2, 'history stays bounded by the rate');
   });
   it('finds the grant that covers a sink', () => {
-    assert.equal(findGrant({ opcua: { endpoint: 'opc.tcp://plc:4840', node: 'ns=1;s=Machine1.Setpoint', value: 1, securityMode: 'None', trustOnFirstUse: false, dryRun: false } }, [coil, setpoint])?.index, 1);
-    assert.equal(findGrant({ modbus: { endpoint: 'tcp://plc:502/', unit: 1, coil: 4, value: true, timeoutMs: 1000, dryRun: false } }, [setpoint, coil])?.index, 1);
-    assert.equal(findGrant({ modbus: { endpoint: 'tcp://plc:502', unit: 2, coil: 4, value: true, timeoutMs: 1000, dryRun: false } }, [setpoint, coil]), undefined, 'another unit id is another target');
+    assert.equal(
+      findGrant(
+        {
+          opcua: {
+            endpoint: 'opc.tcp://plc:4840',
+            node: 'ns=1;s=Machine1.Setpoint',
+            value: 1,
+            securityMode: 'None',
+            trustOnFirstUse: false,
+            dryRun: false,
+          },
+        },
+        [coil, setpoint],
+      )?.index,
+      1,
+    );
+    assert.equal(
+      findGrant({ modbus: { endpoint: 'tcp://plc:502/', unit: 1, coil: 4, value: true, timeoutMs: 1000, dryRun: false } }, [setpoint, coil])
+        ?.index,
+      1,
+    );
+    assert.equal(
+      findGrant({ modbus: { endpoint: 'tcp://plc:502', unit: 2, coil: 4, value: true, timeoutMs: 1000, dryRun: false } }, [setpoint, coil]),
+      undefined,
+      'another unit id is another target',
+    );
   });
 });
 
 describe('write policy at push', () => {
-  const app = (sink: unknown, writes?: unknown) => parseManifest({
-    apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'guarded', version: '1.0.0' },
-    spec: {
-      streams: [{ name: 'machine', source: { opcua: { endpoint: 'opc.tcp://plc:4840', fields: { vibration: 'ns=1;s=Machine1.Vibration', speed: 'ns=1;s=Machine1.SpindleSpeed' } } }, timestamp: 'ts', schema: { vibration: 'float', speed: 'float', ts: 'timestamp' } }],
-      rules: [{ name: 'slow-down', sql: 'SELECT speed, vibration FROM machine WHERE vibration > 5', sinks: [sink] }],
-      policy: writes === undefined ? {} : { writes },
-    },
-  });
+  const app = (sink: unknown, writes?: unknown) =>
+    parseManifest({
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'guarded', version: '1.0.0' },
+      spec: {
+        streams: [
+          {
+            name: 'machine',
+            source: {
+              opcua: {
+                endpoint: 'opc.tcp://plc:4840',
+                fields: { vibration: 'ns=1;s=Machine1.Vibration', speed: 'ns=1;s=Machine1.SpindleSpeed' },
+              },
+            },
+            timestamp: 'ts',
+            schema: { vibration: 'float', speed: 'float', ts: 'timestamp' },
+          },
+        ],
+        rules: [{ name: 'slow-down', sql: 'SELECT speed, vibration FROM machine WHERE vibration > 5', sinks: [sink] }],
+        policy: writes === undefined ? {} : { writes },
+      },
+    });
   const refused = (f: () => unknown, code: string, path: RegExp) => {
-    try { f(); } catch (e) {
+    try {
+      f();
+    } catch (e) {
       assert.ok(isEwError(e), String(e));
       assert.equal(e.code, code, e.message);
       assert.match(e.path ?? '', path);
@@ -73,22 +117,50 @@ describe('write policy at push', () => {
     assert.match(msg, /spec\.policy\.writes\.allow grants no such target/);
     refused(() => checkApp(app(sink, { allow: [{ ...setpoint, node: 'ns=1;s=Machine1.Other' }] })), 'WRITE_DENIED', /sinks\[0\]\.opcua/);
   });
-  it('accepts a granted write, and checks its expression against the rule\'s columns', () => {
+  it("accepts a granted write, and checks its expression against the rule's columns", () => {
     assert.doesNotThrow(() => checkApp(app(sink, { allow: [setpoint] })));
-    const msg = refused(() => checkApp(app({ opcua: { ...sink.opcua, value: 'round(sped * 0.8)' } }, { allow: [setpoint] })), 'SQL_INVALID', /sinks\[0\]\.opcua\.value$/);
+    const msg = refused(
+      () => checkApp(app({ opcua: { ...sink.opcua, value: 'round(sped * 0.8)' } }, { allow: [setpoint] })),
+      'SQL_INVALID',
+      /sinks\[0\]\.opcua\.value$/,
+    );
     assert.match(msg, /sped/);
   });
   it('refuses a constant outside the granted range at push', () => {
     refused(() => checkApp(app({ opcua: { ...sink.opcua, value: 2000 } }, { allow: [setpoint] })), 'WRITE_DENIED', /\.value$/);
   });
   it('refuses malformed industrial fields with their path', () => {
-    assert.throws(() => app({ modbus: { endpoint: 'tcp://plc:502', register: 1, coil: 2, value: 1 } }, { allow: [] }), /sinks\[0\]\.modbus\.register: name exactly one of register or coil/);
+    assert.throws(
+      () => app({ modbus: { endpoint: 'tcp://plc:502', register: 1, coil: 2, value: 1 } }, { allow: [] }),
+      /sinks\[0\]\.modbus\.register: name exactly one of register or coil/,
+    );
     assert.throws(() => app({ opcua: { ...sink.opcua, node: 'Setpoint' } }), /sinks\[0\]/);
-    assert.throws(() => parseManifest({ apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'x', version: '1.0.0' }, spec: { streams: [{ name: 's' }] } }), /give exactly one/);
+    assert.throws(
+      () =>
+        parseManifest({
+          apiVersion: 'edgeweave/v1',
+          kind: 'App',
+          metadata: { name: 'x', version: '1.0.0' },
+          spec: { streams: [{ name: 's' }] },
+        }),
+      /give exactly one/,
+    );
     // A schema field the source does not read is a typo caught at push.
-    const typo = parseManifest({ apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'x', version: '1.0.0' }, spec: {
-      streams: [{ name: 's', source: { modbus: { endpoint: 'tcp://plc:502', fields: { t: { table: 'input', address: 0 } } } }, schema: { temp: 'float' } }],
-      rules: [{ name: 'r', sql: 'SELECT * FROM s', sinks: [{ memory: 'm' }] }] } });
+    const typo = parseManifest({
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'x', version: '1.0.0' },
+      spec: {
+        streams: [
+          {
+            name: 's',
+            source: { modbus: { endpoint: 'tcp://plc:502', fields: { t: { table: 'input', address: 0 } } } },
+            schema: { temp: 'float' },
+          },
+        ],
+        rules: [{ name: 'r', sql: 'SELECT * FROM s', sinks: [{ memory: 'm' }] }],
+      },
+    });
     refused(() => checkApp(typo), 'INVALID_MANIFEST', /^spec\.streams\[0\]\.schema\.temp$/);
     checkWriteSinks([], undefined); // nothing to check is fine
   });

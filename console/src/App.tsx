@@ -48,20 +48,40 @@ export function Root() {
     setMe(undefined);
   }, []);
 
-  const api = useMemo(() => key ? new ApiClient({ key, onUnauthenticated: (e) => signOut(`Signed out: ${e.message} (${e.code}).`) }) : undefined, [key, signOut]);
+  const api = useMemo(
+    () => (key ? new ApiClient({ key, onUnauthenticated: (e) => signOut(`Signed out: ${e.message} (${e.code}).`) }) : undefined),
+    [key, signOut],
+  );
 
   useEffect(() => {
     if (!api) return;
     let live = true;
     setMeError(undefined);
     // A refused key signs out (onUnauthenticated); any other failure keeps the key and offers a retry.
-    api.get<Me>('/api/v1/me').then((m) => { if (live) setMe(m); }, (e: ApiError) => {
-      if (live && e.status !== 401) setMeError(e);
-    });
-    return () => { live = false; };
+    api.get<Me>('/api/v1/me').then(
+      (m) => {
+        if (live) setMe(m);
+      },
+      (e: ApiError) => {
+        if (live && e.status !== 401) setMeError(e);
+      },
+    );
+    return () => {
+      live = false;
+    };
   }, [api, signOut, attempt]);
 
-  if (!key || !api) return <SignIn notice={notice} onKey={(k) => { saveKey(sessionStorage, k); setNotice(undefined); setKey(k); }} />;
+  if (!key || !api)
+    return (
+      <SignIn
+        notice={notice}
+        onKey={(k) => {
+          saveKey(sessionStorage, k);
+          setNotice(undefined);
+          setKey(k);
+        }}
+      />
+    );
   if (!me) {
     return (
       <main className="center">
@@ -70,11 +90,17 @@ export function Root() {
             <h1>Edgeweave console</h1>
             <ErrorBox error={meError} title="Cannot reach the cloud" />
             <div className="actions">
-              <button type="button" onClick={() => setAttempt((n) => n + 1)}>Try again</button>
-              <button type="button" className="danger" onClick={() => signOut()}>Sign out</button>
+              <button type="button" onClick={() => setAttempt((n) => n + 1)}>
+                Try again
+              </button>
+              <button type="button" className="danger" onClick={() => signOut()}>
+                Sign out
+              </button>
             </div>
           </div>
-        ) : <p role="status">Signing in…</p>}
+        ) : (
+          <p role="status">Signing in…</p>
+        )}
       </main>
     );
   }
@@ -108,18 +134,49 @@ function SignIn({ notice, onKey }: { notice?: string; onKey: (k: string) => void
     <main className="center">
       <form className="card signin" onSubmit={submit} aria-labelledby="signin-title">
         <h1 id="signin-title">Edgeweave console</h1>
-        {notice ? <p className="notice" role="alert">{notice}</p> : null}
+        {notice ? (
+          <p className="notice" role="alert">
+            {notice}
+          </p>
+        ) : null}
         <label htmlFor="apikey">API key</label>
-        <input id="apikey" name="apikey" type="password" autoComplete="off" spellCheck={false} value={text} onChange={(e) => setText(e.target.value)} placeholder="ewk_…" aria-describedby="apikey-help" autoFocus />
-        <p id="apikey-help" className="muted">The key stays in this browser tab only (session storage) and is sent to this cloud's API only.</p>
+        <input
+          id="apikey"
+          name="apikey"
+          type="password"
+          autoComplete="off"
+          spellCheck={false}
+          value={text}
+          onChange={(e) => setText(e.target.value)}
+          placeholder="ewk_…"
+          aria-describedby="apikey-help"
+          autoFocus
+        />
+        <p id="apikey-help" className="muted">
+          The key stays in this browser tab only (session storage) and is sent to this cloud's API only.
+        </p>
         <ErrorBox error={error} title="Sign-in failed" />
-        <button type="submit" disabled={busy}>{busy ? 'Checking…' : 'Sign in'}</button>
+        <button type="submit" disabled={busy}>
+          {busy ? 'Checking…' : 'Sign in'}
+        </button>
       </form>
     </main>
   );
 }
 
-function SignedIn({ api, me, path, navigate, signOut }: { api: ApiClient; me: Me; path: string; navigate: (to: string) => void; signOut: (n?: string) => void }) {
+function SignedIn({
+  api,
+  me,
+  path,
+  navigate,
+  signOut,
+}: {
+  api: ApiClient;
+  me: Me;
+  path: string;
+  navigate: (to: string) => void;
+  signOut: (n?: string) => void;
+}) {
   const live = useMemo(() => new LiveStore(), []);
   useEffect(() => {
     // The lists come from the API; the stream brings changes. On every (re)connection the lists
@@ -127,7 +184,8 @@ function SignedIn({ api, me, path, navigate, signOut }: { api: ApiClient; me: Me
     const failed = (e: unknown) => live.setListError(e instanceof ApiError ? e : new ApiError(0, 'CLIENT', (e as Error).message));
     const refresh = () => {
       api.get<{ items: Site[] }>('/api/v1/sites').then((r) => live.setSites(r.items, Date.now()), failed);
-      if (can(me.permissions, 'deployments:read')) api.get<{ items: Rollout[] }>('/api/v1/rollouts').then((r) => live.setRollouts(r.items), failed);
+      if (can(me.permissions, 'deployments:read'))
+        api.get<{ items: Rollout[] }>('/api/v1/rollouts').then((r) => live.setRollouts(r.items), failed);
     };
     refresh();
     const c = connectEvents({
@@ -146,7 +204,9 @@ function SignedIn({ api, me, path, navigate, signOut }: { api: ApiClient; me: Me
   const ctx = useMemo(() => ({ api, me, live, navigate, signOut }), [api, me, live, navigate, signOut]);
   return (
     <AppContext.Provider value={ctx}>
-      <Layout path={path}><Page path={path} /></Layout>
+      <Layout path={path}>
+        <Page path={path} />
+      </Layout>
     </AppContext.Provider>
   );
 }
@@ -168,16 +228,22 @@ export function Link({ to, children, className }: { to: string; children: ReactN
     e.preventDefault();
     navigate(to);
   };
-  return <a href={to} onClick={on} className={className}>{children}</a>;
+  return (
+    <a href={to} onClick={on} className={className}>
+      {children}
+    </a>
+  );
 }
 
 function Layout({ path, children }: { path: string; children: ReactNode }) {
   const { me, signOut } = useApp();
   const live = useLive();
-  const section = (to: string) => to === '/' ? path === '/' || path.startsWith('/sites') : path.startsWith(to);
+  const section = (to: string) => (to === '/' ? path === '/' || path.startsWith('/sites') : path.startsWith(to));
   return (
     <div className="shell">
-      <a className="skip" href="#main">Skip to content</a>
+      <a className="skip" href="#main">
+        Skip to content
+      </a>
       <header className="top">
         <span className="brand">Edgeweave</span>
         <nav aria-label="Main">
@@ -186,7 +252,11 @@ function Layout({ path, children }: { path: string; children: ReactNode }) {
               <li key={n.to}>
                 <Link to={n.to} className={section(n.to) ? 'active' : undefined}>
                   {n.label}
-                  {n.to === '/live' && live.unseenAlerts > 0 ? <span className="count" aria-label={`${live.unseenAlerts} new alerts`}>{live.unseenAlerts}</span> : null}
+                  {n.to === '/live' && live.unseenAlerts > 0 ? (
+                    <span className="count" aria-label={`${live.unseenAlerts} new alerts`}>
+                      {live.unseenAlerts}
+                    </span>
+                  ) : null}
                 </Link>
               </li>
             ))}
@@ -194,18 +264,24 @@ function Layout({ path, children }: { path: string; children: ReactNode }) {
         </nav>
         <div className="who">
           <StreamIndicator s={live.stream} />
-          <span className="muted" title={me.keyId}>{me.keyName} ({me.role})</span>
-          <button type="button" className="link" onClick={() => signOut()}>Sign out</button>
+          <span className="muted" title={me.keyId}>
+            {me.keyName} ({me.role})
+          </span>
+          <button type="button" className="link" onClick={() => signOut()}>
+            Sign out
+          </button>
         </div>
       </header>
-      <main id="main" tabIndex={-1}>{children}</main>
+      <main id="main" tabIndex={-1}>
+        {children}
+      </main>
     </div>
   );
 }
 
 /** Each page of the console by its path's first segment; the cloud serves index.html for exactly these. */
 const PAGES: Record<ConsolePage, { perm: string; render: (rest?: string) => ReactNode }> = {
-  sites: { perm: 'sites:read', render: (id) => id ? <SitePage id={id} /> : <FleetPage /> },
+  sites: { perm: 'sites:read', render: (id) => (id ? <SitePage id={id} /> : <FleetPage />) },
   apps: { perm: 'apps:read', render: (name) => <AppsPage name={name} /> },
   rollouts: { perm: 'deployments:read', render: (id) => <RolloutsPage id={id} /> },
   live: { perm: 'results:read', render: () => <LivePage /> },
@@ -216,13 +292,26 @@ const PAGES: Record<ConsolePage, { perm: string; render: (rest?: string) => Reac
 function Page({ path }: { path: string }) {
   const { me } = useApp();
   const seg = path.split('/').filter(Boolean).map(decodeURIComponent);
-  const allowed = (p: string, el: ReactNode) => can(me.permissions, p) ? el : <Forbidden />;
+  const allowed = (p: string, el: ReactNode) => (can(me.permissions, p) ? el : <Forbidden />);
   if (seg.length === 0) return allowed('sites:read', <FleetPage />);
   const page = (CONSOLE_PAGES as readonly string[]).includes(seg[0]!) ? PAGES[seg[0] as ConsolePage] : undefined;
-  if (!page) return <div><h1 tabIndex={-1}>Not found</h1><p>No page at <code>{path}</code>. <Link to="/">Go to the fleet</Link>.</p></div>;
+  if (!page)
+    return (
+      <div>
+        <h1 tabIndex={-1}>Not found</h1>
+        <p>
+          No page at <code>{path}</code>. <Link to="/">Go to the fleet</Link>.
+        </p>
+      </div>
+    );
   return allowed(page.perm, page.render(seg[1]));
 }
 
 function Forbidden() {
-  return <div><h1 tabIndex={-1}>Not allowed</h1><p>This API key's role may not see this page.</p></div>;
+  return (
+    <div>
+      <h1 tabIndex={-1}>Not allowed</h1>
+      <p>This API key's role may not see this page.</p>
+    </div>
+  );
 }

@@ -33,7 +33,11 @@ export function useApi<T>(path: string | null): Loadable<T> {
       (data) => setState({ data, loading: false }),
       (e: unknown) => {
         if ((e as Error).name === 'AbortError') return;
-        setState((s) => ({ data: s.data, loading: false, error: e instanceof ApiError ? e : new ApiError(0, 'CLIENT', (e as Error).message) }));
+        setState((s) => ({
+          data: s.data,
+          loading: false,
+          error: e instanceof ApiError ? e : new ApiError(0, 'CLIENT', (e as Error).message),
+        }));
       },
     );
     return () => ac.abort();
@@ -60,21 +64,31 @@ export function useNow(ms = 1000): number {
 }
 
 /** An action's busy and error state, for buttons that call the API. */
-export function useAction<A extends unknown[]>(fn: (...a: A) => Promise<unknown>): { run: (...a: A) => Promise<void>; busy: boolean; error?: ApiError; clear: () => void } {
+export function useAction<A extends unknown[]>(
+  fn: (...a: A) => Promise<unknown>,
+): { run: (...a: A) => Promise<void>; busy: boolean; error?: ApiError; clear: () => void } {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<ApiError>();
   const alive = useRef(true);
-  useEffect(() => () => { alive.current = false; }, []);
-  const run = useCallback(async (...a: A) => {
-    setBusy(true);
-    setError(undefined);
-    try {
-      await fn(...a);
-    } catch (e) {
-      if (alive.current) setError(e instanceof ApiError ? e : new ApiError(0, 'CLIENT', (e as Error).message));
-    } finally {
-      if (alive.current) setBusy(false);
-    }
-  }, [fn]);
+  useEffect(
+    () => () => {
+      alive.current = false;
+    },
+    [],
+  );
+  const run = useCallback(
+    async (...a: A) => {
+      setBusy(true);
+      setError(undefined);
+      try {
+        await fn(...a);
+      } catch (e) {
+        if (alive.current) setError(e instanceof ApiError ? e : new ApiError(0, 'CLIENT', (e as Error).message));
+      } finally {
+        if (alive.current) setBusy(false);
+      }
+    },
+    [fn],
+  );
   return { run, busy, error, clear: () => setError(undefined) };
 }

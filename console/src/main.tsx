@@ -3,4 +3,8 @@ import { createRoot } from 'react-dom/client';
 import { Root } from './App.tsx';
 import './styles.css';
 
-createRoot(document.getElementById('root')!).render(<StrictMode><Root /></StrictMode>);
+createRoot(document.getElementById('root')!).render(
+  <StrictMode>
+    <Root />
+  </StrictMode>,
+);

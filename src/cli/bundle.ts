@@ -16,12 +16,30 @@ import type { ApiResponses } from '../cloud/api/schemas.ts';
  */
 export const MANIFEST = 'edgeweave.yaml';
 
-export interface BundleModel { index: number; name: string; file: string; sha256: string; size: number }
-export interface Bundle { dir: string; manifest: AppManifest; raw: Record<string, unknown>; models: BundleModel[] }
+export interface BundleModel {
+  index: number;
+  name: string;
+  file: string;
+  sha256: string;
+  size: number;
+}
+export interface Bundle {
+  dir: string;
+  manifest: AppManifest;
+  raw: Record<string, unknown>;
+  models: BundleModel[];
+}
 
 /** A problem in a bundle, located in its file. */
 export class BundleError extends EwError {
-  constructor(code: ErrorCode, readonly file: string, readonly line: number, readonly col: number, message: string, cause?: unknown) {
+  constructor(
+    code: ErrorCode,
+    readonly file: string,
+    readonly line: number,
+    readonly col: number,
+    message: string,
+    cause?: unknown,
+  ) {
     super(code, `${file}:${line}:${col}: ${message}`, { pos: { file, line, col }, detail: message, cause });
   }
 }
@@ -66,7 +84,13 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
       const f = join(dir, rule.sqlFile);
       if (!existsSync(f)) {
         const at = locate(doc, lc, ['spec', 'rules', i, 'sqlFile']);
-        throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `rule ${String(rule.name)}: sqlFile ${rule.sqlFile} does not exist in the bundle`);
+        throw new BundleError(
+          'INVALID_MANIFEST',
+          rel(file),
+          at.line,
+          at.col,
+          `rule ${String(rule.name)}: sqlFile ${rule.sqlFile} does not exist in the bundle`,
+        );
       }
       rule.sql = readFileSync(f, 'utf8');
       delete rule.sqlFile;
@@ -101,7 +125,10 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
 
   let manifest: AppManifest;
   try {
-    manifest = parseManifest({ ...raw, spec: { ...raw.spec, models: ((raw.spec?.models ?? []) as Record<string, unknown>[]).map((m) => ({ sha256: '0'.repeat(64), ...m })) } });
+    manifest = parseManifest({
+      ...raw,
+      spec: { ...raw.spec, models: ((raw.spec?.models ?? []) as Record<string, unknown>[]).map((m) => ({ sha256: '0'.repeat(64), ...m })) },
+    });
     checkApp(manifest);
   } catch (e) {
     return where(e);
@@ -111,21 +138,36 @@ export async function loadBundle(dirArg: string, opts: { checkModels?: boolean; 
   for (const [index, m] of ((raw.spec?.models ?? []) as Record<string, any>[]).entries()) {
     if (m.format !== 'onnx' && m.format !== 'gguf') continue;
     const at = locate(doc, lc, ['spec', 'models', index, 'path']);
-    if (typeof m.path !== 'string') throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `model ${m.name} needs a path to its file in the bundle`);
+    if (typeof m.path !== 'string')
+      throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `model ${m.name} needs a path to its file in the bundle`);
     const f = join(dir, m.path);
-    if (!existsSync(f)) throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `model ${m.name}: ${m.path} does not exist in the bundle`);
+    if (!existsSync(f))
+      throw new BundleError('INVALID_MANIFEST', rel(file), at.line, at.col, `model ${m.name}: ${m.path} does not exist in the bundle`);
     const bytes = readFileSync(f);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     if (m.sha256 && m.sha256 !== sha256) {
       const s = locate(doc, lc, ['spec', 'models', index, 'sha256']);
-      throw new BundleError('ARTIFACT_DIGEST_MISMATCH', rel(file), s.line, s.col, `model ${m.name}: ${m.path} hashes to ${sha256}, not the sha256 written here; remove the sha256 line (push fills it in)`);
+      throw new BundleError(
+        'ARTIFACT_DIGEST_MISMATCH',
+        rel(file),
+        s.line,
+        s.col,
+        `model ${m.name}: ${m.path} hashes to ${sha256}, not the sha256 written here; remove the sha256 line (push fills it in)`,
+      );
     }
     if (opts.checkModels !== false && m.format === 'onnx') {
       try {
         const loaded = await new OnnxRuntime().load({ name: m.name, format: 'onnx', file: f });
         await loaded.close();
       } catch (e) {
-        throw new BundleError('MODEL_LOAD_FAILED', rel(f), 1, 1, `not a model ONNX Runtime can load: ${isEwError(e) ? e.detail : (e as Error).message}`, e);
+        throw new BundleError(
+          'MODEL_LOAD_FAILED',
+          rel(f),
+          1,
+          1,
+          `not a model ONNX Runtime can load: ${isEwError(e) ? e.detail : (e as Error).message}`,
+          e,
+        );
       }
     }
     models.push({ index, name: m.name, file: f, sha256, size: statSync(f).size });
@@ -148,12 +190,19 @@ export async function pushBundle(
 ): Promise<ApiResponses['POST /api/v1/apps']> {
   for (const m of b.models) {
     const st = await c.api('GET /api/v1/artifacts/:sha256/status', { params: { sha256: m.sha256 } });
-    if (st.complete) { hooks.onSkip?.(m.name); continue; }
+    if (st.complete) {
+      hooks.onSkip?.(m.name);
+      continue;
+    }
     const bytes = readFileSync(m.file);
     const chunk = 4 * 1024 * 1024;
     for (let start = st.received; start < bytes.length; start += chunk) {
       const end = Math.min(bytes.length, start + chunk);
-      await c.api('PUT /api/v1/artifacts/:sha256', { params: { sha256: m.sha256 }, body: new Uint8Array(bytes.subarray(start, end)), headers: { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` } });
+      await c.api('PUT /api/v1/artifacts/:sha256', {
+        params: { sha256: m.sha256 },
+        body: new Uint8Array(bytes.subarray(start, end)),
+        headers: { 'content-type': 'application/octet-stream', 'content-range': `bytes ${start}-${end - 1}/${bytes.length}` },
+      });
       hooks.onProgress?.(m.name, end, bytes.length);
     }
   }

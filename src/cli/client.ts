@@ -11,9 +11,17 @@ import type { ZodType, infer as zInfer } from 'zod';
 export type ApiRoute = keyof ApiResponses;
 type PathOf<R> = R extends `${string} ${infer P}` ? P : never;
 /** The `:name` parameters of a path pattern. */
-type ParamNames<P> = P extends `${string}:${infer N}/${infer Rest}` ? N | ParamNames<`/${Rest}`> : P extends `${string}:${infer N}` ? N : never;
+type ParamNames<P> = P extends `${string}:${infer N}/${infer Rest}`
+  ? N | ParamNames<`/${Rest}`>
+  : P extends `${string}:${infer N}`
+    ? N
+    : never;
 type Query = Record<string, string | number | boolean | undefined>;
-interface RequestParts { query?: Query; body?: unknown; headers?: Record<string, string> }
+interface RequestParts {
+  query?: Query;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
 /** What a call to `route` takes: its path parameters (when it has some), query, body and headers. */
 export type ApiArgs<R extends ApiRoute> = [ParamNames<PathOf<R>>] extends [never]
   ? [args?: RequestParts]
@@ -37,7 +45,11 @@ export function routePath(route: string, params: Record<string, string> = {}, qu
  * (a 0600 file, `~/.config/edgeweave/config.json`, or `EDGEWEAVE_CONFIG`), overridden by
  * `EW_CLOUD` / `EW_API_KEY`; and a small JSON client whose errors keep the API's code.
  */
-export interface CliConfig { cloud: string; apiKey: string; /** PEM of a private CA the cloud's certificate comes from. */ ca?: string }
+export interface CliConfig {
+  cloud: string;
+  apiKey: string /** PEM of a private CA the cloud's certificate comes from. */;
+  ca?: string;
+}
 
 export function configPath(): string {
   return process.env.EDGEWEAVE_CONFIG ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'edgeweave', 'config.json');
@@ -63,7 +75,11 @@ export function loadConfig(): CliConfig {
   }
   const cloud = process.env.EW_CLOUD || file.cloud;
   const apiKey = process.env.EW_API_KEY || file.apiKey;
-  if (!cloud || !apiKey) throw new EwError('CONFIG_INVALID', 'not logged in: run edgeweave login --cloud <url> --api-key <key> (or set EW_CLOUD and EW_API_KEY)');
+  if (!cloud || !apiKey)
+    throw new EwError(
+      'CONFIG_INVALID',
+      'not logged in: run edgeweave login --cloud <url> --api-key <key> (or set EW_CLOUD and EW_API_KEY)',
+    );
   return { cloud, apiKey, ca: file.ca };
 }
 
@@ -88,7 +104,11 @@ export class ApiClient {
   /** A request outside the cloud's API (a site's local API), its answer checked with `schema`. */
   async parsed<S extends ZodType>(schema: S, method: string, path: string, body?: unknown): Promise<zInfer<S>> {
     const r = schema.safeParse(await this.call(method, path, body));
-    if (!r.success) throw new EwError('INTERNAL', `${method} ${path}: the answer does not have the expected shape (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message})`);
+    if (!r.success)
+      throw new EwError(
+        'INTERNAL',
+        `${method} ${path}: the answer does not have the expected shape (${r.error.issues[0]?.path.join('.') || 'root'}: ${r.error.issues[0]?.message})`,
+      );
     return r.data;
   }
 
@@ -114,12 +134,19 @@ export class ApiClient {
       // A stream, possibly gigabytes: fetch (loaded now, only for exports), not the buffered node:http call.
       res = await fetchTrusting(this.cfg.ca)(new URL(path, this.cfg.cloud), { headers: { authorization: `Bearer ${this.cfg.apiKey}` } });
     } catch (e) {
-      throw new EwError('CLOUD_UNREACHABLE', `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+      throw new EwError(
+        'CLOUD_UNREACHABLE',
+        `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`,
+      );
     }
     if (!res.ok) {
       const text = await res.text();
       let json: unknown = undefined;
-      try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+      try {
+        json = text ? JSON.parse(text) : undefined;
+      } catch {
+        /* not JSON */
+      }
       throw apiError(json, res, `GET ${path}`);
     }
     return res;
@@ -130,15 +157,26 @@ export class ApiClient {
     try {
       res = await this.request(new URL(path, this.cfg.cloud), {
         method,
-        headers: { authorization: `Bearer ${this.cfg.apiKey}`, ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}), ...headers },
+        headers: {
+          authorization: `Bearer ${this.cfg.apiKey}`,
+          ...(body !== undefined && !(body instanceof Uint8Array) ? { 'content-type': 'application/json' } : {}),
+          ...headers,
+        },
         body: body === undefined ? undefined : body instanceof Uint8Array ? body : JSON.stringify(body),
       });
     } catch (e) {
-      throw new EwError('CLOUD_UNREACHABLE', `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+      throw new EwError(
+        'CLOUD_UNREACHABLE',
+        `cannot reach ${this.cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`,
+      );
     }
     const text = res.body.toString('utf8');
     let json: unknown = undefined;
-    try { json = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      /* not JSON */
+    }
     if (res.status < 200 || res.status > 299) {
       const b = (json ?? {}) as Partial<ErrorBody>;
       const code = (b.code && b.code in ERROR_CODES ? b.code : 'INTERNAL') as ErrorCode;

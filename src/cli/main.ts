@@ -42,74 +42,104 @@ export function buildProgram(): Command {
   program.hook('preSubcommand', async (_program, sub) => {
     if (sub.name() === 'cloud' || sub.name() === 'edge') await (await import('./schema-options.ts')).addServeOptions(sub);
   });
-  program.command('cloud')
+  program
+    .command('cloud')
     .description('Run the cloud control plane: HTTP API, MQTT hub, store.')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
   Options also come from EW_CLOUD_* variables and a --config YAML file; a flag wins over a variable, a variable over the file.
   Examples:
     $ edgeweave cloud --data-dir /var/lib/edgeweave-cloud
     $ edgeweave cloud --region eu-west --infer-rate 50 --infer-concurrency 16
     $ edgeweave cloud --config /etc/edgeweave/cloud.yaml --port 8443
-    $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`)
+    $ edgeweave cloud --db postgres://edgeweave@db:5432/edgeweave --broker mqtt://emqx:1883`,
+    )
     .action(async (_o, cmd: Command) => (await import('./commands/serve.ts')).runCloud(cmd));
 
   const edge = program.command('edge').enablePositionalOptions();
-  edge.command('doctor')
-    .description('Check a site\'s data directory (credentials, edge.db, PRAGMA quick_check, a test write); --salvage copies every readable row of a damaged edge.db into a fresh one.')
+  edge
+    .command('doctor')
+    .description(
+      "Check a site's data directory (credentials, edge.db, PRAGMA quick_check, a test write); --salvage copies every readable row of a damaged edge.db into a fresh one.",
+    )
     .requiredOption('--data-dir <dir>', 'the site state directory')
     .option('--salvage', 'rebuild edge.db from its readable rows (the damaged file is kept beside it)')
     .option('--json', 'print the report as JSON')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
   Exit codes: 0 healthy (or salvaged), 2 problems found.
   Examples:
     $ edgeweave edge doctor --data-dir /var/lib/edgeweave
-    $ edgeweave edge doctor --data-dir /var/lib/edgeweave --salvage`)
+    $ edgeweave edge doctor --data-dir /var/lib/edgeweave --salvage`,
+    )
     .action(async (o) => (await import('./commands/serve.ts')).runDoctor(o));
   edge
     .description('Run an edge agent: enrolls once with a join token, then runs autonomously.')
     .option('--token-file <file>', 'first start only: a file holding the join token (or set EW_JOIN_TOKEN)')
     // Refused with a reason: a secret on the command line is visible to every user (ps, /proc/*/cmdline).
     .addOption(new Option('--token <token>').hideHelp())
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
   Options also come from EW_EDGE_* variables and a --config YAML file; a flag wins over a variable, a variable over the file.
   Examples:
     $ EW_JOIN_TOKEN=ewj_… edgeweave edge --cloud https://cloud.example.com --data-dir /var/lib/edgeweave
     $ edgeweave edge --cloud https://cloud.example.com --token-file /run/ew-join-token --data-dir /var/lib/edgeweave
     $ edgeweave edge --config /etc/edgeweave/edge.yaml
-    $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`)
+    $ edgeweave edge --data-dir /var/lib/edgeweave          # later starts: credentials are reused`,
+    )
     .action(async (_o, cmd: Command) => (await import('./commands/serve.ts')).runEdge(cmd));
 
-  program.command('demo')
+  program
+    .command('demo')
     .description('All in one: a cloud, three edge sites (city, factory, telco) and device simulators.')
     .option('--data-dir <dir>', 'where the demo keeps its state', './.edgeweave-demo')
     .option('--port <port>', 'cloud HTTP port', port, 8080)
     .option('--fresh', 'start from an empty data dir')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
   Example:
-    $ edgeweave demo            # then open the printed URL; Ctrl-C stops everything`)
+    $ edgeweave demo            # then open the printed URL; Ctrl-C stops everything`,
+    )
     .action(async (o) => {
       const { runDemo } = await import('../demo/demo.ts');
       await runDemo({ dataDir: o.dataDir, port: o.port, fresh: !!o.fresh });
     });
 
-  program.command('sql')
+  program
+    .command('sql')
     .description('Run a streaming-SQL rule over JSON-lines records and print its results (try a rule before deploying it).')
     .argument('<query>', 'the rule, e.g. "SELECT id, avg(v) AS v FROM s GROUP BY id, TUMBLINGWINDOW(ss, 10)"')
     .option('--input <file>', 'JSON-lines records (default: stdin)')
     .option('--stream <name>', 'the stream name the query reads (default: its FROM)')
     .option('--schema <json|file>', 'field types, e.g. \'{"id":"string","v":"float","ts":"timestamp"}\'')
     .option('--timestamp <field>', 'event-time field (default: ts when records have it, else processing time)')
-    .option('--lateness <ms>', 'allowed lateness for event time', (v) => {
-      const n = Number(v);
-      if (!(n >= 0)) throw new InvalidArgumentError('a number of milliseconds, 0 or more');
-      return n;
-    }, 0)
+    .option(
+      '--lateness <ms>',
+      'allowed lateness for event time',
+      (v) => {
+        const n = Number(v);
+        if (!(n >= 0)) throw new InvalidArgumentError('a number of milliseconds, 0 or more');
+        return n;
+      },
+      0,
+    )
     .option('--explain', 'print the plan first')
-    .option('--model <name=file>', 'a model the query may call: name=file.onnx for infer(), name=file.gguf for llm() (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .addHelpText('after', `
+    .option(
+      '--model <name=file>',
+      'a model the query may call: name=file.onnx for infer(), name=file.gguf for llm() (repeatable)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .addHelpText(
+      'after',
+      `
   Examples:
     $ edgeweave sql "SELECT machineId, avg(rms) AS rms FROM vibration GROUP BY machineId, TUMBLINGWINDOW(ss, 10)" --input readings.jsonl
-    $ cat readings.jsonl | edgeweave sql "SELECT * FROM v WHERE rms > 1.2" --explain`)
+    $ cat readings.jsonl | edgeweave sql "SELECT * FROM v WHERE rms > 1.2" --explain`,
+    )
     .action(async (query: string, o) => {
       const { runSql } = await import('./sql.ts');
       await runSql(query, o);

@@ -10,11 +10,18 @@ import { defaultLabel, describe, envName, fromText, isSwitch } from '../lib/opti
  * it over the environment, the file and the defaults (flag > env > file > default).
  */
 export function addSchemaOptions(cmd: Command, t: OptionTable): Command {
-  cmd.addOption(new Option('--config <file>', `a YAML file of these options, keys named as the flags without -- (port: 8080) (env: ${t.envPrefix}CONFIG)`));
+  cmd.addOption(
+    new Option(
+      '--config <file>',
+      `a YAML file of these options, keys named as the flags without -- (port: 8080) (env: ${t.envPrefix}CONFIG)`,
+    ),
+  );
   for (const key of Object.keys(t.options)) {
     const spec = t.options[key]!;
     const label = defaultLabel(t, key);
-    const notes = [label !== undefined && spec.defaultLabel !== 'required' ? `default: ${label}` : undefined, `env: ${envName(t, key)}`].filter(Boolean).join(', ');
+    const notes = [label !== undefined && spec.defaultLabel !== 'required' ? `default: ${label}` : undefined, `env: ${envName(t, key)}`]
+      .filter(Boolean)
+      .join(', ');
     const required = spec.defaultLabel === 'required' ? ' (required)' : '';
     // A switch that is on by default is offered as --no-x; its description says what it turns off.
     const text = `${describe(t, key)}${required} (${notes})`;

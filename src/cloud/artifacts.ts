@@ -12,12 +12,20 @@ import { EwError } from '../contracts/errors.ts';
  * start where the partial file ends. When the last byte arrives the whole file is hashed; a file
  * whose hash is not its name is deleted and refused. Complete files never change.
  */
-export interface ArtifactStatus { sha256: string; complete: boolean; size: number; received: number }
+export interface ArtifactStatus {
+  sha256: string;
+  complete: boolean;
+  size: number;
+  received: number;
+}
 
 const SHA = /^[a-f0-9]{64}$/;
 
 export class FileArtifactStore {
-  constructor(private readonly dir: string, readonly maxBytes: number) {
+  constructor(
+    private readonly dir: string,
+    readonly maxBytes: number,
+  ) {
     privateDir(dir);
   }
 
@@ -63,7 +71,10 @@ export class FileArtifactStore {
    */
   status(sha: string, scope?: string, owned = false): ArtifactStatus {
     const p = this.paths(sha, scope);
-    if (existsSync(p.done) && (scope === undefined || owned)) { const size = statSync(p.done).size; return { sha256: sha, complete: true, size, received: size }; }
+    if (existsSync(p.done) && (scope === undefined || owned)) {
+      const size = statSync(p.done).size;
+      return { sha256: sha, complete: true, size, received: size };
+    }
     const received = existsSync(p.partial) ? statSync(p.partial).size : 0;
     return { sha256: sha, complete: false, size: 0, received };
   }
@@ -81,7 +92,11 @@ export class FileArtifactStore {
     }
     if (start !== st.received) {
       body.resume();
-      throw new EwError('ARTIFACT_OFFSET_MISMATCH', `this chunk starts at byte ${start} but the upload has ${st.received} bytes; resume from ${st.received}`, { path: 'Content-Range' });
+      throw new EwError(
+        'ARTIFACT_OFFSET_MISMATCH',
+        `this chunk starts at byte ${start} but the upload has ${st.received} bytes; resume from ${st.received}`,
+        { path: 'Content-Range' },
+      );
     }
     if (total !== undefined && total > this.maxBytes) {
       body.resume();
@@ -93,7 +108,12 @@ export class FileArtifactStore {
       transform(chunk: Buffer, _enc, cb) {
         written += chunk.length;
         if (written > limit) return cb(new EwError('PAYLOAD_TOO_LARGE', `the artifact passed ${limit} bytes; this cloud accepts no more`));
-        if (total !== undefined && written > total) return cb(new EwError('VALIDATION_FAILED', `the upload sent more than the ${total} bytes its Content-Range announced`, { path: 'Content-Range' }));
+        if (total !== undefined && written > total)
+          return cb(
+            new EwError('VALIDATION_FAILED', `the upload sent more than the ${total} bytes its Content-Range announced`, {
+              path: 'Content-Range',
+            }),
+          );
         cb(null, chunk);
       },
     });
@@ -102,7 +122,11 @@ export class FileArtifactStore {
     } catch (e) {
       // What arrived before the failure stays: the client resumes from `received`.
       if (e instanceof EwError) throw e;
-      throw new EwError('VALIDATION_FAILED', `the upload was interrupted at byte ${written}: ${(e as Error).message}; resume from ${this.status(sha, scope).received}`, { cause: e });
+      throw new EwError(
+        'VALIDATION_FAILED',
+        `the upload was interrupted at byte ${written}: ${(e as Error).message}; resume from ${this.status(sha, scope).received}`,
+        { cause: e },
+      );
     }
     const done = total === undefined || written === total;
     if (!done) return this.status(sha, scope);
@@ -111,7 +135,11 @@ export class FileArtifactStore {
     const got = hash.digest('hex');
     if (got !== sha) {
       rmSync(p.partial, { force: true });
-      throw new EwError('ARTIFACT_DIGEST_MISMATCH', `the uploaded bytes hash to ${got}, not ${sha}; the upload was discarded — check the file and upload it again`, { path: 'sha256' });
+      throw new EwError(
+        'ARTIFACT_DIGEST_MISMATCH',
+        `the uploaded bytes hash to ${got}, not ${sha}; the upload was discarded — check the file and upload it again`,
+        { path: 'sha256' },
+      );
     }
     // Another tenant may have completed the same bytes meanwhile: the content is identical.
     if (existsSync(p.done)) rmSync(p.partial, { force: true });
@@ -128,7 +156,10 @@ export class FileArtifactStore {
 
   open(sha: string, range?: { start: number; end?: number }): { stream: ReadStream; size: number } {
     const st = this.status(sha);
-    if (!st.complete) throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}; upload it first (PUT /api/v1/artifacts/${sha})`, { path: 'sha256' });
+    if (!st.complete)
+      throw new EwError('ARTIFACT_NOT_FOUND', `no complete artifact ${sha}; upload it first (PUT /api/v1/artifacts/${sha})`, {
+        path: 'sha256',
+      });
     return { stream: createReadStream(this.paths(sha).done, range), size: st.size };
   }
 }

@@ -4,11 +4,26 @@ import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
 import type { App, Deployment } from './store/store.ts';
 
 const app = (name: string, version: string): App => ({
-  tenantId: 't', name, version, digest: `${name}${version}`, createdAt: 0,
-  manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name, version }, spec: { models: [], streams: [], rules: [], endpoints: [], policy: {} } },
+  tenantId: 't',
+  name,
+  version,
+  digest: `${name}${version}`,
+  createdAt: 0,
+  manifest: {
+    apiVersion: 'edgeweave/v1',
+    kind: 'App',
+    metadata: { name, version },
+    spec: { models: [], streams: [], rules: [], endpoints: [], policy: {} },
+  },
 });
-const dep = (id: string, name: string, version: string, selector: Record<string, string>, createdAt: number, tenantId = 't'): Deployment =>
-  ({ id, tenantId, appName: name, appVersion: version, selector, createdAt });
+const dep = (
+  id: string,
+  name: string,
+  version: string,
+  selector: Record<string, string>,
+  createdAt: number,
+  tenantId = 't',
+): Deployment => ({ id, tenantId, appName: name, appVersion: version, selector, createdAt });
 const apps = new Map([app('a', '1.0.0'), app('a', '2.0.0'), app('b', '1.0.0')].map((x) => [appKey(x.name, x.version), x]));
 const site = { id: 's1', tenantId: 't', labels: { city: 'hz', tier: 'gold' }, region: 'cn-east', revokedAt: null };
 
@@ -19,24 +34,47 @@ describe('computeDesiredApps', () => {
     { name: 'all keys must match', deps: [dep('d1', 'a', '1.0.0', { city: 'hz', tier: 'silver' }, 1)], want: [] },
     { name: 'region is matched as a key', deps: [dep('d1', 'a', '1.0.0', { region: 'cn-east' }, 1)], want: ['a@1.0.0'] },
     { name: 'empty selector is the whole fleet', deps: [dep('d1', 'b', '1.0.0', {}, 1)], want: ['b@1.0.0'] },
-    { name: 'newest deployment of an app wins', deps: [dep('d1', 'a', '2.0.0', { city: 'hz' }, 1), dep('d2', 'a', '1.0.0', { tier: 'gold' }, 2)], want: ['a@1.0.0'] },
+    {
+      name: 'newest deployment of an app wins',
+      deps: [dep('d1', 'a', '2.0.0', { city: 'hz' }, 1), dep('d2', 'a', '1.0.0', { tier: 'gold' }, 2)],
+      want: ['a@1.0.0'],
+    },
     { name: 'same time: larger id wins', deps: [dep('d9', 'a', '2.0.0', {}, 1), dep('d1', 'a', '1.0.0', {}, 1)], want: ['a@2.0.0'] },
     { name: 'other tenants never apply', deps: [dep('d1', 'a', '1.0.0', {}, 1, 'other')], want: [] },
     { name: 'a missing app version is skipped', deps: [dep('d1', 'a', '9.9.9', {}, 1)], want: [] },
-    { name: 'several apps, sorted by name', deps: [dep('d1', 'b', '1.0.0', {}, 1), dep('d2', 'a', '1.0.0', {}, 1)], want: ['a@1.0.0', 'b@1.0.0'] },
+    {
+      name: 'several apps, sorted by name',
+      deps: [dep('d1', 'b', '1.0.0', {}, 1), dep('d2', 'a', '1.0.0', {}, 1)],
+      want: ['a@1.0.0', 'b@1.0.0'],
+    },
   ];
   for (const c of table) {
     it(c.name, () => {
-      assert.deepEqual(computeDesiredApps(site, c.deps, apps).map((a) => `${a.name}@${a.version}`), c.want);
+      assert.deepEqual(
+        computeDesiredApps(site, c.deps, apps).map((a) => `${a.name}@${a.version}`),
+        c.want,
+      );
     });
   }
   it('lets a rollout hold a new version back from sites it has not admitted, and fall back when rolled back', () => {
     const deps = [dep('d1', 'a', '1.0.0', {}, 1), dep('d2', 'a', '2.0.0', {}, 2)];
     const r = (phase: string, admitted: string[]) => new Map([['d2', { phase, admitted } as never]]);
-    assert.deepEqual(computeDesiredApps(site, deps, apps, r('progressing', [])).map((a) => a.version), ['1.0.0']);
-    assert.deepEqual(computeDesiredApps(site, deps, apps, r('progressing', ['s1'])).map((a) => a.version), ['2.0.0']);
-    assert.deepEqual(computeDesiredApps(site, deps, apps, r('succeeded', [])).map((a) => a.version), ['2.0.0']);
-    assert.deepEqual(computeDesiredApps(site, deps, apps, r('rolled-back', ['s1'])).map((a) => a.version), ['1.0.0']);
+    assert.deepEqual(
+      computeDesiredApps(site, deps, apps, r('progressing', [])).map((a) => a.version),
+      ['1.0.0'],
+    );
+    assert.deepEqual(
+      computeDesiredApps(site, deps, apps, r('progressing', ['s1'])).map((a) => a.version),
+      ['2.0.0'],
+    );
+    assert.deepEqual(
+      computeDesiredApps(site, deps, apps, r('succeeded', [])).map((a) => a.version),
+      ['2.0.0'],
+    );
+    assert.deepEqual(
+      computeDesiredApps(site, deps, apps, r('rolled-back', ['s1'])).map((a) => a.version),
+      ['1.0.0'],
+    );
   });
 
   it('gives a revoked site nothing', () => {

@@ -31,14 +31,22 @@ export function computeDesiredApps(
   }
   return [...byApp.values()]
     .sort((a, b) => (a.appName < b.appName ? -1 : a.appName > b.appName ? 1 : 0))
-    .map((d) => ({ name: d.appName, version: d.appVersion, deploymentId: d.id, manifest: apps.get(appKey(d.appName, d.appVersion))!.manifest }));
+    .map((d) => ({
+      name: d.appName,
+      version: d.appVersion,
+      deploymentId: d.id,
+      manifest: apps.get(appKey(d.appName, d.appVersion))!.manifest,
+    }));
 }
 
 /** The admitted sites as a set, built once per rollout state object (pools can be large). */
 const admittedSets = new WeakMap<RolloutState, Set<string>>();
 function admittedOf(r: RolloutState): Set<string> {
   let s = admittedSets.get(r);
-  if (!s) { s = new Set(r.admitted); admittedSets.set(r, s); }
+  if (!s) {
+    s = new Set(r.admitted);
+    admittedSets.set(r, s);
+  }
   return s;
 }
 

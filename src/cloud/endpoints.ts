@@ -40,7 +40,14 @@ export function findEndpointConflict(
       for (const e of other.manifest.spec.endpoints) {
         if (!mine.has(e.name)) continue;
         const k = `${e.name}\u0000${other.name}\u0000${other.version}`;
-        const c = found.get(k) ?? { endpoint: e.name, app: next.name, version: next.version, otherApp: other.name, otherVersion: other.version, sites: [] };
+        const c = found.get(k) ?? {
+          endpoint: e.name,
+          app: next.name,
+          version: next.version,
+          otherApp: other.name,
+          otherVersion: other.version,
+          sites: [],
+        };
         c.sites.push(site.id);
         found.set(k, c);
       }
@@ -53,5 +60,3 @@ export function conflictMessage(c: EndpointConflict): string {
   const shown = c.sites.slice(0, 5).join(', ') + (c.sites.length > 5 ? ` and ${c.sites.length - 5} more` : '');
   return `endpoint "${c.endpoint}" of ${c.app}@${c.version} is also declared by app ${c.otherApp}@${c.otherVersion}, which runs on ${c.sites.length} site(s) of this pool (${shown}); a site serves each endpoint name once, so one would shadow the other: rename the endpoint in one of the two apps, or deploy to a pool that does not overlap`;
 }
-
-

@@ -56,7 +56,15 @@ export class Fleet {
     this.uplink = new UplinkWriter({ store, clock, log, registry, hub, storeAcks: o.storeAcks });
     this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites, storeAcks: o.storeAcks });
     this.rpcs = new SiteRpc({ hub, clock, registry, isOnline: (id) => this.status.isOnline(id) });
-    this.ingest = new Ingest({ log, registry, sites: this.sites, status: this.status, uplink: this.uplink, rpc: this.rpcs, admitResult: o.admitResult });
+    this.ingest = new Ingest({
+      log,
+      registry,
+      sites: this.sites,
+      status: this.status,
+      uplink: this.uplink,
+      rpc: this.rpcs,
+      admitResult: o.admitResult,
+    });
   }
 
   /** Seeds liveness from the store (sites that were online get one interval of grace) and starts the sweep. */
@@ -139,7 +147,9 @@ export class Fleet {
     this.o.hub.disconnectSite(siteId);
     await this.desired.clear(siteId);
     // Whatever else is retained under its topics goes too (issue 8: it pinned cloud memory).
-    await this.o.hub.clearRetained(siteId).catch((e: Error) => this.o.log.warn({ siteId, err: e.message }, 'could not clear the revoked site\'s retained messages'));
+    await this.o.hub
+      .clearRetained(siteId)
+      .catch((e: Error) => this.o.log.warn({ siteId, err: e.message }, "could not clear the revoked site's retained messages"));
   }
 
   /** Site credential check for the embedded hub. */

@@ -12,7 +12,10 @@ describe('LivenessTracker (manual clock)', () => {
     clock.advance(30_000);
     assert.deepEqual(t.sweep(), [], 'exactly 3 intervals is still within budget');
     clock.advance(1);
-    assert.deepEqual(t.sweep().map((e) => [e.siteId, e.online, e.reason]), [['s1', false, 'missed 3 heartbeats']]);
+    assert.deepEqual(
+      t.sweep().map((e) => [e.siteId, e.online, e.reason]),
+      [['s1', false, 'missed 3 heartbeats']],
+    );
     assert.deepEqual(t.sweep(), [], 'offline is reported once');
     assert.equal(t.heartbeat('s1', 10_000, 'b1')?.online, true, 'back online');
   });
@@ -32,7 +35,10 @@ describe('LivenessTracker (manual clock)', () => {
     assert.deepEqual(t.sweep(), [], 'the budget runs from the restart');
     assert.equal(t.state('gone'), 'unknown');
     clock.advance(1);
-    assert.deepEqual(t.sweep().map((e) => [e.siteId, e.online]), [['gone', false]]);
+    assert.deepEqual(
+      t.sweep().map((e) => [e.siteId, e.online]),
+      [['gone', false]],
+    );
     assert.equal(t.state('gone'), 'offline');
     assert.equal(t.state('never-seen'), 'offline');
   });
@@ -51,7 +57,10 @@ describe('LivenessTracker (manual clock)', () => {
     t.heartbeat('fast', 1000, 'a');
     t.heartbeat('slow', 60_000, 'b');
     clock.advance(5000);
-    assert.deepEqual(t.sweep().map((e) => e.siteId), ['fast']);
+    assert.deepEqual(
+      t.sweep().map((e) => e.siteId),
+      ['fast'],
+    );
     assert.equal(t.isOnline('slow'), true);
     assert.equal(t.onlineCount(), 1);
   });

@@ -6,7 +6,12 @@ import type { Clock } from '../lib/clock.ts';
  * reports) pass without one. `sweep()` returns the sites that just went offline; the shell calls
  * it on a timer and persists the changes.
  */
-export interface LivenessEvent { siteId: string; online: boolean; at: number; reason: string }
+export interface LivenessEvent {
+  siteId: string;
+  online: boolean;
+  at: number;
+  reason: string;
+}
 
 /**
  * `unknown`: the cloud restarted and the store says the site was online, but nothing has been
@@ -15,11 +20,20 @@ export interface LivenessEvent { siteId: string; online: boolean; at: number; re
  */
 export type SiteLiveness = 'online' | 'offline' | 'unknown';
 
-interface Entry { lastSeen: number; intervalMs: number; online: boolean; unknown?: boolean; bootId: string }
+interface Entry {
+  lastSeen: number;
+  intervalMs: number;
+  online: boolean;
+  unknown?: boolean;
+  bootId: string;
+}
 
 export class LivenessTracker {
   private readonly sites = new Map<string, Entry>();
-  constructor(private readonly clock: Clock, private readonly missedBeats: number) {
+  constructor(
+    private readonly clock: Clock,
+    private readonly missedBeats: number,
+  ) {
     if (!(missedBeats >= 1)) throw new RangeError('missedBeats must be at least 1');
   }
 

@@ -89,12 +89,25 @@ async function bootstrap(store: Store, clock: Clock, adminKeyFile: string | unde
   let key: string;
   if (adminKeyFile) {
     key = readFileSync(adminKeyFile, 'utf8').trim();
-    if (!/^ewk_[A-Za-z0-9_-]{32,}$/.test(key)) throw new EwError('CONFIG_INVALID', `--admin-key-file ${adminKeyFile} must hold one key of the form ewk_ followed by at least 32 URL-safe characters`, { path: 'adminKeyFile' });
+    if (!/^ewk_[A-Za-z0-9_-]{32,}$/.test(key))
+      throw new EwError(
+        'CONFIG_INVALID',
+        `--admin-key-file ${adminKeyFile} must hold one key of the form ewk_ followed by at least 32 URL-safe characters`,
+        { path: 'adminKeyFile' },
+      );
   } else {
     key = newSecret('ewk');
   }
   // The first key is the cloud operator's: an admin of the first tenant that also manages tenants.
-  await store.createApiKey({ id: newId('key'), tenantId, name: 'admin', hash: hashSecret(key), role: 'platform-admin', createdAt: clock.now(), revokedAt: null });
+  await store.createApiKey({
+    id: newId('key'),
+    tenantId,
+    name: 'admin',
+    hash: hashSecret(key),
+    role: 'platform-admin',
+    createdAt: clock.now(),
+    revokedAt: null,
+  });
   return adminKeyFile ? undefined : key;
 }
 
@@ -103,24 +116,40 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   const parsed = parseCloudOptions(input);
   const limits = await cloudLimits(parsed);
   const cfg = {
-    ...parsed, ...limits,
-    consoleDir: parsed.console ? parsed.consoleDir : false as const,
-    httpTimeouts: { requestTimeoutMs: parsed.httpRequestTimeoutS * 1000, idleTimeoutMs: parsed.httpIdleTimeoutS * 1000, ...input.httpTimeouts },
+    ...parsed,
+    ...limits,
+    consoleDir: parsed.console ? parsed.consoleDir : (false as const),
+    httpTimeouts: {
+      requestTimeoutMs: parsed.httpRequestTimeoutS * 1000,
+      idleTimeoutMs: parsed.httpIdleTimeoutS * 1000,
+      ...input.httpTimeouts,
+    },
   };
   const clock = cfg.clock ?? systemClock;
   const log = cfg.log ?? createLogger({ name: 'cloud' });
   const { heartbeatIntervalS, missedHeartbeats } = cfg;
   privateDir(cfg.dataDir);
   const installationId = cfg.installationId ?? 'cloud';
-  if (!INSTALLATION_ID_RE.test(installationId)) throw new EwError('CONFIG_INVALID', `--installation-id "${installationId}" must be 1–40 lower-case letters, digits and dashes (it names MQTT share groups and client ids)`, { path: 'installationId' });
+  if (!INSTALLATION_ID_RE.test(installationId))
+    throw new EwError(
+      'CONFIG_INVALID',
+      `--installation-id "${installationId}" must be 1–40 lower-case letters, digits and dashes (it names MQTT share groups and client ids)`,
+      { path: 'installationId' },
+    );
   const replicaId = cfg.replicaId ?? loadReplicaId(cfg.dataDir);
-  if (!REPLICA_ID_RE.test(replicaId)) throw new EwError('CONFIG_INVALID', `--replica-id "${replicaId}" must be 1–64 letters, digits, dashes and underscores`, { path: 'replicaId' });
+  if (!REPLICA_ID_RE.test(replicaId))
+    throw new EwError('CONFIG_INVALID', `--replica-id "${replicaId}" must be 1–64 letters, digits, dashes and underscores`, {
+      path: 'replicaId',
+    });
 
   const store = openStore(cfg.db, cfg.dataDir);
   await store.migrate();
   const adminKey = await bootstrap(store, clock, cfg.adminKeyFile);
 
-  if (!!cfg.tlsCertFile !== !!cfg.tlsKeyFile) throw new EwError('CONFIG_INVALID', 'TLS needs both --tls-cert and --tls-key', { path: cfg.tlsCertFile ? 'tlsKeyFile' : 'tlsCertFile' });
+  if (!!cfg.tlsCertFile !== !!cfg.tlsKeyFile)
+    throw new EwError('CONFIG_INVALID', 'TLS needs both --tls-cert and --tls-key', {
+      path: cfg.tlsCertFile ? 'tlsKeyFile' : 'tlsCertFile',
+    });
   let tls: { cert: Buffer; key: Buffer } | undefined;
   try {
     tls = cfg.tlsCertFile && cfg.tlsKeyFile ? { cert: readFileSync(cfg.tlsCertFile), key: readFileSync(cfg.tlsKeyFile) } : undefined;
@@ -133,53 +162,114 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   let hub: Hub;
   if (cfg.broker) {
     hub = new ExternalHub({
-      url: cfg.broker, username: cfg.brokerUsername, password: cfg.brokerPassword,
+      url: cfg.broker,
+      username: cfg.brokerUsername,
+      password: cfg.brokerPassword,
       clientId: cfg.brokerClientId ?? `ew-${installationId}-${replicaId}`,
-      agentUrl: cfg.mqttPublicUrl, shareGroup: cfg.brokerShareGroup ?? `edgeweave-${installationId}`, log,
-      protocolVersion: cfg.brokerMqttVersion as 4 | 5, shareUplink: cfg.brokerShareUplink, topicPrefix: cfg.topicPrefix ? `${cfg.topicPrefix}/` : undefined,
+      agentUrl: cfg.mqttPublicUrl,
+      shareGroup: cfg.brokerShareGroup ?? `edgeweave-${installationId}`,
+      log,
+      protocolVersion: cfg.brokerMqttVersion as 4 | 5,
+      shareUplink: cfg.brokerShareUplink,
+      topicPrefix: cfg.topicPrefix ? `${cfg.topicPrefix}/` : undefined,
     });
   } else {
     hub = new EmbeddedHub({
-      port: cfg.mqttPort ?? 1883, host: cfg.mqttHost, publicUrl: cfg.mqttPublicUrl, log, tls, limits: cfg.mqttLimits, clock: cfg.clock,
+      port: cfg.mqttPort ?? 1883,
+      host: cfg.mqttHost,
+      publicUrl: cfg.mqttPublicUrl,
+      log,
+      tls,
+      limits: cfg.mqttLimits,
+      clock: cfg.clock,
       auth: { verify: (id, secret) => fleet.verifySite(id, secret) },
     });
   }
   // An external broker's PUBACK does not mean stored: sites wait for the cloud's own word.
-  fleet = new Fleet({ store, hub, clock, log, registry, missedHeartbeats, admitResult: new ResultQuota(store, clock).admit, storeAcks: hub.kind === 'external' });
+  fleet = new Fleet({
+    store,
+    hub,
+    clock,
+    log,
+    registry,
+    missedHeartbeats,
+    admitResult: new ResultQuota(store, clock).admit,
+    storeAcks: hub.kind === 'external',
+  });
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
-    guardRefusalCounter('ew_cloud_mqtt_guard_refused_total', 'MQTT connections and logins refused by the hub\'s guard, by reason', registry, () => embedded.guard);
+    guardRefusalCounter(
+      'ew_cloud_mqtt_guard_refused_total',
+      "MQTT connections and logins refused by the hub's guard, by reason",
+      registry,
+      () => embedded.guard,
+    );
   }
   await hub.start(fleet.handle);
   await fleet.start();
   const rollouts = new RolloutController({ store, fleet, clock, log, holder: `${replicaId}-${randomBytes(4).toString('hex')}` });
   rollouts.start();
-  const maintenance = new ResultsMaintenance({ store, clock, log, registry, defaultDays: cfg.resultsRetentionDays, everyMs: cfg.resultsMaintenanceEveryMs });
+  const maintenance = new ResultsMaintenance({
+    store,
+    clock,
+    log,
+    registry,
+    defaultDays: cfg.resultsRetentionDays,
+    everyMs: cfg.resultsMaintenanceEveryMs,
+  });
   maintenance.start();
 
   const http = await createApiServer({
-    store, log, registry, tls, verifySite: (id, secret) => fleet.verifySite(id, secret),
-    timeouts: cfg.httpTimeouts, rateLimits: cfg.rateLimits, clock: cfg.clock,
+    store,
+    log,
+    registry,
+    tls,
+    verifySite: (id, secret) => fleet.verifySite(id, secret),
+    timeouts: cfg.httpTimeouts,
+    rateLimits: cfg.rateLimits,
+    clock: cfg.clock,
   });
   const artifacts = new FileArtifactStore(cfg.artifactsDir ?? join(cfg.dataDir, 'artifacts'), cfg.artifactMaxBytes ?? 4 * 1024 ** 3);
   // Artifacts referenced by apps pushed before owners were recorded belong to those apps' tenants.
   for (const t of await store.listTenants()) {
-    for (const a of await store.listApps(t.id)) for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
+    for (const a of await store.listApps(t.id))
+      for (const m of a.manifest.spec.models) if (m.sha256) await store.addArtifactOwner(t.id, m.sha256, clock.now());
   }
   let url = '';
   // Before any route plugin loads, so every one inherits the hooks (scoped keys, quotas).
   installTenancyGuards(http, { store, artifacts });
   registerRoutes(http, {
-    store, fleet, hub, clock, registry, heartbeatIntervalS, version: VERSION, artifacts, rollouts,
+    store,
+    fleet,
+    hub,
+    clock,
+    registry,
+    heartbeatIntervalS,
+    version: VERSION,
+    artifacts,
+    rollouts,
     publicUrl: () => cfg.publicUrl ?? url,
   });
   registerResultsAdmin(http, { store, clock, defaultRetentionDays: cfg.resultsRetentionDays });
   await http.register(tenantRoutes, { store, clock, artifacts, siteRevoked: (id: string) => fleet.revoked(id) });
   await http.register(auditRoutes, { store });
   registerConsoleApi(http, { store, fleet, clock, log, consoleDir: cfg.consoleDir, eventStreams: cfg.eventStreams });
-  const router = startRouter({ store, fleet, hub, clock, log, registry, artifacts, dataDir: cfg.dataDir, region: cfg.region ?? 'cloud',
-    rate: cfg.inferRate, burst: cfg.inferBurst, concurrency: cfg.inferConcurrency, cloudRuntime: cfg.cloudRuntime !== false,
-    maxPacketBytes: cfg.broker ? undefined : cfg.mqttLimits?.maxPacketBytes ?? DEFAULT_MQTT_LIMITS.maxPacketBytes });
+  const router = startRouter({
+    store,
+    fleet,
+    hub,
+    clock,
+    log,
+    registry,
+    artifacts,
+    dataDir: cfg.dataDir,
+    region: cfg.region ?? 'cloud',
+    rate: cfg.inferRate,
+    burst: cfg.inferBurst,
+    concurrency: cfg.inferConcurrency,
+    cloudRuntime: cfg.cloudRuntime !== false,
+    maxPacketBytes: cfg.broker ? undefined : (cfg.mqttLimits?.maxPacketBytes ?? DEFAULT_MQTT_LIMITS.maxPacketBytes),
+  });
   registerInference(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   registerOpenAiRouting(http, { ...router, clock, defaultTimeoutMs: cfg.inferTimeoutMs });
   const address = await http.listen({ port: cfg.httpPort ?? 8080, host: cfg.httpHost ?? '0.0.0.0' });
@@ -188,7 +278,14 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   log.info({ url, mqtt: hub.agentUrl, store: store.kind, hub: hub.kind }, 'cloud ready');
 
   return {
-    url, mqttUrl: hub.agentUrl, adminKey, store, hub, fleet, http, maintenance,
+    url,
+    mqttUrl: hub.agentUrl,
+    adminKey,
+    store,
+    hub,
+    fleet,
+    http,
+    maintenance,
     async close() {
       await http.close();
       await router.close();

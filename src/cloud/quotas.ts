@@ -14,7 +14,11 @@ export const dayStart = (now: number): number => now - (now % 86_400_000);
  */
 export class ResultQuota {
   private readonly counts = new Map<string, { day: number; n: number; limit: number | undefined; readAt: number }>();
-  constructor(private readonly store: Store, private readonly clock: Clock, private readonly refreshMs = 5000) {}
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly refreshMs = 5000,
+  ) {}
 
   readonly admit = async (tenantId: string): Promise<boolean> => {
     const now = this.clock.now();

@@ -25,7 +25,11 @@ const CONTROL = /[\u0000-\u001f\u007f]/g;
  * path (the caller leaves the field out, or does not send). Returns the fitted copy and what was
  * changed, so the sender can log it; `value` itself is not touched.
  */
-export function fitToSchema<T extends z.ZodType>(schema: T, value: unknown, maxPasses = 8): { ok: true; value: z.infer<T>; fixed: string[] } | { ok: false; path: string; message: string; fixed: string[] } {
+export function fitToSchema<T extends z.ZodType>(
+  schema: T,
+  value: unknown,
+  maxPasses = 8,
+): { ok: true; value: z.infer<T>; fixed: string[] } | { ok: false; path: string; message: string; fixed: string[] } {
   const first = schema.safeParse(value);
   if (first.success) return { ok: true, value: first.data, fixed: [] };
   // Copied only when something must change (the common case costs one parse).
@@ -41,7 +45,8 @@ export function fitToSchema<T extends z.ZodType>(schema: T, value: unknown, maxP
       let next: unknown = cur;
       if (issue.code === 'too_big' && typeof cur === 'string') next = clipText(cur, Number(issue.maximum));
       else if (issue.code === 'too_big' && Array.isArray(cur)) next = cur.slice(0, Number(issue.maximum));
-      else if ((issue.code === 'too_big' || issue.code === 'too_small') && typeof cur === 'number') next = issue.code === 'too_big' ? Number(issue.maximum) : Number(issue.minimum);
+      else if ((issue.code === 'too_big' || issue.code === 'too_small') && typeof cur === 'number')
+        next = issue.code === 'too_big' ? Number(issue.maximum) : Number(issue.minimum);
       else if (issue.code === 'custom' && typeof cur === 'string') next = cur.replace(CONTROL, '').replace(/\u0000/g, '');
       if (next !== cur) {
         v = setAt(v, issue.path, next);

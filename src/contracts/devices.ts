@@ -24,7 +24,8 @@ export const DEVICE_PAGE = { maxItems: 1000, maxBytes: 384 * 1024 } as const;
 /** Why a topic filter cannot be granted, or undefined when it is a valid, grantable filter. */
 export function filterProblem(f: string): string | undefined {
   if (f.length === 0 || f.length > MAX_FILTER_CHARS) return `a topic filter of 1 to ${MAX_FILTER_CHARS} characters`;
-  if (f === TOPIC_ROOT || f.startsWith(`${TOPIC_ROOT}/`) || f.startsWith('$')) return `"${f}" is reserved (ew/ belongs to the agent, $ to the broker)`;
+  if (f === TOPIC_ROOT || f.startsWith(`${TOPIC_ROOT}/`) || f.startsWith('$'))
+    return `"${f}" is reserved (ew/ belongs to the agent, $ to the broker)`;
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   if (/[\u0000-\u001f\u007f]/.test(f)) return 'no control characters';
   const levels = f.split('/');
@@ -42,32 +43,49 @@ function checkGrants(g: { publish?: unknown; subscribe?: unknown }): DeviceGrant
   const out: { publish: string[]; subscribe: string[] } = { publish: [], subscribe: [] };
   for (const kind of ['publish', 'subscribe'] as const) {
     const v = g[kind] ?? [];
-    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new EwError('VALIDATION_FAILED', `${kind} must be a list of topic filters`, { path: kind });
-    if (v.length > MAX_GRANTS) throw new EwError('VALIDATION_FAILED', `${kind}: at most ${MAX_GRANTS} topic filters per device`, { path: kind });
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))
+      throw new EwError('VALIDATION_FAILED', `${kind} must be a list of topic filters`, { path: kind });
+    if (v.length > MAX_GRANTS)
+      throw new EwError('VALIDATION_FAILED', `${kind}: at most ${MAX_GRANTS} topic filters per device`, { path: kind });
     v.forEach((f: string, i) => {
       const p = filterProblem(f);
       if (p) throw new EwError('VALIDATION_FAILED', `${kind}[${i}]: ${p}`, { path: `${kind}[${i}]` });
     });
     out[kind] = [...new Set(v as string[])];
   }
-  if (out.publish.length + out.subscribe.length === 0) throw new EwError('VALIDATION_FAILED', 'grant the device at least one topic filter to publish to or subscribe to', { path: 'publish' });
+  if (out.publish.length + out.subscribe.length === 0)
+    throw new EwError('VALIDATION_FAILED', 'grant the device at least one topic filter to publish to or subscribe to', { path: 'publish' });
   return out;
 }
 
 export function checkDeviceId(id: unknown): string {
-  if (typeof id !== 'string' || !ID_RE.test(id)) throw new EwError('VALIDATION_FAILED', 'a device id: 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit (it is also the device\'s MQTT username and client id)', { path: 'id' });
-  if (id === SHARED_USERNAME) throw new EwError('VALIDATION_FAILED', `"${SHARED_USERNAME}" is the shared password's username; choose another device id`, { path: 'id' });
+  if (typeof id !== 'string' || !ID_RE.test(id))
+    throw new EwError(
+      'VALIDATION_FAILED',
+      'a device id: 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit (it is also the device\'s MQTT username and client id)',
+      { path: 'id' },
+    );
+  if (id === SHARED_USERNAME)
+    throw new EwError('VALIDATION_FAILED', `"${SHARED_USERNAME}" is the shared password's username; choose another device id`, {
+      path: 'id',
+    });
   return id;
 }
 
 /** Validates an add request; what both the site and the cloud (before asking the site) check. */
-export function checkDeviceRequest(body: { id?: unknown; publish?: unknown; subscribe?: unknown; description?: unknown }): { id: string; grants: DeviceGrants; description?: string } {
+export function checkDeviceRequest(body: { id?: unknown; publish?: unknown; subscribe?: unknown; description?: unknown }): {
+  id: string;
+  grants: DeviceGrants;
+  description?: string;
+} {
   const id = checkDeviceId(body.id);
   const grants = checkGrants(body);
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
-  if (body.description !== undefined && (typeof body.description !== 'string' || body.description.length > 200 || /[\u0000-\u001f\u007f]/.test(body.description))) {
+  if (
+    body.description !== undefined &&
+    (typeof body.description !== 'string' || body.description.length > 200 || /[\u0000-\u001f\u007f]/.test(body.description))
+  ) {
     throw new EwError('VALIDATION_FAILED', 'description: at most 200 printable characters', { path: 'description' });
   }
   return { id, grants, ...(typeof body.description === 'string' ? { description: body.description } : {}) };
 }
-

@@ -14,12 +14,20 @@ export const EnrollRequest = z.object({
 export type EnrollRequest = z.infer<typeof EnrollRequest>;
 
 export const EnrollResponse = z.object({
-  siteId: z.string(), tenantId: z.string(), region: z.string(),
+  siteId: z.string(),
+  tenantId: z.string(),
+  region: z.string(),
   labels: z.record(z.string(), z.string()).describe('label key → value, Kubernetes label syntax'),
   heartbeatIntervalS: z.number(),
-  mqtt: z.object({ url: z.string(), username: z.string(), password: z.string(), clientId: z.string(), protocolVersion: z.union([z.literal(4), z.literal(5)]),
+  mqtt: z.object({
+    url: z.string(),
+    username: z.string(),
+    password: z.string(),
+    clientId: z.string(),
+    protocolVersion: z.union([z.literal(4), z.literal(5)]),
     /** Put before every topic on the broker (an installation sharing it with others: docs/operators.md). */
-    topicPrefix: z.string().max(300).optional() }),
+    topicPrefix: z.string().max(300).optional(),
+  }),
   contractVersion: z.string().max(16).optional().describe('the cloud\'s wire-contract version, "major.minor" (absent: 1.0)'),
 });
 export type EnrollResponse = z.infer<typeof EnrollResponse>;

@@ -12,6 +12,7 @@ export function manifestJsonSchema(): Record<string, unknown> {
     ...s,
     $id: 'https://edgeweave.dev/schemas/app-manifest.json',
     title: 'Edgeweave app manifest (edgeweave/v1 App)',
-    description: 'An app: models, streams, streaming-SQL rules with sinks, endpoints and policy. See docs/manifest.md. In a bundle, a rule may give sqlFile (a path in the bundle) instead of sql.',
+    description:
+      'An app: models, streams, streaming-SQL rules with sinks, endpoints and policy. See docs/manifest.md. In a bundle, a rule may give sqlFile (a path in the bundle) instead of sql.',
   };
 }

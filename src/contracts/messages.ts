@@ -37,10 +37,19 @@ export function parseContractVersion(v: unknown): { major: number; minor: number
  */
 export function checkContractVersion(v: unknown, where: string): { major: number; minor: number } {
   const parsed = v === undefined ? { major: 1, minor: 0 } : parseContractVersion(v);
-  if (!parsed) throw new EwError('CONTRACT_VERSION_UNSUPPORTED', `${where}: contract version ${JSON.stringify(v)} is not a version (expected "major.minor")`, { path: 'v' });
+  if (!parsed)
+    throw new EwError(
+      'CONTRACT_VERSION_UNSUPPORTED',
+      `${where}: contract version ${JSON.stringify(v)} is not a version (expected "major.minor")`,
+      { path: 'v' },
+    );
   if (parsed.major > CONTRACT.major || parsed.major < CONTRACT.minMajor) {
     const newer = parsed.major > CONTRACT.major;
-    throw new EwError('CONTRACT_VERSION_UNSUPPORTED', `${where}: contract version ${parsed.major}.${parsed.minor} is not supported here (this side speaks ${CONTRACT_VERSION}, and reads majors ${CONTRACT.minMajor} to ${CONTRACT.major}); ${newer ? 'upgrade this side first' : 'upgrade the other side'}`, { path: 'v' });
+    throw new EwError(
+      'CONTRACT_VERSION_UNSUPPORTED',
+      `${where}: contract version ${parsed.major}.${parsed.minor} is not supported here (this side speaks ${CONTRACT_VERSION}, and reads majors ${CONTRACT.minMajor} to ${CONTRACT.major}); ${newer ? 'upgrade this side first' : 'upgrade the other side'}`,
+      { path: 'v' },
+    );
   }
   return parsed;
 }
@@ -48,9 +57,17 @@ export function checkContractVersion(v: unknown, where: string): { major: number
 /** C0 controls and DEL: a NUL made PostgreSQL refuse a whole shared insert batch. */
 const CONTROL = /[\u0000-\u001f\u007f]/;
 /** A bounded string without control characters: every identifier and label on the wire. */
-export const safeString = (max: number) => z.string().max(max).refine((v) => !CONTROL.test(v), 'must not contain control characters (U+0000–U+001F, U+007F)');
+export const safeString = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((v) => !CONTROL.test(v), 'must not contain control characters (U+0000–U+001F, U+007F)');
 /** Free text (error messages, reasons): bounded, no NUL (stored as text), newlines and tabs allowed. */
-const text = (max: number) => z.string().max(max).refine((v) => !v.includes('\u0000'), 'must not contain NUL (U+0000)');
+const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((v) => !v.includes('\u0000'), 'must not contain NUL (U+0000)');
 /** A finite, non-negative count or measure below 2^53. */
 const count = () => z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const measure = () => z.number().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -83,20 +100,35 @@ const base = {
 };
 
 /** One app's failure to apply (start, update, stop) in one component (rules, models, sources…). */
-export const AppError = z.object({ app: safeString(64), version: safeString(64), component: safeString(32), code: safeString(64), message: text(2000) });
+export const AppError = z.object({
+  app: safeString(64),
+  version: safeString(64),
+  component: safeString(32),
+  code: safeString(64),
+  message: text(2000),
+});
 export type AppError = z.infer<typeof AppError>;
 
 /** What the site and the cloud show of a rule (edge/rules.ts reports it). */
 export const RuleStatus = z.object({
-  app: safeString(64), rule: safeString(128), state: z.enum(['running', 'failed']), error: text(2000).optional(),
-  in: count(), out: count(), filtered: count(), late: count(), errors: count(),
+  app: safeString(64),
+  rule: safeString(128),
+  state: z.enum(['running', 'failed']),
+  error: text(2000).optional(),
+  in: count(),
+  out: count(),
+  filtered: count(),
+  late: count(),
+  errors: count(),
   /** Records that reached the rule and were lost to it: failed, or late under `drop`. */
   dropped: count(),
-  sinkErrors: count(), lastOutputAt: epochMs().nullable(),
+  sinkErrors: count(),
+  lastOutputAt: epochMs().nullable(),
   /** Referenced fields no record carried (schemaless streams), and similar hints. */
   warnings: z.array(text(500)).max(20).optional(),
   // Results a full outbox refused and lost, and why results are refused or waiting now (older agents send neither).
-  sinkDropped: count().optional(), blocked: text(2000).optional(),
+  sinkDropped: count().optional(),
+  blocked: text(2000).optional(),
 });
 export type RuleStatus = z.infer<typeof RuleStatus>;
 
@@ -129,48 +161,121 @@ export const SiteStatusBody = z.object({
   rules: z.array(RuleStatus).max(1000).optional(),
   deadLetters: count().optional(),
   /** Industrial sources (OPC UA, Modbus): connection state, last value time, errors. */
-  sources: z.array(z.object({
-    app: safeString(64), stream: safeString(128), protocol: z.enum(['opcua', 'modbus']), endpoint: safeString(500),
-    state: z.enum(['connecting', 'connected', 'disconnected', 'closed']), lastValueAt: epochMs().nullable(),
-    values: count(), records: count(), errors: count(), reconnects: count(),
-    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
-  })).max(1000).optional(),
+  sources: z
+    .array(
+      z.object({
+        app: safeString(64),
+        stream: safeString(128),
+        protocol: z.enum(['opcua', 'modbus']),
+        endpoint: safeString(500),
+        state: z.enum(['connecting', 'connected', 'disconnected', 'closed']),
+        lastValueAt: epochMs().nullable(),
+        values: count(),
+        records: count(),
+        errors: count(),
+        reconnects: count(),
+        lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+      }),
+    )
+    .max(1000)
+    .optional(),
   /** Write-back sinks (rules acting on machines): counts by result, last write, last error. */
-  writes: z.array(z.object({
-    app: safeString(64), rule: safeString(128), protocol: z.enum(['opcua', 'modbus']), target: safeString(1000), dryRun: z.boolean(),
-    written: count(), refused: count(), failed: count(), dryRuns: count(), superseded: count(), lastWriteAt: epochMs().nullable(),
-    lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
-    lastRefusal: z.object({ reason: text(2000), at: epochMs() }).optional(),
-  })).max(1000).optional(),
-  models: z.array(z.object({
-    app: safeString(64), name: safeString(64), version: safeString(64), state: z.enum(['fetching', 'loading', 'ready', 'failed']), device: safeString(32).optional(), error: text(2000).optional(),
-    download: z.object({ received: measure(), total: measure() }).optional(),
-    /** Language models: their runtime process (restarts, last exit) and slots. */
-    runtime: z.object({ state: z.enum(['starting', 'ready', 'restarting', 'failed']), restarts: count(), lastExit: text(500).optional(), pid: count().optional(), busy: count().optional(), queued: count().optional(), slots: count().optional() }).optional(),
-    stats: z.object({ requests: count(), errors: count(), p95Ms: measure().nullable(), outputMean: z.number().min(-Number.MAX_VALUE).max(Number.MAX_VALUE).nullable() }).optional(),
-    /** Requests waiting in the model's batcher queue (the router's load signal). */
-    queued: count().optional(),
-  })).max(1000).optional(),
+  writes: z
+    .array(
+      z.object({
+        app: safeString(64),
+        rule: safeString(128),
+        protocol: z.enum(['opcua', 'modbus']),
+        target: safeString(1000),
+        dryRun: z.boolean(),
+        written: count(),
+        refused: count(),
+        failed: count(),
+        dryRuns: count(),
+        superseded: count(),
+        lastWriteAt: epochMs().nullable(),
+        lastError: z.object({ code: safeString(64), message: text(2000), at: epochMs() }).optional(),
+        lastRefusal: z.object({ reason: text(2000), at: epochMs() }).optional(),
+      }),
+    )
+    .max(1000)
+    .optional(),
+  models: z
+    .array(
+      z.object({
+        app: safeString(64),
+        name: safeString(64),
+        version: safeString(64),
+        state: z.enum(['fetching', 'loading', 'ready', 'failed']),
+        device: safeString(32).optional(),
+        error: text(2000).optional(),
+        download: z.object({ received: measure(), total: measure() }).optional(),
+        /** Language models: their runtime process (restarts, last exit) and slots. */
+        runtime: z
+          .object({
+            state: z.enum(['starting', 'ready', 'restarting', 'failed']),
+            restarts: count(),
+            lastExit: text(500).optional(),
+            pid: count().optional(),
+            busy: count().optional(),
+            queued: count().optional(),
+            slots: count().optional(),
+          })
+          .optional(),
+        stats: z
+          .object({
+            requests: count(),
+            errors: count(),
+            p95Ms: measure().nullable(),
+            outputMean: z.number().min(-Number.MAX_VALUE).max(Number.MAX_VALUE).nullable(),
+          })
+          .optional(),
+        /** Requests waiting in the model's batcher queue (the router's load signal). */
+        queued: count().optional(),
+      }),
+    )
+    .max(1000)
+    .optional(),
   /** Inference routed to this site by the cloud: in flight now, and totals since start. */
-  routed: z.object({ inFlight: z.number().int().nonnegative(), requests: z.number().int().nonnegative(), errors: z.number().int().nonnegative() }).optional(),
+  routed: z
+    .object({ inFlight: z.number().int().nonnegative(), requests: z.number().int().nonnegative(), errors: z.number().int().nonnegative() })
+    .optional(),
   /** What the site can accelerate inference with (see src/edge/accelerators.ts). */
-  acceleratorInfo: z.object({
-    cpu: z.object({ model: z.string().max(256), arch: z.string().max(32), cores: z.number().int().nonnegative(), features: z.array(z.string().max(32)).max(64) }),
-    gpus: z.array(z.object({
-      vendor: z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']), index: z.number().int().nonnegative(), name: z.string().max(256),
-      memoryBytes: z.number().nonnegative().optional(), driver: z.string().max(64).optional(),
-      /** Which runtimes could use it here (onnxruntime: cuda provider present; llama.cpp: cuda/vulkan/metal builds). */
-      usableBy: z.array(z.string().max(64)).max(16),
-    })).max(32),
-    /** ONNX Runtime execution providers this agent's build has. */
-    onnxProviders: z.array(z.string().max(32)).max(16),
-  }).optional(),
+  acceleratorInfo: z
+    .object({
+      cpu: z.object({
+        model: z.string().max(256),
+        arch: z.string().max(32),
+        cores: z.number().int().nonnegative(),
+        features: z.array(z.string().max(32)).max(64),
+      }),
+      gpus: z
+        .array(
+          z.object({
+            vendor: z.enum(['nvidia', 'amd', 'intel', 'apple', 'other']),
+            index: z.number().int().nonnegative(),
+            name: z.string().max(256),
+            memoryBytes: z.number().nonnegative().optional(),
+            driver: z.string().max(64).optional(),
+            /** Which runtimes could use it here (onnxruntime: cuda provider present; llama.cpp: cuda/vulkan/metal builds). */
+            usableBy: z.array(z.string().max(64)).max(16),
+          }),
+        )
+        .max(32),
+      /** ONNX Runtime execution providers this agent's build has. */
+      onnxProviders: z.array(z.string().max(32)).max(16),
+    })
+    .optional(),
 });
 export type SiteStatusBody = z.infer<typeof SiteStatusBody>;
 
 export const StatusMessage = z.object({ ...base, type: z.literal('status'), body: SiteStatusBody });
 /** The MQTT last will: published by the broker when the agent's connection dies uncleanly. */
-export const OfflineMessage = z.object({ ...base, type: z.literal('offline'), body: z.object({ bootId: safeString(64), reason: text(200) }) });
+export const OfflineMessage = z.object({
+  ...base,
+  type: z.literal('offline'),
+  body: z.object({ bootId: safeString(64), reason: text(200) }),
+});
 export const ReportedMessage = z.discriminatedUnion('type', [StatusMessage, OfflineMessage]);
 export type ReportedMessage = z.infer<typeof ReportedMessage>;
 
@@ -218,16 +323,29 @@ export type UplinkMessage = z.infer<typeof UplinkMessage>;
 export const UPLINK_ACK_MAX_IDS = 500;
 
 /** cloud → site on `ew/{site}/ack`: these uplink message ids are stored (or were already). */
-export const UplinkAck = z.object({ ...base, type: z.literal('uplink-ack'), body: z.object({ ids: z.array(safeString(128)).max(UPLINK_ACK_MAX_IDS) }) });
+export const UplinkAck = z.object({
+  ...base,
+  type: z.literal('uplink-ack'),
+  body: z.object({ ids: z.array(safeString(128)).max(UPLINK_ACK_MAX_IDS) }),
+});
 export type UplinkAck = z.infer<typeof UplinkAck>;
 
 /** cloud → site: a request (`ew/{site}/rpc/req/{id}`); the site answers on `ew/{site}/rpc/res/{id}`. */
-export const RpcRequest = z.object({ ...base, type: z.literal('rpc-request'), body: z.object({ method: z.string().max(64), params: z.record(z.string(), z.unknown()).default({}) }) });
+export const RpcRequest = z.object({
+  ...base,
+  type: z.literal('rpc-request'),
+  body: z.object({ method: z.string().max(64), params: z.record(z.string(), z.unknown()).default({}) }),
+});
 export type RpcRequest = z.infer<typeof RpcRequest>;
 export const RpcResponse = z.object({
-  ...base, type: z.literal('rpc-response'),
+  ...base,
+  type: z.literal('rpc-response'),
   // `path` (1.1): the field the site refused; a 1.0 cloud ignores it.
-  body: z.object({ ok: z.boolean(), result: z.unknown().optional(), error: z.object({ code: safeString(64), message: text(2000), path: safeString(500).optional() }).optional() }),
+  body: z.object({
+    ok: z.boolean(),
+    result: z.unknown().optional(),
+    error: z.object({ code: safeString(64), message: text(2000), path: safeString(500).optional() }).optional(),
+  }),
 });
 export type RpcResponse = z.infer<typeof RpcResponse>;
 
@@ -248,13 +366,23 @@ export type EnvelopeType = keyof Envelopes;
  * id (or `id`, when the sender needs a deterministic one: a replayed window result), the clock's
  * time. Typed by `type`, so a body that does not fit its message does not compile.
  */
-export function envelope<T extends EnvelopeType>(type: T, body: z.input<(typeof SCHEMAS)[T]>['body'], clock: { now(): number }, id: string = globalThis.crypto.randomUUID()): Envelopes[T] {
+export function envelope<T extends EnvelopeType>(
+  type: T,
+  body: z.input<(typeof SCHEMAS)[T]>['body'],
+  clock: { now(): number },
+  id: string = globalThis.crypto.randomUUID(),
+): Envelopes[T] {
   return { v: CONTRACT.major, minor: CONTRACT.minor, id, ts: clock.now(), type, body } as Envelopes[T];
 }
 
 /** The schema of each envelope type (the receiving end's check, and the tests' round trips). */
 export const SCHEMAS = {
-  status: StatusMessage, offline: OfflineMessage, desired: DesiredState, uplink: UplinkMessage, 'rpc-request': RpcRequest, 'rpc-response': RpcResponse,
+  status: StatusMessage,
+  offline: OfflineMessage,
+  desired: DesiredState,
+  uplink: UplinkMessage,
+  'rpc-request': RpcRequest,
+  'rpc-response': RpcResponse,
   'uplink-ack': UplinkAck,
 } as const;
 
@@ -272,7 +400,9 @@ export function decodePayload<T extends z.ZodType>(schema: T, payload: Buffer | 
   if (!r.success) {
     const issue = r.error.issues[0]!;
     const path = formatPath(issue.path);
-    throw new EwError('MQTT_PAYLOAD_INVALID', `payload on ${topic} does not match its schema at ${path || '(root)'}: ${issue.message}`, { path });
+    throw new EwError('MQTT_PAYLOAD_INVALID', `payload on ${topic} does not match its schema at ${path || '(root)'}: ${issue.message}`, {
+      path,
+    });
   }
   return r.data;
 }
@@ -280,7 +410,10 @@ export function decodePayload<T extends z.ZodType>(schema: T, payload: Buffer | 
 /** Bounds of a site's answer to `logs` (docs/operators.md): enforced by the site and by the cloud. */
 export const LOG_LIMITS = { lines: 2000, lineChars: 4096, totalBytes: 384 * 1024 } as const;
 
-export interface LogLine { time: number; line: string }
+export interface LogLine {
+  time: number;
+  line: string;
+}
 
 /**
  * The newest lines that fit LOG_LIMITS, each cut to `lineChars` (marked with `…[cut N chars]`).
@@ -288,13 +421,20 @@ export interface LogLine { time: number; line: string }
  */
 export function boundLogLines(value: unknown, limit: number = LOG_LIMITS.lines): LogLine[] {
   const parsed = z.object({ lines: z.array(z.object({ time: z.number(), line: z.string() })) }).safeParse(value);
-  if (!parsed.success) throw new EwError('MQTT_PAYLOAD_INVALID', `the site's logs answer is malformed at ${formatPath(parsed.error.issues[0]!.path) || '(root)'}`);
+  if (!parsed.success)
+    throw new EwError(
+      'MQTT_PAYLOAD_INVALID',
+      `the site's logs answer is malformed at ${formatPath(parsed.error.issues[0]!.path) || '(root)'}`,
+    );
   const out: LogLine[] = [];
   let bytes = 0;
   const src = parsed.data.lines;
   for (let i = src.length - 1; i >= 0 && out.length < Math.min(limit, LOG_LIMITS.lines); i--) {
     const l = src[i]!;
-    const line = l.line.length > LOG_LIMITS.lineChars ? `${l.line.slice(0, LOG_LIMITS.lineChars)}…[cut ${l.line.length - LOG_LIMITS.lineChars} chars]` : l.line;
+    const line =
+      l.line.length > LOG_LIMITS.lineChars
+        ? `${l.line.slice(0, LOG_LIMITS.lineChars)}…[cut ${l.line.length - LOG_LIMITS.lineChars} chars]`
+        : l.line;
     bytes += Buffer.byteLength(line) + 32;
     if (bytes > LOG_LIMITS.totalBytes) break;
     out.push({ time: l.time, line });

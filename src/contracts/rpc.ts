@@ -23,18 +23,34 @@ const epochMs = () => z.number().int().nonnegative().max(7_258_118_400_000);
 export const RpcLogLine = z.object({ time: z.number(), line: z.string() });
 
 /** A dead letter as it leaves the site: why and how big, never its content. */
-export const RpcDeadLetter = z.object({ id: count(), at: epochMs(), app: safeString(64), stream: safeString(128), reason: z.string().max(2000), payloadBytes: count() });
+export const RpcDeadLetter = z.object({
+  id: count(),
+  at: epochMs(),
+  app: safeString(64),
+  stream: safeString(128),
+  reason: z.string().max(2000),
+  payloadBytes: count(),
+});
 
 /** One row of the site's write audit. `result` is open (a newer agent may add kinds); the site's own filter knows the closed set. */
 export const RpcWriteRow = z.object({
-  id: count(), at: epochMs(), app: safeString(64), rule: safeString(128), target: z.string().max(1000), value: z.string().max(10_000),
-  result: safeString(32), detail: z.string().max(2000).nullable(),
+  id: count(),
+  at: epochMs(),
+  app: safeString(64),
+  rule: safeString(128),
+  target: z.string().max(1000),
+  value: z.string().max(10_000),
+  result: safeString(32),
+  detail: z.string().max(2000).nullable(),
 });
 
 /** A device on the site's broker, as listed (no secret). */
 export const RpcDevice = z.object({
-  id: safeString(64), publish: z.array(z.string().max(256)).max(MAX_GRANTS), subscribe: z.array(z.string().max(256)).max(MAX_GRANTS),
-  createdAt: epochMs(), description: z.string().max(200).optional(),
+  id: safeString(64),
+  publish: z.array(z.string().max(256)).max(MAX_GRANTS),
+  subscribe: z.array(z.string().max(256)).max(MAX_GRANTS),
+  createdAt: epochMs(),
+  description: z.string().max(200).optional(),
 });
 
 const limit = (max: number) => z.number().int().min(1).max(max).optional();
@@ -62,7 +78,12 @@ export const RPC = {
   },
   /** Registers a device; the answer carries its secret, once. The site checks the grants (contracts/devices.ts). */
   'devices.add': {
-    params: z.object({ id: z.string().max(64), publish: z.array(z.string()).max(MAX_GRANTS).optional(), subscribe: z.array(z.string()).max(MAX_GRANTS).optional(), description: z.string().max(200).optional() }),
+    params: z.object({
+      id: z.string().max(64),
+      publish: z.array(z.string()).max(MAX_GRANTS).optional(),
+      subscribe: z.array(z.string()).max(MAX_GRANTS).optional(),
+      description: z.string().max(200).optional(),
+    }),
     result: RpcDevice.extend({ secret: safeString(128), username: safeString(64), clientId: safeString(64) }),
   },
   /** Revokes a device and cuts its live connection. */

@@ -15,10 +15,18 @@ const VALUE_RE = /^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$/;
 export function validateLabels(labels: Labels, where: string): void {
   for (const [k, v] of Object.entries(labels)) {
     if (!KEY_RE.test(k)) {
-      throw new EwError('INVALID_SELECTOR', `label key "${k}" is not valid: use letters, digits, '-', '_', '.', at most 63 characters, starting and ending alphanumeric`, { path: `${where}.${k}` });
+      throw new EwError(
+        'INVALID_SELECTOR',
+        `label key "${k}" is not valid: use letters, digits, '-', '_', '.', at most 63 characters, starting and ending alphanumeric`,
+        { path: `${where}.${k}` },
+      );
     }
     if (typeof v !== 'string' || !VALUE_RE.test(v)) {
-      throw new EwError('INVALID_SELECTOR', `label value for "${k}" is not valid: use letters, digits, '-', '_', '.', at most 63 characters`, { path: `${where}.${k}` });
+      throw new EwError(
+        'INVALID_SELECTOR',
+        `label value for "${k}" is not valid: use letters, digits, '-', '_', '.', at most 63 characters`,
+        { path: `${where}.${k}` },
+      );
     }
   }
 }

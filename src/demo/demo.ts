@@ -26,30 +26,70 @@ import { ensureTemplateAssistant } from '../inference/gguf/tiny-qwen.ts';
  * A demo site runs either one of the partner templates (templates/NAME, pushed the way
  * `edgeweave app push` pushes a bundle) or an app written here.
  */
-interface SiteSpec { name: string; region: string; labels: Record<string, string>; profile: () => Profile; template?: string; app?: Record<string, unknown> }
+interface SiteSpec {
+  name: string;
+  region: string;
+  labels: Record<string, string>;
+  profile: () => Profile;
+  template?: string;
+  app?: Record<string, unknown>;
+}
 
 export const DEMO_SITES: SiteSpec[] = [
-  { name: 'city-hangzhou-01', region: 'cn-east', labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' }, profile: () => trafficProfile(), template: 'smart-city-traffic' },
-  { name: 'factory-ningbo-02', region: 'cn-south', labels: { industry: 'manufacturing', plant: 'ningbo-2' }, profile: () => vibrationProfile(), template: 'predictive-maintenance' },
   {
-    name: 'telco-edge-fra-03', region: 'eu-central', labels: { industry: 'telco', tier: 'far-edge' }, profile: () => cellKpiProfile(),
+    name: 'city-hangzhou-01',
+    region: 'cn-east',
+    labels: { city: 'hangzhou', kind: 'intersection', industry: 'smart-city' },
+    profile: () => trafficProfile(),
+    template: 'smart-city-traffic',
+  },
+  {
+    name: 'factory-ningbo-02',
+    region: 'cn-south',
+    labels: { industry: 'manufacturing', plant: 'ningbo-2' },
+    profile: () => vibrationProfile(),
+    template: 'predictive-maintenance',
+  },
+  {
+    name: 'telco-edge-fra-03',
+    region: 'eu-central',
+    labels: { industry: 'telco', tier: 'far-edge' },
+    profile: () => cellKpiProfile(),
     app: {
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'cell-kpi-watch', version: '1.0.0', description: 'Radio cell load and latency' },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'cell-kpi-watch', version: '1.0.0', description: 'Radio cell load and latency' },
       spec: {
-        streams: [{ name: 'kpi', topic: 'telco/+/kpi', format: 'json', timestamp: 'ts', schema: { cellId: 'string', prbUtil: 'float', activeUes: 'int', throughputMbps: 'float', latencyMs: 'float', ts: 'timestamp' } }],
-        rules: [{
-          name: 'kpi-summary',
-          sql: "SELECT cellId, round(avg(prbUtil), 3) AS prbUtil, round(percentile(latencyMs, 0.95), 2) AS latencyP95, max(activeUes) AS peakUes, CASE WHEN avg(prbUtil) > 0.8 THEN 'hot' ELSE 'ok' END AS load FROM kpi GROUP BY cellId, TUMBLINGWINDOW(ss, 20)",
-          sinks: [{ uplink: 'kpi-summary' }],
-          options: { lateness: 2000 },
-        }],
+        streams: [
+          {
+            name: 'kpi',
+            topic: 'telco/+/kpi',
+            format: 'json',
+            timestamp: 'ts',
+            schema: { cellId: 'string', prbUtil: 'float', activeUes: 'int', throughputMbps: 'float', latencyMs: 'float', ts: 'timestamp' },
+          },
+        ],
+        rules: [
+          {
+            name: 'kpi-summary',
+            sql: "SELECT cellId, round(avg(prbUtil), 3) AS prbUtil, round(percentile(latencyMs, 0.95), 2) AS latencyP95, max(activeUes) AS peakUes, CASE WHEN avg(prbUtil) > 0.8 THEN 'hot' ELSE 'ok' END AS load FROM kpi GROUP BY cellId, TUMBLINGWINDOW(ss, 20)",
+            sinks: [{ uplink: 'kpi-summary' }],
+            options: { lateness: 2000 },
+          },
+        ],
         policy: { egress: { allow: ['kpi-summary'] } },
       },
     },
   },
 ];
 
-interface DemoState { cloudPort: number; mqttPort: number; opcuaPort?: number; modbusPort?: number; sites: Record<string, { apiPort: number; devicePort: number }> }
+interface DemoState {
+  cloudPort: number;
+  mqttPort: number;
+  opcuaPort?: number;
+  modbusPort?: number;
+  sites: Record<string, { apiPort: number; devicePort: number }>;
+}
 
 /**
  * The factory's machine on a PLC: one machine model behind a real OPC UA server and a real Modbus
@@ -57,7 +97,12 @@ interface DemoState { cloudPort: number; mqttPort: number; opcuaPort?: number; m
  * template's PLC variant (edgeweave.plc.yaml) deployed to the factory site then lowers the
  * spindle setpoint until the anomaly score falls.
  */
-const PLC_VARIANT = { template: 'predictive-maintenance', manifest: 'edgeweave.plc.yaml', site: 'factory-ningbo-02', selector: { plant: 'ningbo-2' } };
+const PLC_VARIANT = {
+  template: 'predictive-maintenance',
+  manifest: 'edgeweave.plc.yaml',
+  site: 'factory-ningbo-02',
+  selector: { plant: 'ningbo-2' },
+};
 
 /** True when nothing listens on the port (so the demo can take it). */
 async function portFree(port: number): Promise<boolean> {
@@ -89,7 +134,12 @@ const CHILD = import.meta.url.endsWith('.ts')
   ? ['--import', 'tsx', fileURLToPath(new URL('../cli/main.ts', import.meta.url))]
   : [fileURLToPath(new URL('../cli/main.js', import.meta.url))];
 
-interface Child { name: string; proc: ChildProcess; ready: Promise<Record<string, any>>; exited: Promise<number | string> }
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  ready: Promise<Record<string, any>>;
+  exited: Promise<number | string>;
+}
 
 function launch(name: string, args: string[], logFile: string): Child {
   const proc = spawn(process.execPath, [...CHILD, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
@@ -101,14 +151,22 @@ function launch(name: string, args: string[], logFile: string): Child {
       try {
         const o = JSON.parse(line);
         if (o.event === 'ready') res(o);
-      } catch { /* other output */ }
+      } catch {
+        /* other output */
+      }
     });
-    void exited.then((c) => rej(new EwError('INTERNAL', `${name} exited (${c}) before it was ready; see ${logFile} (a port kept in demo.json may be taken now: run with --fresh to start over)`)));
+    void exited.then((c) =>
+      rej(
+        new EwError(
+          'INTERNAL',
+          `${name} exited (${c}) before it was ready; see ${logFile} (a port kept in demo.json may be taken now: run with --fresh to start over)`,
+        ),
+      ),
+    );
   });
   ready.catch(() => {});
   return { name, proc, ready, exited };
 }
-
 
 export async function runDemo(o: { dataDir: string; port: number; fresh: boolean }): Promise<void> {
   const dir = resolve(o.dataDir);
@@ -177,11 +235,30 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
     await Promise.all([opc.start(), mb.start()]);
     sims.push(opc, mb);
     const wearStart = Date.now();
-    const wear = setInterval(() => { machine.wear = Math.min(0.8, ((Date.now() - wearStart) / 300_000) * 0.8); }, 1000);
+    const wear = setInterval(() => {
+      machine.wear = Math.min(0.8, ((Date.now() - wearStart) / 300_000) * 0.8);
+    }, 1000);
     wear.unref();
 
-    const cloud = launch('cloud', ['cloud', '--data-dir', join(dir, 'cloud'), '--host', '127.0.0.1', '--port', String(state.cloudPort),
-      '--mqtt-host', '127.0.0.1', '--mqtt-port', String(state.mqttPort), '--admin-key-file', keyFile], join(dir, 'logs', 'cloud.log'));
+    const cloud = launch(
+      'cloud',
+      [
+        'cloud',
+        '--data-dir',
+        join(dir, 'cloud'),
+        '--host',
+        '127.0.0.1',
+        '--port',
+        String(state.cloudPort),
+        '--mqtt-host',
+        '127.0.0.1',
+        '--mqtt-port',
+        String(state.mqttPort),
+        '--admin-key-file',
+        keyFile,
+      ],
+      join(dir, 'logs', 'cloud.log'),
+    );
     children.push(cloud);
     const { url } = await cloud.ready;
 
@@ -220,50 +297,90 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
       }
     }
 
-    const sites = await Promise.all(DEMO_SITES.map(async (s) => {
-      const sdir = join(dir, 'sites', s.name);
-      mkdirSync(sdir, { recursive: true, mode: 0o700 });
-      const keyF = join(sdir, 'api.key');
-      if (!existsSync(keyF)) writeFileSync(keyF, newSecret('ewl'), { mode: 0o600 });
-      const args = ['edge', '--data-dir', sdir, '--name', s.name, '--api-port', String(state.sites[s.name]!.apiPort),
-        '--device-host', '127.0.0.1', '--device-port', String(state.sites[s.name]!.devicePort), '--api-key-file', keyF];
-      if (!existsSync(join(sdir, 'credentials.json'))) {
-        const tok = await client.api('POST /api/v1/tokens', { body: { labels: s.labels, region: s.region, description: `demo site ${s.name}` } });
-        // In a 0600 file, not on the command line (where ps shows it); removed once enrolled.
-        const tokFile = join(sdir, 'join.token');
-        writeFileSync(tokFile, tok.token, { mode: 0o600 });
-        args.push('--cloud', url, '--token-file', tokFile);
-      }
-      const child = launch(s.name, args, join(dir, 'logs', `${s.name}.log`));
-      children.push(child);
-      const r = await child.ready;
-      rmSync(join(sdir, 'join.token'), { force: true });
-      // Each simulated device gets its own credentials, granted only its own topic, as real ones should.
-      const creds = await deviceCredentials(new ApiClient({ cloud: r.apiUrl as string, apiKey: readFileSync(keyF, 'utf8').trim() }), s.profile(), join(sdir, 'devices.json'));
-      const sim = new DeviceSimulator({ url: r.deviceUrl, credentials: (d) => ({ username: d, password: creds[d]!, clientId: d }), profile: s.profile(), seed: s.name.length });
-      await sim.start();
-      sims.push(sim);
-      return { name: s.name, siteId: r.siteId as string, region: s.region, labels: s.labels, apiUrl: r.apiUrl as string, deviceUrl: r.deviceUrl as string, simulator: s.profile().name };
-    }));
+    const sites = await Promise.all(
+      DEMO_SITES.map(async (s) => {
+        const sdir = join(dir, 'sites', s.name);
+        mkdirSync(sdir, { recursive: true, mode: 0o700 });
+        const keyF = join(sdir, 'api.key');
+        if (!existsSync(keyF)) writeFileSync(keyF, newSecret('ewl'), { mode: 0o600 });
+        const args = [
+          'edge',
+          '--data-dir',
+          sdir,
+          '--name',
+          s.name,
+          '--api-port',
+          String(state.sites[s.name]!.apiPort),
+          '--device-host',
+          '127.0.0.1',
+          '--device-port',
+          String(state.sites[s.name]!.devicePort),
+          '--api-key-file',
+          keyF,
+        ];
+        if (!existsSync(join(sdir, 'credentials.json'))) {
+          const tok = await client.api('POST /api/v1/tokens', {
+            body: { labels: s.labels, region: s.region, description: `demo site ${s.name}` },
+          });
+          // In a 0600 file, not on the command line (where ps shows it); removed once enrolled.
+          const tokFile = join(sdir, 'join.token');
+          writeFileSync(tokFile, tok.token, { mode: 0o600 });
+          args.push('--cloud', url, '--token-file', tokFile);
+        }
+        const child = launch(s.name, args, join(dir, 'logs', `${s.name}.log`));
+        children.push(child);
+        const r = await child.ready;
+        rmSync(join(sdir, 'join.token'), { force: true });
+        // Each simulated device gets its own credentials, granted only its own topic, as real ones should.
+        const creds = await deviceCredentials(
+          new ApiClient({ cloud: r.apiUrl as string, apiKey: readFileSync(keyF, 'utf8').trim() }),
+          s.profile(),
+          join(sdir, 'devices.json'),
+        );
+        const sim = new DeviceSimulator({
+          url: r.deviceUrl,
+          credentials: (d) => ({ username: d, password: creds[d]!, clientId: d }),
+          profile: s.profile(),
+          seed: s.name.length,
+        });
+        await sim.start();
+        sims.push(sim);
+        return {
+          name: s.name,
+          siteId: r.siteId as string,
+          region: s.region,
+          labels: s.labels,
+          apiUrl: r.apiUrl as string,
+          deviceUrl: r.deviceUrl as string,
+          simulator: s.profile().name,
+        };
+      }),
+    );
 
-    process.stderr.write([
-      '',
-      'Edgeweave demo is running.',
-      '',
-      `  Web console    ${url}/   (sign in with the admin API key)`,
-      `  Cloud API      ${url}   (OpenAPI: ${url}/openapi.json)`,
-      `  Admin API key  ${adminKey}`,
-      '',
-      ...sites.map((s) => `  ${s.name.padEnd(20)} ${s.siteId}  region ${s.region.padEnd(10)} devices ${s.deviceUrl}  (${s.simulator} simulator)`),
-      `  PLC (factory)        OPC UA ${opc.endpoint}  Modbus ${mb.endpoint}  (vibration-guard-plc lowers the setpoint as the bearing wears)`,
-      '',
-      `  Try:  curl -H "authorization: Bearer ${adminKey}" ${url}/api/v1/sites`,
-      `  Logs: ${join(dir, 'logs')}`,
-      '',
-      'Ctrl-C stops everything.',
-      '',
-    ].join('\n'));
-    process.stdout.write(`${JSON.stringify({ event: 'ready', role: 'demo', url, adminKey, sites, plc: { opcua: opc.endpoint, modbus: mb.endpoint } })}\n`);
+    process.stderr.write(
+      [
+        '',
+        'Edgeweave demo is running.',
+        '',
+        `  Web console    ${url}/   (sign in with the admin API key)`,
+        `  Cloud API      ${url}   (OpenAPI: ${url}/openapi.json)`,
+        `  Admin API key  ${adminKey}`,
+        '',
+        ...sites.map(
+          (s) => `  ${s.name.padEnd(20)} ${s.siteId}  region ${s.region.padEnd(10)} devices ${s.deviceUrl}  (${s.simulator} simulator)`,
+        ),
+        `  PLC (factory)        OPC UA ${opc.endpoint}  Modbus ${mb.endpoint}  (vibration-guard-plc lowers the setpoint as the bearing wears)`,
+        '',
+        `  Try:  curl -H "authorization: Bearer ${adminKey}" ${url}/api/v1/sites`,
+        `  Logs: ${join(dir, 'logs')}`,
+        '',
+        'Ctrl-C stops everything.',
+        '',
+      ].join('\n'),
+    );
+    process.stdout.write(
+      `${JSON.stringify({ event: 'ready', role: 'demo', url, adminKey, sites, plc: { opcua: opc.endpoint, modbus: mb.endpoint } })}\n`,
+    );
   } catch (e) {
     process.stderr.write(`demo failed to start: ${(e as Error).message}\n`);
     await stopAll(1);
@@ -286,16 +403,19 @@ export async function runDemo(o: { dataDir: string; port: number; fresh: boolean
  * site's state so a restarted demo reuses them.
  */
 async function deviceCredentials(site: ApiClient, profile: Profile, file: string): Promise<Record<string, string>> {
-  const kept: Record<string, string> = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) as Record<string, string> : {};
+  const kept: Record<string, string> = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
   const registered = new Set((await site.parsed(DeviceList, 'GET', '/api/v1/devices')).items.map((d) => d.id));
   for (const device of profile.devices) {
     if (kept[device] && registered.has(device)) continue;
     if (registered.has(device)) await site.call('DELETE', `/api/v1/devices/${encodeURIComponent(device)}`);
     const topic = profile.reading(device, 0, seeded(1)).topic;
-    const d = await site.parsed(DeviceCreated, 'POST', '/api/v1/devices', { id: device, publish: [topic], description: `${profile.name} simulator` });
+    const d = await site.parsed(DeviceCreated, 'POST', '/api/v1/devices', {
+      id: device,
+      publish: [topic],
+      description: `${profile.name} simulator`,
+    });
     kept[device] = d.secret;
   }
   writeFileSync(file, JSON.stringify(kept), { mode: 0o600 });
   return kept;
 }
-

@@ -32,29 +32,73 @@ export interface AcceleratorSources {
   llamaBuilds: string[];
 }
 
-const CPU_FEATURES = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8', 'amx_bf16', 'neon', 'asimd', 'asimddp', 'sve', 'sve2', 'i8mm', 'bf16'];
+const CPU_FEATURES = [
+  'sse4_2',
+  'avx',
+  'avx2',
+  'fma',
+  'f16c',
+  'avx512f',
+  'avx512bw',
+  'avx512_vnni',
+  'avx512_bf16',
+  'amx_tile',
+  'amx_int8',
+  'amx_bf16',
+  'neon',
+  'asimd',
+  'asimddp',
+  'sve',
+  'sve2',
+  'i8mm',
+  'bf16',
+];
 
 function readOr(file: string): string | undefined {
-  try { return readFileSync(file, 'utf8'); } catch { return undefined; }
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 export function readAcceleratorSources(root = '/', facts: { arch: string; cores: number }): AcceleratorSources {
   const nvDir = join(root, 'proc/driver/nvidia/gpus');
-  const nvidia = existsSync(nvDir) ? readdirSync(nvDir).sort().map((bus) => ({ bus, information: readOr(join(nvDir, bus, 'information')) ?? '' })) : [];
+  const nvidia = existsSync(nvDir)
+    ? readdirSync(nvDir)
+        .sort()
+        .map((bus) => ({ bus, information: readOr(join(nvDir, bus, 'information')) ?? '' }))
+    : [];
   const drmDir = join(root, 'sys/class/drm');
   const drm = existsSync(drmDir)
-    ? readdirSync(drmDir).filter((c) => /^card\d+$/.test(c)).sort().flatMap((card) => {
-      const vendor = readOr(join(drmDir, card, 'device/vendor'))?.trim();
-      const device = readOr(join(drmDir, card, 'device/device'))?.trim();
-      return vendor ? [{ card, vendor, device: device ?? '' }] : [];
-    })
+    ? readdirSync(drmDir)
+        .filter((c) => /^card\d+$/.test(c))
+        .sort()
+        .flatMap((card) => {
+          const vendor = readOr(join(drmDir, card, 'device/vendor'))?.trim();
+          const device = readOr(join(drmDir, card, 'device/device'))?.trim();
+          return vendor ? [{ card, vendor, device: device ?? '' }] : [];
+        })
     : [];
   const onnxBackends = probeOnnxBackends();
   const llamaBuilds: string[] = [];
   for (const b of ['linux-x64', 'linux-x64-cuda', 'linux-x64-vulkan', 'linux-arm64', 'mac-arm64-metal', 'win-x64-cuda', 'win-x64-vulkan']) {
-    try { require.resolve(`@node-llama-cpp/${b}/package.json`); llamaBuilds.push(b); } catch { /* not installed */ }
+    try {
+      require.resolve(`@node-llama-cpp/${b}/package.json`);
+      llamaBuilds.push(b);
+    } catch {
+      /* not installed */
+    }
   }
-  return { ...facts, cpuinfo: readOr(join(root, 'proc/cpuinfo')) ?? '', nvidia, nvidiaDriver: readOr(join(root, 'proc/driver/nvidia/version'))?.match(/Kernel Module\s+([\d.]+)/)?.[1], drm, onnxBackends, llamaBuilds };
+  return {
+    ...facts,
+    cpuinfo: readOr(join(root, 'proc/cpuinfo')) ?? '',
+    nvidia,
+    nvidiaDriver: readOr(join(root, 'proc/driver/nvidia/version'))?.match(/Kernel Module\s+([\d.]+)/)?.[1],
+    drm,
+    onnxBackends,
+    llamaBuilds,
+  };
 }
 
 /**
@@ -66,13 +110,28 @@ let onnxBackendsSeen: { name: string; bundled: boolean }[] | undefined;
 function probeOnnxBackends(): { name: string; bundled: boolean }[] {
   if (onnxBackendsSeen) return onnxBackendsSeen;
   let entry: string;
-  try { entry = require.resolve('onnxruntime-node'); } catch { return (onnxBackendsSeen = []); /* not installed */ }
-  const r = spawnSync(process.execPath, ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(entry)}).listSupportedBackends()))`], {
-    encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, NODE_OPTIONS: '' },
-  });
+  try {
+    entry = require.resolve('onnxruntime-node');
+  } catch {
+    return (onnxBackendsSeen = []); /* not installed */
+  }
+  const r = spawnSync(
+    process.execPath,
+    ['-e', `process.stdout.write(JSON.stringify(require(${JSON.stringify(entry)}).listSupportedBackends()))`],
+    {
+      encoding: 'utf8',
+      timeout: 30_000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env: { ...process.env, NODE_OPTIONS: '' },
+    },
+  );
   try {
     const list = JSON.parse(r.stdout) as unknown;
-    onnxBackendsSeen = Array.isArray(list) ? list.filter((b): b is { name: string; bundled: boolean } => typeof b?.name === 'string').map((b) => ({ name: b.name, bundled: b.bundled === true })) : [];
+    onnxBackendsSeen = Array.isArray(list)
+      ? list
+          .filter((b): b is { name: string; bundled: boolean } => typeof b?.name === 'string')
+          .map((b) => ({ name: b.name, bundled: b.bundled === true }))
+      : [];
   } catch {
     onnxBackendsSeen = []; // the binding does not load on this machine: no ONNX backends to offer
   }
@@ -90,17 +149,27 @@ export function acceleratorInfo(src: AcceleratorSources): AcceleratorInfo {
   const llamaCuda = src.llamaBuilds.some((b) => b.includes('cuda'));
   const llamaVulkan = src.llamaBuilds.some((b) => b.includes('vulkan'));
   const gpus: AcceleratorInfo['gpus'] = src.nvidia.map((g, index) => ({
-    vendor: 'nvidia' as const, index,
+    vendor: 'nvidia' as const,
+    index,
     name: g.information.match(/^Model:\s*(.*)$/m)?.[1]?.trim() ?? 'NVIDIA GPU',
     ...(src.nvidiaDriver ? { driver: src.nvidiaDriver } : {}),
-    usableBy: [...(llamaCuda ? ['node-llama-cpp:cuda'] : []), ...(llamaVulkan ? ['node-llama-cpp:vulkan'] : []), ...(ortCuda ? ['onnxruntime:cuda'] : [])],
+    usableBy: [
+      ...(llamaCuda ? ['node-llama-cpp:cuda'] : []),
+      ...(llamaVulkan ? ['node-llama-cpp:vulkan'] : []),
+      ...(ortCuda ? ['onnxruntime:cuda'] : []),
+    ],
   }));
   // Other vendors' GPUs show up as DRM cards; NVIDIA cards are already listed from their driver.
   let i = 0;
   for (const c of src.drm) {
     const vendor = c.vendor === '0x1002' ? 'amd' : c.vendor === '0x8086' ? 'intel' : c.vendor === '0x10de' ? 'nvidia' : 'other';
     if (vendor === 'nvidia') continue;
-    gpus.push({ vendor, index: i++, name: `${vendor.toUpperCase()} GPU ${c.device}`.trim(), usableBy: llamaVulkan ? ['node-llama-cpp:vulkan'] : [] });
+    gpus.push({
+      vendor,
+      index: i++,
+      name: `${vendor.toUpperCase()} GPU ${c.device}`.trim(),
+      usableBy: llamaVulkan ? ['node-llama-cpp:vulkan'] : [],
+    });
   }
   return {
     cpu: { model: model.slice(0, 256), arch: src.arch, cores: src.cores, features },

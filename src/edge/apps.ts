@@ -3,7 +3,10 @@ import { isEwError } from '../contracts/errors.ts';
 import type { Logger } from '../lib/logger.ts';
 import type { AppComponent } from '../contracts/app-component.ts';
 
-export interface ApplyResult { generation: number; error?: string }
+export interface ApplyResult {
+  generation: number;
+  error?: string;
+}
 
 /**
  * Applies a desired state: the diff against what runs decides which apps start, update in place
@@ -48,9 +51,14 @@ export class AppSupervisor {
   async apply(generation: number, apps: readonly DesiredApp[]): Promise<ApplyResult> {
     const next = new Map(apps.map((a) => [a.name, a]));
     const errors: AppError[] = [];
-    const failed = (app: DesiredApp, c: AppComponent, what: string, e: unknown) => errors.push({
-      app: app.name, version: app.version, component: c.name, code: isEwError(e) ? e.code : 'INTERNAL', message: `${c.name} failed to ${what}: ${(e as Error).message}`,
-    });
+    const failed = (app: DesiredApp, c: AppComponent, what: string, e: unknown) =>
+      errors.push({
+        app: app.name,
+        version: app.version,
+        component: c.name,
+        code: isEwError(e) ? e.code : 'INTERNAL',
+        message: `${c.name} failed to ${what}: ${(e as Error).message}`,
+      });
     const step = async (what: string, app: DesiredApp, fn: (c: AppComponent) => Promise<void>) => {
       for (const c of this.components) {
         try {
@@ -70,13 +78,21 @@ export class AppSupervisor {
       const cur = this.runningApps.get(name);
       if (!cur) {
         for (const c of this.components) {
-          try { c.prepare?.(app); } catch (e) { failed(app, c, 'prepare', e); }
+          try {
+            c.prepare?.(app);
+          } catch (e) {
+            failed(app, c, 'prepare', e);
+          }
         }
         await step('start', app, (c) => c.start(app));
         this.log.info({ app: name, version: app.version, generation }, 'app started');
       } else if (cur.version !== app.version || cur.deploymentId !== app.deploymentId) {
         for (const c of this.components) {
-          try { c.prepareUpdate?.(cur, app); } catch (e) { failed(app, c, 'prepare', e); }
+          try {
+            c.prepareUpdate?.(cur, app);
+          } catch (e) {
+            failed(app, c, 'prepare', e);
+          }
         }
         await step('update', app, (c) => c.update(cur, app));
         this.log.info({ app: name, from: cur.version, to: app.version, generation }, 'app updated');

@@ -19,7 +19,9 @@ function memorySource(blobs: Map<string, Buffer>) {
   let cutAfter: number | undefined;
   const src: ArtifactSource & { calls: typeof calls; cut(n: number): void } = {
     calls,
-    cut(n) { cutAfter = n; },
+    cut(n) {
+      cutAfter = n;
+    },
     async fetch(s, offset) {
       calls.push({ sha: s, offset });
       const b = blobs.get(s);
@@ -32,7 +34,10 @@ function memorySource(blobs: Map<string, Buffer>) {
         let sent = false;
         const body = new Readable({
           read() {
-            if (!sent) { sent = true; this.push(rest.subarray(0, n)); } else this.destroy(new Error('connection reset'));
+            if (!sent) {
+              sent = true;
+              this.push(rest.subarray(0, n));
+            } else this.destroy(new Error('connection reset'));
           },
         });
         return { body, total: b.length };
@@ -46,11 +51,18 @@ function memorySource(blobs: Map<string, Buffer>) {
 describe('ArtifactCache', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ew-cache-'));
   const db = openEdgeDb(dir);
-  after(() => { db.close(); rmSync(dir, { recursive: true, force: true }); });
+  after(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const a = Buffer.alloc(3000, 1);
   const b = Buffer.alloc(3000, 2);
   const c = Buffer.alloc(3000, 3);
-  const blobs = new Map([[sha(a), a], [sha(b), b], [sha(c), c]]);
+  const blobs = new Map([
+    [sha(a), a],
+    [sha(b), b],
+    [sha(c), c],
+  ]);
   const src = memorySource(blobs);
   const clock = new ManualClock(1);
   const cache = new ArtifactCache(db, join(dir, 'models'), 7000, src, clock, silentLogger());
@@ -60,7 +72,7 @@ describe('ArtifactCache', () => {
     const file = await cache.ensure(sha(a), (r) => progress.push(r));
     assert.ok(readFileSync(file).equals(a));
     assert.equal(progress.at(-1), 3000);
-    assert.equal((await cache.ensure(sha(a))), file, 'cached: no second download');
+    assert.equal(await cache.ensure(sha(a)), file, 'cached: no second download');
     assert.equal(src.calls.filter((x) => x.sha === sha(a)).length, 1);
   });
 
@@ -70,7 +82,10 @@ describe('ArtifactCache', () => {
     const file = await cache.ensure(sha(b));
     assert.ok(readFileSync(file).equals(b));
     const calls = src.calls.filter((x) => x.sha === sha(b));
-    assert.deepEqual(calls.map((x) => x.offset), [0, 1000]);
+    assert.deepEqual(
+      calls.map((x) => x.offset),
+      [0, 1000],
+    );
   });
 
   it('refuses a file whose bytes do not match its sha256, and deletes it', async () => {

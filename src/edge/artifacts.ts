@@ -30,7 +30,9 @@ export function cloudArtifactSource(cloudUrl: string, siteId: string, secret: st
     async fetch(sha, offset) {
       let res: Response;
       try {
-        res = await fetchImpl(new URL(`/api/v1/artifacts/${sha}`, cloudUrl), { headers: { authorization: auth, ...(offset > 0 ? { range: `bytes=${offset}-` } : {}) } });
+        res = await fetchImpl(new URL(`/api/v1/artifacts/${sha}`, cloudUrl), {
+          headers: { authorization: auth, ...(offset > 0 ? { range: `bytes=${offset}-` } : {}) },
+        });
       } catch (e) {
         throw new EwError('CLOUD_UNREACHABLE', `cannot reach the cloud for artifact ${sha}: ${(e as Error).message}`, { cause: e });
       }
@@ -73,19 +75,29 @@ export class ArtifactCache {
     private readonly log: Logger,
   ) {
     privateDir(dir);
-    this.touch = db.prepare('INSERT INTO artifacts (sha256, size, last_used) VALUES (?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET last_used = excluded.last_used, size = excluded.size');
+    this.touch = db.prepare(
+      'INSERT INTO artifacts (sha256, size, last_used) VALUES (?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET last_used = excluded.last_used, size = excluded.size',
+    );
   }
 
   /** Marks a file as used by a loaded model (never evicted until released). */
-  acquire(sha: string): void { this.inUse.set(sha, (this.inUse.get(sha) ?? 0) + 1); }
+  acquire(sha: string): void {
+    this.inUse.set(sha, (this.inUse.get(sha) ?? 0) + 1);
+  }
   release(sha: string): void {
     const n = (this.inUse.get(sha) ?? 1) - 1;
-    if (n <= 0) this.inUse.delete(sha); else this.inUse.set(sha, n);
+    if (n <= 0) this.inUse.delete(sha);
+    else this.inUse.set(sha, n);
   }
 
   cached(): { sha256: string; size: number; lastUsed: number; inUse: boolean }[] {
-    return (this.db.prepare('SELECT sha256, size, last_used AS lastUsed FROM artifacts ORDER BY last_used DESC').all() as { sha256: string; size: number; lastUsed: number }[])
-      .map((r) => ({ ...r, inUse: this.inUse.has(r.sha256) }));
+    return (
+      this.db.prepare('SELECT sha256, size, last_used AS lastUsed FROM artifacts ORDER BY last_used DESC').all() as {
+        sha256: string;
+        size: number;
+        lastUsed: number;
+      }[]
+    ).map((r) => ({ ...r, inUse: this.inUse.has(r.sha256) }));
   }
 
   /** Full sha256 checks of cached files (a restart with unchanged files does none). */
@@ -111,7 +123,9 @@ export class ArtifactCache {
       // A restart does not re-hash an unchanged file (minutes for a large model): the full check
       // left a marker of the file as it was then (size, inode, mtime, ctime — ctime moves on any
       // write, and cannot be set back); a file that differs in any of them is hashed again.
-      const stored = (this.db.prepare('SELECT verified FROM artifacts WHERE sha256 = ?').get(sha) as { verified: string | null } | undefined)?.verified;
+      const stored = (
+        this.db.prepare('SELECT verified FROM artifacts WHERE sha256 = ?').get(sha) as { verified: string | null } | undefined
+      )?.verified;
       if (stored && stored === verifiedMarker(file)) {
         this.touch.run(sha, statSync(file).size, this.clock.now());
         return file;
@@ -148,7 +162,8 @@ export class ArtifactCache {
         break;
       } catch (e) {
         if (e instanceof EwError && e.code === 'ARTIFACT_NOT_FOUND') throw e;
-        if (attempt >= 4) throw new EwError('CLOUD_UNREACHABLE', `downloading ${sha} failed ${attempt + 1} times: ${(e as Error).message}`, { cause: e });
+        if (attempt >= 4)
+          throw new EwError('CLOUD_UNREACHABLE', `downloading ${sha} failed ${attempt + 1} times: ${(e as Error).message}`, { cause: e });
         this.log.warn({ sha256: sha, err: (e as Error).message, attempt }, 'model download interrupted; resuming');
         await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
       }
@@ -156,7 +171,9 @@ export class ArtifactCache {
     const got = await sha256File(partial);
     if (got !== sha) {
       rmSync(partial, { force: true });
-      throw new EwError('ARTIFACT_DIGEST_MISMATCH', `the downloaded model hashes to ${got}, not ${sha}; it was deleted and is not loaded`, { path: 'sha256' });
+      throw new EwError('ARTIFACT_DIGEST_MISMATCH', `the downloaded model hashes to ${got}, not ${sha}; it was deleted and is not loaded`, {
+        path: 'sha256',
+      });
     }
     renameSync(partial, file);
     this.touch.run(sha, statSync(file).size, this.clock.now());
@@ -177,6 +194,7 @@ export class ArtifactCache {
       total -= r.size;
       this.log.info({ sha256: r.sha256, size: r.size }, 'model evicted from the cache (disk budget)');
     }
-    if (total > this.budgetBytes) this.log.warn({ total, budget: this.budgetBytes }, 'model cache over budget: every remaining file is in use');
+    if (total > this.budgetBytes)
+      this.log.warn({ total, budget: this.budgetBytes }, 'model cache over budget: every remaining file is in use');
   }
 }

@@ -6,37 +6,72 @@ import { ManualClock } from '../lib/clock.ts';
 /** A seeded random source in [0, 1). */
 function seeded(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296);
+  return () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
 }
 
 describe('reconnect back-off with full jitter (pure, fake clock)', () => {
   const o = { baseMs: 1000, capMs: 30_000 };
 
   it('draws uniformly from [0, min(cap, base·2^n)): the window doubles per failure up to the cap', () => {
-    assert.equal(fullJitterDelay(0, o, () => 0), 0);
-    assert.equal(fullJitterDelay(0, o, () => 0.999999), 999);
-    assert.equal(fullJitterDelay(3, o, () => 0.5), 4000);
-    assert.equal(fullJitterDelay(4, o, () => 0.999999), 15_999);
-    assert.equal(fullJitterDelay(5, o, () => 0.999999), 29_999, 'capped at 30 s');
-    assert.equal(fullJitterDelay(500, o, () => 0.999999), 29_999, 'no overflow for long outages');
+    assert.equal(
+      fullJitterDelay(0, o, () => 0),
+      0,
+    );
+    assert.equal(
+      fullJitterDelay(0, o, () => 0.999999),
+      999,
+    );
+    assert.equal(
+      fullJitterDelay(3, o, () => 0.5),
+      4000,
+    );
+    assert.equal(
+      fullJitterDelay(4, o, () => 0.999999),
+      15_999,
+    );
+    assert.equal(
+      fullJitterDelay(5, o, () => 0.999999),
+      29_999,
+      'capped at 30 s',
+    );
+    assert.equal(
+      fullJitterDelay(500, o, () => 0.999999),
+      29_999,
+      'no overflow for long outages',
+    );
   });
 
   it('runs the reconnect on the injected clock after the drawn delay, and starts over after a success', () => {
     const clock = new ManualClock(0);
     const b = new Backoff(clock, o, () => 0.5);
     let runs = 0;
-    assert.equal(b.schedule(() => runs++), 500);
+    assert.equal(
+      b.schedule(() => runs++),
+      500,
+    );
     clock.advance(499);
     assert.equal(runs, 0);
     clock.advance(1);
     assert.equal(runs, 1);
-    assert.equal(b.schedule(() => runs++), 1000, 'second failure: window 2 s');
-    assert.equal(b.schedule(() => runs++), 2000, 'a new schedule replaces the pending one');
+    assert.equal(
+      b.schedule(() => runs++),
+      1000,
+      'second failure: window 2 s',
+    );
+    assert.equal(
+      b.schedule(() => runs++),
+      2000,
+      'a new schedule replaces the pending one',
+    );
     clock.advance(10_000);
     assert.equal(runs, 2, 'the replaced timer never fired');
     assert.equal(b.failures, 3);
     b.reset();
-    assert.equal(b.schedule(() => runs++), 500, 'after a success the window is the base again');
+    assert.equal(
+      b.schedule(() => runs++),
+      500,
+      'after a success the window is the base again',
+    );
     b.stop();
     clock.advance(10_000);
     assert.equal(runs, 2, 'stopped: no reconnect');

@@ -28,7 +28,11 @@ export function fullJitterDelay(attempt: number, o: BackoffOptions, random: () =
 export class Backoff {
   private attempt = 0;
   private cancel?: () => void;
-  constructor(private readonly clock: Clock, private readonly o: BackoffOptions, private readonly random: () => number = Math.random) {
+  constructor(
+    private readonly clock: Clock,
+    private readonly o: BackoffOptions,
+    private readonly random: () => number = Math.random,
+  ) {
     if (!(o.baseMs > 0) || !(o.capMs >= o.baseMs)) throw new RangeError('backoff needs 0 < baseMs <= capMs');
   }
 
@@ -41,7 +45,10 @@ export class Backoff {
   schedule(fn: () => void): number {
     this.cancel?.();
     const delay = fullJitterDelay(this.attempt++, this.o, this.random);
-    this.cancel = this.clock.setTimer(delay, () => { this.cancel = undefined; fn(); });
+    this.cancel = this.clock.setTimer(delay, () => {
+      this.cancel = undefined;
+      fn();
+    });
     return delay;
   }
 

@@ -11,7 +11,12 @@ import type { MqttLimits } from '../lib/mqtt-guard.ts';
  * Precedence: flag > environment > file > default. The join token is not here: it comes from
  * EW_JOIN_TOKEN or --token-file only (src/cli/main.ts), never from a flag or a file of options.
  */
-const port = () => z.number({ error: 'a port number 0-65535 (0 picks a free one)' }).int().min(0, 'a port number 0-65535 (0 picks a free one)').max(65535, 'a port number 0-65535 (0 picks a free one)');
+const port = () =>
+  z
+    .number({ error: 'a port number 0-65535 (0 picks a free one)' })
+    .int()
+    .min(0, 'a port number 0-65535 (0 picks a free one)')
+    .max(65535, 'a port number 0-65535 (0 picks a free one)');
 const positive = () => z.number({ error: 'a positive number' }).positive('a positive number');
 const whole = () => z.number({ error: 'a positive whole number' }).int('a positive whole number').positive('a positive whole number');
 const text = z.string().min(1, 'must not be empty');
@@ -29,7 +34,7 @@ export const edgeOptions = defineOptions({
   schema: z.strictObject({
     dataDir: text.describe('site state directory (SQLite, credentials, model cache)'),
     cloudUrl: z.url().optional().describe('cloud HTTP URL (first start only)'),
-    caFile: text.optional().describe('first start only: a CA certificate (PEM) to trust for the cloud\'s https/mqtts'),
+    caFile: text.optional().describe("first start only: a CA certificate (PEM) to trust for the cloud's https/mqtts"),
     name: text.optional().describe('site name shown in the console'),
     apiHost: text.default('127.0.0.1').describe('local API bind address'),
     apiPort: port().default(8081).describe('local API port (0 picks a free one)'),
@@ -40,23 +45,57 @@ export const edgeOptions = defineOptions({
     deviceBroker: z.url().optional().describe('read device data from an existing broker (mqtt://host:port) instead of the embedded one'),
     deviceBrokerUsername: text.optional().describe('username on that broker'),
     deviceBrokerPassword: text.optional().describe('password on that broker'),
-    deviceBrokerMqttVersion: z.union([z.literal(4), z.literal(5)], { error: 'MQTT version 4 or 5' }).default(4)
-      .describe('MQTT version towards that broker: 5 passes MQTT 5 devices\' user properties and message expiry to streams'),
+    deviceBrokerMqttVersion: z
+      .union([z.literal(4), z.literal(5)], { error: 'MQTT version 4 or 5' })
+      .default(4)
+      .describe("MQTT version towards that broker: 5 passes MQTT 5 devices' user properties and message expiry to streams"),
     apiKeyFile: text.optional().describe('file with the local API key (else one is generated and shown once)'),
-    devicePasswordFile: text.optional().describe('opt in to a shared device password (username "device", every topic) and take it from this file'),
-    deviceSharedPassword: z.boolean().default(false).describe('opt in to a shared device password, generated and shown once (off: devices get their own credentials with `edgeweave devices add`)'),
-    modelCacheBytes: whole().default(10 * 1024 ** 3).describe('disk budget of the model cache, e.g. 10G, 500M'),
+    devicePasswordFile: text
+      .optional()
+      .describe('opt in to a shared device password (username "device", every topic) and take it from this file'),
+    deviceSharedPassword: z
+      .boolean()
+      .default(false)
+      .describe(
+        'opt in to a shared device password, generated and shown once (off: devices get their own credentials with `edgeweave devices add`)',
+      ),
+    modelCacheBytes: whole()
+      .default(10 * 1024 ** 3)
+      .describe('disk budget of the model cache, e.g. 10G, 500M'),
     outboxMax: whole().default(100_000).describe('most uplink messages kept while the cloud is unreachable'),
-    outboxOverflow: z.enum(['drop-oldest', 'reject-new']).default('drop-oldest').describe('when the outbox is full: drop-oldest or reject-new'),
-    heartbeatIntervalS: z.number().min(HEARTBEAT_INTERVAL_S.min, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`).max(HEARTBEAT_INTERVAL_S.max, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`)
-      .optional().describe(`override the heartbeat interval the cloud gave at enrollment (s, ${HEARTBEAT_INTERVAL_S.min}-${HEARTBEAT_INTERVAL_S.max})`),
-    cloudKeepaliveS: positive().default(10).describe('MQTT keepalive to the cloud (s): a silent partition is noticed within about 1.5x this'),
-    checkpointIntervalMs: positive().default(1000).describe('how often a windowed rule checkpoints its state (ms): a crash replays at most this much'),
-    journalMax: whole().default(1_000_000).describe('most acknowledged device records waiting for their rules; past it device acknowledgements are withheld'),
+    outboxOverflow: z
+      .enum(['drop-oldest', 'reject-new'])
+      .default('drop-oldest')
+      .describe('when the outbox is full: drop-oldest or reject-new'),
+    heartbeatIntervalS: z
+      .number()
+      .min(HEARTBEAT_INTERVAL_S.min, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`)
+      .max(HEARTBEAT_INTERVAL_S.max, `must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds`)
+      .optional()
+      .describe(
+        `override the heartbeat interval the cloud gave at enrollment (s, ${HEARTBEAT_INTERVAL_S.min}-${HEARTBEAT_INTERVAL_S.max})`,
+      ),
+    cloudKeepaliveS: positive()
+      .default(10)
+      .describe('MQTT keepalive to the cloud (s): a silent partition is noticed within about 1.5x this'),
+    checkpointIntervalMs: positive()
+      .default(1000)
+      .describe('how often a windowed rule checkpoints its state (ms): a crash replays at most this much'),
+    journalMax: whole()
+      .default(1_000_000)
+      .describe('most acknowledged device records waiting for their rules; past it device acknowledgements are withheld'),
     // A spec string is parsed at start by parseMqttLimits, which names the flag; an object comes from code.
-    deviceLimits: z.union([z.string(), z.record(z.string(), z.number())]).default('').describe('device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)'),
+    deviceLimits: z
+      .union([z.string(), z.record(z.string(), z.number())])
+      .default('')
+      .describe('device broker bounds, e.g. maxPacketBytes=262144 (see docs/operators.md)'),
     httpIdleTimeoutS: positive().default(120).describe('close a local API connection on which nothing moves for this long (s)'),
-    uplinkAllow: z.array(EgressGrant).default([]).describe('result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps\' egress policies grant (comma-separated)'),
+    uplinkAllow: z
+      .array(EgressGrant)
+      .default([])
+      .describe(
+        "result streams local programs may send up via POST /api/v1/uplink/{stream} besides those the apps' egress policies grant (comma-separated)",
+      ),
   }),
   options: {
     dataDir: { flag: '--data-dir', arg: '<dir>', defaultLabel: 'required' },
@@ -73,7 +112,11 @@ export const edgeOptions = defineOptions({
     // Named before these variables were per command; kept so existing sites keep working.
     deviceBrokerUsername: { flag: '--device-broker-username', arg: '<name>', env: 'EW_DEVICE_BROKER_USERNAME' },
     deviceBrokerPassword: { flag: '--device-broker-password', arg: '<secret>', env: 'EW_DEVICE_BROKER_PASSWORD', secret: true },
-    deviceBrokerMqttVersion: { flag: '--device-broker-mqtt-version', arg: '<version>', fromText: (v) => (/^\d+$/.test(v.trim()) ? Number(v) : v) },
+    deviceBrokerMqttVersion: {
+      flag: '--device-broker-mqtt-version',
+      arg: '<version>',
+      fromText: (v) => (/^\d+$/.test(v.trim()) ? Number(v) : v),
+    },
     apiKeyFile: { flag: '--api-key-file', arg: '<file>', defaultLabel: 'generated' },
     devicePasswordFile: { flag: '--device-password-file', arg: '<file>', defaultLabel: 'off' },
     deviceSharedPassword: { flag: '--device-shared-password' },
@@ -86,7 +129,16 @@ export const edgeOptions = defineOptions({
     journalMax: { flag: '--journal-max', arg: '<n>' },
     deviceLimits: { flag: '--device-mqtt-limits', arg: '<spec>', defaultLabel: 'see Limits' },
     httpIdleTimeoutS: { flag: '--http-idle-timeout', arg: '<s>' },
-    uplinkAllow: { flag: '--uplink-allow', arg: '<streams>', fromText: (v) => v.split(',').map((x) => x.trim()).filter(Boolean), defaultLabel: 'none' },
+    uplinkAllow: {
+      flag: '--uplink-allow',
+      arg: '<streams>',
+      fromText: (v) =>
+        v
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean),
+      defaultLabel: 'none',
+    },
   },
 });
 
@@ -110,5 +162,12 @@ export async function edgeLimits(o: Pick<EdgeOptions, 'deviceLimits'>): Promise<
   // Loaded here, not at the top: the CLI reads this table to build its options.
   const { parseMqttLimits } = await import('../lib/mqtt-guard.ts');
   // An object (from code or a config file) is checked by the same parser as the flag's spec.
-  return parseMqttLimits(typeof o.deviceLimits === 'string' ? o.deviceLimits : Object.entries(o.deviceLimits).map(([k, v]) => `${k}=${v}`).join(','), '--device-mqtt-limits');
+  return parseMqttLimits(
+    typeof o.deviceLimits === 'string'
+      ? o.deviceLimits
+      : Object.entries(o.deviceLimits)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(','),
+    '--device-mqtt-limits',
+  );
 }

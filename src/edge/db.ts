@@ -32,7 +32,8 @@ const MIGRATIONS: string[] = [
    ALTER TABLE artifacts ADD COLUMN verified TEXT;`,
 ];
 
-const doctorHint = (dataDir: string) => `run \`edgeweave edge doctor --data-dir ${dataDir}\` to check it and salvage what can be read (--salvage)`;
+const doctorHint = (dataDir: string) =>
+  `run \`edgeweave edge doctor --data-dir ${dataDir}\` to check it and salvage what can be read (--salvage)`;
 
 /**
  * Opens the site's database, refusing loudly (DATA_DIR_INVALID, exit 2) rather than starting as
@@ -49,27 +50,44 @@ export function openEdgeDb(dataDir: string, opts: { check?: boolean } = {}): Edg
     const size = existsSync(file) ? statSync(file).size : -1;
     const wal = existsSync(`${file}-wal`) ? statSync(`${file}-wal`).size : 0;
     if (size <= 0 && wal === 0) {
-      throw new EwError('DATA_DIR_INVALID', `${file} is ${size < 0 ? 'missing' : 'empty (0 bytes)'} but ${dataDir} holds this site's credentials: its outbox, journal and desired state are gone. The agent will not start as a new site over a lost backlog. Restore edge.db from a backup; or, to go on with an empty backlog, ${doctorHint(dataDir)}`, { path: file });
+      throw new EwError(
+        'DATA_DIR_INVALID',
+        `${file} is ${size < 0 ? 'missing' : 'empty (0 bytes)'} but ${dataDir} holds this site's credentials: its outbox, journal and desired state are gone. The agent will not start as a new site over a lost backlog. Restore edge.db from a backup; or, to go on with an empty backlog, ${doctorHint(dataDir)}`,
+        { path: file },
+      );
     }
   }
   try {
     privateFiles(...sqliteFiles(file));
   } catch (e) {
     // A read-only file system (or an immutable file) refuses the chmod first: say what to do.
-    throw new EwError('DATA_DIR_INVALID', `${(e as Error).message}; if the file or its disk is read-only, make it writable; ${doctorHint(dataDir)}`, { cause: e, path: file });
+    throw new EwError(
+      'DATA_DIR_INVALID',
+      `${(e as Error).message}; if the file or its disk is read-only, make it writable; ${doctorHint(dataDir)}`,
+      { cause: e, path: file },
+    );
   }
   let db: EdgeDb;
   try {
     db = new Database(file);
   } catch (e) {
-    throw new EwError('DATA_DIR_INVALID', `cannot open the site database ${file}: ${(e as Error).message}; check the directory's permissions and free space`, { cause: e, path: file });
+    throw new EwError(
+      'DATA_DIR_INVALID',
+      `cannot open the site database ${file}: ${(e as Error).message}; check the directory's permissions and free space`,
+      { cause: e, path: file },
+    );
   }
   try {
     if (check) {
       // A damaged page is found now, not by the first query that happens to touch it.
       const rows = db.pragma('quick_check(20)', { simple: false }) as { quick_check: string }[];
       const problems = rows.map((r) => r.quick_check).filter((x) => x !== 'ok');
-      if (problems.length) throw new EwError('DATA_DIR_INVALID', `${file} is damaged (PRAGMA quick_check: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}); ${doctorHint(dataDir)}`, { path: file });
+      if (problems.length)
+        throw new EwError(
+          'DATA_DIR_INVALID',
+          `${file} is damaged (PRAGMA quick_check: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? '; …' : ''}); ${doctorHint(dataDir)}`,
+          { path: file },
+        );
     }
     db.pragma('journal_mode = WAL');
     // The WAL files are created with the database's mode: 0600 from here on.
@@ -85,7 +103,11 @@ export function openEdgeDb(dataDir: string, opts: { check?: boolean } = {}): Edg
     }
     // A read-only or full disk is found at start, where it can be fixed, not at the first
     // device record (whose acknowledgement it would then withhold).
-    if (check) db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run('agent.lastOpen', String(Date.now()));
+    if (check)
+      db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(
+        'agent.lastOpen',
+        String(Date.now()),
+      );
   } catch (e) {
     db.close();
     if (e instanceof EwError) throw e;
@@ -100,7 +122,8 @@ export function describeStorageError(e: unknown): string {
   const msg = (e as Error).message;
   if (code === 'SQLITE_NOTADB') return `not a SQLite database (${msg})`;
   if (code.startsWith('SQLITE_CORRUPT')) return `damaged (${msg})`;
-  if (code.startsWith('SQLITE_READONLY') || code === 'SQLITE_PERM') return `cannot be written: the file or its disk is read-only (${msg}); make it writable`;
+  if (code.startsWith('SQLITE_READONLY') || code === 'SQLITE_PERM')
+    return `cannot be written: the file or its disk is read-only (${msg}); make it writable`;
   if (code === 'SQLITE_FULL') return `the disk is full (${msg}); free space on it`;
   if (code.startsWith('SQLITE_IOERR')) return `a disk I/O error (${msg}); check the disk (full, failing, or a file-size limit)`;
   return msg;

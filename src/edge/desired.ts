@@ -15,17 +15,25 @@ import type { AppSupervisor } from './apps.ts';
 export class DesiredStateHandler {
   private applying: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly d: {
-    db: EdgeDb; siteId: string; clock: Clock; log: Logger; supervisor: AppSupervisor;
-    /** Malformed desired-state messages (acknowledged, counted, logged). */
-    invalid: Counter;
-    /** After each apply: the status goes up at once, not at the next heartbeat. */
-    onApplied: () => void;
-  }) {}
+  constructor(
+    private readonly d: {
+      db: EdgeDb;
+      siteId: string;
+      clock: Clock;
+      log: Logger;
+      supervisor: AppSupervisor;
+      /** Malformed desired-state messages (acknowledged, counted, logged). */
+      invalid: Counter;
+      /** After each apply: the status goes up at once, not at the next heartbeat. */
+      onApplied: () => void;
+    },
+  ) {}
 
   /** Applies the state stored by an earlier run, if any (before anything else is accepted). */
   async resume(): Promise<void> {
-    const stored = this.d.db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as { generation: number; body: string } | undefined;
+    const stored = this.d.db.prepare('SELECT generation, body FROM desired WHERE id = 1').get() as
+      | { generation: number; body: string }
+      | undefined;
     if (!stored) return;
     const s = JSON.parse(stored.body) as DesiredState;
     await this.d.supervisor.apply(s.body.generation, s.body.apps);
@@ -46,8 +54,9 @@ export class DesiredStateHandler {
     }
     const cur = (db.prepare('SELECT generation FROM desired WHERE id = 1').get() as { generation: number } | undefined)?.generation ?? 0;
     if (s.body.generation <= cur || s.body.siteId !== siteId) return;
-    db.prepare('INSERT INTO desired (id, generation, body, received_at) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, body = excluded.body, received_at = excluded.received_at')
-      .run(s.body.generation, payload.toString('utf8'), clock.now());
+    db.prepare(
+      'INSERT INTO desired (id, generation, body, received_at) VALUES (1, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET generation = excluded.generation, body = excluded.body, received_at = excluded.received_at',
+    ).run(s.body.generation, payload.toString('utf8'), clock.now());
     this.applying = this.applying.then(async () => {
       const r = await supervisor.apply(s.body.generation, s.body.apps);
       log.info({ generation: r.generation, apps: s.body.apps.length, error: r.error }, 'desired state applied');

@@ -18,7 +18,12 @@ export interface DeviceAdmin {
 }
 
 export function registryOf(a: DeviceAdmin): DeviceRegistry {
-  if (!a.registry) throw new EwError('CONFIG_INVALID', 'this site reads its devices from an external broker (--device-broker): device credentials and ACLs are that broker\'s to manage', { path: 'devices' });
+  if (!a.registry)
+    throw new EwError(
+      'CONFIG_INVALID',
+      "this site reads its devices from an external broker (--device-broker): device credentials and ACLs are that broker's to manage",
+      { path: 'devices' },
+    );
   return a.registry;
 }
 
@@ -36,15 +41,33 @@ export function revokeDevice(a: DeviceAdmin, id: string): void {
 
 export function registerDeviceRoutes(app: FastifyInstance, a: DeviceAdmin): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
-  r.get('/api/v1/devices', { schema: { querystring: z.object({ after: z.string().max(64).optional(), limit: z.coerce.number().int().min(1).max(1000).optional() }) } },
-    async (req) => registryOf(a).list(req.query));
-  r.post('/api/v1/devices', {
-    schema: { body: z.object({ id: z.string(), publish: z.array(z.string()).optional(), subscribe: z.array(z.string()).optional(), description: z.string().optional() }) },
-  }, async (req, reply) => {
-    const d = addDevice(a, req.body);
-    void reply.status(201);
-    return d;
-  });
+  r.get(
+    '/api/v1/devices',
+    {
+      schema: {
+        querystring: z.object({ after: z.string().max(64).optional(), limit: z.coerce.number().int().min(1).max(1000).optional() }),
+      },
+    },
+    async (req) => registryOf(a).list(req.query),
+  );
+  r.post(
+    '/api/v1/devices',
+    {
+      schema: {
+        body: z.object({
+          id: z.string(),
+          publish: z.array(z.string()).optional(),
+          subscribe: z.array(z.string()).optional(),
+          description: z.string().optional(),
+        }),
+      },
+    },
+    async (req, reply) => {
+      const d = addDevice(a, req.body);
+      void reply.status(201);
+      return d;
+    },
+  );
   r.delete('/api/v1/devices/:id', { schema: { params: z.object({ id: z.string() }) } }, async (req, reply) => {
     revokeDevice(a, req.params.id);
     void reply.status(204);

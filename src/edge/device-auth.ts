@@ -76,7 +76,11 @@ export type AuthResult = { ok: true; who: DeviceIdentity } | { ok: false; reason
 
 export class DeviceRegistry {
   private readonly get: Statement;
-  constructor(private readonly db: EdgeDb, private readonly clock: Clock, private readonly sharedHash: () => string | undefined) {
+  constructor(
+    private readonly db: EdgeDb,
+    private readonly clock: Clock,
+    private readonly sharedHash: () => string | undefined,
+  ) {
     // Its own table, created here: the device registry is one self-contained module.
     db.exec(`CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, publish TEXT NOT NULL, subscribe TEXT NOT NULL,
       description TEXT, created_at INTEGER NOT NULL)`);
@@ -89,10 +93,15 @@ export class DeviceRegistry {
     const secret = newSecret('ewd');
     const now = this.clock.now();
     this.db.transaction(() => {
-      if (this.get.get(id)) throw new EwError('DEVICE_EXISTS', `device "${id}" is already registered on this site; revoke it first to issue new credentials`, { path: 'id' });
+      if (this.get.get(id))
+        throw new EwError('DEVICE_EXISTS', `device "${id}" is already registered on this site; revoke it first to issue new credentials`, {
+          path: 'id',
+        });
       const n = (this.db.prepare('SELECT count(*) AS n FROM devices').get() as { n: number }).n;
-      if (n >= MAX_DEVICES) throw new EwError('VALIDATION_FAILED', `this site already has ${MAX_DEVICES} devices, the most it keeps`, { path: 'id' });
-      this.db.prepare('INSERT INTO devices (id, secret_hash, publish, subscribe, description, created_at) VALUES (?, ?, ?, ?, ?, ?)')
+      if (n >= MAX_DEVICES)
+        throw new EwError('VALIDATION_FAILED', `this site already has ${MAX_DEVICES} devices, the most it keeps`, { path: 'id' });
+      this.db
+        .prepare('INSERT INTO devices (id, secret_hash, publish, subscribe, description, created_at) VALUES (?, ?, ?, ?, ?, ?)')
         .run(id, hashSecret(secret), JSON.stringify(grants.publish), JSON.stringify(grants.subscribe), description ?? null, now);
     })();
     return { id, ...grants, createdAt: now, ...(description ? { description } : {}), secret };
@@ -105,12 +114,19 @@ export class DeviceRegistry {
    */
   list(q: { after?: string; limit?: number } = {}): { items: DeviceView[]; next: string | null } {
     const limit = Math.max(1, Math.min(q.limit ?? DEVICE_PAGE.maxItems, DEVICE_PAGE.maxItems));
-    const rows = this.db.prepare('SELECT id, publish, subscribe, description, created_at AS createdAt FROM devices WHERE id > ? ORDER BY id LIMIT ?')
+    const rows = this.db
+      .prepare('SELECT id, publish, subscribe, description, created_at AS createdAt FROM devices WHERE id > ? ORDER BY id LIMIT ?')
       .all(q.after ?? '', limit + 1) as { id: string; publish: string; subscribe: string; description: string | null; createdAt: number }[];
     const items: DeviceView[] = [];
     let bytes = 0;
     for (const r of rows.slice(0, limit)) {
-      const d: DeviceView = { id: r.id, publish: JSON.parse(r.publish), subscribe: JSON.parse(r.subscribe), createdAt: r.createdAt, ...(r.description ? { description: r.description } : {}) };
+      const d: DeviceView = {
+        id: r.id,
+        publish: JSON.parse(r.publish),
+        subscribe: JSON.parse(r.subscribe),
+        createdAt: r.createdAt,
+        ...(r.description ? { description: r.description } : {}),
+      };
       bytes += Buffer.byteLength(JSON.stringify(d)) + 1;
       if (bytes > DEVICE_PAGE.maxBytes && items.length > 0) return { items, next: items[items.length - 1]!.id };
       items.push(d);
@@ -130,13 +146,19 @@ export class DeviceRegistry {
     if (!username || password === undefined) return { ok: false, reason: 'no username or password', returnCode: 4 };
     if (username === SHARED_USERNAME) {
       const h = this.sharedHash();
-      if (!h || !verifySecret(password, h)) return { ok: false, reason: h ? 'bad shared device password' : 'the shared device password is off on this site; use the device\'s own credentials', returnCode: 4 };
+      if (!h || !verifySecret(password, h))
+        return {
+          ok: false,
+          reason: h ? 'bad shared device password' : "the shared device password is off on this site; use the device's own credentials",
+          returnCode: 4,
+        };
       if (this.get.get(clientId)) return { ok: false, reason: `client id "${clientId}" belongs to a registered device`, returnCode: 2 };
       return { ok: true, who: { id: SHARED_USERNAME, shared: true, publish: ['#'], subscribe: ['#'] } };
     }
     const row = this.get.get(username) as { id: string; secret_hash: string; publish: string; subscribe: string } | undefined;
     if (!row || !verifySecret(password, row.secret_hash)) return { ok: false, reason: 'bad username or password', returnCode: 4 };
-    if (clientId !== row.id) return { ok: false, reason: `device "${row.id}" must connect with client id "${row.id}", not "${clientId}"`, returnCode: 2 };
+    if (clientId !== row.id)
+      return { ok: false, reason: `device "${row.id}" must connect with client id "${row.id}", not "${clientId}"`, returnCode: 2 };
     return { ok: true, who: { id: row.id, shared: false, publish: JSON.parse(row.publish), subscribe: JSON.parse(row.subscribe) } };
   }
 }

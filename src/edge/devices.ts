@@ -7,11 +7,20 @@ import { MqttGuard, type MqttLimits } from '../lib/mqtt-guard.ts';
 import type { Clock } from '../lib/clock.ts';
 import { grantsAllowPublish, grantsAllowReceive, grantsAllowSubscribe, type DeviceGrants } from './device-auth.ts';
 
-export interface DeviceMessage { topic: string; payload: Buffer; clientId: string; properties?: import('./mqtt5.ts').Mqtt5Properties }
+export interface DeviceMessage {
+  topic: string;
+  payload: Buffer;
+  clientId: string;
+  properties?: import('./mqtt5.ts').Mqtt5Properties;
+}
 
 /** Who a device is and what it may do (see device-auth.ts); the broker asks on CONNECT, PUBLISH, SUBSCRIBE and delivery. */
 export interface DeviceAuthorizer {
-  authenticate(username: string | undefined, password: string | undefined, clientId: string): { ok: true; who: DeviceGrants } | { ok: false; reason: string; returnCode: number };
+  authenticate(
+    username: string | undefined,
+    password: string | undefined,
+    clientId: string,
+  ): { ok: true; who: DeviceGrants } | { ok: false; reason: string; returnCode: number };
 }
 /** A connected device's grants, kept on its aedes client. */
 const GRANTS = Symbol('ew.grants');
@@ -128,7 +137,10 @@ export class DeviceBroker implements DeviceSource {
         // it durable slows the device instead of acknowledging and dropping.
         if (client && self.intake) {
           const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-          self.intake({ topic: packet.topic, payload, clientId: client.id }).then(() => cb(null), (e: Error) => cb(e));
+          self.intake({ topic: packet.topic, payload, clientId: client.id }).then(
+            () => cb(null),
+            (e: Error) => cb(e),
+          );
           return;
         }
         cb(null);
@@ -160,7 +172,9 @@ export class DeviceBroker implements DeviceSource {
       }
     });
     const handle = guard.protect(this.broker as never);
-    this.server = this.o.tls ? createTlsServer({ cert: this.o.tls.cert, key: this.o.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs }, handle) : createServer(handle);
+    this.server = this.o.tls
+      ? createTlsServer({ cert: this.o.tls.cert, key: this.o.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs }, handle)
+      : createServer(handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.o.port, this.o.host, () => {

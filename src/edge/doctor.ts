@@ -11,7 +11,11 @@ import { loadCredentials } from './enroll.ts';
  * one — the outbox and journal first of all, rows on damaged pages skipped and counted — and
  * keeps the damaged file beside it (`edge.db.damaged-<time>`).
  */
-export interface DoctorCheck { name: string; ok: boolean; detail: string }
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
 export interface DoctorReport {
   dataDir: string;
   ok: boolean;
@@ -39,7 +43,11 @@ export function doctor(dataDir: string, opts: { salvage?: boolean; now?: () => n
   const size = existsSync(file) ? statSync(file).size : -1;
   const wal = existsSync(`${file}-wal`) ? statSync(`${file}-wal`).size : 0;
   const present = size > 0 || wal > 0;
-  checks.push({ name: 'edge.db present', ok: present || !report.siteId, detail: size < 0 ? 'missing' : `${size} bytes${wal ? ` (+${wal} in the WAL)` : ''}` });
+  checks.push({
+    name: 'edge.db present',
+    ok: present || !report.siteId,
+    detail: size < 0 ? 'missing' : `${size} bytes${wal ? ` (+${wal} in the WAL)` : ''}`,
+  });
   let healthy = present;
   if (present) {
     let db: Database.Database | undefined;
@@ -57,11 +65,14 @@ export function doctor(dataDir: string, opts: { salvage?: boolean; now?: () => n
         const n = (sql: string) => (db!.prepare(sql).get() as { n: number | null }).n;
         report.counts = {
           outbox: n('SELECT count(*) AS n FROM outbox') ?? 0,
-          journal: tableExists(db, 'journal') ? n('SELECT count(*) AS n FROM journal') ?? 0 : 0,
+          journal: tableExists(db, 'journal') ? (n('SELECT count(*) AS n FROM journal') ?? 0) : 0,
           deadLetters: n('SELECT count(*) AS n FROM dead_letters') ?? 0,
           desiredGeneration: n('SELECT max(generation) AS n FROM desired'),
         };
-        db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run('doctor.lastRun', String(now()));
+        db.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(
+          'doctor.lastRun',
+          String(now()),
+        );
         checks.push({ name: 'writable', ok: true, detail: 'a test write committed' });
       }
     } catch (e) {
@@ -90,17 +101,28 @@ export function doctor(dataDir: string, opts: { salvage?: boolean; now?: () => n
       src?.close();
     }
   }
-  fresh.prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run('doctor.salvagedAt', String(now()));
+  fresh
+    .prepare('INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value')
+    .run('doctor.salvagedAt', String(now()));
   fresh.pragma('wal_checkpoint(TRUNCATE)');
   fresh.close();
   if (existsSync(file) || existsSync(`${file}-wal`)) {
     salvaged.keptAs = `${file}.damaged-${now()}`;
-    for (const suffix of ['', '-wal', '-shm']) if (existsSync(`${file}${suffix}`)) renameSync(`${file}${suffix}`, `${salvaged.keptAs}${suffix}`);
+    for (const suffix of ['', '-wal', '-shm'])
+      if (existsSync(`${file}${suffix}`)) renameSync(`${file}${suffix}`, `${salvaged.keptAs}${suffix}`);
   }
   renameSync(join(work, 'edge.db'), file);
   rmSync(work, { recursive: true, force: true });
   report.salvaged = salvaged;
-  checks.push({ name: 'salvage', ok: true, detail: `a new edge.db holds ${Object.entries(salvaged.tables).map(([t, r]) => `${r.copied} ${t}${r.damaged ? ' (some rows unreadable)' : ''}`).join(', ') || 'nothing (no readable database)'}${salvaged.keptAs ? `; the damaged file is kept as ${salvaged.keptAs}` : ''}` });
+  checks.push({
+    name: 'salvage',
+    ok: true,
+    detail: `a new edge.db holds ${
+      Object.entries(salvaged.tables)
+        .map(([t, r]) => `${r.copied} ${t}${r.damaged ? ' (some rows unreadable)' : ''}`)
+        .join(', ') || 'nothing (no readable database)'
+    }${salvaged.keptAs ? `; the damaged file is kept as ${salvaged.keptAs}` : ''}`,
+  });
   report.ok = true;
   return report;
 }
@@ -129,11 +151,13 @@ function copyTable(src: Database.Database, dst: Database.Database, table: string
   let step = 1;
   let batch: Record<string, unknown>[] = [];
   const flush = () => {
-    dst.transaction(() => { for (const row of batch) ins.run(...use.map((c) => row[c])); })();
+    dst.transaction(() => {
+      for (const row of batch) ins.run(...use.map((c) => row[c]));
+    })();
     copied += batch.length;
     batch = [];
   };
-  for (let failures = 0; failures < 64;) {
+  for (let failures = 0; failures < 64; ) {
     try {
       const sel = src.prepare(`SELECT rowid AS _rid, ${use.join(', ')} FROM ${table} WHERE rowid > ? ORDER BY rowid`);
       for (const row of sel.iterate(last) as Iterable<Record<string, unknown>>) {

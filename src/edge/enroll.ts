@@ -7,7 +7,15 @@ import type { Credentials } from './link.ts';
 import { fetchTrusting } from '../lib/fetch.ts';
 import { privateFiles } from '../lib/private-fs.ts';
 
-export interface StoredCredentials extends Credentials { cloudUrl: string; tenantId: string; region: string; labels: Record<string, string>; heartbeatIntervalS: number; enrolledAt: number; /** PEM of the CA the cloud's certificates come from, when it is private. */ ca?: string }
+export interface StoredCredentials extends Credentials {
+  cloudUrl: string;
+  tenantId: string;
+  region: string;
+  labels: Record<string, string>;
+  heartbeatIntervalS: number;
+  enrolledAt: number /** PEM of the CA the cloud's certificates come from, when it is private. */;
+  ca?: string;
+}
 
 const FILE = 'credentials.json';
 
@@ -19,7 +27,11 @@ export function loadCredentials(dataDir: string): StoredCredentials | undefined 
   try {
     return JSON.parse(readFileSync(p, 'utf8')) as StoredCredentials;
   } catch (e) {
-    throw new EwError('DATA_DIR_INVALID', `${p} is not readable JSON (${(e as Error).message}); remove it and enroll again with a new token`, { cause: e });
+    throw new EwError(
+      'DATA_DIR_INVALID',
+      `${p} is not readable JSON (${(e as Error).message}); remove it and enroll again with a new token`,
+      { cause: e },
+    );
   }
 }
 
@@ -30,7 +42,14 @@ function saveCredentials(dataDir: string, c: StoredCredentials): void {
 }
 
 /** Exchanges a join token for site credentials (POST /api/v1/enroll) and keeps them. */
-export async function enroll(opts: { cloudUrl: string; token: string; name?: string; dataDir: string; ca?: string; fetchImpl?: typeof fetch }): Promise<StoredCredentials> {
+export async function enroll(opts: {
+  cloudUrl: string;
+  token: string;
+  name?: string;
+  dataDir: string;
+  ca?: string;
+  fetchImpl?: typeof fetch;
+}): Promise<StoredCredentials> {
   const f = opts.fetchImpl ?? fetchTrusting(opts.ca);
   let res: Response;
   // Many sites behind one address enrolling at once meet the cloud's per-address limit: they
@@ -44,7 +63,11 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
         signal: AbortSignal.timeout(15_000),
       });
     } catch (e) {
-      throw new EwError('CLOUD_UNREACHABLE', `cannot reach the cloud at ${opts.cloudUrl}: ${(e as Error).cause ? String(((e as Error).cause as Error).message) : (e as Error).message}; check --cloud and the network`, { cause: e });
+      throw new EwError(
+        'CLOUD_UNREACHABLE',
+        `cannot reach the cloud at ${opts.cloudUrl}: ${(e as Error).cause ? String(((e as Error).cause as Error).message) : (e as Error).message}; check --cloud and the network`,
+        { cause: e },
+      );
     }
     const wait = Number(res.headers.get('retry-after'));
     if (res.status !== 429 || attempt >= 5 || !(wait >= 0 && wait <= 120)) break;
@@ -58,15 +81,29 @@ export async function enroll(opts: { cloudUrl: string; token: string; name?: str
   }
   const parsed = EnrollResponse.safeParse(body);
   if (!parsed.success) {
-    throw new EwError('ENROLL_FAILED', `the cloud's enrollment answer does not match the contract at ${formatPath(parsed.error.issues[0]!.path) || '(root)'}: ${parsed.error.issues[0]!.message}; is ${opts.cloudUrl} an Edgeweave cloud?`);
+    throw new EwError(
+      'ENROLL_FAILED',
+      `the cloud's enrollment answer does not match the contract at ${formatPath(parsed.error.issues[0]!.path) || '(root)'}: ${parsed.error.issues[0]!.message}; is ${opts.cloudUrl} an Edgeweave cloud?`,
+    );
   }
   const b = parsed.data;
   // A cloud of a newer major than this agent reads: refused before the credentials are kept.
   checkContractVersion(b.contractVersion, `the cloud at ${opts.cloudUrl}`);
   const creds: StoredCredentials = {
-    siteId: b.siteId, tenantId: b.tenantId, region: b.region, labels: b.labels, heartbeatIntervalS: b.heartbeatIntervalS,
-    url: b.mqtt.url, username: b.mqtt.username, password: b.mqtt.password, clientId: b.mqtt.clientId, protocolVersion: b.mqtt.protocolVersion, ...(b.mqtt.topicPrefix ? { topicPrefix: b.mqtt.topicPrefix } : {}),
-    cloudUrl: opts.cloudUrl, enrolledAt: Date.now(), ...(opts.ca ? { ca: opts.ca } : {}),
+    siteId: b.siteId,
+    tenantId: b.tenantId,
+    region: b.region,
+    labels: b.labels,
+    heartbeatIntervalS: b.heartbeatIntervalS,
+    url: b.mqtt.url,
+    username: b.mqtt.username,
+    password: b.mqtt.password,
+    clientId: b.mqtt.clientId,
+    protocolVersion: b.mqtt.protocolVersion,
+    ...(b.mqtt.topicPrefix ? { topicPrefix: b.mqtt.topicPrefix } : {}),
+    cloudUrl: opts.cloudUrl,
+    enrolledAt: Date.now(),
+    ...(opts.ca ? { ca: opts.ca } : {}),
   };
   saveCredentials(opts.dataDir, creds);
   return creds;

@@ -50,10 +50,16 @@ export class ExternalDeviceSource implements DeviceSource {
   async start(): Promise<void> {
     const { log } = this.o;
     const client = mqtt.connect(this.o.url, {
-      clientId: this.o.clientId, username: this.o.username, password: this.o.password,
-      protocolVersion: this.o.protocolVersion ?? 4, clean: false,
+      clientId: this.o.clientId,
+      username: this.o.username,
+      password: this.o.password,
+      protocolVersion: this.o.protocolVersion ?? 4,
+      clean: false,
       // MQTT 5: the session outlives the connection as with 3.1.1's clean: false.
-      ...(this.o.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}), reconnectPeriod: 2000, connectTimeout: 10_000, resubscribe: true,
+      ...(this.o.protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}),
+      reconnectPeriod: 2000,
+      connectTimeout: 10_000,
+      resubscribe: true,
       // As the cloud link: no 6 MB table of pre-built number Buffers (mqtt-packet's, process-wide).
       writeCache: false,
     });
@@ -78,25 +84,31 @@ export class ExternalDeviceSource implements DeviceSource {
         return true;
       };
       if (packet.qos !== 1 || typeof send !== 'function' || packet.messageId === undefined || this.o.ackEach) {
-        durable.then(() => done(), (e: Error) => {
-          fail(e);
-          if (packet.qos === 0) return done();
-          client.stream?.destroy();
-        });
+        durable.then(
+          () => done(),
+          (e: Error) => {
+            fail(e);
+            if (packet.qos === 0) return done();
+            client.stream?.destroy();
+          },
+        );
         return;
       }
       const stream = client.stream;
       const messageId = packet.messageId;
       done(DEFERRED);
-      durable.then(() => {
-        // Only on the connection it came in on: after a reconnect the broker redelivers it (and
-        // may have given its id to another message).
-        if (client.stream !== stream || stream.destroyed) return;
-        send.call(client, { cmd: 'puback', messageId, ...(this.o.protocolVersion === 5 ? { reasonCode: 0 } : {}) }, () => {});
-      }, (e: Error) => {
-        fail(e);
-        if (client.stream === stream) stream.destroy();
-      });
+      durable.then(
+        () => {
+          // Only on the connection it came in on: after a reconnect the broker redelivers it (and
+          // may have given its id to another message).
+          if (client.stream !== stream || stream.destroyed) return;
+          send.call(client, { cmd: 'puback', messageId, ...(this.o.protocolVersion === 5 ? { reasonCode: 0 } : {}) }, () => {});
+        },
+        (e: Error) => {
+          fail(e);
+          if (client.stream === stream) stream.destroy();
+        },
+      );
     };
     client.on('message', (topic, payload, packet) => {
       this.messagesIn++;
@@ -130,7 +142,10 @@ export class ExternalDeviceSource implements DeviceSource {
     this.filters = next;
     const c = this.client;
     if (!c) return;
-    if (add.length) await c.subscribeAsync(add, { qos: 1 }).catch((e: Error) => this.o.log.error({ err: e.message, filters: add }, 'subscribing on the external device broker failed'));
+    if (add.length)
+      await c
+        .subscribeAsync(add, { qos: 1 })
+        .catch((e: Error) => this.o.log.error({ err: e.message, filters: add }, 'subscribing on the external device broker failed'));
     if (remove.length) await c.unsubscribeAsync(remove).catch(() => {});
   }
 
@@ -149,5 +164,13 @@ const DEFERRED = Object.assign(new Error('acknowledged once durable'), { deferre
 /** A message's MQTT 5 properties, as the streams read them (stamped with the receive time). */
 function propertiesOf(packet: IPublishPacket): DeviceMessage['properties'] {
   const p = packet.properties;
-  return p ? { userProperties: p.userProperties, messageExpiryInterval: p.messageExpiryInterval, contentType: p.contentType, responseTopic: p.responseTopic, receivedAt: Date.now() } : undefined;
+  return p
+    ? {
+        userProperties: p.userProperties,
+        messageExpiryInterval: p.messageExpiryInterval,
+        contentType: p.contentType,
+        responseTopic: p.responseTopic,
+        receivedAt: Date.now(),
+      }
+    : undefined;
 }

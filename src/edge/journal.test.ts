@@ -11,7 +11,9 @@ import { ManualClock } from '../lib/clock.ts';
 import { silentLogger } from '../lib/logger.ts';
 
 /** The intake's group commit against a real SQLite, with the tick and the clock driven by hand. */
-function fixture(opts: { routes?: (t: string) => boolean; room?: () => number; maxHeld?: number; gate?: () => WithholdReason | undefined } = {}) {
+function fixture(
+  opts: { routes?: (t: string) => boolean; room?: () => number; maxHeld?: number; gate?: () => WithholdReason | undefined } = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), 'ew-journal-'));
   const db = openEdgeDb(dir);
   const clock = new ManualClock(0);
@@ -21,26 +23,67 @@ function fixture(opts: { routes?: (t: string) => boolean; room?: () => number; m
   const withheld: [WithholdReason, number][] = [];
   const unrouted: string[] = [];
   const intake = new Intake({
-    journal, clock, log: silentLogger(), defer: (fn) => ticks.push(fn), retryMs: 100, maxHeld: opts.maxHeld,
-    routes: opts.routes ?? (() => true), gate: opts.gate ?? (() => undefined), room: opts.room,
+    journal,
+    clock,
+    log: silentLogger(),
+    defer: (fn) => ticks.push(fn),
+    retryMs: 100,
+    maxHeld: opts.maxHeld,
+    routes: opts.routes ?? (() => true),
+    gate: opts.gate ?? (() => undefined),
+    room: opts.room,
     deliver: (seq, topic, payload) => delivered.push({ seq, topic, payload: payload.toString() }),
-    onUnrouted: (t) => unrouted.push(t), onWithheld: (r, n) => withheld.push([r, n]),
+    onUnrouted: (t) => unrouted.push(t),
+    onWithheld: (r, n) => withheld.push([r, n]),
   });
-  const tick = () => { for (const fn of ticks.splice(0)) fn(); };
-  const state = (p: Promise<void>) => { const s = { v: 'pending' as 'pending' | 'acked' | 'refused' }; p.then(() => { s.v = 'acked'; }, () => { s.v = 'refused'; }); return s; };
-  return { dir, db, clock, journal, intake, tick, delivered, withheld, unrouted, state, close: () => { db.close(); rmSync(dir, { recursive: true, force: true }); } };
+  const tick = () => {
+    for (const fn of ticks.splice(0)) fn();
+  };
+  const state = (p: Promise<void>) => {
+    const s = { v: 'pending' as 'pending' | 'acked' | 'refused' };
+    p.then(
+      () => {
+        s.v = 'acked';
+      },
+      () => {
+        s.v = 'refused';
+      },
+    );
+    return s;
+  };
+  return {
+    dir,
+    db,
+    clock,
+    journal,
+    intake,
+    tick,
+    delivered,
+    withheld,
+    unrouted,
+    state,
+    close: () => {
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 const settle = () => new Promise((r) => setImmediate(r));
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
-const memory = () => { gc(); return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers; };
+const memory = () => {
+  gc();
+  return process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+};
 
 describe('Intake: acknowledge after durability, group commit, back-pressure', () => {
   const closers: (() => void)[] = [];
-  after(() => { for (const c of closers) c(); });
+  after(() => {
+    for (const c of closers) c();
+  });
 
-  it('journals one turn\'s records in one commit, then releases them in order', async () => {
+  it("journals one turn's records in one commit, then releases them in order", async () => {
     const f = fixture();
     closers.push(f.close);
     const a = f.state(f.intake.accept('t/1', Buffer.from('a')));
@@ -50,10 +93,19 @@ describe('Intake: acknowledge after durability, group commit, back-pressure', ()
     f.tick();
     await settle();
     assert.deepEqual([a.v, b.v], ['acked', 'acked']);
-    assert.deepEqual(f.delivered.map((d) => [d.seq, d.payload]), [[1, 'a'], [2, 'b']]);
+    assert.deepEqual(
+      f.delivered.map((d) => [d.seq, d.payload]),
+      [
+        [1, 'a'],
+        [2, 'b'],
+      ],
+    );
     assert.equal(f.intake.stats.batches, 1);
     assert.equal(f.journal.pending, 2);
-    assert.deepEqual(f.journal.read(0, 10).map((r) => r.payload.toString()), ['a', 'b']);
+    assert.deepEqual(
+      f.journal.read(0, 10).map((r) => r.payload.toString()),
+      ['a', 'b'],
+    );
   });
 
   it('acknowledges and counts a record no stream reads, without journaling it', async () => {
@@ -92,7 +144,10 @@ describe('Intake: acknowledge after durability, group commit, back-pressure', ()
     f.tick();
     await settle();
     assert.deepEqual([r1.v, r2.v], ['acked', 'acked']);
-    assert.deepEqual(f.delivered.slice(1).map((d) => d.payload.length), [big.length, 5]);
+    assert.deepEqual(
+      f.delivered.slice(1).map((d) => d.payload.length),
+      [big.length, 5],
+    );
     assert.equal(f.intake.withholding, undefined);
   });
 
@@ -103,14 +158,23 @@ describe('Intake: acknowledge after durability, group commit, back-pressure', ()
     const s = [1, 2, 3, 4].map((n) => f.state(f.intake.accept('t', Buffer.from(String(n)))));
     f.tick();
     await settle();
-    assert.deepEqual(s.map((x) => x.v), ['acked', 'acked', 'pending', 'pending']);
+    assert.deepEqual(
+      s.map((x) => x.v),
+      ['acked', 'acked', 'pending', 'pending'],
+    );
     assert.deepEqual(f.withheld, [['outbox_full', 2]]);
     room = 10;
     f.intake.wake();
     f.tick();
     await settle();
-    assert.deepEqual(s.map((x) => x.v), ['acked', 'acked', 'acked', 'acked']);
-    assert.deepEqual(f.delivered.map((d) => d.payload), ['1', '2', '3', '4']);
+    assert.deepEqual(
+      s.map((x) => x.v),
+      ['acked', 'acked', 'acked', 'acked'],
+    );
+    assert.deepEqual(
+      f.delivered.map((d) => d.payload),
+      ['1', '2', '3', '4'],
+    );
   });
 
   it('is bounded: past maxHeld a publish is refused at once (the broker closes that connection unacknowledged), and memory stays flat', async () => {
@@ -132,6 +196,9 @@ describe('Intake: acknowledge after durability, group commit, back-pressure', ()
     assert.ok(grew < 20 * 1024 * 1024, `heap grew ${Math.round(grew / 1024)} KiB`);
     f.intake.close();
     await settle();
-    assert.ok(held.every((r) => r.v === 'refused'), 'at shutdown the held records are refused, never acknowledged');
+    assert.ok(
+      held.every((r) => r.v === 'refused'),
+      'at shutdown the held records are refused, never acknowledged',
+    );
   });
 });

@@ -17,9 +17,17 @@ import { EwError } from '../contracts/errors.ts';
  * (state as of the cursor, then replay).
  */
 /** `props`: the record's MQTT 5 properties with their receive time, so a replay maps them as the first delivery did. */
-export interface JournalRecord { seq: number; topic: string; payload: Buffer; props?: Mqtt5Properties }
+export interface JournalRecord {
+  seq: number;
+  topic: string;
+  payload: Buffer;
+  props?: Mqtt5Properties;
+}
 
-export interface RuleCheckpoint { seq: number; state?: Buffer }
+export interface RuleCheckpoint {
+  seq: number;
+  state?: Buffer;
+}
 
 export class Journal {
   private readonly insert: Statement;
@@ -31,11 +39,16 @@ export class Journal {
   private last: number;
   private rows: number;
 
-  constructor(private readonly db: EdgeDb, private readonly clock: Clock) {
+  constructor(
+    private readonly db: EdgeDb,
+    private readonly clock: Clock,
+  ) {
     this.insert = db.prepare('INSERT INTO journal (topic, payload, props, at) VALUES (?, ?, ?, ?)');
     this.readStmt = db.prepare('SELECT seq, topic, payload, props FROM journal WHERE seq > ? ORDER BY seq LIMIT ?');
     this.getCursor = db.prepare('SELECT seq, state FROM journal_cursor WHERE rule = ?');
-    this.putCursor = db.prepare('INSERT INTO journal_cursor (rule, seq, state, at) VALUES (?, ?, ?, ?) ON CONFLICT(rule) DO UPDATE SET seq = excluded.seq, state = excluded.state, at = excluded.at');
+    this.putCursor = db.prepare(
+      'INSERT INTO journal_cursor (rule, seq, state, at) VALUES (?, ?, ?, ?) ON CONFLICT(rule) DO UPDATE SET seq = excluded.seq, state = excluded.state, at = excluded.at',
+    );
     this.delCursor = db.prepare('DELETE FROM journal_cursor WHERE rule = ?');
     this.truncStmt = db.prepare('DELETE FROM journal WHERE seq <= ?');
     // The highest seq ever handed out (AUTOINCREMENT keeps it even when the table is empty).
@@ -58,7 +71,8 @@ export class Journal {
     const now = this.clock.now();
     const seqs: number[] = [];
     this.db.transaction(() => {
-      for (const r of recs) seqs.push(Number(this.insert.run(r.topic, r.payload, r.props ? JSON.stringify(r.props) : null, now).lastInsertRowid));
+      for (const r of recs)
+        seqs.push(Number(this.insert.run(r.topic, r.payload, r.props ? JSON.stringify(r.props) : null, now).lastInsertRowid));
     })();
     this.rows += seqs.length;
     if (seqs.length) this.last = seqs[seqs.length - 1]!;
@@ -66,8 +80,12 @@ export class Journal {
   }
 
   read(afterSeq: number, limit: number): JournalRecord[] {
-    return (this.readStmt.all(afterSeq, limit) as { seq: number; topic: string; payload: Buffer; props: string | null }[])
-      .map((r) => ({ seq: r.seq, topic: r.topic, payload: r.payload, ...(r.props ? { props: JSON.parse(r.props) as Mqtt5Properties } : {}) }));
+    return (this.readStmt.all(afterSeq, limit) as { seq: number; topic: string; payload: Buffer; props: string | null }[]).map((r) => ({
+      seq: r.seq,
+      topic: r.topic,
+      payload: r.payload,
+      ...(r.props ? { props: JSON.parse(r.props) as Mqtt5Properties } : {}),
+    }));
   }
 
   cursor(rule: string): RuleCheckpoint | undefined {
@@ -86,7 +104,8 @@ export class Journal {
 
   /** Forgets cursors of rules that no longer run here (a removed app, a crash mid-update). */
   pruneCursors(live: ReadonlySet<string>): void {
-    for (const { rule } of this.db.prepare('SELECT rule FROM journal_cursor').all() as { rule: string }[]) if (!live.has(rule)) this.dropCursor(rule);
+    for (const { rule } of this.db.prepare('SELECT rule FROM journal_cursor').all() as { rule: string }[])
+      if (!live.has(rule)) this.dropCursor(rule);
   }
 
   /** Deletes every record all rules are done with; returns how many. */
@@ -138,7 +157,13 @@ export interface IntakeDeps {
   retryMs?: number;
 }
 
-interface Held { topic: string; payload: Buffer; props?: Mqtt5Properties; resolve: () => void; reject: (e: Error) => void }
+interface Held {
+  topic: string;
+  payload: Buffer;
+  props?: Mqtt5Properties;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
 
 /**
  * Group commit between the device broker and the rules: publishes arriving in one turn of the
@@ -174,13 +199,25 @@ export class Intake {
     if (this.held.length > 0 && this.held.length + recs.length > this.maxHeld) {
       this.stats.refused += recs.length;
       this.d.onWithheld('overload', recs.length);
-      return Promise.reject(new EwError('INTAKE_FULL', `the site holds ${this.held.length} records not yet durable (bound ${this.maxHeld}); these ${recs.length} were not accepted: resend them later`));
+      return Promise.reject(
+        new EwError(
+          'INTAKE_FULL',
+          `the site holds ${this.held.length} records not yet durable (bound ${this.maxHeld}); these ${recs.length} were not accepted: resend them later`,
+        ),
+      );
     }
     return new Promise<void>((resolve, reject) => {
       let left = recs.length;
       let failed = false;
-      const one = () => { if (--left === 0 && !failed) resolve(); };
-      const fail = (e: Error) => { if (!failed) { failed = true; reject(e); } };
+      const one = () => {
+        if (--left === 0 && !failed) resolve();
+      };
+      const fail = (e: Error) => {
+        if (!failed) {
+          failed = true;
+          reject(e);
+        }
+      };
       for (const r of recs) this.held.push({ topic: r.topic, payload: r.payload, props: r.props, resolve: one, reject: fail });
       this.schedule();
     });
@@ -191,7 +228,12 @@ export class Intake {
     if (this.held.length >= this.maxHeld) {
       this.stats.refused++;
       this.d.onWithheld('overload', 1);
-      return Promise.reject(new EwError('INTAKE_FULL', `the site holds ${this.held.length} unacknowledged records (bound ${this.maxHeld}); publish refused, resend later`));
+      return Promise.reject(
+        new EwError(
+          'INTAKE_FULL',
+          `the site holds ${this.held.length} unacknowledged records (bound ${this.maxHeld}); publish refused, resend later`,
+        ),
+      );
     }
     return new Promise<void>((resolve, reject) => {
       this.held.push({ topic, payload, props, resolve, reject });
@@ -221,8 +263,16 @@ export class Intake {
     const unrouted: Held[] = [];
     for (const h of batch) (this.d.routes(h.topic) ? routed : unrouted).push(h);
     // A record no stream reads has nothing to make durable: counted, acknowledged.
-    for (const h of unrouted) { this.stats.unrouted++; this.d.onUnrouted(h.topic); h.resolve(); }
-    if (routed.length === 0) { this.held = []; this.withholding = undefined; return unrouted.length; }
+    for (const h of unrouted) {
+      this.stats.unrouted++;
+      this.d.onUnrouted(h.topic);
+      h.resolve();
+    }
+    if (routed.length === 0) {
+      this.held = [];
+      this.withholding = undefined;
+      return unrouted.length;
+    }
     let reason = this.d.gate();
     let admit: Held[] = [];
     if (!reason) {
@@ -248,7 +298,11 @@ export class Intake {
       } catch (e) {
         reason = storageReason(e);
         admit = [];
-        if (this.withholding !== reason) this.d.log.error({ err: (e as Error).message, reason, records: routed.length }, 'device records cannot be made durable; their acknowledgements are withheld');
+        if (this.withholding !== reason)
+          this.d.log.error(
+            { err: (e as Error).message, reason, records: routed.length },
+            'device records cannot be made durable; their acknowledgements are withheld',
+          );
       }
     }
     const rest = routed.slice(admit.length);
@@ -261,7 +315,10 @@ export class Intake {
         try {
           this.d.deliver(seqs[i]!, admit[i]!.topic, admit[i]!.payload, admit[i]!.props);
         } catch (e) {
-          this.d.log.error({ err: (e as Error).message, topic: admit[i]!.topic }, 'delivering a journaled record failed (it stays journaled and replays at restart)');
+          this.d.log.error(
+            { err: (e as Error).message, topic: admit[i]!.topic },
+            'delivering a journaled record failed (it stays journaled and replays at restart)',
+          );
         }
       }
     }
@@ -280,7 +337,8 @@ export class Intake {
   /** Refuses everything still held (shutdown): none of it was acknowledged. */
   close(): void {
     this.cancelRetry?.();
-    for (const h of this.held) h.reject(new EwError('INTAKE_FULL', 'the site is shutting down; the records were not accepted: resend them'));
+    for (const h of this.held)
+      h.reject(new EwError('INTAKE_FULL', 'the site is shutting down; the records were not accepted: resend them'));
     this.held = [];
   }
 }

@@ -9,7 +9,13 @@ import { systemClock, type Clock } from '../lib/clock.ts';
 import { Backoff } from './backoff.ts';
 
 export interface Credentials {
-  siteId: string; url: string; username: string; password: string; clientId: string; protocolVersion?: 4 | 5; ca?: string;
+  siteId: string;
+  url: string;
+  username: string;
+  password: string;
+  clientId: string;
+  protocolVersion?: 4 | 5;
+  ca?: string;
   /** Put before every topic on the broker (`prod/` → `prod/ew/{site}/…`): installations sharing a broker (docs/operators.md). */
   topicPrefix?: string;
 }
@@ -73,7 +79,11 @@ export class CloudLink {
     this.p = o.creds.topicPrefix ?? '';
     this.clock = o.clock ?? systemClock;
     this.stateSince = this.clock.now();
-    this.backoff = new Backoff(this.clock, { baseMs: o.reconnectPeriodMs ?? 1000, capMs: Math.max(o.reconnectPeriodMs ?? 1000, o.reconnectMaxMs ?? 30_000) }, o.random);
+    this.backoff = new Backoff(
+      this.clock,
+      { baseMs: o.reconnectPeriodMs ?? 1000, capMs: Math.max(o.reconnectPeriodMs ?? 1000, o.reconnectMaxMs ?? 30_000) },
+      o.random,
+    );
   }
 
   get linkState(): LinkState {
@@ -91,7 +101,13 @@ export class CloudLink {
 
   /** What /healthz shows of the link: its state, since when, the last packet from the cloud, reconnect failures. */
   health(): { state: LinkState; since: number; lastContactAt: number | null; keepaliveS: number; reconnectFailures: number } {
-    return { state: this.state, since: this.stateSince, lastContactAt: this.lastContact, keepaliveS: this.o.keepaliveS ?? 10, reconnectFailures: this.backoff.failures };
+    return {
+      state: this.state,
+      since: this.stateSince,
+      lastContactAt: this.lastContact,
+      keepaliveS: this.o.keepaliveS ?? 10,
+      reconnectFailures: this.backoff.failures,
+    };
   }
 
   private setState(s: LinkState): void {
@@ -151,11 +167,14 @@ export class CloudLink {
         return;
       }
       this.noteAdvertised(payload);
-      this.o.onDesired(payload).then(() => done(), (e: Error) => {
-        // Not stored: no PUBACK, and a reconnect makes the broker deliver it again.
-        log.error({ err: e }, 'storing desired state failed; reconnecting for redelivery');
-        client.stream?.destroy();
-      });
+      this.o.onDesired(payload).then(
+        () => done(),
+        (e: Error) => {
+          // Not stored: no PUBACK, and a reconnect makes the broker deliver it again.
+          log.error({ err: e }, 'storing desired state failed; reconnecting for redelivery');
+          client.stream?.destroy();
+        },
+      );
     };
     client.on('connect', () => {
       log.info({ url: creds.url }, 'connected to cloud');
@@ -164,18 +183,27 @@ export class CloudLink {
       (client.stream as { setNoDelay?: (v: boolean) => void } | undefined)?.setNoDelay?.(true);
       // Subscribed on every connect: cheap, and the retained desired state arrives again,
       // which covers a cloud hub that lost our session.
-      client.subscribe({ [this.p + topics.desired(creds.siteId)]: { qos: 1 }, [this.p + topics.rpcRequests(creds.siteId)]: { qos: 1 } }, (err, granted) => {
-        if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
-      });
+      client.subscribe(
+        { [this.p + topics.desired(creds.siteId)]: { qos: 1 }, [this.p + topics.rpcRequests(creds.siteId)]: { qos: 1 } },
+        (err, granted) => {
+          if (err || granted?.some((g) => g.qos >= 0x80)) log.error({ err: err?.message }, 'cloud refused the desired-state subscription');
+        },
+      );
       // Apart, so that a broker ACL without it refuses only this one (QoS 0: a lost ack only
       // means the result is sent again and acknowledged again).
       client.subscribe({ [this.p + topics.ack(creds.siteId)]: { qos: 0 } }, (err, granted) => {
         this.ackSubscribed = !err && !!granted?.length && granted.every((g) => g.qos < 0x80);
-        if (!this.ackSubscribed && this.advertised) log.warn({ topic: topics.ack(creds.siteId) }, 'the broker refused the store-acknowledgement subscription: results are deleted on the broker\'s PUBACK (allow the site to subscribe to its ack topic, docs/operators.md)');
+        if (!this.ackSubscribed && this.advertised)
+          log.warn(
+            { topic: topics.ack(creds.siteId) },
+            "the broker refused the store-acknowledgement subscription: results are deleted on the broker's PUBACK (allow the site to subscribe to its ack topic, docs/operators.md)",
+          );
       });
       this.setState('connected');
     });
-    client.on('packetreceive', () => { this.lastContact = this.clock.now(); });
+    client.on('packetreceive', () => {
+      this.lastContact = this.clock.now();
+    });
     client.on('close', () => {
       if (this.state === 'connected' || this.state === 'connecting') this.setState('disconnected');
       if (this.stopped) return;
@@ -189,7 +217,8 @@ export class CloudLink {
     client.on('error', (e: Error & { code?: number }) => {
       // CONNACK 0x86/0x87 (MQTT 5) or 4/5 (3.1.1): the credentials were refused — revoked?
       if (e.code === 134 || e.code === 135 || e.code === 4 || e.code === 5) {
-        if (this.state !== 'refused') log.error({ code: e.code }, 'the cloud refused this site\'s credentials (revoked?); running on, retrying');
+        if (this.state !== 'refused')
+          log.error({ code: e.code }, "the cloud refused this site's credentials (revoked?); running on, retrying");
         this.setState('refused');
       } else {
         log.debug({ err: e.message }, 'cloud link error');

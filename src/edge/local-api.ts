@@ -52,7 +52,11 @@ export interface LocalApiDeps {
   deviceAdmin: DeviceAdmin;
   llm: LlmService;
   /** The durable push path (see startEdge): records journaled before the answer. */
-  ingest: (app: string, stream: string, records: readonly unknown[]) => Promise<{ accepted: number; rejected: { index: number; reason: string; detail?: string }[] }>;
+  ingest: (
+    app: string,
+    stream: string,
+    records: readonly unknown[],
+  ) => Promise<{ accepted: number; rejected: { index: number; reason: string; detail?: string }[] }>;
   /** Outbox rows the rules owe for records already acknowledged. */
   reserved: () => number;
 }
@@ -63,7 +67,12 @@ export interface LocalApiDeps {
  */
 export async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> {
   const { httpTimeouts: _t, ...hardened } = hardenedServerOptions(d.timeouts);
-  const app = Fastify({ ...hardened, loggerInstance: d.log as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }), bodyLimit: 16 * 1024 * 1024 });
+  const app = Fastify({
+    ...hardened,
+    loggerInstance: d.log as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 16 * 1024 * 1024,
+  });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app, d.httpErrors, 16 * 1024 * 1024);
@@ -72,7 +81,7 @@ export async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> 
     // Liveness and readiness probes answer without a key, as load balancers expect.
     if (req.url === '/healthz' || req.url === '/v2/health/live' || req.url === '/v2/health/ready') return;
     if (req.headers['x-edgeweave-internal'] === d.internalToken) return; // routed from the cloud, in process
-    const key = bearer(req.headers.authorization, 'the site\'s local API key (ewl_…)');
+    const key = bearer(req.headers.authorization, "the site's local API key (ewl_…)");
     if (!verifySecret(key, kvGet(d.db, 'api.keyHash') ?? '')) throw new EwError('UNAUTHENTICATED', 'the local API key is not recognised');
   });
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -82,7 +91,9 @@ export async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> 
   r.get('/healthz', async () => {
     const h = d.linkHealth();
     return {
-      ok: true, siteId: d.siteId, link: h.state,
+      ok: true,
+      siteId: d.siteId,
+      link: h.state,
       cloud: { since: h.since, lastContactAt: h.lastContactAt, keepaliveS: h.keepaliveS, reconnectFailures: h.reconnectFailures },
       ...(d.intake.withholding ? { withholding: d.intake.withholding } : {}),
     };
@@ -92,58 +103,111 @@ export async function createLocalApi(d: LocalApiDeps): Promise<FastifyInstance> 
     return d.registry.metrics();
   });
   r.get('/api/v1/status', async () => ({ siteId: d.siteId, link: d.linkState(), ...d.statusBody() }));
-  r.post('/api/v1/uplink/:stream', {
-    schema: {
-      params: z.object({ stream: z.string() }),
-      querystring: z.object({ app: z.string().optional() }),
-      body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
+  r.post(
+    '/api/v1/uplink/:stream',
+    {
+      schema: {
+        params: z.object({ stream: z.string() }),
+        querystring: z.object({ app: z.string().optional() }),
+        body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
+      },
     },
-  }, async (req, reply) => {
-    const { stream } = req.params;
-    if (!isValidStreamName(stream)) throw new EwError('VALIDATION_FAILED', `stream name "${stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, { path: 'stream' });
-    // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
-    const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
-    checkGrantedFields(req.body.records, grant, stream);
-    // Under reject-new the room the rules were promised is not given away.
-    if (d.outbox.policy === 'reject-new' && req.body.records.length > d.outbox.room - d.reserved()) {
-      throw new EwError('OUTBOX_FULL', `the outbox has room for ${Math.max(0, d.outbox.room - d.reserved())} more messages (its policy is reject-new) and ${req.body.records.length} were sent; wait for the cloud link, or raise --outbox-max`);
-    }
-    const ids = d.outbox.enqueue(topics.up(d.siteId, stream), stream, req.body.records, grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' });
-    d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
-    void reply.status(202);
-    return { accepted: ids.length, ids, pending: d.outbox.pending };
-  });
+    async (req, reply) => {
+      const { stream } = req.params;
+      if (!isValidStreamName(stream))
+        throw new EwError('VALIDATION_FAILED', `stream name "${stream}" is not valid: use letters, digits, "_", "-", "." (at most 128)`, {
+          path: 'stream',
+        });
+      // The same egress policy and audit as a rule's uplink sink (see local-uplink.ts).
+      const grant = localUplinkGrant(stream, d.supervisor.apps(), d.uplinkAllow, req.query.app);
+      checkGrantedFields(req.body.records, grant, stream);
+      // Under reject-new the room the rules were promised is not given away.
+      if (d.outbox.policy === 'reject-new' && req.body.records.length > d.outbox.room - d.reserved()) {
+        throw new EwError(
+          'OUTBOX_FULL',
+          `the outbox has room for ${Math.max(0, d.outbox.room - d.reserved())} more messages (its policy is reject-new) and ${req.body.records.length} were sent; wait for the cloud link, or raise --outbox-max`,
+        );
+      }
+      const ids = d.outbox.enqueue(
+        topics.up(d.siteId, stream),
+        stream,
+        req.body.records,
+        grant.app === '(operator)' ? undefined : { app: grant.app, rule: 'local-api' },
+      );
+      d.audit.record(grant.app, 'local-api', stream, 'cloud', ids.length, Buffer.byteLength(JSON.stringify(req.body.records)));
+      void reply.status(202);
+      return { accepted: ids.length, ids, pending: d.outbox.pending };
+    },
+  );
   r.get('/api/v1/rules', async () => ({ items: d.rules.statuses() }));
   r.get('/api/v1/sources', async () => ({ items: d.sources.statuses() }));
-  r.get('/api/v1/writes', { schema: { querystring: z.object({ app: z.string().optional(), result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) } },
-    async (req) => ({ items: d.writeAudit.list(req.query) }));
+  r.get(
+    '/api/v1/writes',
+    {
+      schema: {
+        querystring: z.object({
+          app: z.string().optional(),
+          result: z.enum(['written', 'dry-run', 'refused', 'failed', 'superseded']).optional(),
+          limit: z.coerce.number().int().min(1).max(10_000).default(100),
+        }),
+      },
+    },
+    async (req) => ({ items: d.writeAudit.list(req.query) }),
+  );
   registerDeviceRoutes(app, d.deviceAdmin);
   registerOip(app, d.models);
   registerOpenAi(app, { host: d.models, llm: d.llm, log: d.log });
   // Images for OCR endpoints arrive as raw PNG/JPEG bodies.
   app.addContentTypeParser(['image/png', 'image/jpeg'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   r.post('/api/v1/ocr/:endpoint', { schema: { params: z.object({ endpoint: z.string() }) } }, async (req) => {
-    if (!Buffer.isBuffer(req.body)) throw new EwError('UNSUPPORTED_MEDIA_TYPE', 'send the image as the body with content-type image/png or image/jpeg');
-    const out = await d.models.infer(req.params.endpoint, undefined, { inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [req.body.toString('base64')] }] });
+    if (!Buffer.isBuffer(req.body))
+      throw new EwError('UNSUPPORTED_MEDIA_TYPE', 'send the image as the body with content-type image/png or image/jpeg');
+    const out = await d.models.infer(req.params.endpoint, undefined, {
+      inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [req.body.toString('base64')] }],
+    });
     const get = (n: string) => out.outputs.find((o) => o.name === n)?.data ?? [];
     const text = get('text') as string[];
     const boxes = get('boxes') as number[];
     const scores = get('scores') as number[];
     return { text: text.join('\n'), lines: text.map((t, i) => ({ text: t, score: scores[i], box: boxes.slice(i * 4, i * 4 + 4) })) };
   });
-  r.get('/api/v1/dead-letters', { schema: { querystring: z.object({ app: z.string().optional(), stream: z.string().optional(), limit: z.coerce.number().int().min(1).max(1000).default(100) }) } },
-    async (req) => ({ total: d.dead.total, items: d.dead.list(req.query) }));
-  r.get('/api/v1/egress', { schema: { querystring: z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(1000) }) } },
-    async (req) => ({ items: d.audit.list(req.query.limit) }));
+  r.get(
+    '/api/v1/dead-letters',
+    {
+      schema: {
+        querystring: z.object({
+          app: z.string().optional(),
+          stream: z.string().optional(),
+          limit: z.coerce.number().int().min(1).max(1000).default(100),
+        }),
+      },
+    },
+    async (req) => ({ total: d.dead.total, items: d.dead.list(req.query) }),
+  );
+  r.get(
+    '/api/v1/egress',
+    { schema: { querystring: z.object({ limit: z.coerce.number().int().min(1).max(10_000).default(1000) }) } },
+    async (req) => ({ items: d.audit.list(req.query.limit) }),
+  );
   // The HTTP push source: records into one app's stream, checked like device messages.
-  r.post('/api/v1/streams/:app/:stream', {
-    schema: { params: z.object({ app: z.string(), stream: z.string() }), body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }) },
-  }, async (req, reply) => {
-    // 2xx only once the accepted records are durable in the site's journal.
-    const res = await d.ingest(req.params.app, req.params.stream, req.body.records);
-    if (res.accepted === 0) throw new EwError('VALIDATION_FAILED', `no record was accepted: ${res.rejected[0]?.reason ?? 'none sent'}`, { path: `records[${res.rejected[0]?.index ?? 0}]` });
-    void reply.status(202);
-    return res;
-  });
+  r.post(
+    '/api/v1/streams/:app/:stream',
+    {
+      schema: {
+        params: z.object({ app: z.string(), stream: z.string() }),
+        body: z.object({ records: z.array(z.unknown()).min(1).max(100_000) }),
+      },
+    },
+    async (req, reply) => {
+      // 2xx only once the accepted records are durable in the site's journal.
+      const res = await d.ingest(req.params.app, req.params.stream, req.body.records);
+      if (res.accepted === 0)
+        throw new EwError('VALIDATION_FAILED', `no record was accepted: ${res.rejected[0]?.reason ?? 'none sent'}`, {
+          path: `records[${res.rejected[0]?.index ?? 0}]`,
+        });
+      void reply.status(202);
+      return res;
+    },
+  );
   return app;
 }

@@ -22,9 +22,18 @@ export function isReservedStream(stream: string): boolean {
   return isReservedStreamName(stream);
 }
 
-export function localUplinkGrant(stream: string, apps: readonly DesiredApp[], operatorAllow: readonly EgressGrant[], onlyApp?: string): UplinkGrant {
+export function localUplinkGrant(
+  stream: string,
+  apps: readonly DesiredApp[],
+  operatorAllow: readonly EgressGrant[],
+  onlyApp?: string,
+): UplinkGrant {
   if (isReservedStream(stream)) {
-    throw new EwError('STREAM_RESERVED', `stream "${stream}": names starting with "_" are reserved for the site's own streams (such as _egress-audit); choose a name that starts with a letter or digit`, { path: 'stream' });
+    throw new EwError(
+      'STREAM_RESERVED',
+      `stream "${stream}": names starting with "_" are reserved for the site's own streams (such as _egress-audit); choose a name that starts with a letter or digit`,
+      { path: 'stream' },
+    );
   }
   const candidates: { app: string; grant: ReturnType<typeof grantOf> }[] = [];
   for (const a of apps) {
@@ -34,8 +43,15 @@ export function localUplinkGrant(stream: string, apps: readonly DesiredApp[], op
   if (onlyApp === undefined) for (const g of operatorAllow) candidates.push({ app: '(operator)', grant: grantOf(g) });
   const hit = candidates.find((c) => c.grant.stream === stream && (c.grant.to ?? ['cloud']).includes('cloud'));
   if (!hit) {
-    const where = onlyApp !== undefined ? `the egress policy of app ${onlyApp}` : 'no egress policy of an app this site runs, nor the agent\'s --uplink-allow,';
-    throw new EwError('EGRESS_DENIED', `stream "${stream}" may not leave the site: ${where} grants it to the cloud; add it to an app's spec.policy.egress.allow, or start the agent with --uplink-allow ${stream}`, { path: 'stream' });
+    const where =
+      onlyApp !== undefined
+        ? `the egress policy of app ${onlyApp}`
+        : "no egress policy of an app this site runs, nor the agent's --uplink-allow,";
+    throw new EwError(
+      'EGRESS_DENIED',
+      `stream "${stream}" may not leave the site: ${where} grants it to the cloud; add it to an app's spec.policy.egress.allow, or start the agent with --uplink-allow ${stream}`,
+      { path: 'stream' },
+    );
   }
   return { app: hit.app, fields: hit.grant.fields };
 }
@@ -46,10 +62,19 @@ export function checkGrantedFields(records: readonly unknown[], grant: UplinkGra
   const allowed = new Set(grant.fields);
   records.forEach((r, i) => {
     if (r === null || typeof r !== 'object' || Array.isArray(r)) {
-      throw new EwError('EGRESS_DENIED', `records[${i}]: the grant for "${stream}" lets out only the fields ${grant.fields!.join(', ')}, so each record must be a JSON object`, { path: `records[${i}]` });
+      throw new EwError(
+        'EGRESS_DENIED',
+        `records[${i}]: the grant for "${stream}" lets out only the fields ${grant.fields!.join(', ')}, so each record must be a JSON object`,
+        { path: `records[${i}]` },
+      );
     }
     for (const k of Object.keys(r)) {
-      if (!allowed.has(k)) throw new EwError('EGRESS_DENIED', `records[${i}].${k}: the grant for "${stream}" (app ${grant.app}) lets out only ${grant.fields!.join(', ')}`, { path: `records[${i}].${k}` });
+      if (!allowed.has(k))
+        throw new EwError(
+          'EGRESS_DENIED',
+          `records[${i}].${k}: the grant for "${stream}" (app ${grant.app}) lets out only ${grant.fields!.join(', ')}`,
+          { path: `records[${i}].${k}` },
+        );
     }
   });
 }

@@ -106,7 +106,11 @@ function ensureSecret(db: EdgeDb, key: string, file: string | undefined, prefix:
 export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // Every option checked (a bad one refused naming its flag) and defaulted before anything starts.
   const parsed = parseEdgeOptions(input);
-  const cfg = { ...parsed, deviceLimits: await edgeLimits(parsed), httpTimeouts: { idleTimeoutMs: parsed.httpIdleTimeoutS * 1000, ...input.httpTimeouts } };
+  const cfg = {
+    ...parsed,
+    deviceLimits: await edgeLimits(parsed),
+    httpTimeouts: { idleTimeoutMs: parsed.httpIdleTimeoutS * 1000, ...input.httpTimeouts },
+  };
   const clock = cfg.clock ?? systemClock;
   // Recent log lines stay in memory for `edgeweave logs`; they leave the site only when asked.
   const ring = cfg.logRing ?? new LogRing(2000);
@@ -119,7 +123,10 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   if (!creds) {
     if (!cfg.token || !cfg.cloudUrl) {
       db.close();
-      throw new EwError('NOT_ENROLLED', `no site credentials in ${cfg.dataDir}: start once with --cloud <url> and the join token in EW_JOIN_TOKEN or --token-file <file>`);
+      throw new EwError(
+        'NOT_ENROLLED',
+        `no site credentials in ${cfg.dataDir}: start once with --cloud <url> and the join token in EW_JOIN_TOKEN or --token-file <file>`,
+      );
     }
     try {
       const ca = cfg.caFile ? readFileSync(cfg.caFile, 'utf8') : undefined;
@@ -138,38 +145,85 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   const heartbeatIntervalS = cfg.heartbeatIntervalS ?? creds.heartbeatIntervalS;
   if (!(heartbeatIntervalS >= HEARTBEAT_INTERVAL_S.min && heartbeatIntervalS <= HEARTBEAT_INTERVAL_S.max)) {
     db.close();
-    throw new EwError('CONFIG_INVALID', `the heartbeat interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds (got ${heartbeatIntervalS})`, { path: 'heartbeatIntervalS' });
+    throw new EwError(
+      'CONFIG_INVALID',
+      `the heartbeat interval must be ${HEARTBEAT_INTERVAL_S.min} to ${HEARTBEAT_INTERVAL_S.max} seconds (got ${heartbeatIntervalS})`,
+      { path: 'heartbeatIntervalS' },
+    );
   }
 
   const generated = {
     apiKey: ensureSecret(db, 'api.keyHash', cfg.apiKeyFile, 'ewl'),
-    devicePassword: cfg.devicePasswordFile || cfg.deviceSharedPassword ? ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd') : undefined,
+    devicePassword:
+      cfg.devicePasswordFile || cfg.deviceSharedPassword
+        ? ensureSecret(db, 'device.passwordHash', cfg.devicePasswordFile, 'ewd')
+        : undefined,
   };
   if (!cfg.devicePasswordFile && !cfg.deviceSharedPassword && kvGet(db, 'device.passwordHash')) {
     // Opt-in only: a shared password left from an earlier start stops working.
     db.prepare('DELETE FROM kv WHERE key = ?').run('device.passwordHash');
-    log.warn('the shared device password is off (opt in with --device-shared-password or --device-password-file); devices connect with their own credentials: edgeweave devices add');
+    log.warn(
+      'the shared device password is off (opt in with --device-shared-password or --device-password-file); devices connect with their own credentials: edgeweave devices add',
+    );
   }
 
   // 2. Metrics.
   const registry = new Registry();
   collectProcessMetrics(registry, 'ew_edge_');
   const outbox = new Outbox(db, clock, { maxMessages: cfg.outboxMax ?? 100_000, overflow: cfg.outboxOverflow ?? 'drop-oldest' });
-  new Gauge({ name: 'ew_edge_outbox_pending', help: 'Uplink messages waiting in the outbox', registers: [registry], collect() { this.set(outbox.pending); } });
-  const sentCounter = new Counter({ name: 'ew_edge_uplink_sent_total', help: 'Uplink messages acknowledged by the cloud broker', registers: [registry] });
-  const badDesired = new Counter({ name: 'ew_edge_desired_invalid_total', help: 'Desired-state messages refused as malformed', registers: [registry] });
-  const httpErrors = new Counter({ name: 'ew_edge_http_errors_total', help: 'Local API errors by code', labelNames: ['code'], registers: [registry] });
+  new Gauge({
+    name: 'ew_edge_outbox_pending',
+    help: 'Uplink messages waiting in the outbox',
+    registers: [registry],
+    collect() {
+      this.set(outbox.pending);
+    },
+  });
+  const sentCounter = new Counter({
+    name: 'ew_edge_uplink_sent_total',
+    help: 'Uplink messages acknowledged by the cloud broker',
+    registers: [registry],
+  });
+  const badDesired = new Counter({
+    name: 'ew_edge_desired_invalid_total',
+    help: 'Desired-state messages refused as malformed',
+    registers: [registry],
+  });
+  const httpErrors = new Counter({
+    name: 'ew_edge_http_errors_total',
+    help: 'Local API errors by code',
+    labelNames: ['code'],
+    registers: [registry],
+  });
 
   // 3. Device broker, and the streams that route its messages to rules.
   const deviceRegistry = new DeviceRegistry(db, clock, () => kvGet(db, 'device.passwordHash'));
   const devices: DeviceSource = cfg.deviceBroker
-    ? new ExternalDeviceSource({ url: cfg.deviceBroker, username: cfg.deviceBrokerUsername, password: cfg.deviceBrokerPassword, clientId: `edgeweave-${siteId}`, protocolVersion: cfg.deviceBrokerMqttVersion, log })
+    ? new ExternalDeviceSource({
+        url: cfg.deviceBroker,
+        username: cfg.deviceBrokerUsername,
+        password: cfg.deviceBrokerPassword,
+        clientId: `edgeweave-${siteId}`,
+        protocolVersion: cfg.deviceBrokerMqttVersion,
+        log,
+      })
     : new DeviceBroker({
-      port: cfg.devicePort ?? 1883, host: cfg.deviceHost ?? '0.0.0.0', log, limits: cfg.deviceLimits, clock: cfg.clock,
-      tls: cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) } : undefined,
-      auth: deviceRegistry,
-    });
-  const deviceAdmin: DeviceAdmin = { registry: cfg.deviceBroker ? undefined : deviceRegistry, disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id), log };
+        port: cfg.devicePort ?? 1883,
+        host: cfg.deviceHost ?? '0.0.0.0',
+        log,
+        limits: cfg.deviceLimits,
+        clock: cfg.clock,
+        tls:
+          cfg.deviceTlsCertFile && cfg.deviceTlsKeyFile
+            ? { cert: readFileSync(cfg.deviceTlsCertFile), key: readFileSync(cfg.deviceTlsKeyFile) }
+            : undefined,
+        auth: deviceRegistry,
+      });
+  const deviceAdmin: DeviceAdmin = {
+    registry: cfg.deviceBroker ? undefined : deviceRegistry,
+    disconnect: (id) => (devices as Partial<DeviceBroker>).disconnect?.(id),
+    log,
+  };
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
   // Streams fed by an industrial source have no topic ('') and nothing to subscribe to.
@@ -178,13 +232,32 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // and its PUBACK goes only once it is committed there (src/edge/journal.ts).
   const journal = new Journal(db, clock);
   const journalMax = cfg.journalMax ?? 1_000_000;
-  const unrouted = new Counter({ name: 'ew_edge_records_unrouted_total', help: 'Device records that no stream reads (acknowledged, counted, not kept), by topic (at most 1,000 topics, then "(other)")', labelNames: ['topic'], registers: [registry] });
+  const unrouted = new Counter({
+    name: 'ew_edge_records_unrouted_total',
+    help: 'Device records that no stream reads (acknowledged, counted, not kept), by topic (at most 1,000 topics, then "(other)")',
+    labelNames: ['topic'],
+    registers: [registry],
+  });
   const unroutedTopics = new Set<string>();
-  const withheld = new Counter({ name: 'ew_edge_device_acks_withheld_total', help: 'Device records whose acknowledgement was withheld (the device is slowed, not dropped), by reason', labelNames: ['reason'], registers: [registry] });
-  new Gauge({ name: 'ew_edge_journal_pending', help: 'Acknowledged device records journaled and not yet committed by every rule', registers: [registry], collect() { this.set(journal.pending); } });
+  const withheld = new Counter({
+    name: 'ew_edge_device_acks_withheld_total',
+    help: 'Device records whose acknowledgement was withheld (the device is slowed, not dropped), by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'ew_edge_journal_pending',
+    help: 'Acknowledged device records journaled and not yet committed by every rule',
+    registers: [registry],
+    collect() {
+      this.set(journal.pending);
+    },
+  });
   let rulesRef: RuleHost | undefined;
   const intake = new Intake({
-    journal, clock, log,
+    journal,
+    clock,
+    log,
     routes: (topic) => router.routes(topic),
     deliver: (seq, topic, payload, props) => {
       router.onMessage(topic, payload, props, seq);
@@ -211,7 +284,11 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
    */
   const ingest = async (app: string, stream: string, records: readonly unknown[]) => {
     // Records are refused whole (nothing journaled, the caller resends) while the site withholds.
-    if (intake.withholding) throw new EwError('INTAKE_FULL', `the site is holding records back (${intake.withholding}); none of these ${records.length} were accepted: resend them later`);
+    if (intake.withholding)
+      throw new EwError(
+        'INTAKE_FULL',
+        `the site is holding records back (${intake.withholding}); none of these ${records.length} were accepted: resend them later`,
+      );
     const { valid, rejected } = router.check(app, stream, records);
     const topic = pushTopic(app, stream);
     await intake.acceptMany(valid.map((payload) => ({ topic, payload })));
@@ -228,14 +305,28 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   const accelerators = [...new Set([...detectAccelerators(), ...acceleratorNames(accel)])];
   const runtimeRegistry = new RuntimeRegistry()
     // A model that names no execution provider gets CUDA where this site's ONNX Runtime can use a GPU.
-    .register(new OnnxRuntime((model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'), accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda'))))
+    .register(
+      new OnnxRuntime(
+        (model, reason) => log.warn({ model, reason }, 'CUDA asked for but not available; the model runs on the CPU'),
+        accel.gpus.some((g) => g.usableBy.includes('onnxruntime:cuda')),
+      ),
+    )
     .register(new BuiltinRuntime())
     .register(new GgufRuntime({ log, clock }))
     .register(new RemoteRuntime({ log, clock }));
-  const cache = new ArtifactCache(db, join(cfg.dataDir, 'models'), cfg.modelCacheBytes ?? 10 * 1024 ** 3,
-    cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)), clock, log);
+  const cache = new ArtifactCache(
+    db,
+    join(cfg.dataDir, 'models'),
+    cfg.modelCacheBytes ?? 10 * 1024 ** 3,
+    cloudArtifactSource(creds.cloudUrl, siteId, creds.password, fetchTrusting(creds.ca)),
+    clock,
+    log,
+  );
   const models = new ModelHost({
-    runtimes: runtimeRegistry, clock, log, registry,
+    runtimes: runtimeRegistry,
+    clock,
+    log,
+    registry,
     fetchModel: async (_app, m) => {
       if (!m.sha256) throw new EwError('MODEL_LOAD_FAILED', `model ${m.name} has no sha256`);
       const file = await cache.ensure(m.sha256, (received, total) => models.progress.set(`${_app}/${m.name}`, { received, total }));
@@ -253,7 +344,16 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
     secret: (name) => siteSecret(cfg.dataDir, name),
   });
   const llm = new LlmService(models, registry, clock);
-  const ruleLlm = new RuleLlmCalls(clock, (c) => llm.complete({ endpoint: c.endpoint, app: c.app, input: { kind: 'chat', messages: [{ role: 'user', content: c.prompt }] }, maxTokens: c.maxTokens, opts: c.opts, client: c.client }));
+  const ruleLlm = new RuleLlmCalls(clock, (c) =>
+    llm.complete({
+      endpoint: c.endpoint,
+      app: c.app,
+      input: { kind: 'chat', messages: [{ role: 'user', content: c.prompt }] },
+      maxTokens: c.maxTokens,
+      opts: c.opts,
+      client: c.client,
+    }),
+  );
 
   // 5. Apps: the last desired state stored here runs at once, cloud or no cloud.
   supervisor.register(models);
@@ -262,14 +362,33 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   const writeAudit = new WriteAudit(db, clock, registry);
   const writes = new WriteHost(writeAudit, clock, log, join(cfg.dataDir, 'pki', 'opcua'), (name) => readSiteSecret(cfg.dataDir, name));
   const rules = new RuleHost({
-    router, dead, clock, log,
+    router,
+    dead,
+    clock,
+    log,
     modelState: (app, model) => models.stateOf(app, model),
     // llm('endpoint', …) arrives as model "llm:<endpoint>"; infer() as the model's name.
-    infer: (app, model, args, rule) => (model.startsWith('llm:')
-      ? ruleLlm.call(app, rule?.name ?? '?', { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute }, model.slice(4), args)
-      : models.inferRow(app, model, args)),
+    infer: (app, model, args, rule) =>
+      model.startsWith('llm:')
+        ? ruleLlm.call(
+            app,
+            rule?.name ?? '?',
+            { concurrency: rule?.options.llmConcurrency, tokensPerMinute: rule?.options.llmTokensPerMinute },
+            model.slice(4),
+            args,
+          )
+        : models.inferRow(app, model, args),
     sinkContext: (app, rule, allowedFields) => ({
-      siteId, app, rule, outbox, audit, log, siteLog, clock, allowedFields, writes,
+      siteId,
+      app,
+      rule,
+      outbox,
+      audit,
+      log,
+      siteLog,
+      clock,
+      allowedFields,
+      writes,
       publishLocal: (t, p) => devices.publish(t, p),
     }),
     durable: { journal, db, outbox, checkpointMs: cfg.checkpointIntervalMs, onCommitted: () => intake.wake() },
@@ -286,19 +405,56 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // stored desired state applied (models loaded, rules running and caught up on the journal).
   journal.pruneCursors(rules.keys());
   await devices.start();
-  if (devices instanceof DeviceBroker) guardRefusalCounter('ew_edge_device_guard_refused_total', 'Device MQTT connections and logins refused by the broker\'s guard, by reason', registry, () => (devices as DeviceBroker).guard);
+  if (devices instanceof DeviceBroker)
+    guardRefusalCounter(
+      'ew_edge_device_guard_refused_total',
+      "Device MQTT connections and logins refused by the broker's guard, by reason",
+      registry,
+      () => (devices as DeviceBroker).guard,
+    );
 
   // 6. Cloud link, outbox pump, heartbeats. Runtimes (those registered and whose package
   // resolves) and accelerators are probed once.
   const runtimes = runtimeRegistry.formats().filter((f) => f === 'builtin' || detectRuntimes().includes(f));
-  const routed: RoutedInference = new RoutedInference({ siteId, models, clock, log, publish: (t, p): Promise<void> => link.publish(t, p, 0) });
+  const routed: RoutedInference = new RoutedInference({
+    siteId,
+    models,
+    clock,
+    log,
+    publish: (t, p): Promise<void> => link.publish(t, p, 0),
+  });
   const statusBody = createStatus({
-    agentVersion: VERSION, bootId, startedAt, heartbeatIntervalS, dataDir: cfg.dataDir, clock, log, supervisor, runtimes, accelerators, accel,
-    outbox, devices, rules, dead, sources, writes, models, routed,
+    agentVersion: VERSION,
+    bootId,
+    startedAt,
+    heartbeatIntervalS,
+    dataDir: cfg.dataDir,
+    clock,
+    log,
+    supervisor,
+    runtimes,
+    accelerators,
+    accel,
+    outbox,
+    devices,
+    rules,
+    dead,
+    sources,
+    writes,
+    models,
+    routed,
   });
   const rpc = createRpc({ ring, dead, writeAudit, devices: deviceAdmin, log });
   const link = new CloudLink({
-    creds, bootId, log, reconnectPeriodMs: cfg.reconnectPeriodMs, reconnectMaxMs: cfg.reconnectMaxMs, keepaliveS: cfg.cloudKeepaliveS, onDesired: desired.onDesired, onRpc: rpc, onFrame: routed.onFrame,
+    creds,
+    bootId,
+    log,
+    reconnectPeriodMs: cfg.reconnectPeriodMs,
+    reconnectMaxMs: cfg.reconnectMaxMs,
+    keepaliveS: cfg.cloudKeepaliveS,
+    onDesired: desired.onDesired,
+    onRpc: rpc,
+    onFrame: routed.onFrame,
     onState: (s) => {
       pump.connectedChanged(s === 'connected');
       if (s === 'connected') link.sendStatus(statusBody());
@@ -308,7 +464,13 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
     onStoreAckMode: (on) => kvSet(db, 'cloud.uplinkAck', on ? '1' : '0'),
   });
   const pump = new OutboxPump(outbox, (topic, payload) => link.publish(topic, payload), {
-    window: 256, onAcked: (n) => { sentCounter.inc(n); intake.wake(); }, storeAck: () => link.storeAcks, clock,
+    window: 256,
+    onAcked: (n) => {
+      sentCounter.inc(n);
+      intake.wake();
+    },
+    storeAck: () => link.storeAcks,
+    clock,
   });
   reportStatus = () => link.sendStatus(statusBody());
   link.start();
@@ -325,14 +487,46 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   // 7. Local API.
   // Routed /v1 requests reach the local API in process; this per-boot token lets them past its key check.
   const internalToken = newSecret('ewl');
-  const api = await createLocalApi({ timeouts: cfg.httpTimeouts, internalToken, log, registry, httpErrors, db, outbox, siteId, statusBody, linkState: () => link.linkState, linkHealth: () => link.health(), intake, router, dead, audit, rules, models, supervisor, uplinkAllow: cfg.uplinkAllow ?? [], deviceAdmin, sources, writeAudit, llm, ingest, reserved: () => rules.reserved() });
+  const api = await createLocalApi({
+    timeouts: cfg.httpTimeouts,
+    internalToken,
+    log,
+    registry,
+    httpErrors,
+    db,
+    outbox,
+    siteId,
+    statusBody,
+    linkState: () => link.linkState,
+    linkHealth: () => link.health(),
+    intake,
+    router,
+    dead,
+    audit,
+    rules,
+    models,
+    supervisor,
+    uplinkAllow: cfg.uplinkAllow ?? [],
+    deviceAdmin,
+    sources,
+    writeAudit,
+    llm,
+    ingest,
+    reserved: () => rules.reserved(),
+  });
   routed.setStreams(injectStreams(api, internalToken));
   const address = await api.listen({ host: cfg.apiHost ?? '127.0.0.1', port: cfg.apiPort ?? 8081 });
   const apiUrl = address.replace('0.0.0.0', '127.0.0.1');
   log.info({ siteId, apiUrl, deviceUrl: devices.url }, 'edge ready');
 
   return {
-    siteId, apiUrl, deviceUrl: devices.url, generated, outbox, supervisor, devices,
+    siteId,
+    apiUrl,
+    deviceUrl: devices.url,
+    generated,
+    outbox,
+    supervisor,
+    devices,
     linkState: () => link.linkState,
     async close() {
       stopHeartbeat();

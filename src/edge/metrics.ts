@@ -9,12 +9,47 @@ import type { RuleHost } from './rules.ts';
  * records in, out and failed (by app and rule). Counters, as their `_total` names promise.
  */
 export function registerEdgeMetrics(registry: Registry, d: { outbox: Outbox; dead: DeadLetters; rules: RuleHost }): void {
-  counterFrom(registry, 'ew_edge_outbox_dropped_total', 'Uplink messages dropped unsent by the outbox overflow policy', [], () => [{ labels: {}, value: d.outbox.dropped }]);
-  counterFrom(registry, 'ew_edge_dead_letters_total', 'Records that did not fit their stream or failed in a rule', [], () => [{ labels: {}, value: d.dead.total }]);
-  const per = (pick: (s: ReturnType<RuleHost['statuses']>[number]) => number) => () => d.rules.statuses().map((s) => ({ labels: { app: s.app, rule: s.rule }, value: pick(s) }));
-  counterFrom(registry, 'ew_edge_rule_records_in_total', 'Records that reached a rule', ['app', 'rule'], per((s) => s.in));
-  counterFrom(registry, 'ew_edge_rule_records_out_total', 'Result rows a rule emitted', ['app', 'rule'], per((s) => s.out));
-  counterFrom(registry, 'ew_edge_rule_errors_total', 'Records a rule failed on', ['app', 'rule'], per((s) => s.errors));
-  counterFrom(registry, 'ew_edge_rule_late_total', 'Records that arrived too late for a rule\'s windows', ['app', 'rule'], per((s) => s.late));
-  counterFrom(registry, 'ew_edge_rule_sink_errors_total', 'Results a rule\'s sinks failed to take', ['app', 'rule'], per((s) => s.sinkErrors));
+  counterFrom(registry, 'ew_edge_outbox_dropped_total', 'Uplink messages dropped unsent by the outbox overflow policy', [], () => [
+    { labels: {}, value: d.outbox.dropped },
+  ]);
+  counterFrom(registry, 'ew_edge_dead_letters_total', 'Records that did not fit their stream or failed in a rule', [], () => [
+    { labels: {}, value: d.dead.total },
+  ]);
+  const per = (pick: (s: ReturnType<RuleHost['statuses']>[number]) => number) => () =>
+    d.rules.statuses().map((s) => ({ labels: { app: s.app, rule: s.rule }, value: pick(s) }));
+  counterFrom(
+    registry,
+    'ew_edge_rule_records_in_total',
+    'Records that reached a rule',
+    ['app', 'rule'],
+    per((s) => s.in),
+  );
+  counterFrom(
+    registry,
+    'ew_edge_rule_records_out_total',
+    'Result rows a rule emitted',
+    ['app', 'rule'],
+    per((s) => s.out),
+  );
+  counterFrom(
+    registry,
+    'ew_edge_rule_errors_total',
+    'Records a rule failed on',
+    ['app', 'rule'],
+    per((s) => s.errors),
+  );
+  counterFrom(
+    registry,
+    'ew_edge_rule_late_total',
+    "Records that arrived too late for a rule's windows",
+    ['app', 'rule'],
+    per((s) => s.late),
+  );
+  counterFrom(
+    registry,
+    'ew_edge_rule_sink_errors_total',
+    "Results a rule's sinks failed to take",
+    ['app', 'rule'],
+    per((s) => s.sinkErrors),
+  );
 }

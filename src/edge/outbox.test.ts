@@ -38,7 +38,10 @@ describe('Outbox', () => {
     const o2 = new Outbox(db2, clock, { maxMessages: 100, overflow: 'drop-oldest' });
     assert.equal(o2.pending, 3);
     assert.deepEqual(data(o2), [1, 2, 3]);
-    assert.deepEqual(o2.peek(0, 10).map((r) => r.id), ids);
+    assert.deepEqual(
+      o2.peek(0, 10).map((r) => r.id),
+      ids,
+    );
     const first = JSON.parse(o2.peek(0, 1)[0]!.payload.toString());
     assert.deepEqual({ type: first.type, stream: first.body.stream, at: first.body.at }, { type: 'uplink', stream: 'a', at: 1000 });
   });
@@ -63,7 +66,10 @@ describe('Outbox', () => {
     const { db } = fresh();
     const o = new Outbox(db, new ManualClock(), { maxMessages: 3, overflow: 'reject-new' });
     o.enqueue('t', 's', [1, 2]);
-    assert.throws(() => o.enqueue('t', 's', [3, 4]), (e: unknown) => isEwError(e, 'OUTBOX_FULL'));
+    assert.throws(
+      () => o.enqueue('t', 's', [3, 4]),
+      (e: unknown) => isEwError(e, 'OUTBOX_FULL'),
+    );
     assert.deepEqual(data(o), [1, 2]);
     assert.equal(o.dropped, 0);
     o.enqueue('t', 's', [3]);
@@ -104,7 +110,8 @@ describe('OutboxPump', () => {
     assert.deepEqual([link.dataOf(0), link.dataOf(1)], [1, 2]);
     assert.equal(link.calls.length, 2, 'window of 2');
     link.calls[0]!.resolve();
-    await tick(); await tick();
+    await tick();
+    await tick();
     assert.equal(link.calls.length, 3);
     assert.equal(link.dataOf(2), 3);
     assert.deepEqual(data(o), [2, 3, 4, 5]);
@@ -121,15 +128,20 @@ describe('OutboxPump', () => {
     p.connectedChanged(false);
     link.calls[1]!.reject(new Error('closed'));
     link.calls[2]!.reject(new Error('closed'));
-    await tick(); await tick();
+    await tick();
+    await tick();
     p.connectedChanged(true);
-    assert.deepEqual(link.calls.slice(3).map((_, i) => link.dataOf(3 + i)), [2, 3]);
+    assert.deepEqual(
+      link.calls.slice(3).map((_, i) => link.dataOf(3 + i)),
+      [2, 3],
+    );
     // New writes follow once connected.
     o.enqueue('t', 's', [4]);
     p.notify();
     assert.equal(link.dataOf(link.calls.length - 1), 4);
     for (const c of link.calls.slice(3)) c.resolve();
-    await tick(); await tick();
+    await tick();
+    await tick();
     assert.equal(o.pending, 0);
     assert.equal(p.sentTotal, 4);
   });
@@ -143,14 +155,16 @@ describe('OutboxPump', () => {
     const p = new OutboxPump(o, link.publish, { window: 3, storeAck: () => true, storeAckTimeoutMs: 5000, clock });
     p.connectedChanged(true);
     for (const c of link.calls) c.resolve();
-    await tick(); await tick();
-    assert.equal(o.pending, 3, 'the broker\'s PUBACK deletes nothing');
+    await tick();
+    await tick();
+    assert.equal(o.pending, 3, "the broker's PUBACK deletes nothing");
     assert.equal(p.awaiting, 3);
     o.enqueue('t', 's', [4]);
     p.notify();
     assert.equal(link.calls.length, 3, 'unconfirmed rows hold the window');
     p.storeAcked([ids[0]!, 'not-ours']);
-    await tick(); await tick();
+    await tick();
+    await tick();
     assert.deepEqual(data(o), [2, 3, 4]);
     assert.equal(link.dataOf(3), 4, 'a stored row frees its place in the window');
     // The replica that took 2 and 3 died: no acknowledgement comes; after the timeout they go again.
@@ -158,11 +172,15 @@ describe('OutboxPump', () => {
     await tick();
     clock.advance(5000);
     await tick();
-    assert.deepEqual(link.calls.slice(4).map((_, i) => link.dataOf(4 + i)), [2, 3, 4]);
+    assert.deepEqual(
+      link.calls.slice(4).map((_, i) => link.dataOf(4 + i)),
+      [2, 3, 4],
+    );
     for (const c of link.calls.slice(4)) c.resolve();
     await tick();
     p.storeAcked(ids.slice(1).concat(o.peek(0, 10).map((r) => r.id)));
-    await tick(); await tick();
+    await tick();
+    await tick();
     assert.equal(o.pending, 0);
     assert.equal(p.sentTotal, 4, 'each row counted once');
     p.stop();
@@ -178,7 +196,8 @@ describe('OutboxPump', () => {
     p.connectedChanged(true);
     p.storeAcked(ids);
     link.calls[0]!.resolve();
-    await tick(); await tick();
+    await tick();
+    await tick();
     assert.equal(o.pending, 0);
     assert.equal(p.awaiting, 0);
     assert.equal(p.sentTotal, 1);

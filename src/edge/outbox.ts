@@ -20,7 +20,12 @@ export interface OutboxOptions {
   overflow: OverflowPolicy;
 }
 
-export interface OutboxRow { seq: number; id: string; topic: string; payload: Buffer }
+export interface OutboxRow {
+  seq: number;
+  id: string;
+  topic: string;
+  payload: Buffer;
+}
 
 /**
  * The durable uplink queue. Every message is committed here before anything is sent, keeps its
@@ -42,7 +47,11 @@ export class Outbox extends EventEmitter<{ added: [] }> {
   private droppedTotal: number;
   private announcing = false;
 
-  constructor(private readonly db: EdgeDb, private readonly clock: Clock, private readonly opts: OutboxOptions) {
+  constructor(
+    private readonly db: EdgeDb,
+    private readonly clock: Clock,
+    private readonly opts: OutboxOptions,
+  ) {
     super();
     if (!(opts.maxMessages >= 1)) throw new EwError('CONFIG_INVALID', 'outbox maxMessages must be at least 1', { path: 'outboxMax' });
     this.insert = db.prepare('INSERT INTO outbox (id, topic, payload, created_at) VALUES (?, ?, ?, ?)');
@@ -87,7 +96,13 @@ export class Outbox extends EventEmitter<{ added: [] }> {
    * Writes uplink messages for one stream in one transaction; returns their ids.
    * Throws OUTBOX_FULL (policy reject-new) without writing any of them.
    */
-  enqueue(topic: string, stream: string, records: readonly unknown[], origin?: { app: string; rule: string }, idOf?: (record: never, i: number) => string | undefined): string[] {
+  enqueue(
+    topic: string,
+    stream: string,
+    records: readonly unknown[],
+    origin?: { app: string; rule: string },
+    idOf?: (record: never, i: number) => string | undefined,
+  ): string[] {
     if (records.length === 0) return [];
     const now = this.clock.now();
     const ids: string[] = [];
@@ -100,7 +115,11 @@ export class Outbox extends EventEmitter<{ added: [] }> {
       const msg = envelope('uplink', { stream, at: now, ...origin, data }, { now: () => now }, id);
       const payload = Buffer.from(JSON.stringify(msg) ?? 'null');
       if (payload.length > PAYLOAD_LIMITS.up) {
-        throw new EwError('VALIDATION_FAILED', `records[${i}] is ${payload.length} bytes as an uplink message; one result may be at most ${PAYLOAD_LIMITS.up} bytes (split it into several records)`, { path: `records[${i}]` });
+        throw new EwError(
+          'VALIDATION_FAILED',
+          `records[${i}] is ${payload.length} bytes as an uplink message; one result may be at most ${PAYLOAD_LIMITS.up} bytes (split it into several records)`,
+          { path: `records[${i}]` },
+        );
       }
       return { id, payload };
     });
@@ -108,7 +127,10 @@ export class Outbox extends EventEmitter<{ added: [] }> {
       const over = this.count + records.length - this.opts.maxMessages;
       if (over > 0) {
         if (this.opts.overflow === 'reject-new') {
-          throw new EwError('OUTBOX_FULL', `the outbox holds ${this.count} of ${this.opts.maxMessages} messages and its policy is reject-new; wait for the cloud link, or raise --outbox-max`);
+          throw new EwError(
+            'OUTBOX_FULL',
+            `the outbox holds ${this.count} of ${this.opts.maxMessages} messages and its policy is reject-new; wait for the cloud link, or raise --outbox-max`,
+          );
         }
         const removed = this.dropOldest.run(over).changes;
         this.count -= removed;

@@ -17,7 +17,12 @@ export interface PumpOptions {
   clock?: Clock;
 }
 
-interface Sent { seq: number; epoch: number; at: number; done: boolean }
+interface Sent {
+  seq: number;
+  epoch: number;
+  at: number;
+  done: boolean;
+}
 
 /**
  * Moves outbox rows to the cloud link: up to `window` messages unconfirmed, in seq order. On

@@ -19,7 +19,9 @@ describe('record router: device messages to the streams whose topic filter match
     const router = new StreamRouter(new DeadLetters(db, new ManualClock(0)));
     const got: string[] = [];
     const sub = (app: string, name: string, topic: string, schema?: Record<string, string>): Subscriber => ({
-      app, stream: { name, topic, schema }, deliver: (rec: Record_, meta) => got.push(`${app}/${name} ${meta.topic} ${JSON.stringify(rec)}`),
+      app,
+      stream: { name, topic, schema },
+      deliver: (rec: Record_, meta) => got.push(`${app}/${name} ${meta.topic} ${JSON.stringify(rec)}`),
     });
     return { router, got, sub };
   }

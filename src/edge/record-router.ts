@@ -14,7 +14,11 @@ import { TopicIndex, TopicSet } from '../lib/topic-filter.ts';
  * reaches a rule and never stops one.
  */
 export type Record_ = Record<string, unknown>;
-export interface Subscriber { app: string; stream: StreamDef & { topic: string; properties?: Record<string, string> }; deliver(rec: Record_, meta: { topic: string; seq?: number }): void }
+export interface Subscriber {
+  app: string;
+  stream: StreamDef & { topic: string; properties?: Record<string, string> };
+  deliver(rec: Record_, meta: { topic: string; seq?: number }): void;
+}
 
 /**
  * Records pushed into one app's stream (the local HTTP push API, an industrial source) are
@@ -35,26 +39,47 @@ export function streamReads(app: string, stream: { name: string; topic: string }
 
 const TYPE_CHECKS: Record<FieldType, (v: unknown) => boolean> = {
   string: (v) => typeof v === 'string',
-  int: (v) => Number.isInteger(v), bigint: (v) => Number.isInteger(v),
-  float: (v) => typeof v === 'number' && Number.isFinite(v), number: (v) => typeof v === 'number' && Number.isFinite(v), double: (v) => typeof v === 'number' && Number.isFinite(v),
-  bool: (v) => typeof v === 'boolean', boolean: (v) => typeof v === 'boolean',
+  int: (v) => Number.isInteger(v),
+  bigint: (v) => Number.isInteger(v),
+  float: (v) => typeof v === 'number' && Number.isFinite(v),
+  number: (v) => typeof v === 'number' && Number.isFinite(v),
+  double: (v) => typeof v === 'number' && Number.isFinite(v),
+  bool: (v) => typeof v === 'boolean',
+  boolean: (v) => typeof v === 'boolean',
   timestamp: (v) => (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && !Number.isNaN(Date.parse(v))),
   datetime: (v) => (typeof v === 'number' && Number.isFinite(v)) || (typeof v === 'string' && !Number.isNaN(Date.parse(v))),
-  object: (v) => typeof v === 'object' && v !== null && !Array.isArray(v), struct: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
-  array: (v) => Array.isArray(v), any: () => true,
+  object: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+  struct: (v) => typeof v === 'object' && v !== null && !Array.isArray(v),
+  array: (v) => Array.isArray(v),
+  any: () => true,
 };
 
 /** Bytes of a value's JSON text: how dead-letter reasons size a value without showing it. */
 const jsonBytes = (v: unknown): number => Buffer.byteLength(JSON.stringify(v) ?? '');
 /** The JSON type of a value, as a reason names it ("a string", "an array"). */
-const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : typeof v === 'number' ? (Number.isInteger(v) ? 'an integer' : 'a number') : `a ${typeof v}`);
+const kindOf = (v: unknown): string =>
+  v === null
+    ? 'null'
+    : Array.isArray(v)
+      ? 'an array'
+      : typeof v === 'object'
+        ? 'an object'
+        : typeof v === 'number'
+          ? Number.isInteger(v)
+            ? 'an integer'
+            : 'a number'
+          : `a ${typeof v}`;
 
 /**
  * Why a record was refused. `reason` names the field, the expected type and sizes — never any
  * content, because it is what the cloud is shown (raw device data stays on the site). `detail`
  * may quote the content (a parser's message, a rule's error) and stays in the site's SQLite.
  */
-export interface Refusal { ok: false; reason: string; detail?: string }
+export interface Refusal {
+  ok: false;
+  reason: string;
+  detail?: string;
+}
 
 /** Decodes and checks one payload; returns the record or why it does not fit. */
 export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef, extra?: Record_): { ok: true; rec: Record_ } | Refusal {
@@ -66,28 +91,47 @@ export function decodeRecord(payload: Buffer | string | Record_, def: StreamDef,
       return { ok: false, reason: `not JSON (${Buffer.byteLength(payload)} bytes)`, detail: (e as Error).message };
     }
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return { ok: false, reason: `not a JSON object but ${kindOf(v)} (${jsonBytes(v)} bytes)` };
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    return { ok: false, reason: `not a JSON object but ${kindOf(v)} (${jsonBytes(v)} bytes)` };
   // Fields from outside the payload (MQTT 5 properties) are checked like the payload's own.
-  const rec = extra ? { ...(v as Record_), ...extra } : v as Record_;
+  const rec = extra ? { ...(v as Record_), ...extra } : (v as Record_);
   if (def.schema) {
     for (const [field, type] of Object.entries(def.schema)) {
       const x = rec[field];
       if (x === undefined || x === null) continue;
       // Schemas are checked when planned (unknown types refused there), in any case, as the planner reads them.
       const check = TYPE_CHECKS[type.toLowerCase() as FieldType] ?? TYPE_CHECKS.any;
-      if (!check(x)) return { ok: false, reason: `field "${field}" should be ${type} but is ${kindOf(x)} of ${jsonBytes(x)} bytes`, detail: `${field} = ${JSON.stringify(x)?.slice(0, 200)}` };
+      if (!check(x))
+        return {
+          ok: false,
+          reason: `field "${field}" should be ${type} but is ${kindOf(x)} of ${jsonBytes(x)} bytes`,
+          detail: `${field} = ${JSON.stringify(x)?.slice(0, 200)}`,
+        };
     }
   }
   if (def.timestamp) {
     const t = rec[def.timestamp];
     if (t === undefined || t === null) return { ok: false, reason: `event-time field "${def.timestamp}" is missing` };
-    if (!TYPE_CHECKS.timestamp!(t)) return { ok: false, reason: `event-time field "${def.timestamp}" should be timestamp but is ${kindOf(t)} of ${jsonBytes(t)} bytes`, detail: `${def.timestamp} = ${JSON.stringify(t)?.slice(0, 200)}` };
+    if (!TYPE_CHECKS.timestamp!(t))
+      return {
+        ok: false,
+        reason: `event-time field "${def.timestamp}" should be timestamp but is ${kindOf(t)} of ${jsonBytes(t)} bytes`,
+        detail: `${def.timestamp} = ${JSON.stringify(t)?.slice(0, 200)}`,
+      };
   }
   return { ok: true, rec };
 }
 
 /** A dead letter as the site's local API shows it; the cloud gets `reason` and the payload's size only. */
-export interface DeadLetter { id: number; at: number; app: string; stream: string; reason: string; detail: string | null; payload: string }
+export interface DeadLetter {
+  id: number;
+  at: number;
+  app: string;
+  stream: string;
+  reason: string;
+  detail: string | null;
+  payload: string;
+}
 
 /** The dead letters: newest kept, at most `max` rows. */
 export class DeadLetters {
@@ -95,7 +139,11 @@ export class DeadLetters {
   private readonly trim: Statement;
   private count = 0;
   total = 0;
-  constructor(private readonly db: EdgeDb, private readonly clock: Clock, private readonly max = 10_000) {
+  constructor(
+    private readonly db: EdgeDb,
+    private readonly clock: Clock,
+    private readonly max = 10_000,
+  ) {
     this.insert = db.prepare('INSERT INTO dead_letters (at, app, stream, reason, payload, detail) VALUES (?, ?, ?, ?, ?, ?)');
     this.trim = db.prepare('DELETE FROM dead_letters WHERE id <= (SELECT max(id) FROM dead_letters) - ?');
     this.count = (db.prepare('SELECT count(*) AS n FROM dead_letters').get() as { n: number }).n;
@@ -113,9 +161,19 @@ export class DeadLetters {
   list(q: { app?: string; stream?: string; limit: number }): DeadLetter[] {
     const where: string[] = [];
     const args: unknown[] = [];
-    if (q.app) { where.push('app = ?'); args.push(q.app); }
-    if (q.stream) { where.push('stream = ?'); args.push(q.stream); }
-    return this.db.prepare(`SELECT id, at, app, stream, reason, detail, payload FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`).all(...args, q.limit) as DeadLetter[];
+    if (q.app) {
+      where.push('app = ?');
+      args.push(q.app);
+    }
+    if (q.stream) {
+      where.push('stream = ?');
+      args.push(q.stream);
+    }
+    return this.db
+      .prepare(
+        `SELECT id, at, app, stream, reason, detail, payload FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`,
+      )
+      .all(...args, q.limit) as DeadLetter[];
   }
 }
 
@@ -157,7 +215,8 @@ export class StreamRouter {
   /** The subscribers whose stream's topic filter matches, in the order they subscribed. */
   private matching(topic: string): Subscriber[] {
     // A pushed record goes to its one app's stream (no device filter matches `$push/…`).
-    if (topic.startsWith(PUSH_PREFIX)) return [...this.subs.keys()].filter((s) => streamReads(s.app, s.stream, topic)).sort((a, b) => this.subs.get(a)! - this.subs.get(b)!);
+    if (topic.startsWith(PUSH_PREFIX))
+      return [...this.subs.keys()].filter((s) => streamReads(s.app, s.stream, topic)).sort((a, b) => this.subs.get(a)! - this.subs.get(b)!);
     const hits = [...this.byTopic.match(topic)];
     return hits.length > 1 ? hits.sort((a, b) => this.subs.get(a)! - this.subs.get(b)!) : hits;
   }
@@ -165,7 +224,10 @@ export class StreamRouter {
   private stat(app: string, stream: string) {
     const k = `${app}/${stream}`;
     let s = this.stats.get(k);
-    if (!s) { s = { in: 0, invalid: 0 }; this.stats.set(k, s); }
+    if (!s) {
+      s = { in: 0, invalid: 0 };
+      this.stats.set(k, s);
+    }
     return s;
   }
 
@@ -188,7 +250,10 @@ export class StreamRouter {
         decoded.set(key, d);
         const st = this.stat(s.app, s.stream.name);
         st.in++;
-        if (!d.ok) { st.invalid++; this.dead.add(s.app, s.stream.name, d.reason, payload, `topic ${topic}${d.detail ? `: ${d.detail}` : ''}`); }
+        if (!d.ok) {
+          st.invalid++;
+          this.dead.add(s.app, s.stream.name, d.reason, payload, `topic ${topic}${d.detail ? `: ${d.detail}` : ''}`);
+        }
       }
       if (d.ok) s.deliver(d.rec, { topic: shown, seq });
     }
@@ -205,12 +270,18 @@ export class StreamRouter {
    * are counted and dead-lettered here; the rest are returned (as JSON) for the journal, and
    * reach the rules through onMessage under pushTopic(app, stream).
    */
-  check(app: string, stream: string, records: readonly unknown[]): { valid: Buffer[]; rejected: { index: number; reason: string; detail?: string }[] } {
+  check(
+    app: string,
+    stream: string,
+    records: readonly unknown[],
+  ): { valid: Buffer[]; rejected: { index: number; reason: string; detail?: string }[] } {
     const def = [...this.subs.keys()].find((s) => s.app === app && s.stream.name === stream)?.stream;
     const rejected: { index: number; reason: string; detail?: string }[] = [];
     const valid: Buffer[] = [];
     records.forEach((r, index) => {
-      const d: ReturnType<typeof decodeRecord> = def ? decodeRecord(r as Record_, def) : { ok: false, reason: 'no running rule reads this stream' };
+      const d: ReturnType<typeof decodeRecord> = def
+        ? decodeRecord(r as Record_, def)
+        : { ok: false, reason: 'no running rule reads this stream' };
       if (!d.ok) {
         const st = this.stat(app, stream);
         st.in++;
@@ -226,7 +297,11 @@ export class StreamRouter {
   }
 
   /** Records pushed to one app's stream, straight to its rules (no journal: tools and tests); returns how many were accepted. */
-  push(app: string, stream: string, records: unknown[]): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
+  push(
+    app: string,
+    stream: string,
+    records: unknown[],
+  ): { accepted: number; rejected: { index: number; reason: string; detail?: string }[] } {
     const targets = [...this.subs.keys()].filter((s) => s.app === app && s.stream.name === stream);
     const rejected: { index: number; reason: string; detail?: string }[] = [];
     let accepted = 0;
@@ -234,7 +309,9 @@ export class StreamRouter {
     records.forEach((r, index) => {
       const st = this.stat(app, stream);
       st.in++;
-      const d: ReturnType<typeof decodeRecord> = def ? decodeRecord(r as Record_, def) : { ok: false, reason: 'no running rule reads this stream' };
+      const d: ReturnType<typeof decodeRecord> = def
+        ? decodeRecord(r as Record_, def)
+        : { ok: false, reason: 'no running rule reads this stream' };
       if (!d.ok) {
         st.invalid++;
         // The caller is on the site (the local API): it may see the detail.

@@ -1,4 +1,12 @@
-import { decodeFrame, encodeFrame, packTensors, unpackTensors, CloudToSite, WIRE_VERSION, type WireTensor } from '../contracts/infer-wire.ts';
+import {
+  decodeFrame,
+  encodeFrame,
+  packTensors,
+  unpackTensors,
+  CloudToSite,
+  WIRE_VERSION,
+  type WireTensor,
+} from '../contracts/infer-wire.ts';
 import { topics } from '../contracts/topics.ts';
 import { EwError, isEwError, ERROR_CODES, type ErrorCode } from '../contracts/errors.ts';
 import type { ModelHost } from '../inference/host.ts';
@@ -40,10 +48,19 @@ export interface RoutedInferenceOptions {
 export function injectStreams(app: { inject: (o: object) => Promise<unknown> }, internalToken: string): RoutedStreams {
   return {
     async run(path, body, emit, signal) {
-      const res = await app.inject({
-        method: 'POST', url: path, payload: body, payloadAsStream: true, signal,
+      const res = (await app.inject({
+        method: 'POST',
+        url: path,
+        payload: body,
+        payloadAsStream: true,
+        signal,
         headers: { 'content-type': 'application/json', 'x-edgeweave-internal': internalToken },
-      }) as { statusCode: number; headers: Record<string, string | string[] | undefined>; stream(): NodeJS.ReadableStream; raw: { res: { destroy(): void } } };
+      })) as {
+        statusCode: number;
+        headers: Record<string, string | string[] | undefined>;
+        stream(): NodeJS.ReadableStream;
+        raw: { res: { destroy(): void } };
+      };
       const stream = res.stream();
       // The cloud's client went away: closing the response is what the /v1 routes listen for to stop generating.
       const stop = () => res.raw.res.destroy();
@@ -69,7 +86,12 @@ export function injectStreams(app: { inject: (o: object) => Promise<unknown> }, 
   };
 }
 
-interface Running { abort: AbortController; cancelTimer: () => void; credit?: { n: number; wake?: () => void }; maxAnswerBytes?: number }
+interface Running {
+  abort: AbortController;
+  cancelTimer: () => void;
+  credit?: { n: number; wake?: () => void };
+  maxAnswerBytes?: number;
+}
 
 export class RoutedInference {
   private readonly running = new Map<string, Running>();
@@ -102,22 +124,46 @@ export class RoutedInference {
     const h = frame.head;
     if (h.type === 'cancel') {
       const r = this.running.get(h.id);
-      if (r) { this.stats.cancelled++; r.abort.abort(new EwError('INTERNAL', 'cancelled by the cloud')); }
+      if (r) {
+        this.stats.cancelled++;
+        r.abort.abort(new EwError('INTERNAL', 'cancelled by the cloud'));
+      }
       return;
     }
     if (h.type === 'credit') {
       const r = this.running.get(h.id);
-      if (r?.credit) { r.credit.n += h.n; r.credit.wake?.(); }
+      if (r?.credit) {
+        r.credit.n += h.n;
+        r.credit.wake?.();
+      }
       return;
     }
     if (this.running.size >= this.maxInFlight) {
       this.stats.refused++;
-      void this.reply(h.id, encodeFrame({ v: WIRE_VERSION, type: 'error', id: h.id, code: 'QUEUE_FULL', message: `site ${this.o.siteId} runs ${this.running.size} routed requests, its limit`, status: 503 }));
+      void this.reply(
+        h.id,
+        encodeFrame({
+          v: WIRE_VERSION,
+          type: 'error',
+          id: h.id,
+          code: 'QUEUE_FULL',
+          message: `site ${this.o.siteId} runs ${this.running.size} routed requests, its limit`,
+          status: 503,
+        }),
+      );
       return;
     }
     const abort = new AbortController();
-    const cancelTimer = this.o.clock.setTimer(h.timeoutMs, () => { this.stats.expired++; abort.abort(new EwError('INTERNAL', 'deadline passed')); });
-    const r: Running = { abort, cancelTimer, maxAnswerBytes: h.maxAnswerBytes, ...(h.type === 'stream' ? { credit: { n: h.window } } : {}) };
+    const cancelTimer = this.o.clock.setTimer(h.timeoutMs, () => {
+      this.stats.expired++;
+      abort.abort(new EwError('INTERNAL', 'deadline passed'));
+    });
+    const r: Running = {
+      abort,
+      cancelTimer,
+      maxAnswerBytes: h.maxAnswerBytes,
+      ...(h.type === 'stream' ? { credit: { n: h.window } } : {}),
+    };
     this.running.set(h.id, r);
     this.stats.requests++;
     const t0 = this.o.clock.now();
@@ -127,33 +173,69 @@ export class RoutedInference {
       }
       if (h.type === 'stream') return this.runStream(h.id, h.path, frame.body, r);
       const inputs = unpackTensors(h.inputs, frame.body, `request ${h.id}`);
-      const out = await this.o.models.infer(h.endpoint, h.version, { id: h.requestId, inputs, outputs: h.outputs?.map((name) => ({ name })) });
+      const out = await this.o.models.infer(h.endpoint, h.version, {
+        id: h.requestId,
+        inputs,
+        outputs: h.outputs?.map((name) => ({ name })),
+      });
       if (abort.signal.aborted) return undefined;
       const packed = packTensors(out.outputs as WireTensor[], 'outputs');
-      return encodeFrame({
-        v: WIRE_VERSION, type: 'result', id: h.id, model_name: out.model_name, model_version: out.model_version,
-        outputs: packed.heads, siteMs: this.o.clock.now() - t0, load: { inFlight: this.running.size, queued: 0 },
-      }, packed.body);
+      return encodeFrame(
+        {
+          v: WIRE_VERSION,
+          type: 'result',
+          id: h.id,
+          model_name: out.model_name,
+          model_version: out.model_version,
+          outputs: packed.heads,
+          siteMs: this.o.clock.now() - t0,
+          load: { inFlight: this.running.size, queued: 0 },
+        },
+        packed.body,
+      );
     };
-    void work().then(
-      (res) => {
-        if (!res || abort.signal.aborted) return;
-        if (r.maxAnswerBytes !== undefined && res.length > r.maxAnswerBytes) {
-          // Sent as it is, the broker would cut the link; say why instead.
+    void work()
+      .then(
+        (res) => {
+          if (!res || abort.signal.aborted) return;
+          if (r.maxAnswerBytes !== undefined && res.length > r.maxAnswerBytes) {
+            // Sent as it is, the broker would cut the link; say why instead.
+            this.stats.errors++;
+            return this.reply(
+              h.id,
+              encodeFrame({
+                v: WIRE_VERSION,
+                type: 'error',
+                id: h.id,
+                code: 'PAYLOAD_TOO_LARGE',
+                status: 413,
+                message: `the answer is ${res.length} bytes; the cloud's link takes at most ${r.maxAnswerBytes} (its broker's maxPacketBytes): ask for fewer outputs or rows, or raise the limit`,
+              }),
+            );
+          }
+          return this.reply(h.id, res);
+        },
+        (e: unknown) => {
+          if (abort.signal.aborted) return;
           this.stats.errors++;
-          return this.reply(h.id, encodeFrame({ v: WIRE_VERSION, type: 'error', id: h.id, code: 'PAYLOAD_TOO_LARGE', status: 413, message: `the answer is ${res.length} bytes; the cloud's link takes at most ${r.maxAnswerBytes} (its broker's maxPacketBytes): ask for fewer outputs or rows, or raise the limit` }));
-        }
-        return this.reply(h.id, res);
-      },
-      (e: unknown) => {
-        if (abort.signal.aborted) return;
-        this.stats.errors++;
-        const code: ErrorCode = isEwError(e) ? e.code : 'INTERNAL';
-        if (!isEwError(e)) this.o.log.error({ err: e, id: h.id }, 'routed request failed');
-        const err = { v: WIRE_VERSION, type: 'error', id: h.id, code, message: (e as Error).message.slice(0, 4000), status: ERROR_CODES[code].status, ...(isEwError(e) && e.path ? { path: e.path } : {}) };
-        return this.reply(h.id, encodeFrame(err));
-      },
-    ).finally(() => { cancelTimer(); this.running.delete(h.id); });
+          const code: ErrorCode = isEwError(e) ? e.code : 'INTERNAL';
+          if (!isEwError(e)) this.o.log.error({ err: e, id: h.id }, 'routed request failed');
+          const err = {
+            v: WIRE_VERSION,
+            type: 'error',
+            id: h.id,
+            code,
+            message: (e as Error).message.slice(0, 4000),
+            status: ERROR_CODES[code].status,
+            ...(isEwError(e) && e.path ? { path: e.path } : {}),
+          };
+          return this.reply(h.id, encodeFrame(err));
+        },
+      )
+      .finally(() => {
+        cancelTimer();
+        this.running.delete(h.id);
+      });
   };
 
   private async runStream(id: string, path: string, body: Buffer, r: Running): Promise<Buffer | undefined> {
@@ -172,7 +254,8 @@ export class RoutedInference {
       if (r.abort.signal.aborted) throw r.abort.signal.reason;
       r.credit!.n--;
       const frame = encodeFrame({ v: WIRE_VERSION, type: 'chunk', id, seq: seq++ }, chunk);
-      if (r.maxAnswerBytes !== undefined && frame.length > r.maxAnswerBytes) throw new EwError('PAYLOAD_TOO_LARGE', `a streamed piece of ${frame.length} bytes exceeds the cloud link's ${r.maxAnswerBytes}`);
+      if (r.maxAnswerBytes !== undefined && frame.length > r.maxAnswerBytes)
+        throw new EwError('PAYLOAD_TOO_LARGE', `a streamed piece of ${frame.length} bytes exceeds the cloud link's ${r.maxAnswerBytes}`);
       await this.reply(id, frame);
     };
     const res = await this.o.streams.run(path, body, emit, r.abort.signal);
@@ -188,7 +271,10 @@ export class RoutedInference {
 
   /** Stops everything in flight (agent shutdown). */
   close(): void {
-    for (const r of this.running.values()) { r.cancelTimer(); r.abort.abort(new EwError('INTERNAL', 'agent stopping')); }
+    for (const r of this.running.values()) {
+      r.cancelTimer();
+      r.abort.abort(new EwError('INTERNAL', 'agent stopping'));
+    }
     this.running.clear();
   }
 }

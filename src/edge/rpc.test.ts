@@ -9,7 +9,16 @@ import { WriteAudit } from './writes.ts';
 import { DeviceRegistry } from './device-auth.ts';
 import { createRpc } from './rpc.ts';
 import { readRpcAnswer } from '../cloud/fleet/rpc-answer.ts';
-import { CONTRACT, checkContractVersion, decodePayload, envelope, RpcRequest, RpcResponse, UplinkMessage, type Envelopes } from '../contracts/messages.ts';
+import {
+  CONTRACT,
+  checkContractVersion,
+  decodePayload,
+  envelope,
+  RpcRequest,
+  RpcResponse,
+  UplinkMessage,
+  type Envelopes,
+} from '../contracts/messages.ts';
 import { RPC, type RpcMethod } from '../contracts/rpc.ts';
 import { isEwError, EwError } from '../contracts/errors.ts';
 import { LogRing, createLogger, silentLogger } from '../lib/logger.ts';
@@ -54,7 +63,18 @@ describe('the RPC contract, cloud ↔ agent', () => {
     try {
       res = envelope('rpc-response', { ok: true, result: await agent(req.body.method, req.body.params) }, clock);
     } catch (e) {
-      res = envelope('rpc-response', { ok: false, error: { code: isEwError(e) ? e.code : 'INTERNAL', message: (e as Error).message, ...(isEwError(e) && e.path ? { path: e.path } : {}) } }, clock);
+      res = envelope(
+        'rpc-response',
+        {
+          ok: false,
+          error: {
+            code: isEwError(e) ? e.code : 'INTERNAL',
+            message: (e as Error).message,
+            ...(isEwError(e) && e.path ? { path: e.path } : {}),
+          },
+        },
+        clock,
+      );
     }
     return readRpcAnswer('s', method, decodePayload(RpcResponse, wire(res), 'ew/s/rpc/res/1'));
   }
@@ -64,7 +84,10 @@ describe('the RPC contract, cloud ↔ agent', () => {
     assert.ok(logs.lines.some((l) => l.line.includes('"hello"')));
     const dl = await roundTrip('dead-letters', { limit: 10 });
     assert.equal(dl.total, 2);
-    assert.ok(dl.items.every((i) => !('payload' in i) && !('detail' in i)), 'raw content stays on the site');
+    assert.ok(
+      dl.items.every((i) => !('payload' in i) && !('detail' in i)),
+      'raw content stays on the site',
+    );
     assert.ok(dl.items[0]!.reason.length <= 2000 && dl.items[0]!.reason.includes('…[cut'), 'a long reason is cut, not refused');
     const w = await roundTrip('writes', { app: 'app1' });
     assert.equal(w.items.length, 2);
@@ -73,7 +96,10 @@ describe('the RPC contract, cloud ↔ agent', () => {
     assert.equal(added.username, 'cam-1');
     assert.ok(added.secret.startsWith('ewd_'));
     const list = await roundTrip('devices.list', {});
-    assert.deepEqual(list.items.map((d) => d.id), ['cam-1']);
+    assert.deepEqual(
+      list.items.map((d) => d.id),
+      ['cam-1'],
+    );
     assert.deepEqual(await roundTrip('devices.revoke', { id: 'cam-1' }), { revoked: 'cam-1' });
     // Every method of the contract was exercised.
     assert.deepEqual(Object.keys(RPC).sort(), ['dead-letters', 'devices.add', 'devices.list', 'devices.revoke', 'logs', 'writes']);
@@ -82,7 +108,10 @@ describe('the RPC contract, cloud ↔ agent', () => {
   it("the site's own refusal code reaches the cloud with its field", async () => {
     await assert.rejects(roundTrip('devices.add', { id: 'dup' }), (e) => isEwError(e, 'VALIDATION_FAILED'), 'no grants');
     await roundTrip('devices.add', { id: 'dup', subscribe: ['a/#'] });
-    await assert.rejects(roundTrip('devices.add', { id: 'dup', subscribe: ['a/#'] }), (e) => isEwError(e, 'DEVICE_EXISTS') && e.path === 'id');
+    await assert.rejects(
+      roundTrip('devices.add', { id: 'dup', subscribe: ['a/#'] }),
+      (e) => isEwError(e, 'DEVICE_EXISTS') && e.path === 'id',
+    );
     await assert.rejects(roundTrip('devices.revoke', { id: 'nobody' }), (e) => isEwError(e, 'DEVICE_NOT_FOUND'));
   });
 
@@ -93,17 +122,36 @@ describe('the RPC contract, cloud ↔ agent', () => {
 
   it('a malformed answer is SITE_ANSWER_INVALID with the field, never a crash', () => {
     const answer = (result: unknown) => decodePayload(RpcResponse, wire(envelope('rpc-response', { ok: true, result }, clock)), 't');
-    assert.throws(() => readRpcAnswer('s', 'dead-letters', answer({ total: 1, items: [{ id: 'x' }] })), (e) => isEwError(e, 'SITE_ANSWER_INVALID') && /items\[0\]\.id/.test(e.message));
-    assert.throws(() => readRpcAnswer('s', 'writes', answer(undefined)), (e) => isEwError(e, 'SITE_ANSWER_INVALID'));
-    assert.throws(() => readRpcAnswer('s', 'logs', answer('lines')), (e) => isEwError(e, 'SITE_ANSWER_INVALID'));
+    assert.throws(
+      () => readRpcAnswer('s', 'dead-letters', answer({ total: 1, items: [{ id: 'x' }] })),
+      (e) => isEwError(e, 'SITE_ANSWER_INVALID') && /items\[0\]\.id/.test(e.message),
+    );
+    assert.throws(
+      () => readRpcAnswer('s', 'writes', answer(undefined)),
+      (e) => isEwError(e, 'SITE_ANSWER_INVALID'),
+    );
+    assert.throws(
+      () => readRpcAnswer('s', 'logs', answer('lines')),
+      (e) => isEwError(e, 'SITE_ANSWER_INVALID'),
+    );
   });
 
   it('a refusal code this cloud does not know is SITE_REFUSED carrying it; a known one is passed on', () => {
-    const refused = (code: string) => decodePayload(RpcResponse, wire(envelope('rpc-response', { ok: false, error: { code, message: 'no' } }, clock)), 't');
-    assert.throws(() => readRpcAnswer('s', 'logs', refused('QUANTUM_FLUX')), (e) => isEwError(e, 'SITE_REFUSED') && /QUANTUM_FLUX/.test(e.message));
-    assert.throws(() => readRpcAnswer('s', 'logs', refused('NOT_FOUND')), (e) => isEwError(e, 'NOT_FOUND'));
+    const refused = (code: string) =>
+      decodePayload(RpcResponse, wire(envelope('rpc-response', { ok: false, error: { code, message: 'no' } }, clock)), 't');
+    assert.throws(
+      () => readRpcAnswer('s', 'logs', refused('QUANTUM_FLUX')),
+      (e) => isEwError(e, 'SITE_REFUSED') && /QUANTUM_FLUX/.test(e.message),
+    );
+    assert.throws(
+      () => readRpcAnswer('s', 'logs', refused('NOT_FOUND')),
+      (e) => isEwError(e, 'NOT_FOUND'),
+    );
     // `toString` is not an error code, whatever `in` says.
-    assert.throws(() => readRpcAnswer('s', 'logs', refused('toString')), (e) => isEwError(e, 'SITE_REFUSED'));
+    assert.throws(
+      () => readRpcAnswer('s', 'logs', refused('toString')),
+      (e) => isEwError(e, 'SITE_REFUSED'),
+    );
   });
 });
 
@@ -119,14 +167,25 @@ describe('the contract version', () => {
     assert.deepEqual(decodePayload(UplinkMessage, wire(prev(up)), 't').body.data, { a: 1 });
     // A later minor of the same major: read (its extra fields are ignored).
     assert.equal(decodePayload(UplinkMessage, wire({ ...up, minor: 9, extra: true }), 't').id, up.id);
-    assert.throws(() => decodePayload(UplinkMessage, wire({ ...up, v: CONTRACT.major + 1 }), 't'), (e) => isEwError(e, 'CONTRACT_VERSION_UNSUPPORTED') && /upgrade this side first/.test(e.message));
-    assert.throws(() => decodePayload(UplinkMessage, wire({ ...up, v: 0 }), 't'), (e) => isEwError(e, 'CONTRACT_VERSION_UNSUPPORTED'));
+    assert.throws(
+      () => decodePayload(UplinkMessage, wire({ ...up, v: CONTRACT.major + 1 }), 't'),
+      (e) => isEwError(e, 'CONTRACT_VERSION_UNSUPPORTED') && /upgrade this side first/.test(e.message),
+    );
+    assert.throws(
+      () => decodePayload(UplinkMessage, wire({ ...up, v: 0 }), 't'),
+      (e) => isEwError(e, 'CONTRACT_VERSION_UNSUPPORTED'),
+    );
   });
   it('enrollment: absent is 1.0, same major read, newer major and garbage refused', () => {
     assert.deepEqual(checkContractVersion(undefined, 'e'), { major: 1, minor: 0 });
     assert.deepEqual(checkContractVersion('1.0', 'e'), { major: 1, minor: 0 });
     assert.deepEqual(checkContractVersion('1.7', 'e'), { major: 1, minor: 7 });
-    for (const v of ['2.0', '1.x', '', 'latest']) assert.throws(() => checkContractVersion(v, 'e'), (e) => e instanceof EwError && e.code === 'CONTRACT_VERSION_UNSUPPORTED', v);
+    for (const v of ['2.0', '1.x', '', 'latest'])
+      assert.throws(
+        () => checkContractVersion(v, 'e'),
+        (e) => e instanceof EwError && e.code === 'CONTRACT_VERSION_UNSUPPORTED',
+        v,
+      );
   });
 });
 

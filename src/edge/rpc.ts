@@ -32,12 +32,23 @@ export function rpcHandlers(d: RpcDeps): Handlers {
     // never its content (`detail` may quote it too; the site's local API shows both on the site).
     'dead-letters': (p) => ({
       total: d.dead.total,
-      items: d.dead.list({ app: p.app, stream: p.stream, limit: p.limit ?? 100 })
-        .map(({ payload, detail: _detail, reason, ...rest }) => ({ ...rest, reason: clipText(reason, 2000), payloadBytes: Buffer.byteLength(payload) })),
+      items: d.dead
+        .list({ app: p.app, stream: p.stream, limit: p.limit ?? 100 })
+        .map(({ payload, detail: _detail, reason, ...rest }) => ({
+          ...rest,
+          reason: clipText(reason, 2000),
+          payloadBytes: Buffer.byteLength(payload),
+        })),
     }),
     writes: (p) => ({
-      items: d.writeAudit.list({ app: p.app, limit: p.limit ?? 100 })
-        .map((w) => ({ ...w, target: clipText(w.target, 1000), value: clipText(w.value, 10_000), detail: w.detail === null ? null : clipText(w.detail, 2000) })),
+      items: d.writeAudit
+        .list({ app: p.app, limit: p.limit ?? 100 })
+        .map((w) => ({
+          ...w,
+          target: clipText(w.target, 1000),
+          value: clipText(w.value, 10_000),
+          detail: w.detail === null ? null : clipText(w.detail, 2000),
+        })),
     }),
     // A page: the answer must fit the cloud's bound on RPC answers (DEVICE_PAGE).
     'devices.list': (p) => {
@@ -53,7 +64,9 @@ export function rpcHandlers(d: RpcDeps): Handlers {
 }
 
 /** The registry's read-only grant lists as the plain arrays the contract's types have. */
-function plainGrants<T extends { publish: readonly string[]; subscribe: readonly string[] }>(x: T): Omit<T, 'publish' | 'subscribe'> & { publish: string[]; subscribe: string[] } {
+function plainGrants<T extends { publish: readonly string[]; subscribe: readonly string[] }>(
+  x: T,
+): Omit<T, 'publish' | 'subscribe'> & { publish: string[]; subscribe: string[] } {
   return { ...x, publish: [...x.publish], subscribe: [...x.subscribe] };
 }
 
@@ -61,7 +74,8 @@ function plainGrants<T extends { publish: readonly string[]; subscribe: readonly
 export function createRpc(d: RpcDeps): (method: string, params: unknown) => Promise<unknown> {
   const handlers = rpcHandlers(d);
   return async (method, params) => {
-    if (!isRpcMethod(method)) throw new EwError('NOT_FOUND', `the agent has no request "${method}" (it speaks ${Object.keys(RPC).join(', ')})`, { path: 'method' });
+    if (!isRpcMethod(method))
+      throw new EwError('NOT_FOUND', `the agent has no request "${method}" (it speaks ${Object.keys(RPC).join(', ')})`, { path: 'method' });
     return answerRpc(method, handlers[method] as (p: unknown) => unknown, params, d.log);
   };
 }
@@ -79,7 +93,10 @@ async function answerRpc(method: RpcMethod, handler: (p: unknown) => unknown, pa
   if (!r.success) {
     // Our own bug, not the cloud's: said as INTERNAL with where, and logged here in full.
     const issue = r.error.issues[0]!;
-    log.error({ method, path: formatPath(issue.path), issue: issue.message }, 'an answer to the cloud does not match its contract; not sent');
+    log.error(
+      { method, path: formatPath(issue.path), issue: issue.message },
+      'an answer to the cloud does not match its contract; not sent',
+    );
     throw new EwError('INTERNAL', `the agent's answer to "${method}" does not match the contract at ${formatPath(issue.path) || '(root)'}`);
   }
   return r.data;

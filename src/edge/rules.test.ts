@@ -18,21 +18,46 @@ import type { DesiredApp } from '../contracts/messages.ts';
 describe('RuleHost', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ew-rules-'));
   const db = openEdgeDb(dir);
-  after(() => { db.close(); rmSync(dir, { recursive: true, force: true }); });
+  after(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
   const clock = new ManualClock(0);
   const dead = new DeadLetters(db, clock);
   const router = new StreamRouter(dead);
   const outbox = new Outbox(db, clock, { maxMessages: 1000, overflow: 'drop-oldest' });
   const audit = new EgressAudit(db, clock, new Registry());
   const host = new RuleHost({
-    router, dead, clock, log: silentLogger(),
-    sinkContext: (app, rule, allowedFields) => ({ siteId: 's1', app, rule, outbox, audit, log: silentLogger(), clock, allowedFields, siteLog: silentLogger(), publishLocal: () => {} }),
+    router,
+    dead,
+    clock,
+    log: silentLogger(),
+    sinkContext: (app, rule, allowedFields) => ({
+      siteId: 's1',
+      app,
+      rule,
+      outbox,
+      audit,
+      log: silentLogger(),
+      clock,
+      allowedFields,
+      siteLog: silentLogger(),
+      publishLocal: () => {},
+    }),
   });
   const desired = (version: string, rules: unknown[], egress: unknown[] = []): DesiredApp => ({
-    name: 'meters', version, deploymentId: `d-${version}`,
+    name: 'meters',
+    version,
+    deploymentId: `d-${version}`,
     manifest: parseManifest({
-      apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'meters', version },
-      spec: { streams: [{ name: 'meter', topic: 'meters/+/kwh', schema: { id: 'string', kwh: 'float' } }], rules, policy: { egress: { allow: egress } } },
+      apiVersion: 'edgeweave/v1',
+      kind: 'App',
+      metadata: { name: 'meters', version },
+      spec: {
+        streams: [{ name: 'meter', topic: 'meters/+/kwh', schema: { id: 'string', kwh: 'float' } }],
+        rules,
+        policy: { egress: { allow: egress } },
+      },
     }),
   });
 
@@ -52,7 +77,13 @@ describe('RuleHost', () => {
     ]);
     await assert.rejects(host.start(app), /rule leak: EGRESS_DENIED/);
     const st = host.statuses();
-    assert.deepEqual(st.map((s) => [s.rule, s.state]), [['batches', 'running'], ['leak', 'failed']]);
+    assert.deepEqual(
+      st.map((s) => [s.rule, s.state]),
+      [
+        ['batches', 'running'],
+        ['leak', 'failed'],
+      ],
+    );
     assert.match(st[1]!.error!, /no grant for "raw-kwh"/);
     router.onMessage('meters/m1/kwh', Buffer.from('{"id":"m1","kwh":1.5}'));
     router.onMessage('meters/m1/kwh', Buffer.from('{"id":"m1","kwh":2}'));
@@ -63,13 +94,30 @@ describe('RuleHost', () => {
 
   it('keeps an unchanged rule running across an update and restarts a changed one', async () => {
     router.onMessage('meters/m2/kwh', Buffer.from('{"id":"m2","kwh":1}'));
-    await host.update(desired('1.0.0', []), desired('1.1.0', [
-      { name: 'batches', sql: 'SELECT id, sum(kwh) AS kwh FROM meter GROUP BY id, COUNTWINDOW(2)', sinks: [{ memory: 'batches' }] },
-      { name: 'granted', sql: 'SELECT id, kwh FROM meter WHERE kwh > 5', sinks: [{ uplink: 'big' }] },
-    ], ['big']));
-    assert.deepEqual(host.statuses().map((s) => [s.rule, s.state]), [['batches', 'running'], ['granted', 'running']]);
+    await host.update(
+      desired('1.0.0', []),
+      desired(
+        '1.1.0',
+        [
+          { name: 'batches', sql: 'SELECT id, sum(kwh) AS kwh FROM meter GROUP BY id, COUNTWINDOW(2)', sinks: [{ memory: 'batches' }] },
+          { name: 'granted', sql: 'SELECT id, kwh FROM meter WHERE kwh > 5', sinks: [{ uplink: 'big' }] },
+        ],
+        ['big'],
+      ),
+    );
+    assert.deepEqual(
+      host.statuses().map((s) => [s.rule, s.state]),
+      [
+        ['batches', 'running'],
+        ['granted', 'running'],
+      ],
+    );
     router.onMessage('meters/m2/kwh', Buffer.from('{"id":"m2","kwh":9}'));
-    assert.deepEqual(memorySinks.get('batches')!.slice(-1), [{ id: 'm2', kwh: 10 }], 'the kept rule still had the record from before the update');
+    assert.deepEqual(
+      memorySinks.get('batches')!.slice(-1),
+      [{ id: 'm2', kwh: 10 }],
+      'the kept rule still had the record from before the update',
+    );
     await new Promise((r) => setImmediate(r)); // uplink rows are committed once per event-loop turn
     assert.equal(outbox.pending, 1);
     const msg = JSON.parse(outbox.peek(0, 1)[0]!.payload.toString());
@@ -84,8 +132,14 @@ describe('RuleHost', () => {
     clock.advance(60_000);
     assert.equal(audit.report(outbox, 's1'), 1);
     assert.equal(audit.report(outbox, 's1'), 0, 'each minute is reported once');
-    const rows = outbox.peek(0, 100).map((r) => JSON.parse(r.payload.toString()).body).filter((b) => b.stream === '_egress-audit');
+    const rows = outbox
+      .peek(0, 100)
+      .map((r) => JSON.parse(r.payload.toString()).body)
+      .filter((b) => b.stream === '_egress-audit');
     assert.equal(outbox.pending, before + 1);
-    assert.deepEqual(rows.map((b) => [b.data.app, b.data.rule, b.data.stream, b.data.destination, b.data.records]), [['meters', 'granted', 'big', 'cloud', 1]]);
+    assert.deepEqual(
+      rows.map((b) => [b.data.app, b.data.rule, b.data.stream, b.data.destination, b.data.records]),
+      [['meters', 'granted', 'big', 'cloud', 1]],
+    );
   });
 });

@@ -94,7 +94,11 @@ export interface RuleHostDeps {
    * full one refuses). Absent: results are committed by each sink alone (tools, benchmarks).
    */
   durable?: {
-    journal: Journal; db: EdgeDb; outbox: Outbox; onCommitted?: () => void; retryMs?: number;
+    journal: Journal;
+    db: EdgeDb;
+    outbox: Outbox;
+    onCommitted?: () => void;
+    retryMs?: number;
     /**
      * How often a windowed rule's state is checkpointed with its cursor (ms; default 1,000). A
      * crash replays at most this much of the journal; more often costs a state serialization
@@ -165,14 +169,26 @@ export class RuleHost implements AppComponent {
           // checkpointMs, or when it stops); in between its results are committed alone, and a
           // crash replays from the last checkpoint (their ids repeat: the cloud keeps one each).
           const now = this.d.clock.now();
-          const checkpoint = r.windowed && to !== r.cursor && !r.model?.inFlight.emitting && (r.forceCheckpoint || now - r.checkpointAt >= (dur.checkpointMs ?? 1000));
+          const checkpoint =
+            r.windowed &&
+            to !== r.cursor &&
+            !r.model?.inFlight.emitting &&
+            (r.forceCheckpoint || now - r.checkpointAt >= (dur.checkpointMs ?? 1000));
           try {
             dur.db.transaction(() => {
               for (const s of durables) wrote += s.commit();
-              if (checkpoint) dur.journal.setCursor(key, to, encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: r.runtime!.snapshot() }));
+              if (checkpoint)
+                dur.journal.setCursor(
+                  key,
+                  to,
+                  encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: r.runtime!.snapshot() }),
+                );
               else if (!r.windowed && to !== r.cursor) dur.journal.setCursor(key, to);
             })();
-            if (checkpoint) { r.checkpointAt = now; r.forceCheckpoint = false; }
+            if (checkpoint) {
+              r.checkpointAt = now;
+              r.forceCheckpoint = false;
+            }
             if (checkpoint || !r.windowed) r.cursor = to;
             r.blocked = undefined;
           } catch (e) {
@@ -182,10 +198,15 @@ export class RuleHost implements AppComponent {
               r.sinkErrors += lost;
               r.sinkDropped += lost;
               dur.outbox.countRefused(lost);
-              if (r.blocked === undefined) this.d.log.warn({ app: r.app, rule: r.spec.name, lost }, 'outbox full (reject-new): rule results refused and counted');
+              if (r.blocked === undefined)
+                this.d.log.warn({ app: r.app, rule: r.spec.name, lost }, 'outbox full (reject-new): rule results refused and counted');
               r.blocked = `outbox full (reject-new): ${r.sinkDropped} results refused`;
               if (checkpoint) {
-                dur.journal.setCursor(key, to, encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: r.runtime!.snapshot() }));
+                dur.journal.setCursor(
+                  key,
+                  to,
+                  encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: r.runtime!.snapshot() }),
+                );
                 r.checkpointAt = now;
                 r.forceCheckpoint = false;
               } else if (!r.windowed) dur.journal.setCursor(key, to);
@@ -195,10 +216,20 @@ export class RuleHost implements AppComponent {
               let lost = 0;
               for (const s of durables) lost += s.discard();
               r.sinkErrors += lost;
-              this.d.log.warn({ app: r.app, rule: r.spec.name, lost, err: (e as Error).message }, 'rule results refused by the outbox; dropped');
-              if (!r.windowed) { dur.journal.setCursor(key, to); r.cursor = to; }
+              this.d.log.warn(
+                { app: r.app, rule: r.spec.name, lost, err: (e as Error).message },
+                'rule results refused by the outbox; dropped',
+              );
+              if (!r.windowed) {
+                dur.journal.setCursor(key, to);
+                r.cursor = to;
+              }
             } else {
-              if (r.blocked === undefined) this.d.log.error({ app: r.app, rule: r.spec.name, err: (e as Error).message }, 'rule results cannot be committed; retrying');
+              if (r.blocked === undefined)
+                this.d.log.error(
+                  { app: r.app, rule: r.spec.name, err: (e as Error).message },
+                  'rule results cannot be committed; retrying',
+                );
               r.blocked = `results not committed: ${(e as Error).message}`;
               retry = true;
             }
@@ -212,7 +243,10 @@ export class RuleHost implements AppComponent {
     }
     if (wrote > 0) dur.onCommitted?.();
     if (retry && !this.cancelRetry) {
-      this.cancelRetry = this.d.clock.setTimer(dur.retryMs ?? 500, () => { this.cancelRetry = undefined; this.commit(); });
+      this.cancelRetry = this.d.clock.setTimer(dur.retryMs ?? 500, () => {
+        this.cancelRetry = undefined;
+        this.commit();
+      });
     }
   }
 
@@ -221,16 +255,41 @@ export class RuleHost implements AppComponent {
       const s = r.runtime?.stats;
       const warnings = r.runtime?.warnings() ?? [];
       return {
-        app: r.app, rule: r.spec.name, state: r.state, ...(r.error ? { error: r.error } : {}), ...(warnings.length ? { warnings: warnings.slice(0, 20) } : {}),
-        in: s?.in ?? 0, out: s?.out ?? 0, filtered: s?.filtered ?? 0, late: s?.late ?? 0, errors: s?.errors ?? 0,
-        dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0), sinkErrors: r.sinkErrors, sinkDropped: r.sinkDropped, ...(r.blocked ? { blocked: r.blocked } : {}), lastOutputAt: s?.lastOutputAt ?? null,
+        app: r.app,
+        rule: r.spec.name,
+        state: r.state,
+        ...(r.error ? { error: r.error } : {}),
+        ...(warnings.length ? { warnings: warnings.slice(0, 20) } : {}),
+        in: s?.in ?? 0,
+        out: s?.out ?? 0,
+        filtered: s?.filtered ?? 0,
+        late: s?.late ?? 0,
+        errors: s?.errors ?? 0,
+        dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0),
+        sinkErrors: r.sinkErrors,
+        sinkDropped: r.sinkDropped,
+        ...(r.blocked ? { blocked: r.blocked } : {}),
+        lastOutputAt: s?.lastOutputAt ?? null,
       };
     });
     // A rule waiting for its model is not failed: it runs as soon as the model is ready.
-    const waiting = [...this.waiting.values()].map((w): RuleStatus => ({
-      app: w.app.name, rule: w.spec.name, state: 'running', in: 0, out: 0, filtered: 0, late: 0, errors: 0, dropped: 0, sinkErrors: 0, sinkDropped: 0,
-      blocked: `waiting for model ${w.model} to load; its input is held in the site's journal (${this.claims.get(`${w.app.name}/${w.spec.name}`)?.records ?? 0} records)`, lastOutputAt: null,
-    }));
+    const waiting = [...this.waiting.values()].map(
+      (w): RuleStatus => ({
+        app: w.app.name,
+        rule: w.spec.name,
+        state: 'running',
+        in: 0,
+        out: 0,
+        filtered: 0,
+        late: 0,
+        errors: 0,
+        dropped: 0,
+        sinkErrors: 0,
+        sinkDropped: 0,
+        blocked: `waiting for model ${w.model} to load; its input is held in the site's journal (${this.claims.get(`${w.app.name}/${w.spec.name}`)?.records ?? 0} records)`,
+        lastOutputAt: null,
+      }),
+    );
     return [...running, ...waiting];
   }
 
@@ -240,7 +299,18 @@ export class RuleHost implements AppComponent {
    * rule's cursor holds them in the journal, so it replays them once it starts instead of their
    * being unrouted, held in memory, or dead-lettered by a model that is not there.
    */
-  private readonly claims = new Map<string, { off: () => void; app: string; stream: { name: string; topic: string }; filter?: TopicSet; cost: number; records: number; base: number }>();
+  private readonly claims = new Map<
+    string,
+    {
+      off: () => void;
+      app: string;
+      stream: { name: string; topic: string };
+      filter?: TopicSet;
+      cost: number;
+      records: number;
+      base: number;
+    }
+  >();
   /** Rules that wait for a model of their app (see modelState). */
   private readonly waiting = new Map<string, { app: DesiredApp; spec: RuleSpec; model: string }>();
 
@@ -252,7 +322,17 @@ export class RuleHost implements AppComponent {
     for (const [key, { spec, index }] of this.prepare_(app)) {
       if (this.rules.has(key) || this.claims.has(key)) continue;
       let plan: CheckedRule['plan'];
-      try { plan = checkRule(spec, index, streams, allow, app.manifest.spec.models.map((x) => x.name)).plan; } catch { continue; } // it fails when it loads: nothing to hold
+      try {
+        plan = checkRule(
+          spec,
+          index,
+          streams,
+          allow,
+          app.manifest.spec.models.map((x) => x.name),
+        ).plan;
+      } catch {
+        continue;
+      } // it fails when it loads: nothing to hold
       this.claim(key, app.name, streams.get(plan.stream.name)!, costOf(plan, spec.sinks.filter((x) => 'uplink' in x).length, 0));
     }
   }
@@ -271,20 +351,40 @@ export class RuleHost implements AppComponent {
       const held = r.runtime?.stats.stateCells ?? 0;
       this.unload(key);
       // Its window state comes back with it: the rows it can still emit stay reserved.
-      this.claim(key, r.app, r.stream, r.cost, held * (r.sinks.filter(isDurableSink).length));
-      this.d.log.info({ app: r.app, rule: r.spec.name }, 'rule paused while its app\'s models reload; its input is held in the journal');
+      this.claim(key, r.app, r.stream, r.cost, held * r.sinks.filter(isDurableSink).length);
+      this.d.log.info({ app: r.app, rule: r.spec.name }, "rule paused while its app's models reload; its input is held in the journal");
     }
     this.prepare(next);
   }
 
-  private claim(key: string, app: string, stream: StreamDef & { topic: string; properties?: Record<string, string> }, cost: number, base = 0): void {
+  private claim(
+    key: string,
+    app: string,
+    stream: StreamDef & { topic: string; properties?: Record<string, string> },
+    cost: number,
+    base = 0,
+  ): void {
     const dur = this.d.durable;
     if (!dur || this.claims.has(key)) return;
     const cp = dur.journal.cursor(key);
     if (!cp) dur.journal.setCursor(key, this.seen);
     // Records already journaled after its cursor replay into it too (conservatively: all of them).
-    const c = { off: () => {}, app, stream: { name: stream.name, topic: stream.topic }, filter: stream.topic ? new TopicSet([stream.topic]) : undefined, cost, records: cp ? Math.max(0, dur.journal.lastSeq - cp.seq) : 0, base };
-    c.off = this.d.router.subscribe({ app, stream: { name: stream.name, schema: stream.schema, timestamp: stream.timestamp, topic: stream.topic, properties: stream.properties }, deliver: () => { c.records++; } });
+    const c = {
+      off: () => {},
+      app,
+      stream: { name: stream.name, topic: stream.topic },
+      filter: stream.topic ? new TopicSet([stream.topic]) : undefined,
+      cost,
+      records: cp ? Math.max(0, dur.journal.lastSeq - cp.seq) : 0,
+      base,
+    };
+    c.off = this.d.router.subscribe({
+      app,
+      stream: { name: stream.name, schema: stream.schema, timestamp: stream.timestamp, topic: stream.topic, properties: stream.properties },
+      deliver: () => {
+        c.records++;
+      },
+    });
     this.claims.set(key, c);
   }
 
@@ -300,7 +400,9 @@ export class RuleHost implements AppComponent {
    */
   cost(topic: string): number {
     let n = 0;
-    for (const r of this.rules.values()) if (r.state === 'running' && r.stream && streamReads(r.app, r.stream, topic, r.filter)) n += r.cost + (r.windowKind === 'sliding' ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
+    for (const r of this.rules.values())
+      if (r.state === 'running' && r.stream && streamReads(r.app, r.stream, topic, r.filter))
+        n += r.cost + (r.windowKind === 'sliding' ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
     for (const c of this.claims.values()) if (streamReads(c.app, c.stream, topic, c.filter)) n += c.cost;
     return n;
   }
@@ -333,7 +435,11 @@ export class RuleHost implements AppComponent {
     for (const key of [...this.waiting.keys()]) if (this.waiting.get(key)!.app.name === next.name) this.waiting.delete(key);
     // A rule paused for the update (prepareUpdate) that the new version no longer has: its
     // claim and cursor go, or they would hold the journal for ever.
-    for (const [key, c] of [...this.claims]) if (c.app === next.name && !wanted.has(key)) { this.unclaim(key); this.d.durable?.journal.dropCursor(key); }
+    for (const [key, c] of [...this.claims])
+      if (c.app === next.name && !wanted.has(key)) {
+        this.unclaim(key);
+        this.d.durable?.journal.dropCursor(key);
+      }
     for (const [key, r] of this.rules) {
       if (r.app !== next.name) continue;
       const w = wanted.get(key);
@@ -346,7 +452,11 @@ export class RuleHost implements AppComponent {
   async stop(app: DesiredApp): Promise<void> {
     for (const [key, r] of this.rules) if (r.app === app.name) this.unload(key, true);
     for (const key of [...this.waiting.keys()]) if (key.startsWith(`${app.name}/`)) this.waiting.delete(key);
-    for (const key of [...this.claims.keys()]) if (key.startsWith(`${app.name}/`)) { this.unclaim(key); this.d.durable?.journal.dropCursor(key); }
+    for (const key of [...this.claims.keys()])
+      if (key.startsWith(`${app.name}/`)) {
+        this.unclaim(key);
+        this.d.durable?.journal.dropCursor(key);
+      }
   }
 
   /**
@@ -373,7 +483,11 @@ export class RuleHost implements AppComponent {
     // results off the site — when the egress policy changes; otherwise it keeps its windows.
     m.spec.rules.forEach((spec, index) => {
       let from: string | undefined;
-      try { from = parse(spec.sql).from.name; } catch { /* reported when it loads */ }
+      try {
+        from = parse(spec.sql).from.name;
+      } catch {
+        /* reported when it loads */
+      }
       const stream = m.spec.streams.find((s) => s.name === from) ?? null;
       const egress = leavingSinks(spec, index).length ? (m.spec.policy.egress ?? null) : null;
       const writes = spec.sinks.some((s) => 'opcua' in s || 'modbus' in s) ? (m.spec.policy.writes ?? null) : null;
@@ -401,10 +515,32 @@ export class RuleHost implements AppComponent {
     for (const [key, { spec, index, fingerprint }] of this.prepare_(app)) {
       if (keep.has(key)) continue;
       this.waiting.delete(key);
-      const r: Running = { app: app.name, spec, fingerprint, state: 'running', sinks: [], sinkErrors: 0, sinkDropped: 0, models: [], cost: 0, uplinks: 0, cursor: this.seen, windowed: false, epoch: randomUUID(), ordinal: 0, checkpointAt: this.d.clock.now() };
+      const r: Running = {
+        app: app.name,
+        spec,
+        fingerprint,
+        state: 'running',
+        sinks: [],
+        sinkErrors: 0,
+        sinkDropped: 0,
+        models: [],
+        cost: 0,
+        uplinks: 0,
+        cursor: this.seen,
+        windowed: false,
+        epoch: randomUUID(),
+        ordinal: 0,
+        checkpointAt: this.d.clock.now(),
+      };
       this.rules.set(key, r);
       try {
-        const checked = checkRule(spec, index, streams, allow, m.spec.models.map((x) => x.name));
+        const checked = checkRule(
+          spec,
+          index,
+          streams,
+          allow,
+          m.spec.models.map((x) => x.name),
+        );
         const stream = streams.get(checked.plan.stream.name)!;
         const pending = this.modelPending(app, checked.plan.models);
         if (pending) {
@@ -418,7 +554,11 @@ export class RuleHost implements AppComponent {
         }
         const fields = new Map<string, string[] | undefined>();
         for (const e of leavingSinks(spec, index)) fields.set(e.stream, checkEgress(checked.plan, e, allow, spec.name).fields);
-        const ctx = { ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)), writePolicy: m.spec.policy.writes, ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}) };
+        const ctx = {
+          ...this.d.sinkContext(app.name, spec.name, (s) => fields.get(s)),
+          writePolicy: m.spec.policy.writes,
+          ...(this.d.durable ? { dirty: () => this.commitSoon() } : {}),
+        };
         r.sinks = spec.sinks.map((s) => makeSink(s, ctx));
         r.stream = { name: stream.name, topic: stream.topic };
         r.filter = stream.topic ? new TopicSet([stream.topic]) : undefined;
@@ -426,43 +566,61 @@ export class RuleHost implements AppComponent {
         r.uplinks = r.sinks.filter(isDurableSink).length;
         r.cost = costOf(checked.plan, r.uplinks, 0);
         r.windowKind = checked.plan.window?.kind;
-        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => { if (!r.stopped) this.d.dead.add(app.name, stream.name, why, rec, detail); };
-        const rule = new ModelRule(checked.plan, {
-          clock: this.d.clock, lateness: spec.options.lateness, latePolicy: spec.options.latePolicy,
-          maxFutureSkew: spec.options.maxFutureSkew, maxStateCells: spec.options.maxState,
-          // Over its state budget the rule stops itself; the site and its other rules keep running.
-          onFatal: (e) => {
-            if (r.stopped) return;
-            r.state = 'failed';
-            r.error = `${e.code}: ${e.message}`;
-            r.unsubscribe?.();
-            r.unsubscribe = undefined;
-            this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
-          },
-          emit: (rows) => {
-            // A rule unloaded meanwhile (its model reloading): the journal replays what this was.
-            if (r.stopped) return;
-            if (r.windowed && this.d.durable) for (const row of rows) resultIds.set(row, resultId(app.name, spec.name, r.epoch, r.ordinal++));
-            for (const sink of r.sinks) {
-              try {
-                sink.write(rows);
-              } catch (e) {
-                r.sinkErrors++;
-                this.d.log.warn({ app: app.name, rule: spec.name, sink: sink.kind, err: (e as Error).message }, 'sink failed; results for it dropped');
+        const dead = (rec: Record<string, unknown>, why: string, detail?: string) => {
+          if (!r.stopped) this.d.dead.add(app.name, stream.name, why, rec, detail);
+        };
+        const rule = new ModelRule(
+          checked.plan,
+          {
+            clock: this.d.clock,
+            lateness: spec.options.lateness,
+            latePolicy: spec.options.latePolicy,
+            maxFutureSkew: spec.options.maxFutureSkew,
+            maxStateCells: spec.options.maxState,
+            // Over its state budget the rule stops itself; the site and its other rules keep running.
+            onFatal: (e) => {
+              if (r.stopped) return;
+              r.state = 'failed';
+              r.error = `${e.code}: ${e.message}`;
+              r.unsubscribe?.();
+              r.unsubscribe = undefined;
+              this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
+            },
+            emit: (rows) => {
+              // A rule unloaded meanwhile (its model reloading): the journal replays what this was.
+              if (r.stopped) return;
+              if (r.windowed && this.d.durable)
+                for (const row of rows) resultIds.set(row, resultId(app.name, spec.name, r.epoch, r.ordinal++));
+              for (const sink of r.sinks) {
+                try {
+                  sink.write(rows);
+                } catch (e) {
+                  r.sinkErrors++;
+                  this.d.log.warn(
+                    { app: app.name, rule: spec.name, sink: sink.kind, err: (e as Error).message },
+                    'sink failed; results for it dropped',
+                  );
+                }
               }
-            }
+            },
+            onLate: (rec) => dead(rec, `late for rule ${spec.name}`),
+            // A rule's error message may quote the record's values: it stays in the local detail.
+            onError: (rec, e) =>
+              dead(
+                rec,
+                `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`,
+                e.message,
+              ),
+            onEmitError: (e) => {
+              if (r.stopped) return;
+              r.sinkErrors++;
+              // A model (infer(), llm()) failing over window results is the rule's error too.
+              if (r.runtime) r.runtime.stats.errors++;
+              this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
+            },
           },
-          onLate: (rec) => dead(rec, `late for rule ${spec.name}`),
-          // A rule's error message may quote the record's values: it stays in the local detail.
-          onError: (rec, e) => dead(rec, `rule ${spec.name} failed on this record (${isEwError(e) ? e.code : e.name}; ${Buffer.byteLength(JSON.stringify(rec) ?? '')} bytes)`, e.message),
-          onEmitError: (e) => {
-            if (r.stopped) return;
-            r.sinkErrors++;
-            // A model (infer(), llm()) failing over window results is the rule's error too.
-            if (r.runtime) r.runtime.stats.errors++;
-            this.d.log.warn({ app: app.name, rule: spec.name, err: e.message }, 'infer() on window results failed; results dropped');
-          },
-        }, this.d.infer ? (model, args) => this.d.infer!(app.name, model, args, spec) : undefined);
+          this.d.infer ? (model, args) => this.d.infer!(app.name, model, args, spec) : undefined,
+        );
         r.runtime = rule.runtime;
         r.model = rule;
         r.windowed = checked.plan.windowed;
@@ -489,7 +647,12 @@ export class RuleHost implements AppComponent {
    * restart, records that waited while its model loaded) — before it takes live records. A rule
    * new to this site starts at the journal's end.
    */
-  private resume(key: string, r: Running, rule: ModelRule, stream: StreamDef & { topic: string; properties?: Record<string, string> }): void {
+  private resume(
+    key: string,
+    r: Running,
+    rule: ModelRule,
+    stream: StreamDef & { topic: string; properties?: Record<string, string> },
+  ): void {
     const dur = this.d.durable;
     if (!dur) return;
     const cp = dur.journal.cursor(key);
@@ -510,7 +673,11 @@ export class RuleHost implements AppComponent {
       // A windowed rule starting afresh checkpoints its empty state and its epoch at once: a
       // crash before its first periodic checkpoint then replays from here under the same epoch,
       // so the windows it emits again carry the same result ids (the cloud keeps one each).
-      dur.journal.setCursor(key, r.cursor, encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: rule.runtime.snapshot() }));
+      dur.journal.setCursor(
+        key,
+        r.cursor,
+        encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: rule.runtime.snapshot() }),
+      );
     }
     let from = r.cursor;
     let replayed = 0;
@@ -524,7 +691,10 @@ export class RuleHost implements AppComponent {
         // Decoded as on first delivery, MQTT 5 properties included.
         const d = decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props));
         if (!d.ok) continue; // dead-lettered when it first arrived
-        rule.push(d.rec, { topic: rec.topic.startsWith(PUSH_PREFIX) ? `http/${rec.topic.slice(PUSH_PREFIX.length)}` : rec.topic, seq: rec.seq });
+        rule.push(d.rec, {
+          topic: rec.topic.startsWith(PUSH_PREFIX) ? `http/${rec.topic.slice(PUSH_PREFIX.length)}` : rec.topic,
+          seq: rec.seq,
+        });
         replayed++;
       }
     }
@@ -538,7 +708,10 @@ export class RuleHost implements AppComponent {
     if (!r) return;
     r.unsubscribe?.();
     // What the rule produced so far is committed with its cursor (and state) before it goes.
-    if (!forget) { r.forceCheckpoint = true; this.commit(); }
+    if (!forget) {
+      r.forceCheckpoint = true;
+      this.commit();
+    }
     // Model calls still in flight end in nothing: the journal holds their records.
     r.stopped = true;
     r.runtime?.stop();
@@ -558,13 +731,23 @@ export class RuleHost implements AppComponent {
 
   /** Rules that run here now, by key (for pruning stale journal cursors). */
   keys(): Set<string> {
-    return new Set([...this.rules].filter(([, r]) => r.state === 'running').map(([k]) => k).concat([...this.claims.keys()]));
+    return new Set(
+      [...this.rules]
+        .filter(([, r]) => r.state === 'running')
+        .map(([k]) => k)
+        .concat([...this.claims.keys()]),
+    );
   }
 }
 
 /** A manifest's streams as the planner takes them (an industrial source's stream has no topic). */
 function streamDefs(app: DesiredApp): Map<string, StreamDef & { topic: string; properties?: Record<string, string> }> {
-  return new Map(app.manifest.spec.streams.map((s) => [s.name, { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties }]));
+  return new Map(
+    app.manifest.spec.streams.map((s) => [
+      s.name,
+      { name: s.name, schema: s.schema, timestamp: s.timestamp, topic: s.topic ?? '', properties: s.properties },
+    ]),
+  );
 }
 
 /**

@@ -24,8 +24,13 @@ export function readSiteSecret(dataDir: string, name: string): string | undefine
 
 /** The secret's value; CONFIG_INVALID (naming where to put it) when it is not set. */
 export async function siteSecret(dataDir: string, name: string, path = 'upstream.apiKeySecret'): Promise<string> {
-  if (!NAME.test(name)) throw new EwError('CONFIG_INVALID', `secret name "${name}" is not valid: letters, digits, "-", "_" and "."`, { path });
+  if (!NAME.test(name))
+    throw new EwError('CONFIG_INVALID', `secret name "${name}" is not valid: letters, digits, "-", "_" and "."`, { path });
   const v = readSiteSecret(dataDir, name);
   if (v !== undefined) return v.trim();
-  throw new EwError('CONFIG_INVALID', `secret "${name}" is not set on this site: put it in ${join(dataDir, 'secrets', name)} or the agent's environment as ${envName(name)}`, { path });
+  throw new EwError(
+    'CONFIG_INVALID',
+    `secret "${name}" is not set on this site: put it in ${join(dataDir, 'secrets', name)} or the agent's environment as ${envName(name)}`,
+    { path },
+  );
 }

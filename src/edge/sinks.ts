@@ -16,7 +16,11 @@ import { isWriteSink } from './write-guard.ts';
  * site: they pass the egress guard (only granted fields), are counted per destination and written
  * to the egress audit. `mqtt` (the site's device broker), `log` and `memory` stay on the site.
  */
-export interface Sink { readonly kind: string; write(rows: Row[]): void; close(): void }
+export interface Sink {
+  readonly kind: string;
+  write(rows: Row[]): void;
+  close(): void;
+}
 
 export interface SinkContext {
   siteId: string;
@@ -77,22 +81,37 @@ const pick = (rows: Row[], fields: string[] | undefined): Row[] =>
 export class EgressAudit {
   private readonly upsert: Statement;
   private readonly counter: Counter<'destination' | 'stream'>;
-  constructor(private readonly db: EdgeDb, private readonly clock: Clock, registry: Registry) {
+  constructor(
+    private readonly db: EdgeDb,
+    private readonly clock: Clock,
+    registry: Registry,
+  ) {
     this.upsert = db.prepare(`INSERT INTO egress_audit (minute, app, rule, stream, destination, records, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT (minute, app, rule, stream, destination) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes`);
-    this.counter = new Counter({ name: 'ew_edge_egress_records_total', help: 'Records that left the site, by destination and result stream', labelNames: ['destination', 'stream'], registers: [registry] });
+    this.counter = new Counter({
+      name: 'ew_edge_egress_records_total',
+      help: 'Records that left the site, by destination and result stream',
+      labelNames: ['destination', 'stream'],
+      registers: [registry],
+    });
   }
   record(app: string, rule: string, stream: string, destination: string, records: number, bytes: number): void {
     this.counter.inc({ destination, stream }, records);
     this.upsert.run(Math.floor(this.clock.now() / 60_000) * 60_000, app, rule, stream, destination, records, bytes);
   }
   list(limit: number): Row[] {
-    return this.db.prepare('SELECT minute, app, rule, stream, destination, records, bytes FROM egress_audit ORDER BY minute DESC LIMIT ?').all(limit) as Row[];
+    return this.db
+      .prepare('SELECT minute, app, rule, stream, destination, records, bytes FROM egress_audit ORDER BY minute DESC LIMIT ?')
+      .all(limit) as Row[];
   }
   /** Sends every closed, unreported minute up; returns how many rows it sent. */
   report(outbox: Outbox, siteId: string): number {
     const current = Math.floor(this.clock.now() / 60_000) * 60_000;
-    const rows = this.db.prepare('SELECT minute, app, rule, stream, destination, records, bytes FROM egress_audit WHERE reported = 0 AND minute < ? ORDER BY minute').all(current) as Row[];
+    const rows = this.db
+      .prepare(
+        'SELECT minute, app, rule, stream, destination, records, bytes FROM egress_audit WHERE reported = 0 AND minute < ? ORDER BY minute',
+      )
+      .all(current) as Row[];
     if (rows.length === 0) return 0;
     this.db.transaction(() => {
       outbox.enqueue(topics.up(siteId, RESERVED_STREAMS.egressAudit), RESERVED_STREAMS.egressAudit, rows);
@@ -112,14 +131,23 @@ class UplinkSink implements DurableSink {
   private pending: Row[] = [];
   private ids: (string | undefined)[] = [];
   private scheduled = false;
-  constructor(private readonly name: string, private readonly c: SinkContext) {}
+  constructor(
+    private readonly name: string,
+    private readonly c: SinkContext,
+  ) {}
   get waiting(): number {
     return this.pending.length;
   }
   write(rows: Row[]): void {
     const picked = pick(rows, this.c.allowedFields(this.name));
-    for (let i = 0; i < picked.length; i++) { this.pending.push(picked[i]!); this.ids.push(resultIds.get(rows[i]!)); }
-    if (this.c.dirty) { this.c.dirty(); return; }
+    for (let i = 0; i < picked.length; i++) {
+      this.pending.push(picked[i]!);
+      this.ids.push(resultIds.get(rows[i]!));
+    }
+    if (this.c.dirty) {
+      this.c.dirty();
+      return;
+    }
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
@@ -158,7 +186,10 @@ class UplinkSink implements DurableSink {
 
 class MqttSink implements Sink {
   readonly kind = 'mqtt';
-  constructor(private readonly topic: string, private readonly c: SinkContext) {}
+  constructor(
+    private readonly topic: string,
+    private readonly c: SinkContext,
+  ) {}
   write(rows: Row[]): void {
     for (const r of rows) this.c.publishLocal(this.topic, JSON.stringify(r));
   }
@@ -167,7 +198,10 @@ class MqttSink implements Sink {
 
 class LogSink implements Sink {
   readonly kind = 'log';
-  constructor(private readonly level: 'info' | 'warn', private readonly c: SinkContext) {}
+  constructor(
+    private readonly level: 'info' | 'warn',
+    private readonly c: SinkContext,
+  ) {}
   write(rows: Row[]): void {
     for (const r of rows) this.c.siteLog[this.level]({ app: this.c.app, rule: this.c.rule, result: r }, 'rule result');
   }
@@ -200,7 +234,11 @@ export class WebhookSink implements Sink {
   private closed = false;
   private cancel?: () => void;
   readonly stats = { sent: 0, failed: 0, dropped: 0, retries: 0 };
-  constructor(private readonly spec: Extract<SinkSpec, { webhook: unknown }>['webhook'], private readonly c: SinkContext, private readonly fetchImpl: typeof fetch = fetch) {}
+  constructor(
+    private readonly spec: Extract<SinkSpec, { webhook: unknown }>['webhook'],
+    private readonly c: SinkContext,
+    private readonly fetchImpl: typeof fetch = fetch,
+  ) {}
 
   write(rows: Row[]): void {
     if (this.closed) return;
@@ -225,12 +263,22 @@ export class WebhookSink implements Sink {
     let retry = false;
     try {
       const res = await this.fetchImpl(this.spec.url, {
-        method: 'POST', headers: { 'content-type': 'application/json', ...this.spec.headers }, body, signal: AbortSignal.timeout(this.spec.timeoutMs),
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...this.spec.headers },
+        body,
+        signal: AbortSignal.timeout(this.spec.timeoutMs),
       });
       await res.arrayBuffer().catch(() => undefined);
       if (res.ok) {
         this.stats.sent += batch.length;
-        this.c.audit.record(this.c.app, this.c.rule, this.spec.stream, new URL(this.spec.url).origin, batch.length, Buffer.byteLength(body));
+        this.c.audit.record(
+          this.c.app,
+          this.c.rule,
+          this.spec.stream,
+          new URL(this.spec.url).origin,
+          batch.length,
+          Buffer.byteLength(body),
+        );
       } else if (res.status >= 500 || res.status === 429) {
         retry = true;
       } else {
@@ -243,12 +291,17 @@ export class WebhookSink implements Sink {
     if (retry && attempt < this.spec.maxRetries && !this.closed) {
       this.stats.retries++;
       const delay = Math.min(30_000, 500 * 2 ** attempt);
-      this.cancel = this.c.clock.setTimer(delay, () => { void this.send(batch, attempt + 1); });
+      this.cancel = this.c.clock.setTimer(delay, () => {
+        void this.send(batch, attempt + 1);
+      });
       return;
     }
     if (retry) {
       this.stats.failed += batch.length;
-      this.c.log.warn({ app: this.c.app, rule: this.c.rule, url: this.spec.url, attempts: attempt + 1 }, 'webhook unreachable; batch dropped after retries');
+      this.c.log.warn(
+        { app: this.c.app, rule: this.c.rule, url: this.spec.url, attempts: attempt + 1 },
+        'webhook unreachable; batch dropped after retries',
+      );
     }
     this.queue.shift();
     this.busy = false;

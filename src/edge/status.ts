@@ -51,25 +51,50 @@ const ENVELOPE_ROOM = 512;
  */
 export function createStatus(p: StatusParts): () => SiteStatusBody {
   const warned = new Set<string>();
-  return () => boundStatus(assembleStatus(p), (what, detail) => {
-    // Said once per kind of cut: a status goes every few seconds.
-    if (warned.has(what)) return;
-    warned.add(what);
-    p.log.warn({ ...detail }, what);
-  });
+  return () =>
+    boundStatus(assembleStatus(p), (what, detail) => {
+      // Said once per kind of cut: a status goes every few seconds.
+      if (warned.has(what)) return;
+      warned.add(what);
+      p.log.warn({ ...detail }, what);
+    });
 }
 
 export function assembleStatus(p: StatusParts): SiteStatusBody {
   const { supervisor, models, routed, outbox } = p;
   return {
-    agentVersion: p.agentVersion, bootId: p.bootId, uptimeS: (p.clock.now() - p.startedAt) / 1000, heartbeatIntervalS: p.heartbeatIntervalS,
-    generation: supervisor.generation, applyError: supervisor.error, applyErrors: supervisor.errors(), apps: supervisor.running(),
-    system: systemFacts(p.dataDir), runtimes: p.runtimes, accelerators: p.accelerators, acceleratorInfo: p.accel,
-    outbox: { pending: outbox.pending, dropped: outbox.dropped }, devices: p.devices.stats,
-    rules: p.rules.statuses(), deadLetters: p.dead.total, sources: p.sources.statuses(), writes: p.writes.statuses(),
+    agentVersion: p.agentVersion,
+    bootId: p.bootId,
+    uptimeS: (p.clock.now() - p.startedAt) / 1000,
+    heartbeatIntervalS: p.heartbeatIntervalS,
+    generation: supervisor.generation,
+    applyError: supervisor.error,
+    applyErrors: supervisor.errors(),
+    apps: supervisor.running(),
+    system: systemFacts(p.dataDir),
+    runtimes: p.runtimes,
+    accelerators: p.accelerators,
+    acceleratorInfo: p.accel,
+    outbox: { pending: outbox.pending, dropped: outbox.dropped },
+    devices: p.devices.stats,
+    rules: p.rules.statuses(),
+    deadLetters: p.dead.total,
+    sources: p.sources.statuses(),
+    writes: p.writes.statuses(),
     models: models.list().map((m) => {
       const dl = models.progress.get(`${m.app}/${m.name}`);
-      return { app: m.app, name: m.name, version: m.version, state: m.state, ...(m.model ? { device: m.model.device } : {}), ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}), ...(m.error ? { error: m.error } : {}), ...(dl ? { download: dl } : {}), stats: m.stats.summary(), queued: m.batcher?.queueLength ?? 0 };
+      return {
+        app: m.app,
+        name: m.name,
+        version: m.version,
+        state: m.state,
+        ...(m.model ? { device: m.model.device } : {}),
+        ...(m.model?.llm ? { runtime: m.model.llm.health() } : {}),
+        ...(m.error ? { error: m.error } : {}),
+        ...(dl ? { download: dl } : {}),
+        stats: m.stats.summary(),
+        queued: m.batcher?.queueLength ?? 0,
+      };
     }),
     routed: { inFlight: routed.inFlight, requests: routed.stats.requests, errors: routed.stats.errors },
   };
@@ -79,12 +104,16 @@ export function assembleStatus(p: StatusParts): SiteStatusBody {
  * Fits a status to the contract: fields cut to their bounds (fitToSchema), then optional lists
  * shed while the whole would pass the `reported` payload bound. `said` hears what was cut.
  */
-export function boundStatus(body: SiteStatusBody, said: (what: string, detail: Record<string, unknown>) => void = () => {}): SiteStatusBody {
+export function boundStatus(
+  body: SiteStatusBody,
+  said: (what: string, detail: Record<string, unknown>) => void = () => {},
+): SiteStatusBody {
   // The legacy one-text error is the likeliest to be long (every app's every failure).
-  let b: SiteStatusBody = body.applyError && body.applyError.length > 2000 ? { ...body, applyError: clipText(body.applyError, 2000) } : body;
+  let b: SiteStatusBody =
+    body.applyError && body.applyError.length > 2000 ? { ...body, applyError: clipText(body.applyError, 2000) } : body;
   const fit = fitToSchema(SiteStatusBody, b);
   if (fit.ok) {
-    if (fit.fixed.length) said('status fields cut to the contract\'s bounds before sending', { fields: fit.fixed.slice(0, 20) });
+    if (fit.fixed.length) said("status fields cut to the contract's bounds before sending", { fields: fit.fixed.slice(0, 20) });
     b = fit.value;
   } else {
     // Cannot happen for what the agent assembles unless a part breaks its own type: the field's

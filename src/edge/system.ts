@@ -12,7 +12,9 @@ export function detectRuntimes(): string[] {
     try {
       require.resolve(pkg);
       out.push(name);
-    } catch { /* not installed */ }
+    } catch {
+      /* not installed */
+    }
   };
   probe('onnxruntime-node', 'onnx');
   probe('node-llama-cpp', 'gguf');
@@ -33,9 +35,18 @@ export function systemFacts(dataDir: string): SiteStatusBody['system'] {
     const s = statfsSync(dataDir);
     diskTotal = s.blocks * s.bsize;
     diskFree = s.bavail * s.bsize;
-  } catch { /* unknown */ }
+  } catch {
+    /* unknown */
+  }
   return {
-    hostname: hostname(), platform: platform(), arch: arch(), cores: cpus().length,
-    memoryTotalBytes: totalmem(), memoryFreeBytes: freemem(), diskTotalBytes: diskTotal, diskFreeBytes: diskFree, loadAvg1: loadavg()[0] ?? 0,
+    hostname: hostname(),
+    platform: platform(),
+    arch: arch(),
+    cores: cpus().length,
+    memoryTotalBytes: totalmem(),
+    memoryFreeBytes: freemem(),
+    diskTotalBytes: diskTotal,
+    diskFreeBytes: diskFree,
+    loadAvg1: loadavg()[0] ?? 0,
   };
 }

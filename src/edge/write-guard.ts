@@ -29,8 +29,12 @@ export function findGrant(s: WriteSinkSpec, allow: readonly WriteGrant[]): { gra
   const index = allow.findIndex((g) => {
     if ('opcua' in s) return 'opcua' in g && g.opcua === s.opcua.endpoint && g.node === s.opcua.node;
     const m = s.modbus;
-    return 'modbus' in g && normEndpoint(g.modbus) === normEndpoint(m.endpoint) && g.unit === m.unit
-      && (m.coil !== undefined ? g.coil === m.coil : g.register === m.register);
+    return (
+      'modbus' in g &&
+      normEndpoint(g.modbus) === normEndpoint(m.endpoint) &&
+      g.unit === m.unit &&
+      (m.coil !== undefined ? g.coil === m.coil : g.register === m.register)
+    );
   });
   return index < 0 ? undefined : { grant: allow[index]!, index };
 }
@@ -57,16 +61,19 @@ export function guardWrite(grant: WriteGrant, value: unknown, history: readonly 
   const coil = 'modbus' in grant && grant.coil !== undefined;
   const refuse = (reason: string): GuardResult => ({ ok: false, reason, history: recent });
   if (typeof value === 'boolean') {
-    if (!coil && !(grant.values ?? []).includes(value)) return refuse(`a boolean (${value}) where the grant allows ${grant.values ? `only ${JSON.stringify(grant.values)}` : 'a number'}`);
+    if (!coil && !(grant.values ?? []).includes(value))
+      return refuse(`a boolean (${value}) where the grant allows ${grant.values ? `only ${JSON.stringify(grant.values)}` : 'a number'}`);
   } else if (typeof value === 'number' && Number.isFinite(value)) {
     if (coil && value !== 0 && value !== 1) return refuse(`${value} for a coil (true/false or 0/1)`);
     if (grant.min !== undefined && value < grant.min) return refuse(`${value} is below the granted minimum ${grant.min}`);
     if (grant.max !== undefined && value > grant.max) return refuse(`${value} is above the granted maximum ${grant.max}`);
-    if (grant.values && !grant.values.includes(value)) return refuse(`${value} is not one of the granted values ${JSON.stringify(grant.values)}`);
+    if (grant.values && !grant.values.includes(value))
+      return refuse(`${value} is not one of the granted values ${JSON.stringify(grant.values)}`);
   } else {
     return refuse(`the value ${JSON.stringify(value)?.slice(0, 60) ?? 'undefined'} is not a ${coil ? 'boolean' : 'finite number'}`);
   }
-  if (recent.length >= grant.maxPerMinute) return refuse(`rate: ${recent.length} writes in the last minute, the grant allows ${grant.maxPerMinute}`);
+  if (recent.length >= grant.maxPerMinute)
+    return refuse(`rate: ${recent.length} writes in the last minute, the grant allows ${grant.maxPerMinute}`);
   return { ok: true, history: [...recent, now] };
 }
 
@@ -75,7 +82,10 @@ export function guardWrite(grant: WriteGrant, value: unknown, history: readonly 
  * value expression over the rule's result columns, and a constant value inside the range.
  * `rules` are the planned rules (stream/app.ts); errors carry the sink's manifest path.
  */
-export function checkWriteSinks(rules: readonly { spec: { name: string; sinks: readonly SinkSpec[] }; plan: Plan; index: number }[], policy: WritePolicy | undefined): void {
+export function checkWriteSinks(
+  rules: readonly { spec: { name: string; sinks: readonly SinkSpec[] }; plan: Plan; index: number }[],
+  policy: WritePolicy | undefined,
+): void {
   const allow = policy?.allow ?? [];
   for (const r of rules) {
     r.spec.sinks.forEach((s, j) => {
@@ -84,7 +94,11 @@ export function checkWriteSinks(rules: readonly { spec: { name: string; sinks: r
       const path = `spec.rules[${r.index}].sinks[${j}].${kind}`;
       const found = findGrant(s, allow);
       if (!found) {
-        throw new EwError('WRITE_DENIED', `rule ${r.spec.name} writes to ${targetName(s)}, but spec.policy.writes.allow grants no such target; add a grant with its allowed range and maxPerMinute if this rule may act on the machine`, { path });
+        throw new EwError(
+          'WRITE_DENIED',
+          `rule ${r.spec.name} writes to ${targetName(s)}, but spec.policy.writes.allow grants no such target; add a grant with its allowed range and maxPerMinute if this rule may act on the machine`,
+          { path },
+        );
       }
       const star = r.plan.columns.some((c) => 'star' in c);
       const columns = star ? undefined : r.plan.columns.map((c) => (c as { name: string }).name);
@@ -92,13 +106,21 @@ export function checkWriteSinks(rules: readonly { spec: { name: string; sinks: r
       try {
         compileValue(value, columns);
       } catch (e) {
-        throw new EwError('SQL_INVALID', `rule ${r.spec.name}, ${path}.value: ${(e as Error).message}${columns ? ` (the rule's result columns: ${columns.join(', ')})` : ''}`, { path: `${path}.value` });
+        throw new EwError(
+          'SQL_INVALID',
+          `rule ${r.spec.name}, ${path}.value: ${(e as Error).message}${columns ? ` (the rule's result columns: ${columns.join(', ')})` : ''}`,
+          { path: `${path}.value` },
+        );
       }
       if (typeof value !== 'string') {
         const g = guardWrite(found.grant, value, [], 0);
-        if (!g.ok) throw new EwError('WRITE_DENIED', `rule ${r.spec.name} writes the constant ${value} to ${targetName(s)}: ${g.reason} (spec.policy.writes.allow[${found.index}])`, { path: `${path}.value` });
+        if (!g.ok)
+          throw new EwError(
+            'WRITE_DENIED',
+            `rule ${r.spec.name} writes the constant ${value} to ${targetName(s)}: ${g.reason} (spec.policy.writes.allow[${found.index}])`,
+            { path: `${path}.value` },
+          );
       }
     });
   }
 }
-

@@ -22,7 +22,16 @@ export { isWriteSink } from './write-guard.ts';
  * the site's write audit with the rule, the value and the result.
  */
 export type WriteResult = 'written' | 'dry-run' | 'refused' | 'failed' | 'superseded';
-export interface WriteAuditRow { id: number; at: number; app: string; rule: string; target: string; value: string; result: WriteResult; detail: string | null }
+export interface WriteAuditRow {
+  id: number;
+  at: number;
+  app: string;
+  rule: string;
+  target: string;
+  value: string;
+  result: WriteResult;
+  detail: string | null;
+}
 
 /**
  * The site's write audit: every write, refusal and dry run, newest kept (at most `max` rows).
@@ -41,14 +50,24 @@ export class WriteAudit {
   private overflow = new Map<string, { app: string; rule: string; target: string; n: number }>();
   private closed = false;
 
-  constructor(private readonly db: EdgeDb, private readonly clock: Clock, registry: Registry | undefined, private readonly max = 10_000) {
+  constructor(
+    private readonly db: EdgeDb,
+    private readonly clock: Clock,
+    registry: Registry | undefined,
+    private readonly max = 10_000,
+  ) {
     // Created here (not in db.ts's migrations): the table belongs to this module alone.
     db.exec(`CREATE TABLE IF NOT EXISTS write_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, app TEXT NOT NULL, rule TEXT NOT NULL,
       target TEXT NOT NULL, value TEXT NOT NULL, result TEXT NOT NULL, detail TEXT)`);
     this.insert = db.prepare('INSERT INTO write_audit (at, app, rule, target, value, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.trim = db.prepare('DELETE FROM write_audit WHERE id <= (SELECT max(id) FROM write_audit) - ?');
     this.count = (db.prepare('SELECT count(*) AS n FROM write_audit').get() as { n: number }).n;
-    this.counter = new Counter({ name: 'ew_edge_writes_total', help: 'Writes to machines by rules, by protocol and result (written, dry-run, refused, failed, superseded)', labelNames: ['protocol', 'result'], registers: registry ? [registry] : [] });
+    this.counter = new Counter({
+      name: 'ew_edge_writes_total',
+      help: 'Writes to machines by rules, by protocol and result (written, dry-run, refused, failed, superseded)',
+      labelNames: ['protocol', 'result'],
+      registers: registry ? [registry] : [],
+    });
   }
 
   record(app: string, rule: string, protocol: string, target: string, value: unknown, result: WriteResult, detail?: string): void {
@@ -59,7 +78,15 @@ export class WriteAudit {
       o.n++;
       this.overflow.set(k, o);
     } else {
-      this.pending.push([this.clock.now(), app, rule, target, (JSON.stringify(value) ?? 'undefined').slice(0, 200), result, detail?.slice(0, 1000) ?? null]);
+      this.pending.push([
+        this.clock.now(),
+        app,
+        rule,
+        target,
+        (JSON.stringify(value) ?? 'undefined').slice(0, 200),
+        result,
+        detail?.slice(0, 1000) ?? null,
+      ]);
     }
     if (!this.scheduled) {
       this.scheduled = true;
@@ -78,7 +105,16 @@ export class WriteAudit {
     const now = this.clock.now();
     this.db.transaction(() => {
       for (const r of rows) this.insert.run(...r);
-      for (const o of over) this.insert.run(now, o.app, o.rule, o.target, 'null', 'refused', `${o.n} more refusals in one burst, counted here rather than recorded one by one`);
+      for (const o of over)
+        this.insert.run(
+          now,
+          o.app,
+          o.rule,
+          o.target,
+          'null',
+          'refused',
+          `${o.n} more refusals in one burst, counted here rather than recorded one by one`,
+        );
       this.count += rows.length + over.length;
       if (this.count > this.max * 1.1) {
         this.trim.run(this.max);
@@ -97,9 +133,19 @@ export class WriteAudit {
     this.flush();
     const where: string[] = [];
     const args: unknown[] = [];
-    if (q.app) { where.push('app = ?'); args.push(q.app); }
-    if (q.result) { where.push('result = ?'); args.push(q.result); }
-    return this.db.prepare(`SELECT id, at, app, rule, target, value, result, detail FROM write_audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`).all(...args, q.limit) as WriteAuditRow[];
+    if (q.app) {
+      where.push('app = ?');
+      args.push(q.app);
+    }
+    if (q.result) {
+      where.push('result = ?');
+      args.push(q.result);
+    }
+    return this.db
+      .prepare(
+        `SELECT id, at, app, rule, target, value, result, detail FROM write_audit ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`,
+      )
+      .all(...args, q.limit) as WriteAuditRow[];
   }
 }
 
@@ -129,7 +175,13 @@ export class WriteHost {
   statuses(): WriteSinkStatus[] {
     return [...this.sinks].map((s) => s.status());
   }
-  constructor(readonly audit: WriteAudit, readonly clock: Clock, readonly log: Logger, readonly pkiDir: string, readonly secret: (name: string) => string | undefined) {}
+  constructor(
+    readonly audit: WriteAudit,
+    readonly clock: Clock,
+    readonly log: Logger,
+    readonly pkiDir: string,
+    readonly secret: (name: string) => string | undefined,
+  ) {}
   history(app: string, target: string): number[] {
     return this.histories.get(`${app}|${target}`) ?? [];
   }
@@ -143,12 +195,18 @@ export class WriteHost {
 }
 
 /** The I/O half of a write sink: one machine target. */
-interface Target { write(value: number | boolean): Promise<void>; close(): Promise<void> }
+interface Target {
+  write(value: number | boolean): Promise<void>;
+  close(): Promise<void>;
+}
 
 class OpcuaTarget implements Target {
   private opened?: Awaited<ReturnType<typeof openSession>>;
   private dataType?: number;
-  constructor(private readonly s: Extract<WriteSinkSpec, { opcua: unknown }>['opcua'], private readonly host: WriteHost) {}
+  constructor(
+    private readonly s: Extract<WriteSinkSpec, { opcua: unknown }>['opcua'],
+    private readonly host: WriteHost,
+  ) {}
   async write(value: number | boolean): Promise<void> {
     try {
       this.opened ??= await openSession(this.s, this.host.pkiDir, this.host.secret);
@@ -160,11 +218,28 @@ class OpcuaTarget implements Target {
       if (this.dataType === undefined) {
         // Write with the node's own type (a Double setpoint refuses an Int32 variant).
         const dv = await session.read({ nodeId: this.s.node, attributeId: ua.AttributeIds.Value });
-        if (dv.statusCode.value === ua.StatusCodes.BadNodeIdUnknown.value) throw Object.assign(new Error(`node ${this.s.node} does not exist on ${this.s.endpoint}`), { code: 'SOURCE_ADDRESS_INVALID', keep: true });
-        this.dataType = dv.value.dataType === ua.DataType.Null ? (typeof value === 'boolean' ? ua.DataType.Boolean : ua.DataType.Double) : dv.value.dataType;
+        if (dv.statusCode.value === ua.StatusCodes.BadNodeIdUnknown.value)
+          throw Object.assign(new Error(`node ${this.s.node} does not exist on ${this.s.endpoint}`), {
+            code: 'SOURCE_ADDRESS_INVALID',
+            keep: true,
+          });
+        this.dataType =
+          dv.value.dataType === ua.DataType.Null
+            ? typeof value === 'boolean'
+              ? ua.DataType.Boolean
+              : ua.DataType.Double
+            : dv.value.dataType;
       }
-      const status = await session.write({ nodeId: this.s.node, attributeId: ua.AttributeIds.Value, value: { value: new ua.Variant({ dataType: this.dataType, value }) } });
-      if (!status.isGood()) throw Object.assign(new Error(`${this.s.endpoint} refused the write to ${this.s.node}: ${status.name}`), { code: 'WRITE_FAILED', keep: true });
+      const status = await session.write({
+        nodeId: this.s.node,
+        attributeId: ua.AttributeIds.Value,
+        value: { value: new ua.Variant({ dataType: this.dataType, value }) },
+      });
+      if (!status.isGood())
+        throw Object.assign(new Error(`${this.s.endpoint} refused the write to ${this.s.node}: ${status.name}`), {
+          code: 'WRITE_FAILED',
+          keep: true,
+        });
     } catch (e) {
       if (!(e as { keep?: boolean }).keep) await this.close(); // reconnect next time
       throw e;
@@ -187,7 +262,13 @@ class ModbusTarget implements Target {
     let words: number[] | undefined;
     if (s.register !== undefined) {
       try {
-        words = encodeValue(value, { type: s.type ?? 'uint16', byteOrder: s.byteOrder ?? 'big', wordOrder: s.wordOrder ?? 'big', scale: s.scale ?? 1, offset: s.offset ?? 0 });
+        words = encodeValue(value, {
+          type: s.type ?? 'uint16',
+          byteOrder: s.byteOrder ?? 'big',
+          wordOrder: s.wordOrder ?? 'big',
+          scale: s.scale ?? 1,
+          offset: s.offset ?? 0,
+        });
       } catch (e) {
         throw Object.assign(new Error((e as Error).message), { code: 'WRITE_DENIED' });
       }
@@ -210,7 +291,12 @@ class ModbusTarget implements Target {
   }
 }
 
-export interface WriteSinkContext { app: string; rule: string; writes: WriteHost; policy?: WritePolicy }
+export interface WriteSinkContext {
+  app: string;
+  rule: string;
+  writes: WriteHost;
+  policy?: WritePolicy;
+}
 
 /**
  * A rule's write-back sink. Each result row gives a value (the sink's expression); the guard
@@ -236,7 +322,10 @@ export class WriteSink {
   private lastRefusal?: { reason: string; at: number };
   readonly stats = { written: 0, refused: 0, failed: 0, dryRun: 0, superseded: 0 };
 
-  constructor(spec: WriteSinkSpec, private readonly c: WriteSinkContext) {
+  constructor(
+    spec: WriteSinkSpec,
+    private readonly c: WriteSinkContext,
+  ) {
     this.kind = 'opcua' in spec ? 'opcua' : 'modbus';
     this.name = targetName(spec);
     const found = findGrant(spec, c.policy?.allow ?? []);
@@ -253,8 +342,17 @@ export class WriteSink {
   status(): WriteSinkStatus {
     const s = this.stats;
     return {
-      app: this.c.app, rule: this.c.rule, protocol: this.kind, target: this.name, dryRun: this.dryRun,
-      written: s.written, refused: s.refused, failed: s.failed, dryRuns: s.dryRun, superseded: s.superseded, lastWriteAt: this.lastWriteAt,
+      app: this.c.app,
+      rule: this.c.rule,
+      protocol: this.kind,
+      target: this.name,
+      dryRun: this.dryRun,
+      written: s.written,
+      refused: s.refused,
+      failed: s.failed,
+      dryRuns: s.dryRun,
+      superseded: s.superseded,
+      lastWriteAt: this.lastWriteAt,
       ...(this.lastError ? { lastError: { ...this.lastError } } : {}),
       ...(this.lastRefusal ? { lastRefusal: { ...this.lastRefusal } } : {}),
     };
@@ -279,7 +377,10 @@ export class WriteSink {
         this.lastRefusal = { reason: g.reason, at: now() };
         writes.audit.record(app, rule, this.kind, this.name, value, 'refused', `WRITE_DENIED: ${g.reason}`);
         if (now() - this.lastRefusalLog >= 10_000) {
-          writes.log.warn({ app, rule, target: this.name, value, code: 'WRITE_DENIED', reason: g.reason, alsoRefusedSinceLastLog: this.refusalsUnlogged }, 'write refused by the app\'s write policy');
+          writes.log.warn(
+            { app, rule, target: this.name, value, code: 'WRITE_DENIED', reason: g.reason, alsoRefusedSinceLastLog: this.refusalsUnlogged },
+            "write refused by the app's write policy",
+          );
           this.lastRefusalLog = now();
           this.refusalsUnlogged = 0;
         } else {
@@ -296,7 +397,15 @@ export class WriteSink {
       if (this.busy) {
         if (this.waiting !== undefined) {
           this.stats.superseded++;
-          writes.audit.record(app, rule, this.kind, this.name, this.waiting, 'superseded', 'a newer value came while a write was in flight');
+          writes.audit.record(
+            app,
+            rule,
+            this.kind,
+            this.name,
+            this.waiting,
+            'superseded',
+            'a newer value came while a write was in flight',
+          );
         }
         this.waiting = value as number | boolean;
       } else {

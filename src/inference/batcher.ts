@@ -22,9 +22,21 @@ export interface BatcherOptions {
   clock: Clock;
 }
 
-export interface BatchStats { size: number; requests: number; queueMs: number[]; computeMs: number; failed: boolean }
+export interface BatchStats {
+  size: number;
+  requests: number;
+  queueMs: number[];
+  computeMs: number;
+  failed: boolean;
+}
 
-interface Item<I, O> { input: I; rows: number; at: number; resolve: (o: O) => void; reject: (e: unknown) => void }
+interface Item<I, O> {
+  input: I;
+  rows: number;
+  at: number;
+  resolve: (o: O) => void;
+  reject: (e: unknown) => void;
+}
 
 export class DynamicBatcher<I, O> {
   private queue: Item<I, O>[] = [];
@@ -54,10 +66,18 @@ export class DynamicBatcher<I, O> {
   /** Queues one request of `rows` rows; resolves with its own output. */
   submit(input: I, rows = 1): Promise<O> {
     if (rows > this.o.maxBatchSize) {
-      return Promise.reject(new EwError('INFER_INPUT_INVALID', `the request has ${rows} rows but the model's maxBatchSize is ${this.o.maxBatchSize}; split it`, { path: 'inputs' }));
+      return Promise.reject(
+        new EwError(
+          'INFER_INPUT_INVALID',
+          `the request has ${rows} rows but the model's maxBatchSize is ${this.o.maxBatchSize}; split it`,
+          { path: 'inputs' },
+        ),
+      );
     }
     if (this.queuedRows + rows > this.maxQueue) {
-      return Promise.reject(new EwError('QUEUE_FULL', `the model's queue holds ${this.queuedRows} of ${this.maxQueue} rows; retry shortly`));
+      return Promise.reject(
+        new EwError('QUEUE_FULL', `the model's queue holds ${this.queuedRows} of ${this.maxQueue} rows; retry shortly`),
+      );
     }
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ input, rows, at: this.o.clock.now(), resolve, reject });
@@ -71,7 +91,8 @@ export class DynamicBatcher<I, O> {
       const waited = this.o.clock.now() - this.queue[0]!.at;
       let take = 0;
       if (this.queuedRows >= this.o.maxBatchSize) take = this.o.maxBatchSize;
-      else if (this.preferred.length && this.preferred.some((p) => p <= this.queuedRows)) take = this.preferred.find((p) => p <= this.queuedRows)!;
+      else if (this.preferred.length && this.preferred.some((p) => p <= this.queuedRows))
+        take = this.preferred.find((p) => p <= this.queuedRows)!;
       else if (waited >= this.o.maxQueueDelayMs) take = this.queuedRows;
       if (take === 0) break;
       this.runBatch(this.takeRows(take));
@@ -121,29 +142,29 @@ export class DynamicBatcher<I, O> {
       this.running--;
       this.dispatch();
     };
-    this.execute(batch.map((b) => b.input)).then(
-      (outs) => {
+    this.execute(batch.map((b) => b.input))
+      .then((outs) => {
         if (outs.length !== batch.length) throw new Error(`executor returned ${outs.length} outputs for ${batch.length} requests`);
         batch.forEach((b, i) => b.resolve(outs[i]!));
         finish(false);
-      },
-    ).catch(async (err: unknown) => {
-      if (batch.length === 1) {
-        batch[0]!.reject(err);
-        finish(true);
-        return;
-      }
-      // Isolate the culprit: each request alone, so the good ones still succeed.
-      for (const b of batch) {
-        try {
-          const [out] = await this.execute([b.input]);
-          b.resolve(out!);
-        } catch (e) {
-          b.reject(e);
+      })
+      .catch(async (err: unknown) => {
+        if (batch.length === 1) {
+          batch[0]!.reject(err);
+          finish(true);
+          return;
         }
-      }
-      finish(true);
-    });
+        // Isolate the culprit: each request alone, so the good ones still succeed.
+        for (const b of batch) {
+          try {
+            const [out] = await this.execute([b.input]);
+            b.resolve(out!);
+          } catch (e) {
+            b.reject(e);
+          }
+        }
+        finish(true);
+      });
   }
 
   /** Refuses everything still queued (model unloading). */

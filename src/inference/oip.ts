@@ -50,7 +50,13 @@ export function registerOip(app: FastifyInstance, models: ModelHost): void {
   r.get('/v2/health/live', async () => ({ live: true }));
   r.get('/v2/health/ready', async (_req, reply) => {
     const all = models.endpointNames();
-    const ready = all.every((n) => { try { return models.ready(n); } catch { return false; } });
+    const ready = all.every((n) => {
+      try {
+        return models.ready(n);
+      } catch {
+        return false;
+      }
+    });
     void reply.status(ready ? 200 : 503);
     return { ready };
   });
@@ -71,6 +77,8 @@ export function registerOip(app: FastifyInstance, models: ModelHost): void {
       void reply.status(ready ? 200 : 503);
       return { name: req.params.name, ready };
     });
-    r.post(`${base}/infer`, { schema: { params: Params, body: InferBody } }, async (req) => models.infer(req.params.name, req.params.version, req.body));
+    r.post(`${base}/infer`, { schema: { params: Params, body: InferBody } }, async (req) =>
+      models.infer(req.params.name, req.params.version, req.body),
+    );
   }
 }

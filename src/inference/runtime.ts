@@ -17,9 +17,15 @@ export interface ModelLoadSpec {
   file: string;
   /** Runtime settings: threads, graph optimisation level, execution provider. */
   options?: {
-    threads?: number; graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all'; executionProvider?: 'cpu' | 'cuda' | 'vulkan';
+    threads?: number;
+    graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
+    executionProvider?: 'cpu' | 'cuda' | 'vulkan';
     /** Language models (gguf): context per sequence, parallel sequences, GPU layers, memory granted. */
-    contextSize?: number; parallel?: number; gpuLayers?: number; memoryLimitMB?: number; maxQueued?: number;
+    contextSize?: number;
+    parallel?: number;
+    gpuLayers?: number;
+    memoryLimitMB?: number;
+    maxQueued?: number;
     /** Remote models: the upstream (the key is resolved from a secret, never passed in the manifest). */
     upstream?: { baseUrl: string; model: string; apiKey?: string; timeoutMs?: number; retries?: number; concurrency?: number };
   };
@@ -55,7 +61,12 @@ export class RuntimeRegistry {
   }
   async load(spec: ModelLoadSpec): Promise<LoadedModel> {
     const r = this.byFormat.get(spec.format);
-    if (!r) throw new EwError('MODEL_LOAD_FAILED', `no runtime for format "${spec.format}" on this site (it has ${this.formats().join(', ') || 'none'})`, { path: `models.${spec.name}.format` });
+    if (!r)
+      throw new EwError(
+        'MODEL_LOAD_FAILED',
+        `no runtime for format "${spec.format}" on this site (it has ${this.formats().join(', ') || 'none'})`,
+        { path: `models.${spec.name}.format` },
+      );
     return r.load(spec);
   }
 }

@@ -18,8 +18,15 @@ export function fetchTrusting(caPem?: string): typeof fetch {
 /** The most an `httpRequest` answer may hold: a larger one is refused, not buffered. */
 export const HTTP_ANSWER_MAX_BYTES = 64 * 2 ** 20;
 
-export interface HttpAnswer { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }
-export type HttpRequest = (url: URL, init: { method: string; headers: Record<string, string>; body?: string | Uint8Array }) => Promise<HttpAnswer>;
+export interface HttpAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+export type HttpRequest = (
+  url: URL,
+  init: { method: string; headers: Record<string, string>; body?: string | Uint8Array },
+) => Promise<HttpAnswer>;
 
 /**
  * Short request/answer calls (the CLI's API client) over node:http / node:https, trusting
@@ -35,17 +42,21 @@ export function httpRequest(caPem?: string): HttpRequest {
     const body = typeof init.body === 'string' ? Buffer.from(init.body) : init.body;
     const headers = { ...init.headers, ...(body ? { 'content-length': String(body.length) } : {}) };
     return new Promise<HttpAnswer>((resolve, reject) => {
-      const req = lib.request(url, { method: init.method, headers, ...(caPem && url.protocol === 'https:' ? { ca: caPem } : {}) }, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > HTTP_ANSWER_MAX_BYTES) res.destroy(new Error(`the answer is larger than ${HTTP_ANSWER_MAX_BYTES} bytes`));
-          else chunks.push(c);
-        });
-        res.on('error', reject);
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      });
+      const req = lib.request(
+        url,
+        { method: init.method, headers, ...(caPem && url.protocol === 'https:' ? { ca: caPem } : {}) },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > HTTP_ANSWER_MAX_BYTES) res.destroy(new Error(`the answer is larger than ${HTTP_ANSWER_MAX_BYTES} bytes`));
+            else chunks.push(c);
+          });
+          res.on('error', reject);
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });

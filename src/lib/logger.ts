@@ -17,7 +17,11 @@ export class LogRing extends Writable {
     for (const line of chunk.toString('utf8').split('\n')) {
       if (!line) continue;
       let time = Date.now();
-      try { time = (JSON.parse(line) as { time?: number }).time ?? time; } catch { /* not JSON */ }
+      try {
+        time = (JSON.parse(line) as { time?: number }).time ?? time;
+      } catch {
+        /* not JSON */
+      }
       this.lines.push({ time, line });
     }
     if (this.lines.length > this.max) this.lines.splice(0, this.lines.length - this.max);

@@ -14,7 +14,8 @@ import { Counter, Histogram, collectDefaultMetrics, type Registry } from 'prom-c
  */
 export function collectProcessMetrics(registry: Registry, prefix: string): void {
   collectDefaultMetrics({ register: registry, prefix });
-  for (const m of ['active_handles_total', 'active_requests_total', 'active_resources_total']) registry.removeSingleMetric(`${prefix}nodejs_${m}`);
+  for (const m of ['active_handles_total', 'active_requests_total', 'active_resources_total'])
+    registry.removeSingleMetric(`${prefix}nodejs_${m}`);
 }
 
 /**
@@ -22,10 +23,19 @@ export function collectProcessMetrics(registry: Registry, prefix: string): void 
  * records in). Each scrape adds what the figure grew by; a figure that went down was reset (a
  * rule restarted), and all of it is new, so the counter never goes down.
  */
-export function counterFrom<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[], read: () => Iterable<{ labels: Record<L, string>; value: number }>): Counter<L> {
+export function counterFrom<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  read: () => Iterable<{ labels: Record<L, string>; value: number }>,
+): Counter<L> {
   const seen = new Map<string, number>();
   return new Counter<L>({
-    name, help, labelNames, registers: [registry],
+    name,
+    help,
+    labelNames,
+    registers: [registry],
     collect() {
       const now = new Set<string>();
       for (const { labels, value } of read()) {
@@ -52,12 +62,21 @@ export function counterFrom<L extends string>(registry: Registry, name: string, 
  */
 export function installHttpMetrics(app: FastifyInstance, registry: Registry, prefix: string): void {
   const h = new Histogram({
-    name: `${prefix}_http_request_duration_seconds`, help: 'HTTP request duration by route template and status code',
-    labelNames: ['method', 'route', 'status'], registers: [registry],
+    name: `${prefix}_http_request_duration_seconds`,
+    help: 'HTTP request duration by route template and status code',
+    labelNames: ['method', 'route', 'status'],
+    registers: [registry],
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   });
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions?.url ?? 'unmatched';
-    h.observe({ method: req.method, route: reply.statusCode === 404 && !req.routeOptions?.url ? 'unmatched' : route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    h.observe(
+      {
+        method: req.method,
+        route: reply.statusCode === 404 && !req.routeOptions?.url ? 'unmatched' : route,
+        status: String(reply.statusCode),
+      },
+      reply.elapsedTime / 1000,
+    );
   });
 }

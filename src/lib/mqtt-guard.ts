@@ -51,7 +51,10 @@ export const DEFAULT_MQTT_LIMITS: MqttLimits = {
 /** A Prometheus counter of the guard's refusals by reason (read at scrape time). */
 export function guardRefusalCounter(name: string, help: string, registry: Registry, guard: () => MqttGuard | undefined): Counter<'reason'> {
   return new Counter({
-    name, help, labelNames: ['reason'], registers: [registry],
+    name,
+    help,
+    labelNames: ['reason'],
+    registers: [registry],
     collect() {
       const g = guard();
       if (!g) return;
@@ -64,17 +67,33 @@ export function guardRefusalCounter(name: string, help: string, registry: Regist
 /** Parses `--mqtt-limits name=value,…` (names of MqttLimits), e.g. `maxPacketBytes=262144,connectTimeoutMs=5000`. */
 export function parseMqttLimits(spec: string, flag = '--mqtt-limits'): Partial<MqttLimits> {
   const out: Partial<MqttLimits> = {};
-  for (const part of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const m = /^([A-Za-z]+)=(\d+(?:\.\d+)?)$/.exec(part);
     if (!m || !(m[1]! in DEFAULT_MQTT_LIMITS) || !(Number(m[2]) > 0)) {
-      throw new EwError('CONFIG_INVALID', `${flag}: "${part}" is not name=positive number with name one of ${Object.keys(DEFAULT_MQTT_LIMITS).join(', ')}`, { path: flag.replace(/^--/, '') });
+      throw new EwError(
+        'CONFIG_INVALID',
+        `${flag}: "${part}" is not name=positive number with name one of ${Object.keys(DEFAULT_MQTT_LIMITS).join(', ')}`,
+        { path: flag.replace(/^--/, '') },
+      );
     }
     out[m[1] as keyof MqttLimits] = Number(m[2]);
   }
   return out;
 }
 
-export type GuardRefusal = 'pending-total' | 'pending-address' | 'connect-rate' | 'pre-auth-bytes' | 'packet-size' | 'not-connect' | 'malformed' | 'connect-timeout' | 'auth-throttled';
+export type GuardRefusal =
+  | 'pending-total'
+  | 'pending-address'
+  | 'connect-rate'
+  | 'pre-auth-bytes'
+  | 'packet-size'
+  | 'not-connect'
+  | 'malformed'
+  | 'connect-timeout'
+  | 'auth-throttled';
 
 /**
  * The MQTT fixed header as a streaming state machine: it reads each packet's type and announced
@@ -184,7 +203,10 @@ export class MqttPacketMeter {
 
 /** One accepted connection: the socket seen through the meter, handed to aedes as its stream. */
 class GuardedConnection extends Duplex {
-  constructor(readonly socket: Socket, private readonly inspect: (chunk: Buffer) => boolean) {
+  constructor(
+    readonly socket: Socket,
+    private readonly inspect: (chunk: Buffer) => boolean,
+  ) {
     super({ allowHalfOpen: false });
     socket.on('data', (chunk: Buffer) => {
       if (!this.inspect(chunk)) return;
@@ -213,10 +235,21 @@ class GuardedConnection extends Duplex {
   }
 }
 
-interface ConnState { address: string; authenticated: boolean; /** Bytes announced by packet headers before authentication. */ bytes: number; cancelTimer: () => void; released: boolean }
+interface ConnState {
+  address: string;
+  authenticated: boolean /** Bytes announced by packet headers before authentication. */;
+  bytes: number;
+  cancelTimer: () => void;
+  released: boolean;
+}
 
 type AuthError = Error & { returnCode: 1 | 2 | 3 | 4 | 5 };
-type AuthenticateFn = (client: Client, username: Readonly<string> | undefined, password: Readonly<Buffer> | undefined, done: (err: AuthError | null, ok: boolean | null) => void) => void;
+type AuthenticateFn = (
+  client: Client,
+  username: Readonly<string> | undefined,
+  password: Readonly<Buffer> | undefined,
+  done: (err: AuthError | null, ok: boolean | null) => void,
+) => void;
 
 /**
  * Protects an aedes listener before and after authentication: packet size caps, a cap on
@@ -234,7 +267,15 @@ export class MqttGuard {
   private readonly authFailures: TokenBuckets;
   /** Refusals by reason, since start (exported as a metric by the owner). */
   readonly refused: Record<GuardRefusal, number> = {
-    'pending-total': 0, 'pending-address': 0, 'connect-rate': 0, 'pre-auth-bytes': 0, 'packet-size': 0, 'not-connect': 0, malformed: 0, 'connect-timeout': 0, 'auth-throttled': 0,
+    'pending-total': 0,
+    'pending-address': 0,
+    'connect-rate': 0,
+    'pre-auth-bytes': 0,
+    'packet-size': 0,
+    'not-connect': 0,
+    malformed: 0,
+    'connect-timeout': 0,
+    'auth-throttled': 0,
   };
 
   /**
@@ -242,14 +283,32 @@ export class MqttGuard {
    * topics (the hub's routed inference answers); the topic is read before any of the body is
    * kept, so everything else is still cut at maxPacketBytes.
    */
-  constructor(private readonly o: { limits?: Partial<MqttLimits>; clock?: Clock; log: Logger; name: string; packetLimitFor?: (topic: string) => number | undefined }) {
+  constructor(
+    private readonly o: {
+      limits?: Partial<MqttLimits>;
+      clock?: Clock;
+      log: Logger;
+      name: string;
+      packetLimitFor?: (topic: string) => number | undefined;
+    },
+  ) {
     this.limits = { ...DEFAULT_MQTT_LIMITS, ...o.limits };
     this.clock = o.clock ?? systemClock;
     for (const [k, v] of Object.entries(this.limits)) {
       if (!(typeof v === 'number' && v > 0)) throw new Error(`MQTT limit ${k} must be a positive number (got ${v})`);
     }
-    this.connectRate = new TokenBuckets({ capacity: this.limits.connectBurst, refillPerSecond: this.limits.connectPerSecond, maxKeys: this.limits.maxTrackedAddresses, clock: this.clock });
-    this.authFailures = new TokenBuckets({ capacity: this.limits.authFailBurst, refillPerSecond: this.limits.authFailPerMinute / 60, maxKeys: this.limits.maxTrackedAddresses, clock: this.clock });
+    this.connectRate = new TokenBuckets({
+      capacity: this.limits.connectBurst,
+      refillPerSecond: this.limits.connectPerSecond,
+      maxKeys: this.limits.maxTrackedAddresses,
+      clock: this.clock,
+    });
+    this.authFailures = new TokenBuckets({
+      capacity: this.limits.authFailBurst,
+      refillPerSecond: this.limits.authFailPerMinute / 60,
+      maxKeys: this.limits.maxTrackedAddresses,
+      clock: this.clock,
+    });
   }
 
   /** Connections accepted and not yet authenticated. */
@@ -307,20 +366,25 @@ export class MqttGuard {
       const conn = new GuardedConnection(socket, (chunk) => {
         if (stopped) return false;
         const limitFor = this.o.packetLimitFor;
-        const v = meter.feed(chunk, (type, size, index) => {
-          if (index === 0 && type !== 1) return 'not-connect';
-          if (st.authenticated) {
-            // A PUBLISH over the bound waits for its topic when some topics may be larger.
-            return size > l.maxPacketBytes && !(limitFor && type === 3) ? 'packet-size' : undefined;
-          }
-          // What was announced counts, not what arrived: a 260 MB CONNECT is cut at its header.
-          st.bytes += size;
-          return st.bytes > l.preAuthMaxBytes ? 'pre-auth-bytes' : undefined;
-        }, limitFor && ((topic, size) => {
-          if (!st.authenticated || size <= l.maxPacketBytes) return undefined;
-          const own = limitFor(topic);
-          return own !== undefined && size <= own ? undefined : 'packet-size';
-        }));
+        const v = meter.feed(
+          chunk,
+          (type, size, index) => {
+            if (index === 0 && type !== 1) return 'not-connect';
+            if (st.authenticated) {
+              // A PUBLISH over the bound waits for its topic when some topics may be larger.
+              return size > l.maxPacketBytes && !(limitFor && type === 3) ? 'packet-size' : undefined;
+            }
+            // What was announced counts, not what arrived: a 260 MB CONNECT is cut at its header.
+            st.bytes += size;
+            return st.bytes > l.preAuthMaxBytes ? 'pre-auth-bytes' : undefined;
+          },
+          limitFor &&
+            ((topic, size) => {
+              if (!st.authenticated || size <= l.maxPacketBytes) return undefined;
+              const own = limitFor(topic);
+              return own !== undefined && size <= own ? undefined : 'packet-size';
+            }),
+        );
         if (v) {
           stopped = true;
           const reason: GuardRefusal = v === 'not-connect' || v === 'pre-auth-bytes' || v === 'packet-size' ? v : 'malformed';
@@ -346,7 +410,10 @@ export class MqttGuard {
       const address = st?.address ?? 'unknown';
       if (this.authFailures.peek(address) < 1) {
         this.refused['auth-throttled']++;
-        this.o.log.warn({ listener: this.o.name, address, retryAfterMs: this.authFailures.waitMs(address) }, 'MQTT login refused unchecked: too many bad passwords from this address');
+        this.o.log.warn(
+          { listener: this.o.name, address, retryAfterMs: this.authFailures.waitMs(address) },
+          'MQTT login refused unchecked: too many bad passwords from this address',
+        );
         const e = Object.assign(new Error('too many failed logins from this address; try again later'), { returnCode: 5 as const });
         done(e, false);
         return;

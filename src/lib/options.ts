@@ -143,14 +143,16 @@ export function readConfigFile(t: OptionTable, file: string): { values: Record<s
   const values: Record<string, unknown> = {};
   const sources = new Map<string, ValueSource>();
   if (doc.contents === null) return { values, sources };
-  if (!isMap(doc.contents)) return refuse(at(doc.contents.range?.[0] ?? 0), `a config file is a map of option names to values (port: 8080)`);
+  if (!isMap(doc.contents))
+    return refuse(at(doc.contents.range?.[0] ?? 0), `a config file is a map of option names to values (port: 8080)`);
   const js = (doc.toJS() ?? {}) as Record<string, unknown>;
   const byFileKey = new Map(Object.entries(t.options).map(([key, spec]) => [fileKey(spec), key]));
   for (const pair of doc.contents.items) {
     const k = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
     const keyPos = at((pair.key as { range?: [number, number, number] } | null)?.range?.[0] ?? 0);
     const key = byFileKey.get(k);
-    if (key === undefined) refuse(keyPos, `unknown option "${k}" for edgeweave ${t.command}; the options are ${[...byFileKey.keys()].join(', ')}`);
+    if (key === undefined)
+      refuse(keyPos, `unknown option "${k}" for edgeweave ${t.command}; the options are ${[...byFileKey.keys()].join(', ')}`);
     const node = pair.value as { range?: [number, number, number] } | null;
     let value: unknown = js[k] ?? null;
     // Text where the field is not text (a size "10G", a spec "key=100/20") converts as a flag would.
@@ -160,7 +162,10 @@ export function readConfigFile(t: OptionTable, file: string): { values: Record<s
     sources.set(key!, { kind: 'file', pos: at(node?.range?.[0] ?? 0) });
     // A secret in a file other users can read is as exposed as one on the command line.
     if (isSecret(t.options[key!]!, value) && (statSync(file).mode & 0o077) !== 0) {
-      refuse(keyPos, `${k} is a secret, and this file can be read by other users of the machine; chmod 600 ${file}, or pass it in ${envName(t, key!)}`);
+      refuse(
+        keyPos,
+        `${k} is a secret, and this file can be read by other users of the machine; chmod 600 ${file}, or pass it in ${envName(t, key!)}`,
+      );
     }
   }
   return { values, sources };
@@ -186,9 +191,14 @@ function from(source: ValueSource | undefined): string {
  * defaults; other fields of `input` (a clock, a logger) pass through untouched. A bad value is
  * refused naming the flag, the value (never a secret's) and where it came from.
  */
-export function parseOptions<S extends z.ZodRawShape, I extends object>(t: OptionTable<S>, input: I, sources: ReadonlyMap<string, ValueSource> = new Map()): I & z.output<z.ZodObject<S>> {
+export function parseOptions<S extends z.ZodRawShape, I extends object>(
+  t: OptionTable<S>,
+  input: I,
+  sources: ReadonlyMap<string, ValueSource> = new Map(),
+): I & z.output<z.ZodObject<S>> {
   const own: Record<string, unknown> = {};
-  for (const key of Object.keys(t.options)) if ((input as Record<string, unknown>)[key] !== undefined) own[key] = (input as Record<string, unknown>)[key];
+  for (const key of Object.keys(t.options))
+    if ((input as Record<string, unknown>)[key] !== undefined) own[key] = (input as Record<string, unknown>)[key];
   const r = t.schema.safeParse(own);
   if (r.success) return { ...input, ...r.data };
   const issue = r.error.issues[0]!;
@@ -200,7 +210,10 @@ export function parseOptions<S extends z.ZodRawShape, I extends object>(t: Optio
   const shown = value === undefined ? '' : isSecret(spec, value) ? ' (value not shown)' : ` ${show(value)}`;
   const detail = value === undefined ? `${spec.flag} is required: ${describe(t, key)}` : issue.message;
   throw new EwError('CONFIG_INVALID', value === undefined ? detail : `${spec.flag}${shown}${from(source)}: ${detail}`, {
-    path: spec.flag, detail, cause: r.error, ...(source?.kind === 'file' ? { pos: source.pos } : {}),
+    path: spec.flag,
+    detail,
+    cause: r.error,
+    ...(source?.kind === 'file' ? { pos: source.pos } : {}),
   });
 }
 
@@ -208,7 +221,10 @@ export function parseOptions<S extends z.ZodRawShape, I extends object>(t: Optio
  * The options of one start from their four sources: `flags` (what was given on the command
  * line) over `env` over the config `file` over the schema's defaults; checked, defaults filled.
  */
-export function resolveOptions<S extends z.ZodRawShape>(t: OptionTable<S>, layers: { flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv; file?: string }): z.output<z.ZodObject<S>> {
+export function resolveOptions<S extends z.ZodRawShape>(
+  t: OptionTable<S>,
+  layers: { flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv; file?: string },
+): z.output<z.ZodObject<S>> {
   const file = layers.file ? readConfigFile(t, layers.file) : { values: {}, sources: new Map<string, ValueSource>() };
   const env = envLayer(t, layers.env ?? {});
   const flags = layers.flags ?? {};

@@ -11,7 +11,11 @@ export function privateDir(dir: string): void {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
   } catch (e) {
-    throw new EwError('DATA_DIR_INVALID', `cannot make ${dir} private to this user (mode 0700): ${(e as Error).message}; the process's user must own it (chown it, or choose another --data-dir)`, { cause: e });
+    throw new EwError(
+      'DATA_DIR_INVALID',
+      `cannot make ${dir} private to this user (mode 0700): ${(e as Error).message}; the process's user must own it (chown it, or choose another --data-dir)`,
+      { cause: e },
+    );
   }
 }
 
@@ -22,7 +26,11 @@ export function privateFiles(...files: string[]): void {
     try {
       chmodSync(f, 0o600);
     } catch (e) {
-      throw new EwError('DATA_DIR_INVALID', `cannot make ${f} private to this user (mode 0600): ${(e as Error).message}; the process's user must own it`, { cause: e });
+      throw new EwError(
+        'DATA_DIR_INVALID',
+        `cannot make ${f} private to this user (mode 0600): ${(e as Error).message}; the process's user must own it`,
+        { cause: e },
+      );
     }
   }
 }

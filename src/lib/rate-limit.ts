@@ -21,7 +21,10 @@ export interface TakeResult {
   retryAfterMs: number;
 }
 
-interface Bucket { tokens: number; at: number }
+interface Bucket {
+  tokens: number;
+  at: number;
+}
 
 /**
  * Token buckets by key (an address, an API key id, a username): a pure core with an injected
@@ -36,7 +39,8 @@ export class TokenBuckets {
   private readonly buckets = new Map<string, Bucket>();
 
   constructor(private readonly o: TokenBucketOptions) {
-    if (!(o.capacity > 0) || !(o.refillPerSecond > 0) || !(o.maxKeys >= 1)) throw new Error('token buckets need a positive capacity, refill rate and key bound');
+    if (!(o.capacity > 0) || !(o.refillPerSecond > 0) || !(o.maxKeys >= 1))
+      throw new Error('token buckets need a positive capacity, refill rate and key bound');
   }
 
   get size(): number {

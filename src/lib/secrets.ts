@@ -23,5 +23,8 @@ export function verifySecret(secret: string, digest: string): boolean {
 
 /** Short, URL-safe, unique ids (`site-…`, `dep-…`): 12 random bytes. */
 export function newId(prefix: string): string {
-  return `${prefix}-${randomBytes(9).toString('base64url').toLowerCase().replace(/[^a-z0-9]/g, '0')}`;
+  return `${prefix}-${randomBytes(9)
+    .toString('base64url')
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, '0')}`;
 }

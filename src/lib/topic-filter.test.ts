@@ -73,11 +73,14 @@ describe('MQTT topic filters (qlobber)', () => {
 
   it('a set matches when any of its filters does; an empty set matches nothing', () => {
     const s = new TopicSet(['a/+', 'b/#']);
-    assert.deepEqual(['a/x', 'b', 'b/c/d', 'c', 'a/x/y'].map((t) => s.test(t)), [true, true, true, false, false]);
+    assert.deepEqual(
+      ['a/x', 'b', 'b/c/d', 'c', 'a/x/y'].map((t) => s.test(t)),
+      [true, true, true, false, false],
+    );
     assert.equal(new TopicSet([]).test('a'), false);
   });
 
-  it('deep topics and filters (past qlobber\'s default of 100 levels) match instead of throwing', () => {
+  it("deep topics and filters (past qlobber's default of 100 levels) match instead of throwing", () => {
     const deep = Array.from({ length: MAX_FILTER_LEVELS }, (_, i) => `l${i}`).join('/');
     assert.equal(topicMatches('#', deep), true);
     assert.equal(topicMatches('l0/#', deep), true);

@@ -10,8 +10,15 @@ import { createRequire } from 'node:module';
  * starts with `$` (`#` does not see `$SYS/…`), while `$SYS/#` does.
  */
 const require = createRequire(import.meta.url);
-interface QlobberLike<T> { add(filter: string, v: T): void; remove(filter: string, v?: T): void; match(topic: string): Set<T> }
-interface QlobberTrueLike { add(filter: string): void; test(topic: string): boolean }
+interface QlobberLike<T> {
+  add(filter: string, v: T): void;
+  remove(filter: string, v?: T): void;
+  match(topic: string): Set<T>;
+}
+interface QlobberTrueLike {
+  add(filter: string): void;
+  test(topic: string): boolean;
+}
 type QlobberModule = { QlobberDedup: new (o: object) => QlobberLike<unknown>; QlobberTrue: new (o: object) => QlobberTrueLike };
 /** Loaded at first use: the manifest imports this module for MAX_FILTER_LEVELS alone, and the CLI loads the manifest. */
 let qlobber: QlobberModule | undefined;

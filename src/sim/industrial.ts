@@ -107,12 +107,16 @@ export class OpcuaMachineSim {
     quietOpcua();
     const ua = await import('node-opcua');
     this.uaMod = ua;
-    if (!this.port) this.port = this.o.port || await freePort();
+    if (!this.port) this.port = this.o.port || (await freePort());
     mkdirSync(this.o.pkiDir, { recursive: true });
-    const certificateManager = new ua.OPCUACertificateManager({ rootFolder: join(this.o.pkiDir, 'server'), automaticallyAcceptUnknownCertificate: true });
+    const certificateManager = new ua.OPCUACertificateManager({
+      rootFolder: join(this.o.pkiDir, 'server'),
+      automaticallyAcceptUnknownCertificate: true,
+    });
     const users = this.o.users ?? {};
     const server = new ua.OPCUAServer({
-      port: this.port, hostname: this.o.host ?? '127.0.0.1',
+      port: this.port,
+      hostname: this.o.host ?? '127.0.0.1',
       nodeset_filename: [ua.nodesets.standard],
       serverCertificateManager: certificateManager,
       allowAnonymous: !this.o.noAnonymous,
@@ -130,10 +134,19 @@ export class OpcuaMachineSim {
     const ns = space.getOwnNamespace();
     const machine = ns.addObject({ organizedBy: space.rootFolder.objects, browseName: 'Machine1' });
     const m = this.model;
-    const add = (key: keyof typeof OPCUA_NODES, dataType: 'Double' | 'Boolean' | 'UInt32', writable: boolean, get: () => number | boolean) => {
+    const add = (
+      key: keyof typeof OPCUA_NODES,
+      dataType: 'Double' | 'Boolean' | 'UInt32',
+      writable: boolean,
+      get: () => number | boolean,
+    ) => {
       const v = ns.addVariable({
-        componentOf: machine, browseName: key[0]!.toUpperCase() + key.slice(1), nodeId: OPCUA_NODES[key].replace('ns=1;', ''), dataType,
-        accessLevel: writable ? 'CurrentRead | CurrentWrite' : 'CurrentRead', userAccessLevel: writable ? 'CurrentRead | CurrentWrite' : 'CurrentRead',
+        componentOf: machine,
+        browseName: key[0]!.toUpperCase() + key.slice(1),
+        nodeId: OPCUA_NODES[key].replace('ns=1;', ''),
+        dataType,
+        accessLevel: writable ? 'CurrentRead | CurrentWrite' : 'CurrentRead',
+        userAccessLevel: writable ? 'CurrentRead | CurrentWrite' : 'CurrentRead',
       });
       v.setValueFromSource(new ua.Variant({ dataType: ua.DataType[dataType], value: get() }));
       this.vars.set(key, v);
@@ -177,7 +190,8 @@ export class OpcuaMachineSim {
     if (!this.server) return;
     const ua = this.uaSync();
     const m = this.model;
-    const set = (key: string, dataType: number, value: unknown) => this.vars.get(key)?.setValueFromSource(new ua.Variant({ dataType, value }), ua.StatusCodes.Good, sourceTimestamp);
+    const set = (key: string, dataType: number, value: unknown) =>
+      this.vars.get(key)?.setValueFromSource(new ua.Variant({ dataType, value }), ua.StatusCodes.Good, sourceTimestamp);
     set('spindleSpeed', ua.DataType.Double, m.spindleSpeed);
     set('temperature', ua.DataType.Double, m.temperature);
     set('vibration', ua.DataType.Double, m.vibration);
@@ -185,7 +199,12 @@ export class OpcuaMachineSim {
     set('peakHz', ua.DataType.Double, m.peakHz);
     set('running', ua.DataType.Boolean, m.running);
     this.ticks++;
-    for (let i = 0; i < this.bench.length; i++) this.bench[i]!.setValueFromSource(new ua.Variant({ dataType: ua.DataType.Double, value: this.ticks + i / 1e4 }), ua.StatusCodes.Good, sourceTimestamp);
+    for (let i = 0; i < this.bench.length; i++)
+      this.bench[i]!.setValueFromSource(
+        new ua.Variant({ dataType: ua.DataType.Double, value: this.ticks + i / 1e4 }),
+        ua.StatusCodes.Good,
+        sourceTimestamp,
+      );
   }
 
   private uaMod?: typeof import('node-opcua');
@@ -305,12 +324,30 @@ export class ModbusMachineSim {
       if (addr < 0 || addr + n > size) throw Object.assign(new Error(`illegal data address ${addr}`), { modbusErrorCode: 0x02 });
     };
     const vector = {
-      getCoil: (addr: number) => { check(addr); return this.coils[addr]!; },
-      getDiscreteInput: (addr: number) => { check(addr); return this.discrete[addr]!; },
-      getInputRegister: (addr: number) => { check(addr); return this.input[addr]!; },
-      getHoldingRegister: (addr: number) => { check(addr); return this.holding[addr]!; },
-      getMultipleInputRegisters: (addr: number, n: number) => { check(addr, n); return [...this.input.subarray(addr, addr + n)]; },
-      getMultipleHoldingRegisters: (addr: number, n: number) => { check(addr, n); return [...this.holding.subarray(addr, addr + n)]; },
+      getCoil: (addr: number) => {
+        check(addr);
+        return this.coils[addr]!;
+      },
+      getDiscreteInput: (addr: number) => {
+        check(addr);
+        return this.discrete[addr]!;
+      },
+      getInputRegister: (addr: number) => {
+        check(addr);
+        return this.input[addr]!;
+      },
+      getHoldingRegister: (addr: number) => {
+        check(addr);
+        return this.holding[addr]!;
+      },
+      getMultipleInputRegisters: (addr: number, n: number) => {
+        check(addr, n);
+        return [...this.input.subarray(addr, addr + n)];
+      },
+      getMultipleHoldingRegisters: (addr: number, n: number) => {
+        check(addr, n);
+        return [...this.holding.subarray(addr, addr + n)];
+      },
       setCoil: (addr: number, value: boolean) => {
         check(addr);
         this.coils[addr] = value;
@@ -327,12 +364,17 @@ export class ModbusMachineSim {
         check(addr, values.length);
         this.holding.set(values, addr);
         values.forEach((value, i) => this.writes.push({ table: 'holding', address: addr + i, value, at: Date.now() }));
-        if (addr <= MODBUS_MAP.setpoint.address && addr + values.length > MODBUS_MAP.setpoint.address) this.model.setpoint = this.holding[MODBUS_MAP.setpoint.address]!;
+        if (addr <= MODBUS_MAP.setpoint.address && addr + values.length > MODBUS_MAP.setpoint.address)
+          this.model.setpoint = this.holding[MODBUS_MAP.setpoint.address]!;
       },
     };
     const reuse = this.port;
     // modbus-serial treats port 0 as "use 502"; the string "0" reaches net.listen as port 0.
-    const server = new ServerTCP(vector, { host: this.o.host ?? '127.0.0.1', port: (reuse || (this.o.port ?? '0')) as number, unitID: unit });
+    const server = new ServerTCP(vector, {
+      host: this.o.host ?? '127.0.0.1',
+      port: (reuse || (this.o.port ?? '0')) as number,
+      unitID: unit,
+    });
     const tcp = (server as unknown as { _server: import('node:net').Server })._server;
     await new Promise<void>((resolve, reject) => {
       server.on('initialized', () => resolve());

@@ -6,7 +6,10 @@
  */
 import { gaussian } from '../lib/random.ts';
 
-export interface Reading { topic: string; payload: Record<string, unknown> }
+export interface Reading {
+  topic: string;
+  payload: Record<string, unknown>;
+}
 
 export interface Profile {
   name: string;
@@ -17,12 +20,14 @@ export interface Profile {
   reading(device: string, t: number, rand: () => number): Reading;
 }
 
-
 const hourOf = (t: number) => new Date(t).getUTCHours() + new Date(t).getUTCMinutes() / 60;
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** City intersections: vehicle counts and speeds, morning and evening peaks, congestion spells. */
-export function trafficProfile(city = 'hangzhou', intersections = ['wensan-xueyuan', 'yanan-fengqi', 'moganshan-huancheng', 'binjiang-jiangnan']): Profile {
+export function trafficProfile(
+  city = 'hangzhou',
+  intersections = ['wensan-xueyuan', 'yanan-fengqi', 'moganshan-huancheng', 'binjiang-jiangnan'],
+): Profile {
   return {
     name: 'traffic',
     devices: intersections,
@@ -32,7 +37,7 @@ export function trafficProfile(city = 'hangzhou', intersections = ['wensan-xueyu
       const peak = Math.exp(-((h - 8.5) ** 2) / 1.5) + Math.exp(-((h - 18) ** 2) / 2);
       const idx = intersections.indexOf(device);
       // A congestion spell: a few minutes per half hour at one intersection at a time.
-      const spell = Math.floor(t / 1_800_000) % intersections.length === idx && (t % 1_800_000) < 240_000;
+      const spell = Math.floor(t / 1_800_000) % intersections.length === idx && t % 1_800_000 < 240_000;
       const demand = 6 + 18 * peak + (spell ? 10 : 0);
       const vehicles = Math.max(0, Math.round(demand + gaussian(rand) * 2.5));
       const freeFlow = 50;
@@ -40,8 +45,12 @@ export function trafficProfile(city = 'hangzhou', intersections = ['wensan-xueyu
       return {
         topic: `city/${city}/${device}/traffic`,
         payload: {
-          intersection: device, ts: t, vehicles, speed: round(speed, 1),
-          occupancy: round(Math.min(1, vehicles / 40 + (spell ? 0.3 : 0)), 3), lane: 1 + Math.floor(rand() * 4),
+          intersection: device,
+          ts: t,
+          vehicles,
+          speed: round(speed, 1),
+          occupancy: round(Math.min(1, vehicles / 40 + (spell ? 0.3 : 0)), 3),
+          lane: 1 + Math.floor(rand() * 4),
         },
       };
     },
@@ -63,7 +72,14 @@ export function vibrationProfile(machines = ['press-01', 'press-02', 'cnc-07', '
       const peakHz = 120 + (degrading ? 35 * wear : 0) + gaussian(rand) * 2;
       return {
         topic: `factory/${device}/vibration`,
-        payload: { machineId: device, ts: t, rms: round(rms, 4), kurtosis: round(kurtosis, 3), peakHz: round(peakHz, 1), temperature: round(41 + 12 * wear + gaussian(rand), 1) },
+        payload: {
+          machineId: device,
+          ts: t,
+          rms: round(rms, 4),
+          kurtosis: round(kurtosis, 3),
+          peakHz: round(peakHz, 1),
+          temperature: round(41 + 12 * wear + gaussian(rand), 1),
+        },
       };
     },
   };
@@ -82,7 +98,14 @@ export function cellKpiProfile(cells = ['cell-3101', 'cell-3102', 'cell-3207']):
       const ues = Math.max(0, Math.round(40 + 260 * prb + gaussian(rand) * 10));
       return {
         topic: `telco/${device}/kpi`,
-        payload: { cellId: device, ts: t, prbUtil: round(prb, 3), activeUes: ues, throughputMbps: round(900 * (1 - prb * 0.6) + gaussian(rand) * 20, 1), latencyMs: round(8 + 30 * prb ** 3 + Math.abs(gaussian(rand)) * 2, 2) },
+        payload: {
+          cellId: device,
+          ts: t,
+          prbUtil: round(prb, 3),
+          activeUes: ues,
+          throughputMbps: round(900 * (1 - prb * 0.6) + gaussian(rand) * 20, 1),
+          latencyMs: round(8 + 30 * prb ** 3 + Math.abs(gaussian(rand)) * 2, 2),
+        },
       };
     },
   };
@@ -108,7 +131,10 @@ export function energyProfile(meters = ['bldg-a-main', 'bldg-b-main', 'bldg-c-hv
       const temperature = 18 + 8 * Math.sin(((h - 9) / 24) * 2 * Math.PI) + gaussian(rand) * 0.5;
       const cooling = Math.max(0, temperature - 22) * (idx === 2 ? 6 : 2);
       const kw = base * (0.35 + 0.65 * office) + cooling + gaussian(rand) * base * 0.03;
-      return { topic: `energy/${device}/power`, payload: { meterId: device, ts: t, kw: round(Math.max(0, kw), 2), temperature: round(temperature, 1) } };
+      return {
+        topic: `energy/${device}/power`,
+        payload: { meterId: device, ts: t, kw: round(Math.max(0, kw), 2), temperature: round(temperature, 1) },
+      };
     },
   };
 }

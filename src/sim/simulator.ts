@@ -34,23 +34,32 @@ export class DeviceSimulator {
     const now = this.o.now ?? Date.now;
     const { profile } = this.o;
     const rand = seeded(this.o.seed ?? 42);
-    await Promise.all(profile.devices.map(async (device, i) => {
-      const creds = this.o.credentials?.(device) ?? { clientId: `sim-${profile.name}-${device}`, username: this.o.username, password: this.o.password };
-      const client = await mqtt.connectAsync(this.o.url, { ...creds, reconnectPeriod: 1000, protocolVersion: 4 });
-      this.clients.push(client);
-      // Devices start out of phase, as real ones do.
-      const start = setTimeout(() => {
-        const tick = () => {
-          if (!client.connected) return;
-          const r = profile.reading(device, now(), rand);
-          client.publish(r.topic, JSON.stringify(r.payload), { qos: 0 });
-          this.published++;
+    await Promise.all(
+      profile.devices.map(async (device, i) => {
+        const creds = this.o.credentials?.(device) ?? {
+          clientId: `sim-${profile.name}-${device}`,
+          username: this.o.username,
+          password: this.o.password,
         };
-        tick();
-        this.timers.push(setInterval(tick, profile.periodMs));
-      }, Math.floor((profile.periodMs * i) / profile.devices.length));
-      this.timers.push(start);
-    }));
+        const client = await mqtt.connectAsync(this.o.url, { ...creds, reconnectPeriod: 1000, protocolVersion: 4 });
+        this.clients.push(client);
+        // Devices start out of phase, as real ones do.
+        const start = setTimeout(
+          () => {
+            const tick = () => {
+              if (!client.connected) return;
+              const r = profile.reading(device, now(), rand);
+              client.publish(r.topic, JSON.stringify(r.payload), { qos: 0 });
+              this.published++;
+            };
+            tick();
+            this.timers.push(setInterval(tick, profile.periodMs));
+          },
+          Math.floor((profile.periodMs * i) / profile.devices.length),
+        );
+        this.timers.push(start);
+      }),
+    );
   }
 
   async stop(): Promise<void> {

@@ -18,7 +18,11 @@ export type Expr =
 
 export type BinOp = '+' | '-' | '*' | '/' | '%' | '||' | '=' | '!=' | '<' | '<=' | '>' | '>=' | 'AND' | 'OR';
 
-export interface SelectItem { expr: Expr; alias?: string; pos: Pos }
+export interface SelectItem {
+  expr: Expr;
+  alias?: string;
+  pos: Pos;
+}
 
 export interface Query {
   explain: boolean;

@@ -17,12 +17,15 @@ const QUERIES: [string, string][] = [
   ['session', 'SELECT k, count(*) AS n, min(v) AS lo FROM s GROUP BY k, SESSIONWINDOW(ss, 10, 2)'],
   ['sliding', 'SELECT k, count(*) AS n FROM s GROUP BY k, SLIDINGWINDOW(ss, 2)'],
   ['count', 'SELECT count(*) AS n, max(v) AS m FROM s GROUP BY COUNTWINDOW(7)'],
-  ['distinct, percentile, collect', 'SELECT k, count(DISTINCT v) AS d, percentile(v, 0.9) AS p, collect(v) AS all FROM s GROUP BY k, TUMBLINGWINDOW(ss, 2)'],
+  [
+    'distinct, percentile, collect',
+    'SELECT k, count(DISTINCT v) AS d, percentile(v, 0.9) AS p, collect(v) AS all FROM s GROUP BY k, TUMBLINGWINDOW(ss, 2)',
+  ],
 ];
 
 function records(n: number): Row[] {
   let seed = 11;
-  const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296;
   // Event time moves forward with gaps (sessions close), keys mixed, values repeat (DISTINCT).
   let ts = 0;
   return Array.from({ length: n }, () => {

@@ -18,7 +18,11 @@ describe('field types: one list for the manifest, the SQL planner and the record
   it('aliases read alike in both: float, number and double; int and bigint; bool and boolean', () => {
     const planned = (t: string) => schemaTypes({ name: 's', schema: { x: t } })!.get('x');
     const fits = (t: string, v: unknown) => decodeRecord({ x: v }, { name: 's', schema: { x: t } }).ok;
-    for (const [group, good, bad] of [[['float', 'number', 'double'], 1.5, 'a'], [['int', 'bigint'], 2, 1.5], [['bool', 'boolean'], true, 1]] as const) {
+    for (const [group, good, bad] of [
+      [['float', 'number', 'double'], 1.5, 'a'],
+      [['int', 'bigint'], 2, 1.5],
+      [['bool', 'boolean'], true, 1],
+    ] as const) {
       assert.equal(new Set(group.map(planned)).size, 1, `${group} plan alike`);
       for (const t of group) assert.deepEqual([fits(t, good), fits(t, bad)], [true, false], t);
     }
@@ -31,6 +35,9 @@ describe('field types: one list for the manifest, the SQL planner and the record
 
   it('a type outside the list is refused by the manifest and by the planner, naming the field and the list', () => {
     assert.equal(FieldType.safeParse('decimal').success, false);
-    assert.throws(() => schemaTypes({ name: 's', schema: { price: 'decimal' } }), (e) => isEwError(e, 'SQL_INVALID') && /field "price" has type "decimal"; use one of string, int, bigint/.test(e.message));
+    assert.throws(
+      () => schemaTypes({ name: 's', schema: { price: 'decimal' } }),
+      (e) => isEwError(e, 'SQL_INVALID') && /field "price" has type "decimal"; use one of string, int, bigint/.test(e.message),
+    );
   });
 });

@@ -6,15 +6,51 @@ import { EwError } from '../contracts/errors.ts';
  */
 export type TokenKind = 'ident' | 'number' | 'string' | 'op' | 'punct' | 'keyword' | 'eof';
 
-export interface Token { kind: TokenKind; text: string; value?: number | string; line: number; col: number; pos: number; float?: boolean }
+export interface Token {
+  kind: TokenKind;
+  text: string;
+  value?: number | string;
+  line: number;
+  col: number;
+  pos: number;
+  float?: boolean;
+}
 
 export const KEYWORDS = new Set([
-  'SELECT', 'FROM', 'WHERE', 'GROUP', 'BY', 'HAVING', 'AS', 'AND', 'OR', 'NOT', 'IN', 'BETWEEN', 'LIKE', 'IS', 'NULL',
-  'TRUE', 'FALSE', 'CASE', 'WHEN', 'THEN', 'ELSE', 'END', 'DISTINCT', 'EXPLAIN', 'ESCAPE', 'ORDER', 'LIMIT',
+  'SELECT',
+  'FROM',
+  'WHERE',
+  'GROUP',
+  'BY',
+  'HAVING',
+  'AS',
+  'AND',
+  'OR',
+  'NOT',
+  'IN',
+  'BETWEEN',
+  'LIKE',
+  'IS',
+  'NULL',
+  'TRUE',
+  'FALSE',
+  'CASE',
+  'WHEN',
+  'THEN',
+  'ELSE',
+  'END',
+  'DISTINCT',
+  'EXPLAIN',
+  'ESCAPE',
+  'ORDER',
+  'LIMIT',
 ]);
 
 /** Where a piece of SQL sits; `sqlError` formats it as `line L, column C`. */
-export interface Pos { line: number; col: number }
+export interface Pos {
+  line: number;
+  col: number;
+}
 
 /** An error at a place in the rule: the message names it, and `pos` carries it as data. */
 export function sqlError(code: 'SQL_SYNTAX' | 'SQL_INVALID' | 'SQL_LIMIT', at: Pos, message: string, hint?: string): EwError {
@@ -28,18 +64,33 @@ export function lex(sql: string): Token[] {
   let line = 1;
   let lineStart = 0;
   const at = (p: number): Pos => ({ line, col: p - lineStart + 1 });
-  const push = (kind: TokenKind, start: number, text: string, value?: number | string) => out.push({ kind, text, value, line, col: start - lineStart + 1, pos: start });
+  const push = (kind: TokenKind, start: number, text: string, value?: number | string) =>
+    out.push({ kind, text, value, line, col: start - lineStart + 1, pos: start });
   while (i < sql.length) {
     const c = sql[i]!;
-    if (c === '\n') { i++; line++; lineStart = i; continue; }
-    if (c === ' ' || c === '\t' || c === '\r') { i++; continue; }
-    if (c === '-' && sql[i + 1] === '-') { while (i < sql.length && sql[i] !== '\n') i++; continue; }
+    if (c === '\n') {
+      i++;
+      line++;
+      lineStart = i;
+      continue;
+    }
+    if (c === ' ' || c === '\t' || c === '\r') {
+      i++;
+      continue;
+    }
+    if (c === '-' && sql[i + 1] === '-') {
+      while (i < sql.length && sql[i] !== '\n') i++;
+      continue;
+    }
     if (c === '/' && sql[i + 1] === '*') {
       const start = i;
       const startPos = at(i);
       i += 2;
       while (i < sql.length && !(sql[i] === '*' && sql[i + 1] === '/')) {
-        if (sql[i] === '\n') { line++; lineStart = i + 1; }
+        if (sql[i] === '\n') {
+          line++;
+          lineStart = i + 1;
+        }
         i++;
       }
       if (i >= sql.length) throw sqlError('SQL_SYNTAX', startPos, 'unterminated comment', 'close it with */');
@@ -50,7 +101,10 @@ export function lex(sql: string): Token[] {
     const start = i;
     if (/[0-9]/.test(c) || (c === '.' && /[0-9]/.test(sql[i + 1] ?? ''))) {
       while (/[0-9]/.test(sql[i] ?? '')) i++;
-      if (sql[i] === '.' && /[0-9]/.test(sql[i + 1] ?? '')) { i++; while (/[0-9]/.test(sql[i] ?? '')) i++; }
+      if (sql[i] === '.' && /[0-9]/.test(sql[i + 1] ?? '')) {
+        i++;
+        while (/[0-9]/.test(sql[i] ?? '')) i++;
+      }
       if ((sql[i] === 'e' || sql[i] === 'E') && /[-+0-9]/.test(sql[i + 1] ?? '')) {
         i++;
         if (sql[i] === '+' || sql[i] === '-') i++;
@@ -75,7 +129,10 @@ export function lex(sql: string): Token[] {
       const startPos = at(i);
       i++;
       let s = '';
-      while (i < sql.length && sql[i] !== c) { s += sql[i]; i++; }
+      while (i < sql.length && sql[i] !== c) {
+        s += sql[i];
+        i++;
+      }
       if (i >= sql.length) throw sqlError('SQL_SYNTAX', startPos, `unterminated quoted name`, `close it with ${c}`);
       i++;
       push('ident', start, sql.slice(start, i), s);
@@ -89,14 +146,26 @@ export function lex(sql: string): Token[] {
       i++;
       let s = '';
       for (;;) {
-        if (i >= sql.length) throw sqlError('SQL_SYNTAX', startPos, 'unterminated string', `close it with ${c} (write ${c}${c} for a quote inside)`);
-        if (sql[i] === '\\' && sql[i + 1] === c) { s += c; i += 2; continue; }
+        if (i >= sql.length)
+          throw sqlError('SQL_SYNTAX', startPos, 'unterminated string', `close it with ${c} (write ${c}${c} for a quote inside)`);
+        if (sql[i] === '\\' && sql[i + 1] === c) {
+          s += c;
+          i += 2;
+          continue;
+        }
         if (sql[i] === c) {
-          if (sql[i + 1] === c) { s += c; i += 2; continue; }
+          if (sql[i + 1] === c) {
+            s += c;
+            i += 2;
+            continue;
+          }
           i++;
           break;
         }
-        if (sql[i] === '\n') { line++; lineStart = i + 1; }
+        if (sql[i] === '\n') {
+          line++;
+          lineStart = i + 1;
+        }
         s += sql[i];
         i++;
       }
@@ -104,9 +173,21 @@ export function lex(sql: string): Token[] {
       continue;
     }
     const two = sql.slice(i, i + 2);
-    if (['<=', '>=', '!=', '<>', '||', '==', '->'].includes(two)) { i += 2; push('op', start, two); continue; }
-    if ('+-*/%<>='.includes(c)) { i++; push('op', start, c); continue; }
-    if ('(),.[];'.includes(c)) { i++; push('punct', start, c); continue; }
+    if (['<=', '>=', '!=', '<>', '||', '==', '->'].includes(two)) {
+      i += 2;
+      push('op', start, two);
+      continue;
+    }
+    if ('+-*/%<>='.includes(c)) {
+      i++;
+      push('op', start, c);
+      continue;
+    }
+    if ('(),.[];'.includes(c)) {
+      i++;
+      push('punct', start, c);
+      continue;
+    }
     throw sqlError('SQL_SYNTAX', at(i), `unexpected character "${c}"`);
   }
   out.push({ kind: 'eof', text: '', line, col: i - lineStart + 1, pos: i });

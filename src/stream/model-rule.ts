@@ -40,14 +40,22 @@ export class ModelRule {
           else this.emits = this.emits.then(() => emit(rows));
           return;
         }
-        const resolved = Promise.all(rows.map(async (row) => {
-          const out: Row = {};
-          for (const [k, v] of Object.entries(row)) out[k] = v instanceof PendingInfer ? await this.call(v.model, v.args) : v;
-          return out;
-        }));
+        const resolved = Promise.all(
+          rows.map(async (row) => {
+            const out: Row = {};
+            for (const [k, v] of Object.entries(row)) out[k] = v instanceof PendingInfer ? await this.call(v.model, v.args) : v;
+            return out;
+          }),
+        );
         this.waiting++;
         this.waitingRows += rows.length;
-        this.emits = this.emits.then(() => resolved).then(emit, (e: Error) => opts.onEmitError?.(e)).finally(() => { this.waiting--; this.waitingRows -= rows.length; });
+        this.emits = this.emits
+          .then(() => resolved)
+          .then(emit, (e: Error) => opts.onEmitError?.(e))
+          .finally(() => {
+            this.waiting--;
+            this.waitingRows -= rows.length;
+          });
       },
     });
     this.onError = opts.onError;
@@ -56,18 +64,32 @@ export class ModelRule {
   private readonly onError?: (rec: Row, e: Error) => void;
 
   private call(model: string, args: unknown[]): Promise<unknown> {
-    if (!this.infer) return Promise.reject(new Error('no models here: infer() needs a site\'s models (or edgeweave sql --model)'));
+    if (!this.infer) return Promise.reject(new Error("no models here: infer() needs a site's models (or edgeweave sql --model)"));
     return this.infer(model, args);
   }
 
   push(rec: Row, meta?: Record<string, unknown>): void {
-    if (this.plan.infers.length === 0) { this.runtime.push(rec, meta); return; }
-    if (this.queue.length >= this.maxWaiting) { this.fail(rec, new Error(`inference backlog full (${this.maxWaiting} records waiting)`)); return; }
+    if (this.plan.infers.length === 0) {
+      this.runtime.push(rec, meta);
+      return;
+    }
+    if (this.queue.length >= this.maxWaiting) {
+      this.fail(rec, new Error(`inference backlog full (${this.maxWaiting} records waiting)`));
+      return;
+    }
     const env = { now: () => Date.now(), meta };
-    const values = Promise.all(this.plan.infers.map((c) => this.call(c.model, c.args.map((f) => f(rec, env)))))
-      .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+    const values = Promise.all(
+      this.plan.infers.map((c) =>
+        this.call(
+          c.model,
+          c.args.map((f) => f(rec, env)),
+        ),
+      ),
+    ).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
     this.queue.push({ rec, meta, values });
-    this.draining ??= this.drain().finally(() => { this.draining = undefined; });
+    this.draining ??= this.drain().finally(() => {
+      this.draining = undefined;
+    });
   }
 
   private fail(rec: Row, e: Error): void {

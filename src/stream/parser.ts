@@ -26,7 +26,10 @@ export function closest(word: string, options: Iterable<string>, maxDist = 2): s
   let bestD = maxDist + 1;
   for (const o of options) {
     const dd = levenshtein(word.toLowerCase(), o.toLowerCase());
-    if (dd < bestD) { bestD = dd; best = o; }
+    if (dd < bestD) {
+      bestD = dd;
+      best = o;
+    }
   }
   return best;
 }
@@ -35,13 +38,27 @@ class Parser {
   private i = 0;
   constructor(private readonly toks: Token[]) {}
 
-  private get t(): Token { return this.toks[this.i]!; }
-  private atEnd(): boolean { return this.t.kind === 'eof'; }
-  private pos(): Pos { return { line: this.t.line, col: this.t.col }; }
-  private next(): Token { return this.toks[this.i++]!; }
-  private isKw(...kws: string[]): boolean { return this.t.kind === 'keyword' && kws.includes(this.t.value as string); }
-  private isPunct(p: string): boolean { return this.t.kind === 'punct' && this.t.text === p; }
-  private isOp(...ops: string[]): boolean { return this.t.kind === 'op' && ops.includes(this.t.text); }
+  private get t(): Token {
+    return this.toks[this.i]!;
+  }
+  private atEnd(): boolean {
+    return this.t.kind === 'eof';
+  }
+  private pos(): Pos {
+    return { line: this.t.line, col: this.t.col };
+  }
+  private next(): Token {
+    return this.toks[this.i++]!;
+  }
+  private isKw(...kws: string[]): boolean {
+    return this.t.kind === 'keyword' && kws.includes(this.t.value as string);
+  }
+  private isPunct(p: string): boolean {
+    return this.t.kind === 'punct' && this.t.text === p;
+  }
+  private isOp(...ops: string[]): boolean {
+    return this.t.kind === 'op' && ops.includes(this.t.text);
+  }
 
   private describe(t: Token): string {
     return t.kind === 'eof' ? 'the end of the query' : `"${t.text}"`;
@@ -68,7 +85,10 @@ class Parser {
 
   query(): Query {
     let explain = false;
-    if (this.isKw('EXPLAIN')) { this.next(); explain = true; }
+    if (this.isKw('EXPLAIN')) {
+      this.next();
+      explain = true;
+    }
     this.expectKw('SELECT');
     const items: SelectItem[] = [];
     do {
@@ -98,14 +118,27 @@ class Parser {
     this.next();
     if (this.t.kind !== 'ident') this.fail('a stream name');
     const fromTok = this.next();
-    const q: Query = { explain, items, from: { name: String(fromTok.value), pos: { line: fromTok.line, col: fromTok.col } }, groupBy: [], orderBy: [] };
-    if (this.isKw('WHERE')) { this.next(); q.where = this.expr(); }
+    const q: Query = {
+      explain,
+      items,
+      from: { name: String(fromTok.value), pos: { line: fromTok.line, col: fromTok.col } },
+      groupBy: [],
+      orderBy: [],
+    };
+    if (this.isKw('WHERE')) {
+      this.next();
+      q.where = this.expr();
+    }
     if (this.isKw('GROUP')) {
       this.next();
       this.expectKw('BY');
-      do q.groupBy.push(this.expr()); while (this.isPunct(',') && this.next());
+      do q.groupBy.push(this.expr());
+      while (this.isPunct(',') && this.next());
     }
-    if (this.isKw('HAVING')) { this.next(); q.having = this.expr(); }
+    if (this.isKw('HAVING')) {
+      this.next();
+      q.having = this.expr();
+    }
     if (this.isKw('ORDER')) {
       this.next();
       this.expectKw('BY');
@@ -122,7 +155,8 @@ class Parser {
       const pos = this.pos();
       this.next();
       const t = this.t;
-      if (t.kind !== 'number' || t.float || !Number.isSafeInteger(t.value) || (t.value as number) < 0) this.fail('a whole number of rows after LIMIT');
+      if (t.kind !== 'number' || t.float || !Number.isSafeInteger(t.value) || (t.value as number) < 0)
+        this.fail('a whole number of rows after LIMIT');
       this.next();
       q.limit = { n: t.value as number, pos };
     }
@@ -131,20 +165,34 @@ class Parser {
     return q;
   }
 
-  expr(): Expr { return this.or(); }
+  expr(): Expr {
+    return this.or();
+  }
 
   private or(): Expr {
     let l = this.and();
-    while (this.isKw('OR')) { const pos = this.pos(); this.next(); l = { k: 'bin', op: 'OR', l, r: this.and(), pos }; }
+    while (this.isKw('OR')) {
+      const pos = this.pos();
+      this.next();
+      l = { k: 'bin', op: 'OR', l, r: this.and(), pos };
+    }
     return l;
   }
   private and(): Expr {
     let l = this.not();
-    while (this.isKw('AND')) { const pos = this.pos(); this.next(); l = { k: 'bin', op: 'AND', l, r: this.not(), pos }; }
+    while (this.isKw('AND')) {
+      const pos = this.pos();
+      this.next();
+      l = { k: 'bin', op: 'AND', l, r: this.not(), pos };
+    }
     return l;
   }
   private not(): Expr {
-    if (this.isKw('NOT')) { const pos = this.pos(); this.next(); return { k: 'unary', op: 'NOT', e: this.not(), pos }; }
+    if (this.isKw('NOT')) {
+      const pos = this.pos();
+      this.next();
+      return { k: 'unary', op: 'NOT', e: this.not(), pos };
+    }
     return this.comparison();
   }
   private comparison(): Expr {
@@ -156,7 +204,11 @@ class Parser {
       return { k: 'bin', op, l, r: this.concat(), pos };
     }
     let not = false;
-    if (this.isKw('NOT') && this.toks[this.i + 1]?.kind === 'keyword' && ['IN', 'BETWEEN', 'LIKE'].includes(this.toks[this.i + 1]!.value as string)) {
+    if (
+      this.isKw('NOT') &&
+      this.toks[this.i + 1]?.kind === 'keyword' &&
+      ['IN', 'BETWEEN', 'LIKE'].includes(this.toks[this.i + 1]!.value as string)
+    ) {
       this.next();
       not = true;
     }
@@ -164,7 +216,9 @@ class Parser {
       this.next();
       this.expectPunct('(', '"(" after IN');
       const list: Expr[] = [];
-      if (!this.isPunct(')')) do list.push(this.expr()); while (this.isPunct(',') && this.next());
+      if (!this.isPunct(')'))
+        do list.push(this.expr());
+        while (this.isPunct(',') && this.next());
       this.expectPunct(')', '")" to close the IN list');
       return { k: 'in', e: l, list, not, pos };
     }
@@ -182,7 +236,10 @@ class Parser {
     if (this.isKw('IS')) {
       this.next();
       let isNot = false;
-      if (this.isKw('NOT')) { this.next(); isNot = true; }
+      if (this.isKw('NOT')) {
+        this.next();
+        isNot = true;
+      }
       this.expectKw('NULL');
       return { k: 'isnull', e: l, not: isNot, pos };
     }
@@ -190,17 +247,29 @@ class Parser {
   }
   private concat(): Expr {
     let l = this.additive();
-    while (this.isOp('||')) { const pos = this.pos(); this.next(); l = { k: 'bin', op: '||', l, r: this.additive(), pos }; }
+    while (this.isOp('||')) {
+      const pos = this.pos();
+      this.next();
+      l = { k: 'bin', op: '||', l, r: this.additive(), pos };
+    }
     return l;
   }
   private additive(): Expr {
     let l = this.multiplicative();
-    while (this.isOp('+', '-')) { const pos = this.pos(); const op = this.next().text as BinOp; l = { k: 'bin', op, l, r: this.multiplicative(), pos }; }
+    while (this.isOp('+', '-')) {
+      const pos = this.pos();
+      const op = this.next().text as BinOp;
+      l = { k: 'bin', op, l, r: this.multiplicative(), pos };
+    }
     return l;
   }
   private multiplicative(): Expr {
     let l = this.unary();
-    while (this.isOp('*', '/', '%')) { const pos = this.pos(); const op = this.next().text as BinOp; l = { k: 'bin', op, l, r: this.unary(), pos }; }
+    while (this.isOp('*', '/', '%')) {
+      const pos = this.pos();
+      const op = this.next().text as BinOp;
+      l = { k: 'bin', op, l, r: this.unary(), pos };
+    }
     return l;
   }
   private unary(): Expr {
@@ -211,7 +280,10 @@ class Parser {
       if (e.k === 'lit' && typeof e.v === 'number') return e.float ? { k: 'lit', v: -e.v, pos, float: true } : { k: 'lit', v: -e.v, pos };
       return { k: 'unary', op: '-', e, pos };
     }
-    if (this.isOp('+')) { this.next(); return this.unary(); }
+    if (this.isOp('+')) {
+      this.next();
+      return this.unary();
+    }
     return this.postfix();
   }
   private postfix(): Expr {
@@ -229,7 +301,8 @@ class Parser {
         this.next();
         const index = this.expr();
         this.expectPunct(']', '"]"');
-        if (e.k === 'field' && index.k === 'lit' && (typeof index.v === 'number' || typeof index.v === 'string')) e = { k: 'field', path: [...e.path, index.v], pos: e.pos };
+        if (e.k === 'field' && index.k === 'lit' && (typeof index.v === 'number' || typeof index.v === 'string'))
+          e = { k: 'field', path: [...e.path, index.v], pos: e.pos };
         else e = { k: 'index', e, index, pos };
       } else {
         return e;
@@ -239,10 +312,22 @@ class Parser {
   private primary(): Expr {
     const t = this.t;
     const pos = this.pos();
-    if (t.kind === 'number') { this.next(); return t.float ? { k: 'lit', v: t.value as number, pos, float: true } : { k: 'lit', v: t.value as number, pos }; }
-    if (t.kind === 'string') { this.next(); return { k: 'lit', v: t.value as string, pos }; }
-    if (this.isKw('NULL')) { this.next(); return { k: 'lit', v: null, pos }; }
-    if (this.isKw('TRUE', 'FALSE')) { this.next(); return { k: 'lit', v: t.value === 'TRUE', pos }; }
+    if (t.kind === 'number') {
+      this.next();
+      return t.float ? { k: 'lit', v: t.value as number, pos, float: true } : { k: 'lit', v: t.value as number, pos };
+    }
+    if (t.kind === 'string') {
+      this.next();
+      return { k: 'lit', v: t.value as string, pos };
+    }
+    if (this.isKw('NULL')) {
+      this.next();
+      return { k: 'lit', v: null, pos };
+    }
+    if (this.isKw('TRUE', 'FALSE')) {
+      this.next();
+      return { k: 'lit', v: t.value === 'TRUE', pos };
+    }
     if (this.isPunct('(')) {
       this.next();
       const e = this.expr();
@@ -257,9 +342,16 @@ class Parser {
         const args: Expr[] = [];
         let distinct = false;
         let star = false;
-        if (this.isKw('DISTINCT')) { this.next(); distinct = true; }
-        if (this.isOp('*')) { this.next(); star = true; }
-        else if (!this.isPunct(')')) do args.push(this.expr()); while (this.isPunct(',') && this.next());
+        if (this.isKw('DISTINCT')) {
+          this.next();
+          distinct = true;
+        }
+        if (this.isOp('*')) {
+          this.next();
+          star = true;
+        } else if (!this.isPunct(')'))
+          do args.push(this.expr());
+          while (this.isPunct(',') && this.next());
         this.expectPunct(')', `")" to close ${t.text}(`);
         return { k: 'call', name: String(t.value).toLowerCase(), args, distinct, star, pos };
       }
@@ -281,7 +373,10 @@ class Parser {
     }
     if (whens.length === 0) this.fail('WHEN');
     let elseE: Expr | undefined;
-    if (this.isKw('ELSE')) { this.next(); elseE = this.expr(); }
+    if (this.isKw('ELSE')) {
+      this.next();
+      elseE = this.expr();
+    }
     this.expectKw('END');
     return { k: 'case', operand, whens, else: elseE, pos };
   }

@@ -50,25 +50,54 @@ export interface RuntimeOptions {
 
 export const DEFAULT_MAX_STATE_CELLS = 1_000_000;
 
-export interface RuleStats { in: number; out: number; filtered: number; late: number; errors: number; lastOutputAt: number | null; stateCells: number }
+export interface RuleStats {
+  in: number;
+  out: number;
+  filtered: number;
+  late: number;
+  errors: number;
+  lastOutputAt: number | null;
+  stateCells: number;
+}
 
 /** A record of the future, refused before it can move the watermark. */
 export class FutureEventError extends Error {
   override readonly name = 'FutureEventError';
 }
 
-interface Group { accs: Acc[]; first: Row; rows: Row[] | undefined }
+interface Group {
+  accs: Acc[];
+  first: Row;
+  rows: Row[] | undefined;
+}
 type Groups = Map<Key, Group>;
 
-interface Session { start: number; last: number; maxEnd: number; group: Group }
-interface Buffered { ts: number; key: Key; row: Row; pass: boolean }
+interface Session {
+  start: number;
+  last: number;
+  maxEnd: number;
+  group: Group;
+}
+interface Buffered {
+  ts: number;
+  key: Key;
+  row: Row;
+  pass: boolean;
+}
 
 /**
  * A group's Map key. One primitive key is used as it is (a Map tells 1 from '1'), which saves a
  * string per record on the hot path; several keys, or an object, become one string.
  */
 type Key = string | number | boolean | null;
-const stringKey = (v: unknown): string => (v === null || v === undefined ? '\u0001' : typeof v === 'object' ? JSON.stringify(v) : typeof v === 'string' ? `s${v}` : `${typeof v}${String(v)}`);
+const stringKey = (v: unknown): string =>
+  v === null || v === undefined
+    ? '\u0001'
+    : typeof v === 'object'
+      ? JSON.stringify(v)
+      : typeof v === 'string'
+        ? `s${v}`
+        : `${typeof v}${String(v)}`;
 
 /** How many records the schemaless field check looks at before it stops (it costs a lookup per field). */
 const FIELD_CHECK_RECORDS = 1000;
@@ -117,7 +146,10 @@ export class RuleRuntime {
   /** Start of the earliest pane-built window not emitted yet. */
   private nextStart?: number;
 
-  constructor(private readonly plan: Plan, private readonly o: RuntimeOptions) {
+  constructor(
+    private readonly plan: Plan,
+    private readonly o: RuntimeOptions,
+  ) {
     this.eventTime = !!plan.stream.timestamp;
     this.env = { now: () => o.clock.now() };
     const w = plan.window;
@@ -134,7 +166,10 @@ export class RuleRuntime {
   /** Warnings for the rule's status: referenced fields that no record has carried (schemaless streams). */
   warnings(): string[] {
     if (!this.unseen || this.checked === 0) return [];
-    return [...this.unseen.values()].map((f) => `field "${f.name}" (line ${f.pos.line}, column ${f.pos.col}) was in none of the first ${this.checked} records; check its spelling`);
+    return [...this.unseen.values()].map(
+      (f) =>
+        `field "${f.name}" (line ${f.pos.line}, column ${f.pos.col}) was in none of the first ${this.checked} records; check its spelling`,
+    );
   }
 
   private checkFields(row: Row): void {
@@ -159,7 +194,10 @@ export class RuleRuntime {
     if (this.nextStart !== undefined && p < this.nextStart) return false;
     this.nextStart ??= p - w.size + w.hop;
     let groups = this.panes!.get(p);
-    if (!groups) { groups = new Map(); this.panes!.set(p, groups); }
+    if (!groups) {
+      groups = new Map();
+      this.panes!.set(p, groups);
+    }
     this.addTo(this.groupIn(groups, key, row), row);
     return true;
   }
@@ -178,14 +216,20 @@ export class RuleRuntime {
         if (!groups) continue;
         for (const [key, g] of groups) {
           let m = merged.get(key);
-          if (!m) { m = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: g.first, rows: g.rows ? [] : undefined }; merged.set(key, m); }
+          if (!m) {
+            m = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: g.first, rows: g.rows ? [] : undefined };
+            merged.set(key, m);
+          }
           for (let i = 0; i < g.accs.length; i++) m.accs[i]!.merge(g.accs[i]!);
           if (g.rows) for (const r of g.rows) m.rows!.push(r);
         }
       }
       if (merged.size) this.emitGroups(merged, { start, end: start + w.size });
       const gone = panes.get(start);
-      if (gone) { this.release(gone); panes.delete(start); } // the window starting at this pane was its last one
+      if (gone) {
+        this.release(gone);
+        panes.delete(start);
+      } // the window starting at this pane was its last one
       this.nextStart = start + w.hop;
     }
   }
@@ -194,11 +238,15 @@ export class RuleRuntime {
     if (!this.eventTime) return this.o.clock.now();
     const v = row[this.plan.stream.timestamp!];
     const t = typeof v === 'number' ? v : typeof v === 'string' ? Date.parse(v) : NaN;
-    if (!Number.isFinite(t)) throw new Error(`record has no valid event time in "${this.plan.stream.timestamp}" (milliseconds or an ISO-8601 string)`);
+    if (!Number.isFinite(t))
+      throw new Error(`record has no valid event time in "${this.plan.stream.timestamp}" (milliseconds or an ISO-8601 string)`);
     const skew = this.o.maxFutureSkew;
     if (skew !== undefined) {
       const ahead = t - this.o.clock.now();
-      if (ahead > skew) throw new FutureEventError(`event time in "${this.plan.stream.timestamp}" is ${Math.round(ahead / 1000)} s ahead of the site's clock (at most ${Math.round(skew / 1000)} s allowed, options.maxFutureSkew); the record is refused so that it cannot move the watermark`);
+      if (ahead > skew)
+        throw new FutureEventError(
+          `event time in "${this.plan.stream.timestamp}" is ${Math.round(ahead / 1000)} s ahead of the site's clock (at most ${Math.round(skew / 1000)} s allowed, options.maxFutureSkew); the record is refused so that it cannot move the watermark`,
+        );
     }
     return t;
   }
@@ -254,7 +302,10 @@ export class RuleRuntime {
       const a = this.plan.aggs[i]!;
       throw new RecordError(a.pos, `${a.text}: ${(e as Error).message}`);
     }
-    if (g.rows) { g.rows.push(row); this.meter.cells++; }
+    if (g.rows) {
+      g.rows.push(row);
+      this.meter.cells++;
+    }
   }
 
   private keyOf(row: Row): Key {
@@ -271,7 +322,10 @@ export class RuleRuntime {
 
   private groupIn(groups: Groups, key: Key, row: Row): Group {
     let g = groups.get(key);
-    if (!g) { g = this.newGroup(row); groups.set(key, g); }
+    if (!g) {
+      g = this.newGroup(row);
+      groups.set(key, g);
+    }
     return g;
   }
 
@@ -285,7 +339,10 @@ export class RuleRuntime {
   /** One record in. `meta` (e.g. the MQTT topic) is readable with meta('topic'). */
   push(row: Row, meta?: Record<string, unknown>): void {
     this.stats.in++;
-    if (this.failed) { this.stats.errors++; return; }
+    if (this.failed) {
+      this.stats.errors++;
+      return;
+    }
     const p = this.plan;
     /** The record's time, once known: a record that fails after it still moves the watermark. */
     let timed: number | undefined;
@@ -297,10 +354,19 @@ export class RuleRuntime {
         let ts = 0;
         if (this.eventTime) {
           ts = this.timeOf(row);
-          if (ts < this.watermark) { this.late(row); return; }
-          if (ts > this.maxTs) { this.maxTs = ts; this.watermark = ts - (this.o.lateness ?? 0); }
+          if (ts < this.watermark) {
+            this.late(row);
+            return;
+          }
+          if (ts > this.maxTs) {
+            this.maxTs = ts;
+            this.watermark = ts - (this.o.lateness ?? 0);
+          }
         }
-        if (!this.passes(row)) { this.stats.filtered++; return; }
+        if (!this.passes(row)) {
+          this.stats.filtered++;
+          return;
+        }
         if (this.collected) {
           this.projectInto(this.collected.rows, this.collected.keys, row, undefined, []);
           this.meter.cells++;
@@ -314,12 +380,22 @@ export class RuleRuntime {
       const w = p.window!;
       const ts = w.kind === 'count' && !this.eventTime ? this.o.clock.now() : this.timeOf(row);
       timed = ts;
-      if (w.kind === 'count') { this.pushCount(row, ts); this.checkBudget(); return; }
+      if (w.kind === 'count') {
+        this.pushCount(row, ts);
+        this.checkBudget();
+        return;
+      }
       if (w.kind === 'sliding') {
         // Every record fires the window (eKuiper); only records that pass WHERE are in it.
-        if (!(ts > this.watermark || (!this.eventTime && ts >= this.watermark))) { this.late(row); return; }
+        if (!(ts > this.watermark || (!this.eventTime && ts >= this.watermark))) {
+          this.late(row);
+          return;
+        }
         const pass = this.passes(row);
-        if (pass) { this.keyOf(row); this.evalArgs(row); } else this.stats.filtered++; // a failing record is in no window
+        if (pass) {
+          this.keyOf(row);
+          this.evalArgs(row);
+        } else this.stats.filtered++; // a failing record is in no window
         this.slidePending.push({ ts, key: null, row, pass });
         this.meter.cells++;
         this.moved(ts);
@@ -357,14 +433,21 @@ export class RuleRuntime {
       } else {
         accepted = this.pushSession(key, ts, row, w.timeout, w.max);
       }
-      if (!accepted) { this.late(row); return; }
+      if (!accepted) {
+        this.late(row);
+        return;
+      }
       this.moved(ts);
     } catch (e) {
       this.stats.errors++;
       this.o.onError?.(row, e as Error);
       const w = p.window;
       if (timed !== undefined && w && w.kind !== 'count' && w.kind !== 'sliding') {
-        try { this.moved(timed); } catch { /* emission errors are counted where they happen */ }
+        try {
+          this.moved(timed);
+        } catch {
+          /* emission errors are counted where they happen */
+        }
       }
     }
   }
@@ -386,7 +469,10 @@ export class RuleRuntime {
     this.stats.stateCells = this.meter.cells;
     if (this.meter.cells <= this.maxCells) return;
     const held = this.meter.cells;
-    this.failed = new EwError('RULE_STATE_BUDGET', `the rule held ${held} cells of window state (groups, buffered records, kept values), over its budget of ${this.maxCells}; it was stopped and its open windows dropped`);
+    this.failed = new EwError(
+      'RULE_STATE_BUDGET',
+      `the rule held ${held} cells of window state (groups, buffered records, kept values), over its budget of ${this.maxCells}; it was stopped and its open windows dropped`,
+    );
     // Give the memory back at once: the rule is stopped, nothing of it will be emitted.
     this.windows.clear();
     this.sessions.clear();
@@ -402,10 +488,16 @@ export class RuleRuntime {
 
   private pushSession(key: Key, ts: number, row: Row, timeout: number, max: number): boolean {
     let list = this.sessions.get(key);
-    if (!list) { list = []; this.sessions.set(key, list); }
+    if (!list) {
+      list = [];
+      this.sessions.set(key, list);
+    }
     for (const s of list) {
       if (ts >= s.start - timeout && ts <= s.last + timeout && ts < s.maxEnd) {
-        if (ts < s.start) { s.start = ts; s.maxEnd = maxEndOf(ts, max); }
+        if (ts < s.start) {
+          s.start = ts;
+          s.maxEnd = maxEndOf(ts, max);
+        }
         s.last = Math.max(s.last, ts);
         this.addTo(s.group, row);
         return true;
@@ -423,7 +515,10 @@ export class RuleRuntime {
     // A record that fails (a type error in WHERE, a key or an aggregate input) is in no window;
     // one that WHERE filters out still counts: it is one of the n records.
     const pass = this.passes(row);
-    if (pass) { this.keyOf(row); this.evalArgs(row); } else this.stats.filtered++;
+    if (pass) {
+      this.keyOf(row);
+      this.evalArgs(row);
+    } else this.stats.filtered++;
     this.countBuf.push({ ts, key: null, row, pass });
     this.meter.cells++;
     this.countTotal++;
@@ -458,7 +553,10 @@ export class RuleRuntime {
         continue;
       }
       let g = groups.get(key);
-      if (!g) { g = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: r, rows: this.plan.rowsMode ? [] : undefined }; groups.set(key, g); }
+      if (!g) {
+        g = { accs: this.plan.aggs.map((a) => a.make(this.scratch)), first: r, rows: this.plan.rowsMode ? [] : undefined };
+        groups.set(key, g);
+      }
       this.addTo(g, r);
     }
     return groups;
@@ -492,7 +590,8 @@ export class RuleRuntime {
           if (done) closed.push({ s, key });
           return !done;
         });
-        if (keep.length) this.sessions.set(key, keep); else this.sessions.delete(key);
+        if (keep.length) this.sessions.set(key, keep);
+        else this.sessions.delete(key);
       }
       closed.sort((a, b) => a.s.last - b.s.last);
       for (const { s, key } of closed) {
@@ -515,7 +614,10 @@ export class RuleRuntime {
       const horizon = to - w.size;
       let cut = 0;
       while (cut < this.slideBuf.length && this.slideBuf[cut]!.ts < horizon) cut++;
-      if (cut) { this.slideBuf = this.slideBuf.slice(cut); this.meter.cells -= cut; }
+      if (cut) {
+        this.slideBuf = this.slideBuf.slice(cut);
+        this.meter.cells -= cut;
+      }
     }
   }
 
@@ -544,7 +646,13 @@ export class RuleRuntime {
   }
 
   /** One group's (or, in rows mode, one row's) output, and its ORDER BY keys when there are any. */
-  private projectInto(rows: Row[], keys: unknown[][] | undefined, row: Row, window: { start: number; end: number } | undefined, aggs: unknown[]): void {
+  private projectInto(
+    rows: Row[],
+    keys: unknown[][] | undefined,
+    row: Row,
+    window: { start: number; end: number } | undefined,
+    aggs: unknown[],
+  ): void {
     try {
       const r = this.project(row, window, aggs);
       if (!r) return;
@@ -559,7 +667,7 @@ export class RuleRuntime {
   private emitGroups(groups: Groups, window: { start: number; end: number } | undefined): void {
     const rows: Row[] = [];
     const order = this.plan.order;
-    const keys = order.length ? [] as unknown[][] : undefined;
+    const keys = order.length ? ([] as unknown[][]) : undefined;
     // One array for the aggregate values, refilled per group: projections read it, never keep it.
     const aggs = new Array<unknown>(this.plan.aggs.length);
     for (const g of groups.values()) {
@@ -608,9 +716,14 @@ export class RuleRuntime {
     const w = this.plan.window;
     if (!w) return;
     let next = Infinity;
-    if (this.panes) { if (this.panes.size && this.nextStart !== undefined) next = Math.max(this.nextStart, this.minPane() - (w as { size: number }).size + (w as { hop: number }).hop) + (w as { size: number }).size; }
-    else if (w.kind === 'tumbling' || w.kind === 'hopping') for (const s of this.windows.keys()) next = Math.min(next, s + w.size);
-    else if (w.kind === 'session') for (const list of this.sessions.values()) for (const s of list) next = Math.min(next, s.last + w.timeout, s.maxEnd);
+    if (this.panes) {
+      if (this.panes.size && this.nextStart !== undefined)
+        next =
+          Math.max(this.nextStart, this.minPane() - (w as { size: number }).size + (w as { hop: number }).hop) +
+          (w as { size: number }).size;
+    } else if (w.kind === 'tumbling' || w.kind === 'hopping') for (const s of this.windows.keys()) next = Math.min(next, s + w.size);
+    else if (w.kind === 'session')
+      for (const list of this.sessions.values()) for (const s of list) next = Math.min(next, s.last + w.timeout, s.maxEnd);
     else if (w.kind === 'sliding' && this.slidePending.length) next = this.o.clock.now();
     if (next === Infinity || next >= this.timerAt) return;
     this.cancelTimer?.();
@@ -661,10 +774,22 @@ export class RuleRuntime {
    */
   snapshot(): RuntimeState {
     return {
-      v: 1, watermark: this.watermark, earliestEnd: this.earliestEnd, maxTs: this.maxTs,
-      windows: this.windows, sessions: this.sessions, slideBuf: this.slideBuf, slidePending: this.slidePending,
-      countBuf: this.countBuf, countTotal: this.countTotal, sinceFire: this.sinceFire,
-      cells: this.meter.cells, stats: { ...this.stats }, checked: this.checked, panes: this.panes, nextStart: this.nextStart,
+      v: 1,
+      watermark: this.watermark,
+      earliestEnd: this.earliestEnd,
+      maxTs: this.maxTs,
+      windows: this.windows,
+      sessions: this.sessions,
+      slideBuf: this.slideBuf,
+      slidePending: this.slidePending,
+      countBuf: this.countBuf,
+      countTotal: this.countTotal,
+      sinceFire: this.sinceFire,
+      cells: this.meter.cells,
+      stats: { ...this.stats },
+      checked: this.checked,
+      panes: this.panes,
+      nextStart: this.nextStart,
     };
   }
 
@@ -678,7 +803,11 @@ export class RuleRuntime {
     this.windows.clear();
     for (const [start, g] of st.windows) this.windows.set(start, groups(g));
     this.sessions.clear();
-    for (const [k, list] of st.sessions) this.sessions.set(k, list.map((x) => ({ ...x, group: this.revive(x.group) })));
+    for (const [k, list] of st.sessions)
+      this.sessions.set(
+        k,
+        list.map((x) => ({ ...x, group: this.revive(x.group) })),
+      );
     this.slideBuf = st.slideBuf;
     this.slidePending = st.slidePending;
     this.countBuf = st.countBuf;
@@ -704,10 +833,21 @@ export class RuleRuntime {
 /** The data a checkpoint holds (see RuleRuntime.snapshot). */
 export interface RuntimeState {
   v: 1;
-  watermark: number; earliestEnd: number; maxTs: number;
-  windows: Map<number, Groups>; sessions: Map<Key, Session[]>;
-  slideBuf: Buffered[]; slidePending: Buffered[]; countBuf: Buffered[]; countTotal: number; sinceFire: number;
-  cells: number; stats: RuleStats; checked: number; panes: Map<number, Groups> | undefined; nextStart: number | undefined;
+  watermark: number;
+  earliestEnd: number;
+  maxTs: number;
+  windows: Map<number, Groups>;
+  sessions: Map<Key, Session[]>;
+  slideBuf: Buffered[];
+  slidePending: Buffered[];
+  countBuf: Buffered[];
+  countTotal: number;
+  sinceFire: number;
+  cells: number;
+  stats: RuleStats;
+  checked: number;
+  panes: Map<number, Groups> | undefined;
+  nextStart: number | undefined;
 }
 
 /** Copies a saved accumulator's fields into a fresh one; nested accumulators (DISTINCT's inner) likewise; the shared meter stays. */
@@ -717,7 +857,8 @@ function reviveInto<T extends object>(target: T, saved: unknown, meter: Meter): 
     const cur = t[k];
     if (cur === meter) continue;
     const proto = cur && typeof cur === 'object' ? Object.getPrototypeOf(cur) : null;
-    if (proto && proto !== Object.prototype && !(cur instanceof Map) && !(cur instanceof Set) && !Array.isArray(cur)) reviveInto(cur as object, v, meter);
+    if (proto && proto !== Object.prototype && !(cur instanceof Map) && !(cur instanceof Set) && !Array.isArray(cur))
+      reviveInto(cur as object, v, meter);
     else t[k] = v;
   }
   return target;

@@ -12,7 +12,13 @@ import type { Clock } from '../../src/lib/clock.ts';
  * agents, each with its own temporary data dir. Everything is torn down by `cleanup()`.
  */
 /** Connection-rate and pending bounds lifted: every test client dials from 127.0.0.1. */
-export const LOOPBACK_MQTT_LIMITS = { connectBurst: 1e6, connectPerSecond: 1e6, maxPendingPerAddress: 1e6, authFailBurst: 1e6, authFailPerMinute: 1e6 } as const;
+export const LOOPBACK_MQTT_LIMITS = {
+  connectBurst: 1e6,
+  connectPerSecond: 1e6,
+  maxPendingPerAddress: 1e6,
+  authFailBurst: 1e6,
+  authFailPerMinute: 1e6,
+} as const;
 
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `ew-${prefix}-`));
@@ -29,7 +35,8 @@ export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeout
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -70,14 +77,26 @@ export async function startTestCloud(cfg: Partial<CloudConfig> = {}): Promise<Te
   // Tests run many agents and clients from one loopback address, which the per-address rate
   // limits are not meant for: off unless a test sets its own (test/http-hardening.test.ts).
   const conf: CloudConfig = {
-    httpHost: '127.0.0.1', httpPort: 0, mqttHost: '127.0.0.1', mqttPort: 0, log: silentLogger(), rateLimits: false, mqttLimits: LOOPBACK_MQTT_LIMITS,
-    ...cfg, dataDir, adminKeyFile: keyFile,
+    httpHost: '127.0.0.1',
+    httpPort: 0,
+    mqttHost: '127.0.0.1',
+    mqttPort: 0,
+    log: silentLogger(),
+    rateLimits: false,
+    mqttLimits: LOOPBACK_MQTT_LIMITS,
+    ...cfg,
+    dataDir,
+    adminKeyFile: keyFile,
   };
   let handle = await startCloud(conf);
   let running = true;
   const tc: TestCloud = {
-    get handle() { return handle; },
-    get url() { return handle.url; },
+    get handle() {
+      return handle;
+    },
+    get url() {
+      return handle.url;
+    },
     adminKey,
     dataDir,
     // In-process (fastify's inject): the whole request path — hooks, auth, validation,
@@ -91,7 +110,11 @@ export async function startTestCloud(cfg: Partial<CloudConfig> = {}): Promise<Te
         ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
       });
       let parsed: unknown = res.body;
-      try { parsed = JSON.parse(res.body); } catch { /* not JSON */ }
+      try {
+        parsed = JSON.parse(res.body);
+      } catch {
+        /* not JSON */
+      }
       return { status: res.statusCode, body: parsed as any };
     },
     async overHttp(method, path, body, key = adminKey) {
@@ -102,15 +125,23 @@ export async function startTestCloud(cfg: Partial<CloudConfig> = {}): Promise<Te
       });
       const text = await res.text();
       let parsed: unknown = text;
-      try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        /* not JSON */
+      }
       return { status: res.status, body: parsed as any };
     },
     async token(opts = {}) {
-      const r = await tc.api('POST', '/api/v1/tokens', { labels: opts.labels ?? {}, region: opts.region ?? 'test', ttlSeconds: opts.ttlSeconds ?? 3600 });
+      const r = await tc.api('POST', '/api/v1/tokens', {
+        labels: opts.labels ?? {},
+        region: opts.region ?? 'test',
+        ttlSeconds: opts.ttlSeconds ?? 3600,
+      });
       if (r.status !== 201) throw new Error(`token creation failed: ${JSON.stringify(r.body)}`);
       return r.body.token as string;
     },
-      async restart() {
+    async restart() {
       const http = Number(new URL(handle.url).port);
       const mqtt = Number(new URL(handle.mqttUrl).port);
       if (running) await handle.close();
@@ -136,7 +167,16 @@ export interface TestEdge {
   restart(extra?: Partial<EdgeConfig>): Promise<void>;
 }
 
-export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels?: Record<string, string>; region?: string; name?: string; dataDir?: string; /** Off: devices need their own credentials. */ sharedDevicePassword?: boolean } & Partial<EdgeConfig> = {}): Promise<TestEdge> {
+export async function startTestEdge(
+  cloud: TestCloud | undefined,
+  opts: {
+    labels?: Record<string, string>;
+    region?: string;
+    name?: string;
+    dataDir?: string /** Off: devices need their own credentials. */;
+    sharedDevicePassword?: boolean;
+  } & Partial<EdgeConfig> = {},
+): Promise<TestEdge> {
   const dataDir = opts.dataDir ?? tempDir('edge');
   const apiKey = newSecret('ewl');
   const devicePassword = newSecret('ewd');
@@ -144,18 +184,35 @@ export async function startTestEdge(cloud: TestCloud | undefined, opts: { labels
   writeFileSync(join(dataDir, 'device.pw'), devicePassword, { mode: 0o600 });
   const token = cloud ? await cloud.token({ labels: opts.labels, region: opts.region }) : undefined;
   const conf: EdgeConfig = {
-    apiHost: '127.0.0.1', apiPort: 0, deviceHost: '127.0.0.1', devicePort: 0, heartbeatIntervalS: 1, reconnectPeriodMs: 100, log: silentLogger(), deviceLimits: LOOPBACK_MQTT_LIMITS,
-    ...opts, dataDir, cloudUrl: cloud?.url, token, apiKeyFile: join(dataDir, 'api.key'),
+    apiHost: '127.0.0.1',
+    apiPort: 0,
+    deviceHost: '127.0.0.1',
+    devicePort: 0,
+    heartbeatIntervalS: 1,
+    reconnectPeriodMs: 100,
+    log: silentLogger(),
+    deviceLimits: LOOPBACK_MQTT_LIMITS,
+    ...opts,
+    dataDir,
+    cloudUrl: cloud?.url,
+    token,
+    apiKeyFile: join(dataDir, 'api.key'),
     // Most tests use the shared device password (an opt-in); device-acl.test.ts turns it off.
     devicePasswordFile: opts.sharedDevicePassword === false ? undefined : join(dataDir, 'device.pw'),
   };
   let handle = await startEdge(conf);
   const te: TestEdge = {
-    get handle() { return handle; },
-    dataDir, apiKey, devicePassword,
+    get handle() {
+      return handle;
+    },
+    dataDir,
+    apiKey,
+    devicePassword,
     async uplink(stream, records) {
       const res = await fetch(`${handle.apiUrl}/api/v1/uplink/${stream}`, {
-        method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ records }),
+        method: 'POST',
+        headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ records }),
       });
       return { status: res.status, body: await res.json() };
     },

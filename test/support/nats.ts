@@ -27,7 +27,10 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export interface NatsServer { mqttUrl: string; stop(): Promise<void> }
+export interface NatsServer {
+  mqttUrl: string;
+  stop(): Promise<void>;
+}
 
 /**
  * Our own nats-server with JetStream (its MQTT server keeps sessions and retained messages
@@ -37,7 +40,10 @@ export async function startNats(): Promise<NatsServer> {
   const dir = tempDir('nats');
   const [client, mqtt] = [await freePort(), await freePort()];
   const conf = join(dir, 'nats.conf');
-  writeFileSync(conf, `listen: 127.0.0.1:${client}\nserver_name: ew-test-${client}\njetstream { store_dir: "${join(dir, 'js')}" }\nmqtt { listen: 127.0.0.1:${mqtt} }\n`);
+  writeFileSync(
+    conf,
+    `listen: 127.0.0.1:${client}\nserver_name: ew-test-${client}\njetstream { store_dir: "${join(dir, 'js')}" }\nmqtt { listen: 127.0.0.1:${mqtt} }\n`,
+  );
   const child: ChildProcess = spawn('nats-server', ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   await new Promise<void>((resolve, reject) => {

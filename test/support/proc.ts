@@ -17,10 +17,15 @@ export interface CliProcess {
 /** Runs `edgeweave <args>` as a real child process, the way a user would. */
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    cwd: ROOT, env: { ...process.env, EW_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: ROOT,
+    env: { ...process.env, EW_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
-  child.stderr!.on('data', (d) => { err += d.toString(); if (err.length > 200_000) err = err.slice(-100_000); });
+  child.stderr!.on('data', (d) => {
+    err += d.toString();
+    if (err.length > 200_000) err = err.slice(-100_000);
+  });
   const stdoutLines: Record<string, any>[] = [];
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, sig) => resolve(code ?? sig ?? -1)));
   const ready = new Promise<Record<string, any>>((resolve, reject) => {
@@ -30,7 +35,9 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProces
         const obj = JSON.parse(line);
         stdoutLines.push(obj);
         if (obj.event === 'ready') resolve(obj);
-      } catch { /* not a JSON line */ }
+      } catch {
+        /* not a JSON line */
+      }
     });
     void exited.then((code) => reject(new Error(`edgeweave ${args[0]} exited (${code}) before it was ready:\n${err.slice(-3000)}`)));
   });

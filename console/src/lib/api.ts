@@ -5,7 +5,12 @@
  */
 export class ApiError extends Error {
   override readonly name = 'ApiError';
-  constructor(readonly status: number, readonly code: string, message: string, readonly path?: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly path?: string,
+  ) {
     super(message);
   }
 }
@@ -17,8 +22,11 @@ export async function errorFrom(res: Response): Promise<ApiError> {
     // Ours: {code, message, path?}; the inference routes speak OIP's {error, code}.
     const b = JSON.parse(text) as { code?: unknown; message?: unknown; error?: unknown; path?: unknown };
     const message = typeof b.message === 'string' ? b.message : typeof b.error === 'string' ? b.error : undefined;
-    if (typeof b.code === 'string' && message !== undefined) return new ApiError(res.status, b.code, message, typeof b.path === 'string' ? b.path : undefined);
-  } catch { /* not JSON: a proxy's page, say */ }
+    if (typeof b.code === 'string' && message !== undefined)
+      return new ApiError(res.status, b.code, message, typeof b.path === 'string' ? b.path : undefined);
+  } catch {
+    /* not JSON: a proxy's page, say */
+  }
   return new ApiError(res.status, `HTTP_${res.status}`, text.slice(0, 200) || res.statusText || 'the server answered with an error');
 }
 
@@ -42,7 +50,11 @@ export class ApiClient {
     try {
       res = await this.f(`${this.o.baseUrl ?? ''}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.o.key}`, accept: 'application/json', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          authorization: `Bearer ${this.o.key}`,
+          accept: 'application/json',
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal,
         cache: 'no-store',

@@ -38,10 +38,14 @@ export function connectEvents(o: EventsClientOptions): { close(): void } {
   let wake: (() => void) | undefined;
   let lastId: string | undefined;
 
-  const sleep = (ms: number) => new Promise<void>((r) => {
-    const t = setTimeout(r, ms);
-    wake = () => { clearTimeout(t); r(); };
-  });
+  const sleep = (ms: number) =>
+    new Promise<void>((r) => {
+      const t = setTimeout(r, ms);
+      wake = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
 
   const run = async () => {
     let attempt = 0;
@@ -58,7 +62,11 @@ export function connectEvents(o: EventsClientOptions): { close(): void } {
       try {
         resetIdle();
         const res = await f(`${o.baseUrl ?? ''}/api/v1/events`, {
-          headers: { authorization: `Bearer ${o.key}`, accept: 'text/event-stream', ...(lastId !== undefined ? { 'last-event-id': lastId } : {}) },
+          headers: {
+            authorization: `Bearer ${o.key}`,
+            accept: 'text/event-stream',
+            ...(lastId !== undefined ? { 'last-event-id': lastId } : {}),
+          },
           signal: ac.signal,
           cache: 'no-store',
         });
@@ -97,8 +105,13 @@ export function connectEvents(o: EventsClientOptions): { close(): void } {
         error = { code: 'STREAM_ENDED', message: 'the cloud closed the live stream' };
       } catch (e) {
         if (stopped) break;
-        error = e instanceof ApiError ? { code: e.code, message: e.message }
-          : { code: 'NETWORK', message: ac.signal.aborted ? 'the live stream went silent' : `lost the connection to the cloud (${(e as Error).message})` };
+        error =
+          e instanceof ApiError
+            ? { code: e.code, message: e.message }
+            : {
+                code: 'NETWORK',
+                message: ac.signal.aborted ? 'the live stream went silent' : `lost the connection to the cloud (${(e as Error).message})`,
+              };
       } finally {
         if (idle) clearTimeout(idle);
       }

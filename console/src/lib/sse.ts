@@ -48,7 +48,11 @@ export class SseParser {
         this.event = '';
         return undefined;
       }
-      const ev: SseEvent = { event: this.event || 'message', data: this.data.join('\n'), ...(this.lastId !== undefined ? { id: this.lastId } : {}) };
+      const ev: SseEvent = {
+        event: this.event || 'message',
+        data: this.data.join('\n'),
+        ...(this.lastId !== undefined ? { id: this.lastId } : {}),
+      };
       this.data = [];
       this.event = '';
       this.sawData = false;

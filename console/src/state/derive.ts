@@ -13,7 +13,10 @@ export type LabelFilter = { ok: true; terms: { key: string; value?: string; not?
  */
 export function parseLabelFilter(text: string): LabelFilter {
   const terms: { key: string; value?: string; not?: boolean }[] = [];
-  const parts = text.split(/[,\s]+/).map((p) => p.trim()).filter(Boolean);
+  const parts = text
+    .split(/[,\s]+/)
+    .map((p) => p.trim())
+    .filter(Boolean);
   for (const [i, p] of parts.entries()) {
     const m = /^([A-Za-z0-9][A-Za-z0-9._/-]*)(?:(!=|=)(.*))?$/.exec(p);
     if (!m) return { ok: false, error: `term ${i + 1} "${p}" is not key, key=value or key!=value` };
@@ -35,7 +38,9 @@ export function siteMatches(site: Pick<Site, 'labels' | 'region'>, f: LabelFilte
 const STATE_ORDER: Record<string, number> = { offline: 0, online: 1, revoked: 2 };
 
 /** Sites by region (regions by name; in each, offline sites first — what needs a look — then by name), for the fleet grid. */
-export function groupByRegion<T extends Pick<Site, 'region' | 'name'> & { state?: Site['state'] }>(sites: readonly T[]): { region: string; sites: T[] }[] {
+export function groupByRegion<T extends Pick<Site, 'region' | 'name'> & { state?: Site['state'] }>(
+  sites: readonly T[],
+): { region: string; sites: T[] }[] {
   const m = new Map<string, T[]>();
   for (const s of sites) {
     const list = m.get(s.region);
@@ -43,7 +48,9 @@ export function groupByRegion<T extends Pick<Site, 'region' | 'name'> & { state?
     else m.set(s.region, [s]);
   }
   const rank = (s: T) => STATE_ORDER[s.state ?? 'online'] ?? 1;
-  return [...m.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([region, list]) => ({ region, sites: list.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name)) }));
+  return [...m.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([region, list]) => ({ region, sites: list.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name)) }));
 }
 
 export function fleetCounts(sites: readonly Pick<Site, 'state'>[]): { total: number; online: number; offline: number; revoked: number } {
@@ -70,7 +77,13 @@ export function allowedActions(phase: Phase): RolloutAction[] {
   }
 }
 
-export function rolloutProgress(r: Pick<Rollout, 'sites'>): { total: number; updated: number; failed: number; deferred: number; pending: number } {
+export function rolloutProgress(r: Pick<Rollout, 'sites'>): {
+  total: number;
+  updated: number;
+  failed: number;
+  deferred: number;
+  pending: number;
+} {
   const p = { total: 0, updated: 0, failed: 0, deferred: 0, pending: 0 };
   for (const s of Object.values(r.sites)) {
     p.total++;
@@ -82,7 +95,13 @@ export function rolloutProgress(r: Pick<Rollout, 'sites'>): { total: number; upd
   return p;
 }
 
-export interface GateReading { gate: 'maxErrorRate' | 'maxP95Ms' | 'maxDrift'; limit: number; value: number | null; ok: boolean | null; note?: string }
+export interface GateReading {
+  gate: 'maxErrorRate' | 'maxP95Ms' | 'maxDrift';
+  limit: number;
+  value: number | null;
+  ok: boolean | null;
+  note?: string;
+}
 
 /**
  * A canary's gates with what its canary sites report now (their models' counters for this app,
@@ -97,7 +116,9 @@ export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): Gate
   const appModels = (id: string) => (sites.get(id)?.status?.models ?? []).filter((m) => m.app === r.app && m.stats);
   /** A site's mean output over this app's models (what the controller observes per site). */
   const siteMean = (id: string): number | undefined => {
-    const v = appModels(id).map((m) => m.stats!.outputMean).filter((x): x is number => typeof x === 'number');
+    const v = appModels(id)
+      .map((m) => m.stats!.outputMean)
+      .filter((x): x is number => typeof x === 'number');
     return v.length ? v.reduce((a, b) => a + b, 0) / v.length : undefined;
   };
   const mean = (xs: (number | undefined)[]): number | undefined => {
@@ -117,16 +138,40 @@ export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): Gate
   const out: GateReading[] = [];
   if (g.maxErrorRate !== undefined) {
     const v = requests > 0 ? errors / requests : null;
-    out.push({ gate: 'maxErrorRate', limit: g.maxErrorRate, value: v, ok: v === null ? null : v <= g.maxErrorRate, ...(v === null ? { note: 'no model requests yet' } : {}) });
+    out.push({
+      gate: 'maxErrorRate',
+      limit: g.maxErrorRate,
+      value: v,
+      ok: v === null ? null : v <= g.maxErrorRate,
+      ...(v === null ? { note: 'no model requests yet' } : {}),
+    });
   }
-  if (g.maxP95Ms !== undefined) out.push({ gate: 'maxP95Ms', limit: g.maxP95Ms, value: p95, ok: p95 === null ? null : p95 <= g.maxP95Ms, ...(p95 === null ? { note: 'no latency yet' } : {}) });
+  if (g.maxP95Ms !== undefined)
+    out.push({
+      gate: 'maxP95Ms',
+      limit: g.maxP95Ms,
+      value: p95,
+      ok: p95 === null ? null : p95 <= g.maxP95Ms,
+      ...(p95 === null ? { note: 'no latency yet' } : {}),
+    });
   if (g.maxDrift !== undefined) {
     const admitted = new Set(r.admitted);
-    const previous = Object.keys(r.sites).filter((id) => !admitted.has(id) && sites.get(id)?.state === 'online' && sites.get(id)?.status?.apps.find((a) => a.name === r.app)?.version !== r.version);
+    const previous = Object.keys(r.sites).filter(
+      (id) =>
+        !admitted.has(id) &&
+        sites.get(id)?.state === 'online' &&
+        sites.get(id)?.status?.apps.find((a) => a.name === r.app)?.version !== r.version,
+    );
     const c = mean(r.canaries.map(siteMean));
     const b = mean(previous.map(siteMean)) ?? (typeof r.baseline?.outputMean === 'number' ? r.baseline.outputMean : undefined);
     const v = c !== undefined && b !== undefined ? Math.abs(c - b) / Math.max(Math.abs(b), 1e-9) : null;
-    out.push({ gate: 'maxDrift', limit: g.maxDrift, value: v, ok: v === null ? null : v <= g.maxDrift, ...(v === null ? { note: c === undefined ? 'no model output on the canaries yet' : 'no figures of the previous version' } : {}) });
+    out.push({
+      gate: 'maxDrift',
+      limit: g.maxDrift,
+      value: v,
+      ok: v === null ? null : v <= g.maxDrift,
+      ...(v === null ? { note: c === undefined ? 'no model output on the canaries yet' : 'no figures of the previous version' } : {}),
+    });
   }
   return out;
 }
@@ -135,7 +180,12 @@ export function gateReadings(r: Rollout, sites: ReadonlyMap<string, Site>): Gate
 export function canonicalJson(v: unknown): string {
   const sort = (x: unknown): unknown => {
     if (Array.isArray(x)) return x.map(sort);
-    if (x && typeof x === 'object') return Object.fromEntries(Object.keys(x).sort().map((k) => [k, sort((x as Record<string, unknown>)[k])]));
+    if (x && typeof x === 'object')
+      return Object.fromEntries(
+        Object.keys(x)
+          .sort()
+          .map((k) => [k, sort((x as Record<string, unknown>)[k])]),
+      );
     return x;
   };
   return JSON.stringify(sort(v), null, 2);
@@ -150,17 +200,22 @@ export type DiffLine = { op: ' ' | '+' | '-'; text: string };
 export function lineDiff(a: string, b: string, maxLines = 3000): DiffLine[] {
   const x = a.split('\n');
   const y = b.split('\n');
-  if (x.length > maxLines || y.length > maxLines) return [...x.map((text) => ({ op: '-' as const, text })), ...y.map((text) => ({ op: '+' as const, text }))];
+  if (x.length > maxLines || y.length > maxLines)
+    return [...x.map((text) => ({ op: '-' as const, text })), ...y.map((text) => ({ op: '+' as const, text }))];
   const n = x.length;
   const m = y.length;
   const lcs: Uint32Array[] = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
-  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i]![j] = x[i] === y[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+  for (let i = n - 1; i >= 0; i--)
+    for (let j = m - 1; j >= 0; j--) lcs[i]![j] = x[i] === y[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
   const out: DiffLine[] = [];
   let i = 0;
   let j = 0;
   while (i < n && j < m) {
-    if (x[i] === y[j]) { out.push({ op: ' ', text: x[i]! }); i++; j++; }
-    else if (lcs[i + 1]![j]! >= lcs[i]![j + 1]!) out.push({ op: '-', text: x[i++]! });
+    if (x[i] === y[j]) {
+      out.push({ op: ' ', text: x[i]! });
+      i++;
+      j++;
+    } else if (lcs[i + 1]![j]! >= lcs[i]![j + 1]!) out.push({ op: '-', text: x[i++]! });
     else out.push({ op: '+', text: y[j++]! });
   }
   while (i < n) out.push({ op: '-', text: x[i++]! });
@@ -181,7 +236,10 @@ export function ago(ms: number | null, nowMs: number): string {
 export function bytes(n: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
-  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  while (n >= 1024 && i < u.length - 1) {
+    n /= 1024;
+    i++;
+  }
   return `${n < 10 && i > 0 ? n.toFixed(1) : Math.round(n)} ${u[i]}`;
 }
 
@@ -221,22 +279,34 @@ export function endpointStats(records: readonly RouteDecision[], nowMs: number, 
     for (const x of xs) if (x !== undefined) m.set(x, (m.get(x) ?? 0) + 1);
     return [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   };
-  return [...by.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([endpoint, rs]) => {
-    const ok = rs.filter((r) => r.outcome === 'ok');
-    const ms = ok.map((r) => r.attempts.reduce((a, x) => a + x.ms, 0)).sort((a, b) => a - b);
-    const cascaded = rs.filter((r) => r.cascade);
-    return {
-      endpoint, requests: rs.length, errors: rs.length - ok.length, perMinute: rs.length / (windowMs / 60_000),
-      p50Ms: quantile(ms, 0.5), p95Ms: quantile(ms, 0.95),
-      cascadeRate: cascaded.length ? cascaded.filter((r) => r.cascade!.escalated).length / cascaded.length : null,
-      answeredBy: count(ok.map((r) => r.answeredBy)),
-      errorCodes: count(rs.filter((r) => r.outcome === 'error').map((r) => r.code ?? 'unknown')),
-    };
-  });
+  return [...by.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([endpoint, rs]) => {
+      const ok = rs.filter((r) => r.outcome === 'ok');
+      const ms = ok.map((r) => r.attempts.reduce((a, x) => a + x.ms, 0)).sort((a, b) => a - b);
+      const cascaded = rs.filter((r) => r.cascade);
+      return {
+        endpoint,
+        requests: rs.length,
+        errors: rs.length - ok.length,
+        perMinute: rs.length / (windowMs / 60_000),
+        p50Ms: quantile(ms, 0.5),
+        p95Ms: quantile(ms, 0.95),
+        cascadeRate: cascaded.length ? cascaded.filter((r) => r.cascade!.escalated).length / cascaded.length : null,
+        answeredBy: count(ok.map((r) => r.answeredBy)),
+        errorCodes: count(rs.filter((r) => r.outcome === 'error').map((r) => r.code ?? 'unknown')),
+      };
+    });
 }
 
 /** Routed requests per `bucketS` seconds over the window, per endpoint (chart series, zero-filled). */
-export function requestSeries(records: readonly RouteDecision[], endpoints: readonly string[], nowMs: number, windowMs: number, bucketS = 10): (number | null)[][] {
+export function requestSeries(
+  records: readonly RouteDecision[],
+  endpoints: readonly string[],
+  nowMs: number,
+  windowMs: number,
+  bucketS = 10,
+): (number | null)[][] {
   const end = Math.floor(nowMs / 1000 / bucketS);
   const n = Math.max(1, Math.floor(windowMs / 1000 / bucketS));
   const xs = Array.from({ length: n }, (_, i) => (end - n + 1 + i) * bucketS);

@@ -43,7 +43,11 @@ export function sampleOf(s: Site, t: number): SiteSample | undefined {
     memUsedFraction: sys.memoryTotalBytes > 0 ? 1 - sys.memoryFreeBytes / sys.memoryTotalBytes : 0,
     outboxPending: st.outbox.pending,
     rules: Object.fromEntries((st.rules ?? []).map((r) => [`${r.app}/${r.rule}`, { in: r.in, out: r.out, errors: r.errors }])),
-    models: Object.fromEntries((st.models ?? []).filter((m) => m.stats).map((m) => [`${m.app}/${m.name}`, { requests: m.stats!.requests, errors: m.stats!.errors, p95Ms: m.stats!.p95Ms }])),
+    models: Object.fromEntries(
+      (st.models ?? [])
+        .filter((m) => m.stats)
+        .map((m) => [`${m.app}/${m.name}`, { requests: m.stats!.requests, errors: m.stats!.errors, p95Ms: m.stats!.p95Ms }]),
+    ),
   };
 }
 
@@ -247,12 +251,24 @@ export function numericSeries(rows: readonly Result[]): { keys: string[]; data: 
   const keys: string[] = [];
   for (const r of rows) {
     if (r.data && typeof r.data === 'object') {
-      for (const [k, v] of Object.entries(r.data)) if (typeof v === 'number' && !keys.includes(k) && keys.length < 4 && !isTimeField(k, v)) keys.push(k);
+      for (const [k, v] of Object.entries(r.data))
+        if (typeof v === 'number' && !keys.includes(k) && keys.length < 4 && !isTimeField(k, v)) keys.push(k);
     }
   }
   const pts = rows.filter((r) => r.data && typeof r.data === 'object');
   // uPlot needs increasing x: results of one second are spread by their order.
   const xs: number[] = [];
   for (const r of pts) xs.push(Math.max(r.at / 1000, (xs[xs.length - 1] ?? -Infinity) + 0.001));
-  return { keys, data: [xs, ...keys.map((k) => pts.map((r) => { const v = (r.data as Record<string, unknown>)[k]; return typeof v === 'number' ? v : null; }))] };
+  return {
+    keys,
+    data: [
+      xs,
+      ...keys.map((k) =>
+        pts.map((r) => {
+          const v = (r.data as Record<string, unknown>)[k];
+          return typeof v === 'number' ? v : null;
+        }),
+      ),
+    ],
+  };
 }

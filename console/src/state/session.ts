@@ -2,7 +2,11 @@
  * The signed-in key lives in sessionStorage only: it goes when the tab closes, is never written
  * to localStorage or a cookie, and never appears in a URL. The storage is injected for tests.
  */
-export interface KeyStorage { getItem(k: string): string | null; setItem(k: string, v: string): void; removeItem(k: string): void }
+export interface KeyStorage {
+  getItem(k: string): string | null;
+  setItem(k: string, v: string): void;
+  removeItem(k: string): void;
+}
 
 const KEY = 'edgeweave.apiKey';
 const NOTICE = 'edgeweave.signInNotice';
@@ -30,6 +34,7 @@ export function takeNotice(s: KeyStorage): string | undefined {
 export function checkKeyShape(raw: string): { ok: true; key: string } | { ok: false; error: string } {
   const key = raw.trim();
   if (key === '') return { ok: false, error: 'Paste an API key (it starts with ewk_).' };
-  if (!/^ewk_[A-Za-z0-9_-]{16,}$/.test(key)) return { ok: false, error: 'That is not an API key: keys look like ewk_ followed by letters, digits, - and _.' };
+  if (!/^ewk_[A-Za-z0-9_-]{16,}$/.test(key))
+    return { ok: false, error: 'That is not an API key: keys look like ewk_ followed by letters, digits, - and _.' };
   return { ok: true, key };
 }

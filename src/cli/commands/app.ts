@@ -14,27 +14,41 @@ function progress(label: string, sent: number, total: number): void {
   if (!process.stderr.isTTY) return;
   const width = 30;
   const done = total ? Math.round((sent / total) * width) : width;
-  process.stderr.write(`\r${label} [${'#'.repeat(done)}${' '.repeat(width - done)}] ${total ? Math.round((100 * sent) / total) : 100}% ${(sent / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB`);
+  process.stderr.write(
+    `\r${label} [${'#'.repeat(done)}${' '.repeat(width - done)}] ${total ? Math.round((100 * sent) / total) : 100}% ${(sent / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB`,
+  );
   if (sent >= total) process.stderr.write('\n');
 }
 
 /** The template's manifests: edgeweave.yaml and its variants (edgeweave.plc.yaml, …). */
-const manifestFiles = (dir: string) => readdirSync(dir).filter((f) => /^edgeweave(\.[a-z0-9-]+)?\.ya?ml$/.test(f)).sort();
+const manifestFiles = (dir: string) =>
+  readdirSync(dir)
+    .filter((f) => /^edgeweave(\.[a-z0-9-]+)?\.ya?ml$/.test(f))
+    .sort();
 
 /**
  * The app's name in each manifest: NAME in edgeweave.yaml; a variant keeps what its own name adds
  * to the template's (vibration-guard-plc → NAME-plc), else NAME-<variant>.
  */
 function namesFor(src: string, name: string): Map<string, string> {
-  const nameOf = (f: string) => String((parseYaml(readFileSync(join(src, f), 'utf8')) as { metadata?: { name?: unknown } })?.metadata?.name ?? '');
+  const nameOf = (f: string) =>
+    String((parseYaml(readFileSync(join(src, f), 'utf8')) as { metadata?: { name?: unknown } })?.metadata?.name ?? '');
   const base = nameOf(MANIFEST);
   const out = new Map<string, string>();
   for (const f of manifestFiles(src)) {
-    if (f === MANIFEST) { out.set(f, name); continue; }
+    if (f === MANIFEST) {
+      out.set(f, name);
+      continue;
+    }
     const own = nameOf(f);
     const variant = base && own.startsWith(base) && own !== base ? `${name}${own.slice(base.length)}` : `${name}-${f.split('.')[1]}`;
     const ok = Name.safeParse(variant);
-    if (!ok.success) throw new EwError('CONFIG_INVALID', `the app name "${name}" makes the name of the template's variant ${f} "${variant}", which is not a valid name (${ok.error.issues[0]?.message}); choose a shorter name`, { path: 'name' });
+    if (!ok.success)
+      throw new EwError(
+        'CONFIG_INVALID',
+        `the app name "${name}" makes the name of the template's variant ${f} "${variant}", which is not a valid name (${ok.error.issues[0]?.message}); choose a shorter name`,
+        { path: 'name' },
+      );
     out.set(f, variant);
   }
   return out;
@@ -42,18 +56,39 @@ function namesFor(src: string, name: string): Map<string, string> {
 
 export function init(dir: string, o: { template: string; model?: string }): void {
   const src = join(TEMPLATES, o.template);
-  if (!existsSync(join(src, MANIFEST))) throw new EwError('CONFIG_INVALID', `no template "${o.template}"; choose one of ${readdirSync(TEMPLATES).join(', ')}`, { path: 'template' });
+  if (!existsSync(join(src, MANIFEST)))
+    throw new EwError('CONFIG_INVALID', `no template "${o.template}"; choose one of ${readdirSync(TEMPLATES).join(', ')}`, {
+      path: 'template',
+    });
   // The app is named after its directory: `app init my-guard` makes app my-guard in ./my-guard.
   const name = basename(resolve(dir));
   const valid = Name.safeParse(name);
-  if (!valid.success) throw new EwError('CONFIG_INVALID', `"${name}" cannot name an app: ${valid.error.issues[0]?.message} (the app is named after its directory; e.g. edgeweave app init my-guard)`, { path: 'name' });
-  if (existsSync(dir) && readdirSync(dir).length) throw new EwError('CONFIG_INVALID', `${dir} exists and is not empty; choose a new directory`);
+  if (!valid.success)
+    throw new EwError(
+      'CONFIG_INVALID',
+      `"${name}" cannot name an app: ${valid.error.issues[0]?.message} (the app is named after its directory; e.g. edgeweave app init my-guard)`,
+      { path: 'name' },
+    );
+  if (existsSync(dir) && readdirSync(dir).length)
+    throw new EwError('CONFIG_INVALID', `${dir} exists and is not empty; choose a new directory`);
   const names = namesFor(src, name);
   // The template's language model (if it has one): the file given, else the tiny test Qwen.
-  const gguf = (parseYaml(readFileSync(join(src, MANIFEST), 'utf8')) as { spec?: { models?: { format?: string; path?: string }[] } }).spec?.models?.find((m) => m.format === 'gguf');
+  const gguf = (
+    parseYaml(readFileSync(join(src, MANIFEST), 'utf8')) as { spec?: { models?: { format?: string; path?: string }[] } }
+  ).spec?.models?.find((m) => m.format === 'gguf');
   if (o.model) {
-    if (!gguf?.path) throw new EwError('CONFIG_INVALID', `template ${o.template} has no language model; --model is for templates that do (predictive-maintenance)`, { path: 'model' });
-    if (!existsSync(o.model) || readFileSync(o.model).subarray(0, 4).toString('latin1') !== 'GGUF') throw new EwError('CONFIG_INVALID', `--model ${o.model} is not a GGUF file (it must start with the bytes "GGUF"); download a .gguf such as Qwen2.5-0.5B-Instruct-Q4_K_M`, { path: 'model' });
+    if (!gguf?.path)
+      throw new EwError(
+        'CONFIG_INVALID',
+        `template ${o.template} has no language model; --model is for templates that do (predictive-maintenance)`,
+        { path: 'model' },
+      );
+    if (!existsSync(o.model) || readFileSync(o.model).subarray(0, 4).toString('latin1') !== 'GGUF')
+      throw new EwError(
+        'CONFIG_INVALID',
+        `--model ${o.model} is not a GGUF file (it must start with the bytes "GGUF"); download a .gguf such as Qwen2.5-0.5B-Instruct-Q4_K_M`,
+        { path: 'model' },
+      );
   } else if (gguf && o.template === 'predictive-maintenance') {
     ensureTemplateAssistant();
   }
@@ -65,13 +100,27 @@ export function init(dir: string, o: { template: string; model?: string }): void
     writeFileSync(join(dir, f), doc.toString());
   }
   if (o.model) copyFileSync(o.model, join(dir, gguf!.path!));
-  process.stderr.write(`${green('created')} app ${name} in ${dir} from ${o.template}: edit ${join(dir, MANIFEST)}, then edgeweave app validate ${dir} && edgeweave app push ${dir}\n`);
+  process.stderr.write(
+    `${green('created')} app ${name} in ${dir} from ${o.template}: edit ${join(dir, MANIFEST)}, then edgeweave app validate ${dir} && edgeweave app push ${dir}\n`,
+  );
 }
 
 export async function validate(dir: string, o: { manifest: string; output: Format }): Promise<void> {
   const b = await loadBundle(dir, { manifest: o.manifest });
-  const out = { app: b.manifest.metadata.name, version: b.manifest.metadata.version, streams: b.manifest.spec.streams.length, rules: b.manifest.spec.rules.length, models: b.models.map((m) => ({ name: m.name, sha256: m.sha256, bytes: m.size })), endpoints: b.manifest.spec.endpoints.length };
-  await print(o.output, out, () => `${green('valid')}: ${out.app}@${out.version} — ${out.streams} stream(s), ${out.rules} rule(s), ${out.models.length} model file(s), ${out.endpoints} endpoint(s)`);
+  const out = {
+    app: b.manifest.metadata.name,
+    version: b.manifest.metadata.version,
+    streams: b.manifest.spec.streams.length,
+    rules: b.manifest.spec.rules.length,
+    models: b.models.map((m) => ({ name: m.name, sha256: m.sha256, bytes: m.size })),
+    endpoints: b.manifest.spec.endpoints.length,
+  };
+  await print(
+    o.output,
+    out,
+    () =>
+      `${green('valid')}: ${out.app}@${out.version} — ${out.streams} stream(s), ${out.rules} rule(s), ${out.models.length} model file(s), ${out.endpoints} endpoint(s)`,
+  );
 }
 
 export async function push(dir: string, o: { manifest: string; output: Format }): Promise<void> {
@@ -95,7 +144,10 @@ export async function show(s: string, o: { output: Format }): Promise<void> {
 
 export async function diff(x: string, y: string): Promise<void> {
   const c = client();
-  const [a, b] = await Promise.all([c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(x) }), c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(y) })]);
+  const [a, b] = await Promise.all([
+    c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(x) }),
+    c.api('GET /api/v1/apps/:name/versions/:version', { params: ref(y) }),
+  ]);
   const la = toYaml(a.manifest).split('\n');
   const lb = toYaml(b.manifest).split('\n');
   const setA = new Set(la);

@@ -21,11 +21,19 @@ async function resolveDeployment(c: ApiClient, s: string, steering: boolean): Pr
   if (!s.includes('@')) return s;
   const { name, version } = ref(s);
   const all = (await c.api('GET /api/v1/deployments')).items.filter((d) => d.app === name && d.version === version);
-  if (all.length === 0) throw new EwError('DEPLOYMENT_NOT_FOUND', `${s} has no deployment; deploy it with edgeweave deploy ${s} --to <selector> (edgeweave deployments list shows what is deployed)`, { path: 'deployment' });
+  if (all.length === 0)
+    throw new EwError(
+      'DEPLOYMENT_NOT_FOUND',
+      `${s} has no deployment; deploy it with edgeweave deploy ${s} --to <selector> (edgeweave deployments list shows what is deployed)`,
+      { path: 'deployment' },
+    );
   const newest = all.reduce((a, b) => (b.createdAt >= a.createdAt ? b : a));
   if (all.length > 1) {
     const ids = all.map((d) => `${d.id} (to ${labelsText(d.selector)})`).join(', ');
-    if (steering) throw new EwError('CONFIG_INVALID', `${s} was deployed ${all.length} times: ${ids}; name the deployment by its id`, { path: 'deployment' });
+    if (steering)
+      throw new EwError('CONFIG_INVALID', `${s} was deployed ${all.length} times: ${ids}; name the deployment by its id`, {
+        path: 'deployment',
+      });
     process.stderr.write(`${dim(`${s} was deployed ${all.length} times (${ids}); showing the newest, ${newest.id}`)}\n`);
   }
   return newest.id;
@@ -52,17 +60,35 @@ async function follow(c: ApiClient, id: string, narrate: boolean): Promise<Rollo
 export async function deploy(s: string, o: any): Promise<void> {
   const { name, version } = ref(s);
   const pct = String(o.canary).endsWith('%');
-  const strategy = o.strategy === 'all' ? { type: 'all' }
-    : o.strategy === 'rolling' ? { type: 'rolling', maxUnavailable: o.maxUnavailable }
-      : { type: 'canary', canary: Number(String(o.canary).replace('%', '')), canaryPercent: pct, bakeTimeS: parseDuration(o.bake), gates: { maxErrorRate: o.maxErrorRate, maxP95Ms: o.maxP95Ms, maxDrift: o.maxDrift }, then: 'all' };
+  const strategy =
+    o.strategy === 'all'
+      ? { type: 'all' }
+      : o.strategy === 'rolling'
+        ? { type: 'rolling', maxUnavailable: o.maxUnavailable }
+        : {
+            type: 'canary',
+            canary: Number(String(o.canary).replace('%', '')),
+            canaryPercent: pct,
+            bakeTimeS: parseDuration(o.bake),
+            gates: { maxErrorRate: o.maxErrorRate, maxP95Ms: o.maxP95Ms, maxDrift: o.maxDrift },
+            then: 'all',
+          };
   const c = client();
-  const r = await c.api('POST /api/v1/deployments', { body: { app: name, version, selector: parseSelector(o.to), strategy, stepTimeoutS: parseDuration(o.stepTimeout) } });
+  const r = await c.api('POST /api/v1/deployments', {
+    body: { app: name, version, selector: parseSelector(o.to), strategy, stepTimeoutS: parseDuration(o.stepTimeout) },
+  });
   if (!o.wait) {
-    await print(o.output, r, () => `${green('deploying')} ${name}@${version} to ${r.sites.length} site(s) (${o.strategy})\ndeployment ${r.id}\nfollow it: edgeweave rollout status ${r.id}   (or: edgeweave rollout status ${name}@${version})`);
+    await print(
+      o.output,
+      r,
+      () =>
+        `${green('deploying')} ${name}@${version} to ${r.sites.length} site(s) (${o.strategy})\ndeployment ${r.id}\nfollow it: edgeweave rollout status ${r.id}   (or: edgeweave rollout status ${name}@${version})`,
+    );
     return;
   }
   // The id first, so that a script (or a person) waiting on a long rollout can steer it meanwhile.
-  if (o.output === 'table') process.stderr.write(`${green('deploying')} ${name}@${version} to ${r.sites.length} site(s) (${o.strategy}): deployment ${r.id}\n`);
+  if (o.output === 'table')
+    process.stderr.write(`${green('deploying')} ${name}@${version} to ${r.sites.length} site(s) (${o.strategy}): deployment ${r.id}\n`);
   const final = await follow(c, r.id, o.output === 'table');
   await print(o.output, final, () => rolloutTable(final));
   if (final.phase !== 'succeeded') process.exitCode = 1;
@@ -70,14 +96,22 @@ export async function deploy(s: string, o: any): Promise<void> {
 
 export async function list(o: { app?: string; output: Format }): Promise<void> {
   const c = client();
-  const [deps, rollouts] = await Promise.all([
-    c.api('GET /api/v1/deployments'),
-    c.api('GET /api/v1/rollouts'),
-  ]);
+  const [deps, rollouts] = await Promise.all([c.api('GET /api/v1/deployments'), c.api('GET /api/v1/rollouts')]);
   const byId = new Map(rollouts.items.map((r) => [r.id, r]));
-  const items = deps.items.filter((d) => !o.app || d.app === o.app)
+  const items = deps.items
+    .filter((d) => !o.app || d.app === o.app)
     .map((d) => ({ ...d, phase: byId.get(d.id)?.phase ?? null, sites: Object.keys(byId.get(d.id)?.sites ?? {}).length }));
-  await print(o.output, items, () => table(items.map((d) => ({ ...d, app: `${d.app}@${d.version}`, selector: labelsText(d.selector), created: new Date(d.createdAt).toISOString() })), ['id', 'app', 'selector', 'phase', 'sites', 'created']));
+  await print(o.output, items, () =>
+    table(
+      items.map((d) => ({
+        ...d,
+        app: `${d.app}@${d.version}`,
+        selector: labelsText(d.selector),
+        created: new Date(d.createdAt).toISOString(),
+      })),
+      ['id', 'app', 'selector', 'phase', 'sites', 'created'],
+    ),
+  );
 }
 
 export async function show(s: string, o: { output: Format }): Promise<void> {
@@ -87,7 +121,11 @@ export async function show(s: string, o: { output: Format }): Promise<void> {
     c.api('GET /api/v1/deployments/:id', { params: { id } }),
     c.api('GET /api/v1/rollouts/:id', { params: { id } }),
   ]);
-  await print(o.output, { ...dep, rollout }, () => `to ${labelsText(dep.selector)} since ${new Date(dep.createdAt).toISOString()}\n${rolloutTable(rollout)}`);
+  await print(
+    o.output,
+    { ...dep, rollout },
+    () => `to ${labelsText(dep.selector)} since ${new Date(dep.createdAt).toISOString()}\n${rolloutTable(rollout)}`,
+  );
 }
 
 export async function status(s: string, o: { watch?: boolean; output: Format }): Promise<void> {

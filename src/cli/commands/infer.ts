@@ -8,8 +8,15 @@ import { fetchTrusting } from '../../lib/fetch.ts';
 
 type Routing = { region?: string; dataClass?: string; site?: string; timeout?: number; explain?: boolean };
 
-function routingHeaders(o: { region?: string; dataClass?: string; site?: string; timeout?: number; explain?: boolean }): Record<string, string> {
-  if (o.timeout !== undefined && !(Number.isInteger(o.timeout) && o.timeout > 0)) throw new EwError('CONFIG_INVALID', '--timeout must be a positive number of milliseconds', { path: 'timeout' });
+function routingHeaders(o: {
+  region?: string;
+  dataClass?: string;
+  site?: string;
+  timeout?: number;
+  explain?: boolean;
+}): Record<string, string> {
+  if (o.timeout !== undefined && !(Number.isInteger(o.timeout) && o.timeout > 0))
+    throw new EwError('CONFIG_INVALID', '--timeout must be a positive number of milliseconds', { path: 'timeout' });
   return {
     ...(o.region ? { 'x-edgeweave-regions': o.region } : {}),
     ...(o.dataClass ? { 'x-edgeweave-data-class': o.dataClass } : {}),
@@ -33,7 +40,11 @@ function readInput(file: string): unknown {
     throw new EwError('CONFIG_INVALID', `--input ${file} is not JSON: ${(e as Error).message}`, { path: 'input' });
   }
   if (!body || typeof body !== 'object' || !Array.isArray((body as { inputs?: unknown }).inputs)) {
-    throw new EwError('CONFIG_INVALID', `--input ${file} must be an Open Inference Protocol request: {"inputs": [{"name", "datatype", "shape", "data"}]}`, { path: 'input' });
+    throw new EwError(
+      'CONFIG_INVALID',
+      `--input ${file} must be an Open Inference Protocol request: {"inputs": [{"name", "datatype", "shape", "data"}]}`,
+      { path: 'input' },
+    );
   }
   return body;
 }
@@ -45,11 +56,15 @@ export async function infer(endpoint: string, o: Routing & { input: string; vers
   let res: Response;
   try {
     res = await fetchTrusting(cfg.ca)(new URL(path, cfg.cloud), {
-      method: 'POST', body: JSON.stringify(body),
+      method: 'POST',
+      body: JSON.stringify(body),
       headers: { authorization: `Bearer ${cfg.apiKey}`, 'content-type': 'application/json', ...routingHeaders(o) },
     });
   } catch (e) {
-    throw new EwError('CLOUD_UNREACHABLE', `cannot reach ${cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+    throw new EwError(
+      'CLOUD_UNREACHABLE',
+      `cannot reach ${cfg.cloud}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`,
+    );
   }
   const json = (await res.json().catch(() => ({}))) as Record<string, any>;
   if (!res.ok) {
@@ -62,21 +77,35 @@ export async function infer(endpoint: string, o: Routing & { input: string; vers
     return;
   }
   const ew = json.parameters?.edgeweave ?? {};
-  for (const out of json.outputs ?? []) process.stdout.write(`${out.name} ${out.datatype} [${out.shape.join(', ')}] ${JSON.stringify(out.data)}\n`);
-  process.stderr.write(`answered by ${ew.site} (${ew.region}) with model ${ew.model} in ${ew.ms} ms${ew.cascade ? `; cascade: ${ew.cascade.escalated ? 'escalated' : 'not escalated'} (${ew.cascade.why})` : ''}\n`);
+  for (const out of json.outputs ?? [])
+    process.stdout.write(`${out.name} ${out.datatype} [${out.shape.join(', ')}] ${JSON.stringify(out.data)}\n`);
+  process.stderr.write(
+    `answered by ${ew.site} (${ew.region}) with model ${ew.model} in ${ew.ms} ms${ew.cascade ? `; cascade: ${ew.cascade.escalated ? 'escalated' : 'not escalated'} (${ew.cascade.why})` : ''}\n`,
+  );
   if (o.explain && ew.explain) process.stderr.write(`${JSON.stringify(ew.explain, null, 2)}\n`);
 }
 
 export async function chat(endpoint: string, o: Routing & { message?: string; system?: string; maxTokens?: number }): Promise<void> {
   const cfg = loadConfig();
   const { default: OpenAI } = await import('openai');
-  const client = new OpenAI({ baseURL: new URL('/v1', cfg.cloud).toString(), apiKey: cfg.apiKey, defaultHeaders: routingHeaders(o), fetch: fetchTrusting(cfg.ca) as never, maxRetries: 2 });
+  const client = new OpenAI({
+    baseURL: new URL('/v1', cfg.cloud).toString(),
+    apiKey: cfg.apiKey,
+    defaultHeaders: routingHeaders(o),
+    fetch: fetchTrusting(cfg.ca) as never,
+    maxRetries: 2,
+  });
   const history: { role: 'system' | 'user' | 'assistant'; content: string }[] = o.system ? [{ role: 'system', content: o.system }] : [];
   const ask = async (text: string) => {
     history.push({ role: 'user', content: text });
     let answer = '';
     try {
-      const stream = await client.chat.completions.create({ model: endpoint, messages: history, stream: true, ...(o.maxTokens ? { max_tokens: o.maxTokens } : {}) });
+      const stream = await client.chat.completions.create({
+        model: endpoint,
+        messages: history,
+        stream: true,
+        ...(o.maxTokens ? { max_tokens: o.maxTokens } : {}),
+      });
       for await (const chunk of stream) {
         const t = chunk.choices[0]?.delta?.content ?? '';
         answer += t;
@@ -97,7 +126,11 @@ export async function chat(endpoint: string, o: Routing & { message?: string; sy
   try {
     for (;;) {
       let line: string;
-      try { line = await rl.question('> '); } catch { return; }
+      try {
+        line = await rl.question('> ');
+      } catch {
+        return;
+      }
       if (!line.trim()) return;
       await ask(line);
     }

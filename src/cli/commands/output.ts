@@ -22,14 +22,23 @@ export async function print(format: Format, data: unknown, table: () => string):
 
 export function table(rows: Record<string, unknown>[], columns: string[]): string {
   if (rows.length === 0) return dim('(none)');
-  const cells = rows.map((r) => columns.map((c) => (r[c] === undefined || r[c] === null ? '' : typeof r[c] === 'object' ? JSON.stringify(r[c]) : String(r[c]))));
+  const cells = rows.map((r) =>
+    columns.map((c) => (r[c] === undefined || r[c] === null ? '' : typeof r[c] === 'object' ? JSON.stringify(r[c]) : String(r[c]))),
+  );
   const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]!.length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (vals: string[]) =>
+    vals
+      .map((v, i) => v.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [dim(line(columns.map((c) => c.toUpperCase()))), ...cells.map(line)].join('\n');
 }
 
 export const client = () => new ApiClient(loadConfig());
-export const labelsText = (l: Record<string, string>) => Object.entries(l).map(([k, v]) => `${k}=${v}`).join(',');
+export const labelsText = (l: Record<string, string>) =>
+  Object.entries(l)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
 
 export const parseDuration = (v: string): number => {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v);

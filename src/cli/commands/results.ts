@@ -6,7 +6,15 @@ import { client, print, type Format } from './output.ts';
 
 /** One exported result, as GET /api/v1/results/export writes each line. */
 export interface ExportedResult {
-  seq: number; siteId: string; id: string; stream: string; app?: string; rule?: string; at: number; receivedAt: number; data: unknown;
+  seq: number;
+  siteId: string;
+  id: string;
+  stream: string;
+  app?: string;
+  rule?: string;
+  at: number;
+  receivedAt: number;
+  data: unknown;
 }
 
 /** Rows per Parquet row group: bounds the CLI's memory whatever the export's size. */
@@ -117,7 +125,10 @@ async function writeParquet(lines: AsyncIterable<string>, path: string): Promise
 }
 
 /** `edgeweave results export`. */
-export async function exportResults(stream: string, o: { since?: number; until?: number; site?: string; app?: string; rule?: string; format: 'jsonl' | 'parquet'; out?: string }): Promise<void> {
+export async function exportResults(
+  stream: string,
+  o: { since?: number; until?: number; site?: string; app?: string; rule?: string; format: 'jsonl' | 'parquet'; out?: string },
+): Promise<void> {
   const qs = new URLSearchParams({ stream });
   for (const k of ['since', 'until', 'site', 'app', 'rule'] as const) if (o[k] !== undefined) qs.set(k, String(o[k]));
   const res = await client().download(`/api/v1/results/export?${qs}`);
@@ -128,10 +139,12 @@ export async function exportResults(stream: string, o: { since?: number; until?:
 /** `edgeweave results retention`. */
 export async function listRetention(o: { output: Format }): Promise<void> {
   const r = await client().api('GET /api/v1/retention');
-  await print(o.output, r, () => [
-    ...r.policies.map((p) => `${p.stream.padEnd(24)} ${p.days} days`),
-    `${'(cloud default)'.padEnd(24)} ${r.cloudDefaultDays === null ? 'keep' : `${r.cloudDefaultDays} days`}`,
-  ].join('\n'));
+  await print(o.output, r, () =>
+    [
+      ...r.policies.map((p) => `${p.stream.padEnd(24)} ${p.days} days`),
+      `${'(cloud default)'.padEnd(24)} ${r.cloudDefaultDays === null ? 'keep' : `${r.cloudDefaultDays} days`}`,
+    ].join('\n'),
+  );
 }
 
 export async function setRetention(stream: string, days: number): Promise<void> {

@@ -21,10 +21,13 @@ function runUntilSignal(close: () => Promise<void>): void {
     if (closing) process.exit(130);
     closing = true;
     process.stderr.write(`\n${sig}: shutting down…\n`);
-    close().then(() => process.exit(0), (e) => {
-      process.stderr.write(`error while stopping: ${(e as Error).message}\n`);
-      process.exit(1);
-    });
+    close().then(
+      () => process.exit(0),
+      (e) => {
+        process.stderr.write(`error while stopping: ${(e as Error).message}\n`);
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -37,7 +40,11 @@ function runUntilSignal(close: () => Promise<void>): void {
  */
 function joinToken(o: { token?: string; tokenFile?: string }): string | undefined {
   if (o.token !== undefined) {
-    throw new EwError('CONFIG_INVALID', 'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable', { path: '--token' });
+    throw new EwError(
+      'CONFIG_INVALID',
+      'a join token on the command line is visible to every user of this machine (ps, /proc); pass it in a file with --token-file <file>, or in the EW_JOIN_TOKEN environment variable',
+      { path: '--token' },
+    );
   }
   const fromEnv = process.env.EW_JOIN_TOKEN;
   delete process.env.EW_JOIN_TOKEN;
@@ -52,26 +59,35 @@ function joinToken(o: { token?: string; tokenFile?: string }): string | undefine
 }
 
 export async function runCloud(cmd: Command): Promise<void> {
-  const [{ cloudOptions, resolveCloudOptions }, { startCloud }] = await Promise.all([import('../../cloud/config.ts'), import('../../cloud/main.ts')]);
+  const [{ cloudOptions, resolveCloudOptions }, { startCloud }] = await Promise.all([
+    import('../../cloud/config.ts'),
+    import('../../cloud/main.ts'),
+  ]);
   // Flags over EW_CLOUD_* over the --config file over the schema's defaults; refused here, naming the flag.
   const options = resolveCloudOptions({ flags: schemaValues(cmd, cloudOptions), env: process.env, file: configFile(cmd, cloudOptions) });
   const c = await startCloud(options);
   if (c.adminKey) {
-    process.stderr.write(`\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`);
+    process.stderr.write(
+      `\nFirst start: the admin API key is\n\n    ${c.adminKey}\n\nIt is shown once and stored only as a hash. Keep it safe.\n\n`,
+    );
   }
   ready({ role: 'cloud', url: c.url, mqttUrl: c.mqttUrl });
   runUntilSignal(() => c.close());
 }
 
 export async function runEdge(cmd: Command): Promise<void> {
-  const [{ edgeOptions, resolveEdgeOptions }, { startEdge }] = await Promise.all([import('../../edge/config.ts'), import('../../edge/main.ts')]);
+  const [{ edgeOptions, resolveEdgeOptions }, { startEdge }] = await Promise.all([
+    import('../../edge/config.ts'),
+    import('../../edge/main.ts'),
+  ]);
   // Flags over EW_EDGE_* over the --config file over the schema's defaults; refused here, naming the flag.
   const options = resolveEdgeOptions({ flags: schemaValues(cmd, edgeOptions), env: process.env, file: configFile(cmd, edgeOptions) });
   const e = await startEdge({ ...options, token: joinToken(cmd.opts()) });
   if (e.generated.apiKey || e.generated.devicePassword) {
     process.stderr.write('\nFirst start: secrets this site checks (shown once, stored only as hashes):\n');
     if (e.generated.apiKey) process.stderr.write(`    local API key:    ${e.generated.apiKey}\n`);
-    if (e.generated.devicePassword) process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
+    if (e.generated.devicePassword)
+      process.stderr.write(`    device password:  ${e.generated.devicePassword}   (MQTT username "device")\n`);
     process.stderr.write('\n');
   }
   ready({ role: 'edge', siteId: e.siteId, apiUrl: e.apiUrl, deviceUrl: e.deviceUrl });
@@ -85,8 +101,12 @@ export async function runDoctor(o: { dataDir: string; salvage?: boolean; json?: 
   else {
     process.stdout.write(`${r.dataDir}${r.siteId ? ` (site ${r.siteId})` : ''}\n`);
     for (const c of r.checks) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}\n`);
-    if (r.counts) process.stdout.write(`  outbox ${r.counts.outbox} unsent · journal ${r.counts.journal} · dead letters ${r.counts.deadLetters} · desired generation ${r.counts.desiredGeneration ?? 'none'}\n`);
-    if (!r.ok) process.stdout.write('  the agent will refuse to start; run again with --salvage to rebuild edge.db from its readable rows\n');
+    if (r.counts)
+      process.stdout.write(
+        `  outbox ${r.counts.outbox} unsent · journal ${r.counts.journal} · dead letters ${r.counts.deadLetters} · desired generation ${r.counts.desiredGeneration ?? 'none'}\n`,
+      );
+    if (!r.ok)
+      process.stdout.write('  the agent will refuse to start; run again with --salvage to rebuild edge.db from its readable rows\n');
   }
   process.exitCode = r.ok ? 0 : 2;
 }

@@ -16,7 +16,16 @@ export async function login(o: { cloud: string; apiKey: string; ca?: string }): 
 
 export async function list(o: { state?: string; output: Format }): Promise<void> {
   const r = await client().api('GET /api/v1/sites', { query: { state: o.state } });
-  await print(o.output, r.items, () => table(r.items.map((s) => ({ ...s, labels: labelsText(s.labels), apps: (s.status?.apps ?? []).map((a) => `${a.name}@${a.version}`).join(',') })), ['id', 'name', 'region', 'state', 'labels', 'apps']));
+  await print(o.output, r.items, () =>
+    table(
+      r.items.map((s) => ({
+        ...s,
+        labels: labelsText(s.labels),
+        apps: (s.status?.apps ?? []).map((a) => `${a.name}@${a.version}`).join(','),
+      })),
+      ['id', 'name', 'region', 'state', 'labels', 'apps'],
+    ),
+  );
 }
 
 export async function show(id: string, o: { output: Format }): Promise<void> {
@@ -33,13 +42,26 @@ export async function rules(id: string, o: { output: Format }): Promise<void> {
 export async function deadLetters(id: string, o: { app?: string; stream?: string; limit: number; output: Format }): Promise<void> {
   const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}), ...(o.stream ? { stream: o.stream } : {}) });
   const r = await client().api('GET /api/v1/sites/:id/dead-letters', { params: { id }, query: Object.fromEntries(q) });
-  await print(o.output, r, () => `${r.total} in all\n${table(r.items.map((x) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'stream', 'reason', 'payloadBytes'])}`);
+  await print(
+    o.output,
+    r,
+    () =>
+      `${r.total} in all\n${table(
+        r.items.map((x) => ({ ...x, at: new Date(x.at).toISOString() })),
+        ['at', 'app', 'stream', 'reason', 'payloadBytes'],
+      )}`,
+  );
 }
 
 export async function writes(id: string, o: { app?: string; limit: number; output: Format }): Promise<void> {
   const q = new URLSearchParams({ limit: String(o.limit), ...(o.app ? { app: o.app } : {}) });
   const r = await client().api('GET /api/v1/sites/:id/writes', { params: { id }, query: Object.fromEntries(q) });
-  await print(o.output, r.items, () => table(r.items.map((x) => ({ ...x, at: new Date(x.at).toISOString() })), ['at', 'app', 'rule', 'target', 'value', 'result', 'detail']));
+  await print(o.output, r.items, () =>
+    table(
+      r.items.map((x) => ({ ...x, at: new Date(x.at).toISOString() })),
+      ['at', 'app', 'rule', 'target', 'value', 'result', 'detail'],
+    ),
+  );
 }
 
 export async function label(id: string, labels: string, o: { output: Format }): Promise<void> {
@@ -53,7 +75,9 @@ export async function revoke(id: string, o: { output: Format }): Promise<void> {
 }
 
 export async function createToken(o: { labels: string; region: string; ttl: string; output: Format }): Promise<void> {
-  const r = await client().api('POST /api/v1/tokens', { body: { labels: parseSelector(o.labels), region: o.region, ttlSeconds: parseDuration(o.ttl) } });
+  const r = await client().api('POST /api/v1/tokens', {
+    body: { labels: parseSelector(o.labels), region: o.region, ttlSeconds: parseDuration(o.ttl) },
+  });
   await print(o.output, r, () => r.installCommand);
 }
 
@@ -70,13 +94,19 @@ export async function logs(site: string, o: { limit: number; follow?: boolean })
   }
 }
 
-export async function results(stream: string, o: { site?: string; app?: string; rule?: string; limit: number; follow?: boolean; output: Format }): Promise<void> {
+export async function results(
+  stream: string,
+  o: { site?: string; app?: string; rule?: string; limit: number; follow?: boolean; output: Format },
+): Promise<void> {
   const c = client();
   let after: number | undefined;
   for (;;) {
     const r = await c.api('GET /api/v1/results', { query: { stream, site: o.site, app: o.app, rule: o.rule, limit: o.limit, after } });
     if (o.follow || o.output === 'table') {
-      for (const x of r.items) process.stdout.write(o.output === 'table' ? `${dim(new Date(x.at).toISOString())} ${x.siteId} ${JSON.stringify(x.data)}\n` : `${JSON.stringify(x)}\n`);
+      for (const x of r.items)
+        process.stdout.write(
+          o.output === 'table' ? `${dim(new Date(x.at).toISOString())} ${x.siteId} ${JSON.stringify(x.data)}\n` : `${JSON.stringify(x)}\n`,
+        );
     } else {
       await print(o.output, r.items, () => '');
     }

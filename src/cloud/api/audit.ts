@@ -55,7 +55,9 @@ export function installAudit(app: FastifyInstance, store: Store, clock: Clock, l
           const b = JSON.parse(payload) as { tenantId?: unknown; siteId?: unknown };
           if (typeof b.tenantId === 'string' && typeof b.siteId === 'string') req.auditActor = { tenantId: b.tenantId, siteId: b.siteId };
         }
-      } catch { /* not JSON: no code to read */ }
+      } catch {
+        /* not JSON: no code to read */
+      }
     }
     const entry: AuditEntry = {
       at: clock.now(),
@@ -74,35 +76,50 @@ export function installAudit(app: FastifyInstance, store: Store, clock: Clock, l
     try {
       await store.appendAudit(entry);
     } catch (e) {
-      log.error({ err: e, action: entry.action, tenantId: entry.tenantId, status }, 'AUDIT WRITE FAILED: a call was answered but is missing from the audit log');
+      log.error(
+        { err: e, action: entry.action, tenantId: entry.tenantId, status },
+        'AUDIT WRITE FAILED: a call was answered but is missing from the audit log',
+      );
     }
     return payload;
   });
 }
 
-
 /** `GET /api/v1/audit`: the tenant's audit log for its admins; a platform admin may name any tenant. */
 export async function auditRoutes(app: FastifyInstance, o: { store: Store }): Promise<void> {
   const ErrorSchema = z.object({ code: z.string(), message: z.string(), path: z.string().optional() });
-  app.withTypeProvider<ZodTypeProvider>().get('/api/v1/audit', {
-    schema: {
-      tags: ['audit'], summary: 'The audit log: every change made through the API, and every refused attempt, oldest first; page or follow with `after`',
-      querystring: z.object({
-        after: z.coerce.number().int().min(0).optional().describe('the `next` cursor of the previous page'),
-        since: z.coerce.number().int().optional().describe('ms since epoch, inclusive'),
-        limit: z.coerce.number().int().min(1).max(1000).default(100),
-        tenant: z.string().max(64).optional().describe('platform admins: this tenant\'s log, or "*" for every entry'),
-      }),
-      response: { 200: AuditPage, 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema },
+  app.withTypeProvider<ZodTypeProvider>().get(
+    '/api/v1/audit',
+    {
+      schema: {
+        tags: ['audit'],
+        summary: 'The audit log: every change made through the API, and every refused attempt, oldest first; page or follow with `after`',
+        querystring: z.object({
+          after: z.coerce.number().int().min(0).optional().describe('the `next` cursor of the previous page'),
+          since: z.coerce.number().int().optional().describe('ms since epoch, inclusive'),
+          limit: z.coerce.number().int().min(1).max(1000).default(100),
+          tenant: z.string().max(64).optional().describe('platform admins: this tenant\'s log, or "*" for every entry'),
+        }),
+        response: { 200: AuditPage, 400: ErrorSchema, 401: ErrorSchema, 403: ErrorSchema },
+      },
     },
-  }, async (req) => {
-    need(req, 'audit:read');
-    let tenantId: string | undefined = req.tenantId;
-    if (req.query.tenant !== undefined && req.query.tenant !== req.tenantId) {
-      if (req.role !== 'platform-admin') throw new EwError('PERMISSION_DENIED', `this API key (role ${req.role}) reads its own tenant's audit log only; the tenant parameter needs the permission tenants:read`, { path: 'tenant' });
-      tenantId = req.query.tenant === '*' ? undefined : req.query.tenant;
-    }
-    const items = await o.store.queryAudit({ tenantId, afterSeq: req.query.after, since: req.query.since, limit: req.query.limit });
-    return { items: items.map((e) => ({ ...e, seq: e.seq!, siteId: e.siteId ?? null })), next: items.length > 0 ? items[items.length - 1]!.seq! : req.query.after ?? null };
-  });
+    async (req) => {
+      need(req, 'audit:read');
+      let tenantId: string | undefined = req.tenantId;
+      if (req.query.tenant !== undefined && req.query.tenant !== req.tenantId) {
+        if (req.role !== 'platform-admin')
+          throw new EwError(
+            'PERMISSION_DENIED',
+            `this API key (role ${req.role}) reads its own tenant's audit log only; the tenant parameter needs the permission tenants:read`,
+            { path: 'tenant' },
+          );
+        tenantId = req.query.tenant === '*' ? undefined : req.query.tenant;
+      }
+      const items = await o.store.queryAudit({ tenantId, afterSeq: req.query.after, since: req.query.since, limit: req.query.limit });
+      return {
+        items: items.map((e) => ({ ...e, seq: e.seq!, siteId: e.siteId ?? null })),
+        next: items.length > 0 ? items[items.length - 1]!.seq! : (req.query.after ?? null),
+      };
+    },
+  );
 }

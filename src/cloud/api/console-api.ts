@@ -14,12 +14,26 @@ export type { EventStreamLimits };
  * stream `GET /api/v1/events`, and the console's static files at `/`. The console itself uses
  * only the authenticated API, like the CLI.
  */
-export function registerConsoleApi(app: FastifyInstance, o: {
-  store: Store; fleet: Pick<Fleet, 'isOnline' | 'liveState'>; clock: Clock; log: Logger;
-  consoleDir?: string | false; eventStreams?: Partial<EventStreamLimits>;
-}): EventHub {
+export function registerConsoleApi(
+  app: FastifyInstance,
+  o: {
+    store: Store;
+    fleet: Pick<Fleet, 'isOnline' | 'liveState'>;
+    clock: Clock;
+    log: Logger;
+    consoleDir?: string | false;
+    eventStreams?: Partial<EventStreamLimits>;
+  },
+): EventHub {
   registerMe(app, o.store);
-  const hub = new EventHub({ store: o.store, isOnline: (id) => o.fleet.isOnline(id), liveState: (id) => o.fleet.liveState(id), clock: o.clock, log: o.log, limits: o.eventStreams });
+  const hub = new EventHub({
+    store: o.store,
+    isOnline: (id) => o.fleet.isOnline(id),
+    liveState: (id) => o.fleet.liveState(id),
+    clock: o.clock,
+    log: o.log,
+    limits: o.eventStreams,
+  });
   registerEvents(app, hub);
   if (o.consoleDir !== false) registerConsole(app, { dir: o.consoleDir ?? defaultConsoleDir(), log: o.log });
   return hub;

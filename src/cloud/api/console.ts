@@ -53,7 +53,13 @@ const TYPES: Record<string, string> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
-export interface Asset { body: Buffer; gzip?: Buffer; type: string; etag: string; cacheControl: string }
+export interface Asset {
+  body: Buffer;
+  gzip?: Buffer;
+  type: string;
+  etag: string;
+  cacheControl: string;
+}
 
 /** Bounds on what is loaded: a console build is ~0.5 MB; anything far larger is a mistake. */
 const MAX_FILES = 2000;
@@ -78,7 +84,8 @@ export function loadAssets(dir: string): Map<string, Asset> {
         const compressible = /^(text\/|application\/json|image\/svg)/.test(type) && body.length > 1024;
         const gz = compressible ? gzipSync(body, { level: 9 }) : undefined;
         table.set(url, {
-          body, type,
+          body,
+          type,
           gzip: gz && gz.length < body.length ? gz : undefined,
           etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`,
           // Vite names built assets by content hash: they never change under the same name.
@@ -97,7 +104,12 @@ export function defaultConsoleDir(): string {
 }
 
 function send(req: FastifyRequest, reply: FastifyReply, a: Asset, status = 200): FastifyReply {
-  void reply.headers(SECURITY_HEADERS).header('content-type', a.type).header('cache-control', a.cacheControl).header('etag', a.etag).header('vary', 'accept-encoding');
+  void reply
+    .headers(SECURITY_HEADERS)
+    .header('content-type', a.type)
+    .header('cache-control', a.cacheControl)
+    .header('etag', a.etag)
+    .header('vary', 'accept-encoding');
   const inm = req.headers['if-none-match'];
   if (status === 200 && inm && inm.split(',').some((t) => t.trim() === a.etag)) return reply.status(304).send();
   const gz = a.gzip && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
@@ -120,9 +132,15 @@ export function registerConsole(app: FastifyInstance, o: { dir: string; log: Log
     o.log.warn({ dir: o.dir }, 'web console not built (npm run build:console); / explains how');
   }
   const config = { public: true, staticAsset: true };
-  const notBuilt = async (_req: FastifyRequest, reply: FastifyReply) => reply.status(503).headers(SECURITY_HEADERS)
-    .header('content-type', 'text/plain; charset=utf-8').header('cache-control', 'no-store')
-    .send('The Edgeweave web console is not built on this cloud. Run `npm run build:console` (it runs at npm install), then restart the cloud. The API is at /api/v1.\n');
+  const notBuilt = async (_req: FastifyRequest, reply: FastifyReply) =>
+    reply
+      .status(503)
+      .headers(SECURITY_HEADERS)
+      .header('content-type', 'text/plain; charset=utf-8')
+      .header('cache-control', 'no-store')
+      .send(
+        'The Edgeweave web console is not built on this cloud. Run `npm run build:console` (it runs at npm install), then restart the cloud. The API is at /api/v1.\n',
+      );
   const pages = ['/', ...CONSOLE_PAGES.flatMap((p) => [`/${p}`, `/${p}/*`])];
   if (!table) {
     for (const url of pages) app.get(url, { config, schema: { hide: true } }, notBuilt);
@@ -140,5 +158,6 @@ export function registerConsole(app: FastifyInstance, o: { dir: string; log: Log
   app.get('/assets/*', { config, schema: { hide: true } }, file);
   // Top-level files (index.html, a favicon): one route each; names the router would read as
   // patterns (`:`, `*`) are not served.
-  for (const url of files.keys()) if (!url.startsWith('/assets/') && /^[A-Za-z0-9._/-]+$/.test(url)) app.get(url, { config, schema: { hide: true } }, file);
+  for (const url of files.keys())
+    if (!url.startsWith('/assets/') && /^[A-Za-z0-9._/-]+$/.test(url)) app.get(url, { config, schema: { hide: true } }, file);
 }

@@ -55,8 +55,15 @@ export interface EventStreamLimits {
 }
 
 export const DEFAULT_EVENT_LIMITS: EventStreamLimits = {
-  perTenant: 64, total: 1024, maxBufferedBytes: 1024 * 1024, pollMs: 1000, pingMs: 15_000, keyCheckMs: 5000,
-  maxResultsPerPoll: 1000, maxCatchUp: 1000, maxViewsPerFrame: 500,
+  perTenant: 64,
+  total: 1024,
+  maxBufferedBytes: 1024 * 1024,
+  pollMs: 1000,
+  pingMs: 15_000,
+  keyCheckMs: 5000,
+  maxResultsPerPoll: 1000,
+  maxCatchUp: 1000,
+  maxViewsPerFrame: 500,
 };
 
 /** One SSE frame. JSON never holds a raw newline, so the data fits one `data:` line. */
@@ -128,7 +135,10 @@ class TenantFeed {
   private lastPing: number;
   private lastKeyCheck: number;
 
-  constructor(private readonly tenantId: string, private readonly hub: EventHub) {
+  constructor(
+    private readonly tenantId: string,
+    private readonly hub: EventHub,
+  ) {
     this.lastPing = hub.d.clock.now();
     this.lastKeyCheck = hub.d.clock.now();
   }
@@ -165,7 +175,9 @@ class TenantFeed {
           this.hub.d.log.warn({ err: e, tenantId: this.tenantId }, 'event feed poll failed; retrying on the next tick');
         }
       } while (this.again && (this.subs.size > 0 || this.joining.length > 0));
-    })().finally(() => { this.running = undefined; });
+    })().finally(() => {
+      this.running = undefined;
+    });
     return this.running;
   }
 
@@ -181,8 +193,18 @@ class TenantFeed {
     if (!this.baseline) {
       // Start at the newest result; remember the current views so only changes are sent.
       this.cursor = await store.latestUplinkSeq();
-      takeChanged(this.sites, (await store.listSites(t)).map((s) => siteView(s, live(s.id))), (v) => v.id, Number.MAX_SAFE_INTEGER);
-      takeChanged(this.rollouts, (await store.listRollouts(t)).map((r) => r.state), (r) => r.id, Number.MAX_SAFE_INTEGER);
+      takeChanged(
+        this.sites,
+        (await store.listSites(t)).map((s) => siteView(s, live(s.id))),
+        (v) => v.id,
+        Number.MAX_SAFE_INTEGER,
+      );
+      takeChanged(
+        this.rollouts,
+        (await store.listRollouts(t)).map((r) => r.state),
+        (r) => r.id,
+        Number.MAX_SAFE_INTEGER,
+      );
       this.baseline = true;
     }
     for (const j of this.joining.splice(0)) {
@@ -190,7 +212,18 @@ class TenantFeed {
       if (j.lastEventId !== undefined && j.lastEventId < this.cursor) {
         const rows = (await store.queryUplink(t, { afterSeq: j.lastEventId, limit: L.maxCatchUp + 1 })).filter((r) => r.seq <= this.cursor);
         if (rows.length > L.maxCatchUp) {
-          this.hub.send(j, sseFrame('gap', { from: j.lastEventId, to: this.cursor, reason: `more than ${L.maxCatchUp} results since the last event; read them with GET /api/v1/results?after=${j.lastEventId}` }, this.cursor));
+          this.hub.send(
+            j,
+            sseFrame(
+              'gap',
+              {
+                from: j.lastEventId,
+                to: this.cursor,
+                reason: `more than ${L.maxCatchUp} results since the last event; read them with GET /api/v1/results?after=${j.lastEventId}`,
+              },
+              this.cursor,
+            ),
+          );
         } else if (rows.length > 0) {
           this.hub.send(j, sseFrame('results', { items: rows.map(resultView) }, rows[rows.length - 1]!.seq));
         }
@@ -203,16 +236,36 @@ class TenantFeed {
     const rows = await store.queryUplink(t, { afterSeq: this.cursor, limit: L.maxResultsPerPoll + 1 });
     if (rows.length > L.maxResultsPerPoll) {
       const to = await store.latestUplinkSeq();
-      this.broadcast(sseFrame('gap', { from: this.cursor, to, reason: `more than ${L.maxResultsPerPoll} results arrived in one poll; read them with GET /api/v1/results?after=${this.cursor}` }, to));
+      this.broadcast(
+        sseFrame(
+          'gap',
+          {
+            from: this.cursor,
+            to,
+            reason: `more than ${L.maxResultsPerPoll} results arrived in one poll; read them with GET /api/v1/results?after=${this.cursor}`,
+          },
+          to,
+        ),
+      );
       this.cursor = to;
     } else if (rows.length > 0) {
       this.cursor = rows[rows.length - 1]!.seq;
       this.broadcast(sseFrame('results', { items: rows.map(resultView) }, this.cursor));
     }
 
-    const sites = takeChanged(this.sites, (await store.listSites(t)).map((s) => siteView(s, live(s.id))), (v) => v.id, L.maxViewsPerFrame);
+    const sites = takeChanged(
+      this.sites,
+      (await store.listSites(t)).map((s) => siteView(s, live(s.id))),
+      (v) => v.id,
+      L.maxViewsPerFrame,
+    );
     if (sites.length > 0) this.broadcast(sseFrame('sites', { items: sites }));
-    const rollouts = takeChanged(this.rollouts, (await store.listRollouts(t)).map((r) => r.state), (r) => r.id, L.maxViewsPerFrame);
+    const rollouts = takeChanged(
+      this.rollouts,
+      (await store.listRollouts(t)).map((r) => r.state),
+      (r) => r.id,
+      L.maxViewsPerFrame,
+    );
     if (rollouts.length > 0) this.broadcast(sseFrame('rollouts', { items: rollouts }));
 
     const now = clock.now();
@@ -221,7 +274,10 @@ class TenantFeed {
       const live = new Set((await store.listApiKeys(t)).filter((k) => k.revokedAt === null).map((k) => k.id));
       for (const s of this.subs) {
         if (!live.has(s.keyId)) {
-          this.hub.send(s, sseFrame('error', { code: 'UNAUTHENTICATED', message: 'the API key was revoked; sign in again with a live key' }));
+          this.hub.send(
+            s,
+            sseFrame('error', { code: 'UNAUTHENTICATED', message: 'the API key was revoked; sign in again with a live key' }),
+          );
           this.hub.close(s);
         }
       }
@@ -234,7 +290,17 @@ class TenantFeed {
 }
 
 function resultView(x: import('../store/store.ts').UplinkRow) {
-  return { seq: x.seq, siteId: x.siteId, id: x.msgId, stream: x.stream, app: x.app, rule: x.rule, at: x.at, receivedAt: x.receivedAt, data: x.data };
+  return {
+    seq: x.seq,
+    siteId: x.siteId,
+    id: x.msgId,
+    stream: x.stream,
+    app: x.app,
+    rule: x.rule,
+    at: x.at,
+    receivedAt: x.receivedAt,
+    data: x.data,
+  };
 }
 
 export class EventHub {
@@ -260,8 +326,16 @@ export class EventHub {
   /** Throws EVENT_STREAMS_LIMIT when one more stream for the tenant would pass a bound. */
   checkCapacity(tenantId: string): void {
     const feed = this.feeds.get(tenantId);
-    if (this.count >= this.limits.total) throw new EwError('EVENT_STREAMS_LIMIT', `this cloud replica already serves ${this.limits.total} live event streams; close unused console tabs or try again later`);
-    if (feed && feed.subs.size + feed.joining.length >= this.limits.perTenant) throw new EwError('EVENT_STREAMS_LIMIT', `this tenant already has ${this.limits.perTenant} live event streams open; close unused console tabs`);
+    if (this.count >= this.limits.total)
+      throw new EwError(
+        'EVENT_STREAMS_LIMIT',
+        `this cloud replica already serves ${this.limits.total} live event streams; close unused console tabs or try again later`,
+      );
+    if (feed && feed.subs.size + feed.joining.length >= this.limits.perTenant)
+      throw new EwError(
+        'EVENT_STREAMS_LIMIT',
+        `this tenant already has ${this.limits.perTenant} live event streams open; close unused console tabs`,
+      );
   }
 
   subscribe(tenantId: string, keyId: string, sink: EventSink, lastEventId?: number): { done: Promise<void>; close: () => void } {
@@ -284,7 +358,10 @@ export class EventHub {
     const queued = s.sink.buffered();
     if (queued > this.maxBufferedSeen) this.maxBufferedSeen = queued;
     if (queued + frame.length > this.limits.maxBufferedBytes) {
-      this.d.log.warn({ tenantId: s.tenantId, queued }, 'event stream client is not reading; disconnecting it (it resumes with Last-Event-ID)');
+      this.d.log.warn(
+        { tenantId: s.tenantId, queued },
+        'event stream client is not reading; disconnecting it (it resumes with Last-Event-ID)',
+      );
       this.close(s, true);
       return;
     }
@@ -334,36 +411,53 @@ export class EventHub {
 export function registerEvents(app: FastifyInstance, hub: EventHub): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   app.addHook('preClose', async () => hub.closeAll());
-  r.get('/api/v1/events', {
-    schema: {
-      tags: ['events'],
-      summary: 'Live events (text/event-stream): results, site and rollout changes. Send Last-Event-ID to resume after a reconnect',
-      headers: z.object({ 'last-event-id': z.string().regex(/^\d{1,15}$/, 'the id of the last event received (a number)').optional() }).passthrough(),
+  r.get(
+    '/api/v1/events',
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'Live events (text/event-stream): results, site and rollout changes. Send Last-Event-ID to resume after a reconnect',
+        headers: z
+          .object({
+            'last-event-id': z
+              .string()
+              .regex(/^\d{1,15}$/, 'the id of the last event received (a number)')
+              .optional(),
+          })
+          .passthrough(),
+      },
     },
-  }, async (req, reply) => {
-    const last = req.headers['last-event-id'];
-    const res = reply.raw;
-    const sink: EventSink = {
-      write: (c) => { res.write(c); },
-      buffered: () => res.writableLength,
-      end: () => { res.end(); },
-      destroy: () => { res.destroy(); },
-    };
-    // Throws EVENT_STREAMS_LIMIT (a normal JSON error) before anything is written.
-    // A bound reached is a normal JSON error, so it is checked before the stream's headers go out.
-    hub.checkCapacity(req.tenantId);
-    reply.hijack();
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-store, no-transform',
-      'x-accel-buffering': 'no',
-      'x-content-type-options': 'nosniff',
-      connection: 'keep-alive',
-    });
-    res.write('retry: 2000\n\n');
-    const sub = hub.subscribe(req.tenantId, req.apiKeyId, sink, last !== undefined ? Number(last) : undefined);
-    req.raw.on('close', () => sub.close());
-    res.on('error', () => sub.close());
-    await sub.done;
-  });
+    async (req, reply) => {
+      const last = req.headers['last-event-id'];
+      const res = reply.raw;
+      const sink: EventSink = {
+        write: (c) => {
+          res.write(c);
+        },
+        buffered: () => res.writableLength,
+        end: () => {
+          res.end();
+        },
+        destroy: () => {
+          res.destroy();
+        },
+      };
+      // Throws EVENT_STREAMS_LIMIT (a normal JSON error) before anything is written.
+      // A bound reached is a normal JSON error, so it is checked before the stream's headers go out.
+      hub.checkCapacity(req.tenantId);
+      reply.hijack();
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-store, no-transform',
+        'x-accel-buffering': 'no',
+        'x-content-type-options': 'nosniff',
+        connection: 'keep-alive',
+      });
+      res.write('retry: 2000\n\n');
+      const sub = hub.subscribe(req.tenantId, req.apiKeyId, sink, last !== undefined ? Number(last) : undefined);
+      req.raw.on('close', () => sub.close());
+      res.on('error', () => sub.close());
+      await sub.done;
+    },
+  );
 }

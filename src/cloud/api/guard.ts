@@ -23,10 +23,22 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
 
   const inLabels = (scope: KeyScope, site: { labels: Labels; region: string }) => !scope.labels || matches(scope.labels, site);
   /** A selector stays within the scope when it pins every label the scope pins, to the same value. */
-  const selectorWithin = (scope: KeyScope, selector: Selector) => !scope.labels || Object.entries(scope.labels).every(([k, v]) => selector[k] === v);
+  const selectorWithin = (scope: KeyScope, selector: Selector) =>
+    !scope.labels || Object.entries(scope.labels).every(([k, v]) => selector[k] === v);
   const appWithin = (scope: KeyScope, app: string) => !scope.apps || scope.apps.includes(app);
-  const describe = (s: KeyScope) => [s.apps ? `apps ${s.apps.join(', ')}` : '', s.labels ? `sites labelled ${Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(',')}` : ''].filter(Boolean).join(' and ');
-  const deny = (s: KeyScope, what: string, path?: string) => new EwError('KEY_SCOPE_DENIED', `this API key is limited to ${describe(s)}; ${what}`, { path });
+  const describe = (s: KeyScope) =>
+    [
+      s.apps ? `apps ${s.apps.join(', ')}` : '',
+      s.labels
+        ? `sites labelled ${Object.entries(s.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(',')}`
+        : '',
+    ]
+      .filter(Boolean)
+      .join(' and ');
+  const deny = (s: KeyScope, what: string, path?: string) =>
+    new EwError('KEY_SCOPE_DENIED', `this API key is limited to ${describe(s)}; ${what}`, { path });
 
   async function site(req: FastifyRequest, s: KeyScope): Promise<void> {
     const id = (req.params as { id: string }).id;
@@ -37,7 +49,8 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
   async function deployment(req: FastifyRequest, s: KeyScope): Promise<void> {
     const id = (req.params as { id: string }).id;
     const dep = await store.getDeployment(req.tenantId, id);
-    if (dep && !(appWithin(s, dep.appName) && selectorWithin(s, dep.selector))) throw deny(s, `deployment ${id} (${dep.appName}) is outside them`, 'id');
+    if (dep && !(appWithin(s, dep.appName) && selectorWithin(s, dep.selector)))
+      throw deny(s, `deployment ${id} (${dep.appName}) is outside them`, 'id');
   }
   const body = (req: FastifyRequest) => (req.body ?? {}) as Record<string, unknown>;
 
@@ -59,19 +72,21 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
     'PUT /api/v1/sites/:id/labels': async (req, s) => {
       await site(req, s);
       const cur = await store.getSite(req.tenantId, (req.params as { id: string }).id);
-      if (cur && !inLabels(s, { labels: body(req).labels as Labels, region: cur.region })) throw deny(s, 'the new labels would take the site outside them', 'labels');
+      if (cur && !inLabels(s, { labels: body(req).labels as Labels, region: cur.region }))
+        throw deny(s, 'the new labels would take the site outside them', 'labels');
     },
     'GET /api/v1/tokens': () => {}, // filtered
     'POST /api/v1/tokens': (req, s) => {
       const b = body(req);
-      if (!inLabels(s, { labels: (b.labels ?? {}) as Labels, region: String(b.region ?? 'default') })) throw deny(s, 'a token must give its site those labels', 'labels');
+      if (!inLabels(s, { labels: (b.labels ?? {}) as Labels, region: String(b.region ?? 'default') }))
+        throw deny(s, 'a token must give its site those labels', 'labels');
     },
     'DELETE /api/v1/tokens/:id': async (req, s) => {
       const t = (await store.listJoinTokens(req.tenantId)).find((x) => x.id === (req.params as { id: string }).id);
       if (t && !inLabels(s, t)) throw deny(s, `token ${t.id} is for sites outside them`, 'id');
     },
     'POST /api/v1/apps': (req, s) => {
-      const name = ((body(req).manifest as { metadata?: { name?: unknown } } | undefined)?.metadata?.name);
+      const name = (body(req).manifest as { metadata?: { name?: unknown } } | undefined)?.metadata?.name;
       if (typeof name === 'string' && !appWithin(s, name)) throw deny(s, `it may not push app ${name}`, 'manifest.metadata.name');
     },
     'GET /api/v1/apps': () => {}, // filtered
@@ -82,7 +97,14 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
     'POST /api/v1/deployments': (req, s) => {
       const b = body(req);
       if (!appWithin(s, String(b.app))) throw deny(s, `it may not deploy app ${String(b.app)}`, 'app');
-      if (!selectorWithin(s, (b.selector ?? {}) as Selector)) throw deny(s, `the selector must pin ${Object.entries(s.labels!).map(([k, v]) => `${k}=${v}`).join(',')}`, 'selector');
+      if (!selectorWithin(s, (b.selector ?? {}) as Selector))
+        throw deny(
+          s,
+          `the selector must pin ${Object.entries(s.labels!)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(',')}`,
+          'selector',
+        );
     },
     'GET /api/v1/deployments': () => {}, // filtered
     'GET /api/v1/deployments/:id': deployment,
@@ -123,7 +145,11 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
       const name = (body(req).manifest as { metadata?: { name?: unknown } } | undefined)?.metadata?.name;
       const names = new Set((await store.listApps(req.tenantId)).map((a) => a.name));
       if (typeof name === 'string' && !names.has(name) && names.size >= q.apps) {
-        throw new EwError('QUOTA_EXCEEDED', `the tenant has ${names.size} app(s), its quota of apps is ${q.apps}: push a new version of an existing app, or ask the platform admin to raise the quota`, { path: 'manifest.metadata.name' });
+        throw new EwError(
+          'QUOTA_EXCEEDED',
+          `the tenant has ${names.size} app(s), its quota of apps is ${q.apps}: push a new version of an existing app, or ask the platform admin to raise the quota`,
+          { path: 'manifest.metadata.name' },
+        );
       }
     }
     if (route === 'PUT /api/v1/artifacts/:sha256' && q.artifactBytes !== undefined) {
@@ -134,10 +160,19 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
       const range = /\/(\d+)$/.exec(String(req.headers['content-range'] ?? ''));
       const length = req.headers['content-length'];
       // A body of unknown size could pass the quota unseen: the size must be said up front.
-      if (!range && length === undefined) throw new EwError('VALIDATION_FAILED', 'this tenant has an artifact-bytes quota: send Content-Length, or Content-Range: bytes start-end/total, so the upload can be checked against it', { path: 'Content-Length' });
+      if (!range && length === undefined)
+        throw new EwError(
+          'VALIDATION_FAILED',
+          'this tenant has an artifact-bytes quota: send Content-Length, or Content-Range: bytes start-end/total, so the upload can be checked against it',
+          { path: 'Content-Length' },
+        );
       const incoming = range ? Number(range[1]) : Number(length);
       if (held + incoming > q.artifactBytes) {
-        throw new EwError('QUOTA_EXCEEDED', `the tenant holds ${held} bytes of artifacts; this file of ${incoming} bytes would pass its quota of ${q.artifactBytes} bytes: delete the tenant's unused apps' files or ask the platform admin to raise the quota`, { path: 'sha256' });
+        throw new EwError(
+          'QUOTA_EXCEEDED',
+          `the tenant holds ${held} bytes of artifacts; this file of ${incoming} bytes would pass its quota of ${q.artifactBytes} bytes: delete the tenant's unused apps' files or ask the platform admin to raise the quota`,
+          { path: 'sha256' },
+        );
       }
     }
   }
@@ -145,7 +180,8 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
   // Lists answered to a limited key hold only what it may reach.
   app.addHook('preSerialization', async (req: FastifyRequest, reply, payload: unknown) => {
     const s = req.keyScope;
-    if (!s || !(s.apps || s.labels) || reply.statusCode >= 300 || req.method !== 'GET' || !payload || typeof payload !== 'object') return payload;
+    if (!s || !(s.apps || s.labels) || reply.statusCode >= 300 || req.method !== 'GET' || !payload || typeof payload !== 'object')
+      return payload;
     const p = payload as { items?: unknown[] } & Record<string, unknown>;
     if (!Array.isArray(p.items)) return payload;
     switch (req.routeOptions.url) {
@@ -158,9 +194,16 @@ export function installTenancyGuards(app: FastifyInstance, o: { store: Store; ar
       case '/api/v1/apps':
         return { ...p, items: (p.items as { name: string }[]).filter((x) => appWithin(s, x.name)) };
       case '/api/v1/deployments':
-        return { ...p, items: (p.items as { app: string; selector: Selector }[]).filter((x) => appWithin(s, x.app) && selectorWithin(s, x.selector)) };
+        return {
+          ...p,
+          items: (p.items as { app: string; selector: Selector }[]).filter((x) => appWithin(s, x.app) && selectorWithin(s, x.selector)),
+        };
       case '/api/v1/rollouts': {
-        const ok = new Set((await store.listDeployments(req.tenantId)).filter((x) => appWithin(s, x.appName) && selectorWithin(s, x.selector)).map((x) => x.id));
+        const ok = new Set(
+          (await store.listDeployments(req.tenantId))
+            .filter((x) => appWithin(s, x.appName) && selectorWithin(s, x.selector))
+            .map((x) => x.id),
+        );
         return { ...p, items: (p.items as { id: string }[]).filter((x) => ok.has(x.id)) };
       }
       default:

@@ -55,25 +55,43 @@ function idempotency(app: FastifyInstance, o: IdempotencyOptions, done: (err?: E
     const header = req.headers['idempotency-key'];
     if (header === undefined || !MUTATING.has(req.method)) return;
     const key = Array.isArray(header) ? header[0]! : header;
-    if (!KEY_RE.test(key)) throw new EwError('VALIDATION_FAILED', 'the Idempotency-Key header must be 1–200 visible ASCII characters (a UUID is best)', { path: 'headers.idempotency-key' });
+    if (!KEY_RE.test(key))
+      throw new EwError('VALIDATION_FAILED', 'the Idempotency-Key header must be 1–200 visible ASCII characters (a UUID is best)', {
+        path: 'headers.idempotency-key',
+      });
     // Streamed bodies (model uploads) have their own resumable protocol; their bytes are not hashed.
     if (req.body !== undefined && req.body !== null && typeof (req.body as { pipe?: unknown }).pipe === 'function') return;
     const principal = req.siteId ? `site:${req.siteId}` : `${req.tenantId}/${req.apiKeyId}`;
     if (principal === '/') return; // public routes (enrollment): the join token is the idempotency
     const scope = principal;
-    const fingerprint = createHash('sha256').update(`${req.method} ${req.url}\n`).update(req.body === undefined ? '' : JSON.stringify(req.body)).digest('hex');
+    const fingerprint = createHash('sha256')
+      .update(`${req.method} ${req.url}\n`)
+      .update(req.body === undefined ? '' : JSON.stringify(req.body))
+      .digest('hex');
     const now = clock.now();
-    if (++claims % 500 === 0) void o.store.pruneIdempotencyKeys(now - ttlMs).catch((e: Error) => req.log.warn({ err: e.message }, 'pruning idempotency keys failed'));
+    if (++claims % 500 === 0)
+      void o.store
+        .pruneIdempotencyKeys(now - ttlMs)
+        .catch((e: Error) => req.log.warn({ err: e.message }, 'pruning idempotency keys failed'));
     const r = await o.store.claimIdempotencyKey({ scope, key, fingerprint, holder: req.id, now, staleMs });
     if (r.claimed) {
       req.idempotency = { scope, key };
       return;
     }
     const rec = r.record;
-    if (rec.fingerprint !== fingerprint) throw new EwError('IDEMPOTENCY_KEY_REUSED', `Idempotency-Key "${key}" was first used for another request (method, path or body differ); use a new key for a new request`, { path: 'headers.idempotency-key' });
+    if (rec.fingerprint !== fingerprint)
+      throw new EwError(
+        'IDEMPOTENCY_KEY_REUSED',
+        `Idempotency-Key "${key}" was first used for another request (method, path or body differ); use a new key for a new request`,
+        { path: 'headers.idempotency-key' },
+      );
     if (rec.status === null) {
       void reply.header('retry-after', '1');
-      throw new EwError('IDEMPOTENCY_KEY_IN_PROGRESS', `a request with Idempotency-Key "${key}" is still being processed; retry the same request after 1 s`, { path: 'headers.idempotency-key' });
+      throw new EwError(
+        'IDEMPOTENCY_KEY_IN_PROGRESS',
+        `a request with Idempotency-Key "${key}" is still being processed; retry the same request after 1 s`,
+        { path: 'headers.idempotency-key' },
+      );
     }
     void reply.code(rec.status).header('idempotent-replayed', 'true');
     if (rec.body !== null) void reply.header('content-type', 'application/json; charset=utf-8');
@@ -89,7 +107,11 @@ function idempotency(app: FastifyInstance, o: IdempotencyOptions, done: (err?: E
         await o.store.releaseIdempotencyKey(claim.scope, claim.key, req.id);
       } else {
         const body = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : null;
-        await o.store.completeIdempotencyKey(claim.scope, claim.key, req.id, { status: reply.statusCode, body: body !== null && Buffer.byteLength(body) <= maxBody ? body : null, at: clock.now() });
+        await o.store.completeIdempotencyKey(claim.scope, claim.key, req.id, {
+          status: reply.statusCode,
+          body: body !== null && Buffer.byteLength(body) <= maxBody ? body : null,
+          at: clock.now(),
+        });
       }
     } catch (e) {
       // The request itself is done; a retry finds the claim in progress until it goes stale.

@@ -3,7 +3,16 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ERROR_CODES, EwError, formatPath, isEwError, type ErrorCode } from '../../contracts/errors.ts';
-import { WIRE_VERSION, MAX_FRAME_BYTES, checkTensorBytes, packTensors, unpackTensors, ErrorFrame, type TensorHead, type WireTensor } from '../../contracts/infer-wire.ts';
+import {
+  WIRE_VERSION,
+  MAX_FRAME_BYTES,
+  checkTensorBytes,
+  packTensors,
+  unpackTensors,
+  ErrorFrame,
+  type TensorHead,
+  type WireTensor,
+} from '../../contracts/infer-wire.ts';
 import { pointerToPath } from '../../lib/http.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { InferenceRouter, targetName, type RouteContext, type RouteOptions, type RouteTrace } from '../router/router.ts';
@@ -52,12 +61,23 @@ const InferBody = z.object({
   id: z.string().max(256).optional(),
   parameters: z.record(z.string(), z.unknown()).optional(),
   inputs: z.array(Tensor).min(1).max(256),
-  outputs: z.array(z.object({ name: z.string().max(256), parameters: z.record(z.string(), z.unknown()).optional() })).max(256).optional(),
+  outputs: z
+    .array(z.object({ name: z.string().max(256), parameters: z.record(z.string(), z.unknown()).optional() }))
+    .max(256)
+    .optional(),
 });
 type InferBody = z.infer<typeof InferBody>;
 /** The JSON part of a binary request (Triton's binary tensor extension): `data` or `parameters.binary_data_size` per input. */
 const BinaryInferHead = InferBody.extend({
-  inputs: z.array(Tensor.extend({ data: z.array(z.unknown()).optional(), parameters: z.object({ binary_data_size: z.number().int().nonnegative().optional() }).passthrough().optional() })).min(1).max(256),
+  inputs: z
+    .array(
+      Tensor.extend({
+        data: z.array(z.unknown()).optional(),
+        parameters: z.object({ binary_data_size: z.number().int().nonnegative().optional() }).passthrough().optional(),
+      }),
+    )
+    .min(1)
+    .max(256),
 });
 
 function check<T>(schema: z.ZodType<T>, v: unknown): T {
@@ -69,12 +89,18 @@ function check<T>(schema: z.ZodType<T>, v: unknown): T {
 }
 
 /** A request as the router forwards it: tensor heads and their bytes (from JSON, or as they came). */
-interface Parsed { body: Omit<InferBody, 'inputs'> & { inputs: { name: string; datatype: string; shape: number[] }[] }; heads: TensorHead[]; bytes: Buffer[]; binaryOut: (name: string) => boolean }
+interface Parsed {
+  body: Omit<InferBody, 'inputs'> & { inputs: { name: string; datatype: string; shape: number[] }[] };
+  heads: TensorHead[];
+  bytes: Buffer[];
+  binaryOut: (name: string) => boolean;
+}
 
 /** Parses an OIP request: JSON, or Triton's binary extension (Inference-Header-Content-Length + raw tensors). */
 function parseInfer(req: FastifyRequest): Parsed {
-  const wantsBinary = (b: { parameters?: Record<string, unknown>; outputs?: { name: string; parameters?: Record<string, unknown> }[] }) => (name: string) =>
-    b.parameters?.binary_data_output === true || b.outputs?.find((o) => o.name === name)?.parameters?.binary_data === true;
+  const wantsBinary =
+    (b: { parameters?: Record<string, unknown>; outputs?: { name: string; parameters?: Record<string, unknown> }[] }) => (name: string) =>
+      b.parameters?.binary_data_output === true || b.outputs?.find((o) => o.name === name)?.parameters?.binary_data === true;
   if (!Buffer.isBuffer(req.body)) {
     const body = check(InferBody, req.body);
     const packed = packTensors(body.inputs as WireTensor[]);
@@ -82,7 +108,12 @@ function parseInfer(req: FastifyRequest): Parsed {
   }
   const raw = req.body;
   const hl = Number(req.headers['inference-header-content-length']);
-  if (!Number.isInteger(hl) || hl < 2 || hl > raw.length) throw new EwError('VALIDATION_FAILED', `a binary request needs the header Inference-Header-Content-Length: the length of its JSON part (1…${raw.length})`, { path: 'headers.inference-header-content-length' });
+  if (!Number.isInteger(hl) || hl < 2 || hl > raw.length)
+    throw new EwError(
+      'VALIDATION_FAILED',
+      `a binary request needs the header Inference-Header-Content-Length: the length of its JSON part (1…${raw.length})`,
+      { path: 'headers.inference-header-content-length' },
+    );
   let json: unknown;
   try {
     json = JSON.parse(raw.subarray(0, hl).toString('utf8'));
@@ -95,14 +126,22 @@ function parseInfer(req: FastifyRequest): Parsed {
   let off = hl;
   body.inputs.forEach((t, i) => {
     const size = t.parameters?.binary_data_size;
-    if ((size === undefined) === (t.data === undefined)) throw new EwError('INFER_INPUT_INVALID', `input ${t.name} needs either "data" or parameters.binary_data_size`, { path: `inputs[${i}]` });
+    if ((size === undefined) === (t.data === undefined))
+      throw new EwError('INFER_INPUT_INVALID', `input ${t.name} needs either "data" or parameters.binary_data_size`, {
+        path: `inputs[${i}]`,
+      });
     if (size === undefined) {
       const p = packTensors([t as WireTensor], 'inputs');
       heads.push(p.heads[0]!);
       bytes.push(p.body[0]!);
       return;
     }
-    if (off + size > raw.length) throw new EwError('INFER_INPUT_INVALID', `input ${t.name} declares ${size} binary bytes but only ${raw.length - off} remain in the body`, { path: `inputs[${i}].parameters.binary_data_size` });
+    if (off + size > raw.length)
+      throw new EwError(
+        'INFER_INPUT_INVALID',
+        `input ${t.name} declares ${size} binary bytes but only ${raw.length - off} remain in the body`,
+        { path: `inputs[${i}].parameters.binary_data_size` },
+      );
     const b = raw.subarray(off, off + size);
     off += size;
     const bad = checkTensorBytes(t.datatype, t.shape, b);
@@ -110,14 +149,20 @@ function parseInfer(req: FastifyRequest): Parsed {
     heads.push({ name: t.name, datatype: t.datatype, shape: t.shape, bytes: size });
     bytes.push(b);
   });
-  if (off !== raw.length) throw new EwError('INFER_INPUT_INVALID', `the body has ${raw.length - off} bytes after the last binary input`, { path: 'inputs' });
+  if (off !== raw.length)
+    throw new EwError('INFER_INPUT_INVALID', `the body has ${raw.length - off} bytes after the last binary input`, { path: 'inputs' });
   return { body: body as Parsed['body'], heads, bytes, binaryOut: wantsBinary(body) };
 }
 
 const REGION = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /** The routing headers, checked: a bad one is a 400 naming the header. */
-export function routeOptions(req: FastifyRequest, clock: Clock, defaultTimeoutMs: number, maxTimeoutMs: number): RouteOptions & { explain: boolean } {
+export function routeOptions(
+  req: FastifyRequest,
+  clock: Clock,
+  defaultTimeoutMs: number,
+  maxTimeoutMs: number,
+): RouteOptions & { explain: boolean } {
   const h = req.headers;
   const one = (name: string): string | undefined => {
     const v = h[name];
@@ -126,17 +171,33 @@ export function routeOptions(req: FastifyRequest, clock: Clock, defaultTimeoutMs
   let regions: string[] | undefined;
   const rh = one('x-edgeweave-regions');
   if (rh !== undefined) {
-    regions = rh.split(',').map((s) => s.trim()).filter(Boolean);
+    regions = rh
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     const bad = regions.find((r) => !REGION.test(r));
-    if (regions.length === 0 || bad !== undefined) throw new EwError('VALIDATION_FAILED', `header X-Edgeweave-Regions must be a comma-separated list of region names${bad ? `; "${bad}" is not one` : ''}`, { path: 'headers.x-edgeweave-regions' });
+    if (regions.length === 0 || bad !== undefined)
+      throw new EwError(
+        'VALIDATION_FAILED',
+        `header X-Edgeweave-Regions must be a comma-separated list of region names${bad ? `; "${bad}" is not one` : ''}`,
+        { path: 'headers.x-edgeweave-regions' },
+      );
   }
   const dataClass = one('x-edgeweave-data-class')?.trim();
-  if (dataClass !== undefined && !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(dataClass)) throw new EwError('VALIDATION_FAILED', `header X-Edgeweave-Data-Class "${dataClass}" is not a data class name (lower-case letters, digits, "_", "-")`, { path: 'headers.x-edgeweave-data-class' });
+  if (dataClass !== undefined && !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(dataClass))
+    throw new EwError(
+      'VALIDATION_FAILED',
+      `header X-Edgeweave-Data-Class "${dataClass}" is not a data class name (lower-case letters, digits, "_", "-")`,
+      { path: 'headers.x-edgeweave-data-class' },
+    );
   const t = one('x-edgeweave-timeout-ms');
   let timeoutMs = defaultTimeoutMs;
   if (t !== undefined) {
     timeoutMs = Number(t);
-    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > maxTimeoutMs) throw new EwError('VALIDATION_FAILED', `header X-Edgeweave-Timeout-Ms must be an integer from 1 to ${maxTimeoutMs}`, { path: 'headers.x-edgeweave-timeout-ms' });
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > maxTimeoutMs)
+      throw new EwError('VALIDATION_FAILED', `header X-Edgeweave-Timeout-Ms must be an integer from 1 to ${maxTimeoutMs}`, {
+        path: 'headers.x-edgeweave-timeout-ms',
+      });
   }
   const q = req.query as Record<string, unknown> | undefined;
   const explain = ['1', 'true'].includes(String(q?.explain ?? one('x-edgeweave-explain') ?? ''));
@@ -185,10 +246,24 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         message = `${path ?? err.validationContext ?? 'request'}: ${first.message}`;
       } else {
         const e = err as { code?: string; statusCode?: number; message?: string };
-        if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || (e.statusCode === 400 && /JSON/.test(e.message ?? ''))) { code = 'INVALID_JSON'; message = `the request body is not valid JSON: ${e.message}`; }
-        else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') { code = 'PAYLOAD_TOO_LARGE'; message = 'the request body is too large'; }
-        else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') { code = 'UNSUPPORTED_MEDIA_TYPE'; message = 'send the body as application/json'; }
-        else { req.log.error({ err }, 'unhandled error'); code = 'INTERNAL'; message = `internal error (request id ${req.id})`; }
+        if (
+          e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' ||
+          e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ||
+          (e.statusCode === 400 && /JSON/.test(e.message ?? ''))
+        ) {
+          code = 'INVALID_JSON';
+          message = `the request body is not valid JSON: ${e.message}`;
+        } else if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+          code = 'PAYLOAD_TOO_LARGE';
+          message = 'the request body is too large';
+        } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+          code = 'UNSUPPORTED_MEDIA_TYPE';
+          message = 'send the body as application/json';
+        } else {
+          req.log.error({ err }, 'unhandled error');
+          code = 'INTERNAL';
+          message = `internal error (request id ${req.id})`;
+        }
       }
       const ra = retryAfter(code);
       if (ra !== undefined && !reply.hasHeader('retry-after')) void reply.header('retry-after', String(ra));
@@ -197,17 +272,30 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
     });
     // Binary requests (Triton's binary tensor extension) arrive whole, up to the frame bound.
     oip.removeContentTypeParser('application/octet-stream');
-    oip.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: MAX_FRAME_BYTES }, (_req, body, done) => done(null, body));
+    oip.addContentTypeParser('application/octet-stream', { parseAs: 'buffer', bodyLimit: MAX_FRAME_BYTES }, (_req, body, done) =>
+      done(null, body),
+    );
     const r = oip.withTypeProvider<ZodTypeProvider>();
     const publicRoute = { config: { public: true }, schema: { hide: true } };
     r.get('/v2/health/live', publicRoute, async () => ({ live: true }));
     r.get('/v2/health/ready', publicRoute, async () => ({ ready: true }));
-    r.get('/v2', { schema: { hide: true } }, async () => ({ name: 'edgeweave-cloud', version: VERSION, extensions: ['edgeweave_routing'] }));
+    r.get('/v2', { schema: { hide: true } }, async () => ({
+      name: 'edgeweave-cloud',
+      version: VERSION,
+      extensions: ['edgeweave_routing'],
+    }));
 
     r.get('/v2/models', { schema: { hide: true } }, async (req) => {
       const eps = await d.router.o.catalog.endpointsOf(req.tenantId);
       const out = [];
-      for (const ep of eps.values()) out.push({ name: ep.name, versions: ep.versions.map((v) => v.version), platform: ep.format === 'onnx' ? 'onnxruntime_onnx' : ep.format, kind: ep.kind, ready: await readyAnywhere(req.tenantId, ep) });
+      for (const ep of eps.values())
+        out.push({
+          name: ep.name,
+          versions: ep.versions.map((v) => v.version),
+          platform: ep.format === 'onnx' ? 'onnxruntime_onnx' : ep.format,
+          kind: ep.kind,
+          ready: await readyAnywhere(req.tenantId, ep),
+        });
       return { models: out };
     });
 
@@ -234,11 +322,20 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         void reply.status(ready ? 200 : 503);
         return { name: ep.name, ready };
       });
-      r.post(`${base}/infer`, { schema: { hide: true, params: Params, querystring: Query }, onRequest: limitHook(d.limiter) }, async (req, reply) => {
-        const ep = await d.router.endpoint(req.tenantId, req.params.name, req.params.version);
-        if (ep.kind !== 'tensor') throw new EwError('MODEL_NOT_FOUND', `endpoint ${ep.name} is a language-model endpoint: use POST /v1/chat/completions with "model": "${ep.name}"`, { path: 'model' });
-        return infer(req, reply, ep, req.params.version, parseInfer(req));
-      });
+      r.post(
+        `${base}/infer`,
+        { schema: { hide: true, params: Params, querystring: Query }, onRequest: limitHook(d.limiter) },
+        async (req, reply) => {
+          const ep = await d.router.endpoint(req.tenantId, req.params.name, req.params.version);
+          if (ep.kind !== 'tensor')
+            throw new EwError(
+              'MODEL_NOT_FOUND',
+              `endpoint ${ep.name} is a language-model endpoint: use POST /v1/chat/completions with "model": "${ep.name}"`,
+              { path: 'model' },
+            );
+          return infer(req, reply, ep, req.params.version, parseInfer(req));
+        },
+      );
     }
 
     const metaCache = new Map<string, { at: number; value: unknown }>();
@@ -253,16 +350,29 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       const manifestFor = (v: string) => (ep.versions.find((x) => x.version === v) ?? ep.versions[0]!).manifest;
       // Metadata carries no request data, so no data class applies; the endpoint's regions and the
       // caller's X-Edgeweave-Regions still say where the cloud may ask.
-      const routed = await d.router.route(ctx, { ...ep, residency: { ...ep.residency, classes: undefined } }, { ...opts, dataClass: undefined }, models, manifestFor, async (target, timeoutMs) => {
-        if (target.kind === 'cloud') {
-          const m = await d.cloudRuntime!.metadata(req.tenantId, manifestFor(versions[0]!.version), ep.model);
-          return { ...m, name: ep.name };
-        }
-        const f = await d.forwarder.call(target.siteId, { v: WIRE_VERSION, type: 'metadata', endpoint: ep.name, ...(version ? { version } : {}), timeoutMs }, [], timeoutMs);
-        const h = siteAnswer(f.head, target.siteId);
-        if (h.type !== 'metadata-result') throw new EwError('SITE_ANSWER_INVALID', `site ${target.siteId} answered a metadata request with "${h.type}"`);
-        return h.metadata;
-      });
+      const routed = await d.router.route(
+        ctx,
+        { ...ep, residency: { ...ep.residency, classes: undefined } },
+        { ...opts, dataClass: undefined },
+        models,
+        manifestFor,
+        async (target, timeoutMs) => {
+          if (target.kind === 'cloud') {
+            const m = await d.cloudRuntime!.metadata(req.tenantId, manifestFor(versions[0]!.version), ep.model);
+            return { ...m, name: ep.name };
+          }
+          const f = await d.forwarder.call(
+            target.siteId,
+            { v: WIRE_VERSION, type: 'metadata', endpoint: ep.name, ...(version ? { version } : {}), timeoutMs },
+            [],
+            timeoutMs,
+          );
+          const h = siteAnswer(f.head, target.siteId);
+          if (h.type !== 'metadata-result')
+            throw new EwError('SITE_ANSWER_INVALID', `site ${target.siteId} answered a metadata request with "${h.type}"`);
+          return h.metadata;
+        },
+      );
       routeHeaders(reply, routed.trace, { target: targetName(routed.target), model: ep.model });
       const value = { ...(routed.value as object), versions: versions.map((v) => v.version) };
       metaCache.set(ck, { at: d.clock.now(), value });
@@ -270,11 +380,19 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       return value;
     };
 
-    const infer = async (req: FastifyRequest, reply: FastifyReply, ep: EndpointInfo, version: string | undefined, parsed: Parsed): Promise<unknown> => {
+    const infer = async (
+      req: FastifyRequest,
+      reply: FastifyReply,
+      ep: EndpointInfo,
+      version: string | undefined,
+      parsed: Parsed,
+    ): Promise<unknown> => {
       const { body } = parsed;
       const opts = routeOptions(req, d.clock, defaultTimeoutMs, maxTimeoutMs);
       const abort = new AbortController();
-      reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort(); });
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) abort.abort();
+      });
       opts.signal = abort.signal;
       const ctx: RouteContext = { tenantId: req.tenantId, keyId: req.apiKeyId, requestId: String(req.id), protocol: 'oip' };
       const packed = { heads: parsed.heads, body: parsed.bytes };
@@ -285,32 +403,66 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       const manifestFor = (v: string) => (ep.versions.find((x) => x.version === v) ?? ep.versions[0]!).manifest;
       const t0 = d.clock.now();
 
-      const stage = (modelName: string, siteEndpoint: string, fallback: boolean) => d.router.route(ctx, ep, opts, versions.map((v) => ({ app: ep.app, name: modelName, version: v.version })), manifestFor, async (target, timeoutMs) => {
-        if (target.kind === 'cloud') {
-          const out = await d.cloudRuntime!.infer(req.tenantId, manifestFor(versions[0]!.version), modelName, { id: body.id, inputs: inputsAsJson(), outputs: body.outputs });
-          const p = packTensors(out.outputs as WireTensor[], 'outputs');
-          return { model_version: out.model_version, heads: p.heads, raw: Buffer.concat(p.body), model: modelName };
-        }
-        const f = await d.forwarder.call(target.siteId, {
-          v: WIRE_VERSION, type: 'infer', endpoint: siteEndpoint, ...(version ? { version } : {}), timeoutMs,
-          ...(body.id !== undefined ? { requestId: body.id } : {}), inputs: packed.heads, ...(body.outputs ? { outputs: body.outputs.map((o) => o.name) } : {}),
-        }, packed.body, timeoutMs, abort.signal);
-        const h = siteAnswer(f.head, target.siteId);
-        if (h.type !== 'result') throw new EwError('SITE_ANSWER_INVALID', `site ${target.siteId} answered an inference request with "${h.type}"`);
-        // Checked against the wire contract now (a bad answer moves on to the next site), decoded only if JSON is wanted.
-        let off = 0;
-        for (const o of h.outputs) {
-          const bad = checkTensorBytes(o.datatype, o.shape, f.body.subarray(off, off + o.bytes));
-          off += o.bytes;
-          if (bad || off > f.body.length) throw new EwError('SITE_ANSWER_INVALID', `answer from site ${target.siteId}: output ${o.name}: ${bad ?? 'runs past the frame'}`);
-        }
-        if (off !== f.body.length) throw new EwError('SITE_ANSWER_INVALID', `answer from site ${target.siteId}: ${f.body.length - off} bytes after the last output`);
-        return { model_version: h.model_version, heads: h.outputs, raw: f.body, model: modelName };
-      }, fallback);
+      const stage = (modelName: string, siteEndpoint: string, fallback: boolean) =>
+        d.router.route(
+          ctx,
+          ep,
+          opts,
+          versions.map((v) => ({ app: ep.app, name: modelName, version: v.version })),
+          manifestFor,
+          async (target, timeoutMs) => {
+            if (target.kind === 'cloud') {
+              const out = await d.cloudRuntime!.infer(req.tenantId, manifestFor(versions[0]!.version), modelName, {
+                id: body.id,
+                inputs: inputsAsJson(),
+                outputs: body.outputs,
+              });
+              const p = packTensors(out.outputs as WireTensor[], 'outputs');
+              return { model_version: out.model_version, heads: p.heads, raw: Buffer.concat(p.body), model: modelName };
+            }
+            const f = await d.forwarder.call(
+              target.siteId,
+              {
+                v: WIRE_VERSION,
+                type: 'infer',
+                endpoint: siteEndpoint,
+                ...(version ? { version } : {}),
+                timeoutMs,
+                ...(body.id !== undefined ? { requestId: body.id } : {}),
+                inputs: packed.heads,
+                ...(body.outputs ? { outputs: body.outputs.map((o) => o.name) } : {}),
+              },
+              packed.body,
+              timeoutMs,
+              abort.signal,
+            );
+            const h = siteAnswer(f.head, target.siteId);
+            if (h.type !== 'result')
+              throw new EwError('SITE_ANSWER_INVALID', `site ${target.siteId} answered an inference request with "${h.type}"`);
+            // Checked against the wire contract now (a bad answer moves on to the next site), decoded only if JSON is wanted.
+            let off = 0;
+            for (const o of h.outputs) {
+              const bad = checkTensorBytes(o.datatype, o.shape, f.body.subarray(off, off + o.bytes));
+              off += o.bytes;
+              if (bad || off > f.body.length)
+                throw new EwError(
+                  'SITE_ANSWER_INVALID',
+                  `answer from site ${target.siteId}: output ${o.name}: ${bad ?? 'runs past the frame'}`,
+                );
+            }
+            if (off !== f.body.length)
+              throw new EwError(
+                'SITE_ANSWER_INVALID',
+                `answer from site ${target.siteId}: ${f.body.length - off} bytes after the last output`,
+              );
+            return { model_version: h.model_version, heads: h.outputs, raw: f.body, model: modelName };
+          },
+          fallback,
+        );
 
       const first = await stage(ep.model, ep.name, ep.fallback);
       let final = first;
-      let cascade: Record<string, unknown> & { escalated?: boolean; blocked?: unknown } | undefined;
+      let cascade: (Record<string, unknown> & { escalated?: boolean; blocked?: unknown }) | undefined;
       if (ep.cascade) {
         d.router.m.cascaded.inc({ endpoint: ep.name });
         let verdict;
@@ -319,7 +471,10 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         } catch (e) {
           verdict = { escalate: false, why: (e as Error).message };
         }
-        cascade = { escalated: verdict.escalate, why: verdict.why, first: { target: targetName(first.target), model: ep.model } } as Record<string, unknown>;
+        cascade = { escalated: verdict.escalate, why: verdict.why, first: { target: targetName(first.target), model: ep.model } } as Record<
+          string,
+          unknown
+        >;
         if (verdict.escalate) {
           const c0 = d.clock.now();
           d.router.m.escalations.inc({ endpoint: ep.name });
@@ -353,13 +508,25 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
         }
       }
       const result = {
-        model_name: ep.name, model_version: final.value.model_version, ...(body.id !== undefined ? { id: body.id } : {}),
+        model_name: ep.name,
+        model_version: final.value.model_version,
+        ...(body.id !== undefined ? { id: body.id } : {}),
         parameters: {
           edgeweave: {
-            site: targetName(final.target), region: final.target.region, model: final.value.model, ms: d.clock.now() - t0,
+            site: targetName(final.target),
+            region: final.target.region,
+            model: final.value.model,
+            ms: d.clock.now() - t0,
             attempts: final.trace.attempts.length + (final === first ? 0 : first.trace.attempts.length),
             ...(cascade ? { cascade } : {}),
-            ...(opts.explain ? { explain: final === first ? InferenceRouter.explain(first.trace) : { first: InferenceRouter.explain(first.trace), escalation: InferenceRouter.explain(final.trace) } } : {}),
+            ...(opts.explain
+              ? {
+                  explain:
+                    final === first
+                      ? InferenceRouter.explain(first.trace)
+                      : { first: InferenceRouter.explain(first.trace), escalation: InferenceRouter.explain(final.trace) },
+                }
+              : {}),
           },
         },
         outputs,
@@ -373,19 +540,57 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
 
   // The routing audit and a dry run of the policy, in the control-plane API's own shape.
   const r = app.withTypeProvider<ZodTypeProvider>();
-  r.get('/api/v1/router/decisions', {
-    schema: { tags: ['inference'], summary: 'Recent routing decisions of the tenant (the audit: constraint, attempts, rejections), newest first', querystring: z.object({ endpoint: z.string().optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }) },
-  }, async (req) => ({ items: d.audit.list(req.tenantId, req.query) }));
-  r.get('/api/v1/router/explain/:endpoint', {
-    schema: { tags: ['inference'], summary: 'Where a request with these routing headers would go now, and why (nothing is sent)', params: z.object({ endpoint: z.string() }) },
-  }, async (req) => {
-    const ep = await d.router.endpoint(req.tenantId, req.params.endpoint);
-    const opts = routeOptions(req, d.clock, defaultTimeoutMs, maxTimeoutMs);
-    const models = ep.versions.map((v) => ({ app: ep.app, name: ep.model, version: v.version }));
-    const cloudOk = !!d.cloudRuntime && ep.fallback && d.cloudRuntime.canServe(req.tenantId, ep.versions[0]!.manifest, ep.model);
-    const dec = place({ endpoint: ep.name, models, regions: opts.regions, dataClass: opts.dataClass, preferSite: opts.preferSite, wantsAccelerator: ep.wantsAccelerator, cloudFallback: ep.fallback, residency: ep.residency }, await d.router.snapshot(req.tenantId, ep.name, models, cloudOk));
-    return { ...InferenceRouter.explain({ endpoint: ep.name, constraint: dec.constraint, choices: dec.ok ? dec.choices : [], rejected: dec.rejected, attempts: [] }), ok: dec.ok, ...(dec.ok ? {} : { code: dec.code, message: dec.message }) };
-  });
+  r.get(
+    '/api/v1/router/decisions',
+    {
+      schema: {
+        tags: ['inference'],
+        summary: 'Recent routing decisions of the tenant (the audit: constraint, attempts, rejections), newest first',
+        querystring: z.object({ endpoint: z.string().optional(), limit: z.coerce.number().int().min(1).max(10_000).default(100) }),
+      },
+    },
+    async (req) => ({ items: d.audit.list(req.tenantId, req.query) }),
+  );
+  r.get(
+    '/api/v1/router/explain/:endpoint',
+    {
+      schema: {
+        tags: ['inference'],
+        summary: 'Where a request with these routing headers would go now, and why (nothing is sent)',
+        params: z.object({ endpoint: z.string() }),
+      },
+    },
+    async (req) => {
+      const ep = await d.router.endpoint(req.tenantId, req.params.endpoint);
+      const opts = routeOptions(req, d.clock, defaultTimeoutMs, maxTimeoutMs);
+      const models = ep.versions.map((v) => ({ app: ep.app, name: ep.model, version: v.version }));
+      const cloudOk = !!d.cloudRuntime && ep.fallback && d.cloudRuntime.canServe(req.tenantId, ep.versions[0]!.manifest, ep.model);
+      const dec = place(
+        {
+          endpoint: ep.name,
+          models,
+          regions: opts.regions,
+          dataClass: opts.dataClass,
+          preferSite: opts.preferSite,
+          wantsAccelerator: ep.wantsAccelerator,
+          cloudFallback: ep.fallback,
+          residency: ep.residency,
+        },
+        await d.router.snapshot(req.tenantId, ep.name, models, cloudOk),
+      );
+      return {
+        ...InferenceRouter.explain({
+          endpoint: ep.name,
+          constraint: dec.constraint,
+          choices: dec.ok ? dec.choices : [],
+          rejected: dec.rejected,
+          attempts: [],
+        }),
+        ok: dec.ok,
+        ...(dec.ok ? {} : { code: dec.code, message: dec.message }),
+      };
+    },
+  );
 }
 
 /** A site's error frame becomes our error (its code kept when we know it); anything else passes through. */

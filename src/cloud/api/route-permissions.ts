@@ -114,7 +114,13 @@ export function lacking(method: string, url: string, permissions: readonly Permi
 }
 
 /** Every route registered on an app, as the hook sees it (for the route-table test). */
-export interface RegisteredRoute { method: string; url: string; public: boolean; staticAsset: boolean; siteAccess: boolean }
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  public: boolean;
+  staticAsset: boolean;
+  siteAccess: boolean;
+}
 const registered = new WeakMap<FastifyInstance, RegisteredRoute[]>();
 export function registeredRoutes(app: FastifyInstance): readonly RegisteredRoute[] {
   return registered.get(app) ?? [];
@@ -131,7 +137,13 @@ export function installRoutePermissions(app: FastifyInstance, keyPermissions: (r
   registered.set(app, routes);
   app.addHook('onRoute', (r) => {
     for (const m of [r.method].flat()) {
-      routes.push({ method: m, url: r.url, public: r.config?.public === true, staticAsset: r.config?.staticAsset === true, siteAccess: r.config?.siteAccess === true });
+      routes.push({
+        method: m,
+        url: r.url,
+        public: r.config?.public === true,
+        staticAsset: r.config?.staticAsset === true,
+        siteAccess: r.config?.siteAccess === true,
+      });
     }
   });
   app.addHook('onRequest', async (req) => {
@@ -143,11 +155,15 @@ export function installRoutePermissions(app: FastifyInstance, keyPermissions: (r
       // Declared public on the route and in the table alike, or refused: a route cannot turn
       // public without the table saying so.
       if (routeAccess(req.method, url) === 'public') return;
-      throw new EwError('PERMISSION_DENIED', `${req.method} ${url} is marked public but the route table (src/cloud/api/route-permissions.ts) does not say so; refused`);
+      throw new EwError(
+        'PERMISSION_DENIED',
+        `${req.method} ${url} is marked public but the route table (src/cloud/api/route-permissions.ts) does not say so; refused`,
+      );
     }
     if (req.siteId) return;
     const missing = lacking(req.method, url, keyPermissions(req));
-    if (missing) throw new EwError('PERMISSION_DENIED', `this API key (role ${req.role ?? 'none'}) lacks ${missing} that ${req.method} ${url} needs`);
+    if (missing)
+      throw new EwError('PERMISSION_DENIED', `this API key (role ${req.role ?? 'none'}) lacks ${missing} that ${req.method} ${url} needs`);
   });
 }
 

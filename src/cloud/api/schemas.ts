@@ -43,32 +43,79 @@ export const SiteList = z.object({ items: z.array(SiteView), total: z.number(), 
 
 export function siteView(s: Site, live: 'online' | 'offline' | 'unknown'): SiteView {
   return {
-    id: s.id, name: s.name, region: s.region, labels: s.labels,
+    id: s.id,
+    name: s.name,
+    region: s.region,
+    labels: s.labels,
     state: s.revokedAt !== null ? 'revoked' : live,
-    lastSeenAt: s.lastSeenAt, createdAt: s.createdAt, revokedAt: s.revokedAt,
-    desiredGeneration: s.desiredGeneration, reportedGeneration: s.reportedGeneration,
+    lastSeenAt: s.lastSeenAt,
+    createdAt: s.createdAt,
+    revokedAt: s.revokedAt,
+    desiredGeneration: s.desiredGeneration,
+    reportedGeneration: s.reportedGeneration,
     inSync: s.desiredGeneration > 0 && s.reportedGeneration >= s.desiredGeneration,
     status: s.status,
   };
 }
 
 export const SiteLogs = z.object({ lines: z.array(z.object({ time: z.number(), line: z.string() })) });
-export const DeadLetters = z.object({ total: z.number(), items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), stream: z.string(), reason: z.string(), payloadBytes: z.number() })) });
-export const WriteAudit = z.object({ items: z.array(z.object({ id: z.number(), at: z.number(), app: z.string(), rule: z.string(), target: z.string(), value: z.string(), result: z.string(), detail: z.string().nullable() })) });
-export const SiteRules = z.object({ siteId: z.string(), reportedAt: z.number().nullable(), items: z.array(z.record(z.string(), z.unknown())) });
+export const DeadLetters = z.object({
+  total: z.number(),
+  items: z.array(
+    z.object({ id: z.number(), at: z.number(), app: z.string(), stream: z.string(), reason: z.string(), payloadBytes: z.number() }),
+  ),
+});
+export const WriteAudit = z.object({
+  items: z.array(
+    z.object({
+      id: z.number(),
+      at: z.number(),
+      app: z.string(),
+      rule: z.string(),
+      target: z.string(),
+      value: z.string(),
+      result: z.string(),
+      detail: z.string().nullable(),
+    }),
+  ),
+});
+export const SiteRules = z.object({
+  siteId: z.string(),
+  reportedAt: z.number().nullable(),
+  items: z.array(z.record(z.string(), z.unknown())),
+});
 export const EgressAudit = z.object({ items: z.array(z.unknown()) });
 
-export const Device = z.object({ id: z.string(), publish: z.array(z.string()), subscribe: z.array(z.string()), createdAt: z.number(), description: z.string().optional() });
+export const Device = z.object({
+  id: z.string(),
+  publish: z.array(z.string()),
+  subscribe: z.array(z.string()),
+  createdAt: z.number(),
+  description: z.string().optional(),
+});
 export const DeviceList = z.object({ items: z.array(Device), next: z.string().nullable() });
 export const DeviceCreated = Device.extend({ secret: z.string(), username: z.string(), clientId: z.string() });
 
 // ---- join tokens and enrollment ----
 export const TokenView = z.object({
-  id: z.string(), labels: Labels, region: z.string(), description: z.string(),
-  createdAt: z.number(), expiresAt: z.number(), usedAt: z.number().nullable(), siteId: z.string().nullable(),
+  id: z.string(),
+  labels: Labels,
+  region: z.string(),
+  description: z.string(),
+  createdAt: z.number(),
+  expiresAt: z.number(),
+  usedAt: z.number().nullable(),
+  siteId: z.string().nullable(),
 });
 export const tokenView = (t: JoinToken): z.infer<typeof TokenView> => ({
-  id: t.id, labels: t.labels, region: t.region, description: t.description, createdAt: t.createdAt, expiresAt: t.expiresAt, usedAt: t.usedAt, siteId: t.siteId,
+  id: t.id,
+  labels: t.labels,
+  region: t.region,
+  description: t.description,
+  createdAt: t.createdAt,
+  expiresAt: t.expiresAt,
+  usedAt: t.usedAt,
+  siteId: t.siteId,
 });
 export const TokenCreated = TokenView.extend({ token: z.string(), installCommand: z.string() });
 export const TokenList = z.object({ items: z.array(TokenView) });
@@ -78,7 +125,11 @@ export const Enrollment = EnrollResponse;
 // ---- API keys ----
 export const KeyScopeView = z.object({ apps: z.array(z.string()).optional(), labels: Labels.optional() });
 export const KeyView = z.object({
-  id: z.string(), name: z.string(), role: z.string(), createdAt: z.number(), revokedAt: z.number().nullable(),
+  id: z.string(),
+  name: z.string(),
+  role: z.string(),
+  createdAt: z.number(),
+  revokedAt: z.number().nullable(),
   /** ms since epoch after which the key is refused (401 KEY_EXPIRED); null: never. */
   expiresAt: z.number().nullable(),
   /** The apps and site labels the key is limited to; null: none. */
@@ -88,8 +139,20 @@ export const KeyList = z.object({ items: z.array(KeyView) });
 export const KeyCreated = KeyView.extend({ key: z.string() });
 
 // ---- apps ----
-export const AppView = z.object({ name: z.string(), version: z.string(), digest: z.string(), createdAt: z.number(), manifest: AppManifest });
-export const appView = (a: App): z.infer<typeof AppView> => ({ name: a.name, version: a.version, digest: a.digest, createdAt: a.createdAt, manifest: a.manifest });
+export const AppView = z.object({
+  name: z.string(),
+  version: z.string(),
+  digest: z.string(),
+  createdAt: z.number(),
+  manifest: AppManifest,
+});
+export const appView = (a: App): z.infer<typeof AppView> => ({
+  name: a.name,
+  version: a.version,
+  digest: a.digest,
+  createdAt: a.createdAt,
+  manifest: a.manifest,
+});
 export const AppList = z.object({ items: z.array(AppView.omit({ manifest: true })) });
 
 // ---- artifacts ----
@@ -99,7 +162,9 @@ export const ArtifactStatus = z.object({ sha256: z.string(), complete: z.boolean
 /** The rollout strategy, as the contract defines it (contracts/rollout.ts). */
 export const StrategyBody = Strategy;
 export const DeploymentBody = z.object({
-  app: z.string().min(1), version: z.string().min(1), selector: Labels,
+  app: z.string().min(1),
+  version: z.string().min(1),
+  selector: Labels,
   strategy: StrategyBody.default({ type: 'all' }),
   stepTimeoutS: z.number().int().min(5).max(86_400).default(300),
   onFailure: z.enum(['rollback', 'halt']).default('rollback'),
@@ -107,9 +172,17 @@ export const DeploymentBody = z.object({
 export type DeploymentBody = z.infer<typeof DeploymentBody>;
 
 export const RolloutView = z.object({
-  id: z.string(), app: z.string(), version: z.string(), strategy: z.unknown(), options: z.unknown(),
-  phase: Phase, reason: z.string().optional(),
-  startedAt: z.number(), updatedAt: z.number(), admitted: z.array(z.string()), canaries: z.array(z.string()),
+  id: z.string(),
+  app: z.string(),
+  version: z.string(),
+  strategy: z.unknown(),
+  options: z.unknown(),
+  phase: Phase,
+  reason: z.string().optional(),
+  startedAt: z.number(),
+  updatedAt: z.number(),
+  admitted: z.array(z.string()),
+  canaries: z.array(z.string()),
   sites: z.record(z.string(), z.object({ phase: z.string(), since: z.number(), reason: z.string().optional() })),
   history: z.array(z.object({ at: z.number(), event: z.string() })),
   pausedFrom: z.string().optional(),
@@ -120,7 +193,13 @@ export const RolloutView = z.object({
 export const RolloutList = z.object({ items: z.array(RolloutView) });
 
 export const DeploymentView = z.object({ id: z.string(), app: z.string(), version: z.string(), selector: Labels, createdAt: z.number() });
-export const deploymentView = (d: Deployment): z.infer<typeof DeploymentView> => ({ id: d.id, app: d.appName, version: d.appVersion, selector: d.selector, createdAt: d.createdAt });
+export const deploymentView = (d: Deployment): z.infer<typeof DeploymentView> => ({
+  id: d.id,
+  app: d.appName,
+  version: d.appVersion,
+  selector: d.selector,
+  createdAt: d.createdAt,
+});
 export const DeploymentList = z.object({ items: z.array(DeploymentView) });
 export const DeploymentCreated = DeploymentView.extend({ sites: z.array(z.string()), rollout: RolloutView });
 
@@ -136,24 +215,56 @@ export const ResultsQuery = z.object({
   limit: z.coerce.number().int().min(1).max(5000).default(100),
 });
 export const ResultsPage = z.object({
-  items: z.array(z.object({ seq: z.number(), siteId: z.string(), id: z.string(), stream: z.string(), app: z.string().optional(), rule: z.string().optional(), at: z.number(), receivedAt: z.number(), data: z.unknown() })),
+  items: z.array(
+    z.object({
+      seq: z.number(),
+      siteId: z.string(),
+      id: z.string(),
+      stream: z.string(),
+      app: z.string().optional(),
+      rule: z.string().optional(),
+      at: z.number(),
+      receivedAt: z.number(),
+      data: z.unknown(),
+    }),
+  ),
   next: z.number().nullable(),
 });
 
 // ---- tenants (platform admins) and the audit log ----
-export const Quotas = z.object({
-  sites: z.number().int().min(0).optional().describe('most live (not revoked) sites'),
-  apps: z.number().int().min(0).optional().describe('most apps (by name; versions of one app count once)'),
-  artifactBytes: z.number().int().min(0).optional().describe('most bytes of model files the tenant holds'),
-  resultsPerDay: z.number().int().min(0).optional().describe('most results stored per UTC day; past it a site\'s results are dropped and counted'),
-}).strict();
+export const Quotas = z
+  .object({
+    sites: z.number().int().min(0).optional().describe('most live (not revoked) sites'),
+    apps: z.number().int().min(0).optional().describe('most apps (by name; versions of one app count once)'),
+    artifactBytes: z.number().int().min(0).optional().describe('most bytes of model files the tenant holds'),
+    resultsPerDay: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe("most results stored per UTC day; past it a site's results are dropped and counted"),
+  })
+  .strict();
 
 export const TenantView = z.object({
-  id: z.string(), name: z.string(), state: z.enum(['active', 'suspended']), createdAt: z.number(), suspendedAt: z.number().nullable(), quotas: Quotas,
+  id: z.string(),
+  name: z.string(),
+  state: z.enum(['active', 'suspended']),
+  createdAt: z.number(),
+  suspendedAt: z.number().nullable(),
+  quotas: Quotas,
 });
 export const TenantUsage = z.object({
-  sites: z.number(), liveSites: z.number(), keys: z.number(), tokens: z.number(), apps: z.number(), appVersions: z.number(),
-  deployments: z.number(), rollouts: z.number(), artifacts: z.number(), results: z.number(),
+  sites: z.number(),
+  liveSites: z.number(),
+  keys: z.number(),
+  tokens: z.number(),
+  apps: z.number(),
+  appVersions: z.number(),
+  deployments: z.number(),
+  rollouts: z.number(),
+  artifacts: z.number(),
+  results: z.number(),
 });
 export const TenantList = z.object({ items: z.array(TenantView) });
 export const TenantDetail = TenantView.extend({ usage: TenantUsage });
@@ -161,8 +272,19 @@ export const TenantCreated = TenantView.extend({ adminKey: z.object({ id: z.stri
 export const TenantDeleted = z.object({ tenant: TenantView, dryRun: z.boolean(), removed: TenantUsage, artifactFilesRemoved: z.number() });
 
 export const AuditEntryView = z.object({
-  seq: z.number(), at: z.number(), tenantId: z.string().nullable(), keyId: z.string().nullable(), role: z.string().nullable(), siteId: z.string().nullable(),
-  action: z.string(), target: z.string(), status: z.number(), outcome: z.enum(['ok', 'denied', 'failed']), code: z.string().nullable(), address: z.string(), requestId: z.string(),
+  seq: z.number(),
+  at: z.number(),
+  tenantId: z.string().nullable(),
+  keyId: z.string().nullable(),
+  role: z.string().nullable(),
+  siteId: z.string().nullable(),
+  action: z.string(),
+  target: z.string(),
+  status: z.number(),
+  outcome: z.enum(['ok', 'denied', 'failed']),
+  code: z.string().nullable(),
+  address: z.string(),
+  requestId: z.string(),
 });
 export const AuditPage = z.object({ items: z.array(AuditEntryView), next: z.number().nullable() });
 export const RetentionPolicyView = z.object({ stream: z.string(), days: z.number().int(), updatedAt: z.number() });

@@ -45,7 +45,10 @@ declare module 'fastify' {
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** A token bucket: `burst` requests at once, then `perSecond`. */
-export interface RateSpec { burst: number; perSecond: number }
+export interface RateSpec {
+  burst: number;
+  perSecond: number;
+}
 
 /** Rate limits of the cloud API; defaults in the comments (docs/operators.md). */
 export interface RateLimits {
@@ -70,12 +73,21 @@ export const DEFAULT_RATE_LIMITS: RateLimits = {
 export function parseRateLimits(spec: string): Partial<RateLimits> | false {
   if (spec.trim() === 'off') return false;
   const out: Partial<RateLimits> = {};
-  for (const part of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const m = /^(key|address|anonymous)=(\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(part);
     const t = /^maxTracked=(\d+)$/.exec(part);
-    if (m && Number(m[2]) > 0 && Number(m[3]) > 0) out[m[1] as 'key' | 'address' | 'anonymous'] = { burst: Number(m[2]), perSecond: Number(m[3]) };
+    if (m && Number(m[2]) > 0 && Number(m[3]) > 0)
+      out[m[1] as 'key' | 'address' | 'anonymous'] = { burst: Number(m[2]), perSecond: Number(m[3]) };
     else if (t && Number(t[1]) > 0) out.maxTracked = Number(t[1]);
-    else throw new EwError('CONFIG_INVALID', `--rate-limit: "${part}" is not name=burst/perSecond (names: key, address, anonymous) or maxTracked=n; or pass "off"`, { path: 'rateLimit' });
+    else
+      throw new EwError(
+        'CONFIG_INVALID',
+        `--rate-limit: "${part}" is not name=burst/perSecond (names: key, address, anonymous) or maxTracked=n; or pass "off"`,
+        { path: 'rateLimit' },
+      );
   }
   return out;
 }
@@ -120,13 +132,26 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
   app.decorateRequest('keyScope', null);
   app.decorateRequest('tenantState', undefined);
 
-  const httpErrors = new Counter({ name: 'ew_cloud_http_errors_total', help: 'API errors by code', labelNames: ['code'], registers: [o.registry] });
+  const httpErrors = new Counter({
+    name: 'ew_cloud_http_errors_total',
+    help: 'API errors by code',
+    labelNames: ['code'],
+    registers: [o.registry],
+  });
 
   await app.register(swagger, {
     openapi: {
       openapi: '3.0.3',
-      info: { title: 'Edgeweave cloud API', version: '1', description: 'Control plane of an Edgeweave fleet. Errors are JSON {code, message, path?}; see docs/errors.md.' },
-      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (ewk_…) created on first start or by an admin.' } } },
+      info: {
+        title: 'Edgeweave cloud API',
+        version: '1',
+        description: 'Control plane of an Edgeweave fleet. Errors are JSON {code, message, path?}; see docs/errors.md.',
+      },
+      components: {
+        securitySchemes: {
+          apiKey: { type: 'http', scheme: 'bearer', description: 'An API key (ewk_…) created on first start or by an admin.' },
+        },
+      },
       security: [{ apiKey: [] }],
     },
     transform: jsonSchemaTransform,
@@ -186,7 +211,10 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     // A suspended tenant keeps reading (its operators see why things stopped) but changes
     // nothing until a platform admin resumes it.
     if (req.tenantState === 'suspended' && !SAFE_METHODS.has(req.method) && !req.routeOptions.config?.platform) {
-      throw new EwError('TENANT_SUSPENDED', `tenant ${req.tenantId} is suspended: reads work, changes are refused and its rollouts are held until a platform admin resumes it (edgeweave tenants resume)`);
+      throw new EwError(
+        'TENANT_SUSPENDED',
+        `tenant ${req.tenantId} is suspended: reads work, changes are refused and its rollouts are held until a platform admin resumes it (edgeweave tenants resume)`,
+      );
     }
   });
 
@@ -206,7 +234,10 @@ export async function createApiServer(o: ApiServerOptions): Promise<FastifyInsta
     const key = await o.store.findApiKeyByHash(hashSecret(bearer(req.headers.authorization, 'an API key (ewk_…)')));
     if (!key || key.revokedAt !== null) throw new EwError('UNAUTHENTICATED', 'the API key is not recognised or was revoked');
     if (key.expiresAt != null && key.expiresAt <= clock.now()) {
-      throw new EwError('KEY_EXPIRED', `API key ${key.id} expired at ${new Date(key.expiresAt).toISOString()}; ask an admin of the tenant for a new one (edgeweave keys create)`);
+      throw new EwError(
+        'KEY_EXPIRED',
+        `API key ${key.id} expired at ${new Date(key.expiresAt).toISOString()}; ask an admin of the tenant for a new one (edgeweave keys create)`,
+      );
     }
     req.tenantId = key.tenantId;
     req.apiKeyId = key.id;

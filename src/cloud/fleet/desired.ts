@@ -10,9 +10,11 @@ import type { SiteDirectory } from './sites.ts';
 /** Runs fn(0..n-1) with at most `width` calls in flight. */
 async function pool(n: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(width, n) }, async () => {
-    while (next < n) await fn(next++);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(width, n) }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
 }
 
 /**
@@ -35,7 +37,11 @@ export class DesiredPublisher {
   private readonly published: Counter;
 
   constructor(private readonly o: { store: Store; hub: Hub; clock: Clock; registry: Registry; sites: SiteDirectory; storeAcks?: boolean }) {
-    this.published = new Counter({ name: 'ew_cloud_desired_published_total', help: 'Desired-state messages published', registers: [o.registry] });
+    this.published = new Counter({
+      name: 'ew_cloud_desired_published_total',
+      help: 'Desired-state messages published',
+      registers: [o.registry],
+    });
   }
 
   /** Recomputes and (if changed) publishes the desired state of the given sites, serialised. */
@@ -74,7 +80,8 @@ export class DesiredPublisher {
       if (s.revokedAt !== null) continue;
       // Pushed, not copied: a copy per site made grouping 10,000 sites quadratic.
       const list = byTenant.get(s.tenantId);
-      if (list) list.push(s); else byTenant.set(s.tenantId, [s]);
+      if (list) list.push(s);
+      else byTenant.set(s.tenantId, [s]);
     }
     for (const [tenantId, tenantSites] of byTenant) {
       const deployments = await store.listDeployments(tenantId);
@@ -105,7 +112,10 @@ export class DesiredPublisher {
           apps = JSON.stringify(desired[i]!);
           appsJson.set(digest, apps);
         }
-        const msg = desiredPayload(envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: [], ...ack }, this.o.clock), apps);
+        const msg = desiredPayload(
+          envelope('desired', { siteId: site.id, generation: gens[i]!.generation, apps: [], ...ack }, this.o.clock),
+          apps,
+        );
         await this.o.hub.publish(topics.desired(site.id), msg, { retain: true });
         this.published.inc();
       });

@@ -17,16 +17,37 @@ import type { SiteRpc } from './rpc.ts';
 export class Ingest {
   private readonly m;
 
-  constructor(private readonly o: {
-    log: Logger; registry: Registry; sites: SiteDirectory; status: SiteStatuses; uplink: UplinkWriter; rpc: SiteRpc;
-    /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
-    admitResult?: (tenantId: string) => Promise<boolean>;
-  }) {
+  constructor(
+    private readonly o: {
+      log: Logger;
+      registry: Registry;
+      sites: SiteDirectory;
+      status: SiteStatuses;
+      uplink: UplinkWriter;
+      rpc: SiteRpc;
+      /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
+      admitResult?: (tenantId: string) => Promise<boolean>;
+    },
+  ) {
     const r = o.registry;
     this.m = {
-      badPayloads: new Counter({ name: 'ew_cloud_mqtt_payload_invalid_total', help: 'MQTT messages refused as malformed', labelNames: ['kind'], registers: [r] }),
-      oversized: new Counter({ name: 'ew_cloud_mqtt_payload_oversized_total', help: 'MQTT messages dropped for exceeding their topic class bound', labelNames: ['kind'], registers: [r] }),
-      quotaDropped: new Counter({ name: 'ew_cloud_uplink_quota_dropped_total', help: 'Results dropped because their tenant was at its quota of results per day (QUOTA_EXCEEDED)', registers: [r] }),
+      badPayloads: new Counter({
+        name: 'ew_cloud_mqtt_payload_invalid_total',
+        help: 'MQTT messages refused as malformed',
+        labelNames: ['kind'],
+        registers: [r],
+      }),
+      oversized: new Counter({
+        name: 'ew_cloud_mqtt_payload_oversized_total',
+        help: 'MQTT messages dropped for exceeding their topic class bound',
+        labelNames: ['kind'],
+        registers: [r],
+      }),
+      quotaDropped: new Counter({
+        name: 'ew_cloud_uplink_quota_dropped_total',
+        help: 'Results dropped because their tenant was at its quota of results per day (QUOTA_EXCEEDED)',
+        registers: [r],
+      }),
     };
   }
 
@@ -52,7 +73,10 @@ export class Ingest {
         if (this.o.admitResult && !(await this.o.admitResult(site.tenantId))) {
           // Acknowledged and dropped, counted: the site resending it would not fit either.
           this.m.quotaDropped.inc();
-          this.o.log.warn({ code: 'QUOTA_EXCEEDED', siteId: t.siteId, tenantId: site.tenantId, stream: t.stream }, 'result dropped: the tenant is at its quota of results per day');
+          this.o.log.warn(
+            { code: 'QUOTA_EXCEEDED', siteId: t.siteId, tenantId: site.tenantId, stream: t.stream },
+            'result dropped: the tenant is at its quota of results per day',
+          );
           return;
         }
         return await this.o.uplink.store(t.siteId, t.stream, msg);

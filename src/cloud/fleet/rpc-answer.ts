@@ -4,7 +4,9 @@ import type { RpcResponse } from '../../contracts/messages.ts';
 import { RPC, type RpcMethod, type RpcResult } from '../../contracts/rpc.ts';
 
 /** How a 1.0 agent refused a `devices.*` request: an ok answer whose result is `{error}`. */
-const LegacyRefusal = z.object({ error: z.object({ code: z.string().max(64), message: z.string().max(2000), path: z.string().max(500).optional() }) });
+const LegacyRefusal = z.object({
+  error: z.object({ code: z.string().max(64), message: z.string().max(2000), path: z.string().max(500).optional() }),
+});
 
 /**
  * The cloud's one reading of a site's answer (Fleet.rpc calls it for every request): the site's
@@ -13,18 +15,28 @@ const LegacyRefusal = z.object({ error: z.object({ code: z.string().max(64), mes
  * SITE_ANSWER_INVALID with the field, never a cast or a crash further on.
  */
 export function readRpcAnswer<M extends RpcMethod>(siteId: string, method: M, res: RpcResponse): RpcResult<M> {
-  const refusal = !res.body.ok ? res.body.error ?? { code: 'INTERNAL', message: 'no reason given' }
-    // Previous version (1.0): devices.* refusals came as results.
-    : method.startsWith('devices.') ? legacyRefusal(res.body.result) : undefined;
+  const refusal = !res.body.ok
+    ? (res.body.error ?? { code: 'INTERNAL', message: 'no reason given' })
+    : // Previous version (1.0): devices.* refusals came as results.
+      method.startsWith('devices.')
+      ? legacyRefusal(res.body.result)
+      : undefined;
   if (refusal) {
-    const known = Object.hasOwn(ERROR_CODES, refusal.code) ? refusal.code as ErrorCode : undefined;
-    throw new EwError(known ?? 'SITE_REFUSED', `site ${siteId} refused "${method}"${known ? '' : ` with ${refusal.code}`}: ${refusal.message}`, refusal.path ? { path: refusal.path } : {});
+    const known = Object.hasOwn(ERROR_CODES, refusal.code) ? (refusal.code as ErrorCode) : undefined;
+    throw new EwError(
+      known ?? 'SITE_REFUSED',
+      `site ${siteId} refused "${method}"${known ? '' : ` with ${refusal.code}`}: ${refusal.message}`,
+      refusal.path ? { path: refusal.path } : {},
+    );
   }
   const r = RPC[method].result.safeParse(res.body.result);
   if (!r.success) {
     const issue = r.error.issues[0]!;
     const path = formatPath(issue.path);
-    throw new EwError('SITE_ANSWER_INVALID', `site ${siteId} answered "${method}" with something that does not match the contract at ${path || '(root)'}: ${issue.message}; is the agent of another version?`);
+    throw new EwError(
+      'SITE_ANSWER_INVALID',
+      `site ${siteId} answered "${method}" with something that does not match the contract at ${path || '(root)'}: ${issue.message}; is the agent of another version?`,
+    );
   }
   return r.data as RpcResult<M>;
 }

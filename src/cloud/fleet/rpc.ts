@@ -20,7 +20,11 @@ export class SiteRpc {
   private readonly lateAnswers: Counter;
 
   constructor(private readonly o: { hub: Hub; clock: Clock; registry: Registry; isOnline: (siteId: string) => boolean }) {
-    this.lateAnswers = new Counter({ name: 'ew_cloud_routed_answers_dropped_total', help: 'Routed inference answers that arrived after their request ended (deadline, cancel)', registers: [o.registry] });
+    this.lateAnswers = new Counter({
+      name: 'ew_cloud_routed_answers_dropped_total',
+      help: 'Routed inference answers that arrived after their request ended (deadline, cancel)',
+      registers: [o.registry],
+    });
   }
 
   /**
@@ -33,9 +37,22 @@ export class SiteRpc {
     const id = randomUUID();
     const req = envelope('rpc-request', { method, params }, this.o.clock, id);
     const res = await new Promise<RpcResponse | Error>((resolve) => {
-      const cancel = this.o.clock.setTimer(timeoutMs, () => { this.waiting.delete(id); resolve(new EwError('SITE_UNREACHABLE', `site ${siteId} did not answer "${method}" within ${timeoutMs / 1000} s`)); });
-      this.waiting.set(id, { siteId, done: (r) => { cancel(); resolve(r); } });
-      this.o.hub.publish(topics.rpcRequest(siteId, id), JSON.stringify(req)).catch((e: Error) => { cancel(); this.waiting.delete(id); resolve(e); });
+      const cancel = this.o.clock.setTimer(timeoutMs, () => {
+        this.waiting.delete(id);
+        resolve(new EwError('SITE_UNREACHABLE', `site ${siteId} did not answer "${method}" within ${timeoutMs / 1000} s`));
+      });
+      this.waiting.set(id, {
+        siteId,
+        done: (r) => {
+          cancel();
+          resolve(r);
+        },
+      });
+      this.o.hub.publish(topics.rpcRequest(siteId, id), JSON.stringify(req)).catch((e: Error) => {
+        cancel();
+        this.waiting.delete(id);
+        resolve(e);
+      });
     });
     if (res instanceof Error) throw res;
     return readRpcAnswer(siteId, method, res);

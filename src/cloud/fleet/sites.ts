@@ -1,6 +1,9 @@
 import type { Store, Site } from '../store/store.ts';
 
-export interface SiteInfo { tenantId: string; revoked: boolean }
+export interface SiteInfo {
+  tenantId: string;
+  revoked: boolean;
+}
 
 /**
  * Which tenant each site belongs to and whether it is revoked, read from the store once and kept:

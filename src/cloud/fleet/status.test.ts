@@ -9,9 +9,28 @@ import { silentLogger } from '../../lib/logger.ts';
 import { ENVELOPE_VERSION, type SiteStatusBody } from '../../contracts/messages.ts';
 
 const body = (over: Partial<SiteStatusBody> = {}): SiteStatusBody => ({
-  agentVersion: '1', bootId: 'b1', uptimeS: 1, heartbeatIntervalS: 1, generation: 1, apps: [],
-  system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 2, memoryTotalBytes: 100, memoryFreeBytes: 50, diskTotalBytes: 100, diskFreeBytes: 50, loadAvg1: 0.1 },
-  runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 }, ...over,
+  agentVersion: '1',
+  bootId: 'b1',
+  uptimeS: 1,
+  heartbeatIntervalS: 1,
+  generation: 1,
+  apps: [],
+  system: {
+    hostname: 'h',
+    platform: 'linux',
+    arch: 'x64',
+    cores: 2,
+    memoryTotalBytes: 100,
+    memoryFreeBytes: 50,
+    diskTotalBytes: 100,
+    diskFreeBytes: 50,
+    loadAvg1: 0.1,
+  },
+  runtimes: [],
+  accelerators: [],
+  outbox: { pending: 0, dropped: 0 },
+  devices: { connected: 0, messagesIn: 0 },
+  ...over,
 });
 const hb = (b: SiteStatusBody) => ({ v: ENVELOPE_VERSION as 1, id: 'x', ts: 0, type: 'status' as const, body: b });
 
@@ -26,10 +45,17 @@ describe('status write-behind', () => {
     await store.migrate();
     const writes: SiteStatusUpdate[][] = [];
     const update = store.updateSiteStatuses.bind(store);
-    store.updateSiteStatuses = async (u) => { writes.push(u); return update(u); };
+    store.updateSiteStatuses = async (u) => {
+      writes.push(u);
+      return update(u);
+    };
     const clock = new ManualClock(0);
     const s = new SiteStatuses({ store, clock, log: silentLogger(), registry: new Registry(), missedHeartbeats: 3, refreshMs: 30_000 });
-    const beat = async (b: SiteStatusBody) => { s.onReported('site-a', hb(b)); await s.sweepNow(); clock.advance(1000); };
+    const beat = async (b: SiteStatusBody) => {
+      s.onReported('site-a', hb(b));
+      await s.sweepNow();
+      clock.advance(1000);
+    };
     await beat(body());
     assert.equal(writes.length, 1, 'the first heartbeat (site comes online)');
     for (let i = 0; i < 10; i++) await beat(body({ uptimeS: 2 + i }));

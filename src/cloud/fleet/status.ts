@@ -13,7 +13,9 @@ import type { Logger } from '../../lib/logger.ts';
 export function statusDigest(body: SiteStatusBody): string {
   const { uptimeS: _u, system, ...rest } = body;
   const { memoryFreeBytes: _m, diskFreeBytes: _d, loadAvg1: _l, ...fixed } = system;
-  return createHash('sha1').update(JSON.stringify([rest, fixed])).digest('base64url');
+  return createHash('sha1')
+    .update(JSON.stringify([rest, fixed]))
+    .digest('base64url');
 }
 
 /**
@@ -37,17 +39,31 @@ export class SiteStatuses {
   private readonly queued = new Map<string, { digest: string; at: number; online: boolean }>();
   private readonly refreshMs: number;
 
-  constructor(private readonly o: { store: Store; clock: Clock; log: Logger; registry: Registry; missedHeartbeats: number; refreshMs?: number }) {
+  constructor(
+    private readonly o: { store: Store; clock: Clock; log: Logger; registry: Registry; missedHeartbeats: number; refreshMs?: number },
+  ) {
     this.refreshMs = o.refreshMs ?? 30_000;
     this.liveness = new LivenessTracker(o.clock, o.missedHeartbeats);
-    this.heartbeats = new Counter({ name: 'ew_cloud_heartbeats_total', help: 'Status heartbeats received from sites', registers: [o.registry] });
+    this.heartbeats = new Counter({
+      name: 'ew_cloud_heartbeats_total',
+      help: 'Status heartbeats received from sites',
+      registers: [o.registry],
+    });
     const liveness = this.liveness;
-    new Gauge({ name: 'ew_cloud_sites_online', help: 'Sites currently online', registers: [o.registry], collect() { this.set(liveness.onlineCount()); } });
+    new Gauge({
+      name: 'ew_cloud_sites_online',
+      help: 'Sites currently online',
+      registers: [o.registry],
+      collect() {
+        this.set(liveness.onlineCount());
+      },
+    });
   }
 
   /** A site the store says was online before this process started: unknown until it is heard from. */
   seed(s: Site): void {
-    if (s.online && s.revokedAt === null) this.liveness.seedUnknown(s.id, (s.status?.heartbeatIntervalS ?? 10) * 1000, s.status?.bootId ?? '');
+    if (s.online && s.revokedAt === null)
+      this.liveness.seedUnknown(s.id, (s.status?.heartbeatIntervalS ?? 10) * 1000, s.status?.bootId ?? '');
   }
 
   isOnline(siteId: string): boolean {
@@ -68,7 +84,15 @@ export class SiteStatuses {
       const last = this.queued.get(siteId);
       if (ev || !last || !last.online || last.digest !== digest || now - last.at >= this.refreshMs) {
         this.queued.set(siteId, { digest, at: now, online: true });
-        this.pending.set(siteId, { siteId, online: true, lastSeenAt: now, status: msg.body, reportedGeneration: msg.body.generation, digest, refreshBefore: now - this.refreshMs / 2 });
+        this.pending.set(siteId, {
+          siteId,
+          online: true,
+          lastSeenAt: now,
+          status: msg.body,
+          reportedGeneration: msg.body.generation,
+          digest,
+          refreshBefore: now - this.refreshMs / 2,
+        });
       }
       if (ev) this.apply(ev);
     } else {
@@ -84,10 +108,15 @@ export class SiteStatuses {
     if (this.pending.size === 0) return;
     const batch = [...this.pending.values()];
     this.pending.clear();
-    this.flushing = this.o.store.updateSiteStatuses(batch).catch((e) => {
-      this.o.log.error({ err: e }, 'status flush failed; will retry');
-      for (const u of batch) if (!this.pending.has(u.siteId)) this.pending.set(u.siteId, u);
-    }).finally(() => { this.flushing = undefined; });
+    this.flushing = this.o.store
+      .updateSiteStatuses(batch)
+      .catch((e) => {
+        this.o.log.error({ err: e }, 'status flush failed; will retry');
+        for (const u of batch) if (!this.pending.has(u.siteId)) this.pending.set(u.siteId, u);
+      })
+      .finally(() => {
+        this.flushing = undefined;
+      });
     return this.flushing;
   }
 

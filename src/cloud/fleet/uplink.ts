@@ -27,15 +27,36 @@ export class UplinkWriter {
     const r = o.registry;
     this.m = {
       stored: new Counter({ name: 'ew_cloud_uplink_stored_total', help: 'Uplink messages stored (first delivery)', registers: [r] }),
-      duplicates: new Counter({ name: 'ew_cloud_uplink_duplicates_total', help: 'Uplink messages received again and ignored (already stored)', registers: [r] }),
-      storeAcks: new Counter({ name: 'ew_cloud_uplink_store_acks_total', help: 'Store acknowledgements sent to sites (ew/{site}/ack), each naming up to 500 stored messages', registers: [r] }),
-      refused: new Counter({ name: 'ew_cloud_uplink_refused_total', help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages', registers: [r] }),
+      duplicates: new Counter({
+        name: 'ew_cloud_uplink_duplicates_total',
+        help: 'Uplink messages received again and ignored (already stored)',
+        registers: [r],
+      }),
+      storeAcks: new Counter({
+        name: 'ew_cloud_uplink_store_acks_total',
+        help: 'Store acknowledgements sent to sites (ew/{site}/ack), each naming up to 500 stored messages',
+        registers: [r],
+      }),
+      refused: new Counter({
+        name: 'ew_cloud_uplink_refused_total',
+        help: 'Uplink messages the store refused on their own (poison values); acknowledged and dropped so they never block other messages',
+        registers: [r],
+      }),
     };
   }
 
   /** Resolves once the message is stored (or was already); rejects when the store failed (the site resends). */
   store(siteId: string, stream: string, msg: UplinkMessage): Promise<void> {
-    const rec: UplinkRecord = { siteId, msgId: msg.id, stream, app: msg.body.app, rule: msg.body.rule, at: msg.body.at, receivedAt: this.o.clock.now(), data: msg.body.data };
+    const rec: UplinkRecord = {
+      siteId,
+      msgId: msg.id,
+      stream,
+      app: msg.body.app,
+      rule: msg.body.rule,
+      at: msg.body.at,
+      receivedAt: this.o.clock.now(),
+      data: msg.body.data,
+    };
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ rec, resolve, reject });
       if (!this.flushing) this.flushing = this.flush();
@@ -84,7 +105,10 @@ export class UplinkWriter {
     const done: UplinkRecord[] = [];
     for (const b of batch) {
       const resolve = b.resolve;
-      b.resolve = () => { done.push(b.rec); resolve(); };
+      b.resolve = () => {
+        done.push(b.rec);
+        resolve();
+      };
       try {
         const n = await this.o.store.insertUplink([b.rec]);
         this.m.stored.inc(n);
@@ -93,7 +117,10 @@ export class UplinkWriter {
       } catch (e) {
         if (isEwError(e, 'VALIDATION_FAILED')) {
           this.m.refused.inc();
-          this.o.log.warn({ siteId: b.rec.siteId, msgId: JSON.stringify(b.rec.msgId).slice(0, 140), err: (e as Error).message }, 'uplink message refused by the store and dropped');
+          this.o.log.warn(
+            { siteId: b.rec.siteId, msgId: JSON.stringify(b.rec.msgId).slice(0, 140), err: (e as Error).message },
+            'uplink message refused by the store and dropped',
+          );
           b.resolve();
         } else {
           this.o.log.error({ err: e, siteId: b.rec.siteId }, 'storing uplink failed; the site will resend');
@@ -116,7 +143,8 @@ export class UplinkWriter {
     const bySite = new Map<string, string[]>();
     for (const r of recs) {
       const ids = bySite.get(r.siteId);
-      if (ids) ids.push(r.msgId); else bySite.set(r.siteId, [r.msgId]);
+      if (ids) ids.push(r.msgId);
+      else bySite.set(r.siteId, [r.msgId]);
     }
     for (const [siteId, ids] of bySite) {
       for (let i = 0; i < ids.length; i += UPLINK_ACK_MAX_IDS) {

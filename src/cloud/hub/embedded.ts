@@ -73,7 +73,10 @@ export class EmbeddedHub implements Hub {
   }
 
   get agentUrl(): string {
-    return this.opts.publicUrl ?? `${this.opts.tls ? 'mqtts' : 'mqtt'}://${this.opts.host === undefined || this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host}:${this.boundPort}`;
+    return (
+      this.opts.publicUrl ??
+      `${this.opts.tls ? 'mqtts' : 'mqtt'}://${this.opts.host === undefined || this.opts.host === '0.0.0.0' ? '127.0.0.1' : this.opts.host}:${this.boundPort}`
+    );
   }
 
   async start(handler: HubHandler): Promise<void> {
@@ -82,7 +85,10 @@ export class EmbeddedHub implements Hub {
     // A routed inference answer (a binary frame of up to MAX_FRAME_BYTES) fits one packet on
     // `ew/{site}/rpc/res/{id}`; every other packet is cut at maxPacketBytes, at its topic.
     const guard = (this.guard = new MqttGuard({
-      limits: this.opts.limits, clock: this.opts.clock, log, name: 'hub',
+      limits: this.opts.limits,
+      clock: this.opts.clock,
+      log,
+      name: 'hub',
       packetLimitFor: (topic) => (parseTopic(topic)?.kind === 'rpc-res' ? MAX_FRAME_BYTES + 64 * 1024 : undefined),
     }));
     this.persistence = indexedMemoryPersistence();
@@ -148,10 +154,13 @@ export class EmbeddedHub implements Hub {
         // deletion from its outbox) follows our commit. A failure refuses the publish, which
         // drops the connection without a PUBACK; the site resends after reconnecting.
         const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-        handler(packet.topic, payload).then(() => cb(null), (e: Error) => {
-          log.error({ err: e, topic: packet.topic }, 'hub handler failed; the site will resend');
-          cb(e);
-        });
+        handler(packet.topic, payload).then(
+          () => cb(null),
+          (e: Error) => {
+            log.error({ err: e, topic: packet.topic }, 'hub handler failed; the site will resend');
+            cb(e);
+          },
+        );
       },
       authorizeSubscribe(client: Client, sub: Subscription, cb) {
         if (revoked.has(client.id) || !maySubscribe(client.id, sub.topic)) {
@@ -168,7 +177,10 @@ export class EmbeddedHub implements Hub {
     // the peer's delayed ACK added tens of ms per exchange (bench:router).
     const handle = guard.protect(this.broker as never);
     this.server = this.opts.tls
-      ? createTlsServer({ cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs, noDelay: true }, handle)
+      ? createTlsServer(
+          { cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: guard.limits.connectTimeoutMs, noDelay: true },
+          handle,
+        )
       : createServer({ noDelay: true }, handle);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -184,7 +196,14 @@ export class EmbeddedHub implements Hub {
   publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
       this.broker.publish(
-        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: opts.qos ?? 1, retain: opts.retain ?? false, dup: false },
+        {
+          cmd: 'publish',
+          topic,
+          payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+          qos: opts.qos ?? 1,
+          retain: opts.retain ?? false,
+          dup: false,
+        },
         (err?: Error) => (err ? reject(err) : resolve()),
       );
     });

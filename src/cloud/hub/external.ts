@@ -102,15 +102,21 @@ export class ExternalHub implements Hub {
         resolve();
       });
     });
-    await client.subscribeAsync(
-      // Uplink is shared (each message to one replica, which stores it); heartbeats and RPC
-      // responses are not: every replica keeps its own view of which sites are online, and a
-      // response must reach the replica that asked.
-      { [this.p + cloudFilters.reported]: { qos: 1 }, [this.opts.shareUplink === false ? this.p + cloudFilters.up : `$share/${group}/${this.p}${cloudFilters.up}`]: { qos: 1 }, [this.p + cloudFilters.rpcResponses]: { qos: 1 } },
-    ).then((grants) => {
-      const refused = grants.filter((g) => g.qos >= 0x80);
-      if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);
-    });
+    await client
+      .subscribeAsync(
+        // Uplink is shared (each message to one replica, which stores it); heartbeats and RPC
+        // responses are not: every replica keeps its own view of which sites are online, and a
+        // response must reach the replica that asked.
+        {
+          [this.p + cloudFilters.reported]: { qos: 1 },
+          [this.opts.shareUplink === false ? this.p + cloudFilters.up : `$share/${group}/${this.p}${cloudFilters.up}`]: { qos: 1 },
+          [this.p + cloudFilters.rpcResponses]: { qos: 1 },
+        },
+      )
+      .then((grants) => {
+        const refused = grants.filter((g) => g.qos >= 0x80);
+        if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);
+      });
   }
 
   async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {
@@ -129,14 +135,25 @@ export class ExternalHub implements Hub {
    */
   async clearRetained(siteId: string): Promise<number> {
     const o = this.opts;
-    const c = await mqtt.connectAsync(o.url, { clientId: `${o.clientId}-clear-${randomUUID().slice(0, 8)}`, username: o.username, password: o.password, protocolVersion: this.agentProtocolVersion, clean: true, reconnectPeriod: 0, connectTimeout: 10_000 });
+    const c = await mqtt.connectAsync(o.url, {
+      clientId: `${o.clientId}-clear-${randomUUID().slice(0, 8)}`,
+      username: o.username,
+      password: o.password,
+      protocolVersion: this.agentProtocolVersion,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+    });
     try {
       const found = new Set<string>();
       const marker = `${this.p}${TOPIC_ROOT}/${siteId}/rpc/req/clear-${randomUUID()}`;
       const seen = new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`clearing ${siteId}'s retained messages: the broker did not echo the marker`)), 10_000);
         c.on('message', (topic, payload, packet) => {
-          if (topic === marker) { clearTimeout(t); resolve(); } else if (packet.retain && payload.length > 0) found.add(topic);
+          if (topic === marker) {
+            clearTimeout(t);
+            resolve();
+          } else if (packet.retain && payload.length > 0) found.add(topic);
         });
       });
       await c.subscribeAsync(`${this.p}${TOPIC_ROOT}/${siteId}/#`, { qos: 0 });

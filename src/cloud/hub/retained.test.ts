@@ -15,7 +15,8 @@ const topicsOf = async (s: AsyncIterable<{ topic: string }>) => {
 
 it('matches retained messages like the stock store, by exact topic, site prefix and wildcard', async () => {
   const p = (indexedMemoryPersistence().aedes as { asyncPersistence: Async }).asyncPersistence;
-  for (const t of ['ew/a/desired', 'ew/b/desired', 'ew/a/rpc/req/1', 'other', 'x/y/z']) await p.storeRetained({ topic: t, payload: Buffer.from('1') });
+  for (const t of ['ew/a/desired', 'ew/b/desired', 'ew/a/rpc/req/1', 'other', 'x/y/z'])
+    await p.storeRetained({ topic: t, payload: Buffer.from('1') });
   assert.deepEqual(await topicsOf(p.createRetainedStream('ew/a/desired')), ['ew/a/desired']);
   assert.deepEqual(await topicsOf(p.createRetainedStream('ew/c/desired')), []);
   assert.deepEqual(await topicsOf(p.createRetainedStream('ew/a/#')), ['ew/a/desired', 'ew/a/rpc/req/1']);

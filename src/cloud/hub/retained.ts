@@ -10,10 +10,15 @@ import { createRequire } from 'node:module';
  */
 const require = createRequire(import.meta.url);
 const MemoryPersistence = require('aedes-persistence/asyncPersistence.js') as new (opts?: object) => object;
-const { CallBackPersistence } = require('aedes-persistence/callBackPersistence.js') as { CallBackPersistence: new (factory: (o: object) => object, opts?: object) => object };
+const { CallBackPersistence } = require('aedes-persistence/callBackPersistence.js') as {
+  CallBackPersistence: new (factory: (o: object) => object, opts?: object) => object;
+};
 const { QlobberTrue } = require('qlobber') as { QlobberTrue: new (o: object) => { add(p: string): void; test(t: string): boolean } };
 
-interface RetainedPacket { topic: string; payload: Buffer }
+interface RetainedPacket {
+  topic: string;
+  payload: Buffer;
+}
 
 const prefixOf = (topic: string): string => {
   const a = topic.indexOf('/');
@@ -76,7 +81,11 @@ class IndexedRetainedPersistence extends (MemoryPersistence as unknown as new (o
   retainedStats(): { messages: number; bytes: number } {
     let messages = 0;
     let bytes = 0;
-    for (const b of this.byPrefix.values()) for (const p of b.values()) { messages++; bytes += p.payload.length; }
+    for (const b of this.byPrefix.values())
+      for (const p of b.values()) {
+        messages++;
+        bytes += p.payload.length;
+      }
     return { messages, bytes };
   }
 
@@ -86,9 +95,11 @@ class IndexedRetainedPersistence extends (MemoryPersistence as unknown as new (o
 
   createRetainedStreamCombi(patterns: string[]): Readable {
     const self = this;
-    return Readable.from((function* () {
-      for (const p of patterns) yield* self.match(p);
-    })());
+    return Readable.from(
+      (function* () {
+        for (const p of patterns) yield* self.match(p);
+      })(),
+    );
   }
 }
 
@@ -96,7 +107,11 @@ class IndexedRetainedPersistence extends (MemoryPersistence as unknown as new (o
  * `aedes` is the persistence object to hand to `Aedes.createBroker({ persistence })`; the other
  * two reach into its retained index (revocation clears a site's messages; tests measure it).
  */
-export function indexedMemoryPersistence(): { aedes: unknown; clearRetained(prefix: string): number; retainedStats(): { messages: number; bytes: number } } {
+export function indexedMemoryPersistence(): {
+  aedes: unknown;
+  clearRetained(prefix: string): number;
+  retainedStats(): { messages: number; bytes: number };
+} {
   let inner: IndexedRetainedPersistence | undefined;
   const aedes = new CallBackPersistence((opts) => (inner = new IndexedRetainedPersistence(opts)));
   return {

@@ -21,7 +21,11 @@ export interface ResultsMaintenanceOptions {
   batch?: number;
 }
 
-export interface MaintenanceReport { created: number; dropped: number; deleted: number }
+export interface MaintenanceReport {
+  created: number;
+  dropped: number;
+  deleted: number;
+}
 
 /**
  * The I/O shell around retention.ts: on one replica at a time (a lease in the store), keeps
@@ -42,15 +46,22 @@ export class ResultsMaintenance {
     this.holder = o.holder ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     if (o.registry) {
       this.deleted = new Counter({ name: 'ew_cloud_results_deleted_total', help: 'Results deleted by retention', registers: [o.registry] });
-      this.dropped = new Counter({ name: 'ew_cloud_results_partitions_dropped_total', help: 'Daily result partitions dropped by retention (PostgreSQL)', registers: [o.registry] });
+      this.dropped = new Counter({
+        name: 'ew_cloud_results_partitions_dropped_total',
+        help: 'Daily result partitions dropped by retention (PostgreSQL)',
+        registers: [o.registry],
+      });
     }
   }
 
   start(): void {
     const tick = () => {
       if (this.stopped) return;
-      this.running = this.runOnce().catch((e) => this.o.log.warn({ err: (e as Error).message }, 'results maintenance failed; retrying at the next pass'))
-        .finally(() => { if (!this.stopped) this.cancel = this.o.clock.setTimer(this.o.everyMs ?? 3_600_000, tick); });
+      this.running = this.runOnce()
+        .catch((e) => this.o.log.warn({ err: (e as Error).message }, 'results maintenance failed; retrying at the next pass'))
+        .finally(() => {
+          if (!this.stopped) this.cancel = this.o.clock.setTimer(this.o.everyMs ?? 3_600_000, tick);
+        });
     };
     tick();
   }

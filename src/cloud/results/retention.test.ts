@@ -13,7 +13,10 @@ describe('retention plan', () => {
 
   it('applies the cloud default to every tenant and lets whole days go', () => {
     const plan = planRetention(['a', 'b'], [], 30, NOW);
-    assert.deepEqual(plan.steps, [{ tenantId: 'a', before: NOW - 30 * DAY_MS }, { tenantId: 'b', before: NOW - 30 * DAY_MS }]);
+    assert.deepEqual(plan.steps, [
+      { tenantId: 'a', before: NOW - 30 * DAY_MS },
+      { tenantId: 'b', before: NOW - 30 * DAY_MS },
+    ]);
     assert.equal(plan.dropBefore, NOW - 30 * DAY_MS);
   });
 
@@ -46,7 +49,10 @@ describe('retention plan', () => {
 
   it('property: every step keeps at least its days, and dropBefore is never newer than any step', () => {
     let seed = 7;
-    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
     for (let i = 0; i < 500; i++) {
       const tenants = ['a', 'b', 'c'].slice(0, 1 + rnd(3));
       const policies: RetentionPolicy[] = [];
@@ -68,6 +74,12 @@ describe('daily partitions', () => {
   it('are named by UTC day and kept ready from yesterday to three days ahead', () => {
     assert.equal(partitionName(dayStart(NOW)), 'uplink_p20261130');
     assert.equal(dayStart(NOW + 11 * 3_600_000 + 59 * 60_000), Date.UTC(2026, 10, 30), 'still the same UTC day at 23:59');
-    assert.deepEqual(partitionDaysAround(NOW).map(partitionName), ['uplink_p20261129', 'uplink_p20261130', 'uplink_p20261201', 'uplink_p20261202', 'uplink_p20261203']);
+    assert.deepEqual(partitionDaysAround(NOW).map(partitionName), [
+      'uplink_p20261129',
+      'uplink_p20261130',
+      'uplink_p20261201',
+      'uplink_p20261202',
+      'uplink_p20261203',
+    ]);
   });
 });

@@ -44,7 +44,12 @@ export interface RetentionPlan {
  * The plan at `now` for the given tenants. `defaultDays` is the cloud-wide default (undefined or
  * 0: keep). Cutoffs are whole UTC days back from `now`, so a result is kept at least `days` days.
  */
-export function planRetention(tenantIds: readonly string[], policies: readonly RetentionPolicy[], defaultDays: number | undefined, now: number): RetentionPlan {
+export function planRetention(
+  tenantIds: readonly string[],
+  policies: readonly RetentionPolicy[],
+  defaultDays: number | undefined,
+  now: number,
+): RetentionPlan {
   const global = defaultDays && defaultDays > 0 ? defaultDays : undefined;
   const byTenant = new Map<string, RetentionPolicy[]>();
   for (const p of policies) {

@@ -29,7 +29,12 @@ export class RolloutController {
     const every = this.o.everyMs ?? 1000;
     const tick = () => {
       this.stopTimer = this.o.clock.setTimer(every, tick);
-      if (!this.running) this.running = this.step().catch((e) => this.o.log.error({ err: e }, 'rollout step failed')).finally(() => { this.running = undefined; });
+      if (!this.running)
+        this.running = this.step()
+          .catch((e) => this.o.log.error({ err: e }, 'rollout step failed'))
+          .finally(() => {
+            this.running = undefined;
+          });
     };
     this.stopTimer = this.o.clock.setTimer(every, tick);
   }
@@ -62,7 +67,11 @@ export class RolloutController {
       if (JSON.stringify(next) === JSON.stringify(row.state)) continue;
       // Saved only if no one (an operator's pause, say) changed it since we read it.
       if (!(await store.saveRollout({ id: row.id, tenantId: row.tenantId, state: next, rev: row.rev }))) continue;
-      if (next.phase !== row.state.phase) log.info({ deployment: row.id, app: next.app, version: next.version, phase: next.phase, reason: next.reason }, `rollout ${next.phase}`);
+      if (next.phase !== row.state.phase)
+        log.info(
+          { deployment: row.id, app: next.app, version: next.version, phase: next.phase, reason: next.reason },
+          `rollout ${next.phase}`,
+        );
       if (next.admitted.join() !== row.state.admitted.join() || next.phase !== row.state.phase) tenants.add(row.tenantId);
     }
     for (const t of tenants) await fleet.reconcileTenant(t);

@@ -1,6 +1,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { abort, admittedSites, newRollout, observe, pause, reconcile, resume, undo, type RolloutState, type SiteObservation, type Strategy } from './reconcile.ts';
+import {
+  abort,
+  admittedSites,
+  newRollout,
+  observe,
+  pause,
+  reconcile,
+  resume,
+  undo,
+  type RolloutState,
+  type SiteObservation,
+  type Strategy,
+} from './reconcile.ts';
 import { ManualClock } from '../../lib/clock.ts';
 import type { SiteStatusBody } from '../../contracts/messages.ts';
 
@@ -15,17 +27,29 @@ class Fleet {
   broken = new Set<string>(); // never become healthy on the new version
   crashing = new Set<string>(); // fail outright on the new version
   metrics = new Map<string, SiteObservation['metrics']>();
-  constructor(readonly sites: string[], readonly oldVersion = '1.0.0') {
-    for (const s of sites) { this.running.set(s, oldVersion); this.online.set(s, true); }
+  constructor(
+    readonly sites: string[],
+    readonly oldVersion = '1.0.0',
+  ) {
+    for (const s of sites) {
+      this.running.set(s, oldVersion);
+      this.online.set(s, true);
+    }
   }
   obs(): Map<string, SiteObservation> {
-    return new Map(this.sites.map((s) => [s, {
-      online: this.online.get(s)!, runningVersion: this.running.get(s),
-      healthy: !((this.broken.has(s) || this.crashing.has(s)) && this.running.get(s) !== this.oldVersion),
-      healthReason: this.broken.has(s) || this.crashing.has(s) ? 'rule anomalies failed: SQL_INVALID' : undefined,
-      failed: this.crashing.has(s) && this.running.get(s) !== this.oldVersion,
-      metrics: this.metrics.get(`${s}@${this.running.get(s)}`) ?? undefined,
-    }]));
+    return new Map(
+      this.sites.map((s) => [
+        s,
+        {
+          online: this.online.get(s)!,
+          runningVersion: this.running.get(s),
+          healthy: !((this.broken.has(s) || this.crashing.has(s)) && this.running.get(s) !== this.oldVersion),
+          healthReason: this.broken.has(s) || this.crashing.has(s) ? 'rule anomalies failed: SQL_INVALID' : undefined,
+          failed: this.crashing.has(s) && this.running.get(s) !== this.oldVersion,
+          metrics: this.metrics.get(`${s}@${this.running.get(s)}`) ?? undefined,
+        },
+      ]),
+    );
   }
   /** Sites apply what the rollout admits (online ones), then the controller steps. */
   step(r: RolloutState, ms = 1000): RolloutState {
@@ -69,7 +93,14 @@ describe('rollout controller (pure, fake time)', () => {
 
   it('canary: a few sites first, gates held for the bake time, then the rest', () => {
     const f = new Fleet(['a', 'b', 'c', 'd']);
-    let r = start({ type: 'canary', canary: 25, canaryPercent: true, bakeTimeS: 30, gates: { maxErrorRate: 0.05, maxP95Ms: 50 }, then: 'all' });
+    let r = start({
+      type: 'canary',
+      canary: 25,
+      canaryPercent: true,
+      bakeTimeS: 30,
+      gates: { maxErrorRate: 0.05, maxP95Ms: 50 },
+      then: 'all',
+    });
     r = f.step(r);
     assert.deepEqual(r.canaries, ['a']);
     assert.deepEqual(r.admitted, ['a']);
@@ -233,23 +264,69 @@ describe('rollout controller (pure, fake time)', () => {
 type Model = NonNullable<SiteStatusBody['models']>[number];
 type Rule = NonNullable<SiteStatusBody['rules']>[number];
 /** A site's last status as the agent reports it, with only what observe() reads filled in. */
-function status(o: { apps?: { name: string; version: string }[]; models?: Partial<Model>[]; rules?: Partial<Rule>[]; applyError?: string }): SiteStatusBody {
+function status(o: {
+  apps?: { name: string; version: string }[];
+  models?: Partial<Model>[];
+  rules?: Partial<Rule>[];
+  applyError?: string;
+}): SiteStatusBody {
   return {
-    agentVersion: '1', bootId: 'b', uptimeS: 1, heartbeatIntervalS: 10, generation: 1, apps: o.apps ?? [],
-    system: { hostname: 'h', platform: 'linux', arch: 'x64', cores: 1, memoryTotalBytes: 1, memoryFreeBytes: 1, diskTotalBytes: 1, diskFreeBytes: 1, loadAvg1: 0 },
-    runtimes: [], accelerators: [], outbox: { pending: 0, dropped: 0 }, devices: { connected: 0, messagesIn: 0 },
+    agentVersion: '1',
+    bootId: 'b',
+    uptimeS: 1,
+    heartbeatIntervalS: 10,
+    generation: 1,
+    apps: o.apps ?? [],
+    system: {
+      hostname: 'h',
+      platform: 'linux',
+      arch: 'x64',
+      cores: 1,
+      memoryTotalBytes: 1,
+      memoryFreeBytes: 1,
+      diskTotalBytes: 1,
+      diskFreeBytes: 1,
+      loadAvg1: 0,
+    },
+    runtimes: [],
+    accelerators: [],
+    outbox: { pending: 0, dropped: 0 },
+    devices: { connected: 0, messagesIn: 0 },
     applyError: o.applyError,
     models: o.models?.map((m) => ({ app: 'vib', name: 'm', version: '1', state: 'ready', ...m })),
-    rules: o.rules?.map((r) => ({ app: 'vib', rule: 'r', state: 'running', in: 0, out: 0, filtered: 0, late: 0, errors: 0, dropped: 0, sinkErrors: 0, lastOutputAt: null, ...r })),
+    rules: o.rules?.map((r) => ({
+      app: 'vib',
+      rule: 'r',
+      state: 'running',
+      in: 0,
+      out: 0,
+      filtered: 0,
+      late: 0,
+      errors: 0,
+      dropped: 0,
+      sinkErrors: 0,
+      lastOutputAt: null,
+      ...r,
+    })),
   };
 }
 
 describe('observe (what a site reports, read for one app)', () => {
-  const v2 = [{ name: 'vib', version: '2.0.0' }, { name: 'other', version: '9.9.9' }];
+  const v2 = [
+    { name: 'vib', version: '2.0.0' },
+    { name: 'other', version: '9.9.9' },
+  ];
 
   it('a site with no status yet does not run the app: unhealthy, not failed', () => {
     const o = observe({ status: null }, true, 'vib');
-    assert.deepEqual(o, { online: true, runningVersion: undefined, healthy: false, healthReason: 'does not run vib', failed: false, metrics: undefined });
+    assert.deepEqual(o, {
+      online: true,
+      runningVersion: undefined,
+      healthy: false,
+      healthReason: 'does not run vib',
+      failed: false,
+      metrics: undefined,
+    });
   });
 
   it('running with ready models and running rules is healthy', () => {
@@ -269,7 +346,11 @@ describe('observe (what a site reports, read for one app)', () => {
   });
 
   it("another app's failed model or rule does not count against this one", () => {
-    const o = observe({ status: status({ apps: v2, models: [{ app: 'other', state: 'failed' }], rules: [{ app: 'other', state: 'failed' }] }) }, true, 'vib');
+    const o = observe(
+      { status: status({ apps: v2, models: [{ app: 'other', state: 'failed' }], rules: [{ app: 'other', state: 'failed' }] }) },
+      true,
+      'vib',
+    );
     assert.deepEqual([o.healthy, o.failed], [true, false]);
   });
 
@@ -279,13 +360,22 @@ describe('observe (what a site reports, read for one app)', () => {
   });
 
   it("model figures add up over the app's models: requests and errors summed, worst p95, mean of the output means", () => {
-    const o = observe({ status: status({ apps: v2, models: [
-      { name: 'a', stats: { requests: 100, errors: 1, p95Ms: 12, outputMean: 0.2 } },
-      { name: 'b', stats: { requests: 50, errors: 4, p95Ms: 30, outputMean: 0.4 } },
-      { name: 'c', stats: { requests: 5, errors: 0, p95Ms: null, outputMean: null } },
-      { name: 'd' },
-      { app: 'other', name: 'x', stats: { requests: 9999, errors: 9999, p95Ms: 9999, outputMean: 99 } },
-    ] }) }, false, 'vib');
+    const o = observe(
+      {
+        status: status({
+          apps: v2,
+          models: [
+            { name: 'a', stats: { requests: 100, errors: 1, p95Ms: 12, outputMean: 0.2 } },
+            { name: 'b', stats: { requests: 50, errors: 4, p95Ms: 30, outputMean: 0.4 } },
+            { name: 'c', stats: { requests: 5, errors: 0, p95Ms: null, outputMean: null } },
+            { name: 'd' },
+            { app: 'other', name: 'x', stats: { requests: 9999, errors: 9999, p95Ms: 9999, outputMean: 99 } },
+          ],
+        }),
+      },
+      false,
+      'vib',
+    );
     assert.equal(o.online, false);
     assert.equal(o.metrics!.requests, 155);
     assert.equal(o.metrics!.errors, 5);
@@ -297,7 +387,12 @@ describe('observe (what a site reports, read for one app)', () => {
     for (const stuck of [false, true]) {
       const clock = new ManualClock(0);
       let st = status({ apps: [{ name: 'vib', version: '1.0.0' }], models: [{}] });
-      let r = reconcile(newRollout('dep-1', 'vib', '2.0.0', { type: 'all' }, opts, clock.now()), ['a'], new Map([['a', observe({ status: st }, true, 'vib')]]), clock.now());
+      let r = reconcile(
+        newRollout('dep-1', 'vib', '2.0.0', { type: 'all' }, opts, clock.now()),
+        ['a'],
+        new Map([['a', observe({ status: st }, true, 'vib')]]),
+        clock.now(),
+      );
       assert.deepEqual(r.admitted, ['a']);
       // The site applies the new version; its model loads.
       st = status({ apps: [{ name: 'vib', version: '2.0.0' }], models: [{ state: 'loading' }] });
@@ -309,7 +404,7 @@ describe('observe (what a site reports, read for one app)', () => {
       if (stuck) {
         assert.equal(r.phase, 'failed');
         assert.equal(r.history.at(-1)!.at, 61_000, 'failed on the first step past the 60 s deadline');
-        assert.equal(r.updatedAt, 61_000, 'an ending updates the state\'s time');
+        assert.equal(r.updatedAt, 61_000, "an ending updates the state's time");
         assert.match(r.reason!, /unhealthy for 60 s: model m is loading/);
       } else {
         assert.equal(r.phase, 'succeeded');

@@ -87,23 +87,36 @@ export function observe(site: { status: SiteStatusBody | null }, online: boolean
   const loading = models.find((m) => m.state !== 'ready' && m.state !== 'failed');
   // Read as data (contract 1.1): this app's own entries, by name — `guard` is not `my-guard`.
   const own = st?.applyErrors?.filter((e) => e.app === app);
-  const applyError = own ? (own.length ? own.map((e) => `${e.component}: ${e.code}: ${e.message}`).join('; ') : undefined)
+  const applyError = own
+    ? own.length
+      ? own.map((e) => `${e.component}: ${e.code}: ${e.message}`).join('; ')
+      : undefined
     : legacyApplyError(st?.applyError, app);
-  const healthReason = !running ? `does not run ${app}`
-    : failedModel ? `model ${failedModel.name} failed: ${failedModel.error ?? 'unknown'}`
-      : failedRule ? `rule ${failedRule.rule} failed: ${failedRule.error ?? 'unknown'}`
-        : loading ? `model ${loading.name} is ${loading.state}`
+  const healthReason = !running
+    ? `does not run ${app}`
+    : failedModel
+      ? `model ${failedModel.name} failed: ${failedModel.error ?? 'unknown'}`
+      : failedRule
+        ? `rule ${failedRule.rule} failed: ${failedRule.error ?? 'unknown'}`
+        : loading
+          ? `model ${loading.name} is ${loading.state}`
           : applyError;
   const withStats = models.filter((m) => m.stats);
   const means = withStats.map((m) => m.stats!.outputMean).filter((x): x is number => typeof x === 'number');
   return {
-    online, runningVersion: running, healthy: !healthReason, healthReason, failed: !!(failedModel || failedRule || applyError),
-    metrics: withStats.length ? {
-      requests: withStats.reduce((a, m) => a + m.stats!.requests, 0),
-      errors: withStats.reduce((a, m) => a + m.stats!.errors, 0),
-      p95Ms: Math.max(...withStats.map((m) => m.stats!.p95Ms ?? 0)),
-      outputMean: means.length ? means.reduce((a, b) => a + b, 0) / means.length : null,
-    } : undefined,
+    online,
+    runningVersion: running,
+    healthy: !healthReason,
+    healthReason,
+    failed: !!(failedModel || failedRule || applyError),
+    metrics: withStats.length
+      ? {
+          requests: withStats.reduce((a, m) => a + m.stats!.requests, 0),
+          errors: withStats.reduce((a, m) => a + m.stats!.errors, 0),
+          p95Ms: Math.max(...withStats.map((m) => m.stats!.p95Ms ?? 0)),
+          outputMean: means.length ? means.reduce((a, b) => a + b, 0) / means.length : null,
+        }
+      : undefined,
   };
 }
 
@@ -119,8 +132,28 @@ export function hasDeferred(r: RolloutState): boolean {
   return Object.values(r.sites).some((s) => s.phase === 'deferred');
 }
 
-export function newRollout(id: string, app: string, version: string, strategy: Strategy, options: RolloutOptions, now: number): RolloutState {
-  return { id, app, version, strategy, options, phase: 'progressing', startedAt: now, updatedAt: now, admitted: [], canaries: [], sites: {}, history: [{ at: now, event: `started (${strategy.type})` }] };
+export function newRollout(
+  id: string,
+  app: string,
+  version: string,
+  strategy: Strategy,
+  options: RolloutOptions,
+  now: number,
+): RolloutState {
+  return {
+    id,
+    app,
+    version,
+    strategy,
+    options,
+    phase: 'progressing',
+    startedAt: now,
+    updatedAt: now,
+    admitted: [],
+    canaries: [],
+    sites: {},
+    history: [{ at: now, event: `started (${strategy.type})` }],
+  };
 }
 
 /** The sites of `targets` a deployment's rollout lets run the new version. */
@@ -150,7 +183,8 @@ function end(r: RolloutState, phase: Phase, reason: string, now: number, revert:
 
 /** Operator actions. Each returns the next state, or throws with why it cannot. */
 export function pause(r: RolloutState, now: number): RolloutState {
-  if (TERMINAL.includes(r.phase) || r.phase === 'paused') throw new Error(`the rollout is ${r.phase}; only a running rollout can be paused`);
+  if (TERMINAL.includes(r.phase) || r.phase === 'paused')
+    throw new Error(`the rollout is ${r.phase}; only a running rollout can be paused`);
   const n = structuredClone(r);
   n.pausedFrom = n.phase;
   n.phase = 'paused';
@@ -192,11 +226,12 @@ function canaryCount(s: Extract<Strategy, { type: 'canary' }>, targets: number):
 
 /** Evaluates the canary gates; returns the first that fails, with the figures. */
 export function failedGate(gates: Gates, canary: SiteObservation[], baseline: SiteObservation[]): string | undefined {
-  const sum = (xs: SiteObservation[], f: (m: NonNullable<SiteObservation['metrics']>) => number) => xs.reduce((a, o) => a + (o.metrics ? f(o.metrics) : 0), 0);
+  const sum = (xs: SiteObservation[], f: (m: NonNullable<SiteObservation['metrics']>) => number) =>
+    xs.reduce((a, o) => a + (o.metrics ? f(o.metrics) : 0), 0);
   const requests = sum(canary, (m) => m.requests);
   const errors = sum(canary, (m) => m.errors);
   if (gates.maxErrorRate !== undefined && requests > 0 && errors / requests > gates.maxErrorRate) {
-    return `error rate ${(100 * errors / requests).toFixed(2)} % on canary sites is above the gate of ${(100 * gates.maxErrorRate).toFixed(2)} %`;
+    return `error rate ${((100 * errors) / requests).toFixed(2)} % on canary sites is above the gate of ${(100 * gates.maxErrorRate).toFixed(2)} %`;
   }
   if (gates.maxP95Ms !== undefined) {
     const worst = Math.max(...canary.map((o) => o.metrics?.p95Ms ?? 0));
@@ -211,14 +246,20 @@ export function failedGate(gates: Gates, canary: SiteObservation[], baseline: Si
     const b = mean(baseline);
     if (c !== undefined && b !== undefined) {
       const drift = Math.abs(c - b) / Math.max(Math.abs(b), 1e-9);
-      if (drift > gates.maxDrift) return `model output drift ${(100 * drift).toFixed(1)} % (canary mean ${c.toPrecision(4)}, previous version ${b.toPrecision(4)}) is above the gate of ${(100 * gates.maxDrift).toFixed(1)} %`;
+      if (drift > gates.maxDrift)
+        return `model output drift ${(100 * drift).toFixed(1)} % (canary mean ${c.toPrecision(4)}, previous version ${b.toPrecision(4)}) is above the gate of ${(100 * gates.maxDrift).toFixed(1)} %`;
     }
   }
   return undefined;
 }
 
 /** One reconcile step. Pure: returns a new state (the input is not changed). */
-export function reconcile(prev: RolloutState, targets: readonly string[], obs: ReadonlyMap<string, SiteObservation>, now: number): RolloutState {
+export function reconcile(
+  prev: RolloutState,
+  targets: readonly string[],
+  obs: ReadonlyMap<string, SiteObservation>,
+  now: number,
+): RolloutState {
   if (prev.phase === 'succeeded' && hasDeferred(prev)) {
     // Still following the sites that were offline: they catch up when they return.
     const r = structuredClone(prev);
@@ -247,9 +288,15 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
     const st = r.sites[s]!;
     if (st.phase === 'failed' || st.phase === 'reverted') continue;
     if (o?.runningVersion === r.version && o.healthy) {
-      if (st.phase !== 'updated') { r.sites[s] = { phase: 'updated', since: now }; log(r, now, `site ${s} updated`); }
+      if (st.phase !== 'updated') {
+        r.sites[s] = { phase: 'updated', since: now };
+        log(r, now, `site ${s} updated`);
+      }
     } else if (!o?.online && st.phase !== 'updated') {
-      if (st.phase !== 'deferred') { r.sites[s] = { phase: 'deferred', since: now, reason: 'offline; updates when it returns' }; log(r, now, `site ${s} offline: deferred`); }
+      if (st.phase !== 'deferred') {
+        r.sites[s] = { phase: 'deferred', since: now, reason: 'offline; updates when it returns' };
+        log(r, now, `site ${s} offline: deferred`);
+      }
     } else if (o?.online && o.runningVersion === r.version && o.failed) {
       // Broken, not slow: no need to wait for the deadline.
       r.sites[s] = { phase: 'failed', since: now, reason: o.healthReason ?? 'failed on the new version' };
@@ -260,7 +307,10 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
     } else if (st.phase === 'deferred' && o?.online) {
       r.sites[s] = { phase: 'updating', since: now };
     } else if (st.phase === 'updating' && now - st.since > timeout) {
-      const why = o?.runningVersion !== r.version ? `did not run ${r.app}@${r.version} within ${r.options.stepTimeoutS} s` : `unhealthy for ${r.options.stepTimeoutS} s: ${o?.healthReason ?? 'unknown'}`;
+      const why =
+        o?.runningVersion !== r.version
+          ? `did not run ${r.app}@${r.version} within ${r.options.stepTimeoutS} s`
+          : `unhealthy for ${r.options.stepTimeoutS} s: ${o?.healthReason ?? 'unknown'}`;
       r.sites[s] = { phase: 'failed', since: now, reason: why };
       failures.push(`site ${s} ${why}`);
     } else if (st.phase === 'pending') {
@@ -284,27 +334,40 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
     for (const s of sites) {
       r.admitted.push(s);
       const online = obs.get(s)?.online ?? false;
-      r.sites[s] = online ? { phase: 'updating', since: now } : { phase: 'deferred', since: now, reason: 'offline; updates when it returns' };
+      r.sites[s] = online
+        ? { phase: 'updating', since: now }
+        : { phase: 'deferred', since: now, reason: 'offline; updates when it returns' };
     }
     if (sites.length) log(r, now, `admitted ${sites.join(', ')}`);
   };
   // Online sites first: an offline site would only be deferred.
-  const byOnline = (xs: string[]) => [...xs].sort((a, b) => Number(obs.get(b)?.online ?? false) - Number(obs.get(a)?.online ?? false) || (a < b ? -1 : 1));
+  const byOnline = (xs: string[]) =>
+    [...xs].sort((a, b) => Number(obs.get(b)?.online ?? false) - Number(obs.get(a)?.online ?? false) || (a < b ? -1 : 1));
 
   const s = r.strategy;
   if (s.type === 'canary' && r.canaries.length === 0 && targets.length > 0) {
     const first = byOnline(pending).slice(0, canaryCount(s, targets.length));
     // Figures of the previous version, taken before any canary updates.
-    const before = targets.map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version && typeof o.metrics?.outputMean === 'number');
-    r.baseline = { at: now, outputMean: before.length ? before.reduce((a, o) => a + o.metrics!.outputMean!, 0) / before.length : null, sites: before.length };
+    const before = targets
+      .map((t) => obs.get(t))
+      .filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version && typeof o.metrics?.outputMean === 'number');
+    r.baseline = {
+      at: now,
+      outputMean: before.length ? before.reduce((a, o) => a + o.metrics!.outputMean!, 0) / before.length : null,
+      sites: before.length,
+    };
     r.canaries = first;
     admit(first);
   } else if (s.type === 'canary' && isCanaryStage) {
     if (inFlight > 0) return touch(r, prev, now);
-    const canaryObs = r.canaries.filter((c) => r.sites[c]!.phase === 'updated').map((c) => obs.get(c)!).filter(Boolean);
+    const canaryObs = r.canaries
+      .filter((c) => r.sites[c]!.phase === 'updated')
+      .map((c) => obs.get(c)!)
+      .filter(Boolean);
     if (canaryObs.length === 0) {
       // Every canary is deferred (offline): promoting on no evidence would defeat the canary.
-      if (now - r.startedAt > timeout) return end(r, 'rolled-back', `no canary site came online within ${r.options.stepTimeoutS} s`, now, true);
+      if (now - r.startedAt > timeout)
+        return end(r, 'rolled-back', `no canary site came online within ${r.options.stepTimeoutS} s`, now, true);
       return touch(r, prev, now);
     }
     if (r.phase !== 'baking') {
@@ -312,7 +375,10 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
       r.bakeStartedAt = now;
       log(r, now, `baking for ${s.bakeTimeS} s`);
     }
-    let baseline = targets.filter((t) => !admittedSet.has(t)).map((t) => obs.get(t)).filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
+    let baseline = targets
+      .filter((t) => !admittedSet.has(t))
+      .map((t) => obs.get(t))
+      .filter((o): o is SiteObservation => !!o && o.online && o.runningVersion !== r.version);
     if (!baseline.some((o) => typeof o.metrics?.outputMean === 'number') && typeof r.baseline?.outputMean === 'number') {
       // No site left on the previous version (or none with figures): the figures recorded before the update.
       baseline = [{ online: true, healthy: true, metrics: { requests: 0, errors: 0, p95Ms: null, outputMean: r.baseline.outputMean } }];
@@ -322,12 +388,16 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
     if (now - r.bakeStartedAt! < s.bakeTimeS * 1000) return touch(r, prev, now);
     r.phase = 'progressing';
     r.canaryPassed = true;
-    log(r, now, pending.length ? 'canary passed its gates; rolling out to the rest' : 'canary passed its gates (it covered the whole pool)');
+    log(
+      r,
+      now,
+      pending.length ? 'canary passed its gates; rolling out to the rest' : 'canary passed its gates (it covered the whole pool)',
+    );
     admit(s.then === 'all' ? byOnline(pending) : byOnline(pending).slice(0, Math.max(1, s.maxUnavailable ?? 1)));
   } else if (s.type === 'all' || (s.type === 'canary' && s.then === 'all')) {
     admit(byOnline(pending));
   } else {
-    const max = Math.max(1, s.type === 'rolling' ? s.maxUnavailable : s.maxUnavailable ?? 1);
+    const max = Math.max(1, s.type === 'rolling' ? s.maxUnavailable : (s.maxUnavailable ?? 1));
     if (inFlight < max) admit(byOnline(pending).slice(0, max - inFlight));
   }
 
@@ -335,7 +405,15 @@ export function reconcile(prev: RolloutState, targets: readonly string[], obs: R
   const done = targets.every((t) => admittedNow.has(t) && (r.sites[t]!.phase === 'updated' || r.sites[t]!.phase === 'deferred'));
   if (done && !(s.type === 'canary' && isCanaryStage)) {
     const deferred = targets.filter((t) => r.sites[t]!.phase === 'deferred');
-    return end(r, 'succeeded', deferred.length ? `all online sites run ${r.app}@${r.version}; ${deferred.length} offline site(s) will when they return` : `all ${targets.length} site(s) run ${r.app}@${r.version}`, now, false);
+    return end(
+      r,
+      'succeeded',
+      deferred.length
+        ? `all online sites run ${r.app}@${r.version}; ${deferred.length} offline site(s) will when they return`
+        : `all ${targets.length} site(s) run ${r.app}@${r.version}`,
+      now,
+      false,
+    );
   }
   return touch(r, prev, now);
 }

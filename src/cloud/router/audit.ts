@@ -45,7 +45,10 @@ export class RouterAudit {
     this.ring.push(r);
     if (this.ring.length > (this.o.ringSize ?? 10_000)) this.ring.shift();
     if (!this.out) return;
-    if (this.out.writableLength > 8 * 1024 * 1024) { this.dropped++; return; }
+    if (this.out.writableLength > 8 * 1024 * 1024) {
+      this.dropped++;
+      return;
+    }
     const line = `${JSON.stringify(r)}\n`;
     this.written += Buffer.byteLength(line);
     this.out.write(line);

@@ -9,9 +9,16 @@ import type { CascadeSpec } from '../../contracts/manifest.ts';
  * `score`, one row for `confidence`/`margin`). For chat answers: `logprob` (mean token
  * log-probability) and `refusal`.
  */
-export interface OutputTensor { name: string; shape: number[]; data: unknown[] }
+export interface OutputTensor {
+  name: string;
+  shape: number[];
+  data: unknown[];
+}
 
-export interface CascadeVerdict { escalate: boolean; why: string }
+export interface CascadeVerdict {
+  escalate: boolean;
+  why: string;
+}
 
 function rows(t: OutputTensor): number[][] {
   const nums = t.data.map(Number);
@@ -25,7 +32,10 @@ function rows(t: OutputTensor): number[][] {
 export function checkTensorCascade(when: CascadeSpec['when'], outputs: readonly OutputTensor[]): CascadeVerdict {
   const pick = (name?: string) => {
     const t = name === undefined ? outputs[0] : outputs.find((o) => o.name === name);
-    if (!t) throw new Error(`the cascade reads output "${name ?? '(first)'}", which the model's answer does not have (it has ${outputs.map((o) => o.name).join(', ') || 'none'})`);
+    if (!t)
+      throw new Error(
+        `the cascade reads output "${name ?? '(first)'}", which the model's answer does not have (it has ${outputs.map((o) => o.name).join(', ') || 'none'})`,
+      );
     return t;
   };
   if ('confidence' in when) {
@@ -56,7 +66,8 @@ export function checkTensorCascade(when: CascadeSpec['when'], outputs: readonly 
 }
 
 /** Common refusal openings of instruction-tuned models (English and Chinese, for Qwen). */
-const REFUSAL = /^\s*(I('m| am) (sorry|unable|not able)|I can(no|')t (help|assist|answer|do)|As an AI|I do not have (access|enough)|抱歉|对不起|我无法|我不能)/i;
+const REFUSAL =
+  /^\s*(I('m| am) (sorry|unable|not able)|I can(no|')t (help|assist|answer|do)|As an AI|I do not have (access|enough)|抱歉|对不起|我无法|我不能)/i;
 
 /** For chat answers: the text and, when the site returned them, the tokens' log-probabilities. */
 export function checkChatCascade(when: CascadeSpec['when'], text: string, logprobs?: readonly number[]): CascadeVerdict {
@@ -67,7 +78,10 @@ export function checkChatCascade(when: CascadeSpec['when'], text: string, logpro
   if ('logprob' in when) {
     if (!logprobs || logprobs.length === 0) return { escalate: false, why: 'no log-probabilities in the answer' };
     const mean = logprobs.reduce((a, b) => a + b, 0) / logprobs.length;
-    return { escalate: mean < when.logprob.below, why: `mean log-probability ${mean.toFixed(3)} ${mean < when.logprob.below ? '<' : '>='} ${when.logprob.below}` };
+    return {
+      escalate: mean < when.logprob.below,
+      why: `mean log-probability ${mean.toFixed(3)} ${mean < when.logprob.below ? '<' : '>='} ${when.logprob.below}`,
+    };
   }
   return { escalate: false, why: 'condition applies to tensor answers only' };
 }

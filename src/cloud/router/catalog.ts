@@ -11,7 +11,10 @@ import { modelKey } from './policy.ts';
  * and its sites (region, revocation). Live facts — online, reported status — come from the
  * fleet's memory on every request.
  */
-export interface EndpointVersion { version: string; manifest: AppManifest }
+export interface EndpointVersion {
+  version: string;
+  manifest: AppManifest;
+}
 
 export interface EndpointInfo {
   name: string;
@@ -33,12 +36,18 @@ export class RouterCatalog {
   private readonly endpoints = new Map<string, { at: number; map: Map<string, EndpointInfo> }>();
   private readonly sites = new Map<string, { at: number; list: Site[] }>();
 
-  constructor(private readonly store: Store, private readonly clock: Clock, private readonly ttlMs = 1000) {}
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly ttlMs = 1000,
+  ) {}
 
   async endpointsOf(tenantId: string): Promise<Map<string, EndpointInfo>> {
     const hit = this.endpoints.get(tenantId);
     if (hit && this.clock.now() - hit.at < this.ttlMs) return hit.map;
-    const deployments = [...(await this.store.listDeployments(tenantId))].sort((a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1));
+    const deployments = [...(await this.store.listDeployments(tenantId))].sort(
+      (a, b) => b.createdAt - a.createdAt || (a.id < b.id ? 1 : -1),
+    );
     const map = new Map<string, EndpointInfo>();
     const seen = new Set<string>();
     for (const d of deployments) {
@@ -53,16 +62,26 @@ export class RouterCatalog {
         const cur = map.get(e.name);
         if (cur) {
           // Another (older) version of the same app serves it under the same policy: its sites count too.
-          if (cur.app === d.appName && JSON.stringify(cur.residency) === JSON.stringify(residency) && cur.model === e.model) cur.versions.push({ version: d.appVersion, manifest: m });
+          if (cur.app === d.appName && JSON.stringify(cur.residency) === JSON.stringify(residency) && cur.model === e.model)
+            cur.versions.push({ version: d.appVersion, manifest: m });
           continue; // a different app that declares the same name: the newest deployment's app owns it
         }
         const spec = m.spec.models.find((x) => x.name === e.model);
         const declaredKind = (e as { kind?: unknown }).kind;
-        const kind = typeof declaredKind === 'string' ? declaredKind : spec?.format === 'gguf' || spec?.format === 'remote' ? 'chat' : 'tensor';
+        const kind =
+          typeof declaredKind === 'string' ? declaredKind : spec?.format === 'gguf' || spec?.format === 'remote' ? 'chat' : 'tensor';
         map.set(e.name, {
-          name: e.name, app: d.appName, model: e.model, versions: [{ version: d.appVersion, manifest: m }], residency,
-          fallback: e.fallback === 'cloud', cascade: e.cascade, kind, format: spec?.format ?? 'onnx',
-          wantsAccelerator: spec?.runtime?.executionProvider === 'cuda' || ((spec as { gpuLayers?: unknown } | undefined)?.gpuLayers ?? 0) !== 0,
+          name: e.name,
+          app: d.appName,
+          model: e.model,
+          versions: [{ version: d.appVersion, manifest: m }],
+          residency,
+          fallback: e.fallback === 'cloud',
+          cascade: e.cascade,
+          kind,
+          format: spec?.format ?? 'onnx',
+          wantsAccelerator:
+            spec?.runtime?.executionProvider === 'cuda' || ((spec as { gpuLayers?: unknown } | undefined)?.gpuLayers ?? 0) !== 0,
         });
       }
     }
@@ -80,7 +99,11 @@ export class RouterCatalog {
 
   /** Forget cached state (after a deployment or app change through this replica). */
   invalidate(tenantId?: string): void {
-    if (tenantId === undefined) { this.endpoints.clear(); this.sites.clear(); return; }
+    if (tenantId === undefined) {
+      this.endpoints.clear();
+      this.sites.clear();
+      return;
+    }
     this.endpoints.delete(tenantId);
     this.sites.delete(tenantId);
   }
@@ -95,7 +118,12 @@ export function acceleratorsOf(status: SiteStatusBody | null | undefined): strin
 }
 
 /** A site's snapshot for the policy, from its latest status and the router's own counters. */
-export function siteSnapshot(site: Site, status: SiteStatusBody | null | undefined, live: { online: boolean; inFlight: number; latencyMs?: number; circuitOpenUntil?: number }, keys: ReadonlySet<string>): SiteSnapshot | undefined {
+export function siteSnapshot(
+  site: Site,
+  status: SiteStatusBody | null | undefined,
+  live: { online: boolean; inFlight: number; latencyMs?: number; circuitOpenUntil?: number },
+  keys: ReadonlySet<string>,
+): SiteSnapshot | undefined {
   if (!status?.models) return undefined;
   const models = new Map<string, ModelState>();
   let queued = 0;
@@ -108,8 +136,15 @@ export function siteSnapshot(site: Site, status: SiteStatusBody | null | undefin
   if (models.size === 0) return undefined;
   const reported = (status as { routed?: { inFlight?: number } }).routed?.inFlight ?? 0;
   return {
-    id: site.id, region: site.region, online: live.online, models, queued,
-    inFlight: Math.max(live.inFlight, reported), parallelism: Math.max(1, status.system.cores),
-    latencyMs: live.latencyMs, accelerators: acceleratorsOf(status), circuitOpenUntil: live.circuitOpenUntil,
+    id: site.id,
+    region: site.region,
+    online: live.online,
+    models,
+    queued,
+    inFlight: Math.max(live.inFlight, reported),
+    parallelism: Math.max(1, status.system.cores),
+    latencyMs: live.latencyMs,
+    accelerators: acceleratorsOf(status),
+    circuitOpenUntil: live.circuitOpenUntil,
   };
 }

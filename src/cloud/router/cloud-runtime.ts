@@ -33,9 +33,19 @@ export interface CloudRuntimeOptions {
 }
 
 /** What the cloud's /v1 gets back from the cloud-side runtime: as a site's /v1 would answer. */
-export interface OpenAiAnswer { status: number; streamed: boolean; stream: AsyncIterable<Buffer>; rename: (b: Buffer) => Buffer }
+export interface OpenAiAnswer {
+  status: number;
+  streamed: boolean;
+  stream: AsyncIterable<Buffer>;
+  rename: (b: Buffer) => Buffer;
+}
 
-interface Loaded { key: string; ready: Promise<void>; failedAt?: number; error?: string }
+interface Loaded {
+  key: string;
+  ready: Promise<void>;
+  failedAt?: number;
+  error?: string;
+}
 
 export class CloudRuntime {
   private readonly host: ModelHost;
@@ -46,11 +56,19 @@ export class CloudRuntime {
 
   constructor(private readonly o: CloudRuntimeOptions) {
     this.registry = new RuntimeRegistry()
-      .register(new OnnxRuntime((model, reason) => o.log.warn({ model, reason }, 'CUDA asked for but not available in the cloud runtime; the model runs on the CPU')))
+      .register(
+        new OnnxRuntime((model, reason) =>
+          o.log.warn({ model, reason }, 'CUDA asked for but not available in the cloud runtime; the model runs on the CPU'),
+        ),
+      )
       .register(new BuiltinRuntime());
     for (const r of o.runtimes ?? []) this.registry.register(r);
     this.host = new ModelHost({
-      runtimes: this.registry, clock: o.clock, log: o.log, registry: o.registry, tier: 'cloud',
+      runtimes: this.registry,
+      clock: o.clock,
+      log: o.log,
+      registry: o.registry,
+      tier: 'cloud',
       ...(o.secret ? { secret: o.secret } : {}),
       fetchModel: async (_app, m) => {
         const f = m.sha256 ? o.artifactFile(m.sha256) : undefined;
@@ -90,7 +108,10 @@ export class CloudRuntime {
     }
     // Just this model, under one endpoint of its own (with the limits of the app's endpoint that names it).
     const spec = manifest.spec.models.find((m) => m.name === model);
-    if (!spec) return Promise.reject(new EwError('MODEL_NOT_FOUND', `app ${manifest.metadata.name}@${manifest.metadata.version} has no model ${model}`));
+    if (!spec)
+      return Promise.reject(
+        new EwError('MODEL_NOT_FOUND', `app ${manifest.metadata.name}@${manifest.metadata.version} has no model ${model}`),
+      );
     const declared = manifest.spec.endpoints.find((e) => e.model === model);
     const llm = spec.format === 'gguf' || spec.format === 'remote';
     const endpoint = { ...(declared ?? {}), name: CloudRuntime.endpointName(name), model, ...(llm ? { kind: 'chat' as const } : {}) };
@@ -100,7 +121,10 @@ export class CloudRuntime {
     l.ready = this.host.start(desired).catch((e: Error) => {
       l.failedAt = this.o.clock.now();
       l.error = e.message;
-      throw new EwError('MODEL_LOAD_FAILED', `the cloud-side runtime could not load ${manifest.metadata.name}@${manifest.metadata.version}: ${e.message}`);
+      throw new EwError(
+        'MODEL_LOAD_FAILED',
+        `the cloud-side runtime could not load ${manifest.metadata.name}@${manifest.metadata.version}: ${e.message}`,
+      );
     });
     this.apps.set(name, l);
     while (this.apps.size > (this.o.maxApps ?? 16)) {
@@ -128,7 +152,15 @@ export class CloudRuntime {
    * /v1 code the sites run (in process, fastify's inject), so answers, streams and errors are
    * exactly a site's; `rename` puts the public endpoint name back into what comes out.
    */
-  async openai(tenantId: string, manifest: AppManifest, model: string, publicName: string, path: string, body: Record<string, unknown>, signal: AbortSignal): Promise<OpenAiAnswer> {
+  async openai(
+    tenantId: string,
+    manifest: AppManifest,
+    model: string,
+    publicName: string,
+    path: string,
+    body: Record<string, unknown>,
+    signal: AbortSignal,
+  ): Promise<OpenAiAnswer> {
     await this.ensure(tenantId, manifest, model);
     const internal = CloudRuntime.endpointName(CloudRuntime.appName(tenantId, manifest.metadata.name, manifest.metadata.version, model));
     this.v1 ??= (async () => {
@@ -138,7 +170,18 @@ export class CloudRuntime {
       return app;
     })();
     const app = await this.v1;
-    const res = await app.inject({ method: 'POST', url: path, payload: { ...body, model: internal }, payloadAsStream: true, signal }) as unknown as { statusCode: number; headers: Record<string, unknown>; stream(): AsyncIterable<Buffer | string>; raw: { res: { destroy(): void } } };
+    const res = (await app.inject({
+      method: 'POST',
+      url: path,
+      payload: { ...body, model: internal },
+      payloadAsStream: true,
+      signal,
+    })) as unknown as {
+      statusCode: number;
+      headers: Record<string, unknown>;
+      stream(): AsyncIterable<Buffer | string>;
+      raw: { res: { destroy(): void } };
+    };
     signal.addEventListener('abort', () => res.raw.res.destroy(), { once: true });
     const from = Buffer.from(internal);
     const to = Buffer.from(publicName);
@@ -147,14 +190,21 @@ export class CloudRuntime {
       if (i < 0) return b;
       const parts: Buffer[] = [];
       let at = 0;
-      for (; i >= 0; i = b.indexOf(from, at)) { parts.push(b.subarray(at, i), to); at = i + from.length; }
+      for (; i >= 0; i = b.indexOf(from, at)) {
+        parts.push(b.subarray(at, i), to);
+        at = i + from.length;
+      }
       parts.push(b.subarray(at));
       return Buffer.concat(parts);
     };
     const src = res.stream();
     return {
-      status: res.statusCode, streamed: String(res.headers['content-type'] ?? '').startsWith('text/event-stream'), rename,
-      stream: (async function* () { for await (const c of src) yield Buffer.isBuffer(c) ? c : Buffer.from(c); })(),
+      status: res.statusCode,
+      streamed: String(res.headers['content-type'] ?? '').startsWith('text/event-stream'),
+      rename,
+      stream: (async function* () {
+        for await (const c of src) yield Buffer.isBuffer(c) ? c : Buffer.from(c);
+      })(),
     };
   }
 

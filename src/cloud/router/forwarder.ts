@@ -27,7 +27,12 @@ export class Forwarder {
   invalidAnswers = 0;
 
   /** `maxAnswerBytes`: the largest frame a site may send back on this link (the hub's packet limit), told to the site with each request. */
-  constructor(private readonly hub: Hub, private readonly clock: Clock, private readonly maxPending = 10_000, private readonly maxAnswerBytes?: number) {}
+  constructor(
+    private readonly hub: Hub,
+    private readonly clock: Clock,
+    private readonly maxPending = 10_000,
+    private readonly maxAnswerBytes?: number,
+  ) {}
 
   private limit(head: Record<string, unknown>): Record<string, unknown> {
     return this.maxAnswerBytes === undefined ? head : { ...head, maxAnswerBytes: this.maxAnswerBytes };
@@ -44,10 +49,16 @@ export class Forwarder {
     let f: Answer;
     try {
       f = decodeFrame(SiteToCloud, payload, `answer from site ${siteId}`);
-      if (f.head.id !== id) throw new EwError('MQTT_PAYLOAD_INVALID', `answer from site ${siteId} names request ${f.head.id} on the topic of ${id}`);
+      if (f.head.id !== id)
+        throw new EwError('MQTT_PAYLOAD_INVALID', `answer from site ${siteId} names request ${f.head.id} on the topic of ${id}`);
     } catch (e) {
       this.invalidAnswers++;
-      p.onFail(new EwError('SITE_ANSWER_INVALID', `site ${siteId} answered with something that is not a valid inference answer: ${(e as Error).message}`));
+      p.onFail(
+        new EwError(
+          'SITE_ANSWER_INVALID',
+          `site ${siteId} answered with something that is not a valid inference answer: ${(e as Error).message}`,
+        ),
+      );
       return true;
     }
     p.onFrame(f);
@@ -55,7 +66,8 @@ export class Forwarder {
   };
 
   private register(siteId: string, p: Omit<Pending, 'siteId'>): string {
-    if (this.pending.size >= this.maxPending) throw new EwError('QUEUE_FULL', `the cloud has ${this.pending.size} routed requests waiting on sites, its limit; retry shortly`);
+    if (this.pending.size >= this.maxPending)
+      throw new EwError('QUEUE_FULL', `the cloud has ${this.pending.size} routed requests waiting on sites, its limit; retry shortly`);
     const id = randomUUID();
     this.pending.set(id, { siteId, ...p });
     return id;
@@ -63,7 +75,9 @@ export class Forwarder {
 
   private cancel(siteId: string, id: string): void {
     this.pending.delete(id);
-    void this.hub.publish(topics.rpcRequest(siteId, randomUUID()), encodeFrame({ v: WIRE_VERSION, type: 'cancel', id }), { qos: 0 }).catch(() => {});
+    void this.hub
+      .publish(topics.rpcRequest(siteId, randomUUID()), encodeFrame({ v: WIRE_VERSION, type: 'cancel', id }), { qos: 0 })
+      .catch(() => {});
   }
 
   /**
@@ -74,12 +88,26 @@ export class Forwarder {
     return new Promise<Answer>((resolve, reject) => {
       let id = '';
       let stopTimer = () => {};
-      const finish = () => { stopTimer(); signal?.removeEventListener('abort', onAbort); this.pending.delete(id); };
-      const onAbort = () => { finish(); this.cancel(siteId, id); reject(new EwError('CLIENT_CLOSED', 'the client went away; the site was told to cancel')); };
+      const finish = () => {
+        stopTimer();
+        signal?.removeEventListener('abort', onAbort);
+        this.pending.delete(id);
+      };
+      const onAbort = () => {
+        finish();
+        this.cancel(siteId, id);
+        reject(new EwError('CLIENT_CLOSED', 'the client went away; the site was told to cancel'));
+      };
       try {
         id = this.register(siteId, {
-          onFrame: (f) => { finish(); resolve(f); },
-          onFail: (e) => { finish(); reject(e); },
+          onFrame: (f) => {
+            finish();
+            resolve(f);
+          },
+          onFail: (e) => {
+            finish();
+            reject(e);
+          },
         });
       } catch (e) {
         reject(e);
@@ -105,19 +133,35 @@ export class Forwarder {
    * instead of filling the cloud's memory. Breaking out of the loop (client gone) cancels the
    * site's work. `idleMs` bounds the wait for each next chunk.
    */
-  async *stream(siteId: string, head: Record<string, unknown>, body: Buffer, opts: { window: number; idleMs: number; signal?: AbortSignal }): AsyncGenerator<Buffer, Answer> {
+  async *stream(
+    siteId: string,
+    head: Record<string, unknown>,
+    body: Buffer,
+    opts: { window: number; idleMs: number; signal?: AbortSignal },
+  ): AsyncGenerator<Buffer, Answer> {
     const queue: Answer[] = [];
     let failure: Error | undefined;
     let wake: (() => void) | undefined;
     const id = this.register(siteId, {
-      onFrame: (f) => { queue.push(f); wake?.(); },
-      onFail: (e) => { failure = e; wake?.(); },
+      onFrame: (f) => {
+        queue.push(f);
+        wake?.();
+      },
+      onFail: (e) => {
+        failure = e;
+        wake?.();
+      },
     });
     let done = false;
-    const onAbort = () => { failure ??= new EwError('CLIENT_CLOSED', 'the client went away'); wake?.(); };
+    const onAbort = () => {
+      failure ??= new EwError('CLIENT_CLOSED', 'the client went away');
+      wake?.();
+    };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await this.hub.publish(topics.rpcRequest(siteId, id), encodeFrame(this.limit({ ...head, id, window: opts.window }), body), { qos: 0 });
+      await this.hub.publish(topics.rpcRequest(siteId, id), encodeFrame(this.limit({ ...head, id, window: opts.window }), body), {
+        qos: 0,
+      });
       let consumed = 0;
       let expected = 0;
       for (;;) {
@@ -125,22 +169,36 @@ export class Forwarder {
           let timedOut = false;
           await new Promise<void>((resolve) => {
             wake = resolve;
-            const stop = this.clock.setTimer(opts.idleMs, () => { timedOut = true; resolve(); });
+            const stop = this.clock.setTimer(opts.idleMs, () => {
+              timedOut = true;
+              resolve();
+            });
             const w = wake;
-            wake = () => { stop(); w(); };
+            wake = () => {
+              stop();
+              w();
+            };
           });
           wake = undefined;
-          if (timedOut && queue.length === 0 && !failure) failure = new EwError('INFER_DEADLINE_EXCEEDED', `site ${siteId} sent nothing for ${opts.idleMs} ms`);
+          if (timedOut && queue.length === 0 && !failure)
+            failure = new EwError('INFER_DEADLINE_EXCEEDED', `site ${siteId} sent nothing for ${opts.idleMs} ms`);
         }
         if (queue.length === 0 && failure) throw failure;
         const f = queue.shift()!;
         if (f.head.type === 'chunk') {
-          if (f.head.seq !== expected) throw new EwError('SITE_ANSWER_INVALID', `site ${siteId} sent chunk ${f.head.seq} where ${expected} was due`);
+          if (f.head.seq !== expected)
+            throw new EwError('SITE_ANSWER_INVALID', `site ${siteId} sent chunk ${f.head.seq} where ${expected} was due`);
           expected++;
           yield f.body;
           // The consumer took it: let the site send one more.
           if (++consumed % Math.max(1, Math.floor(opts.window / 2)) === 0) {
-            void this.hub.publish(topics.rpcRequest(siteId, randomUUID()), encodeFrame({ v: WIRE_VERSION, type: 'credit', id, n: Math.max(1, Math.floor(opts.window / 2)) }), { qos: 0 }).catch(() => {});
+            void this.hub
+              .publish(
+                topics.rpcRequest(siteId, randomUUID()),
+                encodeFrame({ v: WIRE_VERSION, type: 'credit', id, n: Math.max(1, Math.floor(opts.window / 2)) }),
+                { qos: 0 },
+              )
+              .catch(() => {});
           }
           continue;
         }

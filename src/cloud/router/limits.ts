@@ -41,12 +41,25 @@ export class KeyLimiter {
   acquire(key: string): Admission {
     const n = this.inFlight.get(key) ?? 0;
     if (n >= this.o.concurrency || (n === 0 && this.inFlight.size >= this.maxKeys)) {
-      return { ok: false, code: 'TOO_MANY_CONCURRENT', retryAfterS: 1, message: n > 0 ? `this API key has ${n} inference requests in flight, its limit; retry when one finishes` : 'the cloud serves as many API keys at once as it may; retry shortly' };
+      return {
+        ok: false,
+        code: 'TOO_MANY_CONCURRENT',
+        retryAfterS: 1,
+        message:
+          n > 0
+            ? `this API key has ${n} inference requests in flight, its limit; retry when one finishes`
+            : 'the cloud serves as many API keys at once as it may; retry shortly',
+      };
     }
     const t = this.buckets.take(key);
     if (!t.ok) {
       const retryAfterS = Math.max(1, Math.ceil(t.retryAfterMs / 1000));
-      return { ok: false, code: 'RATE_LIMITED', retryAfterS, message: `this API key may send ${this.o.ratePerS} inference requests per second (bursts of ${this.o.burst}); retry after ${retryAfterS} s` };
+      return {
+        ok: false,
+        code: 'RATE_LIMITED',
+        retryAfterS,
+        message: `this API key may send ${this.o.ratePerS} inference requests per second (bursts of ${this.o.burst}); retry after ${retryAfterS} s`,
+      };
     }
     this.inFlight.set(key, n + 1);
     let released = false;
@@ -56,7 +69,8 @@ export class KeyLimiter {
         if (released) return;
         released = true;
         const m = (this.inFlight.get(key) ?? 1) - 1;
-        if (m <= 0) this.inFlight.delete(key); else this.inFlight.set(key, m);
+        if (m <= 0) this.inFlight.delete(key);
+        else this.inFlight.set(key, m);
       },
     };
   }

@@ -97,7 +97,16 @@ export interface Choice {
   reasons: string[];
 }
 
-export type RejectReason = 'residency' | 'not-serving' | 'not-ready' | 'offline' | 'circuit-open' | 'overloaded' | 'already-tried' | 'fallback-disabled' | 'cloud-cannot-serve';
+export type RejectReason =
+  | 'residency'
+  | 'not-serving'
+  | 'not-ready'
+  | 'offline'
+  | 'circuit-open'
+  | 'overloaded'
+  | 'already-tried'
+  | 'fallback-disabled'
+  | 'cloud-cannot-serve';
 
 export interface Rejection {
   target: Target;
@@ -138,24 +147,50 @@ function intersect(a: string[] | null, b: readonly string[] | undefined): string
  * class's rule and the request's own regions. Throws nothing: an undeclared data class yields an
  * empty constraint (nothing allowed), which `place` reports as unsatisfiable — fail closed.
  */
-export function residencyConstraint(req: Pick<RouteRequest, 'regions' | 'dataClass' | 'residency'>): Constraint & { unknownClass?: string } {
+export function residencyConstraint(
+  req: Pick<RouteRequest, 'regions' | 'dataClass' | 'residency'>,
+): Constraint & { unknownClass?: string } {
   const p = req.residency;
   const sources: string[] = [];
   let regions: string[] | null = null;
   let sites: string[] | null = null;
   let cloud = p.cloud !== false;
-  if (p.regions) { regions = intersect(regions, p.regions); sources.push(`the endpoint allows regions [${p.regions.join(', ')}]`); }
+  if (p.regions) {
+    regions = intersect(regions, p.regions);
+    sources.push(`the endpoint allows regions [${p.regions.join(', ')}]`);
+  }
   if (p.cloud === false) sources.push('the endpoint keeps its data off the cloud');
   if (req.dataClass !== undefined) {
     const rule = p.classes?.[req.dataClass];
     if (!rule) {
-      return { regions: [], sites: [], cloud: false, sources: [...sources, `data class "${req.dataClass}" is not declared by the endpoint (declared: ${Object.keys(p.classes ?? {}).join(', ') || 'none'})`], unknownClass: req.dataClass };
+      return {
+        regions: [],
+        sites: [],
+        cloud: false,
+        sources: [
+          ...sources,
+          `data class "${req.dataClass}" is not declared by the endpoint (declared: ${Object.keys(p.classes ?? {}).join(', ') || 'none'})`,
+        ],
+        unknownClass: req.dataClass,
+      };
     }
-    if (rule.regions) { regions = intersect(regions, rule.regions); sources.push(`data class "${req.dataClass}" allows regions [${rule.regions.join(', ')}]`); }
-    if (rule.sites) { sites = [...new Set(rule.sites)].sort(); sources.push(`data class "${req.dataClass}" allows sites [${rule.sites.join(', ')}]`); }
-    if (rule.cloud === false) { cloud = false; sources.push(`data class "${req.dataClass}" may not leave for the cloud`); }
+    if (rule.regions) {
+      regions = intersect(regions, rule.regions);
+      sources.push(`data class "${req.dataClass}" allows regions [${rule.regions.join(', ')}]`);
+    }
+    if (rule.sites) {
+      sites = [...new Set(rule.sites)].sort();
+      sources.push(`data class "${req.dataClass}" allows sites [${rule.sites.join(', ')}]`);
+    }
+    if (rule.cloud === false) {
+      cloud = false;
+      sources.push(`data class "${req.dataClass}" may not leave for the cloud`);
+    }
   }
-  if (req.regions) { regions = intersect(regions, req.regions); sources.push(`the request allows regions [${req.regions.join(', ')}]`); }
+  if (req.regions) {
+    regions = intersect(regions, req.regions);
+    sources.push(`the request allows regions [${req.regions.join(', ')}]`);
+  }
   return { regions, sites, cloud, sources };
 }
 
@@ -202,7 +237,9 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
   let preferred: Cand | undefined;
   const regionDetail = new Map<string, string>();
   // Declared once, not per site: a closure made in the loop costs more than the check itself.
-  const reject = (s: SiteSnapshot, reason: RejectReason, detail: string) => { rejected.push({ target: { kind: 'site', siteId: s.id, region: s.region }, reason, detail }); };
+  const reject = (s: SiteSnapshot, reason: RejectReason, detail: string) => {
+    rejected.push({ target: { kind: 'site', siteId: s.id, region: s.region }, reason, detail });
+  };
   for (const s of fleet.sites) {
     const state = stateOf(s);
     if (state === undefined) continue; // not deployed there: not a candidate at all
@@ -210,33 +247,59 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
     const allowedRegion = regionAllowed(c, s.region);
     if (!allowedRegion || (c.sites !== null && !c.sites.includes(s.id))) {
       let detail = allowedRegion ? `site ${s.id} is not among the allowed sites` : regionDetail.get(s.region);
-      if (detail === undefined) { detail = `region ${s.region} is not allowed`; regionDetail.set(s.region, detail); }
+      if (detail === undefined) {
+        detail = `region ${s.region} is not allowed`;
+        regionDetail.set(s.region, detail);
+      }
       rejected.push({ target: { kind: 'site', siteId: s.id, region: s.region }, reason: 'residency', detail });
       continue;
     }
     residencyOk++;
-    if (exclude.has(s.id)) { reject(s, 'already-tried', 'tried earlier for this request'); continue; }
-    if (!s.online) { reject(s, 'offline', 'no heartbeat within the liveness window'); continue; }
-    if (state !== 'ready') { reject(s, 'not-ready', `model ${modelName} is ${state}`); continue; }
-    if (s.circuitOpenUntil !== undefined && s.circuitOpenUntil > fleet.now) { reject(s, 'circuit-open', `recent requests failed; retried after ${Math.ceil((s.circuitOpenUntil - fleet.now) / 1000)} s`); continue; }
-    if (s.maxQueue !== undefined && s.queued >= s.maxQueue) { reject(s, 'overloaded', `queue ${s.queued}/${s.maxQueue} full`); continue; }
+    if (exclude.has(s.id)) {
+      reject(s, 'already-tried', 'tried earlier for this request');
+      continue;
+    }
+    if (!s.online) {
+      reject(s, 'offline', 'no heartbeat within the liveness window');
+      continue;
+    }
+    if (state !== 'ready') {
+      reject(s, 'not-ready', `model ${modelName} is ${state}`);
+      continue;
+    }
+    if (s.circuitOpenUntil !== undefined && s.circuitOpenUntil > fleet.now) {
+      reject(s, 'circuit-open', `recent requests failed; retried after ${Math.ceil((s.circuitOpenUntil - fleet.now) / 1000)} s`);
+      continue;
+    }
+    if (s.maxQueue !== undefined && s.queued >= s.maxQueue) {
+      reject(s, 'overloaded', `queue ${s.queued}/${s.maxQueue} full`);
+      continue;
+    }
     const gpu = req.wantsAccelerator === true && s.accelerators.some((x) => !x.startsWith('cpu'));
     const estimateMs = ((s.latencyMs ?? DEFAULT_LATENCY_MS) * (1 + (s.queued + s.inFlight) / Math.max(1, s.parallelism))) / (gpu ? 2 : 1);
     const cand = { s, estimateMs, gpu };
-    if (s.id === req.preferSite) { preferred = cand; continue; }
+    if (s.id === req.preferSite) {
+      preferred = cand;
+      continue;
+    }
     if (cands.length === MAX_CHOICES && !better(cand, cands[MAX_CHOICES - 1]!)) continue;
     let i = cands.length;
     while (i > 0 && better(cand, cands[i - 1]!)) i--;
     cands.splice(i, 0, cand);
     if (cands.length > MAX_CHOICES) cands.pop();
   }
-  if (preferred) { cands.unshift(preferred); if (cands.length > MAX_CHOICES) cands.pop(); }
+  if (preferred) {
+    cands.unshift(preferred);
+    if (cands.length > MAX_CHOICES) cands.pop();
+  }
   for (const { s, estimateMs, gpu } of cands) {
     const reasons = [
       c.regions === null && c.sites === null ? 'residency: any region' : `residency: region ${s.region} allowed`,
       'online, model ready',
       `load: ${s.inFlight} in flight, ${s.queued} queued, ${Math.max(1, s.parallelism)} parallel`,
-      s.latencyMs === undefined ? `latency: not measured yet (assumed ${DEFAULT_LATENCY_MS} ms)` : `latency: ${s.latencyMs.toFixed(1)} ms measured`,
+      s.latencyMs === undefined
+        ? `latency: not measured yet (assumed ${DEFAULT_LATENCY_MS} ms)`
+        : `latency: ${s.latencyMs.toFixed(1)} ms measured`,
     ];
     if (gpu) reasons.push(`accelerator: ${s.accelerators.filter((x) => !x.startsWith('cpu')).join(', ')}`);
     if (s.id === req.preferSite) reasons.push('preferred by the request');
@@ -248,26 +311,54 @@ export function place(req: RouteRequest, fleet: FleetSnapshot): Decision {
     const target: Target = { kind: 'cloud', region: fleet.cloud.region };
     if (!residencyAllows(c, target)) {
       cloudResidency = true;
-      rejected.push({ target, reason: 'residency', detail: !c.cloud ? 'the data may not leave for the cloud' : `the cloud's region ${fleet.cloud.region} is not allowed` });
-    } else if (!req.cloudFallback) rejected.push({ target, reason: 'fallback-disabled', detail: 'the endpoint declares no cloud fallback' });
-    else if (!fleet.cloud.canServe && ++residencyOk) rejected.push({ target, reason: 'cloud-cannot-serve', detail: 'the cloud-side runtime cannot serve this model' });
-    else if (exclude.has('cloud') && ++residencyOk) rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' });
+      rejected.push({
+        target,
+        reason: 'residency',
+        detail: !c.cloud ? 'the data may not leave for the cloud' : `the cloud's region ${fleet.cloud.region} is not allowed`,
+      });
+    } else if (!req.cloudFallback)
+      rejected.push({ target, reason: 'fallback-disabled', detail: 'the endpoint declares no cloud fallback' });
+    else if (!fleet.cloud.canServe && ++residencyOk)
+      rejected.push({ target, reason: 'cloud-cannot-serve', detail: 'the cloud-side runtime cannot serve this model' });
+    else if (exclude.has('cloud') && ++residencyOk)
+      rejected.push({ target, reason: 'already-tried', detail: 'tried earlier for this request' });
     else {
       residencyOk++;
-      choices.push({ target, estimateMs: fleet.cloud.latencyMs ?? DEFAULT_LATENCY_MS, reasons: [`residency: the cloud's region ${fleet.cloud.region} allowed`, 'fallback: cloud-side runtime, after every eligible site'] });
+      choices.push({
+        target,
+        estimateMs: fleet.cloud.latencyMs ?? DEFAULT_LATENCY_MS,
+        reasons: [`residency: the cloud's region ${fleet.cloud.region} allowed`, 'fallback: cloud-side runtime, after every eligible site'],
+      });
     }
   }
 
   if (choices.length > 0) return { ok: true, choices, rejected, constraint: c };
   const allowed = c.regions === null ? 'any region' : `regions [${c.regions.join(', ')}]`;
-  if (unknownClass !== undefined || (c.regions !== null && c.regions.length === 0) || (residencyOk === 0 && (serving.length > 0 || (cloudResidency && req.cloudFallback))) || (c.sites !== null && c.sites.length === 0)) {
+  if (
+    unknownClass !== undefined ||
+    (c.regions !== null && c.regions.length === 0) ||
+    (residencyOk === 0 && (serving.length > 0 || (cloudResidency && req.cloudFallback))) ||
+    (c.sites !== null && c.sites.length === 0)
+  ) {
     const where = [...new Set(serving.map((s) => s.region))].sort();
     return {
-      ok: false, code: 'RESIDENCY_UNSATISFIABLE', rejected, constraint: c,
-      message: `no target for endpoint ${req.endpoint} satisfies data residency: ${c.sources.join('; ')}${c.regions !== null && c.regions.length === 0 && unknownClass === undefined ? ' — these leave no region' : ''}; ` +
+      ok: false,
+      code: 'RESIDENCY_UNSATISFIABLE',
+      rejected,
+      constraint: c,
+      message:
+        `no target for endpoint ${req.endpoint} satisfies data residency: ${c.sources.join('; ')}${c.regions !== null && c.regions.length === 0 && unknownClass === undefined ? ' — these leave no region' : ''}; ` +
         `sites serving it are in ${where.length ? `[${where.join(', ')}]` : 'no region'}${fleet.cloud ? `, the cloud in ${fleet.cloud.region}` : ''} (allowed: ${allowed})`,
     };
   }
-  const why = rejected.length ? rejected.map((r) => `${r.target.kind === 'site' ? r.target.siteId : 'cloud'}: ${r.reason}`).join(', ') : 'no site serves it';
-  return { ok: false, code: 'NO_SITE_AVAILABLE', rejected, constraint: c, message: `no site can serve endpoint ${req.endpoint} now (${why})` };
+  const why = rejected.length
+    ? rejected.map((r) => `${r.target.kind === 'site' ? r.target.siteId : 'cloud'}: ${r.reason}`).join(', ')
+    : 'no site serves it';
+  return {
+    ok: false,
+    code: 'NO_SITE_AVAILABLE',
+    rejected,
+    constraint: c,
+    message: `no site can serve endpoint ${req.endpoint} now (${why})`,
+  };
 }

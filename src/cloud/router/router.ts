@@ -3,7 +3,16 @@ import { EwError, isEwError, type ErrorCode } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 import type { Fleet } from '../fleet.ts';
-import { place, modelKey, type Choice, type Decision, type FleetSnapshot, type Rejection, type SiteSnapshot, type Target } from './policy.ts';
+import {
+  place,
+  modelKey,
+  type Choice,
+  type Decision,
+  type FleetSnapshot,
+  type Rejection,
+  type SiteSnapshot,
+  type Target,
+} from './policy.ts';
 import { RouterCatalog, siteSnapshot, type EndpointInfo } from './catalog.ts';
 import type { Site } from '../store/store.ts';
 import type { Forwarder } from './forwarder.ts';
@@ -33,7 +42,12 @@ export interface RouteOptions {
   signal?: AbortSignal;
 }
 
-export interface Attempt { target: Target; outcome: 'ok' | ErrorCode; ms: number; message?: string }
+export interface Attempt {
+  target: Target;
+  outcome: 'ok' | ErrorCode;
+  ms: number;
+  message?: string;
+}
 
 export interface RouteTrace {
   endpoint: string;
@@ -44,10 +58,26 @@ export interface RouteTrace {
   attempts: Attempt[];
 }
 
-export interface Routed<T> { value: T; target: Target; trace: RouteTrace }
+export interface Routed<T> {
+  value: T;
+  target: Target;
+  trace: RouteTrace;
+}
 
 /** Failures another target may not have; anything else (bad input) goes straight back to the client. */
-const RETRYABLE = new Set<string>(['INFER_DEADLINE_EXCEEDED', 'SITE_UNREACHABLE', 'SITE_ANSWER_INVALID', 'QUEUE_FULL', 'MODEL_NOT_READY', 'MODEL_NOT_FOUND', 'MODEL_LOAD_FAILED', 'MODEL_TOO_LARGE', 'ARTIFACT_NOT_FOUND', 'LLM_RUNTIME_CRASHED', 'INTERNAL']);
+const RETRYABLE = new Set<string>([
+  'INFER_DEADLINE_EXCEEDED',
+  'SITE_UNREACHABLE',
+  'SITE_ANSWER_INVALID',
+  'QUEUE_FULL',
+  'MODEL_NOT_READY',
+  'MODEL_NOT_FOUND',
+  'MODEL_LOAD_FAILED',
+  'MODEL_TOO_LARGE',
+  'ARTIFACT_NOT_FOUND',
+  'LLM_RUNTIME_CRASHED',
+  'INTERNAL',
+]);
 
 export interface RouterOptions {
   catalog: RouterCatalog;
@@ -80,31 +110,97 @@ export class InferenceRouter {
     const r = o.registry;
     const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
     this.m = {
-      requests: new Counter({ name: 'ew_router_requests_total', help: 'Routed inference requests by endpoint, protocol and outcome', labelNames: ['endpoint', 'protocol', 'outcome', 'code'], registers: [r] }),
-      duration: new Histogram({ name: 'ew_router_request_duration_seconds', help: 'Routed request latency (all attempts) by endpoint and where it was answered', labelNames: ['endpoint', 'target'], buckets, registers: [r] }),
-      attempts: new Counter({ name: 'ew_router_attempts_total', help: 'Attempts at a target by endpoint, site and outcome (ok or an error code)', labelNames: ['endpoint', 'site', 'outcome'], registers: [r] }),
-      errors: new Counter({ name: 'ew_router_errors_total', help: 'Failed attempts by endpoint, site and error code', labelNames: ['endpoint', 'site', 'code'], registers: [r] }),
-      decisions: new Counter({ name: 'ew_router_decisions_total', help: 'Placement decisions by endpoint and first choice (site, cloud) or refusal code', labelNames: ['endpoint', 'choice'], registers: [r] }),
-      rejections: new Counter({ name: 'ew_router_rejections_total', help: 'Candidates left out of placement decisions, by endpoint and reason (residency, offline, not-ready, ...)', labelNames: ['endpoint', 'reason'], registers: [r] }),
-      escalations: new Counter({ name: 'ew_router_cascade_escalations_total', help: 'Cascade requests escalated to the larger model', labelNames: ['endpoint'], registers: [r] }),
-      cascaded: new Counter({ name: 'ew_router_cascade_requests_total', help: 'Requests to endpoints that declare a cascade', labelNames: ['endpoint'], registers: [r] }),
-      cascadeAdded: new Histogram({ name: 'ew_router_cascade_added_seconds', help: 'Latency an escalation added to a cascade request', labelNames: ['endpoint'], buckets, registers: [r] }),
+      requests: new Counter({
+        name: 'ew_router_requests_total',
+        help: 'Routed inference requests by endpoint, protocol and outcome',
+        labelNames: ['endpoint', 'protocol', 'outcome', 'code'],
+        registers: [r],
+      }),
+      duration: new Histogram({
+        name: 'ew_router_request_duration_seconds',
+        help: 'Routed request latency (all attempts) by endpoint and where it was answered',
+        labelNames: ['endpoint', 'target'],
+        buckets,
+        registers: [r],
+      }),
+      attempts: new Counter({
+        name: 'ew_router_attempts_total',
+        help: 'Attempts at a target by endpoint, site and outcome (ok or an error code)',
+        labelNames: ['endpoint', 'site', 'outcome'],
+        registers: [r],
+      }),
+      errors: new Counter({
+        name: 'ew_router_errors_total',
+        help: 'Failed attempts by endpoint, site and error code',
+        labelNames: ['endpoint', 'site', 'code'],
+        registers: [r],
+      }),
+      decisions: new Counter({
+        name: 'ew_router_decisions_total',
+        help: 'Placement decisions by endpoint and first choice (site, cloud) or refusal code',
+        labelNames: ['endpoint', 'choice'],
+        registers: [r],
+      }),
+      rejections: new Counter({
+        name: 'ew_router_rejections_total',
+        help: 'Candidates left out of placement decisions, by endpoint and reason (residency, offline, not-ready, ...)',
+        labelNames: ['endpoint', 'reason'],
+        registers: [r],
+      }),
+      escalations: new Counter({
+        name: 'ew_router_cascade_escalations_total',
+        help: 'Cascade requests escalated to the larger model',
+        labelNames: ['endpoint'],
+        registers: [r],
+      }),
+      cascaded: new Counter({
+        name: 'ew_router_cascade_requests_total',
+        help: 'Requests to endpoints that declare a cascade',
+        labelNames: ['endpoint'],
+        registers: [r],
+      }),
+      cascadeAdded: new Histogram({
+        name: 'ew_router_cascade_added_seconds',
+        help: 'Latency an escalation added to a cascade request',
+        labelNames: ['endpoint'],
+        buckets,
+        registers: [r],
+      }),
     };
     const inFlight = this.inFlight;
-    new Gauge({ name: 'ew_router_in_flight', help: 'Routed requests waiting on a site or the cloud runtime', registers: [r], collect() { let n = 0; for (const v of inFlight.values()) n += v; this.set(n); } });
+    new Gauge({
+      name: 'ew_router_in_flight',
+      help: 'Routed requests waiting on a site or the cloud runtime',
+      registers: [r],
+      collect() {
+        let n = 0;
+        for (const v of inFlight.values()) n += v;
+        this.set(n);
+      },
+    });
   }
 
   async endpoint(tenantId: string, name: string, version?: string): Promise<EndpointInfo> {
     const ep = (await this.o.catalog.endpointsOf(tenantId)).get(name);
-    if (!ep) throw new EwError('MODEL_NOT_FOUND', `no deployment serves an endpoint "${name}"; GET /v2/models lists them`, { path: 'model' });
+    if (!ep)
+      throw new EwError('MODEL_NOT_FOUND', `no deployment serves an endpoint "${name}"; GET /v2/models lists them`, { path: 'model' });
     if (version !== undefined && !ep.versions.some((v) => v.version === version)) {
-      throw new EwError('MODEL_NOT_FOUND', `endpoint ${name} has no deployed version ${version} (deployed: ${ep.versions.map((v) => v.version).join(', ')})`, { path: 'version' });
+      throw new EwError(
+        'MODEL_NOT_FOUND',
+        `endpoint ${name} has no deployed version ${version} (deployed: ${ep.versions.map((v) => v.version).join(', ')})`,
+        { path: 'version' },
+      );
     }
     return ep;
   }
 
   /** Builds the policy's view of the fleet for these models. */
-  async snapshot(tenantId: string, endpoint: string, models: { app: string; name: string; version: string }[], cloudCanServe: boolean): Promise<FleetSnapshot> {
+  async snapshot(
+    tenantId: string,
+    endpoint: string,
+    models: { app: string; name: string; version: string }[],
+    cloudCanServe: boolean,
+  ): Promise<FleetSnapshot> {
     const keys = new Set(models.map(modelKey));
     const now = this.o.clock.now();
     const sites: SiteSnapshot[] = [];
@@ -115,7 +211,8 @@ export class InferenceRouter {
         for (const m of (this.o.fleet.statuses.get(s.id) ?? s.status)?.models ?? []) {
           const k = modelKey({ app: m.app, name: m.name, version: m.version });
           const list = byKey.get(k);
-          if (list) list.push(s); else byKey.set(k, [s]);
+          if (list) list.push(s);
+          else byKey.set(k, [s]);
         }
       }
       idx = { at: now, byKey };
@@ -126,13 +223,24 @@ export class InferenceRouter {
     for (const s of candidates) {
       const status = this.o.fleet.statuses.get(s.id) ?? s.status;
       const h = this.health.get(s.id);
-      const snap = siteSnapshot(s, status, {
-        online: this.o.fleet.isOnline(s.id), inFlight: this.inFlight.get(s.id) ?? 0,
-        latencyMs: this.latency.get(`${s.id}|${endpoint}`), circuitOpenUntil: h?.openUntil,
-      }, keys);
+      const snap = siteSnapshot(
+        s,
+        status,
+        {
+          online: this.o.fleet.isOnline(s.id),
+          inFlight: this.inFlight.get(s.id) ?? 0,
+          latencyMs: this.latency.get(`${s.id}|${endpoint}`),
+          circuitOpenUntil: h?.openUntil,
+        },
+        keys,
+      );
       if (snap) sites.push(snap);
     }
-    return { now, sites, ...(this.o.cloudRuntime ? { cloud: { region: this.o.region, canServe: cloudCanServe, latencyMs: this.cloudLatency } } : {}) };
+    return {
+      now,
+      sites,
+      ...(this.o.cloudRuntime ? { cloud: { region: this.o.region, canServe: cloudCanServe, latencyMs: this.cloudLatency } } : {}),
+    };
   }
 
   /**
@@ -140,10 +248,18 @@ export class InferenceRouter {
    * `models` are the models that may answer (the endpoint's, or a cascade's larger one).
    */
   async route<T>(
-    ctx: RouteContext, ep: EndpointInfo, opts: RouteOptions, models: { app: string; name: string; version: string }[], manifestFor: (version: string) => EndpointInfo['versions'][number]['manifest'],
-    run: (target: Target, timeoutMs: number) => Promise<T>, fallbackAllowed = ep.fallback,
+    ctx: RouteContext,
+    ep: EndpointInfo,
+    opts: RouteOptions,
+    models: { app: string; name: string; version: string }[],
+    manifestFor: (version: string) => EndpointInfo['versions'][number]['manifest'],
+    run: (target: Target, timeoutMs: number) => Promise<T>,
+    fallbackAllowed = ep.fallback,
   ): Promise<Routed<T>> {
-    const cloudCanServe = !!this.o.cloudRuntime && fallbackAllowed && this.o.cloudRuntime.canServe(ctx.tenantId, manifestFor(models[0]!.version), models[0]!.name);
+    const cloudCanServe =
+      !!this.o.cloudRuntime &&
+      fallbackAllowed &&
+      this.o.cloudRuntime.canServe(ctx.tenantId, manifestFor(models[0]!.version), models[0]!.name);
     const tried: string[] = [];
     const attempts: Attempt[] = [];
     let trace: RouteTrace | undefined;
@@ -151,10 +267,20 @@ export class InferenceRouter {
     const t0 = this.o.clock.now();
     for (;;) {
       const snap = await this.snapshot(ctx.tenantId, ep.name, models, cloudCanServe);
-      const d = place({
-        endpoint: ep.name, models, regions: opts.regions, dataClass: opts.dataClass, preferSite: opts.preferSite,
-        wantsAccelerator: ep.wantsAccelerator, exclude: tried, cloudFallback: fallbackAllowed, residency: ep.residency,
-      }, snap);
+      const d = place(
+        {
+          endpoint: ep.name,
+          models,
+          regions: opts.regions,
+          dataClass: opts.dataClass,
+          preferSite: opts.preferSite,
+          wantsAccelerator: ep.wantsAccelerator,
+          exclude: tried,
+          cloudFallback: fallbackAllowed,
+          residency: ep.residency,
+        },
+        snap,
+      );
       if (!trace) {
         trace = { endpoint: ep.name, constraint: d.constraint, choices: d.ok ? d.choices : [], rejected: d.rejected, attempts };
         this.m.decisions.inc({ endpoint: ep.name, choice: d.ok ? d.choices[0]!.target.kind : d.code });
@@ -169,7 +295,10 @@ export class InferenceRouter {
       const choice = d.choices[0]!;
       const remaining = opts.deadline - this.o.clock.now();
       if (remaining <= 0) {
-        const err = new EwError('INFER_DEADLINE_EXCEEDED', `no target answered endpoint ${ep.name} within the deadline (${attempts.map((a) => `${targetName(a.target)}: ${a.outcome}`).join(', ') || 'nothing tried'})`);
+        const err = new EwError(
+          'INFER_DEADLINE_EXCEEDED',
+          `no target answered endpoint ${ep.name} within the deadline (${attempts.map((a) => `${targetName(a.target)}: ${a.outcome}`).join(', ') || 'nothing tried'})`,
+        );
         this.finish(ctx, ep, opts, trace, err, t0);
         throw Object.assign(err, { trace });
       }
@@ -196,19 +325,26 @@ export class InferenceRouter {
           throw Object.assign(err, { trace });
         }
         this.failed(choice.target);
-        this.o.log.info({ requestId: ctx.requestId, endpoint: ep.name, target: name, code: err.code }, 'routed attempt failed; trying the next target');
+        this.o.log.info(
+          { requestId: ctx.requestId, endpoint: ep.name, target: name, code: err.code },
+          'routed attempt failed; trying the next target',
+        );
         tried.push(name);
         lastError = err;
       } finally {
         const n = (this.inFlight.get(name) ?? 1) - 1;
-        if (n <= 0) this.inFlight.delete(name); else this.inFlight.set(name, n);
+        if (n <= 0) this.inFlight.delete(name);
+        else this.inFlight.set(name, n);
       }
     }
   }
 
   private succeeded(t: Target, endpoint: string, ms: number): void {
     this.m.attempts.inc({ endpoint, site: targetName(t), outcome: 'ok' });
-    if (t.kind === 'cloud') { this.cloudLatency = this.cloudLatency === undefined ? ms : 0.8 * this.cloudLatency + 0.2 * ms; return; }
+    if (t.kind === 'cloud') {
+      this.cloudLatency = this.cloudLatency === undefined ? ms : 0.8 * this.cloudLatency + 0.2 * ms;
+      return;
+    }
     const k = `${t.siteId}|${endpoint}`;
     const cur = this.latency.get(k);
     this.latency.set(k, cur === undefined ? ms : 0.8 * cur + 0.2 * ms);
@@ -226,18 +362,37 @@ export class InferenceRouter {
   }
 
   /** Metrics and the audit record of a finished request (one per request, cascade stages included by the caller). */
-  private finish(ctx: RouteContext, ep: EndpointInfo, opts: RouteOptions, trace: RouteTrace, err: EwError | undefined, t0: number, target?: Target): void {
+  private finish(
+    ctx: RouteContext,
+    ep: EndpointInfo,
+    opts: RouteOptions,
+    trace: RouteTrace,
+    err: EwError | undefined,
+    t0: number,
+    target?: Target,
+  ): void {
     const s = (this.o.clock.now() - t0) / 1000;
     this.m.requests.inc({ endpoint: ep.name, protocol: ctx.protocol, outcome: err ? 'error' : 'ok', code: err?.code ?? '' });
     if (target) this.m.duration.observe({ endpoint: ep.name, target: target.kind }, s);
     const rec: AuditRecord = {
-      at: this.o.clock.now(), requestId: ctx.requestId, tenantId: ctx.tenantId, keyId: ctx.keyId, endpoint: ep.name, protocol: ctx.protocol,
-      constraint: trace.constraint, ...(opts.dataClass !== undefined ? { dataClass: opts.dataClass } : {}),
+      at: this.o.clock.now(),
+      requestId: ctx.requestId,
+      tenantId: ctx.tenantId,
+      keyId: ctx.keyId,
+      endpoint: ep.name,
+      protocol: ctx.protocol,
+      constraint: trace.constraint,
+      ...(opts.dataClass !== undefined ? { dataClass: opts.dataClass } : {}),
       attempts: trace.attempts.map((a) => ({ target: targetName(a.target), region: a.target.region, outcome: a.outcome, ms: a.ms })),
       // Bounded on big fleets: the first 50 left out by name, all of them counted by reason.
       rejected: trace.rejected.slice(0, 50).map((r) => ({ target: targetName(r.target), reason: r.reason })),
-      rejectedCounts: trace.rejected.reduce<Record<string, number>>((acc, r) => { acc[r.reason] = (acc[r.reason] ?? 0) + 1; return acc; }, {}),
-      outcome: err ? 'error' : 'ok', ...(err ? { code: err.code } : {}), ...(target ? { answeredBy: targetName(target) } : {}),
+      rejectedCounts: trace.rejected.reduce<Record<string, number>>((acc, r) => {
+        acc[r.reason] = (acc[r.reason] ?? 0) + 1;
+        return acc;
+      }, {}),
+      outcome: err ? 'error' : 'ok',
+      ...(err ? { code: err.code } : {}),
+      ...(target ? { answeredBy: targetName(target) } : {}),
     };
     this.o.audit.record(rec);
   }
@@ -247,9 +402,20 @@ export class InferenceRouter {
     return {
       endpoint: trace.endpoint,
       residency: trace.constraint,
-      choices: trace.choices.map((c) => ({ target: targetName(c.target), region: c.target.region, estimateMs: Math.round(c.estimateMs * 10) / 10, reasons: c.reasons })),
+      choices: trace.choices.map((c) => ({
+        target: targetName(c.target),
+        region: c.target.region,
+        estimateMs: Math.round(c.estimateMs * 10) / 10,
+        reasons: c.reasons,
+      })),
       rejected: trace.rejected.map((r) => ({ target: targetName(r.target), region: r.target.region, reason: r.reason, detail: r.detail })),
-      attempts: trace.attempts.map((a) => ({ target: targetName(a.target), region: a.target.region, outcome: a.outcome, ms: a.ms, ...(a.message ? { message: a.message } : {}) })),
+      attempts: trace.attempts.map((a) => ({
+        target: targetName(a.target),
+        region: a.target.region,
+        outcome: a.outcome,
+        ms: a.ms,
+        ...(a.message ? { message: a.message } : {}),
+      })),
     };
   }
 }

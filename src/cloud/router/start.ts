@@ -19,8 +19,20 @@ import { siteSecret } from '../../edge/secrets.ts';
 
 /** The router's wiring: one place where the cloud's config becomes the router's parts. */
 export function startRouter(o: {
-  store: Store; fleet: Fleet; hub: Hub; clock: Clock; log: Logger; registry: Registry; artifacts: FileArtifactStore; dataDir: string;
-  region: string; rate?: number; burst?: number; concurrency?: number; cloudRuntime: boolean; runtimes?: ModelRuntime[];
+  store: Store;
+  fleet: Fleet;
+  hub: Hub;
+  clock: Clock;
+  log: Logger;
+  registry: Registry;
+  artifacts: FileArtifactStore;
+  dataDir: string;
+  region: string;
+  rate?: number;
+  burst?: number;
+  concurrency?: number;
+  cloudRuntime: boolean;
+  runtimes?: ModelRuntime[];
   /** The largest packet a site may send to the hub (embedded: its guard's maxPacketBytes); unknown for an external broker. */
   maxPacketBytes?: number;
 }) {
@@ -30,18 +42,36 @@ export function startRouter(o: {
   const catalog = new RouterCatalog(o.store, o.clock);
   const cloudRuntime = o.cloudRuntime
     ? new CloudRuntime({
-      artifactFile: (sha) => o.artifacts.file(sha), clock: o.clock, log: o.log, registry: o.registry,
-      // The endpoint's own GGUF model, or a larger one through an OpenAI-compatible upstream.
-      runtimes: o.runtimes ?? [new GgufRuntime({ log: o.log, clock: o.clock }), new RemoteRuntime({ log: o.log, clock: o.clock })],
-      // A remote model's key: EW_SECRET_<NAME> or {dataDir}/secrets/<name>, as on a site.
-      secret: (name) => siteSecret(o.dataDir, name),
-    })
+        artifactFile: (sha) => o.artifacts.file(sha),
+        clock: o.clock,
+        log: o.log,
+        registry: o.registry,
+        // The endpoint's own GGUF model, or a larger one through an OpenAI-compatible upstream.
+        runtimes: o.runtimes ?? [new GgufRuntime({ log: o.log, clock: o.clock }), new RemoteRuntime({ log: o.log, clock: o.clock })],
+        // A remote model's key: EW_SECRET_<NAME> or {dataDir}/secrets/<name>, as on a site.
+        secret: (name) => siteSecret(o.dataDir, name),
+      })
     : undefined;
   const audit = new RouterAudit({ file: join(o.dataDir, 'router-audit.jsonl') });
   const limiter = new KeyLimiter({ ratePerS: o.rate ?? 100, burst: o.burst ?? 200, concurrency: o.concurrency ?? 64, clock: o.clock });
-  const router = new InferenceRouter({ catalog, fleet: o.fleet, forwarder, cloudRuntime, audit, clock: o.clock, log: o.log, registry: o.registry, region: o.region });
+  const router = new InferenceRouter({
+    catalog,
+    fleet: o.fleet,
+    forwarder,
+    cloudRuntime,
+    audit,
+    clock: o.clock,
+    log: o.log,
+    registry: o.registry,
+    region: o.region,
+  });
   return {
-    router, forwarder, cloudRuntime, audit, limiter, catalog,
+    router,
+    forwarder,
+    cloudRuntime,
+    audit,
+    limiter,
+    catalog,
     async close() {
       o.fleet.onFrame = undefined;
       await cloudRuntime?.close();

@@ -11,8 +11,11 @@ export function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }
@@ -36,7 +39,11 @@ export async function pushApp(d: AppServiceDeps, tenantId: string, raw: unknown)
     for (const [i, m] of manifest.spec.models.entries()) {
       // Only files this tenant uploaded: knowing another tenant's sha256 grants nothing.
       if (m.sha256 && !(d.artifacts.exists(m.sha256) && (await d.store.ownsArtifact(tenantId, m.sha256)))) {
-        throw new EwError('ARTIFACT_NOT_FOUND', `model ${m.name}'s file ${m.sha256} was not uploaded by this tenant; upload it first (PUT /api/v1/artifacts/${m.sha256})`, { path: `spec.models[${i}].sha256` });
+        throw new EwError(
+          'ARTIFACT_NOT_FOUND',
+          `model ${m.name}'s file ${m.sha256} was not uploaded by this tenant; upload it first (PUT /api/v1/artifacts/${m.sha256})`,
+          { path: `spec.models[${i}].sha256` },
+        );
       }
     }
   } catch (e) {
@@ -44,12 +51,20 @@ export async function pushApp(d: AppServiceDeps, tenantId: string, raw: unknown)
     throw e;
   }
   const a: App = {
-    tenantId, name: manifest.metadata.name, version: manifest.metadata.version, manifest,
-    digest: createHash('sha256').update(canonical(manifest)).digest('hex'), createdAt: d.clock.now(),
+    tenantId,
+    name: manifest.metadata.name,
+    version: manifest.metadata.version,
+    manifest,
+    digest: createHash('sha256').update(canonical(manifest)).digest('hex'),
+    createdAt: d.clock.now(),
   };
   if ((await d.store.createApp(a)) === 'exists') {
     const cur = await d.store.getApp(tenantId, a.name, a.version);
-    throw new EwError('APP_VERSION_EXISTS', `${a.name}@${a.version} already exists${cur?.digest === a.digest ? ' (identical)' : ' with different content'}; versions are immutable, so bump metadata.version`, { path: 'manifest.metadata.version' });
+    throw new EwError(
+      'APP_VERSION_EXISTS',
+      `${a.name}@${a.version} already exists${cur?.digest === a.digest ? ' (identical)' : ' with different content'}; versions are immutable, so bump metadata.version`,
+      { path: 'manifest.metadata.version' },
+    );
   }
   return a;
 }

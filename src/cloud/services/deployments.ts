@@ -59,12 +59,24 @@ export class DeploymentService {
       const latest = (await store.listDeployments(tenantId)).filter((x) => x.appName === a.name).at(-1);
       if (latest && latest.appVersion === a.version && canonical(latest.selector) === canonical(req.selector)) {
         const ro = await store.getRollout(tenantId, latest.id);
-        if (ro && ro.state.phase !== 'rolled-back' && ro.state.phase !== 'aborted'
-          && canonical(ro.state.strategy) === canonical(req.strategy) && canonical(ro.state.options) === canonical(req.options)) {
+        if (
+          ro &&
+          ro.state.phase !== 'rolled-back' &&
+          ro.state.phase !== 'aborted' &&
+          canonical(ro.state.strategy) === canonical(req.strategy) &&
+          canonical(ro.state.options) === canonical(req.options)
+        ) {
           return { deployment: latest, sites: await this.targets(tenantId, latest), rollout: ro.state, created: false };
         }
       }
-      const dep: Deployment = { id: newId('dep'), tenantId, appName: a.name, appVersion: a.version, selector: req.selector, createdAt: this.d.clock.now() };
+      const dep: Deployment = {
+        id: newId('dep'),
+        tenantId,
+        appName: a.name,
+        appVersion: a.version,
+        selector: req.selector,
+        createdAt: this.d.clock.now(),
+      };
       const rollout = newRollout(dep.id, a.name, a.version, req.strategy, req.options, this.d.clock.now());
       await store.saveRollout({ id: dep.id, tenantId, state: rollout });
       await store.createDeployment(dep);
@@ -83,7 +95,9 @@ export class DeploymentService {
     const run = (this.chains.get(tenantId) ?? Promise.resolve()).then(fn);
     const tail = run.catch(() => {});
     this.chains.set(tenantId, tail);
-    void tail.then(() => { if (this.chains.get(tenantId) === tail) this.chains.delete(tenantId); });
+    void tail.then(() => {
+      if (this.chains.get(tenantId) === tail) this.chains.delete(tenantId);
+    });
     return run;
   }
 
@@ -95,7 +109,10 @@ export class DeploymentService {
     const apps = new Map<string, App>();
     for (const dep of deployments) {
       const k = appKey(dep.appName, dep.appVersion);
-      if (!apps.has(k)) { const x = await store.getApp(tenantId, dep.appName, dep.appVersion); if (x) apps.set(k, x); }
+      if (!apps.has(k)) {
+        const x = await store.getApp(tenantId, dep.appName, dep.appVersion);
+        if (x) apps.set(k, x);
+      }
     }
     const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((x) => x.id) })).map((r) => [r.id, r.state]));
     const c = findEndpointConflict(a, selector, await store.listSites(tenantId), deployments, apps, rollouts);

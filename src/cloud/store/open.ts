@@ -55,7 +55,9 @@ export function openPostgresStore(url: string, opts: { schema?: string; max?: nu
   // Nor a connection that breaks while checked out (the database went away mid-query): pg emits
   // 'error' on the client, which nobody else listens to, and that crashed the cloud (test/
   // database-loss.test.ts). The query in flight fails on its own, as STORE_UNAVAILABLE.
-  pool.on('connect', (client) => { client.on('error', () => {}); });
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   return new SqlStore('postgres', new Kysely({ dialect: new PostgresDialect({ pool }) }));
 }
 
@@ -64,5 +66,7 @@ export function openStore(db: string | undefined, dataDir: string): Store {
   if (db === undefined || db === '' || db === 'sqlite') return openSqliteStore(join(dataDir, 'cloud.db'));
   if (/^postgres(ql)?:\/\//.test(db)) return openPostgresStore(db);
   if (db.startsWith('sqlite:')) return openSqliteStore(db.slice('sqlite:'.length));
-  throw new EwError('CONFIG_INVALID', `--db "${db.replace(/\/\/[^@]*@/, '//***@')}" is neither sqlite:<file> nor a postgres:// URL`, { path: 'db' });
+  throw new EwError('CONFIG_INVALID', `--db "${db.replace(/\/\/[^@]*@/, '//***@')}" is neither sqlite:<file> nor a postgres:// URL`, {
+    path: 'db',
+  });
 }

@@ -1,10 +1,42 @@
-import { Kysely, Migrator, sql, type Generated, type KyselyPlugin, type Migration, type MigrationProvider, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryResult, type RootOperationNode, type Transaction, type UnknownRow } from 'kysely';
+import {
+  Kysely,
+  Migrator,
+  sql,
+  type Generated,
+  type KyselyPlugin,
+  type Migration,
+  type MigrationProvider,
+  type PluginTransformQueryArgs,
+  type PluginTransformResultArgs,
+  type QueryResult,
+  type RootOperationNode,
+  type Transaction,
+  type UnknownRow,
+} from 'kysely';
 import type { Labels } from '../../contracts/selector.ts';
 import { EwError } from '../../contracts/errors.ts';
 import { needsSteps } from '../rollout/reconcile.ts';
 import { DAY_MS, partitionDaysAround, partitionName, type RetentionPolicy, type RetentionStep } from '../results/retention.ts';
 import type {
-  IdempotencyRecord, RolloutRow, ApiKey, App, AuditEntry, AuditQuery, ConsumeResult, Deployment, JoinToken, Site, SiteStatusUpdate, Store, Tenant, TenantData, TenantQuotas, TenantState, UplinkQuery, UplinkRecord, UplinkRow,
+  IdempotencyRecord,
+  RolloutRow,
+  ApiKey,
+  App,
+  AuditEntry,
+  AuditQuery,
+  ConsumeResult,
+  Deployment,
+  JoinToken,
+  Site,
+  SiteStatusUpdate,
+  Store,
+  Tenant,
+  TenantData,
+  TenantQuotas,
+  TenantState,
+  UplinkQuery,
+  UplinkRecord,
+  UplinkRow,
 } from './store.ts';
 import { isAdminRole, type Role } from '../../contracts/permissions.ts';
 
@@ -14,20 +46,67 @@ import { isAdminRole, type Role } from '../../contracts/permissions.ts';
  * as 0/1, so the same statements and migrations run on both engines.
  */
 interface DB {
-  tenants: { id: string; name: string; created_at: number; state: Generated<string>; suspended_at: number | null; quotas: Generated<string> };
-  api_keys: { id: string; tenant_id: string; name: string; hash: string; role: string; created_at: number; revoked_at: number | null; expires_at: number | null; scope: string | null };
+  tenants: {
+    id: string;
+    name: string;
+    created_at: number;
+    state: Generated<string>;
+    suspended_at: number | null;
+    quotas: Generated<string>;
+  };
+  api_keys: {
+    id: string;
+    tenant_id: string;
+    name: string;
+    hash: string;
+    role: string;
+    created_at: number;
+    revoked_at: number | null;
+    expires_at: number | null;
+    scope: string | null;
+  };
   audit: {
-    seq: Generated<number>; at: number; tenant_id: string | null; key_id: string | null; role: string | null; site_id: string | null;
-    action: string; target: string; status: number; outcome: string; code: string | null; address: string; request_id: string;
+    seq: Generated<number>;
+    at: number;
+    tenant_id: string | null;
+    key_id: string | null;
+    role: string | null;
+    site_id: string | null;
+    action: string;
+    target: string;
+    status: number;
+    outcome: string;
+    code: string | null;
+    address: string;
+    request_id: string;
   };
   join_tokens: {
-    id: string; tenant_id: string; hash: string; labels: string; region: string; description: string;
-    created_at: number; expires_at: number; used_at: number | null; site_id: string | null;
+    id: string;
+    tenant_id: string;
+    hash: string;
+    labels: string;
+    region: string;
+    description: string;
+    created_at: number;
+    expires_at: number;
+    used_at: number | null;
+    site_id: string | null;
   };
   sites: {
-    id: string; tenant_id: string; name: string; region: string; labels: string; secret_hash: string;
-    created_at: number; revoked_at: number | null; online: number; last_seen_at: number | null; status: string | null;
-    desired_generation: number; desired_hash: string | null; reported_generation: number;
+    id: string;
+    tenant_id: string;
+    name: string;
+    region: string;
+    labels: string;
+    secret_hash: string;
+    created_at: number;
+    revoked_at: number | null;
+    online: number;
+    last_seen_at: number | null;
+    status: string | null;
+    desired_generation: number;
+    desired_hash: string | null;
+    reported_generation: number;
     status_digest: string | null;
   };
   apps: { tenant_id: string; name: string; version: string; manifest: string; digest: string; created_at: number };
@@ -35,20 +114,41 @@ interface DB {
   rollouts: { id: string; tenant_id: string; state: string; active: number; rev: number; updated_at: number };
   leases: { name: string; holder: string; expires_at: number };
   artifact_owners: { tenant_id: string; sha256: string; created_at: number };
-  idempotency_keys: { scope: string; key: string; fingerprint: string; holder: string; created_at: number; status: number | null; body: string | null; completed_at: number | null };
+  idempotency_keys: {
+    scope: string;
+    key: string;
+    fingerprint: string;
+    holder: string;
+    created_at: number;
+    status: number | null;
+    body: string | null;
+    completed_at: number | null;
+  };
   retention_policies: { tenant_id: string; stream: string; days: number; updated_at: number };
-  uplink: { seq: Generated<number>; site_id: string; msg_id: string; stream: string; app: string | null; rule: string | null; at: number; received_at: number; data: string };
+  uplink: {
+    seq: Generated<number>;
+    site_id: string;
+    msg_id: string;
+    stream: string;
+    app: string | null;
+    rule: string | null;
+    at: number;
+    received_at: number;
+    data: string;
+  };
 }
 
 const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => ({
   '0001_initial': {
     async up(db: Kysely<any>) {
-      await db.schema.createTable('tenants')
+      await db.schema
+        .createTable('tenants')
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('name', 'varchar(128)', (c) => c.notNull().unique())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
-      await db.schema.createTable('api_keys')
+      await db.schema
+        .createTable('api_keys')
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('name', 'varchar(128)', (c) => c.notNull())
@@ -57,7 +157,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .addColumn('revoked_at', 'bigint')
         .execute();
-      await db.schema.createTable('join_tokens')
+      await db.schema
+        .createTable('join_tokens')
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('hash', 'varchar(64)', (c) => c.notNull().unique())
@@ -69,7 +170,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('used_at', 'bigint')
         .addColumn('site_id', 'varchar(64)')
         .execute();
-      await db.schema.createTable('sites')
+      await db.schema
+        .createTable('sites')
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('name', 'varchar(128)', (c) => c.notNull())
@@ -86,7 +188,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('reported_generation', 'bigint', (c) => c.notNull().defaultTo(0))
         .execute();
       await db.schema.createIndex('sites_tenant').on('sites').column('tenant_id').execute();
-      await db.schema.createTable('apps')
+      await db.schema
+        .createTable('apps')
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('name', 'varchar(64)', (c) => c.notNull())
         .addColumn('version', 'varchar(64)', (c) => c.notNull())
@@ -95,7 +198,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .addPrimaryKeyConstraint('apps_pk', ['tenant_id', 'name', 'version'])
         .execute();
-      await db.schema.createTable('deployments')
+      await db.schema
+        .createTable('deployments')
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('app_name', 'varchar(64)', (c) => c.notNull())
@@ -103,9 +207,12 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('selector', 'text', (c) => c.notNull())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
-      await db.schema.createTable('uplink')
+      await db.schema
+        .createTable('uplink')
         // SQLite's rowid alias must be spelled INTEGER PRIMARY KEY; PostgreSQL uses an identity.
-        .addColumn('seq', kind === 'sqlite' ? 'integer' : 'bigint', (c) => kind === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity())
+        .addColumn('seq', kind === 'sqlite' ? 'integer' : 'bigint', (c) =>
+          kind === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity(),
+        )
         .addColumn('site_id', 'varchar(64)', (c) => c.notNull())
         .addColumn('msg_id', 'varchar(128)', (c) => c.notNull())
         .addColumn('stream', 'varchar(128)', (c) => c.notNull())
@@ -126,7 +233,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
   },
   '0003_rollouts': {
     async up(db: Kysely<any>) {
-      await db.schema.createTable('rollouts')
+      await db.schema
+        .createTable('rollouts')
         .addColumn('id', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('state', 'text', (c) => c.notNull())
@@ -136,7 +244,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
         .addColumn('updated_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('rollouts_active').on('rollouts').column('active').execute();
-      await db.schema.createTable('leases')
+      await db.schema
+        .createTable('leases')
         .addColumn('name', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('holder', 'varchar(128)', (c) => c.notNull())
         .addColumn('expires_at', 'bigint', (c) => c.notNull())
@@ -146,7 +255,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
   '0004_artifact_owners': {
     async up(db: Kysely<any>) {
       // Which tenant uploaded which model file: a push may reference only its own tenant's.
-      await db.schema.createTable('artifact_owners')
+      await db.schema
+        .createTable('artifact_owners')
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('sha256', 'varchar(64)', (c) => c.notNull())
         .addColumn('created_at', 'bigint', (c) => c.notNull())
@@ -157,18 +267,30 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
   '0005_tenancy': {
     async up(db: Kysely<any>) {
       // Tenants can be suspended and have quotas (JSON, absent = unlimited).
-      await db.schema.alterTable('tenants').addColumn('state', 'varchar(16)', (c) => c.notNull().defaultTo('active')).execute();
+      await db.schema
+        .alterTable('tenants')
+        .addColumn('state', 'varchar(16)', (c) => c.notNull().defaultTo('active'))
+        .execute();
       await db.schema.alterTable('tenants').addColumn('suspended_at', 'bigint').execute();
-      await db.schema.alterTable('tenants').addColumn('quotas', 'text', (c) => c.notNull().defaultTo('{}')).execute();
+      await db.schema
+        .alterTable('tenants')
+        .addColumn('quotas', 'text', (c) => c.notNull().defaultTo('{}'))
+        .execute();
       // Keys may expire and be limited to apps or site labels (JSON KeyScope).
       await db.schema.alterTable('api_keys').addColumn('expires_at', 'bigint').execute();
       await db.schema.alterTable('api_keys').addColumn('scope', 'text').execute();
       // The first key of a cloud made before roles is its operator's: it manages tenants.
-      await db.updateTable('api_keys').set({ role: 'platform-admin' })
-        .where('id', '=', (eb: any) => eb.selectFrom('api_keys').select('id').orderBy('created_at').limit(1)).execute();
+      await db
+        .updateTable('api_keys')
+        .set({ role: 'platform-admin' })
+        .where('id', '=', (eb: any) => eb.selectFrom('api_keys').select('id').orderBy('created_at').limit(1))
+        .execute();
       // Append-only: the store has no statement that updates or deletes a row of it.
-      await db.schema.createTable('audit')
-        .addColumn('seq', kind === 'sqlite' ? 'integer' : 'bigint', (c) => kind === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity())
+      await db.schema
+        .createTable('audit')
+        .addColumn('seq', kind === 'sqlite' ? 'integer' : 'bigint', (c) =>
+          kind === 'sqlite' ? c.primaryKey().autoIncrement() : c.primaryKey().generatedByDefaultAsIdentity(),
+        )
         .addColumn('at', 'bigint', (c) => c.notNull())
         .addColumn('tenant_id', 'varchar(64)')
         .addColumn('key_id', 'varchar(64)')
@@ -185,11 +307,19 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await db.schema.createIndex('audit_tenant_seq').on('audit').columns(['tenant_id', 'seq']).execute();
       if (kind === 'postgres') {
         // PostgreSQL can enforce append-only for anyone with SQL access too.
-        await sql`CREATE OR REPLACE FUNCTION ew_audit_append_only() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql`.execute(db);
-        await sql`CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION ew_audit_append_only()`.execute(db);
+        await sql`CREATE OR REPLACE FUNCTION ew_audit_append_only() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$ LANGUAGE plpgsql`.execute(
+          db,
+        );
+        await sql`CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit FOR EACH ROW EXECUTE FUNCTION ew_audit_append_only()`.execute(
+          db,
+        );
       } else {
-        await sql`CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`.execute(db);
-        await sql`CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`.execute(db);
+        await sql`CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`.execute(
+          db,
+        );
+        await sql`CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END`.execute(
+          db,
+        );
       }
       await db.schema.createIndex('uplink_received').on('uplink').column('received_at').execute();
     },
@@ -198,7 +328,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
     async up(db: Kysely<any>) {
       // Idempotency keys of mutating API calls, here so that a retry reaching another replica
       // finds the first answer (src/cloud/api/idempotency.ts).
-      await db.schema.createTable('idempotency_keys')
+      await db.schema
+        .createTable('idempotency_keys')
         .addColumn('scope', 'varchar(200)', (c) => c.notNull())
         .addColumn('key', 'varchar(200)', (c) => c.notNull())
         .addColumn('fingerprint', 'varchar(64)', (c) => c.notNull())
@@ -221,7 +352,8 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
   '0008_results_at_volume': {
     async up(db: Kysely<any>) {
       // Retention per tenant and stream (cloud/results/retention.ts); `*` is the tenant's default.
-      await db.schema.createTable('retention_policies')
+      await db.schema
+        .createTable('retention_policies')
         .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull().references('tenants.id'))
         .addColumn('stream', 'varchar(128)', (c) => c.notNull())
         .addColumn('days', 'integer', (c) => c.notNull())
@@ -328,37 +460,93 @@ function toSite(r: SiteRow): Site {
 }
 
 function toTenant(r: { id: string; name: string; created_at: number; state: string; suspended_at: number | null; quotas: string }): Tenant {
-  return { id: r.id, name: r.name, createdAt: Number(r.created_at), state: r.state as TenantState, suspendedAt: r.suspended_at === null ? null : Number(r.suspended_at), quotas: JSON.parse(r.quotas) as TenantQuotas };
+  return {
+    id: r.id,
+    name: r.name,
+    createdAt: Number(r.created_at),
+    state: r.state as TenantState,
+    suspendedAt: r.suspended_at === null ? null : Number(r.suspended_at),
+    quotas: JSON.parse(r.quotas) as TenantQuotas,
+  };
 }
 
-function toKey(r: { id: string; tenant_id: string; name: string; hash: string; role: string; created_at: number; revoked_at: number | null; expires_at: number | null; scope: string | null }): ApiKey {
+function toKey(r: {
+  id: string;
+  tenant_id: string;
+  name: string;
+  hash: string;
+  role: string;
+  created_at: number;
+  revoked_at: number | null;
+  expires_at: number | null;
+  scope: string | null;
+}): ApiKey {
   return {
-    id: r.id, tenantId: r.tenant_id, name: r.name, hash: r.hash, role: r.role as Role, createdAt: Number(r.created_at),
-    revokedAt: r.revoked_at === null ? null : Number(r.revoked_at), expiresAt: r.expires_at === null ? null : Number(r.expires_at),
+    id: r.id,
+    tenantId: r.tenant_id,
+    name: r.name,
+    hash: r.hash,
+    role: r.role as Role,
+    createdAt: Number(r.created_at),
+    revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+    expiresAt: r.expires_at === null ? null : Number(r.expires_at),
     scope: r.scope === null ? null : JSON.parse(r.scope),
   };
 }
 
 function toAudit(r: DB['audit'] & { seq: number }): AuditEntry {
   return {
-    seq: Number(r.seq), at: Number(r.at), tenantId: r.tenant_id, keyId: r.key_id, role: r.role, siteId: r.site_id, action: r.action, target: r.target,
-    status: Number(r.status), outcome: r.outcome as AuditEntry['outcome'], code: r.code, address: r.address, requestId: r.request_id,
+    seq: Number(r.seq),
+    at: Number(r.at),
+    tenantId: r.tenant_id,
+    keyId: r.key_id,
+    role: r.role,
+    siteId: r.site_id,
+    action: r.action,
+    target: r.target,
+    status: Number(r.status),
+    outcome: r.outcome as AuditEntry['outcome'],
+    code: r.code,
+    address: r.address,
+    requestId: r.request_id,
   };
 }
 
 function toToken(r: DB['join_tokens']): JoinToken {
   return {
-    id: r.id, tenantId: r.tenant_id, hash: r.hash, labels: JSON.parse(r.labels), region: r.region, description: r.description,
-    createdAt: Number(r.created_at), expiresAt: Number(r.expires_at), usedAt: r.used_at === null ? null : Number(r.used_at), siteId: r.site_id,
+    id: r.id,
+    tenantId: r.tenant_id,
+    hash: r.hash,
+    labels: JSON.parse(r.labels),
+    region: r.region,
+    description: r.description,
+    createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at),
+    usedAt: r.used_at === null ? null : Number(r.used_at),
+    siteId: r.site_id,
   };
 }
 
 function toApp(r: DB['apps']): App {
-  return { tenantId: r.tenant_id, name: r.name, version: r.version, manifest: JSON.parse(r.manifest), digest: r.digest, createdAt: Number(r.created_at) };
+  return {
+    tenantId: r.tenant_id,
+    name: r.name,
+    version: r.version,
+    manifest: JSON.parse(r.manifest),
+    digest: r.digest,
+    createdAt: Number(r.created_at),
+  };
 }
 
 function toDeployment(r: DB['deployments']): Deployment {
-  return { id: r.id, tenantId: r.tenant_id, appName: r.app_name, appVersion: r.app_version, selector: JSON.parse(r.selector), createdAt: Number(r.created_at) };
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    appName: r.app_name,
+    appVersion: r.app_version,
+    selector: JSON.parse(r.selector),
+    createdAt: Number(r.created_at),
+  };
 }
 
 /** Any string anywhere in a query tree (values, parameters) that holds a NUL. */
@@ -377,7 +565,8 @@ function hasNul(node: unknown, depth = 0): boolean {
  */
 export class RefuseNulPlugin implements KyselyPlugin {
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    if (hasNul(args.node)) throw new EwError('VALIDATION_FAILED', 'a value contains the NUL character (U+0000), which the store cannot hold; remove it');
+    if (hasNul(args.node))
+      throw new EwError('VALIDATION_FAILED', 'a value contains the NUL character (U+0000), which the store cannot hold; remove it');
     return args.node;
   }
   async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
@@ -399,14 +588,18 @@ async function guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
     // PostgreSQL's data exceptions (class 22: a character it cannot hold, a value out of range)
     // are the caller's bad value, not an outage.
     const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && code.startsWith('22')) throw new EwError('VALIDATION_FAILED', `the store refused a value: ${(e as Error).message}`, { cause: e });
+    if (typeof code === 'string' && code.startsWith('22'))
+      throw new EwError('VALIDATION_FAILED', `the store refused a value: ${(e as Error).message}`, { cause: e });
     throw new EwError('STORE_UNAVAILABLE', `store failed to ${what}: ${(e as Error).message}`, { cause: e });
   }
 }
 
 export class SqlStore implements Store {
   private readonly db: Kysely<DB>;
-  constructor(readonly kind: 'sqlite' | 'postgres', db: Kysely<DB>) {
+  constructor(
+    readonly kind: 'sqlite' | 'postgres',
+    db: Kysely<DB>,
+  ) {
     this.db = db.withPlugin(new RefuseNulPlugin());
   }
 
@@ -416,25 +609,41 @@ export class SqlStore implements Store {
     // but as a generic "corrupted migrations" after taking its lock).
     let applied: string[] = [];
     try {
-      applied = (await this.db.selectFrom('kysely_migration' as never).select('name' as never).execute() as { name: string }[]).map((r) => r.name);
+      applied = (
+        (await this.db
+          .selectFrom('kysely_migration' as never)
+          .select('name' as never)
+          .execute()) as { name: string }[]
+      ).map((r) => r.name);
     } catch {
       // No migration table yet: a new database.
     }
     const unknown = applied.filter((n) => !KNOWN_MIGRATIONS.includes(n));
     if (unknown.length > 0) {
-      throw new EwError('STORE_SCHEMA_NEWER', `the ${this.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database has schema migrations this Edgeweave does not know (${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}): a newer version migrated it. Run that version on this replica too, or restore the database from before the upgrade; this replica does not start on it`, { path: 'db' });
+      throw new EwError(
+        'STORE_SCHEMA_NEWER',
+        `the ${this.kind === 'postgres' ? 'PostgreSQL' : 'SQLite'} database has schema migrations this Edgeweave does not know (${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', …' : ''}): a newer version migrated it. Run that version on this replica too, or restore the database from before the upgrade; this replica does not start on it`,
+        { path: 'db' },
+      );
     }
     // PostgreSQL: Kysely looks for its migration tables by name in every schema unless told
     // which, so another schema of the same database holding them (another cloud, a benchmark)
     // would make it skip creating ours. Name the schema the store works in.
-    const migrationTableSchema = this.kind === 'postgres'
-      ? (await guard('read current schema', () => sql<{ s: string }>`select current_schema() as s`.execute(this.db))).rows[0]?.s
-      : undefined;
-    const migrator = new Migrator({ db: this.db, provider: new StaticProvider(this.kind), ...(migrationTableSchema ? { migrationTableSchema } : {}) });
+    const migrationTableSchema =
+      this.kind === 'postgres'
+        ? (await guard('read current schema', () => sql<{ s: string }>`select current_schema() as s`.execute(this.db))).rows[0]?.s
+        : undefined;
+    const migrator = new Migrator({
+      db: this.db,
+      provider: new StaticProvider(this.kind),
+      ...(migrationTableSchema ? { migrationTableSchema } : {}),
+    });
     const { error, results } = to === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(to);
     if (error) {
       const failed = results?.find((r) => r.status === 'Error');
-      throw new EwError('STORE_UNAVAILABLE', `migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message}`, { cause: error });
+      throw new EwError('STORE_UNAVAILABLE', `migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   }
 
@@ -444,11 +653,22 @@ export class SqlStore implements Store {
 
   async createTenant(t: Tenant): Promise<void> {
     try {
-      await this.db.insertInto('tenants').values({
-        id: t.id, name: t.name, created_at: t.createdAt, state: t.state ?? 'active', suspended_at: t.suspendedAt ?? null, quotas: JSON.stringify(t.quotas ?? {}),
-      }).execute();
+      await this.db
+        .insertInto('tenants')
+        .values({
+          id: t.id,
+          name: t.name,
+          created_at: t.createdAt,
+          state: t.state ?? 'active',
+          suspended_at: t.suspendedAt ?? null,
+          quotas: JSON.stringify(t.quotas ?? {}),
+        })
+        .execute();
     } catch (e) {
-      if (isUniqueViolation(e)) throw new EwError('TENANT_EXISTS', `a tenant named "${t.name}" (or with id ${t.id}) already exists; choose another name`, { path: 'name' });
+      if (isUniqueViolation(e))
+        throw new EwError('TENANT_EXISTS', `a tenant named "${t.name}" (or with id ${t.id}) already exists; choose another name`, {
+          path: 'name',
+        });
       if (e instanceof EwError) throw e;
       throw new EwError('STORE_UNAVAILABLE', `store failed to create tenant: ${(e as Error).message}`, { cause: e });
     }
@@ -465,56 +685,115 @@ export class SqlStore implements Store {
   }
 
   async setTenantState(id: string, state: TenantState, now: number): Promise<Tenant | undefined> {
-    await guard('set tenant state', () => this.db.updateTable('tenants').set({ state, suspended_at: state === 'suspended' ? now : null }).where('id', '=', id).execute());
+    await guard('set tenant state', () =>
+      this.db
+        .updateTable('tenants')
+        .set({ state, suspended_at: state === 'suspended' ? now : null })
+        .where('id', '=', id)
+        .execute(),
+    );
     return this.getTenant(id);
   }
 
   async setTenantQuotas(id: string, quotas: TenantQuotas): Promise<Tenant | undefined> {
-    await guard('set tenant quotas', () => this.db.updateTable('tenants').set({ quotas: JSON.stringify(quotas) }).where('id', '=', id).execute());
+    await guard('set tenant quotas', () =>
+      this.db
+        .updateTable('tenants')
+        .set({ quotas: JSON.stringify(quotas) })
+        .where('id', '=', id)
+        .execute(),
+    );
     return this.getTenant(id);
   }
 
   async tenantData(id: string, resultsSince?: number): Promise<TenantData> {
     return guard('count tenant data', async () => {
-      const count = async (table: 'api_keys' | 'join_tokens' | 'sites' | 'apps' | 'deployments' | 'rollouts' | 'artifact_owners', extra?: (q: any) => any) => {
-        let q: any = this.db.selectFrom(table).select((eb) => eb.fn.countAll().as('n')).where('tenant_id', '=', id);
+      const count = async (
+        table: 'api_keys' | 'join_tokens' | 'sites' | 'apps' | 'deployments' | 'rollouts' | 'artifact_owners',
+        extra?: (q: any) => any,
+      ) => {
+        let q: any = this.db
+          .selectFrom(table)
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('tenant_id', '=', id);
         if (extra) q = extra(q);
         return Number(((await q.executeTakeFirst()) as { n: unknown } | undefined)?.n ?? 0);
       };
       const appNames = await this.db.selectFrom('apps').select('name').distinct().where('tenant_id', '=', id).execute();
-      let rq = this.db.selectFrom('uplink').innerJoin('sites', 'sites.id', 'uplink.site_id').select((eb) => eb.fn.countAll().as('n')).where('sites.tenant_id', '=', id);
+      let rq = this.db
+        .selectFrom('uplink')
+        .innerJoin('sites', 'sites.id', 'uplink.site_id')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('sites.tenant_id', '=', id);
       if (resultsSince !== undefined) rq = rq.where('uplink.received_at', '>=', resultsSince);
       const results = Number((await rq.executeTakeFirst())?.n ?? 0);
       return {
-        sites: await count('sites'), liveSites: await count('sites', (q) => q.where('revoked_at', 'is', null)),
-        keys: await count('api_keys', (q) => q.where('revoked_at', 'is', null)), tokens: await count('join_tokens'),
-        apps: appNames.length, appVersions: await count('apps'), deployments: await count('deployments'), rollouts: await count('rollouts'),
-        artifacts: await count('artifact_owners'), results,
+        sites: await count('sites'),
+        liveSites: await count('sites', (q) => q.where('revoked_at', 'is', null)),
+        keys: await count('api_keys', (q) => q.where('revoked_at', 'is', null)),
+        tokens: await count('join_tokens'),
+        apps: appNames.length,
+        appVersions: await count('apps'),
+        deployments: await count('deployments'),
+        rollouts: await count('rollouts'),
+        artifacts: await count('artifact_owners'),
+        results,
       };
     });
   }
 
   async deleteTenant(id: string): Promise<{ siteIds: string[]; orphanArtifacts: string[] } | undefined> {
-    return guard('delete tenant', () => this.db.transaction().execute(async (tx) => {
-      if (!(await tx.selectFrom('tenants').select('id').where('id', '=', id).executeTakeFirst())) return undefined;
-      const siteIds = (await tx.selectFrom('sites').select('id').where('tenant_id', '=', id).execute()).map((r) => r.id);
-      const mine = (await tx.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', id).execute()).map((r) => r.sha256);
-      const shared = mine.length === 0 ? [] : (await tx.selectFrom('artifact_owners').select('sha256').distinct()
-        .where('tenant_id', '<>', id).where('sha256', 'in', mine).execute()).map((r) => r.sha256);
-      for (let i = 0; i < siteIds.length; i += 500) await tx.deleteFrom('uplink').where('site_id', 'in', siteIds.slice(i, i + 500)).execute();
-      for (const table of ['api_keys', 'join_tokens', 'rollouts', 'deployments', 'apps', 'artifact_owners', 'sites'] as const) {
-        await tx.deleteFrom(table).where('tenant_id', '=', id).execute();
-      }
-      await tx.deleteFrom('tenants').where('id', '=', id).execute();
-      return { siteIds, orphanArtifacts: mine.filter((x) => !shared.includes(x)) };
-    }));
+    return guard('delete tenant', () =>
+      this.db.transaction().execute(async (tx) => {
+        if (!(await tx.selectFrom('tenants').select('id').where('id', '=', id).executeTakeFirst())) return undefined;
+        const siteIds = (await tx.selectFrom('sites').select('id').where('tenant_id', '=', id).execute()).map((r) => r.id);
+        const mine = (await tx.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', id).execute()).map((r) => r.sha256);
+        const shared =
+          mine.length === 0
+            ? []
+            : (
+                await tx
+                  .selectFrom('artifact_owners')
+                  .select('sha256')
+                  .distinct()
+                  .where('tenant_id', '<>', id)
+                  .where('sha256', 'in', mine)
+                  .execute()
+              ).map((r) => r.sha256);
+        for (let i = 0; i < siteIds.length; i += 500)
+          await tx
+            .deleteFrom('uplink')
+            .where('site_id', 'in', siteIds.slice(i, i + 500))
+            .execute();
+        for (const table of ['api_keys', 'join_tokens', 'rollouts', 'deployments', 'apps', 'artifact_owners', 'sites'] as const) {
+          await tx.deleteFrom(table).where('tenant_id', '=', id).execute();
+        }
+        await tx.deleteFrom('tenants').where('id', '=', id).execute();
+        return { siteIds, orphanArtifacts: mine.filter((x) => !shared.includes(x)) };
+      }),
+    );
   }
 
   async appendAudit(e: AuditEntry): Promise<void> {
-    await guard('append audit', () => this.db.insertInto('audit').values({
-      at: e.at, tenant_id: e.tenantId, key_id: e.keyId, role: e.role, site_id: e.siteId ?? null, action: e.action.slice(0, 300), target: e.target.slice(0, 2100),
-      status: e.status, outcome: e.outcome, code: e.code, address: e.address.slice(0, 64), request_id: e.requestId.slice(0, 64),
-    }).execute());
+    await guard('append audit', () =>
+      this.db
+        .insertInto('audit')
+        .values({
+          at: e.at,
+          tenant_id: e.tenantId,
+          key_id: e.keyId,
+          role: e.role,
+          site_id: e.siteId ?? null,
+          action: e.action.slice(0, 300),
+          target: e.target.slice(0, 2100),
+          status: e.status,
+          outcome: e.outcome,
+          code: e.code,
+          address: e.address.slice(0, 64),
+          request_id: e.requestId.slice(0, 64),
+        })
+        .execute(),
+    );
   }
 
   async queryAudit(q: AuditQuery): Promise<AuditEntry[]> {
@@ -529,105 +808,196 @@ export class SqlStore implements Store {
   }
 
   async createApiKey(k: ApiKey): Promise<void> {
-    await guard('create api key', () => this.db.insertInto('api_keys').values({
-      id: k.id, tenant_id: k.tenantId, name: k.name, hash: k.hash, role: k.role, created_at: k.createdAt, revoked_at: k.revokedAt,
-      expires_at: k.expiresAt ?? null, scope: k.scope ? JSON.stringify(k.scope) : null,
-    }).execute());
+    await guard('create api key', () =>
+      this.db
+        .insertInto('api_keys')
+        .values({
+          id: k.id,
+          tenant_id: k.tenantId,
+          name: k.name,
+          hash: k.hash,
+          role: k.role,
+          created_at: k.createdAt,
+          revoked_at: k.revokedAt,
+          expires_at: k.expiresAt ?? null,
+          scope: k.scope ? JSON.stringify(k.scope) : null,
+        })
+        .execute(),
+    );
   }
 
   async findApiKeyByHash(hash: string): Promise<ApiKey | undefined> {
-    const r = await guard('read api key', () => this.db.selectFrom('api_keys').innerJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
-      .selectAll('api_keys').select('tenants.state as tenant_state').where('api_keys.hash', '=', hash).executeTakeFirst());
+    const r = await guard('read api key', () =>
+      this.db
+        .selectFrom('api_keys')
+        .innerJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
+        .selectAll('api_keys')
+        .select('tenants.state as tenant_state')
+        .where('api_keys.hash', '=', hash)
+        .executeTakeFirst(),
+    );
     return r && { ...toKey(r), tenantState: r.tenant_state as TenantState };
   }
 
   async listApiKeys(tenantId: string): Promise<ApiKey[]> {
-    const rows = await guard('list api keys', () => this.db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute());
+    const rows = await guard('list api keys', () =>
+      this.db.selectFrom('api_keys').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute(),
+    );
     return rows.map(toKey);
   }
 
   async revokeApiKey(tenantId: string, id: string, now: number): Promise<'revoked' | 'not-found' | 'last-admin'> {
-    return guard('revoke api key', () => this.db.transaction().execute(async (tx) => {
-      // PostgreSQL: lock the tenant's live admin keys so that two revocations of the last two
-      // keys cannot both pass the count (SQLite runs one write transaction at a time).
-      let q = tx.selectFrom('api_keys').select(['id', 'role']).where('tenant_id', '=', tenantId).where('revoked_at', 'is', null);
-      if (this.kind === 'postgres') q = q.forUpdate();
-      const live = await q.execute();
-      const target = live.find((k) => k.id === id);
-      if (!target) return 'not-found' as const;
-      if (isAdminRole(target.role) && live.filter((k) => isAdminRole(k.role)).length <= 1) return 'last-admin' as const;
-      await tx.updateTable('api_keys').set({ revoked_at: now }).where('tenant_id', '=', tenantId).where('id', '=', id).where('revoked_at', 'is', null).execute();
-      return 'revoked' as const;
-    }));
+    return guard('revoke api key', () =>
+      this.db.transaction().execute(async (tx) => {
+        // PostgreSQL: lock the tenant's live admin keys so that two revocations of the last two
+        // keys cannot both pass the count (SQLite runs one write transaction at a time).
+        let q = tx.selectFrom('api_keys').select(['id', 'role']).where('tenant_id', '=', tenantId).where('revoked_at', 'is', null);
+        if (this.kind === 'postgres') q = q.forUpdate();
+        const live = await q.execute();
+        const target = live.find((k) => k.id === id);
+        if (!target) return 'not-found' as const;
+        if (isAdminRole(target.role) && live.filter((k) => isAdminRole(k.role)).length <= 1) return 'last-admin' as const;
+        await tx
+          .updateTable('api_keys')
+          .set({ revoked_at: now })
+          .where('tenant_id', '=', tenantId)
+          .where('id', '=', id)
+          .where('revoked_at', 'is', null)
+          .execute();
+        return 'revoked' as const;
+      }),
+    );
   }
 
   async addArtifactOwner(tenantId: string, sha256: string, now: number): Promise<void> {
-    await guard('record artifact owner', () => this.db.insertInto('artifact_owners').values({ tenant_id: tenantId, sha256, created_at: now })
-      .onConflict((oc) => oc.columns(['tenant_id', 'sha256']).doNothing()).execute());
+    await guard('record artifact owner', () =>
+      this.db
+        .insertInto('artifact_owners')
+        .values({ tenant_id: tenantId, sha256, created_at: now })
+        .onConflict((oc) => oc.columns(['tenant_id', 'sha256']).doNothing())
+        .execute(),
+    );
   }
 
   async ownsArtifact(tenantId: string, sha256: string): Promise<boolean> {
-    const r = await guard('read artifact owner', () => this.db.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', tenantId).where('sha256', '=', sha256).executeTakeFirst());
+    const r = await guard('read artifact owner', () =>
+      this.db
+        .selectFrom('artifact_owners')
+        .select('sha256')
+        .where('tenant_id', '=', tenantId)
+        .where('sha256', '=', sha256)
+        .executeTakeFirst(),
+    );
     return r !== undefined;
   }
 
   async listArtifacts(tenantId: string): Promise<string[]> {
-    const rows = await guard('list artifacts', () => this.db.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', tenantId).orderBy('sha256').execute());
+    const rows = await guard('list artifacts', () =>
+      this.db.selectFrom('artifact_owners').select('sha256').where('tenant_id', '=', tenantId).orderBy('sha256').execute(),
+    );
     return rows.map((r) => r.sha256);
   }
 
   async createJoinToken(t: JoinToken): Promise<void> {
-    await guard('create join token', () => this.db.insertInto('join_tokens').values({
-      id: t.id, tenant_id: t.tenantId, hash: t.hash, labels: JSON.stringify(t.labels), region: t.region, description: t.description,
-      created_at: t.createdAt, expires_at: t.expiresAt, used_at: t.usedAt, site_id: t.siteId,
-    }).execute());
+    await guard('create join token', () =>
+      this.db
+        .insertInto('join_tokens')
+        .values({
+          id: t.id,
+          tenant_id: t.tenantId,
+          hash: t.hash,
+          labels: JSON.stringify(t.labels),
+          region: t.region,
+          description: t.description,
+          created_at: t.createdAt,
+          expires_at: t.expiresAt,
+          used_at: t.usedAt,
+          site_id: t.siteId,
+        })
+        .execute(),
+    );
   }
 
   async listJoinTokens(tenantId: string): Promise<JoinToken[]> {
-    const rows = await guard('list join tokens', () => this.db.selectFrom('join_tokens').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute());
+    const rows = await guard('list join tokens', () =>
+      this.db.selectFrom('join_tokens').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').execute(),
+    );
     return rows.map(toToken);
   }
 
   async deleteJoinToken(tenantId: string, id: string): Promise<boolean> {
-    const r = await guard('delete join token', () => this.db.deleteFrom('join_tokens')
-      .where('tenant_id', '=', tenantId).where('id', '=', id).where('used_at', 'is', null).executeTakeFirst());
+    const r = await guard('delete join token', () =>
+      this.db
+        .deleteFrom('join_tokens')
+        .where('tenant_id', '=', tenantId)
+        .where('id', '=', id)
+        .where('used_at', 'is', null)
+        .executeTakeFirst(),
+    );
     return Number(r.numDeletedRows) > 0;
   }
 
   async enrollSite(tokenHash: string, now: number, makeSite: (t: JoinToken) => Site): Promise<ConsumeResult & { site?: Site }> {
-    return guard('enroll site', () => this.db.transaction().execute(async (tx: Transaction<DB>) => {
-      const row = await tx.selectFrom('join_tokens').selectAll().where('hash', '=', tokenHash).executeTakeFirst();
-      if (!row) return { ok: false as const, reason: 'unknown' as const };
-      const token = toToken(row);
-      if (token.usedAt !== null) return { ok: false as const, reason: 'used' as const };
-      if (token.expiresAt <= now) return { ok: false as const, reason: 'expired' as const };
-      // PostgreSQL: the tenant row is locked so that two enrollments racing for the last site of
-      // a quota cannot both pass the count (SQLite runs one write transaction at a time).
-      let tq = tx.selectFrom('tenants').select(['state', 'quotas']).where('id', '=', token.tenantId);
-      if (this.kind === 'postgres') tq = tq.forUpdate();
-      const tenant = await tq.executeTakeFirst();
-      if (!tenant || tenant.state !== 'active') return { ok: false as const, reason: 'suspended' as const };
-      const max = (JSON.parse(tenant.quotas) as TenantQuotas).sites;
-      if (max !== undefined) {
-        const live = await tx.selectFrom('sites').select((eb) => eb.fn.countAll().as('n')).where('tenant_id', '=', token.tenantId).where('revoked_at', 'is', null).executeTakeFirst();
-        if (Number(live?.n ?? 0) >= max) return { ok: false as const, reason: 'quota' as const };
-      }
-      const site = makeSite(token);
-      // The guard on used_at makes a concurrent second enrollment update no row.
-      const upd = await tx.updateTable('join_tokens').set({ used_at: now, site_id: site.id })
-        .where('hash', '=', tokenHash).where('used_at', 'is', null).executeTakeFirst();
-      if (Number(upd.numUpdatedRows) !== 1) return { ok: false as const, reason: 'used' as const };
-      await tx.insertInto('sites').values({
-        id: site.id, tenant_id: site.tenantId, name: site.name, region: site.region, labels: JSON.stringify(site.labels),
-        secret_hash: site.secretHash, created_at: site.createdAt, revoked_at: null, online: 0, last_seen_at: null, status: null,
-        desired_generation: 0, desired_hash: null, reported_generation: 0,
-      }).execute();
-      return { ok: true as const, token: { ...token, usedAt: now, siteId: site.id }, site };
-    }));
+    return guard('enroll site', () =>
+      this.db.transaction().execute(async (tx: Transaction<DB>) => {
+        const row = await tx.selectFrom('join_tokens').selectAll().where('hash', '=', tokenHash).executeTakeFirst();
+        if (!row) return { ok: false as const, reason: 'unknown' as const };
+        const token = toToken(row);
+        if (token.usedAt !== null) return { ok: false as const, reason: 'used' as const };
+        if (token.expiresAt <= now) return { ok: false as const, reason: 'expired' as const };
+        // PostgreSQL: the tenant row is locked so that two enrollments racing for the last site of
+        // a quota cannot both pass the count (SQLite runs one write transaction at a time).
+        let tq = tx.selectFrom('tenants').select(['state', 'quotas']).where('id', '=', token.tenantId);
+        if (this.kind === 'postgres') tq = tq.forUpdate();
+        const tenant = await tq.executeTakeFirst();
+        if (!tenant || tenant.state !== 'active') return { ok: false as const, reason: 'suspended' as const };
+        const max = (JSON.parse(tenant.quotas) as TenantQuotas).sites;
+        if (max !== undefined) {
+          const live = await tx
+            .selectFrom('sites')
+            .select((eb) => eb.fn.countAll().as('n'))
+            .where('tenant_id', '=', token.tenantId)
+            .where('revoked_at', 'is', null)
+            .executeTakeFirst();
+          if (Number(live?.n ?? 0) >= max) return { ok: false as const, reason: 'quota' as const };
+        }
+        const site = makeSite(token);
+        // The guard on used_at makes a concurrent second enrollment update no row.
+        const upd = await tx
+          .updateTable('join_tokens')
+          .set({ used_at: now, site_id: site.id })
+          .where('hash', '=', tokenHash)
+          .where('used_at', 'is', null)
+          .executeTakeFirst();
+        if (Number(upd.numUpdatedRows) !== 1) return { ok: false as const, reason: 'used' as const };
+        await tx
+          .insertInto('sites')
+          .values({
+            id: site.id,
+            tenant_id: site.tenantId,
+            name: site.name,
+            region: site.region,
+            labels: JSON.stringify(site.labels),
+            secret_hash: site.secretHash,
+            created_at: site.createdAt,
+            revoked_at: null,
+            online: 0,
+            last_seen_at: null,
+            status: null,
+            desired_generation: 0,
+            desired_hash: null,
+            reported_generation: 0,
+          })
+          .execute();
+        return { ok: true as const, token: { ...token, usedAt: now, siteId: site.id }, site };
+      }),
+    );
   }
 
   async getSite(tenantId: string, id: string): Promise<Site | undefined> {
-    const r = await guard('read site', () => this.db.selectFrom('sites').selectAll().where('id', '=', id).where('tenant_id', '=', tenantId).executeTakeFirst());
+    const r = await guard('read site', () =>
+      this.db.selectFrom('sites').selectAll().where('id', '=', id).where('tenant_id', '=', tenantId).executeTakeFirst(),
+    );
     return r && toSite(r);
   }
 
@@ -637,7 +1007,9 @@ export class SqlStore implements Store {
   }
 
   async listSites(tenantId: string): Promise<Site[]> {
-    const rows = await guard('list sites', () => this.db.selectFrom('sites').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute());
+    const rows = await guard('list sites', () =>
+      this.db.selectFrom('sites').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute(),
+    );
     return rows.map(toSite);
   }
 
@@ -647,41 +1019,62 @@ export class SqlStore implements Store {
   }
 
   async setSiteLabels(tenantId: string, id: string, labels: Labels): Promise<Site | undefined> {
-    await guard('label site', () => this.db.updateTable('sites').set({ labels: JSON.stringify(labels) }).where('id', '=', id).where('tenant_id', '=', tenantId).execute());
+    await guard('label site', () =>
+      this.db
+        .updateTable('sites')
+        .set({ labels: JSON.stringify(labels) })
+        .where('id', '=', id)
+        .where('tenant_id', '=', tenantId)
+        .execute(),
+    );
     return this.getSite(tenantId, id);
   }
 
   async revokeSite(tenantId: string, id: string, now: number): Promise<Site | undefined> {
-    await guard('revoke site', () => this.db.updateTable('sites').set({ revoked_at: now, online: 0 })
-      .where('id', '=', id).where('tenant_id', '=', tenantId).where('revoked_at', 'is', null).execute());
+    await guard('revoke site', () =>
+      this.db
+        .updateTable('sites')
+        .set({ revoked_at: now, online: 0 })
+        .where('id', '=', id)
+        .where('tenant_id', '=', tenantId)
+        .where('revoked_at', 'is', null)
+        .execute(),
+    );
     return this.getSite(tenantId, id);
   }
 
   async updateSiteStatuses(updates: SiteStatusUpdate[]): Promise<void> {
     if (updates.length === 0) return;
-    await guard('update site status', () => this.db.transaction().execute(async (tx) => {
-      for (const u of updates) {
-        const online = u.online ? 1 : 0;
-        const set: Partial<SiteRow> = { online };
-        if (u.lastSeenAt !== undefined) set.last_seen_at = u.lastSeenAt;
-        if (u.status) set.status = JSON.stringify(u.status);
-        if (u.reportedGeneration !== undefined) set.reported_generation = u.reportedGeneration;
-        if (u.digest !== undefined) set.status_digest = u.digest;
-        let q = tx.updateTable('sites').set(set).where('id', '=', u.siteId);
-        if (u.digest !== undefined) {
-          // Unchanged and fresh (another replica wrote this heartbeat's twin): no row version, no WAL.
-          const digest = u.digest;
-          const before = u.refreshBefore ?? Number.MAX_SAFE_INTEGER;
-          q = q.where((eb) => eb.or([
-            eb('online', '<>', online), eb('status_digest', 'is', null), eb('status_digest', '<>', digest),
-            eb('last_seen_at', 'is', null), eb('last_seen_at', '<', before),
-          ]));
-        } else if (u.status === undefined && u.lastSeenAt === undefined && u.reportedGeneration === undefined) {
-          q = q.where('online', '<>', online); // a liveness change every replica saw
+    await guard('update site status', () =>
+      this.db.transaction().execute(async (tx) => {
+        for (const u of updates) {
+          const online = u.online ? 1 : 0;
+          const set: Partial<SiteRow> = { online };
+          if (u.lastSeenAt !== undefined) set.last_seen_at = u.lastSeenAt;
+          if (u.status) set.status = JSON.stringify(u.status);
+          if (u.reportedGeneration !== undefined) set.reported_generation = u.reportedGeneration;
+          if (u.digest !== undefined) set.status_digest = u.digest;
+          let q = tx.updateTable('sites').set(set).where('id', '=', u.siteId);
+          if (u.digest !== undefined) {
+            // Unchanged and fresh (another replica wrote this heartbeat's twin): no row version, no WAL.
+            const digest = u.digest;
+            const before = u.refreshBefore ?? Number.MAX_SAFE_INTEGER;
+            q = q.where((eb) =>
+              eb.or([
+                eb('online', '<>', online),
+                eb('status_digest', 'is', null),
+                eb('status_digest', '<>', digest),
+                eb('last_seen_at', 'is', null),
+                eb('last_seen_at', '<', before),
+              ]),
+            );
+          } else if (u.status === undefined && u.lastSeenAt === undefined && u.reportedGeneration === undefined) {
+            q = q.where('online', '<>', online); // a liveness change every replica saw
+          }
+          await q.execute();
         }
-        await q.execute();
-      }
-    }));
+      }),
+    );
   }
 
   async bumpDesired(items: readonly { siteId: string; digest: string }[]): Promise<{ generation: number; changed: boolean }[]> {
@@ -691,45 +1084,57 @@ export class SqlStore implements Store {
     const byDigest = new Map<string, string[]>();
     for (const { siteId, digest } of items) {
       const ids = byDigest.get(digest);
-      if (ids) ids.push(siteId); else byDigest.set(digest, [siteId]);
+      if (ids) ids.push(siteId);
+      else byDigest.set(digest, [siteId]);
     }
     const CHUNK = 500;
-    return guard('bump desired generation', () => this.db.transaction().execute(async (tx) => {
-      const got = new Map<string, { generation: number; changed: boolean }>();
-      for (const [digest, ids] of byDigest) {
-        for (let i = 0; i < ids.length; i += CHUNK) {
-          const chunk = ids.slice(i, i + CHUNK);
-          const bumped = await tx.updateTable('sites')
-            .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
-            .where('id', 'in', chunk)
-            .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
-            .returning(['id', 'desired_generation'])
-            .execute();
-          for (const r of bumped) got.set(r.id, { generation: Number(r.desired_generation), changed: true });
-          const rest = chunk.filter((id) => !got.has(id));
-          if (rest.length === 0) continue;
-          for (const r of await tx.selectFrom('sites').select(['id', 'desired_generation']).where('id', 'in', rest).execute()) {
-            got.set(r.id, { generation: Number(r.desired_generation), changed: false });
+    return guard('bump desired generation', () =>
+      this.db.transaction().execute(async (tx) => {
+        const got = new Map<string, { generation: number; changed: boolean }>();
+        for (const [digest, ids] of byDigest) {
+          for (let i = 0; i < ids.length; i += CHUNK) {
+            const chunk = ids.slice(i, i + CHUNK);
+            const bumped = await tx
+              .updateTable('sites')
+              .set({ desired_generation: sql`desired_generation + 1`, desired_hash: digest })
+              .where('id', 'in', chunk)
+              .where((eb) => eb.or([eb('desired_hash', 'is', null), eb('desired_hash', '<>', digest)]))
+              .returning(['id', 'desired_generation'])
+              .execute();
+            for (const r of bumped) got.set(r.id, { generation: Number(r.desired_generation), changed: true });
+            const rest = chunk.filter((id) => !got.has(id));
+            if (rest.length === 0) continue;
+            for (const r of await tx.selectFrom('sites').select(['id', 'desired_generation']).where('id', 'in', rest).execute()) {
+              got.set(r.id, { generation: Number(r.desired_generation), changed: false });
+            }
           }
         }
-      }
-      const seen = new Set<string>();
-      return items.map(({ siteId }) => {
-        const g = got.get(siteId);
-        if (!g) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
-        // A site named twice: the second sees what the first did (as one statement each would).
-        if (seen.has(siteId)) return { generation: g.generation, changed: false };
-        seen.add(siteId);
-        return g;
-      });
-    }));
+        const seen = new Set<string>();
+        return items.map(({ siteId }) => {
+          const g = got.get(siteId);
+          if (!g) throw new EwError('SITE_NOT_FOUND', `site ${siteId} does not exist`);
+          // A site named twice: the second sees what the first did (as one statement each would).
+          if (seen.has(siteId)) return { generation: g.generation, changed: false };
+          seen.add(siteId);
+          return g;
+        });
+      }),
+    );
   }
 
   async createApp(a: App): Promise<'created' | 'exists'> {
     try {
-      await this.db.insertInto('apps').values({
-        tenant_id: a.tenantId, name: a.name, version: a.version, manifest: JSON.stringify(a.manifest), digest: a.digest, created_at: a.createdAt,
-      }).execute();
+      await this.db
+        .insertInto('apps')
+        .values({
+          tenant_id: a.tenantId,
+          name: a.name,
+          version: a.version,
+          manifest: JSON.stringify(a.manifest),
+          digest: a.digest,
+          created_at: a.createdAt,
+        })
+        .execute();
       return 'created';
     } catch (e) {
       if (isUniqueViolation(e)) return 'exists';
@@ -738,79 +1143,169 @@ export class SqlStore implements Store {
   }
 
   async getApp(tenantId: string, name: string, version: string): Promise<App | undefined> {
-    const r = await guard('read app', () => this.db.selectFrom('apps').selectAll()
-      .where('tenant_id', '=', tenantId).where('name', '=', name).where('version', '=', version).executeTakeFirst());
+    const r = await guard('read app', () =>
+      this.db
+        .selectFrom('apps')
+        .selectAll()
+        .where('tenant_id', '=', tenantId)
+        .where('name', '=', name)
+        .where('version', '=', version)
+        .executeTakeFirst(),
+    );
     return r && toApp(r);
   }
 
   async listApps(tenantId: string): Promise<App[]> {
-    const rows = await guard('list apps', () => this.db.selectFrom('apps').selectAll().where('tenant_id', '=', tenantId).orderBy('name').orderBy('created_at').execute());
+    const rows = await guard('list apps', () =>
+      this.db.selectFrom('apps').selectAll().where('tenant_id', '=', tenantId).orderBy('name').orderBy('created_at').execute(),
+    );
     return rows.map(toApp);
   }
 
   async createDeployment(d: Deployment): Promise<void> {
-    await guard('create deployment', () => this.db.insertInto('deployments').values({
-      id: d.id, tenant_id: d.tenantId, app_name: d.appName, app_version: d.appVersion, selector: JSON.stringify(d.selector), created_at: d.createdAt,
-    }).execute());
+    await guard('create deployment', () =>
+      this.db
+        .insertInto('deployments')
+        .values({
+          id: d.id,
+          tenant_id: d.tenantId,
+          app_name: d.appName,
+          app_version: d.appVersion,
+          selector: JSON.stringify(d.selector),
+          created_at: d.createdAt,
+        })
+        .execute(),
+    );
   }
 
   async getDeployment(tenantId: string, id: string): Promise<Deployment | undefined> {
-    const r = await guard('read deployment', () => this.db.selectFrom('deployments').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
+    const r = await guard('read deployment', () =>
+      this.db.selectFrom('deployments').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst(),
+    );
     return r && toDeployment(r);
   }
 
   async listDeployments(tenantId: string): Promise<Deployment[]> {
-    const rows = await guard('list deployments', () => this.db.selectFrom('deployments').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute());
+    const rows = await guard('list deployments', () =>
+      this.db.selectFrom('deployments').selectAll().where('tenant_id', '=', tenantId).orderBy('created_at').orderBy('id').execute(),
+    );
     return rows.map(toDeployment);
   }
 
   async deleteDeployment(tenantId: string, id: string): Promise<boolean> {
-    const r = await guard('delete deployment', () => this.db.deleteFrom('deployments').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
+    const r = await guard('delete deployment', () =>
+      this.db.deleteFrom('deployments').where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst(),
+    );
     return Number(r.numDeletedRows) > 0;
   }
 
   async acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean> {
     return guard('acquire lease', async () => {
       // One statement: insert, or take over an expired lease, or renew our own — atomically.
-      const r = await this.db.insertInto('leases').values({ name, holder, expires_at: now + ttlMs })
-        .onConflict((oc) => oc.column('name').doUpdateSet({ holder, expires_at: now + ttlMs })
-          .where((eb) => eb.or([eb('leases.holder', '=', holder), eb('leases.expires_at', '<', now)])))
+      const r = await this.db
+        .insertInto('leases')
+        .values({ name, holder, expires_at: now + ttlMs })
+        .onConflict((oc) =>
+          oc
+            .column('name')
+            .doUpdateSet({ holder, expires_at: now + ttlMs })
+            .where((eb) => eb.or([eb('leases.holder', '=', holder), eb('leases.expires_at', '<', now)])),
+        )
         .executeTakeFirst();
       return Number(r.numInsertedOrUpdatedRows ?? 0) > 0;
     });
   }
 
-  async claimIdempotencyKey(c: { scope: string; key: string; fingerprint: string; holder: string; now: number; staleMs: number }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }> {
+  async claimIdempotencyKey(c: {
+    scope: string;
+    key: string;
+    fingerprint: string;
+    holder: string;
+    now: number;
+    staleMs: number;
+  }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }> {
     return guard('claim idempotency key', async () => {
-      const ins = await this.db.insertInto('idempotency_keys')
-        .values({ scope: c.scope, key: c.key, fingerprint: c.fingerprint, holder: c.holder, created_at: c.now, status: null, body: null, completed_at: null })
-        .onConflict((oc) => oc.columns(['scope', 'key']).doNothing()).executeTakeFirst();
+      const ins = await this.db
+        .insertInto('idempotency_keys')
+        .values({
+          scope: c.scope,
+          key: c.key,
+          fingerprint: c.fingerprint,
+          holder: c.holder,
+          created_at: c.now,
+          status: null,
+          body: null,
+          completed_at: null,
+        })
+        .onConflict((oc) => oc.columns(['scope', 'key']).doNothing())
+        .executeTakeFirst();
       if (Number(ins.numInsertedOrUpdatedRows ?? 0) > 0) return { claimed: true as const };
-      const r = await this.db.selectFrom('idempotency_keys').selectAll().where('scope', '=', c.scope).where('key', '=', c.key).executeTakeFirst();
+      const r = await this.db
+        .selectFrom('idempotency_keys')
+        .selectAll()
+        .where('scope', '=', c.scope)
+        .where('key', '=', c.key)
+        .executeTakeFirst();
       if (!r) return this.claimIdempotencyKey(c); // pruned in between
       if (r.status === null && r.fingerprint === c.fingerprint && Number(r.created_at) < c.now - c.staleMs) {
         // Its holder died mid-request: take the claim over (one replica wins: the old holder and time must still be there).
-        const up = await this.db.updateTable('idempotency_keys').set({ holder: c.holder, created_at: c.now })
-          .where('scope', '=', c.scope).where('key', '=', c.key).where('holder', '=', r.holder).where('created_at', '=', r.created_at).where('status', 'is', null)
+        const up = await this.db
+          .updateTable('idempotency_keys')
+          .set({ holder: c.holder, created_at: c.now })
+          .where('scope', '=', c.scope)
+          .where('key', '=', c.key)
+          .where('holder', '=', r.holder)
+          .where('created_at', '=', r.created_at)
+          .where('status', 'is', null)
           .executeTakeFirst();
         if (Number(up.numUpdatedRows) === 1) return { claimed: true as const };
       }
-      return { claimed: false as const, record: { fingerprint: r.fingerprint, holder: r.holder, createdAt: Number(r.created_at), status: r.status === null ? null : Number(r.status), body: r.body } };
+      return {
+        claimed: false as const,
+        record: {
+          fingerprint: r.fingerprint,
+          holder: r.holder,
+          createdAt: Number(r.created_at),
+          status: r.status === null ? null : Number(r.status),
+          body: r.body,
+        },
+      };
     });
   }
 
-  async completeIdempotencyKey(scope: string, key: string, holder: string, res: { status: number; body: string | null; at: number }): Promise<void> {
-    await guard('complete idempotency key', () => this.db.updateTable('idempotency_keys').set({ status: res.status, body: res.body, completed_at: res.at })
-      .where('scope', '=', scope).where('key', '=', key).where('holder', '=', holder).execute());
+  async completeIdempotencyKey(
+    scope: string,
+    key: string,
+    holder: string,
+    res: { status: number; body: string | null; at: number },
+  ): Promise<void> {
+    await guard('complete idempotency key', () =>
+      this.db
+        .updateTable('idempotency_keys')
+        .set({ status: res.status, body: res.body, completed_at: res.at })
+        .where('scope', '=', scope)
+        .where('key', '=', key)
+        .where('holder', '=', holder)
+        .execute(),
+    );
   }
 
   async releaseIdempotencyKey(scope: string, key: string, holder: string): Promise<void> {
-    await guard('release idempotency key', () => this.db.deleteFrom('idempotency_keys')
-      .where('scope', '=', scope).where('key', '=', key).where('holder', '=', holder).where('status', 'is', null).execute());
+    await guard('release idempotency key', () =>
+      this.db
+        .deleteFrom('idempotency_keys')
+        .where('scope', '=', scope)
+        .where('key', '=', key)
+        .where('holder', '=', holder)
+        .where('status', 'is', null)
+        .execute(),
+    );
   }
 
   async pruneIdempotencyKeys(before: number): Promise<number> {
-    const r = await guard('prune idempotency keys', () => this.db.deleteFrom('idempotency_keys').where('created_at', '<', before).executeTakeFirst());
+    const r = await guard('prune idempotency keys', () =>
+      this.db.deleteFrom('idempotency_keys').where('created_at', '<', before).executeTakeFirst(),
+    );
     return Number(r.numDeletedRows);
   }
 
@@ -818,19 +1313,32 @@ export class SqlStore implements Store {
     const active = needsSteps(row.state) ? 1 : 0;
     const state = JSON.stringify(row.state);
     if (row.rev !== undefined) {
-      const r = await guard('save rollout', () => this.db.updateTable('rollouts')
-        .set({ state, active, rev: sql`rev + 1`, updated_at: row.state.updatedAt })
-        .where('id', '=', row.id).where('tenant_id', '=', row.tenantId).where('rev', '=', row.rev!).executeTakeFirst());
+      const r = await guard('save rollout', () =>
+        this.db
+          .updateTable('rollouts')
+          .set({ state, active, rev: sql`rev + 1`, updated_at: row.state.updatedAt })
+          .where('id', '=', row.id)
+          .where('tenant_id', '=', row.tenantId)
+          .where('rev', '=', row.rev!)
+          .executeTakeFirst(),
+      );
       return Number(r.numUpdatedRows) === 1;
     }
     const values = { id: row.id, tenant_id: row.tenantId, state, active, rev: 1, updated_at: row.state.updatedAt };
-    await guard('save rollout', () => this.db.insertInto('rollouts').values(values)
-      .onConflict((oc) => oc.column('id').doUpdateSet({ state, active, rev: sql`rollouts.rev + 1`, updated_at: values.updated_at })).execute());
+    await guard('save rollout', () =>
+      this.db
+        .insertInto('rollouts')
+        .values(values)
+        .onConflict((oc) => oc.column('id').doUpdateSet({ state, active, rev: sql`rollouts.rev + 1`, updated_at: values.updated_at }))
+        .execute(),
+    );
     return true;
   }
 
   async getRollout(tenantId: string, id: string): Promise<RolloutRow | undefined> {
-    const r = await guard('read rollout', () => this.db.selectFrom('rollouts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst());
+    const r = await guard('read rollout', () =>
+      this.db.selectFrom('rollouts').selectAll().where('tenant_id', '=', tenantId).where('id', '=', id).executeTakeFirst(),
+    );
     return r && { id: r.id, tenantId: r.tenant_id, state: JSON.parse(r.state), rev: Number(r.rev) };
   }
 
@@ -840,7 +1348,8 @@ export class SqlStore implements Store {
       let q = this.db.selectFrom('rollouts').selectAll();
       if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
       if (opts.activeOnly) {
-        q = q.where('active', '=', 1)
+        q = q
+          .where('active', '=', 1)
           .where('tenant_id', 'in', (eb) => eb.selectFrom('tenants').select('tenants.id').where('tenants.state', '=', 'active'));
       }
       if (opts.ids) q = q.where('id', 'in', opts.ids);
@@ -856,9 +1365,22 @@ export class SqlStore implements Store {
       // Chunks keep each statement under SQLite's bound-parameter limit.
       for (let i = 0; i < records.length; i += 500) {
         const chunk = records.slice(i, i + 500);
-        const r = await this.db.insertInto('uplink').values(chunk.map((x) => ({
-          site_id: x.siteId, msg_id: x.msgId, stream: x.stream, app: x.app ?? null, rule: x.rule ?? null, at: x.at, received_at: x.receivedAt, data: JSON.stringify(x.data ?? null),
-        }))).onConflict((oc) => oc.doNothing()).executeTakeFirst();
+        const r = await this.db
+          .insertInto('uplink')
+          .values(
+            chunk.map((x) => ({
+              site_id: x.siteId,
+              msg_id: x.msgId,
+              stream: x.stream,
+              app: x.app ?? null,
+              rule: x.rule ?? null,
+              at: x.at,
+              received_at: x.receivedAt,
+              data: JSON.stringify(x.data ?? null),
+            })),
+          )
+          .onConflict((oc) => oc.doNothing())
+          .executeTakeFirst();
         inserted += Number(r.numInsertedOrUpdatedRows ?? 0);
       }
       return inserted;
@@ -867,8 +1389,20 @@ export class SqlStore implements Store {
 
   async queryUplink(tenantId: string, q: UplinkQuery): Promise<UplinkRow[]> {
     const rows = await guard('query uplink', () => {
-      let query = this.db.selectFrom('uplink').innerJoin('sites', 'sites.id', 'uplink.site_id')
-        .select(['uplink.seq', 'uplink.site_id', 'uplink.msg_id', 'uplink.stream', 'uplink.app', 'uplink.rule', 'uplink.at', 'uplink.received_at', 'uplink.data'])
+      let query = this.db
+        .selectFrom('uplink')
+        .innerJoin('sites', 'sites.id', 'uplink.site_id')
+        .select([
+          'uplink.seq',
+          'uplink.site_id',
+          'uplink.msg_id',
+          'uplink.stream',
+          'uplink.app',
+          'uplink.rule',
+          'uplink.at',
+          'uplink.received_at',
+          'uplink.data',
+        ])
         .where('sites.tenant_id', '=', tenantId);
       if (q.siteId !== undefined) query = query.where('uplink.site_id', '=', q.siteId);
       if (q.stream !== undefined) query = query.where('uplink.stream', '=', q.stream);
@@ -888,13 +1422,24 @@ export class SqlStore implements Store {
       return query.orderBy('uplink.seq').limit(q.limit).execute();
     });
     return rows.map((r) => ({
-      seq: Number(r.seq), siteId: r.site_id, msgId: r.msg_id, stream: r.stream, ...(r.app !== null ? { app: r.app } : {}), ...(r.rule !== null ? { rule: r.rule } : {}), at: Number(r.at), receivedAt: Number(r.received_at), data: JSON.parse(r.data),
+      seq: Number(r.seq),
+      siteId: r.site_id,
+      msgId: r.msg_id,
+      stream: r.stream,
+      ...(r.app !== null ? { app: r.app } : {}),
+      ...(r.rule !== null ? { rule: r.rule } : {}),
+      at: Number(r.at),
+      receivedAt: Number(r.received_at),
+      data: JSON.parse(r.data),
     }));
   }
 
   async countUplink(siteId: string, stream?: string): Promise<number> {
     const r = await guard('count uplink', () => {
-      let q = this.db.selectFrom('uplink').select((eb) => eb.fn.countAll().as('n')).where('site_id', '=', siteId);
+      let q = this.db
+        .selectFrom('uplink')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('site_id', '=', siteId);
       if (stream !== undefined) q = q.where('stream', '=', stream);
       return q.executeTakeFirstOrThrow();
     });
@@ -913,11 +1458,18 @@ export class SqlStore implements Store {
   async setRetention(tenantId: string, stream: string, days: number | null, now: number): Promise<boolean> {
     return guard('set retention policy', async () => {
       if (days === null) {
-        const r = await this.db.deleteFrom('retention_policies').where('tenant_id', '=', tenantId).where('stream', '=', stream).executeTakeFirst();
+        const r = await this.db
+          .deleteFrom('retention_policies')
+          .where('tenant_id', '=', tenantId)
+          .where('stream', '=', stream)
+          .executeTakeFirst();
         return Number(r.numDeletedRows) > 0;
       }
-      await this.db.insertInto('retention_policies').values({ tenant_id: tenantId, stream, days, updated_at: now })
-        .onConflict((oc) => oc.columns(['tenant_id', 'stream']).doUpdateSet({ days, updated_at: now })).execute();
+      await this.db
+        .insertInto('retention_policies')
+        .values({ tenant_id: tenantId, stream, days, updated_at: now })
+        .onConflict((oc) => oc.columns(['tenant_id', 'stream']).doUpdateSet({ days, updated_at: now }))
+        .execute();
       return true;
     });
   }
@@ -928,7 +1480,10 @@ export class SqlStore implements Store {
       // transaction (or a lock) over the table that uplink writes keep inserting into.
       let total = 0;
       for (;;) {
-        let pick = this.db.selectFrom('uplink').select('seq').where('at', '<', step.before)
+        let pick = this.db
+          .selectFrom('uplink')
+          .select('seq')
+          .where('at', '<', step.before)
           .where('site_id', 'in', this.db.selectFrom('sites').select('id').where('tenant_id', '=', step.tenantId));
         if (step.streams) pick = pick.where('stream', 'in', step.streams);
         if (step.except?.length) pick = pick.where('stream', 'not in', step.except);
@@ -947,7 +1502,9 @@ export class SqlStore implements Store {
       for (const day of partitionDaysAround(now)) if (await createDayPartition(this.db, day)) created++;
       // Rows that arrived for days without a partition (a site back after days offline, a clock
       // far ahead) wait in the default partition; give their days partitions, a bounded number a pass.
-      const stray = await sql<{ day: string }>`SELECT DISTINCT (at / 86400000) * 86400000 AS day FROM uplink_default LIMIT 64`.execute(this.db);
+      const stray = await sql<{ day: string }>`SELECT DISTINCT (at / 86400000) * 86400000 AS day FROM uplink_default LIMIT 64`.execute(
+        this.db,
+      );
       for (const d of stray.rows) if (await createDayPartition(this.db, Number(d.day))) created++;
       return { created };
     });
@@ -976,7 +1533,12 @@ export class SqlStore implements Store {
   }
 
   async latestUplinkSeq(): Promise<number> {
-    const r = await guard('latest uplink seq', () => this.db.selectFrom('uplink').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst());
+    const r = await guard('latest uplink seq', () =>
+      this.db
+        .selectFrom('uplink')
+        .select((eb) => eb.fn.max('seq').as('m'))
+        .executeTakeFirst(),
+    );
     return Number(r?.m ?? 0);
   }
 }

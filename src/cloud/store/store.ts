@@ -13,21 +13,40 @@ import type { Role } from '../../contracts/permissions.ts';
  * Times are integer milliseconds since the epoch.
  */
 /** Per-tenant limits; an absent one is unlimited (docs/operators.md "Quotas"). */
-export interface TenantQuotas { sites?: number; apps?: number; artifactBytes?: number; resultsPerDay?: number }
+export interface TenantQuotas {
+  sites?: number;
+  apps?: number;
+  artifactBytes?: number;
+  resultsPerDay?: number;
+}
 
 /** `suspended`: reads still work; changes, enrollments and rollout steps are refused or held. */
 export type TenantState = 'active' | 'suspended';
 
-export interface Tenant { id: string; name: string; createdAt: number; state?: TenantState; suspendedAt?: number | null; quotas?: TenantQuotas }
+export interface Tenant {
+  id: string;
+  name: string;
+  createdAt: number;
+  state?: TenantState;
+  suspendedAt?: number | null;
+  quotas?: TenantQuotas;
+}
 
 /** Limits of a key within its tenant: only these apps, only sites carrying these labels. */
-export interface KeyScope { apps?: string[]; labels?: Labels }
+export interface KeyScope {
+  apps?: string[];
+  labels?: Labels;
+}
 
 export interface ApiKey {
-  id: string; tenantId: string; name: string;
+  id: string;
+  tenantId: string;
+  name: string;
   /** sha256 of the key; the key itself is shown once at creation and never stored. */
   hash: string;
-  role: Role; createdAt: number; revokedAt: number | null;
+  role: Role;
+  createdAt: number;
+  revokedAt: number | null;
   /** After this time the key is refused (401 KEY_EXPIRED); null or absent: never. */
   expiresAt?: number | null;
   scope?: KeyScope | null;
@@ -57,10 +76,26 @@ export interface AuditEntry {
   requestId: string;
 }
 
-export interface AuditQuery { tenantId?: string; afterSeq?: number; since?: number; limit: number }
+export interface AuditQuery {
+  tenantId?: string;
+  afterSeq?: number;
+  since?: number;
+  limit: number;
+}
 
 /** What a tenant holds, counted (a tenant deletion's dry run, the usage a quota checks). */
-export interface TenantData { sites: number; liveSites: number; keys: number; tokens: number; apps: number; appVersions: number; deployments: number; rollouts: number; artifacts: number; results: number }
+export interface TenantData {
+  sites: number;
+  liveSites: number;
+  keys: number;
+  tokens: number;
+  apps: number;
+  appVersions: number;
+  deployments: number;
+  rollouts: number;
+  artifacts: number;
+  results: number;
+}
 
 export interface JoinToken {
   id: string;
@@ -93,7 +128,14 @@ export interface Site {
   reportedGeneration: number;
 }
 
-export interface App { tenantId: string; name: string; version: string; manifest: AppManifest; digest: string; createdAt: number }
+export interface App {
+  tenantId: string;
+  name: string;
+  version: string;
+  manifest: AppManifest;
+  digest: string;
+  createdAt: number;
+}
 
 export interface Deployment {
   id: string;
@@ -105,7 +147,12 @@ export interface Deployment {
 }
 
 /** `rev` counts saves: a save that names the rev it read fails if someone saved in between. */
-export interface RolloutRow { id: string; tenantId: string; state: import('../rollout/reconcile.ts').RolloutState; rev?: number }
+export interface RolloutRow {
+  id: string;
+  tenantId: string;
+  state: import('../rollout/reconcile.ts').RolloutState;
+  rev?: number;
+}
 
 export interface UplinkRecord {
   siteId: string;
@@ -125,18 +172,30 @@ export interface UplinkRecord {
  * Oldest stored first (by seq), or with `byTime` oldest by site time, then seq, after the key given.
  */
 export interface UplinkQuery {
-  siteId?: string; stream?: string; app?: string; rule?: string; since?: number; until?: number; limit: number; afterSeq?: number; maxSeq?: number;
+  siteId?: string;
+  stream?: string;
+  app?: string;
+  rule?: string;
+  since?: number;
+  until?: number;
+  limit: number;
+  afterSeq?: number;
+  maxSeq?: number;
   byTime?: { after?: { at: number; seq: number } };
 }
-export interface UplinkRow extends UplinkRecord { seq: number }
+export interface UplinkRow extends UplinkRecord {
+  seq: number;
+}
 
-export type ConsumeResult =
-  | { ok: true; token: JoinToken }
-  | { ok: false; reason: 'unknown' | 'used' | 'expired' | 'suspended' | 'quota' };
+export type ConsumeResult = { ok: true; token: JoinToken } | { ok: false; reason: 'unknown' | 'used' | 'expired' | 'suspended' | 'quota' };
 
 /** `lastSeenAt` is the last heartbeat's time: absent when only the online flag changes. */
 export interface SiteStatusUpdate {
-  siteId: string; online: boolean; lastSeenAt?: number; status?: SiteStatusBody; reportedGeneration?: number;
+  siteId: string;
+  online: boolean;
+  lastSeenAt?: number;
+  status?: SiteStatusBody;
+  reportedGeneration?: number;
   /**
    * Conditional write (several replicas hear the same heartbeat): written only when the stored
    * row differs — its online flag, or its status digest — or was last seen before
@@ -246,9 +305,21 @@ export interface Store {
    * Claims `key` for a request: true when it was free, or when its holder left it in progress
    * for longer than `staleMs` (a replica died mid-request); otherwise the stored record.
    */
-  claimIdempotencyKey(c: { scope: string; key: string; fingerprint: string; holder: string; now: number; staleMs: number }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }>;
+  claimIdempotencyKey(c: {
+    scope: string;
+    key: string;
+    fingerprint: string;
+    holder: string;
+    now: number;
+    staleMs: number;
+  }): Promise<{ claimed: true } | { claimed: false; record: IdempotencyRecord }>;
   /** Records the response of the claimed request (only by its holder). */
-  completeIdempotencyKey(scope: string, key: string, holder: string, response: { status: number; body: string | null; at: number }): Promise<void>;
+  completeIdempotencyKey(
+    scope: string,
+    key: string,
+    holder: string,
+    response: { status: number; body: string | null; at: number },
+  ): Promise<void>;
   /** Frees a claim whose request failed on the server's side: a retry runs it again. */
   releaseIdempotencyKey(scope: string, key: string, holder: string): Promise<void>;
   /** Deletes keys created before `before`; returns how many. */

@@ -25,7 +25,6 @@ export interface SourceHostDeps {
   ingest?: (app: string, stream: string, records: readonly unknown[]) => Promise<unknown>;
 }
 
-
 /**
  * Runs the industrial sources of the apps a site has been given: one per stream that declares a
  * `source` and that a rule reads. Their records enter the stream through the site's journal (the
@@ -40,25 +39,50 @@ export class SourceHost implements AppComponent {
 
   constructor(private readonly d: SourceHostDeps) {
     if (d.registry) {
-      this.values = new Counter({ name: 'ew_edge_source_values_total', help: 'Values read from industrial sources (OPC UA, Modbus)', labelNames: ['protocol'], registers: [d.registry] });
-      this.errors = new Counter({ name: 'ew_edge_source_errors_total', help: 'Industrial source errors by protocol and code', labelNames: ['protocol', 'code'], registers: [d.registry] });
+      this.values = new Counter({
+        name: 'ew_edge_source_values_total',
+        help: 'Values read from industrial sources (OPC UA, Modbus)',
+        labelNames: ['protocol'],
+        registers: [d.registry],
+      });
+      this.errors = new Counter({
+        name: 'ew_edge_source_errors_total',
+        help: 'Industrial source errors by protocol and code',
+        labelNames: ['protocol', 'code'],
+        registers: [d.registry],
+      });
       const self = this;
-      new Gauge({ name: 'ew_edge_sources_connected', help: 'Industrial sources connected now', registers: [d.registry], collect() { this.set(self.statuses().filter((s) => s.state === 'connected').length); } });
+      new Gauge({
+        name: 'ew_edge_sources_connected',
+        help: 'Industrial sources connected now',
+        registers: [d.registry],
+        collect() {
+          this.set(self.statuses().filter((s) => s.state === 'connected').length);
+        },
+      });
     }
   }
 
   statuses(): SourceStatus[] {
-    return [...this.running.values()].map((r) => ({ ...r.source.status, ...(r.source.status.lastError ? { lastError: { ...r.source.status.lastError } } : {}) }));
+    return [...this.running.values()].map((r) => ({
+      ...r.source.status,
+      ...(r.source.status.lastError ? { lastError: { ...r.source.status.lastError } } : {}),
+    }));
   }
 
   private wanted(app: DesiredApp): Map<string, { stream: DesiredApp['manifest']['spec']['streams'][number]; fingerprint: string }> {
     const read = new Set<string>();
     for (const r of app.manifest.spec.rules) {
-      try { read.add(parse(r.sql).from.name); } catch { /* the rule host reports it */ }
+      try {
+        read.add(parse(r.sql).from.name);
+      } catch {
+        /* the rule host reports it */
+      }
     }
     const out = new Map<string, { stream: DesiredApp['manifest']['spec']['streams'][number]; fingerprint: string }>();
     for (const s of app.manifest.spec.streams) {
-      if (s.source && read.has(s.name)) out.set(`${app.name}/${s.name}`, { stream: s, fingerprint: JSON.stringify([s.source, s.timestamp]) });
+      if (s.source && read.has(s.name))
+        out.set(`${app.name}/${s.name}`, { stream: s, fingerprint: JSON.stringify([s.source, s.timestamp]) });
     }
     return out;
   }
@@ -86,19 +110,29 @@ export class SourceHost implements AppComponent {
       const src = w.stream.source!;
       const protocol = 'opcua' in src ? 'opcua' : 'modbus';
       const deps: SourceDeps = {
-        app: app.name, stream: w.stream.name, timestampField: w.stream.timestamp,
-        clock: this.d.clock, log: this.d.log, pkiDir: join(this.d.dataDir, 'pki', 'opcua'),
+        app: app.name,
+        stream: w.stream.name,
+        timestampField: w.stream.timestamp,
+        clock: this.d.clock,
+        log: this.d.log,
+        pkiDir: join(this.d.dataDir, 'pki', 'opcua'),
         secret: (name) => readSiteSecret(this.d.dataDir, name),
         emit: (rec) => {
           this.values?.inc({ protocol }, Object.keys(rec).length - (w.stream.timestamp ? 1 : 0));
           // A rule that failed to start reads nothing: its records would only fill the dead letters.
           if (!this.d.router.hasSubscriber(app.name, w.stream.name)) return;
-          if (!this.d.ingest) { this.d.router.push(app.name, w.stream.name, [rec]); return; }
+          if (!this.d.ingest) {
+            this.d.router.push(app.name, w.stream.name, [rec]);
+            return;
+          }
           // A poll cannot be slowed like a device: a reading the site cannot make durable (its
           // intake over its bound, shutting down) is counted as a source error, not silently lost.
           this.d.ingest(app.name, w.stream.name, [rec]).catch((e: Error & { code?: string }) => {
             this.errors?.inc({ protocol, code: e.code ?? 'INTAKE_FULL' });
-            this.d.log.warn({ app: app.name, stream: w.stream.name, protocol, err: e.message }, 'industrial reading not made durable; dropped');
+            this.d.log.warn(
+              { app: app.name, stream: w.stream.name, protocol, err: e.message },
+              'industrial reading not made durable; dropped',
+            );
           });
         },
         onError: (code, message) => {

@@ -9,7 +9,13 @@ import type { ModbusType } from '../../contracts/industrial.ts';
  * bytes, big words) and DCBA (little/little).
  */
 export type Order = 'big' | 'little';
-export interface Encoding { type: ModbusType; byteOrder: Order; wordOrder: Order; scale: number; offset: number }
+export interface Encoding {
+  type: ModbusType;
+  byteOrder: Order;
+  wordOrder: Order;
+  scale: number;
+  offset: number;
+}
 
 export const REGISTERS: Record<ModbusType, number> = { bool: 1, int16: 1, uint16: 1, int32: 2, uint32: 2, float32: 2, float64: 4 };
 
@@ -37,13 +43,20 @@ export function decodeRaw(words: readonly number[], e: Pick<Encoding, 'type' | '
   if (words.length !== n) throw new RangeError(`${e.type} needs ${n} register(s), got ${words.length}`);
   const b = toBigEndian(words, e);
   switch (e.type) {
-    case 'bool': return b.readUInt16BE(0) === 0 ? 0 : 1;
-    case 'int16': return b.readInt16BE(0);
-    case 'uint16': return b.readUInt16BE(0);
-    case 'int32': return b.readInt32BE(0);
-    case 'uint32': return b.readUInt32BE(0);
-    case 'float32': return b.readFloatBE(0);
-    case 'float64': return b.readDoubleBE(0);
+    case 'bool':
+      return b.readUInt16BE(0) === 0 ? 0 : 1;
+    case 'int16':
+      return b.readInt16BE(0);
+    case 'uint16':
+      return b.readUInt16BE(0);
+    case 'int32':
+      return b.readInt32BE(0);
+    case 'uint32':
+      return b.readUInt32BE(0);
+    case 'float32':
+      return b.readFloatBE(0);
+    case 'float64':
+      return b.readDoubleBE(0);
   }
 }
 
@@ -55,7 +68,10 @@ export function decodeValue(words: readonly number[], e: Encoding): number | boo
 }
 
 const INT_RANGE: Partial<Record<ModbusType, [number, number]>> = {
-  int16: [-0x8000, 0x7fff], uint16: [0, 0xffff], int32: [-0x80000000, 0x7fffffff], uint32: [0, 0xffffffff],
+  int16: [-0x8000, 0x7fff],
+  uint16: [0, 0xffff],
+  int32: [-0x80000000, 0x7fffffff],
+  uint32: [0, 0xffffffff],
 };
 
 /**
@@ -64,10 +80,12 @@ const INT_RANGE: Partial<Record<ModbusType, [number, number]>> = {
  */
 export function encodeValue(value: number | boolean, e: Encoding): number[] {
   if (e.type === 'bool') {
-    if (typeof value !== 'boolean' && value !== 0 && value !== 1) throw new RangeError(`a bool register takes true/false or 0/1, not ${JSON.stringify(value)}`);
+    if (typeof value !== 'boolean' && value !== 0 && value !== 1)
+      throw new RangeError(`a bool register takes true/false or 0/1, not ${JSON.stringify(value)}`);
     return [value === true || value === 1 ? 1 : 0];
   }
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new RangeError(`a ${e.type} register takes a finite number, not ${JSON.stringify(value)}`);
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    throw new RangeError(`a ${e.type} register takes a finite number, not ${JSON.stringify(value)}`);
   let raw = (value - e.offset) / e.scale;
   const range = INT_RANGE[e.type];
   if (range) {
@@ -76,21 +94,36 @@ export function encodeValue(value: number | boolean, e: Encoding): number[] {
   }
   const b = Buffer.alloc(REGISTERS[e.type] * 2);
   switch (e.type) {
-    case 'int16': b.writeInt16BE(raw, 0); break;
-    case 'uint16': b.writeUInt16BE(raw, 0); break;
-    case 'int32': b.writeInt32BE(raw, 0); break;
-    case 'uint32': b.writeUInt32BE(raw, 0); break;
+    case 'int16':
+      b.writeInt16BE(raw, 0);
+      break;
+    case 'uint16':
+      b.writeUInt16BE(raw, 0);
+      break;
+    case 'int32':
+      b.writeInt32BE(raw, 0);
+      break;
+    case 'uint32':
+      b.writeUInt32BE(raw, 0);
+      break;
     case 'float32':
       if (Math.abs(raw) > 3.4028234663852886e38) throw new RangeError(`${value} does not fit a float32`);
       b.writeFloatBE(raw, 0);
       break;
-    case 'float64': b.writeDoubleBE(raw, 0); break;
+    case 'float64':
+      b.writeDoubleBE(raw, 0);
+      break;
   }
   return fromBigEndian(b, e);
 }
 
 /** One read request: a table, a first address and a count, and the fields it serves. */
-export interface ReadBlock<F> { table: 'coil' | 'discrete' | 'holding' | 'input'; address: number; count: number; fields: F[] }
+export interface ReadBlock<F> {
+  table: 'coil' | 'discrete' | 'holding' | 'input';
+  address: number;
+  count: number;
+  fields: F[];
+}
 
 /** Per request at most 125 registers or 2,000 bits (Modbus application protocol, §6.1–6.4). */
 export const MAX_REGISTERS = 125;
@@ -101,7 +134,10 @@ export const MAX_BITS = 2000;
  * registers are at most `gap` apart share a request (reading a few unused registers is cheaper
  * than a round trip).
  */
-export function planReads<F extends { table: ReadBlock<F>['table']; address: number; type: ModbusType }>(fields: readonly F[], gap = 8): ReadBlock<F>[] {
+export function planReads<F extends { table: ReadBlock<F>['table']; address: number; type: ModbusType }>(
+  fields: readonly F[],
+  gap = 8,
+): ReadBlock<F>[] {
   const blocks: ReadBlock<F>[] = [];
   for (const table of ['coil', 'discrete', 'holding', 'input'] as const) {
     const bits = table === 'coil' || table === 'discrete';

@@ -6,11 +6,15 @@ import { createRequire } from 'node:module';
 type Client = InstanceType<typeof import('modbus-serial').default>;
 
 /** modbus-serial is CommonJS: its export is the client class, with ServerTCP hung on it. */
-export const modbusSerial = () => createRequire(import.meta.url)('modbus-serial') as { new(): Client; ServerTCP: typeof import('modbus-serial').ServerTCP };
+export const modbusSerial = () =>
+  createRequire(import.meta.url)('modbus-serial') as { new (): Client; ServerTCP: typeof import('modbus-serial').ServerTCP };
 
 /** A Modbus failure with the stable code it maps to. */
 export class ModbusFailure extends Error {
-  constructor(readonly code: 'SOURCE_UNREACHABLE' | 'SOURCE_ADDRESS_INVALID' | 'WRITE_FAILED', message: string) {
+  constructor(
+    readonly code: 'SOURCE_UNREACHABLE' | 'SOURCE_ADDRESS_INVALID' | 'WRITE_FAILED',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -18,16 +22,32 @@ export class ModbusFailure extends Error {
 /** Turns modbus-serial's errors into what an operator can act on. */
 export function classify(e: unknown, what: string, endpoint: string, unit: number): ModbusFailure {
   const err = e as Error & { modbusCode?: number; errno?: string; code?: string };
-  if (err.modbusCode === 2) return new ModbusFailure('SOURCE_ADDRESS_INVALID', `${what}: the device at ${endpoint} (unit ${unit}) answered "illegal data address": the register or coil is out of its range; check the register map`);
-  if (err.modbusCode !== undefined) return new ModbusFailure('SOURCE_ADDRESS_INVALID', `${what}: the device at ${endpoint} (unit ${unit}) answered Modbus exception ${err.modbusCode}: ${err.message}`);
-  if (err.name === 'TransactionTimedOutError') return new ModbusFailure('SOURCE_UNREACHABLE', `${what}: no answer from ${endpoint} (unit ${unit}) in time; check the unit id (a gateway ignores unknown units) and the network`);
+  if (err.modbusCode === 2)
+    return new ModbusFailure(
+      'SOURCE_ADDRESS_INVALID',
+      `${what}: the device at ${endpoint} (unit ${unit}) answered "illegal data address": the register or coil is out of its range; check the register map`,
+    );
+  if (err.modbusCode !== undefined)
+    return new ModbusFailure(
+      'SOURCE_ADDRESS_INVALID',
+      `${what}: the device at ${endpoint} (unit ${unit}) answered Modbus exception ${err.modbusCode}: ${err.message}`,
+    );
+  if (err.name === 'TransactionTimedOutError')
+    return new ModbusFailure(
+      'SOURCE_UNREACHABLE',
+      `${what}: no answer from ${endpoint} (unit ${unit}) in time; check the unit id (a gateway ignores unknown units) and the network`,
+    );
   return new ModbusFailure('SOURCE_UNREACHABLE', `${what}: ${endpoint}: ${err.message || err.code || String(e)}`);
 }
 
 /** One TCP connection to a Modbus device (modbus-serial's client), opened lazily. */
 export class ModbusConnection {
   private client?: Client;
-  constructor(readonly endpoint: string, readonly unit: number, private readonly timeoutMs: number) {}
+  constructor(
+    readonly endpoint: string,
+    readonly unit: number,
+    private readonly timeoutMs: number,
+  ) {}
 
   get open(): boolean {
     return this.client?.isOpen ?? false;
@@ -43,7 +63,9 @@ export class ModbusConnection {
     try {
       await Promise.race([
         c.connectTCP(host, { port }),
-        new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`connect timed out after ${limit} ms`)), limit); }),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`connect timed out after ${limit} ms`)), limit);
+        }),
       ]);
     } catch (e) {
       if (c.isOpen) c.close(() => {});
@@ -64,10 +86,14 @@ export class ModbusConnection {
     if (!c?.isOpen) throw new ModbusFailure('SOURCE_UNREACHABLE', `${this.endpoint}: not connected`);
     try {
       switch (table) {
-        case 'coil': return (await c.readCoils(address, count)).data.slice(0, count);
-        case 'discrete': return (await c.readDiscreteInputs(address, count)).data.slice(0, count);
-        case 'holding': return (await c.readHoldingRegisters(address, count)).data;
-        case 'input': return (await c.readInputRegisters(address, count)).data;
+        case 'coil':
+          return (await c.readCoils(address, count)).data.slice(0, count);
+        case 'discrete':
+          return (await c.readDiscreteInputs(address, count)).data.slice(0, count);
+        case 'holding':
+          return (await c.readHoldingRegisters(address, count)).data;
+        case 'input':
+          return (await c.readInputRegisters(address, count)).data;
       }
     } catch (e) {
       throw classify(e, `read ${table} ${address}+${count}`, this.endpoint, this.unit);
@@ -103,14 +129,32 @@ export class ModbusConnection {
   }
 }
 
-interface Field { name: string; table: ModbusTable; address: number; type: Encoding['type']; enc: Encoding }
+interface Field {
+  name: string;
+  table: ModbusTable;
+  address: number;
+  type: Encoding['type'];
+  enc: Encoding;
+}
 
 /** The fields of a spec with every default filled in. */
 export function modbusFields(spec: ModbusSourceSpec): Field[] {
   return Object.entries(spec.fields).map(([name, f]) => {
     const bits = f.table === 'coil' || f.table === 'discrete';
-    const type = bits ? 'bool' : f.type ?? 'uint16';
-    return { name, table: f.table, address: f.address, type, enc: { type, byteOrder: f.byteOrder ?? spec.byteOrder, wordOrder: f.wordOrder ?? spec.wordOrder, scale: f.scale ?? 1, offset: f.offset ?? 0 } };
+    const type = bits ? 'bool' : (f.type ?? 'uint16');
+    return {
+      name,
+      table: f.table,
+      address: f.address,
+      type,
+      enc: {
+        type,
+        byteOrder: f.byteOrder ?? spec.byteOrder,
+        wordOrder: f.wordOrder ?? spec.wordOrder,
+        scale: f.scale ?? 1,
+        offset: f.offset ?? 0,
+      },
+    };
   });
 }
 
@@ -128,7 +172,10 @@ export class ModbusSource extends SourceBase {
   private cancelPoll?: () => void;
   private polling?: Promise<void>;
 
-  constructor(private readonly spec: ModbusSourceSpec, d: SourceDeps) {
+  constructor(
+    private readonly spec: ModbusSourceSpec,
+    d: SourceDeps,
+  ) {
     super('modbus', spec.endpoint, d);
     this.blocks = planReads(modbusFields(spec));
   }
@@ -149,11 +196,17 @@ export class ModbusSource extends SourceBase {
       this.later(() => void this.connect());
       return;
     }
-    if (this.closed) { await conn.close(); return; }
+    if (this.closed) {
+      await conn.close();
+      return;
+    }
     this.conn = conn;
     this.attempt = 0;
     this.status.state = 'connected';
-    this.d.log.info({ app: this.d.app, stream: this.d.stream, endpoint: this.spec.endpoint, unit: this.spec.unit }, 'modbus source connected');
+    this.d.log.info(
+      { app: this.d.app, stream: this.d.stream, endpoint: this.spec.endpoint, unit: this.spec.unit },
+      'modbus source connected',
+    );
     this.schedule(0);
   }
 
@@ -186,7 +239,10 @@ export class ModbusSource extends SourceBase {
       }
       if (!data) {
         if (failure) this.fail(failure.code, `${failure.message} (fields ${b.fields.map((f) => f.name).join(', ')})`);
-        if (!conn.open) { lost = true; break; }
+        if (!conn.open) {
+          lost = true;
+          break;
+        }
         continue;
       }
       for (const f of b.fields) {

@@ -13,13 +13,19 @@ let installed = false;
 let sink: ((level: 'warn' | 'error', msg: string) => void) | undefined;
 
 export function quietOpcua(to?: (level: 'warn' | 'error', msg: string) => void): void {
-  if (to) { sink = to; return; }
+  if (to) {
+    sink = to;
+    return;
+  }
   if (installed) return;
   installed = true;
   const dbg = createRequire(import.meta.url)('node-opcua-debug') as typeof import('node-opcua-debug');
   // One line per message, without node-opcua's colour codes.
   // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping ANSI colour escapes
-  const line = (args: unknown[]) => format(...args).replace(/\u001b\[[0-9;]*m/g, '').slice(0, 2000);
+  const line = (args: unknown[]) =>
+    format(...args)
+      .replace(/\u001b\[[0-9;]*m/g, '')
+      .slice(0, 2000);
   dbg.setDebugLogger(() => {});
   dbg.setTraceLogger(() => {});
   dbg.setWarningLogger((...a: unknown[]) => sink?.('warn', line(a)));

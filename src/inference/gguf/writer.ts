@@ -10,16 +10,37 @@ export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_VERSION = 3;
 export const GGUF_ALIGNMENT = 32;
 
-export enum GgufValueType { UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12 }
+export enum GgufValueType {
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
+}
 /** The ggml tensor types this writer produces. */
-export enum GgmlTensorType { F32 = 0, F16 = 1 }
+export enum GgmlTensorType {
+  F32 = 0,
+  F16 = 1,
+}
 
 /** A typed metadata value; a plain string, boolean or array of strings is inferred. */
 export type GgufValue =
   | { type: Exclude<GgufValueType, GgufValueType.ARRAY | GgufValueType.STRING | GgufValueType.BOOL>; value: number | bigint }
   | { type: GgufValueType.STRING; value: string }
   | { type: GgufValueType.BOOL; value: boolean }
-  | { type: GgufValueType.ARRAY; itemType: Exclude<GgufValueType, GgufValueType.ARRAY>; value: readonly (number | bigint | string | boolean)[] };
+  | {
+      type: GgufValueType.ARRAY;
+      itemType: Exclude<GgufValueType, GgufValueType.ARRAY>;
+      value: readonly (number | bigint | string | boolean)[];
+    };
 
 export const u32 = (value: number): GgufValue => ({ type: GgufValueType.UINT32, value });
 export const i32 = (value: number): GgufValue => ({ type: GgufValueType.INT32, value });
@@ -50,39 +71,106 @@ class Sink {
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
   }
-  u8(v: number): void { this.reserve(1); this.buf.writeUInt8(v, this.length); this.length += 1; }
-  i8(v: number): void { this.reserve(1); this.buf.writeInt8(v, this.length); this.length += 1; }
-  u16(v: number): void { this.reserve(2); this.buf.writeUInt16LE(v, this.length); this.length += 2; }
-  i16(v: number): void { this.reserve(2); this.buf.writeInt16LE(v, this.length); this.length += 2; }
-  u32(v: number): void { this.reserve(4); this.buf.writeUInt32LE(v, this.length); this.length += 4; }
-  i32(v: number): void { this.reserve(4); this.buf.writeInt32LE(v, this.length); this.length += 4; }
-  f32(v: number): void { this.reserve(4); this.buf.writeFloatLE(v, this.length); this.length += 4; }
-  f64(v: number): void { this.reserve(8); this.buf.writeDoubleLE(v, this.length); this.length += 8; }
-  u64(v: number | bigint): void { this.reserve(8); this.buf.writeBigUInt64LE(BigInt(v), this.length); this.length += 8; }
-  i64(v: number | bigint): void { this.reserve(8); this.buf.writeBigInt64LE(BigInt(v), this.length); this.length += 8; }
-  bytes(b: Uint8Array): void { this.reserve(b.length); this.buf.set(b, this.length); this.length += b.length; }
-  string(s: string): void { const b = Buffer.from(s, 'utf8'); this.u64(b.length); this.bytes(b); }
-  pad(align: number): void { const n = (align - (this.length % align)) % align; this.reserve(n); this.buf.fill(0, this.length, this.length + n); this.length += n; }
-  result(): Buffer { return this.buf.subarray(0, this.length); }
+  u8(v: number): void {
+    this.reserve(1);
+    this.buf.writeUInt8(v, this.length);
+    this.length += 1;
+  }
+  i8(v: number): void {
+    this.reserve(1);
+    this.buf.writeInt8(v, this.length);
+    this.length += 1;
+  }
+  u16(v: number): void {
+    this.reserve(2);
+    this.buf.writeUInt16LE(v, this.length);
+    this.length += 2;
+  }
+  i16(v: number): void {
+    this.reserve(2);
+    this.buf.writeInt16LE(v, this.length);
+    this.length += 2;
+  }
+  u32(v: number): void {
+    this.reserve(4);
+    this.buf.writeUInt32LE(v, this.length);
+    this.length += 4;
+  }
+  i32(v: number): void {
+    this.reserve(4);
+    this.buf.writeInt32LE(v, this.length);
+    this.length += 4;
+  }
+  f32(v: number): void {
+    this.reserve(4);
+    this.buf.writeFloatLE(v, this.length);
+    this.length += 4;
+  }
+  f64(v: number): void {
+    this.reserve(8);
+    this.buf.writeDoubleLE(v, this.length);
+    this.length += 8;
+  }
+  u64(v: number | bigint): void {
+    this.reserve(8);
+    this.buf.writeBigUInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
+  i64(v: number | bigint): void {
+    this.reserve(8);
+    this.buf.writeBigInt64LE(BigInt(v), this.length);
+    this.length += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.reserve(b.length);
+    this.buf.set(b, this.length);
+    this.length += b.length;
+  }
+  string(s: string): void {
+    const b = Buffer.from(s, 'utf8');
+    this.u64(b.length);
+    this.bytes(b);
+  }
+  pad(align: number): void {
+    const n = (align - (this.length % align)) % align;
+    this.reserve(n);
+    this.buf.fill(0, this.length, this.length + n);
+    this.length += n;
+  }
+  result(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }
 
 function writeScalar(s: Sink, type: GgufValueType, v: number | bigint | string | boolean, key: string): void {
   switch (type) {
-    case GgufValueType.UINT8: return s.u8(Number(v));
-    case GgufValueType.INT8: return s.i8(Number(v));
-    case GgufValueType.UINT16: return s.u16(Number(v));
-    case GgufValueType.INT16: return s.i16(Number(v));
-    case GgufValueType.UINT32: return s.u32(Number(v));
-    case GgufValueType.INT32: return s.i32(Number(v));
-    case GgufValueType.FLOAT32: return s.f32(Number(v));
-    case GgufValueType.FLOAT64: return s.f64(Number(v));
-    case GgufValueType.UINT64: return s.u64(v as number | bigint);
-    case GgufValueType.INT64: return s.i64(v as number | bigint);
-    case GgufValueType.BOOL: return s.u8(v ? 1 : 0);
+    case GgufValueType.UINT8:
+      return s.u8(Number(v));
+    case GgufValueType.INT8:
+      return s.i8(Number(v));
+    case GgufValueType.UINT16:
+      return s.u16(Number(v));
+    case GgufValueType.INT16:
+      return s.i16(Number(v));
+    case GgufValueType.UINT32:
+      return s.u32(Number(v));
+    case GgufValueType.INT32:
+      return s.i32(Number(v));
+    case GgufValueType.FLOAT32:
+      return s.f32(Number(v));
+    case GgufValueType.FLOAT64:
+      return s.f64(Number(v));
+    case GgufValueType.UINT64:
+      return s.u64(v as number | bigint);
+    case GgufValueType.INT64:
+      return s.i64(v as number | bigint);
+    case GgufValueType.BOOL:
+      return s.u8(v ? 1 : 0);
     case GgufValueType.STRING:
       if (typeof v !== 'string') throw new TypeError(`GGUF key ${key}: a string value is needed`);
       return s.string(v);
-    default: throw new TypeError(`GGUF key ${key}: unsupported value type ${type}`);
+    default:
+      throw new TypeError(`GGUF key ${key}: unsupported value type ${type}`);
   }
 }
 
@@ -94,7 +182,9 @@ export function writeGguf(metadata: ReadonlyArray<readonly [string, GgufValue]>,
   s.u32(GGUF_MAGIC);
   s.u32(GGUF_VERSION);
   s.u64(tensors.length);
-  const kv = metadata.some(([k]) => k === 'general.alignment') ? metadata : [...metadata, ['general.alignment', u32(GGUF_ALIGNMENT)] as const];
+  const kv = metadata.some(([k]) => k === 'general.alignment')
+    ? metadata
+    : [...metadata, ['general.alignment', u32(GGUF_ALIGNMENT)] as const];
   s.u64(kv.length);
   for (const [key, val] of kv) {
     s.string(key);
@@ -111,7 +201,8 @@ export function writeGguf(metadata: ReadonlyArray<readonly [string, GgufValue]>,
   const offsets: number[] = [];
   for (const t of tensors) {
     const count = t.dims.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new RangeError(`tensor ${t.name}: dims [${t.dims.join(', ')}] need ${count} values, got ${t.data.length}`);
+    if (count !== t.data.length)
+      throw new RangeError(`tensor ${t.name}: dims [${t.dims.join(', ')}] need ${count} values, got ${t.data.length}`);
     s.string(t.name);
     s.u32(t.dims.length);
     for (const d of t.dims) s.u64(d);
@@ -149,12 +240,12 @@ export function toHalf(v: number): number {
     let h = mant >>> shift;
     const rem = mant & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
+    if (rem > half || (rem === half && h & 1)) h++;
     return sign | h;
   }
   let h = (exp << 10) | (mant >>> 13);
   const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
   exp = h; // may carry into the exponent, which is the right rounding
   return sign | exp;
 }

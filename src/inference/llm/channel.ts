@@ -26,10 +26,15 @@ export class Channel<T> implements AsyncIterable<T> {
   }
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
-      if (this.items.length) { yield this.items.shift()!; continue; }
+      if (this.items.length) {
+        yield this.items.shift()!;
+        continue;
+      }
       if (this.error !== undefined) throw this.error;
       if (this.done) return;
-      await new Promise<void>((r) => { this.wake = r; });
+      await new Promise<void>((r) => {
+        this.wake = r;
+      });
       this.wake = undefined;
     }
   }

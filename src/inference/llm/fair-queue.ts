@@ -13,7 +13,10 @@ export class FairQueue {
   /** client → its waiters, in arrival order; Map order is the round-robin order. */
   private readonly waiting = new Map<string, { grant: (release: () => void) => void; fail: (e: unknown) => void }[]>();
 
-  constructor(private readonly slots: number, private readonly maxQueued = 256) {
+  constructor(
+    private readonly slots: number,
+    private readonly maxQueued = 256,
+  ) {
     if (!(slots >= 1)) throw new RangeError('a FairQueue needs at least one slot');
   }
 
@@ -26,11 +29,16 @@ export class FairQueue {
     if (signal?.aborted) return Promise.reject(signal.reason ?? new Error('aborted'));
     if (this.busy < this.slots && this.queued === 0) return Promise.resolve(this.take());
     if (this.queued >= this.maxQueued) {
-      return Promise.reject(new EwError('QUEUE_FULL', `${this.queued} requests are already waiting for this model's ${this.slots} slot(s); retry shortly`));
+      return Promise.reject(
+        new EwError('QUEUE_FULL', `${this.queued} requests are already waiting for this model's ${this.slots} slot(s); retry shortly`),
+      );
     }
     return new Promise((resolve, reject) => {
       const entry = {
-        grant: (release: () => void) => { signal?.removeEventListener('abort', onAbort); resolve(release); },
+        grant: (release: () => void) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(release);
+        },
         fail: reject,
       };
       const onAbort = () => {
@@ -71,7 +79,10 @@ export class FairQueue {
 
   private next(): void {
     while (this.busy < this.slots && this.queued > 0) {
-      const [client, list] = this.waiting.entries().next().value as [string, { grant: (r: () => void) => void; fail: (e: unknown) => void }[]];
+      const [client, list] = this.waiting.entries().next().value as [
+        string,
+        { grant: (r: () => void) => void; fail: (e: unknown) => void }[],
+      ];
       const w = list.shift()!;
       this.queued--;
       // Round-robin: the client goes to the back of the line (if it still waits for more).

@@ -52,26 +52,46 @@ let nlcModule: Promise<typeof import('node-llama-cpp')> | undefined;
 const llamaCpp = () => (nlcModule ??= import('node-llama-cpp'));
 
 /** What the header says, checked before any child is started. */
-export async function checkGguf(name: string, file: string, want: { contextSize: number; sequences: number; memoryLimitBytes: number; gpuLayers: number }): Promise<{ architecture: string; trainContext?: number; estimatedBytes: number }> {
+export async function checkGguf(
+  name: string,
+  file: string,
+  want: { contextSize: number; sequences: number; memoryLimitBytes: number; gpuLayers: number },
+): Promise<{ architecture: string; trainContext?: number; estimatedBytes: number }> {
   const nlc = await llamaCpp();
   const ARCHITECTURES = new Set(Object.values((nlc as unknown as { GgufArchitectureType: Record<string, string> }).GgufArchitectureType));
   let info: Awaited<ReturnType<typeof nlc.readGgufFileInfo>>;
   try {
     info = await nlc.readGgufFileInfo(file, { readTensorInfo: true });
   } catch (e) {
-    throw new EwError('MODEL_LOAD_FAILED', `model ${name}: ${file} is not a valid GGUF file (${(e as Error).message}); export it again with llama.cpp's convert_hf_to_gguf.py or download a .gguf file`, { path: `models.${name}` });
+    throw new EwError(
+      'MODEL_LOAD_FAILED',
+      `model ${name}: ${file} is not a valid GGUF file (${(e as Error).message}); export it again with llama.cpp's convert_hf_to_gguf.py or download a .gguf file`,
+      { path: `models.${name}` },
+    );
   }
   const arch = String((info.metadata as { general?: { architecture?: string } }).general?.architecture ?? '');
   if (!ARCHITECTURES.has(arch)) {
-    throw new EwError('MODEL_UNSUPPORTED', `model ${name}: architecture "${arch || '(none)'}" is not one llama.cpp (node-llama-cpp 3.21.1) runs; Qwen models are qwen2, qwen3, qwen2moe or qwen3moe`, { path: `models.${name}.format` });
+    throw new EwError(
+      'MODEL_UNSUPPORTED',
+      `model ${name}: architecture "${arch || '(none)'}" is not one llama.cpp (node-llama-cpp 3.21.1) runs; Qwen models are qwen2, qwen3, qwen2moe or qwen3moe`,
+      { path: `models.${name}.format` },
+    );
   }
   const insights = await nlc.GgufInsights.from(info);
   const m = insights.estimateModelResourceRequirements({ gpuLayers: want.gpuLayers });
-  const c = insights.estimateContextResourceRequirements({ contextSize: want.contextSize, modelGpuLayers: want.gpuLayers, sequences: want.sequences });
+  const c = insights.estimateContextResourceRequirements({
+    contextSize: want.contextSize,
+    modelGpuLayers: want.gpuLayers,
+    sequences: want.sequences,
+  });
   const estimatedBytes = m.cpuRam + c.cpuRam;
   if (estimatedBytes > want.memoryLimitBytes) {
     const mb = (b: number) => `${Math.ceil(b / 2 ** 20)} MB`;
-    throw new EwError('MODEL_TOO_LARGE', `model ${name} needs about ${mb(estimatedBytes)} of memory (weights ${mb(m.cpuRam)}, context ${mb(c.cpuRam)} for ${want.sequences} × ${want.contextSize} tokens) but ${mb(want.memoryLimitBytes)} is granted; lower runtime.contextSize or runtime.parallel, use a smaller quantisation, or raise runtime.memoryLimitMB`, { path: `models.${name}.runtime` });
+    throw new EwError(
+      'MODEL_TOO_LARGE',
+      `model ${name} needs about ${mb(estimatedBytes)} of memory (weights ${mb(m.cpuRam)}, context ${mb(c.cpuRam)} for ${want.sequences} × ${want.contextSize} tokens) but ${mb(want.memoryLimitBytes)} is granted; lower runtime.contextSize or runtime.parallel, use a smaller quantisation, or raise runtime.memoryLimitMB`,
+      { path: `models.${name}.runtime` },
+    );
   }
   return { architecture: arch, trainContext: insights.trainContextSize, estimatedBytes };
 }
@@ -87,20 +107,34 @@ export class GgufRuntime implements ModelRuntime {
     const sequences = o.parallel ?? 2;
     let contextSize = o.contextSize ?? 2048;
     const header = await checkGguf(spec.name, spec.file, {
-      contextSize, sequences, gpuLayers: typeof gpuLayers === 'number' ? gpuLayers : 0,
+      contextSize,
+      sequences,
+      gpuLayers: typeof gpuLayers === 'number' ? gpuLayers : 0,
       memoryLimitBytes: (o.memoryLimitMB ?? Math.floor((totalmem() * 0.75) / 2 ** 20)) * 2 ** 20,
     });
     if (header.trainContext && contextSize > header.trainContext) contextSize = header.trainContext;
     const params: LoadParams = {
-      file: spec.file, contextSize, sequences, gpuLayers, gpu: gpu ? 'auto' : false,
+      file: spec.file,
+      contextSize,
+      sequences,
+      gpuLayers,
+      gpu: gpu ? 'auto' : false,
       threads: o.threads ?? Math.max(1, availableParallelism() - 1),
     };
     const llm = new SupervisedLlm(spec.name, params, o.maxQueued ?? 256, this.d);
     await llm.start();
     return {
-      name: spec.name, format: 'gguf', inputs: [], outputs: [], device: llm.info.device, llm,
+      name: spec.name,
+      format: 'gguf',
+      inputs: [],
+      outputs: [],
+      device: llm.info.device,
+      llm,
       async run() {
-        throw new EwError('INFER_INPUT_INVALID', `model ${spec.name} is a language model: call it through the site's OpenAI-compatible API (/v1/chat/completions) or llm() in a rule`);
+        throw new EwError(
+          'INFER_INPUT_INVALID',
+          `model ${spec.name} is a language model: call it through the site's OpenAI-compatible API (/v1/chat/completions) or llm() in a rule`,
+        );
       },
       close: () => llm.close(),
     };
@@ -134,12 +168,23 @@ export class SupervisedLlm implements LlmModel {
   private readonly queue: FairQueue;
   private cancelRestart?: () => void;
 
-  constructor(private readonly name: string, private readonly params: LoadParams, maxQueued: number, private readonly d: GgufRuntimeDeps) {
+  constructor(
+    private readonly name: string,
+    private readonly params: LoadParams,
+    maxQueued: number,
+    private readonly d: GgufRuntimeDeps,
+  ) {
     this.queue = new FairQueue(params.sequences, maxQueued);
   }
 
   health(): LlmHealth {
-    return { state: this.state, restarts: this.restarts, ...(this.lastExit ? { lastExit: this.lastExit } : {}), ...(this.child?.pid ? { pid: this.child.pid } : {}), ...this.queue.stats };
+    return {
+      state: this.state,
+      restarts: this.restarts,
+      ...(this.lastExit ? { lastExit: this.lastExit } : {}),
+      ...(this.child?.pid ? { pid: this.child.pid } : {}),
+      ...this.queue.stats,
+    };
   }
 
   /** The child's process id (tests kill it to prove the site survives). */
@@ -156,14 +201,24 @@ export class SupervisedLlm implements LlmModel {
     this.stderrTail = '';
     const child = fork(WORKER.file, [], { execArgv: WORKER.execArgv, stdio: ['ignore', 'ignore', 'pipe', 'ipc'], serialization: 'json' });
     this.child = child;
-    child.stderr!.on('data', (b: Buffer) => { this.stderrTail = (this.stderrTail + b.toString('utf8')).slice(-4096); });
+    child.stderr!.on('data', (b: Buffer) => {
+      this.stderrTail = (this.stderrTail + b.toString('utf8')).slice(-4096);
+    });
     return new Promise<LlmInfo>((resolve, reject) => {
       let loaded = false;
       child.on('message', (msg: FromChild) => {
         const m = msg.op === 'batch' && msg.items.length === 1 ? msg.items[0]! : msg;
-        if (m.op === 'loaded') { loaded = true; resolve(m.info); return; }
+        if (m.op === 'loaded') {
+          loaded = true;
+          resolve(m.info);
+          return;
+        }
         if (m.op === 'load-error') {
-          reject(new EwError(m.code, `model ${this.name}: llama.cpp could not load ${this.params.file}: ${m.message}`, { path: `models.${this.name}` }));
+          reject(
+            new EwError(m.code, `model ${this.name}: llama.cpp could not load ${this.params.file}: ${m.message}`, {
+              path: `models.${this.name}`,
+            }),
+          );
           child.kill();
           return;
         }
@@ -173,7 +228,13 @@ export class SupervisedLlm implements LlmModel {
         const how = signal ? `signal ${signal}` : `exit code ${code}`;
         if (!loaded) {
           const tail = this.stderrTail.trim().split('\n').slice(-3).join(' | ');
-          reject(new EwError('MODEL_LOAD_FAILED', `model ${this.name}: the runtime process died while loading ${this.params.file} (${how})${tail ? `: ${tail}` : ''}`, { path: `models.${this.name}` }));
+          reject(
+            new EwError(
+              'MODEL_LOAD_FAILED',
+              `model ${this.name}: the runtime process died while loading ${this.params.file} (${how})${tail ? `: ${tail}` : ''}`,
+              { path: `models.${this.name}` },
+            ),
+          );
           return;
         }
         this.onExit(how);
@@ -183,17 +244,24 @@ export class SupervisedLlm implements LlmModel {
   }
 
   private onMessage(m: FromChild): void {
-    if (m.op === 'batch') { for (const x of m.items) this.onMessage(x); return; }
+    if (m.op === 'batch') {
+      for (const x of m.items) this.onMessage(x);
+      return;
+    }
     if (!('id' in m)) return;
     const p = this.pending.get(m.id);
     if (!p) return;
     switch (m.op) {
-      case 'text': p.channel?.push({ type: 'text', text: m.text, tokens: m.tokens }); return;
+      case 'text':
+        p.channel?.push({ type: 'text', text: m.text, tokens: m.tokens });
+        return;
       case 'done':
         p.channel?.push({ type: 'done', finishReason: m.finishReason, usage: m.usage, text: m.text });
         p.channel?.end();
         break;
-      case 'embedded': p.embed?.resolve({ vectors: m.vectors, tokens: m.tokens }); break;
+      case 'embedded':
+        p.embed?.resolve({ vectors: m.vectors, tokens: m.tokens });
+        break;
       case 'error': {
         const code = (m.code in KNOWN ? m.code : 'INTERNAL') as ErrorCode;
         const e = new EwError(code, m.message, { path: m.param });
@@ -201,7 +269,9 @@ export class SupervisedLlm implements LlmModel {
         p.embed?.reject(e);
         break;
       }
-      case 'aborted': p.channel?.fail(abortError()); break;
+      case 'aborted':
+        p.channel?.fail(abortError());
+        break;
     }
     this.pending.delete(m.id);
     p.release();
@@ -227,16 +297,19 @@ export class SupervisedLlm implements LlmModel {
       this.cancelRestart = undefined;
       if (this.closed) return;
       this.restarts++;
-      this.spawn().then((info) => {
-        this.info = info;
-        this.state = 'ready';
-        this.failuresInRow = 0;
-        this.d.log.info({ model: this.name, restarts: this.restarts }, 'LLM runtime process restarted');
-      }, (e: Error) => {
-        // A file that loaded before and fails now (disk, memory): keep trying, more slowly.
-        this.d.log.error({ model: this.name, err: e.message }, 'LLM runtime restart failed');
-        this.onExit('restart failed');
-      });
+      this.spawn().then(
+        (info) => {
+          this.info = info;
+          this.state = 'ready';
+          this.failuresInRow = 0;
+          this.d.log.info({ model: this.name, restarts: this.restarts }, 'LLM runtime process restarted');
+        },
+        (e: Error) => {
+          // A file that loaded before and fails now (disk, memory): keep trying, more slowly.
+          this.d.log.error({ model: this.name, err: e.message }, 'LLM runtime restart failed');
+          this.onExit('restart failed');
+        },
+      );
     });
   }
 
@@ -246,7 +319,11 @@ export class SupervisedLlm implements LlmModel {
 
   private ready(): void {
     if (this.closed) throw new EwError('MODEL_NOT_READY', `model ${this.name} was unloaded`);
-    if (this.state !== 'ready' || !this.child) throw new EwError('LLM_RUNTIME_CRASHED', `model ${this.name}: its runtime process is ${this.state} (${this.lastExit ?? 'starting'}); retry shortly`);
+    if (this.state !== 'ready' || !this.child)
+      throw new EwError(
+        'LLM_RUNTIME_CRASHED',
+        `model ${this.name}: its runtime process is ${this.state} (${this.lastExit ?? 'starting'}); retry shortly`,
+      );
   }
 
   async *generate(input: GenerateInput, opts: GenerateOptions & { client?: string }, signal?: AbortSignal): AsyncIterable<GenerateEvent> {
@@ -302,7 +379,13 @@ export class SupervisedLlm implements LlmModel {
   }
 }
 
-const KNOWN: Record<string, true> = { CONTEXT_LENGTH_EXCEEDED: true, RESPONSE_FORMAT_INVALID: true, QUEUE_FULL: true, INTERNAL: true, MODEL_NOT_READY: true };
+const KNOWN: Record<string, true> = {
+  CONTEXT_LENGTH_EXCEEDED: true,
+  RESPONSE_FORMAT_INVALID: true,
+  QUEUE_FULL: true,
+  INTERNAL: true,
+  MODEL_NOT_READY: true,
+};
 
 function abortError(): Error {
   const e = new Error('the request was aborted');

@@ -9,16 +9,25 @@ import { isEwError } from '../../contracts/errors.ts';
 
 const tick = () => new Promise((r) => setImmediate(r));
 
-describe('FairQueue (a language model\'s slots)', () => {
+describe("FairQueue (a language model's slots)", () => {
   it('hands freed slots to waiting clients in round-robin order, not arrival order', async () => {
     const q = new FairQueue(1);
     const order: string[] = [];
     const first = await q.acquire('rule-a');
     const granted: (() => void)[] = [];
-    const waits = ['rule-a', 'rule-a', 'rule-a', 'api-b', 'api-b', 'rule-c'].map((c, i) => q.acquire(c).then((release) => { order.push(`${c}#${i}`); granted.push(release); }));
+    const waits = ['rule-a', 'rule-a', 'rule-a', 'api-b', 'api-b', 'rule-c'].map((c, i) =>
+      q.acquire(c).then((release) => {
+        order.push(`${c}#${i}`);
+        granted.push(release);
+      }),
+    );
     assert.deepEqual(q.stats, { busy: 1, queued: 6, slots: 1 });
     first();
-    for (let i = 0; i < waits.length; i++) { await tick(); assert.equal(granted.length, 1, 'one slot, one holder'); granted.shift()!(); }
+    for (let i = 0; i < waits.length; i++) {
+      await tick();
+      assert.equal(granted.length, 1, 'one slot, one holder');
+      granted.shift()!();
+    }
     await Promise.all(waits);
     // a flooding client (rule-a) gets one turn in three while others wait
     assert.deepEqual(order, ['rule-a#0', 'api-b#3', 'rule-c#5', 'rule-a#1', 'api-b#4', 'rule-a#2']);
@@ -27,7 +36,8 @@ describe('FairQueue (a language model\'s slots)', () => {
 
   it('is bounded: past maxQueued a request is refused at once with QUEUE_FULL', async () => {
     const q = new FairQueue(2, 3);
-    await q.acquire('x'); await q.acquire('x');
+    await q.acquire('x');
+    await q.acquire('x');
     const waiting = [q.acquire('x'), q.acquire('y'), q.acquire('z')];
     await assert.rejects(q.acquire('w'), (e: unknown) => isEwError(e, 'QUEUE_FULL'));
     q.failAll(new Error('closing'));
@@ -43,7 +53,8 @@ describe('FairQueue (a language model\'s slots)', () => {
     ac.abort(new Error('client left'));
     await assert.rejects(gone, /client left/);
     assert.equal(q.stats.queued, 1);
-    held(); held();
+    held();
+    held();
     const r = await next;
     assert.deepEqual(q.stats, { busy: 1, queued: 0, slots: 1 });
     r();
@@ -55,7 +66,10 @@ describe('FairQueue (a language model\'s slots)', () => {
     const kept = Array.from({ length: 100 }, () => q.acquire('hog').catch(() => {}));
     const before = process.memoryUsage().heapUsed;
     let refused = 0;
-    for (let i = 0; i < 50_000; i++) await q.acquire(`c${i}`).catch(() => { refused++; });
+    for (let i = 0; i < 50_000; i++)
+      await q.acquire(`c${i}`).catch(() => {
+        refused++;
+      });
     assert.equal(refused, 50_000);
     assert.equal(q.stats.queued, 100);
     assert.ok(process.memoryUsage().heapUsed - before < 20 * 2 ** 20, 'no growth with refused requests');
@@ -71,7 +85,8 @@ describe('llm() calls of a rule', () => {
     let peak = 0;
     const gates: (() => void)[] = [];
     const calls = new RuleLlmCalls(clock, async (c) => {
-      running++; peak = Math.max(peak, running);
+      running++;
+      peak = Math.max(peak, running);
       await new Promise<void>((r) => gates.push(r));
       running--;
       return { text: c.opts.jsonSchema ? '{"severity":"high"}' : `echo ${c.prompt}`, usage: { promptTokens: 10, completionTokens: 5 } };
@@ -84,19 +99,29 @@ describe('llm() calls of a rule', () => {
     ];
     await tick();
     assert.equal(running, 2);
-    while (gates.length || running) { gates.shift()?.(); await tick(); }
+    while (gates.length || running) {
+      gates.shift()?.();
+      await tick();
+    }
     assert.deepEqual(await Promise.all(p), ['echo a', { severity: 'high' }, 'echo c']);
     assert.equal(peak, 2);
     // 45 tokens used of 40: the next call this minute is refused; next minute it runs again.
-    await assert.rejects(calls.call('app', 'r', limits, 'ep', ['d']), (e: unknown) => isEwError(e, 'TOKEN_BUDGET_EXHAUSTED') && /rule r used its llm\(\) budget of 40 tokens/.test((e as Error).message));
+    await assert.rejects(
+      calls.call('app', 'r', limits, 'ep', ['d']),
+      (e: unknown) => isEwError(e, 'TOKEN_BUDGET_EXHAUSTED') && /rule r used its llm\(\) budget of 40 tokens/.test((e as Error).message),
+    );
     clock.advance(60_000);
     const again = calls.call('app', 'r', limits, 'ep', ['e']);
-    await tick(); gates.shift()!();
+    await tick();
+    gates.shift()!();
     assert.equal(await again, 'echo e');
   });
 
   it('refuses a null prompt and an answer cut before its JSON closed', async () => {
-    const calls = new RuleLlmCalls(new ManualClock(0), async () => ({ text: '{"severity": "hi', usage: { promptTokens: 1, completionTokens: 1 } }));
+    const calls = new RuleLlmCalls(new ManualClock(0), async () => ({
+      text: '{"severity": "hi',
+      usage: { promptTokens: 1, completionTokens: 1 },
+    }));
     await assert.rejects(calls.call('a', 'r', {}, 'ep', [null]), /prompt is null/);
     await assert.rejects(calls.call('a', 'r', {}, 'ep', ['x', '{"json_schema": {"type": "object"}}']), /cut at max_tokens/);
   });
@@ -104,7 +129,19 @@ describe('llm() calls of a rule', () => {
 
 describe('JSON schemas for constrained output', () => {
   it('accepts what the grammar builder supports', () => {
-    checkJsonSchema({ type: 'object', properties: { a: { enum: ['x', 'y'] }, b: { type: 'array', items: { type: 'integer' }, maxItems: 3 }, c: { type: ['string', 'null'], maxLength: 80 } }, required: ['a'], additionalProperties: false }, 'schema');
+    checkJsonSchema(
+      {
+        type: 'object',
+        properties: {
+          a: { enum: ['x', 'y'] },
+          b: { type: 'array', items: { type: 'integer' }, maxItems: 3 },
+          c: { type: ['string', 'null'], maxLength: 80 },
+        },
+        required: ['a'],
+        additionalProperties: false,
+      },
+      'schema',
+    );
   });
   it('refuses what it cannot enforce, with the path of the bad part', () => {
     for (const [schema, path] of [
@@ -114,17 +151,34 @@ describe('JSON schemas for constrained output', () => {
       [{ anyOf: [] }, 'schema.anyOf'],
       ['object', 'schema'],
     ] as const) {
-      assert.throws(() => checkJsonSchema(schema, 'schema'), (e: unknown) => isEwError(e, 'RESPONSE_FORMAT_INVALID') && e.path === path, JSON.stringify(schema));
+      assert.throws(
+        () => checkJsonSchema(schema, 'schema'),
+        (e: unknown) => isEwError(e, 'RESPONSE_FORMAT_INVALID') && e.path === path,
+        JSON.stringify(schema),
+      );
     }
   });
 });
 
 describe('server-sent events from an upstream', () => {
-  it('splits events across chunk boundaries, joins multi-line data, and bounds an event\'s size', async () => {
-    const body = (parts: string[]) => new ReadableStream<Uint8Array>({ start(c) { for (const p of parts) c.enqueue(new TextEncoder().encode(p)); c.close(); } });
+  it("splits events across chunk boundaries, joins multi-line data, and bounds an event's size", async () => {
+    const body = (parts: string[]) =>
+      new ReadableStream<Uint8Array>({
+        start(c) {
+          for (const p of parts) c.enqueue(new TextEncoder().encode(p));
+          c.close();
+        },
+      });
     const got: string[] = [];
     for await (const d of sse(body(['data: {"a"', ':1}\n\nda', 'ta: x\r\ndata: y\r\n\r\n: comment\n\ndata: [DONE]\n\n']))) got.push(d);
     assert.deepEqual(got, ['{"a":1}', 'x\ny', '[DONE]']);
-    await assert.rejects((async () => { for await (const _ of sse(body([`data: ${'x'.repeat(1.5 * 2 ** 20)}`]))) { /* */ } })(), (e: unknown) => isEwError(e, 'UPSTREAM_FAILED'));
+    await assert.rejects(
+      (async () => {
+        for await (const _ of sse(body([`data: ${'x'.repeat(1.5 * 2 ** 20)}`]))) {
+          /* */
+        }
+      })(),
+      (e: unknown) => isEwError(e, 'UPSTREAM_FAILED'),
+    );
   });
 });

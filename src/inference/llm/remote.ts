@@ -16,7 +16,14 @@ import type { GenerateEvent, GenerateInput, GenerateOptions, LlmHealth, LlmInfo,
  * Loading does not contact the upstream: a site that is offline still starts its apps, and the
  * first request says what is wrong (UPSTREAM_FAILED, with the upstream's status and message).
  */
-export interface Upstream { baseUrl: string; model: string; apiKey?: string; timeoutMs?: number; retries?: number; concurrency?: number }
+export interface Upstream {
+  baseUrl: string;
+  model: string;
+  apiKey?: string;
+  timeoutMs?: number;
+  retries?: number;
+  concurrency?: number;
+}
 
 export class RemoteRuntime implements ModelRuntime {
   readonly format = 'remote';
@@ -24,12 +31,24 @@ export class RemoteRuntime implements ModelRuntime {
 
   async load(spec: ModelLoadSpec): Promise<LoadedModel> {
     const up = spec.options?.upstream;
-    if (!up?.baseUrl || !up.model) throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: a remote model needs upstream.baseUrl and upstream.model`, { path: `models.${spec.name}.upstream` });
+    if (!up?.baseUrl || !up.model)
+      throw new EwError('MODEL_LOAD_FAILED', `model ${spec.name}: a remote model needs upstream.baseUrl and upstream.model`, {
+        path: `models.${spec.name}.upstream`,
+      });
     const llm = new RemoteLlm(spec.name, up, this.d);
     return {
-      name: spec.name, format: 'remote', inputs: [], outputs: [], device: 'remote', llm,
-      async run() { throw new EwError('INFER_INPUT_INVALID', `model ${spec.name} is a language model: call it through /v1/chat/completions or llm()`); },
-      async close() { llm.closeNow(); },
+      name: spec.name,
+      format: 'remote',
+      inputs: [],
+      outputs: [],
+      device: 'remote',
+      llm,
+      async run() {
+        throw new EwError('INFER_INPUT_INVALID', `model ${spec.name} is a language model: call it through /v1/chat/completions or llm()`);
+      },
+      async close() {
+        llm.closeNow();
+      },
     };
   }
 }
@@ -40,10 +59,21 @@ export class RemoteLlm implements LlmModel {
   private readonly base: string;
   private closed = false;
 
-  constructor(private readonly name: string, private readonly up: Upstream, private readonly d: { log: Logger; clock: Clock; fetch?: typeof fetch }) {
+  constructor(
+    private readonly name: string,
+    private readonly up: Upstream,
+    private readonly d: { log: Logger; clock: Clock; fetch?: typeof fetch },
+  ) {
     this.base = up.baseUrl.replace(/\/+$/, '');
     this.queue = new FairQueue(up.concurrency ?? 8);
-    this.info = { contextSize: 0, slots: up.concurrency ?? 8, architecture: 'remote', modelName: up.model, embeddings: true, device: 'remote' };
+    this.info = {
+      contextSize: 0,
+      slots: up.concurrency ?? 8,
+      architecture: 'remote',
+      modelName: up.model,
+      embeddings: true,
+      device: 'remote',
+    };
   }
 
   health(): LlmHealth {
@@ -69,8 +99,14 @@ export class RemoteLlm implements LlmModel {
       let res: Response | undefined;
       try {
         res = await f(`${this.base}${path}`, {
-          method: 'POST', signal: ac.signal, body: JSON.stringify(body),
-          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...(this.up.apiKey ? { authorization: `Bearer ${this.up.apiKey}` } : {}) },
+          method: 'POST',
+          signal: ac.signal,
+          body: JSON.stringify(body),
+          headers: {
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            ...(this.up.apiKey ? { authorization: `Bearer ${this.up.apiKey}` } : {}),
+          },
         });
       } catch (e) {
         if (signal?.aborted) throw abortError();
@@ -84,7 +120,8 @@ export class RemoteLlm implements LlmModel {
         const detail = await upstreamMessage(res);
         last = `upstream answered ${res.status}${detail ? `: ${detail}` : ''}`;
         if (res.status !== 429 && res.status < 500) {
-          if (/context_length|maximum context/i.test(detail)) throw new EwError('CONTEXT_LENGTH_EXCEEDED', `model ${this.name}: ${last}`, { path: 'messages' });
+          if (/context_length|maximum context/i.test(detail))
+            throw new EwError('CONTEXT_LENGTH_EXCEEDED', `model ${this.name}: ${last}`, { path: 'messages' });
           throw new EwError(res.status === 400 ? 'VALIDATION_FAILED' : 'UPSTREAM_FAILED', `model ${this.name}: ${last}`);
         }
       }
@@ -92,8 +129,14 @@ export class RemoteLlm implements LlmModel {
       const delay = Math.min(10_000, 200 * 2 ** attempt);
       this.d.log.warn({ model: this.name, attempt: attempt + 1, reason: last }, 'remote model upstream failed; retrying');
       await new Promise<void>((resolve, reject) => {
-        const cancel = this.d.clock.setTimer(delay, () => { signal?.removeEventListener('abort', onAbortWait); resolve(); });
-        const onAbortWait = () => { cancel(); reject(abortError()); };
+        const cancel = this.d.clock.setTimer(delay, () => {
+          signal?.removeEventListener('abort', onAbortWait);
+          resolve();
+        });
+        const onAbortWait = () => {
+          cancel();
+          reject(abortError());
+        };
         signal?.addEventListener('abort', onAbortWait, { once: true });
       });
     }
@@ -104,13 +147,24 @@ export class RemoteLlm implements LlmModel {
     const release = await this.queue.acquire(opts.client ?? 'default', signal);
     try {
       const common = {
-        model: this.up.model, stream: true, stream_options: { include_usage: true }, max_tokens: opts.maxTokens,
-        ...(opts.stop ? { stop: opts.stop } : {}), ...(opts.temperature !== undefined ? { temperature: opts.temperature } : {}),
-        ...(opts.topP !== undefined ? { top_p: opts.topP } : {}), ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+        model: this.up.model,
+        stream: true,
+        stream_options: { include_usage: true },
+        max_tokens: opts.maxTokens,
+        ...(opts.stop ? { stop: opts.stop } : {}),
+        ...(opts.temperature !== undefined ? { temperature: opts.temperature } : {}),
+        ...(opts.topP !== undefined ? { top_p: opts.topP } : {}),
+        ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
       };
       const chat = input.kind === 'chat';
       const body = chat
-        ? { ...common, messages: input.messages, ...(opts.jsonSchema ? { response_format: { type: 'json_schema', json_schema: { name: 'output', schema: opts.jsonSchema, strict: true } } } : {}) }
+        ? {
+            ...common,
+            messages: input.messages,
+            ...(opts.jsonSchema
+              ? { response_format: { type: 'json_schema', json_schema: { name: 'output', schema: opts.jsonSchema, strict: true } } }
+              : {}),
+          }
         : { ...common, prompt: input.prompt };
       const res = await this.post(chat ? '/chat/completions' : '/completions', body, signal);
       let text = '';
@@ -120,13 +174,22 @@ export class RemoteLlm implements LlmModel {
       try {
         for await (const data of sse(res.body!, signal)) {
           if (data === '[DONE]') break;
-          let msg: { choices?: { delta?: { content?: string | null }; text?: string; finish_reason?: string | null }[]; usage?: typeof usage; error?: { message?: string } };
-          try { msg = JSON.parse(data); } catch { throw new EwError('UPSTREAM_FAILED', `model ${this.name}: the upstream sent an event that is not JSON`); }
-          if (msg.error) throw new EwError('UPSTREAM_FAILED', `model ${this.name}: upstream error mid-stream: ${msg.error.message ?? 'unknown'}`);
+          let msg: {
+            choices?: { delta?: { content?: string | null }; text?: string; finish_reason?: string | null }[];
+            usage?: typeof usage;
+            error?: { message?: string };
+          };
+          try {
+            msg = JSON.parse(data);
+          } catch {
+            throw new EwError('UPSTREAM_FAILED', `model ${this.name}: the upstream sent an event that is not JSON`);
+          }
+          if (msg.error)
+            throw new EwError('UPSTREAM_FAILED', `model ${this.name}: upstream error mid-stream: ${msg.error.message ?? 'unknown'}`);
           if (msg.usage) usage = msg.usage;
           const c = msg.choices?.[0];
           if (!c) continue;
-          const piece = chat ? c.delta?.content ?? '' : c.text ?? '';
+          const piece = chat ? (c.delta?.content ?? '') : (c.text ?? '');
           if (piece) {
             text += piece;
             pieces++;
@@ -141,7 +204,12 @@ export class RemoteLlm implements LlmModel {
       // The caller went away: the upstream stream was cancelled, so the answer is not complete.
       if (signal?.aborted) throw abortError();
       // Upstreams that send no usage: each streamed piece is a token (as llama.cpp and vLLM stream them).
-      yield { type: 'done', finishReason: finish, text, usage: { promptTokens: usage?.prompt_tokens ?? 0, completionTokens: usage?.completion_tokens ?? pieces } };
+      yield {
+        type: 'done',
+        finishReason: finish,
+        text,
+        usage: { promptTokens: usage?.prompt_tokens ?? 0, completionTokens: usage?.completion_tokens ?? pieces },
+      };
     } finally {
       release();
     }
@@ -183,7 +251,9 @@ export async function* sse(body: ReadableStream<Uint8Array>, signal?: AbortSigna
   const decoder = new TextDecoder();
   let buf = '';
   const reader = body.getReader();
-  const cancel = () => { void reader.cancel().catch(() => {}); };
+  const cancel = () => {
+    void reader.cancel().catch(() => {});
+  };
   signal?.addEventListener('abort', cancel, { once: true });
   try {
     for (;;) {
@@ -195,7 +265,11 @@ export async function* sse(body: ReadableStream<Uint8Array>, signal?: AbortSigna
       while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
         const event = buf.slice(0, i);
         buf = buf.slice(i).replace(/^\r?\n\r?\n/, '');
-        const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+        const data = event
+          .split(/\r?\n/)
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).replace(/^ /, ''))
+          .join('\n');
         if (data) yield data;
       }
     }

@@ -14,12 +14,20 @@ import type { GenerateEvent, GenerateInput, GenerateOptions, Usage } from './typ
  * Endpoint limits in the manifest: `endpoints: [{ name, model, kind: chat, limits: { maxTokens,
  * timeoutMs, concurrency } }]` — defaults 512 tokens, 120 s, 16 requests in flight.
  */
-export interface EndpointLimits { maxTokens: number; timeoutMs: number; concurrency: number }
+export interface EndpointLimits {
+  maxTokens: number;
+  timeoutMs: number;
+  concurrency: number;
+}
 export const DEFAULT_LIMITS: EndpointLimits = { maxTokens: 512, timeoutMs: 120_000, concurrency: 16 };
 
 export function endpointLimits(spec: Record<string, unknown>): EndpointLimits {
   const l = (spec.limits ?? {}) as Partial<EndpointLimits>;
-  return { maxTokens: l.maxTokens ?? DEFAULT_LIMITS.maxTokens, timeoutMs: l.timeoutMs ?? DEFAULT_LIMITS.timeoutMs, concurrency: l.concurrency ?? DEFAULT_LIMITS.concurrency };
+  return {
+    maxTokens: l.maxTokens ?? DEFAULT_LIMITS.maxTokens,
+    timeoutMs: l.timeoutMs ?? DEFAULT_LIMITS.timeoutMs,
+    concurrency: l.concurrency ?? DEFAULT_LIMITS.concurrency,
+  };
 }
 
 export interface LlmCall {
@@ -38,14 +46,45 @@ export class LlmService {
   private readonly inflight = new Map<string, number>();
   private readonly m;
 
-  constructor(private readonly host: ModelHost, registry: Registry, private readonly clock: Clock) {
+  constructor(
+    private readonly host: ModelHost,
+    registry: Registry,
+    private readonly clock: Clock,
+  ) {
     const labelNames = ['app', 'endpoint'] as const;
     this.m = {
-      requests: new Counter({ name: 'ew_llm_requests_total', help: 'Language-model requests by app, endpoint and outcome', labelNames: [...labelNames, 'outcome'], registers: [registry] }),
-      tokens: new Counter({ name: 'ew_llm_tokens_total', help: 'Tokens by app, endpoint and direction (prompt: in, completion: out)', labelNames: [...labelNames, 'direction'], registers: [registry] }),
-      ttft: new Histogram({ name: 'ew_llm_time_to_first_token_seconds', help: 'Time from request to the first generated token', labelNames, buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry] }),
-      tps: new Histogram({ name: 'ew_llm_tokens_per_second', help: 'Generation speed of a request after its first token', labelNames, buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], registers: [registry] }),
-      active: new Gauge({ name: 'ew_llm_requests_in_flight', help: 'Language-model requests running or waiting for a slot', labelNames, registers: [registry] }),
+      requests: new Counter({
+        name: 'ew_llm_requests_total',
+        help: 'Language-model requests by app, endpoint and outcome',
+        labelNames: [...labelNames, 'outcome'],
+        registers: [registry],
+      }),
+      tokens: new Counter({
+        name: 'ew_llm_tokens_total',
+        help: 'Tokens by app, endpoint and direction (prompt: in, completion: out)',
+        labelNames: [...labelNames, 'direction'],
+        registers: [registry],
+      }),
+      ttft: new Histogram({
+        name: 'ew_llm_time_to_first_token_seconds',
+        help: 'Time from request to the first generated token',
+        labelNames,
+        buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+        registers: [registry],
+      }),
+      tps: new Histogram({
+        name: 'ew_llm_tokens_per_second',
+        help: 'Generation speed of a request after its first token',
+        labelNames,
+        buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+        registers: [registry],
+      }),
+      active: new Gauge({
+        name: 'ew_llm_requests_in_flight',
+        help: 'Language-model requests running or waiting for a slot',
+        labelNames,
+        registers: [registry],
+      }),
     };
   }
 
@@ -59,14 +98,21 @@ export class LlmService {
     const limits = endpointLimits(ep.spec);
     if (call.maxTokens !== undefined && call.maxTokens > limits.maxTokens) {
       this.m.requests.inc({ ...labels, outcome: 'bad_request' });
-      throw new EwError('VALIDATION_FAILED', `max_tokens ${call.maxTokens} is more than endpoint ${ep.endpoint} allows (${limits.maxTokens}); ask for fewer or raise its limits.maxTokens`, { path: 'max_tokens' });
+      throw new EwError(
+        'VALIDATION_FAILED',
+        `max_tokens ${call.maxTokens} is more than endpoint ${ep.endpoint} allows (${limits.maxTokens}); ask for fewer or raise its limits.maxTokens`,
+        { path: 'max_tokens' },
+      );
     }
     if (call.opts?.jsonSchema) checkJsonSchema(call.opts.jsonSchema, 'json_schema');
     const key = `${ep.app}/${ep.endpoint}`;
     const n = this.inflight.get(key) ?? 0;
     if (n >= limits.concurrency) {
       this.m.requests.inc({ ...labels, outcome: 'busy' });
-      throw new EwError('QUEUE_FULL', `endpoint ${ep.endpoint} already has ${n} requests in flight (limits.concurrency ${limits.concurrency}); retry shortly`);
+      throw new EwError(
+        'QUEUE_FULL',
+        `endpoint ${ep.endpoint} already has ${n} requests in flight (limits.concurrency ${limits.concurrency}); retry shortly`,
+      );
     }
     this.inflight.set(key, n + 1);
     this.m.active.inc(labels);
@@ -75,12 +121,19 @@ export class LlmService {
     call.signal?.addEventListener('abort', onAbort, { once: true });
     if (call.signal?.aborted) ac.abort(call.signal.reason);
     let timedOut = false;
-    const cancelTimer = this.clock.setTimer(limits.timeoutMs, () => { timedOut = true; ac.abort(); });
+    const cancelTimer = this.clock.setTimer(limits.timeoutMs, () => {
+      timedOut = true;
+      ac.abort();
+    });
     const t0 = this.clock.now();
     let first: number | undefined;
     let outcome = 'error';
     try {
-      for await (const ev of ep.llm.generate(call.input, { ...call.opts, maxTokens: call.maxTokens ?? limits.maxTokens, client: call.client } as GenerateOptions, ac.signal)) {
+      for await (const ev of ep.llm.generate(
+        call.input,
+        { ...call.opts, maxTokens: call.maxTokens ?? limits.maxTokens, client: call.client } as GenerateOptions,
+        ac.signal,
+      )) {
         if (ev.type === 'text' && ev.tokens > 0 && first === undefined) {
           first = this.clock.now();
           this.m.ttft.observe(labels, (first - t0) / 1000);
@@ -94,7 +147,10 @@ export class LlmService {
     } catch (e) {
       if (timedOut) {
         outcome = 'timeout';
-        throw new EwError('LLM_TIMEOUT', `endpoint ${ep.endpoint}: the request ran past its ${limits.timeoutMs} ms timeout and was stopped`);
+        throw new EwError(
+          'LLM_TIMEOUT',
+          `endpoint ${ep.endpoint}: the request ran past its ${limits.timeoutMs} ms timeout and was stopped`,
+        );
       }
       outcome = call.signal?.aborted ? 'cancelled' : isEwError(e) ? e.code.toLowerCase() : 'error';
       throw e;
@@ -112,7 +168,8 @@ export class LlmService {
 
   /** A whole generation: its text and usage (llm() in rules, non-streamed API calls). */
   async complete(call: LlmCall): Promise<{ text: string; usage: Usage; finishReason: 'stop' | 'length' }> {
-    for await (const ev of this.generate(call)) if (ev.type === 'done') return { text: ev.text, usage: ev.usage, finishReason: ev.finishReason };
+    for await (const ev of this.generate(call))
+      if (ev.type === 'done') return { text: ev.text, usage: ev.usage, finishReason: ev.finishReason };
     throw new EwError('INTERNAL', 'the model ended without a result');
   }
 

@@ -4,7 +4,10 @@
  * carries one of these as `LoadedModel.llm` (an optional ability of the runtime interface); the
  * site's OpenAI routes and `llm()` in rules reach every model through it.
  */
-export interface ChatMessage { role: 'system' | 'user' | 'assistant'; content: string }
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
 
 export interface GenerateOptions {
   /** Tokens to generate at most (already capped by the endpoint's limit). */
@@ -17,13 +20,14 @@ export interface GenerateOptions {
   jsonSchema?: Record<string, unknown>;
 }
 
-export type GenerateInput =
-  | { kind: 'chat'; messages: ChatMessage[] }
-  | { kind: 'completion'; prompt: string };
+export type GenerateInput = { kind: 'chat'; messages: ChatMessage[] } | { kind: 'completion'; prompt: string };
 
 export type FinishReason = 'stop' | 'length';
 
-export interface Usage { promptTokens: number; completionTokens: number }
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
 
 /** What a generation streams: text pieces, then exactly one `done`. */
 export type GenerateEvent =

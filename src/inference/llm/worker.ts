@@ -4,9 +4,21 @@
  * Everything that can abort the process (llama.cpp's loader, the sampler, the grammar) runs here.
  */
 import {
-  getLlama, JinjaTemplateChatWrapper, LlamaCompletion, LlamaLogLevel, resolveChatWrapper,
-  type ChatWrapper, type LlamaText, type Token,
-  type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaEmbeddingContext, type LlamaGrammar, type LlamaModel,
+  getLlama,
+  JinjaTemplateChatWrapper,
+  LlamaCompletion,
+  LlamaLogLevel,
+  resolveChatWrapper,
+  type ChatWrapper,
+  type LlamaText,
+  type Token,
+  type ChatHistoryItem,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaEmbeddingContext,
+  type LlamaGrammar,
+  type LlamaModel,
 } from 'node-llama-cpp';
 import type { FromChild, LoadParams, ToChild } from './protocol.ts';
 import type { GenerateInput, GenerateOptions } from './types.ts';
@@ -46,7 +58,14 @@ const running = new Map<number, AbortController>();
 async function load(p: LoadParams): Promise<void> {
   params = p;
   try {
-    llama = await getLlama({ gpu: p.gpu, build: 'never', maxThreads: p.threads, logLevel: LlamaLogLevel.warn, logger: remember, progressLogs: false });
+    llama = await getLlama({
+      gpu: p.gpu,
+      build: 'never',
+      maxThreads: p.threads,
+      logLevel: LlamaLogLevel.warn,
+      logger: remember,
+      progressLogs: false,
+    });
     model = await llama.loadModel({ modelPath: p.file, gpuLayers: p.gpuLayers === 'auto' ? 'auto' : p.gpuLayers });
     context = await model.createContext({ contextSize: p.contextSize, sequences: p.sequences, threads: p.threads });
     for (let i = 0; i < p.sequences; i++) free.push(context.getSequence());
@@ -58,15 +77,26 @@ async function load(p: LoadParams): Promise<void> {
     if (template) {
       try {
         jinja = new JinjaTemplateChatWrapper({ template, tokenizer: model.tokenizer });
-        jinja.generateContextState({ chatHistory: [{ type: 'user', text: 'x' }, { type: 'model', response: [] }] });
+        jinja.generateContextState({
+          chatHistory: [
+            { type: 'user', text: 'x' },
+            { type: 'model', response: [] },
+          ],
+        });
       } catch (e) {
-        remember(LlamaLogLevel.warn, `chat template not usable as Jinja (${(e as Error).message}); using node-llama-cpp's resolved wrapper`);
+        remember(
+          LlamaLogLevel.warn,
+          `chat template not usable as Jinja (${(e as Error).message}); using node-llama-cpp's resolved wrapper`,
+        );
         jinja = undefined;
       }
     }
     chatWrapper = jinja ?? resolveChatWrapper(model);
   } catch (e) {
-    const own = logLines.filter((l) => /^(error|warn)/.test(l)).slice(-5).join(' | ');
+    const own = logLines
+      .filter((l) => /^(error|warn)/.test(l))
+      .slice(-5)
+      .join(' | ');
     const message = `${(e as Error).message}${own ? ` (llama.cpp: ${own})` : ''}`;
     send({ op: 'load-error', code: /memory|allocate/i.test(message) ? 'MODEL_TOO_LARGE' : 'MODEL_LOAD_FAILED', message });
     return;
@@ -75,18 +105,30 @@ async function load(p: LoadParams): Promise<void> {
   send({
     op: 'loaded',
     info: {
-      contextSize: context.contextSize, slots: p.sequences, architecture: meta.general?.architecture ?? 'unknown',
-      modelName: meta.general?.name ?? 'unknown', embeddings: true, device: llama.gpu === false ? 'cpu' : llama.gpu,
+      contextSize: context.contextSize,
+      slots: p.sequences,
+      architecture: meta.general?.architecture ?? 'unknown',
+      modelName: meta.general?.name ?? 'unknown',
+      embeddings: true,
+      device: llama.gpu === false ? 'cpu' : llama.gpu,
     },
   });
 }
 
 class RequestError extends Error {
-  constructor(readonly code: string, message: string, readonly param?: string) { super(message); }
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly param?: string,
+  ) {
+    super(message);
+  }
 }
 
 function history(input: Extract<GenerateInput, { kind: 'chat' }>): ChatHistoryItem[] {
-  return input.messages.map((m): ChatHistoryItem => (m.role === 'assistant' ? { type: 'model', response: [m.content] } : { type: m.role, text: m.content }));
+  return input.messages.map(
+    (m): ChatHistoryItem => (m.role === 'assistant' ? { type: 'model', response: [m.content] } : { type: m.role, text: m.content }),
+  );
 }
 
 async function grammarFor(schema: Record<string, unknown> | undefined, param: string): Promise<LlamaGrammar | undefined> {
@@ -122,12 +164,26 @@ async function generate(id: number, input: GenerateInput, o: GenerateOptions): P
     }
     const promptTokens = prompt.length;
     const room = context.contextSize - promptTokens;
-    if (room < 1) throw new RequestError('CONTEXT_LENGTH_EXCEEDED', `the prompt is ${promptTokens} tokens but the model's context holds ${context.contextSize}; shorten it`, input.kind === 'chat' ? 'messages' : 'prompt');
+    if (room < 1)
+      throw new RequestError(
+        'CONTEXT_LENGTH_EXCEEDED',
+        `the prompt is ${promptTokens} tokens but the model's context holds ${context.contextSize}; shorten it`,
+        input.kind === 'chat' ? 'messages' : 'prompt',
+      );
     const maxTokens = Math.min(o.maxTokens, room);
     const r = await new LlamaCompletion({ contextSequence: seq }).generateCompletionWithMeta(prompt, {
-      maxTokens, temperature: o.temperature ?? 0.7, topP: o.topP, seed: o.seed, grammar, signal: ac.signal, stopOnAbortSignal: false,
+      maxTokens,
+      temperature: o.temperature ?? 0.7,
+      topP: o.topP,
+      seed: o.seed,
+      grammar,
+      signal: ac.signal,
+      stopOnAbortSignal: false,
       customStopTriggers: stops.length ? stops : undefined,
-      onToken: (t) => { tokens += t.length; pending += t.length; },
+      onToken: (t) => {
+        tokens += t.length;
+        pending += t.length;
+      },
       onTextChunk: (chunk) => {
         if (!chunk && !pending) return;
         text += chunk;
@@ -137,7 +193,13 @@ async function generate(id: number, input: GenerateInput, o: GenerateOptions): P
     });
     const stopReason = r.metadata.stopReason;
     if (pending) send({ op: 'text', id, text: '', tokens: pending });
-    send({ op: 'done', id, finishReason: stopReason === 'maxTokens' ? 'length' : 'stop', usage: { promptTokens, completionTokens: tokens }, text });
+    send({
+      op: 'done',
+      id,
+      finishReason: stopReason === 'maxTokens' ? 'length' : 'stop',
+      usage: { promptTokens, completionTokens: tokens },
+      text,
+    });
   } catch (e) {
     if (ac.signal.aborted) send({ op: 'aborted', id });
     else throw e;
@@ -155,7 +217,12 @@ async function embed(id: number, texts: string[]): Promise<void> {
   let tokens = 0;
   for (const t of texts) {
     const n = model.tokenize(t).length;
-    if (n > embeddingContextSize) throw new RequestError('CONTEXT_LENGTH_EXCEEDED', `input of ${n} tokens is longer than the embedding context (${embeddingContextSize})`, 'input');
+    if (n > embeddingContextSize)
+      throw new RequestError(
+        'CONTEXT_LENGTH_EXCEEDED',
+        `input of ${n} tokens is longer than the embedding context (${embeddingContextSize})`,
+        'input',
+      );
     tokens += n;
     vectors.push([...(await ctx.getEmbeddingFor(t)).vector]);
   }
@@ -168,10 +235,18 @@ process.on('message', (m: ToChild) => {
     send({ op: 'error', id, code: r?.code ?? 'INTERNAL', message: (e as Error).message, ...(r?.param ? { param: r.param } : {}) });
   };
   switch (m.op) {
-    case 'load': void load(m.params); break;
-    case 'generate': generate(m.id, m.input, m.opts).catch(fail(m.id)); break;
-    case 'embed': embed(m.id, m.texts).catch(fail(m.id)); break;
-    case 'cancel': running.get(m.id)?.abort(); break;
+    case 'load':
+      void load(m.params);
+      break;
+    case 'generate':
+      generate(m.id, m.input, m.opts).catch(fail(m.id));
+      break;
+    case 'embed':
+      embed(m.id, m.texts).catch(fail(m.id));
+      break;
+    case 'cancel':
+      running.get(m.id)?.abort();
+      break;
   }
 });
 // The agent went away: so do we (no orphaned model holding memory).

@@ -5,8 +5,11 @@
  */
 import { gaussian, seeded } from '../../lib/random.ts';
 
-export interface Layer { w: number[][]; b: number[]; act: 'tanh' | 'linear' | 'sigmoid' }
-
+export interface Layer {
+  w: number[][];
+  b: number[];
+  act: 'tanh' | 'linear' | 'sigmoid';
+}
 
 export function initNetwork(sizes: number[], acts: Layer['act'][], rand: () => number): Layer[] {
   const layers: Layer[] = [];
@@ -14,7 +17,11 @@ export function initNetwork(sizes: number[], acts: Layer['act'][], rand: () => n
     const fanIn = sizes[i]!;
     const fanOut = sizes[i + 1]!;
     const scale = Math.sqrt(2 / (fanIn + fanOut)); // Glorot
-    layers.push({ w: Array.from({ length: fanIn }, () => Array.from({ length: fanOut }, () => gaussian(rand) * scale)), b: new Array(fanOut).fill(0), act: acts[i]! });
+    layers.push({
+      w: Array.from({ length: fanIn }, () => Array.from({ length: fanOut }, () => gaussian(rand) * scale)),
+      b: new Array(fanOut).fill(0),
+      act: acts[i]!,
+    });
   }
   return layers;
 }
@@ -38,7 +45,13 @@ export function forward(layers: Layer[], x: number[]): number[][] {
   return acts;
 }
 
-export interface TrainOptions { epochs: number; batchSize: number; lr: number; loss: 'mse' | 'bce'; seed: number }
+export interface TrainOptions {
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  loss: 'mse' | 'bce';
+  seed: number;
+}
 
 /** Trains in place with Adam; returns the mean loss of the last epoch. */
 export function train(layers: Layer[], xs: number[][], ys: number[][], o: TrainOptions): number {
@@ -51,7 +64,10 @@ export function train(layers: Layer[], xs: number[][], ys: number[][], o: TrainO
   let lastLoss = 0;
   const order = xs.map((_, i) => i);
   for (let epoch = 0; epoch < o.epochs; epoch++) {
-    for (let i = order.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [order[i], order[j]] = [order[j]!, order[i]!]; }
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
     let total = 0;
     for (let start = 0; start < order.length; start += o.batchSize) {
       const batch = order.slice(start, start + o.batchSize);
@@ -63,9 +79,11 @@ export function train(layers: Layer[], xs: number[][], ys: number[][], o: TrainO
         const y = ys[idx]!;
         // dLoss/dz at the output: for sigmoid+BCE and linear+MSE both are (out - y) (MSE up to a factor).
         let delta = out.map((p, k) => p - y[k]!);
-        total += o.loss === 'mse'
-          ? out.reduce((s, p, k) => s + (p - y[k]!) ** 2, 0) / out.length
-          : -y.reduce((s, t, k) => s + t * Math.log(Math.max(out[k]!, 1e-12)) + (1 - t) * Math.log(Math.max(1 - out[k]!, 1e-12)), 0) / out.length;
+        total +=
+          o.loss === 'mse'
+            ? out.reduce((s, p, k) => s + (p - y[k]!) ** 2, 0) / out.length
+            : -y.reduce((s, t, k) => s + t * Math.log(Math.max(out[k]!, 1e-12)) + (1 - t) * Math.log(Math.max(1 - out[k]!, 1e-12)), 0) /
+              out.length;
         for (let li = layers.length - 1; li >= 0; li--) {
           const l = layers[li]!;
           const input = acts[li]!;

@@ -8,7 +8,11 @@ import { energyProfile, trafficProfile, vibrationProfile } from '../../sim/profi
  * (no model can be downloaded on a site's network). `npm run models` writes them to models/;
  * a test rebuilds them and checks the committed files are byte for byte what this code makes.
  */
-export interface BuiltModel { file: string; bytes: Uint8Array; report: Record<string, number> }
+export interface BuiltModel {
+  file: string;
+  bytes: Uint8Array;
+  report: Record<string, number>;
+}
 
 function normalised(g: GraphBuilder, x: string, mean: number[], std: number[]): string {
   return g.op('Div', [g.op('Sub', [x, g.const(mean, [mean.length], 'mean')]), g.const(std, [std.length], 'std')]);
@@ -24,7 +28,10 @@ function denseStack(g: GraphBuilder, x: string, layers: Layer[]): string {
   return cur;
 }
 
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]!; };
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+};
 
 /**
  * Vibration anomaly autoencoder: rms, kurtosis, peakHz → a score in [0, 1). It learns to
@@ -45,7 +52,10 @@ export function buildVibrationAe(): BuiltModel {
   const xs = healthy.map((x) => x.map((v, i) => (v - mean[i]!) / std[i]!));
   const net = initNetwork([3, 8, 2, 8, 3], ['tanh', 'tanh', 'tanh', 'linear'], seededRandom(7));
   const loss = train(net, xs, xs, { epochs: 30, batchSize: 32, lr: 0.01, loss: 'mse', seed: 11 });
-  const mse = (x: number[]) => { const out = forward(net, x).at(-1)!; return out.reduce((s, p, k) => s + (p - x[k]!) ** 2, 0) / 3; };
+  const mse = (x: number[]) => {
+    const out = forward(net, x).at(-1)!;
+    return out.reduce((s, p, k) => s + (p - x[k]!) ** 2, 0) / 3;
+  };
   const c = pct(xs.map(mse), 0.99);
 
   const g = new GraphBuilder('vibration_ae');
@@ -79,12 +89,19 @@ export function buildTrafficCongestion(): BuiltModel {
       let speed = 0;
       let occ = 0;
       for (let s = 0; s < 60; s += 5) {
-        const r = profile.reading(device, day0 + minute * 60_000 + s * 1000, rand).payload as { vehicles: number; speed: number; occupancy: number };
+        const r = profile.reading(device, day0 + minute * 60_000 + s * 1000, rand).payload as {
+          vehicles: number;
+          speed: number;
+          occupancy: number;
+        };
         vehicles += r.vehicles;
         speed += r.speed / 12;
         occ = Math.max(occ, r.occupancy);
       }
-      if (prev) { xs.push(prev); ys.push([speed < 15 ? 1 : 0]); }
+      if (prev) {
+        xs.push(prev);
+        ys.push([speed < 15 ? 1 : 0]);
+      }
       prev = [vehicles, speed, occ];
     }
   }
@@ -99,8 +116,14 @@ export function buildTrafficCongestion(): BuiltModel {
   const p = denseStack(g, normalised(g, x, mean, std), net);
   const flat = g.op('ReduceMean', [p], [ints('axes', [1]), int('keepdims', 0)]);
   g.output(flat, 'congestion', ['batch'], 'probability that the next minute is congested');
-  const bytes = g.encode('Edgeweave traffic congestion predictor (last minute → P(next minute avg speed < 15 km/h)), trained on simulated intersections.');
-  return { file: 'traffic-congestion.onnx', bytes, report: { trainLoss: loss, accuracy: correct / nx.length, positives: ys.filter((y) => y[0] === 1).length / ys.length } };
+  const bytes = g.encode(
+    'Edgeweave traffic congestion predictor (last minute → P(next minute avg speed < 15 km/h)), trained on simulated intersections.',
+  );
+  return {
+    file: 'traffic-congestion.onnx',
+    bytes,
+    report: { trainLoss: loss, accuracy: correct / nx.length, positives: ys.filter((y) => y[0] === 1).length / ys.length },
+  };
 }
 
 /**
@@ -115,7 +138,8 @@ export function buildLoadForecast(): BuiltModel {
   const day0 = Date.UTC(2026, 10, 16);
   for (const device of profile.devices) {
     let prev: number[] | undefined;
-    for (let q = 0; q < 14 * 96; q++) { // two weeks of quarter hours
+    for (let q = 0; q < 14 * 96; q++) {
+      // two weeks of quarter hours
       let kw = 0;
       let temp = 0;
       const n = 15;
@@ -126,7 +150,10 @@ export function buildLoadForecast(): BuiltModel {
       }
       const end = new Date(day0 + (q + 1) * 900_000);
       const h = end.getUTCHours() + end.getUTCMinutes() / 60;
-      if (prev) { xs.push(prev); ys.push([kw]); }
+      if (prev) {
+        xs.push(prev);
+        ys.push([kw]);
+      }
       prev = [Math.sin((2 * Math.PI * h) / 24), Math.cos((2 * Math.PI * h) / 24), kw, temp];
     }
   }
@@ -136,7 +163,8 @@ export function buildLoadForecast(): BuiltModel {
   const ny = ys.map((y) => [(y[0]! - yStats.mean[0]!) / yStats.std[0]!]);
   const net = initNetwork([4, 12, 1], ['tanh', 'linear'], seededRandom(9));
   const loss = train(net, nx, ny, { epochs: 60, batchSize: 32, lr: 0.01, loss: 'mse', seed: 17 });
-  const mae = nx.reduce((a, x, i) => a + Math.abs(forward(net, x).at(-1)![0]! * yStats.std[0]! + yStats.mean[0]! - ys[i]![0]!), 0) / nx.length;
+  const mae =
+    nx.reduce((a, x, i) => a + Math.abs(forward(net, x).at(-1)![0]! * yStats.std[0]! + yStats.mean[0]! - ys[i]![0]!), 0) / nx.length;
 
   const g = new GraphBuilder('load_forecast');
   const x = g.input('features', ['batch', 4], 'sin(hour), cos(hour), avg kW this quarter hour, avg °C');
@@ -144,7 +172,9 @@ export function buildLoadForecast(): BuiltModel {
   const kw = g.op('Add', [g.op('Mul', [z, g.const([yStats.std[0]!], [1], 'ystd')]), g.const([yStats.mean[0]!], [1], 'ymean')]);
   const flat = g.op('ReduceMean', [kw], [ints('axes', [1]), int('keepdims', 0)]);
   g.output(flat, 'forecastKw', ['batch'], 'average kW over the next 15 minutes');
-  const bytes = g.encode('Edgeweave building load forecaster (hour of day, this quarter hour → next quarter hour kW), trained on simulated meters.');
+  const bytes = g.encode(
+    'Edgeweave building load forecaster (hour of day, this quarter hour → next quarter hour kW), trained on simulated meters.',
+  );
   return { file: 'load-forecast.onnx', bytes, report: { trainLoss: loss, maeKw: mae } };
 }
 

@@ -24,8 +24,14 @@ export class GraphBuilder {
 
   private static valueInfo(name: string, dims: (number | string)[], doc?: string): O.IValueInfoProto {
     return {
-      name, docString: doc,
-      type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+      name,
+      docString: doc,
+      type: {
+        tensorType: {
+          elemType: onnx.TensorProto.DataType.FLOAT,
+          shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+        },
+      },
     };
   }
 
@@ -76,5 +82,9 @@ export class GraphBuilder {
   }
 }
 
-export const ints = (name: string, values: number[]): O.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INTS, ints: values });
+export const ints = (name: string, values: number[]): O.IAttributeProto => ({
+  name,
+  type: onnx.AttributeProto.AttributeType.INTS,
+  ints: values,
+});
 export const int = (name: string, value: number): O.IAttributeProto => ({ name, type: onnx.AttributeProto.AttributeType.INT, i: value });
