@@ -108,7 +108,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
 }
 
 /** A TCP proxy in front of the cloud's MQTT port: pass, refuse (cut and refuse), or stall (hold bytes, keep sockets). */
-class Proxy {
+class TcpProxy {
   mode: 'pass' | 'refuse' | 'stall' = 'pass';
   private server!: Server;
   private pairs = new Set<{ a: Socket; b: Socket }>();
@@ -348,7 +348,7 @@ async function main(): Promise<number> {
   const proxyPort = await freePort();
   const clouds = new Clouds(cloudDir, newSecret('ewk'), proxyPort, db);
   await clouds.init();
-  const proxy = new Proxy(proxyPort, clouds.mqtt[0]!);
+  const proxy = new TcpProxy(proxyPort, clouds.mqtt[0]!);
   await proxy.start();
   const apiKey = newSecret('ewl');
   const devicePassword = newSecret('ewd');

@@ -131,7 +131,9 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
     await host.start({ name: 'bp', version: '1.0.0', deploymentId: 'd', manifest: parseManifest(manifest('bp')) });
     const recs = Array.from({ length: 8 }, (_, n) => ({ topic: 'bp/d/rec', payload: Buffer.from(JSON.stringify({ dev: 'd', n })) }));
     const seqs = journal.append(recs);
-    seqs.forEach((seq, i) => router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq));
+    seqs.forEach((seq, i) => {
+      router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq);
+    });
     host.delivered(seqs.at(-1)!);
     host.commit();
     const st = host.statuses()[0]!;

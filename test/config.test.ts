@@ -7,7 +7,7 @@ import { cloudOptions, resolveCloudOptions } from '../src/cloud/config.ts';
 import { edgeOptions, resolveEdgeOptions } from '../src/edge/config.ts';
 import { startCloud } from '../src/cloud/main.ts';
 import { startEdge } from '../src/edge/main.ts';
-import { EwError, exitCodeFor, isEwError } from '../src/contracts/errors.ts';
+import { type EwError, exitCodeFor, isEwError } from '../src/contracts/errors.ts';
 import { addSchemaOptions, schemaValues } from '../src/cli/schema-options.ts';
 import { removeDirs, tempDir } from './support/harness.ts';
 import { silentLogger } from '../src/lib/logger.ts';

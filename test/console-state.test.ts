@@ -4,7 +4,7 @@ import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SseParser } from '../console/src/lib/sse.ts';
 import { backoffDelay } from '../console/src/lib/backoff.ts';
-import { ApiClient, ApiError } from '../console/src/lib/api.ts';
+import { ApiClient, type ApiError } from '../console/src/lib/api.ts';
 import { connectEvents, type StreamState } from '../console/src/lib/events-client.ts';
 import { LiveStore, isAlert, numericSeries, rateOf } from '../console/src/state/live.ts';
 import { Ring } from '../console/src/state/ring.ts';

@@ -13,7 +13,7 @@ import { freshSchema, pgAvailable, PG_URL } from './support/pg.ts';
 const skip = await pgAvailable();
 
 /** A TCP proxy to PostgreSQL that can be cut (every connection reset) and restored on the same port. */
-class Proxy {
+class PgProxy {
   private server?: Server;
   private readonly sockets = new Set<Socket>();
   port = 0;
@@ -39,7 +39,7 @@ class Proxy {
 }
 
 describe('a cloud that loses its database', { skip, timeout: 120_000 }, () => {
-  let proxy: Proxy;
+  let proxy: PgProxy;
   let cloud: TestCloud;
   let edge: TestEdge;
   let drop: () => Promise<void>;
@@ -47,7 +47,7 @@ describe('a cloud that loses its database', { skip, timeout: 120_000 }, () => {
     const s = await freshSchema();
     drop = s.drop;
     const pg = new URL(PG_URL);
-    proxy = new Proxy({ host: pg.hostname, port: Number(pg.port || 5432) });
+    proxy = new PgProxy({ host: pg.hostname, port: Number(pg.port || 5432) });
     await proxy.up();
     const u = new URL(PG_URL);
     u.port = String(proxy.port);

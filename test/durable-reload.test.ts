@@ -258,7 +258,9 @@ describe("a model reloading (app update, retried load) holds its rule's input in
       }));
       assert.ok(router.routes('rl/d/rec'), 'the stream is read (or held) all along');
       const seqs = journal.append(recs);
-      seqs.forEach((seq, i) => router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq));
+      seqs.forEach((seq, i) => {
+        router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq);
+      });
       host.delivered(seqs.at(-1)!);
     };
     const settle = async () => {

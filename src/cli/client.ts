@@ -141,7 +141,7 @@ export class ApiClient {
     }
     if (!res.ok) {
       const text = await res.text();
-      let json: unknown = undefined;
+      let json: unknown;
       try {
         json = text ? JSON.parse(text) : undefined;
       } catch {
@@ -171,7 +171,7 @@ export class ApiClient {
       );
     }
     const text = res.body.toString('utf8');
-    let json: unknown = undefined;
+    let json: unknown;
     try {
       json = text ? JSON.parse(text) : undefined;
     } catch {

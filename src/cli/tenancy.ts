@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { createRequire } from 'node:module';
 import { ApiClient, loadConfig } from './client.ts';
 import { parseSelector } from '../contracts/selector.ts';

@@ -4,7 +4,7 @@ import { parseTopic, topics } from './topics.ts';
 import { matches, parseSelector, validateLabels } from './selector.ts';
 import { parseManifest } from './manifest.ts';
 import { decodePayload, UplinkMessage } from './messages.ts';
-import { EwError, formatPath, isEwError } from './errors.ts';
+import { type EwError, formatPath, isEwError } from './errors.ts';
 
 describe('topics', () => {
   it('round-trips every builder through the parser', () => {

@@ -32,23 +32,19 @@ export function rpcHandlers(d: RpcDeps): Handlers {
     // never its content (`detail` may quote it too; the site's local API shows both on the site).
     'dead-letters': (p) => ({
       total: d.dead.total,
-      items: d.dead
-        .list({ app: p.app, stream: p.stream, limit: p.limit ?? 100 })
-        .map(({ payload, detail: _detail, reason, ...rest }) => ({
-          ...rest,
-          reason: clipText(reason, 2000),
-          payloadBytes: Buffer.byteLength(payload),
-        })),
+      items: d.dead.list({ app: p.app, stream: p.stream, limit: p.limit ?? 100 }).map(({ payload, detail: _detail, reason, ...rest }) => ({
+        ...rest,
+        reason: clipText(reason, 2000),
+        payloadBytes: Buffer.byteLength(payload),
+      })),
     }),
     writes: (p) => ({
-      items: d.writeAudit
-        .list({ app: p.app, limit: p.limit ?? 100 })
-        .map((w) => ({
-          ...w,
-          target: clipText(w.target, 1000),
-          value: clipText(w.value, 10_000),
-          detail: w.detail === null ? null : clipText(w.detail, 2000),
-        })),
+      items: d.writeAudit.list({ app: p.app, limit: p.limit ?? 100 }).map((w) => ({
+        ...w,
+        target: clipText(w.target, 1000),
+        value: clipText(w.value, 10_000),
+        detail: w.detail === null ? null : clipText(w.detail, 2000),
+      })),
     }),
     // A page: the answer must fit the cloud's bound on RPC answers (DEVICE_PAGE).
     'devices.list': (p) => {

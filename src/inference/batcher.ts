@@ -145,7 +145,9 @@ export class DynamicBatcher<I, O> {
     this.execute(batch.map((b) => b.input))
       .then((outs) => {
         if (outs.length !== batch.length) throw new Error(`executor returned ${outs.length} outputs for ${batch.length} requests`);
-        batch.forEach((b, i) => b.resolve(outs[i]!));
+        batch.forEach((b, i) => {
+          b.resolve(outs[i]!);
+        });
         finish(false);
       })
       .catch(async (err: unknown) => {

@@ -172,11 +172,9 @@ export function registerOpenAi(
         void reply.status(status).send(body);
       });
       v1.setNotFoundHandler((req, reply) => {
-        void reply
-          .status(404)
-          .send({
-            error: { message: `no route ${req.method} ${req.url.split('?')[0]}`, type: 'not_found_error', code: 'not_found', param: null },
-          });
+        void reply.status(404).send({
+          error: { message: `no route ${req.method} ${req.url.split('?')[0]}`, type: 'not_found_error', code: 'not_found', param: null },
+        });
       });
 
       v1.get('/models', async () => ({

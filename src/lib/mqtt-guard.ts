@@ -223,7 +223,10 @@ class GuardedConnection extends Duplex {
     this.socket.resume();
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    if (this.socket.destroyed) return cb();
+    if (this.socket.destroyed) {
+      cb();
+      return;
+    }
     this.socket.write(chunk, (e) => cb(e ?? null));
   }
   override _final(cb: (e?: Error | null) => void): void {

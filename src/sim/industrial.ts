@@ -363,7 +363,9 @@ export class ModbusMachineSim {
       setRegisterArray: (addr: number, values: number[]) => {
         check(addr, values.length);
         this.holding.set(values, addr);
-        values.forEach((value, i) => this.writes.push({ table: 'holding', address: addr + i, value, at: Date.now() }));
+        values.forEach((value, i) => {
+          this.writes.push({ table: 'holding', address: addr + i, value, at: Date.now() });
+        });
         if (addr <= MODBUS_MAP.setpoint.address && addr + values.length > MODBUS_MAP.setpoint.address)
           this.model.setpoint = this.holding[MODBUS_MAP.setpoint.address]!;
       },

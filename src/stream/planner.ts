@@ -464,7 +464,7 @@ class Planner {
       }
       case 'in':
         this.typeOf(e.e, ctx);
-        e.list.forEach((x) => this.typeOf(x, ctx));
+        for (const x of e.list) this.typeOf(x, ctx);
         return 'bool';
       case 'between':
         this.typeOf(e.e, ctx);
@@ -587,7 +587,7 @@ class Planner {
               'infer() over a window is computed after the window closes, so HAVING cannot use it',
               'filter its result downstream, or call infer() inside an aggregate: max(infer(…))',
             );
-          e.args.slice(1).forEach((a) => this.typeOf(a, { aggAllowed: ctx.aggAllowed && !ctx.inAgg, inAgg: ctx.inAgg }));
+          for (const a of e.args.slice(1)) this.typeOf(a, { aggAllowed: ctx.aggAllowed && !ctx.inAgg, inAgg: ctx.inAgg });
           return 'any';
         }
         if (WINDOW_FUNCTIONS.has(e.name))

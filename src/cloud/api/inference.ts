@@ -465,7 +465,7 @@ export function registerInference(app: FastifyInstance, d: InferenceDeps): void 
       let cascade: (Record<string, unknown> & { escalated?: boolean; blocked?: unknown }) | undefined;
       if (ep.cascade) {
         d.router.m.cascaded.inc({ endpoint: ep.name });
-        let verdict;
+        let verdict: ReturnType<typeof checkTensorCascade>;
         try {
           verdict = checkTensorCascade(ep.cascade.when, unpackTensors(first.value.heads, first.value.raw, 'answer'));
         } catch (e) {

@@ -58,11 +58,9 @@ export function registerOpenAiRouting(app: FastifyInstance, d: InferenceDeps): v
         void reply.status(status).send(body);
       });
       v1.setNotFoundHandler((req, reply) => {
-        void reply
-          .status(404)
-          .send({
-            error: { message: `no route ${req.method} ${req.url.split('?')[0]}`, type: 'not_found_error', code: 'not_found', param: null },
-          });
+        void reply.status(404).send({
+          error: { message: `no route ${req.method} ${req.url.split('?')[0]}`, type: 'not_found_error', code: 'not_found', param: null },
+        });
       });
 
       const llmEndpoints = async (tenantId: string) =>

@@ -208,7 +208,7 @@ describe('rollout controller (pure, fake time)', () => {
     const f = new Fleet(['a', 'b']);
     f.online.set('a', false);
     f.online.set('b', false);
-    let r = f.run(start({ type: 'canary', canary: 1, bakeTimeS: 10, gates: {}, then: 'all' }), 70);
+    const r = f.run(start({ type: 'canary', canary: 1, bakeTimeS: 10, gates: {}, then: 'all' }), 70);
     assert.equal(r.phase, 'rolled-back');
     assert.match(r.reason!, /no canary site came online/);
   });

@@ -13,7 +13,7 @@ import {
   type SiteSnapshot,
   type Target,
 } from './policy.ts';
-import { RouterCatalog, siteSnapshot, type EndpointInfo } from './catalog.ts';
+import { type RouterCatalog, siteSnapshot, type EndpointInfo } from './catalog.ts';
 import type { Site } from '../store/store.ts';
 import type { Forwarder } from './forwarder.ts';
 import type { CloudRuntime } from './cloud-runtime.ts';

@@ -1,5 +1,5 @@
 import {
-  Kysely,
+  type Kysely,
   Migrator,
   sql,
   type Generated,

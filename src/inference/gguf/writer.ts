@@ -145,30 +145,42 @@ class Sink {
 function writeScalar(s: Sink, type: GgufValueType, v: number | bigint | string | boolean, key: string): void {
   switch (type) {
     case GgufValueType.UINT8:
-      return s.u8(Number(v));
+      s.u8(Number(v));
+      return;
     case GgufValueType.INT8:
-      return s.i8(Number(v));
+      s.i8(Number(v));
+      return;
     case GgufValueType.UINT16:
-      return s.u16(Number(v));
+      s.u16(Number(v));
+      return;
     case GgufValueType.INT16:
-      return s.i16(Number(v));
+      s.i16(Number(v));
+      return;
     case GgufValueType.UINT32:
-      return s.u32(Number(v));
+      s.u32(Number(v));
+      return;
     case GgufValueType.INT32:
-      return s.i32(Number(v));
+      s.i32(Number(v));
+      return;
     case GgufValueType.FLOAT32:
-      return s.f32(Number(v));
+      s.f32(Number(v));
+      return;
     case GgufValueType.FLOAT64:
-      return s.f64(Number(v));
+      s.f64(Number(v));
+      return;
     case GgufValueType.UINT64:
-      return s.u64(v as number | bigint);
+      s.u64(v as number | bigint);
+      return;
     case GgufValueType.INT64:
-      return s.i64(v as number | bigint);
+      s.i64(v as number | bigint);
+      return;
     case GgufValueType.BOOL:
-      return s.u8(v ? 1 : 0);
+      s.u8(v ? 1 : 0);
+      return;
     case GgufValueType.STRING:
       if (typeof v !== 'string') throw new TypeError(`GGUF key ${key}: a string value is needed`);
-      return s.string(v);
+      s.string(v);
+      return;
     default:
       throw new TypeError(`GGUF key ${key}: unsupported value type ${type}`);
   }

@@ -74,7 +74,9 @@ function walk(s: unknown, path: string, depth: number): void {
   for (const k of ['prefixItems', 'anyOf', 'oneOf'] as const) {
     if (o[k] === undefined) continue;
     if (!Array.isArray(o[k]) || (o[k] as unknown[]).length === 0) bad(`${k} must be a non-empty array of schemas`, `${path}.${k}`);
-    (o[k] as unknown[]).forEach((x, i) => walk(x, `${path}.${k}[${i}]`, depth + 1));
+    (o[k] as unknown[]).forEach((x, i) => {
+      walk(x, `${path}.${k}[${i}]`, depth + 1);
+    });
   }
   for (const k of ['$defs', 'definitions'] as const)
     if (o[k] !== undefined) for (const [n, v] of Object.entries(o[k] as object)) walk(v, `${path}.${k}.${n}`, depth + 1);

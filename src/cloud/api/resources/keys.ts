@@ -6,7 +6,7 @@ import { hashSecret, newId, newSecret } from '../../../lib/secrets.ts';
 import type { ApiKey, Store } from '../../store/store.ts';
 import { TENANT_ROLES } from '../../../contracts/permissions.ts';
 import { validateLabels } from '../../../contracts/selector.ts';
-import { errors, KeyCreated, KeyList, KeyView, Labels } from '../schemas.ts';
+import { errors, KeyCreated, KeyList, type KeyView, Labels } from '../schemas.ts';
 
 const keyView = (k: ApiKey): z.infer<typeof KeyView> => ({
   id: k.id,
