@@ -96,12 +96,12 @@ try {
     {
       name: 'a stream, last hour, tenant-wide, first page of 100',
       sql: (tb) =>
-        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.stream = 'alerts' AND u.at >= ${hour} AND u.at < ${hour + 3_600_000} ORDER BY u.seq LIMIT 100`,
+        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.stream = 'alerts' AND u.at >= ${hour} AND u.at < ${hour + 3_600_000} ORDER BY u.seq + 0 LIMIT 100`,
     },
     {
       name: 'one site and stream, one day, page of 1,000',
       sql: (tb) =>
-        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.site_id = 'site-42' AND u.stream = 'readings' AND u.at >= ${day} AND u.at < ${day + DAY_MS} ORDER BY u.seq LIMIT 1000`,
+        `SELECT u.* FROM ${tb} u JOIN sites s ON s.id = u.site_id WHERE s.tenant_id = 'ten-a' AND u.site_id = 'site-42' AND u.stream = 'readings' AND u.at >= ${day} AND u.at < ${day + DAY_MS} ORDER BY u.seq + 0 LIMIT 1000`,
     },
     // The export's page: keyset on (site time, seq) from a cursor in the middle of the day.
     {

@@ -1419,7 +1419,12 @@ export class SqlStore implements Store {
         if (k) query = query.where((eb) => eb(eb.refTuple('uplink.at', 'uplink.seq'), '>', eb.tuple(k.at, k.seq)));
         return query.orderBy('uplink.at').orderBy('uplink.seq').limit(q.limit).execute();
       }
-      return query.orderBy('uplink.seq').limit(q.limit).execute();
+      // A narrow site-time range (a day or less) is found through the time indexes and sorted; left
+      // to itself the planner may walk the seq index from the day's start, filtering, because it
+      // cannot know that seq and site time rise together (bench:results: 75 ms against 1 ms at
+      // 10 M rows). `seq + 0` keeps the same order but takes the seq index out of the choice.
+      const narrow = q.since !== undefined && q.until !== undefined && q.until - q.since <= 86_400_000;
+      return (narrow ? query.orderBy(sql`uplink.seq + 0`) : query.orderBy('uplink.seq')).limit(q.limit).execute();
     });
     return rows.map((r) => ({
       seq: Number(r.seq),
