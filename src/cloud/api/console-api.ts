@@ -18,7 +18,7 @@ export function registerConsoleApi(
   app: FastifyInstance,
   o: {
     store: Store;
-    fleet: Pick<Fleet, 'isOnline' | 'liveState'>;
+    fleet: Pick<Fleet, 'isOnline' | 'liveState' | 'status'>;
     clock: Clock;
     log: Logger;
     consoleDir?: string | false;
@@ -30,6 +30,11 @@ export function registerConsoleApi(
     store: o.store,
     isOnline: (id) => o.fleet.isOnline(id),
     liveState: (id) => o.fleet.liveState(id),
+    liveStatus: (id) => {
+      const status = o.fleet.status.statuses.get(id);
+      const at = o.fleet.status.heardAt.get(id);
+      return status && at !== undefined ? { status, at } : undefined;
+    },
     clock: o.clock,
     log: o.log,
     limits: o.eventStreams,

@@ -4,7 +4,8 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { EwError } from '../../contracts/errors.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
-import type { Store } from '../store/store.ts';
+import type { Site, Store } from '../store/store.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 import { siteView } from './schemas.ts';
 
 /**
@@ -116,6 +117,12 @@ export interface EventHubDeps {
   isOnline: (siteId: string) => boolean;
   /** online, offline, or unknown (not heard from since a cloud restart); absent: from isOnline. */
   liveState?: (siteId: string) => 'online' | 'offline' | 'unknown';
+  /**
+   * The last status a site reported, as this replica heard it. The store's copy is written only
+   * when something other than the volatile figures (memory, disk, load) changes, or every 30 s
+   * (fleet/status.ts); the live console charts those figures every heartbeat, so it reads them here.
+   */
+  liveStatus?: (siteId: string) => { status: SiteStatusBody; at: number } | undefined;
   clock: Clock;
   log: Logger;
   limits?: Partial<EventStreamLimits>;
@@ -188,6 +195,10 @@ class TenantFeed {
   private async poll(): Promise<void> {
     const { store, clock, isOnline, liveState } = this.hub.d;
     const live = (id: string) => liveState?.(id) ?? (isOnline(id) ? 'online' : 'offline');
+    const withLiveStatus = (s: Site): Site => {
+      const heard = this.hub.d.liveStatus?.(s.id);
+      return heard && s.revokedAt === null ? { ...s, status: heard.status, lastSeenAt: Math.max(s.lastSeenAt ?? 0, heard.at) } : s;
+    };
     const L = this.hub.limits;
     const t = this.tenantId;
     if (!this.baseline) {
@@ -195,7 +206,7 @@ class TenantFeed {
       this.cursor = await store.latestUplinkSeq();
       takeChanged(
         this.sites,
-        (await store.listSites(t)).map((s) => siteView(s, live(s.id))),
+        (await store.listSites(t)).map((s) => siteView(withLiveStatus(s), live(s.id))),
         (v) => v.id,
         Number.MAX_SAFE_INTEGER,
       );
@@ -255,7 +266,7 @@ class TenantFeed {
 
     const sites = takeChanged(
       this.sites,
-      (await store.listSites(t)).map((s) => siteView(s, live(s.id))),
+      (await store.listSites(t)).map((s) => siteView(withLiveStatus(s), live(s.id))),
       (v) => v.id,
       L.maxViewsPerFrame,
     );

@@ -31,6 +31,8 @@ export function statusDigest(body: SiteStatusBody): string {
 export class SiteStatuses {
   /** The last status each site reported, in memory for the router (the store's copy is written behind). */
   readonly statuses = new Map<string, SiteStatusBody>();
+  /** When this replica last heard each site's heartbeat (the store's lastSeenAt is up to 30 s coarser). */
+  readonly heardAt = new Map<string, number>();
   private readonly liveness: LivenessTracker;
   private readonly pending = new Map<string, SiteStatusUpdate>();
   private flushing?: Promise<void>;
@@ -80,6 +82,7 @@ export class SiteStatuses {
       this.statuses.set(siteId, msg.body);
       const ev = this.liveness.heartbeat(siteId, msg.body.heartbeatIntervalS * 1000, msg.body.bootId);
       const now = this.o.clock.now();
+      this.heardAt.set(siteId, now);
       const digest = statusDigest(msg.body);
       const last = this.queued.get(siteId);
       if (ev || !last || !last.online || last.digest !== digest || now - last.at >= this.refreshMs) {
@@ -125,6 +128,7 @@ export class SiteStatuses {
     this.queued.delete(siteId);
     this.liveness.forget(siteId);
     this.statuses.delete(siteId);
+    this.heardAt.delete(siteId);
   }
 
   private apply(e: LivenessEvent): void {
