@@ -13,6 +13,9 @@
  * load on 1…N cloud replicas (separate processes) on PostgreSQL and Mosquitto
  * (EW_BENCH_PG, EW_BENCH_MQTT; defaults the CI services), printed side by side with each
  * replica's CPU and RSS.
+ *
+ * `--busy K`: K extra processes each keep a core busy for the whole run (a fixed, repeatable
+ * "busy machine" for the quiet/busy comparison; on a 2-core machine `--busy 1` takes half of it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -36,6 +39,11 @@ if (argv.includes('--replicas') && !(Number.isInteger(REPLICAS) && REPLICAS >= 1
   console.error('--replicas takes a whole number of replicas, 1 to 8');
   process.exit(2);
 }
+const BUSY = argv.includes('--busy') ? Number(argv[argv.indexOf('--busy') + 1]) : 0;
+if (argv.includes('--busy') && !(Number.isInteger(BUSY) && BUSY >= 1 && BUSY <= 16)) {
+  console.error('--busy takes a number of busy processes, 1 to 16');
+  process.exit(2);
+}
 const BENCH_PG = process.env.EW_BENCH_PG ?? process.env.EW_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 const BENCH_MQTT = process.env.EW_BENCH_MQTT ?? process.env.EW_TEST_MQTT ?? 'mqtt://127.0.0.1:1883';
 
@@ -45,8 +53,17 @@ interface Proc {
   stderr: () => string;
 }
 
+/**
+ * BENCH_CLOUD_NODE_ARGS: extra node flags for the cloud processes, e.g. '--cpu-prof
+ * --cpu-prof-dir=/tmp/prof' to profile a fan-out (the cloud is then stopped with SIGTERM so the
+ * profile is written, and the deployment's start and end are printed on the monotonic clock that
+ * the profile's timestamps use).
+ */
+const CLOUD_NODE_ARGS = (process.env.BENCH_CLOUD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 function startProc(args: string[], tsEntry = 'src/cli/main.ts'): Promise<Proc> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', tsEntry, ...args], {
+  const nodeArgs = args[0] === 'cloud' ? CLOUD_NODE_ARGS : [];
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', tsEntry, ...args], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, EW_LOG_LEVEL: 'warn' },
@@ -66,6 +83,19 @@ function startProc(args: string[], tsEntry = 'src/cli/main.ts'): Promise<Proc> {
     });
     proc.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${err}`)));
   });
+}
+
+/** SIGKILL, or with BENCH_CLOUD_NODE_ARGS a SIGTERM and its exit (a profile is written on exit). */
+async function stopCloud(p: Proc): Promise<void> {
+  if (CLOUD_NODE_ARGS.length === 0 || p.proc.exitCode !== null) {
+    p.proc.kill('SIGKILL');
+    return;
+  }
+  const exited = new Promise((r) => p.proc.once('exit', r));
+  p.proc.kill('SIGTERM');
+  const t = setTimeout(() => p.proc.kill('SIGKILL'), 60_000);
+  await exited;
+  clearTimeout(t);
 }
 
 function procStats(pid: number): { rssMb: number; cpuTicks: number } {
@@ -254,7 +284,7 @@ async function benchCloud(n: number): Promise<Row> {
       cause: (e as Error).cause,
     });
   } finally {
-    cloud.proc.kill('SIGKILL');
+    await stopCloud(cloud);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -287,8 +317,14 @@ async function runCloud(
     });
     const before = Math.max(...sites.map((s) => s.gotGen));
     const t0 = performance.now();
+    const mono0 = process.hrtime.bigint() / 1000n;
     await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
+    const monoApi = process.hrtime.bigint() / 1000n;
     await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
+    if (CLOUD_NODE_ARGS.length)
+      console.error(
+        `deployment on the monotonic clock (µs): start ${mono0} api-answered ${monoApi} all-reached ${process.hrtime.bigint() / 1000n}`,
+      );
     const lat = sites.map((s) => s.gotAt - t0);
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
@@ -392,8 +428,14 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
     });
     const before = Math.max(...sites.map((s) => s.gotGen));
     const t0 = performance.now();
+    const mono0 = process.hrtime.bigint() / 1000n;
     await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
+    const monoApi = process.hrtime.bigint() / 1000n;
     await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
+    if (CLOUD_NODE_ARGS.length)
+      console.error(
+        `deployment on the monotonic clock (µs): start ${mono0} api-answered ${monoApi} all-reached ${process.hrtime.bigint() / 1000n}`,
+      );
     const lat = sites.map((s) => s.gotAt - t0);
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
@@ -518,7 +560,7 @@ async function idleAgentRss(): Promise<number> {
     agent.proc.kill('SIGKILL');
     return rss;
   } finally {
-    cloud.proc.kill('SIGKILL');
+    await stopCloud(cloud);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -535,7 +577,13 @@ const f = (x: number, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 console.log(
   `bench:fleet — heartbeat every ${HEARTBEAT_S} s, window ${WINDOW_S} s, sizes ${SIZES.join(', ')}; cloud and sites on one ${(await import('node:os')).cpus().length}-core machine`,
 );
+if (BUSY) console.log(`busy: ${BUSY} process(es) spinning a core each for the whole run`);
 console.log('N      | system     | connect s | hb/s offered | hb/s held | RSS MB | CPU % | desired p50 ms | p99 ms | max ms | reached');
+// The busy machine: each hog spins one core until the benchmark exits.
+const hogs = Array.from({ length: BUSY }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+process.on('exit', () => {
+  for (const h of hogs) h.kill('SIGKILL');
+});
 const rows: Row[] = [];
 const printRow = (r: Row) => {
   console.log(

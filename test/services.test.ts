@@ -10,6 +10,9 @@ import { hashSecret } from '../src/lib/secrets.ts';
 import { canonical, pushApp } from '../src/cloud/services/apps.ts';
 import { DeploymentService } from '../src/cloud/services/deployments.ts';
 import { createJoinToken, enrollSite } from '../src/cloud/services/enrollment.ts';
+import { RolloutController } from '../src/cloud/rollout/controller.ts';
+import type { Fleet } from '../src/cloud/fleet.ts';
+import { silentLogger } from '../src/lib/logger.ts';
 
 /**
  * The API's multi-step operations, called directly (no HTTP, no broker): a real SQLite store and
@@ -85,8 +88,9 @@ describe('services: push an app, deploy it, enroll a site — without HTTP', () 
     const svc = new DeploymentService({
       store,
       rollouts: {
-        step: async () => {
+        stepOne: async () => {
           steps++;
+          return new Set<string>();
         },
       },
       fleet,
@@ -142,5 +146,36 @@ describe('services: push an app, deploy it, enroll a site — without HTTP', () 
       createJoinToken({ store, clock }, T, { labels: { 'bad key!': 'x' }, region: 'r', ttlSeconds: 60, description: '' }),
       (e) => isEwError(e, 'INVALID_SELECTOR'),
     );
+  });
+
+  it('a replica without the controller lease steps the rollout it just created at once; its periodic step does nothing', async () => {
+    // Two replicas' controllers on one store; A holds the lease. The fleet is the narrow part the
+    // controller reads (what sites said, liveness) and asks (publish a tenant's desired state).
+    const published: string[] = [];
+    const stub = {
+      statuses: new Map(),
+      isOnline: () => true,
+      reconcileTenant: async (t: string) => {
+        published.push(t);
+      },
+    } as unknown as Fleet;
+    const a = new RolloutController({ store, fleet: stub, clock, log: silentLogger(), holder: 'replica-a' });
+    const b = new RolloutController({ store, fleet: stub, clock, log: silentLogger(), holder: 'replica-b' });
+    await a.step(); // (it also steps the earlier test's rollouts)
+    published.length = 0;
+    assert.equal(await store.acquireLease('rollout-controller', 'replica-b', clock.now(), 5000), false, 'A holds the lease');
+    await pushApp({ store, artifacts, clock }, T, manifest('fast', '1.0.0'));
+    const svc = new DeploymentService({ store, rollouts: b, fleet: stub, clock });
+    const out = await svc.create(T, {
+      app: 'fast',
+      version: '1.0.0',
+      selector: { tier: 'a' },
+      strategy: { type: 'all' },
+      options: { stepTimeoutS: 60, onFailure: 'rollback' },
+    });
+    assert.ok(out.sites.length >= 1);
+    assert.deepEqual(out.rollout.admitted.sort(), [...out.sites].sort(), 'admitted by B, which has no lease');
+    assert.deepEqual(published, [T], 'published once, by the step (not again by the service)');
+    assert.equal((await b.step()).size, 0, "B's periodic step: no lease, nothing stepped");
   });
 });

@@ -343,6 +343,26 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal((await store.getSite(T, 'site-gen'))?.online, true);
     });
 
+    it('lists site refs per tenant and for all, without status or secret, and reads stored statuses of given sites', async () => {
+      const refs = await store.listSiteRefs(T);
+      const full = await store.listSites(T);
+      assert.deepEqual(
+        refs,
+        full.map((s) => ({ id: s.id, tenantId: s.tenantId, name: s.name, region: s.region, labels: s.labels, revokedAt: s.revokedAt })),
+        'the same sites, in the same order, as listSites',
+      );
+      assert.ok(!refs.some((r) => 'status' in r || 'secretHash' in r));
+      const all = await store.listSiteRefs();
+      assert.ok(all.some((s) => s.id === 'site-other' && s.tenantId === T2) && all.some((s) => s.tenantId === T));
+      const status = { ...(await store.getSite(T, 'site-gen'))!.status, uptimeS: 5 } as never;
+      await store.updateSiteStatuses([{ siteId: 'site-gen2', online: true, lastSeenAt: 50_000, reportedGeneration: 1, status }]);
+      const got = await store.getSiteStatuses(['site-gen2', 'site-other', 'nope']);
+      assert.deepEqual([...got.keys()], ['site-gen2'], 'sites without a stored status, or unknown, are left out');
+      assert.deepEqual(got.get('site-gen2'), status);
+      // More ids than one statement takes on SQLite.
+      assert.equal((await store.getSiteStatuses([...Array.from({ length: 1200 }, (_, i) => `x${i}`), 'site-gen2'])).size, 1);
+    });
+
     it('keeps app versions immutable', async () => {
       assert.equal(await store.createApp({ tenantId: T, name: 'demo', version: '1.0.0', manifest, digest: 'd1', createdAt: 1 }), 'created');
       assert.equal(await store.createApp({ tenantId: T, name: 'demo', version: '1.0.0', manifest, digest: 'd2', createdAt: 2 }), 'exists');

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { appKey, computeDesiredApps, desiredDigest } from './desired.ts';
+import { appKey, computeDesiredApps, computeDesiredForSites, desiredDigest } from './desired.ts';
 import type { App, Deployment } from './store/store.ts';
 
 const app = (name: string, version: string): App => ({
@@ -86,5 +86,59 @@ describe('computeDesiredApps', () => {
     const other = computeDesiredApps(site, [dep('d1', 'a', '2.0.0', {}, 1)], apps);
     assert.equal(desiredDigest(one), desiredDigest(same));
     assert.notEqual(desiredDigest(one), desiredDigest(other));
+  });
+});
+
+describe('computeDesiredForSites', () => {
+  it('gives every site what computeDesiredApps gives it, labels, regions, tenants, revocations and rollouts mixed', () => {
+    const deps = [
+      dep('d1', 'a', '1.0.0', {}, 1),
+      dep('d2', 'a', '2.0.0', { city: 'hz' }, 2),
+      dep('d3', 'b', '1.0.0', { region: 'cn-east' }, 3),
+      dep('d4', 'b', '1.0.0', { tier: 'gold' }, 4, 'other'),
+    ];
+    const sites = Array.from({ length: 60 }, (_, i) => ({
+      id: `s${i}`,
+      tenantId: i % 7 === 0 ? 'other' : 't',
+      labels: (i % 3 === 0 ? { city: 'hz', tier: 'gold' } : i % 3 === 1 ? { tier: 'gold', city: 'hz' } : { city: 'sh' }) as Record<
+        string,
+        string
+      >,
+      region: i % 2 ? 'cn-east' : 'cn-west',
+      revokedAt: i % 11 === 0 ? 5 : null,
+    }));
+    const base = {
+      app: 'a',
+      version: '2.0.0',
+      strategy: { type: 'rolling' as const, maxUnavailable: 1 },
+      options: { stepTimeoutS: 60, onFailure: 'rollback' as const },
+      startedAt: 0,
+      updatedAt: 0,
+      canaries: [],
+      sites: {},
+      history: [],
+    };
+    for (const phase of ['progressing', 'succeeded', 'rolled-back'] as const) {
+      const rollouts = new Map([['d2', { ...base, id: 'd2', phase, admitted: ['s1', 's4', 's9', 's30'] }]]);
+      const got = computeDesiredForSites(sites, deps, apps, rollouts);
+      sites.forEach((site, i) => {
+        const want = computeDesiredApps(site, deps, apps, rollouts);
+        assert.deepEqual(got[i]!.apps, want, `${phase}: site ${site.id}`);
+        assert.equal(got[i]!.digest, desiredDigest(want), `${phase}: site ${site.id}`);
+      });
+    }
+  });
+
+  it('computes once per class of sites: alike sites share one result', () => {
+    const sites = Array.from({ length: 1000 }, (_, i) => ({
+      id: `s${i}`,
+      tenantId: 't',
+      labels: { shard: String(i % 10) },
+      region: 'r',
+      revokedAt: null,
+    }));
+    const got = computeDesiredForSites(sites, [dep('d1', 'a', '1.0.0', {}, 1)], apps);
+    assert.equal(new Set(got.map((x) => x.apps)).size, 10);
+    assert.equal(got[0]!.apps, got[10]!.apps);
   });
 });

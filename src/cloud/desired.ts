@@ -39,6 +39,37 @@ export function computeDesiredApps(
     }));
 }
 
+/**
+ * Pure: computeDesiredApps for many sites of one tenant, computed once per class of sites. A
+ * site's desired apps depend only on its labels, its region and, for each rollout still under way,
+ * whether it admitted the site: sites alike in those share one result (the same array object), so
+ * a fleet-wide fan-out costs a key per site, not a computation per site. The digest is shared too.
+ */
+export function computeDesiredForSites(
+  sites: readonly Pick<Site, 'id' | 'tenantId' | 'labels' | 'region' | 'revokedAt'>[],
+  deployments: readonly Deployment[],
+  apps: ReadonlyMap<string, App>,
+  rollouts: ReadonlyMap<string, RolloutState> = new Map(),
+): { apps: DesiredApp[]; digest: string }[] {
+  // The rollouts whose admitted set decides something: neither succeeded nor ended.
+  const partial = deployments
+    .map((d) => rollouts.get(d.id))
+    .filter((r): r is RolloutState => !!r && r.phase !== 'succeeded' && r.phase !== 'rolled-back' && r.phase !== 'aborted')
+    .map(admittedOf);
+  const classes = new Map<string, { apps: DesiredApp[]; digest: string }>();
+  return sites.map((site) => {
+    let key = `${site.tenantId}\0${site.revokedAt === null ? '' : 'revoked'}\0${site.region}\0${JSON.stringify(site.labels)}\0`;
+    for (const admitted of partial) key += admitted.has(site.id) ? '1' : '0';
+    let c = classes.get(key);
+    if (!c) {
+      const desired = computeDesiredApps(site, deployments, apps, rollouts);
+      c = { apps: desired, digest: desiredDigest(desired) };
+      classes.set(key, c);
+    }
+    return c;
+  });
+}
+
 /** The admitted sites as a set, built once per rollout state object (pools can be large). */
 const admittedSets = new WeakMap<RolloutState, Set<string>>();
 function admittedOf(r: RolloutState): Set<string> {

@@ -1,7 +1,7 @@
 import { matches } from '../contracts/selector.ts';
 import { computeDesiredApps } from './desired.ts';
 import type { RolloutState } from './rollout/reconcile.ts';
-import type { App, Deployment, Site } from './store/store.ts';
+import type { App, Deployment, SiteRef } from './store/store.ts';
 
 /**
  * Endpoint names are a site's namespace: `/v2/models/{endpoint}` names no app, so two apps on one
@@ -24,7 +24,7 @@ export interface EndpointConflict {
 export function findEndpointConflict(
   next: Pick<App, 'name' | 'version' | 'manifest'>,
   selector: Deployment['selector'],
-  sites: readonly Site[],
+  sites: readonly SiteRef[],
   deployments: readonly Deployment[],
   apps: ReadonlyMap<string, App>,
   rollouts: ReadonlyMap<string, RolloutState>,

@@ -1,7 +1,7 @@
 import { Counter, type Registry } from 'prom-client';
-import type { Store, Site, App } from '../store/store.ts';
+import type { Store, Site, SiteRef, App } from '../store/store.ts';
 import type { Hub } from '../hub/hub.ts';
-import { appKey, computeDesiredApps, desiredDigest } from '../desired.ts';
+import { appKey, computeDesiredForSites } from '../desired.ts';
 import { envelope, type DesiredState } from '../../contracts/messages.ts';
 import { topics } from '../../contracts/topics.ts';
 import type { Clock } from '../../lib/clock.ts';
@@ -54,11 +54,11 @@ export class DesiredPublisher {
 
   /** Every site of a tenant (after a deployment changes). */
   reconcileTenant(tenantId: string): Promise<void> {
-    return this.serialise(async () => this.reconcileNow(await this.o.store.listSites(tenantId)));
+    return this.serialise(async () => this.reconcileNow(await this.o.store.listSiteRefs(tenantId)));
   }
 
   reconcileAll(): Promise<void> {
-    return this.serialise(async () => this.reconcileNow(await this.o.store.listAllSites()));
+    return this.serialise(async () => this.reconcileNow(await this.o.store.listSiteRefs()));
   }
 
   /** Revocation: the site's retained desired state is cleared. */
@@ -66,15 +66,24 @@ export class DesiredPublisher {
     await this.o.hub.publish(topics.desired(siteId), '', { retain: true });
   }
 
+  /** Runs queued or under way (the rollout controller waits a little rather than compete with a fan-out). */
+  private runs = 0;
+  get busy(): boolean {
+    return this.runs > 0;
+  }
+
   private serialise(fn: () => Promise<void>): Promise<void> {
-    const run = this.chain.then(fn);
+    this.runs++;
+    const run = this.chain.then(fn).finally(() => {
+      this.runs--;
+    });
     this.chain = run.catch(() => {});
     return run;
   }
 
-  private async reconcileNow(sites: readonly Site[]): Promise<void> {
+  private async reconcileNow(sites: readonly SiteRef[]): Promise<void> {
     const { store } = this.o;
-    const byTenant = new Map<string, Site[]>();
+    const byTenant = new Map<string, SiteRef[]>();
     for (const s of sites) {
       this.o.sites.note(s);
       if (s.revokedAt !== null) continue;
@@ -94,9 +103,9 @@ export class DesiredPublisher {
           if (a) apps.set(k, a);
         }
       }
-      const desired = tenantSites.map((site) => computeDesiredApps(site, deployments, apps, rollouts));
-      const digests = desired.map((apps) => desiredDigest(apps));
-      const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: digests[i]! })));
+      // Once per class of alike sites, not once per site (desired.ts).
+      const desired = computeDesiredForSites(tenantSites, deployments, apps, rollouts);
+      const gens = await store.bumpDesired(tenantSites.map((site, i) => ({ siteId: site.id, digest: desired[i]!.digest })));
       // Published even when unchanged: retained state is idempotent for the agent (it ignores
       // generations it already runs) and this heals a broker that lost its retained messages.
       // Many at once: each publish waits on the broker, not on the previous one.
@@ -106,10 +115,10 @@ export class DesiredPublisher {
       const ack = this.o.storeAcks ? { uplinkAck: true } : {};
       await pool(tenantSites.length, 256, async (i) => {
         const site = tenantSites[i]!;
-        const digest = digests[i]!;
+        const { apps: siteApps, digest } = desired[i]!;
         let apps = appsJson.get(digest);
         if (apps === undefined) {
-          apps = JSON.stringify(desired[i]!);
+          apps = JSON.stringify(siteApps);
           appsJson.set(digest, apps);
         }
         const msg = desiredPayload(

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Store, Site, Deployment } from '../store/store.ts';
+import type { Store, SiteRef, Deployment, RolloutRow } from '../store/store.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 import type { Fleet } from '../fleet.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
@@ -27,10 +28,20 @@ export class RolloutController {
 
   start(): void {
     const every = this.o.everyMs ?? 1000;
+    let waited = 0;
     const tick = () => {
       this.stopTimer = this.o.clock.setTimer(every, tick);
+      // While desired state is being published the sites have not heard it yet, so a step would
+      // see nothing new and only slow the fan-out (a 10,000-site step takes tens of ms): wait, but
+      // never more than 5 ticks in a row, so a fleet that publishes all the time still steps.
+      if (this.o.fleet.desired.busy && waited < 5) {
+        waited++;
+        return;
+      }
+      waited = 0;
       if (!this.running)
         this.running = this.step()
+          .then(() => {})
           .catch((e) => this.o.log.error({ err: e }, 'rollout step failed'))
           .finally(() => {
             this.running = undefined;
@@ -45,26 +56,62 @@ export class RolloutController {
   }
 
   /** The deployment's pool: the tenant's sites its selector matches, revoked ones left out. */
-  private pool(sites: Site[], d: Deployment): Site[] {
+  private pool(sites: SiteRef[], d: Deployment): SiteRef[] {
     return sites.filter((s) => s.revokedAt === null && matches(d.selector, s));
   }
 
-  /** Steps every running rollout once (only on the replica holding the controller lease). */
-  async step(): Promise<void> {
+  /**
+   * What each site last reported: as this replica heard it (every replica hears every heartbeat,
+   * so that is the newest, and already parsed), else the store's copy (a site not heard since
+   * this process started), read in one query for those only.
+   */
+  private async statuses(ids: readonly string[]): Promise<(id: string) => SiteStatusBody | null> {
+    const heard = this.o.fleet.statuses;
+    const unheard = ids.filter((id) => !heard.has(id));
+    const stored = unheard.length ? await this.o.store.getSiteStatuses(unheard) : new Map<string, SiteStatusBody>();
+    return (id) => heard.get(id) ?? stored.get(id) ?? null;
+  }
+
+  /**
+   * Steps every running rollout once (only on the replica holding the controller lease). Returns
+   * the tenants whose desired state it republished (so does stepOne).
+   */
+  async step(): Promise<ReadonlySet<string>> {
+    const { store, clock } = this.o;
+    if (!(await store.acquireLease('rollout-controller', this.holder, clock.now(), 5 * (this.o.everyMs ?? 1000)))) return new Set();
+    return this.stepRows(await store.listRollouts(undefined, { activeOnly: true }));
+  }
+
+  /**
+   * Steps one rollout now, on this replica, lease or not: a new deployment's first sites get their
+   * desired state from the replica that took the request, not a tick later from the lease holder.
+   * Safe beside the controller: a step is saved only if the rollout did not change since it was
+   * read (optimistic revision), so of two steps of the same state one is kept.
+   */
+  async stepOne(tenantId: string, id: string): Promise<ReadonlySet<string>> {
+    return this.stepRows(await this.o.store.listRollouts(tenantId, { activeOnly: true, ids: [id] }));
+  }
+
+  private async stepRows(active: RolloutRow[]): Promise<ReadonlySet<string>> {
     const { store, fleet, clock, log } = this.o;
-    if (!(await store.acquireLease('rollout-controller', this.holder, clock.now(), 5 * (this.o.everyMs ?? 1000)))) return;
-    const active = await store.listRollouts(undefined, { activeOnly: true });
     const tenants = new Set<string>();
+    const refs = new Map<string, SiteRef[]>();
     for (const row of active) {
       const d = await store.getDeployment(row.tenantId, row.id);
       if (!d) continue;
-      const sites = await store.listSites(row.tenantId);
+      let sites = refs.get(row.tenantId);
+      if (!sites) {
+        sites = await store.listSiteRefs(row.tenantId);
+        refs.set(row.tenantId, sites);
+      }
       // One pass over the pool (a pool can hold tens of thousands of sites: no per-site scans).
       const pool = this.pool(sites, d);
       const targets = pool.map((s) => s.id);
-      const obs = new Map(pool.map((s) => [s.id, observe(s, fleet.isOnline(s.id), d.appName)]));
+      const status = await this.statuses(targets);
+      const obs = new Map(targets.map((id) => [id, observe({ status: status(id) }, fleet.isOnline(id), d.appName)]));
       const next = reconcile(row.state, targets, obs, clock.now());
-      if (JSON.stringify(next) === JSON.stringify(row.state)) continue;
+      // reconcile() answers the state it was given when nothing changed (touch).
+      if (next === row.state) continue;
       // Saved only if no one (an operator's pause, say) changed it since we read it.
       if (!(await store.saveRollout({ id: row.id, tenantId: row.tenantId, state: next, rev: row.rev }))) continue;
       if (next.phase !== row.state.phase)
@@ -75,6 +122,7 @@ export class RolloutController {
       if (next.admitted.join() !== row.state.admitted.join() || next.phase !== row.state.phase) tenants.add(row.tenantId);
     }
     for (const t of tenants) await fleet.reconcileTenant(t);
+    return tenants;
   }
 
   /** pause | resume | abort | undo, by an operator. */

@@ -8,6 +8,7 @@ import {
   pause,
   reconcile,
   resume,
+  sameJson,
   undo,
   type RolloutState,
   type SiteObservation,
@@ -310,6 +311,66 @@ function status(o: {
     })),
   };
 }
+
+describe('reconcile: what it gives back', () => {
+  const deepFreeze = <T>(x: T): T => {
+    if (x && typeof x === 'object' && !Object.isFrozen(x)) {
+      Object.freeze(x);
+      for (const v of Object.values(x)) deepFreeze(v);
+    }
+    return x;
+  };
+
+  it('never changes the state it is given, through canaries, deferrals, failures and roll-backs', () => {
+    // Frozen inputs: any change in place throws (modules run in strict mode).
+    const sites = Array.from({ length: 12 }, (_, i) => `s${i}`);
+    for (const strategy of [
+      { type: 'all' },
+      { type: 'rolling', maxUnavailable: 3 },
+      { type: 'canary', canary: 2, bakeTimeS: 2, gates: { maxErrorRate: 0.1 }, then: 'rolling', maxUnavailable: 4 },
+    ] as Strategy[]) {
+      const f = new Fleet(sites);
+      f.online.set('s5', false);
+      f.broken.add('s9');
+      let r = start(strategy);
+      for (let i = 0; i < 90 && !['failed', 'rolled-back'].includes(r.phase); i++) r = f.step(deepFreeze(r));
+      assert.ok(['failed', 'rolled-back'].includes(r.phase), `${strategy.type}: ${r.phase}`);
+    }
+  });
+
+  it('gives back the very state it was given when a step changes nothing, and a new one stamped with the time when it does', () => {
+    const f = new Fleet(['a', 'b']);
+    f.broken.add('b');
+    const r1 = f.step(start({ type: 'all' }));
+    const r2 = reconcile(r1, f.sites, f.obs(), f.t + 1);
+    const r3 = reconcile(r2, f.sites, f.obs(), f.t + 2);
+    assert.equal(r3, r2, 'nothing new: the same object');
+    const r4 = reconcile(r3, f.sites, f.obs(), f.t + 120_000);
+    assert.notEqual(r4, r3);
+    assert.equal(r4.updatedAt, f.t + 120_000);
+  });
+
+  it('sameJson agrees with comparing JSON.stringify output', () => {
+    const cases: [unknown, unknown][] = [
+      [
+        { a: 1, b: [1, 2] },
+        { a: 1, b: [1, 2] },
+      ],
+      [{ a: 1, b: undefined }, { a: 1 }],
+      [{ a: 1 }, { a: 1, b: 2 }],
+      [
+        [1, undefined],
+        [1, null],
+      ],
+      [{ a: { b: { c: 'x' } } }, { a: { b: { c: 'y' } } }],
+      [{ a: [] }, { a: {} }],
+      [{ a: null }, { a: undefined }],
+      [{ a: 0 }, { a: false }],
+      [{ s: { x: { phase: 'updated', since: 1 } } }, { s: { x: { phase: 'updated', since: 1 } } }],
+    ];
+    for (const [a, b] of cases) assert.equal(sameJson(a, b), JSON.stringify(a) === JSON.stringify(b), JSON.stringify([a, b]));
+  });
+});
 
 describe('observe (what a site reports, read for one app)', () => {
   const v2 = [

@@ -29,8 +29,8 @@ export interface DeploymentOutcome {
 }
 
 export interface DeploymentServiceDeps {
-  store: Pick<Store, 'getApp' | 'listDeployments' | 'listRollouts' | 'listSites' | 'getRollout' | 'saveRollout' | 'createDeployment'>;
-  rollouts: Pick<RolloutController, 'step'>;
+  store: Pick<Store, 'getApp' | 'listDeployments' | 'listRollouts' | 'listSiteRefs' | 'getRollout' | 'saveRollout' | 'createDeployment'>;
+  rollouts: Pick<RolloutController, 'stepOne'>;
   fleet: Pick<Fleet, 'reconcileTenant'>;
   clock: Clock;
 }
@@ -80,15 +80,18 @@ export class DeploymentService {
       const rollout = newRollout(dep.id, a.name, a.version, req.strategy, req.options, this.d.clock.now());
       await store.saveRollout({ id: dep.id, tenantId, state: rollout });
       await store.createDeployment(dep);
-      await this.d.rollouts.step();
-      await this.d.fleet.reconcileTenant(tenantId);
+      // This replica steps the new rollout at once (lease or not: controller.stepOne), admitting
+      // the first sites and publishing their desired state; only when that published nothing is
+      // the tenant republished here.
+      const published = await this.d.rollouts.stepOne(tenantId, dep.id);
+      if (!published.has(tenantId)) await this.d.fleet.reconcileTenant(tenantId);
       const after = await store.getRollout(tenantId, dep.id);
       return { deployment: dep, sites: await this.targets(tenantId, dep), rollout: after?.state ?? rollout, created: true };
     });
   }
 
   private async targets(tenantId: string, dep: Deployment): Promise<string[]> {
-    return (await this.d.store.listSites(tenantId)).filter((s) => s.revokedAt === null && matches(dep.selector, s)).map((s) => s.id);
+    return (await this.d.store.listSiteRefs(tenantId)).filter((s) => s.revokedAt === null && matches(dep.selector, s)).map((s) => s.id);
   }
 
   private serial<T>(tenantId: string, fn: () => Promise<T>): Promise<T> {
@@ -115,7 +118,7 @@ export class DeploymentService {
       }
     }
     const rollouts = new Map((await store.listRollouts(tenantId, { ids: deployments.map((x) => x.id) })).map((r) => [r.id, r.state]));
-    const c = findEndpointConflict(a, selector, await store.listSites(tenantId), deployments, apps, rollouts);
+    const c = findEndpointConflict(a, selector, await store.listSiteRefs(tenantId), deployments, apps, rollouts);
     if (c) throw new EwError('ENDPOINT_CONFLICT', conflictMessage(c), { path: 'app' });
   }
 }

@@ -28,6 +28,7 @@ import type {
   Deployment,
   JoinToken,
   Site,
+  SiteRef,
   SiteStatusUpdate,
   Store,
   Tenant,
@@ -39,6 +40,7 @@ import type {
   UplinkRow,
 } from './store.ts';
 import { isAdminRole, type Role } from '../../contracts/permissions.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
 
 /**
  * One SQL implementation of Store over Kysely; the dialect (SQLite or PostgreSQL) is chosen by
@@ -1016,6 +1018,35 @@ export class SqlStore implements Store {
   async listAllSites(): Promise<Site[]> {
     const rows = await guard('list sites', () => this.db.selectFrom('sites').selectAll().orderBy('created_at').orderBy('id').execute());
     return rows.map(toSite);
+  }
+
+  async listSiteRefs(tenantId?: string): Promise<SiteRef[]> {
+    const rows = await guard('list sites', () => {
+      let q = this.db.selectFrom('sites').select(['id', 'tenant_id', 'name', 'region', 'labels', 'revoked_at']);
+      if (tenantId !== undefined) q = q.where('tenant_id', '=', tenantId);
+      return q.orderBy('created_at').orderBy('id').execute();
+    });
+    return rows.map((r) => ({
+      id: r.id,
+      tenantId: r.tenant_id,
+      name: r.name,
+      region: r.region,
+      labels: JSON.parse(r.labels) as Labels,
+      revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+    }));
+  }
+
+  async getSiteStatuses(ids: readonly string[]): Promise<Map<string, SiteStatusBody>> {
+    const out = new Map<string, SiteStatusBody>();
+    // Chunks keep the statement within SQLite's bound on variables.
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500);
+      const rows = await guard('read site status', () =>
+        this.db.selectFrom('sites').select(['id', 'status']).where('id', 'in', chunk).where('status', 'is not', null).execute(),
+      );
+      for (const r of rows) out.set(r.id, JSON.parse(r.status!) as SiteStatusBody);
+    }
+    return out;
   }
 
   async setSiteLabels(tenantId: string, id: string, labels: Labels): Promise<Site | undefined> {
