@@ -122,7 +122,8 @@ describe('GGUF runtime refusals (the agent survives each)', () => {
   it('still loads and runs a good model after all that', async () => {
     const m = await load('good', tiny);
     let done: any;
-    for await (const ev of m.llm!.generate({ kind: 'completion', prompt: 'ok' }, { maxTokens: 2 })) if (ev.type === 'done') done = ev;
+    for await (const ev of m.llm!.generate({ kind: 'completion', prompt: 'ok' }, { maxTokens: 2, temperature: 0 }))
+      if (ev.type === 'done') done = ev;
     assert.equal(done.usage.completionTokens, 2);
     await m.close();
   });
@@ -209,7 +210,8 @@ describe('GGUF runtime supervision', () => {
     assert.equal(h.restarts, 1);
     assert.notEqual(h.pid, pid);
     let done: any;
-    for await (const ev of llm.generate({ kind: 'completion', prompt: 'back' }, { maxTokens: 2 })) if (ev.type === 'done') done = ev;
+    for await (const ev of llm.generate({ kind: 'completion', prompt: 'back' }, { maxTokens: 2, temperature: 0 }))
+      if (ev.type === 'done') done = ev;
     assert.equal(done.usage.completionTokens, 2);
     await m.close();
   });

@@ -223,6 +223,32 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
     );
   });
 
+  it("splits heartbeats: each is parsed by its site's owner only, the other replicas drop it unread", async () => {
+    const counts = async () =>
+      Promise.all(
+        c.replicas.map(async (r) => {
+          const text = (await r.api('GET', '/metrics')).body.toString('utf8') as string;
+          const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+          return { parsed: value('ew_cloud_heartbeats_total'), dropped: value('ew_cloud_heartbeats_not_owned_total') };
+        }),
+      );
+    // Heartbeats every second: wait for a few rounds to add up.
+    const got = await waitFor(
+      'some heartbeats parsed',
+      async () => {
+        const x = await counts();
+        return x.reduce((a, b) => a + b.parsed, 0) >= 10 ? x : undefined;
+      },
+      20_000,
+      250,
+    );
+    const parsed = got.reduce((a, b) => a + b.parsed, 0);
+    const dropped = got.reduce((a, b) => a + b.dropped, 0);
+    // Three replicas: each heartbeat parsed once and dropped twice (give or take the rounds in
+    // flight while the metrics were read, and the first second before the members knew each other).
+    assert.ok(dropped >= 1.5 * parsed && dropped <= 2.5 * parsed, `parsed ${parsed}, dropped unread ${dropped}: ${JSON.stringify(got)}`);
+  });
+
   it('kill -9 of the rollout-lease holder mid-rollout and mid-upload: rollout finishes elsewhere, results stored once, sites stay online, retried call answered once', async () => {
     const [r0, r1] = c.replicas;
     const manifest = (v: string) => ({ apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'live-app', version: v }, spec: {} });
@@ -300,6 +326,22 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
       20_000,
       200,
     );
+  });
+
+  it('a site that stops is offline on every replica, as its owner tells them', async () => {
+    const alive = c.replicas.filter((r) => r.proc.child.signalCode === null && r.proc.child.exitCode === null);
+    const gone = edges.pop()!;
+    await gone.stop();
+    await waitFor(
+      'offline on every live replica',
+      async () => {
+        for (const r of alive) if ((await r.api('GET', `/api/v1/sites/${gone.handle.siteId}`)).body.state !== 'offline') return false;
+        return true;
+      },
+      20_000,
+      200,
+    );
+    assert.ok(await allOnline(alive, [edges[0]!.handle.siteId]), 'the other site stays online everywhere');
   });
 
   it('serves an artifact from any replica (one shared directory)', async () => {

@@ -400,6 +400,28 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       assert.equal(Number(x) + Number(y), 1, 'exactly one of two racing replicas');
     });
 
+    it('lists unexpired leases by name prefix, and lets only the holder give one back', async () => {
+      assert.equal(await store.acquireLease('replica:r1', 'r1-a', 1000, 5000), true);
+      assert.equal(await store.acquireLease('replica:r2', 'r2-a', 1000, 5000), true);
+      assert.equal(await store.acquireLease('replica_x', 'x', 1000, 5000), true);
+      assert.deepEqual(
+        (await store.listLeases('replica:', 2000)).map((l) => [l.name, l.holder]),
+        [
+          ['replica:r1', 'r1-a'],
+          ['replica:r2', 'r2-a'],
+        ],
+      );
+      assert.deepEqual((await store.listLeases('replica:', 6000)).length, 0, 'expired ones are left out');
+      await store.releaseLease('replica:r1', 'someone-else');
+      assert.equal((await store.listLeases('replica:', 2000)).length, 2, 'not given back by another holder');
+      await store.releaseLease('replica:r1', 'r1-a');
+      assert.deepEqual(
+        (await store.listLeases('replica:', 2000)).map((l) => l.name),
+        ['replica:r2'],
+      );
+      assert.equal(await store.acquireLease('replica:r1', 'r1-b', 2000, 5000), true, 'free again at once');
+    });
+
     it('saves, replaces and lists rollout state per tenant', async () => {
       const state = {
         id: 'dep-r',

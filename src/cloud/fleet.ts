@@ -8,11 +8,12 @@ import type { Clock } from '../lib/clock.ts';
 import type { Logger } from '../lib/logger.ts';
 import { verifySecret } from '../lib/secrets.ts';
 import { SiteDirectory } from './fleet/sites.ts';
-import { SiteStatuses } from './fleet/status.ts';
 import { UplinkWriter } from './fleet/uplink.ts';
 import { DesiredPublisher } from './fleet/desired.ts';
 import { SiteRpc } from './fleet/rpc.ts';
 import { Ingest } from './fleet/ingest.ts';
+import type { Ownership } from './fleet/ownership.ts';
+import { LivenessNews, SiteStatuses } from './fleet/status.ts';
 
 export interface FleetOptions {
   store: Store;
@@ -31,6 +32,11 @@ export interface FleetOptions {
   storeAcks?: boolean;
   /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
   admitResult?: (tenantId: string) => Promise<boolean>;
+  /**
+   * Several replicas (external broker): which sites' heartbeats this one owns, and the topic on
+   * which the replicas tell each other of their sites' liveness (fleet/ownership.ts).
+   */
+  replicas?: { ownership: Ownership; livenessTopic: string };
 }
 
 /**
@@ -52,7 +58,17 @@ export class Fleet {
   constructor(private readonly o: FleetOptions) {
     const { store, hub, clock, log, registry } = o;
     this.sites = new SiteDirectory(store);
-    this.status = new SiteStatuses({ store, clock, log, registry, missedHeartbeats: o.missedHeartbeats });
+    const replicas = o.replicas;
+    this.status = new SiteStatuses({
+      store,
+      clock,
+      log,
+      registry,
+      missedHeartbeats: o.missedHeartbeats,
+      ...(replicas
+        ? { ownership: replicas.ownership, tell: (news) => hub.publish(replicas.livenessTopic, JSON.stringify(news), { qos: 1 }) }
+        : {}),
+    });
     this.uplink = new UplinkWriter({ store, clock, log, registry, hub, storeAcks: o.storeAcks });
     this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites, storeAcks: o.storeAcks });
     this.rpcs = new SiteRpc({ hub, clock, registry, isOnline: (id) => this.status.isOnline(id) });
@@ -92,7 +108,20 @@ export class Fleet {
 
   /** The hub handler: never throws for a bad message; a bad message is counted and logged. */
   get handle(): (topic: string, payload: Buffer) => Promise<void> {
-    return this.ingest.handle;
+    const topic = this.o.replicas?.livenessTopic;
+    if (!topic) return this.ingest.handle;
+    return async (t, payload) => {
+      if (t !== topic) return this.ingest.handle(t, payload);
+      // Only cloud replicas may publish here (the broker's ACL); still checked, never trusted blindly.
+      let news: LivenessNews;
+      try {
+        news = LivenessNews.parse(JSON.parse(payload.toString('utf8')));
+      } catch (e) {
+        this.o.log.warn({ topic: t, err: (e as Error).message.slice(0, 200) }, 'malformed liveness news from a replica; dropped');
+        return;
+      }
+      this.status.onNews(news);
+    };
   }
 
   isOnline(siteId: string): boolean {

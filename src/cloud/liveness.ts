@@ -74,6 +74,27 @@ export class LivenessTracker {
     return { siteId, online: false, at: this.clock.now(), reason };
   }
 
+  /**
+   * A site whose liveness another replica kept until now (heartbeat ownership moved here): taken
+   * over as it stands — online with a full heartbeat budget from now, unknown, or offline.
+   */
+  adopt(siteId: string, state: SiteLiveness, intervalMs: number, bootId: string): void {
+    if (state === 'offline') this.sites.set(siteId, { lastSeen: this.clock.now(), intervalMs, online: false, bootId });
+    else
+      this.sites.set(siteId, { lastSeen: this.clock.now(), intervalMs, online: state === 'online', unknown: state === 'unknown', bootId });
+  }
+
+  /** What is known of a site, to hand it to another replica (undefined: never heard of). */
+  entry(siteId: string): { state: SiteLiveness; intervalMs: number; bootId: string } | undefined {
+    const e = this.sites.get(siteId);
+    return e && { state: this.state(siteId), intervalMs: e.intervalMs, bootId: e.bootId };
+  }
+
+  /** Every site it tracks. */
+  known(): IterableIterator<string> {
+    return this.sites.keys();
+  }
+
   /** Forget a site (revoked): no more events for it. */
   forget(siteId: string): void {
     this.sites.delete(siteId);

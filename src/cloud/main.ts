@@ -12,6 +12,8 @@ import { EmbeddedHub } from './hub/embedded.ts';
 import { ExternalHub } from './hub/external.ts';
 import type { Hub } from './hub/hub.ts';
 import { Fleet } from './fleet.ts';
+import { Membership, Ownership } from './fleet/ownership.ts';
+import { replicaTopics } from '../contracts/topics.ts';
 import { RolloutController } from './rollout/controller.ts';
 import { ResultQuota } from './quotas.ts';
 import { createApiServer } from './api/server.ts';
@@ -160,6 +162,10 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   collectProcessMetrics(registry, 'ew_cloud_');
   let fleet!: Fleet;
   let hub: Hub;
+  // Several replicas share an external broker: each parses the heartbeats of the sites it owns
+  // (fleet/ownership.ts). The embedded hub is one process, which owns every site.
+  const ownership = new Ownership(replicaId);
+  const livenessTopic = replicaTopics.liveness(installationId);
   if (cfg.broker) {
     hub = new ExternalHub({
       url: cfg.broker,
@@ -172,6 +178,7 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
       protocolVersion: cfg.brokerMqttVersion as 4 | 5,
       shareUplink: cfg.brokerShareUplink,
       topicPrefix: cfg.topicPrefix ? `${cfg.topicPrefix}/` : undefined,
+      replicaTopics: [livenessTopic],
     });
   } else {
     hub = new EmbeddedHub({
@@ -195,7 +202,21 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
     missedHeartbeats,
     admitResult: new ResultQuota(store, clock).admit,
     storeAcks: hub.kind === 'external',
+    ...(hub.kind === 'external' ? { replicas: { ownership, livenessTopic } } : {}),
   });
+  // Members known before the first heartbeat is read, so each goes to its owner from the start.
+  const membership =
+    hub.kind === 'external'
+      ? new Membership({
+          store,
+          clock,
+          log,
+          ownership,
+          holder: `${replicaId}-${randomBytes(4).toString('hex')}`,
+          onChange: () => fleet.status.ownershipChanged(),
+        })
+      : undefined;
+  await membership?.start();
   if (hub instanceof EmbeddedHub) {
     const embedded = hub;
     guardRefusalCounter(
@@ -292,6 +313,8 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
       await rollouts.stop();
       await maintenance.stop();
       await fleet.stop();
+      // Given back at once: the other replicas take this one's sites without waiting out the lease.
+      await membership?.stop();
       await hub.close();
       await store.close();
     },

@@ -45,6 +45,15 @@ export const cloudFilters = {
   rpcResponses: `${TOPIC_ROOT}/+/rpc/res/+`,
 } as const;
 
+/**
+ * Between the replicas of one installation, never a site's: under `ew/_cloud/` (no site id
+ * starts with `_`, so no site's ACL pattern reaches it; the cloud's own `ew/#` does).
+ */
+export const replicaTopics = {
+  /** Liveness of the sites each replica owns (fleet/ownership.ts): transitions and periodic snapshots. */
+  liveness: (installationId: string) => `${TOPIC_ROOT}/_cloud/${installationId}/liveness`,
+} as const;
+
 export type ParsedTopic =
   | { kind: 'desired'; siteId: string }
   | { kind: 'reported'; siteId: string }

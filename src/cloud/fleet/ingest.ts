@@ -54,6 +54,12 @@ export class Ingest {
   /** The hub handler: never throws for a bad message (it is counted and logged); rejects only when storing failed (the site resends). */
   readonly handle = async (topic: string, payload: Buffer): Promise<void> => {
     const t = parseTopic(topic);
+    // Another replica owns this site's heartbeats (fleet/ownership.ts): dropped before anything
+    // is parsed — this is what splits heartbeat work between replicas.
+    if (t?.kind === 'reported' && !this.o.status.owns(t.siteId)) {
+      this.o.status.notOwned();
+      return;
+    }
     try {
       if (!t) throw new Error(`topic ${topic} is outside the contract`);
       // Routed inference answers are binary frames with their own bound (infer-wire.ts); JSON

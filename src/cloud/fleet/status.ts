@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { z } from 'zod';
+import type { Ownership } from './ownership.ts';
 import type { Store, Site, SiteStatusUpdate } from '../store/store.ts';
 import { LivenessTracker, type LivenessEvent, type SiteLiveness } from '../liveness.ts';
 import type { ReportedMessage, SiteStatusBody } from '../../contracts/messages.ts';
@@ -17,6 +19,24 @@ export function statusDigest(body: SiteStatusBody): string {
     .update(JSON.stringify([rest, fixed]))
     .digest('base64url');
 }
+
+/**
+ * What one replica tells the others of the sites it owns: `[siteId, state, intervalMs, bootId]`
+ * with state 0 offline, 1 online, 2 unknown. Transitions as they happen; every site it owns in
+ * snapshots every `refreshMs` (`full`), so a replica that missed a message heals within that.
+ */
+export const LivenessNews = z.object({
+  v: z.literal(1),
+  from: z.string().max(64),
+  full: z.boolean(),
+  sites: z
+    .array(z.tuple([z.string().max(64), z.union([z.literal(0), z.literal(1), z.literal(2)]), z.number().int().min(0), z.string().max(64)]))
+    .max(5000),
+});
+export type LivenessNews = z.infer<typeof LivenessNews>;
+const STATES: readonly SiteLiveness[] = ['offline', 'online', 'unknown'];
+/** Sites per liveness message (about 60 bytes each). */
+const NEWS_CHUNK = 2000;
 
 /**
  * Site status: liveness (the pure tracker in liveness.ts) fed by heartbeats and last wills, the
@@ -40,11 +60,36 @@ export class SiteStatuses {
   /** What was last queued for each site (bounded by the fleet; forgotten on revocation). */
   private readonly queued = new Map<string, { digest: string; at: number; online: boolean }>();
   private readonly refreshMs: number;
+  /**
+   * Sites another replica owns (fleet/ownership.ts): their liveness as their owner last told,
+   * bounded by the fleet. Empty when this replica owns every site.
+   */
+  private readonly remote = new Map<string, { state: SiteLiveness; intervalMs: number; bootId: string }>();
+  /** Transitions of owned sites not yet told to the other replicas. */
+  private news: LivenessNews['sites'] = [];
+  private lastSnapshotAt = 0;
+  private readonly skipped: Counter;
 
   constructor(
-    private readonly o: { store: Store; clock: Clock; log: Logger; registry: Registry; missedHeartbeats: number; refreshMs?: number },
+    private readonly o: {
+      store: Store;
+      clock: Clock;
+      log: Logger;
+      registry: Registry;
+      missedHeartbeats: number;
+      refreshMs?: number;
+      /** Which sites this replica owns (several replicas); absent: every site. */
+      ownership?: Ownership;
+      /** Tells the other replicas (their `onNews`); called from sweepNow. */
+      tell?: (news: LivenessNews) => Promise<void>;
+    },
   ) {
     this.refreshMs = o.refreshMs ?? 30_000;
+    this.skipped = new Counter({
+      name: 'ew_cloud_heartbeats_not_owned_total',
+      help: 'Status heartbeats dropped unread because another cloud replica owns the site',
+      registers: [o.registry],
+    });
     this.liveness = new LivenessTracker(o.clock, o.missedHeartbeats);
     this.heartbeats = new Counter({
       name: 'ew_cloud_heartbeats_total',
@@ -52,31 +97,92 @@ export class SiteStatuses {
       registers: [o.registry],
     });
     const liveness = this.liveness;
+    const remote = this.remote;
     new Gauge({
       name: 'ew_cloud_sites_online',
-      help: 'Sites currently online',
+      help: 'Sites currently online (those this replica owns and, as their owners told, the others)',
       registers: [o.registry],
       collect() {
-        this.set(liveness.onlineCount());
+        let n = liveness.onlineCount();
+        for (const r of remote.values()) if (r.state === 'online') n++;
+        this.set(n);
       },
     });
   }
 
-  /** A site the store says was online before this process started: unknown until it is heard from. */
+  /**
+   * A site as the store had it when this process started. Owned: unknown until it is heard from.
+   * Another replica's: online as the store says, until that replica tells otherwise.
+   */
   seed(s: Site): void {
-    if (s.online && s.revokedAt === null)
-      this.liveness.seedUnknown(s.id, (s.status?.heartbeatIntervalS ?? 10) * 1000, s.status?.bootId ?? '');
+    if (!(s.online && s.revokedAt === null)) return;
+    const intervalMs = (s.status?.heartbeatIntervalS ?? 10) * 1000;
+    const bootId = s.status?.bootId ?? '';
+    if (this.owns(s.id)) this.liveness.seedUnknown(s.id, intervalMs, bootId);
+    else this.remote.set(s.id, { state: 'online', intervalMs, bootId });
+  }
+
+  /** Whether this replica handles the site's heartbeats (always, with one replica). */
+  owns(siteId: string): boolean {
+    return this.o.ownership?.owns(siteId) ?? true;
+  }
+
+  /** A heartbeat of a site another replica owns, dropped unread (counted). */
+  notOwned(): void {
+    this.skipped.inc();
   }
 
   isOnline(siteId: string): boolean {
-    return this.liveness.isOnline(siteId);
+    return this.owns(siteId) ? this.liveness.isOnline(siteId) : this.remote.get(siteId)?.state === 'online';
   }
 
   state(siteId: string): SiteLiveness {
-    return this.liveness.state(siteId);
+    return this.owns(siteId) ? this.liveness.state(siteId) : (this.remote.get(siteId)?.state ?? 'offline');
+  }
+
+  /** What another replica told of the sites it owns. Sites this replica owns are its own to judge. */
+  onNews(news: LivenessNews): void {
+    if (news.from === this.o.ownership?.self) return;
+    for (const [siteId, state, intervalMs, bootId] of news.sites) {
+      if (this.owns(siteId)) continue;
+      const was = this.remote.get(siteId)?.state;
+      this.remote.set(siteId, { state: STATES[state]!, intervalMs, bootId });
+      if (was !== undefined && was !== STATES[state])
+        this.o.log.info({ siteId, state: STATES[state], owner: news.from }, `site ${STATES[state]} (heard from its owner)`);
+    }
+  }
+
+  /**
+   * The replicas changed: sites this replica gained are taken over as their last owner told
+   * (online ones with a full heartbeat budget from now), sites it lost are handed to the
+   * remote view with what this replica knew, and their in-memory status forgotten.
+   */
+  ownershipChanged(): void {
+    for (const siteId of [...this.liveness.known()]) {
+      if (this.owns(siteId)) continue;
+      const e = this.liveness.entry(siteId)!;
+      this.remote.set(siteId, e);
+      this.liveness.forget(siteId);
+      this.statuses.delete(siteId);
+      this.heardAt.delete(siteId);
+      this.queued.delete(siteId);
+    }
+    for (const [siteId, e] of [...this.remote]) {
+      if (!this.owns(siteId)) continue;
+      this.liveness.adopt(siteId, e.state, e.intervalMs, e.bootId);
+      this.remote.delete(siteId);
+    }
+    // Everyone hears what this replica owns now at the next sweep.
+    this.lastSnapshotAt = 0;
   }
 
   onReported(siteId: string, msg: ReportedMessage): void {
+    // Ingest drops a heartbeat of a site another replica owns before parsing it; a message that
+    // arrives here all the same (ownership moved meanwhile) is dropped too.
+    if (!this.owns(siteId)) {
+      this.notOwned();
+      return;
+    }
     if (msg.type === 'status') {
       this.heartbeats.inc();
       this.statuses.set(siteId, msg.body);
@@ -104,9 +210,10 @@ export class SiteStatuses {
     }
   }
 
-  /** Sweeps liveness and flushes queued status writes in one transaction. */
+  /** Sweeps liveness, tells the other replicas what changed, and flushes queued status writes in one transaction. */
   async sweepNow(): Promise<void> {
     for (const e of this.liveness.sweep()) this.apply(e);
+    await this.tellNews();
     if (this.flushing) return this.flushing;
     if (this.pending.size === 0) return;
     const batch = [...this.pending.values()];
@@ -123,8 +230,37 @@ export class SiteStatuses {
     return this.flushing;
   }
 
+  /** Transitions since the last sweep; every owned site's liveness every refreshMs. */
+  private async tellNews(): Promise<void> {
+    const { ownership, tell } = this.o;
+    if (!ownership || !tell || ownership.alone) {
+      this.news = [];
+      return;
+    }
+    const now = this.o.clock.now();
+    let full = false;
+    let sites = this.news;
+    this.news = [];
+    if (now - this.lastSnapshotAt >= this.refreshMs) {
+      full = true;
+      this.lastSnapshotAt = now;
+      sites = [];
+      for (const siteId of this.liveness.known()) {
+        const e = this.liveness.entry(siteId)!;
+        sites.push([siteId, STATES.indexOf(e.state) as 0 | 1 | 2, e.intervalMs, e.bootId]);
+      }
+    }
+    for (let i = 0; i < sites.length || (full && i === 0); i += NEWS_CHUNK) {
+      const chunk = sites.slice(i, i + NEWS_CHUNK);
+      await tell({ v: 1, from: ownership.self, full, sites: chunk }).catch((e: Error) =>
+        this.o.log.warn({ err: e.message }, 'could not tell the other replicas of site liveness; the next snapshot will'),
+      );
+    }
+  }
+
   /** Revocation: the site is no longer tracked. */
   forget(siteId: string): void {
+    this.remote.delete(siteId);
     this.queued.delete(siteId);
     this.liveness.forget(siteId);
     this.statuses.delete(siteId);
@@ -132,6 +268,8 @@ export class SiteStatuses {
   }
 
   private apply(e: LivenessEvent): void {
+    const known = this.liveness.entry(e.siteId);
+    if (known) this.news.push([e.siteId, STATES.indexOf(known.state) as 0 | 1 | 2, known.intervalMs, known.bootId]);
     const q = this.queued.get(e.siteId);
     if (q) q.online = e.online;
     const cur = this.pending.get(e.siteId);

@@ -26,6 +26,8 @@ export interface ExternalHubOptions {
    * every result and the store's unique key keeps one.
    */
   shareUplink?: boolean;
+  /** Topics between the replicas of this installation (topics.ts replicaTopics), also subscribed. */
+  replicaTopics?: readonly string[];
   /**
    * Put before every topic (`prod/` → `prod/ew/{site}/…`), so that installations sharing a broker
    * live in separate topic trees an ACL can keep apart. Told to agents at enrollment.
@@ -111,6 +113,7 @@ export class ExternalHub implements Hub {
           [this.p + cloudFilters.reported]: { qos: 1 },
           [this.opts.shareUplink === false ? this.p + cloudFilters.up : `$share/${group}/${this.p}${cloudFilters.up}`]: { qos: 1 },
           [this.p + cloudFilters.rpcResponses]: { qos: 1 },
+          ...Object.fromEntries((this.opts.replicaTopics ?? []).map((t) => [this.p + t, { qos: 1 as const }])),
         },
       )
       .then((grants) => {

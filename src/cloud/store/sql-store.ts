@@ -1247,6 +1247,19 @@ export class SqlStore implements Store {
     });
   }
 
+  async listLeases(prefix: string, now: number): Promise<{ name: string; holder: string }[]> {
+    // The table holds a handful of leases (the controller's, maintenance's, one per replica):
+    // filtered here rather than by LIKE, whose escaping and collation differ between the engines.
+    const rows = await guard('list leases', () =>
+      this.db.selectFrom('leases').select(['name', 'holder']).where('expires_at', '>', now).orderBy('name').execute(),
+    );
+    return rows.filter((r) => r.name.startsWith(prefix));
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await guard('release lease', () => this.db.deleteFrom('leases').where('name', '=', name).where('holder', '=', holder).execute());
+  }
+
   async claimIdempotencyKey(c: {
     scope: string;
     key: string;

@@ -297,6 +297,10 @@ export interface Store {
    * `holder` has it until `now + ttlMs` — it was free, expired, or already `holder`'s.
    */
   acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean>;
+  /** The leases whose name starts with `prefix` and that have not expired at `now`. */
+  listLeases(prefix: string, now: number): Promise<{ name: string; holder: string }[]>;
+  /** Gives a lease back (only its holder can). */
+  releaseLease(name: string, holder: string): Promise<void>;
 
   /**
    * Rollout state by deployment id. Without `row.rev`: insert or replace. With it: replace only
