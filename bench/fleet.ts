@@ -242,7 +242,7 @@ interface Row {
   p99: number;
   max: number;
   reached: number;
-  perReplica?: { rssMb: number; cpuPct: number; rate: number }[];
+  perReplica?: { rssMb: number; cpuPct: number; rate: number; dropped?: number }[];
 }
 
 async function benchCloud(n: number): Promise<Row> {
@@ -412,16 +412,24 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
     const stop = heartbeat(sites);
     await new Promise((res) => setTimeout(res, HEARTBEAT_S * 1000));
     const a = clouds.map((c) => procStats(c.proc.pid!));
-    const c0 = await Promise.all(clouds.map((c) => metric(c.ready.url, key, 'ew_cloud_heartbeats_total')));
+    const counts = () =>
+      Promise.all(
+        clouds.map(async (c) => ({
+          parsed: await metric(c.ready.url, key, 'ew_cloud_heartbeats_total'),
+          dropped: await metric(c.ready.url, key, 'ew_cloud_heartbeats_not_owned_total'),
+        })),
+      );
+    const c0 = await counts();
     const t0w = performance.now();
     await new Promise((res) => setTimeout(res, WINDOW_S * 1000));
     const b = clouds.map((c) => procStats(c.proc.pid!));
-    const c1 = await Promise.all(clouds.map((c) => metric(c.ready.url, key, 'ew_cloud_heartbeats_total')));
+    const c1 = await counts();
     const secs = (performance.now() - t0w) / 1000;
     const perReplica = clouds.map((_, i) => ({
       rssMb: b[i]!.rssMb,
       cpuPct: (100 * (b[i]!.cpuTicks - a[i]!.cpuTicks)) / TICKS / secs,
-      rate: (c1[i]! - c0[i]!) / secs,
+      rate: (c1[i]!.parsed - c0[i]!.parsed) / secs,
+      dropped: (c1[i]!.dropped - c0[i]!.dropped) / secs,
     }));
     await call('POST', '/api/v1/apps', {
       manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} },
@@ -450,7 +458,8 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
       what: `${r} replica${r > 1 ? 's' : ''}`,
       connectS,
       offered: n / HEARTBEAT_S,
-      rate: Math.min(...perReplica.map((p) => p.rate)),
+      // Each heartbeat is parsed by its site's owner only (fleet/ownership.ts): held = the sum.
+      rate: perReplica.reduce((x, p) => x + p.rate, 0),
       rssMb: perReplica.reduce((x, p) => x + p.rssMb, 0),
       cpuPct: perReplica.reduce((x, p) => x + p.cpuPct, 0),
       p50: pct(lat, 50),
@@ -590,7 +599,9 @@ const printRow = (r: Row) => {
     `${String(r.n).padEnd(6)} | ${r.what.padEnd(10)} | ${f(r.connectS, 1).padStart(9)} | ${f(r.offered).padStart(12)} | ${f(r.rate).padStart(9)} | ${f(r.rssMb).padStart(6)} | ${f(r.cpuPct, 1).padStart(5)} | ${f(r.p50).padStart(14)} | ${f(r.p99).padStart(6)} | ${f(r.max).padStart(6)} | ${r.reached}/${r.n}`,
   );
   for (const [i, p] of (r.perReplica ?? []).entries())
-    console.log(`${''.padEnd(6)} |   replica ${i}  — hb/s held ${f(p.rate)}, RSS ${f(p.rssMb)} MB, CPU ${f(p.cpuPct, 1)} %`);
+    console.log(
+      `${''.padEnd(6)} |   replica ${i}  — hb/s parsed ${f(p.rate)}, dropped unread ${f(p.dropped ?? 0)} (other replicas' sites), RSS ${f(p.rssMb)} MB, CPU ${f(p.cpuPct, 1)} %`,
+    );
 };
 for (const n of SIZES) {
   const only = process.env.BENCH_ONLY; // 'cloud' or 'bare' to run one side

@@ -91,6 +91,7 @@ export class Membership {
   private stopTimer?: () => void;
   private running?: Promise<void>;
   private readonly name: string;
+  private failing = false;
 
   constructor(
     private readonly o: {
@@ -141,8 +142,12 @@ export class Membership {
         log.info({ members: ownership.memberList }, 'cloud replicas changed; heartbeat ownership moved');
         this.o.onChange(ownership.memberList);
       }
+      if (this.failing) log.info('replica membership renewed again');
+      this.failing = false;
     } catch (e) {
-      log.warn({ err: (e as Error).message }, 'could not renew replica membership; keeping the last view');
+      // Said once per outage, not every second.
+      if (!this.failing) log.warn({ err: (e as Error).message }, 'could not renew replica membership; keeping the last view');
+      this.failing = true;
     }
   }
 }
