@@ -13,7 +13,7 @@ import { DesiredPublisher } from './fleet/desired.ts';
 import { SiteRpc } from './fleet/rpc.ts';
 import { Ingest } from './fleet/ingest.ts';
 import type { Ownership } from './fleet/ownership.ts';
-import { LivenessNews, SiteStatuses } from './fleet/status.ts';
+import { LivenessNews, MAX_NEWS_BYTES, SiteStatuses } from './fleet/status.ts';
 
 export interface FleetOptions {
   store: Store;
@@ -113,6 +113,10 @@ export class Fleet {
     return async (t, payload) => {
       if (t !== topic) return this.ingest.handle(t, payload);
       // Only cloud replicas may publish here (the broker's ACL); still checked, never trusted blindly.
+      if (payload.length > MAX_NEWS_BYTES) {
+        this.o.log.warn({ topic: t, bytes: payload.length, limit: MAX_NEWS_BYTES }, 'liveness news over its size bound; dropped');
+        return;
+      }
       let news: LivenessNews;
       try {
         news = LivenessNews.parse(JSON.parse(payload.toString('utf8')));

@@ -2,7 +2,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
 import { Ownership, ownerOf } from './ownership.ts';
-import { SiteStatuses, type LivenessNews } from './status.ts';
+import { MAX_NEWS_BYTES, SiteStatuses, type LivenessNews } from './status.ts';
+import { Fleet } from '../fleet.ts';
+import type { Hub } from '../hub/hub.ts';
 import type { Store } from '../store/store.ts';
 import { ManualClock } from '../../lib/clock.ts';
 import { silentLogger } from '../../lib/logger.ts';
@@ -204,5 +206,37 @@ describe('liveness split between replicas', () => {
     for (const s of few) if (s !== r1own) heartbeat(s, status());
     await deliver();
     assert.equal(r[0]!.st.state(r1own), 'offline', 'the snapshot told r0');
+  });
+});
+
+describe('liveness news from other replicas: bounded and checked', () => {
+  it('drops an oversized, malformed or ill-formed message, keeps serving, and takes a good one', async () => {
+    const clock = new ManualClock(1_000_000);
+    const ownership = new Ownership('r0');
+    ownership.setMembers(['r0', 'r1']);
+    const topic = 'ew/_cloud/x/liveness';
+    const logged: string[] = [];
+    const log = { ...silentLogger(), warn: (_o: unknown, m: string) => logged.push(m) } as never;
+    const fleet = new Fleet({
+      store: {} as Store,
+      hub: { publish: async () => {} } as unknown as Hub,
+      clock,
+      log,
+      registry: new Registry(),
+      missedHeartbeats: 3,
+      replicas: { ownership, livenessTopic: topic },
+    });
+    const theirs = sites.find((s) => !ownership.owns(s))!;
+    const news = (over: object) => Buffer.from(JSON.stringify({ v: 1, from: 'r1', full: false, sites: [[theirs, 1, 1000, 'b']], ...over }));
+    await fleet.handle(topic, Buffer.alloc(MAX_NEWS_BYTES + 1, 0x20));
+    await fleet.handle(topic, Buffer.from('{"v":1,'));
+    await fleet.handle(topic, news({ sites: [['NOT A SITE', 1, 1000, 'b']] }));
+    await fleet.handle(topic, news({ sites: Array.from({ length: 5001 }, () => [theirs, 1, 1000, 'b']) }));
+    assert.equal(fleet.isOnline(theirs), false, 'nothing taken from the bad ones');
+    assert.deepEqual(logged.slice(0, 1), ['liveness news over its size bound; dropped']);
+    assert.equal(logged.filter((m) => /malformed liveness news/.test(m)).length, 2);
+    assert.equal(fleet.status.state('NOT A SITE'), 'offline');
+    await fleet.handle(topic, news({}));
+    assert.equal(fleet.isOnline(theirs), true, 'a good message is taken');
   });
 });

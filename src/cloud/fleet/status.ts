@@ -5,6 +5,7 @@ import type { Ownership } from './ownership.ts';
 import type { Store, Site, SiteStatusUpdate } from '../store/store.ts';
 import { LivenessTracker, type LivenessEvent, type SiteLiveness } from '../liveness.ts';
 import type { ReportedMessage, SiteStatusBody } from '../../contracts/messages.ts';
+import { isValidSiteId } from '../../contracts/topics.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/logger.ts';
 
@@ -37,6 +38,10 @@ export type LivenessNews = z.infer<typeof LivenessNews>;
 const STATES: readonly SiteLiveness[] = ['offline', 'online', 'unknown'];
 /** Sites per liveness message (about 60 bytes each). */
 const NEWS_CHUNK = 2000;
+/** The largest liveness message read (NEWS_CHUNK entries at their longest fit well within). */
+export const MAX_NEWS_BYTES = 512 * 1024;
+/** Sites other replicas may tell of: far beyond any fleet's size, a bound all the same. */
+const MAX_REMOTE_SITES = 5_000_000;
 
 /**
  * Site status: liveness (the pure tracker in liveness.ts) fed by heartbeats and last wills, the
@@ -144,7 +149,10 @@ export class SiteStatuses {
   onNews(news: LivenessNews): void {
     if (news.from === this.o.ownership?.self) return;
     for (const [siteId, state, intervalMs, bootId] of news.sites) {
-      if (this.owns(siteId)) continue;
+      if (this.owns(siteId) || !isValidSiteId(siteId)) continue;
+      // Bounded: only replicas may publish news (the broker's ACL), but a wrong ACL must not make
+      // this map grow without end.
+      if (this.remote.size >= MAX_REMOTE_SITES && !this.remote.has(siteId)) continue;
       const was = this.remote.get(siteId)?.state;
       this.remote.set(siteId, { state: STATES[state]!, intervalMs, bootId });
       if (was !== undefined && was !== STATES[state])
