@@ -250,9 +250,10 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
       20_000,
       250,
     );
-    // Three replicas: each heartbeat parsed once and dropped unread twice (give or take the
-    // heartbeats in flight while the three metrics were read).
-    assert.ok(d.dropped >= 1.5 * d.parsed && d.dropped <= 2.5 * d.parsed, `parsed ${d.parsed}, dropped unread ${d.dropped}`);
+    // Three replicas: each heartbeat parsed once and dropped unread twice — give or take the
+    // heartbeats in flight while the three metrics were read (were every replica to parse every
+    // heartbeat, none would be dropped).
+    assert.ok(d.dropped >= 1.2 * d.parsed && d.dropped <= 2.8 * d.parsed, `parsed ${d.parsed}, dropped unread ${d.dropped}`);
   });
 
   it('kill -9 of the rollout-lease holder mid-rollout and mid-upload: rollout finishes elsewhere, results stored once, sites stay online, retried call answered once', async () => {
