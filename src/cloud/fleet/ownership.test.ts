@@ -8,7 +8,8 @@ import type { Hub } from '../hub/hub.ts';
 import type { Store } from '../store/store.ts';
 import { ManualClock } from '../../lib/clock.ts';
 import { silentLogger } from '../../lib/logger.ts';
-import { ENVELOPE_VERSION, type SiteStatusBody } from '../../contracts/messages.ts';
+import { ENVELOPE_VERSION } from '../../contracts/messages.ts';
+import { heartbeatMessage, statusBody } from '../../../test/support/status.ts';
 
 const sites = Array.from({ length: 10_000 }, (_, i) => `site-${i.toString(36)}-${(i * 7919) % 1000}`);
 
@@ -51,30 +52,7 @@ describe('heartbeat ownership (rendezvous hashing)', () => {
   });
 });
 
-const body = (bootId: string): SiteStatusBody => ({
-  agentVersion: '1',
-  bootId,
-  uptimeS: 1,
-  heartbeatIntervalS: 1,
-  generation: 1,
-  apps: [],
-  system: {
-    hostname: 'h',
-    platform: 'linux',
-    arch: 'x64',
-    cores: 2,
-    memoryTotalBytes: 100,
-    memoryFreeBytes: 50,
-    diskTotalBytes: 100,
-    diskFreeBytes: 50,
-    loadAvg1: 0.1,
-  },
-  runtimes: [],
-  accelerators: [],
-  outbox: { pending: 0, dropped: 0 },
-  devices: { connected: 0, messagesIn: 0 },
-});
-const status = (bootId = 'b1') => ({ v: ENVELOPE_VERSION as 1, id: 'x', ts: 0, type: 'status' as const, body: body(bootId) });
+const status = (bootId = 'b1') => heartbeatMessage(statusBody({ bootId }));
 const will = (bootId = 'b1') => ({
   v: ENVELOPE_VERSION as 1,
   id: 'y',

@@ -6,33 +6,11 @@ import { openSqliteStore } from '../store/open.ts';
 import type { SiteStatusUpdate } from '../store/store.ts';
 import { ManualClock } from '../../lib/clock.ts';
 import { silentLogger } from '../../lib/logger.ts';
-import { ENVELOPE_VERSION, type SiteStatusBody } from '../../contracts/messages.ts';
+import type { SiteStatusBody } from '../../contracts/messages.ts';
+import { heartbeatMessage, statusBody } from '../../../test/support/status.ts';
 
-const body = (over: Partial<SiteStatusBody> = {}): SiteStatusBody => ({
-  agentVersion: '1',
-  bootId: 'b1',
-  uptimeS: 1,
-  heartbeatIntervalS: 1,
-  generation: 1,
-  apps: [],
-  system: {
-    hostname: 'h',
-    platform: 'linux',
-    arch: 'x64',
-    cores: 2,
-    memoryTotalBytes: 100,
-    memoryFreeBytes: 50,
-    diskTotalBytes: 100,
-    diskFreeBytes: 50,
-    loadAvg1: 0.1,
-  },
-  runtimes: [],
-  accelerators: [],
-  outbox: { pending: 0, dropped: 0 },
-  devices: { connected: 0, messagesIn: 0 },
-  ...over,
-});
-const hb = (b: SiteStatusBody) => ({ v: ENVELOPE_VERSION as 1, id: 'x', ts: 0, type: 'status' as const, body: b });
+const body = statusBody;
+const hb = heartbeatMessage;
 
 describe('status write-behind', () => {
   it('ignores figures that move with the clock alone', () => {
