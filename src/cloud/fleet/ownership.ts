@@ -15,10 +15,13 @@ import type { Logger } from '../../lib/logger.ts';
  * and a member joining or leaving moves only its own share of sites.
  */
 export function ownerOf(siteId: string, members: readonly string[]): string | undefined {
+  const site = fnv1a(siteId);
   let best: string | undefined;
   let bestScore = -1;
   for (const m of members) {
-    const score = fnv1a(`${siteId}\0${m}`);
+    // The site's and the member's hashes combined and mixed: each (site, member) pair gets an
+    // independent-looking score, at the cost of one hash of the site id per call.
+    const score = mix(site ^ Math.imul(fnv1a(m), 0x9e3779b1));
     if (score > bestScore || (score === bestScore && best !== undefined && m < best)) {
       best = m;
       bestScore = score;
@@ -27,13 +30,19 @@ export function ownerOf(siteId: string, members: readonly string[]): string | un
   return best;
 }
 
-/** 32-bit FNV-1a, mixed (murmur3's finaliser) so that similar ids spread evenly. */
+/** 32-bit FNV-1a. */
 function fnv1a(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
+  return h >>> 0;
+}
+
+/** murmur3's finaliser: similar inputs, unrelated outputs. */
+function mix(x: number): number {
+  let h = x;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
@@ -43,12 +52,12 @@ function fnv1a(s: string): number {
 }
 
 /**
- * This replica's view of the members and of which sites it owns (cached per site until the
- * members change). Alone — the embedded hub, or one replica — it owns every site.
+ * This replica's view of the members and of which sites it owns. Alone — the embedded hub, or one
+ * replica — it owns every site. Not cached per site: a site id comes from a topic, which anyone
+ * on an open broker can make up, and a hash per member costs well under a microsecond.
  */
 export class Ownership {
   private members: readonly string[];
-  private readonly cache = new Map<string, boolean>();
 
   constructor(readonly self: string) {
     this.members = [self];
@@ -64,12 +73,7 @@ export class Ownership {
   }
 
   owns(siteId: string): boolean {
-    let o = this.cache.get(siteId);
-    if (o === undefined) {
-      o = this.members.length <= 1 || ownerOf(siteId, this.members) === this.self;
-      this.cache.set(siteId, o);
-    }
-    return o;
+    return this.members.length <= 1 || ownerOf(siteId, this.members) === this.self;
   }
 
   /** New members (this replica is always one). Returns whether they changed. */
@@ -77,7 +81,6 @@ export class Ownership {
     const next = [...new Set([...members, this.self])].sort();
     if (next.join('\n') === this.members.join('\n')) return false;
     this.members = next;
-    this.cache.clear();
     return true;
   }
 }
