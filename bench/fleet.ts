@@ -311,21 +311,7 @@ async function runCloud(
     await waitUntil(() => sites.every((s) => s.gotGen >= 1), 120_000);
     const stop = heartbeat(sites);
     const w = await measureWindow(cloud.proc.pid!, () => metric(url, key, 'ew_cloud_heartbeats_total'));
-    // One desired-state change for the whole fleet.
-    await call('POST', '/api/v1/apps', {
-      manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} },
-    });
-    const before = Math.max(...sites.map((s) => s.gotGen));
-    const t0 = performance.now();
-    const mono0 = process.hrtime.bigint() / 1000n;
-    await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
-    const monoApi = process.hrtime.bigint() / 1000n;
-    await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
-    if (CLOUD_NODE_ARGS.length)
-      console.error(
-        `deployment on the monotonic clock (µs): start ${mono0} api-answered ${monoApi} all-reached ${process.hrtime.bigint() / 1000n}`,
-      );
-    const lat = sites.map((s) => s.gotAt - t0);
+    const { lat, before } = await deployToFleet(call, sites);
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
     return {
@@ -431,20 +417,7 @@ async function benchReplicas(n: number, r: number): Promise<Row> {
       rate: (c1[i]!.parsed - c0[i]!.parsed) / secs,
       dropped: (c1[i]!.dropped - c0[i]!.dropped) / secs,
     }));
-    await call('POST', '/api/v1/apps', {
-      manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} },
-    });
-    const before = Math.max(...sites.map((s) => s.gotGen));
-    const t0 = performance.now();
-    const mono0 = process.hrtime.bigint() / 1000n;
-    await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
-    const monoApi = process.hrtime.bigint() / 1000n;
-    await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
-    if (CLOUD_NODE_ARGS.length)
-      console.error(
-        `deployment on the monotonic clock (µs): start ${mono0} api-answered ${monoApi} all-reached ${process.hrtime.bigint() / 1000n}`,
-      );
-    const lat = sites.map((s) => s.gotAt - t0);
+    const { lat, before } = await deployToFleet(call, sites);
     stop();
     await Promise.all(sites.map((s) => s.client!.endAsync(true)));
     // Clear the retained desired states this run left on the shared broker.
@@ -572,6 +545,30 @@ async function idleAgentRss(): Promise<number> {
     await stopCloud(cloud);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * One desired-state change for the whole fleet: pushes an app, deploys it to every site and
+ * returns each site's time from the API call to holding the new generation.
+ */
+async function deployToFleet(
+  call: (method: string, path: string, body?: unknown) => Promise<any>,
+  sites: Site[],
+): Promise<{ lat: number[]; before: number }> {
+  await call('POST', '/api/v1/apps', {
+    manifest: { apiVersion: 'edgeweave/v1', kind: 'App', metadata: { name: 'bench-app', version: '1.0.0' }, spec: {} },
+  });
+  const before = Math.max(...sites.map((s) => s.gotGen));
+  const t0 = performance.now();
+  const mono0 = process.hrtime.bigint() / 1000n;
+  await call('POST', '/api/v1/deployments', { app: 'bench-app', version: '1.0.0', selector: { bench: 'yes' } });
+  const monoApi = process.hrtime.bigint() / 1000n;
+  await waitUntil(() => sites.every((s) => s.gotGen > before), 300_000);
+  if (CLOUD_NODE_ARGS.length)
+    console.error(
+      `deployment on the monotonic clock (µs): start ${mono0} api-answered ${monoApi} all-reached ${process.hrtime.bigint() / 1000n}`,
+    );
+  return { lat: sites.map((s) => s.gotAt - t0), before };
 }
 
 async function waitUntil(fn: () => boolean, timeoutMs: number): Promise<void> {
