@@ -255,7 +255,25 @@ function suite(kind: 'sqlite' | 'postgres', skip?: string): void {
             log: silentLogger(),
             holder: cloud.handle.maintenance.holder,
           });
-          const r = await m.runOnce();
+          // Readers running through the move never miss the row (a query planned before the new
+          // partition was attached but run after would, without the lock on the parent).
+          const expected = await store.countUplink('site-x');
+          let moving = true;
+          const seen: number[] = [];
+          const reader = async () => {
+            while (moving) seen.push(await store.countUplink('site-x'));
+          };
+          const readers = [reader(), reader()];
+          const r = await m.runOnce().finally(() => {
+            moving = false;
+          });
+          await Promise.all(readers);
+          assert.ok(seen.length > 0);
+          assert.deepEqual(
+            seen.filter((n) => n !== expected),
+            [],
+            `every one of ${seen.length} reads during the move counts ${expected}`,
+          );
           assert.ok((r?.created ?? 0) >= 1);
           assert.equal(await inDefault(), 0);
           const part = partitionName(dayStart(stray.at));
