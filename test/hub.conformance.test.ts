@@ -150,3 +150,35 @@ runHubConformance(
   },
   mosq,
 );
+
+describe('external hub: catching up after a reconnect', { skip: mosq }, () => {
+  it('calls onReconnected once its replica topics are subscribed again, so nothing told after it is missed', async () => {
+    const replicaTopic = `ew/_cloud/t${randomBytes(4).toString('hex')}/revoked`;
+    let reconnected = 0;
+    const hub = new ExternalHub({
+      url: MOSQUITTO_URL,
+      clientId: `ew-cloud-test-${randomBytes(4).toString('hex')}`,
+      shareGroup: `g${randomBytes(4).toString('hex')}`,
+      log: silentLogger(),
+      replicaTopics: [replicaTopic],
+      onReconnected: async () => {
+        reconnected++;
+      },
+    });
+    const seen: string[] = [];
+    await hub.start(async (topic, payload) => {
+      if (topic === replicaTopic) seen.push(payload.toString());
+    });
+    const other = await mqtt.connectAsync(MOSQUITTO_URL, { protocolVersion: 5, reconnectPeriod: 0 });
+    try {
+      assert.equal(reconnected, 0, 'not at the first connection');
+      (hub as unknown as { client: MqttClient }).client.stream.destroy();
+      await waitFor('caught up after the reconnect', () => reconnected === 1, 20_000);
+      await other.publishAsync(replicaTopic, 'told-after', { qos: 1 });
+      await waitFor('the replica topic is live again', () => seen.includes('told-after'), 20_000);
+    } finally {
+      await other.endAsync();
+      await hub.close();
+    }
+  });
+});

@@ -4,12 +4,15 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import mqtt from 'mqtt';
 import { startTestEdge, tempDir, removeDirs, waitFor, type TestCloud, type TestEdge } from './support/harness.ts';
 import { spawnCli, type CliProcess } from './support/proc.ts';
 import { freshSchema, pgAvailable, PG_URL } from './support/pg.ts';
 import { mosquittoAvailable, MOSQUITTO_URL } from './support/mosquitto.ts';
 import { natsAvailable, startNats, type NatsServer } from './support/nats.ts';
 import { newSecret } from '../src/lib/secrets.ts';
+import { envelope } from '../src/contracts/messages.ts';
+import { topics } from '../src/contracts/topics.ts';
 
 /**
  * Several `edgeweave cloud` processes — real child processes, sharing nothing but PostgreSQL,
@@ -362,6 +365,46 @@ describe('three cloud replicas on PostgreSQL and Mosquitto', { skip, timeout: 24
     const got = await alive[1]!.api('GET', `/api/v1/artifacts/${sha}`);
     assert.equal(got.status, 200);
     assert.ok(Buffer.compare(got.body as Buffer, bytes) === 0, 'the other replica serves the same bytes');
+  });
+
+  it('a site revoked through one replica is ignored by every replica: none stores what it still sends', async () => {
+    const alive = c.replicas.filter((r) => r.proc.child.signalCode === null && r.proc.child.exitCode === null);
+    assert.ok(alive.length >= 2);
+    const site = edges[0]!;
+    const siteId = site.handle.siteId;
+    const metric = async (r: Replica, name: string) =>
+      Number(
+        new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec((await r.api('GET', '/metrics')).body.toString('utf8'))?.[1] ?? 0,
+      );
+    const revoked = await alive[0]!.api('POST', `/api/v1/sites/${siteId}/revoke`);
+    assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
+    for (const r of alive.slice(1))
+      await waitFor(
+        `${r.name} heard of the revocation`,
+        async () => (await metric(r, 'ew_cloud_revocation_news_total{outcome="applied"}')) >= 1,
+        20_000,
+        100,
+      );
+    // The broker was not told (operators delete the site's client there; docs/operators.md), so
+    // the site could go on sending: here as a plain client on the open test broker.
+    await site.stop();
+    edges.pop();
+    const stored = await storedCount(c.db, siteId);
+    const ignored = async () =>
+      (await Promise.all(alive.map((r) => metric(r, 'ew_cloud_site_messages_ignored_total{reason="revoked"}')))).reduce((a, b) => a + b, 0);
+    const base = await ignored();
+    const client = await mqtt.connectAsync(MOSQUITTO_URL, { protocolVersion: 5, reconnectPeriod: 0 });
+    try {
+      // Six results: the shared subscription hands them out in turn, so every replica gets some.
+      for (let i = 0; i < 6; i++) {
+        const msg = envelope('uplink', { stream: 'live', at: Date.now(), data: { i: 100_000 + i } }, { now: () => Date.now() });
+        await client.publishAsync(topics.up(siteId, 'live'), JSON.stringify(msg), { qos: 1 });
+      }
+    } finally {
+      await client.endAsync();
+    }
+    await waitFor('all six ignored', async () => (await ignored()) - base >= 6, 20_000, 100);
+    assert.equal(await storedCount(c.db, siteId), stored, 'nothing stored for the revoked site');
   });
 });
 

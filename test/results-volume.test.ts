@@ -7,9 +7,9 @@ import { parquetReadObjects } from 'hyparquet';
 import { startTestCloud, tempDir, removeDirs, type TestCloud } from './support/harness.ts';
 import { spawnCli } from './support/proc.ts';
 import { PG_URL, freshSchema, pgAvailable } from './support/pg.ts';
+import { addSite as addSiteAt } from './support/store.ts';
 import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';
-import { hashSecret } from '../src/lib/secrets.ts';
 import { ResultsMaintenance } from '../src/cloud/results/maintenance.ts';
 import { DAY_MS, dayStart, partitionName } from '../src/cloud/results/retention.ts';
 import type { Store, UplinkRecord } from '../src/cloud/store/store.ts';
@@ -23,38 +23,7 @@ import { migrationNames, type SqlStore } from '../src/cloud/store/sql-store.ts';
  * default partition, old days dropped whole), and the bad inputs of the API.
  */
 const NOW = Date.now();
-
-async function addSite(store: Store, tenantId: string, id: string): Promise<void> {
-  await store.createJoinToken({
-    id: `tok-${id}`,
-    tenantId,
-    hash: hashSecret(`t-${id}`),
-    labels: {},
-    region: 'r',
-    description: '',
-    createdAt: 1,
-    expiresAt: NOW + DAY_MS,
-    usedAt: null,
-    siteId: null,
-  });
-  const r = await store.enrollSite(hashSecret(`t-${id}`), NOW, (t) => ({
-    id,
-    tenantId: t.tenantId,
-    name: id,
-    region: 'r',
-    labels: {},
-    secretHash: hashSecret(`s-${id}`),
-    createdAt: NOW,
-    revokedAt: null,
-    online: false,
-    lastSeenAt: null,
-    status: null,
-    desiredGeneration: 0,
-    desiredHash: null,
-    reportedGeneration: 0,
-  }));
-  assert.equal(r.ok, true);
-}
+const addSite = (store: Store, tenantId: string, id: string) => addSiteAt(store, tenantId, id, NOW);
 
 const rec = (siteId: string, stream: string, daysAgo: number, n: number): UplinkRecord => ({
   siteId,

@@ -268,6 +268,11 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
       // A second revoke keeps the first time.
       assert.equal((await store.revokeSite(T, 'site-1', 900))?.revokedAt, 500);
       assert.equal(await store.revokeSite(T2, 'site-1', 900), undefined);
+      // What replicas ask each other's revocations by (fleet/revocations.ts): by time, bounded.
+      assert.ok((await store.listSitesRevokedSince(500, 100)).includes('site-1'));
+      assert.ok(!(await store.listSitesRevokedSince(501, 100)).includes('site-1'), 'revoked before the window');
+      assert.ok((await store.listSitesRevokedSince(0, 1)).length <= 1, 'at most the limit');
+      assert.ok(!(await store.listSitesRevokedSince(0, 100)).includes('site-other'), 'a live site is never listed');
     });
 
     it('bumps the desired generation only when the digest changes', async () => {

@@ -14,6 +14,7 @@ import { SiteRpc } from './fleet/rpc.ts';
 import { Ingest } from './fleet/ingest.ts';
 import type { Ownership } from './fleet/ownership.ts';
 import { LivenessNews, MAX_NEWS_BYTES, SiteStatuses } from './fleet/status.ts';
+import { Revocations } from './fleet/revocations.ts';
 
 export interface FleetOptions {
   store: Store;
@@ -33,10 +34,11 @@ export interface FleetOptions {
   /** Whether one more result of this tenant fits its results-per-day quota (cloud/quotas.ts). */
   admitResult?: (tenantId: string) => Promise<boolean>;
   /**
-   * Several replicas (external broker): which sites' heartbeats this one owns, and the topic on
-   * which the replicas tell each other of their sites' liveness (fleet/ownership.ts).
+   * Several replicas (external broker): which sites' heartbeats this one owns, and the topics on
+   * which the replicas tell each other of their sites' liveness (fleet/ownership.ts) and of the
+   * sites they revoke (fleet/revocations.ts).
    */
-  replicas?: { ownership: Ownership; livenessTopic: string };
+  replicas?: { ownership: Ownership; livenessTopic: string; revokedTopic: string; replicaId: string };
 }
 
 /**
@@ -53,6 +55,8 @@ export class Fleet {
   readonly desired: DesiredPublisher;
   readonly rpcs: SiteRpc;
   readonly ingest: Ingest;
+  /** Revocations told to and heard from the other replicas (external broker only). */
+  readonly revocations?: Revocations;
   private stopTimer?: () => void;
 
   constructor(private readonly o: FleetOptions) {
@@ -72,6 +76,17 @@ export class Fleet {
     this.uplink = new UplinkWriter({ store, clock, log, registry, hub, storeAcks: o.storeAcks });
     this.desired = new DesiredPublisher({ store, hub, clock, registry, sites: this.sites, storeAcks: o.storeAcks });
     this.rpcs = new SiteRpc({ hub, clock, registry, isOnline: (id) => this.status.isOnline(id) });
+    if (replicas)
+      this.revocations = new Revocations({
+        store,
+        clock,
+        log,
+        registry,
+        sites: this.sites,
+        replicaId: replicas.replicaId,
+        publish: (payload) => hub.publish(replicas.revokedTopic, payload, { qos: 1 }),
+        forget: (id) => this.status.forget(id),
+      });
     this.ingest = new Ingest({
       log,
       registry,
@@ -96,12 +111,14 @@ export class Fleet {
       void this.sweepNow();
     };
     this.stopTimer = this.o.clock.setTimer(every, tick);
+    this.revocations?.start();
     // The embedded hub's retained messages live in memory: republish every site's desired state.
     await this.reconcileAll();
   }
 
   async stop(): Promise<void> {
     this.stopTimer?.();
+    this.revocations?.stop();
     await this.sweepNow();
     await this.uplink.drain();
   }
@@ -109,8 +126,11 @@ export class Fleet {
   /** The hub handler: never throws for a bad message; a bad message is counted and logged. */
   get handle(): (topic: string, payload: Buffer) => Promise<void> {
     const topic = this.o.replicas?.livenessTopic;
-    if (!topic) return this.ingest.handle;
+    const revocations = this.revocations;
+    if (!topic || !revocations) return this.ingest.handle;
+    const revokedTopic = this.o.replicas?.revokedTopic;
     return async (t, payload) => {
+      if (t === revokedTopic) return revocations.hear(payload);
       if (t !== topic) return this.ingest.handle(t, payload);
       // Only cloud replicas may publish here (the broker's ACL); still checked, never trusted blindly.
       if (payload.length > MAX_NEWS_BYTES) {
@@ -173,10 +193,23 @@ export class Fleet {
     return this.rpcs.call(siteId, method, params, timeoutMs);
   }
 
-  /** Revocation: forget liveness, cut the live connection, clear retained desired state. */
+  /**
+   * Revocation: forget liveness, cut the live connection, clear retained desired state, and tell
+   * the other replicas (each checks the store and forgets the site too).
+   */
   async revoked(siteId: string): Promise<void> {
     this.sites.markRevoked(siteId);
     this.status.forget(siteId);
+    // Not awaited: with the broker away the message waits in the client until it is back, and
+    // the others' minute check of the store (fleet/revocations.ts) does not depend on it.
+    this.revocations
+      ?.tell(siteId)
+      .catch((e: Error) =>
+        this.o.log.warn(
+          { siteId, err: e.message },
+          'could not tell the other replicas of a revocation; they find it in the store within a minute',
+        ),
+      );
     this.o.hub.disconnectSite(siteId);
     await this.desired.clear(siteId);
     // Whatever else is retained under its topics goes too (issue 8: it pinned cloud memory).

@@ -166,6 +166,7 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
   // (fleet/ownership.ts). The embedded hub is one process, which owns every site.
   const ownership = new Ownership(replicaId);
   const livenessTopic = replicaTopics.liveness(installationId);
+  const revokedTopic = replicaTopics.revoked(installationId);
   if (cfg.broker) {
     hub = new ExternalHub({
       url: cfg.broker,
@@ -178,7 +179,8 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
       protocolVersion: cfg.brokerMqttVersion as 4 | 5,
       shareUplink: cfg.brokerShareUplink,
       topicPrefix: cfg.topicPrefix ? `${cfg.topicPrefix}/` : undefined,
-      replicaTopics: [livenessTopic],
+      replicaTopics: [livenessTopic, revokedTopic],
+      onReconnected: () => fleet.revocations?.resync() ?? Promise.resolve(),
     });
   } else {
     hub = new EmbeddedHub({
@@ -202,7 +204,7 @@ export async function startCloud(input: CloudConfig): Promise<CloudHandle> {
     missedHeartbeats,
     admitResult: new ResultQuota(store, clock).admit,
     storeAcks: hub.kind === 'external',
-    ...(hub.kind === 'external' ? { replicas: { ownership, livenessTopic } } : {}),
+    ...(hub.kind === 'external' ? { replicas: { ownership, livenessTopic, revokedTopic, replicaId } } : {}),
   });
   // Members known before the first heartbeat is read, so each goes to its owner from the start.
   const membership =

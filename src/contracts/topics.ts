@@ -52,6 +52,8 @@ export const cloudFilters = {
 export const replicaTopics = {
   /** Liveness of the sites each replica owns (fleet/ownership.ts): transitions and periodic snapshots. */
   liveness: (installationId: string) => `${TOPIC_ROOT}/_cloud/${installationId}/liveness`,
+  /** Sites a replica revoked (fleet/revocations.ts): the others check the store and forget them. */
+  revoked: (installationId: string) => `${TOPIC_ROOT}/_cloud/${installationId}/revoked`,
 } as const;
 
 export type ParsedTopic =

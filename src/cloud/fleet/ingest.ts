@@ -31,6 +31,12 @@ export class Ingest {
   ) {
     const r = o.registry;
     this.m = {
+      ignored: new Counter({
+        name: 'ew_cloud_site_messages_ignored_total',
+        help: 'MQTT messages from revoked or unknown sites, acknowledged and ignored, by reason',
+        labelNames: ['reason'],
+        registers: [r],
+      }),
       badPayloads: new Counter({
         name: 'ew_cloud_mqtt_payload_invalid_total',
         help: 'MQTT messages refused as malformed',
@@ -72,7 +78,12 @@ export class Ingest {
         return;
       }
       const site = await this.o.sites.get(t.siteId);
-      if (!site || site.revoked) return; // a revoked or unknown site's late messages are ignored
+      if (!site || site.revoked) {
+        // A revoked or unknown site's late messages are ignored (counted: a revoked site still
+        // sending is a broker whose ACL was not told, docs/operators.md).
+        this.m.ignored.inc({ reason: site ? 'revoked' : 'unknown' });
+        return;
+      }
       if (t.kind === 'reported') return this.o.status.onReported(t.siteId, decodePayload(ReportedMessage, payload, topic));
       if (t.kind === 'up') {
         const msg = decodePayload(UplinkMessage, payload, topic);

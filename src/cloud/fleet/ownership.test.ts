@@ -202,7 +202,7 @@ describe('liveness news from other replicas: bounded and checked', () => {
       log,
       registry: new Registry(),
       missedHeartbeats: 3,
-      replicas: { ownership, livenessTopic: topic },
+      replicas: { ownership, livenessTopic: topic, revokedTopic: 'ew/_cloud/x/revoked', replicaId: 'r0' },
     });
     const theirs = sites.find((s) => !ownership.owns(s))!;
     const news = (over: object) => Buffer.from(JSON.stringify({ v: 1, from: 'r1', full: false, sites: [[theirs, 1, 1000, 'b']], ...over }));

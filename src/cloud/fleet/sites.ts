@@ -1,4 +1,4 @@
-import type { Store, Site } from '../store/store.ts';
+import type { Store, Site, SiteRef } from '../store/store.ts';
 
 export interface SiteInfo {
   tenantId: string;
@@ -22,6 +22,27 @@ export class SiteDirectory {
 
   markRevoked(siteId: string): void {
     this.cache.set(siteId, { tenantId: this.cache.get(siteId)?.tenantId ?? '', revoked: true });
+  }
+
+  /**
+   * Replaces what is held with a fresh read of every site (fleet/revocations.ts, after a
+   * reconnect); answers the ids held before that the store no longer has (deleted). A site held as
+   * revoked stays revoked whatever the read says (revocation is for good, and the read may predate it).
+   */
+  reload(refs: readonly SiteRef[]): string[] {
+    const before = new Map(this.cache);
+    this.cache.clear();
+    for (const r of refs) {
+      this.note(r);
+      if (before.get(r.id)?.revoked) this.markRevoked(r.id);
+      before.delete(r.id);
+    }
+    return [...before.keys()];
+  }
+
+  /** Known here as revoked (no query). */
+  isRevoked(siteId: string): boolean {
+    return this.cache.get(siteId)?.revoked === true;
   }
 
   async get(siteId: string): Promise<SiteInfo | undefined> {

@@ -29,6 +29,11 @@ export interface ExternalHubOptions {
   /** Topics between the replicas of this installation (topics.ts replicaTopics), also subscribed. */
   replicaTopics?: readonly string[];
   /**
+   * Called after each reconnect, once the replica topics are subscribed again: what the other
+   * replicas said while this one was away is lost, so it reads the store again (fleet/revocations.ts).
+   */
+  onReconnected?: () => Promise<void>;
+  /**
    * Put before every topic (`prod/` → `prod/ew/{site}/…`), so that installations sharing a broker
    * live in separate topic trees an ACL can keep apart. Told to agents at enrollment.
    */
@@ -120,6 +125,20 @@ export class ExternalHub implements Hub {
         const refused = grants.filter((g) => g.qos >= 0x80);
         if (refused.length) throw new Error(`external broker refused the cloud's subscriptions: ${refused.map((g) => g.topic).join(', ')}`);
       });
+    const again = this.opts.onReconnected;
+    const replicaTopics = this.opts.replicaTopics ?? [];
+    if (again) {
+      client.on('connect', () => {
+        // mqtt.js resubscribes by itself but says nothing of when the broker granted it; this
+        // SUBACK (the same filters again: the broker replaces them) says the topics are live.
+        const subscribed = replicaTopics.length
+          ? client.subscribeAsync(Object.fromEntries(replicaTopics.map((t) => [this.p + t, { qos: 1 as const }])))
+          : Promise.resolve();
+        subscribed
+          .then(() => again())
+          .catch((e: Error) => log.warn({ err: e.message }, 'catching up after a reconnect to the external broker failed'));
+      });
+    }
   }
 
   async publish(topic: string, payload: string | Buffer, opts: { retain?: boolean; qos?: 0 | 1 } = {}): Promise<void> {

@@ -399,6 +399,12 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
       await sql`DROP TABLE uplink_unpartitioned`.execute(db);
     },
   },
+  '0009_sites_revoked_at': {
+    async up(db: Kysely<any>) {
+      // Replicas ask for the sites revoked lately (fleet/revocations.ts) without reading every site.
+      await db.schema.createIndex('sites_revoked_at').on('sites').column('revoked_at').execute();
+    },
+  },
 });
 
 /** The migrations this version knows, by name (a database with others was migrated by a newer one). */
@@ -1066,6 +1072,13 @@ export class SqlStore implements Store {
         .execute(),
     );
     return this.getSite(tenantId, id);
+  }
+
+  async listSitesRevokedSince(since: number, limit: number): Promise<string[]> {
+    const rows = await guard('list revoked sites', () =>
+      this.db.selectFrom('sites').select('id').where('revoked_at', '>=', since).orderBy('revoked_at').orderBy('id').limit(limit).execute(),
+    );
+    return rows.map((r) => r.id);
   }
 
   async revokeSite(tenantId: string, id: string, now: number): Promise<Site | undefined> {

@@ -275,6 +275,8 @@ export interface Store {
   getSiteStatuses(ids: readonly string[]): Promise<Map<string, SiteStatusBody>>;
   setSiteLabels(tenantId: string, id: string, labels: Labels): Promise<Site | undefined>;
   revokeSite(tenantId: string, id: string, now: number): Promise<Site | undefined>;
+  /** Ids of sites revoked at or after `since` (ms; oldest revocation first), at most `limit`: what replicas check each other by. */
+  listSitesRevokedSince(since: number, limit: number): Promise<string[]>;
   /** Write-behind of heartbeats: many sites in one transaction. */
   updateSiteStatuses(updates: SiteStatusUpdate[]): Promise<void>;
   /**
