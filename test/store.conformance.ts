@@ -757,6 +757,10 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
           results: 2,
         });
         assert.equal((await store.tenantData(X, 5000)).results, 1, "results since a time (the day's)");
+        // What refers to the tenant without being counted goes too (a retention policy's row
+        // refers to the tenant: PostgreSQL refused the deletion while one was left).
+        assert.equal(await store.setRetention(X, 's', 7, 1), true);
+        assert.equal(await store.reserveResults(X, 0, 5, 100), 5);
         const gone = await store.deleteTenant(X);
         assert.deepEqual(gone?.siteIds.sort(), ['x-site-1', 'x-site-2', 'x-site-3']);
         assert.deepEqual(gone?.orphanArtifacts, ['d'.repeat(64)], 'the file Y also holds stays');
@@ -776,10 +780,29 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
           artifacts: 0,
           results: 0,
         });
+        assert.deepEqual(await store.listRetention(X), []);
+        assert.equal(await store.reserveResults(X, 0, 5, 100), 5, 'the quota counter starts again (no results left)');
         assert.equal(await store.deleteTenant(X), undefined, 'once');
         assert.equal((await store.tenantData(Y)).results, 1, 'the other tenant keeps everything');
         assert.equal(await store.ownsArtifact(Y, 'c'.repeat(64)), true);
         assert.equal((await store.queryAudit({ tenantId: X, limit: 10 })).length, 2, 'the audit log of a deleted tenant stays');
+      });
+
+      it("reserves a tenant's results-per-day quota from one counter: never more than the limit, even asked at once", async () => {
+        const day = 10 * 86_400_000;
+        assert.equal(await store.reserveResults(Y, day, 30, 100), 30);
+        // Twenty reservations at once (as replicas would): together they get exactly what is left.
+        const got = await Promise.all(Array.from({ length: 20 }, () => store.reserveResults(Y, day, 7, 100)));
+        assert.equal(
+          got.reduce((a, b) => a + b, 0),
+          70,
+        );
+        assert.equal(await store.reserveResults(Y, day, 5, 100), 0, 'used up');
+        assert.equal(await store.reserveResults(Y, day, 5, 120), 5, 'a raised limit grants more');
+        assert.equal(await store.reserveResults(Y, day + 86_400_000, 5, 120), 5, 'a new day counts afresh');
+        assert.equal(await store.reserveResults(Y, day, 0, 120), 0);
+        // The day's counter starts from what is stored that day: y1 was received at 1000 (day 0).
+        assert.equal(await store.reserveResults(Y, 0, 100, 100), 99);
       });
     });
   });

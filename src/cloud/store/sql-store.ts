@@ -127,6 +127,7 @@ interface DB {
     completed_at: number | null;
   };
   retention_policies: { tenant_id: string; stream: string; days: number; updated_at: number };
+  result_usage: { tenant_id: string; day: number; used: number };
   uplink: {
     seq: Generated<number>;
     site_id: string;
@@ -403,6 +404,19 @@ const migrations = (kind: 'sqlite' | 'postgres'): Record<string, Migration> => (
     async up(db: Kysely<any>) {
       // Replicas ask for the sites revoked lately (fleet/revocations.ts) without reading every site.
       await db.schema.createIndex('sites_revoked_at').on('sites').column('revoked_at').execute();
+    },
+  },
+  '0010_result_usage': {
+    async up(db: Kysely<any>) {
+      // The results-per-day quota, counted once for all replicas (cloud/quotas.ts): each reserves
+      // blocks of it here. Deleted with the tenant; days older than a week are pruned as new ones start.
+      await db.schema
+        .createTable('result_usage')
+        .addColumn('tenant_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('day', 'bigint', (c) => c.notNull())
+        .addColumn('used', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('result_usage_pk', ['tenant_id', 'day'])
+        .execute();
     },
   },
 });
@@ -721,6 +735,38 @@ export class SqlStore implements Store {
     return this.getTenant(id);
   }
 
+  async reserveResults(tenantId: string, day: number, want: number, limit: number): Promise<number> {
+    if (want <= 0) return 0;
+    return guard('reserve results quota', async () => {
+      const key = (q: any) => q.where('tenant_id', '=', tenantId).where('day', '=', day);
+      if (!(await key(this.db.selectFrom('result_usage').select('used')).executeTakeFirst())) {
+        // The day's first reservation: it starts from what is already stored that day (a cloud
+        // upgraded mid-day, or the counter's row pruned); racing replicas insert it once.
+        const { results } = await this.tenantData(tenantId, day);
+        await this.db
+          .insertInto('result_usage')
+          .values({ tenant_id: tenantId, day, used: results })
+          .onConflict((oc) => oc.columns(['tenant_id', 'day']).doNothing())
+          .execute();
+        await this.db
+          .deleteFrom('result_usage')
+          .where('tenant_id', '=', tenantId)
+          .where('day', '<', day - 7 * DAY_MS)
+          .execute();
+      }
+      return this.db.transaction().execute(async (tx) => {
+        let q = key(tx.selectFrom('result_usage').select('used'));
+        // PostgreSQL: the row is locked until the commit, so two replicas never grant the same part.
+        // SQLite runs one transaction at a time.
+        if (this.kind === 'postgres') q = q.forUpdate();
+        const used = Number(((await q.executeTakeFirstOrThrow()) as { used: unknown }).used);
+        const granted = Math.max(0, Math.min(want, limit - used));
+        if (granted > 0) await key(tx.updateTable('result_usage').set({ used: used + granted })).execute();
+        return granted;
+      });
+    });
+  }
+
   async tenantData(id: string, resultsSince?: number): Promise<TenantData> {
     return guard('count tenant data', async () => {
       const count = async (
@@ -780,7 +826,17 @@ export class SqlStore implements Store {
             .deleteFrom('uplink')
             .where('site_id', 'in', siteIds.slice(i, i + 500))
             .execute();
-        for (const table of ['api_keys', 'join_tokens', 'rollouts', 'deployments', 'apps', 'artifact_owners', 'sites'] as const) {
+        for (const table of [
+          'api_keys',
+          'join_tokens',
+          'rollouts',
+          'deployments',
+          'apps',
+          'artifact_owners',
+          'retention_policies',
+          'result_usage',
+          'sites',
+        ] as const) {
           await tx.deleteFrom(table).where('tenant_id', '=', id).execute();
         }
         await tx.deleteFrom('tenants').where('id', '=', id).execute();

@@ -225,6 +225,12 @@ export interface Store {
   /** Counts what the tenant holds; `resultsSince` counts only results received since then. */
   tenantData(id: string, resultsSince?: number): Promise<TenantData>;
   /**
+   * Reserves up to `want` of the tenant's results-per-day quota for the UTC day starting at `day`
+   * (ms) from one counter that every replica shares; answers how many were granted (0 once `limit`
+   * is used up). The day's counter starts from the results already stored that day.
+   */
+  reserveResults(tenantId: string, day: number, want: number, limit: number): Promise<number>;
+  /**
    * Deletes the tenant and everything it holds in one transaction: keys, tokens, sites (so their
    * credentials stop working at once), apps, deployments, rollouts, results, artifact ownership.
    * Returns the ids of its sites (to cut their connections) and the artifacts no other tenant
