@@ -5,6 +5,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { removeDirs, startTestCloud, tempDir, waitFor, type TestCloud } from './support/harness.ts';
+import { addSite } from './support/store.ts';
 import { connectEvents, type StreamState } from '../console/src/lib/events-client.ts';
 import type { SseEvent } from '../console/src/lib/sse.ts';
 import { EventHub, sseFrame, takeChanged, type EventSink } from '../src/cloud/api/events.ts';
@@ -15,7 +16,7 @@ import { openSqliteStore } from '../src/cloud/store/open.ts';
 import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';
 import { hashSecret, newSecret } from '../src/lib/secrets.ts';
-import type { Site, Store } from '../src/cloud/store/store.ts';
+import type { Store } from '../src/cloud/store/store.ts';
 
 /** A raw GET (no URL normalisation, unlike fetch), to send traversal attempts as written. */
 function rawGet(
@@ -33,25 +34,6 @@ function rawGet(
     req.on('error', reject);
     req.end();
   });
-}
-
-function site(id: string, tenantId: string): Site {
-  return {
-    id,
-    tenantId,
-    name: id,
-    region: 'r',
-    labels: {},
-    secretHash: hashSecret(newSecret('ews')),
-    createdAt: 1,
-    revokedAt: null,
-    online: false,
-    lastSeenAt: null,
-    status: null,
-    desiredGeneration: 0,
-    desiredHash: null,
-    reportedGeneration: 0,
-  };
 }
 
 /** Enrolls a site over the API (no agent needed) and returns its id. */
@@ -410,20 +392,7 @@ describe('event hub: tenants, bounds and memory', () => {
       ['site-a', 'ten-a'],
       ['site-b', 'ten-b'],
     ] as const) {
-      const tok = {
-        id: `tok-${id}`,
-        tenantId: t,
-        hash: hashSecret(id),
-        labels: {},
-        region: 'r',
-        description: '',
-        createdAt: 1,
-        expiresAt: Number.MAX_SAFE_INTEGER,
-        usedAt: null,
-        siteId: null,
-      };
-      await store.createJoinToken(tok);
-      await store.enrollSite(hashSecret(id), 2, () => site(id, t));
+      await addSite(store, t, id, 2);
     }
   });
   after(async () => {

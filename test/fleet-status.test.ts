@@ -4,11 +4,11 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { removeDirs, tempDir } from './support/harness.ts';
+import { addSite } from './support/store.ts';
 import { SiteStatuses } from '../src/cloud/fleet/status.ts';
 import { openSqliteStore } from '../src/cloud/store/open.ts';
 import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';
-import { hashSecret, newSecret } from '../src/lib/secrets.ts';
 import { ENVELOPE_VERSION, type ReportedMessage, type SiteStatusBody } from '../src/contracts/messages.ts';
 import type { Store } from '../src/cloud/store/store.ts';
 
@@ -59,34 +59,7 @@ describe('fleet status: liveness and status write-behind', () => {
     await store.migrate();
     await store.createTenant({ id: 'ten', name: 'ten', createdAt: 1 });
     for (const id of ['site-a', 'site-b']) {
-      await store.createJoinToken({
-        id: `tok-${id}`,
-        tenantId: 'ten',
-        hash: hashSecret(id),
-        labels: {},
-        region: 'r',
-        description: '',
-        createdAt: 1,
-        expiresAt: Number.MAX_SAFE_INTEGER,
-        usedAt: null,
-        siteId: null,
-      });
-      await store.enrollSite(hashSecret(id), 2, () => ({
-        id,
-        tenantId: 'ten',
-        name: id,
-        region: 'r',
-        labels: {},
-        secretHash: hashSecret(newSecret('ews')),
-        createdAt: 1,
-        revokedAt: null,
-        online: false,
-        lastSeenAt: null,
-        status: null,
-        desiredGeneration: 0,
-        desiredHash: null,
-        reportedGeneration: 0,
-      }));
+      await addSite(store, 'ten', id, 2);
     }
   });
   after(async () => {

@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Site, Store } from '../src/cloud/store/store.ts';
+import { siteRecord } from './support/store.ts';
 import { hashSecret } from '../src/lib/secrets.ts';
 import { isEwError } from '../src/contracts/errors.ts';
 import type { AppManifest } from '../src/contracts/manifest.ts';
@@ -45,22 +46,9 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
         usedAt: null,
         siteId: null,
       });
-      const r = await store.enrollSite(hashSecret(tokenSecret), 100, (t) => ({
-        id: siteId,
-        tenantId: t.tenantId,
-        name: siteId,
-        region: t.region,
-        labels: t.labels,
-        secretHash: hashSecret(`s-${siteId}`),
-        createdAt: 100,
-        revokedAt: null,
-        online: false,
-        lastSeenAt: null,
-        status: null,
-        desiredGeneration: 0,
-        desiredHash: null,
-        reportedGeneration: 0,
-      }));
+      const r = await store.enrollSite(hashSecret(tokenSecret), 100, (t) =>
+        siteRecord(siteId, t.tenantId, 100, { region: t.region, labels: t.labels }),
+      );
       assert.equal(r.ok, true);
       return r.site!;
     }

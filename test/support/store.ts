@@ -1,6 +1,27 @@
 import assert from 'node:assert/strict';
 import { hashSecret } from '../../src/lib/secrets.ts';
-import type { Store } from '../../src/cloud/store/store.ts';
+import type { Site, Store } from '../../src/cloud/store/store.ts';
+
+/** A new site's row as enrollment makes it (never heard from, no desired state yet). */
+export function siteRecord(id: string, tenantId: string, now: number, over: Partial<Site> = {}): Site {
+  return {
+    id,
+    tenantId,
+    name: id,
+    region: 'r',
+    labels: {},
+    secretHash: hashSecret(`s-${id}`),
+    createdAt: now,
+    revokedAt: null,
+    online: false,
+    lastSeenAt: null,
+    status: null,
+    desiredGeneration: 0,
+    desiredHash: null,
+    reportedGeneration: 0,
+    ...over,
+  };
+}
 
 /** Enrolls a site straight through the store (a join token made for it and used at `now`). */
 export async function addSite(store: Store, tenantId: string, id: string, now: number): Promise<void> {
@@ -16,21 +37,6 @@ export async function addSite(store: Store, tenantId: string, id: string, now: n
     usedAt: null,
     siteId: null,
   });
-  const r = await store.enrollSite(hashSecret(`t-${id}`), now, (t) => ({
-    id,
-    tenantId: t.tenantId,
-    name: id,
-    region: 'r',
-    labels: {},
-    secretHash: hashSecret(`s-${id}`),
-    createdAt: now,
-    revokedAt: null,
-    online: false,
-    lastSeenAt: null,
-    status: null,
-    desiredGeneration: 0,
-    desiredHash: null,
-    reportedGeneration: 0,
-  }));
+  const r = await store.enrollSite(hashSecret(`t-${id}`), now, (t) => siteRecord(id, t.tenantId, now));
   assert.equal(r.ok, true);
 }
