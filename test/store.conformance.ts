@@ -217,22 +217,7 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
         usedAt: null,
         siteId: null,
       });
-      const mk = (id: string) => (t: { tenantId: string; region: string }) => ({
-        id,
-        tenantId: t.tenantId,
-        name: id,
-        region: t.region,
-        labels: {},
-        secretHash: 'h',
-        createdAt: 1,
-        revokedAt: null,
-        online: false,
-        lastSeenAt: null,
-        status: null,
-        desiredGeneration: 0,
-        desiredHash: null,
-        reportedGeneration: 0,
-      });
+      const mk = (id: string) => (t: { tenantId: string; region: string }) => siteRecord(id, t.tenantId, 1, { region: t.region });
       const results = await Promise.all([
         store.enrollSite(hashSecret('race'), 10, mk('race-a')),
         store.enrollSite(hashSecret('race'), 10, mk('race-b')),
