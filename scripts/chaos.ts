@@ -19,6 +19,11 @@
  *
  * Size: `--small` (or CHAOS_SIZE=small; what CI runs, test/chaos.test.ts) or the default full
  * size (10 agent kills, 5 cloud kills, stalls of 8 s and 50 s). CHAOS_SEED fixes the randomness.
+ *
+ * Replicas: `--replicas N` (N ≥ 2, with CHAOS_PG, and CHAOS_MQTT: default the Mosquitto at
+ * 127.0.0.1:1883) runs N `edgeweave cloud` replicas on PostgreSQL and that broker instead, the
+ * proxy in front of the broker (the site's link to it is what is cut). The cloud kills then take
+ * one replica at a time, in turn, while the others serve; the offline restart stops them all.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -45,10 +50,24 @@ import { newSecret } from '../src/lib/secrets.ts';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const small = process.argv.includes('--small') || process.env.CHAOS_SIZE === 'small';
 const SIZE = small
-  ? { agentKills: 2, cloudKills: 1, stallMs: 2500, longStallMs: 6000, between: [400, 1200] as const, keepaliveS: 2 }
-  : { agentKills: 10, cloudKills: 5, stallMs: 8000, longStallMs: 50_000, between: [500, 4000] as const, keepaliveS: 5 };
+  ? { agentKills: 2, cloudKills: 1, stallMs: 2500, longStallMs: 6000, between: [400, 1200] as const, keepaliveS: 2, outboxMax: 100_000 }
+  : { agentKills: 10, cloudKills: 5, stallMs: 8000, longStallMs: 50_000, between: [500, 4000] as const, keepaliveS: 5, outboxMax: 600_000 };
 let seed = Number(process.env.CHAOS_SEED ?? 20261130) >>> 0;
 const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296;
+const REPLICAS = process.argv.includes('--replicas') ? Number(process.argv[process.argv.indexOf('--replicas') + 1]) : 1;
+if (!(Number.isInteger(REPLICAS) && REPLICAS >= 1 && REPLICAS <= 8)) {
+  console.error('chaos: --replicas takes a number of cloud replicas, 1 to 8');
+  process.exit(2);
+}
+if (REPLICAS > 1 && !process.env.CHAOS_PG) {
+  console.error('chaos: --replicas needs a shared PostgreSQL: set CHAOS_PG=postgres://…');
+  process.exit(2);
+}
+const BROKER = process.env.CHAOS_MQTT ?? 'mqtt://127.0.0.1:1883';
+/** `--only A,B`: run only the scenarios whose name contains one of these (a scenario again, while looking into it). */
+const ONLY = process.argv.includes('--only')
+  ? (process.argv[process.argv.indexOf('--only') + 1] ?? '').split(',').filter(Boolean)
+  : undefined;
 const between = () => Math.floor(SIZE.between[0] + rand() * (SIZE.between[1] - SIZE.between[0]));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = (...a: unknown[]) => console.log(`[chaos ${new Date().toISOString().slice(11, 23)}]`, ...a);
@@ -185,14 +204,16 @@ class TcpProxy {
 }
 
 /**
- * The cloud: N replicas of `edgeweave cloud` (N = 1 today, on SQLite or PostgreSQL). Several
- * replicas need a shared store (CHAOS_PG) and an external broker; `start(i)` and `kill(i)` are the
- * hook a multi-replica run extends (each replica its own ports, the proxy in front of the broker).
+ * The cloud: N replicas of `edgeweave cloud`. One: its embedded hub, on SQLite or PostgreSQL, the
+ * proxy in front of its MQTT port. Several: on PostgreSQL (CHAOS_PG) and an external broker
+ * (BROKER), each with its own data dir and HTTP port, one installation id and topic prefix of
+ * this run's own (the broker may be shared), the proxy in front of the broker.
  */
 class Clouds {
   procs: (Proc | undefined)[] = [];
   readonly http: number[] = [];
   readonly mqtt: number[] = [];
+  private readonly installation = `chaos-${process.pid}`;
   constructor(
     readonly dataDir: string,
     readonly adminKey: string,
@@ -205,24 +226,41 @@ class Clouds {
     for (let i = 0; i < this.replicas; i++) {
       this.http.push(await freePort());
       this.mqtt.push(await freePort());
+      if (this.replicas > 1) mkdirSync(join(this.dataDir, `replica-${i}`));
     }
   }
+  /** A live replica's API (the first one up). */
   get url(): string {
-    return `http://127.0.0.1:${this.http[0]}`;
+    const i = this.procs.findIndex((p) => p !== undefined);
+    return `http://127.0.0.1:${this.http[Math.max(0, i)]}`;
+  }
+  /** Where the site's MQTT link goes through the proxy: the embedded hub, or the external broker. */
+  get proxyTarget(): number {
+    return this.replicas > 1 ? Number(new URL(BROKER).port || 1883) : this.mqtt[0]!;
   }
   async start(i = 0): Promise<void> {
+    const hub =
+      this.replicas > 1
+        ? [
+            '--data-dir',
+            join(this.dataDir, `replica-${i}`),
+            '--broker',
+            BROKER,
+            '--installation-id',
+            this.installation,
+            '--topic-prefix',
+            this.installation,
+            '--replica-id',
+            `replica-${i}`,
+          ]
+        : ['--data-dir', this.dataDir, '--mqtt-host', '127.0.0.1', '--mqtt-port', String(this.mqtt[i])];
     const p = cli([
       'cloud',
-      '--data-dir',
-      this.dataDir,
+      ...hub,
       '--host',
       '127.0.0.1',
       '--port',
       String(this.http[i]),
-      '--mqtt-host',
-      '127.0.0.1',
-      '--mqtt-port',
-      String(this.mqtt[i]),
       '--mqtt-public-url',
       `mqtt://127.0.0.1:${this.publicMqtt}`,
       '--admin-key-file',
@@ -346,9 +384,9 @@ async function main(): Promise<number> {
     };
   }
   const proxyPort = await freePort();
-  const clouds = new Clouds(cloudDir, newSecret('ewk'), proxyPort, db);
+  const clouds = new Clouds(cloudDir, newSecret('ewk'), proxyPort, db, REPLICAS);
   await clouds.init();
-  const proxy = new TcpProxy(proxyPort, clouds.mqtt[0]!);
+  const proxy = new TcpProxy(proxyPort, clouds.proxyTarget);
   await proxy.start();
   const apiKey = newSecret('ewl');
   const devicePassword = newSecret('ewd');
@@ -370,14 +408,24 @@ async function main(): Promise<number> {
     join(dir, 'device.pw'),
     '--cloud-keepalive',
     String(SIZE.keepaliveS),
+    // The outbox must hold what arrives while the link is down: the device sends as fast as the
+    // site takes it (about 2,000 records a second here), and the long stall with the reconnect
+    // back-off after it (up to 30 s) keeps the link down for up to 80 s. Past the bound the
+    // oldest results are dropped (the default policy), which this suite would count as lost.
+    '--outbox-max',
+    process.env.CHAOS_OUTBOX_MAX ?? String(SIZE.outboxMax),
   ];
   let agent: Proc | undefined;
   const device = new Device(devicePassword);
   const rows: Row[] = [];
   let failed = false;
   try {
-    log(`size ${small ? 'small' : 'full'}, cloud on ${db ? 'PostgreSQL' : 'SQLite'}, seed ${process.env.CHAOS_SEED ?? 20261130}`);
-    await clouds.start();
+    log(
+      `size ${small ? 'small' : 'full'}, cloud on ${db ? 'PostgreSQL' : 'SQLite'}${REPLICAS > 1 ? `, ${REPLICAS} replicas on ${BROKER}` : ''}, seed ${process.env.CHAOS_SEED ?? 20261130}`,
+    );
+    // The first replica alone creates the tenant and admin key; the others join it.
+    await clouds.start(0);
+    for (let i = 1; i < REPLICAS; i++) await clouds.start(i);
     const token = (await clouds.api('POST', '/api/v1/tokens', { labels: { chaos: 'yes' }, region: 'chaos', ttlSeconds: 3600 }))
       .token as string;
     agent = cli([...edgeArgs(siteDir), '--cloud', clouds.url], { EW_JOIN_TOKEN: token });
@@ -436,9 +484,16 @@ async function main(): Promise<number> {
       );
       return Date.now() - from;
     };
+    /** Results the site's outbox dropped by its bound, over its lifetime (it survives restarts). */
+    const outboxDropped = async (): Promise<number> => {
+      const text = await (await fetch(`${ready.apiUrl}/metrics`, { headers: { authorization: `Bearer ${apiKey}` } })).text();
+      return Number(/^ew_edge_outbox_dropped_total (\S+)$/m.exec(text)?.[1] ?? 0);
+    };
     const scenario = async (name: string, fn: (recovery: number[]) => Promise<string | void>) => {
+      if (ONLY && !ONLY.some((o) => name.includes(o))) return;
       device.scenario = rows.length;
       const recovery: number[] = [];
+      const droppedBefore = await outboxDropped().catch(() => 0);
       log(`${name}: start`);
       let note: string | void;
       try {
@@ -461,6 +516,8 @@ async function main(): Promise<number> {
       const counts = new Map<number, number>();
       for (const n of got) counts.set(n, (counts.get(n) ?? 0) + 1);
       const acked = [...device.acked].filter((n) => mine.has(n));
+      const dropped = (await outboxDropped().catch(() => droppedBefore)) - droppedBefore;
+      if (dropped > 0) note = `${note ?? ''} ${dropped} dropped by the outbox bound`.trim();
       const row: Row = {
         scenario: name,
         sent: mine.size,
@@ -493,13 +550,16 @@ async function main(): Promise<number> {
       }
     });
 
-    await scenario(`cloud kill -9 ×${SIZE.cloudKills}`, async (rec) => {
-      for (let k = 0; k < SIZE.cloudKills; k++) {
+    // Several replicas: one at a time, in turn, while the others store; one: the cloud itself.
+    const cloudKills = REPLICAS > 1 ? Math.max(SIZE.cloudKills, REPLICAS) : SIZE.cloudKills;
+    await scenario(`${REPLICAS > 1 ? 'replica' : 'cloud'} kill -9 ×${cloudKills}`, async (rec) => {
+      for (let k = 0; k < cloudKills; k++) {
+        const i = k % REPLICAS;
         await sleep(between());
-        await clouds.kill(0);
+        await clouds.kill(i);
         await sleep(between());
         const t0 = Date.now();
-        await clouds.start(0);
+        await clouds.start(i);
         rec.push(await delivered(t0)); // restart → the backlog at the cloud
       }
     });
@@ -523,7 +583,7 @@ async function main(): Promise<number> {
 
     await scenario('offline restart', async (rec) => {
       await sleep(between());
-      await clouds.kill(0, 'SIGTERM');
+      for (let i = REPLICAS - 1; i >= 0; i--) await clouds.kill(i, 'SIGTERM');
       await sleep(between());
       await killAgent();
       await startAgent(); // starts with no cloud: the site is autonomous, the device is acknowledged
@@ -531,7 +591,7 @@ async function main(): Promise<number> {
       await until('acknowledged while offline', () => device.acked.size > before + 20, 60_000, 10);
       await sleep(between());
       const t0 = Date.now();
-      await clouds.start(0);
+      for (let i = 0; i < REPLICAS; i++) await clouds.start(i);
       rec.push(await delivered(t0));
     });
 
@@ -575,7 +635,7 @@ async function main(): Promise<number> {
       agent.child.kill('SIGKILL');
       await agent.exited;
     }
-    await clouds.kill(0).catch(() => {});
+    for (let i = 0; i < REPLICAS; i++) await clouds.kill(i).catch(() => {});
     proxy.close();
     await dropSchema().catch(() => {});
     rmSync(work, { recursive: true, force: true });
@@ -586,7 +646,15 @@ async function main(): Promise<number> {
       `${r.scenario.padEnd(34)} ${String(r.sent).padStart(7)} ${String(r.acknowledged).padStart(7)} ${String(r.stored).padStart(7)} ${String(r.lost).padStart(5)} ${String(r.duplicated).padStart(4)}  ${r.recoveryMs.join(', ') || '-'}${r.note ? `  ${r.note}` : ''}`,
     );
   const bad = rows.filter((r) => r.lost > 0 || r.duplicated > 0);
-  console.log(JSON.stringify({ event: 'chaos', size: small ? 'small' : 'full', ok: !failed && bad.length === 0, scenarios: rows }));
+  console.log(
+    JSON.stringify({
+      event: 'chaos',
+      size: small ? 'small' : 'full',
+      replicas: REPLICAS,
+      ok: !failed && bad.length === 0,
+      scenarios: rows,
+    }),
+  );
   if (failed || bad.length) {
     console.error(
       `chaos: FAILED — ${bad.map((r) => `${r.scenario}: ${r.lost} lost, ${r.duplicated} duplicated`).join('; ') || 'a scenario did not complete'}`,

@@ -186,6 +186,33 @@ describe('OutboxPump', () => {
     p.stop();
   });
 
+  it('resends an unstored row one timeout after its PUBACK, not up to two', async () => {
+    const { db } = fresh();
+    const clock = new ManualClock(1000);
+    const o = new Outbox(db, clock, { maxMessages: 100, overflow: 'drop-oldest' });
+    const [a] = o.enqueue('t', 's', [1]);
+    const link = fakeLink();
+    const p = new OutboxPump(o, link.publish, { window: 4, storeAck: () => true, storeAckTimeoutMs: 5000, clock });
+    p.connectedChanged(true);
+    link.calls[0]!.resolve(); // PUBACK at 1000: the check is set for 6000
+    await tick();
+    p.storeAcked([a!]);
+    clock.advance(1000);
+    o.enqueue('t', 's', [2]);
+    p.notify();
+    link.calls[1]!.resolve(); // PUBACK at 2000; its replica dies: no store acknowledgement comes
+    await tick();
+    await tick();
+    clock.advance(4000); // 6000: the first check finds row 2 not yet due
+    await tick();
+    assert.equal(link.calls.length, 2);
+    clock.advance(1000); // 7000: one timeout after its PUBACK
+    await tick();
+    assert.equal(link.calls.length, 3, 'sent again when due, not at the next whole check (11000)');
+    assert.equal(link.dataOf(2), 2);
+    p.stop();
+  });
+
   it('a store acknowledgement that overtakes the PUBACK deletes the row once', async () => {
     const { db } = fresh();
     const clock = new ManualClock(0);

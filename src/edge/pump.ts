@@ -159,25 +159,36 @@ export class OutboxPump {
     }
   }
 
-  /** One timer while anything waits for a store acknowledgement. */
+  /**
+   * One timer while anything waits for a store acknowledgement, set for when the oldest falls
+   * due: a replica that died holding messages costs one timeout before they go again, not up to
+   * two (a check every timeout would find a message sent just after it not yet due).
+   */
   private armCheck(): void {
-    if (this.stopCheck) return;
-    this.stopCheck = this.clock.setTimer(this.timeoutMs, () => {
+    if (this.stopCheck || !this.connected) return;
+    let oldest = Number.POSITIVE_INFINITY;
+    // Rows sent before the last restart are sent again as the cursor reaches them: only this
+    // round's count (a stale one would make the check fire at once after every reconnect).
+    for (const e of this.unconfirmed.values()) if (!e.done && e.epoch === this.epoch && e.at < oldest) oldest = e.at;
+    if (oldest === Number.POSITIVE_INFINITY) return;
+    const wait = Math.max(50, oldest + this.timeoutMs - this.clock.now());
+    this.stopCheck = this.clock.setTimer(wait, () => {
       this.stopCheck = undefined;
       const now = this.clock.now();
       let overdue = false;
-      let waiting = false;
       for (const e of this.unconfirmed.values()) {
-        if (e.done) continue;
-        waiting = true;
-        if (now - e.at >= this.timeoutMs) overdue = true;
+        if (!e.done && e.epoch === this.epoch && now - e.at >= this.timeoutMs) {
+          overdue = true;
+          break;
+        }
       }
       if (overdue && this.connected) {
         // The replica that took them died before storing them (or the ack was lost): again.
         this.unconfirmed.clear();
         this.restart();
       }
-      if (waiting || this.unconfirmed.size > 0) this.armCheck();
+      // Disconnected: nothing is re-armed; the reconnect sends everything again.
+      this.armCheck();
     });
   }
 
