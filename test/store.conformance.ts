@@ -486,22 +486,7 @@ export function runStoreConformance(name: string, open: () => Promise<Store>, sk
     describe('tenancy: two tenants side by side', () => {
       const X = 'ten-x';
       const Y = 'ten-y';
-      const siteOf = (id: string, tenantId: string, labels: Record<string, string> = {}): Site => ({
-        id,
-        tenantId,
-        name: id,
-        region: 'r',
-        labels,
-        secretHash: hashSecret(`s-${id}`),
-        createdAt: 100,
-        revokedAt: null,
-        online: false,
-        lastSeenAt: null,
-        status: null,
-        desiredGeneration: 0,
-        desiredHash: null,
-        reportedGeneration: 0,
-      });
+      const siteOf = (id: string, tenantId: string, labels: Record<string, string> = {}): Site => siteRecord(id, tenantId, 100, { labels });
       const token = async (tenantId: string, secret: string, expiresAt = 1e15) =>
         store.createJoinToken({
           id: `tok-${secret}`,
