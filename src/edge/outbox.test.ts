@@ -213,6 +213,28 @@ describe('OutboxPump', () => {
     p.stop();
   });
 
+  it('forgets rows of an earlier round that the outbox no longer holds', async () => {
+    const { db } = fresh();
+    const clock = new ManualClock(1000);
+    const o = new Outbox(db, clock, { maxMessages: 100, overflow: 'drop-oldest' });
+    o.enqueue('t', 's', [1, 2]);
+    const link = fakeLink();
+    const p = new OutboxPump(o, link.publish, { window: 4, storeAck: () => true, storeAckTimeoutMs: 5000, clock });
+    p.connectedChanged(true);
+    for (const c of link.calls) c.resolve();
+    await tick();
+    await tick();
+    assert.equal(p.awaiting, 2);
+    p.connectedChanged(false);
+    o.ack(o.peek(0, 10).map((r) => r.seq)); // gone meanwhile (the overflow policy dropped them, say)
+    p.connectedChanged(true);
+    assert.equal(link.calls.length, 2, 'nothing left to send');
+    clock.advance(5000);
+    await tick();
+    assert.equal(p.awaiting, 0, 'not held for ever');
+    p.stop();
+  });
+
   it('a store acknowledgement that overtakes the PUBACK deletes the row once', async () => {
     const { db } = fresh();
     const clock = new ManualClock(0);

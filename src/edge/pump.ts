@@ -175,6 +175,10 @@ export class OutboxPump {
     this.stopCheck = this.clock.setTimer(wait, () => {
       this.stopCheck = undefined;
       const now = this.clock.now();
+      // Entries of an earlier round whose rows are gone (the outbox dropped the oldest) would stay
+      // for ever: past a timeout they go (a late acknowledgement then finds nothing, and a row
+      // still stored is sent again as the cursor reaches it).
+      for (const [id, e] of this.unconfirmed) if (e.epoch !== this.epoch && now - e.at >= this.timeoutMs) this.unconfirmed.delete(id);
       let overdue = false;
       for (const e of this.unconfirmed.values()) {
         if (!e.done && e.epoch === this.epoch && now - e.at >= this.timeoutMs) {

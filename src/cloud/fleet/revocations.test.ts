@@ -100,11 +100,22 @@ describe('revocation between replicas (fleet/revocations.ts)', () => {
     assert.equal(await counter(1, 'ew_cloud_site_messages_ignored_total', '{"reason":"revoked"}'), 1);
     assert.equal(await counter(1, 'ew_cloud_revocation_news_total', '{"outcome":"applied"}'), 1);
 
+    // A read that began before the revocation and ends after it does not bring the site back.
+    r[1]!.fleet.sites.note({ id: 'site-a', tenantId: T, revokedAt: null });
+    assert.equal(r[1]!.fleet.sites.isRevoked('site-a'), true);
+
     // Anyone on an open broker could publish there: a live site is checked against the store.
+    await result(1, 'site-b');
     await r[1]!.fleet.handle(REVOKED, Buffer.from(JSON.stringify({ v: 1, from: 'r0', sites: ['site-b'] })));
     assert.equal(await counter(1, 'ew_cloud_revocation_news_total', '{"outcome":"ignored"}'), 1);
     await result(1, 'site-b');
-    assert.equal(await store.countUplink('site-b'), 1, 'site-b is still served');
+    assert.equal(await store.countUplink('site-b'), 2, 'site-b is still served');
+    // … and made-up ids cost no query and are not held: the directory does not grow.
+    const held = r[1]!.fleet.sites.size;
+    const madeUp = Array.from({ length: 1000 }, (_, i) => `forged-${i}`);
+    await r[1]!.fleet.handle(REVOKED, Buffer.from(JSON.stringify({ v: 1, from: 'r0', sites: madeUp })));
+    assert.equal(r[1]!.fleet.sites.size, held);
+    assert.equal(await counter(1, 'ew_cloud_revocation_news_total', '{"outcome":"not-held"}'), 1000);
   });
 
   it('drops oversized, malformed and ill-formed revocation news, and keeps serving', async () => {
@@ -138,6 +149,17 @@ describe('revocation between replicas (fleet/revocations.ts)', () => {
     assert.equal(await r[1]!.fleet.revocations!.check(), 0, 'each only once');
     await result(1, 'site-c');
     assert.equal(await store.countUplink('site-c'), stored + 1);
+
+    // A deleted tenant's sites (rows gone, nothing revoked) are found by the check too.
+    await store.createTenant({ id: 'gone', name: 'gone', createdAt: 1 });
+    await addSite(store, 'gone', 'site-g', clock.now());
+    await result(1, 'site-g');
+    assert.equal(r[1]!.fleet.sites.isLive('site-g'), true);
+    await store.deleteTenant('gone');
+    assert.ok((await r[1]!.fleet.revocations!.check()) >= 1);
+    assert.equal(r[1]!.fleet.sites.isLive('site-g'), false, 'unknown from now on');
+    await result(1, 'site-g');
+    assert.equal(await store.countUplink('site-g'), 0, 'nothing stored for a site that no longer exists');
 
     // After a reconnect the whole directory is read again.
     await result(0, 'site-d');

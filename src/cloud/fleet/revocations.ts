@@ -58,7 +58,7 @@ export class Revocations {
   ) {
     this.heard = new Counter({
       name: 'ew_cloud_revocation_news_total',
-      help: 'Site revocations heard from other replicas, by outcome: applied, ignored (the store says the site is live: a stale or forged message), dropped (malformed or oversized)',
+      help: 'Site revocations heard from other replicas, by outcome: applied, ignored (the store says the site is live: a stale or forged message), not-held (a site this replica holds nothing of: nothing to do, no query), dropped (malformed or oversized)',
       labelNames: ['outcome'],
       registers: [o.registry],
     });
@@ -89,6 +89,14 @@ export class Revocations {
       for (const id of ids) {
         if (this.o.sites.isRevoked(id)) continue;
         this.apply(id);
+        fresh++;
+      }
+      // Deleting a tenant deletes its sites' rows (no revoked_at to find): sites held here under a
+      // tenant that is gone are read again, and forgotten if gone too.
+      const tenants = new Set((await this.o.store.listTenants()).map((t) => t.id));
+      for (const id of this.o.sites.liveOutside(tenants)) {
+        if (await this.o.store.getSiteById(id)) continue;
+        this.gone(id);
         fresh++;
       }
     }
@@ -122,13 +130,21 @@ export class Revocations {
         this.heard.inc({ outcome: 'dropped' });
         continue;
       }
+      // Only sites held here as live are looked up: a site held as revoked needs nothing, and one
+      // never seen here is read from the store when it first sends. So a forged message of made-up
+      // ids costs no query and adds nothing to the directory.
+      if (!this.o.sites.isLive(id)) {
+        this.heard.inc({ outcome: 'not-held' });
+        continue;
+      }
       const s = await this.o.store.getSiteById(id);
       if (s && s.revokedAt === null) {
         this.heard.inc({ outcome: 'ignored' });
         log.warn({ siteId: id, from: news.from.slice(0, 64) }, 'revocation news for a site the store holds as live; ignored');
         continue;
       }
-      this.apply(id);
+      if (s) this.apply(id);
+      else this.gone(id);
       this.heard.inc({ outcome: 'applied' });
     }
   }
@@ -136,13 +152,24 @@ export class Revocations {
   /** Reads every site again (after a reconnect): revoked or deleted meanwhile, it is forgotten. */
   async resync(): Promise<void> {
     const refs = await this.o.store.listSiteRefs();
-    const before = this.o.sites.reload(refs);
+    const missing = this.o.sites.reload(refs);
     for (const r of refs) if (r.revokedAt !== null) this.o.forget(r.id);
-    for (const id of before) this.o.forget(id);
+    // Not in the read: deleted, or enrolled just after it (read again, not forgotten).
+    for (const id of missing) {
+      const s = await this.o.store.getSiteById(id);
+      if (s) this.o.sites.note(s);
+      else this.o.forget(id);
+    }
   }
 
   private apply(siteId: string): void {
     this.o.sites.markRevoked(siteId);
+    this.o.forget(siteId);
+  }
+
+  /** A site the store no longer has: unknown from now on (its messages are read against the store, found nowhere, ignored). */
+  private gone(siteId: string): void {
+    this.o.sites.forget(siteId);
     this.o.forget(siteId);
   }
 }

@@ -15,9 +15,34 @@ export class SiteDirectory {
 
   constructor(private readonly store: Store) {}
 
-  /** Records what a freshly read site row says (start, desired-state publishing). */
+  /**
+   * Records what a freshly read site row says (start, desired-state publishing). A site held as
+   * revoked stays so: revocation is for good, and a read that began before it may end after it.
+   */
   note(s: Pick<Site, 'id' | 'tenantId' | 'revokedAt'>): void {
-    this.cache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null });
+    this.cache.set(s.id, { tenantId: s.tenantId, revoked: s.revokedAt !== null || this.cache.get(s.id)?.revoked === true });
+  }
+
+  /** Drops what is held of a site the store no longer has (its tenant deleted): unknown from now on. */
+  forget(siteId: string): void {
+    this.cache.delete(siteId);
+  }
+
+  /** Held here as a live site (no query). */
+  isLive(siteId: string): boolean {
+    const e = this.cache.get(siteId);
+    return e !== undefined && !e.revoked;
+  }
+
+  /** Live sites held here whose tenant is not in `tenants` (deleted tenants' sites, to check). */
+  liveOutside(tenants: ReadonlySet<string>): string[] {
+    const out: string[] = [];
+    for (const [id, e] of this.cache) if (!e.revoked && !tenants.has(e.tenantId)) out.push(id);
+    return out;
+  }
+
+  get size(): number {
+    return this.cache.size;
   }
 
   markRevoked(siteId: string): void {

@@ -440,8 +440,10 @@ async function createDayPartition(db: Kysely<any>, day: number): Promise<boolean
     // ATTACH locks only the default partition and takes a weaker lock on the parent, so a query
     // planned before the commit (without the new partition) but run after it (the default's rows
     // gone) would miss the moved rows: a count drops, a results page or a live feed skips them.
-    // Holding the parent exclusively until the commit makes readers wait and plan again. Bounded:
-    // at worst this pass gives up and the next one retries, never stalling uplink writes long.
+    // Holding the parent exclusively until the commit makes readers wait and plan again. The wait
+    // for the lock is bounded (this pass gives up, the next retries); once held, uplink reads and
+    // writes wait for the move, which is as long as the rows of that day in the default partition
+    // (few, unless maintenance was down across days).
     if (!db.isTransaction) await sql`SET LOCAL lock_timeout = '2s'`.execute(tx); // a migration waits as long as it must
     await sql`LOCK TABLE uplink IN ACCESS EXCLUSIVE MODE`.execute(tx);
     await sql`CREATE TABLE ${table} (LIKE uplink INCLUDING DEFAULTS)`.execute(tx);
