@@ -312,4 +312,145 @@ describe("a model reloading (app update, retried load) holds its rule's input in
     host.close();
     db.close();
   });
+
+  it("the rule host: a replay bigger than the model's queue, and live input faster than the model, are read from the journal as the model drains: none dead-lettered, the model's queue never overflows", async () => {
+    const dir = tempDir('reload-paced');
+    dirs.push(dir);
+    const db = openEdgeDb(dir);
+    const clock = new ManualClock(0);
+    const outbox = new Outbox(db, clock, { maxMessages: 100_000, overflow: 'drop-oldest' });
+    const journal = new Journal(db, clock);
+    const dead = new DeadLetters(db, clock);
+    const router = new StreamRouter(dead);
+    let state: 'ready' | 'waiting' = 'waiting';
+    // The model host's batcher refuses past 1,024 queued rows (QUEUE_FULL); this one answers when told.
+    const CAPACITY = 1024;
+    const pending: { n: number; resolve: (v: number) => void }[] = [];
+    let maxOut = 0;
+    let refused = 0;
+    const answer = (k = Infinity) => {
+      for (const w of pending.splice(0, Math.min(k, pending.length))) w.resolve(w.n * 2);
+    };
+    const host = new RuleHost({
+      router,
+      dead,
+      clock,
+      log: silentLogger(),
+      modelState: () => state,
+      infer: async (_app, _model, args) => {
+        if (pending.length >= CAPACITY) {
+          refused++;
+          throw new EwError('QUEUE_FULL', `the model's queue holds ${CAPACITY} of ${CAPACITY} rows; retry shortly`);
+        }
+        maxOut = Math.max(maxOut, pending.length + 1);
+        return new Promise<number>((resolve) => pending.push({ n: args[0] as number, resolve }));
+      },
+      sinkContext: (app, rule, allowedFields) => ({
+        siteId: 's',
+        app,
+        rule,
+        outbox,
+        audit: new EgressAudit(db, clock, new Registry()),
+        log: silentLogger(),
+        clock,
+        allowedFields,
+        siteLog: silentLogger(),
+        publishLocal: () => {},
+      }),
+      durable: { journal, db, outbox },
+    });
+    const app = {
+      name: 'rl',
+      version: '1.0.0',
+      deploymentId: 'd-1',
+      manifest: parseManifest({
+        apiVersion: 'edgeweave/v1',
+        kind: 'App',
+        metadata: { name: 'rl', version: '1.0.0' },
+        spec: {
+          models: [{ name: 'm', format: 'onnx', path: 'models/m.onnx', sha256: 'a'.repeat(64) }],
+          streams: [
+            { name: 'recs', topic: 'rl/+/rec', schema: { n: 'int' } },
+            { name: 'other', topic: 'ot/+/rec', schema: { n: 'int' } },
+          ],
+          rules: [{ name: 'score', sql: "SELECT n, infer('m', n) AS s FROM recs", sinks: [{ uplink: 'scored' }] }],
+          policy: { egress: { allow: ['scored'] } },
+        },
+      }),
+    };
+    const feed = (from: number, to: number) => {
+      // Another stream's records in between: the replay skips them.
+      const recs = Array.from({ length: to - from }, (_, i) => ({
+        topic: (from + i) % 5 === 4 ? 'ot/d/rec' : 'rl/d/rec',
+        payload: Buffer.from(JSON.stringify({ n: from + i })),
+      }));
+      const seqs = journal.append(recs);
+      seqs.forEach((seq, i) => {
+        router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq);
+      });
+      host.delivered(seqs.at(-1)!);
+    };
+    const turns = async (n = 10) => {
+      for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+    };
+    const expected = (to: number) => Array.from({ length: to }, (_, i) => i).filter((n) => n % 5 !== 4);
+    const scored = () =>
+      outbox
+        .peek(0, 100_000)
+        .filter((r) => r.topic.endsWith('/scored'))
+        .flatMap((r) => (JSON.parse(r.payload.toString()) as { body: { data: { n: number } } }).body.data.n);
+
+    // 1. The model loads late: 5,000 records (4,000 of its stream) wait in the journal.
+    await host.start(app);
+    feed(0, 5000);
+    assert.match(host.statuses()[0]?.blocked ?? '', /waiting for model m/);
+    const heldBefore = host.reserved();
+    assert.ok(heldBefore >= 4000, `the journaled input is reserved in the outbox (${heldBefore})`);
+    state = 'ready';
+    host.modelsChanged('rl');
+    await turns();
+    // It read only what its queue takes, not the whole journal: the model was asked for at most 256.
+    assert.ok(pending.length > 0 && pending.length <= 256, `${pending.length} calls out`);
+    assert.ok(host.reserved() >= 3000, 'what it has not read yet stays reserved');
+    // Live records meanwhile are read from the journal in their turn, after the older ones.
+    feed(5000, 5500);
+    while (scored().length < expected(5500).length) {
+      answer(100);
+      await turns(3);
+      host.commit();
+    }
+    assert.deepEqual(scored(), expected(5500), 'every record once, in order');
+    assert.equal(dead.total, 0, 'none dead-lettered');
+    assert.equal(refused, 0);
+    assert.ok(maxOut <= 256, `at most 256 model calls out (${maxOut})`);
+
+    // 2. Live input faster than the model: 6,000 records arrive while the model answers none.
+    for (let k = 5500; k < 11_500; k += 500) {
+      feed(k, k + 500);
+      await turns(2);
+    }
+    assert.ok(pending.length <= 256, `the model's queue holds ${pending.length}`);
+    host.commit();
+    assert.ok(journal.pending >= 4000, 'the rest waits in the journal, acknowledged and durable');
+    assert.ok(host.reserved() >= 4000, 'and reserved in the outbox (reject-new admits no more than fits)');
+    while (scored().length < expected(11_500).length) {
+      answer(200);
+      await turns(3);
+      host.commit();
+    }
+    assert.deepEqual(scored(), expected(11_500), 'every record once, in order');
+    assert.equal(dead.total, 0, 'none dead-lettered');
+    assert.equal(refused, 0, "the model's queue never overflowed");
+    assert.ok(maxOut <= 256);
+    // Caught up: live records go straight in again.
+    feed(11_500, 11_510);
+    await turns(2);
+    answer();
+    await turns(3);
+    host.commit();
+    assert.deepEqual(scored(), expected(11_510));
+    assert.equal(journal.pending, 0, 'the journal drained');
+    host.close();
+    db.close();
+  });
 });

@@ -58,7 +58,29 @@ interface Running {
   ordinal: number;
   checkpointAt: number;
   forceCheckpoint?: boolean;
+  /**
+   * Catching up from the journal: the last journal seq pushed into the rule. Live records are
+   * not pushed meanwhile (they are journaled; it reads them in order), and its cursor stays at or
+   * before this. Absent: the rule takes records live.
+   */
+  lag?: number;
+  /** Its catch-up began with the journal at this seq (records up to it were counted in `behind`). */
+  lagBase?: number;
+  /** Journaled records it still has to read (conservative: counted against the outbox's room). */
+  behind?: number;
+  replayed?: number;
+  replayFrom?: number;
 }
+
+/**
+ * Under acknowledge-after-durability a model rule takes at most this many records into its
+ * queue (waiting for model values); past it, it reads the rest from the journal as the queue
+ * drains (to half of it) instead of holding them in memory or refusing them.
+ */
+export const RULE_QUEUE_MAX = 1000;
+const RULE_QUEUE_RESUME = RULE_QUEUE_MAX / 2;
+/** Model refusals another attempt may cure: the record is held and asked again, not dead-lettered. */
+const TRANSIENT = new Set(['QUEUE_FULL', 'MODEL_NOT_READY']);
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -142,8 +164,9 @@ export class RuleHost implements AppComponent {
   private safeSeq(r: Running): number {
     const f = r.model?.inFlight;
     if (f?.emitting) return r.cursor; // window rows wait for a model: not done yet
+    const upTo = r.lag ?? this.seen; // catching up: only what it has read from the journal
     const oldest = f?.oldest?.seq;
-    return typeof oldest === 'number' ? Math.min(oldest - 1, this.seen) : this.seen;
+    return typeof oldest === 'number' ? Math.min(oldest - 1, upTo) : upTo;
   }
 
   /**
@@ -268,7 +291,13 @@ export class RuleHost implements AppComponent {
         dropped: (s?.errors ?? 0) + (r.spec.options.latePolicy === 'drop' ? (s?.late ?? 0) : 0),
         sinkErrors: r.sinkErrors,
         sinkDropped: r.sinkDropped,
-        ...(r.blocked ? { blocked: r.blocked } : {}),
+        ...(r.blocked
+          ? { blocked: r.blocked }
+          : r.model?.retrying
+            ? {
+                blocked: `model busy (${r.model.retrying.code}): a record is held in order and asked again (attempt ${r.model.retrying.attempts}); its input waits in the journal`,
+              }
+            : {}),
         lastOutputAt: s?.lastOutputAt ?? null,
       };
     });
@@ -420,6 +449,7 @@ export class RuleHost implements AppComponent {
       for (const s of r.sinks) if (isDurableSink(s)) n += s.waiting;
       const b = r.model?.backlog;
       n += (b ? b.records * r.cost + b.rows * r.uplinks : 0) + (r.windowed ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
+      n += (r.behind ?? 0) * r.cost;
     }
     for (const c of this.claims.values()) n += c.records * c.cost + c.base;
     return n;
@@ -577,6 +607,9 @@ export class RuleHost implements AppComponent {
             latePolicy: spec.options.latePolicy,
             maxFutureSkew: spec.options.maxFutureSkew,
             maxStateCells: spec.options.maxState,
+            // Under acknowledge-after-durability the journal holds what waits: a model that is
+            // busy or restarting delays a record (in order), it does not dead-letter it.
+            ...(this.d.durable ? { transient: (e: Error) => isEwError(e) && TRANSIENT.has(e.code), maxWaiting: RULE_QUEUE_MAX * 2 } : {}),
             // Over its state budget the rule stops itself; the site and its other rules keep running.
             onFatal: (e) => {
               if (r.stopped) return;
@@ -625,7 +658,7 @@ export class RuleHost implements AppComponent {
         r.model = rule;
         r.windowed = checked.plan.windowed;
         this.resume(key, r, rule, stream);
-        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => rule.push(rec, meta) });
+        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => this.live(r, rule, stream, rec, meta) });
         this.unclaim(key);
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
@@ -679,15 +712,84 @@ export class RuleHost implements AppComponent {
         encodeCheckpoint({ fingerprint: sha(r.fingerprint), epoch: r.epoch, ordinal: r.ordinal, runtime: rule.runtime.snapshot() }),
       );
     }
-    let from = r.cursor;
-    let replayed = 0;
+    // The journaled records after its cursor are read in order, as the rule has room for them,
+    // before it takes live records.
+    this.catchUp(r, rule, stream, r.cursor, dur.journal.lastSeq - r.cursor, dur.journal.lastSeq);
+  }
+
+  /** A live record for a running rule: pushed, unless the rule reads the journal instead. */
+  private live(
+    r: Running,
+    rule: ModelRule,
+    stream: StreamDef & { topic: string },
+    rec: Record<string, unknown>,
+    meta: { topic: string; seq?: number },
+  ): void {
+    const seq = meta.seq;
+    if (!this.d.durable || seq === undefined) {
+      rule.push(rec, meta);
+      return;
+    }
+    if (r.lag !== undefined) {
+      // It reads this one from the journal, in its turn.
+      if (seq > r.lag) r.behind = (r.behind ?? 0) + 1;
+      return;
+    }
+    if (rule.backlog.records >= RULE_QUEUE_MAX) {
+      // Its model is slower than its input: the journal holds the rest, read as the rule drains.
+      this.catchUp(r, rule, stream, seq - 1, 1, seq - 1);
+      return;
+    }
+    rule.push(rec, meta);
+  }
+
+  /**
+   * The rule reads the journal after `from` (records acknowledged to devices and not yet in its
+   * committed results: a crash, a restart, records that waited while its model loaded, or more
+   * than its model could take) in order, a chunk at a time and only while its queue has room,
+   * then takes live records again. `behind` is what it still has to read: every journaled record
+   * up to `base` (conservatively, whatever its stream) and each live record of its stream after.
+   */
+  private catchUp(
+    r: Running,
+    rule: ModelRule,
+    stream: StreamDef & { topic: string; properties?: Record<string, string> },
+    from: number,
+    behind: number,
+    base: number,
+  ): void {
+    const dur = this.d.durable!;
+    r.lag = from;
+    r.lagBase = base;
+    r.behind = Math.max(0, behind);
+    r.replayed ??= 0;
+    r.replayFrom ??= from;
     const reads = stream.topic ? new TopicSet([stream.topic]) : undefined;
-    for (;;) {
-      const recs = dur.journal.read(from, 1000);
-      if (recs.length === 0) break;
+    const step = (): void => {
+      if (r.stopped || r.lag === undefined) return;
+      const room = RULE_QUEUE_MAX - rule.backlog.records;
+      if (room <= 0) {
+        void rule.untilBelow(RULE_QUEUE_RESUME).then(() => setImmediate(step));
+        return;
+      }
+      const recs = dur.journal.read(r.lag, Math.min(room, 1000));
+      if (recs.length === 0) {
+        // Caught up: every journaled record is in; live records follow (the intake delivers each
+        // in the same turn it journals it, so none falls between).
+        r.lag = undefined;
+        r.behind = 0;
+        if (r.replayed)
+          this.d.log.info({ app: r.app, rule: r.spec.name, replayed: r.replayed, from: r.replayFrom }, 'rule replayed journaled records');
+        r.replayed = undefined;
+        r.replayFrom = undefined;
+        this.commitSoon();
+        return;
+      }
       for (const rec of recs) {
-        from = rec.seq;
-        if (!streamReads(r.app, stream, rec.topic, reads)) continue;
+        r.lag = rec.seq;
+        const mine = streamReads(r.app, stream, rec.topic, reads);
+        if (mine || rec.seq <= (r.lagBase ?? 0)) r.behind = Math.max(0, (r.behind ?? 0) - 1);
+        if (!mine) continue;
         // Decoded as on first delivery, MQTT 5 properties included.
         const d = decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props));
         if (!d.ok) continue; // dead-lettered when it first arrived
@@ -695,12 +797,13 @@ export class RuleHost implements AppComponent {
           topic: rec.topic.startsWith(PUSH_PREFIX) ? `http/${rec.topic.slice(PUSH_PREFIX.length)}` : rec.topic,
           seq: rec.seq,
         });
-        replayed++;
+        r.replayed!++;
       }
-    }
-    if (from > this.seen) this.seen = from;
-    if (replayed) this.d.log.info({ app: r.app, rule: r.spec.name, replayed, from: r.cursor }, 'rule replayed journaled records');
-    this.commitSoon();
+      this.commitSoon();
+      // The next chunk in a later turn: the device broker and the other rules are served meanwhile.
+      setImmediate(step);
+    };
+    step();
   }
 
   private unload(key: string, forget = false): void {
