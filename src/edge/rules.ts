@@ -766,13 +766,21 @@ export class RuleHost implements AppComponent {
     r.replayFrom ??= from;
     const reads = stream.topic ? new TopicSet([stream.topic]) : undefined;
     const step = (): void => {
-      if (r.stopped || r.lag === undefined) return;
+      if (r.stopped || r.state !== 'running' || r.lag === undefined) return;
       const room = RULE_QUEUE_MAX - rule.backlog.records;
       if (room <= 0) {
         void rule.untilBelow(RULE_QUEUE_RESUME).then(() => setImmediate(step));
         return;
       }
-      const recs = dur.journal.read(r.lag, Math.min(room, 1000));
+      let recs: ReturnType<typeof dur.journal.read>;
+      try {
+        recs = dur.journal.read(r.lag, Math.min(room, 1000));
+      } catch (e) {
+        // Storage failing (a damaged page, I/O): the records stay journaled; read again shortly.
+        this.d.log.error({ app: r.app, rule: r.spec.name, err: (e as Error).message }, 'reading the journal failed; retrying');
+        this.d.clock.setTimer(dur.retryMs ?? 500, step);
+        return;
+      }
       if (recs.length === 0) {
         // Caught up: every journaled record is in; live records follow (the intake delivers each
         // in the same turn it journals it, so none falls between).
