@@ -402,7 +402,8 @@ export async function startEdge(input: EdgeConfig): Promise<EdgeHandle> {
   const desired = new DesiredStateHandler({ db, siteId, clock, log, supervisor, invalid: badDesired, onApplied: () => reportStatus() });
   await desired.resume();
   // Nothing is accepted before it can be handled: the device broker opens only now, with the
-  // stored desired state applied (models loaded, rules running and caught up on the journal).
+  // stored desired state applied (models loaded, rules running; a rule still reading what the
+  // journal held takes new records after those, in order).
   journal.pruneCursors(rules.keys());
   await devices.start();
   if (devices instanceof DeviceBroker)

@@ -448,8 +448,11 @@ export class RuleHost implements AppComponent {
       if (r.state !== 'running') continue;
       for (const s of r.sinks) if (isDurableSink(s)) n += s.waiting;
       const b = r.model?.backlog;
-      n += (b ? b.records * r.cost + b.rows * r.uplinks : 0) + (r.windowed ? (r.runtime?.stats.stateCells ?? 0) * r.uplinks : 0);
-      n += (r.behind ?? 0) * r.cost;
+      const cells = r.runtime?.stats.stateCells ?? 0;
+      // What one more record can lead to, as cost() counts it (a sliding window: a row per group it holds).
+      const per = r.cost + (r.windowKind === 'sliding' ? cells * r.uplinks : 0);
+      n += (b ? b.records * per + b.rows * r.uplinks : 0) + (r.windowed ? cells * r.uplinks : 0);
+      n += (r.behind ?? 0) * per;
     }
     for (const c of this.claims.values()) n += c.records * c.cost + c.base;
     return n;
@@ -524,6 +527,19 @@ export class RuleHost implements AppComponent {
       out.set(`${app.name}/${spec.name}`, { spec, index, fingerprint: JSON.stringify([spec, stream, egress, writes]) });
     });
     return out;
+  }
+
+  /**
+   * A model refusal another attempt may cure: its queue is full, or it is not ready while it
+   * loads, restarts or waits for a retry. A model that failed for good is not waited for.
+   */
+  private transient(app: DesiredApp, r: Running, e: Error): boolean {
+    if (!isEwError(e) || !TRANSIENT.has(e.code)) return false;
+    if (e.code !== 'MODEL_NOT_READY' || !this.d.modelState) return true;
+    return !r.models.some((m) => {
+      const name = m.startsWith('llm:') ? app.manifest.spec.endpoints.find((x) => x.name === m.slice(4))?.model : m;
+      return name !== undefined && this.d.modelState!(app.name, name) === 'failed';
+    });
   }
 
   /** The first model among `models` (llm() endpoints resolved to theirs) that is still loading, if any. */
@@ -609,7 +625,7 @@ export class RuleHost implements AppComponent {
             maxStateCells: spec.options.maxState,
             // Under acknowledge-after-durability the journal holds what waits: a model that is
             // busy or restarting delays a record (in order), it does not dead-letter it.
-            ...(this.d.durable ? { transient: (e: Error) => isEwError(e) && TRANSIENT.has(e.code), maxWaiting: RULE_QUEUE_MAX * 2 } : {}),
+            ...(this.d.durable ? { transient: (e: Error) => this.transient(app, r, e), maxWaiting: RULE_QUEUE_MAX * 2 } : {}),
             // Over its state budget the rule stops itself; the site and its other rules keep running.
             onFatal: (e) => {
               if (r.stopped) return;
@@ -663,6 +679,8 @@ export class RuleHost implements AppComponent {
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
         r.state = 'failed';
+        r.stopped = true;
+        r.model?.stop();
         this.unclaim(key);
         // A rule that cannot run consumes nothing: its cursor must not hold the journal.
         this.d.durable?.journal.dropCursor(key);
@@ -735,7 +753,8 @@ export class RuleHost implements AppComponent {
       if (seq > r.lag) r.behind = (r.behind ?? 0) + 1;
       return;
     }
-    if (rule.backlog.records >= RULE_QUEUE_MAX) {
+    const b = rule.backlog;
+    if (b.records + b.rows >= RULE_QUEUE_MAX) {
       // Its model is slower than its input: the journal holds the rest, read as the rule drains.
       this.catchUp(r, rule, stream, seq - 1, 1, seq - 1);
       return;
@@ -767,7 +786,8 @@ export class RuleHost implements AppComponent {
     const reads = stream.topic ? new TopicSet([stream.topic]) : undefined;
     const step = (): void => {
       if (r.stopped || r.state !== 'running' || r.lag === undefined) return;
-      const room = RULE_QUEUE_MAX - rule.backlog.records;
+      const b = rule.backlog;
+      const room = RULE_QUEUE_MAX - b.records - b.rows;
       if (room <= 0) {
         void rule.untilBelow(RULE_QUEUE_RESUME).then(() => setImmediate(step));
         return;
@@ -784,6 +804,8 @@ export class RuleHost implements AppComponent {
       if (recs.length === 0) {
         // Caught up: every journaled record is in; live records follow (the intake delivers each
         // in the same turn it journals it, so none falls between).
+        // Its cursor may move to what it has read (seen counts what the intake delivered).
+        if (r.lag > this.seen) this.seen = r.lag;
         r.lag = undefined;
         r.behind = 0;
         if (r.replayed)
@@ -796,15 +818,23 @@ export class RuleHost implements AppComponent {
       for (const rec of recs) {
         r.lag = rec.seq;
         const mine = streamReads(r.app, stream, rec.topic, reads);
-        if (mine || rec.seq <= (r.lagBase ?? 0)) r.behind = Math.max(0, (r.behind ?? 0) - 1);
-        if (!mine) continue;
         // Decoded as on first delivery, MQTT 5 properties included.
-        const d = decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props));
-        if (!d.ok) continue; // dead-lettered when it first arrived
-        rule.push(d.rec, {
-          topic: rec.topic.startsWith(PUSH_PREFIX) ? `http/${rec.topic.slice(PUSH_PREFIX.length)}` : rec.topic,
-          seq: rec.seq,
-        });
+        const d = mine ? decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props)) : undefined;
+        // `behind` counted every record up to lagBase, and after it each one delivered live (decoded).
+        if (rec.seq <= (r.lagBase ?? 0) || d?.ok) r.behind = Math.max(0, (r.behind ?? 0) - 1);
+        if (!d?.ok) continue; // not its stream, or dead-lettered when it first arrived
+        try {
+          rule.push(d.rec, {
+            topic: rec.topic.startsWith(PUSH_PREFIX) ? `http/${rec.topic.slice(PUSH_PREFIX.length)}` : rec.topic,
+            seq: rec.seq,
+          });
+        } catch (e) {
+          // As a live delivery that throws: logged, and the rule goes on with the next record.
+          this.d.log.error(
+            { app: r.app, rule: r.spec.name, err: (e as Error).message, seq: rec.seq },
+            'a replayed record failed in the rule',
+          );
+        }
         r.replayed!++;
       }
       this.commitSoon();
@@ -825,7 +855,9 @@ export class RuleHost implements AppComponent {
     }
     // Model calls still in flight end in nothing: the journal holds their records.
     r.stopped = true;
-    r.runtime?.stop();
+    // Its model calls and their retries end with it (the runtime stops too).
+    if (r.model) r.model.stop();
+    else r.runtime?.stop();
     for (const s of r.sinks) s.close();
     if (forget) this.d.durable?.journal.dropCursor(key);
     this.rules.delete(key);

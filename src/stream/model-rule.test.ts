@@ -109,7 +109,7 @@ describe('ModelRule: model calls in flight, busy models, pacing', () => {
     assert.equal(rule.retrying, undefined);
   });
 
-  it('a record the model keeps refusing fails after retryForMs; the records behind it go on', async () => {
+  it('an outage longer than retryForMs fails the records it refuses; the next answer ends the outage', async () => {
     const clock = new ManualClock(0);
     let busy = true;
     const failed: { n: number; code: string }[] = [];
@@ -131,27 +131,65 @@ describe('ModelRule: model calls in flight, busy models, pacing', () => {
         return (args[0] as number) * 10;
       },
     );
+    const run = async (ms: number) => {
+      for (let t = 0; t < ms; t += 100) {
+        clock.advance(100);
+        await turns(2);
+      }
+    };
     rule.push({ n: 1 });
     rule.push({ n: 2 });
     await turns();
     assert.equal(rule.retrying?.code, 'MODEL_NOT_READY');
-    // Backoff: 20 ms, 40 ms, … up to 1 s; about a dozen attempts in 5 s, not one per millisecond.
-    for (let t = 0; t < 6000; t += 100) {
-      clock.advance(100);
-      await turns(2);
-    }
-    assert.ok(calls > 8 && calls < 40, `asked again with backoff (${calls} calls)`);
+    // Backoff (10 ms doubling to 1 s, jittered), the head alone asked: about a dozen calls in 5 s.
+    await run(6000);
+    assert.ok(calls > 6 && calls < 30, `asked again with backoff (${calls} calls)`);
     assert.deepEqual(
-      failed.map((f) => f.n),
-      [1],
+      failed.map((f) => [f.n, f.code]),
+      [
+        [1, 'MODEL_NOT_READY'],
+        [2, 'MODEL_NOT_READY'],
+      ],
+      'past the budget, the head fails, and the next one is asked once more and fails too',
     );
-    assert.equal(failed[0]!.code, 'MODEL_NOT_READY');
+    assert.equal(rule.retrying, undefined);
     busy = false;
-    for (let t = 0; t < 3000 && out.length === 0; t += 100) {
-      clock.advance(100);
-      await turns(2);
+    rule.push({ n: 3 });
+    await run(200);
+    assert.deepEqual(out, [3], 'the model answers: the outage is over');
+    // A new outage gets a new budget.
+    busy = true;
+    rule.push({ n: 4 });
+    await run(1000);
+    assert.equal(rule.retrying?.code, 'MODEL_NOT_READY');
+    busy = false;
+    await run(1500);
+    assert.deepEqual(out, [3, 4]);
+    assert.equal(failed.length, 2);
+  });
+
+  it('an infer() argument that cannot be computed fails its record in its turn; the records around it go on', async () => {
+    const model = boundedModel(1_000_000);
+    const out: number[] = [];
+    const failed: number[] = [];
+    const rule = new ModelRule(
+      planQuery("SELECT n, infer('m', x + 1) AS y FROM s", { name: 's' }, { models: ['m'], lateness: 0 }),
+      {
+        clock: new ManualClock(0),
+        lateness: 0,
+        emit: (rows) => out.push(...rows.map((r) => r.n as number)),
+        onError: (r) => failed.push(r.n as number),
+        maxCalls: 2,
+      },
+      model.infer,
+    );
+    for (let n = 0; n < 6; n++) rule.push({ n, x: n === 3 ? 'oops' : n });
+    while (out.length + failed.length < 6) {
+      model.answer();
+      await turns(3);
     }
-    assert.deepEqual(out, [2], 'the next record, asked again once the model answers');
+    assert.deepEqual(failed, [3]);
+    assert.deepEqual(out, [0, 1, 2, 4, 5]);
   });
 
   it('stop() ends the retries and releases a paced reader', async () => {

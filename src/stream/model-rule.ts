@@ -4,16 +4,19 @@ import { RuleRuntime, type RuntimeOptions } from './runtime.ts';
 /**
  * A rule whose SQL calls `infer()`: the synchronous RuleRuntime plus the asynchronous model calls
  * around it, in order.
- *  - Before: each record's row-level `infer()` values are asked of the model (all records in
- *    flight at once, so the model's batcher groups them) and the record enters the runtime in
- *    arrival order once its values are back. A record whose inference fails is counted as failed.
+ *  - Before: each record's row-level `infer()` arguments are evaluated on arrival, the model is
+ *    asked for the values of the first `maxCalls` records waiting (so its batcher groups them,
+ *    and one rule cannot overflow a model queue it shares with other callers; the rest wait here,
+ *    bounded by `maxWaiting`), and a record enters the runtime in arrival order once its values
+ *    are back. A record whose inference fails is counted as failed.
  *  - After: rows carrying `infer()` over window aggregates (PendingInfer) are completed before
- *    they reach `emit`, keeping emission order.
- *  - At most `maxCalls` records have model calls out at once; the others wait here (bounded by
- *    `maxWaiting`), so one rule cannot overflow a model's queue shared with the other callers.
- *  - With `transient`, a model that refuses for now (its queue full, restarting) delays a record
- *    (it stays at the head, asked again with backoff) instead of failing it; a site's rule host
- *    sets it, since the record is durable in its journal and must not be dead-lettered.
+ *    they reach `emit`, keeping emission order; at most `maxCalls` such calls are out at once.
+ *  - With `transient`, a model that refuses for now (its queue full, restarting) delays records
+ *    instead of failing them: the record at the head is asked again alone, with jittered backoff,
+ *    and once the model answers, the records behind it that it refused are asked again. An outage
+ *    longer than `retryForMs` (counted from the first refusal since the model last answered)
+ *    fails the records it refuses from then on. A site's rule host sets it: its records are
+ *    durable in the journal and must not be dead-lettered for a model being busy.
  * Used by a site's rule host and by `edgeweave sql --model`. Rules without infer() pay nothing.
  */
 export type InferFn = (model: string, args: unknown[]) => Promise<unknown>;
@@ -21,11 +24,15 @@ export type InferFn = (model: string, args: unknown[]) => Promise<unknown>;
 type Entry = {
   rec: Row;
   meta?: Record<string, unknown>;
+  /** Its infer() arguments (evaluated on arrival), or why they could not be. */
+  args: unknown[][] | Error;
   /** Its model values: asked once it is among the first `maxCalls` records waiting. */
   values?: Promise<unknown[] | Error>;
-  /** What `values` settled to, once it has (a transient failure is asked again). */
+  /** What `values` settled to, once it has. */
   settled?: unknown[] | Error;
 };
+
+const asError = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
 
 export class ModelRule {
   readonly runtime: RuleRuntime;
@@ -43,27 +50,29 @@ export class ModelRule {
   private readonly transient?: (e: Error) => boolean;
   private readonly retryForMs: number;
   private stopped = false;
-  private cancelRetry?: () => void;
-  private wakeRetry?: () => void;
-  /** Window-result calls waiting to be asked again: woken (to fail) when the rule stops. */
-  private readonly windowRetries = new Set<() => void>();
-  /** Waiters for the queue to shrink (a paced reader feeding this rule). */
+  /** Pauses under way (retry backoff): each wakes at once when the rule stops. */
+  private readonly pauses = new Set<() => void>();
+  /** Window-result model calls out, and those waiting for a slot. */
+  private windowCalls = 0;
+  private windowWaiters: (() => void)[] = [];
+  /** Waiters for the backlog to shrink (a paced reader feeding this rule). */
   private roomWaiters: { below: number; resolve: () => void }[] = [];
+  /** The first refusal (a transient failure) since the model last answered a record. */
+  private outageSince?: number;
   /** A record held at the head while its model refuses it for now (QUEUE_FULL, MODEL_NOT_READY). */
   retrying?: { code: string; message: string; since: number; attempts: number };
+  private readonly onError?: (rec: Row, e: Error) => void;
+  private readonly clock: RuntimeOptions['clock'];
 
   constructor(
     private readonly plan: Plan,
     opts: RuntimeOptions & {
       maxWaiting?: number;
-      /** Records whose model calls are out at once (default 256): the rest wait here, not in the model's queue. */
+      /** Model calls out at once (default 256), for records and for window results each. */
       maxCalls?: number;
-      /**
-       * Model failures another attempt may cure (a full model queue, a model restarting): the
-       * record stays at the head, in order, and is asked again with backoff for up to
-       * `retryForMs` (default 60 s) before it counts as failed. Absent: every failure counts.
-       */
+      /** Model failures another attempt may cure (see above). Absent: every failure counts. */
       transient?: (e: Error) => boolean;
+      /** How long an outage of transient refusals is waited out (default 60 s). */
       retryForMs?: number;
       onEmitError?: (e: Error) => void;
     },
@@ -74,6 +83,7 @@ export class ModelRule {
     this.transient = opts.transient;
     this.retryForMs = opts.retryForMs ?? 60_000;
     this.clock = opts.clock;
+    this.onError = opts.onError;
     const emit = opts.emit;
     this.runtime = new RuleRuntime(plan, {
       ...opts,
@@ -91,6 +101,8 @@ export class ModelRule {
             return out;
           }),
         );
+        // Its failure is handled where the chain reaches it (onEmitError); until then it is not unhandled.
+        resolved.catch(() => {});
         this.waiting++;
         this.waitingRows += rows.length;
         this.emits = this.emits
@@ -99,18 +111,23 @@ export class ModelRule {
           .finally(() => {
             this.waiting--;
             this.waitingRows -= rows.length;
+            this.wakeRoom();
           });
       },
     });
-    this.onError = opts.onError;
   }
-
-  private readonly onError?: (rec: Row, e: Error) => void;
-  private readonly clock: RuntimeOptions['clock'];
 
   private call(model: string, args: unknown[]): Promise<unknown> {
     if (!this.infer) return Promise.reject(new Error("no models here: infer() needs a site's models (or edgeweave sql --model)"));
     return this.infer(model, args);
+  }
+
+  private isTransient(v: unknown): v is Error {
+    return v instanceof Error && !!this.transient?.(v);
+  }
+
+  private outageOver(): boolean {
+    return this.outageSince !== undefined && this.clock.now() - this.outageSince >= this.retryForMs;
   }
 
   push(rec: Row, meta?: Record<string, unknown>): void {
@@ -122,7 +139,15 @@ export class ModelRule {
       this.fail(rec, new Error(`inference backlog full (${this.maxWaiting} records waiting)`));
       return;
     }
-    this.queue.push({ rec, meta });
+    // Arguments on arrival (as now() sees it); a record whose arguments fail fails in its turn.
+    const env = { now: () => Date.now(), meta };
+    let args: unknown[][] | Error;
+    try {
+      args = this.plan.infers.map((c) => c.args.map((f) => f(rec, env)));
+    } catch (e) {
+      args = asError(e);
+    }
+    this.queue.push({ rec, meta, args });
     this.issue();
     this.draining ??= this.drain().finally(() => {
       this.draining = undefined;
@@ -135,67 +160,15 @@ export class ModelRule {
   }
 
   private ask(e: Entry): void {
-    const env = { now: () => Date.now(), meta: e.meta };
     e.settled = undefined;
-    const values = Promise.all(
-      this.plan.infers.map((c) =>
-        this.call(
-          c.model,
-          c.args.map((f) => f(e.rec, env)),
-        ),
-      ),
-    ).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+    const args = e.args;
+    const values: Promise<unknown[] | Error> =
+      args instanceof Error
+        ? Promise.resolve(args)
+        : Promise.all(this.plan.infers.map((c, i) => this.call(c.model, args[i]!))).catch(asError);
     e.values = values;
     void values.then((v) => {
       if (e.values === values) e.settled = v;
-    });
-  }
-
-  /** A model call over window results: a busy model is asked again (with backoff) as a record's would be. */
-  private async callWindow(model: string, args: unknown[]): Promise<unknown> {
-    const since = this.clock.now();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.call(model, args);
-      } catch (e) {
-        const err = e instanceof Error ? e : new Error(String(e));
-        if (!this.transient?.(err) || this.stopped || this.clock.now() - since >= this.retryForMs) throw err;
-        await new Promise<void>((resolve) => {
-          const wake = () => {
-            cancel();
-            this.windowRetries.delete(wake);
-            resolve();
-          };
-          const cancel = this.clock.setTimer(Math.min(1000, 10 * 2 ** Math.min(attempt, 10)), wake);
-          this.windowRetries.add(wake);
-        });
-      }
-    }
-  }
-
-  /** Resolves once fewer than `below` records wait here (at once if they already do, or the rule stopped). */
-  untilBelow(below: number): Promise<void> {
-    if (this.queue.length < below || this.stopped) return Promise.resolve();
-    return new Promise((resolve) => this.roomWaiters.push({ below, resolve }));
-  }
-
-  private wakeRoom(): void {
-    if (this.roomWaiters.length === 0) return;
-    const ready = this.roomWaiters.filter((w) => this.stopped || this.queue.length < w.below);
-    if (ready.length === 0) return;
-    this.roomWaiters = this.roomWaiters.filter((w) => !ready.includes(w));
-    for (const w of ready) w.resolve();
-  }
-
-  /** Waits `ms` on the rule's clock (cut short when the rule stops). */
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      this.wakeRetry = resolve;
-      this.cancelRetry = this.clock.setTimer(ms, () => {
-        this.cancelRetry = undefined;
-        this.wakeRetry = undefined;
-        resolve();
-      });
     });
   }
 
@@ -221,28 +194,96 @@ export class ModelRule {
     return { records: this.queue.length, rows: this.waitingRows };
   }
 
+  /** Resolves once fewer than `below` records and window rows wait here (at once if so, or once the rule stops). */
+  untilBelow(below: number): Promise<void> {
+    if (this.queue.length + this.waitingRows < below || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push({ below, resolve }));
+  }
+
+  private wakeRoom(): void {
+    if (this.roomWaiters.length === 0) return;
+    const n = this.queue.length + this.waitingRows;
+    const ready = this.roomWaiters.filter((w) => this.stopped || n < w.below);
+    if (ready.length === 0) return;
+    this.roomWaiters = this.roomWaiters.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
+  }
+
+  /** Waits about `ms` (jittered: rules refused together do not come back together) on the rule's clock; cut short when it stops. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        cancel();
+        this.pauses.delete(wake);
+        resolve();
+      };
+      const cancel = this.clock.setTimer(ms / 2 + Math.random() * (ms / 2), wake);
+      this.pauses.add(wake);
+    });
+  }
+
+  private static backoff(attempt: number): number {
+    return Math.min(1000, 10 * 2 ** Math.min(attempt, 10));
+  }
+
+  /** A model call over window results: within the rule's call window, asked again while the model is busy. */
+  private async callWindow(model: string, args: unknown[]): Promise<unknown> {
+    if (this.windowCalls >= this.maxCalls) await new Promise<void>((resolve) => this.windowWaiters.push(resolve));
+    else this.windowCalls++;
+    try {
+      const since = this.clock.now();
+      for (let attempt = 1; ; attempt++) {
+        if (this.stopped) throw new Error('the rule stopped');
+        try {
+          return await this.call(model, args);
+        } catch (e) {
+          const err = asError(e);
+          if (!this.isTransient(err) || this.stopped || this.clock.now() - since >= this.retryForMs) throw err;
+          await this.pause(ModelRule.backoff(attempt));
+        }
+      }
+    } finally {
+      // The slot passes to the next waiting call (the count stays), or is given back.
+      const next = this.windowWaiters.shift();
+      if (next) next();
+      else this.windowCalls--;
+    }
+  }
+
   private async drain(): Promise<void> {
     while (this.queue.length && !this.stopped) {
       const head = this.queue[0]!;
       let v = await head.values!;
-      if (v instanceof Error && this.transient?.(v)) {
-        // Held at the head, in order: asked again with backoff while the model refuses it for now.
-        const since = this.clock.now();
+      if (this.isTransient(v) && this.outageOver()) {
+        // Past the outage's budget: a refusal from before counts only if the model refuses again now.
+        this.ask(head);
+        v = await head.values!;
+      } else if (this.isTransient(v)) {
+        // Held at the head, in order: the model is asked again for it alone, with backoff.
+        this.outageSince ??= this.clock.now();
         let attempts = 0;
-        while (v instanceof Error && this.transient(v) && !this.stopped && this.clock.now() - since < this.retryForMs) {
-          this.retrying = { code: (v as { code?: string }).code ?? v.name, message: v.message, since, attempts: ++attempts };
-          await this.pause(Math.min(1000, 10 * 2 ** Math.min(attempts, 10)));
+        while (this.isTransient(v) && !this.stopped && !this.outageOver()) {
+          this.retrying = {
+            code: (v as { code?: string }).code ?? v.name,
+            message: v.message,
+            since: this.outageSince,
+            attempts: ++attempts,
+          };
+          await this.pause(ModelRule.backoff(attempts));
           if (this.stopped) break;
-          // Those behind it that the model refused too are asked again with it (not one per pause).
-          for (let i = 0; i < this.issued; i++) {
-            const e = this.queue[i]!;
-            if (i === 0 || (e.settled instanceof Error && this.transient(e.settled))) this.ask(e);
-          }
+          this.ask(head);
           v = await head.values!;
         }
         this.retrying = undefined;
+        // It answers again: the records behind that it refused meanwhile are asked again too.
+        if (!(v instanceof Error))
+          for (let i = 1; i < this.issued; i++) {
+            const e = this.queue[i]!;
+            if (this.isTransient(e.settled)) this.ask(e);
+          }
       }
       if (this.stopped) break;
+      if (!(v instanceof Error)) this.outageSince = undefined;
       this.queue.shift();
       this.issued--;
       this.issue();
@@ -250,7 +291,11 @@ export class ModelRule {
       if (v instanceof Error) this.fail(head.rec, v);
       else {
         this.plan.inferValues.set(head.rec, v);
-        this.runtime.push(head.rec, head.meta);
+        try {
+          this.runtime.push(head.rec, head.meta);
+        } catch (e) {
+          this.fail(head.rec, asError(e));
+        }
       }
     }
   }
@@ -268,11 +313,11 @@ export class ModelRule {
     await this.emits;
   }
 
+  /** The rule is unloaded: no more model calls, retries end, a paced reader is released. */
   stop(): void {
     this.stopped = true;
-    this.cancelRetry?.();
-    this.wakeRetry?.();
-    for (const w of [...this.windowRetries]) w();
+    for (const wake of [...this.pauses]) wake();
+    for (const w of this.windowWaiters.splice(0)) w();
     this.wakeRoom();
     this.runtime.stop();
   }
