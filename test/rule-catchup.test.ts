@@ -180,6 +180,8 @@ describe('model rules catch up from the journal when the model is slower than th
     s.host.commit();
     assert.ok(s.journal.pending >= 4000, 'the rest waits in the journal, acknowledged and durable');
     assert.ok(s.host.reserved() >= 4000, 'and reserved in the outbox (reject-new admits no more than fits)');
+    const backlog = s.host.backlogs().find((b) => b.rule === 'score')?.records ?? 0;
+    assert.ok(backlog >= 4000 && backlog <= 5000, `ew_edge_rule_backlog_records shows it (${backlog} of 4,800)`);
     await drainUntil(11_500, 200);
     assert.deepEqual(scored(), expected(11_500), 'every record once, in order');
     assert.equal(s.dead.total, 0, 'none dead-lettered');

@@ -1,4 +1,4 @@
-import type { Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 import { counterFrom } from '../lib/metrics.ts';
 import type { Outbox } from './outbox.ts';
 import type { DeadLetters } from './record-router.ts';
@@ -52,4 +52,14 @@ export function registerEdgeMetrics(registry: Registry, d: { outbox: Outbox; dea
     ['app', 'rule'],
     per((s) => s.sinkErrors),
   );
+  new Gauge({
+    name: 'ew_edge_rule_backlog_records',
+    help: 'Records a rule has taken in or that wait for it in the journal, not yet through it (waiting for a model, or not read yet while it catches up)',
+    labelNames: ['app', 'rule'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const b of d.rules.backlogs()) this.set({ app: b.app, rule: b.rule }, b.records);
+    },
+  });
 }

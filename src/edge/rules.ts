@@ -872,6 +872,18 @@ export class RuleHost implements AppComponent {
     for (const key of [...this.rules.keys()]) this.unload(key);
   }
 
+  /**
+   * Per rule: records taken in and not yet through it (waiting for model values), plus the
+   * journaled records it has still to read (catching up, or held while its model loads).
+   */
+  backlogs(): { app: string; rule: string; records: number }[] {
+    const out = [...this.rules.values()]
+      .filter((r) => r.state === 'running')
+      .map((r) => ({ app: r.app, rule: r.spec.name, records: (r.model?.backlog.records ?? 0) + (r.behind ?? 0) }));
+    for (const [key, c] of this.claims) out.push({ app: c.app, rule: key.slice(c.app.length + 1), records: c.records });
+    return out;
+  }
+
   /** Rules that run here now, by key (for pruning stale journal cursors). */
   keys(): Set<string> {
     return new Set(

@@ -161,7 +161,7 @@ describe('ModelRule: model calls in flight, busy models, pacing', () => {
     busy = true;
     rule.push({ n: 4 });
     await run(1000);
-    assert.equal(rule.retrying?.code, 'MODEL_NOT_READY');
+    assert.equal((rule.retrying as { code: string } | undefined)?.code, 'MODEL_NOT_READY', 'a new outage');
     busy = false;
     await run(1500);
     assert.deepEqual(out, [3, 4]);
