@@ -31,6 +31,7 @@ function site(opts: {
   sql?: string;
   schema?: Record<string, string>;
   timestamp?: string;
+  rules?: { name: string; sql: string; sinks: { uplink: string }[]; options?: Record<string, unknown> }[];
 }) {
   const dir = tempDir('catchup');
   dirs.push(dir);
@@ -80,8 +81,8 @@ function site(opts: {
           },
           { name: 'other', topic: 'ot/+/rec', schema: { n: 'int' } },
         ],
-        rules: [{ name: 'score', sql: opts.sql ?? "SELECT n, infer('m', n) AS s FROM recs", sinks: [{ uplink: 'scored' }] }],
-        policy: { egress: { allow: ['scored'] } },
+        rules: opts.rules ?? [{ name: 'score', sql: opts.sql ?? "SELECT n, infer('m', n) AS s FROM recs", sinks: [{ uplink: 'scored' }] }],
+        policy: { egress: { allow: ['scored', 'counts'] } },
       },
     }),
   };
@@ -361,6 +362,46 @@ describe('model rules catch up from the journal when the model is slower than th
     assert.ok(rows.every((r) => r.c === 1 && r.y === 1.5));
     assert.ok(maxOut <= 256, `${maxOut} window calls out`);
     assert.equal(s.dead.total, 0);
+    s.close();
+  });
+
+  it('a rule stopped over its state budget lets go of the journal: the site and its other rules keep taking records', async () => {
+    const model = heldModel(1_000_000);
+    const s = site({
+      infer: model.infer,
+      schema: { n: 'int', d: 'string' },
+      rules: [
+        { name: 'score', sql: "SELECT n, infer('m', n) AS s FROM recs", sinks: [{ uplink: 'scored' }] },
+        // A group per device and an hour-long window: 2,000 devices put it over a budget of 1,000 cells.
+        {
+          name: 'greedy',
+          sql: 'SELECT d, count(*) AS c FROM recs GROUP BY d, TUMBLINGWINDOW(hh, 1)',
+          sinks: [{ uplink: 'counts' }],
+          options: { maxState: 1000 },
+        },
+      ],
+    });
+    await s.host.start(s.app);
+    const scored = () => s.scoredRows().filter((r) => 's' in r).length;
+    const drain = async (to: number) => {
+      while (scored() < to) {
+        model.answer();
+        await s.turns(3);
+        s.host.commit();
+      }
+    };
+    s.feed(Array.from({ length: 3000 }, (_, n) => ({ body: { n, d: `dev${n}` } })));
+    await drain(3000);
+    const greedy = s.host.statuses().find((x) => x.rule === 'greedy');
+    assert.equal(greedy?.state, 'failed');
+    assert.match(greedy?.error ?? '', /^RULE_STATE_BUDGET/);
+    assert.equal(s.journal.cursor('rl/greedy'), undefined, 'the stopped rule holds no journal');
+    assert.equal(s.journal.pending, 0, 'the journal drained past it');
+    // More records: the other rule takes them, the journal does not grow.
+    s.feed(Array.from({ length: 1000 }, (_, i) => ({ body: { n: 3000 + i, d: 'dev0' } })));
+    await drain(4000);
+    assert.equal(scored(), 4000);
+    assert.equal(s.journal.pending, 0);
     s.close();
   });
 });

@@ -628,11 +628,16 @@ export class RuleHost implements AppComponent {
             ...(this.d.durable ? { transient: (e: Error) => this.transient(app, r, e), maxWaiting: RULE_QUEUE_MAX * 2 } : {}),
             // Over its state budget the rule stops itself; the site and its other rules keep running.
             onFatal: (e) => {
-              if (r.stopped) return;
+              if (r.stopped || r.state !== 'running') return;
+              // What it made before is committed; from now on it consumes nothing, so its cursor
+              // must not hold the journal (which would slow every device of the site).
+              this.commit();
               r.state = 'failed';
               r.error = `${e.code}: ${e.message}`;
               r.unsubscribe?.();
               r.unsubscribe = undefined;
+              r.model?.stop();
+              this.d.durable?.journal.dropCursor(key);
               this.d.log.error({ app: app.name, rule: spec.name, err: r.error }, 'rule stopped: over its state budget');
             },
             emit: (rows) => {
@@ -674,7 +679,9 @@ export class RuleHost implements AppComponent {
         r.model = rule;
         r.windowed = checked.plan.windowed;
         this.resume(key, r, rule, stream);
-        r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => this.live(r, rule, stream, rec, meta) });
+        // (Unless its replay already put it over its state budget.)
+        if (r.state === 'running')
+          r.unsubscribe = this.d.router.subscribe({ app: app.name, stream, deliver: (rec, meta) => this.live(r, rule, stream, rec, meta) });
         this.unclaim(key);
         this.d.log.info({ app: app.name, rule: spec.name }, 'rule started');
       } catch (e) {
