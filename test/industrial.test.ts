@@ -304,6 +304,53 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     }
   });
 
+  it("a certificate the operator trusts is seen on the next retry even when node-opcua's folder watchers miss the move", async () => {
+    // node-opcua's trust list is in memory, fed by file watchers that start without waiting to be
+    // ready; with the watchers off (their worst case) it never sees the operator's move by itself.
+    const pkiDir = join(dir, 'pki-nowatch');
+    const before = process.env.OPCUA_PKI_DISABLE_FILE_WATCHERS;
+    process.env.OPCUA_PKI_DISABLE_FILE_WATCHERS = 'true';
+    const got: Record<string, unknown>[] = [];
+    let src: OpcuaSource | undefined;
+    try {
+      src = new OpcuaSource(
+        OpcuaSourceSpec.parse({
+          endpoint: opc.endpoint,
+          securityMode: 'SignAndEncrypt',
+          mode: 'poll',
+          intervalMs: 100,
+          fields: { vibration: OPCUA_NODES.vibration },
+        }),
+        {
+          app: 'nowatch',
+          stream: 'm',
+          emit: (r) => got.push(r),
+          onError: () => {},
+          secret: () => undefined,
+          pkiDir,
+          clock: systemClock,
+          log,
+        },
+      );
+      src.start();
+      const err = await waitFor('the refusal', () => src!.status.lastError, 30_000);
+      assert.equal(err.code, 'SOURCE_SECURITY');
+    } finally {
+      if (before === undefined) delete process.env.OPCUA_PKI_DISABLE_FILE_WATCHERS;
+      else process.env.OPCUA_PKI_DISABLE_FILE_WATCHERS = before;
+    }
+    try {
+      const folder = pkiDir;
+      const rejected = await waitFor('the rejected certificate', () =>
+        readdirSync(join(folder, 'rejected')).find((f) => f.endsWith('.pem') || f.endsWith('.der')),
+      );
+      renameSync(join(folder, 'rejected', rejected), join(folder, 'trusted', 'certs', rejected));
+      await waitFor('records over SignAndEncrypt', () => got.length > 0, 60_000);
+    } finally {
+      await src.close();
+    }
+  });
+
   it('a server restart mid-stream reconnects and the subscription delivers again', async () => {
     const app = await run('opc-restart', {
       streams: [

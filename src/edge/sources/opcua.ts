@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OpcuaSourceSpec } from '../../contracts/industrial.ts';
 import { quietOpcua } from './opcua-quiet.ts';
@@ -39,15 +40,70 @@ export interface OpcuaConnectOptions {
  * certificate, `trusted/certs` (servers it trusts) and `rejected` (servers it refused: an
  * operator moves a certificate from there to trusted/certs to trust it). One manager per folder.
  */
-const managers = new Map<string, import('node-opcua').OPCUACertificateManager>();
-async function certificateManager(ua: UA, pkiDir: string, trustOnFirstUse: boolean) {
-  const key = `${pkiDir}|${trustOnFirstUse}`;
-  let m = managers.get(key);
-  if (!m) {
-    m = new ua.OPCUACertificateManager({ rootFolder: pkiDir, automaticallyAcceptUnknownCertificate: trustOnFirstUse });
-    managers.set(key, m);
+const managers = new Map<string, Trust>();
+
+/**
+ * A certificate manager and what our connections know of its trust list. node-opcua keeps the
+ * trust list in memory, updated by file watchers that start without waiting to be ready: a
+ * certificate an operator moves into trusted/certs just then is never seen, and the server stays
+ * refused until the agent restarts (CI saw it once). So after a refusal the folder's listing is
+ * kept; a later connection that finds it changed has the manager re-read its folders first —
+ * with no handshake of this folder under way meanwhile, since a re-read empties the list first.
+ */
+interface Trust {
+  manager: import('node-opcua').OPCUACertificateManager;
+  /** trusted/certs as it was when a server was last refused for its certificate. */
+  refusedWith?: string;
+  /** Handshakes under way, and a re-read waiting for them to end. */
+  active: number;
+  idle: (() => void)[];
+  reloading?: Promise<void>;
+}
+
+function trustedListing(pkiDir: string): string {
+  try {
+    return readdirSync(join(pkiDir, 'trusted', 'certs'))
+      .sort()
+      .join('\n');
+  } catch {
+    return '';
   }
-  return m;
+}
+
+async function certificateManager(ua: UA, pkiDir: string, trustOnFirstUse: boolean): Promise<Trust> {
+  const key = `${pkiDir}|${trustOnFirstUse}`;
+  let t = managers.get(key);
+  if (!t) {
+    t = {
+      manager: new ua.OPCUACertificateManager({ rootFolder: pkiDir, automaticallyAcceptUnknownCertificate: trustOnFirstUse }),
+      active: 0,
+      idle: [],
+    };
+    managers.set(key, t);
+  }
+  if (t.refusedWith !== undefined && !t.reloading && trustedListing(pkiDir) !== t.refusedWith) {
+    t.refusedWith = undefined;
+    const trust = t;
+    trust.reloading = (async () => {
+      // (A handshake that hangs does not hold it for ever: 10 s, then it re-reads regardless.)
+      const deadline = Date.now() + 10_000;
+      while (trust.active > 0 && Date.now() < deadline)
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, Math.max(0, deadline - Date.now()));
+          trust.idle.push(() => {
+            clearTimeout(t);
+            r();
+          });
+        });
+      await trust.manager.reloadCertificates();
+    })()
+      .catch(() => {})
+      .finally(() => {
+        trust.reloading = undefined;
+      });
+  }
+  while (t.reloading) await t.reloading;
+  return t;
 }
 
 /** Connects and opens a session; node-opcua's own reconnection is off (the caller owns retries). */
@@ -68,28 +124,34 @@ export async function openSession(
       );
     userIdentity = { type: ua.UserTokenType.UserName, userName: o.user.username, password };
   }
+  const trust = await certificateManager(ua, join(pkiDir), o.trustOnFirstUse);
   const client = ua.OPCUAClient.create({
     applicationName: 'Edgeweave edge agent',
     endpointMustExist: false,
     securityMode: ua.MessageSecurityMode[o.securityMode],
     securityPolicy: ua.SecurityPolicy[policy],
-    clientCertificateManager: await certificateManager(ua, join(pkiDir), o.trustOnFirstUse),
+    clientCertificateManager: trust.manager,
     connectionStrategy: { maxRetry: 0, initialDelay: 200, maxDelay: 1000 },
     keepSessionAlive: true,
     requestedSessionTimeout: 60_000,
   });
+  trust.active++;
   try {
     await client.connect(o.endpoint);
   } catch (e) {
     await client.disconnect().catch(() => {});
     const msg = (e as Error).message;
     if (/certificate/i.test(msg)) {
+      trust.refusedWith = trustedListing(pkiDir);
       throw new OpcuaFailure(
         'SOURCE_SECURITY',
         `${o.endpoint}: the server's certificate is not trusted (${msg.split('\n')[0]}); to trust it, move it from ${join(pkiDir, 'rejected')} to ${join(pkiDir, 'trusted', 'certs')}, or set trustOnFirstUse: true`,
       );
     }
     throw new OpcuaFailure('SOURCE_UNREACHABLE', `${o.endpoint}: cannot connect: ${msg.split('\n')[0]}`);
+  } finally {
+    trust.active--;
+    if (trust.active === 0) for (const r of trust.idle.splice(0)) r();
   }
   try {
     const session = await client.createSession(userIdentity);
