@@ -35,7 +35,8 @@ import { planQuery } from '../src/stream/planner.ts';
 const MODEL = fileURLToPath(new URL('../models/vibration-ae.onnx', import.meta.url));
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 
-async function server(maxBatchSize: number): Promise<void> {
+/** The site's model host serving the vibration model (app `bench`, endpoint `score`). */
+async function benchHost(batching: { maxBatchSize: number; maxQueueDelayMs: number; maxQueueSize: number }): Promise<ModelHost> {
   const host = new ModelHost({
     runtimes: new RuntimeRegistry().register(new OnnxRuntime()),
     clock: systemClock,
@@ -52,21 +53,19 @@ async function server(maxBatchSize: number): Promise<void> {
       kind: 'App',
       metadata: { name: 'bench', version: '1.0.0' },
       spec: {
-        models: [
-          {
-            name: 'vib-ae',
-            format: 'onnx',
-            sha256: '0'.repeat(64),
-            batching: {
-              maxBatchSize,
-              maxQueueDelayMs: maxBatchSize > 1 ? Number(process.env.BENCH_DELAY_MS ?? 0) : 0,
-              maxQueueSize: 100_000,
-            },
-          },
-        ],
+        models: [{ name: 'vib-ae', format: 'onnx', sha256: '0'.repeat(64), batching }],
         endpoints: [{ name: 'score', model: 'vib-ae' }],
       },
     }),
+  });
+  return host;
+}
+
+async function server(maxBatchSize: number): Promise<void> {
+  const host = await benchHost({
+    maxBatchSize,
+    maxQueueDelayMs: maxBatchSize > 1 ? Number(process.env.BENCH_DELAY_MS ?? 0) : 0,
+    maxQueueSize: 100_000,
   });
   const app = Fastify();
   app.setValidatorCompiler(validatorCompiler);
@@ -159,27 +158,8 @@ async function direct(): Promise<number> {
 
 /** Part 3: records/s of a model rule over the model host, and the most calls out at once. */
 async function ruleRun(maxCalls: number, records: number): Promise<{ rps: number; maxOut: number }> {
-  const host = new ModelHost({
-    runtimes: new RuntimeRegistry().register(new OnnxRuntime()),
-    clock: systemClock,
-    log: silentLogger(),
-    registry: new Registry(),
-    fetchModel: async () => MODEL,
-  });
-  await host.start({
-    name: 'bench',
-    version: '1.0.0',
-    deploymentId: 'd',
-    manifest: parseManifest({
-      apiVersion: 'edgeweave/v1',
-      kind: 'App',
-      metadata: { name: 'bench', version: '1.0.0' },
-      // A queue big enough for the unwindowed run (its default, 1,024, would refuse most of it).
-      spec: {
-        models: [{ name: 'vib-ae', format: 'onnx', sha256: '0'.repeat(64), batching: { maxBatchSize: 64, maxQueueSize: 1_000_000 } }],
-      },
-    }),
-  });
+  // A queue big enough for the unwindowed run (its default, 1,024, would refuse most of it).
+  const host = await benchHost({ maxBatchSize: 64, maxQueueDelayMs: 0, maxQueueSize: 1_000_000 });
   const plan = planQuery(
     "SELECT n, infer('vib-ae', a, b, c) AS score FROM s",
     { name: 's', schema: { n: 'int', a: 'float', b: 'float', c: 'float' } },

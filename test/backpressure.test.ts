@@ -1,16 +1,10 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
-import { Registry } from 'prom-client';
 import { startTestCloud, startTestEdge, tempDir, waitFor, removeDirs } from './support/harness.ts';
-import { openEdgeDb } from '../src/edge/db.ts';
-import { Outbox } from '../src/edge/outbox.ts';
-import { Intake, Journal } from '../src/edge/journal.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
-import { EgressAudit } from '../src/edge/sinks.ts';
-import { RuleHost } from '../src/edge/rules.ts';
+import { durableRuleHost } from './support/rule-host.ts';
+import { Intake } from '../src/edge/journal.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';
-import { ManualClock } from '../src/lib/clock.ts';
 import { silentLogger } from '../src/lib/logger.ts';
 
 const manifest = (name: string) => ({
@@ -103,38 +97,10 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
   it('counts every result a full outbox refuses in the rule status and the outbox drop total', async () => {
     const dir = tempDir('bp-unit');
     dirs.push(dir);
-    const db = openEdgeDb(dir);
-    const clock = new ManualClock(0);
-    const outbox = new Outbox(db, clock, { maxMessages: 5, overflow: 'reject-new' });
-    const journal = new Journal(db, clock);
-    const dead = new DeadLetters(db, clock);
-    const router = new StreamRouter(dead);
-    const host = new RuleHost({
-      router,
-      dead,
-      clock,
-      log: silentLogger(),
-      sinkContext: (app, rule, allowedFields) => ({
-        siteId: 's',
-        app,
-        rule,
-        outbox,
-        audit: new EgressAudit(db, clock, new Registry()),
-        log: silentLogger(),
-        clock,
-        allowedFields,
-        siteLog: silentLogger(),
-        publishLocal: () => {},
-      }),
-      durable: { journal, db, outbox },
-    });
+    const { db, outbox, journal, host, feed } = durableRuleHost(dir, { outbox: { maxMessages: 5, overflow: 'reject-new' } });
     await host.start({ name: 'bp', version: '1.0.0', deploymentId: 'd', manifest: parseManifest(manifest('bp')) });
     const recs = Array.from({ length: 8 }, (_, n) => ({ topic: 'bp/d/rec', payload: Buffer.from(JSON.stringify({ dev: 'd', n })) }));
-    const seqs = journal.append(recs);
-    seqs.forEach((seq, i) => {
-      router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq);
-    });
-    host.delivered(seqs.at(-1)!);
+    feed(recs);
     host.commit();
     const st = host.statuses()[0]!;
     assert.equal(st.sinkDropped, 8);
@@ -151,31 +117,7 @@ describe('overflow is never silent: a full reject-new outbox slows the device', 
   it('admits a record only when every result it can lead to fits: rules × uplink sinks × windows, and open windows reserved — reject-new never over-admits', async () => {
     const dir = tempDir('bp-room');
     dirs.push(dir);
-    const db = openEdgeDb(dir);
-    const clock = new ManualClock(0);
-    const outbox = new Outbox(db, clock, { maxMessages: 20, overflow: 'reject-new' });
-    const journal = new Journal(db, clock);
-    const dead = new DeadLetters(db, clock);
-    const router = new StreamRouter(dead);
-    const host = new RuleHost({
-      router,
-      dead,
-      clock,
-      log: silentLogger(),
-      sinkContext: (app, rule, allowedFields) => ({
-        siteId: 's',
-        app,
-        rule,
-        outbox,
-        audit: new EgressAudit(db, clock, new Registry()),
-        log: silentLogger(),
-        clock,
-        allowedFields,
-        siteLog: silentLogger(),
-        publishLocal: () => {},
-      }),
-      durable: { journal, db, outbox },
-    });
+    const { db, clock, outbox, journal, router, host } = durableRuleHost(dir, { outbox: { maxMessages: 20, overflow: 'reject-new' } });
     // Per record: `pass` writes one result, `twice` two (two uplink sinks), `win` one per group
     // and 2 s window of a 4 s hopping window (two windows per record): five rows in all.
     const m = manifest('room');

@@ -9,18 +9,10 @@ const step = (what: string) => {
   if (process.env.EW_TEST_DEBUG) console.error(new Date().toISOString(), what);
 };
 import { GraphBuilder, int, ints } from '../src/inference/train/onnx-build.ts';
-import { Registry } from 'prom-client';
-import { openEdgeDb } from '../src/edge/db.ts';
-import { Outbox } from '../src/edge/outbox.ts';
-import { Journal } from '../src/edge/journal.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
-import { EgressAudit } from '../src/edge/sinks.ts';
-import { RuleHost } from '../src/edge/rules.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';
 import { EwError } from '../src/contracts/errors.ts';
-import { ManualClock } from '../src/lib/clock.ts';
-import { silentLogger } from '../src/lib/logger.ts';
 import { tempDir } from './support/harness.ts';
+import { durableRuleHost } from './support/rule-host.ts';
 
 /**
  * Every model load holds its rules' input in the journal, not just the first: an app update
@@ -200,37 +192,23 @@ describe("a model reloading (app update, retried load) holds its rule's input in
   it("the rule host: an update pauses the model rules, holds their input, drops a removed rule's hold, and replays once the model is ready", async () => {
     const dir = tempDir('reload-unit');
     dirs.push(dir);
-    const db = openEdgeDb(dir);
-    const clock = new ManualClock(0);
-    const outbox = new Outbox(db, clock, { maxMessages: 10_000, overflow: 'drop-oldest' });
-    const journal = new Journal(db, clock);
-    const dead = new DeadLetters(db, clock);
-    const router = new StreamRouter(dead);
     let state: 'ready' | 'waiting' = 'ready';
-    const host = new RuleHost({
-      router,
+    const {
+      db,
+      outbox,
+      journal,
       dead,
-      clock,
-      log: silentLogger(),
+      router,
+      host,
+      feed: journalAndDeliver,
+    } = durableRuleHost(dir, {
+      outbox: { maxMessages: 10_000, overflow: 'drop-oldest' },
       modelState: () => state,
       // A model that is not there fails its calls, as the model host does while it reloads.
       infer: async (_app, _model, args) => {
         if (state !== 'ready') throw new EwError('MODEL_NOT_READY', 'model m is loading');
         return (args[0] as number) * 2;
       },
-      sinkContext: (app, rule, allowedFields) => ({
-        siteId: 's',
-        app,
-        rule,
-        outbox,
-        audit: new EgressAudit(db, clock, new Registry()),
-        log: silentLogger(),
-        clock,
-        allowedFields,
-        siteLog: silentLogger(),
-        publishLocal: () => {},
-      }),
-      durable: { journal, db, outbox },
     });
     const app = (version: string, withGone: boolean) => ({
       name: 'rl',
@@ -257,11 +235,7 @@ describe("a model reloading (app update, retried load) holds its rule's input in
         payload: Buffer.from(JSON.stringify({ n: from + i })),
       }));
       assert.ok(router.routes('rl/d/rec'), 'the stream is read (or held) all along');
-      const seqs = journal.append(recs);
-      seqs.forEach((seq, i) => {
-        router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq);
-      });
-      host.delivered(seqs.at(-1)!);
+      journalAndDeliver(recs);
     };
     const settle = async () => {
       for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));

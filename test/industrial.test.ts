@@ -271,30 +271,27 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     await stop(app);
   });
 
-  it('trustOnFirstUse: true accepts an unknown server certificate at once (and trusts it from then on)', async () => {
-    const pkiDir = join(dir, 'pki-tofu');
-    const got: Record<string, unknown>[] = [];
+  /** A SignAndEncrypt poll of the vibration node into `got`, its PKI in `pkiDir`. */
+  const secureSource = (app: string, pkiDir: string, got: Record<string, unknown>[], trustOnFirstUse = false) => {
     const src = new OpcuaSource(
       OpcuaSourceSpec.parse({
         endpoint: opc.endpoint,
         securityMode: 'SignAndEncrypt',
-        trustOnFirstUse: true,
+        trustOnFirstUse,
         mode: 'poll',
         intervalMs: 100,
         fields: { vibration: OPCUA_NODES.vibration },
       }),
-      {
-        app: 'tofu',
-        stream: 'm',
-        emit: (r) => got.push(r),
-        onError: () => {},
-        secret: () => undefined,
-        pkiDir,
-        clock: systemClock,
-        log,
-      },
+      { app, stream: 'm', emit: (r) => got.push(r), onError: () => {}, secret: () => undefined, pkiDir, clock: systemClock, log },
     );
     src.start();
+    return src;
+  };
+
+  it('trustOnFirstUse: true accepts an unknown server certificate at once (and trusts it from then on)', async () => {
+    const pkiDir = join(dir, 'pki-tofu');
+    const got: Record<string, unknown>[] = [];
+    const src = secureSource('tofu', pkiDir, got, true);
     try {
       await waitFor('records over SignAndEncrypt', () => got.length > 0, 60_000);
       assert.equal(src.status.lastError, undefined, 'never refused');
@@ -313,38 +310,19 @@ describe('industrial sources and guarded write-back (real OPC UA and Modbus TCP 
     const got: Record<string, unknown>[] = [];
     let src: OpcuaSource | undefined;
     try {
-      src = new OpcuaSource(
-        OpcuaSourceSpec.parse({
-          endpoint: opc.endpoint,
-          securityMode: 'SignAndEncrypt',
-          mode: 'poll',
-          intervalMs: 100,
-          fields: { vibration: OPCUA_NODES.vibration },
-        }),
-        {
-          app: 'nowatch',
-          stream: 'm',
-          emit: (r) => got.push(r),
-          onError: () => {},
-          secret: () => undefined,
-          pkiDir,
-          clock: systemClock,
-          log,
-        },
-      );
-      src.start();
+      src = secureSource('nowatch', pkiDir, got);
       const err = await waitFor('the refusal', () => src!.status.lastError, 30_000);
       assert.equal(err.code, 'SOURCE_SECURITY');
     } finally {
+      // (Read when the manager for this folder was made: the other tests keep their watchers.)
       if (before === undefined) delete process.env.OPCUA_PKI_DISABLE_FILE_WATCHERS;
       else process.env.OPCUA_PKI_DISABLE_FILE_WATCHERS = before;
     }
     try {
-      const folder = pkiDir;
       const rejected = await waitFor('the rejected certificate', () =>
-        readdirSync(join(folder, 'rejected')).find((f) => f.endsWith('.pem') || f.endsWith('.der')),
+        readdirSync(join(pkiDir, 'rejected')).find((f) => f.endsWith('.pem') || f.endsWith('.der')),
       );
-      renameSync(join(folder, 'rejected', rejected), join(folder, 'trusted', 'certs', rejected));
+      renameSync(join(pkiDir, 'rejected', rejected), join(pkiDir, 'trusted', 'certs', rejected));
       await waitFor('records over SignAndEncrypt', () => got.length > 0, 60_000);
     } finally {
       await src.close();

@@ -1,17 +1,9 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Registry } from 'prom-client';
-import { openEdgeDb } from '../src/edge/db.ts';
-import { Outbox } from '../src/edge/outbox.ts';
-import { Journal } from '../src/edge/journal.ts';
-import { DeadLetters, StreamRouter } from '../src/edge/record-router.ts';
-import { EgressAudit } from '../src/edge/sinks.ts';
-import { RuleHost } from '../src/edge/rules.ts';
 import { parseManifest } from '../src/contracts/manifest.ts';
 import { EwError } from '../src/contracts/errors.ts';
-import { ManualClock } from '../src/lib/clock.ts';
-import { silentLogger } from '../src/lib/logger.ts';
 import { tempDir, removeDirs } from './support/harness.ts';
+import { durableRuleHost } from './support/rule-host.ts';
 
 /**
  * A site's model rules under acknowledge-after-durability when the model is slower than the
@@ -35,32 +27,18 @@ function site(opts: {
 }) {
   const dir = tempDir('catchup');
   dirs.push(dir);
-  const db = openEdgeDb(dir);
-  const clock = new ManualClock(0);
-  const outbox = new Outbox(db, clock, { maxMessages: 100_000, overflow: 'drop-oldest' });
-  const journal = new Journal(db, clock);
-  const dead = new DeadLetters(db, clock);
-  const router = new StreamRouter(dead);
-  const host = new RuleHost({
-    router,
-    dead,
+  const {
+    db,
     clock,
-    log: silentLogger(),
+    outbox,
+    journal,
+    dead,
+    router,
+    host,
+    feed: journalAndDeliver,
+  } = durableRuleHost(dir, {
     modelState: opts.state ?? (() => 'ready'),
     infer: opts.infer,
-    sinkContext: (app, rule, allowedFields) => ({
-      siteId: 's',
-      app,
-      rule,
-      outbox,
-      audit: new EgressAudit(db, clock, new Registry()),
-      log: silentLogger(),
-      clock,
-      allowedFields,
-      siteLog: silentLogger(),
-      publishLocal: () => {},
-    }),
-    durable: { journal, db, outbox },
   });
   const app = {
     name: 'rl',
@@ -86,15 +64,8 @@ function site(opts: {
       },
     }),
   };
-  /** Journals and delivers records as the intake does (one turn: append, then deliver each). */
-  const feed = (payloads: { topic?: string; body: unknown }[]) => {
-    const recs = payloads.map((p) => ({ topic: p.topic ?? 'rl/d/rec', payload: Buffer.from(JSON.stringify(p.body)) }));
-    const seqs = journal.append(recs);
-    seqs.forEach((seq, i) => {
-      router.onMessage(recs[i]!.topic, recs[i]!.payload, undefined, seq);
-    });
-    host.delivered(seqs.at(-1)!);
-  };
+  const feed = (payloads: { topic?: string; body: unknown }[]) =>
+    journalAndDeliver(payloads.map((p) => ({ topic: p.topic ?? 'rl/d/rec', payload: Buffer.from(JSON.stringify(p.body)) })));
   const turns = async (n = 10) => {
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
   };
