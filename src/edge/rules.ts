@@ -59,17 +59,21 @@ interface Running {
   checkpointAt: number;
   forceCheckpoint?: boolean;
   /**
-   * Catching up from the journal: the last journal seq pushed into the rule. Live records are
-   * not pushed meanwhile (they are journaled; it reads them in order), and its cursor stays at or
-   * before this. Absent: the rule takes records live.
+   * Catching up from the journal (absent: the rule takes records live). Live records are not
+   * pushed meanwhile (they are journaled; it reads them in order), and its cursor stays at or
+   * before `read`.
    */
-  lag?: number;
-  /** Its catch-up began with the journal at this seq (records up to it were counted in `behind`). */
-  lagBase?: number;
-  /** Journaled records it still has to read (conservative: counted against the outbox's room). */
-  behind?: number;
-  replayed?: number;
-  replayFrom?: number;
+  catchUp?: {
+    /** The last journal seq pushed into the rule. */
+    read: number;
+    /** The journal's seq when it began: records up to it were counted in `behind`. */
+    base: number;
+    /** Journaled records it still has to read (conservative: counted against the outbox's room). */
+    behind: number;
+    /** Where it began, and the records it has pushed since (logged once it has caught up). */
+    from: number;
+    replayed: number;
+  };
 }
 
 /**
@@ -164,7 +168,7 @@ export class RuleHost implements AppComponent {
   private safeSeq(r: Running): number {
     const f = r.model?.inFlight;
     if (f?.emitting) return r.cursor; // window rows wait for a model: not done yet
-    const upTo = r.lag ?? this.seen; // catching up: only what it has read from the journal
+    const upTo = r.catchUp?.read ?? this.seen; // catching up: only what it has read from the journal
     const oldest = f?.oldest?.seq;
     return typeof oldest === 'number' ? Math.min(oldest - 1, upTo) : upTo;
   }
@@ -452,7 +456,7 @@ export class RuleHost implements AppComponent {
       // What one more record can lead to, as cost() counts it (a sliding window: a row per group it holds).
       const per = r.cost + (r.windowKind === 'sliding' ? cells * r.uplinks : 0);
       n += (b ? b.records * per + b.rows * r.uplinks : 0) + (r.windowed ? cells * r.uplinks : 0);
-      n += (r.behind ?? 0) * per;
+      n += (r.catchUp?.behind ?? 0) * per;
     }
     for (const c of this.claims.values()) n += c.records * c.cost + c.base;
     return n;
@@ -537,7 +541,7 @@ export class RuleHost implements AppComponent {
     if (!isEwError(e) || !TRANSIENT.has(e.code)) return false;
     if (e.code !== 'MODEL_NOT_READY' || !this.d.modelState) return true;
     return !r.models.some((m) => {
-      const name = m.startsWith('llm:') ? app.manifest.spec.endpoints.find((x) => x.name === m.slice(4))?.model : m;
+      const name = modelOf(app, m);
       return name !== undefined && this.d.modelState!(app.name, name) === 'failed';
     });
   }
@@ -546,7 +550,7 @@ export class RuleHost implements AppComponent {
   private modelPending(app: DesiredApp, models: readonly string[]): string | undefined {
     if (!this.d.durable || !this.d.modelState) return undefined;
     for (const m of models) {
-      const name = m.startsWith('llm:') ? app.manifest.spec.endpoints.find((e) => e.name === m.slice(4))?.model : m;
+      const name = modelOf(app, m);
       if (name && this.d.modelState(app.name, name) === 'waiting') return name;
     }
     return undefined;
@@ -755,9 +759,9 @@ export class RuleHost implements AppComponent {
       rule.push(rec, meta);
       return;
     }
-    if (r.lag !== undefined) {
+    if (r.catchUp) {
       // It reads this one from the journal, in its turn.
-      if (seq > r.lag) r.behind = (r.behind ?? 0) + 1;
+      if (seq > r.catchUp.read) r.catchUp.behind++;
       return;
     }
     const b = rule.backlog;
@@ -785,14 +789,11 @@ export class RuleHost implements AppComponent {
     base: number,
   ): void {
     const dur = this.d.durable!;
-    r.lag = from;
-    r.lagBase = base;
-    r.behind = Math.max(0, behind);
-    r.replayed ??= 0;
-    r.replayFrom ??= from;
+    const c = { read: from, base, behind: Math.max(0, behind), from, replayed: 0 };
+    r.catchUp = c;
     const reads = stream.topic ? new TopicSet([stream.topic]) : undefined;
     const step = (): void => {
-      if (r.stopped || r.state !== 'running' || r.lag === undefined) return;
+      if (r.stopped || r.state !== 'running' || r.catchUp !== c) return;
       const b = rule.backlog;
       const room = RULE_QUEUE_MAX - b.records - b.rows;
       if (room <= 0) {
@@ -801,7 +802,7 @@ export class RuleHost implements AppComponent {
       }
       let recs: ReturnType<typeof dur.journal.read>;
       try {
-        recs = dur.journal.read(r.lag, Math.min(room, 1000));
+        recs = dur.journal.read(c.read, Math.min(room, 1000));
       } catch (e) {
         // Storage failing (a damaged page, I/O): the records stay journaled; read again shortly.
         this.d.log.error({ app: r.app, rule: r.spec.name, err: (e as Error).message }, 'reading the journal failed; retrying');
@@ -812,23 +813,20 @@ export class RuleHost implements AppComponent {
         // Caught up: every journaled record is in; live records follow (the intake delivers each
         // in the same turn it journals it, so none falls between).
         // Its cursor may move to what it has read (seen counts what the intake delivered).
-        if (r.lag > this.seen) this.seen = r.lag;
-        r.lag = undefined;
-        r.behind = 0;
-        if (r.replayed)
-          this.d.log.info({ app: r.app, rule: r.spec.name, replayed: r.replayed, from: r.replayFrom }, 'rule replayed journaled records');
-        r.replayed = undefined;
-        r.replayFrom = undefined;
+        if (c.read > this.seen) this.seen = c.read;
+        r.catchUp = undefined;
+        if (c.replayed)
+          this.d.log.info({ app: r.app, rule: r.spec.name, replayed: c.replayed, from: c.from }, 'rule replayed journaled records');
         this.commitSoon();
         return;
       }
       for (const rec of recs) {
-        r.lag = rec.seq;
+        c.read = rec.seq;
         const mine = streamReads(r.app, stream, rec.topic, reads);
         // Decoded as on first delivery, MQTT 5 properties included.
         const d = mine ? decodeRecord(rec.payload, stream, stream.properties && propertyFields(stream.properties, rec.props)) : undefined;
-        // `behind` counted every record up to lagBase, and after it each one delivered live (decoded).
-        if (rec.seq <= (r.lagBase ?? 0) || d?.ok) r.behind = Math.max(0, (r.behind ?? 0) - 1);
+        // `behind` counted every record up to `base`, and after it each one delivered live (decoded).
+        if (rec.seq <= c.base || d?.ok) c.behind = Math.max(0, c.behind - 1);
         if (!d?.ok) continue; // not its stream, or dead-lettered when it first arrived
         try {
           rule.push(d.rec, {
@@ -842,7 +840,7 @@ export class RuleHost implements AppComponent {
             'a replayed record failed in the rule',
           );
         }
-        r.replayed!++;
+        c.replayed++;
       }
       this.commitSoon();
       // The next chunk in a later turn: the device broker and the other rules are served meanwhile.
@@ -886,7 +884,7 @@ export class RuleHost implements AppComponent {
   backlogs(): { app: string; rule: string; records: number }[] {
     const out = [...this.rules.values()]
       .filter((r) => r.state === 'running')
-      .map((r) => ({ app: r.app, rule: r.spec.name, records: (r.model?.backlog.records ?? 0) + (r.behind ?? 0) }));
+      .map((r) => ({ app: r.app, rule: r.spec.name, records: (r.model?.backlog.records ?? 0) + (r.catchUp?.behind ?? 0) }));
     for (const [key, c] of this.claims) out.push({ app: c.app, rule: key.slice(c.app.length + 1), records: c.records });
     return out;
   }
@@ -900,6 +898,11 @@ export class RuleHost implements AppComponent {
         .concat([...this.claims.keys()]),
     );
   }
+}
+
+/** The model a rule's call names: infer()'s own, or the one behind llm()'s endpoint ("llm:<endpoint>"). */
+function modelOf(app: DesiredApp, call: string): string | undefined {
+  return call.startsWith('llm:') ? app.manifest.spec.endpoints.find((e) => e.name === call.slice(4))?.model : call;
 }
 
 /** A manifest's streams as the planner takes them (an industrial source's stream has no topic). */
